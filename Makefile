@@ -1,0 +1,39 @@
+# tilltap: the commands a person (and CI) uses. Every target first runs scripts/bootstrap.sh,
+# which makes the machine ready (Debian packages, .venv, node_modules) and is quick when it is.
+#
+#   make demo [ARGS=...]          the demo (tools/cli.py)
+#   make test [PYTEST_ARGS=...]   lint, then the whole test suite
+#   make lint                     ruff + mypy
+#   make bench [QUICK=1]          the benchmarks
+#   make clean / make distclean   remove caches / also .venv and node_modules
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: bootstrap demo test lint bench clean distclean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(BIN)/tilltap demo $(ARGS)
+
+# pytest exits 5 when it collects no test: non-zero, so the target fails, as it should.
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: bootstrap
+	$(BIN)/tilltap bench $(if $(QUICK),--quick,) $(ARGS)
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./node_modules -prune -o -path ./$(VENV) -prune -o \
+		\( -name __pycache__ -o -name '*.mpy' \) -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,66 @@
+"""The seams between the terminal's logic and the world. Boards and the simulator implement
+these; the transaction, journal and uplink modules only ever call these methods.
+
+    Clock    now_s() -> int unix seconds (RTC); ticks_ms() -> int monotonic ms;
+             ticks_diff(a, b) -> a - b with wrap-around; sleep_ms(ms)
+    Random   u32() -> int (jitter, request ids; not a key source)
+    Net      connect(client_id, will_topic, will_payload) -> None, raises OSError
+             publish(topic, payload, retain=False) -> None (QoS 1), raises OSError
+             subscribe(topic) -> None; poll(timeout_ms) -> [(topic, payload bytes)]
+             connected -> bool; disconnect() -> None
+    Reader   read_card(timeout_ms) -> card id (str) or None when no card answered in time
+    Display  show(text) -> None: the line the cashier reads
+
+Journal storage is `firmware.storage` (read_all / append / replace).
+"""
+
+import time
+
+if hasattr(time, "ticks_ms"):  # MicroPython
+    _ticks_ms = getattr(time, "ticks_ms")  # noqa: B009 (absent from CPython's stubs)
+    _ticks_diff = getattr(time, "ticks_diff")  # noqa: B009
+else:  # CPython has no ticks_*: derive them from the monotonic clock.
+
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+class SystemClock:
+    """Clock backed by the interpreter's own time functions (board RTC, or the host)."""
+
+    def now_s(self):
+        return int(time.time())
+
+    def ticks_ms(self):
+        return _ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return _ticks_diff(a, b)
+
+    def sleep_ms(self, ms):
+        time.sleep(ms / 1000)
+
+
+class SystemRandom:
+    def __init__(self, seed=None):
+        import random
+
+        if seed is not None and hasattr(random, "seed"):
+            random.seed(seed)
+        self._random = random
+
+    def u32(self):
+        return self._random.getrandbits(32)
+
+
+class NullDisplay:
+    """A display that remembers the last line shown (the simulator reads it back)."""
+
+    def __init__(self):
+        self.last = ""
+
+    def show(self, text):
+        self.last = text

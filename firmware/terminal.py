@@ -1,0 +1,146 @@
+"""The counter terminal's transaction state machine.
+
+    IDLE -> READING (card tapped) -> AUTHORIZING (online request) -> COMMITTING
+         -> APPROVED (sealed, journaled, queued for the gateway) or DECLINED (reason shown)
+
+A sale is approved only once its sealed record is durable in the journal; it is sent after
+that, and resent until the gateway's signed ack covers it. A declined sale journals nothing.
+Every operation returns an outcome dict:
+
+    {"approved": bool, "reason": str or None, "txn": fields or None, "response": dict or None}
+"""
+
+from protocol import reasons, rules, txn
+from protocol.errors import ProtocolError
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(value):
+        return value
+
+
+AUTH_TIMEOUT_MS = const(3000)
+CARD_READ_TIMEOUT_MS = const(2000)
+
+IDLE = "idle"
+READING = "reading"
+AUTHORIZING = "authorizing"
+COMMITTING = "committing"
+
+
+class Terminal:
+    def __init__(self, config, journal, uplink, clock, reader, display):
+        self.config = config
+        self.journal = journal
+        self.uplink = uplink
+        self.clock = clock
+        self.reader = reader
+        self.display = display
+        self.state = IDLE
+        self.approved_count = 0
+        self.declined = {}  # reason -> count
+
+    # -- operations the cashier starts ----------------------------------------------------
+    def issue(self, program_id, value_minor):
+        """Sell and activate a card with an opening value (0 for a points-only card)."""
+        return self._run(txn.KIND_ISSUE, value_minor, 0, program_id=program_id)
+
+    def topup(self, amount_minor):
+        return self._run(txn.KIND_TOPUP, amount_minor, 0)
+
+    def purchase(self, amount_minor, pay_from_card=True):
+        card_value = amount_minor if pay_from_card else 0
+        return self._run(txn.KIND_PURCHASE, amount_minor, card_value)
+
+    def refund(self, original_txn_id, amount_minor):
+        return self._run(txn.KIND_REFUND, amount_minor, 0, ref=original_txn_id)
+
+    def inquiry(self):
+        """Show the card's balance; nothing is journaled."""
+        return self._run(txn.KIND_INQUIRY, 0, 0)
+
+    # -- the state machine ----------------------------------------------------------------
+    def _decline(self, reason):
+        self.state = IDLE
+        self.declined[reason] = self.declined.get(reason, 0) + 1
+        self.display.show("DECLINED " + reason)
+        return {"approved": False, "reason": reason, "txn": None, "response": None}
+
+    def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None):
+        self.state = READING
+        card = self.reader.read_card(CARD_READ_TIMEOUT_MS)
+        if card is None:
+            return self._decline(reasons.CARD_READ_FAILED)
+        self.state = AUTHORIZING
+        request = {
+            "card": card,
+            "kind": kind,
+            "currency": self.config["currency"],
+            "amount_minor": amount_minor,
+            "card_value_minor": card_value_minor,
+            "program": program_id,
+            "ref": ref,
+        }
+        response = self.uplink.authorize(request, AUTH_TIMEOUT_MS)
+        if response is None:
+            return self._decline(reasons.HOST_UNAVAILABLE)
+        if not response["approved"]:
+            return self._decline(response.get("reason") or reasons.HOST_UNAVAILABLE)
+        if kind == txn.KIND_INQUIRY:
+            self.state = IDLE
+            self.display.show("BALANCE %d" % response.get("value_minor", 0))
+            return {"approved": True, "reason": None, "txn": None, "response": response}
+        try:
+            fields = self._build(kind, card, amount_minor, card_value_minor, response, ref)
+            self.state = COMMITTING
+            self._commit(fields)
+        except ProtocolError as error:
+            return self._decline(error.reason)
+        self.state = IDLE
+        self.approved_count += 1
+        self.display.show("APPROVED")
+        return {"approved": True, "reason": None, "txn": fields, "response": response}
+
+    def _build(self, kind, card, amount_minor, card_value_minor, response, ref):
+        prog = rules.program(self.config["programs"], response.get("program"))
+        bonus = points = 0
+        if kind == txn.KIND_ISSUE:
+            card_value_minor = amount_minor
+        elif kind == txn.KIND_TOPUP:
+            bonus = rules.topup_bonus(prog, amount_minor)
+            card_value_minor = amount_minor + bonus
+        elif kind == txn.KIND_PURCHASE:
+            points = rules.points_earned(prog, amount_minor)
+        else:
+            # The gateway holds the original purchase and computes what a refund reverses.
+            card_value_minor = response.get("card_value_minor", 0)
+            points = response.get("points", 0)
+        return {
+            "terminal": self.config["terminal"],
+            "seq": self.journal.last_seq + 1,
+            "prev": self.journal.last_digest,
+            "time": self.clock.now_s(),
+            "merchant": self.config["merchant"],
+            "card": card,
+            "kind": kind,
+            "currency": self.config["currency"],
+            "amount_minor": amount_minor,
+            "card_value_minor": card_value_minor,
+            "bonus_minor": bonus,
+            "points": points,
+            "ref": ref,
+            "program": prog["id"] if kind == txn.KIND_ISSUE else None,
+            "auth_mode": txn.AUTH_ONLINE,
+            "auth_id": response.get("auth_id"),
+        }
+
+    def _commit(self, fields):
+        record = txn.seal(self.config["key"], fields)
+        self.journal.append_txn(fields["seq"], record)  # durable before anything is sent
+        self.uplink.send_new(fields["seq"], record)
+
+    def service(self, timeout_ms=0):
+        """Idle work between customers: deliver and resend journaled records."""
+        self.uplink.service(timeout_ms)

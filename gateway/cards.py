@@ -1,0 +1,229 @@
+"""Authoritative card state at the gateway: business rules, authorization and holds (pure).
+
+The terminal computes points, bonus and refund reversals with `protocol.rules`; the gateway
+computes them again here and refuses a record that disagrees (`rule_mismatch`). Authorization
+places a hold on the value it approves, so two terminals cannot both spend the same balance;
+the hold is released when the transaction carrying its auth id is applied, or when it
+expires after HOLD_TTL_S.
+
+All methods are called with `lock` held by the caller's stage (ingest or authorize).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from protocol import rules, txn
+from protocol.errors import ProtocolError, ValidationError
+from protocol.reasons import (
+    AMOUNT_INVALID,
+    CARD_EXISTS,
+    CARD_UNKNOWN,
+    CURRENCY_MISMATCH,
+    INSUFFICIENT_VALUE,
+    KIND_UNKNOWN,
+    REFUND_UNKNOWN_ORIGINAL,
+    RULE_MISMATCH,
+)
+
+HOLD_TTL_S = 120
+HOLDS_MAX = 100_000
+
+
+class Hold:
+    __slots__ = ("card", "value_minor", "expires_s", "issue")
+
+    def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool) -> None:
+        self.card = card
+        self.value_minor = value_minor
+        self.expires_s = expires_s
+        self.issue = issue
+
+
+class CardBook:
+    def __init__(self, programs: dict[str, dict[str, Any]],
+                 cards: dict[str, dict[str, Any]] | None = None) -> None:
+        self.programs = programs
+        self.cards: dict[str, dict[str, Any]] = dict(cards or {})
+        self.purchases: dict[str, dict[str, Any]] = {}
+        self.holds: dict[str, Hold] = {}
+        self.lock = threading.Lock()
+        self._hold_ids = itertools.count(1)
+        self.dirty: set[str] = set()
+
+    # -- rebuilding from the store --------------------------------------------------------
+    def replay_purchase(self, fields: dict[str, Any]) -> None:
+        """Re-learn purchases and their refunds from stored records after a restart."""
+        kind = fields["kind"]
+        if kind == txn.KIND_PURCHASE:
+            self._remember_purchase(fields)
+        elif kind == txn.KIND_REFUND and fields.get("ref") in self.purchases:
+            self._count_refund(fields)
+
+    def _remember_purchase(self, fields: dict[str, Any]) -> None:
+        self.purchases[txn.txn_id(fields["terminal"], fields["seq"])] = {
+            "card": fields["card"],
+            "amount_minor": fields["amount_minor"],
+            "card_value_minor": fields["card_value_minor"],
+            "points": fields["points"],
+            "refunded": {"amount_minor": 0, "card_value_minor": 0, "points": 0},
+        }
+
+    def _count_refund(self, fields: dict[str, Any]) -> None:
+        refunded = self.purchases[fields["ref"]]["refunded"]
+        refunded["amount_minor"] += fields["amount_minor"]
+        refunded["card_value_minor"] += fields["card_value_minor"]
+        refunded["points"] += fields["points"]
+
+    # -- ingest: check then apply ---------------------------------------------------------
+    def _card(self, card: str) -> dict[str, Any]:
+        state = self.cards.get(card)
+        if state is None:
+            raise ValidationError(CARD_UNKNOWN, card)
+        return state
+
+    def _original(self, fields: dict[str, Any]) -> dict[str, Any]:
+        original = self.purchases.get(fields.get("ref") or "")
+        if original is None or original["card"] != fields["card"]:
+            raise ValidationError(REFUND_UNKNOWN_ORIGINAL, str(fields.get("ref")))
+        return original
+
+    def check(self, fields: dict[str, Any]) -> None:
+        """Raise ValidationError with the reason if the record breaks a business rule."""
+        kind = fields["kind"]
+        if kind == txn.KIND_ISSUE:
+            self._check_issue(fields)
+            return
+        state = self._card(fields["card"])
+        if fields["currency"] != state["currency"]:
+            raise ValidationError(CURRENCY_MISMATCH, fields["card"])
+        prog = rules.program(self.programs, state["program"])
+        if kind == txn.KIND_TOPUP:
+            if not prog["topup_allowed"]:
+                raise ValidationError(AMOUNT_INVALID, "program takes no top-ups")
+            if fields["bonus_minor"] != rules.topup_bonus(prog, fields["amount_minor"]):
+                raise ValidationError(RULE_MISMATCH, "bonus")
+        elif kind == txn.KIND_PURCHASE:
+            if fields["card_value_minor"] and not prog["holds_value"]:
+                raise ValidationError(AMOUNT_INVALID, "program holds no value")
+            if fields["points"] != rules.points_earned(prog, fields["amount_minor"]):
+                raise ValidationError(RULE_MISMATCH, "points")
+            own_hold = self.holds.get(fields.get("auth_id") or "")
+            available = state["value_minor"] - self._held(fields["card"])
+            if own_hold is not None and own_hold.card == fields["card"]:
+                available += own_hold.value_minor
+            if fields["auth_mode"] == txn.AUTH_ONLINE and fields["card_value_minor"] > available:
+                raise ValidationError(INSUFFICIENT_VALUE, fields["card"])
+        elif kind == txn.KIND_REFUND:
+            original = self._original(fields)
+            expected = rules.refund_reversal(
+                original, original["refunded"], fields["amount_minor"]
+            )
+            if (fields["card_value_minor"], fields["points"]) != expected:
+                raise ValidationError(RULE_MISMATCH, "refund reversal")
+        else:
+            raise ValidationError(KIND_UNKNOWN, str(kind))
+
+    def _check_issue(self, fields: dict[str, Any]) -> None:
+        if fields["card"] in self.cards:
+            raise ValidationError(CARD_EXISTS, fields["card"])
+        prog = rules.program(self.programs, fields.get("program"))
+        if fields["currency"] != prog["currency"]:
+            raise ValidationError(CURRENCY_MISMATCH, "program currency")
+        if fields["amount_minor"] and not prog["holds_value"]:
+            raise ValidationError(AMOUNT_INVALID, "program holds no value")
+
+    def apply(self, fields: dict[str, Any]) -> None:
+        """Change the card state for a record that passed `check`."""
+        kind = fields["kind"]
+        card = fields["card"]
+        if kind == txn.KIND_ISSUE:
+            self.cards[card] = {
+                "program": fields["program"],
+                "currency": fields["currency"],
+                "value_minor": 0,
+                "points": 0,
+            }
+        state = self.cards[card]
+        if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP, txn.KIND_REFUND):
+            state["value_minor"] += fields["card_value_minor"]
+        else:
+            state["value_minor"] -= fields["card_value_minor"]
+        if kind == txn.KIND_PURCHASE:
+            state["points"] += fields["points"]
+            self._remember_purchase(fields)
+        elif kind == txn.KIND_REFUND:
+            state["points"] -= fields["points"]
+            self._count_refund(fields)
+        self.holds.pop(fields.get("auth_id") or "", None)
+        self.dirty.add(card)
+
+    def take_dirty(self) -> dict[str, dict[str, Any]]:
+        changed = {card: dict(self.cards[card]) for card in self.dirty}
+        self.dirty = set()
+        return changed
+
+    # -- authorization --------------------------------------------------------------------
+    def _held(self, card: str) -> int:
+        return sum(h.value_minor for h in self.holds.values() if h.card == card)
+
+    def expire_holds(self, now_s: float) -> int:
+        expired = [key for key, hold in self.holds.items() if hold.expires_s <= now_s]
+        for key in expired:
+            del self.holds[key]
+        return len(expired)
+
+    def _place_hold(self, card: str, value_minor: int, now_s: float, issue: bool) -> str:
+        if len(self.holds) >= HOLDS_MAX:
+            self.expire_holds(now_s)
+        auth_id = f"a{next(self._hold_ids)}"
+        self.holds[auth_id] = Hold(card, value_minor, now_s + HOLD_TTL_S, issue)
+        return auth_id
+
+    def authorize(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
+        """Decide a request; returns response fields (approved or declined with a reason)."""
+        try:
+            return self._decide(request, now_s)
+        except ProtocolError as error:
+            return {"approved": False, "reason": error.reason}
+
+    def _decide(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
+        kind = request["kind"]
+        card = request["card"]
+        if kind == txn.KIND_ISSUE:
+            issuing = any(h.issue and h.card == card for h in self.holds.values())
+            if issuing:
+                raise ValidationError(CARD_EXISTS, card)
+            self._check_issue(dict(request, points=0, bonus_minor=0))
+            return {"approved": True, "program": request["program"],
+                    "auth_id": self._place_hold(card, 0, now_s, True)}
+        state = self._card(card)
+        if request["currency"] != state["currency"]:
+            raise ValidationError(CURRENCY_MISMATCH, card)
+        prog = rules.program(self.programs, state["program"])
+        response: dict[str, Any] = {"approved": True, "program": state["program"],
+                                    "currency": state["currency"]}
+        if kind == txn.KIND_PURCHASE:
+            wanted = request.get("card_value_minor", 0)
+            if wanted and not prog["holds_value"]:
+                raise ValidationError(AMOUNT_INVALID, "program holds no value")
+            if wanted > state["value_minor"] - self._held(card):
+                raise ValidationError(INSUFFICIENT_VALUE, card)
+            response["auth_id"] = self._place_hold(card, wanted, now_s, False)
+        elif kind == txn.KIND_TOPUP:
+            if not prog["topup_allowed"]:
+                raise ValidationError(AMOUNT_INVALID, "program takes no top-ups")
+        elif kind == txn.KIND_REFUND:
+            original = self._original(dict(request))
+            value, points = rules.refund_reversal(
+                original, original["refunded"], request["amount_minor"]
+            )
+            response["card_value_minor"] = value
+            response["points"] = points
+        elif kind != txn.KIND_INQUIRY:
+            raise ValidationError(KIND_UNKNOWN, str(kind))
+        response["value_minor"] = state["value_minor"] - self._held(card)
+        response["points_balance"] = state["points"]
+        return response

@@ -1,0 +1,127 @@
+"""The writer stage: sequence verified records, apply business rules, commit, then ack.
+
+Records are committed in batches (up to COMMIT_BATCH_MAX records, or whatever arrived within
+COMMIT_WAIT_MS), never one transaction per message. Acknowledgements for a batch are handed
+to the ack stage only after its commit returned: an ack is a promise that the record is
+durable here.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from gateway.acks import AckOut
+from gateway.cards import CardBook
+from gateway.sequencer import DUPLICATE, IN_ORDER, REJECT, Decision, Sequencer
+from gateway.stats import Stats
+from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
+from gateway.verify import Verified
+from protocol.errors import ProtocolError
+
+COMMIT_BATCH_MAX = 500
+COMMIT_WAIT_MS = 5
+
+
+class _Batch:
+    """What one commit writes and, afterwards, acknowledges."""
+
+    def __init__(self) -> None:
+        self.rows: list[StoredRecord] = []
+        self.acks: dict[str, AckOut] = {}
+        self.counters: dict[str, int] = {}
+
+    def ack_for(self, item: Verified) -> AckOut:
+        out = self.acks.get(item.terminal)
+        if out is None:
+            out = self.acks[item.terminal] = AckOut(item.merchant, item.terminal)
+        return out
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+
+class IngestStage:
+    def __init__(self, store: GatewayStore, cards: CardBook, stats: Stats,
+                 inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None]) -> None:
+        self.store = store
+        self.cards = cards
+        self.stats = stats
+        self.inbox = inbox
+        self.acks = acks
+        self.sequencer = Sequencer(store.load_chain(), store.lookup)
+        self._thread = threading.Thread(target=self._run, name="gateway-ingest", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.inbox.get()
+            if first is None:
+                break
+            items = [first]
+            while len(items) < COMMIT_BATCH_MAX:
+                try:
+                    item = self.inbox.get(timeout=COMMIT_WAIT_MS / 1000)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                items.append(item)
+            self.process(items)
+
+    def process(self, items: list[Verified]) -> None:
+        """Sequence, check and commit a batch; then queue its acks."""
+        batch = _Batch()
+        with self.cards.lock:
+            for item in items:
+                for decision in self.sequencer.offer(item):
+                    self._decide(decision, batch)
+            cards = self.cards.take_dirty()
+        chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
+        self.store.commit(batch.rows, chain, cards, batch.counters)
+        self.sequencer.committed()
+        for name, n in batch.counters.items():
+            self.stats.add(name, n)
+        for out in batch.acks.values():
+            out.acked_through = self.sequencer.head(out.terminal)[0]
+            self.acks.put(out)
+
+    def _decide(self, decision: Decision, batch: _Batch) -> None:
+        item = decision.item
+        if decision.action == IN_ORDER:
+            try:
+                self.cards.check(item.fields)
+            except ProtocolError as error:
+                self._store(item, batch, STATUS_REJECTED, error.reason)
+                batch.ack_for(item).rejected.append((item.seq, error.reason))
+                batch.count("rejected." + error.reason)
+                return
+            self.cards.apply(item.fields)
+            self._store(item, batch, STATUS_ACCEPTED, None)
+            batch.ack_for(item)
+            batch.count("accepted")
+        elif decision.action == DUPLICATE:
+            out = batch.ack_for(item)
+            if decision.stored_status == STATUS_REJECTED and decision.stored_reason:
+                out.rejected.append((item.seq, decision.stored_reason))
+            batch.count("duplicates")
+        elif decision.action == REJECT:
+            assert decision.reason is not None
+            batch.ack_for(item).rejected.append((item.seq, decision.reason))
+            batch.count("rejected." + decision.reason)
+        else:
+            batch.count("held")
+
+    @staticmethod
+    def _store(item: Verified, batch: _Batch, status: str, reason: str | None) -> None:
+        fields: dict[str, Any] = dict(item.fields)
+        batch.rows.append(StoredRecord(item.terminal, item.seq, item.txn_id, item.digest,
+                                       item.record, fields, status, reason))

@@ -1,0 +1,112 @@
+"""The gateway's broker connection (paho-mqtt 2.x, MQTT 5).
+
+The session is persistent (clean_start=False with a session expiry), so QoS 1 uplinks that
+arrive while the gateway is down wait at the broker. paho acknowledges a PUBLISH when
+`on_message` returns; durability comes from the application-level ack instead: a terminal
+keeps a record until the gateway's signed ack covers it, and resends it otherwise.
+
+`on_message` only routes: it puts (topic, payload) on a bounded queue per kind of uplink.
+A full queue drops the message and counts it; the terminal resends it later.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.stats import Stats
+from protocol import topics
+
+SESSION_EXPIRY_S = 24 * 3600
+KEEPALIVE_S = 30
+INFLIGHT_MAX = 1000
+CONNECT_TIMEOUT_S = 10.0
+
+Route = Callable[[str, bytes], bool]  # returns False when the message had to be dropped
+
+
+class MqttLink:
+    def __init__(self, host: str, port: int, client_id: str, stats: Stats,
+                 routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.stats = stats
+        self.routes = routes
+        self.subscription = topics.gateway_subscription(merchant)
+        self._connected = threading.Event()
+        self.mqtt5 = mqtt5
+        if mqtt5:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            )
+        else:  # only for the embedded demo broker, which speaks 3.1.1 alone
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+        self.client.max_inflight_messages_set(INFLIGHT_MAX)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        if self.mqtt5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            self.client.connect(self.host, self.port, KEEPALIVE_S, clean_start=False,
+                                properties=properties)
+        else:
+            self.client.connect(self.host, self.port, KEEPALIVE_S)
+        self.client.loop_start()
+        if not self._connected.wait(CONNECT_TIMEOUT_S):
+            raise ConnectionError(f"no CONNACK from {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.add("publish_failed")
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
+                    reason_code: object, properties: object) -> None:
+        client.subscribe(self.subscription, qos=1)
+        self.stats.add("mqtt_connects")
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason_code: object, properties: object) -> None:
+        self._connected.clear()
+        self.stats.add("mqtt_disconnects")
+
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        leaf = message.topic.rsplit("/", 1)[-1]
+        route = self.routes.get(leaf)
+        if route is None:
+            self.stats.rejected("topic_invalid")
+            return
+        if not route(message.topic, bytes(message.payload)):
+            self.stats.add("dropped." + leaf)
+
+
+def queue_route(target: queue.Queue[tuple[str, bytes] | None]) -> Route:
+    """A route that puts messages on a bounded queue without ever blocking paho's thread."""
+
+    def route(topic: str, payload: bytes) -> bool:
+        try:
+            target.put_nowait((topic, payload))
+        except queue.Full:
+            return False
+        return True
+
+    return route

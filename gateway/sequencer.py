@@ -1,0 +1,99 @@
+"""Per-terminal ordering: duplicates, replays, gaps and the hash chain (pure).
+
+For each terminal the sequencer knows the head of its chain: the highest seq stored with
+every lower seq also stored, and that record's digest. An offered record is
+
+    seq <= head, digest equals the stored one    DUPLICATE  (a resend: ack it again)
+    seq <= head, digest differs                  REJECT seq_replayed (alarm: same id, new content)
+    seq == head + 1, prev equals the head digest IN_ORDER   (goes on to the business rules)
+    seq == head + 1, prev differs                REJECT chain_broken
+    seq  > head + 1                              held until the gap fills, at most
+                                                 AHEAD_PER_TERMINAL_MAX records, else seq_gap
+
+Records released from the hold come out IN_ORDER after the one that filled the gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.verify import Verified
+from protocol.reasons import CHAIN_BROKEN, SEQ_GAP, SEQ_REPLAYED
+from protocol.txn import GENESIS_DIGEST
+
+AHEAD_PER_TERMINAL_MAX = 256
+
+IN_ORDER = "in_order"
+DUPLICATE = "duplicate"
+REJECT = "reject"
+HELD = "held"
+
+# (terminal, seq) -> (digest, status, reason) of a stored record, or None
+Lookup = Callable[[str, int], "tuple[bytes, str, str | None] | None"]
+
+
+class Decision:
+    __slots__ = ("action", "item", "reason", "stored_status", "stored_reason")
+
+    def __init__(self, action: str, item: Verified, reason: str | None = None,
+                 stored_status: str | None = None, stored_reason: str | None = None) -> None:
+        self.action = action
+        self.item = item
+        self.reason = reason
+        self.stored_status = stored_status
+        self.stored_reason = stored_reason
+
+
+class Sequencer:
+    def __init__(self, heads: dict[str, tuple[int, bytes]], lookup: Lookup) -> None:
+        self.heads = dict(heads)
+        self._lookup = lookup
+        self._ahead: dict[str, dict[int, Verified]] = {}
+        self._unstored: dict[tuple[str, int], bytes] = {}  # accepted, commit pending
+
+    def head(self, terminal: str) -> tuple[int, bytes]:
+        return self.heads.get(terminal, (0, GENESIS_DIGEST))
+
+    def offer(self, item: Verified) -> list[Decision]:
+        seq, digest = self.head(item.terminal)
+        if item.seq <= seq:
+            return [self._earlier(item)]
+        if item.seq > seq + 1:
+            ahead = self._ahead.setdefault(item.terminal, {})
+            if item.seq not in ahead and len(ahead) >= AHEAD_PER_TERMINAL_MAX:
+                return [Decision(REJECT, item, SEQ_GAP)]
+            ahead[item.seq] = item
+            return [Decision(HELD, item)]
+        if item.fields["prev"] != digest:
+            return [Decision(REJECT, item, CHAIN_BROKEN)]
+        decisions = [self._advance(item)]
+        ahead = self._ahead.get(item.terminal, {})
+        while True:
+            following = ahead.pop(self.head(item.terminal)[0] + 1, None)
+            if following is None:
+                break
+            if following.fields["prev"] != self.head(item.terminal)[1]:
+                decisions.append(Decision(REJECT, following, CHAIN_BROKEN))
+                break
+            decisions.append(self._advance(following))
+        return decisions
+
+    def _advance(self, item: Verified) -> Decision:
+        self.heads[item.terminal] = (item.seq, item.digest)
+        self._unstored[(item.terminal, item.seq)] = item.digest
+        return Decision(IN_ORDER, item)
+
+    def _earlier(self, item: Verified) -> Decision:
+        unstored = self._unstored.get((item.terminal, item.seq))
+        stored: tuple[bytes, str, str | None] | None
+        if unstored is not None:
+            stored = (unstored, "pending", None)
+        else:
+            stored = self._lookup(item.terminal, item.seq)
+        if stored is None or stored[0] != item.digest:
+            return Decision(REJECT, item, SEQ_REPLAYED)
+        return Decision(DUPLICATE, item, stored_status=stored[1], stored_reason=stored[2])
+
+    def committed(self) -> None:
+        """The records handed out so far are durable; forget their in-memory copies."""
+        self._unstored.clear()

@@ -1,0 +1,156 @@
+r"""The gateway service: wires the stages with bounded queues and runs them.
+
+    broker --paho--> [txn queue] -> verify -> [ingest queue] -> ingest/commit -> [ack queue]
+                 \-> [auth queue] -> authorize ------------------------------> /  -> acks -> broker
+                 \-> status (verified inline, kept as terminal presence)
+
+`python -m gateway.service --broker-port P --db FILE --terminals FILE --programs FILE`
+runs it until SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.acks import AckOut, AckStage
+from gateway.authorize import AuthorizeStage
+from gateway.cards import CardBook
+from gateway.ingest import IngestStage
+from gateway.mqtt import MqttLink, queue_route
+from gateway.registry import TerminalRegistry
+from gateway.settle import SettleResult, settle
+from gateway.stats import Stats
+from gateway.store import GatewayStore
+from gateway.verify import Verified, Verifier
+from gateway.verify_stage import Uplink, VerifyStage
+from ledger.client import LedgerClient
+from protocol import topics
+from protocol.errors import ProtocolError
+
+TXN_QUEUE_MAX = 20_000
+AUTH_QUEUE_MAX = 1_000
+INGEST_QUEUE_MAX = 20_000
+ACK_QUEUE_MAX = 20_000
+STOP_JOIN_S = 10.0
+DRAIN_POLL_S = 0.01
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, gateway_id: str, broker_host: str, broker_port: int, db_path: str,
+                 registry: TerminalRegistry, programs: dict[str, dict[str, Any]],
+                 ledger_url: str | None = None, mqtt5: bool = True) -> None:
+        self.gateway_id = gateway_id
+        self.registry = registry
+        self.stats = Stats()
+        self.store = GatewayStore(db_path)
+        self.cards = CardBook(programs, self.store.load_cards())
+        for fields in self.store.load_purchases():
+            self.cards.replay_purchase(fields)
+        self.ledger = LedgerClient(ledger_url) if ledger_url else None
+        self.presence: dict[str, dict[str, Any]] = {}
+        verifier = Verifier(registry)
+        self._verifier = verifier
+        self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
+        self.auth_queue: queue.Queue[Uplink | None] = queue.Queue(AUTH_QUEUE_MAX)
+        self.ingest_queue: queue.Queue[Verified | None] = queue.Queue(INGEST_QUEUE_MAX)
+        self.ack_queue: queue.Queue[AckOut | None] = queue.Queue(ACK_QUEUE_MAX)
+        self.mqtt = MqttLink(
+            broker_host, broker_port, f"tilltap-gateway-{gateway_id}", self.stats,
+            {topics.LEAF_TXN: queue_route(self.txn_queue),
+             topics.LEAF_AUTH: queue_route(self.auth_queue),
+             topics.LEAF_STATUS: self._on_status},
+            mqtt5=mqtt5,
+        )  # fmt: skip
+        self.verify_stage = VerifyStage(verifier, self.stats, self.txn_queue, self.ingest_queue,
+                                        self.ack_queue)
+        self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
+                                        self.ack_queue)
+        self.auth_stage = AuthorizeStage(verifier, registry, self.cards, self.stats,
+                                         self.mqtt.publish, self.auth_queue, self.ack_queue)
+        self.ack_stage = AckStage(registry, self.mqtt.publish, self.stats, self.ack_queue)
+        self._settle_lock = threading.Lock()
+
+    def start(self) -> None:
+        for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
+            stage.start()
+        self.mqtt.start()
+
+    def stop(self) -> None:
+        """Stop taking messages, finish what is queued, commit, ack, disconnect."""
+        self.mqtt.stop()
+        self.txn_queue.put(None)
+        self.verify_stage.join(STOP_JOIN_S)
+        self.auth_queue.put(None)
+        self.auth_stage.join(STOP_JOIN_S)
+        self.ingest_queue.put(None)
+        self.ingest_stage.join(STOP_JOIN_S)
+        self.ack_queue.put(None)
+        self.ack_stage.join(STOP_JOIN_S)
+        self.store.close()
+
+    def _on_status(self, topic: str, payload: bytes) -> bool:
+        try:
+            fields = self._verifier.status(topic, payload, time.time())
+        except ProtocolError as error:
+            self.stats.rejected(error.reason)
+            return True
+        self.presence[fields["terminal"]] = fields
+        self.stats.add("status." + fields["state"])
+        return True
+
+    def idle(self) -> bool:
+        """True when every queue is empty (what has arrived has been committed and acked)."""
+        return all(q.empty() for q in (self.txn_queue, self.ingest_queue, self.ack_queue,
+                                       self.auth_queue))
+
+    def settle(self) -> SettleResult:
+        assert self.ledger is not None, "settle needs a ledger URL"
+        with self._settle_lock:
+            return settle(self.store, self.gateway_id, self.ledger)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
+                "batches": self.store.batch_summary()}
+
+
+def _load_programs(path: str) -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tilltap gateway run", description=__doc__)
+    parser.add_argument("--id", default="gw1")
+    parser.add_argument("--broker-host", default="127.0.0.1")
+    parser.add_argument("--broker-port", type=int, default=1883)
+    parser.add_argument("--db", required=True, help="SQLite file of the gateway's journal")
+    parser.add_argument("--terminals", required=True, help="terminal registry JSON")
+    parser.add_argument("--programs", required=True, help="card programs JSON")
+    parser.add_argument("--ledger-url", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
+                      TerminalRegistry.load(args.terminals), _load_programs(args.programs),
+                      args.ledger_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    gateway.start()
+    print("gateway ready", flush=True)
+    stop.wait()
+    gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

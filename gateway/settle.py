@@ -1,0 +1,92 @@
+"""Settlement: the gateway's accepted records go to the ledger in batches, exactly once.
+
+    1. open_batch: in one store transaction, unbatched accepted records get a batch id
+    2. post: the batch (same id, same content every time) goes to the ledger over HTTP
+    3. close_batch: only after the ledger answered posted or duplicate
+
+A crash between 1 and 3 leaves the batch open; the next settle run posts it again and the
+ledger recognises it. A ledger that refuses a batch (4xx) gets it marked refused and raised
+as an alarm; it is never silently retried into a different shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
+from ledger.client import LedgerClient
+from ledger.errors import LedgerRejected, LedgerUnavailable
+from protocol import txn
+
+log = logging.getLogger(__name__)
+
+
+def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[str, Any]:
+    """The settlement batch as the ledger's intake expects it (docs/ledger.md)."""
+    transactions = []
+    for fields, digest in store.batch_records(batch_id):
+        transactions.append({
+            "txn_id": txn.txn_id(fields["terminal"], fields["seq"]),
+            "terminal": fields["terminal"],
+            "seq": fields["seq"],
+            "merchant": fields["merchant"],
+            "time": fields["time"],
+            "kind": txn.KIND_NAMES[fields["kind"]],
+            "card": fields["card"],
+            "currency": fields["currency"],
+            "amount_minor": fields["amount_minor"],
+            "card_value_minor": fields["card_value_minor"],
+            "bonus_minor": fields["bonus_minor"],
+            "points": fields["points"],
+            "ref_txn_id": fields.get("ref"),
+            "program": fields.get("program"),
+            "digest": digest,
+            "auth": txn.AUTH_MODE_NAMES[fields["auth_mode"]],
+        })
+    return {
+        "batch_id": batch_id,
+        "gateway_id": gateway_id,
+        "created": store.batch_created(batch_id),
+        "transactions": transactions,
+    }
+
+
+class SettleResult:
+    def __init__(self) -> None:
+        self.settled: list[str] = []
+        self.refused: list[tuple[str, str]] = []
+        self.pending: list[str] = []
+        self.posted = 0
+        self.duplicates = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"settled": self.settled, "refused": self.refused, "pending": self.pending,
+                "posted": self.posted, "duplicates": self.duplicates}
+
+
+def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> SettleResult:
+    """Open a batch of what is unbatched, then post every open batch in order."""
+    result = SettleResult()
+    while store.open_batch(gateway_id) is not None:
+        pass
+    for batch_id in store.open_batches():
+        document = batch_document(store, gateway_id, batch_id)
+        try:
+            answer = ledger.post_batch(document)
+        except LedgerUnavailable as error:
+            log.warning("ledger unavailable, batch %s stays open: %s", batch_id, error)
+            result.pending.append(batch_id)
+            break  # keep order: later batches wait for this one
+        except LedgerRejected as error:
+            log.error("ALARM ledger refused batch %s: %s %s", batch_id, error.reason,
+                      error.detail)
+            store.close_batch(batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
+            result.refused.append((batch_id, error.reason))
+            continue
+        store.close_batch(batch_id, BATCH_SETTLED)
+        result.settled.append(batch_id)
+        result.posted += int(answer.get("posted", 0))
+        if answer.get("status") == "duplicate":
+            result.duplicates += 1
+    return result

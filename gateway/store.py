@@ -1,0 +1,301 @@
+"""The gateway's durable journal: SQLite in WAL mode, one commit per batch of records.
+
+What is here is what the gateway has promised: a record is acknowledged to its terminal only
+after the transaction holding it has committed. The store keeps
+
+    records      every sealed record accepted or rejected in sequence (status, reason), with
+                 its decoded fields as JSON and the settlement batch it went out in
+    chain        per terminal: the highest contiguous seq and the digest of that record
+    cards        the authoritative card balances that authorization reads
+    batches      settlement batches: open (built, not yet confirmed by the ledger), settled,
+                 or refused
+    counters     rejection counts per reason, so statistics survive a restart
+
+Settlement: `open_batch` assigns all unbatched accepted records to a new batch id in one
+transaction; the batch is re-sent with the same id and content until the ledger confirms;
+only then is it marked settled. A crash between the two re-sends the same batch, which the
+ledger recognises as a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+BUSY_TIMEOUT_MS = 10_000
+SETTLE_BATCH_TXN_MAX = 200_000
+
+STATUS_ACCEPTED = "accepted"
+STATUS_REJECTED = "rejected"
+BATCH_OPEN = "open"
+BATCH_SETTLED = "settled"
+BATCH_REFUSED = "refused"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    terminal TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    txn_id TEXT NOT NULL UNIQUE,
+    digest BLOB NOT NULL,
+    record BLOB NOT NULL,
+    fields TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    batch_id TEXT,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (terminal, seq)
+);
+CREATE INDEX IF NOT EXISTS records_unbatched ON records (status, batch_id);
+CREATE TABLE IF NOT EXISTS chain (
+    terminal TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    digest BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cards (
+    card TEXT PRIMARY KEY,
+    program TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    value_minor INTEGER NOT NULL,
+    points INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    number INTEGER NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    txn_count INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    settled_at REAL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class StoredRecord:
+    """One row to write: a record that passed or failed ingest, in sequence."""
+
+    __slots__ = ("terminal", "seq", "txn_id", "digest", "record", "fields", "status", "reason")
+
+    def __init__(
+        self,
+        terminal: str,
+        seq: int,
+        txn_id: str,
+        digest: bytes,
+        record: bytes,
+        fields: dict[str, Any],
+        status: str,
+        reason: str | None,
+    ) -> None:
+        self.terminal = terminal
+        self.seq = seq
+        self.txn_id = txn_id
+        self.digest = digest
+        self.record = record
+        self.fields = fields
+        self.status = status
+        self.reason = reason
+
+
+def fields_to_json(fields: dict[str, Any]) -> str:
+    """Record fields as canonical JSON (bytes as hex), for settlement and reports."""
+    plain = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"))
+
+
+class GatewayStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, which is what an acknowledgement promises.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- ingest ---------------------------------------------------------------------------
+    def commit(
+        self,
+        records: Iterable[StoredRecord],
+        chain: dict[str, tuple[int, bytes]],
+        cards: dict[str, dict[str, Any]],
+        counters: dict[str, int],
+    ) -> None:
+        """Write one batch of sequenced records and the state they produce, atomically."""
+        now = time.time()
+        rows = [
+            (
+                r.terminal, r.seq, r.txn_id, r.digest, r.record,
+                fields_to_json(r.fields), r.status, r.reason, now,
+            )
+            for r in records
+        ]  # fmt: skip
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO records (terminal, seq, txn_id, digest, record, fields, status,"
+                " reason, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            db.executemany(
+                "INSERT INTO chain (terminal, seq, digest) VALUES (?,?,?) ON CONFLICT(terminal)"
+                " DO UPDATE SET seq=excluded.seq, digest=excluded.digest",
+                [(t, seq, digest) for t, (seq, digest) in chain.items()],
+            )
+            db.executemany(
+                "INSERT INTO cards (card, program, currency, value_minor, points)"
+                " VALUES (?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
+                " value_minor=excluded.value_minor, points=excluded.points",
+                [
+                    (c, s["program"], s["currency"], s["value_minor"], s["points"])
+                    for c, s in cards.items()
+                ],
+            )
+            db.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name)"
+                " DO UPDATE SET value = value + excluded.value",
+                list(counters.items()),
+            )
+
+    def add_counters(self, counters: dict[str, int]) -> None:
+        if counters:
+            self.commit([], {}, {}, counters)
+
+    # -- state loaded at start ------------------------------------------------------------
+    def load_chain(self) -> dict[str, tuple[int, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT terminal, seq, digest FROM chain").fetchall()
+        return {t: (seq, bytes(digest)) for t, seq, digest in rows}
+
+    def load_cards(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT card, program, currency, value_minor, points FROM cards"
+            ).fetchall()
+        return {
+            c: {"program": p, "currency": cur, "value_minor": v, "points": pts}
+            for c, p, cur, v, pts in rows
+        }
+
+    def load_purchases(self) -> Iterator[dict[str, Any]]:
+        """Accepted purchases and refunds, in order, to rebuild refund bookkeeping."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT fields FROM records WHERE status = ? ORDER BY rowid",
+                (STATUS_ACCEPTED,),
+            ).fetchall()
+        for (text,) in rows:
+            yield json.loads(text)
+
+    def lookup(self, terminal: str, seq: int) -> tuple[bytes, str, str | None] | None:
+        """(digest, status, reason) of a stored record, to recognise resends."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest, status, reason FROM records WHERE terminal = ? AND seq = ?",
+                (terminal, seq),
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), row[1], row[2])
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+
+    def totals_by_terminal(self) -> dict[str, dict[str, Any]]:
+        """Accepted records per terminal: count and sums, for reconciliation."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT terminal, fields FROM records WHERE status = ?", (STATUS_ACCEPTED,)
+            ).fetchall()
+        totals: dict[str, dict[str, Any]] = {}
+        for terminal, text in rows:
+            fields = json.loads(text)
+            entry = totals.setdefault(terminal, {"count": 0, "amount_minor": 0, "seqs": []})
+            entry["count"] += 1
+            entry["amount_minor"] += fields["amount_minor"]
+            entry["seqs"].append(fields["seq"])
+        return totals
+
+    # -- settlement -----------------------------------------------------------------------
+    def open_batch(self, gateway_id: str) -> str | None:
+        """Assign unbatched accepted records to a new batch; None when there are none."""
+        with self._transaction() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM records WHERE status = ? AND batch_id IS NULL",
+                (STATUS_ACCEPTED,),
+            ).fetchone()
+            if count == 0:
+                return None
+            (last,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM batches").fetchone()
+            number = last + 1
+            batch_id = f"{gateway_id}-{number:06d}"
+            db.execute(
+                "UPDATE records SET batch_id = ? WHERE rowid IN (SELECT rowid FROM records"
+                " WHERE status = ? AND batch_id IS NULL ORDER BY rowid LIMIT ?)",
+                (batch_id, STATUS_ACCEPTED, SETTLE_BATCH_TXN_MAX),
+            )
+            db.execute(
+                "INSERT INTO batches (batch_id, number, status, txn_count, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (batch_id, number, BATCH_OPEN, min(count, SETTLE_BATCH_TXN_MAX), time.time()),
+            )
+        return batch_id
+
+    def open_batches(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT batch_id FROM batches WHERE status = ? ORDER BY number", (BATCH_OPEN,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def batch_records(self, batch_id: str) -> list[tuple[dict[str, Any], str]]:
+        """(fields, digest hex) of a batch's records, in journal order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT fields, digest FROM records WHERE batch_id = ? ORDER BY rowid",
+                (batch_id,),
+            ).fetchall()
+        return [(json.loads(text), bytes(digest).hex()) for text, digest in rows]
+
+    def batch_created(self, batch_id: str) -> int:
+        with self._lock:
+            (created,) = self._db.execute(
+                "SELECT created_at FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+        return int(created)
+
+    def close_batch(self, batch_id: str, status: str, detail: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE batch_id = ?",
+                (status, time.time(), detail, batch_id),
+            )
+
+    def batch_summary(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM batches GROUP BY status"
+            ).fetchall()
+        return dict(rows)

@@ -1,0 +1,87 @@
+"""Operating errors of the ledger, each with a stable reason code.
+
+A reason code is a short snake_case string that never changes meaning: the gateway,
+the HTTP API and the operators' alarms all key on it, so the message in ``detail`` may
+be reworded but the code may not. Programmer errors are ``assert``s, never these.
+
+The tree (HTTP status used by the server in brackets)::
+
+    LedgerError                       base: .reason, .detail
+    ├── LedgerRejected                the request was refused and NOTHING changed; .http_status
+    │   ├── BatchInvalid        [400] malformed batch or transaction, or a posting rule refused it
+    │   ├── BatchTooLarge       [413] body over BATCH_BYTES_MAX or more than BATCH_TXN_MAX txns
+    │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)
+    │   └── NotFound            [404] unknown card or path
+    ├── LedgerUnavailable       [503] database or network trouble: retry later, same batch
+    └── ConfigInvalid                 bad DSN or settings at start-up
+
+The gateway retries on ``LedgerUnavailable`` and raises an alarm on ``LedgerRejected``;
+the client (``ledger.client``) raises these same classes from HTTP answers.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every operating error; carries a stable reason code and a human detail."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class LedgerRejected(LedgerError):
+    """The ledger refused the request on its merits; retrying the same request cannot help."""
+
+    default_http_status = 400
+
+    def __init__(self, reason: str, detail: str = "", http_status: int | None = None) -> None:
+        super().__init__(reason, detail)
+        self.http_status = self.default_http_status if http_status is None else http_status
+
+
+class BatchInvalid(LedgerRejected):
+    """A field, a type, a value or a posting rule is wrong; the batch was not posted."""
+
+    default_http_status = 400
+
+
+class BatchTooLarge(LedgerRejected):
+    """The batch exceeds a size limit; the sender must split it."""
+
+    default_http_status = 413
+
+
+class BatchConflict(LedgerRejected):
+    """An id was reused with different content: never overwritten, always alarmed."""
+
+    default_http_status = 409
+
+
+class NotFound(LedgerRejected):
+    """The thing asked for does not exist in the books."""
+
+    default_http_status = 404
+
+
+class LedgerUnavailable(LedgerError):
+    """The books cannot be reached right now; the same request may succeed later."""
+
+    def __init__(self, detail: str = "", reason: str = "ledger_unavailable") -> None:
+        super().__init__(reason, detail)
+
+
+class ConfigInvalid(LedgerError):
+    """A start-up setting (such as the DSN) cannot be used."""
+
+
+def rejection_for_status(reason: str, detail: str, http_status: int) -> LedgerRejected:
+    """Rebuild the typed rejection a server answered with, so clients can catch subclasses."""
+    by_status: dict[int, type[LedgerRejected]] = {
+        400: BatchInvalid,
+        404: NotFound,
+        409: BatchConflict,
+        413: BatchTooLarge,
+    }
+    return by_status.get(http_status, LedgerRejected)(reason, detail, http_status)

@@ -1,0 +1,90 @@
+"""The ledger's value types: a validated settlement batch, its transactions, and results.
+
+They are frozen dataclasses so a batch that passed validation cannot be altered on its way
+to the database. The content hashes are computed once, at validation, from the JSON the
+gateway sent, because idempotency is judged on what was sent, not on what we parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+KIND_ISSUE = "issue"
+KIND_TOPUP = "topup"
+KIND_PURCHASE = "purchase"
+KIND_REFUND = "refund"
+KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
+
+
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical_json(document: Any) -> str:
+    """The canonical JSON text of a value: sorted keys, no spaces, ASCII only."""
+    return _CANONICAL_ENCODER.encode(document)
+
+
+def content_hash(document: Any) -> str:
+    """SHA-256 hex of the canonical JSON of a value: the identity of what was sent."""
+    return sha256_hex(canonical_json(document))
+
+
+def sha256_hex(text: str) -> str:
+    """SHA-256 hex of an ASCII text (canonical JSON is ASCII by construction)."""
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """One settled card transaction, exactly as the gateway reported it, plus its content hash."""
+
+    txn_id: str
+    terminal: str
+    seq: int
+    merchant: str
+    time: int
+    kind: str
+    card: str
+    currency: str
+    amount_minor: int
+    card_value_minor: int
+    bonus_minor: int
+    points: int
+    ref_txn_id: str | None
+    program: str | None
+    digest: str
+    auth: str
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A validated settlement batch; transactions keep the order the gateway gave them."""
+
+    batch_id: str
+    gateway_id: str
+    created: int
+    transactions: tuple[Txn, ...]
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """What post_batch did: "posted" (possibly 0 new txns) or "duplicate" (nothing at all)."""
+
+    status: str
+    batch_id: str
+    posted: int
+    already_posted: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of a 200 answer to POST /v1/batches."""
+        return {
+            "status": self.status,
+            "batch_id": self.batch_id,
+            "posted": self.posted,
+            "already_posted": self.already_posted,
+        }

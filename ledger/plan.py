@@ -1,0 +1,158 @@
+"""Decide what a validated batch writes, given what the books already hold. Pure, no I/O.
+
+The storage layer reads a `BooksView` (only the rows this batch's ids touch), this module
+applies the rules that need history, and returns a `Plan` of rows to insert. Rules:
+
+- a txn_id already posted with the same content is skipped (counted as already_posted);
+  with other content the whole batch is refused ``txn_conflict`` (the same holds for a
+  txn_id repeated inside one batch);
+- a card keeps the currency of the first transaction that named it (``currency_mismatch``),
+  and is issued at most once (``card_already_issued``);
+- a refund must name a purchase of the same card, in the books or earlier in this batch
+  (``refund_unknown_original``, ``refund_mismatch``), and all refunds of one purchase
+  together may not return more card value or points than it had (``refund_exceeds_original``).
+
+Transactions are taken in batch order, so a purchase and its refund may share a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from ledger.errors import BatchConflict, BatchInvalid
+from ledger.model import KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
+from ledger.postings import legs_for
+
+EntryRow = tuple[str, str, str, str, int]
+"""(txn_id, account_kind, owner, unit, amount_minor): one row of the entries table."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardState:
+    """A card as the books know it: its currency is fixed by the first transaction seen."""
+
+    card: str
+    program: str | None
+    currency: str
+    activated_txn_id: str | None
+
+
+@dataclass(slots=True)
+class OriginalState:
+    """A transaction a refund may name, with what its refunds have returned so far."""
+
+    txn_id: str
+    kind: str
+    card: str
+    currency: str
+    card_value_minor: int
+    points: int
+    refunded_card_value_minor: int = 0
+    refunded_points: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BooksView:
+    """The part of the books one batch depends on, read inside the posting transaction."""
+
+    posted_hashes: Mapping[str, str]
+    cards: Mapping[str, CardState]
+    originals: Mapping[str, OriginalState]
+
+
+@dataclass(slots=True)
+class Plan:
+    """Rows to write for one batch; `already_posted` counts txns skipped as known."""
+
+    txns: list[Txn] = field(default_factory=list)
+    entries: list[EntryRow] = field(default_factory=list)
+    new_cards: list[CardState] = field(default_factory=list)
+    changed_cards: list[CardState] = field(default_factory=list)
+    already_posted: int = 0
+
+
+def plan_batch(batch: Batch, view: BooksView) -> Plan:
+    """The rows a batch adds to the books, or a `LedgerRejected` that refuses it whole."""
+    plan = Plan()
+    plan.txns = new_transactions(batch, view.posted_hashes)
+    plan.already_posted = len(batch.transactions) - len(plan.txns)
+    cards = dict(view.cards)
+    originals = {txn_id: replace(state) for txn_id, state in view.originals.items()}
+    for txn in plan.txns:
+        _apply_card_rules(txn, cards)
+        if txn.kind == KIND_REFUND:
+            _apply_refund_rules(txn, originals)
+        originals[txn.txn_id] = OriginalState(
+            txn.txn_id, txn.kind, txn.card, txn.currency, txn.card_value_minor, txn.points
+        )
+        plan.entries.extend((txn.txn_id, *leg) for leg in legs_for(txn))
+    for card, state in cards.items():
+        if card not in view.cards:
+            plan.new_cards.append(state)
+        elif state != view.cards[card]:
+            plan.changed_cards.append(state)
+    return plan
+
+
+def new_transactions(batch: Batch, posted_hashes: Mapping[str, str]) -> list[Txn]:
+    """The txns not yet in the books; refuses the batch if any txn_id has other content."""
+    seen = dict(posted_hashes)
+    fresh: list[Txn] = []
+    for txn in batch.transactions:
+        known = seen.get(txn.txn_id)
+        if known is None:
+            seen[txn.txn_id] = txn.content_hash
+            fresh.append(txn)
+        elif known != txn.content_hash:
+            raise BatchConflict(
+                "txn_conflict",
+                f"txn {txn.txn_id} was already received with different content",
+            )
+    return fresh
+
+
+def _apply_card_rules(txn: Txn, cards: dict[str, CardState]) -> None:
+    """Register a card on first sight, keep its currency fixed, and activate it once."""
+    state = cards.get(txn.card)
+    if state is None:
+        state = CardState(txn.card, txn.program, txn.currency, None)
+    if state.currency != txn.currency:
+        raise BatchInvalid(
+            "currency_mismatch",
+            f"txn {txn.txn_id}: card {txn.card} is in {state.currency}, not {txn.currency}",
+        )
+    if txn.kind == KIND_ISSUE:
+        if state.activated_txn_id is not None:
+            raise BatchInvalid(
+                "card_already_issued",
+                f"txn {txn.txn_id}: card {txn.card} was issued by {state.activated_txn_id}",
+            )
+        state = replace(state, program=txn.program, activated_txn_id=txn.txn_id)
+    cards[txn.card] = state
+
+
+def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> None:
+    """Check a refund against its purchase and count it towards that purchase's limit."""
+    assert txn.ref_txn_id is not None, "validation requires ref_txn_id on refunds"
+    original = originals.get(txn.ref_txn_id)
+    if original is None:
+        raise BatchInvalid(
+            "refund_unknown_original",
+            f"txn {txn.txn_id}: the ledger has no transaction {txn.ref_txn_id}",
+        )
+    if original.kind != KIND_PURCHASE or original.card != txn.card:
+        raise BatchInvalid(
+            "refund_mismatch",
+            f"txn {txn.txn_id}: {txn.ref_txn_id} is not a purchase of card {txn.card}",
+        )
+    card_value_minor = original.refunded_card_value_minor + txn.card_value_minor
+    points = original.refunded_points + txn.points
+    if card_value_minor > original.card_value_minor or points > original.points:
+        raise BatchInvalid(
+            "refund_exceeds_original",
+            f"txn {txn.txn_id}: refunds of {txn.ref_txn_id} would return {card_value_minor}"
+            f" of {original.card_value_minor} card value and {points} of {original.points} points",
+        )
+    original.refunded_card_value_minor = card_value_minor
+    original.refunded_points = points

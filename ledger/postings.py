@@ -1,0 +1,115 @@
+"""Posting rules: which account legs each transaction kind writes. Pure, no I/O.
+
+An account is (kind, owner) and a leg is (account kind, owner, unit, amount_minor) with
+positive = debit and negative = credit. Every unit (each currency, and "PTS" for points)
+balances on its own: the legs of one transaction sum to zero per unit. Liabilities
+(card_value, card_points) therefore carry negative sums; their balance as shown to a
+card holder is the negated sum.
+
+    kind      debit                                   credit
+    issue     cash_clearing(M) amount                 card_value(C) amount
+    topup     cash_clearing(M) amount                 card_value(C) amount + bonus
+              promotion_expense(M) bonus
+    purchase  card_value(C) card_value                merchant_settlement(M) card_value
+              promotion_expense(M)[PTS] points        card_points(C)[PTS] points
+    refund    merchant_settlement(M) card_value       card_value(C) card_value
+              card_points(C)[PTS] points              promotion_expense(M)[PTS] points
+
+Legs of amount zero are omitted; a transaction may therefore have no legs at all
+(a purchase paid wholly by other tender that earned no points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from ledger.currencies import POINTS_UNIT
+from ledger.errors import BatchInvalid
+from ledger.model import KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, KIND_TOPUP, Txn
+
+CARD_VALUE = "card_value"
+CARD_POINTS = "card_points"
+MERCHANT_SETTLEMENT = "merchant_settlement"
+PROMOTION_EXPENSE = "promotion_expense"
+CASH_CLEARING = "cash_clearing"
+ACCOUNT_KINDS = (CARD_VALUE, CARD_POINTS, MERCHANT_SETTLEMENT, PROMOTION_EXPENSE, CASH_CLEARING)
+LIABILITY_KINDS = (CARD_VALUE, CARD_POINTS)
+
+
+class Leg(NamedTuple):
+    """One side of a posting: positive amount = debit, negative = credit."""
+
+    account_kind: str
+    owner: str
+    unit: str
+    amount_minor: int
+
+
+def legs_for(txn: Txn) -> list[Leg]:
+    """The balanced legs a transaction posts, zero-amount legs left out."""
+    rule = _RULES.get(txn.kind)
+    if rule is None:
+        raise BatchInvalid("kind_unknown", f"{txn.txn_id}: no posting rule for {txn.kind!r}")
+    legs = [leg for leg in rule(txn) if leg.amount_minor != 0]
+    assert_balanced(legs)
+    return legs
+
+
+def unit_sums(legs: Iterable[Leg]) -> dict[str, int]:
+    """Sum of legs per unit; a balanced set of legs gives zero for every unit."""
+    sums: dict[str, int] = {}
+    for leg in legs:
+        sums[leg.unit] = sums.get(leg.unit, 0) + leg.amount_minor
+    return sums
+
+
+def assert_balanced(legs: Iterable[Leg]) -> None:
+    """Programmer check: a posting rule that does not balance must never reach the books."""
+    sums = unit_sums(legs)
+    assert all(total == 0 for total in sums.values()), f"unbalanced legs: {sums}"
+
+
+def _issue(txn: Txn) -> list[Leg]:
+    """Card sold at the counter: the till holds the cash, the card holder is owed the value."""
+    return [
+        Leg(CASH_CLEARING, txn.merchant, txn.currency, txn.amount_minor),
+        Leg(CARD_VALUE, txn.card, txn.currency, -txn.amount_minor),
+    ]
+
+
+def _topup(txn: Txn) -> list[Leg]:
+    """Value loaded for cash; a bonus on top is the merchant's promotion expense."""
+    return [
+        Leg(CASH_CLEARING, txn.merchant, txn.currency, txn.amount_minor),
+        Leg(PROMOTION_EXPENSE, txn.merchant, txn.currency, txn.bonus_minor),
+        Leg(CARD_VALUE, txn.card, txn.currency, -(txn.amount_minor + txn.bonus_minor)),
+    ]
+
+
+def _purchase(txn: Txn) -> list[Leg]:
+    """The card pays its part to the merchant; points earned are the merchant's expense."""
+    return [
+        Leg(CARD_VALUE, txn.card, txn.currency, txn.card_value_minor),
+        Leg(MERCHANT_SETTLEMENT, txn.merchant, txn.currency, -txn.card_value_minor),
+        Leg(PROMOTION_EXPENSE, txn.merchant, POINTS_UNIT, txn.points),
+        Leg(CARD_POINTS, txn.card, POINTS_UNIT, -txn.points),
+    ]
+
+
+def _refund(txn: Txn) -> list[Leg]:
+    """The mirror of a purchase: value back to the card, points back to the merchant."""
+    return [
+        Leg(MERCHANT_SETTLEMENT, txn.merchant, txn.currency, txn.card_value_minor),
+        Leg(CARD_VALUE, txn.card, txn.currency, -txn.card_value_minor),
+        Leg(CARD_POINTS, txn.card, POINTS_UNIT, txn.points),
+        Leg(PROMOTION_EXPENSE, txn.merchant, POINTS_UNIT, -txn.points),
+    ]
+
+
+_RULES: dict[str, Callable[[Txn], list[Leg]]] = {
+    KIND_ISSUE: _issue,
+    KIND_TOPUP: _topup,
+    KIND_PURCHASE: _purchase,
+    KIND_REFUND: _refund,
+}

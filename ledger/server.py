@@ -1,0 +1,282 @@
+"""HTTP intake of the ledger: settlement batches in, balances and reports out (stdlib only).
+
+    POST /v1/batches           a settlement batch (application/json) -> 200 / 400 / 409 / 413
+    GET  /v1/cards/<card>      one card's balance                    -> 200 / 404 card_unknown
+    GET  /v1/balances          {"balances": [card balance, ...]}
+    GET  /v1/terminals         {terminal: {"count", "by_kind"}}
+    GET  /v1/trial-balance     {unit: sum}, all zero in healthy books
+    GET  /v1/alarms            {"alarms": [...]}
+    GET  /v1/health            {"status": "ok", "dialect": ...} or 503
+
+Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
+never dies of a request: rejections keep their status, a database fault is 503
+``ledger_unavailable``, anything unexpected is logged and answered 500 ``internal_error``.
+Writes are serialized inside `Books`; at most HTTP_REQUESTS_CONCURRENT_MAX requests are
+served at once, the rest are answered 503 ``ledger_busy``.
+
+Run it: ``python -m ledger.server --dsn sqlite:///var/lib/tilltap/ledger.db --port 8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ledger.books import Books, open_books
+from ledger.errors import BatchInvalid, BatchTooLarge, LedgerError, LedgerRejected, LedgerUnavailable, NotFound
+from ledger.limits import BATCH_BYTES_MAX, HTTP_REQUESTS_CONCURRENT_MAX, HTTP_SOCKET_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+CARDS_PREFIX = "/v1/cards/"
+Answer = tuple[int, Any]
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that carries the books and the request-slot semaphore."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], books: Books) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.books = books
+        self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: route it, turn every outcome into a JSON answer."""
+
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+    timeout = HTTP_SOCKET_TIMEOUT_S
+    _body_read = False
+
+    def do_GET(self) -> None:
+        """Serve a report."""
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        """Take a settlement batch."""
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        """Not supported: answered 405 like any other unknown method."""
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        """Not supported: the books are append-only."""
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        """Answer one request; nothing raised here may reach http.server."""
+        self._body_read = False
+        if self.server.slots.acquire(blocking=False):
+            try:
+                status, body = self._answer(method)
+            finally:
+                self.server.slots.release()
+        else:
+            status, body = 503, _error("ledger_busy", "too many requests in progress")
+        if not self._body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            self.close_connection = True  # an unread body would be parsed as the next request
+        self._send(status, body)
+
+    def _answer(self, method: str) -> Answer:
+        """Route and map exceptions to statuses."""
+        try:
+            return self._route(method)
+        except LedgerRejected as error:
+            return error.http_status, _error(error.reason, error.detail)
+        except LedgerUnavailable as error:
+            return 503, _error(error.reason, error.detail)
+        except Exception:
+            log.exception("unexpected error serving %s %s", method, self.path)
+            return 500, _error("internal_error", "unexpected server error; see the ledger log")
+
+    def _route(self, method: str) -> Answer:
+        """Pick the handler for a path; wrong method on a known path is 405."""
+        path = urlsplit(self.path).path
+        books = self.server.books
+        if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
+            card = unquote(path[len(CARDS_PREFIX) :])
+            return self._only("GET", method, lambda: _card(books, card))
+        if path == "/v1/batches":
+            return self._only("POST", method, lambda: (200, books.post_batch(self._read_json()).to_json()))
+        getters: dict[str, Callable[[], Any]] = {
+            "/v1/balances": lambda: {"balances": books.balances()},
+            "/v1/terminals": books.terminal_totals,
+            "/v1/trial-balance": books.trial_balance,
+            "/v1/alarms": lambda: {"alarms": books.alarms()},
+            "/v1/health": lambda: _health(books),
+        }
+        getter = getters.get(path)
+        if getter is None:
+            raise NotFound("not_found", f"no such path: {path[:200]}")
+        return self._only("GET", method, lambda: (200, getter()))
+
+    @staticmethod
+    def _only(allowed: str, method: str, route: Callable[[], Answer]) -> Answer:
+        """Run `route` if the method is the one the path takes, else answer 405."""
+        if method != allowed:
+            raise LedgerRejected("method_not_allowed", f"use {allowed}", 405)
+        return route()
+
+    def _read_json(self) -> object:
+        """The request body decoded as strict JSON, within BATCH_BYTES_MAX."""
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != JSON_TYPE:
+            raise LedgerRejected("content_type_unsupported", f"send {JSON_TYPE}", 415)
+        length_text = self.headers.get("Content-Length", "")
+        if not length_text.isdigit():
+            raise LedgerRejected("length_required", "send a Content-Length header", 411)
+        length = int(length_text)
+        if length > BATCH_BYTES_MAX:
+            raise BatchTooLarge("batch_too_large", f"{length} bytes, at most {BATCH_BYTES_MAX}")
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) != length:
+            raise BatchInvalid("batch_malformed", "body shorter than its Content-Length")
+        return decode_json(body)
+
+    def _send(self, status: int, body: Any) -> None:
+        """Write one JSON answer with its length, so the connection can be kept alive."""
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", JSON_TYPE)
+            self.send_header("Content-Length", str(len(payload)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError as error:
+            log.info("client went away before its answer: %s", error)
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors http.server raises itself (bad request line, unknown method) as JSON too."""
+        reason = "method_not_allowed" if code == 501 else "request_malformed"
+        self.close_connection = True
+        self._send(405 if code == 501 else code, _error(reason, message or ""))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access log lines go to the logging module, not to stderr."""
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def decode_json(body: bytes) -> object:
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate keys; else batch_malformed."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:
+        raise BatchInvalid("batch_malformed", f"not valid JSON: {str(error)[:200]}") from error
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys appear once each; a repeated key could hide a second value."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate key in object")
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON numbers and never money."""
+    raise ValueError(f"{name} is not allowed")
+
+
+def _error(reason: str, detail: str) -> dict[str, str]:
+    """The body of every error answer."""
+    return {"error": reason, "detail": detail}
+
+
+def _card(books: Books, card: str) -> Answer:
+    """One card's balance, or 404 card_unknown."""
+    balance = books.card_balance(card)
+    if balance is None:
+        raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
+    return 200, balance
+
+
+def _health(books: Books) -> dict[str, str]:
+    """Ok if the database answers; LedgerUnavailable (503) otherwise."""
+    books.ping()
+    return {"status": "ok", "dialect": books.dialect}
+
+
+class LedgerServer:
+    """A running ledger HTTP server on a background thread; `stop()` ends it and closes the books."""
+
+    def __init__(self, books: Books, host: str, port: int) -> None:
+        self.books = books
+        self._httpd = _HTTPServer((host, port), books)
+        self.port: int = self._httpd.server_address[1]
+        shown_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown_host}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name=f"ledger-http-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, wait for the serving loop to end, close the socket and the books."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+        self.books.close()
+
+
+def serve(dsn: str, host: str = "127.0.0.1", port: int = 0) -> LedgerServer:
+    """Open the books and serve them over HTTP in a background thread (port 0 = any free)."""
+    books = open_books(dsn)
+    try:
+        return LedgerServer(books, host, port)
+    except BaseException:
+        books.close()
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ledger.server``: print the URL, serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m ledger.server", description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", required=True, help="sqlite:///abs/path.db, a path, or postgresql://...")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        server = serve(options.dsn, options.host, options.port)
+    except (LedgerError, OSError) as error:
+        print(f"ledger: cannot start: {error}", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(server.url, flush=True)
+    try:
+        stopping.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

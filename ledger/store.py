@@ -1,0 +1,122 @@
+"""SQL of the posting path: read what a batch depends on, write what its plan decided.
+
+Called only inside `Database.write_transaction`, so what is read cannot change before
+the plan is written. Look-ups are by id lists (one or a few queries per batch, never one
+per transaction) and rows go in with `Database.bulk_insert`.
+"""
+
+from __future__ import annotations
+
+from ledger.db import Database, Row
+from ledger.model import KIND_REFUND, Batch, Txn
+from ledger.plan import BooksView, CardState, OriginalState, Plan
+from ledger.schema import CARD_COLUMNS, ENTRY_COLUMNS, TXN_COLUMNS
+
+
+def find_batch_hash(database: Database, batch_id: str) -> str | None:
+    """The content hash a batch_id was first posted with, or None if it is new."""
+    rows = database.fetch("SELECT content_hash FROM batches WHERE batch_id = ?", (batch_id,))
+    return rows[0][0] if rows else None
+
+
+def read_view(database: Database, batch: Batch) -> BooksView:
+    """The posted txns, cards and refund originals that this batch's ids touch."""
+    posted = database.fetch_in(
+        "SELECT txn_id, content_hash FROM transactions WHERE {match}",
+        "txn_id",
+        (txn.txn_id for txn in batch.transactions),
+    )
+    cards = database.fetch_in(
+        "SELECT card, program, currency, activated_txn_id FROM cards WHERE {match}",
+        "card",
+        (txn.card for txn in batch.transactions),
+    )
+    refs = [txn.ref_txn_id for txn in batch.transactions if txn.ref_txn_id is not None]
+    return BooksView(
+        posted_hashes=dict(posted),
+        cards={row[0]: CardState(*row) for row in cards},
+        originals=_read_originals(database, refs) if refs else {},
+    )
+
+
+def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalState]:
+    """Transactions named by refunds, with the card value and points refunded so far."""
+    originals = {
+        row[0]: OriginalState(*row)
+        for row in database.fetch_in(
+            "SELECT txn_id, kind, card, currency, card_value_minor, points"
+            " FROM transactions WHERE {match}",
+            "txn_id",
+            refs,
+        )
+    }
+    refunded = database.fetch_in(
+        "SELECT ref_txn_id, CAST(SUM(card_value_minor) AS BIGINT), CAST(SUM(points) AS BIGINT)"
+        f" FROM transactions WHERE kind = '{KIND_REFUND}' AND {{match}} GROUP BY ref_txn_id",
+        "ref_txn_id",
+        refs,
+    )
+    for ref_txn_id, card_value_minor, points in refunded:
+        original = originals[ref_txn_id]
+        original.refunded_card_value_minor = card_value_minor
+        original.refunded_points = points
+    return originals
+
+
+def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -> None:
+    """Insert the batch row, its new transactions, their entries and card changes."""
+    database.execute(
+        "INSERT INTO batches (batch_id, content_hash, gateway_id, created, received_at,"
+        " txn_count, posted_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            batch.batch_id,
+            batch.content_hash,
+            batch.gateway_id,
+            batch.created,
+            received_at,
+            len(batch.transactions),
+            len(plan.txns),
+        ),
+    )
+    database.bulk_insert("transactions", TXN_COLUMNS, (_txn_row(txn, batch) for txn in plan.txns))
+    database.bulk_insert("entries", ENTRY_COLUMNS, plan.entries)
+    database.bulk_insert("cards", CARD_COLUMNS, (_card_row(card) for card in plan.new_cards))
+    for card in plan.changed_cards:
+        database.execute(
+            "UPDATE cards SET program = ?, activated_txn_id = ? WHERE card = ?",
+            (card.program, card.activated_txn_id, card.card),
+        )
+
+
+def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:
+    """Record an alarm row for operators (id reuse with other content, and the like)."""
+    database.execute("INSERT INTO alarms (at, reason, detail) VALUES (?, ?, ?)", (at, reason, detail))
+
+
+def _txn_row(txn: Txn, batch: Batch) -> Row:
+    """A transactions row in TXN_COLUMNS order."""
+    return (
+        txn.txn_id,
+        batch.batch_id,
+        txn.terminal,
+        txn.seq,
+        txn.merchant,
+        txn.kind,
+        txn.card,
+        txn.currency,
+        txn.amount_minor,
+        txn.card_value_minor,
+        txn.bonus_minor,
+        txn.points,
+        txn.ref_txn_id,
+        txn.program,
+        txn.time,
+        txn.digest,
+        txn.auth,
+        txn.content_hash,
+    )
+
+
+def _card_row(card: CardState) -> Row:
+    """A cards row in CARD_COLUMNS order."""
+    return (card.card, card.program, card.currency, card.activated_txn_id)

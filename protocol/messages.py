@@ -1,0 +1,210 @@
+"""Message schemas of protocol v1: CBOR maps with small integer keys, checked field by field.
+
+Every message is a map whose key 0 is the message type and key 1 the protocol version, so a
+signed authorization response can never be replayed as an acknowledgement. Callers work with
+dicts keyed by field *names*; `pack` turns them into the integer-keyed map and `unpack`
+checks a decoded map against the schema of its type and returns names again.
+
+Field kinds:
+    uint     integer >= 0 (not bool)       int      any integer (not bool)
+    amount   integer in 0..AMOUNT_MINOR_MAX
+    id       1..ID_CHARS_MAX chars of [A-Za-z0-9_-] (terminals, merchants, cards, programs)
+    text     UTF-8 string of at most TEXT_CHARS_MAX chars
+    currency ISO 4217 code known to protocol.money
+    digest   32-byte bstr                  bool     true / false
+    rejects  array of [seq (uint), reason (text)] pairs, at most REJECTS_MAX
+"""
+
+from protocol import PROTOCOL_VERSION, cbor
+from protocol.errors import DecodeError, ValidationError
+from protocol.money import check_currency, is_amount
+from protocol.reasons import (
+    FIELD_INVALID,
+    FIELD_MISSING,
+    MESSAGE_MALFORMED,
+    MESSAGE_TYPE_INVALID,
+    VERSION_UNSUPPORTED,
+)
+
+ID_CHARS_MAX = 32
+TEXT_CHARS_MAX = 64
+REJECTS_MAX = 64
+MESSAGE_BYTES_MAX = 1024
+
+TYPE_TXN = 1
+TYPE_AUTH_REQUEST = 2
+TYPE_AUTH_RESPONSE = 3
+TYPE_ACK = 4
+TYPE_STATUS = 5
+TYPE_NOTICE = 6
+
+K_TYPE = 0
+K_VERSION = 1
+
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+
+# Field tables: (integer key, name, kind, required). Keys are unique across all messages so
+# that docs/protocol.md can give one key table.
+_COMMON = ((2, "terminal", "id", True),)
+_TXN = (
+    (3, "seq", "uint", True),
+    (4, "prev", "digest", True),
+    (5, "time", "uint", True),
+    (6, "merchant", "id", True),
+    (7, "card", "id", True),
+    (8, "kind", "uint", True),
+    (9, "currency", "currency", True),
+    (10, "amount_minor", "amount", True),
+    (11, "card_value_minor", "amount", True),
+    (12, "bonus_minor", "amount", True),
+    (13, "points", "amount", True),
+    (14, "ref", "text", False),
+    (15, "program", "id", False),
+    (16, "auth_mode", "uint", True),
+    (17, "auth_id", "text", False),
+)
+_AUTH_REQUEST = (
+    (20, "request", "uint", True),
+    (5, "time", "uint", True),
+    (6, "merchant", "id", True),
+    (7, "card", "id", True),
+    (8, "kind", "uint", True),
+    (9, "currency", "currency", True),
+    (10, "amount_minor", "amount", True),
+    (11, "card_value_minor", "amount", False),
+    (14, "ref", "text", False),
+    (15, "program", "id", False),
+)
+_AUTH_RESPONSE = (
+    (20, "request", "uint", True),
+    (21, "approved", "bool", True),
+    (22, "reason", "text", False),
+    (23, "value_minor", "int", False),
+    (24, "points_balance", "int", False),
+    (17, "auth_id", "text", False),
+    (15, "program", "id", False),
+    (9, "currency", "currency", False),
+    (11, "card_value_minor", "amount", False),
+    (13, "points", "amount", False),
+)
+_ACK = (
+    (30, "acked_through", "int", True),
+    (31, "rejected", "rejects", True),
+)
+_STATUS = (
+    (40, "state", "text", True),
+    (5, "time", "uint", True),
+    (41, "journal_depth", "uint", False),
+    (42, "firmware", "text", False),
+    (43, "heap_free", "uint", False),
+)
+_NOTICE = (
+    (3, "seq", "uint", False),
+    (22, "reason", "text", True),
+)
+
+SCHEMAS = {
+    TYPE_TXN: _COMMON + _TXN,
+    TYPE_AUTH_REQUEST: _COMMON + _AUTH_REQUEST,
+    TYPE_AUTH_RESPONSE: _COMMON + _AUTH_RESPONSE,
+    TYPE_ACK: _COMMON + _ACK,
+    TYPE_STATUS: _COMMON + _STATUS,
+    TYPE_NOTICE: _COMMON + _NOTICE,
+}
+
+
+def is_id(value):
+    if not isinstance(value, str) or not 1 <= len(value) <= ID_CHARS_MAX:
+        return False
+    return all(char in _ID_CHARS for char in value)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rejects(value):
+    if not isinstance(value, list) or len(value) > REJECTS_MAX:
+        return False
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            return False
+        if not _is_int(pair[0]) or pair[0] < 0:
+            return False
+        if not isinstance(pair[1], str) or len(pair[1]) > TEXT_CHARS_MAX:
+            return False
+    return True
+
+
+def _valid(kind, value):
+    if kind == "uint":
+        return _is_int(value) and value >= 0
+    if kind == "int":
+        return _is_int(value)
+    if kind == "amount":
+        return is_amount(value)
+    if kind == "id":
+        return is_id(value)
+    if kind == "text":
+        return isinstance(value, str) and len(value) <= TEXT_CHARS_MAX
+    if kind == "currency":
+        check_currency(value)  # raises currency_unknown, a more useful reason
+        return True
+    if kind == "digest":
+        return isinstance(value, bytes) and len(value) == 32
+    if kind == "bool":
+        return value is True or value is False
+    if kind == "rejects":
+        return _is_rejects(value)
+    raise AssertionError("unknown field kind " + kind)
+
+
+def pack(message_type, fields):
+    """Names -> integer-keyed map, checked against the schema before anything is signed."""
+    schema = SCHEMAS[message_type]
+    out = {K_TYPE: message_type, K_VERSION: PROTOCOL_VERSION}
+    for key, name, kind, required in schema:
+        if name in fields and fields[name] is not None:
+            assert _valid(kind, fields[name]), "field %s=%r is not a valid %s" % (
+                name,
+                fields[name],
+                kind,
+            )
+            out[key] = fields[name]
+        else:
+            assert not required, "required field missing: " + name
+    return out
+
+
+def encode(message_type, fields):
+    return cbor.encode(pack(message_type, fields))
+
+
+def unpack(item, expected_type):
+    """Check a decoded map against the schema of `expected_type`; return {name: value}."""
+    if not isinstance(item, dict):
+        raise DecodeError(MESSAGE_MALFORMED, "message is not a map")
+    if item.get(K_TYPE) != expected_type:
+        raise ValidationError(MESSAGE_TYPE_INVALID, "expected type %d" % expected_type)
+    if item.get(K_VERSION) != PROTOCOL_VERSION:
+        raise ValidationError(VERSION_UNSUPPORTED, "version %r" % (item.get(K_VERSION),))
+    schema = SCHEMAS[expected_type]
+    known = {K_TYPE: True, K_VERSION: True}
+    fields = {}
+    for key, name, kind, required in schema:
+        known[key] = True
+        if key not in item:
+            if required:
+                raise ValidationError(FIELD_MISSING, name)
+            continue
+        if not _valid(kind, item[key]):
+            raise ValidationError(FIELD_INVALID, name)
+        fields[name] = item[key]
+    for key in item:
+        if key not in known:
+            raise ValidationError(FIELD_INVALID, "unknown key %r" % (key,))
+    return fields
+
+
+def decode(data, expected_type):
+    return unpack(cbor.decode(data), expected_type)

@@ -1,0 +1,81 @@
+"""Reason codes: the stable strings that explain every rejection and decline.
+
+They travel on the wire (acks, notices, authorization responses), are counted by the gateway
+and shown to the cashier. `DESCRIPTIONS` is the single source of the table in docs/protocol.md;
+a test checks that the document lists every code.
+"""
+
+# Envelope and encoding
+MESSAGE_MALFORMED = "message_malformed"
+MESSAGE_TOO_LARGE = "message_too_large"
+MESSAGE_TYPE_INVALID = "message_type_invalid"
+VERSION_UNSUPPORTED = "version_unsupported"
+FIELD_MISSING = "field_missing"
+FIELD_INVALID = "field_invalid"
+TOPIC_INVALID = "topic_invalid"
+TOPIC_MISMATCH = "topic_mismatch"
+
+# Authentication
+TERMINAL_UNKNOWN = "terminal_unknown"
+ALG_UNSUPPORTED = "alg_unsupported"
+MAC_INVALID = "mac_invalid"
+
+# Ordering (per-terminal sequence and hash chain)
+SEQ_REPLAYED = "seq_replayed"
+SEQ_GAP = "seq_gap"
+CHAIN_BROKEN = "chain_broken"
+TIME_INVALID = "time_invalid"
+
+# Money and programs
+AMOUNT_INVALID = "amount_invalid"
+CURRENCY_UNKNOWN = "currency_unknown"
+CURRENCY_MISMATCH = "currency_mismatch"
+KIND_UNKNOWN = "kind_unknown"
+PROGRAM_UNKNOWN = "program_unknown"
+RULE_MISMATCH = "rule_mismatch"
+CARD_UNKNOWN = "card_unknown"
+CARD_EXISTS = "card_exists"
+INSUFFICIENT_VALUE = "insufficient_value"
+REFUND_UNKNOWN_ORIGINAL = "refund_unknown_original"
+REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
+MERCHANT_MISMATCH = "merchant_mismatch"
+
+# Service state
+QUEUE_FULL = "queue_full"
+HOST_UNAVAILABLE = "host_unavailable"
+JOURNAL_FULL = "journal_full"
+CARD_READ_FAILED = "card_read_failed"
+
+DESCRIPTIONS = {
+    MESSAGE_MALFORMED: "not a well-formed deterministic CBOR / COSE_Mac0 item",
+    MESSAGE_TOO_LARGE: "payload longer than MESSAGE_BYTES_MAX",
+    MESSAGE_TYPE_INVALID: "message type field absent or not the type the topic carries",
+    VERSION_UNSUPPORTED: "protocol version other than 1",
+    FIELD_MISSING: "a required field is absent",
+    FIELD_INVALID: "a field has the wrong type, length or an unknown key is present",
+    TOPIC_INVALID: "topic does not follow tilltap/v1/{merchant}/{terminal}/{dir}/{leaf}",
+    TOPIC_MISMATCH: "terminal or merchant in the topic differs from the signed payload",
+    TERMINAL_UNKNOWN: "no key is provisioned for this terminal id",
+    ALG_UNSUPPORTED: "COSE protected header names an algorithm other than HMAC 256/256 (5)",
+    MAC_INVALID: "the COSE_Mac0 tag does not verify under the terminal's key",
+    SEQ_REPLAYED: "sequence number already used with different content",
+    SEQ_GAP: "too many records ahead of a missing sequence number; resend from the gap",
+    CHAIN_BROKEN: "prev digest is not the digest of the terminal's previous record",
+    TIME_INVALID: "transaction time is too far in the future",
+    AMOUNT_INVALID: "amount not an integer in 0..AMOUNT_MINOR_MAX or inconsistent with the kind",
+    CURRENCY_UNKNOWN: "currency is not an ISO 4217 code this deployment knows",
+    CURRENCY_MISMATCH: "currency differs from the card's currency",
+    KIND_UNKNOWN: "transaction kind not defined by protocol v1",
+    PROGRAM_UNKNOWN: "card program not configured",
+    RULE_MISMATCH: "points or bonus differ from what the program rules compute",
+    CARD_UNKNOWN: "card was never issued",
+    CARD_EXISTS: "card is already issued",
+    INSUFFICIENT_VALUE: "card value is less than the amount asked from the card",
+    REFUND_UNKNOWN_ORIGINAL: "refund names a purchase that does not exist",
+    REFUND_EXCEEDS_ORIGINAL: "refund would return more than the purchase took",
+    MERCHANT_MISMATCH: "terminal belongs to another merchant",
+    QUEUE_FULL: "gateway overloaded; the record was not stored, resend later",
+    HOST_UNAVAILABLE: "no authorization answer in time (terminal side)",
+    JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
+    CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
+}

@@ -1,0 +1,95 @@
+"""Terminal transactions: kinds, consistency rules, sealing in COSE_Mac0, the hash chain.
+
+A transaction is identified by (terminal, seq): that pair is the idempotency key everywhere.
+Each record names the SHA-256 digest of the terminal's previous sealed record (`prev`), so a
+gateway can tell a missing, reordered or rewritten record from a resend. The first record of
+a terminal names GENESIS_DIGEST.
+
+    seal(key, fields)          -> record bytes (COSE_Mac0 over the deterministic CBOR map)
+    open_record(record, key)   -> fields, after MAC, schema and consistency checks
+    digest(record)      -> the 32 bytes the next record names as `prev`
+"""
+
+import hashlib
+
+from protocol import messages, sealed
+from protocol.errors import ValidationError
+from protocol.reasons import AMOUNT_INVALID, FIELD_INVALID, FIELD_MISSING, KIND_UNKNOWN
+
+GENESIS_DIGEST = bytes(32)
+
+KIND_ISSUE = 1
+KIND_TOPUP = 2
+KIND_PURCHASE = 3
+KIND_REFUND = 4
+KIND_INQUIRY = 5  # authorization requests only; never journaled
+
+KIND_NAMES = {
+    KIND_ISSUE: "issue",
+    KIND_TOPUP: "topup",
+    KIND_PURCHASE: "purchase",
+    KIND_REFUND: "refund",
+    KIND_INQUIRY: "inquiry",
+}
+JOURNALED_KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
+
+AUTH_ONLINE = 1
+AUTH_OFFLINE = 2
+AUTH_MODE_NAMES = {AUTH_ONLINE: "online", AUTH_OFFLINE: "offline"}
+
+
+def txn_id(terminal, seq):
+    """The text form of the idempotency key, used by the gateway and the ledger."""
+    return "%s-%d" % (terminal, seq)
+
+
+def check_consistency(fields):
+    """Rules that hold for every transaction whatever the card program.
+
+    issue:    card_value = amount (may be 0 for a points-only card), names its program
+    topup:    card_value = amount + bonus, amount > 0
+    purchase: 0 <= card_value <= amount, amount > 0, no bonus
+    refund:   0 <= card_value <= amount, amount > 0, no bonus, names the original in `ref`
+    """
+    kind = fields["kind"]
+    if kind not in JOURNALED_KINDS:
+        raise ValidationError(KIND_UNKNOWN, "kind %r" % (kind,))
+    if fields["auth_mode"] not in AUTH_MODE_NAMES:
+        raise ValidationError(FIELD_INVALID, "auth_mode")
+    amount = fields["amount_minor"]
+    card_value = fields["card_value_minor"]
+    bonus = fields["bonus_minor"]
+    if kind == KIND_ISSUE:
+        if card_value != amount or bonus or fields["points"]:
+            raise ValidationError(AMOUNT_INVALID, "issue loads exactly its amount")
+        if fields.get("program") is None:
+            raise ValidationError(FIELD_MISSING, "program")
+        return fields
+    if amount == 0:
+        raise ValidationError(AMOUNT_INVALID, "amount must be positive")
+    if kind == KIND_TOPUP:
+        if card_value != amount + bonus or fields["points"]:
+            raise ValidationError(AMOUNT_INVALID, "topup loads amount + bonus")
+        return fields
+    if card_value > amount or bonus:
+        raise ValidationError(AMOUNT_INVALID, "card part exceeds the amount, or a bonus")
+    if kind == KIND_REFUND and not fields.get("ref"):
+        raise ValidationError(FIELD_MISSING, "ref")
+    if kind == KIND_PURCHASE and fields.get("ref"):
+        raise ValidationError(FIELD_INVALID, "ref on a purchase")
+    return fields
+
+
+def seal(key, fields):
+    """Check, encode and MAC a transaction; returns the record bytes a terminal journals."""
+    return sealed.seal(key, messages.TYPE_TXN, check_consistency(fields))
+
+
+def digest(record):
+    return hashlib.sha256(record).digest()
+
+
+def open_record(record, key, mac0=None, terminal=None):
+    """Verify and check a record under `key` (looked up by `sealed.peek`); fields by name."""
+    fields = sealed.open_message(record, messages.TYPE_TXN, key, mac0, terminal)
+    return check_consistency(fields)

@@ -1,0 +1,87 @@
+"""Posting rules: each kind's legs, their balance per unit, and what is left out."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.errors import BatchInvalid
+from ledger.postings import Leg, legs_for, unit_sums
+from ledger.validate import parse_txn
+from tests.ledger.builders import issue, purchase, refund, topup, txn
+
+
+def legs(document: dict[str, object]) -> list[Leg]:
+    """Legs of a transaction document after validation."""
+    return legs_for(parse_txn(document))
+
+
+def test_issue_debits_cash_clearing_and_credits_the_card() -> None:
+    """An issue moves the amount from the merchant's cash clearing to the card's value."""
+    assert legs(issue("T1-1", amount_minor=5000)) == [
+        Leg("cash_clearing", "M1", "EUR", 5000),
+        Leg("card_value", "C1", "EUR", -5000),
+    ]
+
+
+def test_topup_bonus_is_a_promotion_expense() -> None:
+    """A topup credits the card with amount plus bonus; the bonus is the merchant's expense."""
+    assert legs(topup("T1-1", amount_minor=1000, bonus_minor=100)) == [
+        Leg("cash_clearing", "M1", "EUR", 1000),
+        Leg("promotion_expense", "M1", "EUR", 100),
+        Leg("card_value", "C1", "EUR", -1100),
+    ]
+
+
+def test_purchase_pays_the_merchant_and_earns_points_in_pts() -> None:
+    """A purchase moves card value to merchant settlement and points in the PTS unit."""
+    assert legs(purchase("T1-1", card_value_minor=800, points=8, amount_minor=1000)) == [
+        Leg("card_value", "C1", "EUR", 800),
+        Leg("merchant_settlement", "M1", "EUR", -800),
+        Leg("promotion_expense", "M1", "PTS", 8),
+        Leg("card_points", "C1", "PTS", -8),
+    ]
+
+
+def test_refund_mirrors_the_purchase() -> None:
+    """A refund returns card value from merchant settlement and takes the points back."""
+    assert legs(refund("T1-2", "T1-1", card_value_minor=300, points=3)) == [
+        Leg("merchant_settlement", "M1", "EUR", 300),
+        Leg("card_value", "C1", "EUR", -300),
+        Leg("card_points", "C1", "PTS", 3),
+        Leg("promotion_expense", "M1", "PTS", -3),
+    ]
+
+
+def test_zero_amount_legs_are_omitted() -> None:
+    """A purchase paid wholly by other tender and earning nothing posts no legs at all."""
+    assert legs(purchase("T1-1", card_value_minor=0, points=0, amount_minor=2500)) == []
+    assert legs(topup("T1-2", amount_minor=1000)) == [
+        Leg("cash_clearing", "M1", "EUR", 1000),
+        Leg("card_value", "C1", "EUR", -1000),
+    ]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        issue("T1-1", amount_minor=123),
+        topup("T1-1", amount_minor=10**12, bonus_minor=10**12),
+        purchase("T1-1", card_value_minor=999, points=10**12, amount_minor=10**12),
+        refund("T1-2", "T1-1", card_value_minor=7, points=0),
+        txn("T1-1", "purchase", currency="JPY", amount_minor=500, card_value_minor=500, points=5),
+    ],
+)
+def test_every_kind_sums_to_zero_per_unit(document: dict[str, object]) -> None:
+    """The legs of every transaction kind sum to zero in each unit separately."""
+    sums = unit_sums(legs(document))
+    assert sums and all(total == 0 for total in sums.values())
+
+
+def test_a_kind_without_rule_is_refused() -> None:
+    """legs_for refuses a transaction whose kind has no posting rule (reason kind_unknown)."""
+    from dataclasses import replace
+
+    bogus = replace(parse_txn(issue("T1-1")), kind="withdrawal")
+    with pytest.raises(BatchInvalid) as caught:
+        legs_for(bogus)
+    assert caught.value.reason == "kind_unknown"

@@ -1,0 +1,128 @@
+"""A store in a box for end-to-end tests: ledger (HTTP, SQLite) + gateway on a real broker.
+
+The gateway runs in-process here; test (d) runs it as its own process to kill it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.registry import TerminalRegistry
+from gateway.service import Gateway
+from ledger.client import LedgerClient
+from ledger.server import LedgerServer, serve
+from protocol import messages, sealed, topics, txn
+from tools.demo import DEMO_PROGRAMS
+from tools.mosquitto import MosquittoBroker
+
+WAIT_S = 20.0
+
+
+class Stack:
+    def __init__(self, broker: MosquittoBroker, workdir: Path, terminals: list[str]) -> None:
+        self.broker = broker
+        self.workdir = workdir
+        self.keys = {t: os.urandom(32) for t in terminals}
+        self.registry = TerminalRegistry()
+        for terminal, key in self.keys.items():
+            self.registry.add(terminal, "M1", key)
+        self.ledger: LedgerServer = serve(f"sqlite:///{workdir / 'ledger.db'}")
+        self.ledger_client = LedgerClient(self.ledger.url)
+        self.gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"),
+                               self.registry, DEMO_PROGRAMS, self.ledger.url)
+
+    def close(self) -> None:
+        self.gateway.stop()
+        self.ledger.stop()
+
+
+@contextmanager
+def running_stack(broker: MosquittoBroker, workdir: Path,
+                  terminals: list[str]) -> Iterator[Stack]:
+    stack = Stack(broker, workdir, terminals)
+    stack.gateway.start()
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+class RawTerminal:
+    """Signs records itself and talks raw MQTT: the attacker's and the duplicator's tool."""
+
+    def __init__(self, broker: MosquittoBroker, terminal: str, key: bytes,
+                 merchant: str = "M1") -> None:
+        self.terminal = terminal
+        self.key = key
+        self.merchant = merchant
+        self.prev = txn.GENESIS_DIGEST
+        self.seq = 0
+        self.downlinks: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{terminal}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(topics.terminal_subscription(merchant, terminal), qos=1)
+        self.client.loop_start()
+        time.sleep(0.1)
+
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.downlinks.append((message.topic, bytes(message.payload)))
+
+    def record(self, kind: int, card: str, amount: int, **extra: Any) -> bytes:
+        """The next sealed record of this terminal's chain."""
+        self.seq += 1
+        fields = {"terminal": self.terminal, "seq": self.seq, "prev": self.prev,
+                  "time": int(time.time()), "merchant": self.merchant, "card": card,
+                  "kind": kind, "currency": "EUR", "amount_minor": amount,
+                  "card_value_minor": amount, "bonus_minor": 0, "points": 0,
+                  "auth_mode": txn.AUTH_ONLINE}
+        fields.update(extra)
+        record = txn.seal(self.key, fields)
+        self.prev = txn.digest(record)
+        return record
+
+    def publish(self, payload: bytes, leaf: str = topics.LEAF_TXN,
+                terminal: str | None = None) -> None:
+        topic = topics.up(self.merchant, terminal or self.terminal, leaf)
+        self.client.publish(topic, payload, qos=1).wait_for_publish(WAIT_S)
+
+    def acks(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self.downlinks)
+        return [sealed.open_message(p, messages.TYPE_ACK, self.key)
+                for t, p in items if t.endswith("/ack")]
+
+    def notices(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items = list(self.downlinks)
+        return [messages.decode(p, messages.TYPE_NOTICE) for t, p in items
+                if t.endswith("/notice")]
+
+    def acked_through(self) -> int:
+        return max((a["acked_through"] for a in self.acks()), default=0)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

@@ -1,0 +1,306 @@
+"""`tilltap demo`: one business day of a store, end to end over real parts, reconciled.
+
+Starts a private Mosquitto (an in-process amqtt broker only when no mosquitto binary exists),
+the ledger (SQLite in a temporary folder unless --ledger-dsn), the gateway, and simulated
+terminals running the firmware's own modules. Issues cards, runs a day of mixed transactions,
+settles, and checks three-way: approved on terminals = journaled at the gateway = posted in
+the ledger, per terminal and in total, and every card's balance = issued + top-ups + bonus -
+spends + refunds. Any difference exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.registry import TerminalRegistry
+from gateway.service import Gateway
+from ledger.client import LedgerClient
+from ledger.server import serve
+from protocol import money, txn
+from tools.broker import start_broker
+from tools.simulator.cards import make_uid
+from tools.simulator.terminal import SimulatedTerminal
+
+MERCHANT = "M1"
+CURRENCY = "EUR"
+DRAIN_TIMEOUT_S = 30.0
+
+DEMO_PROGRAMS: dict[str, dict[str, Any]] = {
+    "gift": {"id": "gift", "currency": CURRENCY, "holds_value": True},
+    "prepaid": {"id": "prepaid", "currency": CURRENCY, "holds_value": True,
+                "topup_allowed": True, "topup_bonus_bp": 500, "bonus_rounding": "down"},
+    "loyalty": {"id": "loyalty", "currency": CURRENCY, "earns_points": True,
+                "points_per_unit_bp": 10000, "points_rounding": "down"},
+}
+
+
+class Expected:
+    """What the terminals approved, kept from their outcomes: the first leg of reconciliation."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cards: dict[str, dict[str, int]] = {}
+        self.per_terminal: dict[str, dict[str, int]] = {}
+        self.purchases: list[dict[str, Any]] = []
+        self.declines: dict[str, int] = {}
+        self.inquiries = 0
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        with self.lock:
+            if not outcome["approved"]:
+                self.declines[outcome["reason"]] = self.declines.get(outcome["reason"], 0) + 1
+                return
+            fields = outcome["txn"]
+            if fields is None:
+                self.inquiries += 1
+                return
+            card = self.cards.setdefault(fields["card"], {
+                "issued": 0, "topups": 0, "bonus": 0, "spends": 0, "refunds": 0, "points": 0})
+            kind = fields["kind"]
+            if kind == txn.KIND_ISSUE:
+                card["issued"] += fields["card_value_minor"]
+            elif kind == txn.KIND_TOPUP:
+                card["topups"] += fields["amount_minor"]
+                card["bonus"] += fields["bonus_minor"]
+            elif kind == txn.KIND_PURCHASE:
+                card["spends"] += fields["card_value_minor"]
+                card["points"] += fields["points"]
+                self.purchases.append(fields)
+            else:
+                card["refunds"] += fields["card_value_minor"]
+                card["points"] -= fields["points"]
+            entry = self.per_terminal.setdefault(
+                fields["terminal"], {"count": 0, "amount_minor": 0})
+            entry["count"] += 1
+            entry["amount_minor"] += fields["amount_minor"]
+
+
+def _issue_cards(terminals: list[SimulatedTerminal], expected: Expected, count: int,
+                 rng: random.Random) -> dict[str, str]:
+    cards: dict[str, str] = {}
+    names = list(DEMO_PROGRAMS)
+    for index in range(count):
+        program = names[index % len(names)]
+        uid = make_uid(rng)
+        while uid in cards:
+            uid = make_uid(rng)
+        value = 0 if program == "loyalty" else rng.choice([2000, 5000, 10000])
+        terminal = terminals[index % len(terminals)]
+        terminal.tap(uid)
+        outcome = terminal.terminal.issue(program, value)
+        expected.record(outcome)
+        if outcome["approved"]:
+            cards[uid] = program
+    return cards
+
+
+def _one_operation(sim: SimulatedTerminal, cards: dict[str, str], expected: Expected,
+                   rng: random.Random) -> None:
+    card = rng.choice(list(cards))
+    program = cards[card]
+    sim.tap(card)
+    roll = rng.random()
+    if roll < 0.1:
+        outcome = sim.terminal.inquiry()
+    elif program == "loyalty":
+        outcome = sim.terminal.purchase(rng.randrange(100, 8000), pay_from_card=False)
+    elif program == "prepaid" and roll < 0.35:
+        outcome = sim.terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
+    elif roll < 0.93:
+        # Partial spends; now and then more than the card holds, which must be declined.
+        amount = rng.randrange(100, 2500) if roll < 0.9 else rng.randrange(20000, 40000)
+        outcome = sim.terminal.purchase(amount, pay_from_card=True)
+    else:
+        outcome = _refund_something(sim, expected, rng)
+    expected.record(outcome)
+
+
+def _refund_something(sim: SimulatedTerminal, expected: Expected,
+                      rng: random.Random) -> dict[str, Any]:
+    with expected.lock:
+        candidates = [p for p in expected.purchases if p["card_value_minor"] > 0]
+        original = rng.choice(candidates) if candidates else None
+    if original is None:
+        return sim.terminal.inquiry()
+    sim.tap(original["card"])
+    amount = max(1, original["amount_minor"] // 2)
+    return sim.terminal.refund(txn.txn_id(original["terminal"], original["seq"]), amount)
+
+
+def _run_terminal(sim: SimulatedTerminal, cards: dict[str, str], expected: Expected,
+                  operations: int, seed: int, errors: list[BaseException]) -> None:
+    rng = random.Random(seed)
+    try:
+        for _ in range(operations):
+            _one_operation(sim, cards, expected, rng)
+            sim.service(0)
+    except BaseException as error:  # reported by the main thread, never swallowed
+        errors.append(error)
+
+
+def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 330,
+             ledger_dsn: str | None = None, seed: int = 2026,
+             log: Any = print) -> dict[str, Any]:
+    """Run the day and return the reconciliation report (see `reconcile`)."""
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="tilltap-demo-"))
+    dsn = ledger_dsn or f"sqlite:///{workdir / 'ledger.db'}"
+    broker = start_broker(log)
+    ledger = serve(dsn)
+    registry = TerminalRegistry()
+    configs = []
+    for number in range(1, terminal_count + 1):
+        terminal_id = f"T{number}"
+        key = os.urandom(32)
+        registry.add(terminal_id, MERCHANT, key)
+        configs.append({"terminal": terminal_id, "merchant": MERCHANT, "key": key,
+                        "currency": CURRENCY, "programs": DEMO_PROGRAMS})
+    gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"), registry,
+                      DEMO_PROGRAMS, ledger.url, mqtt5=broker.kind == "mosquitto")
+    sims: list[SimulatedTerminal] = []
+    try:
+        gateway.start()
+        sims = [SimulatedTerminal(c, workdir, broker.host, broker.port, seed + i)
+                for i, c in enumerate(configs)]
+        for sim in sims:
+            sim.service(0)
+        log(f"broker {broker.kind} on {broker.host}:{broker.port}; ledger {ledger.url} "
+            f"({dsn.split(':')[0]}); gateway gw1; terminals {', '.join(registry.ids())}")
+        expected = Expected()
+        rng = random.Random(seed)
+        cards = _issue_cards(sims, expected, card_count, rng)
+        _drain(sims, gateway)
+        log(f"issued {len(cards)} cards; running {operations} operations on "
+            f"{len(sims)} terminals")
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_run_terminal, args=(
+            sim, cards, expected, operations // len(sims), seed * 100 + i, errors))
+            for i, sim in enumerate(sims)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        _drain(sims, gateway)
+        settled = gateway.settle()
+        log(f"settled batches {settled.settled} ({settled.posted} transactions posted)")
+        report = reconcile(expected, gateway, LedgerClient(ledger.url), sims)
+        report["settlement"] = settled.as_dict()
+        report["gateway"] = gateway.snapshot()
+        report["seconds"] = round(time.monotonic() - started, 2)
+        return report
+    finally:
+        for sim in sims:
+            sim.close()
+        gateway.stop()
+        ledger.stop()
+        broker.stop()
+
+
+def _drain(sims: list[SimulatedTerminal], gateway: Gateway) -> None:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    for sim in sims:
+        if not sim.drain(deadline):
+            raise RuntimeError(f"terminal {sim.config['terminal']} still holds "
+                               f"{sim.journal.depth} unacknowledged records")
+    while not gateway.idle() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def reconcile(expected: Expected, gateway: Gateway, ledger: LedgerClient,
+              sims: list[SimulatedTerminal]) -> dict[str, Any]:
+    """Compare the three books; every row carries its difference, all must be zero."""
+    journaled = gateway.store.totals_by_terminal()
+    posted = ledger.terminal_totals()
+    rows = []
+    for sim in sims:
+        terminal = sim.config["terminal"]
+        approved = expected.per_terminal.get(terminal, {"count": 0, "amount_minor": 0})
+        at_gateway = journaled.get(terminal, {"count": 0, "amount_minor": 0})
+        in_ledger = _ledger_terminal(posted.get(terminal))
+        rows.append({
+            "terminal": terminal,
+            "approved": approved["count"], "journaled": at_gateway["count"],
+            "posted": in_ledger["count"],
+            "approved_minor": approved["amount_minor"],
+            "journaled_minor": at_gateway["amount_minor"],
+            "posted_minor": in_ledger["amount_minor"],
+            "terminal_seq": sim.journal.last_seq,
+        })
+    for row in rows:
+        row["difference"] = _mismatches(
+            (row["approved"], row["journaled"], row["posted"]),
+            (row["approved_minor"], row["journaled_minor"], row["posted_minor"]))
+    total = {key: sum(r[key] for r in rows) for key in (
+        "approved", "journaled", "posted", "approved_minor", "journaled_minor",
+        "posted_minor", "difference")}
+    cards = _reconcile_cards(expected, gateway, ledger)
+    trial = ledger.trial_balance()
+    differences = total["difference"] + sum(c["difference"] for c in cards) + sum(
+        1 for v in trial.values() if v != 0)
+    return {"terminals": rows, "total": total, "cards": cards, "trial_balance": trial,
+            "declines": expected.declines, "inquiries": expected.inquiries,
+            "differences": differences}
+
+
+def _mismatches(*groups: tuple[int, ...]) -> int:
+    """How many of the groups hold values that are not all equal."""
+    return sum(1 for group in groups if len(set(group)) != 1)
+
+
+def _ledger_terminal(entry: dict[str, Any] | None) -> dict[str, int]:
+    if not entry:
+        return {"count": 0, "amount_minor": 0}
+    amount = sum(k["amount_minor"] for k in entry["by_kind"].values())
+    return {"count": entry["count"], "amount_minor": amount}
+
+
+def _reconcile_cards(expected: Expected, gateway: Gateway,
+                     ledger: LedgerClient) -> list[dict[str, Any]]:
+    in_ledger = {b["card"]: b for b in ledger.balances()}
+    rows = []
+    for card, e in sorted(expected.cards.items()):
+        value = e["issued"] + e["topups"] + e["bonus"] - e["spends"] + e["refunds"]
+        at_gateway = gateway.cards.cards.get(card, {"value_minor": 0, "points": 0})
+        ledger_entry = in_ledger.get(card, {"value_minor": 0, "points": 0})
+        rows.append({
+            "card": card, "expected_minor": value, "gateway_minor": at_gateway["value_minor"],
+            "ledger_minor": ledger_entry["value_minor"], "expected_points": e["points"],
+            "ledger_points": ledger_entry["points"],
+            "difference": _mismatches(
+                (value, at_gateway["value_minor"], ledger_entry["value_minor"]),
+                (e["points"], at_gateway["points"], ledger_entry["points"])),
+        })
+    return rows
+
+
+def render(report: dict[str, Any]) -> str:
+    """The reconciliation as a text table for the cashier's manager."""
+    lines = ["", "Reconciliation (approved on terminals = journaled at gateway = posted in ledger)",
+             f"{'terminal':<9}{'approved':>9}{'journaled':>10}{'posted':>8}"
+             f"{'approved':>15}{'posted':>15}{'diff':>6}"]
+    for row in report["terminals"] + [dict(report["total"], terminal="TOTAL")]:
+        lines.append(
+            f"{row['terminal']:<9}{row['approved']:>9}{row['journaled']:>10}{row['posted']:>8}"
+            f"{money.format_minor(row['approved_minor'], CURRENCY):>15}"
+            f"{money.format_minor(row['posted_minor'], CURRENCY):>15}{row['difference']:>6}")
+    cards = report["cards"]
+    bad_cards = [c for c in cards if c["difference"]]
+    lines.append(f"cards: {len(cards)} checked, {len(bad_cards)} with a difference "
+                 "(balance = issued + top-ups + bonus - spends + refunds)")
+    for c in bad_cards:
+        lines.append(f"  {c['card']}: expected {c['expected_minor']} gateway "
+                     f"{c['gateway_minor']} ledger {c['ledger_minor']}")
+    lines.append(f"ledger trial balance per unit: {json.dumps(report['trial_balance'])}")
+    lines.append(f"declines: {json.dumps(report['declines'])}; "
+                 f"balance inquiries: {report['inquiries']}")
+    lines.append(f"differences: {report['differences']}  ({report['seconds']} s)")
+    return "\n".join(lines)

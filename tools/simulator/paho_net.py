@@ -1,0 +1,89 @@
+"""The firmware's Net seam on CPython: paho-mqtt speaking MQTT 3.1.1, as umqtt does on boards.
+
+The session is persistent (clean_session=False) like a board's, so acks published while the
+terminal is disconnected wait for it at the broker. paho's network thread fills a bounded
+inbox; `poll` drains it on the firmware's own schedule.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+INBOX_MAX = 1000
+CONNECT_TIMEOUT_S = 5.0
+KEEPALIVE_S = 30
+
+
+class PahoNet:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.client: mqtt.Client | None = None
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
+        self._connack = threading.Event()
+        self.dropped = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected()
+
+    def connect(self, client_id: str, will_topic: str, will_payload: bytes) -> None:
+        self.disconnect()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv311, clean_session=False)
+        client.will_set(will_topic, will_payload, qos=1, retain=True)
+        client.on_connect = lambda *args: self._connack.set()
+        client.on_message = self._on_message
+        self._connack.clear()
+        try:
+            client.connect(self.host, self.port, KEEPALIVE_S)
+        except OSError:
+            raise
+        client.loop_start()
+        if not self._connack.wait(CONNECT_TIMEOUT_S):
+            client.loop_stop()
+            raise OSError("no CONNACK")
+        self.client = client
+
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        try:
+            self._inbox.put_nowait((message.topic, bytes(message.payload)))
+        except queue.Full:
+            self.dropped += 1
+
+    def subscribe(self, topic: str) -> None:
+        if self.client is None:
+            raise OSError("not connected")
+        self.client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        if not self.connected:
+            raise OSError("not connected")
+        assert self.client is not None
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"publish failed rc={info.rc}")
+
+    def poll(self, timeout_ms: int) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        try:
+            out.append(self._inbox.get(timeout=timeout_ms / 1000) if timeout_ms > 0
+                       else self._inbox.get_nowait())
+        except queue.Empty:
+            return out
+        while True:
+            try:
+                out.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.client = None
