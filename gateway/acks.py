@@ -10,10 +10,10 @@ and counts it, and changes nothing.
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Callable
 
 from gateway.registry import TerminalRegistry
+from gateway.stage import Stage
 from gateway.stats import Stats
 from protocol import messages, sealed, topics
 from protocol.errors import ProtocolError
@@ -34,29 +34,17 @@ class AckOut:
         self.notice_reason = notice_reason
 
 
-class AckStage:
+class AckStage(Stage[AckOut]):
+    name = "gateway-acks"
+
     def __init__(self, registry: TerminalRegistry, publish: Publish, stats: Stats,
                  inbox: queue.Queue[AckOut | None]) -> None:
+        super().__init__(inbox)
         self.registry = registry
         self.publish = publish
         self.stats = stats
-        self.inbox = inbox
-        self._thread = threading.Thread(target=self._run, name="gateway-acks", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            out = self.inbox.get()
-            if out is None:
-                return
-            self.send(out)
-
-    def send(self, out: AckOut) -> None:
+    def handle(self, out: AckOut) -> None:
         if out.notice_reason is not None:
             payload = messages.encode(
                 messages.TYPE_NOTICE, {"terminal": out.terminal, "reason": out.notice_reason}

@@ -7,12 +7,12 @@ told to terminals that prove their key.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 
 from gateway.acks import AckOut, Publish
 from gateway.cards import CardBook
 from gateway.registry import TerminalRegistry
+from gateway.stage import Stage
 from gateway.stats import Stats
 from gateway.verify import Verifier, claimed_terminal
 from protocol import messages, sealed, topics
@@ -21,33 +21,22 @@ from protocol.errors import ProtocolError
 Request = tuple[str, bytes]
 
 
-class AuthorizeStage:
+class AuthorizeStage(Stage[Request]):
+    name = "gateway-auth"
+
     def __init__(self, verifier: Verifier, registry: TerminalRegistry, cards: CardBook,
                  stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
                  notices: queue.Queue[AckOut | None]) -> None:
+        super().__init__(inbox)
         self.verifier = verifier
         self.registry = registry
         self.cards = cards
         self.stats = stats
         self.publish = publish
-        self.inbox = inbox
         self.notices = notices
-        self._thread = threading.Thread(target=self._run, name="gateway-auth", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is None:
-                return
-            self.handle(*item)
-
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, item: Request) -> None:
+        topic, payload = item
         now_s = time.time()
         try:
             request = self.verifier.auth_request(topic, payload, now_s)

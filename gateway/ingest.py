@@ -9,12 +9,12 @@ durable here.
 from __future__ import annotations
 
 import queue
-import threading
 from typing import Any
 
 from gateway.acks import AckOut
 from gateway.cards import CardBook
 from gateway.sequencer import DUPLICATE, IN_ORDER, REJECT, Decision, Sequencer
+from gateway.stage import Stage
 from gateway.stats import Stats
 from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
 from gateway.verify import Verified
@@ -42,24 +42,20 @@ class _Batch:
         self.counters[name] = self.counters.get(name, 0) + 1
 
 
-class IngestStage:
+class IngestStage(Stage[Verified]):
+    name = "gateway-ingest"
+
     def __init__(self, store: GatewayStore, cards: CardBook, stats: Stats,
                  inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None]) -> None:
+        super().__init__(inbox)
         self.store = store
         self.cards = cards
         self.stats = stats
-        self.inbox = inbox
         self.acks = acks
         self.sequencer = Sequencer(store.load_chain(), store.lookup)
-        self._thread = threading.Thread(target=self._run, name="gateway-ingest", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        """Unlike other stages, take whatever has queued up and commit it as one batch."""
         stopping = False
         while not stopping:
             first = self.inbox.get()

@@ -7,6 +7,7 @@ every lower seq also stored, and that record's digest. An offered record is
     seq <= head, digest differs                  REJECT seq_replayed (alarm: same id, new content)
     seq == head + 1, prev equals the head digest IN_ORDER   (goes on to the business rules)
     seq == head + 1, prev differs                REJECT chain_broken
+    seq  > head + 1, already held                DUPLICATE, or seq_replayed if the content differs
     seq  > head + 1                              held until the gap fills, at most
                                                  AHEAD_PER_TERMINAL_MAX records, else seq_gap
 
@@ -60,7 +61,12 @@ class Sequencer:
             return [self._earlier(item)]
         if item.seq > seq + 1:
             ahead = self._ahead.setdefault(item.terminal, {})
-            if item.seq not in ahead and len(ahead) >= AHEAD_PER_TERMINAL_MAX:
+            waiting = ahead.get(item.seq)
+            if waiting is not None:
+                if waiting.digest != item.digest:
+                    return [Decision(REJECT, item, SEQ_REPLAYED)]
+                return [Decision(DUPLICATE, item, stored_status=HELD)]
+            if len(ahead) >= AHEAD_PER_TERMINAL_MAX:
                 return [Decision(REJECT, item, SEQ_GAP)]
             ahead[item.seq] = item
             return [Decision(HELD, item)]

@@ -8,10 +8,10 @@ it (`dropped.ingest`); the terminal resends it because no ack came.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 
 from gateway.acks import AckOut
+from gateway.stage import Stage
 from gateway.stats import Stats
 from gateway.verify import Verified, Verifier, claimed_terminal
 from protocol.errors import ProtocolError
@@ -19,30 +19,19 @@ from protocol.errors import ProtocolError
 Uplink = tuple[str, bytes]
 
 
-class VerifyStage:
+class VerifyStage(Stage[Uplink]):
+    name = "gateway-verify"
+
     def __init__(self, verifier: Verifier, stats: Stats, inbox: queue.Queue[Uplink | None],
                  outbox: queue.Queue[Verified | None], notices: queue.Queue[AckOut | None]) -> None:
+        super().__init__(inbox)
         self.verifier = verifier
         self.stats = stats
-        self.inbox = inbox
         self.outbox = outbox
         self.notices = notices
-        self._thread = threading.Thread(target=self._run, name="gateway-verify", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is None:
-                return
-            self.handle(*item)
-
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, item: Uplink) -> None:
+        topic, payload = item
         self.stats.add("received")
         try:
             verified = self.verifier.transaction(topic, payload, time.time())

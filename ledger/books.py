@@ -44,7 +44,7 @@ class Books:
 
     @property
     def dialect(self) -> str:
-        """"sqlite" or "postgresql"."""
+        """The database engine: "sqlite" or "postgresql"."""
         return self._database.dialect
 
     def post_batch(self, document: object) -> PostResult:
@@ -66,7 +66,7 @@ class Books:
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
-                f"batch_id already posted from {batch.gateway_id} with different content",
+                f"batch_id was posted before with different content (resent by {batch.gateway_id})",
             )
         plan = plan_batch(batch, store.read_view(self._database, batch))
         store.write_plan(self._database, batch, plan, int(self._clock()))
@@ -89,7 +89,7 @@ class Books:
             return reports.balances(self._database)
 
     def terminal_totals(self) -> dict[str, dict[str, Any]]:
-        """{terminal: {"count": n, "by_kind": {kind: {count, amount_minor, card_value_minor, points}}}}."""
+        """Per terminal: {"count": n, "by_kind": {kind: {count and sums}}} (see reports)."""
         with self._guard():
             return reports.terminal_totals(self._database)
 

@@ -38,7 +38,9 @@ class LedgerClient:
 
     def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigInvalid("url_invalid", f"ledger URL must be http(s)://..., got {base_url!r}")
+            raise ConfigInvalid(
+                "url_invalid", f"ledger URL must be http(s)://..., got {base_url!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import re
 
-POINTS_UNIT = "PTS"
-"""Unit of loyalty points: not an ISO currency, posted like one so it balances on its own."""
+from protocol.money import EXPONENT_TABLES, POINTS_UNIT
+
+# The table of codes and exponents is protocol.money's, so terminal, gateway and ledger agree.
+__all__ = ["CURRENCY_EXPONENTS", "POINTS_UNIT", "is_known_currency"]
 
 CURRENCY_CODE_PATTERN = re.compile(r"[A-Z]{3}")
 
-_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-_EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
-_EXPONENT_4 = "CLF UYW"
-_EXPONENT_2 = (
-    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN BWP BYN"
-    " BZD CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS"
-    " GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR"
-    " LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD"
-    " PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN"
-    " SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD UYU UZS VES WST XCD XCG YER ZAR ZMW"
-    " ZWG"
-)
-
 CURRENCY_EXPONENTS: dict[str, int] = {
-    code: exponent
-    for exponent, codes in ((0, _EXPONENT_0), (2, _EXPONENT_2), (3, _EXPONENT_3), (4, _EXPONENT_4))
-    for code in codes.split()
+    code: exponent for exponent, codes in EXPONENT_TABLES for code in codes.split()
 }
 
 

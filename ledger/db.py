@@ -70,14 +70,20 @@ def open_database(dsn: str) -> Database:
 
 
 def sqlite_path(dsn: str) -> str:
-    """The file path (or ``:memory:``) a SQLite DSN names; other URL schemes are refused."""
+    """The file path (or ``:memory:``) a SQLite DSN names; other URL schemes are refused.
+
+    ``sqlite:///abs/path.db`` and SQLAlchemy's ``sqlite:////abs/path.db`` both name the
+    absolute path /abs/path.db; a relative path must be given without the URL scheme.
+    """
     if dsn.startswith(SQLITE_SCHEME):
         path = dsn[len(SQLITE_SCHEME) :]
         if path == "/" + SQLITE_MEMORY:
             return SQLITE_MEMORY
-        if not path.startswith("/") or path == "/":
+        if not path.startswith("/") or not path.strip("/"):
             raise ConfigInvalid("dsn_invalid", "a SQLite URL must be sqlite:///absolute/path.db")
-        return path
+        return "/" + path.lstrip("/")
     if not dsn or "://" in dsn:
-        raise ConfigInvalid("dsn_invalid", f"cannot open {dsn!r}: use a postgresql:// or sqlite:/// URL")
+        raise ConfigInvalid(
+            "dsn_invalid", f"cannot open {dsn!r}: use a postgresql:// or sqlite:/// URL"
+        )
     return dsn

@@ -57,23 +57,23 @@ class PostgresDatabase(Database):
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query and return all its rows."""
-        return self._live().execute(_adapt(sql), params).fetchall()  # type: ignore[arg-type]
+        return self._live().execute(_adapt(sql), params).fetchall()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement that returns no rows."""
-        self._live().execute(_adapt(sql), params)  # type: ignore[arg-type]
+        self._live().execute(_adapt(sql), params)
 
     def bulk_insert(self, table: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
         """COPY FROM STDIN: one stream for all rows, several times faster than executemany."""
         statement = f"COPY {table} ({','.join(columns)}) FROM STDIN"
-        with self._live().cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[arg-type]
+        with self._live().cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
 
     def fetch_in(self, sql: str, column: str, ids: Iterable[str]) -> list[Row]:
         """One query with the ids as an array parameter: ``column = ANY(%s)``."""
         query = _adapt(sql).format(match=f"{column} = ANY(%s)")
-        return self._live().execute(query, [sorted(set(ids))]).fetchall()  # type: ignore[arg-type]
+        return self._live().execute(query, [sorted(set(ids))]).fetchall()
 
     @contextmanager
     def write_transaction(self) -> Iterator[None]:

@@ -7,7 +7,7 @@ be reworded but the code may not. Programmer errors are ``assert``s, never these
 The tree (HTTP status used by the server in brackets)::
 
     LedgerError                       base: .reason, .detail
-    ├── LedgerRejected                the request was refused and NOTHING changed; .http_status
+    ├── LedgerRejected        [4xx] refused, NOTHING changed (405/411/415 raised as this class)
     │   ├── BatchInvalid        [400] malformed batch or transaction, or a posting rule refused it
     │   ├── BatchTooLarge       [413] body over BATCH_BYTES_MAX or more than BATCH_TXN_MAX txns
     │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)

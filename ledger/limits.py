@@ -32,6 +32,9 @@ HTTP_TIMEOUT_S = 120.0
 HTTP_SOCKET_TIMEOUT_S = 120.0
 """Server wait on a silent client socket before dropping the connection."""
 
+HTTP_SHUTDOWN_POLL_S = 0.05
+"""How often the serving loop checks for stop(): the longest stop() waits for it."""
+
 HTTP_REQUESTS_CONCURRENT_MAX = 32
 """Requests served at once; more are answered 503 ledger_busy so threads stay bounded."""
 

@@ -79,7 +79,10 @@ def trial_balance(database: Database) -> dict[str, int]:
 def alarms(database: Database) -> list[dict[str, Any]]:
     """Every alarm recorded, oldest first."""
     rows = database.fetch("SELECT id, at, reason, detail FROM alarms ORDER BY id")
-    return [{"id": id_, "at": at, "reason": reason, "detail": detail} for id_, at, reason, detail in rows]
+    return [
+        {"id": id_, "at": at, "reason": reason, "detail": detail}
+        for id_, at, reason, detail in rows
+    ]
 
 
 COUNTED_TABLES = ("batches", "transactions", "entries", "cards", "alarms")
@@ -87,4 +90,6 @@ COUNTED_TABLES = ("batches", "transactions", "entries", "cards", "alarms")
 
 def counts(database: Database) -> dict[str, int]:
     """Number of rows in each of the books' tables."""
-    return {table: database.fetch(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES}
+    return {
+        table: database.fetch(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES
+    }

@@ -33,8 +33,20 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ledger.books import Books, open_books
-from ledger.errors import BatchInvalid, BatchTooLarge, LedgerError, LedgerRejected, LedgerUnavailable, NotFound
-from ledger.limits import BATCH_BYTES_MAX, HTTP_REQUESTS_CONCURRENT_MAX, HTTP_SOCKET_TIMEOUT_S
+from ledger.errors import (
+    BatchInvalid,
+    BatchTooLarge,
+    LedgerError,
+    LedgerRejected,
+    LedgerUnavailable,
+    NotFound,
+)
+from ledger.limits import (
+    BATCH_BYTES_MAX,
+    HTTP_REQUESTS_CONCURRENT_MAX,
+    HTTP_SHUTDOWN_POLL_S,
+    HTTP_SOCKET_TIMEOUT_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +111,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return self._route(method)
         except LedgerRejected as error:
+            log.info("refused %s %s: %s %s", method, self.path[:200], error.reason, error.detail)
             return error.http_status, _error(error.reason, error.detail)
         except LedgerUnavailable as error:
+            log.warning("unavailable for %s %s: %s", method, self.path[:200], error.detail)
             return 503, _error(error.reason, error.detail)
         except Exception:
             log.exception("unexpected error serving %s %s", method, self.path)
@@ -114,7 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
             card = unquote(path[len(CARDS_PREFIX) :])
             return self._only("GET", method, lambda: _card(books, card))
         if path == "/v1/batches":
-            return self._only("POST", method, lambda: (200, books.post_batch(self._read_json()).to_json()))
+            return self._only(
+                "POST", method, lambda: (200, books.post_batch(self._read_json()).to_json())
+            )
         getters: dict[str, Callable[[], Any]] = {
             "/v1/balances": lambda: {"balances": books.balances()},
             "/v1/terminals": books.terminal_totals,
@@ -170,6 +186,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Errors http.server raises itself (bad request line, unknown method) as JSON too."""
         reason = "method_not_allowed" if code == 501 else "request_malformed"
         self.close_connection = True
+        # A request line too broken to name its version defaults to HTTP/0.9, which has no
+        # status line or headers; answer it as HTTP/1.0 so the client sees the status.
+        self.request_version = "HTTP/1.0"
         self._send(405 if code == 501 else code, _error(reason, message or ""))
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -218,7 +237,7 @@ def _health(books: Books) -> dict[str, str]:
 
 
 class LedgerServer:
-    """A running ledger HTTP server on a background thread; `stop()` ends it and closes the books."""
+    """A ledger HTTP server running on a background thread; `stop()` ends it, closing the books."""
 
     def __init__(self, books: Books, host: str, port: int) -> None:
         self.books = books
@@ -227,7 +246,10 @@ class LedgerServer:
         shown_host = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown_host}:{self.port}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"ledger-http-{self.port}", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": HTTP_SHUTDOWN_POLL_S},
+            name=f"ledger-http-{self.port}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -251,8 +273,12 @@ def serve(dsn: str, host: str = "127.0.0.1", port: int = 0) -> LedgerServer:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ledger.server``: print the URL, serve until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m ledger.server", description=__doc__.split("\n")[0])
-    parser.add_argument("--dsn", required=True, help="sqlite:///abs/path.db, a path, or postgresql://...")
+    parser = argparse.ArgumentParser(
+        prog="python -m ledger.server", description="tilltap ledger: settlement intake over HTTP"
+    )
+    parser.add_argument(
+        "--dsn", required=True, help="sqlite:///abs/path.db, a path, or postgresql://..."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     options = parser.parse_args(argv)

@@ -90,7 +90,9 @@ def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -
 
 def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:
     """Record an alarm row for operators (id reuse with other content, and the like)."""
-    database.execute("INSERT INTO alarms (at, reason, detail) VALUES (?, ?, ?)", (at, reason, detail))
+    database.execute(
+        "INSERT INTO alarms (at, reason, detail) VALUES (?, ?, ?)", (at, reason, detail)
+    )
 
 
 def _txn_row(txn: Txn, batch: Batch) -> Row:

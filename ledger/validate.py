@@ -49,7 +49,7 @@ TXN_KEYS = frozenset(
         "auth",
     }
 )
-ID_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % ID_CHARS_MAX)
+ID_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{ID_CHARS_MAX}}}")
 DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
@@ -93,7 +93,7 @@ def parse_txn(document: object, where: str = "txn") -> Txn:
 
 
 def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
-    """parse_txn, also returning the canonical JSON text (encoded only once it is valid)."""
+    """parse_txn, also returning the transaction's canonical JSON text (for the batch hash)."""
     if not isinstance(document, dict):
         raise BatchInvalid("field_type", f"{where}: must be a JSON object")
     _check_keys(document, TXN_KEYS, where)
@@ -147,7 +147,9 @@ def _kind(document: Mapping[str, Any], where: str) -> str:
     if not isinstance(kind, str):
         raise BatchInvalid("field_type", f"{where}.kind: must be a string")
     if kind not in KINDS:
-        raise BatchInvalid("kind_unknown", f"{where}.kind: {kind[:ID_CHARS_MAX]!r} is not one of {KINDS}")
+        raise BatchInvalid(
+            "kind_unknown", f"{where}.kind: {kind[:ID_CHARS_MAX]!r} is not one of {KINDS}"
+        )
     return kind
 
 
@@ -181,7 +183,9 @@ def _integer(
     """An exact non-negative int up to `maximum`; bools and floats are type errors."""
     value = document[key]
     if type(value) is not int:
-        raise BatchInvalid("field_type", f"{where}.{key}: must be an integer, got {type(value).__name__}")
+        raise BatchInvalid(
+            "field_type", f"{where}.{key}: must be an integer, got {type(value).__name__}"
+        )
     if not 0 <= value <= maximum:
         raise BatchInvalid(reason, f"{where}.{key}: must be between 0 and {maximum}")
     return value
@@ -193,7 +197,9 @@ def _currency(document: Mapping[str, Any], where: str) -> str:
     if not isinstance(value, str):
         raise BatchInvalid("field_type", f"{where}.currency: must be a string")
     if not is_known_currency(value):
-        raise BatchInvalid("currency_unknown", f"{where}.currency: {value[:8]!r} is not a known ISO 4217 code")
+        raise BatchInvalid(
+            "currency_unknown", f"{where}.currency: {value[:8]!r} is not a known ISO 4217 code"
+        )
     return value
 
 
@@ -211,16 +217,17 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
     """Refuse fields a kind does not use when non-zero, so no value is ever silently dropped."""
     if txn.bonus_minor and txn.kind != KIND_TOPUP:
         raise BatchInvalid("amount_invalid", f"{where}.bonus_minor: only a topup may carry a bonus")
-    if txn.kind in (KIND_ISSUE, KIND_TOPUP):
-        if txn.card_value_minor or txn.points:
-            raise BatchInvalid(
-                "amount_invalid",
-                f"{where}: card_value_minor and points must be 0 on {txn.kind}",
-            )
-    if txn.kind in (KIND_PURCHASE, KIND_REFUND) and txn.card_value_minor > txn.amount_minor:
+    # card_value_minor is always the change in the card's value (protocol v1): an issue loads
+    # its amount, a top-up its amount plus bonus. Anything else would post a different value
+    # than the terminal showed the customer.
+    loaded = {KIND_ISSUE: txn.amount_minor, KIND_TOPUP: txn.amount_minor + txn.bonus_minor}
+    if txn.kind in loaded and (txn.card_value_minor != loaded[txn.kind] or txn.points):
         raise BatchInvalid(
-            "amount_invalid", f"{where}.card_value_minor: exceeds amount_minor"
+            "amount_invalid",
+            f"{where}: {txn.kind} must load card_value_minor = amount (+ bonus), no points",
         )
+    if txn.kind in (KIND_PURCHASE, KIND_REFUND) and txn.card_value_minor > txn.amount_minor:
+        raise BatchInvalid("amount_invalid", f"{where}.card_value_minor: exceeds amount_minor")
     if txn.kind == KIND_ISSUE and txn.program is None:
         raise BatchInvalid("field_invalid", f"{where}.program: required on issue")
     if (txn.kind == KIND_REFUND) != (txn.ref_txn_id is not None):

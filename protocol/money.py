@@ -22,14 +22,21 @@ ROUND_HALF_EVEN = "half_even"
 ROUND_UP = "up"
 ROUNDING_RULES = (ROUND_DOWN, ROUND_HALF_UP, ROUND_HALF_EVEN, ROUND_UP)
 
-# ISO 4217 alphabetic code -> minor unit exponent (ISO 4217 list one, current edition).
-CURRENCY_EXPONENTS = {
-    "AUD": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2, "CZK": 2,
-    "DKK": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2,
-    "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "MXN": 2, "NOK": 2, "NZD": 2,
-    "OMR": 3, "PLN": 2, "RON": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3, "TRY": 2,
-    "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
-}  # fmt: skip
+# ISO 4217 list one (current codes): alphabetic code -> minor unit exponent. Kept as strings
+# rather than a dict so a board holds them in flash, not in RAM.
+_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
+_EXPONENT_4 = "CLF UYW"
+_EXPONENT_2 = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN BWP BYN"
+    " BZD CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS"
+    " GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR"
+    " LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD"
+    " PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN"
+    " SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD UYU UZS VES WST XCD XCG YER ZAR ZMW"
+    " ZWG"
+)
+EXPONENT_TABLES = ((0, _EXPONENT_0), (2, _EXPONENT_2), (3, _EXPONENT_3), (4, _EXPONENT_4))
 
 
 def is_amount(value):
@@ -47,14 +54,33 @@ def check_amount(value, name="amount_minor"):
     return value
 
 
+def _lookup_exponent(code):
+    if not isinstance(code, str) or len(code) != 3:
+        return None
+    for char in code:
+        if not "A" <= char <= "Z":
+            return None
+    for places, codes in EXPONENT_TABLES:
+        if code in codes.split():
+            return places
+    return None
+
+
+def is_currency(code):
+    return _lookup_exponent(code) is not None
+
+
 def check_currency(code):
-    if not isinstance(code, str) or code not in CURRENCY_EXPONENTS:
+    if _lookup_exponent(code) is None:
         raise ValidationError(CURRENCY_UNKNOWN, "not a known ISO 4217 code: %r" % (code,))
     return code
 
 
 def exponent(code):
-    return CURRENCY_EXPONENTS[check_currency(code)]
+    places = _lookup_exponent(code)
+    if places is None:
+        raise ValidationError(CURRENCY_UNKNOWN, "not a known ISO 4217 code: %r" % (code,))
+    return places
 
 
 def divide(numerator, denominator, rule):

@@ -4,6 +4,7 @@
     tilltap gateway run ...                    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
+    tilltap bench [--quick]                    benchmarks (not built yet: exits 2)
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def _gateway_settle(args: argparse.Namespace) -> int:
     return 0 if not result.refused and not result.pending else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    print("tilltap bench: the benchmarks are not built yet (see the open issue on `make bench`)",
+          file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ledger database (default: SQLite in a temporary folder)")
     demo.add_argument("--terminals", type=int, default=3)
     demo.add_argument("--cards", type=int, default=30)
-    demo.add_argument("--operations", type=int, default=360)
+    demo.add_argument("--operations", type=int, default=420)
     demo.add_argument("--seed", type=int, default=2026)
     demo.set_defaults(handler=_demo)
+
+    bench = commands.add_parser("bench", help="benchmarks (not built yet)")
+    bench.add_argument("--quick", action="store_true")
+    bench.set_defaults(handler=_bench)
 
     gateway = commands.add_parser("gateway", help="the store gateway").add_subparsers(
         dest="gateway_command", required=True)

@@ -50,6 +50,7 @@ class Expected:
         self.per_terminal: dict[str, dict[str, int]] = {}
         self.purchases: list[dict[str, Any]] = []
         self.declines: dict[str, int] = {}
+        self.kinds: dict[str, int] = {}
         self.inquiries = 0
 
     def record(self, outcome: dict[str, Any]) -> None:
@@ -64,6 +65,8 @@ class Expected:
             card = self.cards.setdefault(fields["card"], {
                 "issued": 0, "topups": 0, "bonus": 0, "spends": 0, "refunds": 0, "points": 0})
             kind = fields["kind"]
+            name = txn.KIND_NAMES[kind]
+            self.kinds[name] = self.kinds.get(name, 0) + 1
             if kind == txn.KIND_ISSUE:
                 card["issued"] += fields["card_value_minor"]
             elif kind == txn.KIND_TOPUP:
@@ -145,7 +148,7 @@ def _run_terminal(sim: SimulatedTerminal, cards: dict[str, str], expected: Expec
         errors.append(error)
 
 
-def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 330,
+def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 420,
              ledger_dsn: str | None = None, seed: int = 2026,
              log: Any = print) -> dict[str, Any]:
     """Run the day and return the reconciliation report (see `reconcile`)."""
@@ -248,6 +251,7 @@ def reconcile(expected: Expected, gateway: Gateway, ledger: LedgerClient,
         1 for v in trial.values() if v != 0)
     return {"terminals": rows, "total": total, "cards": cards, "trial_balance": trial,
             "declines": expected.declines, "inquiries": expected.inquiries,
+            "kinds": expected.kinds,
             "differences": differences}
 
 
@@ -300,6 +304,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  {c['card']}: expected {c['expected_minor']} gateway "
                      f"{c['gateway_minor']} ledger {c['ledger_minor']}")
     lines.append(f"ledger trial balance per unit: {json.dumps(report['trial_balance'])}")
+    lines.append(f"approved by kind: {json.dumps(report['kinds'], sort_keys=True)}")
     lines.append(f"declines: {json.dumps(report['declines'])}; "
                  f"balance inquiries: {report['inquiries']}")
     lines.append(f"differences: {report['differences']}  ({report['seconds']} s)")

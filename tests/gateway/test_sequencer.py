@@ -43,6 +43,16 @@ def test_records_ahead_of_a_gap_are_held_then_released_in_order() -> None:
     assert actions(sequencer.offer(records[1])) == [(IN_ORDER, 2), (IN_ORDER, 3), (IN_ORDER, 4)]
 
 
+def test_a_second_copy_of_a_held_record_is_a_duplicate() -> None:
+    records = chain(3)
+    sequencer = Sequencer({}, lambda t, s: None)
+    assert actions(sequencer.offer(records[2])) == [(HELD, 3)]
+    assert actions(sequencer.offer(records[2])) == [(DUPLICATE, 3)]
+    other_fields = dict(records[2].fields, amount_minor=999)
+    other = Verified(other_fields, txn.seal(KEY, other_fields))
+    assert sequencer.offer(other)[0].reason == "seq_replayed"
+
+
 def test_a_resend_is_a_duplicate_before_and_after_commit() -> None:
     records = chain(2)
     stored: dict[tuple[str, int], tuple[bytes, str, None]] = {}

@@ -35,24 +35,48 @@ def txn(txn_id: str, kind: str, card: str = "C1", **fields: Any) -> dict[str, An
 
 
 def issue(txn_id: str, card: str = "C1", amount_minor: int = 5000, **fields: Any) -> dict[str, Any]:
-    """A card sold and loaded with `amount_minor` at the counter."""
-    return txn(txn_id, "issue", card, amount_minor=amount_minor, **fields)
+    """A card sold and loaded with `amount_minor` at the counter (card value = amount)."""
+    return txn(
+        txn_id, "issue", card, amount_minor=amount_minor, card_value_minor=amount_minor, **fields
+    )
 
 
-def topup(txn_id: str, card: str = "C1", amount_minor: int = 1000, bonus_minor: int = 0) -> dict[str, Any]:
-    """Value loaded for cash, with an optional promotion bonus."""
-    return txn(txn_id, "topup", card, amount_minor=amount_minor, bonus_minor=bonus_minor)
+def topup(
+    txn_id: str, card: str = "C1", amount_minor: int = 1000, bonus_minor: int = 0
+) -> dict[str, Any]:
+    """Value loaded for cash, with an optional promotion bonus (card value = amount + bonus)."""
+    return txn(
+        txn_id,
+        "topup",
+        card,
+        amount_minor=amount_minor,
+        bonus_minor=bonus_minor,
+        card_value_minor=amount_minor + bonus_minor,
+    )
 
 
 def purchase(
-    txn_id: str, card: str = "C1", card_value_minor: int = 1000, points: int = 10, amount_minor: int | None = None
+    txn_id: str,
+    card: str = "C1",
+    card_value_minor: int = 1000,
+    points: int = 10,
+    amount_minor: int | None = None,
 ) -> dict[str, Any]:
     """A sale paid (at least partly) from the card, earning points."""
     total = card_value_minor if amount_minor is None else amount_minor
-    return txn(txn_id, "purchase", card, amount_minor=total, card_value_minor=card_value_minor, points=points)
+    return txn(
+        txn_id,
+        "purchase",
+        card,
+        amount_minor=total,
+        card_value_minor=card_value_minor,
+        points=points,
+    )
 
 
-def refund(txn_id: str, ref_txn_id: str, card: str = "C1", card_value_minor: int = 0, points: int = 0) -> dict[str, Any]:
+def refund(
+    txn_id: str, ref_txn_id: str, card: str = "C1", card_value_minor: int = 0, points: int = 0
+) -> dict[str, Any]:
     """Part or all of an earlier purchase given back to the card."""
     return txn(
         txn_id,
@@ -65,13 +89,20 @@ def refund(txn_id: str, ref_txn_id: str, card: str = "C1", card_value_minor: int
     )
 
 
-def batch(batch_id: str, *transactions: dict[str, Any], created: int = 1_763_900_100) -> dict[str, Any]:
+def batch(
+    batch_id: str, *transactions: dict[str, Any], created: int = 1_763_900_100
+) -> dict[str, Any]:
     """A settlement batch from gateway gw1."""
-    return {"batch_id": batch_id, "gateway_id": "gw1", "created": created, "transactions": list(transactions)}
+    return {
+        "batch_id": batch_id,
+        "gateway_id": "gw1",
+        "created": created,
+        "transactions": list(transactions),
+    }
 
 
 def snapshot(books: Books) -> dict[str, Any]:
-    """Everything a rejected batch must leave untouched (alarms apart, which are compared on their own)."""
+    """Everything a rejected batch must leave untouched (alarms are compared on their own)."""
     counts = books.counts()
     counts.pop("alarms")
     return {

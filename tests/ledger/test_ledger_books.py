@@ -31,7 +31,12 @@ def test_a_batch_posts_every_kind_and_balances(books: Books) -> None:
             refund("T1-4", "T1-3", card_value_minor=500, points=5),
         )
     )
-    assert result.to_json() == {"status": "posted", "batch_id": "gw1-1", "posted": 4, "already_posted": 0}
+    assert result.to_json() == {
+        "status": "posted",
+        "batch_id": "gw1-1",
+        "posted": 4,
+        "already_posted": 0,
+    }
     assert books.card_balance("C1") == {
         "card": "C1",
         "currency": "EUR",
@@ -54,7 +59,7 @@ def test_same_batch_twice_is_a_duplicate_and_nothing_doubles(books: Books) -> No
 
 
 def test_same_batch_id_with_other_content_is_a_conflict_with_alarm(books: Books) -> None:
-    """The same batch_id with different content is refused 409 batch_conflict, alarmed, no change."""
+    """The same batch_id with other content is refused 409 batch_conflict, alarmed, no change."""
     books.post_batch(batch("gw1-1", issue("T1-1")))
     before = snapshot(books)
     with pytest.raises(BatchConflict) as caught:
@@ -68,18 +73,22 @@ def test_same_batch_id_with_other_content_is_a_conflict_with_alarm(books: Books)
 def test_txn_already_posted_by_another_batch_is_skipped(books: Books) -> None:
     """A txn_id posted by an earlier batch with identical content is counted, not posted again."""
     books.post_batch(batch("gw1-1", issue("T1-1"), topup("T1-2", amount_minor=700)))
-    result = books.post_batch(batch("gw1-2", topup("T1-2", amount_minor=700), topup("T1-3", amount_minor=300)))
+    result = books.post_batch(
+        batch("gw1-2", topup("T1-2", amount_minor=700), topup("T1-3", amount_minor=300))
+    )
     assert (result.status, result.posted, result.already_posted) == ("posted", 1, 1)
     assert books.card_balance("C1")["value_minor"] == 5000 + 700 + 300  # type: ignore[index]
     assert books.counts()["transactions"] == 3
 
 
 def test_txn_with_other_content_rejects_the_whole_batch(books: Books) -> None:
-    """A txn_id reused with different content refuses the batch 409 txn_conflict, alarmed, atomically."""
+    """A txn_id reused with other content refuses the whole batch 409 txn_conflict, alarmed."""
     books.post_batch(batch("gw1-1", issue("T1-1"), topup("T1-2", amount_minor=700)))
     before = snapshot(books)
     with pytest.raises(BatchConflict) as caught:
-        books.post_batch(batch("gw1-2", topup("T1-3", amount_minor=1), topup("T1-2", amount_minor=701)))
+        books.post_batch(
+            batch("gw1-2", topup("T1-3", amount_minor=1), topup("T1-2", amount_minor=701))
+        )
     assert caught.value.reason == "txn_conflict"
     assert snapshot(books) == before
     assert [alarm["reason"] for alarm in books.alarms()] == ["txn_conflict"]
@@ -95,23 +104,36 @@ def test_txn_repeated_identically_inside_one_batch_posts_once(books: Books) -> N
 def test_refund_in_the_same_batch_after_its_purchase_posts(books: Books) -> None:
     """A refund may follow its purchase inside one batch (transactions are taken in order)."""
     books.post_batch(
-        batch("gw1-1", issue("T1-1"), purchase("T1-2", card_value_minor=900, points=9), refund("T1-3", "T1-2", 
-              card_value_minor=900, points=9))
+        batch(
+            "gw1-1",
+            issue("T1-1"),
+            purchase("T1-2", card_value_minor=900, points=9),
+            refund("T1-3", "T1-2", card_value_minor=900, points=9),
+        )
     )
-    assert books.card_balance("C1") == {"card": "C1", "currency": "EUR", "value_minor": 5000, "points": 0,
-                                        "program": "gift"}
+    assert books.card_balance("C1") == {
+        "card": "C1",
+        "currency": "EUR",
+        "value_minor": 5000,
+        "points": 0,
+        "program": "gift",
+    }
 
 
 def test_refund_before_its_purchase_in_a_batch_is_unknown(books: Books) -> None:
     """A refund placed before its purchase in the same batch has no original yet."""
     with pytest.raises(Exception) as caught:
-        books.post_batch(batch("gw1-1", refund("T1-3", "T1-2", card_value_minor=1), purchase("T1-2")))
+        books.post_batch(
+            batch("gw1-1", refund("T1-3", "T1-2", card_value_minor=1), purchase("T1-2"))
+        )
     assert getattr(caught.value, "reason", None) == "refund_unknown_original"
 
 
 def test_refunds_are_limited_cumulatively_across_batches(books: Books) -> None:
     """Refunds of one purchase in several batches may return exactly its value, not a unit more."""
-    books.post_batch(batch("gw1-1", issue("T1-1"), purchase("T1-2", card_value_minor=1000, points=10)))
+    books.post_batch(
+        batch("gw1-1", issue("T1-1"), purchase("T1-2", card_value_minor=1000, points=10))
+    )
     books.post_batch(batch("gw1-2", refund("T1-3", "T1-2", card_value_minor=600, points=6)))
     books.post_batch(batch("gw1-3", refund("T1-4", "T1-2", card_value_minor=400, points=4)))
     with pytest.raises(Exception) as caught:
@@ -128,7 +150,15 @@ def test_units_balance_separately_per_currency_and_points(books: Books) -> None:
             "gw1-1",
             issue("T1-1", card="E1", amount_minor=5000),
             issue("T1-2", card="Y1", amount_minor=3000, currency="JPY"),
-            txn("T1-3", "purchase", card="Y1", currency="JPY", amount_minor=700, card_value_minor=700, points=7),
+            txn(
+                "T1-3",
+                "purchase",
+                card="Y1",
+                currency="JPY",
+                amount_minor=700,
+                card_value_minor=700,
+                points=7,
+            ),
         )
     )
     assert books.trial_balance() == {"EUR": 0, "JPY": 0, "PTS": 0}
@@ -143,13 +173,20 @@ def test_card_first_seen_by_topup_is_issued_later(books: Books) -> None:
     books.post_batch(batch("gw1-1", topup("T1-1", card="C7", amount_minor=100)))
     assert books.card_balance("C7")["program"] is None  # type: ignore[index]
     books.post_batch(batch("gw1-2", issue("T1-2", card="C7", amount_minor=900, program="loyalty")))
-    assert books.card_balance("C7") == {"card": "C7", "currency": "EUR", "value_minor": 1000, "points": 0,
-                                        "program": "loyalty"}
+    assert books.card_balance("C7") == {
+        "card": "C7",
+        "currency": "EUR",
+        "value_minor": 1000,
+        "points": 0,
+        "program": "loyalty",
+    }
 
 
 def test_purchase_beyond_the_balance_is_recorded_as_it_happened(books: Books) -> None:
-    """An offline purchase larger than the card's value is settled as reported (balance goes negative)."""
-    books.post_batch(batch("gw1-1", issue("T1-1", amount_minor=100), purchase("T1-2", card_value_minor=300)))
+    """An offline purchase beyond the card's value is settled as reported (balance negative)."""
+    books.post_batch(
+        batch("gw1-1", issue("T1-1", amount_minor=100), purchase("T1-2", card_value_minor=300))
+    )
     assert books.card_balance("C1")["value_minor"] == -200  # type: ignore[index]
     assert_balanced(books)
 
@@ -174,13 +211,20 @@ def test_terminal_totals_count_and_sum_per_kind(books: Books) -> None:
         "T1": {
             "count": 3,
             "by_kind": {
-                "issue": {"count": 1, "amount_minor": 5000, "card_value_minor": 0, "points": 0},
-                "purchase": {"count": 2, "amount_minor": 1200, "card_value_minor": 1000, "points": 10},
+                "issue": {"count": 1, "amount_minor": 5000, "card_value_minor": 5000, "points": 0},
+                "purchase": {
+                    "count": 2,
+                    "amount_minor": 1200,
+                    "card_value_minor": 1000,
+                    "points": 10,
+                },
             },
         },
         "T2": {
             "count": 1,
-            "by_kind": {"topup": {"count": 1, "amount_minor": 300, "card_value_minor": 0, "points": 0}},
+            "by_kind": {
+                "topup": {"count": 1, "amount_minor": 300, "card_value_minor": 330, "points": 0}
+            },
         },
     }
 
@@ -195,10 +239,14 @@ def test_an_empty_batch_posts_and_then_is_a_duplicate(books: Books) -> None:
 def test_two_connections_posting_the_same_batch_post_it_once(dsn: str) -> None:
     """Two books on one database posting one batch at once: one "posted", one "duplicate"."""
     first, second = open_books(dsn), open_books(dsn)
-    document = batch("gw1-1", *[topup(f"T1-{n}", card=f"C{n % 5}", amount_minor=n) for n in range(1, 400)])
+    document = batch(
+        "gw1-1", *[topup(f"T1-{n}", card=f"C{n % 5}", amount_minor=n) for n in range(1, 400)]
+    )
     statuses: list[str] = []
-    threads = [threading.Thread(target=lambda b=b: statuses.append(b.post_batch(document).status))
-               for b in (first, second)]
+    threads = [
+        threading.Thread(target=lambda b=b: statuses.append(b.post_batch(document).status))
+        for b in (first, second)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -209,11 +257,13 @@ def test_two_connections_posting_the_same_batch_post_it_once(dsn: str) -> None:
     second.close()
 
 
-@pytest.mark.parametrize("form", ["sqlite-url", "path"])
-def test_sqlite_books_persist_and_reopen(tmp_path: Path, form: str) -> None:
-    """A SQLite file opened by URL or path keeps its books across a close and reopen."""
+@pytest.mark.parametrize(
+    "prefix", ["sqlite://", "sqlite:///", ""], ids=["url", "url-4-slashes", "path"]
+)
+def test_sqlite_books_persist_and_reopen(tmp_path: Path, prefix: str) -> None:
+    """A SQLite file opened by URL (3 or 4 slashes) or path keeps its books across a reopen."""
     path = tmp_path / "books.db"
-    dsn = f"sqlite://{path}" if form == "sqlite-url" else str(path)
+    dsn = f"{prefix}{path}"
     books = open_books(dsn)
     books.post_batch(batch("gw1-1", issue("T1-1")))
     books.close()
@@ -224,7 +274,7 @@ def test_sqlite_books_persist_and_reopen(tmp_path: Path, form: str) -> None:
 
 
 def test_memory_books_work() -> None:
-    """":memory:" opens private in-memory books."""
+    """ ":memory:" opens private in-memory books."""
     books = open_books(":memory:")
     books.post_batch(batch("gw1-1", issue("T1-1")))
     assert books.trial_balance() == {"EUR": 0}
@@ -265,7 +315,8 @@ def test_postgres_books_reconnect_after_the_server_drops_them(pg_admin_dsn: str)
         database = dsn.rsplit("/", 1)[1]
         with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
             )
         with pytest.raises(LedgerUnavailable):
             books.trial_balance()

@@ -65,7 +65,7 @@ def test_zero_amount_legs_are_omitted() -> None:
     "document",
     [
         issue("T1-1", amount_minor=123),
-        topup("T1-1", amount_minor=10**12, bonus_minor=10**12),
+        topup("T1-1", amount_minor=10**12 - 5, bonus_minor=5),
         purchase("T1-1", card_value_minor=999, points=10**12, amount_minor=10**12),
         refund("T1-2", "T1-1", card_value_minor=7, points=0),
         txn("T1-1", "purchase", currency="JPY", amount_minor=500, card_value_minor=500, points=5),

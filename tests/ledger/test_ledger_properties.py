@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ledger import Books, LedgerRejected
@@ -91,7 +91,9 @@ class Model:
         self.loaded[card] += value_minor
 
 
-def to_txns(prefix: str, steps: list[tuple[Any, ...]], purchases: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def to_txns(
+    prefix: str, steps: list[tuple[Any, ...]], purchases: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
     """Transaction documents for drawn steps; refunds name an earlier purchase (or none)."""
     txns = []
     for position, drawn in enumerate(steps):
@@ -99,7 +101,11 @@ def to_txns(prefix: str, steps: list[tuple[Any, ...]], purchases: list[tuple[str
         kind = drawn[0]
         if kind == "refund":
             _, which, value_minor, points = drawn
-            ref, card = purchases[which % len(purchases)] if purchases else (f"{prefix}-none", f"{prefix}c0")
+            ref, card = (
+                purchases[which % len(purchases)]
+                if purchases
+                else (f"{prefix}-none", f"{prefix}c0")
+            )
             txns.append(refund(txn_id, ref, card=card, card_value_minor=value_minor, points=points))
             continue
         card = f"{prefix}c{drawn[1]}"
@@ -109,7 +115,9 @@ def to_txns(prefix: str, steps: list[tuple[Any, ...]], purchases: list[tuple[str
             txns.append(topup(txn_id, card=card, amount_minor=drawn[2], bonus_minor=drawn[3]))
         else:
             _, _, value_minor, other_tender_minor, points = drawn
-            txns.append(purchase(txn_id, card, value_minor, points, value_minor + other_tender_minor))
+            txns.append(
+                purchase(txn_id, card, value_minor, points, value_minor + other_tender_minor)
+            )
             purchases.append((txn_id, card))
     return txns
 
@@ -119,13 +127,16 @@ def check_cards(books: Books, model: Model) -> None:
     for card in model.value:
         balance = books.card_balance(card)
         assert balance is not None, card
-        assert (balance["value_minor"], balance["points"]) == (model.value[card], model.points[card])
+        assert (balance["value_minor"], balance["points"]) == (
+            model.value[card],
+            model.points[card],
+        )
         assert balance["value_minor"] <= model.loaded[card]
         assert balance["points"] >= 0
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -141,6 +152,7 @@ def test_random_sequences_balance_and_refunds_create_no_value(
         known_purchases = list(purchases)
         txns = to_txns(f"{prefix}b{number}", steps, purchases)
         reason = model.apply(txns)
+        event(reason or "posted")
         if reason is None:
             assert books.post_batch(batch(f"{prefix}-{number}", *txns)).posted == len(txns)
         else:

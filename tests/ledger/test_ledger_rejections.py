@@ -63,7 +63,10 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
     "extra txn key": (with_txn(tip_minor=0), "field_unknown"),
     "extra batch key": (set_batch("signature", "x"), "field_unknown"),
     "transactions not a list": (set_batch("transactions", {}), "field_type"),
-    "transaction not an object": (lambda document: document["transactions"].append([1]), "field_type"),
+    "transaction not an object": (
+        lambda document: document["transactions"].append([1]),
+        "field_type",
+    ),
     "empty txn_id": (with_txn(txn_id=""), "field_invalid"),
     "txn_id too long": (with_txn(txn_id="T" * 65), "field_invalid"),
     "txn_id with a space": (with_txn(txn_id="T2 1"), "field_invalid"),
@@ -104,7 +107,10 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
         replace_bad(refund("T2-2", "T1-2", card_value_minor=0, points=16)),
         "refund_exceeds_original",
     ),
-    "refund of a topup": (replace_bad(refund("T2-2", "T2-1", card_value_minor=10)), "refund_mismatch"),
+    "refund of a topup": (
+        replace_bad(refund("T2-2", "T2-1", card_value_minor=10)),
+        "refund_mismatch",
+    ),
     "refund to another card": (
         replace_bad(refund("T2-2", "T1-2", card="C2", card_value_minor=10)),
         "refund_mismatch",
@@ -149,7 +155,9 @@ def test_batch_over_the_transaction_limit_is_too_large(books: Books) -> None:
     assert snapshot(books) == before
 
 
-@pytest.mark.parametrize("document", [[], "batch", None, 42], ids=["list", "string", "null", "number"])
+@pytest.mark.parametrize(
+    "document", [[], "batch", None, 42], ids=["list", "string", "null", "number"]
+)
 def test_a_batch_that_is_not_an_object_is_malformed(books: Books, document: object) -> None:
     """Anything but a JSON object as the batch is refused as batch_malformed."""
     with pytest.raises(LedgerRejected) as caught:

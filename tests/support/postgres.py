@@ -55,7 +55,9 @@ def postgres_server() -> Iterator[str]:
     if configured:
         problem = _probe(configured)
         if problem:
-            raise PostgresUnavailable(f"{ADMIN_DSN_ENV}={_redacted(configured)} does not answer: {problem}")
+            raise PostgresUnavailable(
+                f"{ADMIN_DSN_ENV}={_redacted(configured)} does not answer: {problem}"
+            )
         yield configured
         return
     if _probe(DEFAULT_ADMIN_DSN) is None:
@@ -76,13 +78,15 @@ def _fresh_database(admin_dsn: str) -> Iterator[str]:
     try:
         yield _with_database(admin_dsn, name)
     finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=PG_PROBE_TIMEOUT_S) as admin:
+        with psycopg.connect(
+            admin_dsn, autocommit=True, connect_timeout=PG_PROBE_TIMEOUT_S
+        ) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
 def private_cluster() -> Iterator[str]:
-    """Start a throw-away cluster on a free loopback port; yield its admin DSN; stop and delete it."""
+    """Start a throw-away cluster on a free loopback port, yield its admin DSN, then remove it."""
     bin_dir = _postgres_bin_dir()
     root = Path(tempfile.mkdtemp(prefix="tilltap-pg-"))
     data, sockets, log = root / "data", root / "sock", root / "server.log"
@@ -92,8 +96,17 @@ def private_cluster() -> Iterator[str]:
     started = False
     try:
         _run_as_cluster_user(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", CLUSTER_USER, "--auth=trust", "-E", "UTF8",
-             "--locale=C.UTF-8"]
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                CLUSTER_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
         )
         options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
         _run_as_cluster_user(
@@ -103,7 +116,9 @@ def private_cluster() -> Iterator[str]:
         yield f"postgresql://{CLUSTER_USER}@127.0.0.1:{port}/postgres"
     finally:
         if started:
-            _run_as_cluster_user([str(bin_dir / "pg_ctl"), "-w", "-D", str(data), "-m", "fast", "stop"])
+            _run_as_cluster_user(
+                [str(bin_dir / "pg_ctl"), "-w", "-D", str(data), "-m", "fast", "stop"]
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -112,9 +127,13 @@ def _probe(dsn: str) -> str | None:
     try:
         import psycopg
     except ImportError:
-        raise PostgresUnavailable("psycopg 3 is not installed: pip install 'psycopg[binary]'") from None
+        raise PostgresUnavailable(
+            "psycopg 3 is not installed: pip install 'psycopg[binary]'"
+        ) from None
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=PG_PROBE_TIMEOUT_S) as connection:
+        with psycopg.connect(
+            dsn, autocommit=True, connect_timeout=PG_PROBE_TIMEOUT_S
+        ) as connection:
             connection.execute("SELECT 1")
     except psycopg.Error as error:
         return str(error).strip() or type(error).__name__
@@ -173,7 +192,8 @@ def _run_as_cluster_user(command: list[str]) -> None:
     )
     if result.returncode != 0:
         raise PostgresUnavailable(
-            f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+            f"{' '.join(command)} failed ({result.returncode}): "
+            f"{result.stderr.strip() or result.stdout.strip()}"
         )
 
 

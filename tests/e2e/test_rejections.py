@@ -1,0 +1,84 @@
+"""(c) Forged, tampered, unknown and replayed records are refused, each with its own reason
+code, counted, and move no money; the gateway keeps running."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from protocol import cbor, cose, messages, txn
+from tests.support.stack import RawTerminal, running_stack, wait_until
+from tools.mosquitto import MosquittoBroker
+
+CARD = "04b0b1b2b3b4b5"
+
+
+def _fields(seq: int, prev: bytes, amount: int, **extra: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "terminal": "T1", "seq": seq, "prev": prev, "time": 1, "merchant": "M1", "card": CARD,
+        "kind": txn.KIND_PURCHASE, "currency": "EUR", "amount_minor": amount,
+        "card_value_minor": amount, "bonus_minor": 0, "points": 0, "auth_mode": txn.AUTH_ONLINE}
+    fields.update(extra)
+    return fields
+
+
+def _tamper_amount(record: bytes, amount: int) -> bytes:
+    """Change the amount inside a sealed record and keep its original tag."""
+    mac0 = cose.parse(record)
+    item = cbor.decode(mac0.payload)
+    item[10] = amount
+    item[11] = amount
+    return cbor.encode(cbor.Tag(17, [mac0.protected, mac0.unprotected, cbor.encode(item),
+                                     mac0.tag]))
+
+
+def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
+        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+        issue = raw.record(txn.KIND_ISSUE, CARD, 5_000, program="gift")
+        raw.publish(issue)
+        assert wait_until(lambda: raw.acked_through() == 1)
+        head = txn.digest(issue)
+        key = stack.keys["T1"]
+
+        forged = txn.seal(os.urandom(32), _fields(2, head, 100))
+        tampered = _tamper_amount(txn.seal(key, _fields(2, head, 100)), 4_000)
+        replayed = txn.seal(key, _fields(1, txn.GENESIS_DIGEST, 100))
+        inflated_points = txn.seal(key, _fields(2, head, 100, points=500))
+        overdrawn_card_part = _fields(2, head, 100)
+        overdrawn_card_part["card_value_minor"] = 200
+        inconsistent = cose.create(key, messages.encode(messages.TYPE_TXN, overdrawn_card_part),
+                                   b"T1")
+        stranger = txn.seal(os.urandom(32), dict(_fields(1, txn.GENESIS_DIGEST, 100),
+                                                 terminal="T9"))
+        for record in (forged, tampered, replayed, inflated_points, inconsistent):
+            raw.publish(record)
+        raw.publish(stranger, terminal="T9")
+        raw.publish(b"\xff" * 10)
+        raw.publish(bytes(messages.MESSAGE_BYTES_MAX + 1))
+
+        expected = {"mac_invalid": 2, "seq_replayed": 1, "rule_mismatch": 1,
+                    "amount_invalid": 1, "terminal_unknown": 1, "message_malformed": 1,
+                    "message_too_large": 1}
+        assert wait_until(lambda: stack.gateway.stats.rejections() == expected), (
+            stack.gateway.stats.rejections())
+        def acked_rejections() -> set[tuple[int, str]]:
+            return {(r[0], r[1]) for a in raw.acks() for r in a["rejected"]}
+
+        assert wait_until(lambda: acked_rejections() == {(1, "seq_replayed"),
+                                                         (2, "rule_mismatch")})
+        notices = ["amount_invalid", "mac_invalid", "mac_invalid", "message_malformed",
+                   "message_too_large"]
+        assert wait_until(lambda: sorted(n["reason"] for n in raw.notices()) == notices), (
+            raw.notices())
+
+        # A good record after all that is still accepted: the gateway never stopped.
+        good = txn.seal(key, _fields(3, txn.digest(inflated_points), 100))
+        raw.publish(good)
+        assert wait_until(lambda: raw.acked_through() == 3)
+        stack.gateway.settle()
+        assert stack.ledger_client.card(CARD)["value_minor"] == 4_900
+        assert stack.ledger_client.terminal_totals()["T1"]["count"] == 2
+        raw.close()
