@@ -55,6 +55,7 @@ class Uplink:
             "auth_dropped": 0,
         }
         self.rejections = []  # (seq, reason) the gateway refused: shown, never resent
+        self.last_notice = None  # the latest unsigned notice, shown to the cashier only
 
     # -- connection -----------------------------------------------------------------------
     def _status(self, state):

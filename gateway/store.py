@@ -180,10 +180,6 @@ class GatewayStore:
                 list(counters.items()),
             )
 
-    def add_counters(self, counters: dict[str, int]) -> None:
-        if counters:
-            self.commit([], {}, {}, counters)
-
     # -- state loaded at start ------------------------------------------------------------
     def load_chain(self) -> dict[str, tuple[int, bytes]]:
         with self._lock:

@@ -66,10 +66,6 @@ def _lookup_exponent(code):
     return None
 
 
-def is_currency(code):
-    return _lookup_exponent(code) is not None
-
-
 def check_currency(code):
     if _lookup_exponent(code) is None:
         raise ValidationError(CURRENCY_UNKNOWN, "not a known ISO 4217 code: %r" % (code,))
