@@ -54,29 +54,30 @@ def check_amount(value, name="amount_minor"):
     return value
 
 
-def _lookup_exponent(code):
+def exponent_or_none(code):
+    """The minor-unit exponent of an ISO 4217 code, or None when the code is unknown."""
     if not isinstance(code, str) or len(code) != 3:
         return None
     for char in code:
         if not "A" <= char <= "Z":
             return None
+    # Three capitals can only match a whole space-separated entry: no allocation per lookup.
     for places, codes in EXPONENT_TABLES:
-        if code in codes.split():
+        if code in codes:
             return places
     return None
 
 
-def check_currency(code):
-    if _lookup_exponent(code) is None:
-        raise ValidationError(CURRENCY_UNKNOWN, "not a known ISO 4217 code: %r" % (code,))
-    return code
-
-
 def exponent(code):
-    places = _lookup_exponent(code)
+    places = exponent_or_none(code)
     if places is None:
         raise ValidationError(CURRENCY_UNKNOWN, "not a known ISO 4217 code: %r" % (code,))
     return places
+
+
+def check_currency(code):
+    exponent(code)
+    return code
 
 
 def divide(numerator, denominator, rule):

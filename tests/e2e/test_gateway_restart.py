@@ -22,6 +22,7 @@ from ledger.client import LedgerClient
 from ledger.server import serve
 from protocol import txn
 from tests.support import REPO_ROOT
+from tests.support.stack import wait_until
 from tools.demo import DEMO_PROGRAMS, Expected
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
@@ -47,12 +48,15 @@ def _start_gateway(broker: MosquittoBroker, workdir: Path,
 
 
 def _sell(sim: SimulatedTerminal, cards: list[str], expected: Expected,
-          progress: list[int]) -> None:
-    for number in range(OPERATIONS_PER_TERMINAL):
-        sim.tap(cards[number % len(cards)])
-        expected.record(sim.terminal.purchase(100 + number, pay_from_card=True))
-        sim.service(0)
-        progress.append(number)
+          progress: list[int], errors: list[BaseException]) -> None:
+    try:
+        for number in range(OPERATIONS_PER_TERMINAL):
+            sim.tap(cards[number % len(cards)])
+            expected.record(sim.terminal.purchase(100 + number, pay_from_card=True))
+            sim.service(0)
+            progress.append(number)
+    except BaseException as error:  # re-raised by the test's own thread
+        errors.append(error)
 
 
 def test_gateway_killed_mid_stream_loses_nothing_and_doubles_nothing(
@@ -78,18 +82,20 @@ def test_gateway_killed_mid_stream_loses_nothing_and_doubles_nothing(
             sims[0].tap(card)
             expected.record(sims[0].terminal.issue("gift", 100_000))
         progress: list[int] = []
-        threads = [threading.Thread(target=_sell, args=(sim, cards, expected, progress))
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_sell, args=(sim, cards, expected, progress, errors))
                    for sim in sims]
         for thread in threads:
             thread.start()
-        while len(progress) < OPERATIONS_PER_TERMINAL // 2:
-            time.sleep(0.01)
+        assert wait_until(lambda: len(progress) >= OPERATIONS_PER_TERMINAL // 2 or bool(errors))
+        assert not errors, errors
         gateway.send_signal(signal.SIGKILL)
         gateway.wait()
         time.sleep(0.5)
         gateway = _start_gateway(private_mosquitto, tmp_path, ledger.url)
         for thread in threads:
             thread.join()
+        assert not errors, errors
         deadline = time.monotonic() + 30
         for sim in sims:
             assert sim.drain(deadline), f"{sim.config['terminal']} kept unacked records"

@@ -15,6 +15,8 @@ def test_amounts_are_integers_in_range_never_floats_bools_or_negatives():
 def test_currency_codes_are_known_iso_4217_alphabetic_codes():
     assert money.exponent("EUR") == 2 and money.exponent("JPY") == 0
     assert money.exponent("KWD") == 3
+    assert money.exponent("CLF") == 4 and money.exponent("ZWG") == 2 and money.exponent("AED") == 2
+    assert money.exponent_or_none("BYNB") is None and money.exponent_or_none("N B") is None
     for bad in ("eur", "XYZ", "EU", 978):
         error = expect_raises(ValidationError, money.check_currency, bad)
         assert error.reason == "currency_unknown"
