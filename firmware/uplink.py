@@ -10,6 +10,8 @@ response that completes a sale) must verify under the terminal's own key. Unsign
 are only shown and counted.
 """
 
+import gc
+
 from firmware import FIRMWARE_VERSION
 from firmware.backoff import Backoff
 from protocol import messages, reasons, sealed, topics
@@ -63,6 +65,8 @@ class Uplink:
         if state != "offline":
             fields["journal_depth"] = self.journal.depth
             fields["firmware"] = FIRMWARE_VERSION
+            if hasattr(gc, "mem_free"):  # MicroPython: what the heap has left
+                fields["heap_free"] = getattr(gc, "mem_free")()  # noqa: B009
         return sealed.seal(self.key, messages.TYPE_STATUS, fields)
 
     def _connect(self):

@@ -9,6 +9,11 @@
 //   --heap BYTES           initial MicroPython heap (the loader's `heapsize`; the heap of this
 //                          port grows on demand, so this is a starting size, not a cap).
 //   --script PATH          the script to run; `-` reads it from standard input.
+//   --rpc                  bridge mode: Python gets a module `host` whose `call(text)` writes
+//                          `text` as one line to stdout and returns the next line read from
+//                          stdin, synchronously; MicroPython's own output then goes to stderr.
+//                          A CPython harness on the other end of the pipes plays the board's
+//                          peripherals (network, card reader, keypad).
 //
 // MicroPython's stdout goes to Node's stdout and its stderr to Node's stderr, byte for byte.
 // Exit status: 0 when the script ends; 1 and the traceback on stderr for an uncaught Python
@@ -35,9 +40,13 @@ function splitMapping(option, value) {
 }
 
 function parseArguments(argv) {
-  const options = { libs: [], files: [], heapBytes: undefined, script: undefined };
+  const options = { libs: [], files: [], heapBytes: undefined, script: undefined, rpc: false };
   for (let index = 0; index < argv.length; index += 1) {
     const option = argv[index];
+    if (option === "--rpc") {
+      options.rpc = true;
+      continue;
+    }
     const value = argv[index + 1];
     index += 1;
     if (option === "--lib") options.libs.push(splitMapping(option, value));
@@ -98,6 +107,38 @@ function copyTree(fileSystem, target, hostPath) {
   }
 }
 
+// Synchronous line-oriented request/response over stdin/stdout. Blocking reads are what the
+// firmware expects of its peripherals, and they keep the Python side free of async code.
+function lineChannel() {
+  const chunk = Buffer.alloc(65536);
+  let buffered = Buffer.alloc(0);
+  const readLine = () => {
+    for (;;) {
+      const newline = buffered.indexOf(10);
+      if (newline >= 0) {
+        const line = buffered.subarray(0, newline).toString("utf8");
+        buffered = buffered.subarray(newline + 1);
+        return line;
+      }
+      let count;
+      try {
+        count = fs.readSync(0, chunk, 0, chunk.length, null);
+      } catch (error) {
+        if (error.code === "EAGAIN") continue;
+        throw error;
+      }
+      if (count === 0) throw new Error("rpc: the harness closed stdin");
+      buffered = Buffer.concat([buffered, chunk.subarray(0, count)]);
+    }
+  };
+  return {
+    call(text) {
+      fs.writeSync(1, `${text}\n`);
+      return readLine();
+    },
+  };
+}
+
 function exitStatusOf(error) {
   if (error?.type !== "SystemExit") return EXIT_PYTHON_ERROR;
   const lastLine = error.message.trim().split("\n").pop();
@@ -111,12 +152,13 @@ async function main() {
   const script =
     options.script === "-" ? fs.readFileSync(0, "utf8") : fs.readFileSync(options.script, "utf8");
 
-  const stdout = byteSink(process.stdout);
+  const stdout = byteSink(options.rpc ? process.stderr : process.stdout);
   const stderr = byteSink(process.stderr);
   const loaderOptions = { stdout: stdout.write, stderr: stderr.write, linebuffer: false };
   if (options.heapBytes !== undefined) loaderOptions.heapsize = options.heapBytes;
   const micropython = await loadMicroPython(loaderOptions);
 
+  if (options.rpc) micropython.registerJsModule("host", lineChannel());
   makeDirectories(micropython.FS, "/lib");
   for (const [name, hostPath] of options.libs) copyTree(micropython.FS, `/lib/${name}`, hostPath);
   for (const [target, hostPath] of options.files) {

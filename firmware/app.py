@@ -1,0 +1,74 @@
+"""The terminal application: wires the seams together and runs the counter loop.
+
+A board's `main.py` (written by `tilltap firmware build`) builds its HAL and calls `run`;
+the MicroPython end-to-end test builds a HAL whose peripherals are played by a CPython
+harness and steps the same loop.
+
+The keypad seam: `next_command(timeout_ms)` returns the cashier's next command as a dict,
+or None when nothing was keyed in. Commands:
+
+    {"op": "issue", "program": id, "value_minor": n}      sell and activate a card
+    {"op": "topup", "amount_minor": n}
+    {"op": "purchase", "amount_minor": n, "pay": "card" | "other"}
+    {"op": "refund", "ref": txn id, "amount_minor": n}
+    {"op": "inquiry"}
+    {"op": "stop"}                                        leave the loop (tests, shutdown)
+"""
+
+from firmware.journal import Journal
+from firmware.storage import FileStorage
+from firmware.terminal import Terminal
+from firmware.uplink import Uplink
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(value):
+        return value
+
+
+IDLE_POLL_MS = const(50)
+JOURNAL_PATH = "/journal.bin"
+
+
+def build_terminal(config, net, clock, random, reader, display, journal_path=JOURNAL_PATH):
+    journal = Journal(FileStorage(journal_path))
+    uplink = Uplink(config, journal, net, clock, random)
+    return Terminal(config, journal, uplink, clock, reader, display)
+
+
+def dispatch(terminal, command):
+    """Run one cashier command on the terminal; returns its outcome dict."""
+    op = command.get("op")
+    if op == "issue":
+        return terminal.issue(command["program"], command.get("value_minor", 0))
+    if op == "topup":
+        return terminal.topup(command["amount_minor"])
+    if op == "purchase":
+        return terminal.purchase(command["amount_minor"], command.get("pay", "card") == "card")
+    if op == "refund":
+        return terminal.refund(command["ref"], command["amount_minor"])
+    if op == "inquiry":
+        return terminal.inquiry()
+    return {"approved": False, "reason": "command_unknown", "txn": None, "response": None}
+
+
+def step(terminal, keypad, report=None):
+    """One turn of the loop; False when the cashier asked to stop."""
+    command = keypad.next_command(IDLE_POLL_MS)
+    if command is None:
+        terminal.service(IDLE_POLL_MS)
+        return True
+    if command.get("op") == "stop":
+        return False
+    outcome = dispatch(terminal, command)
+    if report is not None:
+        report(command, outcome)
+    terminal.service(0)
+    return True
+
+
+def run(terminal, keypad, report=None):
+    while step(terminal, keypad, report):
+        pass

@@ -1,0 +1,65 @@
+"""The firmware running on real MicroPython sells through a real Mosquitto, and the gateway
+and the ledger post exactly what it produced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from protocol import txn
+from tests.support.stack import running_stack, wait_until
+from tools.demo import DEMO_PROGRAMS
+from tools.mosquitto import MosquittoBroker
+from tools.mpy.harness import MicroPythonTerminal
+
+CARD = "04d0d1d2d3d4d5"
+LOYALTY_CARD = "04e0e1e2e3e4e5"
+
+
+def test_transactions_made_on_real_micropython_are_posted_in_the_ledger(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    with running_stack(private_mosquitto, tmp_path, ["MPY1"]) as stack:
+        config = {"terminal": "MPY1", "merchant": "M1", "key": stack.keys["MPY1"],
+                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        with MicroPythonTerminal(config, private_mosquitto.host,
+                                 private_mosquitto.port) as terminal:
+            issued = terminal.command({"op": "issue", "program": "gift", "value_minor": 5000},
+                                      card=CARD)
+            assert issued["approved"], terminal.stderr()
+            assert wait_until(lambda: stack.gateway.stats.snapshot().get("accepted") == 1)
+            sale = terminal.command({"op": "purchase", "amount_minor": 1250, "pay": "card"},
+                                    card=CARD)
+            assert sale["approved"] and sale["txn"]["seq"] == 2
+            too_much = terminal.command({"op": "purchase", "amount_minor": 9000}, card=CARD)
+            assert too_much == {"approved": False, "reason": "insufficient_value", "txn": None,
+                                "response": None}
+            terminal.command({"op": "issue", "program": "loyalty", "value_minor": 0},
+                             card=LOYALTY_CARD)
+            assert wait_until(lambda: stack.gateway.stats.snapshot().get("accepted") == 3)
+            earned = terminal.command({"op": "purchase", "amount_minor": 1999, "pay": "other"},
+                                      card=LOYALTY_CARD)
+            assert earned["txn"]["points"] == 19
+            balance = terminal.command({"op": "inquiry"}, card=CARD)
+            assert balance["response"]["value_minor"] == 3750
+            assert wait_until(lambda: stack.gateway.stats.snapshot().get("accepted") == 4)
+            final = terminal.stop()
+        # The terminal's signed status reached the gateway with MicroPython's own heap figure.
+        status = stack.gateway.presence["MPY1"]
+        assert status["state"] == "online" and status["heap_free"] > 0
+        assert status["firmware"] == "0.1.0"
+        # Every record the MicroPython terminal journaled was acknowledged and cleared.
+        assert final["journal_depth"] == 0
+        assert final["uplink"]["acked"] == 4
+        stack.gateway.settle()
+        ledger = stack.ledger_client
+        assert ledger.card(CARD)["value_minor"] == 3750
+        assert ledger.card(LOYALTY_CARD)["points"] == 19
+        totals = ledger.terminal_totals()["MPY1"]
+        assert totals["count"] == 4
+        # What was settled is byte for byte what real MicroPython sealed and published.
+        sealed_digests = {txn.digest(payload).hex() for topic, payload in terminal.published
+                          if topic.endswith("/up/txn")}
+        stored = stack.gateway.store.batch_records("gw1-000001")
+        assert [fields["seq"] for fields, _ in stored] == [1, 2, 3, 4]
+        assert {digest for _, digest in stored} <= sealed_digests
+        assert len(sealed_digests) == 4

@@ -1,0 +1,171 @@
+"""Run the terminal firmware on real MicroPython while CPython plays its peripherals.
+
+    with MicroPythonTerminal(config, broker_host, broker_port) as terminal:
+        outcome = terminal.command({"op": "purchase", "amount_minor": 1250}, card="04...")
+
+Node runs MicroPython 1.27 (WebAssembly) with `tools/mpy/run.mjs --rpc`; the firmware's
+`protocol/` and `firmware/` packages are copied into its /lib unchanged. Every seam call the
+firmware makes (network, card reader, keypad, wall clock, display) arrives here as one JSON
+line and is answered from CPython: the network with paho-mqtt against a real broker, so the
+gateway sees exactly the bytes real MicroPython code produced.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tools.simulator.paho_net import PahoNet
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNNER = REPO_ROOT / "tools" / "mpy" / "run.mjs"
+COMMAND_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+class HarnessError(RuntimeError):
+    """MicroPython exited, or did not answer in time; carries its stderr."""
+
+
+class MicroPythonTerminal:
+    def __init__(self, config: dict[str, Any], broker_host: str, broker_port: int,
+                 heap_bytes: int | None = None) -> None:
+        self.config = dict(config)
+        self.net = PahoNet(broker_host, broker_port)
+        self.card: str | None = None
+        self.display: list[str] = []
+        self.published: list[tuple[str, bytes]] = []  # every uplink, as MicroPython made it
+        self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stopped: dict[str, Any] | None = None
+        self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stderr: list[str] = []
+        node = shutil.which("node")
+        if node is None:
+            raise HarnessError("node is not installed (scripts/bootstrap.sh installs it)")
+        arguments = [node, str(RUNNER), "--rpc",
+                     "--lib", f"protocol={REPO_ROOT / 'protocol'}",
+                     "--lib", f"firmware={REPO_ROOT / 'firmware'}",
+                     "--lib", f"host_seams.py={REPO_ROOT / 'tools' / 'mpy' / 'host_seams.py'}",
+                     "--script", str(REPO_ROOT / "tools" / "mpy" / "terminal_main.py")]
+        if heap_bytes is not None:
+            arguments[3:3] = ["--heap", str(heap_bytes)]
+        self.process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        self._serve_thread = threading.Thread(target=self._serve, daemon=True)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._serve_thread.start()
+        self._stderr_thread.start()
+
+    # -- the test's side ------------------------------------------------------------------
+    def command(self, command: dict[str, Any], card: str | None = None) -> dict[str, Any]:
+        """Key a command in with `card` on the reader; return the firmware's outcome."""
+        self.card = card
+        self._commands.put(command)
+        try:
+            report = self.reports.get(timeout=COMMAND_TIMEOUT_S)
+        except queue.Empty:
+            raise HarnessError("no outcome in time\n" + self.stderr()) from None
+        outcome: dict[str, Any] = report["outcome"]
+        return outcome
+
+    def stop(self) -> dict[str, Any]:
+        """Ask the firmware loop to end; returns its final journal depth and statistics."""
+        self._commands.put({"op": "stop"})
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise HarnessError("MicroPython did not stop\n" + self.stderr()) from None
+        self._serve_thread.join(5)
+        self.net.disconnect()
+        if self.process.returncode != 0 or self.stopped is None:
+            raise HarnessError(f"MicroPython exited {self.process.returncode}\n" + self.stderr())
+        return self.stopped
+
+    def stderr(self) -> str:
+        return "".join(self._stderr[-200:])
+
+    def __enter__(self) -> MicroPythonTerminal:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.net.disconnect()
+
+    # -- the firmware's side --------------------------------------------------------------
+    def _drain_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._stderr.append(line)
+
+    def _serve(self) -> None:
+        assert self.process.stdout is not None and self.process.stdin is not None
+        for line in self.process.stdout:
+            request = json.loads(line)
+            try:
+                reply: dict[str, Any] = {"r": self._answer(request)}
+            except OSError as error:
+                reply = {"error": str(error) or type(error).__name__}
+            try:
+                self.process.stdin.write(json.dumps(reply) + "\n")
+                self.process.stdin.flush()
+            except BrokenPipeError:
+                return
+
+    def _answer(self, request: dict[str, Any]) -> Any:
+        method = request["m"]
+        if method == "config":
+            plain = dict(self.config)
+            plain["key_hex"] = plain.pop("key").hex()
+            return plain
+        if method == "clock.now_s":
+            return int(time.time())
+        if method == "keypad.next":
+            try:
+                return self._commands.get(timeout=request["timeout_ms"] / 1000)
+            except queue.Empty:
+                return None
+        if method == "reader.read_card":
+            return self.card
+        if method == "display.show":
+            self.display.append(request["text"])
+            return None
+        if method == "report":
+            self.reports.put(request)
+            return None
+        if method == "stopped":
+            self.stopped = request
+            return None
+        return self._answer_net(method, request)
+
+    def _answer_net(self, method: str, request: dict[str, Any]) -> Any:
+        if method == "net.connect":
+            self.net.connect(request["client_id"], request["will_topic"],
+                             bytes.fromhex(request["will_hex"]))
+            return None
+        if method == "net.publish":
+            payload = bytes.fromhex(request["hex"])
+            self.published.append((request["topic"], payload))
+            self.net.publish(request["topic"], payload, request["retain"])
+            return None
+        if method == "net.subscribe":
+            self.net.subscribe(request["topic"])
+            return None
+        if method == "net.poll":
+            messages = self.net.poll(request["timeout_ms"])
+            return {"connected": self.net.connected,
+                    "messages": [[topic, payload.hex()] for topic, payload in messages]}
+        if method == "net.disconnect":
+            self.net.disconnect()
+            return None
+        raise OSError(f"unknown seam method {method!r}")
