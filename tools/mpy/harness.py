@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import subprocess
 import threading
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tools.mpy.runner import REPO_ROOT, RUNNER_PATH, node_binary
 from tools.simulator.paho_net import PahoNet
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNNER = REPO_ROOT / "tools" / "mpy" / "run.mjs"
 COMMAND_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
@@ -46,10 +43,7 @@ class MicroPythonTerminal:
         self.stopped: dict[str, Any] | None = None
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: list[str] = []
-        node = shutil.which("node")
-        if node is None:
-            raise HarnessError("node is not installed (scripts/bootstrap.sh installs it)")
-        arguments = [node, str(RUNNER), "--rpc",
+        arguments = [node_binary(), str(RUNNER_PATH), "--rpc",
                      "--lib", f"protocol={REPO_ROOT / 'protocol'}",
                      "--lib", f"firmware={REPO_ROOT / 'firmware'}",
                      "--lib", f"host_seams.py={REPO_ROOT / 'tools' / 'mpy' / 'host_seams.py'}",

