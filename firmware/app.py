@@ -19,6 +19,7 @@ from firmware.journal import Journal
 from firmware.storage import FileStorage
 from firmware.terminal import Terminal
 from firmware.uplink import Uplink
+from protocol import reasons
 
 try:
     from micropython import const
@@ -51,7 +52,7 @@ def dispatch(terminal, command):
         return terminal.refund(command["ref"], command["amount_minor"])
     if op == "inquiry":
         return terminal.inquiry()
-    return {"approved": False, "reason": "command_unknown", "txn": None, "response": None}
+    return {"approved": False, "reason": reasons.COMMAND_UNKNOWN, "txn": None, "response": None}
 
 
 def step(terminal, keypad, report=None):

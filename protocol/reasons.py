@@ -45,6 +45,7 @@ QUEUE_FULL = "queue_full"
 HOST_UNAVAILABLE = "host_unavailable"
 JOURNAL_FULL = "journal_full"
 CARD_READ_FAILED = "card_read_failed"
+COMMAND_UNKNOWN = "command_unknown"
 
 DESCRIPTIONS = {
     MESSAGE_MALFORMED: "not a well-formed deterministic CBOR / COSE_Mac0 item",
@@ -78,4 +79,5 @@ DESCRIPTIONS = {
     HOST_UNAVAILABLE: "no authorization answer in time (terminal side)",
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
+    COMMAND_UNKNOWN: "the keypad sent a command the terminal does not know (terminal side)",
 }

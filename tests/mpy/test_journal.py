@@ -5,7 +5,7 @@ import hashlib
 
 from firmware.crc32 import crc32, crc32_portable
 from firmware.journal import TYPE_TXN, Journal, JournalFull, encode_record
-from firmware.storage import MemoryStorage
+from firmware.storage import MemoryStorage, PowerCut
 from mpytest import expect_raises
 
 
@@ -128,3 +128,27 @@ def test_records_that_skip_a_sequence_number_are_not_trusted():
     journal = Journal(MemoryStorage(data))
     assert journal.last_seq == 1 and journal.corrupt_records == 1
     expect_raises(AssertionError, journal.append_txn, 3, record(3))
+
+
+def test_power_cut_during_compaction_leaves_the_old_journal_whole():
+    storage = MemoryStorage()
+    journal = Journal(storage)
+    for seq in range(1, 5):
+        journal.append_txn(seq, record(seq))
+    journal.ack_through(2)
+    before = bytes(storage.data)
+    storage.cut_after_bytes = 10
+    expect_raises(PowerCut, journal.compact)
+    assert bytes(storage.data) == before
+    reopened = Journal(MemoryStorage(before))
+    assert [s for s, _ in reopened.pending] == [3, 4] and reopened.last_seq == 4
+
+
+def test_power_cut_inside_an_append_loses_only_that_unacknowledged_record():
+    storage = MemoryStorage()
+    journal = Journal(storage)
+    journal.append_txn(1, record(1))
+    storage.cut_after_bytes = 7
+    expect_raises(PowerCut, journal.append_txn, 2, record(2))
+    reopened = Journal(MemoryStorage(bytes(storage.data)))
+    assert [s for s, _ in reopened.pending] == [1] and reopened.torn_bytes == 7

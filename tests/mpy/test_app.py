@@ -1,0 +1,55 @@
+"""The terminal's main loop: cashier commands reach the state machine, idle time services
+the uplink, and `stop` ends the loop. Runs on CPython and real MicroPython."""
+
+from firmware import app
+
+
+class FakeTerminal:
+    def __init__(self):
+        self.calls = []
+
+    def issue(self, program, value):
+        self.calls.append(("issue", program, value))
+        return {"approved": True}
+
+    def purchase(self, amount, from_card):
+        self.calls.append(("purchase", amount, from_card))
+        return {"approved": True}
+
+    def inquiry(self):
+        self.calls.append(("inquiry",))
+        return {"approved": True}
+
+    def service(self, timeout_ms):
+        self.calls.append(("service", timeout_ms))
+
+
+class ScriptedKeypad:
+    def __init__(self, commands):
+        self.commands = list(commands)
+
+    def next_command(self, timeout_ms):
+        return self.commands.pop(0) if self.commands else {"op": "stop"}
+
+
+def test_commands_run_in_order_and_each_outcome_is_reported():
+    terminal = FakeTerminal()
+    reports = []
+    keypad = ScriptedKeypad([
+        {"op": "issue", "program": "gift", "value_minor": 500},
+        None,
+        {"op": "purchase", "amount_minor": 120, "pay": "other"},
+        {"op": "inquiry"},
+    ])
+    app.run(terminal, keypad, lambda command, outcome: reports.append(command["op"]))
+    assert reports == ["issue", "purchase", "inquiry"]
+    kinds = [call[0] for call in terminal.calls]
+    assert kinds == ["issue", "service", "service", "purchase", "service", "inquiry", "service"]
+    assert ("purchase", 120, False) in terminal.calls
+
+
+def test_an_unknown_command_is_declined_and_changes_nothing():
+    terminal = FakeTerminal()
+    outcome = app.dispatch(terminal, {"op": "format_flash"})
+    assert outcome["approved"] is False and outcome["reason"] == "command_unknown"
+    assert terminal.calls == []
