@@ -16,6 +16,7 @@ or None when nothing was keyed in. Commands:
 """
 
 from firmware.journal import Journal
+from firmware.settings import Settings
 from firmware.storage import FileStorage
 from firmware.terminal import Terminal
 from firmware.uplink import Uplink
@@ -31,12 +32,15 @@ except ImportError:
 
 IDLE_POLL_MS = const(50)
 JOURNAL_PATH = "/journal.bin"
+SETTINGS_PATH = "/config.bin"
 
 
-def build_terminal(config, net, clock, random, reader, display, journal_path=JOURNAL_PATH):
+def build_terminal(config, net, clock, random, reader, display, journal_path=JOURNAL_PATH,
+                   settings_path=SETTINGS_PATH):
     journal = Journal(FileStorage(journal_path))
     uplink = Uplink(config, journal, net, clock, random)
-    return Terminal(config, journal, uplink, clock, reader, display)
+    settings = Settings(config["key"], config.get("programs", {}), FileStorage(settings_path))
+    return Terminal(config, journal, uplink, clock, reader, display, settings)
 
 
 def dispatch(terminal, command):

@@ -5,12 +5,17 @@
 
 A sale is approved only once its sealed record is durable in the journal; it is sent after
 that, and resent until the gateway's signed ack covers it. A declined sale journals nothing.
+When the gateway does not answer, a purchase may still be approved offline within the
+signed limits of `protocol.offline`, for a card this terminal has seen online (it needs the
+card's program); the record then says auth_mode offline and settles when the link returns.
+
 Every operation returns an outcome dict:
 
     {"approved": bool, "reason": str or None, "txn": fields or None, "response": dict or None}
 """
 
-from protocol import reasons, rules, txn
+from firmware.settings import Settings
+from protocol import cose, messages, offline, reasons, rules, txn
 from protocol.errors import ProtocolError
 
 try:
@@ -23,6 +28,7 @@ except ImportError:
 
 AUTH_TIMEOUT_MS = const(3000)
 CARD_READ_TIMEOUT_MS = const(2000)
+KNOWN_CARDS_MAX = const(256)
 
 IDLE = "idle"
 READING = "reading"
@@ -31,16 +37,30 @@ COMMITTING = "committing"
 
 
 class Terminal:
-    def __init__(self, config, journal, uplink, clock, reader, display):
+    def __init__(self, config, journal, uplink, clock, reader, display, settings=None):
         self.config = config
         self.journal = journal
         self.uplink = uplink
         self.clock = clock
         self.reader = reader
         self.display = display
+        self.settings = settings or Settings(config["key"], config.get("programs", {}))
+        uplink.on_config = self.settings.on_config
+        self.auth_timeout_ms = AUTH_TIMEOUT_MS
         self.state = IDLE
         self.approved_count = 0
         self.declined = {}  # reason -> count
+        self.known_cards = {}  # card -> program id, learnt from signed online answers
+        self.offline_records = self._pending_offline()  # [(seq, card, card_value_minor)]
+
+    def _pending_offline(self):
+        """Offline records still unacknowledged in the journal: the running offline totals."""
+        found = []
+        for seq, record in self.journal.pending:
+            fields = messages.decode(cose.parse(record).payload, messages.TYPE_TXN)
+            if fields["auth_mode"] == txn.AUTH_OFFLINE:
+                found.append((seq, fields["card"], fields["card_value_minor"]))
+        return found
 
     # -- operations the cashier starts ----------------------------------------------------
     def issue(self, program_id, value_minor):
@@ -83,9 +103,15 @@ class Terminal:
             "program": program_id,
             "ref": ref,
         }
-        response = self.uplink.authorize(request, AUTH_TIMEOUT_MS)
+        response = self.uplink.authorize(request, self.auth_timeout_ms)
         if response is None:
-            return self._decline(reasons.HOST_UNAVAILABLE)
+            if kind != txn.KIND_PURCHASE:
+                return self._decline(reasons.HOST_UNAVAILABLE)
+            response = self._offline_answer(card, card_value_minor)
+            if "reason" in response:
+                return self._decline(response["reason"])
+        elif response.get("program") is not None:
+            self._remember(card, response["program"])
         if not response["approved"]:
             return self._decline(response.get("reason") or reasons.HOST_UNAVAILABLE)
         if kind == txn.KIND_INQUIRY:
@@ -103,8 +129,27 @@ class Terminal:
         self.display.show("APPROVED")
         return {"approved": True, "reason": None, "txn": fields, "response": response}
 
+    def _remember(self, card, program_id):
+        if card not in self.known_cards and len(self.known_cards) >= KNOWN_CARDS_MAX:
+            del self.known_cards[next(iter(self.known_cards))]
+        self.known_cards[card] = program_id
+
+    def _offline_answer(self, card, card_value_minor):
+        """Approve offline within the signed limits, or say which limit declines."""
+        program_id = self.known_cards.get(card)
+        if program_id is None:
+            return {"approved": False, "reason": reasons.OFFLINE_CARD_UNKNOWN}
+        acked = self.journal.acked_through
+        self.offline_records = [r for r in self.offline_records if r[0] > acked]
+        pending = [(r[1], r[2]) for r in self.offline_records]
+        reason = offline.decide(self.settings.limits, pending, card, card_value_minor,
+                                self.clock.now_s(), self.uplink.last_online_s)
+        if reason is not None:
+            return {"approved": False, "reason": reason}
+        return {"approved": True, "program": program_id, "offline": True}
+
     def _build(self, kind, card, amount_minor, card_value_minor, response, ref):
-        prog = rules.program(self.config["programs"], response.get("program"))
+        prog = rules.program(self.settings.programs, response.get("program"))
         bonus = points = 0
         if kind == txn.KIND_ISSUE:
             card_value_minor = amount_minor
@@ -132,13 +177,16 @@ class Terminal:
             "points": points,
             "ref": ref,
             "program": prog["id"] if kind == txn.KIND_ISSUE else None,
-            "auth_mode": txn.AUTH_ONLINE,
+            "auth_mode": txn.AUTH_OFFLINE if response.get("offline") else txn.AUTH_ONLINE,
             "auth_id": response.get("auth_id"),
         }
 
     def _commit(self, fields):
         record = txn.seal(self.config["key"], fields)
         self.journal.append_txn(fields["seq"], record)  # durable before anything is sent
+        if fields["auth_mode"] == txn.AUTH_OFFLINE:
+            self.offline_records.append((fields["seq"], fields["card"],
+                                         fields["card_value_minor"]))
         self.uplink.send_new(fields["seq"], record)
 
     def service(self, timeout_ms=0):

@@ -58,6 +58,8 @@ class Uplink:
         }
         self.rejections = []  # (seq, reason) the gateway refused: shown, never resent
         self.last_notice = None  # the latest unsigned notice, shown to the cashier only
+        self.last_online_s = None  # wall time of the last signed answer from the gateway
+        self.on_config = None  # callback(fields, sealed bytes) for verified configuration
 
     # -- connection -----------------------------------------------------------------------
     def _status(self, state):
@@ -153,6 +155,10 @@ class Uplink:
             elif leaf == topics.LEAF_AUTH:
                 fields = sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, self.key)
                 self._on_auth_response(fields)
+            elif leaf == topics.LEAF_CONFIG:
+                fields = sealed.open_message(payload, messages.TYPE_CONFIG, self.key)
+                if self.on_config is not None:
+                    self.on_config(fields, payload)
             else:
                 self.stats["notices"] += 1
                 self.last_notice = messages.decode(payload, messages.TYPE_NOTICE)
@@ -161,6 +167,7 @@ class Uplink:
             self.stats["bad_downlinks"] += 1
 
     def _on_ack(self, fields):
+        self.last_online_s = self.clock.now_s()
         for seq, reason in fields["rejected"]:
             self.stats["rejected"] += 1
             if len(self.rejections) < SEND_WINDOW_MAX:
@@ -172,6 +179,7 @@ class Uplink:
                 del self._sent_ms[seq]
 
     def _on_auth_response(self, fields):
+        self.last_online_s = self.clock.now_s()
         if len(self._auth_responses) >= AUTH_RESPONSES_MAX:
             self._auth_responses = {}
             self.stats["auth_dropped"] += 1

@@ -52,6 +52,10 @@ class CardBook:
         self.lock = threading.Lock()
         self._hold_ids = itertools.count(1)
         self.dirty: set[str] = set()
+        # Value spent offline beyond what the card held: the merchant's risk, per card and
+        # per terminal, reported (the sale happened; refusing the record would lose it).
+        self.exposure_by_card: dict[str, int] = {}
+        self.exposure_by_terminal: dict[str, int] = {}
 
     # -- rebuilding from the store --------------------------------------------------------
     def replay_purchase(self, fields: dict[str, Any]) -> None:
@@ -147,6 +151,8 @@ class CardBook:
                 "points": 0,
             }
         state = self.cards[card]
+        if kind == txn.KIND_PURCHASE and fields["auth_mode"] == txn.AUTH_OFFLINE:
+            self._note_exposure(fields, state["value_minor"])
         if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP, txn.KIND_REFUND):
             state["value_minor"] += fields["card_value_minor"]
         else:
@@ -159,6 +165,14 @@ class CardBook:
             self._count_refund(fields)
         self.holds.pop(fields.get("auth_id") or "", None)
         self.dirty.add(card)
+
+    def _note_exposure(self, fields: dict[str, Any], value_before: int) -> None:
+        overdraft = fields["card_value_minor"] - max(0, value_before)
+        if overdraft <= 0:
+            return
+        card, terminal = fields["card"], fields["terminal"]
+        self.exposure_by_card[card] = self.exposure_by_card.get(card, 0) + overdraft
+        self.exposure_by_terminal[terminal] = self.exposure_by_terminal.get(terminal, 0) + overdraft
 
     def take_dirty(self) -> dict[str, dict[str, Any]]:
         changed = {card: dict(self.cards[card]) for card in self.dirty}

@@ -23,6 +23,7 @@ from typing import Any
 from gateway.acks import AckOut, AckStage
 from gateway.authorize import AuthorizeStage
 from gateway.cards import CardBook
+from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
 from gateway.mqtt import MqttLink, queue_route
 from gateway.registry import TerminalRegistry
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 class Gateway:
     def __init__(self, gateway_id: str, broker_host: str, broker_port: int, db_path: str,
                  registry: TerminalRegistry, programs: dict[str, dict[str, Any]],
-                 ledger_url: str | None = None, mqtt5: bool = True) -> None:
+                 ledger_url: str | None = None, mqtt5: bool = True,
+                 limits: dict[str, int] | None = None, config_version: int = 1) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
         self.stats = Stats()
@@ -58,6 +60,7 @@ class Gateway:
             self.cards.replay_purchase(fields)
         self.ledger = LedgerClient(ledger_url) if ledger_url else None
         self.presence: dict[str, dict[str, Any]] = {}
+        self.fleet = FleetConfig(config_version, programs, limits or {})
         verifier = Verifier(registry)
         self._verifier = verifier
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
@@ -84,6 +87,8 @@ class Gateway:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
             stage.start()
         self.mqtt.start()
+        self.fleet.publish(self.registry,
+                           lambda topic, payload: self.mqtt.publish(topic, payload, retain=True))
 
     def stop(self) -> None:
         """Stop taking messages, finish what is queued, commit, ack, disconnect."""
@@ -119,12 +124,20 @@ class Gateway:
             return settle(self.store, self.gateway_id, self.ledger)
 
     def snapshot(self) -> dict[str, Any]:
+        with self.cards.lock:
+            exposure = {"cards": dict(self.cards.exposure_by_card),
+                        "terminals": dict(self.cards.exposure_by_terminal)}
         return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
-                "batches": self.store.batch_summary()}
+                "batches": self.store.batch_summary(), "exposure": exposure}
 
 
 def _load_programs(path: str) -> dict[str, dict[str, Any]]:
     data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
+    return data
+
+
+def _load_json(path: str) -> dict[str, int]:
+    data: dict[str, int] = json.loads(Path(path).read_text())
     return data
 
 
@@ -137,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--terminals", required=True, help="terminal registry JSON")
     parser.add_argument("--programs", required=True, help="card programs JSON")
     parser.add_argument("--ledger-url", default=None)
+    parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
+    parser.add_argument("--config-version", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
                       TerminalRegistry.load(args.terminals), _load_programs(args.programs),
-                      args.ledger_url)
+                      args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
+                      config_version=args.config_version)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -13,6 +13,7 @@ Field kinds:
     currency ISO 4217 code known to protocol.money
     digest   32-byte bstr                  bool     true / false
     rejects  array of [seq (uint), reason (text)] pairs, at most REJECTS_MAX
+    map      a map with text keys (configuration; its values are checked by its own module)
 """
 
 from protocol import PROTOCOL_VERSION, cbor
@@ -30,6 +31,7 @@ ID_CHARS_MAX = 32
 TEXT_CHARS_MAX = 64
 REJECTS_MAX = 64
 MESSAGE_BYTES_MAX = 1024
+CONFIG_BYTES_MAX = 8192  # signed configuration carries every program
 
 TYPE_TXN = 1
 TYPE_AUTH_REQUEST = 2
@@ -37,6 +39,7 @@ TYPE_AUTH_RESPONSE = 3
 TYPE_ACK = 4
 TYPE_STATUS = 5
 TYPE_NOTICE = 6
+TYPE_CONFIG = 7
 
 K_TYPE = 0
 K_VERSION = 1
@@ -98,6 +101,12 @@ _STATUS = (
     (42, "firmware", "text", False),
     (43, "heap_free", "uint", False),
 )
+_CONFIG = (
+    (50, "config_version", "uint", True),
+    (5, "time", "uint", True),
+    (51, "limits", "map", True),
+    (52, "programs", "map", True),
+)
 _NOTICE = (
     (3, "seq", "uint", False),
     (22, "reason", "text", True),
@@ -110,6 +119,7 @@ SCHEMAS = {
     TYPE_ACK: _COMMON + _ACK,
     TYPE_STATUS: _COMMON + _STATUS,
     TYPE_NOTICE: _COMMON + _NOTICE,
+    TYPE_CONFIG: _COMMON + _CONFIG,
 }
 
 
@@ -154,6 +164,8 @@ def _valid(kind, value):
         return isinstance(value, bytes) and len(value) == 32
     if kind == "bool":
         return value is True or value is False
+    if kind == "map":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if kind == "rejects":
         return _is_rejects(value)
     raise AssertionError("unknown field kind " + kind)

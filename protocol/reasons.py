@@ -47,6 +47,16 @@ JOURNAL_FULL = "journal_full"
 CARD_READ_FAILED = "card_read_failed"
 COMMAND_UNKNOWN = "command_unknown"
 
+# Configuration and offline acceptance
+CONFIG_INVALID = "config_invalid"
+CONFIG_ROLLBACK = "config_rollback"
+OFFLINE_TIME_LIMIT = "offline_time_limit"
+OFFLINE_AMOUNT_LIMIT = "offline_amount_limit"
+OFFLINE_COUNT_LIMIT = "offline_count_limit"
+OFFLINE_CARD_LIMIT = "offline_card_limit"
+OFFLINE_TERMINAL_LIMIT = "offline_terminal_limit"
+OFFLINE_CARD_UNKNOWN = "offline_card_unknown"
+
 DESCRIPTIONS = {
     MESSAGE_MALFORMED: "not a well-formed deterministic CBOR / COSE_Mac0 item",
     MESSAGE_TOO_LARGE: "payload longer than MESSAGE_BYTES_MAX",
@@ -80,4 +90,12 @@ DESCRIPTIONS = {
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
     COMMAND_UNKNOWN: "the keypad sent a command the terminal does not know (terminal side)",
+    CONFIG_INVALID: "signed configuration with a missing or malformed limit or program",
+    CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
+    OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",
+    OFFLINE_AMOUNT_LIMIT: "offline purchase above txn_minor_max",
+    OFFLINE_COUNT_LIMIT: "more offline transactions than offline_txn_max",
+    OFFLINE_CARD_LIMIT: "card's offline total would pass card_offline_minor_max",
+    OFFLINE_TERMINAL_LIMIT: "terminal's offline total would pass terminal_offline_minor_max",
+    OFFLINE_CARD_UNKNOWN: "offline, and the terminal has not seen this card online",
 }

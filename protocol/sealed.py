@@ -10,16 +10,22 @@ from protocol.errors import AuthenticationError, DecodeError
 from protocol.reasons import MESSAGE_TOO_LARGE, TERMINAL_UNKNOWN
 
 
+def _bytes_max(message_type):
+    if message_type == messages.TYPE_CONFIG:
+        return messages.CONFIG_BYTES_MAX
+    return messages.MESSAGE_BYTES_MAX
+
+
 def seal(key, message_type, fields):
     payload = messages.encode(message_type, fields)
     data = cose.create(key, payload, fields["terminal"].encode())
-    assert len(data) <= messages.MESSAGE_BYTES_MAX, "message exceeds MESSAGE_BYTES_MAX"
+    assert len(data) <= _bytes_max(message_type), "message exceeds its size limit"
     return data
 
 
-def peek(data):
+def peek(data, bytes_max=messages.MESSAGE_BYTES_MAX):
     """Parse the envelope and return (mac0, terminal id from the kid), unverified."""
-    if len(data) > messages.MESSAGE_BYTES_MAX:
+    if len(data) > bytes_max:
         raise DecodeError(MESSAGE_TOO_LARGE, "%d bytes" % len(data))
     mac0 = cose.parse(data)
     kid = mac0.kid
@@ -37,7 +43,7 @@ def peek(data):
 def open_message(data, message_type, key, mac0=None, terminal=None):
     """Verify under `key` and check the schema; the signed terminal must equal the kid."""
     if mac0 is None:
-        mac0, terminal = peek(data)
+        mac0, terminal = peek(data, _bytes_max(message_type))
     payload = mac0.verify(key)
     fields = messages.decode(payload, message_type)
     if fields["terminal"] != terminal:

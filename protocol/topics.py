@@ -6,6 +6,7 @@
     tilltap/v1/{merchant}/{terminal}/down/ack     gateway -> terminal  sealed acknowledgement
     tilltap/v1/{merchant}/{terminal}/down/auth    gateway -> terminal  sealed authorization response
     tilltap/v1/{merchant}/{terminal}/down/notice  gateway -> terminal  unsigned rejection notice
+    tilltap/v1/{merchant}/{terminal}/down/config  gateway -> terminal  sealed config, retained
 
 Ids are 1..32 chars of [A-Za-z0-9_-], so they never contain MQTT wildcards or separators.
 A broker ACL can confine each terminal to `tilltap/v1/+/<its id>/#`.
@@ -23,9 +24,10 @@ LEAF_AUTH = "auth"
 LEAF_STATUS = "status"
 LEAF_ACK = "ack"
 LEAF_NOTICE = "notice"
+LEAF_CONFIG = "config"
 
 _UP_LEAVES = (LEAF_TXN, LEAF_AUTH, LEAF_STATUS)
-_DOWN_LEAVES = (LEAF_ACK, LEAF_AUTH, LEAF_NOTICE)
+_DOWN_LEAVES = (LEAF_ACK, LEAF_AUTH, LEAF_NOTICE, LEAF_CONFIG)
 
 
 def topic(merchant, terminal, direction, leaf):

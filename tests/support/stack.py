@@ -28,7 +28,8 @@ WAIT_S = 20.0
 
 
 class Stack:
-    def __init__(self, broker: MosquittoBroker, workdir: Path, terminals: list[str]) -> None:
+    def __init__(self, broker: MosquittoBroker, workdir: Path, terminals: list[str],
+                 limits: dict[str, int] | None = None) -> None:
         self.broker = broker
         self.workdir = workdir
         self.keys = {t: os.urandom(32) for t in terminals}
@@ -37,8 +38,14 @@ class Stack:
             self.registry.add(terminal, "M1", key)
         self.ledger: LedgerServer = serve(f"sqlite:///{workdir / 'ledger.db'}")
         self.ledger_client = LedgerClient(self.ledger.url)
-        self.gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"),
-                               self.registry, DEMO_PROGRAMS, self.ledger.url)
+        self.limits = limits
+        self.gateway = self.new_gateway()
+
+    def new_gateway(self) -> Gateway:
+        """A gateway on this stack's store (a restart is stop() and a new one)."""
+        return Gateway("gw1", self.broker.host, self.broker.port,
+                       str(self.workdir / "gateway.db"), self.registry, DEMO_PROGRAMS,
+                       self.ledger.url, limits=self.limits)
 
     def close(self) -> None:
         self.gateway.stop()
@@ -46,9 +53,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(broker: MosquittoBroker, workdir: Path,
-                  terminals: list[str]) -> Iterator[Stack]:
-    stack = Stack(broker, workdir, terminals)
+def running_stack(broker: MosquittoBroker, workdir: Path, terminals: list[str],
+                  limits: dict[str, int] | None = None) -> Iterator[Stack]:
+    stack = Stack(broker, workdir, terminals, limits)
     stack.gateway.start()
     try:
         yield stack
