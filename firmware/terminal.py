@@ -92,7 +92,9 @@ class Terminal:
         self.state = READING
         card = self.reader.read_card(CARD_READ_TIMEOUT_MS)
         if card is None:
-            return self._decline(reasons.CARD_READ_FAILED)
+            # The reader says why (card pulled, reader timeout...) when it knows.
+            reason = getattr(self.reader, "last_error", None) or reasons.CARD_READ_FAILED
+            return self._decline(reason)
         self.state = AUTHORIZING
         request = {
             "card": card,

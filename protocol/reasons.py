@@ -47,6 +47,17 @@ JOURNAL_FULL = "journal_full"
 CARD_READ_FAILED = "card_read_failed"
 COMMAND_UNKNOWN = "command_unknown"
 
+# The terminal's card reader (PN532) and the card's answers (terminal side)
+READER_TIMEOUT = "reader_timeout"
+READER_FRAME_INVALID = "reader_frame_invalid"
+READER_NACK = "reader_nack"
+READER_ERROR_FRAME = "reader_error_frame"
+READER_BUS_ERROR = "reader_bus_error"
+CARD_ABSENT = "card_absent"
+CARD_STATUS = "card_status"
+CARD_PULLED = "card_pulled"
+CARD_RESPONSE_TOO_LONG = "card_response_too_long"
+
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"
 CONFIG_ROLLBACK = "config_rollback"
@@ -90,6 +101,15 @@ DESCRIPTIONS = {
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
     COMMAND_UNKNOWN: "the keypad sent a command the terminal does not know (terminal side)",
+    READER_TIMEOUT: "the PN532 did not answer in time (terminal side)",
+    READER_FRAME_INVALID: "the PN532 kept answering with damaged frames (terminal side)",
+    READER_NACK: "the PN532 refused our frames (terminal side)",
+    READER_ERROR_FRAME: "the PN532 reported a syntax error (terminal side)",
+    READER_BUS_ERROR: "the I2C/SPI/UART bus to the PN532 failed (terminal side)",
+    CARD_ABSENT: "no card in the field (terminal side)",
+    CARD_STATUS: "the PN532 reported an error talking to the card (terminal side)",
+    CARD_PULLED: "the card left the field mid-exchange (terminal side)",
+    CARD_RESPONSE_TOO_LONG: "a chained card answer passed APDU_BYTES_MAX (terminal side)",
     CONFIG_INVALID: "signed configuration with a missing or malformed limit or program",
     CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",

@@ -37,6 +37,13 @@ MODULE_TESTS = {
 CASES = [(module, name) for module, names in MODULE_TESTS.items() for name in names]
 
 
+SIMULATOR_FILES_ON_MICROPYTHON = (
+    "tools/__init__.py",
+    "tools/simulator/__init__.py",
+    "tools/simulator/pn532_emulator.py",
+)
+
+
 def micropython_mounts() -> tuple[dict[str, Path], dict[str, Path]]:
     """(libs, files) for run_micropython: packages, tests/mpy at /lib, vectors at /vectors."""
     libs = {
@@ -49,6 +56,10 @@ def micropython_mounts() -> tuple[dict[str, Path], dict[str, Path]]:
         for path in sorted(MPY_TESTS_DIRECTORY.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
     }
+    # The emulated PN532 is simulator code that is also MicroPython-safe: tests drive the
+    # firmware's driver against it on both interpreters.
+    for relative in SIMULATOR_FILES_ON_MICROPYTHON:
+        files[f"/lib/{relative}"] = REPO_ROOT / relative
     for directory in mpytest.vector_directories():  # first found wins, as in mpytest.load_text
         for path in sorted(Path(directory).glob("*")):
             if path.is_file():

@@ -1,5 +1,6 @@
-"""The firmware running on real MicroPython sells through a real Mosquitto, and the gateway
-and the ledger post exactly what it produced."""
+"""The firmware running on real MicroPython reads cards through its own PN532 driver (the
+chip emulated at the bus), sells through a real Mosquitto, and the gateway and the ledger
+post exactly what it produced."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def test_transactions_made_on_real_micropython_are_posted_in_the_ledger(
             earned = terminal.command({"op": "purchase", "amount_minor": 1999, "pay": "other"},
                                       card=LOYALTY_CARD)
             assert earned["txn"]["points"] == 19
+            nobody = terminal.command({"op": "purchase", "amount_minor": 100}, card=None)
+            assert nobody["reason"] == "card_absent"  # the PN532 found no card in the field
             balance = terminal.command({"op": "inquiry"}, card=CARD)
             assert balance["response"]["value_minor"] == 3750
             assert wait_until(lambda: stack.gateway.stats.snapshot().get("accepted") == 4)
@@ -47,6 +50,10 @@ def test_transactions_made_on_real_micropython_are_posted_in_the_ledger(
         status = stack.gateway.presence["MPY1"]
         assert status["state"] == "online" and status["heap_free"] > 0
         assert status["firmware"] == "0.1.0"
+        # The firmware's PN532 driver read every card: listed, then released, each time.
+        heard = terminal.pn532.commands
+        assert heard.count(0x4A) >= 6 and heard.count(0x52) == 6
+        assert final["reader"] == {"card_absent": 1}
         # Every record the MicroPython terminal journaled was acknowledged and cleared.
         assert final["journal_depth"] == 0
         assert final["uplink"]["acked"] == 4

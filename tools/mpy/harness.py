@@ -5,9 +5,10 @@
 
 Node runs MicroPython 1.27 (WebAssembly) with `tools/mpy/run.mjs --rpc`; the firmware's
 `protocol/` and `firmware/` packages are copied into its /lib unchanged. Every seam call the
-firmware makes (network, card reader, keypad, wall clock, display) arrives here as one JSON
+firmware makes (network, PN532 bus, keypad, wall clock, display) arrives here as one JSON
 line and is answered from CPython: the network with paho-mqtt against a real broker, so the
-gateway sees exactly the bytes real MicroPython code produced.
+gateway sees exactly the bytes real MicroPython code produced; the bus by an emulated PN532
+holding the tapped card, so the firmware's own PN532 driver reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from tools.mpy.runner import REPO_ROOT, RUNNER_PATH, node_binary
 from tools.simulator.paho_net import PahoNet
+from tools.simulator.pn532_emulator import EchoCard, Pn532Emulator
 
 COMMAND_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -36,7 +38,7 @@ class MicroPythonTerminal:
                  heap_bytes: int | None = None) -> None:
         self.config = dict(config)
         self.net = PahoNet(broker_host, broker_port)
-        self.card: str | None = None
+        self.pn532 = Pn532Emulator()  # the board's NFC reader chip, with the tapped card
         self.display: list[str] = []
         self.published: list[tuple[str, bytes]] = []  # every uplink, as MicroPython made it
         self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -60,7 +62,10 @@ class MicroPythonTerminal:
     # -- the test's side ------------------------------------------------------------------
     def command(self, command: dict[str, Any], card: str | None = None) -> dict[str, Any]:
         """Key a command in with `card` on the reader; return the firmware's outcome."""
-        self.card = card
+        if card is None:
+            self.pn532.remove()
+        else:
+            self.pn532.present(EchoCard(uid=bytes.fromhex(card)))
         self._commands.put(command)
         try:
             report = self.reports.get(timeout=COMMAND_TIMEOUT_S)
@@ -129,8 +134,8 @@ class MicroPythonTerminal:
                 return self._commands.get(timeout=request["timeout_ms"] / 1000)
             except queue.Empty:
                 return None
-        if method == "reader.read_card":
-            return self.card
+        if method.startswith("bus."):
+            return self._answer_bus(method, request)
         if method == "display.show":
             self.display.append(request["text"])
             return None
@@ -141,6 +146,18 @@ class MicroPythonTerminal:
             self.stopped = request
             return None
         return self._answer_net(method, request)
+
+    def _answer_bus(self, method: str, request: dict[str, Any]) -> Any:
+        if method == "bus.write":
+            self.pn532.write(bytes.fromhex(request["hex"]))
+            return None
+        if method == "bus.read":
+            data: bytes = self.pn532.read(request["n"], request["timeout_ms"])
+            return data.hex()
+        if method == "bus.wait_ready":
+            return self.pn532.wait_ready(request["timeout_ms"])
+        self.pn532.wakeup()
+        return None
 
     def _answer_net(self, method: str, request: dict[str, Any]) -> Any:
         if method == "net.connect":

@@ -2,7 +2,8 @@
 
 Runs on real MicroPython. Each seam method is one synchronous request/response: a JSON line
 {"m": method, ...} out, {"r": result} or {"error": text} back. Bytes travel as hex. The
-firmware modules above these seams are exactly the ones a board runs.
+firmware modules above these seams are exactly the ones a board runs: the card reader is the
+firmware's own PN532 driver, whose bus bytes the harness answers as an emulated PN532.
 """
 
 import json
@@ -72,9 +73,20 @@ class RpcNet:
         call("net.disconnect")
 
 
-class RpcReader:
-    def read_card(self, timeout_ms):
-        return call("reader.read_card", timeout_ms=timeout_ms)
+class RpcBus:
+    """The PN532's bus (I2C/SPI/UART on a board); the harness answers as an emulated PN532."""
+
+    def write(self, data):
+        call("bus.write", hex=data.hex())
+
+    def read(self, n, timeout_ms):
+        return bytes.fromhex(call("bus.read", n=n, timeout_ms=timeout_ms))
+
+    def wait_ready(self, timeout_ms):
+        return call("bus.wait_ready", timeout_ms=timeout_ms)
+
+    def wakeup(self):
+        call("bus.wakeup")
 
 
 class RpcKeypad:

@@ -2,16 +2,21 @@
 
 import gc
 
-from host_seams import RpcClock, RpcDisplay, RpcKeypad, RpcNet, RpcReader, call, report
+from host_seams import RpcBus, RpcClock, RpcDisplay, RpcKeypad, RpcNet, call, report
 
 from firmware import app
 from firmware.hal import SystemRandom
+from firmware.pn532 import Pn532
+from firmware.reader import Pn532Reader
 
 config = call("config")
 config["key"] = bytes.fromhex(config.pop("key_hex"))
-terminal = app.build_terminal(config, RpcNet(), RpcClock(), SystemRandom(), RpcReader(),
-                              RpcDisplay(), journal_path=config.get("journal_path", "/journal.bin"))
+clock = RpcClock()
+reader = Pn532Reader(Pn532(RpcBus(), clock), clock)
+terminal = app.build_terminal(config, RpcNet(), clock, SystemRandom(), reader, RpcDisplay(),
+                              journal_path=config.get("journal_path", "/journal.bin"))
 app.run(terminal, RpcKeypad(), report)
 gc.collect()
 call("stopped", journal_depth=terminal.journal.depth, uplink=terminal.uplink.stats,
-     mem_free=getattr(gc, "mem_free")())  # noqa: B009 (MicroPython only)
+     mem_free=getattr(gc, "mem_free")(), reader=reader.failures,  # noqa: B009 (MicroPython)
+     firmware_version=reader.firmware_version)
