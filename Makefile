@@ -3,7 +3,7 @@
 #
 #   make demo [ARGS=...]          the demo (tools/cli.py)
 #   make test [PYTEST_ARGS=...]   lint, then the whole test suite
-#   make lint                     ruff + mypy
+#   make lint                     ruff + mypy (CPython, then MicroPython's esp32 and rp2 stubs)
 #   make bench [QUICK=1]          the benchmarks
 #   make clean / make distclean   remove caches / also .venv and node_modules
 
@@ -26,6 +26,7 @@ test: lint
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	bash scripts/lint_micropython.sh
 
 bench: bootstrap
 	$(BIN)/tilltap bench $(if $(QUICK),--quick,) $(ARGS)

@@ -95,6 +95,12 @@ install_node_side() {
   node_inputs_sha256 >"$NPM_STAMP"
 }
 
+# MicroPython's own type stubs (esp32, rp2) for `make lint`, in .venv/stubs (stamped there).
+install_micropython_stubs() {
+  bash scripts/lint_micropython.sh --install
+}
+
 install_system_packages
 install_python_side
+install_micropython_stubs
 install_node_side

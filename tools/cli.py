@@ -5,6 +5,10 @@
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
     tilltap bench [--quick]                    benchmarks (not built yet: exits 2)
+    tilltap firmware build --board NAME [--out DIR] [--config FILE]   a board's deployable folder
+    tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
+    tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
+    tilltap programs simulate --config FILE.toml --ops FILE.jsonl   run operations, print JSON
 """
 
 from __future__ import annotations
@@ -50,6 +54,46 @@ def _bench(args: argparse.Namespace) -> int:
     return 2
 
 
+def _firmware_build(args: argparse.Namespace) -> int:
+    from tools.firmware import build_command
+
+    return build_command(args.board, args.out, args.config)
+
+
+def _firmware_deploy(args: argparse.Namespace) -> int:
+    from tools.firmware import deploy_command
+
+    return deploy_command(args.port, args.dir, args.dry_run)
+
+
+def _programs_check(args: argparse.Namespace) -> int:
+    from tools.programs import ProgramFileError, load_programs
+
+    try:
+        programs = load_programs(args.file)
+    except (ProgramFileError, OSError) as error:
+        print(f"tilltap programs check: {error}", file=sys.stderr)
+        return 2
+    for program in programs.values():
+        sections = [key for key in ("points", "prepaid", "gift", "discount", "tiers")
+                    if program[key] is not None]
+        print(f"{program['id']} v{program['version']} {program['currency']}: "
+              f"{' + '.join(sections)}")
+    return 0
+
+
+def _programs_simulate(args: argparse.Namespace) -> int:
+    from tools.programs import ProgramFileError, load_programs, read_ops, simulate
+
+    try:
+        result = simulate(load_programs(args.config), read_ops(args.ops))
+    except (ProgramFileError, OSError, UnicodeDecodeError) as error:
+        print(f"tilltap programs simulate: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +120,35 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--id", default="gw1")
     settle.add_argument("--ledger-url", required=True)
     settle.set_defaults(handler=_gateway_settle)
+
+    firmware = commands.add_parser("firmware", help="build and deploy a board's firmware")
+    firmware_commands = firmware.add_subparsers(dest="firmware_command", required=True)
+    firmware_build = firmware_commands.add_parser(
+        "build", help="compile protocol/ and firmware/ for a board into a deployable folder")
+    firmware_build.add_argument("--board", required=True, help="e.g. esp32_pn532, pico_w_pn532")
+    firmware_build.add_argument("--out", default=None, help="folder (default build/firmware)")
+    firmware_build.add_argument("--config", default=None,
+                                help="the terminal's provisioned config JSON (holds its key)")
+    firmware_build.set_defaults(handler=_firmware_build)
+    firmware_deploy = firmware_commands.add_parser(
+        "deploy", help="copy a build to a board with mpremote")
+    firmware_deploy.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    firmware_deploy.add_argument("--dir", default=None,
+                                 help="build folder (default build/firmware)")
+    firmware_deploy.add_argument("--dry-run", action="store_true",
+                                 help="print the mpremote commands instead of running them")
+    firmware_deploy.set_defaults(handler=_firmware_deploy)
+
+    programs = commands.add_parser("programs", help="card program files").add_subparsers(
+        dest="programs_command", required=True)
+    programs_check = programs.add_parser("check", help="validate a program file (TOML)")
+    programs_check.add_argument("file")
+    programs_check.set_defaults(handler=_programs_check)
+    programs_simulate = programs.add_parser(
+        "simulate", help="run operations (JSON lines) through the program engine")
+    programs_simulate.add_argument("--config", required=True, help="program file (TOML)")
+    programs_simulate.add_argument("--ops", required=True, help="one JSON operation per line")
+    programs_simulate.set_defaults(handler=_programs_simulate)
 
     ledger = commands.add_parser("ledger", help="the central ledger").add_subparsers(
         dest="ledger_command", required=True)

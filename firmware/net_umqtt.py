@@ -1,0 +1,263 @@
+"""The Net seam on a board: micropython-lib's `umqtt.simple` speaking MQTT 3.1.1.
+
+    net = UmqttNet("192.0.2.10", 1883)
+    net.connect(client_id, will_topic, will_payload)   # last will: QoS 1, retained
+    net.subscribe(topic)                               # QoS 1
+    net.publish(topic, payload, retain=False)          # QoS 1: returns once the PUBACK is in
+    for topic, payload in net.poll(timeout_ms): ...    # topic str, payload bytes
+
+The session is persistent (clean_session=False), as in the simulator's PahoNet, so acks the
+gateway publishes while the terminal is offline wait for it at the broker.
+
+Errors: every failure of the link (socket errors, timeouts, a short read, a refused CONNECT,
+a packet umqtt.simple cannot follow) is raised as OSError and leaves `connected` False; the
+uplink then reconnects after its backoff. A failed link is closed without a DISCONNECT
+packet, so the broker publishes the last will ("offline"); `disconnect()` on a healthy link
+sends DISCONNECT.
+
+    OSError                 raised by every method but `connected` and `disconnect`
+      (from) OSError, IndexError, AssertionError, MQTTException inside umqtt.simple
+
+Timeouts: umqtt.simple turns its socket back to blocking after every packet header, which on
+MicroPython clears any timeout, so a half-open link would hang a publish forever. The client's
+socket is wrapped so that "blocking" means "blocking for at most SOCKET_TIMEOUT_MS".
+`poll(timeout_ms)` drains what is already there with `check_msg()`, then, if nothing came,
+waits up to timeout_ms on the socket for one packet.
+
+Bounds: at most INBOX_MAX messages wait between two polls. `poll` stops reading the socket
+when the inbox is full (the rest waits in TCP and at the broker); a message that arrives
+while a publish waits for its PUBACK and finds the inbox full is dropped and counted in
+`dropped` (the uplink recovers: records are resent until an ack covers them).
+"""
+
+import errno
+
+from firmware.hal import SystemClock
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(value):
+        return value
+
+
+INBOX_MAX = const(16)
+SOCKET_TIMEOUT_MS = const(5000)
+KEEPALIVE_S = const(120)
+_LAST_WILL_QOS = const(1)
+_QOS = const(1)
+_PACKET_TYPE_MASK = const(0xF0)
+_PACKET_TYPE_PUBLISH = const(0x30)
+_TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
+
+
+class _NeverRaised(Exception):
+    """Stands in for the client library's own exception when a test supplies the client."""
+
+
+class TimedSocket:
+    """The client's socket, where "blocking" means "blocking for at most timeout_s".
+
+    umqtt.simple calls setblocking(True) after reading each packet header; on MicroPython
+    that clears the timeout. Here it restores the timeout instead.
+    """
+
+    def __init__(self, sock, timeout_s):
+        self.sock = sock
+        self.timeout_s = timeout_s
+        sock.settimeout(timeout_s)
+
+    def setblocking(self, flag):
+        if flag:
+            self.sock.settimeout(self.timeout_s)
+        else:
+            self.sock.setblocking(False)
+
+    def settimeout(self, seconds):
+        self.sock.settimeout(seconds)
+
+    def read(self, *args):
+        return self.sock.read(*args)
+
+    def write(self, *args):
+        return self.sock.write(*args)
+
+    def close(self):
+        self.sock.close()
+
+
+def is_timeout(error):
+    """True when an OSError is a socket timeout (nothing arrived), not a broken link."""
+    return bool(error.args) and error.args[0] in _TIMEOUT_ERRNOS
+
+
+def _encoded(text):
+    # umqtt.simple prefixes a string with len(s): characters, not bytes. Send bytes.
+    return text.encode() if isinstance(text, str) else text
+
+
+class UmqttNet:
+    def __init__(self, server, port=1883, user=None, password=None, keepalive_s=KEEPALIVE_S,
+                 client_factory=None, client_error=None, clock=None,
+                 socket_timeout_ms=SOCKET_TIMEOUT_MS):
+        if user is not None and password is None:
+            raise ValueError("an MQTT user needs a password (umqtt.simple sends both)")
+        if client_factory is None:
+            from umqtt.simple import MQTTClient, MQTTException
+
+            client_factory, client_error = MQTTClient, MQTTException
+        self.server = server
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive_s = keepalive_s
+        self.socket_timeout_s = socket_timeout_ms / 1000
+        self.clock = clock if clock is not None else SystemClock()
+        self._client_factory = client_factory
+        self._link_errors = (OSError, IndexError, AssertionError,
+                             client_error if client_error is not None else _NeverRaised)
+        self._client = None
+        self._inbox = []
+        self._last_sent_ms = 0
+        self.dropped = 0  # messages that found the inbox full (or had an undecodable topic)
+        self.session_present = False  # the broker kept our session (and its queued acks)
+
+    @property
+    def connected(self):
+        return self._client is not None
+
+    # -- the Net seam ---------------------------------------------------------------------
+    def connect(self, client_id, will_topic, will_payload):
+        self._close()
+        client = self._client_factory(
+            client_id, self.server, port=self.port, user=self.user, password=self.password,
+            keepalive=self.keepalive_s,
+        )
+        client.set_callback(self._on_message)
+        client.set_last_will(_encoded(will_topic), will_payload, retain=True, qos=_LAST_WILL_QOS)
+        self._client = client
+        try:
+            self.session_present = bool(
+                client.connect(clean_session=False, timeout=self.socket_timeout_s))
+            client.sock = TimedSocket(client.sock, self.socket_timeout_s)
+        except self._link_errors as error:
+            self._fail(error)
+        self._last_sent_ms = self.clock.ticks_ms()
+
+    def publish(self, topic, payload, retain=False):
+        client = self._require_client()
+        try:
+            client.publish(_encoded(topic), payload, retain=retain, qos=_QOS)
+        except self._link_errors as error:
+            self._fail(error)
+        self._last_sent_ms = self.clock.ticks_ms()
+
+    def subscribe(self, topic):
+        client = self._require_client()
+        try:
+            client.subscribe(_encoded(topic), qos=_QOS)
+        except self._link_errors as error:
+            self._fail(error)
+        self._last_sent_ms = self.clock.ticks_ms()
+
+    def poll(self, timeout_ms):
+        """Messages received since the last poll, waiting up to timeout_ms if there are none.
+
+        Raises OSError when the link fails; messages received before the failure are kept
+        and returned by the first poll after reconnecting.
+        """
+        client = self._require_client()
+        try:
+            self._ping_if_idle(client)
+            self._drain(client)
+            if not self._inbox and timeout_ms > 0:
+                self._wait_for_packet(client, timeout_ms)
+                self._drain(client)
+        except self._link_errors as error:
+            self._fail(error)
+        messages = self._inbox
+        self._inbox = []
+        return messages
+
+    def disconnect(self):
+        """Leave cleanly (DISCONNECT: the broker does not publish the will)."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        try:
+            client.disconnect()
+        except self._link_errors:
+            self._close_socket(client)
+
+    # -- inside ---------------------------------------------------------------------------
+    def _on_message(self, topic, payload):
+        if len(self._inbox) >= INBOX_MAX:
+            self.dropped += 1
+            return
+        try:
+            topic = bytes(topic).decode()
+        except ValueError:  # UnicodeError: brokers refuse such topics; never crash the loop
+            self.dropped += 1
+            return
+        self._inbox.append((topic, bytes(payload)))
+
+    def _require_client(self):
+        if self._client is None:
+            raise OSError("MQTT not connected")
+        return self._client
+
+    def _drain(self, client):
+        """Hand every packet already received to the callback, until the inbox is full."""
+        while len(self._inbox) < INBOX_MAX:
+            packet_type = client.check_msg()
+            if packet_type is None:  # nothing waiting (or a PINGRESP, handled inside)
+                return
+            self._expect_publish(packet_type)
+
+    def _wait_for_packet(self, client, timeout_ms):
+        client.sock.settimeout(timeout_ms / 1000)
+        try:
+            packet_type = client.wait_msg()
+        except OSError as error:
+            if is_timeout(error):
+                return
+            raise
+        finally:
+            client.sock.settimeout(self.socket_timeout_s)
+        self._expect_publish(packet_type)
+
+    def _expect_publish(self, packet_type):
+        # umqtt.simple reads only PUBLISH bodies itself; after any other unexpected packet
+        # the stream is out of step, and only a new connection puts it right.
+        if packet_type is not None and packet_type & _PACKET_TYPE_MASK != _PACKET_TYPE_PUBLISH:
+            raise OSError("unexpected MQTT packet 0x%02x" % packet_type)
+
+    def _ping_if_idle(self, client):
+        idle_ms = self.clock.ticks_diff(self.clock.ticks_ms(), self._last_sent_ms)
+        if self.keepalive_s and idle_ms >= self.keepalive_s * 1000 // 2:
+            client.ping()
+            self._last_sent_ms = self.clock.ticks_ms()
+
+    def _fail(self, error):
+        """The link is gone: close it without DISCONNECT (the broker sends the will)."""
+        self._close()
+        if isinstance(error, OSError):
+            raise error
+        raise OSError("MQTT link failed: %r" % (error,))
+
+    def _close(self):
+        client = self._client
+        self._client = None
+        if client is not None:
+            self._close_socket(client)
+
+    def _close_socket(self, client):
+        sock = getattr(client, "sock", None)
+        if sock is None:
+            return
+        try:
+            sock.close()
+        except OSError:
+            pass  # closing a socket that already failed: nothing left to release
