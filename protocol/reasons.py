@@ -58,6 +58,16 @@ CARD_STATUS = "card_status"
 CARD_PULLED = "card_pulled"
 CARD_RESPONSE_TOO_LONG = "card_response_too_long"
 
+# Cards: NTAG 424 DNA secure messaging and SUN (protocol/ntag424*.py)
+CARD_AUTH_FAILED = "card_auth_failed"
+CARD_COMMAND_REFUSED = "card_command_refused"
+CARD_RESPONSE_MALFORMED = "card_response_malformed"
+APDU_MALFORMED = "apdu_malformed"
+SUN_MALFORMED = "sun_malformed"
+CARD_FAMILY_UNKNOWN = "card_family_unknown"
+CARD_REPLAYED = "card_replayed"
+CARD_BLOCKED = "card_blocked"
+
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"
 CONFIG_ROLLBACK = "config_rollback"
@@ -110,6 +120,14 @@ DESCRIPTIONS = {
     CARD_STATUS: "the PN532 reported an error talking to the card (terminal side)",
     CARD_PULLED: "the card left the field mid-exchange (terminal side)",
     CARD_RESPONSE_TOO_LONG: "a chained card answer passed APDU_BYTES_MAX (terminal side)",
+    CARD_AUTH_FAILED: "a card MAC or cryptogram does not verify, or the card answered 91 AE",
+    CARD_COMMAND_REFUSED: "the card answered a command with an error status",
+    CARD_RESPONSE_MALFORMED: "a card response has the wrong length, padding or status word",
+    APDU_MALFORMED: "a command APDU whose length fields do not match its bytes (card side)",
+    SUN_MALFORMED: "a SUN URL or field is missing, duplicated, not hex or of the wrong length",
+    CARD_FAMILY_UNKNOWN: "PICCDataTag or PICCData length of a card family tilltap does not issue",
+    CARD_REPLAYED: "SUN read counter not above the last one accepted for this card (clone/replay)",
+    CARD_BLOCKED: "the card is on the hotlist",
     CONFIG_INVALID: "signed configuration with a missing or malformed limit or program",
     CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",
