@@ -31,6 +31,7 @@ from firmware.pn532 import (
     READER_REASONS,
     Pn532Error,
 )
+from protocol.errors import ProtocolError
 
 try:
     from micropython import const
@@ -56,8 +57,10 @@ class Pn532Reader:
         self.last_error = None
         self.last_detail = ""
         self.failures = {}
+        self.sun = None  # the SUN URL on_card read from the last card, if it reads one
 
     def read_card(self, timeout_ms):
+        self.sun = None
         self.last_error = None
         self.last_detail = ""
         try:
@@ -69,7 +72,7 @@ class Pn532Reader:
             if self.on_card is not None:
                 self.on_card(self, target)
             uid = hexlify(target.uid).decode()
-        except Pn532Error as error:
+        except ProtocolError as error:  # the chip's, or the card's answers (card_sun)
             uid = self._failed(error)
         finally:
             self.target = None

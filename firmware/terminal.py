@@ -96,6 +96,7 @@ class Terminal:
             reason = getattr(self.reader, "last_error", None) or reasons.CARD_READ_FAILED
             return self._decline(reason)
         self.state = AUTHORIZING
+        sun = getattr(self.reader, "sun", None)  # the card's proof, when the reader reads one
         request = {
             "card": card,
             "kind": kind,
@@ -104,6 +105,7 @@ class Terminal:
             "card_value_minor": card_value_minor,
             "program": program_id,
             "ref": ref,
+            "sun": sun,
         }
         response = self.uplink.authorize(request, self.auth_timeout_ms)
         if response is None:
@@ -122,6 +124,7 @@ class Terminal:
             return {"approved": True, "reason": None, "txn": None, "response": response}
         try:
             fields = self._build(kind, card, amount_minor, card_value_minor, response, ref)
+            fields["sun"] = sun
             self.state = COMMITTING
             self._commit(fields)
         except ProtocolError as error:

@@ -13,6 +13,7 @@ Field kinds:
     currency ISO 4217 code known to protocol.money
     digest   32-byte bstr                  bool     true / false
     rejects  array of [seq (uint), reason (text)] pairs, at most REJECTS_MAX
+    sun      the card's SUN URL as read, at most SUN_CHARS_MAX chars
     map      a map with text keys (configuration; its values are checked by its own module)
 """
 
@@ -29,6 +30,7 @@ from protocol.reasons import (
 
 ID_CHARS_MAX = 32
 TEXT_CHARS_MAX = 64
+SUN_CHARS_MAX = 256
 REJECTS_MAX = 64
 MESSAGE_BYTES_MAX = 1024
 CONFIG_BYTES_MAX = 8192  # signed configuration carries every program
@@ -65,6 +67,7 @@ _TXN = (
     (15, "program", "id", False),
     (16, "auth_mode", "uint", True),
     (17, "auth_id", "text", False),
+    (18, "sun", "sun", False),
 )
 _AUTH_REQUEST = (
     (20, "request", "uint", True),
@@ -77,6 +80,7 @@ _AUTH_REQUEST = (
     (11, "card_value_minor", "amount", False),
     (14, "ref", "text", False),
     (15, "program", "id", False),
+    (18, "sun", "sun", False),
 )
 _AUTH_RESPONSE = (
     (20, "request", "uint", True),
@@ -164,6 +168,8 @@ def _valid(kind, value):
         return isinstance(value, bytes) and len(value) == 32
     if kind == "bool":
         return value is True or value is False
+    if kind == "sun":
+        return isinstance(value, str) and 0 < len(value) <= SUN_CHARS_MAX
     if kind == "map":
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if kind == "rejects":
