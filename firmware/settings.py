@@ -1,4 +1,4 @@
-"""The terminal's signed configuration: card programs and offline limits.
+"""The terminal's signed configuration: card programs, offline limits and the hotlist.
 
 Configuration arrives from the gateway as a sealed, versioned, retained message. It is taken
 only if its MAC verifies under the terminal's own key (the uplink checks that) and its
@@ -28,6 +28,7 @@ class Settings:
         self.version = 0
         self.programs = programs
         self.limits = offline.check_limits({})
+        self.hotlist = ()  # cards the terminal declines, online or offline
         self.rollbacks = 0
         self.invalid = 0
         self.storage = storage
@@ -57,6 +58,7 @@ class Settings:
         if sealed_bytes is not None and self.storage is not None:
             self.storage.replace(sealed_bytes)
         self.version, self.limits, self.programs = version, limits, programs
+        self.hotlist = tuple(fields.get("hotlist", ()))
         return True
 
     def on_config(self, fields, sealed_bytes):

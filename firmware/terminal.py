@@ -95,6 +95,8 @@ class Terminal:
             # The reader says why (card pulled, reader timeout...) when it knows.
             reason = getattr(self.reader, "last_error", None) or reasons.CARD_READ_FAILED
             return self._decline(reason)
+        if card in self.settings.hotlist:
+            return self._decline(reasons.CARD_BLOCKED)  # also while offline
         self.state = AUTHORIZING
         sun = getattr(self.reader, "sun", None)  # the card's proof, when the reader reads one
         request = {

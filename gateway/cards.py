@@ -15,10 +15,12 @@ import itertools
 import threading
 from typing import Any
 
+from gateway.card_auth import CardAuthenticator
 from protocol import rules, txn
 from protocol.errors import ProtocolError, ValidationError
 from protocol.reasons import (
     AMOUNT_INVALID,
+    CARD_BLOCKED,
     CARD_EXISTS,
     CARD_UNKNOWN,
     CURRENCY_MISMATCH,
@@ -44,8 +46,14 @@ class Hold:
 
 class CardBook:
     def __init__(self, programs: dict[str, dict[str, Any]],
-                 cards: dict[str, dict[str, Any]] | None = None) -> None:
+                 cards: dict[str, dict[str, Any]] | None = None,
+                 authenticator: CardAuthenticator | None = None,
+                 hotlist: set[str] | None = None) -> None:
         self.programs = programs
+        self.authenticator = authenticator or CardAuthenticator(None)
+        self.hotlist: set[str] = set(hotlist or ())
+        self.hotlist_offline = 0  # offline sales of a blocked card the terminal did not know of
+        self._auth_counters: dict[str, int] = {}  # SUN counters seen by authorization
         self.cards: dict[str, dict[str, Any]] = dict(cards or {})
         self.purchases: dict[str, dict[str, Any]] = {}
         self.holds: dict[str, Hold] = {}
@@ -94,12 +102,25 @@ class CardBook:
             raise ValidationError(REFUND_UNKNOWN_ORIGINAL, str(fields.get("ref")))
         return original
 
-    def check(self, fields: dict[str, Any]) -> None:
-        """Raise ValidationError with the reason if the record breaks a business rule."""
+    def _identify(self, fields: dict[str, Any], last_seen: int | None) -> int | None:
+        """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any."""
+        if fields["card"] in self.hotlist and fields.get("auth_mode") != txn.AUTH_OFFLINE:
+            raise ValidationError(CARD_BLOCKED, fields["card"])
+        counter = self.authenticator.read_counter(fields)
+        self.authenticator.check_newer(last_seen, counter)
+        return counter
+
+    def check(self, fields: dict[str, Any]) -> int | None:
+        """Raise ValidationError with the reason if the record breaks a business rule.
+
+        Returns the SUN read counter to hand to `apply` (None without card keys).
+        """
         kind = fields["kind"]
+        known = self.cards.get(fields["card"])
+        counter = self._identify(fields, known.get("sun_counter") if known else None)
         if kind == txn.KIND_ISSUE:
             self._check_issue(fields)
-            return
+            return counter
         state = self._card(fields["card"])
         if fields["currency"] != state["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, fields["card"])
@@ -129,6 +150,7 @@ class CardBook:
                 raise ValidationError(RULE_MISMATCH, "refund reversal")
         else:
             raise ValidationError(KIND_UNKNOWN, str(kind))
+        return counter
 
     def _check_issue(self, fields: dict[str, Any]) -> None:
         if fields["card"] in self.cards:
@@ -139,8 +161,8 @@ class CardBook:
         if fields["amount_minor"] and not prog["holds_value"]:
             raise ValidationError(AMOUNT_INVALID, "program holds no value")
 
-    def apply(self, fields: dict[str, Any]) -> None:
-        """Change the card state for a record that passed `check`."""
+    def apply(self, fields: dict[str, Any], sun_counter: int | None = None) -> None:
+        """Change the card state for a record that passed `check` (which gave sun_counter)."""
         kind = fields["kind"]
         card = fields["card"]
         if kind == txn.KIND_ISSUE:
@@ -151,6 +173,10 @@ class CardBook:
                 "points": 0,
             }
         state = self.cards[card]
+        if sun_counter is not None:
+            state["sun_counter"] = sun_counter
+        if card in self.hotlist:
+            self.hotlist_offline += 1
         if kind == txn.KIND_PURCHASE and fields["auth_mode"] == txn.AUTH_OFFLINE:
             self._note_exposure(fields, state["value_minor"])
         if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP, txn.KIND_REFUND):
@@ -206,6 +232,13 @@ class CardBook:
     def _decide(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
         kind = request["kind"]
         card = request["card"]
+        known = self.cards.get(card)
+        seen = [c for c in (known.get("sun_counter") if known else None,
+                            self._auth_counters.get(card)) if c is not None]
+        counter = self._identify(dict(request, auth_mode=txn.AUTH_ONLINE),
+                                 max(seen) if seen else None)
+        if counter is not None:
+            self._auth_counters[card] = counter
         if kind == txn.KIND_ISSUE:
             issuing = any(h.issue and h.card == card for h in self.holds.values())
             if issuing:

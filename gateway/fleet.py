@@ -1,4 +1,4 @@
-"""Fleet configuration: each terminal's signed, versioned programs and offline limits.
+"""Fleet configuration: each terminal's signed, versioned programs, offline limits, hotlist.
 
 The gateway publishes one sealed configuration per terminal, retained on
 `.../down/config`, so a terminal gets the current one whenever it (re)connects. Sealing with
@@ -18,14 +18,17 @@ from protocol import messages, offline, sealed, topics
 
 class FleetConfig:
     def __init__(self, version: int, programs: dict[str, dict[str, Any]],
-                 limits: dict[str, int]) -> None:
+                 limits: dict[str, int], hotlist: list[str] | None = None) -> None:
         self.version = version
         self.programs = programs
         self.limits = offline.check_limits(limits)
+        self.hotlist = sorted(hotlist or [])
+        assert len(self.hotlist) <= messages.HOTLIST_MAX, "hotlist beyond one message"
 
     def sealed_for(self, registry: TerminalRegistry, terminal: str) -> bytes:
         fields = {"terminal": terminal, "config_version": self.version,
-                  "time": int(time.time()), "limits": self.limits, "programs": self.programs}
+                  "time": int(time.time()), "limits": self.limits, "programs": self.programs,
+                  "hotlist": self.hotlist}
         return sealed.seal(registry.get(terminal).key, messages.TYPE_CONFIG, fields)
 
     def publish(self, registry: TerminalRegistry, publish: Publish) -> int:

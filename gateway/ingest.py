@@ -94,13 +94,13 @@ class IngestStage(Stage[Verified]):
         item = decision.item
         if decision.action == IN_ORDER:
             try:
-                self.cards.check(item.fields)
+                counter = self.cards.check(item.fields)
             except ProtocolError as error:
                 self._store(item, batch, STATUS_REJECTED, error.reason)
                 batch.ack_for(item).rejected.append((item.seq, error.reason))
                 batch.count("rejected." + error.reason)
                 return
-            self.cards.apply(item.fields)
+            self.cards.apply(item.fields, counter)
             self._store(item, batch, STATUS_ACCEPTED, None)
             batch.ack_for(item)
             batch.count("accepted")

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.acks import AckOut, AckStage
 from gateway.authorize import AuthorizeStage
+from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.cards import CardBook
 from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
@@ -42,6 +43,7 @@ INGEST_QUEUE_MAX = 20_000
 ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
 DRAIN_POLL_S = 0.01
+CONFIG_CHANGES = "config.changes"
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +52,23 @@ class Gateway:
     def __init__(self, gateway_id: str, broker_host: str, broker_port: int, db_path: str,
                  registry: TerminalRegistry, programs: dict[str, dict[str, Any]],
                  ledger_url: str | None = None, mqtt5: bool = True,
-                 limits: dict[str, int] | None = None, config_version: int = 1) -> None:
+                 limits: dict[str, int] | None = None, config_version: int = 1,
+                 card_keys: CardKeys | None = None) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
         self.stats = Stats()
         self.store = GatewayStore(db_path)
-        self.cards = CardBook(programs, self.store.load_cards())
+        hotlist = self.store.hotlist()
+        self.cards = CardBook(programs, self.store.load_cards(), CardAuthenticator(card_keys),
+                              set(hotlist))
         for fields in self.store.load_purchases():
             self.cards.replay_purchase(fields)
         self.ledger = LedgerClient(ledger_url) if ledger_url else None
         self.presence: dict[str, dict[str, Any]] = {}
-        self.fleet = FleetConfig(config_version, programs, limits or {})
+        # Each hotlist change is a new configuration version: the count of changes is durable,
+        # so the version never goes back after a restart (terminals refuse older ones).
+        changes = self.store.counters().get(CONFIG_CHANGES, 0)
+        self.fleet = FleetConfig(config_version + changes, programs, limits or {}, hotlist)
         verifier = Verifier(registry)
         self._verifier = verifier
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
@@ -87,8 +95,21 @@ class Gateway:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
             stage.start()
         self.mqtt.start()
+        self._publish_fleet()
+
+    def _publish_fleet(self) -> None:
         self.fleet.publish(self.registry,
                            lambda topic, payload: self.mqtt.publish(topic, payload, retain=True))
+
+    def block_card(self, card: str, reason: str = "reported lost") -> None:
+        """Put a card on the hotlist: durable, enforced here, pushed to every terminal."""
+        self.store.block(card, reason)
+        self.store.commit([], {}, {}, {CONFIG_CHANGES: 1})
+        with self.cards.lock:
+            self.cards.hotlist.add(card)
+        self.fleet.hotlist = sorted(self.cards.hotlist)
+        self.fleet.version += 1
+        self._publish_fleet()
 
     def stop(self) -> None:
         """Stop taking messages, finish what is queued, commit, ack, disconnect."""
@@ -152,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger-url", default=None)
     parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=int, default=1)
+    parser.add_argument("--card-keys", default=None,
+                        help="master-key file: cards must then prove themselves with a SUN")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
                       TerminalRegistry.load(args.terminals), _load_programs(args.programs),
                       args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
-                      config_version=args.config_version)
+                      config_version=args.config_version,
+                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -61,7 +61,13 @@ CREATE TABLE IF NOT EXISTS cards (
     program TEXT NOT NULL,
     currency TEXT NOT NULL,
     value_minor INTEGER NOT NULL,
-    points INTEGER NOT NULL
+    points INTEGER NOT NULL,
+    sun_counter INTEGER
+);
+CREATE TABLE IF NOT EXISTS hotlist (
+    card TEXT PRIMARY KEY,
+    blocked_at REAL NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
@@ -166,11 +172,13 @@ class GatewayStore:
                 [(t, seq, digest) for t, (seq, digest) in chain.items()],
             )
             db.executemany(
-                "INSERT INTO cards (card, program, currency, value_minor, points)"
-                " VALUES (?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
-                " value_minor=excluded.value_minor, points=excluded.points",
+                "INSERT INTO cards (card, program, currency, value_minor, points, sun_counter)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
+                " value_minor=excluded.value_minor, points=excluded.points,"
+                " sun_counter=excluded.sun_counter",
                 [
-                    (c, s["program"], s["currency"], s["value_minor"], s["points"])
+                    (c, s["program"], s["currency"], s["value_minor"], s["points"],
+                     s.get("sun_counter"))
                     for c, s in cards.items()
                 ],
             )
@@ -189,12 +197,27 @@ class GatewayStore:
     def load_cards(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT card, program, currency, value_minor, points FROM cards"
+                "SELECT card, program, currency, value_minor, points, sun_counter FROM cards"
             ).fetchall()
         return {
-            c: {"program": p, "currency": cur, "value_minor": v, "points": pts}
-            for c, p, cur, v, pts in rows
+            c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n}
+            for c, p, cur, v, pts, n in rows
         }
+
+    # -- hotlist --------------------------------------------------------------------------
+    def block(self, card: str, reason: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO hotlist (card, blocked_at, reason) VALUES (?,?,?)",
+                       (card, time.time(), reason))
+
+    def unblock(self, card: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM hotlist WHERE card = ?", (card,))
+
+    def hotlist(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT card FROM hotlist ORDER BY card").fetchall()
+        return [r[0] for r in rows]
 
     def load_purchases(self) -> Iterator[dict[str, Any]]:
         """Accepted purchases and refunds, in order, to rebuild refund bookkeeping."""

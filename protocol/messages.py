@@ -14,6 +14,7 @@ Field kinds:
     digest   32-byte bstr                  bool     true / false
     rejects  array of [seq (uint), reason (text)] pairs, at most REJECTS_MAX
     sun      the card's SUN URL as read, at most SUN_CHARS_MAX chars
+    ids      an array of at most HOTLIST_MAX ids
     map      a map with text keys (configuration; its values are checked by its own module)
 """
 
@@ -31,6 +32,7 @@ from protocol.reasons import (
 ID_CHARS_MAX = 32
 TEXT_CHARS_MAX = 64
 SUN_CHARS_MAX = 256
+HOTLIST_MAX = 200  # cards blocked per configuration message (fits CONFIG_BYTES_MAX)
 REJECTS_MAX = 64
 MESSAGE_BYTES_MAX = 1024
 CONFIG_BYTES_MAX = 8192  # signed configuration carries every program
@@ -110,6 +112,7 @@ _CONFIG = (
     (5, "time", "uint", True),
     (51, "limits", "map", True),
     (52, "programs", "map", True),
+    (53, "hotlist", "ids", False),
 )
 _NOTICE = (
     (3, "seq", "uint", False),
@@ -170,6 +173,9 @@ def _valid(kind, value):
         return value is True or value is False
     if kind == "sun":
         return isinstance(value, str) and 0 < len(value) <= SUN_CHARS_MAX
+    if kind == "ids":
+        return isinstance(value, list) and len(value) <= HOTLIST_MAX and all(
+            is_id(item) for item in value)
     if kind == "map":
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if kind == "rejects":

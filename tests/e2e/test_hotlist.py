@@ -1,0 +1,60 @@
+"""The hotlist: a blocked card is declined by the gateway, and by terminals even offline,
+because the gateway pushes the hotlist in each terminal's signed, retained configuration."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from protocol import txn
+from tests.support.stack import RawTerminal, running_stack, wait_until
+from tools.demo import DEMO_PROGRAMS
+from tools.mosquitto import MosquittoBroker
+from tools.simulator.terminal import SimulatedTerminal
+
+LIMITS = {"txn_minor_max": 5000, "card_offline_minor_max": 5000,
+          "terminal_offline_minor_max": 5000, "offline_s_max": 600, "offline_txn_max": 5}
+LOST, GOOD = "04a1a2a3a4a5a6", "04b1b2b3b4b5b6"
+
+
+def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    with running_stack(private_mosquitto, tmp_path, ["T1", "T2"], LIMITS) as stack:
+        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
+                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        terminal = sim.terminal
+        terminal.auth_timeout_ms = 300
+        try:
+            assert wait_until(lambda: (sim.service(20), terminal.settings.version)[1] == 1)
+            for card in (LOST, GOOD):
+                sim.tap(card)
+                assert terminal.issue("gift", 5000)["approved"]
+            assert sim.drain(time.monotonic() + 10)
+
+            stack.gateway.block_card(LOST)
+            assert wait_until(lambda: (sim.service(20), terminal.settings.hotlist)[1] == (LOST,))
+            assert terminal.settings.version == 2
+            sim.tap(LOST)
+            assert terminal.purchase(100)["reason"] == "card_blocked"
+
+            # A terminal that ignores the hotlist is still refused by the gateway.
+            raw = RawTerminal(private_mosquitto, "T2", stack.keys["T2"])
+            raw.publish(raw.record(txn.KIND_PURCHASE, LOST, 100))
+            assert wait_until(lambda: stack.gateway.stats.rejections().get("card_blocked") == 1)
+            raw.close()
+
+            stack.gateway.stop()
+            sim.tap(LOST)
+            assert terminal.purchase(100)["reason"] == "card_blocked"  # offline too
+            sim.tap(GOOD)
+            assert terminal.purchase(100)["txn"]["auth_mode"] == txn.AUTH_OFFLINE
+
+            # The hotlist survives a gateway restart, at the same configuration version.
+            stack.gateway = stack.new_gateway()
+            stack.gateway.start()
+            assert stack.gateway.fleet.version == 2 and stack.gateway.fleet.hotlist == [LOST]
+            assert sim.drain(time.monotonic() + 20)
+        finally:
+            sim.close()
