@@ -68,6 +68,16 @@ CARD_FAMILY_UNKNOWN = "card_family_unknown"
 CARD_REPLAYED = "card_replayed"
 CARD_BLOCKED = "card_blocked"
 
+# Card programs (protocol/engine*.py, protocol/programs.py)
+PROGRAM_INVALID = "program_invalid"
+PROGRAM_MISMATCH = "program_mismatch"
+OPERATION_NOT_IN_PROGRAM = "operation_not_in_program"
+TOPUP_FROM_OWN_CARD = "topup_from_own_card"
+INSUFFICIENT_POINTS = "insufficient_points"
+REDEEM_EXCEEDS_AMOUNT = "redeem_exceeds_amount"
+CARD_EXPIRED = "card_expired"
+CASH_OUT_NOT_ALLOWED = "cash_out_not_allowed"
+
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"
 CONFIG_ROLLBACK = "config_rollback"
@@ -128,6 +138,14 @@ DESCRIPTIONS = {
     CARD_FAMILY_UNKNOWN: "PICCDataTag or PICCData length of a card family tilltap does not issue",
     CARD_REPLAYED: "SUN read counter not above the last one accepted for this card (clone/replay)",
     CARD_BLOCKED: "the card is on the hotlist",
+    PROGRAM_INVALID: "program configuration breaks a rule (the detail names the key)",
+    PROGRAM_MISMATCH: "the card belongs to another program than the one given",
+    OPERATION_NOT_IN_PROGRAM: "the card's program does not offer this (top-up, card value, points)",
+    TOPUP_FROM_OWN_CARD: "a top-up cannot be paid from the same card's balance",
+    INSUFFICIENT_POINTS: "the card holds fewer points than the customer wants to redeem",
+    REDEEM_EXCEEDS_AMOUNT: "the points redeemed are worth more than the amount due",
+    CARD_EXPIRED: "the card's value has expired (gift card past its expiry day)",
+    CASH_OUT_NOT_ALLOWED: "the program does not pay card value out in cash",
     CONFIG_INVALID: "signed configuration with a missing or malformed limit or program",
     CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",

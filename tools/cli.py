@@ -4,11 +4,15 @@
     tilltap gateway run ...                    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
-    tilltap bench [--quick]                    benchmarks (not built yet: exits 2)
+    tilltap bench [--quick]                    benchmarks: JSON lines, then a table and goals
     tilltap firmware build --board NAME [--out DIR] [--config FILE]   a board's deployable folder
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
     tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
     tilltap programs simulate --config FILE.toml --ops FILE.jsonl   run operations, print JSON
+    tilltap card verify-sun URL (--key HEX | --meta-key HEX --file-key HEX | --master-key FILE)
+                                               check a SUN URL, print JSON (exit 0 / 1 / 2)
+    tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
+                                               key, board config, registry entry, broker login
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ def _gateway_settle(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    print("tilltap bench: the benchmarks are not built yet (see the open issue on `make bench`)",
-          file=sys.stderr)
-    return 2
+    from tools.bench.run import main as bench_main
+
+    return bench_main(args.quick)
 
 
 def _firmware_build(args: argparse.Namespace) -> int:
@@ -94,6 +98,23 @@ def _programs_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card_verify_sun(args: argparse.Namespace) -> int:
+    from tools.cards import verify_sun_command
+
+    return verify_sun_command(args.url, key=args.key, meta_key=args.meta_key,
+                              file_key=args.file_key, master_key_file=args.master_key)
+
+
+def _terminal_provision(args: argparse.Namespace) -> int:
+    from tools.provision import provision_command
+
+    return provision_command(args.merchant, args.terminal, out=args.out, registry=args.registry,
+                             mosquitto_dir=args.mosquitto_dir, currency=args.currency,
+                             broker_host=args.broker_host, broker_port=args.broker_port,
+                             wifi_ssid=args.wifi_ssid, programs=args.programs,
+                             replace=args.replace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2026)
     demo.set_defaults(handler=_demo)
 
-    bench = commands.add_parser("bench", help="benchmarks (not built yet)")
-    bench.add_argument("--quick", action="store_true")
+    bench = commands.add_parser("bench", help="benchmarks against the raw parts, same run")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
     bench.set_defaults(handler=_bench)
 
     gateway = commands.add_parser("gateway", help="the store gateway").add_subparsers(
@@ -149,6 +170,40 @@ def build_parser() -> argparse.ArgumentParser:
     programs_simulate.add_argument("--config", required=True, help="program file (TOML)")
     programs_simulate.add_argument("--ops", required=True, help="one JSON operation per line")
     programs_simulate.set_defaults(handler=_programs_simulate)
+
+    card = commands.add_parser("card", help="NTAG 424 DNA card tools").add_subparsers(
+        dest="card_command", required=True)
+    verify_sun = card.add_parser(
+        "verify-sun", help="verify a SUN URL: JSON out; exit 0 valid, 1 not valid, 2 bad input")
+    verify_sun.add_argument("url", help="the URL the card wrote (quote it for the shell)")
+    verify_sun.add_argument("--key", help="one AES key (32 hex) for K1 and K2, e.g. factory")
+    verify_sun.add_argument("--meta-key", help="K1, SDMMetaRead (32 hex)")
+    verify_sun.add_argument("--file-key", help="this card's K2, SDMFileRead (32 hex)")
+    verify_sun.add_argument("--master-key", metavar="FILE",
+                            help="master-key file (docs/cards.md): K1, K2 from the UID")
+    verify_sun.set_defaults(handler=_card_verify_sun)
+
+    terminal = commands.add_parser("terminal", help="terminals").add_subparsers(
+        dest="terminal_command", required=True)
+    provision = terminal.add_parser(
+        "provision", help="new key, board config.json, registry entry, Mosquitto login and ACL")
+    provision.add_argument("--merchant", required=True)
+    provision.add_argument("--terminal", required=True)
+    provision.add_argument("--out", default=None,
+                           help="folder for config.json (default build/terminals/TERMINAL)")
+    provision.add_argument("--registry", default=None,
+                           help="gateway terminal registry JSON (default build/registry.json)")
+    provision.add_argument("--mosquitto-dir", default=None,
+                           help="folder of the broker's passwd and acl (default build/mosquitto)")
+    provision.add_argument("--currency", default="EUR")
+    provision.add_argument("--broker-host", default="127.0.0.1")
+    provision.add_argument("--broker-port", type=int, default=1883)
+    provision.add_argument("--wifi-ssid", default="",
+                           help="the board's Wi-Fi; its password from $TILLTAP_WIFI_PASSWORD")
+    provision.add_argument("--programs", default=None, help="card programs JSON for the board")
+    provision.add_argument("--replace", action="store_true",
+                           help="issue a new key to a terminal that already has one")
+    provision.set_defaults(handler=_terminal_provision)
 
     ledger = commands.add_parser("ledger", help="the central ledger").add_subparsers(
         dest="ledger_command", required=True)

@@ -1,0 +1,76 @@
+"""Small parts the program engine shares: balanced legs, refund shares, op fields, state copies.
+
+A leg is `[account, unit, amount, cause]`: positive is a debit, negative a credit (the
+ledger's convention, docs/ledger.md). Legs are only ever written in pairs by `move`, so the
+legs of every operation sum to zero in every unit by construction.
+"""
+
+from protocol import money
+from protocol.errors import ValidationError
+from protocol.reasons import AMOUNT_INVALID, FIELD_INVALID, FIELD_MISSING
+
+CARD_VALUE = "card_value"
+CARD_POINTS = "card_points"
+MERCHANT_SETTLEMENT = "merchant_settlement"
+PROMOTION_EXPENSE = "promotion_expense"
+CASH_CLEARING = "cash_clearing"
+BREAKAGE = "breakage"
+
+OP_ID_LENGTH_MAX = 64
+
+
+def move(legs, debit, credit, unit, amount, cause):
+    """Append the two legs of `amount` moving from `credit` into `debit`; nothing for 0."""
+    assert isinstance(amount, int) and amount >= 0, "moves are non-negative"
+    if amount:
+        legs.append([debit, unit, amount, cause])
+        legs.append([credit, unit, -amount, cause])
+
+
+def share(total, amount, before, after):
+    """The part of `total` reversed by refunding `before`..`after` of a sale of `amount`.
+
+    What the sale keeps, total * (amount - refunded) / amount, is rounded down, and each
+    refund takes the difference: the parts of all refunds of a sale sum to exactly `total`.
+    """
+    return total * (amount - before) // amount - total * (amount - after) // amount
+
+
+def read_amount(op, key, default=None):
+    """op[key] as an amount; `default` when absent; amount_invalid for floats, bools, < 0."""
+    if key not in op:
+        if default is None:
+            raise ValidationError(FIELD_MISSING, key)
+        return default
+    value = op[key]
+    if not money.is_amount(value):
+        raise ValidationError(AMOUNT_INVALID, "%s must be an integer in 0..AMOUNT_MINOR_MAX" % key)
+    return value
+
+
+def read_id(op, key):
+    value = op.get(key)
+    if value is None:
+        raise ValidationError(FIELD_MISSING, key)
+    if not isinstance(value, str) or not 0 < len(value) <= OP_ID_LENGTH_MAX:
+        raise ValidationError(FIELD_INVALID, key + " must be a text of 1..64 characters")
+    return value
+
+
+def copy_state(value):
+    """A deep copy of plain data (dicts, lists, scalars): a working copy of a card's state."""
+    if isinstance(value, dict):
+        return {key: copy_state(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_state(item) for item in value]
+    return value
+
+
+def value_terms(program):
+    """The program's stored-value section (prepaid or gift), or None for points/discount only."""
+    return program["prepaid"] or program["gift"]
+
+
+def add_to(effects, key, amount):
+    if amount:
+        effects[key] = effects.get(key, 0) + amount

@@ -1,0 +1,198 @@
+"""Purchases and their refunds (and voids) on one card, for protocol.engine.
+
+A purchase of amount_minor (the price of the goods):
+    discount_minor  the larger of the tracked and the tier discount, by its named rounding
+    redeem_minor    redeem_points * minor_per_point, at most the amount after discount
+    paid_minor      amount - discount - redeem value, paid by `pay`: "card" (card value) or
+                    "other" (cash or other tender, outside the closed loop: not posted)
+    points_earned   on paid_minor, with the tier's earn multiplier
+
+A refund names the sale (`of`) and an amount_minor of it (default: all that is left). Each
+part of the sale comes back in that proportion (`engine_legs.share`): card value, other
+tender, redeemed points, earned points, bonus, qualifying spend. Parts are recorded with the
+sale, so a refund reverses what the sale did under its own program version, never more; the
+refunded amounts of a sale never exceed its amount.
+"""
+
+from protocol import engine_points as points
+from protocol import engine_spend as spend
+from protocol.engine_legs import (
+    CARD_POINTS,
+    CARD_VALUE,
+    CASH_CLEARING,
+    MERCHANT_SETTLEMENT,
+    PROMOTION_EXPENSE,
+    move,
+    read_amount,
+    read_id,
+    share,
+    value_terms,
+)
+from protocol.errors import ValidationError
+from protocol.money import POINTS_UNIT
+from protocol.reasons import (
+    AMOUNT_INVALID,
+    CARD_EXPIRED,
+    FIELD_INVALID,
+    INSUFFICIENT_POINTS,
+    INSUFFICIENT_VALUE,
+    OPERATION_NOT_IN_PROGRAM,
+    REDEEM_EXCEEDS_AMOUNT,
+    REFUND_EXCEEDS_ORIGINAL,
+    REFUND_UNKNOWN_ORIGINAL,
+)
+
+PAY_CARD = "card"
+PAY_OTHER = "other"
+KIND_ISSUE = "issue"
+KIND_TOPUP = "topup"
+KIND_PURCHASE = "purchase"
+
+
+def new_sale_id(state, op):
+    sale_id = read_id(op, "id")
+    if sale_id in state["sales"]:
+        raise ValidationError(FIELD_INVALID, "id already used on this card")
+    return sale_id
+
+
+def read_pay(op):
+    pay = op.get("pay", PAY_OTHER)
+    if pay != PAY_CARD and pay != PAY_OTHER:
+        raise ValidationError(FIELD_INVALID, "pay must be 'card' or 'other'")
+    return pay
+
+
+def value_expired(state, now):
+    expires = state["value_expires_day"]
+    return expires is not None and now >= expires
+
+
+def purchase(state, program, op, now, effects):
+    sale_id = new_sale_id(state, op)
+    amount = read_amount(op, "amount_minor")
+    redeem = read_amount(op, "redeem_points", 0)
+    pay = read_pay(op)
+    if not amount:
+        raise ValidationError(AMOUNT_INVALID, "a purchase has a positive amount")
+    pct, discount = spend.discount_for(state, program, now, amount)
+    due = amount - discount
+    redeem_minor = 0
+    if redeem:
+        if program["points"] is None:
+            raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program has no points")
+        redeem_minor = redeem * points.minor_per_point(program)
+        if redeem_minor > due:
+            raise ValidationError(REDEEM_EXCEEDS_AMOUNT, "")
+        if points.balance(state) < redeem:
+            raise ValidationError(INSUFFICIENT_POINTS, "")
+    paid = due - redeem_minor
+    card_minor = paid if pay == PAY_CARD else 0
+    if pay == PAY_CARD:
+        if value_terms(program) is None:
+            raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program holds no value")
+        if value_expired(state, now):
+            raise ValidationError(CARD_EXPIRED, "")
+        if state["value_minor"] < paid:
+            raise ValidationError(INSUFFICIENT_VALUE, "")
+    earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
+    # Nothing below declines: the card changes from here on.
+    legs = effects["legs"]
+    state["value_minor"] -= card_minor
+    move(legs, CARD_VALUE, MERCHANT_SETTLEMENT, program["currency"], card_minor, "spend")
+    pieces = points.redeem(state, redeem)
+    move(legs, CARD_POINTS, PROMOTION_EXPENSE, POINTS_UNIT, redeem, "redeem")
+    move(legs, PROMOTION_EXPENSE, MERCHANT_SETTLEMENT, program["currency"], redeem_minor, "redeem")
+    points.credit(state, earned, now, sale_id)
+    move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, earned, "earn")
+    state["sales"][sale_id] = {
+        "kind": KIND_PURCHASE, "day": now, "version": program["version"],
+        "amount_minor": amount, "refunded_minor": 0,
+        "card_minor": card_minor, "other_minor": paid - card_minor,
+        "discount_minor": discount, "points_redeemed": redeem, "redeem_minor": redeem_minor,
+        "pieces": pieces,
+        "points_earned": earned, "spend_minor": paid,
+        "points_expired": 0, "expired_reclaimed": 0,
+        "gen": state["discount_gen"], "tier_before": state["tier"],
+    }
+    spend.record(state, program, now, paid, effects)
+    effects.update({
+        "amount_minor": amount, "discount_pct": pct, "discount_minor": discount,
+        "points_redeemed": redeem, "redeem_minor": redeem_minor,
+        "card_minor": card_minor, "other_minor": paid - card_minor, "points_earned": earned,
+    })
+
+
+def record_load(state, program, sale_id, kind, amount, bonus, now):
+    state["sales"][sale_id] = {
+        "kind": kind, "day": now, "version": program["version"],
+        "amount_minor": amount, "refunded_minor": 0, "bonus_minor": bonus,
+    }
+
+
+def void(state, program, op, now, effects):
+    if "amount_minor" in op:
+        raise ValidationError(FIELD_INVALID, "a void reverses the whole sale: no amount_minor")
+    refund(state, program, op, now, effects)
+
+
+def refund(state, program, op, now, effects):
+    sale_id = read_id(op, "of")
+    sale = state["sales"].get(sale_id)
+    if sale is None:
+        raise ValidationError(REFUND_UNKNOWN_ORIGINAL, sale_id)
+    left = sale["amount_minor"] - sale["refunded_minor"]
+    amount = read_amount(op, "amount_minor", left)
+    if not left or amount > left:
+        raise ValidationError(REFUND_EXCEEDS_ORIGINAL, sale_id)
+    if not amount:
+        raise ValidationError(AMOUNT_INVALID, "a refund has a positive amount")
+    before = sale["refunded_minor"]
+    after = before + amount
+    if sale["kind"] == KIND_PURCHASE:
+        _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
+    else:
+        _refund_load(state, program, sale, before, after, effects)
+    sale["refunded_minor"] = after
+    effects["amount_minor"] = amount
+
+
+def _refund_load(state, program, sale, before, after, effects):
+    """Undo (part of) an issue or a top-up: cash back, and the bonus in proportion."""
+    cash = after - before
+    bonus = share(sale["bonus_minor"], sale["amount_minor"], before, after)
+    if state["value_minor"] < cash + bonus:
+        raise ValidationError(INSUFFICIENT_VALUE, "the loaded value was spent")
+    state["value_minor"] -= cash + bonus
+    legs = effects["legs"]
+    move(legs, CARD_VALUE, CASH_CLEARING, program["currency"], cash, "load")
+    move(legs, CARD_VALUE, PROMOTION_EXPENSE, program["currency"], bonus, "bonus")
+    effects.update({"card_minor": cash + bonus, "other_minor": cash, "bonus_minor": bonus,
+                    "points_restored": 0, "redeem_minor": 0, "points_reversed": 0})
+
+
+def _refund_purchase(state, program, sale, sale_id, before, after, now, effects):
+    amount = sale["amount_minor"]
+
+    def part(key):
+        return share(sale[key], amount, before, after)
+
+    card_minor = part("card_minor")
+    restored = part("points_redeemed")
+    reversed_points = part("points_earned")
+    legs = effects["legs"]
+    state["value_minor"] += card_minor
+    move(legs, MERCHANT_SETTLEMENT, CARD_VALUE, program["currency"], card_minor, "spend")
+    redeemed = sale["points_redeemed"]
+    restored_before = redeemed - redeemed * (amount - before) // amount
+    points.restore(state, sale["pieces"], restored_before, restored_before + restored)
+    redeem_minor = 0
+    if restored:  # at the sale's own rate, whatever the program says today
+        redeem_minor = restored * (sale["redeem_minor"] // redeemed)
+    move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, restored, "redeem")
+    move(legs, MERCHANT_SETTLEMENT, PROMOTION_EXPENSE, program["currency"], redeem_minor, "redeem")
+    points.take_back(state, sale, sale_id, reversed_points, legs)
+    spend.reverse(state, program, now, sale, part("spend_minor"), effects)
+    effects.update({"card_minor": card_minor, "other_minor": part("other_minor"),
+                    "bonus_minor": 0, "points_restored": restored, "redeem_minor": redeem_minor,
+                    "points_reversed": reversed_points})

@@ -1,0 +1,295 @@
+"""Card programs as data: a plain dict validated into the program protocol.engine runs.
+
+TOML at the office (tools/programs.py) and configuration pushed to a terminal both arrive as
+plain dicts, so a terminal can refuse a bad program itself:
+
+    validate_programs({"programs": {"coffee": {...}, ...}}) -> {"coffee": program, ...}
+    validate_program("coffee", {...}) -> program
+
+A program's kind is the sections it has (docs/programs.md has every key):
+
+    loyalty points      points                 earn, redeem, expire oldest first
+    prepaid             prepaid                top-up with a bonus
+    gift                gift                   sold with a value, optional expiry
+    loyalty + prepaid   points and prepaid
+    discount tracking   discount               spend reaches a threshold -> % off for a while
+    tiers               tiers (+ levels)       rolling spend -> earn multiplier and/or discount
+
+A validated program has every key, absent sections and optional values as None; validating
+it again gives it back unchanged.
+
+    ValidationError
+    +-- ProgramInvalid   reason `program_invalid`; `key_path` is the tuple of keys from the top
+                         of the document to the value at fault (the TOML loader names its line)
+"""
+
+from protocol import money
+from protocol.errors import ValidationError
+from protocol.reasons import PROGRAM_INVALID
+
+PROGRAMS_MAX = 64
+VERSION_MAX = 2**31 - 1
+ID_LENGTH_MAX = 32
+NAME_LENGTH_MAX = 64
+PERCENT_BP_MAX = 10000  # 100 %
+MULTIPLIER_BP_MAX = 100000  # 10 x
+EXPIRY_DAYS_MAX = 3660  # ten years
+WINDOW_DAYS_MAX = 731  # two years of spend or of refundable sales per card
+REFUND_WINDOW_DAYS_DEFAULT = 90
+TIER_LEVELS_MAX = 8
+DOWNGRADE_RULES = ("period_end", "days_below")
+
+PROGRAM_KEYS = ("id", "version", "currency", "name", "refund_window_days",
+                "points", "prepaid", "gift", "discount", "tiers")
+SECTIONS = ("points", "prepaid", "gift", "discount", "tiers")
+_REQUIRED = ["required"]  # a unique marker: no configured value is this object
+
+
+class ProgramInvalid(ValidationError):
+    def __init__(self, key_path, detail):
+        super().__init__(PROGRAM_INVALID, _dotted(key_path) + ": " + detail)
+        self.key_path = key_path
+
+
+def _dotted(key_path):
+    return ".".join(str(key) for key in key_path)
+
+
+def is_id(value):
+    if not isinstance(value, str) or not 0 < len(value) <= ID_LENGTH_MAX:
+        return False
+    for char in value:
+        if not ("a" <= char <= "z" or "A" <= char <= "Z" or "0" <= char <= "9" or char in "_-"):
+            return False
+    return True
+
+
+def validate_programs(document):
+    """{"programs": {id: table}} -> {id: program}; ProgramInvalid at the first fault."""
+    _only(_as_table(document, ()), (), ("programs",))
+    programs = _table(document, (), "programs")
+    if not programs:
+        raise ProgramInvalid(("programs",), "at least one program is needed")
+    if len(programs) > PROGRAMS_MAX:
+        raise ProgramInvalid(("programs",), "at most %d programs" % PROGRAMS_MAX)
+    return {key: validate_program(key, programs[key], ("programs",))
+            for key in sorted(programs)}
+
+
+def validate_program(program_id, table, key_path=()):
+    path = key_path + (program_id,)
+    if not is_id(program_id):
+        raise ProgramInvalid(path, "a program id is 1..32 of A-Z a-z 0-9 _ -")
+    table = _as_table(table, path)
+    _only(table, path, PROGRAM_KEYS)
+    if table.get("id", program_id) != program_id:
+        raise ProgramInvalid(path + ("id",), "differs from the program's key")
+    currency = _text(table, path, "currency", 3, 3)
+    if money.exponent_or_none(currency) is None:
+        raise ProgramInvalid(path + ("currency",), "not a known ISO 4217 code: %s" % currency)
+    program = {
+        "id": program_id,
+        "version": _integer(table, path, "version", 1, VERSION_MAX),
+        "currency": currency,
+        "name": _text(table, path, "name", 1, NAME_LENGTH_MAX, None),
+        "refund_window_days": _integer(table, path, "refund_window_days", 1, WINDOW_DAYS_MAX,
+                                       REFUND_WINDOW_DAYS_DEFAULT),
+        "points": _points(table, path, money.exponent(currency)),
+        "prepaid": _prepaid(table, path),
+        "gift": _gift(table, path),
+        "discount": _discount(table, path),
+        "tiers": _tiers(table, path),
+    }
+    _check_sections(program, path)
+    return program
+
+
+def _check_sections(program, path):
+    if not any(program[section] is not None for section in SECTIONS):
+        raise ProgramInvalid(path, "needs at least one of: " + ", ".join(SECTIONS))
+    if program["prepaid"] is not None and program["gift"] is not None:
+        raise ProgramInvalid(path + ("gift",), "a program is prepaid or gift, not both")
+    tiers = program["tiers"]
+    if tiers is not None and program["points"] is None:
+        for index in range(len(tiers["levels"])):
+            if tiers["levels"][index]["earn_multiplier_bp"] != 10000:
+                raise ProgramInvalid(path + ("tiers", "levels", index, "earn_multiplier_bp"),
+                                     "an earn multiplier needs a points section")
+
+
+def _points(table, path, exponent):
+    section = _table(table, path, "points")
+    if section is None:
+        return None
+    path = path + ("points",)
+    _only(section, path, ("earn_bp", "earn_rounding", "points_per_unit", "expiry_days"))
+    per_unit = _integer(section, path, "points_per_unit", 1, 10**exponent, 1)
+    if 10**exponent % per_unit:
+        raise ProgramInvalid(path + ("points_per_unit",),
+                             "must divide %d, so a point is worth whole minor units" % (
+                                 10**exponent))
+    return {
+        "earn_bp": _integer(section, path, "earn_bp", 0, PERCENT_BP_MAX),
+        "earn_rounding": _rounding(section, path, "earn_rounding"),
+        "points_per_unit": per_unit,
+        "expiry_days": _integer(section, path, "expiry_days", 1, EXPIRY_DAYS_MAX, None),
+    }
+
+
+def _prepaid(table, path):
+    section = _table(table, path, "prepaid")
+    if section is None:
+        return None
+    path = path + ("prepaid",)
+    _only(section, path, ("bonus_bp", "bonus_rounding", "cash_out"))
+    return {
+        "bonus_bp": _integer(section, path, "bonus_bp", 0, PERCENT_BP_MAX, 0),
+        "bonus_rounding": _rounding(section, path, "bonus_rounding"),
+        "cash_out": _boolean(section, path, "cash_out", False),
+    }
+
+
+def _gift(table, path):
+    section = _table(table, path, "gift")
+    if section is None:
+        return None
+    path = path + ("gift",)
+    _only(section, path, ("expiry_days", "cash_out"))
+    return {
+        "expiry_days": _integer(section, path, "expiry_days", 1, EXPIRY_DAYS_MAX, None),
+        "cash_out": _boolean(section, path, "cash_out", False),
+    }
+
+
+def _discount(table, path):
+    section = _table(table, path, "discount")
+    if section is None:
+        return None
+    path = path + ("discount",)
+    _only(section, path, ("threshold_minor", "qualify_days", "discount_pct", "duration_days",
+                          "discount_rounding"))
+    return {
+        "threshold_minor": _integer(section, path, "threshold_minor", 1, money.AMOUNT_MINOR_MAX),
+        "qualify_days": _integer(section, path, "qualify_days", 1, WINDOW_DAYS_MAX),
+        "discount_pct": _integer(section, path, "discount_pct", 1, 100),
+        "duration_days": _integer(section, path, "duration_days", 1, WINDOW_DAYS_MAX),
+        "discount_rounding": _rounding(section, path, "discount_rounding"),
+    }
+
+
+def _tiers(table, path):
+    section = _table(table, path, "tiers")
+    if section is None:
+        return None
+    path = path + ("tiers",)
+    _only(section, path, ("window_days", "downgrade", "downgrade_days", "discount_rounding",
+                          "levels"))
+    return {
+        "window_days": _integer(section, path, "window_days", 1, WINDOW_DAYS_MAX),
+        "downgrade": _choice(section, path, "downgrade", DOWNGRADE_RULES, _REQUIRED),
+        "downgrade_days": _integer(section, path, "downgrade_days", 1, WINDOW_DAYS_MAX),
+        "discount_rounding": _rounding(section, path, "discount_rounding"),
+        "levels": _levels(section, path),
+    }
+
+
+def _levels(section, path):
+    path = path + ("levels",)
+    levels = section.get("levels")
+    if not isinstance(levels, list) or not 1 <= len(levels) <= TIER_LEVELS_MAX:
+        raise ProgramInvalid(path, "a list of 1..%d levels ([[...tiers.levels]] tables)" % (
+            TIER_LEVELS_MAX))
+    checked = []  # type: list[dict]
+    for index in range(len(levels)):
+        level_path = path + (index,)
+        level = _as_table(levels[index], level_path)
+        _only(level, level_path, ("name", "spend_minor", "earn_multiplier_bp", "discount_pct"))
+        name = level.get("name")
+        if not is_id(name):
+            raise ProgramInvalid(level_path + ("name",), "a level name is 1..32 of A-Z a-z 0-9 _ -")
+        spend = _integer(level, level_path, "spend_minor", 0, money.AMOUNT_MINOR_MAX)
+        if index == 0 and spend != 0:
+            raise ProgramInvalid(level_path + ("spend_minor",), "the first level starts at 0")
+        if index > 0 and spend <= checked[-1]["spend_minor"]:
+            raise ProgramInvalid(level_path + ("spend_minor",), "must be above the level before")
+        for earlier in checked:
+            if earlier["name"] == name:
+                raise ProgramInvalid(level_path + ("name",), "used twice: %s" % name)
+        checked.append({
+            "name": name,
+            "spend_minor": spend,
+            "earn_multiplier_bp": _integer(level, level_path, "earn_multiplier_bp", 0,
+                                           MULTIPLIER_BP_MAX, 10000),
+            "discount_pct": _integer(level, level_path, "discount_pct", 0, 100, 0),
+        })
+    return checked
+
+
+# -- readers: each names the key at fault -------------------------------------------------
+
+
+def _table(parent, path, key):
+    """parent[key] as a table (a dict), or None when it is absent."""
+    value = parent.get(key)
+    return None if value is None else _as_table(value, path + (key,))
+
+
+def _as_table(value, path):
+    if not isinstance(value, dict):
+        raise ProgramInvalid(path or ("(document)",), "must be a table")
+    for name in value:
+        if not isinstance(name, str):
+            raise ProgramInvalid(path, "keys must be text, not %r" % (name,))
+    return value
+
+
+def _only(table, path, allowed):
+    for key in sorted(str(name) for name in table):
+        if key not in allowed:
+            raise ProgramInvalid(path + (key,), "unknown key (known: %s)" % ", ".join(allowed))
+
+
+def _integer(table, path, key, low, high, default=_REQUIRED):
+    value = table.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ProgramInvalid(path + (key,), "missing: an integer in %d..%d" % (low, high))
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProgramInvalid(path + (key,), "must be an integer in %d..%d, not %r" % (
+            low, high, value))
+    return value
+
+
+def _text(table, path, key, low, high, default=_REQUIRED):
+    value = table.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ProgramInvalid(path + (key,), "missing: a text")
+        return default
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise ProgramInvalid(path + (key,), "must be a text of %d..%d characters" % (low, high))
+    return value
+
+
+def _choice(table, path, key, choices, default):
+    value = table.get(key)
+    if value is None and default is not _REQUIRED:
+        return default
+    if value not in choices:
+        raise ProgramInvalid(path + (key,), "must be one of %s, not %r" % (
+            ", ".join(choices), value))
+    return value
+
+
+def _rounding(table, path, key):
+    return _choice(table, path, key, money.ROUNDING_RULES, money.ROUND_DOWN)
+
+
+def _boolean(table, path, key, default):
+    value = table.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ProgramInvalid(path + (key,), "must be true or false")
+    return value

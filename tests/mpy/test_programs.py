@@ -1,0 +1,120 @@
+"""Program validation: plain dicts in, complete programs or a program_invalid naming the key out."""
+
+from mpytest import expect_raises, load_json
+from protocol.programs import ProgramInvalid, validate_program, validate_programs
+
+DOCUMENT = load_json("program_scenarios.json")["programs"]
+
+
+def table(**sections):
+    base = {"version": 1, "currency": "EUR"}
+    base.update(sections)
+    return base
+
+
+def refusal(program_table, program_id="p"):
+    """The ProgramInvalid a program table raises: (key path, detail)."""
+    document = {"programs": {program_id: program_table}}
+    error = expect_raises(ProgramInvalid, validate_programs, document)
+    assert error.reason == "program_invalid"
+    return error.key_path, error.detail
+
+
+def test_every_example_program_is_valid_and_complete():
+    programs = validate_programs(DOCUMENT)
+    assert sorted(programs) == ["club", "coffee", "gift", "regulars", "saver", "vip", "wallet"]
+    for program in programs.values():
+        assert sorted(program) == sorted(["id", "version", "currency", "name", "refund_window_days",
+                                          "points", "prepaid", "gift", "discount", "tiers"])
+
+
+def test_validating_a_validated_program_gives_it_back_unchanged():
+    programs = validate_programs(DOCUMENT)
+    assert validate_programs({"programs": programs}) == programs
+
+
+def test_defaults_are_filled_in():
+    program = validate_program("p", table(points={"earn_bp": 100}, prepaid={}))
+    assert program["points"] == {"earn_bp": 100, "earn_rounding": "down", "points_per_unit": 1,
+                                 "expiry_days": None}
+    assert program["prepaid"] == {"bonus_bp": 0, "bonus_rounding": "down", "cash_out": False}
+    assert program["refund_window_days"] == 90 and program["gift"] is None
+
+
+def test_floats_bools_and_out_of_range_numbers_are_refused_by_key():
+    for bad in (2.5, True, -1, 10001, "500"):
+        path, detail = refusal(table(points={"earn_bp": bad}))
+        assert path == ("programs", "p", "points", "earn_bp")
+        assert "integer in 0..10000" in detail
+
+
+def test_a_missing_key_names_its_table_and_the_key():
+    path, detail = refusal(table(discount={"threshold_minor": 100, "qualify_days": 30,
+                                           "discount_pct": 10}))
+    assert path == ("programs", "p", "discount", "duration_days") and "missing" in detail
+
+
+def test_unknown_keys_are_refused_so_typos_cannot_pass():
+    path, detail = refusal(table(points={"earn_bp": 100, "expiry_day": 30}))
+    assert path == ("programs", "p", "points", "expiry_day") and "unknown key" in detail
+    assert refusal(dict(table(), kind="gift"))[0] == ("programs", "p", "kind")
+
+
+def test_rounding_rules_are_the_four_named_ones():
+    for rule in ("down", "half_up", "half_even", "up"):
+        assert validate_program("p", table(points={"earn_bp": 1, "earn_rounding": rule}))
+    path, detail = refusal(table(points={"earn_bp": 1, "earn_rounding": "nearest"}))
+    assert path[-1] == "earn_rounding" and "half_even" in detail
+
+
+def test_a_point_is_worth_whole_minor_units():
+    assert validate_program("p", table(points={"earn_bp": 1, "points_per_unit": 25}))
+    assert refusal(table(points={"earn_bp": 1, "points_per_unit": 3}))[0][-1] == "points_per_unit"
+    jpy = {"version": 1, "currency": "JPY", "points": {"earn_bp": 1, "points_per_unit": 2}}
+    assert refusal(jpy)[0][-1] == "points_per_unit"
+
+
+def test_a_program_needs_a_section_and_is_prepaid_or_gift_not_both():
+    assert refusal(table())[0] == ("programs", "p")
+    assert refusal(table(prepaid={}, gift={}))[0] == ("programs", "p", "gift")
+
+
+def test_ids_currencies_and_versions_are_checked():
+    assert refusal(table(points={"earn_bp": 1}), "bad id")[0] == ("programs", "bad id")
+    assert refusal(dict(table(points={"earn_bp": 1}), currency="XYZ"))[0][-1] == "currency"
+    assert refusal(dict(table(points={"earn_bp": 1}), version=0))[0][-1] == "version"
+    assert refusal(dict(table(points={"earn_bp": 1}), id="other"))[0][-1] == "id"
+
+
+def tiers(levels, **extra):
+    section = {"window_days": 90, "downgrade": "period_end", "downgrade_days": 90,
+               "levels": levels}
+    section.update(extra)
+    return table(tiers=section)
+
+
+def test_tier_levels_start_at_zero_rise_strictly_and_have_unique_names():
+    base = {"name": "base", "spend_minor": 0}
+    assert refusal(tiers([{"name": "base", "spend_minor": 5}]))[0][-2:] == (0, "spend_minor")
+    step = {"name": "up", "spend_minor": 0}
+    assert refusal(tiers([base, step]))[0][-2:] == (1, "spend_minor")
+    twin = {"name": "base", "spend_minor": 10}
+    assert refusal(tiers([base, twin]))[0][-2:] == (1, "name")
+    assert refusal(tiers([]))[0][-1] == "levels"
+    assert refusal(tiers([base], downgrade="never"))[0][-1] == "downgrade"
+
+
+def test_an_earn_multiplier_needs_points_to_multiply():
+    levels = [{"name": "base", "spend_minor": 0, "earn_multiplier_bp": 20000}]
+    path, detail = refusal(tiers(levels))
+    assert path == ("programs", "p", "tiers", "levels", 0, "earn_multiplier_bp")
+    assert "points" in detail
+
+
+def test_a_document_holds_only_programs_and_at_least_one():
+    assert expect_raises(ProgramInvalid, validate_programs, {"programs": {}}).key_path == (
+        "programs",)
+    error = expect_raises(ProgramInvalid, validate_programs, {"programs": {}, "extra": 1})
+    assert error.key_path == ("extra",)
+    error = expect_raises(ProgramInvalid, validate_programs, {"programs": {"p": "gift"}})
+    assert error.key_path == ("programs", "p") and "table" in error.detail

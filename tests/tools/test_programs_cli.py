@@ -1,0 +1,185 @@
+"""`tilltap programs check|simulate`: program files named by line, ops files by line, and the
+hand-computed scenarios run through the real command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import reasons
+from protocol.programs import validate_programs
+from tests.support import REPO_ROOT
+from tools.programs import ProgramFileError, load_programs, parse_ops, parse_programs
+
+ENGINE_REASONS = (
+    reasons.PROGRAM_INVALID,
+    reasons.PROGRAM_MISMATCH,
+    reasons.OPERATION_NOT_IN_PROGRAM,
+    reasons.TOPUP_FROM_OWN_CARD,
+    reasons.INSUFFICIENT_POINTS,
+    reasons.REDEEM_EXCEEDS_AMOUNT,
+    reasons.CARD_EXPIRED,
+    reasons.CASH_OUT_NOT_ALLOWED,
+)
+EXAMPLE = REPO_ROOT / "examples" / "programs.toml"
+SCENARIOS = json.loads((REPO_ROOT / "tests" / "vectors" / "program_scenarios.json").read_text())
+DOC = (REPO_ROOT / "docs" / "programs.md").read_text()
+COMMAND_TIMEOUT_S = 60
+
+
+def tilltap(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+
+
+def write_ops(path: Path, ops: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    return path
+
+
+def mismatches(expected: Any, actual: Any, where: str) -> list[str]:
+    """As in tests/mpy/test_engine.py: keys of expected checked, an advance's cards exactly."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        found = []
+        for key, value in expected.items():
+            if key not in actual:
+                found.append(f"{where}.{key} missing")
+            else:
+                found.extend(mismatches(value, actual[key], f"{where}.{key}"))
+        if where.endswith(".cards") and set(expected) != set(actual):
+            found.append(f"{where}: cards {sorted(actual)}, expected {sorted(expected)}")
+        return found
+    if expected != actual or type(expected) is not type(actual):
+        return [f"{where}: {actual!r}, expected {expected!r}"]
+    return []
+
+
+def test_the_scenario_programs_are_the_example_file() -> None:
+    assert load_programs(EXAMPLE) == validate_programs(SCENARIOS["programs"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS["scenarios"], ids=lambda s: s["name"])
+def test_simulate_gives_the_hand_computed_scenario(scenario: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    ops = write_ops(tmp_path / "ops.jsonl", scenario["ops"])
+    result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops", str(ops))
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert set(output) == {"cards", "ops"} and len(output["ops"]) == len(scenario["ops"])
+    found = []
+    for index, (expected, actual) in enumerate(zip(scenario["effects"], output["ops"],
+                                                   strict=True)):
+        found += mismatches(expected, actual, f"op{index}")
+    found += mismatches(scenario["cards"], output["cards"], "final.cards")
+    assert set(output["cards"]) == set(scenario["cards"])
+    assert not found, "; ".join(found)
+
+
+def test_check_lists_every_program_with_its_version_and_sections() -> None:
+    result = tilltap("programs", "check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "club v2 EUR: points + prepaid" in result.stdout.splitlines()
+    assert len(result.stdout.splitlines()) == 7
+
+
+BAD_PROGRAMS = [
+    ("float rate", '[programs.p]\nversion = 1\ncurrency = "EUR"\n\n[programs.p.points]\n'
+     'earn_bp = 2.5\n', 6, "programs.p.points.earn_bp: must be an integer in 0..10000, not 2.5"),
+    ("unknown key", '[programs.p]\nversion = 1\ncurrency = "EUR"\nkind = "gift"\n'
+     '[programs.p.gift]\n', 4, "programs.p.kind: unknown key"),
+    ("missing key", '[programs.p]\ncurrency = "EUR"\n[programs.p.gift]\n', 1,
+     "programs.p.version: missing"),
+    ("bad level", '[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\n'
+     'window_days = 30\ndowngrade = "period_end"\ndowngrade_days = 30\n'
+     '[[programs.p.tiers.levels]]\nname = "a"\nspend_minor = 0\n'
+     '[[programs.p.tiers.levels]]\nname = "a"\nspend_minor = 10\n', 12,
+     "programs.p.tiers.levels.1.name: used twice"),
+    ("both value kinds", '[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.prepaid]\n'
+     '[programs.p.gift]\n', 5, "programs.p.gift: a program is prepaid or gift, not both"),
+    ("not TOML", '[programs.p]\nversion = = 1\n', 2, "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [case[1:] for case in BAD_PROGRAMS],
+                         ids=[case[0] for case in BAD_PROGRAMS])
+def test_a_bad_program_file_is_refused_naming_its_line(text: str, line: int, message: str,
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(ProgramFileError) as caught:
+        parse_programs(text, "p.toml")
+    assert caught.value.line == line and message in str(caught.value)
+    assert str(caught.value).startswith(f"p.toml:{line}: ")
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    result = tilltap("programs", "check", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"p.toml:{line}: " in result.stderr and message in result.stderr
+
+
+def test_simulate_refuses_a_bad_program_file_before_any_operation(tmp_path: Path) -> None:
+    config = tmp_path / "p.toml"
+    config.write_text('[programs.p]\nversion = 1\ncurrency = "XXX"\n[programs.p.gift]\n')
+    ops = write_ops(tmp_path / "ops.jsonl", [{"op": "advance", "days": 1}])
+    result = tilltap("programs", "simulate", "--config", str(config), "--ops", str(ops))
+    assert result.returncode == 2 and "p.toml:3: programs.p.currency" in result.stderr
+
+
+BAD_OPS = [
+    ("not JSON", '{"op": "advance", "days": 1', "message_malformed", "not JSON"),
+    ("not an object", "[1, 2]", "message_malformed", "one JSON object"),
+    ("unknown op", '{"op": "borrow", "card": "C1"}', "kind_unknown", "op must be one of"),
+    ("missing field", '{"op": "topup", "card": "C1"}', "field_missing", "'amount_minor'"),
+    ("unknown field", '{"op": "void", "of": 0, "amount_minor": 5}', "field_invalid",
+     "void takes no 'amount_minor'"),
+    ("refund of a later op", '{"op": "refund", "of": 5}', "field_invalid", "earlier op (0..0)"),
+    ("bad card id", '{"op": "cashout", "card": "C 1"}', "field_invalid", "card must be"),
+    ("bad days", '{"op": "advance", "days": 1.5}', "field_invalid", "days must be"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason", "message"), [case[1:] for case in BAD_OPS],
+                         ids=[case[0] for case in BAD_OPS])
+def test_a_bad_ops_line_is_refused_naming_its_line(line: str, reason: str, message: str,
+                                                   tmp_path: Path) -> None:
+    text = '{"op": "issue", "card": "C1", "program": "coffee"}\n\n' + line + "\n"
+    with pytest.raises(ProgramFileError) as caught:
+        parse_ops(text, "ops.jsonl")
+    assert caught.value.line == 3 and caught.value.reason == reason
+    assert message in str(caught.value)
+    ops = tmp_path / "ops.jsonl"
+    ops.write_text(text)
+    result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops", str(ops))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "ops.jsonl:3: " in result.stderr and f"({reason})" in result.stderr
+
+
+def test_amounts_reach_the_engine_so_its_refusals_can_be_simulated() -> None:
+    ops = parse_ops('{"op": "issue", "card": "C1", "program": "coffee"}\n'
+                    '{"op": "purchase", "card": "C1", "amount_minor": 12.5, "note": "a float"}\n')
+    assert ops[1]["amount_minor"] == 12.5
+
+
+def test_missing_files_exit_2_with_a_message(tmp_path: Path) -> None:
+    result = tilltap("programs", "check", str(tmp_path / "absent.toml"))
+    assert result.returncode == 2 and "absent.toml" in result.stderr
+    result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops",
+                     str(tmp_path / "absent.jsonl"))
+    assert result.returncode == 2 and "absent.jsonl" in result.stderr
+
+
+def test_the_document_names_every_key_reason_and_rounding_rule() -> None:
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", DOC, re.MULTILINE))
+    assert set(ENGINE_REASONS) <= documented
+    keys = set(re.findall(r"`([a-z_]+)`", DOC))
+    for program in load_programs(EXAMPLE).values():
+        for key, value in program.items():
+            assert key in keys, key
+            if isinstance(value, dict):
+                assert set(value) <= keys, value
+    assert {"earn_bp", "earn_multiplier_bp", "spend_minor", "name", "discount_pct"} <= keys
+    assert {"down", "half_up", "half_even", "up"} <= keys
