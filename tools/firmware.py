@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from firmware.boards import CONFIG_REQUIRED  # what the board's start() needs in config.json
+from tools.mpy.closure import board_modules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("protocol", "firmware")
 BOARDS_PACKAGE = "firmware/boards"
-NOT_MODULES = ("firmware/manifest.py",)  # the freeze manifest describes a build; it is no module
 MIP_PACKAGE_JSON = REPO_ROOT / "firmware" / "package.json"
 DEFAULT_BUILD_DIR = Path("build") / "firmware"
 BUILD_JSON = "build.json"
@@ -102,19 +101,10 @@ def micropython_lib_packages() -> list[str]:
 
 
 def module_sources(board: str) -> list[Path]:
-    """Every module a board runs, relative to the repo: protocol/ and firmware/ without the
-    board modules (the chosen one ships as /board.py source) and without the manifest."""
-    sources = []
-    for package in PACKAGES:
-        for path in sorted((REPO_ROOT / package).rglob("*.py")):
-            relative = path.relative_to(REPO_ROOT)
-            name = relative.as_posix()
-            if "__pycache__" in relative.parts or name in NOT_MODULES:
-                continue
-            if relative.parent.as_posix() == BOARDS_PACKAGE and relative.stem != "__init__":
-                continue
-            sources.append(relative)
-    return sources
+    """Every module a board runs, relative to the repo: the import closure of the board's
+    entry points (tools/mpy/closure.py), so gateway-side protocol code stays off the flash.
+    The chosen board module itself ships as /board.py source."""
+    return board_modules(board)
 
 
 def compile_module(source: Path, output: Path) -> None:

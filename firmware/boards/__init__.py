@@ -196,6 +196,7 @@ def start(board, config_path=CONFIG_PATH, keypad=None):
     """Run the terminal on `board` (the /board.py module) until the cashier sends stop;
     returns the terminal. The keypad is the USB console unless one is given."""
     from firmware import app
+    from firmware.card_sun import on_card_read_sun
     from firmware.hal import SystemClock, SystemRandom
     from firmware.pn532 import Pn532
     from firmware.reader import Pn532Reader
@@ -203,7 +204,10 @@ def start(board, config_path=CONFIG_PATH, keypad=None):
     config = load_config(config_path)
     clock = SystemClock()
     hal = board.make_hal(config.get("pn532_interface"), clock)
-    reader = Pn532Reader(Pn532(hal.pn532_bus, clock), clock)
+    # Every tap reads the card's SUN, the proof the gateway checks (docs/cards.md); a
+    # deployment of plain (UID-only) cards sets "read_sun": false in config.json.
+    on_card = on_card_read_sun if config.get("read_sun", True) else None
+    reader = Pn532Reader(Pn532(hal.pn532_bus, clock), clock, on_card)
     wifi = Wifi(config["wifi_ssid"], config.get("wifi_password"), clock)
     try:
         wifi.join(WIFI_JOIN_TIMEOUT_MS)

