@@ -41,6 +41,7 @@ SIMULATOR_FILES_ON_MICROPYTHON = (
     "tools/__init__.py",
     "tools/simulator/__init__.py",
     "tools/simulator/pn532_emulator.py",
+    "tools/simulator/ntag424_card.py",
 )
 
 
