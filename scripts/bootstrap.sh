@@ -2,22 +2,25 @@
 # Make this machine ready for `make demo|test|lint|bench`: Debian packages, .venv, node_modules.
 #
 # Idempotent, and quick when nothing changed: it reinstalls the Python side only when
-# pyproject.toml changed and the Node side only when package.json/package-lock.json changed
-# (a sha256 stamp in .venv and in node_modules). It starts no service: tests start their own
-# private Mosquitto. Run by every make target; safe to run by hand.
+# pyproject.toml or PIP_EXTRAS changed and the Node side only when package.json or
+# package-lock.json changed (a sha256 stamp in .venv and in node_modules). It starts no
+# service: tests start their own private Mosquitto, and a pcscd when none is running. Run by
+# every make target; safe to run by hand.
 #
 # Environment: PYTHON (default python3, must be >= 3.11) builds the venv.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian/Ubuntu packages the project needs (one list; later work adds e.g.
-# pcscd libpcsclite-dev swig vsmartcard-vpcd).
-SYSTEM_PACKAGES="mosquitto mosquitto-clients nodejs npm postgresql python3-venv"
+# Debian/Ubuntu packages the project needs (one list). pcscd + vsmartcard-vpcd are the PC/SC
+# stack with its virtual reader (tests start pcscd themselves); pyscard (extra `pcsc`) builds
+# from source and needs swig, libpcsclite-dev, a C compiler and Python's headers.
+SYSTEM_PACKAGES="mosquitto mosquitto-clients nodejs npm postgresql python3-venv
+  pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev"
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
-PIP_EXTRAS="dev,postgres"
+PIP_EXTRAS="dev,postgres,pcsc,nfc"
 PIP_STAMP="$VENV/.tilltap-pyproject.sha256"
 NPM_STAMP=node_modules/.tilltap-package.sha256
 
@@ -31,6 +34,10 @@ package_present() {
     nodejs) command -v node >/dev/null 2>&1 && return 0 ;;
     npm) command -v npm >/dev/null 2>&1 && return 0 ;;
     python3-venv) "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 && return 0 ;;
+    python3-dev) "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+      >/dev/null 2>&1 && return 0 ;;
+    gcc) command -v cc >/dev/null 2>&1 && return 0 ;;
   esac
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
@@ -72,9 +79,9 @@ install_python_side() {
     "$PYTHON" -m venv "$VENV"
   fi
   local wanted
-  wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  wanted="$({ cat pyproject.toml; echo "$PIP_EXTRAS"; } | sha256sum | cut -d' ' -f1)"
   [ "$(cat "$PIP_STAMP" 2>/dev/null)" = "$wanted" ] && return 0
-  say "installing tilltap[$PIP_EXTRAS] into $VENV (pyproject.toml changed)"
+  say "installing tilltap[$PIP_EXTRAS] into $VENV (pyproject.toml or the extras changed)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$PIP_EXTRAS]"
   echo "$wanted" >"$PIP_STAMP"
 }

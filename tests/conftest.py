@@ -2,6 +2,8 @@
 
 - `mosquitto`: one private broker for the whole session; don't stop or kill it.
 - `private_mosquitto`: a broker of the test's own, to kill(), stop() or restart() at will.
+- `pcscd`: the machine's one pcscd with vsmartcard's two virtual readers (reused when running,
+  else started; the last tilltap process using a pcscd that tilltap started stops it).
 
 Both are tests.support.mosquitto.MosquittoBroker (`.host`, `.port`, `.url`). A missing mosquitto
 binary fails the test with the fix (`scripts/bootstrap.sh`); it is never skipped.
@@ -12,6 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mosquitto import MosquittoBroker, MosquittoError
+from tools.transports import ReaderUnavailable
+from tools.transports.pcsc_reader import wait_for_readers
+from tools.transports.pcscd import PcscDaemon, use_pcscd
+from tools.transports.vpcd_card import VPCD_READER_SLOT0, VPCD_READER_SLOT1, VPCD_READERS_FIX
+
+VPCD_READERS_WAIT_S = 5.0
 
 
 def _started(broker: MosquittoBroker) -> MosquittoBroker:
@@ -36,3 +44,19 @@ def private_mosquitto() -> Iterator[MosquittoBroker]:
     yield broker
     broker.stop()
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[PcscDaemon]:
+    try:
+        daemon = use_pcscd()
+    except ReaderUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        wait_for_readers([VPCD_READER_SLOT0, VPCD_READER_SLOT1], VPCD_READERS_WAIT_S)
+    except ReaderUnavailable as error:
+        daemon.release()
+        fix = "" if error.detail.startswith("pyscard") else f"; {VPCD_READERS_FIX}"
+        pytest.fail(f"{error}{fix}", pytrace=False)
+    yield daemon
+    daemon.release()
