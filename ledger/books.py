@@ -1,15 +1,19 @@
-"""The books: post settlement batches exactly once, and answer balance questions.
+"""The books: post settlement batches exactly once, hold card value, and answer questions.
 
-`Books` is a thin facade: validation (`ledger.validate`), rules (`ledger.plan`), SQL
-(`ledger.store`, `ledger.reports`) live elsewhere; here are only the guarantees that tie
-them together:
+`Books` is a thin facade: validation (`ledger.validate`), rules (`ledger.plan`,
+`ledger.holds`), SQL (`ledger.store`, `ledger.holds`, `ledger.reports`) live elsewhere;
+here are only the guarantees that tie them together:
 
 - one lock serializes every use of the single connection, so the object is thread-safe;
 - a batch posts in ONE database transaction: all its transactions or none of them;
 - a batch_id seen before with the same content is a success (``duplicate``), with other
   content a ``batch_conflict``; a reused txn_id is skipped or a ``txn_conflict``;
   conflicts are recorded as alarm rows and logged, and change nothing else;
-- driver errors surface as `LedgerUnavailable` (the caller may retry the same batch).
+- a hold is placed, voided or posted inside the same serialized write transaction as
+  batches, so the value a card has available is never promised twice;
+- the clock (Unix seconds, injectable for tests) judges hold expiry and the default
+  report date;
+- driver errors surface as `LedgerUnavailable` (the caller may retry the same request).
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from ledger import reports, store
+from ledger import holds, reports, store
 from ledger.db import Database, open_database
-from ledger.errors import BatchConflict, LedgerUnavailable
+from ledger.errors import BatchConflict, HoldRefused, LedgerUnavailable
+from ledger.holds import HoldAnswer
 from ledger.model import Batch, PostResult
 from ledger.plan import plan_batch
+from ledger.reports import Report
 from ledger.schema import create_schema
-from ledger.validate import parse_batch
+from ledger.validate import parse_batch, parse_hold_request
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +75,78 @@ class Books:
                 "batch_conflict",
                 f"batch_id was posted before with different content (resent by {batch.gateway_id})",
             )
-        plan = plan_batch(batch, store.read_view(self._database, batch))
-        store.write_plan(self._database, batch, plan, int(self._clock()))
+        now = self._now()
+        plan = plan_batch(batch, store.read_view(self._database, batch, now))
+        store.write_plan(self._database, batch, plan, now)
+        late = sum(posting.late for posting in plan.hold_postings)
+        if late:
+            log.warning("batch %s posted %d expired holds", batch.batch_id, late)
         return PostResult("posted", batch.batch_id, len(plan.txns), plan.already_posted)
+
+    def place_hold(self, document: object) -> HoldAnswer:
+        """Hold card value for an authorization (a decoded POST /v1/holds body), idempotently.
+
+        A replay (same hold_id, same content) answers again with ``created`` False; other
+        content is ``hold_conflict`` (alarmed); ``insufficient_value`` when the card's
+        available value is below the amount; ``card_unknown`` for a card never settled.
+        """
+        request = parse_hold_request(document)
+        with self._guard():
+            try:
+                with self._database.write_transaction():
+                    return holds.place(self._database, request, self._now())
+            except HoldRefused as refusal:
+                if refusal.reason == "hold_conflict":
+                    self._raise_alarm(refusal.reason, refusal.detail)
+                raise
+
+    def void_hold(self, hold_id: str) -> HoldAnswer:
+        """Release a hold's value: ``hold_unknown``, or ``hold_posted`` once settled."""
+        with self._guard(), self._database.write_transaction():
+            return holds.void(self._database, hold_id, self._now())
+
+    def hold(self, hold_id: str) -> dict[str, Any] | None:
+        """One hold's state (expiry applied), or None for an id the ledger never held."""
+        with self._guard():
+            return holds.detail(self._database, hold_id, self._now())
+
+    def hold_totals(self) -> dict[str, int]:
+        """Holds per status (expiry applied), and "posted_late": posted after expiring."""
+        with self._guard():
+            return holds.totals(self._database, self._now())
+
+    def expire_holds(self) -> int:
+        """Mark open holds past their expiry as expired; how many (the server's sweep)."""
+        with self._guard(), self._database.write_transaction():
+            return holds.expire_due(self._database, self._now())
+
+    def report(self, name: str, parameters: Mapping[str, str] | None = None) -> Report:
+        """A named report; text parameters as in GET /v1/reports/<name> (see reports)."""
+        today = datetime.fromtimestamp(self._clock(), UTC).date()
+        query = reports.parse_report_query(name, parameters or {}, today)
+        with self._guard():
+            return reports.run_report(self._database, query)
+
+    def _now(self) -> int:
+        """The clock in whole Unix seconds."""
+        return int(self._clock())
 
     def _raise_alarm(self, reason: str, detail: str) -> None:
         """Log an alarm and record it in its own transaction (the batch's was rolled back)."""
         log.warning("ledger alarm %s: %s", reason, detail)
         with self._database.write_transaction():
-            store.insert_alarm(self._database, int(self._clock()), reason, detail)
+            store.insert_alarm(self._database, self._now(), reason, detail)
 
     def card_balance(self, card: str) -> dict[str, Any] | None:
-        """{"card","currency","value_minor","points","program"} or None for an unknown card."""
+        """{"card","currency","value_minor","points","program","held_minor","available_minor"}
+        or None for an unknown card."""
         with self._guard():
-            return reports.card_balance(self._database, card)
+            return reports.card_balance(self._database, card, self._now())
 
     def balances(self) -> list[dict[str, Any]]:
         """Every card's balance, ordered by card id."""
         with self._guard():
-            return reports.balances(self._database)
+            return reports.balances(self._database, self._now())
 
     def terminal_totals(self) -> dict[str, dict[str, Any]]:
         """Per terminal: {"count": n, "by_kind": {kind: {count and sums}}} (see reports)."""
@@ -129,11 +189,11 @@ class Books:
                 raise LedgerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
-def open_books(dsn: str) -> Books:
+def open_books(dsn: str, clock: Callable[[], float] = time.time) -> Books:
     """Open (and create if needed) the books a DSN names; see `ledger.db.open_database`."""
     database = open_database(dsn)
     try:
-        return Books(database)
+        return Books(database, clock)
     except BaseException:
         database.close()
         raise

@@ -3,10 +3,16 @@
 Failures come back typed, so the caller knows what to do:
 
 - `LedgerRejected` (and its subclasses `BatchInvalid`, `BatchTooLarge`, `BatchConflict`,
-  `NotFound`) for a 4xx answer: the ledger refused on the merits; retrying cannot help,
-  raise an alarm. ``.reason``, ``.detail`` and ``.http_status`` are the server's.
+  `HoldRefused`, `NotFound`) for a 4xx answer: the ledger refused on the merits; retrying
+  cannot help. ``.reason``, ``.detail`` and ``.http_status`` are the server's. For a batch,
+  raise an alarm; for a hold, decline (``insufficient_value``) or alarm (``hold_conflict``).
 - `LedgerUnavailable` for a refused or broken connection, a timeout, a 5xx or an answer
-  that is not JSON: retry the same batch later (posting is idempotent by batch_id).
+  that is not JSON: retry the same batch later (posting is idempotent by batch_id); for a
+  hold, stand in (the gateway authorizes on its own rules) and void or resend it later
+  under the same hold_id (placing is idempotent too).
+
+Hold calls wait at most HTTP_HOLD_TIMEOUT_S (an authorization is waiting at the counter),
+everything else `timeout_s`.
 
 Proxies from the environment are ignored: the ledger is addressed directly.
 """
@@ -19,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from ledger.errors import (
     BatchInvalid,
@@ -28,7 +34,7 @@ from ledger.errors import (
     LedgerUnavailable,
     rejection_for_status,
 )
-from ledger.limits import BATCH_BYTES_MAX, HTTP_TIMEOUT_S
+from ledger.limits import BATCH_BYTES_MAX, HTTP_HOLD_TIMEOUT_S, HTTP_TIMEOUT_S
 
 JSON_TYPE = "application/json"
 
@@ -55,6 +61,60 @@ class LedgerClient:
             # Refused here: a server that stops reading mid-upload shows as a broken pipe.
             raise BatchTooLarge("batch_too_large", f"{len(body)} bytes, at most {BATCH_BYTES_MAX}")
         result: dict[str, Any] = self._request("POST", "/v1/batches", body)
+        return result
+
+    def place_hold(
+        self,
+        hold_id: str,
+        card: str,
+        currency: str,
+        amount_minor: int,
+        ttl_s: int,
+        terminal: str,
+        merchant: str,
+    ) -> dict[str, Any]:
+        """Hold card value: {"hold_id", "status", "available_minor"} (a replay answers again).
+
+        HoldRefused insufficient_value / hold_conflict, NotFound card_unknown, BatchInvalid for
+        a malformed request, LedgerUnavailable when the ledger cannot answer in time.
+        """
+        request = {
+            "hold_id": hold_id,
+            "card": card,
+            "currency": currency,
+            "amount_minor": amount_minor,
+            "ttl_s": ttl_s,
+            "terminal": terminal,
+            "merchant": merchant,
+        }
+        body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def void_hold(self, hold_id: str) -> dict[str, Any]:
+        """Release a hold: {"hold_id", "status": "voided", "available_minor"}.
+
+        NotFound hold_unknown, HoldRefused hold_posted (settlement already posted it).
+        """
+        path = f"/v1/holds/{quote(hold_id, safe='')}"
+        result: dict[str, Any] = self._request("DELETE", path, None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def hold(self, hold_id: str) -> dict[str, Any]:
+        """One hold's state; NotFound (reason hold_unknown) for an id the ledger never held."""
+        result: dict[str, Any] = self._request("GET", f"/v1/holds/{quote(hold_id, safe='')}")
+        return result
+
+    def hold_totals(self) -> dict[str, int]:
+        """Holds per status, and "posted_late" (posted after they had expired)."""
+        result: dict[str, int] = self._request("GET", "/v1/holds")
+        return result
+
+    def report(self, name: str, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """A named report: {"report", "as_of", "window_days", "parameters", "columns", "rows",
+        "summary"}; NotFound report_unknown, BatchInvalid parameter_invalid."""
+        query = f"?{urlencode(sorted(parameters.items()))}" if parameters else ""
+        result: dict[str, Any] = self._request("GET", f"/v1/reports/{quote(name, safe='')}{query}")
         return result
 
     def card(self, card: str) -> dict[str, Any]:
@@ -87,13 +147,16 @@ class LedgerClient:
         result: dict[str, Any] = self._request("GET", "/v1/health")
         return result
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> Any:
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, timeout_s: float | None = None
+    ) -> Any:
         """One HTTP exchange, its JSON answer, or a typed error."""
         request = urllib.request.Request(self.base_url + path, data=body, method=method)
         if body is not None:
             request.add_header("Content-Type", JSON_TYPE)
+        wait_s = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
+            with self._opener.open(request, timeout=wait_s) as response:
                 return _decode(response.read())
         except urllib.error.HTTPError as error:
             raise _http_failure(error) from error

@@ -8,15 +8,19 @@ The tree (HTTP status used by the server in brackets)::
 
     LedgerError                       base: .reason, .detail
     ├── LedgerRejected        [4xx] refused, NOTHING changed (405/411/415 raised as this class)
-    │   ├── BatchInvalid        [400] malformed batch or transaction, or a posting rule refused it
-    │   ├── BatchTooLarge       [413] body over BATCH_BYTES_MAX or more than BATCH_TXN_MAX txns
+    │   ├── BatchInvalid        [400] malformed batch, transaction, hold request or report
+    │   │                             parameter, or a posting rule (refunds, holds) refused it
+    │   ├── BatchTooLarge       [413] body or report over its size limit
     │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)
-    │   └── NotFound            [404] unknown card or path
-    ├── LedgerUnavailable       [503] database or network trouble: retry later, same batch
+    │   ├── HoldRefused         [409] a hold cannot be placed or voided: insufficient_value,
+    │   │                             hold_posted, hold_conflict (id reused, alarm raised)
+    │   └── NotFound            [404] unknown card, hold, report or path
+    ├── LedgerUnavailable       [503] database or network trouble: retry later, same request
     └── ConfigInvalid                 bad DSN or settings at start-up
 
-The gateway retries on ``LedgerUnavailable`` and raises an alarm on ``LedgerRejected``;
-the client (``ledger.client``) raises these same classes from HTTP answers.
+The gateway retries on ``LedgerUnavailable`` (and stands in for an authorization) and raises
+an alarm on ``LedgerRejected``; the client (``ledger.client``) raises these same classes from
+HTTP answers.
 """
 
 from __future__ import annotations
@@ -59,6 +63,16 @@ class BatchConflict(LedgerRejected):
     default_http_status = 409
 
 
+class HoldRefused(LedgerRejected):
+    """A hold cannot be placed or voided in the books' current state (value, hold status)."""
+
+    default_http_status = 409
+
+
+HOLD_REFUSALS = frozenset({"insufficient_value", "hold_posted", "hold_conflict"})
+"""Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
+
+
 class NotFound(LedgerRejected):
     """The thing asked for does not exist in the books."""
 
@@ -78,6 +92,8 @@ class ConfigInvalid(LedgerError):
 
 def rejection_for_status(reason: str, detail: str, http_status: int) -> LedgerRejected:
     """Rebuild the typed rejection a server answered with, so clients can catch subclasses."""
+    if http_status == HoldRefused.default_http_status and reason in HOLD_REFUSALS:
+        return HoldRefused(reason, detail, http_status)
     by_status: dict[int, type[LedgerRejected]] = {
         400: BatchInvalid,
         404: NotFound,

@@ -40,3 +40,27 @@ HTTP_REQUESTS_CONCURRENT_MAX = 32
 
 PG_CONNECT_TIMEOUT_S = 10
 """How long opening a PostgreSQL connection may take before the ledger reports unavailable."""
+
+HOLD_TTL_S_MAX = 7 * 24 * 3600
+"""Longest life of a hold: an authorization not settled within a week releases its value."""
+
+HOLD_BYTES_MAX = 4096
+"""Largest HTTP body accepted by POST /v1/holds (a hold request is seven short fields)."""
+
+HOLD_SWEEP_INTERVAL_S = 5.0
+"""How often the server marks due holds expired (reads count them as expired anyway)."""
+
+HTTP_HOLD_TIMEOUT_S = 5.0
+"""Client wait for placing or voiding a hold: the gateway stands in rather than wait longer."""
+
+REPORT_WINDOW_DAYS_MAX = 3660
+"""Longest report window: ten years of days."""
+
+REPORT_ROWS_MAX = 1_000_000
+"""Most rows one report may hold; a larger one is refused report_too_large, never truncated."""
+
+REPORT_PARAMETER_DIGITS_MAX = 9
+"""Longest integer report parameter, in digits (window, lapse days, purchase count)."""
+
+HTTP_LISTEN_BACKLOG = 128
+"""Connections the kernel queues before accept(); http.server's default of 5 resets bursts."""

@@ -16,7 +16,8 @@ KIND_ISSUE = "issue"
 KIND_TOPUP = "topup"
 KIND_PURCHASE = "purchase"
 KIND_REFUND = "refund"
-KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
+KIND_EXPIRE = "expire"
+KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_EXPIRE)
 
 
 _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -58,6 +59,8 @@ class Txn:
     digest: str
     auth: str
     content_hash: str
+    hold_id: str | None = None
+    """The ledger hold this purchase settles (optional key; absent and null are the same)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,10 @@ applies the rules that need history, and returns a `Plan` of rows to insert. Rul
   and is issued at most once (``card_already_issued``);
 - a refund must name a purchase of the same card, in the books or earlier in this batch
   (``refund_unknown_original``, ``refund_mismatch``), and all refunds of one purchase
-  together may not return more card value or points than it had (``refund_exceeds_original``).
+  together may not return more card value or points than it had (``refund_exceeds_original``);
+- a purchase naming a hold posts it: the hold must exist, be neither voided nor posted, be on
+  the same card and currency, and hold at least the card value taken (``ledger.holds``);
+  an expired hold is posted all the same (the sale happened) and counted as late.
 
 Transactions are taken in batch order, so a purchase and its refund may share a batch.
 """
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ledger.errors import BatchConflict, BatchInvalid
+from ledger.holds import STATUS_POSTED, HoldPosting, HoldState, check_posting
 from ledger.model import KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
 from ledger.postings import legs_for
 
@@ -59,6 +63,7 @@ class BooksView:
     posted_hashes: Mapping[str, str]
     cards: Mapping[str, CardState]
     originals: Mapping[str, OriginalState]
+    holds: Mapping[str, HoldState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class Plan:
     entries: list[EntryRow] = field(default_factory=list)
     new_cards: list[CardState] = field(default_factory=list)
     changed_cards: list[CardState] = field(default_factory=list)
+    hold_postings: list[HoldPosting] = field(default_factory=list)
     already_posted: int = 0
 
 
@@ -79,10 +85,13 @@ def plan_batch(batch: Batch, view: BooksView) -> Plan:
     plan.already_posted = len(batch.transactions) - len(plan.txns)
     cards = dict(view.cards)
     originals = {txn_id: replace(state) for txn_id, state in view.originals.items()}
+    holds = dict(view.holds)
     for txn in plan.txns:
         _apply_card_rules(txn, cards)
         if txn.kind == KIND_REFUND:
             _apply_refund_rules(txn, originals)
+        if txn.hold_id is not None:
+            plan.hold_postings.append(_apply_hold_rules(txn, holds))
         originals[txn.txn_id] = OriginalState(
             txn.txn_id, txn.kind, txn.card, txn.currency, txn.card_value_minor, txn.points
         )
@@ -130,6 +139,14 @@ def _apply_card_rules(txn: Txn, cards: dict[str, CardState]) -> None:
             )
         state = replace(state, program=txn.program, activated_txn_id=txn.txn_id)
     cards[txn.card] = state
+
+
+def _apply_hold_rules(txn: Txn, holds: dict[str, HoldState]) -> HoldPosting:
+    """Post the hold a purchase names; a second purchase naming it finds it posted."""
+    assert txn.hold_id is not None
+    posting = check_posting(txn, holds.get(txn.hold_id))
+    holds[txn.hold_id] = replace(holds[txn.hold_id], status=STATUS_POSTED)
+    return posting
 
 
 def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> None:

@@ -14,6 +14,11 @@ card holder is the negated sum.
               promotion_expense(M)[PTS] points        card_points(C)[PTS] points
     refund    merchant_settlement(M) card_value       card_value(C) card_value
               card_points(C)[PTS] points              promotion_expense(M)[PTS] points
+    expire    card_value(C) card_value                breakage(M) card_value
+              card_points(C)[PTS] points              breakage(M)[PTS] points
+
+An expire (emitted by the program engine when value or points lapse) moves what the card
+holder can no longer spend out of the liability and into the merchant's breakage income.
 
 Legs of amount zero are omitted; a transaction may therefore have no legs at all
 (a purchase paid wholly by other tender that earned no points).
@@ -26,14 +31,22 @@ from typing import NamedTuple
 
 from ledger.currencies import POINTS_UNIT
 from ledger.errors import BatchInvalid
-from ledger.model import KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, KIND_TOPUP, Txn
+from ledger.model import KIND_EXPIRE, KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, KIND_TOPUP, Txn
 
 CARD_VALUE = "card_value"
 CARD_POINTS = "card_points"
 MERCHANT_SETTLEMENT = "merchant_settlement"
 PROMOTION_EXPENSE = "promotion_expense"
 CASH_CLEARING = "cash_clearing"
-ACCOUNT_KINDS = (CARD_VALUE, CARD_POINTS, MERCHANT_SETTLEMENT, PROMOTION_EXPENSE, CASH_CLEARING)
+BREAKAGE = "breakage"
+ACCOUNT_KINDS = (
+    CARD_VALUE,
+    CARD_POINTS,
+    MERCHANT_SETTLEMENT,
+    PROMOTION_EXPENSE,
+    CASH_CLEARING,
+    BREAKAGE,
+)
 LIABILITY_KINDS = (CARD_VALUE, CARD_POINTS)
 
 
@@ -107,9 +120,20 @@ def _refund(txn: Txn) -> list[Leg]:
     ]
 
 
+def _expire(txn: Txn) -> list[Leg]:
+    """Lapsed value and points leave the card; the merchant books them as breakage."""
+    return [
+        Leg(CARD_VALUE, txn.card, txn.currency, txn.card_value_minor),
+        Leg(BREAKAGE, txn.merchant, txn.currency, -txn.card_value_minor),
+        Leg(CARD_POINTS, txn.card, POINTS_UNIT, txn.points),
+        Leg(BREAKAGE, txn.merchant, POINTS_UNIT, -txn.points),
+    ]
+
+
 _RULES: dict[str, Callable[[Txn], list[Leg]]] = {
     KIND_ISSUE: _issue,
     KIND_TOPUP: _topup,
     KIND_PURCHASE: _purchase,
     KIND_REFUND: _refund,
+    KIND_EXPIRE: _expire,
 }

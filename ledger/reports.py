@@ -1,15 +1,26 @@
-"""Read-only reports over the books: card balances, terminal totals, trial balance, alarms.
+"""Read-only reports over the books: balances, totals, alarms, and the named reports.
 
 Every figure is summed from the entries or transactions themselves (no cached balances),
-so a report can never disagree with the postings it describes.
+so a report can never disagree with the postings it describes. The named reports
+(liability, breakage, segments, lapsing, terminals; see docs/ledger.md) are computed by
+`run_report` from a `ReportQuery` that `parse_report_query` builds from text parameters,
+the same way for HTTP, for the CLI and for Python callers.
 """
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from ledger.db import Database, Row
-from ledger.postings import CARD_POINTS, CARD_VALUE
+from ledger.errors import BatchInvalid, BatchTooLarge, NotFound
+from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_ROWS_MAX, REPORT_WINDOW_DAYS_MAX
+from ledger.model import KIND_PURCHASE, KIND_REFUND
+from ledger.postings import BREAKAGE, CARD_POINTS, CARD_VALUE
 
 _CARD_BALANCES = f"""
     SELECT c.card, c.currency, c.program,
@@ -24,27 +35,42 @@ _CARD_BALANCES = f"""
     GROUP BY c.card, c.currency, c.program
     ORDER BY c.card"""
 
+_HELD = """
+    SELECT card, CAST(SUM(amount_minor) AS BIGINT) FROM holds
+    WHERE status = 'open' AND expires_at > ? {and_card} GROUP BY card"""
 
-def card_balance(database: Database, card: str) -> dict[str, Any] | None:
-    """One card's value and points as its holder sees them (liabilities negated), or None."""
+
+def card_balance(database: Database, card: str, now: int) -> dict[str, Any] | None:
+    """One card's value and points as its holder sees them (liabilities negated), or None.
+
+    ``held_minor`` is the sum of its open holds unexpired at `now`; ``available_minor`` is
+    what a new hold may take: ``value_minor - held_minor``.
+    """
     rows = database.fetch(_CARD_BALANCES.format(where="WHERE c.card = ?"), (card,))
-    return _balance(rows[0]) if rows else None
+    if not rows:
+        return None
+    held: dict[str, int] = dict(database.fetch(_HELD.format(and_card="AND card = ?"), (now, card)))
+    return _balance(rows[0], held)
 
 
-def balances(database: Database) -> list[dict[str, Any]]:
+def balances(database: Database, now: int) -> list[dict[str, Any]]:
     """Every known card's balance, ordered by card id."""
-    return [_balance(row) for row in database.fetch(_CARD_BALANCES.format(where=""))]
+    held: dict[str, int] = dict(database.fetch(_HELD.format(and_card=""), (now,)))
+    return [_balance(row, held) for row in database.fetch(_CARD_BALANCES.format(where=""))]
 
 
-def _balance(row: Row) -> dict[str, Any]:
+def _balance(row: Row, held: Mapping[str, int]) -> dict[str, Any]:
     """A card balance row as the API shows it; the entries carry credits, hence the minus."""
     card, currency, program, value_sum, points_sum = row
+    held_minor = held.get(card, 0)
     return {
         "card": card,
         "currency": currency,
         "value_minor": -value_sum,
         "points": -points_sum,
         "program": program,
+        "held_minor": held_minor,
+        "available_minor": -value_sum - held_minor,
     }
 
 
@@ -85,7 +111,7 @@ def alarms(database: Database) -> list[dict[str, Any]]:
     ]
 
 
-COUNTED_TABLES = ("batches", "transactions", "entries", "cards", "alarms")
+COUNTED_TABLES = ("batches", "transactions", "entries", "cards", "holds", "hold_postings", "alarms")
 
 
 def counts(database: Database) -> dict[str, int]:
@@ -93,3 +119,340 @@ def counts(database: Database) -> dict[str, int]:
     return {
         table: database.fetch(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES
     }
+
+
+# -- named reports ----------------------------------------------------------------------------
+
+REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals")
+WINDOW_DAYS_DEFAULT = 90
+LAPSE_DAYS_DEFAULT = 30
+REGULAR_PURCHASES_DEFAULT = 3
+TOP_CARDS_PERCENT = 20
+"""Segments flags the top fifth of cards by spend (rounded up), as in the 80/20 rule."""
+SCORE_LEVELS = 5
+"""R, F and M are scored 1 (worst fifth) to 5 (best fifth)."""
+BASIS_POINTS = 10_000
+DAY_S = 86_400
+EPOCH = date(1970, 1, 1)
+_COMMON_PARAMETERS = frozenset({"as_of", "window_days"})
+_LAPSING_PARAMETERS = frozenset({"days", "min_purchases"})
+_DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_COUNT_PATTERN = re.compile(rf"[0-9]{{1,{REPORT_PARAMETER_DIGITS_MAX}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What to report: as of the end of `as_of` (UTC), over the `window_days` days up to it."""
+
+    name: str
+    as_of: date
+    window_days: int
+    parameters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cutoff_s(self) -> int:
+        """First second after the as-of day: transactions before it are reported."""
+        return ((self.as_of - EPOCH).days + 1) * DAY_S
+
+    @property
+    def window_start_s(self) -> int:
+        """First second of the window (the as-of day is its last day)."""
+        return self.cutoff_s - self.window_days * DAY_S
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Rows of one report, with the columns that name their fields, in order."""
+
+    query: ReportQuery
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of GET /v1/reports/<name>, and the CLI's JSON output."""
+        return {
+            "report": self.query.name,
+            "as_of": self.query.as_of.isoformat(),
+            "window_days": self.query.window_days,
+            "parameters": dict(self.query.parameters),
+            "columns": list(self.columns),
+            "rows": self.rows,
+            "summary": self.summary,
+        }
+
+
+def parse_report_query(name: str, parameters: Mapping[str, str], today: date) -> ReportQuery:
+    """Check a report's name and text parameters; `today` is the default as-of date."""
+    if name not in REPORT_NAMES:
+        raise NotFound("report_unknown", f"no report {name[:64]!r}; one of {REPORT_NAMES}")
+    accepted = _COMMON_PARAMETERS | (_LAPSING_PARAMETERS if name == "lapsing" else frozenset())
+    unknown = set(parameters).difference(accepted)
+    if unknown:
+        names = ", ".join(sorted(repr(key[:64]) for key in unknown))
+        raise BatchInvalid("parameter_invalid", f"{name} takes no {names}")
+    as_of = _date(parameters["as_of"]) if "as_of" in parameters else today
+    window_days = _count(parameters, "window_days", WINDOW_DAYS_DEFAULT, REPORT_WINDOW_DAYS_MAX)
+    extra: dict[str, int] = {}
+    if name == "lapsing":
+        extra["days"] = _count(parameters, "days", LAPSE_DAYS_DEFAULT, REPORT_WINDOW_DAYS_MAX)
+        extra["min_purchases"] = _count(
+            parameters, "min_purchases", REGULAR_PURCHASES_DEFAULT, 10**REPORT_PARAMETER_DIGITS_MAX
+        )
+        if extra["days"] >= window_days:
+            raise BatchInvalid(
+                "parameter_invalid",
+                "days must be less than window_days (regulars are counted"
+                " over the window, and must have been away for the last `days` of it)",
+            )
+    return ReportQuery(name, as_of, window_days, extra)
+
+
+def _date(text: str) -> date:
+    """A calendar date written YYYY-MM-DD."""
+    try:
+        if _DATE_PATTERN.fullmatch(text) is None:
+            raise ValueError("not YYYY-MM-DD")
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise BatchInvalid("parameter_invalid", f"as_of: {text[:32]!r}: {error}") from error
+
+
+def _count(parameters: Mapping[str, str], key: str, default: int, maximum: int) -> int:
+    """A whole number from 1 to `maximum`, written in decimal digits."""
+    text = parameters.get(key)
+    if text is None:
+        return default
+    if _COUNT_PATTERN.fullmatch(text) is None or not 1 <= int(text) <= maximum:
+        raise BatchInvalid(
+            "parameter_invalid", f"{key}: {text[:32]!r} is not a whole number from 1 to {maximum}"
+        )
+    return int(text)
+
+
+def run_report(database: Database, query: ReportQuery) -> Report:
+    """Compute a named report from the books."""
+    return _REPORTS[query.name](database, query)
+
+
+def _bounded_fetch(database: Database, sql: str, params: Sequence[Any]) -> list[Row]:
+    """All rows of a report query, or report_too_large: a report is never silently cut."""
+    rows = database.fetch(f"{sql} LIMIT {REPORT_ROWS_MAX + 1}", params)
+    if len(rows) > REPORT_ROWS_MAX:
+        raise BatchTooLarge(
+            "report_too_large", f"more than {REPORT_ROWS_MAX} rows; narrow the window"
+        )
+    return rows
+
+
+def _day(time_s: int) -> date:
+    """The UTC calendar day of a Unix time."""
+    return EPOCH + timedelta(days=time_s // DAY_S)
+
+
+_ACCOUNT_ORDER = {CARD_VALUE: 0, CARD_POINTS: 1}
+
+
+def _liability(database: Database, query: ReportQuery) -> Report:
+    """Per program, account and unit: what the card holders are owed at the end of as_of."""
+    rows = _bounded_fetch(
+        database,
+        f"""SELECT c.program, b.account_kind, b.unit,
+                COUNT(CASE WHEN b.total <> 0 THEN 1 END), CAST(-SUM(b.total) AS BIGINT)
+            FROM (SELECT e.owner AS card, e.account_kind, e.unit, SUM(e.amount_minor) AS total
+                  FROM entries e JOIN transactions t ON t.txn_id = e.txn_id
+                  WHERE e.account_kind IN ('{CARD_VALUE}', '{CARD_POINTS}') AND t.time < ?
+                  GROUP BY e.owner, e.account_kind, e.unit) b
+            JOIN cards c ON c.card = b.card
+            GROUP BY c.program, b.account_kind, b.unit""",
+        (query.cutoff_s,),
+    )
+    columns = ("program", "account", "unit", "cards", "liability_minor")
+    ordered = sorted(rows, key=lambda row: (row[0] or "", _ACCOUNT_ORDER[row[1]], row[2]))
+    return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
+
+
+def _breakage(database: Database, query: ReportQuery) -> Report:
+    """Per program, merchant and unit: value and points that expired within the window."""
+    rows = _bounded_fetch(
+        database,
+        f"""SELECT c.program, e.owner, e.unit, COUNT(DISTINCT t.card), COUNT(DISTINCT t.txn_id),
+                CAST(-SUM(e.amount_minor) AS BIGINT)
+            FROM entries e JOIN transactions t ON t.txn_id = e.txn_id
+            JOIN cards c ON c.card = t.card
+            WHERE e.account_kind = '{BREAKAGE}' AND t.time >= ? AND t.time < ?
+            GROUP BY c.program, e.owner, e.unit""",
+        (query.window_start_s, query.cutoff_s),
+    )
+    columns = ("program", "merchant", "unit", "cards", "expirations", "breakage_minor")
+    ordered = sorted(rows, key=lambda row: (row[0] or "", row[1], row[2]))
+    return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
+
+
+def _terminals(database: Database, query: ReportQuery) -> Report:
+    """Per UTC day, terminal, kind and currency within the window: count and sums."""
+    rows = _bounded_fetch(
+        database,
+        """SELECT time / 86400, terminal, kind, currency, COUNT(*),
+                CAST(SUM(amount_minor) AS BIGINT), CAST(SUM(card_value_minor) AS BIGINT),
+                CAST(SUM(points) AS BIGINT)
+            FROM transactions WHERE time >= ? AND time < ?
+            GROUP BY time / 86400, terminal, kind, currency
+            ORDER BY time / 86400, terminal, kind, currency""",
+        (query.window_start_s, query.cutoff_s),
+    )
+    columns = (
+        "date", "terminal", "kind", "currency", "count", "amount_minor", "card_value_minor",
+        "points",
+    )  # fmt: skip
+    return Report(
+        query,
+        columns,
+        [
+            dict(zip(columns, ((EPOCH + timedelta(days=day)).isoformat(), *rest), strict=True))
+            for day, *rest in rows
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Customer:
+    """A card's purchase history up to the cutoff, as segments and lapsing see it."""
+
+    card: str
+    currency: str
+    program: str | None
+    last_purchase: date
+    recency_days: int
+    frequency: int
+    monetary_minor: int
+
+
+def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
+    """Every card with a purchase before the cutoff: last purchase, and purchases and net
+    spend (purchases minus refunds, amount_minor) within the window."""
+    start = query.window_start_s
+    rows = _bounded_fetch(
+        database,
+        f"""SELECT t.card, t.currency, c.program,
+                MAX(CASE WHEN t.kind = '{KIND_PURCHASE}' THEN t.time END),
+                COUNT(CASE WHEN t.kind = '{KIND_PURCHASE}' AND t.time >= ? THEN 1 END),
+                CAST(COALESCE(SUM(CASE WHEN t.time < ? THEN 0
+                    WHEN t.kind = '{KIND_PURCHASE}' THEN t.amount_minor
+                    ELSE -t.amount_minor END), 0) AS BIGINT)
+            FROM transactions t JOIN cards c ON c.card = t.card
+            WHERE t.kind IN ('{KIND_PURCHASE}', '{KIND_REFUND}') AND t.time < ?
+            GROUP BY t.card, t.currency, c.program
+            HAVING MAX(CASE WHEN t.kind = '{KIND_PURCHASE}' THEN t.time END) IS NOT NULL""",
+        (start, start, query.cutoff_s),
+    )
+    customers = []
+    for card, currency, program, last_s, frequency, monetary_minor in rows:
+        last = _day(last_s)
+        recency = (query.as_of - last).days
+        customers.append(
+            _Customer(card, currency, program, last, recency, frequency, monetary_minor)
+        )
+    return customers
+
+
+def _segments(database: Database, query: ReportQuery) -> Report:
+    """Per card, per currency: recency, frequency, monetary, RFM scores and the top fifth."""
+    by_currency: dict[str, list[_Customer]] = {}
+    for customer in _customers(database, query):
+        by_currency.setdefault(customer.currency, []).append(customer)
+    columns = (
+        "currency", "card", "program", "recency_days", "frequency", "monetary_minor", "r_score",
+        "f_score", "m_score", "rfm_score", "top_fifth", "revenue_share_bp",
+    )  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for currency in sorted(by_currency):
+        group = sorted(by_currency[currency], key=lambda c: (-c.monetary_minor, c.card))
+        top = _top_cards(group)
+        revenue_minor = sum(customer.monetary_minor for customer in group)
+        top_revenue_minor = sum(customer.monetary_minor for customer in top)
+        summary[currency] = {
+            "cards": len(group),
+            "top_cards": len(top),
+            "revenue_minor": revenue_minor,
+            "top_revenue_minor": top_revenue_minor,
+            "top_share_bp": _share_bp(top_revenue_minor, revenue_minor),
+        }
+        recency = _scorer([c.recency_days for c in group], lower_is_better=True)
+        frequency = _scorer([c.frequency for c in group], lower_is_better=False)
+        monetary = _scorer([c.monetary_minor for c in group], lower_is_better=False)
+        top_cards = {customer.card for customer in top}
+        for customer in group:
+            scores = (
+                recency(customer.recency_days),
+                frequency(customer.frequency),
+                monetary(customer.monetary_minor),
+            )
+            values = (
+                currency, customer.card, customer.program, customer.recency_days,
+                customer.frequency, customer.monetary_minor, *scores,
+                "".join(str(score) for score in scores), customer.card in top_cards,
+                _share_bp(customer.monetary_minor, revenue_minor),
+            )  # fmt: skip
+            rows.append(dict(zip(columns, values, strict=True)))
+    return Report(query, columns, rows, summary)
+
+
+def _top_cards(ranked: list[_Customer]) -> list[_Customer]:
+    """The first TOP_CARDS_PERCENT of all cards (rounded up) by spend, among those who spent."""
+    count = -(-len(ranked) * TOP_CARDS_PERCENT // 100)
+    return [customer for customer in ranked if customer.monetary_minor > 0][:count]
+
+
+def _scorer(values: list[int], lower_is_better: bool) -> Callable[[int], int]:
+    """Quintile score: 5 - floor(5 * cards strictly better / cards); ties share a score."""
+    ordered = sorted(values)
+    count = len(ordered)
+
+    def score(value: int) -> int:
+        if lower_is_better:
+            better = bisect_left(ordered, value)
+        else:
+            better = count - bisect_right(ordered, value)
+        return SCORE_LEVELS - (SCORE_LEVELS * better) // count
+
+    return score
+
+
+def _share_bp(part: int, whole: int) -> int:
+    """part / whole in basis points, rounded half up; 0 when there is nothing to share."""
+    if whole <= 0:
+        return 0
+    return (2 * part * BASIS_POINTS + whole) // (2 * whole)
+
+
+def _lapsing(database: Database, query: ReportQuery) -> Report:
+    """Regulars (min_purchases in the window) whose last purchase is `days` or more ago."""
+    days, min_purchases = query.parameters["days"], query.parameters["min_purchases"]
+    lapsed = [
+        customer
+        for customer in _customers(database, query)
+        if customer.frequency >= min_purchases and customer.recency_days >= days
+    ]
+    lapsed.sort(key=lambda c: (c.currency, -c.monetary_minor, c.card))
+    columns = (
+        "currency", "card", "program", "purchases", "monetary_minor", "last_purchase",
+        "days_since_purchase",
+    )  # fmt: skip
+    rows = []
+    for c in lapsed:
+        last_purchase = c.last_purchase.isoformat()
+        values = (c.currency, c.card, c.program, c.frequency, c.monetary_minor, last_purchase)
+        rows.append(dict(zip(columns, (*values, c.recency_days), strict=True)))
+    return Report(query, columns, rows)
+
+
+_REPORTS: dict[str, Callable[[Database, ReportQuery], Report]] = {
+    "liability": _liability,
+    "breakage": _breakage,
+    "segments": _segments,
+    "lapsing": _lapsing,
+    "terminals": _terminals,
+}
+assert tuple(_REPORTS) == REPORT_NAMES

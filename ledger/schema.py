@@ -2,7 +2,11 @@
 
 Money and counts are BIGINT (64-bit on PostgreSQL; SQLite integers are 64-bit anyway).
 Indexes exist only for the queries the ledger runs: entries by account owner (card
-balances), transactions by ref_txn_id (refund limits). Primary keys cover the id look-ups.
+balances), transactions by ref_txn_id (refund limits), open holds by card (available
+value) and by expiry (the sweep), hold postings by batch (closing them). Reports scan the
+transactions: an index on time would tax every posted batch for an occasional query.
+Primary keys cover the id look-ups. Tables added later (holds, hold_postings) are created
+on the next open of existing books; nothing is ever altered or dropped.
 """
 
 from __future__ import annotations
@@ -57,6 +61,31 @@ _STATEMENTS = (
         program TEXT,
         currency TEXT NOT NULL,
         activated_txn_id TEXT REFERENCES transactions (txn_id))""",
+    """CREATE TABLE IF NOT EXISTS holds (
+        hold_id TEXT PRIMARY KEY,
+        card TEXT NOT NULL REFERENCES cards (card),
+        currency TEXT NOT NULL,
+        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+        ttl_s BIGINT NOT NULL CHECK (ttl_s > 0),
+        terminal TEXT NOT NULL,
+        merchant TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        placed_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        available_minor BIGINT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'posted', 'voided', 'expired')),
+        closed_at BIGINT)""",
+    "CREATE INDEX IF NOT EXISTS holds_open_by_card ON holds (card) WHERE status = 'open'",
+    "CREATE INDEX IF NOT EXISTS holds_open_by_expiry ON holds (expires_at) WHERE status = 'open'",
+    """CREATE TABLE IF NOT EXISTS hold_postings (
+        hold_id TEXT PRIMARY KEY REFERENCES holds (hold_id),
+        txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+        batch_id TEXT NOT NULL,
+        posted_minor BIGINT NOT NULL CHECK (posted_minor >= 0),
+        released_minor BIGINT NOT NULL CHECK (released_minor >= 0),
+        late BIGINT NOT NULL CHECK (late IN (0, 1)),
+        posted_at BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS hold_postings_by_batch ON hold_postings (batch_id)",
     """CREATE TABLE IF NOT EXISTS alarms (
         id {serial},
         at BIGINT NOT NULL,
@@ -86,6 +115,30 @@ TXN_COLUMNS = (
 )
 ENTRY_COLUMNS = ("txn_id", "account_kind", "owner", "unit", "amount_minor")
 CARD_COLUMNS = ("card", "program", "currency", "activated_txn_id")
+HOLD_COLUMNS = (
+    "hold_id",
+    "card",
+    "currency",
+    "amount_minor",
+    "ttl_s",
+    "terminal",
+    "merchant",
+    "content_hash",
+    "placed_at",
+    "expires_at",
+    "available_minor",
+    "status",
+)
+"""Every holds column but closed_at, which is set when the hold leaves "open"."""
+HOLD_POSTING_COLUMNS = (
+    "hold_id",
+    "txn_id",
+    "batch_id",
+    "posted_minor",
+    "released_minor",
+    "late",
+    "posted_at",
+)
 
 
 def create_schema(database: Database) -> None:

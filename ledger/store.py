@@ -7,6 +7,7 @@ per transaction) and rows go in with `Database.bulk_insert`.
 
 from __future__ import annotations
 
+from ledger import holds
 from ledger.db import Database, Row
 from ledger.model import KIND_REFUND, Batch, Txn
 from ledger.plan import BooksView, CardState, OriginalState, Plan
@@ -19,8 +20,8 @@ def find_batch_hash(database: Database, batch_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def read_view(database: Database, batch: Batch) -> BooksView:
-    """The posted txns, cards and refund originals that this batch's ids touch."""
+def read_view(database: Database, batch: Batch, now: int) -> BooksView:
+    """The posted txns, cards, refund originals and holds that this batch's ids touch."""
     posted = database.fetch_in(
         "SELECT txn_id, content_hash FROM transactions WHERE {match}",
         "txn_id",
@@ -32,10 +33,12 @@ def read_view(database: Database, batch: Batch) -> BooksView:
         (txn.card for txn in batch.transactions),
     )
     refs = [txn.ref_txn_id for txn in batch.transactions if txn.ref_txn_id is not None]
+    hold_ids = [txn.hold_id for txn in batch.transactions if txn.hold_id is not None]
     return BooksView(
         posted_hashes=dict(posted),
         cards={row[0]: CardState(*row) for row in cards},
         originals=_read_originals(database, refs) if refs else {},
+        holds=holds.read_states(database, hold_ids, now) if hold_ids else {},
     )
 
 
@@ -64,7 +67,7 @@ def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalSt
 
 
 def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -> None:
-    """Insert the batch row, its new transactions, their entries and card changes."""
+    """Insert the batch row, its new transactions, their entries, card changes and holds posted."""
     database.execute(
         "INSERT INTO batches (batch_id, content_hash, gateway_id, created, received_at,"
         " txn_count, posted_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -86,6 +89,7 @@ def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -
             "UPDATE cards SET program = ?, activated_txn_id = ? WHERE card = ?",
             (card.program, card.activated_txn_id, card.card),
         )
+    holds.record_postings(database, batch.batch_id, plan.hold_postings, received_at)
 
 
 def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:

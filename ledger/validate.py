@@ -3,8 +3,9 @@
 Pure: no I/O. Everything the gateway sends is checked here, before the database is
 touched, so a bad batch is refused whole and changes nothing. Types are exact (an int
 is an int, never a bool or a float), keys are exact (missing and unknown keys are both
-refused), and each refusal names the transaction index and the field in its detail.
-Rules that need the books (refunds, card currency, conflicts) live in `ledger.plan`.
+refused; ``hold_id`` is the one optional key), and each refusal names the transaction
+index and the field in its detail. Rules that need the books (refunds, card currency,
+holds, conflicts) live in `ledger.plan`. Hold requests (POST /v1/holds) are checked here too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ from typing import Any
 
 from ledger.currencies import is_known_currency
 from ledger.errors import BatchInvalid, BatchTooLarge
-from ledger.limits import AMOUNT_MINOR_MAX, BATCH_TXN_MAX, ID_CHARS_MAX, INT64_MAX, POINTS_MAX
+from ledger.holds import HoldRequest
+from ledger.limits import (
+    AMOUNT_MINOR_MAX,
+    BATCH_TXN_MAX,
+    HOLD_TTL_S_MAX,
+    ID_CHARS_MAX,
+    INT64_MAX,
+    POINTS_MAX,
+)
 from ledger.model import (
+    KIND_EXPIRE,
     KIND_ISSUE,
     KIND_PURCHASE,
     KIND_REFUND,
@@ -48,6 +58,11 @@ TXN_KEYS = frozenset(
         "digest",
         "auth",
     }
+)
+TXN_OPTIONAL_KEYS = frozenset({"hold_id"})
+"""Keys a transaction may leave out; ``"hold_id": null`` and no hold_id are the same txn."""
+HOLD_KEYS = frozenset(
+    {"hold_id", "card", "currency", "amount_minor", "ttl_s", "terminal", "merchant"}
 )
 ID_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{ID_CHARS_MAX}}}")
 DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -96,9 +111,15 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
     """parse_txn, also returning the transaction's canonical JSON text (for the batch hash)."""
     if not isinstance(document, dict):
         raise BatchInvalid("field_type", f"{where}: must be a JSON object")
-    _check_keys(document, TXN_KEYS, where)
+    _check_keys(document, TXN_KEYS, where, TXN_OPTIONAL_KEYS)
     kind = _kind(document, where)
     text = _canonical_text(document, where)
+    hold_id = _optional_identifier(document, "hold_id", where) if "hold_id" in document else None
+    identity = text
+    if hold_id is None and "hold_id" in document:
+        # The batch hash covers the text as sent; a txn's identity does not depend on whether
+        # a sender without holds writes "hold_id": null or leaves the key out.
+        identity = _without_hold(document)
     txn = Txn(
         txn_id=_identifier(document, "txn_id", where),
         terminal=_identifier(document, "terminal", where),
@@ -116,10 +137,34 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
         program=_optional_identifier(document, "program", where),
         digest=_digest(document, where),
         auth=_identifier(document, "auth", where),
-        content_hash=sha256_hex(text),
+        content_hash=sha256_hex(identity),
+        hold_id=hold_id,
     )
     _check_kind_rules(txn, where)
     return txn, text
+
+
+def _without_hold(document: Mapping[str, Any]) -> str:
+    """Canonical JSON of a transaction without its (null) hold_id key."""
+    return canonical_json({key: value for key, value in document.items() if key != "hold_id"})
+
+
+def parse_hold_request(document: object) -> HoldRequest:
+    """Check a decoded POST /v1/holds body completely; return it typed, or raise BatchInvalid."""
+    if not isinstance(document, dict):
+        raise BatchInvalid("request_malformed", "a hold request must be a JSON object")
+    where = "hold"
+    _check_keys(document, HOLD_KEYS, where)
+    return HoldRequest(
+        hold_id=_identifier(document, "hold_id", where),
+        card=_identifier(document, "card", where),
+        currency=_currency(document, where),
+        amount_minor=_integer(document, "amount_minor", where, AMOUNT_MINOR_MAX, minimum=1),
+        ttl_s=_integer(document, "ttl_s", where, HOLD_TTL_S_MAX, "field_invalid", minimum=1),
+        terminal=_identifier(document, "terminal", where),
+        merchant=_identifier(document, "merchant", where),
+        content_hash=sha256_hex(_canonical_text(document, where)),
+    )
 
 
 def _canonical_text(document: Mapping[str, Any], where: str) -> str:
@@ -130,12 +175,17 @@ def _canonical_text(document: Mapping[str, Any], where: str) -> str:
         raise BatchInvalid("field_type", f"{where}: not JSON-serializable: {error}") from error
 
 
-def _check_keys(document: Mapping[str, Any], expected: frozenset[str], where: str) -> None:
+def _check_keys(
+    document: Mapping[str, Any],
+    expected: frozenset[str],
+    where: str,
+    optional: frozenset[str] = frozenset(),
+) -> None:
     """Refuse missing and unknown keys, so a renamed field can never be silently ignored."""
     missing = expected.difference(document)
     if missing:
         raise BatchInvalid("field_missing", f"{where}: missing {', '.join(sorted(missing))}")
-    unknown = set(document).difference(expected)
+    unknown = set(document).difference(expected, optional)
     if unknown:
         names = ", ".join(sorted(repr(key) for key in unknown))
         raise BatchInvalid("field_unknown", f"{where}: unknown {names}")
@@ -167,7 +217,7 @@ def _identifier(document: Mapping[str, Any], key: str, where: str) -> str:
 
 
 def _optional_identifier(document: Mapping[str, Any], key: str, where: str) -> str | None:
-    """An id that may be null (ref_txn_id, program); its presence is judged per kind."""
+    """An id that may be null (ref_txn_id, program, hold_id); its presence is judged per kind."""
     if document[key] is None:
         return None
     return _identifier(document, key, where)
@@ -179,15 +229,16 @@ def _integer(
     where: str,
     maximum: int,
     reason: str = "amount_invalid",
+    minimum: int = 0,
 ) -> int:
-    """An exact non-negative int up to `maximum`; bools and floats are type errors."""
+    """An exact int from `minimum` (0) to `maximum`; bools and floats are type errors."""
     value = document[key]
     if type(value) is not int:
         raise BatchInvalid(
             "field_type", f"{where}.{key}: must be an integer, got {type(value).__name__}"
         )
-    if not 0 <= value <= maximum:
-        raise BatchInvalid(reason, f"{where}.{key}: must be between 0 and {maximum}")
+    if not minimum <= value <= maximum:
+        raise BatchInvalid(reason, f"{where}.{key}: must be between {minimum} and {maximum}")
     return value
 
 
@@ -228,6 +279,15 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
         )
     if txn.kind in (KIND_PURCHASE, KIND_REFUND) and txn.card_value_minor > txn.amount_minor:
         raise BatchInvalid("amount_invalid", f"{where}.card_value_minor: exceeds amount_minor")
+    if txn.kind == KIND_EXPIRE and (
+        txn.amount_minor != txn.card_value_minor or not (txn.card_value_minor or txn.points)
+    ):
+        raise BatchInvalid(
+            "amount_invalid",
+            f"{where}: expire must take card_value_minor (= amount_minor) and/or points",
+        )
+    if txn.hold_id is not None and txn.kind != KIND_PURCHASE:
+        raise BatchInvalid("field_invalid", f"{where}.hold_id: only a purchase posts a hold")
     if txn.kind == KIND_ISSUE and txn.program is None:
         raise BatchInvalid("field_invalid", f"{where}.program: required on issue")
     if (txn.kind == KIND_REFUND) != (txn.ref_txn_id is not None):

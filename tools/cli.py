@@ -4,6 +4,9 @@
     tilltap gateway run ...                    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
+    tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
+                                               a ledger report: liability, breakage, segments,
+                                               lapsing, terminals (exit 2 on bad input)
     tilltap bench [--quick]                    benchmarks: JSON lines, then a table and goals
     tilltap firmware build --board NAME [--out DIR] [--config FILE]   a board's deployable folder
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
@@ -115,6 +118,12 @@ def _terminal_provision(args: argparse.Namespace) -> int:
                              replace=args.replace)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tools.report import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--replace", action="store_true",
                            help="issue a new key to a terminal that already has one")
     provision.set_defaults(handler=_terminal_provision)
+
+    from tools.report import add_arguments as add_report_arguments
+
+    report = commands.add_parser("report", help="a ledger report as CSV or JSON")
+    add_report_arguments(report)
+    report.set_defaults(handler=_report)
 
     ledger = commands.add_parser("ledger", help="the central ledger").add_subparsers(
         dest="ledger_command", required=True)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from ledger import Books
 
 DIGEST = "ab" * 32
+
+
+def at(day: str, hour: int = 12) -> int:
+    """Unix time of `hour` o'clock UTC on the ISO date `day` (for transaction times)."""
+    return int(datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC).timestamp())
 
 
 def txn(txn_id: str, kind: str, card: str = "C1", **fields: Any) -> dict[str, Any]:
@@ -42,7 +48,7 @@ def issue(txn_id: str, card: str = "C1", amount_minor: int = 5000, **fields: Any
 
 
 def topup(
-    txn_id: str, card: str = "C1", amount_minor: int = 1000, bonus_minor: int = 0
+    txn_id: str, card: str = "C1", amount_minor: int = 1000, bonus_minor: int = 0, **fields: Any
 ) -> dict[str, Any]:
     """Value loaded for cash, with an optional promotion bonus (card value = amount + bonus)."""
     return txn(
@@ -52,6 +58,7 @@ def topup(
         amount_minor=amount_minor,
         bonus_minor=bonus_minor,
         card_value_minor=amount_minor + bonus_minor,
+        **fields,
     )
 
 
@@ -61,8 +68,9 @@ def purchase(
     card_value_minor: int = 1000,
     points: int = 10,
     amount_minor: int | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """A sale paid (at least partly) from the card, earning points."""
+    """A sale paid (at least partly) from the card, earning points (posting a hold if given)."""
     total = card_value_minor if amount_minor is None else amount_minor
     return txn(
         txn_id,
@@ -71,11 +79,17 @@ def purchase(
         amount_minor=total,
         card_value_minor=card_value_minor,
         points=points,
+        **fields,
     )
 
 
 def refund(
-    txn_id: str, ref_txn_id: str, card: str = "C1", card_value_minor: int = 0, points: int = 0
+    txn_id: str,
+    ref_txn_id: str,
+    card: str = "C1",
+    card_value_minor: int = 0,
+    points: int = 0,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Part or all of an earlier purchase given back to the card."""
     return txn(
@@ -86,7 +100,40 @@ def refund(
         card_value_minor=card_value_minor,
         points=points,
         ref_txn_id=ref_txn_id,
+        **fields,
     )
+
+
+def expire(
+    txn_id: str, card: str = "C1", card_value_minor: int = 0, points: int = 0, **fields: Any
+) -> dict[str, Any]:
+    """Value and/or points that lapsed, moved to the merchant's breakage."""
+    return txn(
+        txn_id,
+        "expire",
+        card,
+        amount_minor=card_value_minor,
+        card_value_minor=card_value_minor,
+        points=points,
+        **fields,
+    )
+
+
+def hold_request(
+    hold_id: str, card: str = "C1", amount_minor: int = 1000, ttl_s: int = 120, **fields: Any
+) -> dict[str, Any]:
+    """A valid POST /v1/holds body from terminal T1 of merchant M1."""
+    document: dict[str, Any] = {
+        "hold_id": hold_id,
+        "card": card,
+        "currency": "EUR",
+        "amount_minor": amount_minor,
+        "ttl_s": ttl_s,
+        "terminal": "T1",
+        "merchant": "M1",
+    }
+    document.update(fields)
+    return document
 
 
 def batch(
@@ -116,3 +163,36 @@ def snapshot(books: Books) -> dict[str, Any]:
 def assert_balanced(books: Books) -> None:
     """The trial balance is zero in every unit."""
     assert all(total == 0 for total in books.trial_balance().values()), books.trial_balance()
+
+
+def report_history() -> dict[str, Any]:
+    """Seven cards over two months, for the report tests (see test_ledger_reports.py)."""
+    cards = [("A", "gift"), ("B", "gift"), ("C", "gift"), ("D", "loyalty"), ("E", "loyalty")]
+    cards.append(("F", "gift"))
+    issues = [
+        issue(f"T0-{n}", card=card, amount_minor=10_000, program=program, time=at("2025-10-01"))
+        for n, (card, program) in enumerate(cards, start=1)
+    ]
+    return batch(
+        "gw1-history",
+        *issues,
+        purchase("T1-1", "B", 4000, points=0, time=at("2025-10-15")),
+        purchase("T2-1", "D", 800, points=8, time=at("2025-10-20")),
+        issue("T0-7", "K", 20_000, currency="SEK", program="gift", time=at("2025-11-01")),
+        topup("T1-2", "B", 1000, bonus_minor=100, time=at("2025-11-02")),
+        purchase("T3-1", "C", 1500, points=0, time=at("2025-11-05")),
+        purchase("T3-2", "C", 1500, points=0, time=at("2025-11-06")),
+        refund("T3-3", "T3-1", "C", card_value_minor=500, time=at("2025-11-07")),
+        purchase("T1-3", "A", 1000, points=0, time=at("2025-11-10")),
+        purchase("T2-2", "E", 1000, points=10, time=at("2025-11-15")),
+        purchase("T2-3", "E", 1000, points=10, time=at("2025-11-16", hour=9)),
+        purchase("T2-4", "E", 1000, points=10, time=at("2025-11-16", hour=18)),
+        purchase("T1-4", "A", 2000, points=0, amount_minor=3000, time=at("2025-11-20")),
+        expire("T9-1", "E", points=15, time=at("2025-11-25")),
+        expire("T9-2", "F", card_value_minor=2000, merchant="M2", time=at("2025-11-26")),
+        purchase("T1-5", "A", 2000, points=0, time=at("2025-11-28")),
+        purchase("T2-5", "E", 1000, points=10, time=at("2025-11-28")),
+        purchase("T1-6", "B", 500, points=0, time=at("2025-11-29")),
+        purchase("T4-1", "K", 9900, points=0, currency="SEK", time=at("2025-11-30")),
+        purchase("T1-7", "A", 500, points=0, time=at("2025-12-01")),
+    )

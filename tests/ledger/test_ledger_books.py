@@ -43,6 +43,8 @@ def test_a_batch_posts_every_kind_and_balances(books: Books) -> None:
         "value_minor": 5000 + 1100 - 1500 + 500,
         "points": 15,
         "program": "gift",
+        "held_minor": 0,
+        "available_minor": 5100,
     }
     assert books.trial_balance() == {"EUR": 0, "PTS": 0}
 
@@ -117,6 +119,8 @@ def test_refund_in_the_same_batch_after_its_purchase_posts(books: Books) -> None
         "value_minor": 5000,
         "points": 0,
         "program": "gift",
+        "held_minor": 0,
+        "available_minor": 5000,
     }
 
 
@@ -179,6 +183,8 @@ def test_card_first_seen_by_topup_is_issued_later(books: Books) -> None:
         "value_minor": 1000,
         "points": 0,
         "program": "loyalty",
+        "held_minor": 0,
+        "available_minor": 1000,
     }
 
 

@@ -72,6 +72,8 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         "value_minor": 3800,
         "points": 12,
         "program": "gift",
+        "held_minor": 0,
+        "available_minor": 3800,
     }
     assert client.card("C1") == expected
     assert client.balances() == [expected]

@@ -7,7 +7,7 @@ import pytest
 from ledger.errors import BatchInvalid
 from ledger.postings import Leg, legs_for, unit_sums
 from ledger.validate import parse_txn
-from tests.ledger.builders import issue, purchase, refund, topup, txn
+from tests.ledger.builders import expire, issue, purchase, refund, topup, txn
 
 
 def legs(document: dict[str, object]) -> list[Leg]:
@@ -50,6 +50,39 @@ def test_refund_mirrors_the_purchase() -> None:
         Leg("card_points", "C1", "PTS", 3),
         Leg("promotion_expense", "M1", "PTS", -3),
     ]
+
+
+def test_expire_moves_lapsed_value_and_points_to_the_merchants_breakage() -> None:
+    """An expire debits the card's value and points and credits breakage(M) in each unit."""
+    assert legs(expire("T1-1", card_value_minor=700, points=12)) == [
+        Leg("card_value", "C1", "EUR", 700),
+        Leg("breakage", "M1", "EUR", -700),
+        Leg("card_points", "C1", "PTS", 12),
+        Leg("breakage", "M1", "PTS", -12),
+    ]
+    assert legs(expire("T1-1", points=5)) == [
+        Leg("card_points", "C1", "PTS", 5),
+        Leg("breakage", "M1", "PTS", -5),
+    ]
+
+
+@pytest.mark.parametrize(
+    "document, reason",
+    [
+        (expire("T1-1"), "amount_invalid"),
+        (expire("T1-1", card_value_minor=700) | {"amount_minor": 800}, "amount_invalid"),
+        (expire("T1-1", card_value_minor=700, bonus_minor=1), "amount_invalid"),
+        (expire("T1-1", points=5, ref_txn_id="T1-0"), "field_invalid"),
+    ],
+    ids=["nothing", "amount-differs", "bonus", "ref"],
+)
+def test_an_expire_must_take_value_or_points_and_nothing_else(
+    document: dict[str, object], reason: str
+) -> None:
+    """An expire takes card_value_minor (= amount_minor) and/or points, no bonus, no ref."""
+    with pytest.raises(BatchInvalid) as caught:
+        parse_txn(document)
+    assert caught.value.reason == reason
 
 
 def test_zero_amount_legs_are_omitted() -> None:
