@@ -54,6 +54,7 @@ class CardBook:
         self.hotlist: set[str] = set(hotlist or ())
         self.hotlist_offline = 0  # offline sales of a blocked card the terminal did not know of
         self._auth_counters: dict[str, int] = {}  # SUN counters seen by authorization
+        self.sun_verified = 0  # taps whose SUN verified (authorizations and records)
         self.cards: dict[str, dict[str, Any]] = dict(cards or {})
         self.purchases: dict[str, dict[str, Any]] = {}
         self.holds: dict[str, Hold] = {}
@@ -108,6 +109,8 @@ class CardBook:
             raise ValidationError(CARD_BLOCKED, fields["card"])
         counter = self.authenticator.read_counter(fields)
         self.authenticator.check_newer(last_seen, counter)
+        if counter is not None:
+            self.sun_verified += 1
         return counter
 
     def check(self, fields: dict[str, Any]) -> int | None:

@@ -148,8 +148,10 @@ class Gateway:
         with self.cards.lock:
             exposure = {"cards": dict(self.cards.exposure_by_card),
                         "terminals": dict(self.cards.exposure_by_terminal)}
+            sun_verified = self.cards.sun_verified
         return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
-                "batches": self.store.batch_summary(), "exposure": exposure}
+                "batches": self.store.batch_summary(), "exposure": exposure,
+                "sun_verified": sun_verified}
 
 
 def _load_programs(path: str) -> dict[str, dict[str, Any]]:

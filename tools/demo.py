@@ -13,22 +13,29 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
 from ledger.server import serve
 from protocol import money, txn
 from tools.broker import start_broker
+from tools.cards import MasterKeys, new_master_keys
+from tools.personalize import personalize
 from tools.simulator.cards import make_uid
+from tools.simulator.ntag424_card import Ntag424Card
 from tools.simulator.terminal import SimulatedTerminal
 
 MERCHANT = "M1"
+CARD_URL_PREFIX = "https://tilltap.example/c"
+DEMO_SYSTEM_ID = b"tilltap-demo"
 CURRENCY = "EUR"
 DRAIN_TIMEOUT_S = 30.0
 
@@ -85,59 +92,85 @@ class Expected:
             entry["amount_minor"] += fields["amount_minor"]
 
 
-def _issue_cards(terminals: list[SimulatedTerminal], expected: Expected, count: int,
-                 rng: random.Random) -> dict[str, str]:
-    cards: dict[str, str] = {}
+class DemoCard:
+    """One customer's card: a personalized emulated NTAG 424 DNA, in one hand at a time."""
+
+    def __init__(self, uid: str, program: str, card: Ntag424Card) -> None:
+        self.uid = uid
+        self.program = program
+        self.card = card
+        self.lock = threading.Lock()  # a card is on one reader at a time
+
+
+def _personalized_cards(count: int, masters: MasterKeys,
+                        rng: random.Random) -> list[DemoCard]:
+    """Factory cards personalized at the technician's desk (tools/personalize.py)."""
+    cards: dict[str, DemoCard] = {}
     names = list(DEMO_PROGRAMS)
-    for index in range(count):
-        program = names[index % len(names)]
+    while len(cards) < count:
         uid = make_uid(rng)
-        while uid in cards:
-            uid = make_uid(rng)
-        value = 0 if program == "loyalty" else rng.choice([2000, 5000, 10000])
+        if uid in cards:
+            continue
+        card = Ntag424Card(bytes.fromhex(uid))
+        personalize(card.apdu, masters, CARD_URL_PREFIX, secrets.token_bytes)
+        cards[uid] = DemoCard(uid, names[len(cards) % len(names)], card)
+    return list(cards.values())
+
+
+def _issue_cards(terminals: list[SimulatedTerminal], expected: Expected,
+                 blanks: list[DemoCard], rng: random.Random) -> dict[str, DemoCard]:
+    """Sell and activate each card at a counter: its program and opening value."""
+    cards: dict[str, DemoCard] = {}
+    for index, demo_card in enumerate(blanks):
+        value = 0 if demo_card.program == "loyalty" else rng.choice([2000, 5000, 10000])
         terminal = terminals[index % len(terminals)]
-        terminal.tap(uid)
-        outcome = terminal.terminal.issue(program, value)
+        terminal.tap(demo_card.card)
+        outcome = terminal.terminal.issue(demo_card.program, value)
         expected.record(outcome)
         if outcome["approved"]:
-            cards[uid] = program
+            cards[demo_card.uid] = demo_card
     return cards
 
 
-def _one_operation(sim: SimulatedTerminal, cards: dict[str, str], expected: Expected,
+def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                    rng: random.Random) -> None:
-    card = rng.choice(list(cards))
-    program = cards[card]
-    sim.tap(card)
     roll = rng.random()
-    if roll < 0.1:
-        outcome = sim.terminal.inquiry()
-    elif program == "loyalty":
-        outcome = sim.terminal.purchase(rng.randrange(100, 8000), pay_from_card=False)
-    elif program == "prepaid" and roll < 0.35:
-        outcome = sim.terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
-    elif roll < 0.93:
-        # Partial spends; now and then more than the card holds, which must be declined.
-        amount = rng.randrange(100, 2500) if roll < 0.9 else rng.randrange(20000, 40000)
-        outcome = sim.terminal.purchase(amount, pay_from_card=True)
-    else:
-        outcome = _refund_something(sim, expected, rng)
+    if roll >= 0.93:
+        expected.record(_refund_something(sim, cards, expected, rng))
+        return
+    demo_card = cards[rng.choice(list(cards))]
+    with demo_card.lock:
+        sim.tap(demo_card.card)
+        if roll < 0.1:
+            outcome = sim.terminal.inquiry()
+        elif demo_card.program == "loyalty":
+            outcome = sim.terminal.purchase(rng.randrange(100, 8000), pay_from_card=False)
+        elif demo_card.program == "prepaid" and roll < 0.35:
+            outcome = sim.terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
+        else:
+            # Partial spends; now and then more than the card holds, which must be declined.
+            amount = rng.randrange(100, 2500) if roll < 0.9 else rng.randrange(20000, 40000)
+            outcome = sim.terminal.purchase(amount, pay_from_card=True)
     expected.record(outcome)
 
 
-def _refund_something(sim: SimulatedTerminal, expected: Expected,
+def _refund_something(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                       rng: random.Random) -> dict[str, Any]:
     with expected.lock:
         candidates = [p for p in expected.purchases if p["card_value_minor"] > 0]
         original = rng.choice(candidates) if candidates else None
-    if original is None:
-        return sim.terminal.inquiry()
-    sim.tap(original["card"])
-    amount = max(1, original["amount_minor"] // 2)
-    return sim.terminal.refund(txn.txn_id(original["terminal"], original["seq"]), amount)
+    demo_card = cards[original["card"] if original else rng.choice(list(cards))]
+    if original is None:  # nothing to refund yet: the customer only asks for the balance
+        with demo_card.lock:
+            sim.tap(demo_card.card)
+            return sim.terminal.inquiry()
+    with demo_card.lock:
+        sim.tap(demo_card.card)
+        amount = max(1, original["amount_minor"] // 2)
+        return sim.terminal.refund(txn.txn_id(original["terminal"], original["seq"]), amount)
 
 
-def _run_terminal(sim: SimulatedTerminal, cards: dict[str, str], expected: Expected,
+def _run_terminal(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                   operations: int, seed: int, errors: list[BaseException]) -> None:
     rng = random.Random(seed)
     try:
@@ -165,12 +198,15 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 42
         registry.add(terminal_id, MERCHANT, key)
         configs.append({"terminal": terminal_id, "merchant": MERCHANT, "key": key,
                         "currency": CURRENCY, "programs": DEMO_PROGRAMS})
+    masters = new_master_keys(DEMO_SYSTEM_ID)
+    card_keys = CardKeys(masters.master(1), masters.master(2), masters.system_id)
     gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"), registry,
-                      DEMO_PROGRAMS, ledger.url, mqtt5=broker.kind == "mosquitto")
+                      DEMO_PROGRAMS, ledger.url, mqtt5=broker.kind == "mosquitto",
+                      card_keys=card_keys)
     sims: list[SimulatedTerminal] = []
     try:
         gateway.start()
-        sims = [SimulatedTerminal(c, workdir, broker.host, broker.port, seed + i)
+        sims = [SimulatedTerminal(c, workdir, broker.host, broker.port, seed + i, sun=True)
                 for i, c in enumerate(configs)]
         for sim in sims:
             sim.service(0)
@@ -178,7 +214,9 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 42
             f"({dsn.split(':')[0]}); gateway gw1; terminals {', '.join(registry.ids())}")
         expected = Expected()
         rng = random.Random(seed)
-        cards = _issue_cards(sims, expected, card_count, rng)
+        blanks = _personalized_cards(card_count, masters, rng)
+        log(f"personalized {len(blanks)} NTAG 424 DNA cards (diversified keys, SUN on)")
+        cards = _issue_cards(sims, expected, blanks, rng)
         _drain(sims, gateway)
         log(f"issued {len(cards)} cards; running {operations} operations on "
             f"{len(sims)} terminals")
@@ -304,6 +342,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  {c['card']}: expected {c['expected_minor']} gateway "
                      f"{c['gateway_minor']} ledger {c['ledger_minor']}")
     lines.append(f"ledger trial balance per unit: {json.dumps(report['trial_balance'])}")
+    lines.append(f"card taps proved genuine by their SUN at the gateway: "
+                 f"{report['gateway']['sun_verified']}")
     lines.append(f"approved by kind: {json.dumps(report['kinds'], sort_keys=True)}")
     lines.append(f"declines: {json.dumps(report['declines'])}; "
                  f"balance inquiries: {report['inquiries']}")

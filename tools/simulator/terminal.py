@@ -1,4 +1,10 @@
-"""A simulated counter terminal: firmware modules + host seams, one per thread."""
+"""A simulated counter terminal: firmware modules + host seams, one per thread.
+
+Two kinds of card reader:
+    plain  an `EmulatedReader` that returns the UID of the card "tapped" (a hex string)
+    sun    the firmware's own PN532 driver and SUN reading, over an emulated PN532 chip in
+           whose field the tapped card object (an emulated NTAG 424 DNA) is placed
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ import random
 from pathlib import Path
 from typing import Any
 
+from firmware.card_sun import on_card_read_sun
 from firmware.hal import NullDisplay, SystemClock
 from firmware.journal import Journal
+from firmware.pn532 import Pn532
+from firmware.reader import Pn532Reader
 from firmware.storage import FileStorage
 from firmware.terminal import Terminal
 from firmware.uplink import Uplink
 from tools.simulator.cards import EmulatedReader
 from tools.simulator.paho_net import PahoNet
+from tools.simulator.pn532_emulator import Pn532Emulator
 
 
 class SeededRandom:
@@ -25,10 +35,15 @@ class SeededRandom:
 
 class SimulatedTerminal:
     def __init__(self, config: dict[str, Any], journal_dir: Path, broker_host: str,
-                 broker_port: int, seed: int = 0) -> None:
+                 broker_port: int, seed: int = 0, sun: bool = False) -> None:
         self.config = config
         self.clock = SystemClock()
-        self.reader = EmulatedReader()
+        self.pn532: Pn532Emulator | None = None
+        self.reader: Any = EmulatedReader()
+        if sun:
+            self.pn532 = Pn532Emulator()
+            self.reader = Pn532Reader(Pn532(self.pn532, self.clock), self.clock,
+                                      on_card_read_sun)
         self.display = NullDisplay()
         self.net = PahoNet(broker_host, broker_port)
         storage = FileStorage(str(journal_dir / f"{config['terminal']}.journal"))
@@ -37,7 +52,14 @@ class SimulatedTerminal:
         self.terminal = Terminal(config, self.journal, self.uplink, self.clock, self.reader,
                                  self.display)
 
-    def tap(self, card: str | None) -> EmulatedReader:
+    def tap(self, card: Any) -> Any:
+        """Put `card` on the reader: a UID string (plain) or a card object (sun)."""
+        if self.pn532 is not None:
+            if card is None:
+                self.pn532.remove()
+            else:
+                self.pn532.present(card)
+            return self.reader
         self.reader.present(card)
         return self.reader
 
