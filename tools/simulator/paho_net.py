@@ -8,6 +8,7 @@ inbox; `poll` drains it on the firmware's own schedule.
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 
 import paho.mqtt.client as mqtt
@@ -36,7 +37,7 @@ class PahoNet:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv311, clean_session=False)
         client.will_set(will_topic, will_payload, qos=1, retain=True)
-        client.on_connect = lambda *args: self._connack.set()
+        client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._connack.clear()
         try:
@@ -48,6 +49,12 @@ class PahoNet:
             client.loop_stop()
             raise OSError("no CONNACK")
         self.client = client
+
+    def _on_connect(self, client: mqtt.Client, *args: object) -> None:
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # small messages must not wait for delayed ACKs
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connack.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     message: mqtt.MQTTMessage) -> None:
