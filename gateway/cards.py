@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
@@ -48,8 +49,12 @@ class CardBook:
     def __init__(self, programs: dict[str, dict[str, Any]],
                  cards: dict[str, dict[str, Any]] | None = None,
                  authenticator: CardAuthenticator | None = None,
-                 hotlist: set[str] | None = None) -> None:
+                 hotlist: set[str] | None = None,
+                 lookup: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self.programs = programs
+        # Cards registered centrally (personalized at a technician's desk) that this store
+        # has not seen yet: asked of the ledger once, then kept here.
+        self.lookup = lookup
         self.authenticator = authenticator or CardAuthenticator(None)
         self.hotlist: set[str] = set(hotlist or ())
         self.hotlist_offline = 0  # offline sales of a blocked card the terminal did not know of
@@ -91,8 +96,21 @@ class CardBook:
         refunded["points"] += fields["points"]
 
     # -- ingest: check then apply ---------------------------------------------------------
-    def _card(self, card: str) -> dict[str, Any]:
+    def _known(self, card: str) -> dict[str, Any] | None:
         state = self.cards.get(card)
+        if state is None and self.lookup is not None:
+            found = self.lookup(card)
+            if found is not None:
+                state = self.cards[card] = {
+                    "program": found["program"], "currency": found["currency"],
+                    "value_minor": found["value_minor"], "points": found["points"],
+                    "sun_counter": None,
+                }
+                self.dirty.add(card)
+        return state
+
+    def _card(self, card: str) -> dict[str, Any]:
+        state = self._known(card)
         if state is None:
             raise ValidationError(CARD_UNKNOWN, card)
         return state
@@ -119,7 +137,7 @@ class CardBook:
         Returns the SUN read counter to hand to `apply` (None without card keys).
         """
         kind = fields["kind"]
-        known = self.cards.get(fields["card"])
+        known = self._known(fields["card"])
         counter = self._identify(fields, known.get("sun_counter") if known else None)
         if kind == txn.KIND_ISSUE:
             self._check_issue(fields)
@@ -235,7 +253,7 @@ class CardBook:
     def _decide(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
         kind = request["kind"]
         card = request["card"]
-        known = self.cards.get(card)
+        known = self._known(card)
         seen = [c for c in (known.get("sun_counter") if known else None,
                             self._auth_counters.get(card)) if c is not None]
         counter = self._identify(dict(request, auth_mode=txn.AUTH_ONLINE),

@@ -34,6 +34,7 @@ from gateway.store import GatewayStore
 from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
+from ledger.errors import LedgerUnavailable, NotFound
 from protocol import topics
 from protocol.errors import ProtocolError
 
@@ -59,11 +60,11 @@ class Gateway:
         self.stats = Stats()
         self.store = GatewayStore(db_path)
         hotlist = self.store.hotlist()
+        self.ledger = LedgerClient(ledger_url) if ledger_url else None
         self.cards = CardBook(programs, self.store.load_cards(), CardAuthenticator(card_keys),
-                              set(hotlist))
+                              set(hotlist), self._ledger_card if self.ledger else None)
         for fields in self.store.load_purchases():
             self.cards.replay_purchase(fields)
-        self.ledger = LedgerClient(ledger_url) if ledger_url else None
         self.presence: dict[str, dict[str, Any]] = {}
         # Each hotlist change is a new configuration version: the count of changes is durable,
         # so the version never goes back after a restart (terminals refuse older ones).
@@ -123,6 +124,14 @@ class Gateway:
         self.ack_queue.put(None)
         self.ack_stage.join(STOP_JOIN_S)
         self.store.close()
+
+    def _ledger_card(self, card: str) -> dict[str, Any] | None:
+        """A card registered centrally, or None (unknown, or the ledger is out of reach)."""
+        assert self.ledger is not None
+        try:
+            return self.ledger.card(card)
+        except (NotFound, LedgerUnavailable):
+            return None
 
     def _on_status(self, topic: str, payload: bytes) -> bool:
         try:

@@ -18,6 +18,8 @@ here are only the guarantees that tie them together:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -37,6 +39,9 @@ from ledger.schema import create_schema
 from ledger.validate import parse_batch, parse_hold_request
 
 log = logging.getLogger(__name__)
+
+
+REGISTRATION_TERMINAL = "DESK"
 
 
 class Books:
@@ -136,6 +141,36 @@ class Books:
         log.warning("ledger alarm %s: %s", reason, detail)
         with self._database.write_transaction():
             store.insert_alarm(self._database, self._now(), reason, detail)
+
+    def register_card(self, card: str, program: str, currency: str, merchant: str,
+                      value_minor: int) -> PostResult:
+        """Register and activate a personalized card with its program and opening value.
+
+        Posted as a one-transaction `issue` batch from the technician's desk (terminal
+        "DESK"), so it has the same legs, checks and exactly-once rules as a card sold at a
+        counter: the same registration again is a duplicate, a different one a conflict.
+        """
+        transaction = {
+            "txn_id": f"REG-{card}", "terminal": REGISTRATION_TERMINAL, "seq": 0,
+            "merchant": merchant, "time": int(self._now()), "kind": "issue", "card": card,
+            "currency": currency, "amount_minor": value_minor, "card_value_minor": value_minor,
+            "bonus_minor": 0, "points": 0, "ref_txn_id": None, "program": program,
+            "auth": "online",
+        }
+        content = json.dumps({k: v for k, v in transaction.items() if k != "time"},
+                             sort_keys=True).encode()
+        transaction["digest"] = hashlib.sha256(content).hexdigest()
+        batch_id = f"register-{card}"
+        existing = self.card_balance(card)
+        if existing is not None:
+            # Registered before (a personalization run repeated): the same program is a
+            # no-op, another one is refused; the opening value is never posted twice.
+            if existing["program"] != program or existing["currency"] != currency:
+                raise BatchConflict("card_exists", f"card {card} is registered otherwise")
+            return PostResult("duplicate", batch_id, 0, 1)
+        batch = {"batch_id": batch_id, "gateway_id": REGISTRATION_TERMINAL,
+                 "created": int(self._now()), "transactions": [transaction]}
+        return self.post_batch(batch)
 
     def card_balance(self, card: str) -> dict[str, Any] | None:
         """{"card","currency","value_minor","points","program","held_minor","available_minor"}

@@ -91,6 +91,19 @@ class LedgerClient:
         result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
         return result
 
+    def register_card(self, card: str, program: str, currency: str, merchant: str,
+                      value_minor: int) -> dict[str, Any]:
+        """Register and activate a personalized card: {"status": "posted"|"duplicate", ..}.
+
+        BatchConflict card_exists when the card is registered with another program.
+        """
+        request = {"program": program, "currency": currency, "merchant": merchant,
+                   "value_minor": value_minor}
+        body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        path = f"/v1/cards/{quote(card, safe='')}"
+        result: dict[str, Any] = self._request("PUT", path, body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
     def void_hold(self, hold_id: str) -> dict[str, Any]:
         """Release a hold: {"hold_id", "status": "voided", "available_minor"}.
 

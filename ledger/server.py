@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 CARDS_PREFIX = "/v1/cards/"
+REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
 HOLDS_PATH = "/v1/holds"
 HOLDS_PREFIX = "/v1/holds/"
 REPORTS_PREFIX = "/v1/reports/"
@@ -101,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("POST")
 
     def do_PUT(self) -> None:
-        """Not supported: answered 405 like any other unknown method."""
+        """Register and activate a personalized card (PUT /v1/cards/<card>)."""
         self._serve("PUT")
 
     def do_DELETE(self) -> None:
@@ -143,7 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
         books = self.server.books
         if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
             card = unquote(path[len(CARDS_PREFIX) :])
-            return self._only("GET", method, lambda: _card(books, card))
+            return self._by_method(method, {"GET": lambda: _card(books, card),
+                                            "PUT": lambda: self._register_card(card)})
         if path.startswith(HOLDS_PREFIX) and len(path) > len(HOLDS_PREFIX):
             hold_id = unquote(path[len(HOLDS_PREFIX) :])
             return self._by_method(
@@ -179,6 +181,16 @@ class _Handler(BaseHTTPRequestHandler):
         if getter is None:
             raise NotFound("not_found", f"no such path: {path[:200]}")
         return self._only("GET", method, lambda: (200, getter()))
+
+    def _register_card(self, card: str) -> Answer:
+        """PUT /v1/cards/<card>: register and activate a personalized card (idempotent)."""
+        body = self._read_json(HOLD_BYTES_MAX, "request_too_large", "request_malformed")
+        if not isinstance(body, dict) or set(body) != REGISTRATION_FIELDS:
+            raise BatchInvalid("request_malformed",
+                               f"a registration has exactly {sorted(REGISTRATION_FIELDS)}")
+        result = self.server.books.register_card(card, body["program"], body["currency"],
+                                                 body["merchant"], body["value_minor"])
+        return 200, result.to_json()
 
     def _place_hold(self) -> Answer:
         """POST /v1/holds: 201 for a new hold, 200 for a replay of one."""

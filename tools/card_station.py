@@ -80,6 +80,38 @@ def inspect_command(reader: str, master_key: str | None) -> int:
     return EXIT_OK
 
 
+def personalize_command(args: Any) -> int:
+    """`tilltap card personalize`: a rich progress bar, then the JSON summary."""
+    from rich.progress import Progress
+
+    from ledger.client import LedgerClient
+    from ledger.errors import LedgerError
+
+    if args.count < 1 or args.value_minor < 0:
+        print("tilltap card personalize: --count >= 1 and --value-minor >= 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        master_keys = load_master_keys(args.master_key)
+    except CardToolError as error:
+        print(f"tilltap card personalize: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ledger = LedgerClient(args.ledger_url)
+
+    def register(uid: str) -> None:
+        ledger.register_card(uid, args.program, args.currency, args.merchant, args.value_minor)
+
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"personalizing at {args.reader}", total=args.count)
+            summary = personalize_batch(args.reader, args.count, master_keys, args.url_prefix,
+                                        register, progress=lambda: progress.advance(task))
+    except LedgerError as error:
+        print(f"tilltap card personalize: the ledger refused: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return EXIT_OK if not summary["failed"] else EXIT_FAILED
+
+
 def personalize_batch(reader: str, count: int, master_keys: MasterKeys, url_prefix: str,
                       register: Any, card_wait_s: float = CARD_WAIT_S,
                       progress: Any = None) -> dict[str, Any]:

@@ -12,6 +12,8 @@
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
     tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
     tilltap programs simulate --config FILE.toml --ops FILE.jsonl   run operations, print JSON
+    tilltap card personalize --count N --master-key FILE --url-prefix URL --program P ...
+    tilltap card inspect [--reader pcsc|usb:...|udp:HOST:PORT] [--master-key FILE]
     tilltap card verify-sun URL (--key HEX | --meta-key HEX --file-key HEX | --master-key FILE)
                                                check a SUN URL, print JSON (exit 0 / 1 / 2)
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
@@ -99,6 +101,18 @@ def _programs_simulate(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def _card_personalize(args: argparse.Namespace) -> int:
+    from tools.card_station import personalize_command
+
+    return personalize_command(args)
+
+
+def _card_inspect(args: argparse.Namespace) -> int:
+    from tools.card_station import inspect_command
+
+    return inspect_command(args.reader, args.master_key)
 
 
 def _card_verify_sun(args: argparse.Namespace) -> int:
@@ -191,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify_sun.add_argument("--master-key", metavar="FILE",
                             help="master-key file (docs/cards.md): K1, K2 from the UID")
     verify_sun.set_defaults(handler=_card_verify_sun)
+    personalize = card.add_parser(
+        "personalize", help="personalize factory cards at a reader and register them")
+    personalize.add_argument("--count", type=int, default=1)
+    personalize.add_argument("--reader", default="pcsc",
+                             help="pcsc | pcsc:NAME | usb[:...] | udp:HOST:PORT")
+    personalize.add_argument("--master-key", metavar="FILE", required=True)
+    personalize.add_argument("--url-prefix", required=True, help="https://... the card's URL")
+    personalize.add_argument("--program", required=True)
+    personalize.add_argument("--value-minor", type=int, default=0, help="opening value")
+    personalize.add_argument("--currency", default="EUR")
+    personalize.add_argument("--merchant", required=True)
+    personalize.add_argument("--ledger-url", required=True)
+    personalize.set_defaults(handler=_card_personalize)
+    inspect = card.add_parser("inspect", help="UID, version, SUN (and its check) of one card")
+    inspect.add_argument("--reader", default="pcsc")
+    inspect.add_argument("--master-key", metavar="FILE", default=None)
+    inspect.set_defaults(handler=_card_inspect)
 
     terminal = commands.add_parser("terminal", help="terminals").add_subparsers(
         dest="terminal_command", required=True)
