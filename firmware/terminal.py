@@ -184,7 +184,9 @@ class Terminal:
             "points": points,
             "ref": ref,
             "program": prog["id"] if kind == txn.KIND_ISSUE else None,
-            "auth_mode": txn.AUTH_OFFLINE if response.get("offline") else txn.AUTH_ONLINE,
+            # The gateway says when it stood in for the ledger (auth response key 25).
+            "auth_mode": (txn.AUTH_OFFLINE if response.get("offline")
+                          else response.get("auth_mode", txn.AUTH_ONLINE)),
             "auth_id": response.get("auth_id"),
         }
 

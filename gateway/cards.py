@@ -4,7 +4,25 @@ The terminal computes points, bonus and refund reversals with `protocol.rules`; 
 computes them again here and refuses a record that disagrees (`rule_mismatch`). Authorization
 places a hold on the value it approves, so two terminals cannot both spend the same balance;
 the hold is released when the transaction carrying its auth id is applied, or when it
-expires after HOLD_TTL_S.
+expires after `hold_ttl_s` (HOLD_TTL_S unless configured).
+
+A local hold may also stand for a hold at the ledger (`mark_ledger_hold`, see
+gateway/ledger_holds.py). Every such hold ends in exactly one of two places:
+
+- in the record that uses it: `apply` writes the ledger hold id into the record's fields
+  under LEDGER_HOLD_FIELD (the store keeps the fields, and settlement names the hold), when
+  the record is an online purchase of the same card taking at most the held value;
+- in `lapsed` (expired, released, or taken by a record that cannot post it), for the
+  gateway's sweep to void at the ledger.
+
+Expiry and `apply` both run under `lock`, so a hold voided as lapsed is never named by a
+record, and a record arriving after its hold lapsed settles without one.
+
+Offline and stand-in sales (auth modes 2 and 3) are never refused for value after the fact
+(the sale happened): an overdraft is counted as exposure, per card and per terminal.
+
+Auth ids are `a{epoch}-{n}`: `auth_epoch` is the gateway's durable start count, so an id is
+never given twice, even across restarts (the ledger hold id is built from it).
 
 All methods are called with `lock` held by the caller's stage (ingest or authorize).
 """
@@ -33,16 +51,19 @@ from protocol.reasons import (
 
 HOLD_TTL_S = 120
 HOLDS_MAX = 100_000
+LEDGER_HOLD_FIELD = "ledger_hold_id"
+"""Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
 
 
 class Hold:
-    __slots__ = ("card", "value_minor", "expires_s", "issue")
+    __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id")
 
     def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool) -> None:
         self.card = card
         self.value_minor = value_minor
         self.expires_s = expires_s
         self.issue = issue
+        self.ledger_hold_id: str | None = None  # the ledger holds this value too
 
 
 class CardBook:
@@ -50,8 +71,11 @@ class CardBook:
                  cards: dict[str, dict[str, Any]] | None = None,
                  authenticator: CardAuthenticator | None = None,
                  hotlist: set[str] | None = None,
-                 lookup: Callable[[str], dict[str, Any] | None] | None = None) -> None:
+                 lookup: Callable[[str], dict[str, Any] | None] | None = None,
+                 hold_ttl_s: float = HOLD_TTL_S, auth_epoch: int = 0) -> None:
         self.programs = programs
+        self.hold_ttl_s = hold_ttl_s
+        self.auth_epoch = auth_epoch
         # Cards registered centrally (personalized at a technician's desk) that this store
         # has not seen yet: asked of the ledger once, then kept here.
         self.lookup = lookup
@@ -63,6 +87,7 @@ class CardBook:
         self.cards: dict[str, dict[str, Any]] = dict(cards or {})
         self.purchases: dict[str, dict[str, Any]] = {}
         self.holds: dict[str, Hold] = {}
+        self.lapsed: list[str] = []  # ledger hold ids whose local hold ended unused: to void
         self.lock = threading.Lock()
         self._hold_ids = itertools.count(1)
         self.dirty: set[str] = set()
@@ -183,7 +208,11 @@ class CardBook:
             raise ValidationError(AMOUNT_INVALID, "program holds no value")
 
     def apply(self, fields: dict[str, Any], sun_counter: int | None = None) -> None:
-        """Change the card state for a record that passed `check` (which gave sun_counter)."""
+        """Change the card state for a record that passed `check` (which gave sun_counter).
+
+        A record that uses a ledger hold gets LEDGER_HOLD_FIELD added to `fields`: the ingest
+        stage stores the fields after this call, and settlement reads it from the store.
+        """
         kind = fields["kind"]
         card = fields["card"]
         if kind == txn.KIND_ISSUE:
@@ -198,7 +227,8 @@ class CardBook:
             state["sun_counter"] = sun_counter
         if card in self.hotlist:
             self.hotlist_offline += 1
-        if kind == txn.KIND_PURCHASE and fields["auth_mode"] == txn.AUTH_OFFLINE:
+        if kind == txn.KIND_PURCHASE and fields["auth_mode"] != txn.AUTH_ONLINE:
+            # Offline and stand-in sales happened: an overdraft is exposure, not a refusal.
             self._note_exposure(fields, state["value_minor"])
         if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP, txn.KIND_REFUND):
             state["value_minor"] += fields["card_value_minor"]
@@ -210,8 +240,20 @@ class CardBook:
         elif kind == txn.KIND_REFUND:
             state["points"] -= fields["points"]
             self._count_refund(fields)
-        self.holds.pop(fields.get("auth_id") or "", None)
+        self._use_hold(fields)
         self.dirty.add(card)
+
+    def _use_hold(self, fields: dict[str, Any]) -> None:
+        """Release the record's hold; note in its fields the ledger hold it posts, if any."""
+        hold = self.holds.pop(fields.get("auth_id") or "", None)
+        if hold is None or hold.ledger_hold_id is None:
+            return
+        if (fields["kind"] == txn.KIND_PURCHASE and fields["auth_mode"] == txn.AUTH_ONLINE
+                and hold.card == fields["card"]
+                and 0 < fields["card_value_minor"] <= hold.value_minor):
+            fields[LEDGER_HOLD_FIELD] = hold.ledger_hold_id
+        else:
+            self.lapsed.append(hold.ledger_hold_id)
 
     def _note_exposure(self, fields: dict[str, Any], value_before: int) -> None:
         overdraft = fields["card_value_minor"] - max(0, value_before)
@@ -233,14 +275,33 @@ class CardBook:
     def expire_holds(self, now_s: float) -> int:
         expired = [key for key, hold in self.holds.items() if hold.expires_s <= now_s]
         for key in expired:
-            del self.holds[key]
+            self.release(key)
         return len(expired)
+
+    def release(self, auth_id: str) -> None:
+        """Drop a hold no record will use (declined after all, or expired)."""
+        hold = self.holds.pop(auth_id, None)
+        if hold is not None and hold.ledger_hold_id is not None:
+            self.lapsed.append(hold.ledger_hold_id)
+
+    def mark_ledger_hold(self, auth_id: str, ledger_hold_id: str) -> bool:
+        """Note that the ledger holds this authorization's value; False if the hold is gone."""
+        hold = self.holds.get(auth_id)
+        if hold is None:
+            return False
+        hold.ledger_hold_id = ledger_hold_id
+        return True
+
+    def take_lapsed(self) -> list[str]:
+        """Ledger hold ids to void: their local holds ended without a record posting them."""
+        lapsed, self.lapsed = self.lapsed, []
+        return lapsed
 
     def _place_hold(self, card: str, value_minor: int, now_s: float, issue: bool) -> str:
         if len(self.holds) >= HOLDS_MAX:
             self.expire_holds(now_s)
-        auth_id = f"a{next(self._hold_ids)}"
-        self.holds[auth_id] = Hold(card, value_minor, now_s + HOLD_TTL_S, issue)
+        auth_id = f"a{self.auth_epoch}-{next(self._hold_ids)}"
+        self.holds[auth_id] = Hold(card, value_minor, now_s + self.hold_ttl_s, issue)
         return auth_id
 
     def authorize(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:

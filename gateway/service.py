@@ -6,6 +6,9 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
 
 `python -m gateway.service --broker-port P --db FILE --terminals FILE --programs FILE`
 runs it until SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger.
+
+With a ledger, approved purchases paid from card value are held at the ledger, and a sweep
+thread voids the holds no sale will post (gateway/ledger_holds.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.cards import CardBook
 from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
+from gateway.ledger_holds import HoldSettings, LedgerHolds
 from gateway.mqtt import MqttLink, queue_route
 from gateway.registry import TerminalRegistry
 from gateway.settle import SettleResult, settle
@@ -45,6 +50,7 @@ ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
 DRAIN_POLL_S = 0.01
 CONFIG_CHANGES = "config.changes"
+AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +60,30 @@ class Gateway:
                  registry: TerminalRegistry, programs: dict[str, dict[str, Any]],
                  ledger_url: str | None = None, mqtt5: bool = True,
                  limits: dict[str, int] | None = None, config_version: int = 1,
-                 card_keys: CardKeys | None = None) -> None:
+                 card_keys: CardKeys | None = None,
+                 hold_settings: HoldSettings | None = None) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
         self.stats = Stats()
         self.store = GatewayStore(db_path)
         hotlist = self.store.hotlist()
+        self.hold_settings = hold_settings or HoldSettings()
         self.ledger = LedgerClient(ledger_url) if ledger_url else None
+        # Calls made while a terminal waits for its authorization: short timeouts.
+        self._ledger_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s)
+                            if ledger_url else None)
+        self.store.commit([], {}, {}, {AUTH_EPOCHS: 1})
         self.cards = CardBook(programs, self.store.load_cards(), CardAuthenticator(card_keys),
-                              set(hotlist), self._ledger_card if self.ledger else None)
+                              set(hotlist), self._ledger_card if self.ledger else None,
+                              self.hold_settings.hold_ttl_s,
+                              self.store.counters()[AUTH_EPOCHS])
+        self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
+                                  self._settle_now, self.stats)
+                      if self._ledger_now else None)
+        self._sweep_stop = threading.Event()
+        self._sweeper = (threading.Thread(target=self.holds.run_sweeps, args=(self._sweep_stop,),
+                                          name="gateway-hold-sweep", daemon=True)
+                         if self.holds else None)
         for fields in self.store.load_purchases():
             self.cards.replay_purchase(fields)
         self.presence: dict[str, dict[str, Any]] = {}
@@ -88,13 +109,16 @@ class Gateway:
         self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
                                         self.ack_queue)
         self.auth_stage = AuthorizeStage(verifier, registry, self.cards, self.stats,
-                                         self.mqtt.publish, self.auth_queue, self.ack_queue)
+                                         self.mqtt.publish, self.auth_queue, self.ack_queue,
+                                         self.holds)
         self.ack_stage = AckStage(registry, self.mqtt.publish, self.stats, self.ack_queue)
         self._settle_lock = threading.Lock()
 
     def start(self) -> None:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
             stage.start()
+        if self._sweeper is not None:
+            self._sweeper.start()
         self.mqtt.start()
         self._publish_fleet()
 
@@ -123,13 +147,16 @@ class Gateway:
         self.ingest_stage.join(STOP_JOIN_S)
         self.ack_queue.put(None)
         self.ack_stage.join(STOP_JOIN_S)
+        if self._sweeper is not None:
+            self._sweep_stop.set()  # one last sweep voids what it can
+            self._sweeper.join(STOP_JOIN_S)
         self.store.close()
 
     def _ledger_card(self, card: str) -> dict[str, Any] | None:
         """A card registered centrally, or None (unknown, or the ledger is out of reach)."""
-        assert self.ledger is not None
+        assert self._ledger_now is not None
         try:
-            return self.ledger.card(card)
+            return self._ledger_now.card(card)  # under the card book's lock: short timeout
         except (NotFound, LedgerUnavailable):
             return None
 
@@ -152,6 +179,19 @@ class Gateway:
         assert self.ledger is not None, "settle needs a ledger URL"
         with self._settle_lock:
             return settle(self.store, self.gateway_id, self.ledger)
+
+    def _settle_now(self) -> None:
+        """Settle before asking the ledger for a hold again (the lag rule), within the wait
+        a terminal can afford; skipped if another settlement holds the lock that long."""
+        assert self._ledger_now is not None
+        if not self._settle_lock.acquire(timeout=self.hold_settings.ledger_timeout_s):
+            return
+        try:
+            settle(self.store, self.gateway_id, self._ledger_now)
+        except sqlite3.Error as error:  # the authorization goes on; the ledger decides
+            log.error("settlement before a hold failed: %s", error)
+        finally:
+            self._settle_lock.release()
 
     def snapshot(self) -> dict[str, Any]:
         with self.cards.lock:
@@ -186,13 +226,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-version", type=int, default=1)
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
+    defaults = HoldSettings()
+    parser.add_argument("--hold-ttl-s", type=float, default=defaults.hold_ttl_s,
+                        help="local hold: from authorization to its transaction")
+    parser.add_argument("--ledger-hold-ttl-s", type=int, default=defaults.ledger_hold_ttl_s,
+                        help="ledger hold: from authorization to the settlement posting it")
+    parser.add_argument("--stand-in-txn-minor-max", type=int,
+                        default=defaults.stand_in_txn_minor_max,
+                        help="largest card value approved while the ledger is out of reach")
+    parser.add_argument("--stand-in-card-minor-max", type=int,
+                        default=defaults.stand_in_card_minor_max,
+                        help="card value per card approved while the ledger is out of reach")
     args = parser.parse_args(argv)
+    try:
+        hold_settings = HoldSettings(
+            hold_ttl_s=args.hold_ttl_s, ledger_hold_ttl_s=args.ledger_hold_ttl_s,
+            stand_in_txn_minor_max=args.stand_in_txn_minor_max,
+            stand_in_card_minor_max=args.stand_in_card_minor_max)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
                       TerminalRegistry.load(args.terminals), _load_programs(args.programs),
                       args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
                       config_version=args.config_version,
-                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None)
+                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
+                      hold_settings=hold_settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

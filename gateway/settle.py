@@ -7,6 +7,11 @@
 A crash between 1 and 3 leaves the batch open; the next settle run posts it again and the
 ledger recognises it. A ledger that refuses a batch (4xx) gets it marked refused and raised
 as an alarm; it is never silently retried into a different shape.
+
+A purchase that used a ledger hold names it in "hold_id": the card book wrote the id into
+the record's stored fields when it applied the record (gateway/cards.py), so a batch is the
+same bytes every time it is sent. Stand-in and offline sales, and online ones whose hold had
+lapsed before they arrived, name none.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gateway.cards import LEDGER_HOLD_FIELD
 from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
 from ledger.client import LedgerClient
 from ledger.errors import LedgerRejected, LedgerUnavailable
@@ -26,7 +32,7 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
     """The settlement batch as the ledger's intake expects it (docs/ledger.md)."""
     transactions = []
     for fields, digest in store.batch_records(batch_id):
-        transactions.append({
+        entry: dict[str, Any] = {
             "txn_id": txn.txn_id(fields["terminal"], fields["seq"]),
             "terminal": fields["terminal"],
             "seq": fields["seq"],
@@ -43,7 +49,11 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
             "program": fields.get("program"),
             "digest": digest,
             "auth": txn.AUTH_MODE_NAMES[fields["auth_mode"]],
-        })
+        }
+        if fields.get(LEDGER_HOLD_FIELD) is not None:
+            # Only then: a batch sent before holds existed must stay the same bytes.
+            entry["hold_id"] = fields[LEDGER_HOLD_FIELD]
+        transactions.append(entry)
     return {
         "batch_id": batch_id,
         "gateway_id": gateway_id,

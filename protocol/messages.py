@@ -90,6 +90,7 @@ _AUTH_RESPONSE = (
     (22, "reason", "text", False),
     (23, "value_minor", "int", False),
     (24, "points_balance", "int", False),
+    (25, "auth_mode", "uint", False),
     (17, "auth_id", "text", False),
     (15, "program", "id", False),
     (9, "currency", "currency", False),

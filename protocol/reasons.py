@@ -40,6 +40,10 @@ REFUND_UNKNOWN_ORIGINAL = "refund_unknown_original"
 REFUND_EXCEEDS_ORIGINAL = "refund_exceeds_original"
 MERCHANT_MISMATCH = "merchant_mismatch"
 
+# The ledger behind the gateway (holds and stand-in, gateway/ledger_holds.py)
+STAND_IN_LIMIT = "stand_in_limit"
+LEDGER_REFUSED = "ledger_refused"
+
 # Service state
 QUEUE_FULL = "queue_full"
 HOST_UNAVAILABLE = "host_unavailable"
@@ -116,6 +120,8 @@ DESCRIPTIONS = {
     REFUND_UNKNOWN_ORIGINAL: "refund names a purchase that does not exist",
     REFUND_EXCEEDS_ORIGINAL: "refund would return more than the purchase took",
     MERCHANT_MISMATCH: "terminal belongs to another merchant",
+    STAND_IN_LIMIT: "ledger out of reach, and the gateway's stand-in limits do not cover this",
+    LEDGER_REFUSED: "the ledger refused the hold for a reason of its own (an alarm is raised)",
     QUEUE_FULL: "gateway overloaded; the record was not stored, resend later",
     HOST_UNAVAILABLE: "no authorization answer in time (terminal side)",
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",

@@ -33,9 +33,13 @@ KIND_NAMES = {
 }
 JOURNALED_KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
 
+# How a transaction was authorized: online (the gateway approved it and, with a ledger, the
+# ledger holds its card value), offline (the terminal alone, within its signed limits), or
+# stand_in (the gateway approved it on its own card book, the ledger being out of reach).
 AUTH_ONLINE = 1
 AUTH_OFFLINE = 2
-AUTH_MODE_NAMES = {AUTH_ONLINE: "online", AUTH_OFFLINE: "offline"}
+AUTH_STAND_IN = 3
+AUTH_MODE_NAMES = {AUTH_ONLINE: "online", AUTH_OFFLINE: "offline", AUTH_STAND_IN: "stand_in"}
 
 
 def txn_id(terminal, seq):

@@ -1,0 +1,343 @@
+"""Two-phase money at the ledger, the gateway's side: hold what it approves, stand in when the
+ledger cannot answer, void the holds no sale will post.
+
+An approved purchase paid from card value (card_value_minor > 0) is decided first on the
+gateway's card book, under its lock, which places the local hold (it guards against two
+terminals of this store spending the same value). Then, off the lock, the ledger is asked to
+hold the same amount under `ledger_hold_id(gateway_id, auth_id)`::
+
+    place_hold answers              the authorization
+    open                        ->  approved online; the local hold now stands for the ledger's
+    card_unknown                ->  approved online on the card book alone (the lag rule)
+    insufficient_value          ->  settle what this gateway has not settled, ask once more
+                                    (the lag rule); still refused: decline insufficient_value
+    other refusal               ->  decline with it if it is a protocol reason
+                                    (currency_mismatch), else ledger_refused, ALARM logged
+    LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
+                                    (stand_in), within the stand-in limits, else decline
+                                    stand_in_limit; void the hold later, in case it was placed
+
+**Lag rule.** The ledger knows only what has been settled: value loaded at this store and
+not settled yet (an issue or top-up of today) is news to it, so it may refuse a hold the card
+book rightly approved. Two cases, both decided without guessing:
+
+- `card_unknown`: no settled batch has named the card, so it was issued here and every bit of
+  its value is this gateway's, unsettled; no other gateway can spend it (they ask the ledger
+  and learn nothing). The card book's decision stands, with no ledger hold.
+- `insufficient_value`: the gateway settles its pending records (at most one settlement,
+  within the terminal's wait) and asks for the full amount once more; a second refusal is
+  the ledger's word (the card was spent elsewhere), and declines.
+
+A hold is always for the full amount: a settled sale cannot post a hold smaller than itself
+(`hold_exceeded`), so "hold only the part the ledger cannot know of" would leave holds that
+no settlement can post. A settlement with nothing new costs two queries of the local store.
+
+**Stand-in** counts, per card, the card value approved while the ledger could not be reached;
+the count starts again whenever the ledger answers anything. After an unanswered call the
+ledger is not asked again for LEDGER_RETRY_MIN_S, doubling to LEDGER_RETRY_MAX_S while it stays
+away, so a hanging ledger does not hold every authorization for a timeout.
+
+**Voids.** A hold no record will post is voided: its local hold expired (the sale never
+arrived), it was declined after the hold was placed, or the call went unanswered (it may have
+been placed). `sweep` runs off the card book's lock, every VOID_SWEEP_INTERVAL_S; a void the
+ledger cannot take now stays queued (at most VOIDS_PENDING_MAX; past that it is dropped,
+counted, and the ledger's ttl expires it). A record that arrives after its local hold expired
+settles without the hold (gateway/cards.py), so a voided hold is never posted.
+
+Failures come from `ledger.errors` (LedgerRejected: HoldRefused, NotFound, BatchInvalid...;
+LedgerUnavailable); none leaves this module: each ends as an answer to the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.cards import HOLD_TTL_S, CardBook
+from gateway.stats import Stats
+from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFound
+from protocol import txn
+from protocol.reasons import (
+    CARD_UNKNOWN,
+    CURRENCY_MISMATCH,
+    HOST_UNAVAILABLE,
+    INSUFFICIENT_VALUE,
+    LEDGER_REFUSED,
+    STAND_IN_LIMIT,
+)
+
+LEDGER_HOLD_TTL_S = 24 * 3600
+"""How long the ledger keeps a hold: until the settlement that posts it, so at least the
+settlement interval (the ledger still posts an expired hold, but stops counting it at once)."""
+LEDGER_TIMEOUT_S = 2.0
+"""Longest wait for one hold call: below the terminal's AUTH_TIMEOUT_MS (3 s)."""
+STAND_IN_TXN_MINOR_MAX = 5_000
+STAND_IN_CARD_MINOR_MAX = 10_000
+STAND_IN_CARDS_MAX = 100_000
+LEDGER_RETRY_MIN_S = 1.0
+LEDGER_RETRY_MAX_S = 30.0
+VOID_SWEEP_INTERVAL_S = 5.0
+VOIDS_PENDING_MAX = 10_000
+
+PASSED_ON = frozenset({INSUFFICIENT_VALUE, CARD_UNKNOWN, CURRENCY_MISMATCH})
+"""Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
+
+log = logging.getLogger(__name__)
+
+
+class HoldLedger(Protocol):
+    """What this module needs of `ledger.client.LedgerClient` (fakes implement it in tests)."""
+
+    def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
+                   ttl_s: int, terminal: str, merchant: str) -> dict[str, Any]: ...
+
+    def void_hold(self, hold_id: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSettings:
+    """The configurable limits of holds and stand-in (`tilltap gateway run --help`)."""
+
+    hold_ttl_s: float = HOLD_TTL_S
+    """Local hold: from the authorization until its transaction arrives."""
+    ledger_hold_ttl_s: int = LEDGER_HOLD_TTL_S
+    ledger_timeout_s: float = LEDGER_TIMEOUT_S
+    stand_in_txn_minor_max: int = STAND_IN_TXN_MINOR_MAX
+    stand_in_card_minor_max: int = STAND_IN_CARD_MINOR_MAX
+
+    def __post_init__(self) -> None:
+        """ValueError for settings that cannot work together."""
+        # Two hold calls and a settlement fit in the local hold's life, so a hold the ledger
+        # placed still has its local hold when the answer comes (unless the clock jumps).
+        if self.hold_ttl_s <= 3 * self.ledger_timeout_s:
+            raise ValueError(f"hold_ttl_s must be over 3 x ledger_timeout_s"
+                             f" ({3 * self.ledger_timeout_s:g} s)")
+        if self.ledger_hold_ttl_s < self.hold_ttl_s:
+            raise ValueError("ledger_hold_ttl_s must be at least hold_ttl_s")
+        if min(self.stand_in_txn_minor_max, self.stand_in_card_minor_max) < 0:
+            raise ValueError("stand-in limits cannot be negative")
+
+
+def ledger_hold_id(gateway_id: str, auth_id: str) -> str:
+    """The ledger's id of an authorization's hold: auth ids are unique per gateway."""
+    return f"{gateway_id}-{auth_id}"
+
+
+class StandIn:
+    """Card value approved per card while the ledger is out of reach, against the limits."""
+
+    def __init__(self, txn_minor_max: int, card_minor_max: int) -> None:
+        self.txn_minor_max = txn_minor_max
+        self.card_minor_max = card_minor_max
+        self.by_card: dict[str, int] = {}
+
+    def admit(self, card: str, value_minor: int) -> bool:
+        """Count the value if it fits every limit; False (nothing counted) if it does not."""
+        total = self.by_card.get(card, 0) + value_minor
+        if value_minor > self.txn_minor_max or total > self.card_minor_max:
+            return False
+        if card not in self.by_card and len(self.by_card) >= STAND_IN_CARDS_MAX:
+            return False  # too many cards to keep count of: refuse rather than forget
+        self.by_card[card] = total
+        return True
+
+    def reset(self) -> None:
+        self.by_card.clear()
+
+
+class LedgerHolds:
+    """Confirms the card book's approvals at the ledger, stands in, and voids lapsed holds."""
+
+    def __init__(self, gateway_id: str, cards: CardBook, ledger: HoldLedger,
+                 settings: HoldSettings | None = None,
+                 settle: Callable[[], object] | None = None, stats: Stats | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.gateway_id = gateway_id
+        self.cards = cards
+        self.ledger = ledger
+        self.settings = settings or HoldSettings()
+        self.settle = settle
+        self.stats = stats or Stats()
+        self.clock = clock
+        self.stand_in = StandIn(self.settings.stand_in_txn_minor_max,
+                                self.settings.stand_in_card_minor_max)
+        self._lock = threading.Lock()  # stand_in, the retry gate and the voids; never held
+        self._voids: deque[str] = deque()  # across a ledger call
+        self._retry_at = 0.0
+        self._retry_s = LEDGER_RETRY_MIN_S
+
+    # -- authorization ----------------------------------------------------------------------
+    def confirm(self, request: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+        """The card book's decision, held at the ledger, stood in for, or declined after all.
+
+        Call without `cards.lock` held: this waits for the ledger.
+        """
+        value_minor = request.get("card_value_minor", 0)
+        if not decision["approved"] or request["kind"] != txn.KIND_PURCHASE or not value_minor:
+            return decision
+        auth_id = decision["auth_id"]
+        hold_id = ledger_hold_id(self.gateway_id, auth_id)
+        if not self._may_ask():
+            return self._stand_in(request, decision, None)
+        try:
+            held = self._place(hold_id, request)
+        except LedgerUnavailable as error:
+            log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
+            self._lost()
+            return self._stand_in(request, decision, hold_id)
+        except LedgerRejected as error:
+            self._answered()
+            return self._decline(auth_id, self._reason_for(hold_id, error))
+        self._answered()
+        if not held:
+            self.stats.add("ledger_hold.card_unknown")
+            return decision
+        with self.cards.lock:
+            kept = self.cards.mark_ledger_hold(auth_id, hold_id)
+        if not kept:
+            # The local hold ran out while the ledger answered (only if the clock jumped):
+            # the approval comes too late to honour.
+            self._void_now(hold_id)
+            return self._decline(auth_id, HOST_UNAVAILABLE)
+        self.stats.add("ledger_hold.placed")
+        return decision
+
+    def _place(self, hold_id: str, request: dict[str, Any]) -> bool:
+        """Hold the full amount (True), or learn that the ledger has never seen the card
+        (False); on insufficient_value, settle and ask once more (the lag rule)."""
+        try:
+            self._ask(hold_id, request)
+            return True
+        except NotFound as error:
+            if error.reason != CARD_UNKNOWN:
+                raise
+            return False
+        except HoldRefused as error:
+            if error.reason != INSUFFICIENT_VALUE or self.settle is None:
+                raise
+        self.stats.add("ledger_hold.settled_first")
+        self.settle()
+        self._ask(hold_id, request)
+        return True
+
+    def _ask(self, hold_id: str, request: dict[str, Any]) -> None:
+        answer = self.ledger.place_hold(
+            hold_id, request["card"], request["currency"], request["card_value_minor"],
+            self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"])
+        if answer.get("status") != "open":
+            # Only a replay answers otherwise, and auth ids are never given twice.
+            raise HoldRefused("hold_conflict", f"hold {hold_id} answered {answer!r}")
+
+    def _reason_for(self, hold_id: str, error: LedgerRejected) -> str:
+        if error.reason in PASSED_ON:
+            return error.reason
+        log.error("ALARM ledger refused hold %s: %s %s", hold_id, error.reason, error.detail)
+        self.stats.add("ledger_hold.alarm." + error.reason)
+        return LEDGER_REFUSED
+
+    def _stand_in(self, request: dict[str, Any], decision: dict[str, Any],
+                  maybe_placed: str | None) -> dict[str, Any]:
+        """Approve on the card book alone, within the stand-in limits."""
+        if maybe_placed is not None:
+            self._queue_voids([maybe_placed])  # unanswered is not refused: it may be there
+        with self._lock:
+            admitted = self.stand_in.admit(request["card"], request["card_value_minor"])
+        if not admitted:
+            return self._decline(decision["auth_id"], STAND_IN_LIMIT)
+        self.stats.add("auth_stand_in")
+        return dict(decision, auth_mode=txn.AUTH_STAND_IN)
+
+    def _decline(self, auth_id: str, reason: str) -> dict[str, Any]:
+        with self.cards.lock:
+            self.cards.release(auth_id)
+        self.stats.add("ledger_hold.declined." + reason)
+        return {"approved": False, "reason": reason}
+
+    # -- whether the ledger is there --------------------------------------------------------
+    def _may_ask(self) -> bool:
+        with self._lock:
+            return self.clock() >= self._retry_at
+
+    def _lost(self) -> None:
+        with self._lock:
+            self._retry_at = self.clock() + self._retry_s
+            self._retry_s = min(2 * self._retry_s, LEDGER_RETRY_MAX_S)
+
+    def _answered(self) -> None:
+        """The ledger is reachable: stand-in counts start again."""
+        with self._lock:
+            self._retry_at = 0.0
+            self._retry_s = LEDGER_RETRY_MIN_S
+            self.stand_in.reset()
+
+    # -- voids --------------------------------------------------------------------------------
+    def pending_voids(self) -> list[str]:
+        with self._lock:
+            return list(self._voids)
+
+    def _queue_voids(self, hold_ids: list[str]) -> None:
+        with self._lock:
+            room = VOIDS_PENDING_MAX - len(self._voids)
+            self._voids.extend(hold_ids[:max(room, 0)])
+        dropped = len(hold_ids) - max(room, 0)
+        if dropped > 0:
+            log.warning("%d ledger holds dropped from the void queue; their ttl expires them",
+                        dropped)
+            self.stats.add("ledger_hold.void_dropped", dropped)
+
+    def _void_now(self, hold_id: str) -> None:
+        """Void at once if the ledger is thought reachable; else (or unanswered) queue it."""
+        if not (self._may_ask() and self._void(hold_id)):
+            self._queue_voids([hold_id])
+
+    def _void(self, hold_id: str) -> bool:
+        """One void; False if the ledger did not answer (try again later)."""
+        try:
+            self.ledger.void_hold(hold_id)
+        except LedgerUnavailable as error:
+            log.warning("ledger unavailable, void of %s waits: %s", hold_id, error)
+            self._lost()
+            return False
+        except NotFound:
+            pass  # never placed: the unanswered call did not reach the books
+        except LedgerRejected as error:
+            log.error("ALARM ledger refused to void hold %s: %s %s", hold_id, error.reason,
+                      error.detail)
+            self.stats.add("ledger_hold.alarm." + error.reason)
+        self._answered()
+        self.stats.add("ledger_hold.voided")
+        return True
+
+    def sweep(self, now_s: float) -> int:
+        """Expire local holds, then void queued ledger holds, oldest first, until the ledger
+        stops answering. Returns how many were voided (or were not there to void).
+
+        Call off `cards.lock`, from one thread at a time (the gateway's sweep thread).
+        """
+        with self.cards.lock:
+            self.cards.expire_holds(now_s)
+            lapsed = self.cards.take_lapsed()
+        self._queue_voids(lapsed)
+        with self._lock:
+            queued = len(self._voids)
+        done = 0
+        for _ in range(queued):
+            with self._lock:
+                hold_id = self._voids[0]  # only the sweep takes from the queue
+            if not self._void(hold_id):
+                break
+            with self._lock:
+                self._voids.popleft()
+            done += 1
+        return done
+
+    def run_sweeps(self, stop: threading.Event) -> None:
+        """Sweep every VOID_SWEEP_INTERVAL_S until `stop` is set, then once more."""
+        while not stop.wait(VOID_SWEEP_INTERVAL_S):
+            self.sweep(time.time())
+        self.sweep(time.time())
