@@ -51,6 +51,9 @@ from protocol.reasons import (
 
 HOLD_TTL_S = 120
 HOLDS_MAX = 100_000
+# Purchases stay refundable this long after their own time (the program engine's default
+# refund window too); older ones are forgotten, so memory is bounded by time, not by history.
+REFUND_WINDOW_S = 90 * 24 * 3600
 LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
 
@@ -108,11 +111,21 @@ class CardBook:
     def _remember_purchase(self, fields: dict[str, Any]) -> None:
         self.purchases[txn.txn_id(fields["terminal"], fields["seq"])] = {
             "card": fields["card"],
+            "time": fields["time"],
             "amount_minor": fields["amount_minor"],
             "card_value_minor": fields["card_value_minor"],
             "points": fields["points"],
             "refunded": {"amount_minor": 0, "card_value_minor": 0, "points": 0},
         }
+        self._forget_purchases_before(fields["time"] - REFUND_WINDOW_S)
+
+    def _forget_purchases_before(self, oldest_s: int) -> None:
+        """Drop purchases past the refund window, oldest first (dicts keep arrival order)."""
+        while self.purchases:
+            first_id = next(iter(self.purchases))
+            if self.purchases[first_id]["time"] >= oldest_s:
+                return
+            del self.purchases[first_id]
 
     def _count_refund(self, fields: dict[str, Any]) -> None:
         refunded = self.purchases[fields["ref"]]["refunded"]

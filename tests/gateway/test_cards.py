@@ -22,7 +22,7 @@ PROGRAMS = {
 def fields(kind: int, card: str = "c1", seq: int = 1, **extra: Any) -> dict[str, Any]:
     base = {"terminal": "T1", "seq": seq, "merchant": "M1", "card": card, "kind": kind,
             "currency": "EUR", "amount_minor": 0, "card_value_minor": 0, "bonus_minor": 0,
-            "points": 0, "auth_mode": txn.AUTH_ONLINE}
+            "points": 0, "auth_mode": txn.AUTH_ONLINE, "time": 1}
     base.update(extra)
     return base
 
@@ -88,3 +88,19 @@ def test_refunds_reverse_at_most_the_purchase() -> None:
     assert reason_of(book, again) == "refund_exceeds_original"
     unknown = fields(txn.KIND_REFUND, amount_minor=1, card_value_minor=1, seq=5, ref="T9-9")
     assert reason_of(book, unknown) == "refund_unknown_original"
+
+
+def test_purchases_past_the_refund_window_are_forgotten_and_cannot_be_refunded() -> None:
+    from gateway.cards import REFUND_WINDOW_S
+
+    book = issued(value=1000)
+    old = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=2, time=1)
+    book.check(old)
+    book.apply(old)
+    later = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
+                   time=2 + REFUND_WINDOW_S)
+    book.check(later)
+    book.apply(later)
+    assert list(book.purchases) == ["T1-3"]
+    refund = fields(txn.KIND_REFUND, amount_minor=100, card_value_minor=100, seq=4, ref="T1-2")
+    assert reason_of(book, refund) == "refund_unknown_original"
