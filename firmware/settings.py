@@ -7,26 +7,25 @@ so a replayed old message cannot loosen the limits. The sealed bytes are kept on
 verified again at start, so a terminal that boots offline keeps its programs and limits.
 """
 
-from protocol import messages, money, offline, sealed
+from protocol import messages, offline, sealed
 from protocol.errors import ProtocolError, ValidationError
+from protocol.programs import validate_programs
 from protocol.reasons import CONFIG_INVALID, CONFIG_ROLLBACK
 
 
 def check_programs(programs):
+    """The pushed programs, validated by the same code the office runs on its TOML file: a
+    terminal refuses a bad program itself (program_invalid) and keeps the ones it had."""
     if not isinstance(programs, dict):
         raise ValidationError(CONFIG_INVALID, "programs is not a map")
-    for program_id, program in programs.items():
-        if not isinstance(program, dict) or program.get("id") != program_id:
-            raise ValidationError(CONFIG_INVALID, "program %s is malformed" % program_id)
-        money.check_currency(program.get("currency"))
-    return programs
+    return validate_programs({"programs": programs}) if programs else {}
 
 
 class Settings:
     def __init__(self, key, programs, storage=None):
         self.key = key
         self.version = 0
-        self.programs = programs
+        self.programs = check_programs(programs)
         self.limits = offline.check_limits({})
         self.hotlist = ()  # cards the terminal declines, online or offline
         self.rollbacks = 0

@@ -5,9 +5,18 @@
 
 A sale is approved only once its sealed record is durable in the journal; it is sent after
 that, and resent until the gateway's signed ack covers it. A declined sale journals nothing.
+
+Online, the gateway runs the card's program (protocol/engine.py) and answers with what the
+sale does: the card part, the discount, points earned or redeemed, the bonus, the program
+version. The terminal writes exactly that into the record (the gateway refuses a record
+that differs: rule_mismatch).
+
 When the gateway does not answer, a purchase may still be approved offline within the
-signed limits of `protocol.offline`, for a card this terminal has seen online (it needs the
-card's program); the record then says auth_mode offline and settles when the link returns.
+signed limits of `protocol.offline`, for a card this terminal has seen online: it keeps the
+card's program, tier and discount from that answer and quotes the sale with the same rules
+(`protocol.engine_offline`), from the programs in its signed configuration. Points cannot be
+redeemed offline. The record says auth_mode offline and settles when the link returns; the
+gateway's engine has the last word on points.
 
 Every operation returns an outcome dict:
 
@@ -15,7 +24,7 @@ Every operation returns an outcome dict:
 """
 
 from firmware.settings import Settings
-from protocol import cose, messages, offline, reasons, rules, txn
+from protocol import cose, engine_offline, messages, offline, reasons, txn
 from protocol.errors import ProtocolError
 
 try:
@@ -27,6 +36,7 @@ except ImportError:
 
 
 AUTH_TIMEOUT_MS = const(3000)
+DAY_S = const(86400)
 CARD_READ_TIMEOUT_MS = const(2000)
 KNOWN_CARDS_MAX = const(256)
 
@@ -50,7 +60,8 @@ class Terminal:
         self.state = IDLE
         self.approved_count = 0
         self.declined = {}  # reason -> count
-        self.known_cards = {}  # card -> program id, learnt from signed online answers
+        # card -> (program id, tier, discount_pct, day), learnt from signed online answers
+        self.known_cards = {}
         self.offline_records = self._pending_offline()  # [(seq, card, card_value_minor)]
 
     def _pending_offline(self):
@@ -70,11 +81,16 @@ class Terminal:
     def topup(self, amount_minor):
         return self._run(txn.KIND_TOPUP, amount_minor, 0)
 
-    def purchase(self, amount_minor, pay_from_card=True):
+    def purchase(self, amount_minor, pay_from_card=True, redeem_points=0):
+        """Sell goods of `amount_minor`; the card pays what is left after any discount and
+        the `redeem_points` given (online only), or other tender does."""
         card_value = amount_minor if pay_from_card else 0
-        return self._run(txn.KIND_PURCHASE, amount_minor, card_value)
+        return self._run(txn.KIND_PURCHASE, amount_minor, card_value,
+                         redeem_points=redeem_points)
 
     def refund(self, original_txn_id, amount_minor):
+        """Refund `amount_minor` of a sale (a purchase, top-up or issue): the gateway says
+        what comes back to the card, what goes to other tender, and the points."""
         return self._run(txn.KIND_REFUND, amount_minor, 0, ref=original_txn_id)
 
     def inquiry(self):
@@ -88,7 +104,8 @@ class Terminal:
         self.display.show("DECLINED " + reason)
         return {"approved": False, "reason": reason, "txn": None, "response": None}
 
-    def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None):
+    def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None,
+             redeem_points=0):
         self.state = READING
         card = self.reader.read_card(CARD_READ_TIMEOUT_MS)
         if card is None:
@@ -108,16 +125,25 @@ class Terminal:
             "program": program_id,
             "ref": ref,
             "sun": sun,
+            "redeem_points": redeem_points or None,
+            # The seq this sale will journal under if approved: the gateway names the sale
+            # by it until the record arrives (a refund of it may come first).
+            "seq": self.journal.last_seq + 1,
         }
         response = self.uplink.authorize(request, self.auth_timeout_ms)
         if response is None:
             if kind != txn.KIND_PURCHASE:
                 return self._decline(reasons.HOST_UNAVAILABLE)
-            response = self._offline_answer(card, card_value_minor)
+            if redeem_points:
+                return self._decline(reasons.REDEEM_NEEDS_ONLINE)
+            try:
+                response = self._offline_answer(card, amount_minor, card_value_minor)
+            except ProtocolError as error:
+                return self._decline(error.reason)
             if "reason" in response:
                 return self._decline(response["reason"])
         elif response.get("program") is not None:
-            self._remember(card, response["program"])
+            self._remember(card, response)
         if not response["approved"]:
             return self._decline(response.get("reason") or reasons.HOST_UNAVAILABLE)
         if kind == txn.KIND_INQUIRY:
@@ -136,39 +162,44 @@ class Terminal:
         self.display.show("APPROVED")
         return {"approved": True, "reason": None, "txn": fields, "response": response}
 
-    def _remember(self, card, program_id):
+    def _remember(self, card, response):
         if card not in self.known_cards and len(self.known_cards) >= KNOWN_CARDS_MAX:
             del self.known_cards[next(iter(self.known_cards))]
-        self.known_cards[card] = program_id
+        self.known_cards[card] = (response["program"], response.get("tier"),
+                                  response.get("discount_pct", 0), self._today())
 
-    def _offline_answer(self, card, card_value_minor):
-        """Approve offline within the signed limits, or say which limit declines."""
-        program_id = self.known_cards.get(card)
-        if program_id is None:
+    def _today(self):
+        return self.clock.now_s() // DAY_S
+
+    def _offline_answer(self, card, amount_minor, card_value_minor):
+        """Quote and approve offline within the signed limits, or say which limit declines."""
+        known = self.known_cards.get(card)
+        if known is None:
             return {"approved": False, "reason": reasons.OFFLINE_CARD_UNKNOWN}
+        program_id, tier, discount_pct, day = known
+        program = self.settings.programs.get(program_id)
+        if program is None:
+            return {"approved": False, "reason": reasons.PROGRAM_UNKNOWN}
+        pay = "card" if card_value_minor else "other"
+        quote = engine_offline.quote(program, tier, discount_pct, day == self._today(),
+                                     amount_minor, pay)
         acked = self.journal.acked_through
         self.offline_records = [r for r in self.offline_records if r[0] > acked]
         pending = [(r[1], r[2]) for r in self.offline_records]
-        reason = offline.decide(self.settings.limits, pending, card, card_value_minor,
+        reason = offline.decide(self.settings.limits, pending, card, quote["card_minor"],
                                 self.clock.now_s(), self.uplink.last_online_s)
         if reason is not None:
             return {"approved": False, "reason": reason}
-        return {"approved": True, "program": program_id, "offline": True}
+        return {"approved": True, "program": program_id, "version": program["version"],
+                "offline": True, "card_value_minor": quote["card_minor"],
+                "discount_minor": quote["discount_minor"], "points": quote["points_earned"]}
 
     def _build(self, kind, card, amount_minor, card_value_minor, response, ref):
-        prog = rules.program(self.settings.programs, response.get("program"))
-        bonus = points = 0
+        """The record: what the gateway answered (or the offline quote), field by field."""
         if kind == txn.KIND_ISSUE:
             card_value_minor = amount_minor
-        elif kind == txn.KIND_TOPUP:
-            bonus = rules.topup_bonus(prog, amount_minor)
-            card_value_minor = amount_minor + bonus
-        elif kind == txn.KIND_PURCHASE:
-            points = rules.points_earned(prog, amount_minor)
         else:
-            # The gateway holds the original purchase and computes what a refund reverses.
             card_value_minor = response.get("card_value_minor", 0)
-            points = response.get("points", 0)
         return {
             "terminal": self.config["terminal"],
             "seq": self.journal.last_seq + 1,
@@ -180,10 +211,14 @@ class Terminal:
             "currency": self.config["currency"],
             "amount_minor": amount_minor,
             "card_value_minor": card_value_minor,
-            "bonus_minor": bonus,
-            "points": points,
+            "bonus_minor": response.get("bonus_minor", 0),
+            "points": response.get("points", 0),
             "ref": ref,
-            "program": prog["id"] if kind == txn.KIND_ISSUE else None,
+            "program": response.get("program"),
+            "version": response.get("version"),
+            "discount_minor": response.get("discount_minor") or None,
+            "redeem_points": response.get("redeem_points") or None,
+            "redeem_minor": response.get("redeem_minor") or None,
             # The gateway says when it stood in for the ledger (auth response key 25).
             "auth_mode": (txn.AUTH_OFFLINE if response.get("offline")
                           else response.get("auth_mode", txn.AUTH_ONLINE)),

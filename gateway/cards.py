@@ -1,10 +1,25 @@
-"""Authoritative card state at the gateway: business rules, authorization and holds (pure).
+"""Authoritative card state at the gateway: the program engine, authorization and holds (pure).
 
-The terminal computes points, bonus and refund reversals with `protocol.rules`; the gateway
-computes them again here and refuses a record that disagrees (`rule_mismatch`). Authorization
-places a hold on the value it approves, so two terminals cannot both spend the same balance;
-the hold is released when the transaction carrying its auth id is applied, or when it
-expires after `hold_ttl_s` (HOLD_TTL_S unless configured).
+Every card carries the program engine's state (protocol/engine.py). The gateway answers an
+authorization by running the engine on a copy of that state (a preview: nothing changes),
+and applies each record a terminal sends by running the engine again on the real state. The
+effects of that run (its balanced legs, points, bonus, discount, expiry) are what settles at
+the ledger: the record's fields say what happened at the counter, the engine says what it
+means for the books.
+
+What the gateway insists on (`rule_mismatch` otherwise):
+
+- an online record carries exactly what the gateway answered when it approved it (the
+  preview kept with its hold: card part, bonus, points, discount, points redeemed, program
+  version); with no preview left (expired, or the gateway restarted) it must be what the
+  engine computes now;
+- an offline or stand-in purchase happened at the counter: the engine takes its discount as
+  given and lets the card's value go below zero (`happened`); an overdraft is counted as
+  exposure per card and per terminal; points are the engine's, whatever the terminal showed.
+
+Authorization places a hold on the value it approves, so two terminals cannot both spend the
+same balance; the hold is released when the transaction carrying its auth id is applied, or
+when it expires after `hold_ttl_s` (HOLD_TTL_S unless configured).
 
 A local hold may also stand for a hold at the ledger (`mark_ledger_hold`, see
 gateway/ledger_holds.py). Every such hold ends in exactly one of two places:
@@ -18,8 +33,9 @@ gateway/ledger_holds.py). Every such hold ends in exactly one of two places:
 Expiry and `apply` both run under `lock`, so a hold voided as lapsed is never named by a
 record, and a record arriving after its hold lapsed settles without one.
 
-Offline and stand-in sales (auth modes 2 and 3) are never refused for value after the fact
-(the sale happened): an overdraft is counted as exposure, per card and per terminal.
+Days: the engine counts whole UTC days (`day_of`). A record's day is its own time's day, but
+never earlier than the card's day (an offline record may arrive after later ones): the
+engine sees time pass in the order the gateway applies records.
 
 Auth ids are `a{epoch}-{n}`: `auth_epoch` is the gateway's durable start count, so an id is
 never given twice, even across restarts (the ledger hold id is built from it).
@@ -35,38 +51,92 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
-from protocol import rules, txn
+from protocol import engine, engine_adopt, engine_offline, txn
 from protocol.errors import ProtocolError, ValidationError
 from protocol.reasons import (
-    AMOUNT_INVALID,
     CARD_BLOCKED,
     CARD_EXISTS,
     CARD_UNKNOWN,
     CURRENCY_MISMATCH,
     INSUFFICIENT_VALUE,
     KIND_UNKNOWN,
-    REFUND_UNKNOWN_ORIGINAL,
+    PROGRAM_UNKNOWN,
     RULE_MISMATCH,
 )
 
 HOLD_TTL_S = 120
 HOLDS_MAX = 100_000
-# Purchases stay refundable this long after their own time (the program engine's default
-# refund window too); older ones are forgotten, so memory is bounded by time, not by history.
-REFUND_WINDOW_S = 90 * 24 * 3600
+DAY_S = 86_400
 LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
+EFFECTS_FIELD = "effects"
+"""Key the gateway adds to an applied record's stored fields: what the engine did (settled)."""
+PREVIEW_ID_PREFIX = "auth:"  # sale ids no transaction id can take (ids have no ':')
+PREVIEW_ID = PREVIEW_ID_PREFIX + "preview"
+
+# The amounts a terminal shows at the counter, as the record and the engine name them.
+COUNTER_FIELDS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
+                  "redeem_points", "redeem_minor", "version")
+SETTLED_EFFECTS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
+                   "redeem_points", "version", "legs", "overdraft_minor")
+
+
+def day_of(time_s: float) -> int:
+    return int(time_s) // DAY_S
 
 
 class Hold:
-    __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id")
+    __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id", "expect", "op")
 
-    def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool) -> None:
+    def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool,
+                 expect: dict[str, int] | None = None, op: dict[str, Any] | None = None) -> None:
         self.card = card
         self.value_minor = value_minor
         self.expires_s = expires_s
         self.issue = issue
         self.ledger_hold_id: str | None = None  # the ledger holds this value too
+        self.expect = expect  # what the gateway answered: the record must carry the same
+        self.op = op  # the engine operation approved, until its record arrives
+
+
+class Prepared:
+    """What `check` computed for a record, for `apply` to keep: nothing changed yet."""
+
+    __slots__ = ("counter", "state", "effects")
+
+    def __init__(self, counter: int | None, state: dict[str, Any],
+                 effects: dict[str, Any]) -> None:
+        self.counter = counter
+        self.state = state
+        self.effects = effects
+
+
+def counter_amounts(kind: int, effects: dict[str, Any]) -> dict[str, int]:
+    """The engine's effects in the record's terms (protocol.txn fields)."""
+    version = effects["version"]
+    if kind == txn.KIND_ISSUE:
+        value = effects.get("value_minor", 0)
+        return {"card_value_minor": value, "bonus_minor": 0, "points": 0, "discount_minor": 0,
+                "redeem_points": 0, "redeem_minor": 0, "version": version}
+    if kind == txn.KIND_TOPUP:
+        bonus = effects["bonus_minor"]
+        return {"card_value_minor": effects["amount_minor"] + bonus, "bonus_minor": bonus,
+                "points": 0, "discount_minor": 0, "redeem_points": 0, "redeem_minor": 0,
+                "version": version}
+    if kind == txn.KIND_PURCHASE:
+        return {"card_value_minor": effects["card_minor"], "bonus_minor": 0,
+                "points": effects["points_earned"], "discount_minor": effects["discount_minor"],
+                "redeem_points": effects["points_redeemed"],
+                "redeem_minor": effects["redeem_minor"], "version": version}
+    assert kind == txn.KIND_REFUND
+    return {"card_value_minor": effects["card_minor"], "bonus_minor": effects["bonus_minor"],
+            "points": effects["points_reversed"], "discount_minor": 0,
+            "redeem_points": effects["points_restored"],
+            "redeem_minor": effects["redeem_minor"], "version": version}
+
+
+def record_amounts(fields: dict[str, Any]) -> dict[str, int]:
+    return {key: fields.get(key) or 0 for key in COUNTER_FIELDS}
 
 
 class CardBook:
@@ -76,19 +146,21 @@ class CardBook:
                  hotlist: set[str] | None = None,
                  lookup: Callable[[str], dict[str, Any] | None] | None = None,
                  hold_ttl_s: float = HOLD_TTL_S, auth_epoch: int = 0) -> None:
-        self.programs = programs
+        self.programs = programs  # validated programs (protocol.programs), by id
         self.hold_ttl_s = hold_ttl_s
         self.auth_epoch = auth_epoch
-        # Cards registered centrally (personalized at a technician's desk) that this store
-        # has not seen yet: asked of the ledger once, then kept here.
+        # Cards registered centrally (personalized at a technician's desk, or issued at
+        # another store) that this store has not seen yet: asked of the ledger once, then
+        # kept here with the balances the ledger gave (engine_adopt).
         self.lookup = lookup
         self.authenticator = authenticator or CardAuthenticator(None)
         self.hotlist: set[str] = set(hotlist or ())
         self.hotlist_offline = 0  # offline sales of a blocked card the terminal did not know of
         self._auth_counters: dict[str, int] = {}  # SUN counters seen by authorization
         self.sun_verified = 0  # taps whose SUN verified (authorizations and records)
+        # card -> {"program", "currency", "merchant", "value_minor", "points", "sun_counter",
+        # "state": the engine's state}; value and points are the engine's, kept for the store.
         self.cards: dict[str, dict[str, Any]] = dict(cards or {})
-        self.purchases: dict[str, dict[str, Any]] = {}
         self.holds: dict[str, Hold] = {}
         self.lapsed: list[str] = []  # ledger hold ids whose local hold ended unused: to void
         self.lock = threading.Lock()
@@ -98,66 +170,51 @@ class CardBook:
         # per terminal, reported (the sale happened; refusing the record would lose it).
         self.exposure_by_card: dict[str, int] = {}
         self.exposure_by_terminal: dict[str, int] = {}
+        self.recomputed = 0  # records whose points the engine counted otherwise
+        # Per card, the points the engine gave minus what the terminals' records showed
+        # (offline quotes on a stale tier; online sales applied in another order than they
+        # were authorized): the books follow the engine, this says by how much.
+        self.points_recomputed: dict[str, int] = {}
+        self.preview_missing = 0  # online records checked without their authorization
 
-    # -- rebuilding from the store --------------------------------------------------------
-    def replay_purchase(self, fields: dict[str, Any]) -> None:
-        """Re-learn purchases and their refunds from stored records after a restart."""
-        kind = fields["kind"]
-        if kind == txn.KIND_PURCHASE:
-            self._remember_purchase(fields)
-        elif kind == txn.KIND_REFUND and fields.get("ref") in self.purchases:
-            self._count_refund(fields)
+    # -- programs and cards ---------------------------------------------------------------
+    def _program(self, program_id: str | None) -> dict[str, Any]:
+        program = self.programs.get(program_id or "")
+        if program is None:
+            raise ValidationError(PROGRAM_UNKNOWN, str(program_id))
+        return program
 
-    def _remember_purchase(self, fields: dict[str, Any]) -> None:
-        self.purchases[txn.txn_id(fields["terminal"], fields["seq"])] = {
-            "card": fields["card"],
-            "time": fields["time"],
-            "amount_minor": fields["amount_minor"],
-            "card_value_minor": fields["card_value_minor"],
-            "points": fields["points"],
-            "refunded": {"amount_minor": 0, "card_value_minor": 0, "points": 0},
-        }
-        self._forget_purchases_before(fields["time"] - REFUND_WINDOW_S)
-
-    def _forget_purchases_before(self, oldest_s: int) -> None:
-        """Drop purchases past the refund window, oldest first (dicts keep arrival order)."""
-        while self.purchases:
-            first_id = next(iter(self.purchases))
-            if self.purchases[first_id]["time"] >= oldest_s:
-                return
-            del self.purchases[first_id]
-
-    def _count_refund(self, fields: dict[str, Any]) -> None:
-        refunded = self.purchases[fields["ref"]]["refunded"]
-        refunded["amount_minor"] += fields["amount_minor"]
-        refunded["card_value_minor"] += fields["card_value_minor"]
-        refunded["points"] += fields["points"]
-
-    # -- ingest: check then apply ---------------------------------------------------------
-    def _known(self, card: str) -> dict[str, Any] | None:
-        state = self.cards.get(card)
-        if state is None and self.lookup is not None:
+    def _known(self, card: str, now_s: float) -> dict[str, Any] | None:
+        entry = self.cards.get(card)
+        if entry is None and self.lookup is not None:
             found = self.lookup(card)
-            if found is not None:
-                state = self.cards[card] = {
+            program = self.programs.get(found["program"] or "") if found else None
+            if found is not None and program is not None:
+                state = engine_adopt.adopt(card, program, day_of(now_s),
+                                           found["value_minor"], found["points"])
+                entry = self.cards[card] = {
                     "program": found["program"], "currency": found["currency"],
-                    "value_minor": found["value_minor"], "points": found["points"],
-                    "sun_counter": None,
+                    "merchant": None, "sun_counter": None, "state": state,
                 }
+                self._summarize(entry, day_of(now_s))
                 self.dirty.add(card)
-        return state
+        return entry
 
-    def _card(self, card: str) -> dict[str, Any]:
-        state = self._known(card)
-        if state is None:
+    def _card(self, card: str, now_s: float) -> dict[str, Any]:
+        entry = self._known(card, now_s)
+        if entry is None:
             raise ValidationError(CARD_UNKNOWN, card)
-        return state
+        return entry
 
-    def _original(self, fields: dict[str, Any]) -> dict[str, Any]:
-        original = self.purchases.get(fields.get("ref") or "")
-        if original is None or original["card"] != fields["card"]:
-            raise ValidationError(REFUND_UNKNOWN_ORIGINAL, str(fields.get("ref")))
-        return original
+    def _summarize(self, entry: dict[str, Any], day: int) -> None:
+        summary = engine.summary(entry["state"], self._program(entry["program"]), day)
+        entry["value_minor"] = summary["value_minor"]
+        entry["points"] = summary["points"]
+
+    @staticmethod
+    def _day(entry: dict[str, Any] | None, time_s: float) -> int:
+        day = day_of(time_s)
+        return day if entry is None else max(day, entry["state"]["day"])
 
     def _identify(self, fields: dict[str, Any], last_seen: int | None) -> int | None:
         """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any."""
@@ -169,90 +226,130 @@ class CardBook:
             self.sun_verified += 1
         return counter
 
-    def check(self, fields: dict[str, Any]) -> int | None:
-        """Raise ValidationError with the reason if the record breaks a business rule.
+    @staticmethod
+    def _run(state: dict[str, Any] | None, program: dict[str, Any], op: dict[str, Any],
+             day: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        new_state, effects = engine.apply(state, program, op, day)
+        if "declined" in effects:
+            raise ValidationError(effects["declined"], str(op.get("op")))
+        return new_state, effects
 
-        Returns the SUN read counter to hand to `apply` (None without card keys).
-        """
-        kind = fields["kind"]
-        known = self._known(fields["card"])
-        counter = self._identify(fields, known.get("sun_counter") if known else None)
+    @staticmethod
+    def _op(kind: int, fields: dict[str, Any], sale_id: str) -> dict[str, Any]:
+        """The engine operation a record or request describes."""
+        amount = fields["amount_minor"]
         if kind == txn.KIND_ISSUE:
-            self._check_issue(fields)
-            return counter
-        state = self._card(fields["card"])
-        if fields["currency"] != state["currency"]:
-            raise ValidationError(CURRENCY_MISMATCH, fields["card"])
-        prog = rules.program(self.programs, state["program"])
+            return {"op": "issue", "id": sale_id, "card": fields["card"], "value_minor": amount}
         if kind == txn.KIND_TOPUP:
-            if not prog["topup_allowed"]:
-                raise ValidationError(AMOUNT_INVALID, "program takes no top-ups")
-            if fields["bonus_minor"] != rules.topup_bonus(prog, fields["amount_minor"]):
-                raise ValidationError(RULE_MISMATCH, "bonus")
-        elif kind == txn.KIND_PURCHASE:
-            if fields["card_value_minor"] and not prog["holds_value"]:
-                raise ValidationError(AMOUNT_INVALID, "program holds no value")
-            if fields["points"] != rules.points_earned(prog, fields["amount_minor"]):
-                raise ValidationError(RULE_MISMATCH, "points")
-            own_hold = self.holds.get(fields.get("auth_id") or "")
-            available = state["value_minor"] - self._held(fields["card"])
-            if own_hold is not None and own_hold.card == fields["card"]:
-                available += own_hold.value_minor
-            if fields["auth_mode"] == txn.AUTH_ONLINE and fields["card_value_minor"] > available:
-                raise ValidationError(INSUFFICIENT_VALUE, fields["card"])
-        elif kind == txn.KIND_REFUND:
-            original = self._original(fields)
-            expected = rules.refund_reversal(
-                original, original["refunded"], fields["amount_minor"]
-            )
-            if (fields["card_value_minor"], fields["points"]) != expected:
-                raise ValidationError(RULE_MISMATCH, "refund reversal")
-        else:
-            raise ValidationError(KIND_UNKNOWN, str(kind))
-        return counter
+            return {"op": "topup", "id": sale_id, "amount_minor": amount}
+        if kind == txn.KIND_PURCHASE:
+            pay = "card" if fields.get("card_value_minor") else "other"
+            return {"op": "purchase", "id": sale_id, "amount_minor": amount, "pay": pay,
+                    "redeem_points": fields.get("redeem_points") or 0}
+        if kind == txn.KIND_REFUND:
+            return {"op": "refund", "id": sale_id, "of": fields.get("ref") or "",
+                    "amount_minor": amount}
+        raise ValidationError(KIND_UNKNOWN, str(kind))
 
-    def _check_issue(self, fields: dict[str, Any]) -> None:
-        if fields["card"] in self.cards:
-            raise ValidationError(CARD_EXISTS, fields["card"])
-        prog = rules.program(self.programs, fields.get("program"))
-        if fields["currency"] != prog["currency"]:
-            raise ValidationError(CURRENCY_MISMATCH, "program currency")
-        if fields["amount_minor"] and not prog["holds_value"]:
-            raise ValidationError(AMOUNT_INVALID, "program holds no value")
+    # -- ingest: check then apply ---------------------------------------------------------
+    def check(self, fields: dict[str, Any]) -> Prepared:
+        """Run the engine for a record; raise ValidationError with the reason if it breaks a
+        rule. Nothing changes until `apply` is given what this returns."""
+        kind = fields["kind"]
+        card = fields["card"]
+        known = self._known(card, fields["time"])
+        counter = self._identify(fields, known.get("sun_counter") if known else None)
+        sale_id = txn.txn_id(fields["terminal"], fields["seq"])
+        if kind == txn.KIND_ISSUE:
+            if known is not None:
+                raise ValidationError(CARD_EXISTS, card)
+            program = self._program(fields.get("program"))
+            if fields["currency"] != program["currency"]:
+                raise ValidationError(CURRENCY_MISMATCH, "program currency")
+            state, effects = self._run(None, program, self._op(kind, fields, sale_id),
+                                       day_of(fields["time"]))
+            self._compare(fields, kind, effects)
+            return Prepared(counter, state, effects)
+        entry = self._card(card, fields["time"])
+        if fields["currency"] != entry["currency"]:
+            raise ValidationError(CURRENCY_MISMATCH, card)
+        program = self._program(entry["program"])
+        op = self._op(kind, fields, sale_id)
+        day = self._day(entry, fields["time"])
+        online = fields["auth_mode"] == txn.AUTH_ONLINE
+        approved = online and self._expected(fields) is not None
+        if kind == txn.KIND_PURCHASE and (not online or approved):
+            # The sale happened: offline or stand-in, or online as the gateway answered (a
+            # top-up it counted on may still be on its way from another counter). Its
+            # discount stands; the value may go below zero, counted as exposure.
+            op["happened"] = True
+            op["discount_minor"] = fields.get("discount_minor") or 0
+        state, effects = self._run(entry["state"], program, op, day)
+        if online:
+            self._compare(fields, kind, effects)
+        if (kind == txn.KIND_PURCHASE and online and not approved
+                and fields["card_value_minor"] > self._available(card, fields)):
+            raise ValidationError(INSUFFICIENT_VALUE, card)
+        return Prepared(counter, state, effects)
 
-    def apply(self, fields: dict[str, Any], sun_counter: int | None = None) -> None:
-        """Change the card state for a record that passed `check` (which gave sun_counter).
+    def _expected(self, fields: dict[str, Any]) -> dict[str, int] | None:
+        hold = self.holds.get(fields.get("auth_id") or "")
+        if hold is None or hold.card != fields["card"]:
+            return None
+        return hold.expect
 
-        A record that uses a ledger hold gets LEDGER_HOLD_FIELD added to `fields`: the ingest
-        stage stores the fields after this call, and settlement reads it from the store.
+    def _compare(self, fields: dict[str, Any], kind: int, effects: dict[str, Any]) -> None:
+        """An online record must carry what the gateway answered (or computes now)."""
+        expected = self._expected(fields)
+        if expected is None:
+            self.preview_missing += 1
+            expected = counter_amounts(kind, effects)
+        got = record_amounts(fields)
+        if fields.get("version") is None:
+            got["version"] = expected["version"]  # a record may leave the version out
+        if got != expected:
+            wrong = sorted(key for key in expected if got[key] != expected[key])
+            raise ValidationError(RULE_MISMATCH, ", ".join(wrong))
+
+    def _available(self, card: str, fields: dict[str, Any]) -> int:
+        available = self.cards[card]["value_minor"] - self._held(card)
+        own_hold = self.holds.get(fields.get("auth_id") or "")
+        if own_hold is not None and own_hold.card == card:
+            available += own_hold.value_minor
+        return available
+
+    def apply(self, fields: dict[str, Any], prepared: Prepared) -> None:
+        """Keep the engine's result for a record that passed `check`.
+
+        Adds to `fields` (the ingest stage stores the fields after this call, and settlement
+        reads them): EFFECTS_FIELD, what settles; LEDGER_HOLD_FIELD when it uses a ledger hold.
         """
         kind = fields["kind"]
         card = fields["card"]
         if kind == txn.KIND_ISSUE:
-            self.cards[card] = {
-                "program": fields["program"],
-                "currency": fields["currency"],
-                "value_minor": 0,
-                "points": 0,
-            }
-        state = self.cards[card]
-        if sun_counter is not None:
-            state["sun_counter"] = sun_counter
+            self.cards[card] = {"program": fields["program"], "currency": fields["currency"],
+                                "merchant": fields["merchant"], "sun_counter": None}
+        entry = self.cards[card]
+        entry["state"] = prepared.state
+        entry["merchant"] = fields["merchant"]
+        if prepared.counter is not None:
+            entry["sun_counter"] = prepared.counter
         if card in self.hotlist:
             self.hotlist_offline += 1
-        if kind == txn.KIND_PURCHASE and fields["auth_mode"] != txn.AUTH_ONLINE:
-            # Offline and stand-in sales happened: an overdraft is exposure, not a refusal.
-            self._note_exposure(fields, state["value_minor"])
-        if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP, txn.KIND_REFUND):
-            state["value_minor"] += fields["card_value_minor"]
-        else:
-            state["value_minor"] -= fields["card_value_minor"]
-        if kind == txn.KIND_PURCHASE:
-            state["points"] += fields["points"]
-            self._remember_purchase(fields)
-        elif kind == txn.KIND_REFUND:
-            state["points"] -= fields["points"]
-            self._count_refund(fields)
+        effects = prepared.effects
+        settled = counter_amounts(kind, effects)
+        settled["legs"] = effects["legs"]
+        if settled["points"] != fields["points"]:
+            self.recomputed += 1
+            sign = -1 if kind == txn.KIND_REFUND else 1
+            self.points_recomputed[card] = (self.points_recomputed.get(card, 0)
+                                            + sign * (settled["points"] - fields["points"]))
+        overdraft = effects.get("overdraft_minor", 0)
+        if overdraft:
+            settled["overdraft_minor"] = overdraft
+            self._note_exposure(card, fields["terminal"], overdraft)
+        fields[EFFECTS_FIELD] = {key: settled[key] for key in SETTLED_EFFECTS if key in settled}
+        self._summarize(entry, prepared.state["day"])
         self._use_hold(fields)
         self.dirty.add(card)
 
@@ -268,11 +365,7 @@ class CardBook:
         else:
             self.lapsed.append(hold.ledger_hold_id)
 
-    def _note_exposure(self, fields: dict[str, Any], value_before: int) -> None:
-        overdraft = fields["card_value_minor"] - max(0, value_before)
-        if overdraft <= 0:
-            return
-        card, terminal = fields["card"], fields["terminal"]
+    def _note_exposure(self, card: str, terminal: str, overdraft: int) -> None:
         self.exposure_by_card[card] = self.exposure_by_card.get(card, 0) + overdraft
         self.exposure_by_terminal[terminal] = self.exposure_by_terminal.get(terminal, 0) + overdraft
 
@@ -280,6 +373,26 @@ class CardBook:
         changed = {card: dict(self.cards[card]) for card in self.dirty}
         self.dirty = set()
         return changed
+
+    # -- time passing with no operation: expiry ---------------------------------------------
+    def sweep(self, now_s: float) -> list[tuple[str, dict[str, Any]]]:
+        """Let time pass on every card up to `now_s`; [(card, effects)] where it expired
+        value or points (the caller writes those as expire records). Cards whose day is
+        already later are left alone."""
+        day = day_of(now_s)
+        expired = []
+        for card, entry in self.cards.items():
+            program = self.programs.get(entry["program"])
+            if program is None or entry["state"]["day"] >= day:
+                continue
+            state, effects = engine.apply(entry["state"], program, {"op": "tick"}, day)
+            if "declined" in effects or not effects["legs"]:
+                continue  # nothing expired: the next operation passes the same time itself
+            entry["state"] = state
+            self._summarize(entry, day)
+            self.dirty.add(card)
+            expired.append((card, effects))
+        return expired
 
     # -- authorization --------------------------------------------------------------------
     def _held(self, card: str) -> int:
@@ -310,12 +423,30 @@ class CardBook:
         lapsed, self.lapsed = self.lapsed, []
         return lapsed
 
-    def _place_hold(self, card: str, value_minor: int, now_s: float, issue: bool) -> str:
+    def _place_hold(self, card: str, value_minor: int, now_s: float, issue: bool,
+                    expect: dict[str, int] | None = None,
+                    op: dict[str, Any] | None = None) -> str:
         if len(self.holds) >= HOLDS_MAX:
             self.expire_holds(now_s)
         auth_id = f"a{self.auth_epoch}-{next(self._hold_ids)}"
-        self.holds[auth_id] = Hold(card, value_minor, now_s + self.hold_ttl_s, issue)
+        self.holds[auth_id] = Hold(card, value_minor, now_s + self.hold_ttl_s, issue, expect, op)
         return auth_id
+
+    def _projected(self, card: str, entry: dict[str, Any], program: dict[str, Any],
+                   day: int) -> dict[str, Any]:
+        """The card's state with the operations approved but not yet arrived applied, in
+        the order they were approved: a second sale on the card is priced after the first
+        (its points redeemed, the tier or discount it reached), as ingest will apply them."""
+        state = entry["state"]
+        for auth_id, hold in self.holds.items():  # dicts keep the order holds were placed
+            if hold.card == card and hold.op is not None:
+                op = hold.op
+                if op["id"] == PREVIEW_ID:
+                    op = dict(op, id=PREVIEW_ID_PREFIX + auth_id)
+                projected, effects = engine.apply(state, program, op, day)
+                if "declined" not in effects:
+                    state = projected
+        return state
 
     def authorize(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
         """Decide a request; returns response fields (approved or declined with a reason)."""
@@ -327,7 +458,8 @@ class CardBook:
     def _decide(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
         kind = request["kind"]
         card = request["card"]
-        known = self._known(card)
+        when = request.get("time", now_s)
+        known = self._known(card, when)
         seen = [c for c in (known.get("sun_counter") if known else None,
                             self._auth_counters.get(card)) if c is not None]
         counter = self._identify(dict(request, auth_mode=txn.AUTH_ONLINE),
@@ -335,37 +467,52 @@ class CardBook:
         if counter is not None:
             self._auth_counters[card] = counter
         if kind == txn.KIND_ISSUE:
-            issuing = any(h.issue and h.card == card for h in self.holds.values())
-            if issuing:
-                raise ValidationError(CARD_EXISTS, card)
-            self._check_issue(dict(request, points=0, bonus_minor=0))
-            return {"approved": True, "program": request["program"],
-                    "auth_id": self._place_hold(card, 0, now_s, True)}
-        state = self._card(card)
-        if request["currency"] != state["currency"]:
+            return self._decide_issue(request, known, now_s)
+        entry = self._card(card, when)
+        if request["currency"] != entry["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, card)
-        prog = rules.program(self.programs, state["program"])
-        response: dict[str, Any] = {"approved": True, "program": state["program"],
-                                    "currency": state["currency"]}
-        if kind == txn.KIND_PURCHASE:
-            wanted = request.get("card_value_minor", 0)
-            if wanted and not prog["holds_value"]:
-                raise ValidationError(AMOUNT_INVALID, "program holds no value")
-            if wanted > state["value_minor"] - self._held(card):
-                raise ValidationError(INSUFFICIENT_VALUE, card)
-            response["auth_id"] = self._place_hold(card, wanted, now_s, False)
-        elif kind == txn.KIND_TOPUP:
-            if not prog["topup_allowed"]:
-                raise ValidationError(AMOUNT_INVALID, "program takes no top-ups")
-        elif kind == txn.KIND_REFUND:
-            original = self._original(dict(request))
-            value, points = rules.refund_reversal(
-                original, original["refunded"], request["amount_minor"]
-            )
-            response["card_value_minor"] = value
-            response["points"] = points
-        elif kind != txn.KIND_INQUIRY:
-            raise ValidationError(KIND_UNKNOWN, str(kind))
-        response["value_minor"] = state["value_minor"] - self._held(card)
-        response["points_balance"] = state["points"]
+        program = self._program(entry["program"])
+        day = self._day(entry, when)
+        response: dict[str, Any] = {"approved": True, "program": entry["program"],
+                                    "currency": entry["currency"],
+                                    "version": program["version"]}
+        # Priced on the card as it will be once what was approved has arrived: the engine
+        # declines a sale the card cannot pay for (insufficient_value) on that state.
+        state = self._projected(card, entry, program, day)
+        if kind != txn.KIND_INQUIRY:
+            op = self._op(kind, request, PREVIEW_ID)
+            state, effects = self._run(state, program, op, day)
+            amounts = counter_amounts(kind, effects)
+            held = amounts["card_value_minor"] if kind == txn.KIND_PURCHASE else 0
+            if kind == txn.KIND_PURCHASE:
+                op["discount_minor"] = amounts["discount_minor"]
+            if request.get("seq") is not None and "terminal" in request:
+                op["id"] = txn.txn_id(request["terminal"], request["seq"])  # its future id
+            response.update({k: v for k, v in amounts.items() if v or k == "card_value_minor"})
+            response["auth_id"] = self._place_hold(card, held, now_s, False, amounts, op)
+        response.update(engine_offline.snapshot(state, program, day))
+        if response.get("tier") is None:
+            response.pop("tier", None)
+        after = engine.summary(state, program, day)  # with what is on its way, and this sale
+        response["value_minor"] = after["value_minor"]
+        response["points_balance"] = after["points"]
+        return response
+
+    def _decide_issue(self, request: dict[str, Any], known: dict[str, Any] | None,
+                      now_s: float) -> dict[str, Any]:
+        card = request["card"]
+        if known is not None or any(h.issue and h.card == card for h in self.holds.values()):
+            raise ValidationError(CARD_EXISTS, card)
+        program = self._program(request.get("program"))
+        if request["currency"] != program["currency"]:
+            raise ValidationError(CURRENCY_MISMATCH, "program currency")
+        op = self._op(txn.KIND_ISSUE, request, PREVIEW_ID)
+        state, effects = self._run(None, program, op, day_of(request.get("time", now_s)))
+        amounts = counter_amounts(txn.KIND_ISSUE, effects)
+        response = {"approved": True, "program": program["id"], "currency": program["currency"],
+                    "version": program["version"], "card_value_minor": amounts["card_value_minor"],
+                    "auth_id": self._place_hold(card, 0, now_s, True, amounts)}
+        response.update(engine_offline.snapshot(state, program, state["day"]))
+        if response.get("tier") is None:
+            response.pop("tier", None)
         return response

@@ -9,6 +9,7 @@ durable here.
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Any
 
 from gateway.acks import AckOut
@@ -53,6 +54,9 @@ class IngestStage(Stage[Verified]):
         self.stats = stats
         self.acks = acks
         self.sequencer = Sequencer(store.load_chain(), store.lookup)
+        # Held from changing card states to committing them, here and by the gateway's
+        # expiry sweep: card states reach the store in the order they changed.
+        self.commit_lock = threading.Lock()
 
     def _run(self) -> None:
         """Unlike other stages, take whatever has queued up and commit it as one batch."""
@@ -76,13 +80,14 @@ class IngestStage(Stage[Verified]):
     def process(self, items: list[Verified]) -> None:
         """Sequence, check and commit a batch; then queue its acks."""
         batch = _Batch()
-        with self.cards.lock:
-            for item in items:
-                for decision in self.sequencer.offer(item):
-                    self._decide(decision, batch)
-            cards = self.cards.take_dirty()
-        chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
-        self.store.commit(batch.rows, chain, cards, batch.counters)
+        with self.commit_lock:
+            with self.cards.lock:
+                for item in items:
+                    for decision in self.sequencer.offer(item):
+                        self._decide(decision, batch)
+                cards = self.cards.take_dirty()
+            chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
+            self.store.commit(batch.rows, chain, cards, batch.counters)
         self.sequencer.committed()
         for name, n in batch.counters.items():
             self.stats.add(name, n)
@@ -94,13 +99,13 @@ class IngestStage(Stage[Verified]):
         item = decision.item
         if decision.action == IN_ORDER:
             try:
-                counter = self.cards.check(item.fields)
+                prepared = self.cards.check(item.fields)
             except ProtocolError as error:
                 self._store(item, batch, STATUS_REJECTED, error.reason)
                 batch.ack_for(item).rejected.append((item.seq, error.reason))
                 batch.count("rejected." + error.reason)
                 return
-            self.cards.apply(item.fields, counter)
+            self.cards.apply(item.fields, prepared)
             self._store(item, batch, STATUS_ACCEPTED, None)
             batch.ack_for(item)
             batch.count("accepted")

@@ -177,19 +177,20 @@ class LedgerHolds:
 
         Call without `cards.lock` held: this waits for the ledger.
         """
-        value_minor = request.get("card_value_minor", 0)
+        # The card part the engine computed (after discount and points), not what was asked.
+        value_minor = decision.get("card_value_minor", 0)
         if not decision["approved"] or request["kind"] != txn.KIND_PURCHASE or not value_minor:
             return decision
         auth_id = decision["auth_id"]
         hold_id = ledger_hold_id(self.gateway_id, auth_id)
         if not self._may_ask():
-            return self._stand_in(request, decision, None)
+            return self._stand_in(request, decision, None, value_minor)
         try:
-            held = self._place(hold_id, request)
+            held = self._place(hold_id, request, value_minor)
         except LedgerUnavailable as error:
             log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
             self._lost()
-            return self._stand_in(request, decision, hold_id)
+            return self._stand_in(request, decision, hold_id, value_minor)
         except LedgerRejected as error:
             self._answered()
             return self._decline(auth_id, self._reason_for(hold_id, error))
@@ -207,11 +208,11 @@ class LedgerHolds:
         self.stats.add("ledger_hold.placed")
         return decision
 
-    def _place(self, hold_id: str, request: dict[str, Any]) -> bool:
+    def _place(self, hold_id: str, request: dict[str, Any], value_minor: int) -> bool:
         """Hold the full amount (True), or learn that the ledger has never seen the card
         (False); on insufficient_value, settle and ask once more (the lag rule)."""
         try:
-            self._ask(hold_id, request)
+            self._ask(hold_id, request, value_minor)
             return True
         except NotFound as error:
             if error.reason != CARD_UNKNOWN:
@@ -222,12 +223,12 @@ class LedgerHolds:
                 raise
         self.stats.add("ledger_hold.settled_first")
         self.settle()
-        self._ask(hold_id, request)
+        self._ask(hold_id, request, value_minor)
         return True
 
-    def _ask(self, hold_id: str, request: dict[str, Any]) -> None:
+    def _ask(self, hold_id: str, request: dict[str, Any], value_minor: int) -> None:
         answer = self.ledger.place_hold(
-            hold_id, request["card"], request["currency"], request["card_value_minor"],
+            hold_id, request["card"], request["currency"], value_minor,
             self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"])
         if answer.get("status") != "open":
             # Only a replay answers otherwise, and auth ids are never given twice.
@@ -241,12 +242,12 @@ class LedgerHolds:
         return LEDGER_REFUSED
 
     def _stand_in(self, request: dict[str, Any], decision: dict[str, Any],
-                  maybe_placed: str | None) -> dict[str, Any]:
+                  maybe_placed: str | None, value_minor: int) -> dict[str, Any]:
         """Approve on the card book alone, within the stand-in limits."""
         if maybe_placed is not None:
             self._queue_voids([maybe_placed])  # unanswered is not refused: it may be there
         with self._lock:
-            admitted = self.stand_in.admit(request["card"], request["card_value_minor"])
+            admitted = self.stand_in.admit(request["card"], value_minor)
         if not admitted:
             return self._decline(decision["auth_id"], STAND_IN_LIMIT)
         self.stats.add("auth_stand_in")

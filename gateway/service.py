@@ -4,8 +4,13 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
                  \-> [auth queue] -> authorize ------------------------------> /  -> acks -> broker
                  \-> status (verified inline, kept as terminal presence)
 
-`python -m gateway.service --broker-port P --db FILE --terminals FILE --programs FILE`
-runs it until SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger.
+`python -m gateway.service --broker-port P --db FILE --terminals FILE --programs FILE.toml`
+runs it until SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger,
+after `sweep_expiry` has written what expired on cards with no operation since (value and
+points past their expiry become expire records, the ledger's breakage).
+
+Programs are validated (protocol.programs) before the gateway starts: an invalid program
+never reaches a terminal.
 
 With a ledger, approved purchases paid from card value are held at the ledger, and a sweep
 thread voids the holds no sale will post (gateway/ledger_holds.py).
@@ -14,6 +19,7 @@ thread voids the holds no sale will post (gateway/ledger_holds.py).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import queue
@@ -27,7 +33,7 @@ from typing import Any
 from gateway.acks import AckOut, AckStage
 from gateway.authorize import AuthorizeStage
 from gateway.card_auth import CardAuthenticator, CardKeys
-from gateway.cards import CardBook
+from gateway.cards import EFFECTS_FIELD, CardBook
 from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
 from gateway.ledger_holds import HoldSettings, LedgerHolds
@@ -35,13 +41,14 @@ from gateway.mqtt import MqttLink, queue_route
 from gateway.registry import TerminalRegistry
 from gateway.settle import SettleResult, settle
 from gateway.stats import Stats
-from gateway.store import GatewayStore
+from gateway.store import STATUS_ACCEPTED, GatewayStore, StoredRecord, fields_to_json
 from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
 from ledger.errors import LedgerUnavailable, NotFound
-from protocol import topics
+from protocol import topics, txn
 from protocol.errors import ProtocolError
+from protocol.programs import validate_programs
 
 TXN_QUEUE_MAX = 20_000
 AUTH_QUEUE_MAX = 1_000
@@ -51,6 +58,8 @@ STOP_JOIN_S = 10.0
 DRAIN_POLL_S = 0.01
 CONFIG_CHANGES = "config.changes"
 AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
+EXPIRY_SEQ = "expiry.seq"  # expire records the gateway wrote: their sequence numbers
+EXPIRY_TERMINAL_SUFFIX = ".expiry"  # no terminal id has a dot: never a terminal's records
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,7 @@ class Gateway:
                  hold_settings: HoldSettings | None = None) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
+        programs = validate_programs({"programs": programs})
         self.stats = Stats()
         self.store = GatewayStore(db_path)
         hotlist = self.store.hotlist()
@@ -84,8 +94,6 @@ class Gateway:
         self._sweeper = (threading.Thread(target=self.holds.run_sweeps, args=(self._sweep_stop,),
                                           name="gateway-hold-sweep", daemon=True)
                          if self.holds else None)
-        for fields in self.store.load_purchases():
-            self.cards.replay_purchase(fields)
         self.presence: dict[str, dict[str, Any]] = {}
         # Each hotlist change is a new configuration version: the count of changes is durable,
         # so the version never goes back after a restart (terminals refuse older ones).
@@ -175,10 +183,49 @@ class Gateway:
         return all(q.empty() for q in (self.txn_queue, self.ingest_queue, self.ack_queue,
                                        self.auth_queue))
 
-    def settle(self) -> SettleResult:
+    def settle(self, now_s: float | None = None) -> SettleResult:
+        """Write what expired up to `now_s` (default: now), then settle with the ledger."""
         assert self.ledger is not None, "settle needs a ledger URL"
+        self.sweep_expiry(now_s)
         with self._settle_lock:
             return settle(self.store, self.gateway_id, self.ledger)
+
+    def sweep_expiry(self, now_s: float | None = None) -> int:
+        """Expire value and points on cards idle up to `now_s`; returns the records written.
+
+        Runs with the ingest stage's commit lock, so a card's state is written in the order
+        it changed (a record's commit never overwrites the expiry that followed it).
+        """
+        now_s = time.time() if now_s is None else now_s
+        terminal = self.gateway_id + EXPIRY_TERMINAL_SUFFIX
+        with self.ingest_stage.commit_lock:
+            with self.cards.lock:
+                expired = self.cards.sweep(now_s)
+                cards = self.cards.take_dirty()
+                first = self.store.counters().get(EXPIRY_SEQ, 0) + 1
+                rows = [self._expire_record(terminal, first + n, card, effects, now_s)
+                        for n, (card, effects) in enumerate(expired)]
+            self.store.commit(rows, {}, cards, {EXPIRY_SEQ: len(rows)} if rows else {})
+        self.stats.add("expire_records", len(rows))
+        return len(rows)
+
+    def _expire_record(self, terminal: str, seq: int, card: str, effects: dict[str, Any],
+                       now_s: float) -> StoredRecord:
+        entry = self.cards.cards[card]
+        value = effects.get("value_expired", 0)
+        points = effects.get("points_expired", 0)
+        fields: dict[str, Any] = {
+            "terminal": terminal, "seq": seq, "time": int(now_s),
+            "merchant": entry["merchant"] or self.gateway_id, "card": card,
+            "kind": txn.KIND_EXPIRE, "currency": entry["currency"], "amount_minor": value,
+            "card_value_minor": value, "bonus_minor": 0, "points": points,
+            "program": entry["program"], "auth_mode": txn.AUTH_ONLINE,
+            EFFECTS_FIELD: {"card_value_minor": value, "bonus_minor": 0, "points": points,
+                            "version": effects["version"], "legs": effects["legs"]},
+        }
+        digest = hashlib.sha256(fields_to_json(fields).encode()).digest()
+        return StoredRecord(terminal, seq, txn.txn_id(terminal, seq), digest, b"", fields,
+                            STATUS_ACCEPTED, None)
 
     def _settle_now(self) -> None:
         """Settle before asking the ledger for a hold again (the lag rule), within the wait
@@ -204,8 +251,14 @@ class Gateway:
 
 
 def _load_programs(path: str) -> dict[str, dict[str, Any]]:
-    data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
-    return data
+    """A TOML program file (docs/programs.md), checked with its line numbers; or a JSON
+    object of programs by id (as validated programs are exported), checked the same way."""
+    if path.endswith(".json"):
+        data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
+        return validate_programs({"programs": data})
+    from tools.programs import load_programs
+
+    return load_programs(path)
 
 
 def _load_json(path: str) -> dict[str, int]:
@@ -220,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-port", type=int, default=1883)
     parser.add_argument("--db", required=True, help="SQLite file of the gateway's journal")
     parser.add_argument("--terminals", required=True, help="terminal registry JSON")
-    parser.add_argument("--programs", required=True, help="card programs JSON")
+    parser.add_argument("--programs", required=True,
+                        help="card programs: TOML (docs/programs.md), or JSON by program id")
     parser.add_argument("--ledger-url", default=None)
     parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=int, default=1)

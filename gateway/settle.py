@@ -12,6 +12,11 @@ A purchase that used a ledger hold names it in "hold_id": the card book wrote th
 the record's stored fields when it applied the record (gateway/cards.py), so a batch is the
 same bytes every time it is sent. Stand-in and offline sales, and online ones whose hold had
 lapsed before they arrived, name none.
+
+What a transaction posts is what the program engine computed when the gateway applied it
+(the record's stored EFFECTS_FIELD): its balanced legs, the points it earned or took back,
+the bonus, the discount, the points redeemed and the program version. The legs are sent as
+they are, so the ledger posts exactly what the engine did (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.cards import LEDGER_HOLD_FIELD
+from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
 from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
 from ledger.client import LedgerClient
 from ledger.errors import LedgerRejected, LedgerUnavailable
@@ -53,6 +58,9 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
         if fields.get(LEDGER_HOLD_FIELD) is not None:
             # Only then: a batch sent before holds existed must stay the same bytes.
             entry["hold_id"] = fields[LEDGER_HOLD_FIELD]
+        effects = fields.get(EFFECTS_FIELD)
+        if effects is not None:
+            entry.update(_engine_terms(fields["kind"], effects))
         transactions.append(entry)
     return {
         "batch_id": batch_id,
@@ -60,6 +68,22 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
         "created": store.batch_created(batch_id),
         "transactions": transactions,
     }
+
+
+def _engine_terms(kind: int, effects: dict[str, Any]) -> dict[str, Any]:
+    """The amounts the engine settled with, in the ledger's keys (docs/ledger.md)."""
+    terms: dict[str, Any] = {
+        "card_value_minor": effects["card_value_minor"],
+        "bonus_minor": effects["bonus_minor"],
+        "points": effects["points"],
+        "version": effects["version"],
+        "legs": effects["legs"],
+    }
+    if kind == txn.KIND_PURCHASE:
+        terms["discount_minor"] = effects.get("discount_minor", 0)
+    if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND):
+        terms["redeem_points"] = effects.get("redeem_points", 0)
+    return terms
 
 
 class SettleResult:

@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS cards (
     currency TEXT NOT NULL,
     value_minor INTEGER NOT NULL,
     points INTEGER NOT NULL,
-    sun_counter INTEGER
+    sun_counter INTEGER,
+    merchant TEXT,
+    state TEXT
 );
 CREATE TABLE IF NOT EXISTS hotlist (
     card TEXT PRIMARY KEY,
@@ -127,6 +129,14 @@ class GatewayStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A store written before the program engine lacks the card's engine state."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(cards)")}
+        for column in ("merchant", "state"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE cards ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -172,13 +182,15 @@ class GatewayStore:
                 [(t, seq, digest) for t, (seq, digest) in chain.items()],
             )
             db.executemany(
-                "INSERT INTO cards (card, program, currency, value_minor, points, sun_counter)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
+                "INSERT INTO cards (card, program, currency, value_minor, points, sun_counter,"
+                " merchant, state) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
                 " value_minor=excluded.value_minor, points=excluded.points,"
-                " sun_counter=excluded.sun_counter",
+                " sun_counter=excluded.sun_counter, merchant=excluded.merchant,"
+                " state=excluded.state",
                 [
                     (c, s["program"], s["currency"], s["value_minor"], s["points"],
-                     s.get("sun_counter"))
+                     s.get("sun_counter"), s.get("merchant"),
+                     json.dumps(s["state"], sort_keys=True, separators=(",", ":")))
                     for c, s in cards.items()
                 ],
             )
@@ -197,11 +209,13 @@ class GatewayStore:
     def load_cards(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT card, program, currency, value_minor, points, sun_counter FROM cards"
+                "SELECT card, program, currency, value_minor, points, sun_counter, merchant,"
+                " state FROM cards WHERE state IS NOT NULL"
             ).fetchall()
         return {
-            c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n}
-            for c, p, cur, v, pts, n in rows
+            c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n,
+                "merchant": m, "state": json.loads(state)}
+            for c, p, cur, v, pts, n, m, state in rows
         }
 
     # -- hotlist --------------------------------------------------------------------------
@@ -218,16 +232,6 @@ class GatewayStore:
         with self._lock:
             rows = self._db.execute("SELECT card FROM hotlist ORDER BY card").fetchall()
         return [r[0] for r in rows]
-
-    def load_purchases(self) -> Iterator[dict[str, Any]]:
-        """Accepted purchases and refunds, in order, to rebuild refund bookkeeping."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT fields FROM records WHERE status = ? ORDER BY rowid",
-                (STATUS_ACCEPTED,),
-            ).fetchall()
-        for (text,) in rows:
-            yield json.loads(text)
 
     def lookup(self, terminal: str, seq: int) -> tuple[bytes, str, str | None] | None:
         """(digest, status, reason) of a stored record, to recognise resends."""

@@ -6,7 +6,13 @@ AMOUNT_MINOR_MAX = 10**12
 """Largest amount_minor (and card_value_minor, bonus_minor) a transaction may carry."""
 
 POINTS_MAX = 10**12
-"""Largest number of points one transaction may earn or take back."""
+"""Largest number of points one transaction may earn or take back (or redeem)."""
+
+LEGS_MAX = 32
+"""Most legs one settlement transaction may carry: room for all that one engine operation writes."""
+
+PROGRAM_VERSION_MAX = 2**31 - 1
+"""Largest program version a transaction may name (docs/programs.md: 1..2^31-1)."""
 
 INT64_MAX = 2**63 - 1
 """Largest seq / time value: they are stored as signed 64-bit integers."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 KIND_ISSUE = "issue"
 KIND_TOPUP = "topup"
@@ -38,6 +38,16 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+class GivenLeg(NamedTuple):
+    """One leg of a transaction's "legs" as the program engine computed it (owner implied)."""
+
+    account_kind: str
+    unit: str
+    amount_minor: int
+    """Positive = debit, negative = credit; never zero."""
+    cause: str
+
+
 @dataclass(frozen=True, slots=True)
 class Txn:
     """One settled card transaction, exactly as the gateway reported it, plus its content hash."""
@@ -61,6 +71,14 @@ class Txn:
     content_hash: str
     hold_id: str | None = None
     """The ledger hold this purchase settles (optional key; absent and null are the same)."""
+    legs: tuple[GivenLeg, ...] | None = None
+    """The engine's legs, posted instead of the rule-derived ones; None: the rules decide."""
+    version: int | None = None
+    """The version of the card's program the operation was computed with (optional)."""
+    discount_minor: int | None = None
+    """A purchase's discount off amount_minor (optional, informational: it posts nothing)."""
+    redeem_points: int | None = None
+    """Points a purchase redeemed, or a refund gave back (optional; posted only by legs)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,16 @@ applies the rules that need history, and returns a `Plan` of rows to insert. Rul
   txn_id repeated inside one batch);
 - a card keeps the currency of the first transaction that named it (``currency_mismatch``),
   and is issued at most once (``card_already_issued``);
-- a refund must name a purchase of the same card, in the books or earlier in this batch
-  (``refund_unknown_original``, ``refund_mismatch``), and all refunds of one purchase
-  together may not return more card value or points than it had (``refund_exceeds_original``);
+- a refund must name a purchase, issue or topup of the same card, in the books or earlier in
+  this batch (``refund_unknown_original``, ``refund_mismatch``); all refunds of one purchase
+  together may not return more card value or points than it had, all refunds of one load may
+  not take more card value off the card than it put on, nor more bonus than it gave
+  (``refund_exceeds_original``); a refund of a purchase carries no bonus, a refund of a load
+  no points (``amount_invalid``);
+- a transaction's given legs must change the card as its fields say (``legs_mismatch``): the
+  net of its card_value legs, leaving out those of cause "expire" (time passing before or
+  after the operation), equals that of the rule-derived legs; for an expire, the net of all
+  its card_value legs and of all its card_points legs equals the rule-derived one;
 - a purchase naming a hold posts it: the hold must exist, be neither voided nor posted, be on
   the same card and currency, and hold at least the card value taken (``ledger.holds``);
   an expired hold is posted all the same (the sale happened) and counted as late.
@@ -25,8 +32,16 @@ from dataclasses import dataclass, field, replace
 
 from ledger.errors import BatchConflict, BatchInvalid
 from ledger.holds import STATUS_POSTED, HoldPosting, HoldState, check_posting
-from ledger.model import KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
-from ledger.postings import legs_for
+from ledger.model import KIND_EXPIRE, KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
+from ledger.postings import (
+    CARD_POINTS,
+    CARD_VALUE,
+    CAUSE_EXPIRE,
+    LOAD_KINDS,
+    REFUNDABLE_KINDS,
+    legs_for,
+    rule_legs,
+)
 
 EntryRow = tuple[str, str, str, str, int]
 """(txn_id, account_kind, owner, unit, amount_minor): one row of the entries table."""
@@ -52,8 +67,10 @@ class OriginalState:
     currency: str
     card_value_minor: int
     points: int
+    bonus_minor: int
     refunded_card_value_minor: int = 0
     refunded_points: int = 0
+    refunded_bonus_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +105,23 @@ def plan_batch(batch: Batch, view: BooksView) -> Plan:
     holds = dict(view.holds)
     for txn in plan.txns:
         _apply_card_rules(txn, cards)
+        refunded_kind = KIND_PURCHASE
         if txn.kind == KIND_REFUND:
-            _apply_refund_rules(txn, originals)
+            refunded_kind = _apply_refund_rules(txn, originals)
         if txn.hold_id is not None:
             plan.hold_postings.append(_apply_hold_rules(txn, holds))
+        if txn.legs is not None:
+            _check_given_legs(txn, refunded_kind)
         originals[txn.txn_id] = OriginalState(
-            txn.txn_id, txn.kind, txn.card, txn.currency, txn.card_value_minor, txn.points
+            txn.txn_id,
+            txn.kind,
+            txn.card,
+            txn.currency,
+            txn.card_value_minor,
+            txn.points,
+            txn.bonus_minor,
         )
-        plan.entries.extend((txn.txn_id, *leg) for leg in legs_for(txn))
+        plan.entries.extend((txn.txn_id, *leg) for leg in legs_for(txn, refunded_kind))
     for card, state in cards.items():
         if card not in view.cards:
             plan.new_cards.append(state)
@@ -149,8 +175,9 @@ def _apply_hold_rules(txn: Txn, holds: dict[str, HoldState]) -> HoldPosting:
     return posting
 
 
-def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> None:
-    """Check a refund against its purchase and count it towards that purchase's limit."""
+def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> str:
+    """Check a refund against its original, count it towards that original's limit, and
+    return the original's kind (which decides the refund's legs)."""
     assert txn.ref_txn_id is not None, "validation requires ref_txn_id on refunds"
     original = originals.get(txn.ref_txn_id)
     if original is None:
@@ -158,18 +185,61 @@ def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> None:
             "refund_unknown_original",
             f"txn {txn.txn_id}: the ledger has no transaction {txn.ref_txn_id}",
         )
-    if original.kind != KIND_PURCHASE or original.card != txn.card:
+    if original.kind not in REFUNDABLE_KINDS or original.card != txn.card:
         raise BatchInvalid(
             "refund_mismatch",
-            f"txn {txn.txn_id}: {txn.ref_txn_id} is not a purchase of card {txn.card}",
+            f"txn {txn.txn_id}: {txn.ref_txn_id} is not a purchase, issue or topup"
+            f" of card {txn.card}",
+        )
+    if original.kind == KIND_PURCHASE and txn.bonus_minor:
+        raise BatchInvalid(
+            "amount_invalid", f"txn {txn.txn_id}: a refund of a purchase reverses no bonus"
+        )
+    if original.kind in LOAD_KINDS and (txn.points or txn.redeem_points):
+        raise BatchInvalid(
+            "amount_invalid", f"txn {txn.txn_id}: a refund of a load takes back no points"
         )
     card_value_minor = original.refunded_card_value_minor + txn.card_value_minor
     points = original.refunded_points + txn.points
-    if card_value_minor > original.card_value_minor or points > original.points:
+    bonus_minor = original.refunded_bonus_minor + txn.bonus_minor
+    if (
+        card_value_minor > original.card_value_minor
+        or points > original.points
+        or bonus_minor > original.bonus_minor
+    ):
         raise BatchInvalid(
             "refund_exceeds_original",
             f"txn {txn.txn_id}: refunds of {txn.ref_txn_id} would return {card_value_minor}"
-            f" of {original.card_value_minor} card value and {points} of {original.points} points",
+            f" of {original.card_value_minor} card value, {points} of {original.points} points"
+            f" and {bonus_minor} of {original.bonus_minor} bonus",
         )
     original.refunded_card_value_minor = card_value_minor
     original.refunded_points = points
+    original.refunded_bonus_minor = bonus_minor
+    return original.kind
+
+
+def _check_given_legs(txn: Txn, refunded_kind: str) -> None:
+    """Refuse given legs that change the card otherwise than the transaction's fields say.
+
+    The engine may add legs of cause "expire" to any operation (value or points that lapsed
+    as time passed); only an expire's own amounts account for those, so elsewhere they are
+    left out of the comparison.
+    """
+    assert txn.legs is not None
+    expected = rule_legs(txn, refunded_kind)
+    accounts = (CARD_VALUE, CARD_POINTS) if txn.kind == KIND_EXPIRE else (CARD_VALUE,)
+    for account_kind in accounts:
+        given_net = sum(
+            leg.amount_minor
+            for leg in txn.legs
+            if leg.account_kind == account_kind
+            and (txn.kind == KIND_EXPIRE or leg.cause != CAUSE_EXPIRE)
+        )
+        expected_net = sum(leg.amount_minor for leg in expected if leg.account_kind == account_kind)
+        if given_net != expected_net:
+            raise BatchInvalid(
+                "legs_mismatch",
+                f"txn {txn.txn_id}: its {account_kind} legs net {given_net},"
+                f" its fields ({txn.kind}) say {expected_net}",
+            )

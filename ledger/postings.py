@@ -1,10 +1,14 @@
-"""Posting rules: which account legs each transaction kind writes. Pure, no I/O.
+"""Posting rules: which account legs each transaction posts. Pure, no I/O.
 
 An account is (kind, owner) and a leg is (account kind, owner, unit, amount_minor) with
 positive = debit and negative = credit. Every unit (each currency, and "PTS" for points)
 balances on its own: the legs of one transaction sum to zero per unit. Liabilities
 (card_value, card_points) therefore carry negative sums; their balance as shown to a
 card holder is the negated sum.
+
+A transaction that carries "legs" (the program engine's, docs/programs.md) posts exactly
+those, each as given, with its owner implied by its account: the card for card_value and
+card_points, the merchant for every other account. Otherwise its kind's rule decides:
 
     kind      debit                                   credit
     issue     cash_clearing(M) amount                 card_value(C) amount
@@ -13,10 +17,15 @@ card holder is the negated sum.
     purchase  card_value(C) card_value                merchant_settlement(M) card_value
               promotion_expense(M)[PTS] points        card_points(C)[PTS] points
     refund    merchant_settlement(M) card_value       card_value(C) card_value
-              card_points(C)[PTS] points              promotion_expense(M)[PTS] points
+     of a     card_points(C)[PTS] points              promotion_expense(M)[PTS] points
+     purchase
+    refund    card_value(C) card_value                cash_clearing(M) card_value - bonus
+     of an                                            promotion_expense(M) bonus
+     issue or topup
     expire    card_value(C) card_value                breakage(M) card_value
               card_points(C)[PTS] points              breakage(M)[PTS] points
 
+A refund of a load takes value OFF the card: the cash paid back and the bonus reversed.
 An expire (emitted by the program engine when value or points lapse) moves what the card
 holder can no longer spend out of the liability and into the merchant's breakage income.
 
@@ -31,7 +40,15 @@ from typing import NamedTuple
 
 from ledger.currencies import POINTS_UNIT
 from ledger.errors import BatchInvalid
-from ledger.model import KIND_EXPIRE, KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, KIND_TOPUP, Txn
+from ledger.model import (
+    KIND_EXPIRE,
+    KIND_ISSUE,
+    KIND_PURCHASE,
+    KIND_REFUND,
+    KIND_TOPUP,
+    GivenLeg,
+    Txn,
+)
 
 CARD_VALUE = "card_value"
 CARD_POINTS = "card_points"
@@ -48,6 +65,32 @@ ACCOUNT_KINDS = (
     BREAKAGE,
 )
 LIABILITY_KINDS = (CARD_VALUE, CARD_POINTS)
+"""Accounts owned by the card; every other account is owned by the merchant."""
+CURRENCY_ONLY_KINDS = (CARD_VALUE, MERCHANT_SETTLEMENT, CASH_CLEARING)
+"""Accounts that hold money only: a leg on them is in the transaction's currency."""
+POINTS_ONLY_KINDS = (CARD_POINTS,)
+"""Accounts that hold points only: a leg on them is in PTS."""
+
+CAUSE_LOAD = "load"
+CAUSE_BONUS = "bonus"
+CAUSE_SPEND = "spend"
+CAUSE_REDEEM = "redeem"
+CAUSE_EARN = "earn"
+CAUSE_EXPIRE = "expire"
+CAUSE_CASH_OUT = "cash_out"
+LEG_CAUSES = (
+    CAUSE_LOAD,
+    CAUSE_BONUS,
+    CAUSE_SPEND,
+    CAUSE_REDEEM,
+    CAUSE_EARN,
+    CAUSE_EXPIRE,
+    CAUSE_CASH_OUT,
+)
+"""Why the engine wrote a leg (docs/programs.md section 3); checked, not stored."""
+LOAD_KINDS = (KIND_ISSUE, KIND_TOPUP)
+"""Kinds that put value on a card; a refund of one takes value off it."""
+REFUNDABLE_KINDS = (KIND_PURCHASE, *LOAD_KINDS)
 
 
 class Leg(NamedTuple):
@@ -59,14 +102,43 @@ class Leg(NamedTuple):
     amount_minor: int
 
 
-def legs_for(txn: Txn) -> list[Leg]:
-    """The balanced legs a transaction posts, zero-amount legs left out."""
-    rule = _RULES.get(txn.kind)
-    if rule is None:
-        raise BatchInvalid("kind_unknown", f"{txn.txn_id}: no posting rule for {txn.kind!r}")
-    legs = [leg for leg in rule(txn) if leg.amount_minor != 0]
+def legs_for(txn: Txn, refunded_kind: str = KIND_PURCHASE) -> list[Leg]:
+    """The balanced legs a transaction posts: its given legs, else its kind's rule.
+
+    `refunded_kind` is the kind of the transaction a refund names (the books know it).
+    """
+    legs = given_legs(txn) if txn.legs is not None else rule_legs(txn, refunded_kind)
     assert_balanced(legs)
     return legs
+
+
+def rule_legs(txn: Txn, refunded_kind: str = KIND_PURCHASE) -> list[Leg]:
+    """The legs the posting rules derive from a transaction's fields, zero amounts left out."""
+    rule = _RULES.get(txn.kind)
+    if txn.kind == KIND_REFUND and refunded_kind in LOAD_KINDS:
+        rule = _refund_load
+    if rule is None:
+        raise BatchInvalid("kind_unknown", f"{txn.txn_id}: no posting rule for {txn.kind!r}")
+    return [leg for leg in rule(txn) if leg.amount_minor != 0]
+
+
+def given_legs(txn: Txn) -> list[Leg]:
+    """A transaction's own legs, in the order given, each owned by its card or merchant."""
+    assert txn.legs is not None
+    return [_owned(txn, leg) for leg in txn.legs]
+
+
+def _owned(txn: Txn, leg: GivenLeg) -> Leg:
+    """A given leg with its owner: the card for liabilities, the merchant for the rest."""
+    owner = txn.card if leg.account_kind in LIABILITY_KINDS else txn.merchant
+    return Leg(leg.account_kind, owner, leg.unit, leg.amount_minor)
+
+
+def unit_allowed(account_kind: str, unit: str, currency: str) -> bool:
+    """Whether a leg on `account_kind` may be in `unit` for a transaction in `currency`."""
+    if unit == POINTS_UNIT:
+        return account_kind not in CURRENCY_ONLY_KINDS
+    return unit == currency and account_kind not in POINTS_ONLY_KINDS
 
 
 def unit_sums(legs: Iterable[Leg]) -> dict[str, int]:
@@ -117,6 +189,15 @@ def _refund(txn: Txn) -> list[Leg]:
         Leg(CARD_VALUE, txn.card, txn.currency, -txn.card_value_minor),
         Leg(CARD_POINTS, txn.card, POINTS_UNIT, txn.points),
         Leg(PROMOTION_EXPENSE, txn.merchant, POINTS_UNIT, -txn.points),
+    ]
+
+
+def _refund_load(txn: Txn) -> list[Leg]:
+    """The mirror of an issue or topup: value off the card, cash paid back, bonus reversed."""
+    return [
+        Leg(CARD_VALUE, txn.card, txn.currency, txn.card_value_minor),
+        Leg(CASH_CLEARING, txn.merchant, txn.currency, -(txn.card_value_minor - txn.bonus_minor)),
+        Leg(PROMOTION_EXPENSE, txn.merchant, txn.currency, -txn.bonus_minor),
     ]
 
 

@@ -273,15 +273,26 @@ def _liability(database: Database, query: ReportQuery) -> Report:
 
 
 def _breakage(database: Database, query: ReportQuery) -> Report:
-    """Per program, merchant and unit: value and points that expired within the window."""
+    """Per program, merchant and unit: value and points that expired within the window.
+
+    Breakage is summed from every transaction's breakage legs: an expire's, and those the
+    engine gives other operations (what lapsed as time passed before a purchase, a refund
+    that reverses the breakage of points that had expired). `cards` and `expirations` count
+    the cards and transactions whose breakage there is a net credit: a reversal lowers
+    `breakage_minor` but is no expiration.
+    """
     rows = _bounded_fetch(
         database,
-        f"""SELECT c.program, e.owner, e.unit, COUNT(DISTINCT t.card), COUNT(DISTINCT t.txn_id),
-                CAST(-SUM(e.amount_minor) AS BIGINT)
-            FROM entries e JOIN transactions t ON t.txn_id = e.txn_id
-            JOIN cards c ON c.card = t.card
-            WHERE e.account_kind = '{BREAKAGE}' AND t.time >= ? AND t.time < ?
-            GROUP BY c.program, e.owner, e.unit""",
+        f"""SELECT b.program, b.merchant, b.unit,
+                COUNT(DISTINCT CASE WHEN b.total < 0 THEN b.card END),
+                COUNT(CASE WHEN b.total < 0 THEN 1 END), CAST(-SUM(b.total) AS BIGINT)
+            FROM (SELECT c.program AS program, e.owner AS merchant, e.unit AS unit,
+                    t.card AS card, t.txn_id AS txn_id, SUM(e.amount_minor) AS total
+                  FROM entries e JOIN transactions t ON t.txn_id = e.txn_id
+                  JOIN cards c ON c.card = t.card
+                  WHERE e.account_kind = '{BREAKAGE}' AND t.time >= ? AND t.time < ?
+                  GROUP BY c.program, e.owner, e.unit, t.card, t.txn_id) b
+            GROUP BY b.program, b.merchant, b.unit""",
         (query.window_start_s, query.cutoff_s),
     )
     columns = ("program", "merchant", "unit", "cards", "expirations", "breakage_minor")
@@ -330,7 +341,8 @@ class _Customer:
 
 def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
     """Every card with a purchase before the cutoff: last purchase, and purchases and net
-    spend (purchases minus refunds, amount_minor) within the window."""
+    spend (purchases minus their refunds, amount_minor) within the window. A refund of an
+    issue or topup gives back a load, not a sale: it is no negative spend."""
     start = query.window_start_s
     rows = _bounded_fetch(
         database,
@@ -341,7 +353,9 @@ def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
                     WHEN t.kind = '{KIND_PURCHASE}' THEN t.amount_minor
                     ELSE -t.amount_minor END), 0) AS BIGINT)
             FROM transactions t JOIN cards c ON c.card = t.card
-            WHERE t.kind IN ('{KIND_PURCHASE}', '{KIND_REFUND}') AND t.time < ?
+            LEFT JOIN transactions o ON o.txn_id = t.ref_txn_id
+            WHERE (t.kind = '{KIND_PURCHASE}' OR (t.kind = '{KIND_REFUND}'
+                    AND o.kind = '{KIND_PURCHASE}')) AND t.time < ?
             GROUP BY t.card, t.currency, c.program
             HAVING MAX(CASE WHEN t.kind = '{KIND_PURCHASE}' THEN t.time END) IS NOT NULL""",
         (start, start, query.cutoff_s),

@@ -6,7 +6,8 @@ balances), transactions by ref_txn_id (refund limits), open holds by card (avail
 value) and by expiry (the sweep), hold postings by batch (closing them). Reports scan the
 transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups. Tables added later (holds, hold_postings) are created
-on the next open of existing books; nothing is ever altered or dropped.
+on the next open of existing books, and columns added later (ADDED_COLUMNS: nullable, so
+rows written before them read as null) are added to them; nothing is ever dropped or changed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _STATEMENTS = (
         time BIGINT NOT NULL,
         digest TEXT NOT NULL,
         auth TEXT NOT NULL,
-        content_hash TEXT NOT NULL)""",
+        content_hash TEXT NOT NULL{transactions_added})""",
     """CREATE INDEX IF NOT EXISTS transactions_by_ref
         ON transactions (ref_txn_id) WHERE ref_txn_id IS NOT NULL""",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -93,6 +94,23 @@ _STATEMENTS = (
         detail TEXT NOT NULL)""",
 )
 
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "transactions": (
+        # The program engine's fields (docs/ledger.md): null when the gateway did not send them.
+        ("version", "BIGINT CHECK (version > 0)"),
+        ("discount_minor", "BIGINT CHECK (discount_minor >= 0)"),
+        ("redeem_points", "BIGINT CHECK (redeem_points >= 0)"),
+    ),
+}
+"""Columns added after their table was first released: part of CREATE TABLE for new books,
+added by ALTER TABLE on opening books made before them. Always nullable."""
+
+_COLUMN_NAMES = {
+    "sqlite": "SELECT name FROM pragma_table_info(?)",
+    "postgresql": "SELECT column_name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = ?",
+}
+
 TXN_COLUMNS = (
     "txn_id",
     "batch_id",
@@ -112,6 +130,7 @@ TXN_COLUMNS = (
     "digest",
     "auth",
     "content_hash",
+    *(name for name, _ in ADDED_COLUMNS["transactions"]),
 )
 ENTRY_COLUMNS = ("txn_id", "account_kind", "owner", "unit", "amount_minor")
 CARD_COLUMNS = ("card", "program", "currency", "activated_txn_id")
@@ -143,6 +162,15 @@ HOLD_POSTING_COLUMNS = (
 
 def create_schema(database: Database) -> None:
     """Create every table and index that is missing, in one transaction; existing data stays."""
+    added = {
+        f"{table}_added": "".join(f",\n        {name} {kind}" for name, kind in columns)
+        for table, columns in ADDED_COLUMNS.items()
+    }
     with database.write_transaction():
         for statement in _STATEMENTS:
-            database.execute(statement.format(serial=_SERIAL[database.dialect]))
+            database.execute(statement.format(serial=_SERIAL[database.dialect], **added))
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[0] for row in database.fetch(_COLUMN_NAMES[database.dialect], (table,))}
+            for name, kind in columns:
+                if name not in present:
+                    database.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")

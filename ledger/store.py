@@ -43,26 +43,28 @@ def read_view(database: Database, batch: Batch, now: int) -> BooksView:
 
 
 def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalState]:
-    """Transactions named by refunds, with the card value and points refunded so far."""
+    """Transactions named by refunds, with the card value, points and bonus refunded so far."""
     originals = {
         row[0]: OriginalState(*row)
         for row in database.fetch_in(
-            "SELECT txn_id, kind, card, currency, card_value_minor, points"
+            "SELECT txn_id, kind, card, currency, card_value_minor, points, bonus_minor"
             " FROM transactions WHERE {match}",
             "txn_id",
             refs,
         )
     }
     refunded = database.fetch_in(
-        "SELECT ref_txn_id, CAST(SUM(card_value_minor) AS BIGINT), CAST(SUM(points) AS BIGINT)"
+        "SELECT ref_txn_id, CAST(SUM(card_value_minor) AS BIGINT), CAST(SUM(points) AS BIGINT),"
+        " CAST(SUM(bonus_minor) AS BIGINT)"
         f" FROM transactions WHERE kind = '{KIND_REFUND}' AND {{match}} GROUP BY ref_txn_id",
         "ref_txn_id",
         refs,
     )
-    for ref_txn_id, card_value_minor, points in refunded:
+    for ref_txn_id, card_value_minor, points, bonus_minor in refunded:
         original = originals[ref_txn_id]
         original.refunded_card_value_minor = card_value_minor
         original.refunded_points = points
+        original.refunded_bonus_minor = bonus_minor
     return originals
 
 
@@ -120,6 +122,9 @@ def _txn_row(txn: Txn, batch: Batch) -> Row:
         txn.digest,
         txn.auth,
         txn.content_hash,
+        txn.version,
+        txn.discount_minor,
+        txn.redeem_points,
     )
 
 

@@ -3,9 +3,11 @@
 Pure: no I/O. Everything the gateway sends is checked here, before the database is
 touched, so a bad batch is refused whole and changes nothing. Types are exact (an int
 is an int, never a bool or a float), keys are exact (missing and unknown keys are both
-refused; ``hold_id`` is the one optional key), and each refusal names the transaction
-index and the field in its detail. Rules that need the books (refunds, card currency,
-holds, conflicts) live in `ledger.plan`. Hold requests (POST /v1/holds) are checked here too.
+refused; the keys of TXN_OPTIONAL_KEYS may be left out, and null is the same as absent),
+and each refusal names the transaction index and the field in its detail. A transaction's
+"legs" are checked here leg by leg and for their balance per unit; rules that need the books
+(refunds, card currency, holds, conflicts, whether the legs agree with the fields) live in
+`ledger.plan`. Hold requests (POST /v1/holds) are checked here too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ledger.currencies import is_known_currency
+from ledger.currencies import POINTS_UNIT, is_known_currency
 from ledger.errors import BatchInvalid, BatchTooLarge
 from ledger.holds import HoldRequest
 from ledger.limits import (
@@ -23,7 +25,9 @@ from ledger.limits import (
     HOLD_TTL_S_MAX,
     ID_CHARS_MAX,
     INT64_MAX,
+    LEGS_MAX,
     POINTS_MAX,
+    PROGRAM_VERSION_MAX,
 )
 from ledger.model import (
     KIND_EXPIRE,
@@ -33,10 +37,12 @@ from ledger.model import (
     KIND_TOPUP,
     KINDS,
     Batch,
+    GivenLeg,
     Txn,
     canonical_json,
     sha256_hex,
 )
+from ledger.postings import ACCOUNT_KINDS, LEG_CAUSES, unit_allowed
 
 BATCH_KEYS = frozenset({"batch_id", "gateway_id", "created", "transactions"})
 TXN_KEYS = frozenset(
@@ -59,8 +65,10 @@ TXN_KEYS = frozenset(
         "auth",
     }
 )
-TXN_OPTIONAL_KEYS = frozenset({"hold_id"})
-"""Keys a transaction may leave out; ``"hold_id": null`` and no hold_id are the same txn."""
+TXN_OPTIONAL_KEYS = frozenset({"hold_id", "legs", "version", "discount_minor", "redeem_points"})
+"""Keys a transaction may leave out; ``"key": null`` and no key are the same transaction."""
+LEG_FIELDS = ("account_kind", "unit", "amount_minor", "cause")
+"""A leg is a JSON list of these four, in order: the engine's [account, unit, amount, cause]."""
 HOLD_KEYS = frozenset(
     {"hold_id", "card", "currency", "amount_minor", "ttl_s", "terminal", "merchant"}
 )
@@ -116,10 +124,11 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
     text = _canonical_text(document, where)
     hold_id = _optional_identifier(document, "hold_id", where) if "hold_id" in document else None
     identity = text
-    if hold_id is None and "hold_id" in document:
+    if any(document[key] is None for key in TXN_OPTIONAL_KEYS.intersection(document)):
         # The batch hash covers the text as sent; a txn's identity does not depend on whether
-        # a sender without holds writes "hold_id": null or leaves the key out.
-        identity = _without_hold(document)
+        # a sender writes an optional key as null or leaves it out (old transactions resent
+        # with "hold_id": null, or "version": null, are the same transactions).
+        identity = _without_nulls(document)
     txn = Txn(
         txn_id=_identifier(document, "txn_id", where),
         terminal=_identifier(document, "terminal", where),
@@ -139,14 +148,28 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
         auth=_identifier(document, "auth", where),
         content_hash=sha256_hex(identity),
         hold_id=hold_id,
+        # Keyword arguments are evaluated in order: currency has been checked by now.
+        legs=_legs(document, where, document["currency"]),
+        version=_optional_integer(
+            document, "version", where, PROGRAM_VERSION_MAX, "field_invalid", minimum=1
+        ),
+        discount_minor=_optional_integer(document, "discount_minor", where, AMOUNT_MINOR_MAX),
+        redeem_points=_optional_integer(document, "redeem_points", where, POINTS_MAX),
     )
     _check_kind_rules(txn, where)
+    _check_program_fields(txn, where)
     return txn, text
 
 
-def _without_hold(document: Mapping[str, Any]) -> str:
-    """Canonical JSON of a transaction without its (null) hold_id key."""
-    return canonical_json({key: value for key, value in document.items() if key != "hold_id"})
+def _without_nulls(document: Mapping[str, Any]) -> str:
+    """Canonical JSON of a transaction without its optional keys that are null."""
+    return canonical_json(
+        {
+            key: value
+            for key, value in document.items()
+            if value is not None or key not in TXN_OPTIONAL_KEYS
+        }
+    )
 
 
 def parse_hold_request(document: object) -> HoldRequest:
@@ -242,6 +265,83 @@ def _integer(
     return value
 
 
+def _optional_integer(
+    document: Mapping[str, Any],
+    key: str,
+    where: str,
+    maximum: int,
+    reason: str = "amount_invalid",
+    minimum: int = 0,
+) -> int | None:
+    """An optional key's exact int (as `_integer`), or None when it is absent or null."""
+    if document.get(key) is None:
+        return None
+    return _integer(document, key, where, maximum, reason, minimum)
+
+
+def _legs(
+    document: Mapping[str, Any], where: str, currency: str
+) -> tuple[GivenLeg, ...] | None:
+    """The transaction's "legs", each checked, together summing to zero per unit; or None."""
+    value = document.get("legs")
+    if value is None:
+        return None
+    where = f"{where}.legs"
+    if not isinstance(value, list):
+        raise BatchInvalid("field_type", f"{where}: must be a list")
+    if len(value) > LEGS_MAX:
+        raise BatchInvalid("field_invalid", f"{where}: {len(value)} legs, at most {LEGS_MAX}")
+    legs = tuple(_leg(item, f"{where}[{index}]", currency) for index, item in enumerate(value))
+    sums: dict[str, int] = {}
+    for leg in legs:
+        sums[leg.unit] = sums.get(leg.unit, 0) + leg.amount_minor
+    unbalanced = {unit: total for unit, total in sorted(sums.items()) if total}
+    if unbalanced:
+        raise BatchInvalid(
+            "legs_unbalanced", f"{where}: must sum to 0 in every unit, sum to {unbalanced}"
+        )
+    return legs
+
+
+def _leg(item: object, where: str, currency: str) -> GivenLeg:
+    """One leg: [account_kind, unit, amount_minor, cause], amount a non-zero exact int."""
+    if not isinstance(item, list):
+        raise BatchInvalid("field_type", f"{where}: must be a list [{', '.join(LEG_FIELDS)}]")
+    if len(item) != len(LEG_FIELDS):
+        raise BatchInvalid("field_invalid", f"{where}: must be [{', '.join(LEG_FIELDS)}]")
+    account_kind, unit, amount_minor, cause = item
+    for name, text in (("account_kind", account_kind), ("unit", unit), ("cause", cause)):
+        if not isinstance(text, str):
+            raise BatchInvalid("field_type", f"{where}.{name}: must be a string")
+    if account_kind not in ACCOUNT_KINDS:
+        raise BatchInvalid(
+            "field_invalid",
+            f"{where}.account_kind: {account_kind[:ID_CHARS_MAX]!r} is not one of {ACCOUNT_KINDS}",
+        )
+    if unit not in (currency, POINTS_UNIT) or not unit_allowed(account_kind, unit, currency):
+        raise BatchInvalid(
+            "field_invalid",
+            f"{where}.unit: {unit[:ID_CHARS_MAX]!r} is not a unit of {account_kind}"
+            f" in a {currency} transaction",
+        )
+    if type(amount_minor) is not int:
+        raise BatchInvalid(
+            "field_type",
+            f"{where}.amount_minor: must be an integer, got {type(amount_minor).__name__}",
+        )
+    if amount_minor == 0 or abs(amount_minor) > AMOUNT_MINOR_MAX:
+        raise BatchInvalid(
+            "amount_invalid",
+            f"{where}.amount_minor: must be non-zero, between -{AMOUNT_MINOR_MAX}"
+            f" and {AMOUNT_MINOR_MAX}",
+        )
+    if cause not in LEG_CAUSES:
+        raise BatchInvalid(
+            "field_invalid", f"{where}.cause: {cause[:ID_CHARS_MAX]!r} is not one of {LEG_CAUSES}"
+        )
+    return GivenLeg(account_kind, unit, amount_minor, cause)
+
+
 def _currency(document: Mapping[str, Any], where: str) -> str:
     """An ISO 4217 alphabetic code from the ledger's table (upper case, exactly three letters)."""
     value = document["currency"]
@@ -266,8 +366,10 @@ def _digest(document: Mapping[str, Any], where: str) -> str:
 
 def _check_kind_rules(txn: Txn, where: str) -> None:
     """Refuse fields a kind does not use when non-zero, so no value is ever silently dropped."""
-    if txn.bonus_minor and txn.kind != KIND_TOPUP:
-        raise BatchInvalid("amount_invalid", f"{where}.bonus_minor: only a topup may carry a bonus")
+    if txn.bonus_minor and txn.kind not in (KIND_TOPUP, KIND_REFUND):
+        raise BatchInvalid(
+            "amount_invalid", f"{where}.bonus_minor: only a topup (or its refund) carries a bonus"
+        )
     # card_value_minor is always the change in the card's value (protocol v1): an issue loads
     # its amount, a top-up its amount plus bonus. Anything else would post a different value
     # than the terminal showed the customer.
@@ -277,8 +379,19 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
             "amount_invalid",
             f"{where}: {txn.kind} must load card_value_minor = amount (+ bonus), no points",
         )
-    if txn.kind in (KIND_PURCHASE, KIND_REFUND) and txn.card_value_minor > txn.amount_minor:
+    if txn.kind == KIND_PURCHASE and txn.card_value_minor > txn.amount_minor:
         raise BatchInvalid("amount_invalid", f"{where}.card_value_minor: exceeds amount_minor")
+    # A refund of a load takes the cash paid back (amount) and the bonus reversed off the
+    # card; whether its original is a load (or a purchase, with no bonus) is plan's to judge.
+    if txn.kind == KIND_REFUND and (
+        txn.card_value_minor > txn.amount_minor + txn.bonus_minor
+        or txn.bonus_minor > txn.card_value_minor
+    ):
+        raise BatchInvalid(
+            "amount_invalid",
+            f"{where}: a refund's card_value_minor must lie between bonus_minor and"
+            " amount_minor + bonus_minor",
+        )
     if txn.kind == KIND_EXPIRE and (
         txn.amount_minor != txn.card_value_minor or not (txn.card_value_minor or txn.points)
     ):
@@ -294,3 +407,18 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
         raise BatchInvalid(
             "field_invalid", f"{where}.ref_txn_id: required on refund and null on every other kind"
         )
+
+
+def _check_program_fields(txn: Txn, where: str) -> None:
+    """The program engine's optional fields, on the kinds that have them."""
+    if txn.discount_minor is not None and txn.kind != KIND_PURCHASE:
+        raise BatchInvalid("amount_invalid", f"{where}.discount_minor: only a purchase has one")
+    if txn.discount_minor is not None and txn.discount_minor > txn.amount_minor:
+        raise BatchInvalid("amount_invalid", f"{where}.discount_minor: exceeds amount_minor")
+    if txn.redeem_points and txn.kind not in (KIND_PURCHASE, KIND_REFUND):
+        raise BatchInvalid(
+            "amount_invalid", f"{where}.redeem_points: only a purchase or a refund redeems points"
+        )
+    if txn.redeem_points and txn.legs is None:
+        # The posting rules know no redemption: without the engine's legs it would vanish.
+        raise BatchInvalid("field_invalid", f"{where}.redeem_points: above zero only with legs")

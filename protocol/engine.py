@@ -11,7 +11,8 @@ a state given the same operations therefore agree exactly (terminal and gateway)
 Operations (`op` dicts; amounts are integers in minor units, floats/bools/negatives refused):
     {"op": "issue", "id", "card", "value_minor"?}        sell/activate a card (gift: value > 0)
     {"op": "topup", "id", "amount_minor", "pay"?}        prepaid only; pay "card" is declined
-    {"op": "purchase", "id", "amount_minor", "pay"?, "redeem_points"?}   pay "card" | "other"
+    {"op": "purchase", "id", "amount_minor", "pay"?, "redeem_points"?,  pay "card" | "other"
+     "happened"?, "discount_minor"?}     a sale that happened at the counter (engine_sale)
     {"op": "refund", "id"?, "of", "amount_minor"?}       of = the id of an issue/topup/purchase
     {"op": "void", "id"?, "of"}                          refund of all that is left of a sale
     {"op": "cashout", "id"?, "amount_minor"?}            only if the program allows cash-out
@@ -26,6 +27,11 @@ card_points, merchant_settlement, promotion_expense, cash_clearing and breakage.
 Every operation first lets time pass (expiry of gift value and of points lots, tier
 downgrades, discount ends, sales older than refund_window_days forgotten), then acts, then
 expires again what a refund put back already expired.
+
+A card's value is below zero only after a purchase that happened at the counter took more
+than it held (`happened`, engine_sale): negative value never expires as breakage and cannot
+be cashed out; top-ups and refunds fill it up again. The state is plain JSON data (dicts
+with text keys, lists, ints, texts, None): it survives json.dumps/json.loads unchanged.
 """
 
 from protocol import engine_points as points
@@ -189,8 +195,8 @@ def _cash_out(state, program, op, now, effects):
     terms = value_terms(program)
     if terms is None or not terms["cash_out"]:
         raise ValidationError(CASH_OUT_NOT_ALLOWED, "")
-    amount = read_amount(op, "amount_minor", state["value_minor"])
-    if amount > state["value_minor"] or not state["value_minor"]:
+    amount = read_amount(op, "amount_minor", max(0, state["value_minor"]))
+    if amount > state["value_minor"] or state["value_minor"] <= 0:
         raise ValidationError(INSUFFICIENT_VALUE, "")
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a cash-out has a positive amount")

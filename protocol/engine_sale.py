@@ -7,6 +7,13 @@ A purchase of amount_minor (the price of the goods):
                     "other" (cash or other tender, outside the closed loop: not posted)
     points_earned   on paid_minor, with the tier's earn multiplier
 
+A purchase that already happened at the counter (offline, or approved by stand-in) is
+re-applied with `"happened": True`: paid by card it is never declined for too little value
+or an expired card, and the card's value may go below zero; `overdraft_minor` is the part of
+card_minor beyond what the card held (0 when none). `"discount_minor"` (with or without
+`happened`) is the discount the counter gave: it replaces the computed one (at most the
+amount); discount_pct stays what the engine would give.
+
 A refund names the sale (`of`) and an amount_minor of it (default: all that is left). Each
 part of the sale comes back in that proportion (`engine_legs.share`): card value, other
 tender, redeemed points, earned points, bonus, qualifying spend. Parts are recorded with the
@@ -68,14 +75,35 @@ def value_expired(state, now):
     return expires is not None and now >= expires
 
 
+def read_happened(op):
+    """True for a purchase that already happened at the counter (op "happened": True)."""
+    if "happened" not in op:
+        return False
+    if op["happened"] is not True:
+        raise ValidationError(FIELD_INVALID, "happened must be true when given")
+    return True
+
+
+def read_discount(op, computed, amount):
+    """The discount of a purchase: the counter's `discount_minor` when given, else computed."""
+    if "discount_minor" not in op:
+        return computed
+    given = read_amount(op, "discount_minor")
+    if given > amount:
+        raise ValidationError(AMOUNT_INVALID, "discount_minor is more than amount_minor")
+    return given
+
+
 def purchase(state, program, op, now, effects):
     sale_id = new_sale_id(state, op)
     amount = read_amount(op, "amount_minor")
     redeem = read_amount(op, "redeem_points", 0)
     pay = read_pay(op)
+    happened = read_happened(op)
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a purchase has a positive amount")
-    pct, discount = spend.discount_for(state, program, now, amount)
+    pct, computed = spend.discount_for(state, program, now, amount)
+    discount = read_discount(op, computed, amount)
     due = amount - discount
     redeem_minor = 0
     if redeem:
@@ -91,10 +119,11 @@ def purchase(state, program, op, now, effects):
     if pay == PAY_CARD:
         if value_terms(program) is None:
             raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program holds no value")
-        if value_expired(state, now):
+        if not happened and value_expired(state, now):
             raise ValidationError(CARD_EXPIRED, "")
-        if state["value_minor"] < paid:
+        if not happened and paid and state["value_minor"] < paid:
             raise ValidationError(INSUFFICIENT_VALUE, "")
+    overdraft = card_minor - min(card_minor, max(0, state["value_minor"]))
     earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
     # Nothing below declines: the card changes from here on.
     legs = effects["legs"]
@@ -120,6 +149,7 @@ def purchase(state, program, op, now, effects):
         "amount_minor": amount, "discount_pct": pct, "discount_minor": discount,
         "points_redeemed": redeem, "redeem_minor": redeem_minor,
         "card_minor": card_minor, "other_minor": paid - card_minor, "points_earned": earned,
+        "overdraft_minor": overdraft,
     })
 
 

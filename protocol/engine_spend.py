@@ -19,6 +19,10 @@ by the program's rule:
     days_below  after downgrade_days days in a row below the tier's spend_minor, down to what
                 the spend then earns
 A refund undoes the upgrade its spend held, never below the tier held before that purchase.
+
+The discount of a purchase (named rule LARGER_PERCENT_TIER_ON_TIE, `discount_of`): the tracked
+or the tier discount, whichever has the larger percent, rounded by its own rule; on equal
+percents the tier's. The percent of the day and the tier therefore fix the discount.
 """
 
 from protocol import money
@@ -69,25 +73,37 @@ def _tracked_pct(state, now):
     return discount["pct"] if discount is not None and discount["until_day"] > now else 0
 
 
-def discount_pct(state, program, now):
+def tier_discount_pct(state, program):
     level = tier_level(state, program)
-    return max(_tracked_pct(state, now), 0 if level is None else level["discount_pct"])
+    return 0 if level is None else level["discount_pct"]
+
+
+def discount_pct(state, program, now):
+    """The percent off a purchase on `now`: the larger of the tracked and the tier discount."""
+    return max(_tracked_pct(state, now), tier_discount_pct(state, program))
 
 
 def discount_for(state, program, now, amount_minor):
-    """(pct, discount_minor) for a purchase: the larger of tracked and tier discount."""
-    best = (0, 0)
-    tracked = _tracked_pct(state, now)
-    if tracked:
-        rule = program["discount"]["discount_rounding"]
-        best = (tracked, money.percent_of(amount_minor, tracked * 100, rule))
-    level = tier_level(state, program)
-    if level is not None and level["discount_pct"]:
-        rule = program["tiers"]["discount_rounding"]
-        minor = money.percent_of(amount_minor, level["discount_pct"] * 100, rule)
-        if minor > best[1]:
-            best = (level["discount_pct"], minor)
-    return best
+    """(pct, discount_minor) for a purchase: `discount_of` the card's discounts on `now`."""
+    return discount_of(program, _tracked_pct(state, now), tier_discount_pct(state, program),
+                       amount_minor)
+
+
+def discount_of(program, tracked_pct, tier_pct, amount_minor):
+    """(pct, discount_minor) by the rule LARGER_PERCENT_TIER_ON_TIE.
+
+    The discount with the larger percent applies, rounded by its own rule: the tracked one by
+    discount.discount_rounding, the tier's by tiers.discount_rounding. On equal percents the
+    tier's applies (its rounding), so the percent and the tier alone, what an offline terminal
+    knows (protocol.engine_offline), decide the discount exactly.
+    """
+    if tracked_pct > tier_pct:
+        pct, rule = tracked_pct, program["discount"]["discount_rounding"]
+    elif tier_pct:
+        pct, rule = tier_pct, program["tiers"]["discount_rounding"]
+    else:
+        return 0, 0
+    return pct, money.percent_of(amount_minor, pct * 100, rule)
 
 
 # -- time passing ---------------------------------------------------------------------------

@@ -70,9 +70,14 @@ _TXN = (
     (16, "auth_mode", "uint", True),
     (17, "auth_id", "text", False),
     (18, "sun", "sun", False),
+    (19, "version", "uint", False),
+    (26, "discount_minor", "amount", False),
+    (27, "redeem_points", "amount", False),
+    (28, "redeem_minor", "amount", False),
 )
 _AUTH_REQUEST = (
     (20, "request", "uint", True),
+    (3, "seq", "uint", False),
     (5, "time", "uint", True),
     (6, "merchant", "id", True),
     (7, "card", "id", True),
@@ -83,6 +88,7 @@ _AUTH_REQUEST = (
     (14, "ref", "text", False),
     (15, "program", "id", False),
     (18, "sun", "sun", False),
+    (27, "redeem_points", "amount", False),
 )
 _AUTH_RESPONSE = (
     (20, "request", "uint", True),
@@ -96,6 +102,13 @@ _AUTH_RESPONSE = (
     (9, "currency", "currency", False),
     (11, "card_value_minor", "amount", False),
     (13, "points", "amount", False),
+    (12, "bonus_minor", "amount", False),
+    (19, "version", "uint", False),
+    (26, "discount_minor", "amount", False),
+    (27, "redeem_points", "amount", False),
+    (28, "redeem_minor", "amount", False),
+    (60, "tier", "text", False),
+    (61, "discount_pct", "uint", False),
 )
 _ACK = (
     (30, "acked_through", "int", True),

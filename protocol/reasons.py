@@ -91,6 +91,7 @@ OFFLINE_COUNT_LIMIT = "offline_count_limit"
 OFFLINE_CARD_LIMIT = "offline_card_limit"
 OFFLINE_TERMINAL_LIMIT = "offline_terminal_limit"
 OFFLINE_CARD_UNKNOWN = "offline_card_unknown"
+REDEEM_NEEDS_ONLINE = "redeem_needs_online"
 
 DESCRIPTIONS = {
     MESSAGE_MALFORMED: "not a well-formed deterministic CBOR / COSE_Mac0 item",
@@ -160,4 +161,5 @@ DESCRIPTIONS = {
     OFFLINE_CARD_LIMIT: "card's offline total would pass card_offline_minor_max",
     OFFLINE_TERMINAL_LIMIT: "terminal's offline total would pass terminal_offline_minor_max",
     OFFLINE_CARD_UNKNOWN: "offline, and the terminal has not seen this card online",
+    REDEEM_NEEDS_ONLINE: "points are redeemed only online (the gateway holds the balance)",
 }

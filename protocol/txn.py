@@ -23,6 +23,9 @@ KIND_TOPUP = 2
 KIND_PURCHASE = 3
 KIND_REFUND = 4
 KIND_INQUIRY = 5  # authorization requests only; never journaled
+# Written by the gateway, never by a terminal: value or points that expired on a card with no
+# operation that day (the program engine's breakage), settled like any record.
+KIND_EXPIRE = 6
 
 KIND_NAMES = {
     KIND_ISSUE: "issue",
@@ -30,6 +33,7 @@ KIND_NAMES = {
     KIND_PURCHASE: "purchase",
     KIND_REFUND: "refund",
     KIND_INQUIRY: "inquiry",
+    KIND_EXPIRE: "expire",
 }
 JOURNALED_KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
 
@@ -52,8 +56,10 @@ def check_consistency(fields):
 
     issue:    card_value = amount (may be 0 for a points-only card), names its program
     topup:    card_value = amount + bonus, amount > 0
-    purchase: 0 <= card_value <= amount, amount > 0, no bonus
-    refund:   0 <= card_value <= amount, amount > 0, no bonus, names the original in `ref`
+    purchase: discount + redeem_minor + card_value <= amount, amount > 0, no bonus;
+              redeem_minor > 0 exactly when redeem_points > 0
+    refund:   card_value <= amount + bonus (a refund of a top-up takes its bonus back too),
+              amount > 0, no discount, names the original in `ref`
     """
     kind = fields["kind"]
     if kind not in JOURNALED_KINDS:
@@ -63,6 +69,11 @@ def check_consistency(fields):
     amount = fields["amount_minor"]
     card_value = fields["card_value_minor"]
     bonus = fields["bonus_minor"]
+    discount = fields.get("discount_minor") or 0
+    redeem_points = fields.get("redeem_points") or 0
+    redeem_minor = fields.get("redeem_minor") or 0
+    if kind != KIND_PURCHASE and (discount or (kind != KIND_REFUND and redeem_points)):
+        raise ValidationError(AMOUNT_INVALID, "discount or redemption on a %s" % KIND_NAMES[kind])
     if kind == KIND_ISSUE:
         if card_value != amount or bonus or fields["points"]:
             raise ValidationError(AMOUNT_INVALID, "issue loads exactly its amount")
@@ -75,12 +86,18 @@ def check_consistency(fields):
         if card_value != amount + bonus or fields["points"]:
             raise ValidationError(AMOUNT_INVALID, "topup loads amount + bonus")
         return fields
-    if card_value > amount or bonus:
-        raise ValidationError(AMOUNT_INVALID, "card part exceeds the amount, or a bonus")
-    if kind == KIND_REFUND and not fields.get("ref"):
+    if (redeem_points == 0) != (redeem_minor == 0):
+        raise ValidationError(AMOUNT_INVALID, "redeem_points and redeem_minor go together")
+    if kind == KIND_PURCHASE:
+        if bonus or discount + redeem_minor + card_value > amount:
+            raise ValidationError(AMOUNT_INVALID, "discount, points and card exceed the amount")
+        if fields.get("ref"):
+            raise ValidationError(FIELD_INVALID, "ref on a purchase")
+        return fields
+    if card_value > amount + bonus:
+        raise ValidationError(AMOUNT_INVALID, "refund card part exceeds amount + bonus")
+    if not fields.get("ref"):
         raise ValidationError(FIELD_MISSING, "ref")
-    if kind == KIND_PURCHASE and fields.get("ref"):
-        raise ValidationError(FIELD_INVALID, "ref on a purchase")
     return fields
 
 

@@ -29,6 +29,7 @@ from protocol import money, txn
 from tools.broker import start_broker
 from tools.cards import MasterKeys, new_master_keys
 from tools.personalize import personalize
+from tools.programs import load_programs
 from tools.simulator.cards import make_uid
 from tools.simulator.ntag424_card import Ntag424Card
 from tools.simulator.terminal import SimulatedTerminal
@@ -38,27 +39,33 @@ CARD_URL_PREFIX = "https://tilltap.example/c"
 DEMO_SYSTEM_ID = b"tilltap-demo"
 CURRENCY = "EUR"
 DRAIN_TIMEOUT_S = 30.0
+DAY_S = 86_400
+LATER_DAYS = 400  # past the gift cards' year and the points' 90 days: breakage to reconcile
 
-DEMO_PROGRAMS: dict[str, dict[str, Any]] = {
-    "gift": {"id": "gift", "currency": CURRENCY, "holds_value": True},
-    "prepaid": {"id": "prepaid", "currency": CURRENCY, "holds_value": True,
-                "topup_allowed": True, "topup_bonus_bp": 500, "bonus_rounding": "down"},
-    "loyalty": {"id": "loyalty", "currency": CURRENCY, "earns_points": True,
-                "points_per_unit_bp": 10000, "points_rounding": "down"},
-}
+DEMO_PROGRAMS_FILE = Path(__file__).with_name("demo_programs.toml")
+DEMO_PROGRAMS: dict[str, dict[str, Any]] = load_programs(DEMO_PROGRAMS_FILE)
 
 
 class Expected:
-    """What the terminals approved, kept from their outcomes: the first leg of reconciliation."""
+    """What the terminals approved, kept from their outcomes: the first leg of reconciliation.
+
+    A card's value is what its records moved: issued + top-ups (with bonus) - card spends
+    + refunds of purchases - refunds of loads; its points are earned - redeemed - taken back
+    + given back. (No sale is offline in the demo's day, so the terminals' points are the
+    engine's; time has not yet expired anything.)
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cards: dict[str, dict[str, int]] = {}
         self.per_terminal: dict[str, dict[str, int]] = {}
-        self.purchases: list[dict[str, Any]] = []
+        self.sales: list[dict[str, Any]] = []  # purchases and top-ups a refund may name
+        self.kind_of: dict[str, int] = {}  # txn id -> kind
         self.declines: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
         self.inquiries = 0
+        self.discount_minor = 0
+        self.redeemed_points = 0
 
     def record(self, outcome: dict[str, Any]) -> None:
         with self.lock:
@@ -69,23 +76,27 @@ class Expected:
             if fields is None:
                 self.inquiries += 1
                 return
-            card = self.cards.setdefault(fields["card"], {
-                "issued": 0, "topups": 0, "bonus": 0, "spends": 0, "refunds": 0, "points": 0})
+            card = self.cards.setdefault(fields["card"], {"value": 0, "points": 0})
             kind = fields["kind"]
             name = txn.KIND_NAMES[kind]
             self.kinds[name] = self.kinds.get(name, 0) + 1
-            if kind == txn.KIND_ISSUE:
-                card["issued"] += fields["card_value_minor"]
-            elif kind == txn.KIND_TOPUP:
-                card["topups"] += fields["amount_minor"]
-                card["bonus"] += fields["bonus_minor"]
+            self.kind_of[txn.txn_id(fields["terminal"], fields["seq"])] = kind
+            redeemed = fields.get("redeem_points") or 0
+            if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP):
+                card["value"] += fields["card_value_minor"]
             elif kind == txn.KIND_PURCHASE:
-                card["spends"] += fields["card_value_minor"]
-                card["points"] += fields["points"]
-                self.purchases.append(fields)
-            else:
-                card["refunds"] += fields["card_value_minor"]
-                card["points"] -= fields["points"]
+                card["value"] -= fields["card_value_minor"]
+                card["points"] += fields["points"] - redeemed
+                self.discount_minor += fields.get("discount_minor") or 0
+                self.redeemed_points += redeemed
+            elif self.kind_of.get(fields["ref"]) == txn.KIND_PURCHASE:
+                card["value"] += fields["card_value_minor"]
+                card["points"] += redeemed - fields["points"]
+                self.redeemed_points -= redeemed
+            else:  # a refund of a top-up or an issue: the value leaves the card
+                card["value"] -= fields["card_value_minor"]
+            if kind in (txn.KIND_PURCHASE, txn.KIND_TOPUP):
+                self.sales.append(fields)
             entry = self.per_terminal.setdefault(
                 fields["terminal"], {"count": 0, "amount_minor": 0})
             entry["count"] += 1
@@ -117,12 +128,21 @@ def _personalized_cards(count: int, masters: MasterKeys,
     return list(cards.values())
 
 
+def _opening_value(program: dict[str, Any], rng: random.Random) -> int:
+    """A gift card is sold with a value; a prepaid card may be; points-only cards hold none."""
+    if program["gift"] is not None:
+        return rng.choice([2000, 5000, 10000])
+    if program["prepaid"] is not None:
+        return rng.choice([0, 2000, 5000])
+    return 0
+
+
 def _issue_cards(terminals: list[SimulatedTerminal], expected: Expected,
                  blanks: list[DemoCard], rng: random.Random) -> dict[str, DemoCard]:
     """Sell and activate each card at a counter: its program and opening value."""
     cards: dict[str, DemoCard] = {}
     for index, demo_card in enumerate(blanks):
-        value = 0 if demo_card.program == "loyalty" else rng.choice([2000, 5000, 10000])
+        value = _opening_value(DEMO_PROGRAMS[demo_card.program], rng)
         terminal = terminals[index % len(terminals)]
         terminal.tap(demo_card.card)
         outcome = terminal.terminal.issue(demo_card.program, value)
@@ -134,31 +154,39 @@ def _issue_cards(terminals: list[SimulatedTerminal], expected: Expected,
 
 def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                    rng: random.Random) -> None:
+    """One customer at the counter, doing what their card's program is for."""
     roll = rng.random()
     if roll >= 0.93:
         expected.record(_refund_something(sim, cards, expected, rng))
         return
     demo_card = cards[rng.choice(list(cards))]
+    program = DEMO_PROGRAMS[demo_card.program]
+    holds_value = program["gift"] is not None or program["prepaid"] is not None
     with demo_card.lock:
         sim.tap(demo_card.card)
+        terminal = sim.terminal
         if roll < 0.1:
-            outcome = sim.terminal.inquiry()
-        elif demo_card.program == "loyalty":
-            outcome = sim.terminal.purchase(rng.randrange(100, 8000), pay_from_card=False)
-        elif demo_card.program == "prepaid" and roll < 0.35:
-            outcome = sim.terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
-        else:
+            outcome = terminal.inquiry()
+        elif program["prepaid"] is not None and roll < 0.35:
+            outcome = terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
+        elif program["points"] is not None and roll < 0.5:
+            # Points pay part of the bill (online only); more than the card has is declined.
+            outcome = terminal.purchase(rng.randrange(500, 3000), pay_from_card=holds_value,
+                                        redeem_points=rng.choice([50, 100, 200, 5000]))
+        elif holds_value:
             # Partial spends; now and then more than the card holds, which must be declined.
             amount = rng.randrange(100, 2500) if roll < 0.9 else rng.randrange(20000, 40000)
-            outcome = sim.terminal.purchase(amount, pay_from_card=True)
+            outcome = terminal.purchase(amount, pay_from_card=True)
+        else:
+            # Paid in cash: earns points, counts towards the discount threshold and the tiers.
+            outcome = terminal.purchase(rng.randrange(500, 12000), pay_from_card=False)
     expected.record(outcome)
 
 
 def _refund_something(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                       rng: random.Random) -> dict[str, Any]:
     with expected.lock:
-        candidates = [p for p in expected.purchases if p["card_value_minor"] > 0]
-        original = rng.choice(candidates) if candidates else None
+        original = rng.choice(expected.sales) if expected.sales else None
     demo_card = cards[original["card"] if original else rng.choice(list(cards))]
     if original is None:  # nothing to refund yet: the customer only asks for the balance
         with demo_card.lock:
@@ -181,7 +209,7 @@ def _run_terminal(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: 
         errors.append(error)
 
 
-def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 420,
+def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 480,
              ledger_dsn: str | None = None, seed: int = 2026,
              log: Any = print) -> dict[str, Any]:
     """Run the day and return the reconciliation report (see `reconcile`)."""
@@ -233,8 +261,13 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 42
         _drain(sims, gateway)
         settled = gateway.settle()
         log(f"settled batches {settled.settled} ({settled.posted} transactions posted)")
-        report = reconcile(expected, gateway, LedgerClient(ledger.url), sims)
+        client = LedgerClient(ledger.url)
+        report = reconcile(expected, gateway, client, sims)
         report["settlement"] = settled.as_dict()
+        report["programs"] = _programs_summary(gateway, expected)
+        report["later"] = run_later(gateway, client, LATER_DAYS)
+        report["differences"] += report["later"]["differences"] + sum(
+            1 for v in report["later"]["trial_balance"].values() if v != 0)
         report["gateway"] = gateway.snapshot()
         report["seconds"] = round(time.monotonic() - started, 2)
         return report
@@ -308,20 +341,66 @@ def _ledger_terminal(entry: dict[str, Any] | None) -> dict[str, int]:
 def _reconcile_cards(expected: Expected, gateway: Gateway,
                      ledger: LedgerClient) -> list[dict[str, Any]]:
     in_ledger = {b["card"]: b for b in ledger.balances()}
+    # Points the gateway's engine counted otherwise than a terminal showed (a sale applied
+    # in another order than it was authorized): counted per card, and reported.
+    recomputed = gateway.cards.points_recomputed
     rows = []
     for card, e in sorted(expected.cards.items()):
-        value = e["issued"] + e["topups"] + e["bonus"] - e["spends"] + e["refunds"]
         at_gateway = gateway.cards.cards.get(card, {"value_minor": 0, "points": 0})
         ledger_entry = in_ledger.get(card, {"value_minor": 0, "points": 0})
+        points = e["points"] + recomputed.get(card, 0)
         rows.append({
-            "card": card, "expected_minor": value, "gateway_minor": at_gateway["value_minor"],
-            "ledger_minor": ledger_entry["value_minor"], "expected_points": e["points"],
-            "ledger_points": ledger_entry["points"],
+            "card": card, "expected_minor": e["value"], "gateway_minor": at_gateway["value_minor"],
+            "ledger_minor": ledger_entry["value_minor"], "expected_points": points,
+            "gateway_points": at_gateway["points"], "ledger_points": ledger_entry["points"],
             "difference": _mismatches(
-                (value, at_gateway["value_minor"], ledger_entry["value_minor"]),
-                (e["points"], at_gateway["points"], ledger_entry["points"])),
+                (e["value"], at_gateway["value_minor"], ledger_entry["value_minor"]),
+                (points, at_gateway["points"], ledger_entry["points"])),
         })
     return rows
+
+
+def _programs_summary(gateway: Gateway, expected: Expected) -> dict[str, Any]:
+    """Per program: cards, value and points held, and the tiers the cards reached."""
+    programs: dict[str, dict[str, Any]] = {}
+    for entry in gateway.cards.cards.values():
+        row = programs.setdefault(entry["program"], {"cards": 0, "value_minor": 0,
+                                                     "points": 0, "tiers": {}})
+        row["cards"] += 1
+        row["value_minor"] += entry["value_minor"]
+        row["points"] += entry["points"]
+        tier = entry["state"]["tier"]
+        if tier is not None:
+            row["tiers"][tier] = row["tiers"].get(tier, 0) + 1
+    return {"programs": programs, "discount_minor": expected.discount_minor,
+            "redeemed_points": expected.redeemed_points, "recomputed": gateway.cards.recomputed}
+
+
+def run_later(gateway: Gateway, ledger: LedgerClient, days: int) -> dict[str, Any]:
+    """Let `days` pass at the gateway: its sweep expires gift value and points (expire
+    records), settlement posts them, and the ledger's breakage must equal what the gateway
+    expired, card by card balances equal."""
+    before = {card: (e["value_minor"], e["points"]) for card, e in gateway.cards.cards.items()}
+    later_s = time.time() + days * DAY_S
+    settled = gateway.settle(now_s=later_s)
+    expired_value = sum(before[c][0] - e["value_minor"] for c, e in gateway.cards.cards.items())
+    expired_points = sum(before[c][1] - e["points"] for c, e in gateway.cards.cards.items())
+    as_of = time.strftime("%Y-%m-%d", time.gmtime(later_s))
+    breakage = ledger.report("breakage", {"as_of": as_of, "window_days": str(days + 2)})
+    booked = {CURRENCY: 0, money.POINTS_UNIT: 0}
+    for row in breakage["rows"]:
+        booked[row["unit"]] = booked.get(row["unit"], 0) + row["breakage_minor"]
+    in_ledger = {b["card"]: b for b in ledger.balances()}
+    cards_off = sum(
+        1 for card, e in gateway.cards.cards.items()
+        if (e["value_minor"], e["points"]) != (in_ledger.get(card, {}).get("value_minor", 0),
+                                               in_ledger.get(card, {}).get("points", 0)))
+    differences = cards_off + _mismatches((expired_value, booked[CURRENCY]),
+                                          (expired_points, booked[money.POINTS_UNIT]))
+    return {"days": days, "expire_records": settled.posted, "expired_minor": expired_value,
+            "expired_points": expired_points, "breakage_minor": booked[CURRENCY],
+            "breakage_points": booked[money.POINTS_UNIT], "cards_off": cards_off,
+            "trial_balance": ledger.trial_balance(), "differences": differences}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -337,10 +416,30 @@ def render(report: dict[str, Any]) -> str:
     cards = report["cards"]
     bad_cards = [c for c in cards if c["difference"]]
     lines.append(f"cards: {len(cards)} checked, {len(bad_cards)} with a difference "
-                 "(balance = issued + top-ups + bonus - spends + refunds)")
+                 "(value and points from the terminals' records = gateway = ledger)")
     for c in bad_cards:
-        lines.append(f"  {c['card']}: expected {c['expected_minor']} gateway "
-                     f"{c['gateway_minor']} ledger {c['ledger_minor']}")
+        lines.append(f"  {c['card']}: value expected {c['expected_minor']} gateway "
+                     f"{c['gateway_minor']} ledger {c['ledger_minor']}; points expected "
+                     f"{c['expected_points']} gateway {c['gateway_points']} "
+                     f"ledger {c['ledger_points']}")
+    summary = report["programs"]
+    lines.append("programs (program: cards, value held, points held, tiers):")
+    for name, row in sorted(summary["programs"].items()):
+        tiers = ", ".join(f"{t} {n}" for t, n in sorted(row["tiers"].items()))
+        lines.append(f"  {name:<8} {row['cards']:>3} cards "
+                     f"{money.format_minor(row['value_minor'], CURRENCY):>12} "
+                     f"{row['points']:>7} points  {tiers}")
+    lines.append(f"discounts given {money.format_minor(summary['discount_minor'], CURRENCY)}; "
+                 f"points redeemed {summary['redeemed_points']}; records whose points the "
+                 f"gateway recomputed: {summary['recomputed']}")
+    later = report["later"]
+    lines.append(
+        f"{later['days']} days later: {later['expire_records']} expire records; gateway "
+        f"expired {money.format_minor(later['expired_minor'], CURRENCY)} and "
+        f"{later['expired_points']} points, ledger breakage "
+        f"{money.format_minor(later['breakage_minor'], CURRENCY)} and "
+        f"{later['breakage_points']} points; cards off {later['cards_off']}; "
+        f"trial balance {json.dumps(later['trial_balance'])}")
     lines.append(f"ledger trial balance per unit: {json.dumps(report['trial_balance'])}")
     lines.append(f"card taps proved genuine by their SUN at the gateway: "
                  f"{report['gateway']['sun_verified']}")

@@ -1,4 +1,5 @@
-"""The gateway's card book enforces program rules, holds and refund limits."""
+"""The gateway's card book runs the program engine: previews at authorization, the same
+amounts enforced on records, offline sales taken as they happened, expiry swept."""
 
 from __future__ import annotations
 
@@ -6,32 +7,31 @@ from typing import Any
 
 import pytest
 
-from gateway.cards import CardBook
-from protocol import txn
+from gateway.cards import DAY_S, EFFECTS_FIELD, CardBook
+from protocol import engine, txn
 from protocol.errors import ValidationError
+from tools.demo import DEMO_PROGRAMS
 
-PROGRAMS = {
-    "gift": {"id": "gift", "currency": "EUR", "holds_value": True},
-    "prepaid": {"id": "prepaid", "currency": "EUR", "holds_value": True, "topup_allowed": True,
-                "topup_bonus_bp": 500},
-    "loyalty": {"id": "loyalty", "currency": "EUR", "earns_points": True,
-                "points_per_unit_bp": 10000},
-}
+DAY0_S = 20_000 * DAY_S  # a day number well after the epoch
 
 
 def fields(kind: int, card: str = "c1", seq: int = 1, **extra: Any) -> dict[str, Any]:
     base = {"terminal": "T1", "seq": seq, "merchant": "M1", "card": card, "kind": kind,
             "currency": "EUR", "amount_minor": 0, "card_value_minor": 0, "bonus_minor": 0,
-            "points": 0, "auth_mode": txn.AUTH_ONLINE, "time": 1}
+            "points": 0, "auth_mode": txn.AUTH_ONLINE, "time": DAY0_S}
     base.update(extra)
     return base
 
 
+def apply(book: CardBook, record: dict[str, Any]) -> dict[str, Any]:
+    book.apply(record, book.check(record))
+    return record
+
+
 def issued(program: str = "gift", value: int = 5000) -> CardBook:
-    book = CardBook(PROGRAMS)
-    issue = fields(txn.KIND_ISSUE, amount_minor=value, card_value_minor=value, program=program)
-    book.check(issue)
-    book.apply(issue)
+    book = CardBook(DEMO_PROGRAMS)
+    apply(book, fields(txn.KIND_ISSUE, amount_minor=value, card_value_minor=value,
+                       program=program))
     return book
 
 
@@ -41,48 +41,72 @@ def reason_of(book: CardBook, record: dict[str, Any]) -> str:
     return caught.value.reason
 
 
+def request(kind: int, amount: int, card_value: int = 0, **extra: Any) -> dict[str, Any]:
+    base = {"kind": kind, "card": "c1", "currency": "EUR", "amount_minor": amount,
+            "card_value_minor": card_value, "time": DAY0_S}
+    base.update(extra)
+    return base
+
+
 def test_issue_creates_the_card_once() -> None:
     book = issued()
     assert book.cards["c1"]["value_minor"] == 5000
     again = fields(txn.KIND_ISSUE, amount_minor=1, card_value_minor=1, program="gift")
     assert reason_of(book, again) == "card_exists"
+    # A gift card is sold with a value: the engine's own rule, enforced at the gateway.
+    empty = fields(txn.KIND_ISSUE, card="c2", program="gift")
+    assert reason_of(CardBook(DEMO_PROGRAMS), empty) == "amount_invalid"
 
 
 def test_purchase_on_an_unknown_card_is_refused() -> None:
-    book = CardBook(PROGRAMS)
+    book = CardBook(DEMO_PROGRAMS)
     assert reason_of(book, fields(txn.KIND_PURCHASE, amount_minor=1)) == "card_unknown"
 
 
-def test_points_and_bonus_must_match_the_program() -> None:
-    book = issued("loyalty", 0)
+def test_points_and_bonus_must_be_what_the_engine_computes() -> None:
+    book = issued("loyalty", 0)  # 1 point per euro paid, rounded down
     assert reason_of(book, fields(txn.KIND_PURCHASE, amount_minor=1999, points=20)) == (
         "rule_mismatch")
-    book.check(fields(txn.KIND_PURCHASE, amount_minor=1999, points=19))
-    prepaid = issued("prepaid", 0)
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=1999, points=19, version=1))
+    prepaid = issued("prepaid", 0)  # 5 % bonus
     topup = fields(txn.KIND_TOPUP, amount_minor=1000, bonus_minor=60, card_value_minor=1060)
     assert reason_of(prepaid, topup) == "rule_mismatch"
+    wrong_version = fields(txn.KIND_TOPUP, amount_minor=1000, bonus_minor=50,
+                           card_value_minor=1050, version=2)
+    assert reason_of(prepaid, wrong_version) == "rule_mismatch"
+
+
+def test_the_authorization_answer_is_the_engine_preview_and_the_record_must_carry_it() -> None:
+    book = issued("vip", 0)
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=20000, points=200, seq=2))  # silver
+    answer = book.authorize(request(txn.KIND_PURCHASE, 10000), DAY0_S)
+    # silver: 5 % off, points x1.5 on what is paid: 9500 * 1 % * 1.5 = 142.5 -> 142
+    assert answer["approved"] and answer["tier"] == "silver" and answer["discount_pct"] == 5
+    assert (answer["discount_minor"], answer["points"]) == (500, 142)
+    record = fields(txn.KIND_PURCHASE, seq=3, amount_minor=10000, discount_minor=500,
+                    points=142, version=1, auth_id=answer["auth_id"])
+    assert reason_of(book, dict(record, discount_minor=1000)) == "rule_mismatch"
+    apply(book, record)
+    assert record[EFFECTS_FIELD]["points"] == 142
+    assert book.cards["c1"]["points"] == 200 + 142
 
 
 def test_authorization_holds_value_so_it_cannot_be_spent_twice() -> None:
     book = issued(value=1000)
-    request = {"kind": txn.KIND_PURCHASE, "card": "c1", "currency": "EUR",
-               "amount_minor": 800, "card_value_minor": 800}
-    first = book.authorize(request, now_s=0)
+    purchase = request(txn.KIND_PURCHASE, 800, 800)
+    first = book.authorize(purchase, now_s=0)
     assert first["approved"] and first["value_minor"] == 200
-    second = book.authorize(request, now_s=0)
+    second = book.authorize(purchase, now_s=0)
     assert second == {"approved": False, "reason": "insufficient_value"}
     assert book.expire_holds(now_s=10_000) == 1
-    assert book.authorize(request, now_s=10_000)["approved"]
+    assert book.authorize(purchase, now_s=10_000)["approved"]
 
 
 def test_refunds_reverse_at_most_the_purchase() -> None:
     book = issued(value=1000)
-    purchase = fields(txn.KIND_PURCHASE, amount_minor=600, card_value_minor=600, seq=2)
-    book.check(purchase)
-    book.apply(purchase)
-    refund = fields(txn.KIND_REFUND, amount_minor=600, card_value_minor=600, seq=3, ref="T1-2")
-    book.check(refund)
-    book.apply(refund)
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=600, card_value_minor=600, seq=2))
+    apply(book, fields(txn.KIND_REFUND, amount_minor=600, card_value_minor=600, seq=3,
+                       ref="T1-2"))
     assert book.cards["c1"]["value_minor"] == 1000
     again = fields(txn.KIND_REFUND, amount_minor=1, card_value_minor=1, seq=4, ref="T1-2")
     assert reason_of(book, again) == "refund_exceeds_original"
@@ -90,17 +114,79 @@ def test_refunds_reverse_at_most_the_purchase() -> None:
     assert reason_of(book, unknown) == "refund_unknown_original"
 
 
-def test_purchases_past_the_refund_window_are_forgotten_and_cannot_be_refunded() -> None:
-    from gateway.cards import REFUND_WINDOW_S
+def test_a_refund_of_a_top_up_takes_its_bonus_back_off_the_card() -> None:
+    book = issued("prepaid", 0)
+    apply(book, fields(txn.KIND_TOPUP, amount_minor=2000, bonus_minor=100,
+                       card_value_minor=2100, seq=2))
+    answer = book.authorize(request(txn.KIND_REFUND, 1000, ref="T1-2"), DAY0_S)
+    assert (answer["card_value_minor"], answer["bonus_minor"]) == (1050, 50)
+    apply(book, fields(txn.KIND_REFUND, amount_minor=1000, card_value_minor=1050,
+                       bonus_minor=50, seq=3, ref="T1-2", auth_id=answer["auth_id"]))
+    assert book.cards["c1"]["value_minor"] == 1050
 
+
+def test_sales_past_the_refund_window_are_forgotten_and_cannot_be_refunded() -> None:
     book = issued(value=1000)
-    old = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=2, time=1)
-    book.check(old)
-    book.apply(old)
-    later = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
-                   time=2 + REFUND_WINDOW_S)
-    book.check(later)
-    book.apply(later)
-    assert list(book.purchases) == ["T1-3"]
-    refund = fields(txn.KIND_REFUND, amount_minor=100, card_value_minor=100, seq=4, ref="T1-2")
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=2))
+    window_days = DEMO_PROGRAMS["gift"]["refund_window_days"]
+    later = DAY0_S + window_days * DAY_S
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
+                       time=later))
+    assert list(book.cards["c1"]["state"]["sales"]) == ["T1-3"]
+    refund = fields(txn.KIND_REFUND, amount_minor=100, card_value_minor=100, seq=4,
+                    ref="T1-2", time=later)
     assert reason_of(book, refund) == "refund_unknown_original"
+
+
+def test_an_offline_sale_happened_its_overdraft_is_exposure_and_its_points_the_engines() -> None:
+    book = issued("club", 0)
+    apply(book, fields(txn.KIND_TOPUP, amount_minor=1000, bonus_minor=100,
+                       card_value_minor=1100, seq=2))
+    offline = fields(txn.KIND_PURCHASE, amount_minor=1500, card_value_minor=1500, seq=3,
+                     points=999, auth_mode=txn.AUTH_OFFLINE, terminal="T2")
+    apply(book, offline)
+    assert book.cards["c1"]["value_minor"] == -400
+    assert book.exposure_by_card == {"c1": 400} and book.exposure_by_terminal == {"T2": 400}
+    assert offline[EFFECTS_FIELD]["points"] == 30 and book.recomputed == 1  # 2 % of 1500
+
+
+def test_an_offline_discount_stands_as_given() -> None:
+    book = issued("saver", 0)
+    record = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=100,
+                    auth_mode=txn.AUTH_OFFLINE, seq=2)
+    apply(book, record)
+    assert record[EFFECTS_FIELD]["discount_minor"] == 100
+
+
+def test_the_sweep_expires_idle_cards_once_and_says_what_expired() -> None:
+    book = issued("gift", 2500)
+    assert book.sweep(DAY0_S + 364 * DAY_S) == []
+    expired = book.sweep(DAY0_S + 365 * DAY_S)
+    assert [(card, effects["value_expired"]) for card, effects in expired] == [("c1", 2500)]
+    assert sum(leg[2] for leg in expired[0][1]["legs"]) == 0
+    assert book.cards["c1"]["value_minor"] == 0 and "c1" in book.dirty
+    assert book.sweep(DAY0_S + 366 * DAY_S) == []
+
+
+def test_the_gateway_agrees_with_the_engine_on_a_sequence() -> None:
+    """Authorization answers copied into records give the same card as the engine alone."""
+    book = issued("club", 0)
+    program = DEMO_PROGRAMS["club"]
+    state, _ = engine.apply(None, program, {"op": "issue", "id": "T1-1", "card": "c1"},
+                            DAY0_S // DAY_S)
+    ops = [(txn.KIND_TOPUP, 5000, 0, None), (txn.KIND_PURCHASE, 1234, 1234, None),
+           (txn.KIND_PURCHASE, 999, 0, None), (txn.KIND_REFUND, 600, 0, "T1-3")]
+    for seq, (kind, amount, card_value, ref) in enumerate(ops, start=2):
+        answer = book.authorize(request(kind, amount, card_value, ref=ref), DAY0_S)
+        assert answer["approved"], answer
+        record = fields(kind, seq=seq, amount_minor=amount, ref=ref,
+                        auth_id=answer["auth_id"], version=answer["version"],
+                        **{key: answer.get(key, 0) for key in (
+                            "card_value_minor", "bonus_minor", "points", "discount_minor")})
+        apply(book, record)
+        op = CardBook._op(kind, record, txn.txn_id("T1", seq))
+        state, effects = engine.apply(state, program, op, DAY0_S // DAY_S)
+        assert record[EFFECTS_FIELD]["legs"] == effects["legs"]
+    summary = engine.summary(state, program, DAY0_S // DAY_S)
+    assert (book.cards["c1"]["value_minor"], book.cards["c1"]["points"]) == (
+        summary["value_minor"], summary["points"])

@@ -19,11 +19,13 @@ from gateway.settle import batch_document
 from gateway.store import STATUS_ACCEPTED, GatewayStore, StoredRecord
 from ledger.errors import BatchInvalid, HoldRefused, LedgerUnavailable, NotFound
 from protocol import txn
+from protocol.errors import ValidationError
+from protocol.programs import validate_programs
 
-PROGRAMS = {
-    "gift": {"id": "gift", "currency": "EUR", "holds_value": True},
-    "prepaid": {"id": "prepaid", "currency": "EUR", "holds_value": True, "topup_allowed": True},
-}
+PROGRAMS = validate_programs({"programs": {
+    "gift": {"version": 1, "currency": "EUR", "gift": {}},
+    "prepaid": {"version": 1, "currency": "EUR", "prepaid": {}},
+}})
 NOW_S = 1_700_000_000.0
 CARD, OTHER = "c1", "c2"
 
@@ -145,7 +147,7 @@ def test_the_ledger_is_asked_without_the_card_book_lock_held() -> None:
 
 def test_only_purchases_paid_from_card_value_are_held_at_the_ledger() -> None:
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "prepaid", 5000))
-    assert decide(book, holds, request(0), NOW_S)["approved"]  # paid by other tender
+    assert decide(book, holds, dict(request(500), card_value_minor=0), NOW_S)["approved"]
     assert decide(book, holds, request(300, kind=txn.KIND_TOPUP), NOW_S)["approved"]
     assert decide(book, holds, request(0, kind=txn.KIND_INQUIRY), NOW_S)["approved"]
     assert ledger.placed == []
@@ -310,11 +312,21 @@ def test_the_sale_records_the_hold_it_posts_only_if_it_can_post_it() -> None:
     sale = apply(book, record(txn.KIND_PURCHASE, 1000, 1, auth_id=used))
     assert sale[LEDGER_HOLD_FIELD] == "gw1-a7-1"
     assert book.take_lapsed() == []
-    # A sale taking more than its hold cannot post it: the hold lapses, to be voided.
+    # A sale taking more than it was authorized for is refused (it is not what the gateway
+    # answered); its hold then lapses unused, to be voided at the ledger.
     greedy = decide(book, holds, request(500), NOW_S)["auth_id"]
-    sale = apply(book, record(txn.KIND_PURCHASE, 600, 2, auth_id=greedy))
-    assert LEDGER_HOLD_FIELD not in sale
+    with book.lock, pytest.raises(ValidationError) as refused:
+        book.check(record(txn.KIND_PURCHASE, 600, 2, auth_id=greedy))
+    assert refused.value.reason == "rule_mismatch"
+    with book.lock:
+        book.expire_holds(NOW_S + book.hold_ttl_s)
     assert book.take_lapsed() == ["gw1-a7-2"]
+    # An offline sale naming an authorization cannot post its ledger hold either.
+    late = decide(book, holds, request(200), NOW_S)["auth_id"]
+    sale = apply(book, record(txn.KIND_PURCHASE, 200, 3, auth_id=late,
+                              auth_mode=txn.AUTH_OFFLINE))
+    assert LEDGER_HOLD_FIELD not in sale
+    assert book.take_lapsed() == ["gw1-a7-3"]
 
 
 def test_the_settlement_batch_names_the_hold_of_held_sales_only(tmp_path: Path) -> None:

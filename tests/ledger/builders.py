@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import Books
+from ledger.db import open_database
 
 DIGEST = "ab" * 32
 
@@ -89,15 +90,19 @@ def refund(
     card: str = "C1",
     card_value_minor: int = 0,
     points: int = 0,
+    bonus_minor: int = 0,
+    amount_minor: int | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """Part or all of an earlier purchase given back to the card."""
+    """Part or all of an earlier purchase given back to the card, or of an earlier issue or
+    topup taken off it (card value = cash paid back + bonus reversed; amount = the cash)."""
     return txn(
         txn_id,
         "refund",
         card,
-        amount_minor=card_value_minor,
+        amount_minor=card_value_minor - bonus_minor if amount_minor is None else amount_minor,
         card_value_minor=card_value_minor,
+        bonus_minor=bonus_minor,
         points=points,
         ref_txn_id=ref_txn_id,
         **fields,
@@ -163,6 +168,34 @@ def snapshot(books: Books) -> dict[str, Any]:
 def assert_balanced(books: Books) -> None:
     """The trial balance is zero in every unit."""
     assert all(total == 0 for total in books.trial_balance().values()), books.trial_balance()
+
+
+def posted_rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows straight from the books' database (a second connection, after the commit)."""
+    database = open_database(dsn)
+    try:
+        return [tuple(row) for row in database.fetch(sql, params)]
+    finally:
+        database.close()
+
+
+def posted_legs(dsn: str, txn_id: str) -> list[tuple[Any, ...]]:
+    """The entries one transaction posted, in posting order."""
+    return posted_rows(
+        dsn,
+        "SELECT account_kind, owner, unit, amount_minor FROM entries WHERE txn_id = ? ORDER BY id",
+        txn_id,
+    )
+
+
+def account_totals(dsn: str) -> dict[tuple[str, str], int]:
+    """Every account kind's total per unit, over all owners, zero totals left out."""
+    rows = posted_rows(
+        dsn,
+        "SELECT account_kind, unit, CAST(SUM(amount_minor) AS BIGINT) FROM entries"
+        " GROUP BY account_kind, unit",
+    )
+    return {(kind, unit): total for kind, unit, total in rows if total}
 
 
 def report_history() -> dict[str, Any]:

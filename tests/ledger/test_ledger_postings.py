@@ -52,6 +52,25 @@ def test_refund_mirrors_the_purchase() -> None:
     ]
 
 
+def test_refund_of_a_load_takes_value_off_the_card() -> None:
+    """A refund of a topup debits the card; cash and the reversed bonus go back to M1."""
+    document = refund("T1-2", "T1-1", card_value_minor=550, bonus_minor=50)
+    assert legs_for(parse_txn(document), refunded_kind="topup") == [
+        Leg("card_value", "C1", "EUR", 550),
+        Leg("cash_clearing", "M1", "EUR", -500),
+        Leg("promotion_expense", "M1", "EUR", -50),
+    ]
+
+
+def test_given_legs_are_posted_as_given_with_their_owners() -> None:
+    """Legs sent with a transaction replace its rule: liabilities on the card, the rest on M1."""
+    given = [["card_points", "PTS", 5, "expire"], ["breakage", "PTS", -5, "expire"]]
+    assert legs(purchase("T1-1", card_value_minor=0, points=0, legs=given)) == [
+        Leg("card_points", "C1", "PTS", 5),
+        Leg("breakage", "M1", "PTS", -5),
+    ]
+
+
 def test_expire_moves_lapsed_value_and_points_to_the_merchants_breakage() -> None:
     """An expire debits the card's value and points and credits breakage(M) in each unit."""
     assert legs(expire("T1-1", card_value_minor=700, points=12)) == [

@@ -1,10 +1,10 @@
 """Property: over random transaction sequences the books balance and refunds never create value.
 
-Hypothesis draws batches of issues, topups, purchases and refunds (some refunds too large or
-of unknown purchases). A small model of the rules predicts which batches the ledger must
-refuse; after every batch the books must agree with the model, the trial balance must be
-zero in every unit, no card may hold more value than was ever loaded onto it, and no card
-may hold negative points.
+Hypothesis draws batches of issues, topups, purchases and refunds (of purchases and of loads;
+some refunds too large, of unknown originals, or taking points back from a load). A small
+model of the rules predicts which batches the ledger must refuse; after every batch the books
+must agree with the model, the trial balance must be zero in every unit, no card may hold
+more value than was ever loaded onto it, and no card may hold negative points.
 """
 
 from __future__ import annotations
@@ -66,44 +66,54 @@ class Model:
             if card in self.issued:
                 return "card_already_issued"
             self.issued.add(card)
-            self._load(card, document["amount_minor"])
+            self._load(card, document["txn_id"], document["amount_minor"])
         elif kind == "topup":
-            self._load(card, document["amount_minor"] + document["bonus_minor"])
+            loaded = document["amount_minor"] + document["bonus_minor"]
+            self._load(card, document["txn_id"], loaded)
         elif kind == "purchase":
             self.value[card] -= document["card_value_minor"]
             self.points[card] += document["points"]
-            self.refundable[document["txn_id"]] = [document["card_value_minor"], document["points"]]
+            self.refundable[document["txn_id"]] = [
+                document["card_value_minor"],
+                document["points"],
+                "purchase",
+            ]
         else:
             left = self.refundable.get(document["ref_txn_id"])
             if left is None:
                 return "refund_unknown_original"
+            if left[2] == "load" and document["points"]:
+                return "amount_invalid"
             if document["card_value_minor"] > left[0] or document["points"] > left[1]:
                 return "refund_exceeds_original"
             left[0] -= document["card_value_minor"]
             left[1] -= document["points"]
-            self.value[card] += document["card_value_minor"]
+            # A refund of a purchase gives value back; a refund of a load takes it off.
+            sign = 1 if left[2] == "purchase" else -1
+            self.value[card] += sign * document["card_value_minor"]
             self.points[card] -= document["points"]
         return None
 
-    def _load(self, card: str, value_minor: int) -> None:
-        """Value put on a card by an issue or topup."""
+    def _load(self, card: str, txn_id: str, value_minor: int) -> None:
+        """Value put on a card by an issue or topup (which a refund may take off again)."""
         self.value[card] += value_minor
         self.loaded[card] += value_minor
+        self.refundable[txn_id] = [value_minor, 0, "load"]
 
 
 def to_txns(
-    prefix: str, steps: list[tuple[Any, ...]], purchases: list[tuple[str, str]]
+    prefix: str, steps: list[tuple[Any, ...]], originals: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    """Transaction documents for drawn steps; refunds name an earlier purchase (or none)."""
+    """Transaction documents for drawn steps; refunds name an earlier original (or none)."""
     txns = []
     for position, drawn in enumerate(steps):
-        txn_id = f"{prefix}-{len(purchases)}-{position}"
+        txn_id = f"{prefix}-{len(originals)}-{position}"
         kind = drawn[0]
         if kind == "refund":
             _, which, value_minor, points = drawn
             ref, card = (
-                purchases[which % len(purchases)]
-                if purchases
+                originals[which % len(originals)]
+                if originals
                 else (f"{prefix}-none", f"{prefix}c0")
             )
             txns.append(refund(txn_id, ref, card=card, card_value_minor=value_minor, points=points))
@@ -118,7 +128,7 @@ def to_txns(
             txns.append(
                 purchase(txn_id, card, value_minor, points, value_minor + other_tender_minor)
             )
-            purchases.append((txn_id, card))
+        originals.append((txn_id, card))
     return txns
 
 
@@ -147,16 +157,16 @@ def test_random_sequences_balance_and_refunds_create_no_value(
     """Random valid and over-reaching sequences keep the books balanced and equal to the model."""
     prefix = f"h{next(EXAMPLE_IDS)}"
     model = Model()
-    purchases: list[tuple[str, str]] = []
+    originals: list[tuple[str, str]] = []
     for number, steps in enumerate(drawn_batches):
-        known_purchases = list(purchases)
-        txns = to_txns(f"{prefix}b{number}", steps, purchases)
+        known_originals = list(originals)
+        txns = to_txns(f"{prefix}b{number}", steps, originals)
         reason = model.apply(txns)
         event(reason or "posted")
         if reason is None:
             assert books.post_batch(batch(f"{prefix}-{number}", *txns)).posted == len(txns)
         else:
-            purchases[:] = known_purchases
+            originals[:] = known_originals
             with pytest.raises(LedgerRejected) as caught:
                 books.post_batch(batch(f"{prefix}-{number}", *txns))
             assert caught.value.reason == reason

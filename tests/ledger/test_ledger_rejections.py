@@ -107,9 +107,59 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
         replace_bad(refund("T2-2", "T1-2", card_value_minor=0, points=16)),
         "refund_exceeds_original",
     ),
-    "refund of a topup": (
-        replace_bad(refund("T2-2", "T2-1", card_value_minor=10)),
+    "refund of a refund": (
+        replace_bad(refund("T2-2", "T1-3", card_value_minor=10)),
         "refund_mismatch",
+    ),
+    "refund of a topup beyond its value": (
+        replace_bad(refund("T2-2", "T2-1", card_value_minor=1001)),
+        "refund_exceeds_original",
+    ),
+    "refund of an issue beyond its value": (
+        replace_bad(refund("T2-2", "T1-1", card_value_minor=5001)),
+        "refund_exceeds_original",
+    ),
+    "bonus reversed that the load never gave": (
+        replace_bad(refund("T2-2", "T1-1", card_value_minor=10, bonus_minor=10, amount_minor=0)),
+        "refund_exceeds_original",
+    ),
+    "bonus on a refund of a purchase": (
+        replace_bad(refund("T2-2", "T1-2", card_value_minor=100, bonus_minor=10)),
+        "amount_invalid",
+    ),
+    "points on a refund of a load": (
+        replace_bad(refund("T2-2", "T2-1", card_value_minor=10, points=1)),
+        "amount_invalid",
+    ),
+    "refund bonus over its card value": (
+        replace_bad(refund("T2-2", "T2-1", card_value_minor=5, bonus_minor=10, amount_minor=0)),
+        "amount_invalid",
+    ),
+    "refund card value over amount plus bonus": (
+        replace_bad(refund("T2-2", "T2-1", card_value_minor=61, bonus_minor=10, amount_minor=50)),
+        "amount_invalid",
+    ),
+    "version zero": (with_txn(version=0), "field_invalid"),
+    "version over 2^31-1": (with_txn(version=2**31), "field_invalid"),
+    "float version": (with_txn(version=3.0), "field_type"),
+    "bool version": (with_txn(version=True), "field_type"),
+    "discount on a topup": (with_txn(discount_minor=0), "amount_invalid"),
+    "discount over the amount": (
+        replace_bad(purchase("T2-2", card_value_minor=100, discount_minor=101)),
+        "amount_invalid",
+    ),
+    "negative discount": (
+        replace_bad(purchase("T2-2", card_value_minor=100, discount_minor=-1)),
+        "amount_invalid",
+    ),
+    "redeem_points on a topup": (with_txn(redeem_points=5), "amount_invalid"),
+    "redeem_points without legs": (
+        replace_bad(purchase("T2-2", card_value_minor=100, redeem_points=5)),
+        "field_invalid",
+    ),
+    "float redeem_points": (
+        replace_bad(purchase("T2-2", card_value_minor=100, redeem_points=5.0)),
+        "field_type",
     ),
     "refund to another card": (
         replace_bad(refund("T2-2", "T1-2", card="C2", card_value_minor=10)),

@@ -1,5 +1,7 @@
 """The program engine: hand-computed scenarios and the rules around them, on both interpreters."""
 
+import json
+
 from mpytest import load_json
 from protocol import engine
 from protocol.engine_legs import copy_state, share
@@ -9,14 +11,22 @@ SCENARIOS = load_json("program_scenarios.json")
 PROGRAMS = validate_programs(SCENARIOS["programs"])
 
 
-def run_ops(ops):
+def json_round_trip(value):
+    """value through json.dumps and json.loads: what a card's state is after storage."""
+    return json.loads(json.dumps(value))
+
+
+def run_ops(ops, round_trip=False):
     """Run `tilltap programs simulate` lines through the engine (the same rules as
-    tools/programs.py, written again here so MicroPython runs them): (effects, cards, states)."""
+    tools/programs.py, written again here so MicroPython runs them): (effects, cards, states).
+    With round_trip, every card's state goes through JSON before each operation."""
     day = 0
     cards = {}
     op_cards = []
     results = []
     for index in range(len(ops)):
+        if round_trip:
+            cards = {card: json_round_trip(cards[card]) for card in cards}
         op = ops[index]
         if op["op"] == "advance":
             op_cards.append(None)
@@ -235,3 +245,17 @@ def test_the_summary_reads_value_points_tier_and_discount():
     state = issued(PROGRAMS["vip"])
     summary = engine.summary(state, PROGRAMS["vip"], 0)
     assert summary == {"value_minor": 0, "points": 0, "tier": "member", "discount_pct": 0}
+
+
+def test_a_card_state_is_plain_json_data_that_survives_a_round_trip_unchanged():
+    for scenario in SCENARIOS["scenarios"]:
+        _, _, states = run_ops(scenario["ops"])
+        for card in states:
+            assert json_round_trip(states[card]) == states[card], scenario["name"]
+
+
+def test_states_read_back_from_json_give_the_same_effects_as_the_originals():
+    for scenario in SCENARIOS["scenarios"]:
+        results, summaries, states = run_ops(scenario["ops"])
+        assert run_ops(scenario["ops"], round_trip=True) == (results, summaries, states), (
+            scenario["name"])

@@ -6,11 +6,13 @@ from firmware.storage import MemoryStorage
 from mpytest import expect_raises
 from protocol import messages, offline, sealed
 from protocol.errors import ValidationError
+from protocol.programs import validate_programs
 
 LIMITS = {"txn_minor_max": 1000, "card_offline_minor_max": 1500,
           "terminal_offline_minor_max": 2000, "offline_s_max": 60, "offline_txn_max": 3}
 KEY = bytes(range(32))
-PROGRAMS = {"gift": {"id": "gift", "currency": "EUR", "holds_value": True}}
+PROGRAMS = validate_programs({"programs": {"gift": {"version": 1, "currency": "EUR",
+                                                    "gift": {"expiry_days": 365}}}})
 
 
 def decide(records, card, amount, now=100, last_online=90):

@@ -2,7 +2,9 @@
 
 Each property runs a card through a sequence drawn by hypothesis: purchases (card or other
 tender, with or without points), top-ups, partial and whole refunds and voids of any earlier
-operation, cash-outs, days passing and malformed amounts, under a random valid program.
+operation, cash-outs, days passing and malformed amounts, under a random valid program;
+some runs re-apply their purchases as sales that happened at the counter (`happened`, with
+the counter's `discount_minor`), and offline quotes are checked against the engine.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import engine, money
+from protocol import engine, engine_offline, money
 from protocol.engine_legs import copy_state
+from protocol.errors import ValidationError
 from protocol.programs import validate_program
 from tests.support import REPO_ROOT
 from tools.programs import load_programs
@@ -29,8 +32,10 @@ def _without_none(table: dict[str, Any]) -> dict[str, Any]:
 
 
 @st.composite
-def generated_programs(draw: st.DrawFn, expiring_points: bool = False) -> dict[str, Any]:
-    """A random valid program; with expiring_points, always points that expire within 30 days."""
+def generated_programs(draw: st.DrawFn, expiring_points: bool = False,
+                       expiring_gift: bool = False) -> dict[str, Any]:
+    """A random valid program; with expiring_points, always points that expire within 30 days;
+    with expiring_gift, always a gift card whose value expires within 10 days."""
     currency = draw(st.sampled_from(["EUR", "JPY", "KWD"]))
     scale = 10 ** money.exponent(currency)
     table: dict[str, Any] = {"version": draw(st.integers(1, 9)), "currency": currency,
@@ -42,8 +47,10 @@ def generated_programs(draw: st.DrawFn, expiring_points: bool = False) -> dict[s
             "points_per_unit": draw(st.sampled_from([d for d in (1, 2, 5, 10, 100, 1000)
                                                      if scale % d == 0])),
             "expiry_days": draw(expiry)})
-    value = draw(st.sampled_from(["prepaid", "gift", None]))
-    if value == "prepaid":
+    value = "gift" if expiring_gift else draw(st.sampled_from(["prepaid", "gift", None]))
+    if expiring_gift:
+        table["gift"] = {"expiry_days": draw(st.integers(1, 10)), "cash_out": draw(st.booleans())}
+    elif value == "prepaid":
         table["prepaid"] = {"bonus_bp": draw(st.integers(0, 5000)),
                             "bonus_rounding": draw(ROUNDING), "cash_out": draw(st.booleans())}
     elif value == "gift":
@@ -74,6 +81,33 @@ def generated_programs(draw: st.DrawFn, expiring_points: bool = False) -> dict[s
 
 
 PROGRAMS = st.sampled_from(sorted(EXAMPLES.values(), key=lambda p: p["id"])) | generated_programs()
+FEW_PERCENTS = st.sampled_from([5, 10, 15])
+
+
+@st.composite
+def competing_discounts(draw: st.DrawFn) -> dict[str, Any]:
+    """A program whose tracked and tier discounts often run at once, often at equal percents,
+    with low thresholds and any rounding each: where the rule choosing between them shows."""
+    levels: list[dict[str, Any]] = [{"name": "base", "spend_minor": 0,
+                                     "discount_pct": draw(st.sampled_from([0, 5]))}]
+    for index in range(draw(st.integers(1, 2))):
+        spend = levels[-1]["spend_minor"] + draw(st.integers(1, 2000))
+        levels.append({"name": f"t{index}", "spend_minor": spend,
+                       "earn_multiplier_bp": draw(st.integers(0, 30000)),
+                       "discount_pct": draw(FEW_PERCENTS)})
+    table = {"version": 1, "currency": draw(st.sampled_from(["EUR", "JPY"])),
+             "points": {"earn_bp": draw(st.integers(0, 10000)), "earn_rounding": draw(ROUNDING)},
+             "prepaid": {"bonus_bp": 0},
+             "discount": {"threshold_minor": draw(st.integers(1, 3000)),
+                          "qualify_days": draw(st.integers(1, 40)),
+                          "discount_pct": draw(FEW_PERCENTS),
+                          "duration_days": draw(st.integers(1, 40)),
+                          "discount_rounding": draw(ROUNDING)},
+             "tiers": {"window_days": draw(st.integers(1, 60)),
+                       "downgrade": draw(st.sampled_from(["period_end", "days_below"])),
+                       "downgrade_days": draw(st.integers(1, 40)),
+                       "discount_rounding": draw(ROUNDING), "levels": levels}}
+    return validate_program("competing", table)
 AMOUNTS = st.integers(0, 40000)
 BAD_AMOUNTS = st.sampled_from([1.5, -1, True, "100", None])
 
@@ -87,11 +121,12 @@ STEPS = st.tuples(
 
 
 def build_op(step: tuple[Any, ...], index: int, bad_amount: Any, program: dict[str, Any],
-             sales: list[str]) -> tuple[dict[str, Any], int]:
+             sales: list[str], happened: bool = False) -> tuple[dict[str, Any], int]:
     """The operation a step stands for, and the days it lets pass first.
 
     Refunds and voids mostly name an accepted sale (sometimes any earlier op); the tender is
-    mostly one the program offers, so most operations get past the first checks.
+    mostly one the program offers, so most operations get past the first checks. With
+    happened, purchases happened at the counter, a third of them with the counter's discount.
     """
     kind, amount, pay, redeem, pick, days, partial = step
     op_id = f"op{index}"
@@ -101,8 +136,13 @@ def build_op(step: tuple[Any, ...], index: int, bad_amount: Any, program: dict[s
     earlier = sales[pick % len(sales)] if sales and pick % 8 else f"op{pick % index}"
     if kind == "purchase":
         redeem = redeem if partial and program["points"] is not None else 0
-        return {"op": kind, "id": op_id, "amount_minor": amount + 1, "pay": pay,
-                "redeem_points": redeem}, 0
+        sale: dict[str, Any] = {"op": kind, "id": op_id, "amount_minor": amount + 1,
+                                "pay": pay, "redeem_points": redeem}
+        if happened:
+            sale["happened"] = True
+            if pick % 3 == 0:
+                sale["discount_minor"] = pick % (amount + 2)
+        return sale, 0
     if kind == "topup":
         return {"op": kind, "id": op_id, "amount_minor": amount,
                 "pay": "other" if pick % 8 else "card"}, 0
@@ -129,7 +169,7 @@ def legs_by_unit(effects: dict[str, Any]) -> dict[str, int]:
 
 
 def run(program: dict[str, Any], steps: list[tuple[Any, ...]], value_minor: int,
-        bad_amount: Any, check: Any) -> None:
+        bad_amount: Any, check: Any, happened: bool = False) -> None:
     """Issue a card and apply every step; call check(before, after, op, effects, day)."""
     if program["prepaid"] is None and program["gift"] is None:
         value_minor = 0  # points or discount only: no value on the card
@@ -142,7 +182,7 @@ def run(program: dict[str, Any], steps: list[tuple[Any, ...]], value_minor: int,
     day = 0
     sales = ["issue"] if value_minor else []
     for index, step in enumerate(steps, start=1):
-        op, days = build_op(step, index, bad_amount, program, sales)
+        op, days = build_op(step, index, bad_amount, program, sales, happened)
         day += days
         new_state, effects = engine.apply(state, program, op, day)
         check(state, new_state, op, effects, day)
@@ -260,3 +300,84 @@ def test_voiding_a_purchase_the_same_day_gives_back_the_card_as_it_was(
     voided, effects = engine.apply(bought, program, {"op": "void", "of": "last"}, day)
     assert "declined" not in effects
     assert engine.summary(voided, program, day) == engine.summary(state, program, day)
+
+
+@SETTINGS
+@given(PROGRAMS | generated_programs(expiring_gift=True), st.lists(STEPS, min_size=3, max_size=40),
+       AMOUNTS, BAD_AMOUNTS)
+def test_sales_that_happened_balance_and_overdraw_the_card_only_by_what_they_report(
+        program: dict[str, Any], steps: list[tuple[Any, ...]], value_minor: int,
+        bad_amount: Any) -> None:
+    totals = {"loaded": 0, "value": 0, "overdrawn": 0}
+
+    def check(before: State | None, after: State, op: dict[str, Any],
+              effects: dict[str, Any], day: int) -> None:
+        assert all(total == 0 for total in legs_by_unit(effects).values()), effects
+        for account, _unit, amount, _cause in effects["legs"]:
+            if account == "card_value":
+                totals["value"] -= amount
+                if op["op"] in ("issue", "topup") and amount < 0:
+                    totals["loaded"] -= amount
+        summary = engine.summary(after, program, day)
+        assert summary["value_minor"] == totals["value"] <= totals["loaded"]
+        if "declined" in effects:
+            assert after is before
+            assert effects["declined"] not in ("insufficient_value", "card_expired") or (
+                op["op"] != "purchase")
+            return
+        if op["op"] == "purchase":
+            assert before is not None
+            held = before["value_minor"] - effects.get("value_expired", 0)
+            card = effects["card_minor"]
+            assert effects["overdraft_minor"] == card - min(card, max(0, held))
+            totals["overdrawn"] += effects["overdraft_minor"]
+            assert effects["discount_minor"] == op.get("discount_minor",
+                                                       effects["discount_minor"])
+        # Below zero only by overdrafts, and a negative value never expires as breakage.
+        assert summary["value_minor"] >= -totals["overdrawn"]
+        if before is not None and op["op"] not in ("refund", "void"):
+            assert effects.get("value_expired", 0) <= max(0, before["value_minor"])
+
+    run(program, steps, value_minor, bad_amount, check, happened=True)
+
+
+QUOTED = ("discount_minor", "card_minor", "other_minor", "points_earned", "discount_pct")
+PROBES = st.lists(st.tuples(AMOUNTS | st.integers(0, 60), st.sampled_from(["card", "other"]),
+                            st.sampled_from([0, 0, 0, 1, 5, 30, 100])), min_size=1, max_size=6)
+
+
+@SETTINGS
+@given(PROGRAMS | competing_discounts(), st.lists(STEPS, min_size=1, max_size=30), AMOUNTS,
+       BAD_AMOUNTS, PROBES)
+def test_an_offline_quote_on_the_snapshots_day_is_exactly_what_the_engine_gives(
+        program: dict[str, Any], steps: list[tuple[Any, ...]], value_minor: int,
+        bad_amount: Any, probes: list[tuple[int, str, int]]) -> None:
+    """After every operation: snapshot on a day, then a purchase (no redemption) that day."""
+    done: list[dict[str, Any]] = []
+
+    def check(before: State | None, after: State, op: dict[str, Any],
+              effects: dict[str, Any], day: int) -> None:
+        amount, pay, later = probes[len(done) % len(probes)]
+        done.append(op)
+        sale_day = day + later
+        seen = engine_offline.snapshot(after, program, sale_day)
+        sale = {"op": "purchase", "id": "probe", "amount_minor": amount + 1, "pay": pay}
+        try:
+            quoted = engine_offline.quote(program, seen["tier"], seen["discount_pct"], True,
+                                          amount + 1, pay)
+        except ValidationError as error:  # only what the engine refuses too
+            assert error.reason == "operation_not_in_program"
+            assert engine.apply(after, program, sale, sale_day)[1]["declined"] == error.reason
+            return
+        _, online = engine.apply(after, program, sale, sale_day)
+        if "declined" in online:
+            assert online["declined"] in ("insufficient_value", "card_expired") and pay == "card"
+        else:
+            assert {key: online[key] for key in QUOTED} == quoted
+            assert online["overdraft_minor"] == 0
+        counter = dict(sale, happened=True, discount_minor=quoted["discount_minor"])
+        _, replayed = engine.apply(after, program, counter, sale_day)
+        assert "declined" not in replayed, replayed
+        assert {key: replayed[key] for key in QUOTED} == quoted
+
+    run(program, steps, value_minor, bad_amount, check)

@@ -23,4 +23,5 @@ def test_what_a_board_ships_is_compiled_and_counted_and_nothing_else() -> None:
     assert "protocol/cbor.py" in sizes and "firmware/journal.py" in sizes
     assert "firmware/card_sun.py" in sizes and "firmware/boards/__init__.py" in sizes
     assert "firmware/boards/esp32_pn532.py" not in sizes  # ships as board.py source
-    assert "protocol/programs.py" not in sizes  # gateway-side validation stays off the board
+    assert "protocol/engine_offline.py" in sizes  # offline quotes, with the program rules
+    assert "protocol/engine.py" not in sizes  # the card state machine runs at the gateway

@@ -46,9 +46,11 @@ def firmware_modules() -> set[str]:
     return paths
 
 
-# Gateway- and technician-side protocol code that must stay off a board's flash.
-NOT_ON_A_BOARD = ("lib/protocol/programs.mpy", "lib/protocol/keys.mpy",
-                  "lib/protocol/ntag424_auth.mpy", "lib/protocol/engine.mpy")
+# Gateway- and technician-side protocol code that must stay off a board's flash. (A board
+# does ship protocol/programs.py, to refuse a bad pushed program itself, and the engine's
+# pricing parts behind protocol/engine_offline.py, to quote offline sales.)
+NOT_ON_A_BOARD = ("lib/protocol/keys.mpy", "lib/protocol/ntag424_auth.mpy",
+                  "lib/protocol/engine.mpy", "lib/protocol/engine_adopt.mpy")
 
 
 def test_build_compiles_what_the_board_imports_and_ships_the_board_as_source(

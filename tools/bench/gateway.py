@@ -51,7 +51,7 @@ from gateway.service import Gateway
 from gateway.stats import Stats
 from gateway.store import GatewayStore
 from gateway.verify import Verified, Verifier
-from protocol import messages, rules, sealed, topics, txn
+from protocol import engine_points, messages, money, sealed, topics, txn
 from tools.bench.run import Metric, Section, size_label
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
@@ -78,8 +78,9 @@ SUBSCRIBE_SETTLE_S = 0.3  # the gateway subscribes in on_connect; let its SUBACK
 KEEPALIVE_S = 60
 
 _PROGRAMS_ISSUED = ("gift", "prepaid", "loyalty")
-_PREPAID = rules.program(DEMO_PROGRAMS, "prepaid")
-_LOYALTY = rules.program(DEMO_PROGRAMS, "loyalty")
+_PREPAID = DEMO_PROGRAMS["prepaid"]
+_LOYALTY = DEMO_PROGRAMS["loyalty"]
+_NO_MULTIPLIER_BP = 10_000
 
 
 class BenchError(RuntimeError):
@@ -102,7 +103,8 @@ def _fields(terminal: str, index: int, now_s: int) -> dict[str, Any]:
                               "points": 0, "auth_mode": txn.AUTH_ONLINE}
     if index < len(_PROGRAMS_ISSUED):
         program = _PROGRAMS_ISSUED[index]
-        value = ISSUE_VALUE_MINOR if DEMO_PROGRAMS[program].get("holds_value") else 0
+        holds_value = program != "loyalty"
+        value = ISSUE_VALUE_MINOR if holds_value else 0
         fields.update(kind=txn.KIND_ISSUE, card=card_id(terminal, program), program=program,
                       amount_minor=value, card_value_minor=value)
         return fields
@@ -112,13 +114,14 @@ def _fields(terminal: str, index: int, now_s: int) -> dict[str, Any]:
         fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "gift"),
                       amount_minor=amount, card_value_minor=amount)
     elif step == 1:  # a prepaid top-up with its bonus
-        bonus = rules.topup_bonus(_PREPAID, amount)
+        terms = _PREPAID["prepaid"]
+        bonus = money.percent_of(amount, terms["bonus_bp"], terms["bonus_rounding"])
         fields.update(kind=txn.KIND_TOPUP, card=card_id(terminal, "prepaid"),
                       amount_minor=amount, bonus_minor=bonus, card_value_minor=amount + bonus)
     elif step == 2:  # a loyalty card earns points on a sale paid otherwise
         fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "loyalty"),
                       amount_minor=amount, card_value_minor=0,
-                      points=rules.points_earned(_LOYALTY, amount))
+                      points=engine_points.earned(_LOYALTY, amount, _NO_MULTIPLIER_BP))
     else:
         fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "prepaid"),
                       amount_minor=amount, card_value_minor=amount)

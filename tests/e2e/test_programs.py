@@ -1,0 +1,178 @@
+"""Every card program end to end: terminal (the firmware's modules) -> Mosquitto -> gateway
+(the program engine, authoritative) -> ledger (the engine's legs, posted), online and
+offline, then a year and more later: what expired is the ledger's breakage.
+
+The numbers are computed by hand from tools/demo_programs.toml; each step says how."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.cards import DAY_S
+from protocol import txn
+from tests.support.stack import Stack, running_stack, wait_until
+from tools.demo import DEMO_PROGRAMS
+from tools.mosquitto import MosquittoBroker
+from tools.simulator.terminal import SimulatedTerminal
+
+LIMITS = {"txn_minor_max": 5000, "card_offline_minor_max": 5000,
+          "terminal_offline_minor_max": 10_000, "offline_s_max": 600, "offline_txn_max": 5}
+GIFT, PREPAID, LOYALTY, CLUB, SAVER, VIP = (
+    "04a00000000001", "04a00000000002", "04a00000000003", "04a00000000004",
+    "04a00000000005", "04a00000000006")
+
+
+class Counter:
+    """The cashier: taps a card, runs one operation, insists on the outcome."""
+
+    def __init__(self, sim: SimulatedTerminal) -> None:
+        self.sim = sim
+        self.terminal = sim.terminal
+
+    def ok(self, card: str, operation: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.sim.tap(card)
+        outcome = getattr(self.terminal, operation)(*args, **kwargs)
+        assert outcome["approved"], (operation, card, outcome["reason"])
+        return dict(outcome["txn"] or outcome["response"])
+
+    def declined(self, card: str, operation: str, *args: Any, **kwargs: Any) -> str:
+        self.sim.tap(card)
+        outcome = getattr(self.terminal, operation)(*args, **kwargs)
+        assert not outcome["approved"]
+        return str(outcome["reason"])
+
+
+def sale_id(fields: dict[str, Any]) -> str:
+    return txn.txn_id(fields["terminal"], fields["seq"])
+
+
+def books_agree(stack: Stack) -> dict[str, dict[str, int]]:
+    """Every card: the gateway's engine = the ledger's books; the books balance."""
+    in_ledger = {b["card"]: b for b in stack.ledger_client.balances()}
+    cards = {}
+    for card, entry in stack.gateway.cards.cards.items():
+        ledger = in_ledger[card]
+        assert (entry["value_minor"], entry["points"]) == (
+            ledger["value_minor"], ledger["points"]), card
+        cards[card] = {"value": entry["value_minor"], "points": entry["points"]}
+    assert all(total == 0 for total in stack.ledger_client.trial_balance().values())
+    return cards
+
+
+def test_every_program_runs_from_the_counter_to_the_ledger(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
+        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
+                  "currency": "EUR", "programs": {}}
+        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim.terminal.auth_timeout_ms = 400
+        counter = Counter(sim)
+        try:
+            sim.service(0)
+            # The programs arrive as signed configuration, validated by the terminal.
+            assert wait_until(lambda: (sim.service(20), sim.terminal.settings.version)[1] == 1)
+            assert sim.terminal.settings.programs == DEMO_PROGRAMS
+            for card, program, value in ((GIFT, "gift", 5000), (PREPAID, "prepaid", 0),
+                                         (LOYALTY, "loyalty", 0), (CLUB, "club", 0),
+                                         (SAVER, "saver", 0), (VIP, "vip", 0)):
+                issued = counter.ok(card, "issue", program, value)
+                assert (issued["program"], issued["version"]) == (program, 1)
+            assert counter.declined("04a000000000ff", "issue", "gift", 0) == "amount_invalid"
+
+            # Prepaid: 20.00 topped up + 5 % bonus = 21.00; refunding 10.00 of the top-up
+            # takes 10.00 and half the bonus (0.50) back off the card: 10.50 left.
+            topup = counter.ok(PREPAID, "topup", 2000)
+            assert (topup["bonus_minor"], topup["card_value_minor"]) == (100, 2100)
+            back = counter.ok(PREPAID, "refund", sale_id(topup), 1000)
+            assert (back["card_value_minor"], back["bonus_minor"]) == (1050, 50)
+
+            # Gift: spent in parts; a refund of half a spend puts half back: 50 - 12 + 6.
+            spend = counter.ok(GIFT, "purchase", 1200)
+            counter.ok(GIFT, "refund", sale_id(spend), 600)
+            assert counter.declined(GIFT, "purchase", 10_000) == "insufficient_value"
+
+            # Loyalty: 1 point per euro paid. 50.00 in cash earns 50; then 30 points pay
+            # 0.30 of a 10.00 sale, 9.70 paid earns 9 (rounded down); a refund of 10.00 of
+            # the first sale takes back 10 of its points: 50 - 30 + 9 - 10 = 19.
+            first = counter.ok(LOYALTY, "purchase", 5000, pay_from_card=False)
+            assert first["points"] == 50
+            redeem = counter.ok(LOYALTY, "purchase", 1000, pay_from_card=False,
+                                redeem_points=30)
+            assert (redeem["redeem_points"], redeem["redeem_minor"], redeem["points"]) == (
+                30, 30, 9)
+            assert counter.ok(LOYALTY, "refund", sale_id(first), 1000)["points"] == 10
+            assert counter.declined(LOYALTY, "purchase", 1000, pay_from_card=False,
+                                    redeem_points=500) == "insufficient_points"
+
+            # Loyalty + prepaid: 50.00 + 10 % = 55.00; 20.00 from the card earns 2 % = 40
+            # points; 40 points pay 0.40 of 10.00, the card pays 9.60 and earns 19.2 -> 19
+            # (half_even): value 55.00 - 20.00 - 9.60 = 25.40, points 19.
+            counter.ok(CLUB, "topup", 5000)
+            assert counter.ok(CLUB, "purchase", 2000)["points"] == 40
+            club = counter.ok(CLUB, "purchase", 1000, redeem_points=40)
+            assert (club["card_value_minor"], club["redeem_minor"], club["points"]) == (
+                960, 40, 19)
+
+            # Discount tracking: 60.00 + 50.00 within 30 days reach 100.00: 10 % off later
+            # purchases (half_up): 20.00 costs 18.00.
+            counter.ok(SAVER, "purchase", 6000, pay_from_card=False)
+            counter.ok(SAVER, "purchase", 5000, pay_from_card=False)
+            saved = counter.ok(SAVER, "purchase", 2000, pay_from_card=False)
+            assert saved["discount_minor"] == 200
+
+            # Tiers: 250.00 reaches silver (200.00) at once, after that sale: it earned 250
+            # points at member. Silver: 5 % off 100.00 = 5.00, points x1.5 on 95.00 = 142.
+            assert counter.ok(VIP, "purchase", 25_000, pay_from_card=False)["points"] == 250
+            answer = counter.ok(VIP, "inquiry")
+            assert (answer["tier"], answer["discount_pct"]) == ("silver", 5)
+            vip = counter.ok(VIP, "purchase", 10_000, pay_from_card=False)
+            assert (vip["discount_minor"], vip["points"]) == (500, 142)
+            assert sim.drain(time.monotonic() + 10)
+
+            # Offline: the terminal quotes with the card's tier and today's discount from
+            # its last online answer; no points are redeemed offline.
+            stack.gateway.stop()
+            offline_saver = counter.ok(SAVER, "purchase", 1000, pay_from_card=False)
+            assert offline_saver["auth_mode"] == txn.AUTH_OFFLINE
+            assert offline_saver["discount_minor"] == 100
+            offline_vip = counter.ok(VIP, "purchase", 2000, pay_from_card=False)
+            assert (offline_vip["discount_minor"], offline_vip["points"]) == (100, 28)
+            assert counter.declined(LOYALTY, "purchase", 1000, pay_from_card=False,
+                                    redeem_points=5) == "redeem_needs_online"
+            assert counter.ok(GIFT, "purchase", 400)["card_value_minor"] == 400
+
+            stack.gateway = stack.new_gateway()
+            stack.gateway.start()
+            assert sim.drain(time.monotonic() + 15)
+            assert wait_until(stack.gateway.idle)
+            settled = stack.gateway.settle()
+            assert settled.refused == [] and settled.pending == []
+            cards = books_agree(stack)
+            assert cards[PREPAID] == {"value": 1050, "points": 0}
+            assert cards[GIFT] == {"value": 5000 - 1200 + 600 - 400, "points": 0}
+            assert cards[LOYALTY] == {"value": 0, "points": 19}
+            assert cards[CLUB] == {"value": 2540, "points": 19}
+            assert cards[VIP] == {"value": 0, "points": 250 + 142 + 28}
+            assert stack.gateway.cards.recomputed == 0  # the offline quotes were exact
+
+            # 400 days later: the gift's value is a year old, the loyalty points 90 days,
+            # the club's points a year: all expire at the gateway's sweep; the ledger books
+            # them as breakage, and the books still agree card by card.
+            later_s = time.time() + 400 * DAY_S
+            expired = stack.gateway.settle(now_s=later_s)
+            assert expired.refused == [] and expired.posted == 3
+            cards = books_agree(stack)
+            assert cards[GIFT]["value"] == 0 and cards[LOYALTY]["points"] == 0
+            assert cards[CLUB] == {"value": 2540, "points": 0}
+            as_of = time.strftime("%Y-%m-%d", time.gmtime(later_s))
+            report = stack.ledger_client.report("breakage",
+                                                {"as_of": as_of, "window_days": "10"})
+            breakage = {(row["program"], row["unit"]): row["breakage_minor"]
+                        for row in report["rows"]}
+            assert breakage == {("gift", "EUR"): 4000, ("loyalty", "PTS"): 19,
+                                ("club", "PTS"): 19}
+        finally:
+            sim.close()
