@@ -9,8 +9,10 @@ or None when nothing was keyed in. Commands:
 
     {"op": "issue", "program": id, "value_minor": n}      sell and activate a card
     {"op": "topup", "amount_minor": n}
-    {"op": "purchase", "amount_minor": n, "pay": "card" | "other"}
+    {"op": "purchase", "amount_minor": n, "pay": "card" | "other", "redeem_points": n}
     {"op": "refund", "ref": txn id, "amount_minor": n}
+    {"op": "void", "ref": txn id}                          refund all that is left
+    {"op": "cashout", "amount_minor": n}
     {"op": "inquiry"}
     {"op": "stop"}                                        leave the loop (tests, shutdown)
 """
@@ -51,9 +53,14 @@ def dispatch(terminal, command):
     if op == "topup":
         return terminal.topup(command["amount_minor"])
     if op == "purchase":
-        return terminal.purchase(command["amount_minor"], command.get("pay", "card") == "card")
+        return terminal.purchase(command["amount_minor"], command.get("pay", "card") == "card",
+                                 command.get("redeem_points", 0))
     if op == "refund":
         return terminal.refund(command["ref"], command["amount_minor"])
+    if op == "void":
+        return terminal.void(command["ref"])
+    if op == "cashout":
+        return terminal.cashout(command["amount_minor"])
     if op == "inquiry":
         return terminal.inquiry()
     return {"approved": False, "reason": reasons.COMMAND_UNKNOWN, "txn": None, "response": None}

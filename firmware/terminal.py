@@ -78,8 +78,10 @@ class Terminal:
         """Sell and activate a card with an opening value (0 for a points-only card)."""
         return self._run(txn.KIND_ISSUE, value_minor, 0, program_id=program_id)
 
-    def topup(self, amount_minor):
-        return self._run(txn.KIND_TOPUP, amount_minor, 0)
+    def topup(self, amount_minor, pay_from_card=False):
+        """Load value paid in cash; asking to pay it from the card itself is declined by the
+        gateway (topup_from_own_card), never approved."""
+        return self._run(txn.KIND_TOPUP, amount_minor, amount_minor if pay_from_card else 0)
 
     def purchase(self, amount_minor, pay_from_card=True, redeem_points=0):
         """Sell goods of `amount_minor`; the card pays what is left after any discount and
@@ -92,6 +94,14 @@ class Terminal:
         """Refund `amount_minor` of a sale (a purchase, top-up or issue): the gateway says
         what comes back to the card, what goes to other tender, and the points."""
         return self._run(txn.KIND_REFUND, amount_minor, 0, ref=original_txn_id)
+
+    def void(self, original_txn_id):
+        """Refund all that is left of a sale: the gateway says how much that is."""
+        return self._run(txn.KIND_REFUND, 0, 0, ref=original_txn_id)
+
+    def cashout(self, amount_minor):
+        """Pay card value out in cash, where the card's program allows it."""
+        return self._run(txn.KIND_CASHOUT, amount_minor, amount_minor)
 
     def inquiry(self):
         """Show the card's balance; nothing is journaled."""
@@ -200,6 +210,8 @@ class Terminal:
             card_value_minor = amount_minor
         else:
             card_value_minor = response.get("card_value_minor", 0)
+        if kind == txn.KIND_REFUND:
+            amount_minor = response.get("amount_minor", amount_minor)  # a void: what was left
         return {
             "terminal": self.config["terminal"],
             "seq": self.journal.last_seq + 1,

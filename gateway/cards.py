@@ -128,6 +128,9 @@ def counter_amounts(kind: int, effects: dict[str, Any]) -> dict[str, int]:
                 "points": effects["points_earned"], "discount_minor": effects["discount_minor"],
                 "redeem_points": effects["points_redeemed"],
                 "redeem_minor": effects["redeem_minor"], "version": version}
+    if kind == txn.KIND_CASHOUT:
+        return {"card_value_minor": effects["amount_minor"], "bonus_minor": 0, "points": 0,
+                "discount_minor": 0, "redeem_points": 0, "redeem_minor": 0, "version": version}
     assert kind == txn.KIND_REFUND
     return {"card_value_minor": effects["card_minor"], "bonus_minor": effects["bonus_minor"],
             "points": effects["points_reversed"], "discount_minor": 0,
@@ -235,20 +238,30 @@ class CardBook:
         return new_state, effects
 
     @staticmethod
-    def _op(kind: int, fields: dict[str, Any], sale_id: str) -> dict[str, Any]:
-        """The engine operation a record or request describes."""
+    def _op(kind: int, fields: dict[str, Any], sale_id: str,
+            asked: bool = False) -> dict[str, Any]:
+        """The engine operation a record (or, `asked`, an authorization request) describes.
+
+        In a request, card_value_minor > 0 asks to pay from the card (a top-up so asked is
+        declined: topup_from_own_card), and a refund of amount 0 is a void: all that is left.
+        """
         amount = fields["amount_minor"]
         if kind == txn.KIND_ISSUE:
             return {"op": "issue", "id": sale_id, "card": fields["card"], "value_minor": amount}
         if kind == txn.KIND_TOPUP:
-            return {"op": "topup", "id": sale_id, "amount_minor": amount}
+            pay = "card" if asked and fields.get("card_value_minor") else "other"
+            return {"op": "topup", "id": sale_id, "amount_minor": amount, "pay": pay}
         if kind == txn.KIND_PURCHASE:
             pay = "card" if fields.get("card_value_minor") else "other"
             return {"op": "purchase", "id": sale_id, "amount_minor": amount, "pay": pay,
                     "redeem_points": fields.get("redeem_points") or 0}
         if kind == txn.KIND_REFUND:
+            if asked and not amount:
+                return {"op": "void", "id": sale_id, "of": fields.get("ref") or ""}
             return {"op": "refund", "id": sale_id, "of": fields.get("ref") or "",
                     "amount_minor": amount}
+        if kind == txn.KIND_CASHOUT:
+            return {"op": "cashout", "id": sale_id, "amount_minor": amount}
         raise ValidationError(KIND_UNKNOWN, str(kind))
 
     # -- ingest: check then apply ---------------------------------------------------------
@@ -278,12 +291,15 @@ class CardBook:
         day = self._day(entry, fields["time"])
         online = fields["auth_mode"] == txn.AUTH_ONLINE
         approved = online and self._expected(fields) is not None
-        if kind == txn.KIND_PURCHASE and (not online or approved):
-            # The sale happened: offline or stand-in, or online as the gateway answered (a
-            # top-up it counted on may still be on its way from another counter). Its
-            # discount stands; the value may go below zero, counted as exposure.
+        taking = kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT)
+        if taking and (not online or approved):
+            # It happened at the counter: offline or stand-in, or online as the gateway
+            # answered (a record it counted on may still be on its way from another
+            # counter, or an offline one arrived in between). A purchase's discount stands;
+            # the value may go below zero, counted as exposure.
             op["happened"] = True
-            op["discount_minor"] = fields.get("discount_minor") or 0
+            if kind == txn.KIND_PURCHASE:
+                op["discount_minor"] = fields.get("discount_minor") or 0
         state, effects = self._run(entry["state"], program, op, day)
         if online:
             self._compare(fields, kind, effects)
@@ -480,15 +496,18 @@ class CardBook:
         # declines a sale the card cannot pay for (insufficient_value) on that state.
         state = self._projected(card, entry, program, day)
         if kind != txn.KIND_INQUIRY:
-            op = self._op(kind, request, PREVIEW_ID)
+            op = self._op(kind, request, PREVIEW_ID, asked=True)
             state, effects = self._run(state, program, op, day)
             amounts = counter_amounts(kind, effects)
-            held = amounts["card_value_minor"] if kind == txn.KIND_PURCHASE else 0
+            # Value leaving the card is held until its record arrives.
+            held = (amounts["card_value_minor"]
+                    if kind in (txn.KIND_PURCHASE, txn.KIND_CASHOUT) else 0)
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = amounts["discount_minor"]
             if request.get("seq") is not None and "terminal" in request:
                 op["id"] = txn.txn_id(request["terminal"], request["seq"])  # its future id
             response.update({k: v for k, v in amounts.items() if v or k == "card_value_minor"})
+            response["amount_minor"] = effects["amount_minor"]  # a void: all that was left
             response["auth_id"] = self._place_hold(card, held, now_s, False, amounts, op)
         response.update(engine_offline.snapshot(state, program, day))
         if response.get("tier") is None:

@@ -25,6 +25,7 @@ import logging
 import queue
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -299,9 +300,15 @@ def main(argv: list[str] | None = None) -> int:
             stand_in_card_minor_max=args.stand_in_card_minor_max)
     except ValueError as error:
         parser.error(str(error))
+    try:
+        programs = _load_programs(args.programs)
+    except (ProtocolError, OSError, ValueError) as error:
+        # An invalid program file never reaches a terminal: the gateway does not start.
+        print(f"tilltap gateway run: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
-                      TerminalRegistry.load(args.terminals), _load_programs(args.programs),
+                      TerminalRegistry.load(args.terminals), programs,
                       args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
                       config_version=args.config_version,
                       card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,

@@ -17,7 +17,9 @@ KIND_TOPUP = "topup"
 KIND_PURCHASE = "purchase"
 KIND_REFUND = "refund"
 KIND_EXPIRE = "expire"
-KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_EXPIRE)
+KIND_CASHOUT = "cashout"
+"""Card value paid out in cash at the counter (programs whose terms allow cash_out)."""
+KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_EXPIRE, KIND_CASHOUT)
 
 
 _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -9,11 +9,11 @@ applies the rules that need history, and returns a `Plan` of rows to insert. Rul
 - a card keeps the currency of the first transaction that named it (``currency_mismatch``),
   and is issued at most once (``card_already_issued``);
 - a refund must name a purchase, issue or topup of the same card, in the books or earlier in
-  this batch (``refund_unknown_original``, ``refund_mismatch``); all refunds of one purchase
-  together may not return more card value or points than it had, all refunds of one load may
-  not take more card value off the card than it put on, nor more bonus than it gave
-  (``refund_exceeds_original``); a refund of a purchase carries no bonus, a refund of a load
-  no points (``amount_invalid``);
+  this batch (``refund_unknown_original``, ``refund_mismatch``: never an expire or a
+  cashout); all refunds of one purchase together may not return more card value or points
+  than it had, all refunds of one load may not take more card value off the card than it put
+  on, nor more bonus than it gave (``refund_exceeds_original``); a refund of a purchase
+  carries no bonus, a refund of a load no points (``amount_invalid``);
 - a transaction's given legs must change the card as its fields say (``legs_mismatch``): the
   net of its card_value legs, leaving out those of cause "expire" (time passing before or
   after the operation), equals that of the rule-derived legs; for an expire, the net of all

@@ -24,10 +24,13 @@ card_points, the merchant for every other account. Otherwise its kind's rule dec
      issue or topup
     expire    card_value(C) card_value                breakage(M) card_value
               card_points(C)[PTS] points              breakage(M)[PTS] points
+    cashout   card_value(C) card_value                cash_clearing(M) card_value
 
 A refund of a load takes value OFF the card: the cash paid back and the bonus reversed.
 An expire (emitted by the program engine when value or points lapse) moves what the card
 holder can no longer spend out of the liability and into the merchant's breakage income.
+A cashout pays card value out of the till: the liability shrinks by what the holder took
+in cash. It is no original a refund may name (it is not in REFUNDABLE_KINDS).
 
 Legs of amount zero are omitted; a transaction may therefore have no legs at all
 (a purchase paid wholly by other tender that earned no points).
@@ -41,11 +44,13 @@ from typing import NamedTuple
 from ledger.currencies import POINTS_UNIT
 from ledger.errors import BatchInvalid
 from ledger.model import (
+    KIND_CASHOUT,
     KIND_EXPIRE,
     KIND_ISSUE,
     KIND_PURCHASE,
     KIND_REFUND,
     KIND_TOPUP,
+    KINDS,
     GivenLeg,
     Txn,
 )
@@ -91,6 +96,7 @@ LEG_CAUSES = (
 LOAD_KINDS = (KIND_ISSUE, KIND_TOPUP)
 """Kinds that put value on a card; a refund of one takes value off it."""
 REFUNDABLE_KINDS = (KIND_PURCHASE, *LOAD_KINDS)
+"""Kinds a refund may name; an expire or a cashout is never reversed by a refund."""
 
 
 class Leg(NamedTuple):
@@ -211,10 +217,20 @@ def _expire(txn: Txn) -> list[Leg]:
     ]
 
 
+def _cashout(txn: Txn) -> list[Leg]:
+    """Card value paid out in cash: it leaves the card and the merchant's till."""
+    return [
+        Leg(CARD_VALUE, txn.card, txn.currency, txn.card_value_minor),
+        Leg(CASH_CLEARING, txn.merchant, txn.currency, -txn.card_value_minor),
+    ]
+
+
 _RULES: dict[str, Callable[[Txn], list[Leg]]] = {
     KIND_ISSUE: _issue,
     KIND_TOPUP: _topup,
     KIND_PURCHASE: _purchase,
     KIND_REFUND: _refund,
     KIND_EXPIRE: _expire,
+    KIND_CASHOUT: _cashout,
 }
+assert set(_RULES) == set(KINDS), "every transaction kind needs a posting rule"

@@ -342,7 +342,8 @@ class _Customer:
 def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
     """Every card with a purchase before the cutoff: last purchase, and purchases and net
     spend (purchases minus their refunds, amount_minor) within the window. A refund of an
-    issue or topup gives back a load, not a sale: it is no negative spend."""
+    issue or topup gives back a load, not a sale: it is no negative spend; nor is a cashout
+    (card value paid out in cash) spend of any sign."""
     start = query.window_start_s
     rows = _bounded_fetch(
         database,

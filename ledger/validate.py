@@ -30,6 +30,7 @@ from ledger.limits import (
     PROGRAM_VERSION_MAX,
 )
 from ledger.model import (
+    KIND_CASHOUT,
     KIND_EXPIRE,
     KIND_ISSUE,
     KIND_PURCHASE,
@@ -157,6 +158,7 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
         redeem_points=_optional_integer(document, "redeem_points", where, POINTS_MAX),
     )
     _check_kind_rules(txn, where)
+    _check_kind_references(txn, where)
     _check_program_fields(txn, where)
     return txn, text
 
@@ -399,6 +401,18 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
             "amount_invalid",
             f"{where}: expire must take card_value_minor (= amount_minor) and/or points",
         )
+    # A cashout pays out in cash exactly the value it takes off the card.
+    if txn.kind == KIND_CASHOUT and (
+        txn.amount_minor == 0 or txn.card_value_minor != txn.amount_minor or txn.points
+    ):
+        raise BatchInvalid(
+            "amount_invalid",
+            f"{where}: cashout must take card_value_minor = amount_minor > 0, no points",
+        )
+
+
+def _check_kind_references(txn: Txn, where: str) -> None:
+    """Refuse ids a kind does not carry: a hold, a program, an original to refund."""
     if txn.hold_id is not None and txn.kind != KIND_PURCHASE:
         raise BatchInvalid("field_invalid", f"{where}.hold_id: only a purchase posts a hold")
     if txn.kind == KIND_ISSUE and txn.program is None:

@@ -196,10 +196,12 @@ def _cash_out(state, program, op, now, effects):
     if terms is None or not terms["cash_out"]:
         raise ValidationError(CASH_OUT_NOT_ALLOWED, "")
     amount = read_amount(op, "amount_minor", max(0, state["value_minor"]))
-    if amount > state["value_minor"] or state["value_minor"] <= 0:
+    happened = sale.read_happened(op)  # paid out at the counter already: never declined
+    if not happened and (amount > state["value_minor"] or state["value_minor"] <= 0):
         raise ValidationError(INSUFFICIENT_VALUE, "")
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a cash-out has a positive amount")
+    effects["overdraft_minor"] = sale.overdraft_of(state, amount)
     state["value_minor"] -= amount
     move(effects["legs"], CARD_VALUE, CASH_CLEARING, program["currency"], amount, "cash_out")
     effects["amount_minor"] = amount

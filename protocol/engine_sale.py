@@ -12,7 +12,9 @@ re-applied with `"happened": True`: paid by card it is never declined for too li
 or an expired card, and the card's value may go below zero; `overdraft_minor` is the part of
 card_minor beyond what the card held (0 when none). `"discount_minor"` (with or without
 `happened`) is the discount the counter gave: it replaces the computed one (at most the
-amount); discount_pct stays what the engine would give.
+amount); discount_pct stays what the engine would give. A refund of a load (cash handed
+back) that happened is likewise never declined for value the card no longer holds; its
+`overdraft_minor` says how far below zero it took the card.
 
 A refund names the sale (`of`) and an amount_minor of it (default: all that is left). Each
 part of the sale comes back in that proportion (`engine_legs.share`): card value, other
@@ -75,6 +77,11 @@ def value_expired(state, now):
     return expires is not None and now >= expires
 
 
+def overdraft_of(state, taken_minor):
+    """The part of `taken_minor` beyond what the card holds (never below zero)."""
+    return taken_minor - min(taken_minor, max(0, state["value_minor"]))
+
+
 def read_happened(op):
     """True for a purchase that already happened at the counter (op "happened": True)."""
     if "happened" not in op:
@@ -123,7 +130,7 @@ def purchase(state, program, op, now, effects):
             raise ValidationError(CARD_EXPIRED, "")
         if not happened and paid and state["value_minor"] < paid:
             raise ValidationError(INSUFFICIENT_VALUE, "")
-    overdraft = card_minor - min(card_minor, max(0, state["value_minor"]))
+    overdraft = overdraft_of(state, card_minor)
     earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
     # Nothing below declines: the card changes from here on.
     legs = effects["legs"]
@@ -177,22 +184,24 @@ def refund(state, program, op, now, effects):
         raise ValidationError(REFUND_EXCEEDS_ORIGINAL, sale_id)
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a refund has a positive amount")
+    happened = read_happened(op)
     before = sale["refunded_minor"]
     after = before + amount
     if sale["kind"] == KIND_PURCHASE:
         _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
     else:
-        _refund_load(state, program, sale, before, after, effects)
+        _refund_load(state, program, sale, before, after, effects, happened)
     sale["refunded_minor"] = after
     effects["amount_minor"] = amount
 
 
-def _refund_load(state, program, sale, before, after, effects):
+def _refund_load(state, program, sale, before, after, effects, happened):
     """Undo (part of) an issue or a top-up: cash back, and the bonus in proportion."""
     cash = after - before
     bonus = share(sale["bonus_minor"], sale["amount_minor"], before, after)
-    if state["value_minor"] < cash + bonus:
+    if not happened and state["value_minor"] < cash + bonus:
         raise ValidationError(INSUFFICIENT_VALUE, "the loaded value was spent")
+    effects["overdraft_minor"] = overdraft_of(state, cash + bonus)
     state["value_minor"] -= cash + bonus
     legs = effects["legs"]
     move(legs, CARD_VALUE, CASH_CLEARING, program["currency"], cash, "load")

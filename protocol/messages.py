@@ -107,6 +107,7 @@ _AUTH_RESPONSE = (
     (26, "discount_minor", "amount", False),
     (27, "redeem_points", "amount", False),
     (28, "redeem_minor", "amount", False),
+    (10, "amount_minor", "amount", False),
     (60, "tier", "text", False),
     (61, "discount_pct", "uint", False),
 )

@@ -26,6 +26,7 @@ KIND_INQUIRY = 5  # authorization requests only; never journaled
 # Written by the gateway, never by a terminal: value or points that expired on a card with no
 # operation that day (the program engine's breakage), settled like any record.
 KIND_EXPIRE = 6
+KIND_CASHOUT = 7  # card value paid out in cash (programs with cash_out = true)
 
 KIND_NAMES = {
     KIND_ISSUE: "issue",
@@ -34,8 +35,9 @@ KIND_NAMES = {
     KIND_REFUND: "refund",
     KIND_INQUIRY: "inquiry",
     KIND_EXPIRE: "expire",
+    KIND_CASHOUT: "cashout",
 }
-JOURNALED_KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND)
+JOURNALED_KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_CASHOUT)
 
 # How a transaction was authorized: online (the gateway approved it and, with a ledger, the
 # ledger holds its card value), offline (the terminal alone, within its signed limits), or
@@ -56,6 +58,7 @@ def check_consistency(fields):
 
     issue:    card_value = amount (may be 0 for a points-only card), names its program
     topup:    card_value = amount + bonus, amount > 0
+    cashout:  card_value = amount > 0 (value paid out in cash), nothing else
     purchase: discount + redeem_minor + card_value <= amount, amount > 0, no bonus;
               redeem_minor > 0 exactly when redeem_points > 0
     refund:   card_value <= amount + bonus (a refund of a top-up takes its bonus back too),
@@ -85,6 +88,12 @@ def check_consistency(fields):
     if kind == KIND_TOPUP:
         if card_value != amount + bonus or fields["points"]:
             raise ValidationError(AMOUNT_INVALID, "topup loads amount + bonus")
+        return fields
+    if kind == KIND_CASHOUT:
+        if card_value != amount or bonus or fields["points"] or redeem_points:
+            raise ValidationError(AMOUNT_INVALID, "a cash-out pays out exactly its amount")
+        if fields.get("ref"):
+            raise ValidationError(FIELD_INVALID, "ref on a cash-out")
         return fields
     if (redeem_points == 0) != (redeem_minor == 0):
         raise ValidationError(AMOUNT_INVALID, "redeem_points and redeem_minor go together")

@@ -84,6 +84,8 @@ class Expected:
             redeemed = fields.get("redeem_points") or 0
             if kind in (txn.KIND_ISSUE, txn.KIND_TOPUP):
                 card["value"] += fields["card_value_minor"]
+            elif kind == txn.KIND_CASHOUT:
+                card["value"] -= fields["card_value_minor"]
             elif kind == txn.KIND_PURCHASE:
                 card["value"] -= fields["card_value_minor"]
                 card["points"] += fields["points"] - redeemed
@@ -167,6 +169,8 @@ def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected:
         terminal = sim.terminal
         if roll < 0.1:
             outcome = terminal.inquiry()
+        elif program["prepaid"] is not None and roll < 0.13:
+            outcome = terminal.cashout(rng.choice([500, 1000, 50_000]))  # where allowed
         elif program["prepaid"] is not None and roll < 0.35:
             outcome = terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
         elif program["points"] is not None and roll < 0.5:
@@ -194,8 +198,10 @@ def _refund_something(sim: SimulatedTerminal, cards: dict[str, DemoCard], expect
             return sim.terminal.inquiry()
     with demo_card.lock:
         sim.tap(demo_card.card)
-        amount = max(1, original["amount_minor"] // 2)
-        return sim.terminal.refund(txn.txn_id(original["terminal"], original["seq"]), amount)
+        of = txn.txn_id(original["terminal"], original["seq"])
+        if rng.random() < 0.3:
+            return sim.terminal.void(of)  # all that is left of the sale
+        return sim.terminal.refund(of, max(1, original["amount_minor"] // 2))
 
 
 def _run_terminal(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,

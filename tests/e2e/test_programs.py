@@ -88,11 +88,21 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
             assert (topup["bonus_minor"], topup["card_value_minor"]) == (100, 2100)
             back = counter.ok(PREPAID, "refund", sale_id(topup), 1000)
             assert (back["card_value_minor"], back["bonus_minor"]) == (1050, 50)
+            # A top-up is never paid from the card's own value; prepaid value may be paid
+            # out in cash (cash_out = true): 10.50 - 5.00.
+            assert counter.declined(PREPAID, "topup", 500, pay_from_card=True) == (
+                "topup_from_own_card")
+            assert counter.ok(PREPAID, "cashout", 500)["card_value_minor"] == 500
 
-            # Gift: spent in parts; a refund of half a spend puts half back: 50 - 12 + 6.
+            # Gift: spent in parts; a refund of half a spend puts half back, a void of the
+            # spend the rest (and no more): 50 - 12 + 6 + 6. No cash-out for a gift card.
             spend = counter.ok(GIFT, "purchase", 1200)
             counter.ok(GIFT, "refund", sale_id(spend), 600)
+            voided = counter.ok(GIFT, "void", sale_id(spend))
+            assert (voided["amount_minor"], voided["card_value_minor"]) == (600, 600)
+            assert counter.declined(GIFT, "void", sale_id(spend)) == "refund_exceeds_original"
             assert counter.declined(GIFT, "purchase", 10_000) == "insufficient_value"
+            assert counter.declined(GIFT, "cashout", 100) == "cash_out_not_allowed"
 
             # Loyalty: 1 point per euro paid. 50.00 in cash earns 50; then 30 points pay
             # 0.30 of a 10.00 sale, 9.70 paid earns 9 (rounded down); a refund of 10.00 of
@@ -151,8 +161,8 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
             settled = stack.gateway.settle()
             assert settled.refused == [] and settled.pending == []
             cards = books_agree(stack)
-            assert cards[PREPAID] == {"value": 1050, "points": 0}
-            assert cards[GIFT] == {"value": 5000 - 1200 + 600 - 400, "points": 0}
+            assert cards[PREPAID] == {"value": 550, "points": 0}
+            assert cards[GIFT] == {"value": 5000 - 1200 + 600 + 600 - 400, "points": 0}
             assert cards[LOYALTY] == {"value": 0, "points": 19}
             assert cards[CLUB] == {"value": 2540, "points": 19}
             assert cards[VIP] == {"value": 0, "points": 250 + 142 + 28}
@@ -172,7 +182,7 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
                                                 {"as_of": as_of, "window_days": "10"})
             breakage = {(row["program"], row["unit"]): row["breakage_minor"]
                         for row in report["rows"]}
-            assert breakage == {("gift", "EUR"): 4000, ("loyalty", "PTS"): 19,
+            assert breakage == {("gift", "EUR"): 4600, ("loyalty", "PTS"): 19,
                                 ("club", "PTS"): 19}
         finally:
             sim.close()

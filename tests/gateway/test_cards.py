@@ -190,3 +190,50 @@ def test_the_gateway_agrees_with_the_engine_on_a_sequence() -> None:
     summary = engine.summary(state, program, DAY0_S // DAY_S)
     assert (book.cards["c1"]["value_minor"], book.cards["c1"]["points"]) == (
         summary["value_minor"], summary["points"])
+
+
+def test_a_top_up_is_never_paid_from_the_cards_own_value() -> None:
+    book = issued("prepaid", 5000)
+    asked = book.authorize(request(txn.KIND_TOPUP, 1000, card_value=1000), DAY0_S)
+    assert asked == {"approved": False, "reason": "topup_from_own_card"}
+    assert book.holds == {}
+
+
+def test_a_void_asks_for_amount_zero_and_is_told_what_was_left() -> None:
+    book = issued("gift", 5000)
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=1000, card_value_minor=1000, seq=2))
+    apply(book, fields(txn.KIND_REFUND, amount_minor=300, card_value_minor=300, seq=3,
+                       ref="T1-2"))
+    answer = book.authorize(request(txn.KIND_REFUND, 0, ref="T1-2"), DAY0_S)
+    assert (answer["amount_minor"], answer["card_value_minor"]) == (700, 700)
+
+
+def test_cash_out_only_where_the_program_allows_it_and_held_until_its_record() -> None:
+    gift = issued("gift", 5000)  # gift: no cash-out configured
+    assert gift.authorize(request(txn.KIND_CASHOUT, 1000, 1000), DAY0_S) == {
+        "approved": False, "reason": "cash_out_not_allowed"}
+    prepaid = issued("prepaid", 5000)  # prepaid: cash_out = true
+    answer = prepaid.authorize(request(txn.KIND_CASHOUT, 4000, 4000), DAY0_S)
+    assert answer["approved"] and answer["value_minor"] == 1000
+    assert prepaid.authorize(request(txn.KIND_CASHOUT, 2000, 2000), DAY0_S)["reason"] == (
+        "insufficient_value")
+    record = fields(txn.KIND_CASHOUT, amount_minor=4000, card_value_minor=4000, seq=2,
+                    auth_id=answer["auth_id"], version=1)
+    apply(prepaid, record)
+    assert prepaid.cards["c1"]["value_minor"] == 1000 and prepaid.holds == {}
+    assert sorted(leg[:3] for leg in record[EFFECTS_FIELD]["legs"]) == [
+        ["card_value", "EUR", 4000], ["cash_clearing", "EUR", -4000]]
+
+
+def test_an_invalid_program_file_stops_the_gateway_before_anything_is_published(
+        tmp_path: Any, capsys: Any) -> None:
+    from gateway.service import main
+
+    bad = tmp_path / "programs.toml"
+    bad.write_text('[programs.p]\nversion = 1\ncurrency = "EUR"\n\n'
+                   '[programs.p.points]\nearn_bp = 2.5\n')
+    code = main(["--db", str(tmp_path / "gw.db"), "--terminals", str(tmp_path / "none.json"),
+                 "--programs", str(bad), "--broker-port", "1"])
+    assert code == 2
+    assert "programs.toml:6: programs.p.points.earn_bp" in capsys.readouterr().err
+    assert not (tmp_path / "gw.db").exists()  # nothing was started

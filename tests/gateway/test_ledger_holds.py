@@ -148,7 +148,8 @@ def test_the_ledger_is_asked_without_the_card_book_lock_held() -> None:
 def test_only_purchases_paid_from_card_value_are_held_at_the_ledger() -> None:
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "prepaid", 5000))
     assert decide(book, holds, dict(request(500), card_value_minor=0), NOW_S)["approved"]
-    assert decide(book, holds, request(300, kind=txn.KIND_TOPUP), NOW_S)["approved"]
+    assert decide(book, holds, dict(request(300, kind=txn.KIND_TOPUP), card_value_minor=0),
+                  NOW_S)["approved"]
     assert decide(book, holds, request(0, kind=txn.KIND_INQUIRY), NOW_S)["approved"]
     assert ledger.placed == []
 

@@ -124,6 +124,15 @@ def expire(
     )
 
 
+def cashout(
+    txn_id: str, card: str = "C1", amount_minor: int = 1000, **fields: Any
+) -> dict[str, Any]:
+    """Card value paid out in cash at the counter (card value = amount)."""
+    return txn(
+        txn_id, "cashout", card, amount_minor=amount_minor, card_value_minor=amount_minor, **fields
+    )
+
+
 def hold_request(
     hold_id: str, card: str = "C1", amount_minor: int = 1000, ttl_s: int = 120, **fields: Any
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 from ledger.errors import BatchInvalid
 from ledger.postings import Leg, legs_for, unit_sums
 from ledger.validate import parse_txn
-from tests.ledger.builders import expire, issue, purchase, refund, topup, txn
+from tests.ledger.builders import cashout, expire, issue, purchase, refund, topup, txn
 
 
 def legs(document: dict[str, object]) -> list[Leg]:
@@ -104,6 +104,14 @@ def test_an_expire_must_take_value_or_points_and_nothing_else(
     assert caught.value.reason == reason
 
 
+def test_cashout_pays_card_value_out_of_the_till() -> None:
+    """A cashout debits the card's value and credits the merchant's cash clearing."""
+    assert legs(cashout("T1-1", amount_minor=1500)) == [
+        Leg("card_value", "C1", "EUR", 1500),
+        Leg("cash_clearing", "M1", "EUR", -1500),
+    ]
+
+
 def test_zero_amount_legs_are_omitted() -> None:
     """A purchase paid wholly by other tender and earning nothing posts no legs at all."""
     assert legs(purchase("T1-1", card_value_minor=0, points=0, amount_minor=2500)) == []
@@ -120,6 +128,8 @@ def test_zero_amount_legs_are_omitted() -> None:
         topup("T1-1", amount_minor=10**12 - 5, bonus_minor=5),
         purchase("T1-1", card_value_minor=999, points=10**12, amount_minor=10**12),
         refund("T1-2", "T1-1", card_value_minor=7, points=0),
+        expire("T1-1", card_value_minor=700, points=12),
+        cashout("T1-1", amount_minor=1500),
         txn("T1-1", "purchase", currency="JPY", amount_minor=500, card_value_minor=500, points=5),
     ],
 )

@@ -1,10 +1,11 @@
 """Property: over random transaction sequences the books balance and refunds never create value.
 
-Hypothesis draws batches of issues, topups, purchases and refunds (of purchases and of loads;
-some refunds too large, of unknown originals, or taking points back from a load). A small
-model of the rules predicts which batches the ledger must refuse; after every batch the books
-must agree with the model, the trial balance must be zero in every unit, no card may hold
-more value than was ever loaded onto it, and no card may hold negative points.
+Hypothesis draws batches of issues, topups, purchases, cashouts and refunds (of purchases and
+of loads; some refunds too large, of unknown originals, taking points back from a load, or
+naming a cashout, which no refund may). A small model of the rules predicts which batches
+the ledger must refuse; after every batch the books must agree with the model, the trial
+balance must be zero in every unit, no card may hold more value than was ever loaded onto it,
+and no card may hold negative points.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ledger import Books, LedgerRejected
-from tests.ledger.builders import assert_balanced, batch, issue, purchase, refund, topup
+from tests.ledger.builders import assert_balanced, batch, cashout, issue, purchase, refund, topup
 
 EXAMPLE_IDS = itertools.count()
 CARDS_PER_EXAMPLE = 3
@@ -31,6 +32,7 @@ step = st.one_of(
     st.tuples(st.just("issue"), card_index, amount),
     st.tuples(st.just("topup"), card_index, amount, st.integers(0, 300)),
     st.tuples(st.just("purchase"), card_index, amount, st.integers(0, 500), st.integers(0, 50)),
+    st.tuples(st.just("cashout"), card_index, st.integers(1, AMOUNT_DRAWN_MAX)),
     st.tuples(st.just("refund"), st.integers(0, 20), amount, st.integers(0, 60)),
 )
 batches = st.lists(st.lists(step, min_size=1, max_size=6), min_size=1, max_size=6)
@@ -45,6 +47,7 @@ class Model:
     loaded: dict[str, int] = field(default_factory=dict)
     issued: set[str] = field(default_factory=set)
     refundable: dict[str, list[Any]] = field(default_factory=dict)
+    cashouts: set[str] = field(default_factory=set)
 
     def apply(self, txns: list[dict[str, Any]]) -> str | None:
         """Apply a batch in order; return the reason it must be refused (and stay unchanged)."""
@@ -78,7 +81,12 @@ class Model:
                 document["points"],
                 "purchase",
             ]
+        elif kind == "cashout":
+            self.value[card] -= document["card_value_minor"]
+            self.cashouts.add(document["txn_id"])
         else:
+            if document["ref_txn_id"] in self.cashouts:
+                return "refund_mismatch"
             left = self.refundable.get(document["ref_txn_id"])
             if left is None:
                 return "refund_unknown_original"
@@ -104,7 +112,8 @@ class Model:
 def to_txns(
     prefix: str, steps: list[tuple[Any, ...]], originals: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    """Transaction documents for drawn steps; refunds name an earlier original (or none)."""
+    """Transaction documents for drawn steps; refunds name an earlier original (or none, or a
+    cashout)."""
     txns = []
     for position, drawn in enumerate(steps):
         txn_id = f"{prefix}-{len(originals)}-{position}"
@@ -123,6 +132,8 @@ def to_txns(
             txns.append(issue(txn_id, card=card, amount_minor=drawn[2]))
         elif kind == "topup":
             txns.append(topup(txn_id, card=card, amount_minor=drawn[2], bonus_minor=drawn[3]))
+        elif kind == "cashout":
+            txns.append(cashout(txn_id, card=card, amount_minor=drawn[2]))
         else:
             _, _, value_minor, other_tender_minor, points = drawn
             txns.append(

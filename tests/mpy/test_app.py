@@ -12,8 +12,16 @@ class FakeTerminal:
         self.calls.append(("issue", program, value))
         return {"approved": True}
 
-    def purchase(self, amount, from_card):
-        self.calls.append(("purchase", amount, from_card))
+    def purchase(self, amount, from_card, redeem_points=0):
+        self.calls.append(("purchase", amount, from_card, redeem_points))
+        return {"approved": True}
+
+    def void(self, ref):
+        self.calls.append(("void", ref))
+        return {"approved": True}
+
+    def cashout(self, amount):
+        self.calls.append(("cashout", amount))
         return {"approved": True}
 
     def inquiry(self):
@@ -39,13 +47,18 @@ def test_commands_run_in_order_and_each_outcome_is_reported():
         {"op": "issue", "program": "gift", "value_minor": 500},
         None,
         {"op": "purchase", "amount_minor": 120, "pay": "other"},
+        {"op": "purchase", "amount_minor": 300, "redeem_points": 20},
+        {"op": "void", "ref": "T1-2"},
+        {"op": "cashout", "amount_minor": 50},
         {"op": "inquiry"},
     ])
     app.run(terminal, keypad, lambda command, outcome: reports.append(command["op"]))
-    assert reports == ["issue", "purchase", "inquiry"]
+    assert reports == ["issue", "purchase", "purchase", "void", "cashout", "inquiry"]
+    assert ("purchase", 120, False, 0) in terminal.calls
+    assert ("purchase", 300, True, 20) in terminal.calls
     kinds = [call[0] for call in terminal.calls]
-    assert kinds == ["issue", "service", "service", "purchase", "service", "inquiry", "service"]
-    assert ("purchase", 120, False) in terminal.calls
+    assert kinds == ["issue", "service", "service", "purchase", "service", "purchase",
+                     "service", "void", "service", "cashout", "service", "inquiry", "service"]
 
 
 def test_an_unknown_command_is_declined_and_changes_nothing():

@@ -188,3 +188,28 @@ def test_an_overdrawn_state_survives_a_json_round_trip_and_goes_on_alike():
         state, effects = engine.apply(state, CLUB, op, day)
         copied, copied_effects = engine.apply(copied, CLUB, op, day)
         assert copied_effects == effects and copied == state
+
+
+def test_a_refund_of_a_load_or_a_cash_out_that_happened_may_overdraw():
+    from protocol import engine
+    from protocol.programs import validate_programs
+
+    program = validate_programs({"programs": {"w": {
+        "version": 1, "currency": "EUR", "prepaid": {"bonus_bp": 1000, "cash_out": True}}}})["w"]
+    state, _ = engine.apply(None, program, {"op": "issue", "id": "i", "card": "c"}, 1)
+    state, _ = engine.apply(state, program, {"op": "topup", "id": "t", "amount_minor": 1000}, 1)
+    state, _ = engine.apply(state, program, {"op": "purchase", "id": "p", "amount_minor": 800,
+                                             "pay": "card"}, 1)
+    # 300 left; giving the 1000 top-up back (1100 with its bonus) is declined ...
+    _, declined = engine.apply(state, program, {"op": "void", "of": "t"}, 1)
+    assert declined["declined"] == "insufficient_value"
+    # ... unless the cash was already handed back at the counter: 800 below zero.
+    after, effects = engine.apply(state, program, {"op": "void", "of": "t", "happened": True}, 1)
+    assert after["value_minor"] == -800 and effects["overdraft_minor"] == 800
+    assert sum(leg[2] for leg in effects["legs"]) == 0
+    paid, cashed = engine.apply(state, program, {"op": "cashout", "id": "x",
+                                                 "amount_minor": 500, "happened": True}, 1)
+    assert paid["value_minor"] == -200 and cashed["overdraft_minor"] == 200
+    _, refused = engine.apply(state, program, {"op": "cashout", "id": "x",
+                                               "amount_minor": 500}, 1)
+    assert refused["declined"] == "insufficient_value"

@@ -41,6 +41,7 @@ class MicroPythonTerminal:
         self.pn532 = Pn532Emulator()  # the board's NFC reader chip, with the tapped card
         self.display: list[str] = []
         self.published: list[tuple[str, bytes]] = []  # every uplink, as MicroPython made it
+        self.delivered: list[tuple[str, bytes]] = []  # every downlink the firmware took in
         self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stopped: dict[str, Any] | None = None
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -174,6 +175,7 @@ class MicroPythonTerminal:
             return None
         if method == "net.poll":
             messages = self.net.poll(request["timeout_ms"])
+            self.delivered.extend(messages)
             return {"connected": self.net.connected,
                     "messages": [[topic, payload.hex()] for topic, payload in messages]}
         if method == "net.disconnect":
