@@ -11,8 +11,10 @@ What the gateway insists on (`rule_mismatch` otherwise):
 
 - an online record carries exactly what the gateway answered when it approved it (the
   preview kept with its hold: card part, bonus, points, discount, points redeemed, program
-  version); with no preview left (expired, or the gateway restarted) it must be what the
-  engine computes now;
+  version); an online record naming no authorization of this gateway must be what the
+  engine computes now. One naming an authorization whose answer is gone (the gateway
+  restarted, or the record came after its hold expired) is taken as it happened, like an
+  offline one, and counted (`late_online`): the terminal told the customer what it said;
 - an offline or stand-in purchase happened at the counter: the engine takes its discount as
   given and lets the card's value go below zero (`happened`); an overdraft is counted as
   exposure per card and per terminal; points are the engine's, whatever the terminal showed.
@@ -46,6 +48,7 @@ All methods are called with `lock` held by the caller's stage (ingest or authori
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +74,7 @@ LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
 EFFECTS_FIELD = "effects"
 """Key the gateway adds to an applied record's stored fields: what the engine did (settled)."""
+AUTH_ID_PATTERN = re.compile(r"a([0-9]{1,9})-([0-9]{1,18})")
 PREVIEW_ID_PREFIX = "auth:"  # sale ids no transaction id can take (ids have no ':')
 PREVIEW_ID = PREVIEW_ID_PREFIX + "preview"
 
@@ -168,6 +172,7 @@ class CardBook:
         self.lapsed: list[str] = []  # ledger hold ids whose local hold ended unused: to void
         self.lock = threading.Lock()
         self._hold_ids = itertools.count(1)
+        self._holds_placed = 0
         self.dirty: set[str] = set()
         # Value spent offline beyond what the card held: the merchant's risk, per card and
         # per terminal, reported (the sale happened; refusing the record would lose it).
@@ -179,6 +184,7 @@ class CardBook:
         # were authorized): the books follow the engine, this says by how much.
         self.points_recomputed: dict[str, int] = {}
         self.preview_missing = 0  # online records checked without their authorization
+        self.late_online = 0  # online records whose authorization's answer was gone
 
     # -- programs and cards ---------------------------------------------------------------
     def _program(self, program_id: str | None) -> dict[str, Any]:
@@ -291,8 +297,13 @@ class CardBook:
         day = self._day(entry, fields["time"])
         online = fields["auth_mode"] == txn.AUTH_ONLINE
         approved = online and self._expected(fields) is not None
+        late = online and not approved and self._issued_here(fields.get("auth_id"))
+        if late:
+            # Approved by this gateway, but its answer is gone (a restart, or the record
+            # came after its hold expired): it happened as the terminal was told.
+            self.late_online += 1
         taking = kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT)
-        if taking and (not online or approved):
+        if taking and (not online or approved or late):
             # It happened at the counter: offline or stand-in, or online as the gateway
             # answered (a record it counted on may still be on its way from another
             # counter, or an offline one arrived in between). A purchase's discount stands;
@@ -301,12 +312,21 @@ class CardBook:
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = fields.get("discount_minor") or 0
         state, effects = self._run(entry["state"], program, op, day)
-        if online:
+        if online and not late:
             self._compare(fields, kind, effects)
-        if (kind == txn.KIND_PURCHASE and online and not approved
+        if (kind == txn.KIND_PURCHASE and online and not approved and not late
                 and fields["card_value_minor"] > self._available(card, fields)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(counter, state, effects)
+
+    def _issued_here(self, auth_id: str | None) -> bool:
+        """Whether this gateway gave `auth_id` (in this run, or before a restart)."""
+        match = AUTH_ID_PATTERN.fullmatch(auth_id or "")
+        if match is None:
+            return False
+        epoch, number = int(match.group(1)), int(match.group(2))
+        return epoch < self.auth_epoch or (epoch == self.auth_epoch
+                                           and number <= self._holds_placed)
 
     def _expected(self, fields: dict[str, Any]) -> dict[str, int] | None:
         hold = self.holds.get(fields.get("auth_id") or "")
@@ -444,7 +464,8 @@ class CardBook:
                     op: dict[str, Any] | None = None) -> str:
         if len(self.holds) >= HOLDS_MAX:
             self.expire_holds(now_s)
-        auth_id = f"a{self.auth_epoch}-{next(self._hold_ids)}"
+        self._holds_placed = next(self._hold_ids)
+        auth_id = f"a{self.auth_epoch}-{self._holds_placed}"
         self.holds[auth_id] = Hold(card, value_minor, now_s + self.hold_ttl_s, issue, expect, op)
         return auth_id
 

@@ -47,7 +47,7 @@ from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
 from ledger.errors import LedgerUnavailable, NotFound
-from protocol import topics, txn
+from protocol import cbor, topics, txn
 from protocol.errors import ProtocolError
 from protocol.programs import validate_programs
 
@@ -58,6 +58,7 @@ ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
 DRAIN_POLL_S = 0.01
 CONFIG_CHANGES = "config.changes"
+CONFIG_DIGEST = "config.digest"  # of the programs and limits last started with (56 bits)
 AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
 EXPIRY_SEQ = "expiry.seq"  # expire records the gateway wrote: their sequence numbers
 EXPIRY_TERMINAL_SUFFIX = ".expiry"  # no terminal id has a dot: never a terminal's records
@@ -96,8 +97,11 @@ class Gateway:
                                           name="gateway-hold-sweep", daemon=True)
                          if self.holds else None)
         self.presence: dict[str, dict[str, Any]] = {}
-        # Each hotlist change is a new configuration version: the count of changes is durable,
-        # so the version never goes back after a restart (terminals refuse older ones).
+        # Each hotlist change, and each start with other programs or limits, is a new
+        # configuration version: the count of changes is durable, so the version never goes
+        # back after a restart (terminals refuse older ones) and new programs always reach
+        # the terminals.
+        self._note_config_content(programs, limits or {})
         changes = self.store.counters().get(CONFIG_CHANGES, 0)
         self.fleet = FleetConfig(config_version + changes, programs, limits or {}, hotlist)
         verifier = Verifier(registry)
@@ -122,6 +126,16 @@ class Gateway:
                                          self.holds)
         self.ack_stage = AckStage(registry, self.mqtt.publish, self.stats, self.ack_queue)
         self._settle_lock = threading.Lock()
+
+    def _note_config_content(self, programs: dict[str, Any], limits: dict[str, int]) -> None:
+        """Count a change when the programs or limits differ from the last start's."""
+        content = cbor.encode({"programs": programs, "limits": limits})
+        digest = int.from_bytes(hashlib.sha256(content).digest()[:7], "big")
+        last = self.store.counters().get(CONFIG_DIGEST)
+        if last != digest:
+            # Counters only add: adding the difference stores the new digest.
+            self.store.commit([], {}, {}, {CONFIG_DIGEST: digest - (last or 0),
+                                           CONFIG_CHANGES: 1 if last is not None else 0})
 
     def start(self) -> None:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):

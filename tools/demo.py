@@ -25,7 +25,7 @@ from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
 from ledger.server import serve
-from protocol import money, txn
+from protocol import engine_offline, money, txn
 from tools.broker import start_broker
 from tools.cards import MasterKeys, new_master_keys
 from tools.personalize import personalize
@@ -403,7 +403,17 @@ def run_later(gateway: Gateway, ledger: LedgerClient, days: int) -> dict[str, An
                                                in_ledger.get(card, {}).get("points", 0)))
     differences = cards_off + _mismatches((expired_value, booked[CURRENCY]),
                                           (expired_points, booked[money.POINTS_UNIT]))
-    return {"days": days, "expire_records": settled.posted, "expired_minor": expired_value,
+    # Tiers move down by their rule as the days pass with no spend (the gateway's engine,
+    # asked what a card would be told on that day).
+    tiers: dict[str, int] = {}
+    later_day = int(later_s) // DAY_S
+    for entry in gateway.cards.cards.values():
+        program = DEMO_PROGRAMS[entry["program"]]
+        if program["tiers"] is not None:
+            tier = engine_offline.snapshot(entry["state"], program, later_day)["tier"]
+            tiers[tier] = tiers.get(tier, 0) + 1
+    return {"days": days, "tiers": tiers, "expire_records": settled.posted,
+            "expired_minor": expired_value,
             "expired_points": expired_points, "breakage_minor": booked[CURRENCY],
             "breakage_points": booked[money.POINTS_UNIT], "cards_off": cards_off,
             "trial_balance": ledger.trial_balance(), "differences": differences}
@@ -445,7 +455,8 @@ def render(report: dict[str, Any]) -> str:
         f"{later['expired_points']} points, ledger breakage "
         f"{money.format_minor(later['breakage_minor'], CURRENCY)} and "
         f"{later['breakage_points']} points; cards off {later['cards_off']}; "
-        f"trial balance {json.dumps(later['trial_balance'])}")
+        f"trial balance {json.dumps(later['trial_balance'])}; tiers then "
+        f"{json.dumps(later['tiers'], sort_keys=True)}")
     lines.append(f"ledger trial balance per unit: {json.dumps(report['trial_balance'])}")
     lines.append(f"card taps proved genuine by their SUN at the gateway: "
                  f"{report['gateway']['sun_verified']}")

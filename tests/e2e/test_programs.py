@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cards import DAY_S
-from protocol import txn
+from protocol import engine_offline, txn
 from tests.support.stack import Stack, running_stack, wait_until
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
@@ -184,5 +184,9 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
                         for row in report["rows"]}
             assert breakage == {("gift", "EUR"): 4600, ("loyalty", "PTS"): 19,
                                 ("club", "PTS"): 19}
+            # With no spend for a year the VIP card has gone back down to member.
+            vip_state = stack.gateway.cards.cards[VIP]["state"]
+            assert engine_offline.snapshot(vip_state, DEMO_PROGRAMS["vip"],
+                                           int(later_s) // DAY_S)["tier"] == "member"
         finally:
             sim.close()

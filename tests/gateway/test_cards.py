@@ -237,3 +237,42 @@ def test_an_invalid_program_file_stops_the_gateway_before_anything_is_published(
     assert code == 2
     assert "programs.toml:6: programs.p.points.earn_bp" in capsys.readouterr().err
     assert not (tmp_path / "gw.db").exists()  # nothing was started
+
+
+def test_new_programs_at_a_restart_are_a_new_configuration_version(tmp_path: Any) -> None:
+    from gateway.registry import TerminalRegistry
+    from gateway.service import Gateway
+
+    def started(programs: dict[str, Any]) -> int:
+        gateway = Gateway("gw1", "127.0.0.1", 1, str(tmp_path / "gw.db"), TerminalRegistry(),
+                          programs)
+        version = gateway.fleet.version
+        gateway.store.close()
+        return version
+
+    first = started(DEMO_PROGRAMS)
+    assert started(DEMO_PROGRAMS) == first  # the same programs: the same version
+    changed = dict(DEMO_PROGRAMS, gift=dict(DEMO_PROGRAMS["gift"], version=2))
+    assert started(changed) == first + 1  # terminals take the new programs
+    assert started(changed) == first + 1
+
+
+def test_a_record_whose_answer_is_gone_after_a_restart_is_taken_as_it_happened() -> None:
+    book = issued("saver", 0)
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=10_000, seq=2))  # earns 10 % off
+    answer = book.authorize(request(txn.KIND_PURCHASE, 1000), DAY0_S)
+    assert answer["discount_minor"] == 100
+    record = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=100, seq=3,
+                    auth_id=answer["auth_id"])
+    # The gateway restarts (a new epoch; its answers are gone) and a refund elsewhere
+    # withdrew the discount meanwhile: the engine now would give none.
+    restarted = CardBook(DEMO_PROGRAMS, book.cards, auth_epoch=book.auth_epoch + 1)
+    apply(restarted, fields(txn.KIND_REFUND, amount_minor=5000, seq=4, ref="T1-2",
+                            terminal="T1"))
+    assert reason_of(restarted, dict(record, auth_id=None)) == "rule_mismatch"
+    apply(restarted, record)
+    assert record[EFFECTS_FIELD]["discount_minor"] == 100 and restarted.late_online == 1
+    # An auth id this gateway never gave proves nothing.
+    forged = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=500, seq=5,
+                    auth_id="a99-1")
+    assert reason_of(restarted, forged) == "rule_mismatch"
