@@ -174,6 +174,10 @@ class CardBook:
         self._hold_ids = itertools.count(1)
         self._holds_placed = 0
         self.dirty: set[str] = set()
+        # Per dirty card, the sales that changed since the store last took them: sale id ->
+        # the sale, or None when the card forgot it. The store writes only these (a busy
+        # card remembers many sales; its other state is small).
+        self.dirty_sales: dict[str, dict[str, dict[str, Any] | None]] = {}
         # Value spent offline beyond what the card held: the merchant's risk, per card and
         # per terminal, reported (the sale happened; refusing the record would lose it).
         self.exposure_by_card: dict[str, int] = {}
@@ -203,8 +207,9 @@ class CardBook:
                                            found["value_minor"], found["points"])
                 entry = self.cards[card] = {
                     "program": found["program"], "currency": found["currency"],
-                    "merchant": None, "sun_counter": None, "state": state,
+                    "merchant": None, "sun_counter": None, "state": {"sales": {}},
                 }
+                self._keep_state(card, entry, state)
                 self._summarize(entry, day_of(now_s))
                 self.dirty.add(card)
         return entry
@@ -366,7 +371,7 @@ class CardBook:
             self.cards[card] = {"program": fields["program"], "currency": fields["currency"],
                                 "merchant": fields["merchant"], "sun_counter": None}
         entry = self.cards[card]
-        entry["state"] = prepared.state
+        self._keep_state(card, entry, prepared.state, prepared.effects["sales_changed"])
         entry["merchant"] = fields["merchant"]
         if prepared.counter is not None:
             entry["sun_counter"] = prepared.counter
@@ -405,8 +410,24 @@ class CardBook:
         self.exposure_by_card[card] = self.exposure_by_card.get(card, 0) + overdraft
         self.exposure_by_terminal[terminal] = self.exposure_by_terminal.get(terminal, 0) + overdraft
 
+    def _keep_state(self, card: str, entry: dict[str, Any], state: dict[str, Any],
+                    changed: list[str] | None = None) -> None:
+        """Take the engine's new state for a card, noting which of its sales changed for
+        the store: those the engine's effects name (`sales_changed`), else all of them."""
+        sales = state["sales"]
+        notes = self.dirty_sales.setdefault(card, {})
+        for sale_id in sales if changed is None else changed:
+            notes[sale_id] = sales.get(sale_id)  # None: the card forgot it
+        entry["state"] = state
+        self.dirty.add(card)
+
     def take_dirty(self) -> dict[str, dict[str, Any]]:
-        changed = {card: dict(self.cards[card]) for card in self.dirty}
+        """The changed cards for the store: each entry with "sales_changed", the sales to
+        write (None: to delete)."""
+        changed = {}
+        for card in self.dirty:
+            changed[card] = dict(self.cards[card],
+                                 sales_changed=self.dirty_sales.pop(card, {}))
         self.dirty = set()
         return changed
 
@@ -424,9 +445,8 @@ class CardBook:
             state, effects = engine.apply(entry["state"], program, {"op": "tick"}, day)
             if "declined" in effects or not effects["legs"]:
                 continue  # nothing expired: the next operation passes the same time itself
-            entry["state"] = state
+            self._keep_state(card, entry, state, effects["sales_changed"])
             self._summarize(entry, day)
-            self.dirty.add(card)
             expired.append((card, effects))
         return expired
 

@@ -6,7 +6,9 @@ after the transaction holding it has committed. The store keeps
     records      every sealed record accepted or rejected in sequence (status, reason), with
                  its decoded fields as JSON and the settlement batch it went out in
     chain        per terminal: the highest contiguous seq and the digest of that record
-    cards        the authoritative card balances that authorization reads
+    cards        per card: its program, balances and the program engine's state (JSON)
+    card_sales   per card, the sales it remembers for refunds, one row each, so a commit
+                 writes the few that changed and not a busy card's whole history
     batches      settlement batches: open (built, not yet confirmed by the ledger), settled,
                  or refused
     counters     rejection counts per reason, so statistics survive a restart
@@ -66,6 +68,12 @@ CREATE TABLE IF NOT EXISTS cards (
     merchant TEXT,
     state TEXT
 );
+CREATE TABLE IF NOT EXISTS card_sales (
+    card TEXT NOT NULL,
+    sale_id TEXT NOT NULL,
+    sale TEXT NOT NULL,
+    PRIMARY KEY (card, sale_id)
+);
 CREATE TABLE IF NOT EXISTS hotlist (
     card TEXT PRIMARY KEY,
     blocked_at REAL NOT NULL,
@@ -111,6 +119,16 @@ class StoredRecord:
         self.fields = fields
         self.status = status
         self.reason = reason
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _state_json(state: dict[str, Any]) -> str:
+    """A card's engine state without its sales (rows of card_sales)."""
+    return _compact({key: value for key, value in state.items() if key != "sales"} | {
+        "sales": {}})
 
 
 def fields_to_json(fields: dict[str, Any]) -> str:
@@ -189,11 +207,21 @@ class GatewayStore:
                 " state=excluded.state",
                 [
                     (c, s["program"], s["currency"], s["value_minor"], s["points"],
-                     s.get("sun_counter"), s.get("merchant"),
-                     json.dumps(s["state"], sort_keys=True, separators=(",", ":")))
+                     s.get("sun_counter"), s.get("merchant"), _state_json(s["state"]))
                     for c, s in cards.items()
                 ],
             )
+            # A card's sales are rows of their own: a commit writes the ones that changed.
+            changed = [(c, sale_id, sale) for c, s in cards.items()
+                       for sale_id, sale in s.get("sales_changed", {}).items()]
+            db.executemany(
+                "INSERT INTO card_sales (card, sale_id, sale) VALUES (?,?,?) ON CONFLICT"
+                " (card, sale_id) DO UPDATE SET sale=excluded.sale",
+                [(c, sale_id, _compact(sale)) for c, sale_id, sale in changed
+                 if sale is not None])
+            db.executemany(
+                "DELETE FROM card_sales WHERE card = ? AND sale_id = ?",
+                [(c, sale_id) for c, sale_id, sale in changed if sale is None])
             db.executemany(
                 "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name)"
                 " DO UPDATE SET value = value + excluded.value",
@@ -212,11 +240,15 @@ class GatewayStore:
                 "SELECT card, program, currency, value_minor, points, sun_counter, merchant,"
                 " state FROM cards WHERE state IS NOT NULL"
             ).fetchall()
-        return {
+            sales = self._db.execute("SELECT card, sale_id, sale FROM card_sales").fetchall()
+        cards = {
             c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n,
                 "merchant": m, "state": json.loads(state)}
             for c, p, cur, v, pts, n, m, state in rows
         }
+        for card, sale_id, sale in sales:
+            cards[card]["state"]["sales"][sale_id] = json.loads(sale)
+        return cards
 
     # -- hotlist --------------------------------------------------------------------------
     def block(self, card: str, reason: str) -> None:

@@ -41,13 +41,15 @@ from protocol.engine_legs import (
     BREAKAGE,
     CARD_VALUE,
     CASH_CLEARING,
+    CHANGED_SALES,
     PROMOTION_EXPENSE,
     add_to,
-    copy_state,
     move,
+    note_sale,
     read_amount,
     read_id,
     value_terms,
+    working_copy,
 )
 from protocol.errors import ValidationError
 from protocol.money import percent_of
@@ -91,6 +93,9 @@ def apply(state, program, op, now_day):
             if key in effects:
                 declined[key] = effects[key]
         return state, declined
+    changed = working.pop(CHANGED_SALES, None)
+    effects["sales_changed"] = sorted(working["sales"]) if changed is None else sorted(
+        set(changed))
     if state is not None and state["tier"] != working["tier"]:
         effects["tier_change"] = [state["tier"], working["tier"]]
     return working, effects
@@ -113,7 +118,7 @@ def _operate(state, program, op, now, effects):
     if now < state["day"]:
         raise ValidationError(TIME_INVALID, "day %d is before the card's day %d" % (
             now, state["day"]))
-    working = copy_state(state)
+    working = working_copy(state)
     _pass_time(working, program, now, effects)
     handler(working, program, op, now, effects)
     return working
@@ -124,8 +129,15 @@ def _pass_time(state, program, now, effects):
     spend.pass_time(state, program, now)
     window = program["refund_window_days"]
     sales = state["sales"]
-    for sale_id in [key for key in sales if sales[key]["day"] + window <= now]:
-        del sales[sale_id]
+    # The day of the oldest sale remembered: the sales are looked through only when one of
+    # them leaves the refund window, not at every operation (a busy card has many).
+    oldest = state.get("sales_oldest_day")
+    if oldest is None or oldest + window <= now:
+        for sale_id in [key for key in sales if sales[key]["day"] + window <= now]:
+            del sales[sale_id]
+            note_sale(state, sale_id)
+        days = [sale["day"] for sale in sales.values()]
+        state["sales_oldest_day"] = min(days) if days else None
     state["day"] = now
 
 
@@ -151,7 +163,7 @@ def _new_state(card, program, now):
         "tier": None if tiers is None else tiers["levels"][0]["name"],
         "tier_spend": [], "tier_below_since": None,
         "progress": [], "discount": None, "discount_gen": 0,
-        "sales": {},
+        "sales": {}, "sales_oldest_day": None,
     }
 
 

@@ -17,6 +17,7 @@ CASH_CLEARING = "cash_clearing"
 BREAKAGE = "breakage"
 
 OP_ID_LENGTH_MAX = 64
+CHANGED_SALES = "_changed_sales"  # in a working copy only, never in a state apply returns
 
 
 def move(legs, debit, credit, unit, amount, cause):
@@ -64,6 +65,48 @@ def copy_state(value):
     if isinstance(value, list):
         return [copy_state(item) for item in value]
     return value
+
+
+def working_copy(state):
+    """The copy of a card's state an operation works on (copy-on-write for the sales).
+
+    A card's sales (kept for the refund window) are most of its state and an operation
+    changes one or two of them: the sales map is copied but its sale records are shared
+    until `own_sale` copies the one about to change. The points lots are shared the same
+    way (engine_points replaces a lot rather than change it). Everything else is copied
+    whole. So
+    an operation costs what it touches, not the card's history, and the state it was given
+    is never changed.
+    """
+    copy = dict(state)
+    for key, item in state.items():
+        if key == "sales":
+            copy[key] = dict(item)
+        elif key == "lots":
+            copy[key] = list(item)  # lots are replaced, never changed in place
+        else:
+            copy[key] = copy_state(item)
+    copy[CHANGED_SALES] = []
+    return copy
+
+
+def own_sale(state, sale_id):
+    """The sale record `sale_id` of a working copy, copied before anything changes it
+    (None when the card no longer remembers the sale)."""
+    sales = state["sales"]
+    sale = sales.get(sale_id)
+    if sale is not None:
+        sale = sales[sale_id] = copy_state(sale)
+        note_sale(state, sale_id)
+    return sale
+
+
+def note_sale(state, sale_id):
+    """Note that the operation added, changed or forgot sale `sale_id` (effects say which:
+    `sales_changed`, so a store writes those and not the card's whole history)."""
+    changed = state.get(CHANGED_SALES)
+    if changed is not None:
+        changed.append(sale_id)
 
 
 def value_terms(program):

@@ -36,7 +36,7 @@ snapshot raises program_mismatch and time_invalid as engine.apply would.
 
 from protocol import engine_points as points
 from protocol import engine_spend as spend
-from protocol.engine_legs import copy_state, value_terms
+from protocol.engine_legs import value_terms, working_copy
 from protocol.engine_sale import PAY_CARD, PAY_OTHER
 from protocol.errors import ValidationError
 from protocol.money import is_amount
@@ -59,7 +59,7 @@ def snapshot(state, program, now_day):
         raise ValidationError(TIME_INVALID, "day %d is before the card's day %d" % (
             now_day, state["day"]))
     if now_day > state["day"]:  # downgrades and discount ends due by now_day, as apply would
-        state = copy_state(state)
+        state = working_copy(state)
         spend.pass_time(state, program, now_day)
     return {"tier": state["tier"], "discount_pct": spend.discount_pct(state, program, now_day)}
 

@@ -1,9 +1,10 @@
 """Loyalty points on a card: lots by earn day, oldest first, owed points, breakage on expiry.
 
 A card's points are `lots`, each `[earn_day, points, source]` (source: the id of the purchase
-that earned them), kept in earn-day order, plus `points_owed`: points a refund took back after
-the customer had already spent them. Points credited later pay what is owed first, so a card
-with points owed has no lots.
+that earned them; a lot is never changed in place but replaced, so a working copy of the
+state may share the others with the state it came from), kept in earn-day order, plus
+`points_owed`: points a refund took back after the customer had already spent them. Points
+credited later pay what is owed first, so a card with points owed has no lots.
 
     balance = sum of the lots - points_owed
 
@@ -17,7 +18,7 @@ Named rules:
 """
 
 from protocol import money
-from protocol.engine_legs import BREAKAGE, CARD_POINTS, PROMOTION_EXPENSE, move
+from protocol.engine_legs import BREAKAGE, CARD_POINTS, PROMOTION_EXPENSE, move, own_sale
 
 PTS = money.POINTS_UNIT
 
@@ -54,9 +55,9 @@ def credit(state, points, earn_day, source):
     if not rest:
         return
     lots = state["lots"]
-    for lot in lots:
+    for index, lot in enumerate(lots):
         if lot[2] == source and lot[0] == earn_day:
-            lot[1] += rest
+            lots[index] = [lot[0], lot[1] + rest, lot[2]]  # a new lot: the old may be shared
             return
     position = len(lots)
     while position > 0 and lots[position - 1][0] > earn_day:
@@ -73,7 +74,7 @@ def redeem(state, points):
         lot = lots[0]
         taken = min(points, lot[1])
         pieces.append([lot[2], lot[0], taken])
-        lot[1] -= taken
+        lot = lots[0] = [lot[0], lot[1] - taken, lot[2]]
         points -= taken
         if not lot[1]:
             lots.pop(0)
@@ -110,7 +111,7 @@ def expire(state, program, now, legs, sales):
     while lots and lots[0][0] + terms["expiry_days"] <= now:
         earn_day, points, source = lots.pop(0)
         expired += points
-        sale = sales.get(source)
+        sale = own_sale(state, source) if source in sales else None
         if sale is not None:
             sale["points_expired"] += points
     move(legs, CARD_POINTS, BREAKAGE, PTS, expired, "expire")
@@ -129,8 +130,9 @@ def take_back(state, sale, sale_id, points, legs):
     from_card = 0
     for index in range(len(lots)):
         if lots[index][2] == sale_id:
-            from_card = min(points, lots[index][1])
-            lots[index][1] -= from_card
+            lot = lots[index]
+            from_card = min(points, lot[1])
+            lots[index] = [lot[0], lot[1] - from_card, lot[2]]
             if not lots[index][1]:
                 lots.pop(index)
             break
@@ -140,7 +142,7 @@ def take_back(state, sale, sale_id, points, legs):
     while rest and lots:
         lot = lots[-1]
         taken = min(rest, lot[1])
-        lot[1] -= taken
+        lot = lots[-1] = [lot[0], lot[1] - taken, lot[2]]
         rest -= taken
         from_card += taken
         if not lot[1]:

@@ -32,6 +32,8 @@ from protocol.engine_legs import (
     MERCHANT_SETTLEMENT,
     PROMOTION_EXPENSE,
     move,
+    note_sale,
+    own_sale,
     read_amount,
     read_id,
     share,
@@ -141,6 +143,7 @@ def purchase(state, program, op, now, effects):
     move(legs, PROMOTION_EXPENSE, MERCHANT_SETTLEMENT, program["currency"], redeem_minor, "redeem")
     points.credit(state, earned, now, sale_id)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, earned, "earn")
+    note_sale(state, sale_id)
     state["sales"][sale_id] = {
         "kind": KIND_PURCHASE, "day": now, "version": program["version"],
         "amount_minor": amount, "refunded_minor": 0,
@@ -161,6 +164,7 @@ def purchase(state, program, op, now, effects):
 
 
 def record_load(state, program, sale_id, kind, amount, bonus, now):
+    note_sale(state, sale_id)
     state["sales"][sale_id] = {
         "kind": kind, "day": now, "version": program["version"],
         "amount_minor": amount, "refunded_minor": 0, "bonus_minor": bonus,
@@ -175,7 +179,7 @@ def void(state, program, op, now, effects):
 
 def refund(state, program, op, now, effects):
     sale_id = read_id(op, "of")
-    sale = state["sales"].get(sale_id)
+    sale = own_sale(state, sale_id)  # this sale changes; the card's others stay shared
     if sale is None:
         raise ValidationError(REFUND_UNKNOWN_ORIGINAL, sale_id)
     left = sale["amount_minor"] - sale["refunded_minor"]

@@ -237,6 +237,7 @@ class Simulation:
             if new_state is not None:
                 self.cards[card] = new_state
         effects.pop("id", None)
+        effects.pop("sales_changed", None)  # storage bookkeeping, not the merchant's concern
         if "of" in op:
             effects["of"] = op["of"]
         return effects
@@ -248,6 +249,7 @@ class Simulation:
             state = self.cards[card]
             program = self.programs[state["program"]]
             self.cards[card], effects = engine.apply(state, program, {"op": "tick"}, self.day)
+            effects.pop("sales_changed", None)
             if effects["legs"] or "tier_change" in effects:
                 changed[card] = effects
         return {"op": "advance", "days": days, "day": self.day, "cards": changed}

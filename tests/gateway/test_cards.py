@@ -276,3 +276,32 @@ def test_a_record_whose_answer_is_gone_after_a_restart_is_taken_as_it_happened()
     forged = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=500, seq=5,
                     auth_id="a99-1")
     assert reason_of(restarted, forged) == "rule_mismatch"
+
+
+def test_the_store_keeps_each_cards_engine_state_writing_only_the_sales_that_changed(
+        tmp_path: Any) -> None:
+    from gateway.store import GatewayStore
+
+    store = GatewayStore(str(tmp_path / "gw.db"))
+    book = CardBook(DEMO_PROGRAMS)
+
+    def commit(record: dict[str, Any]) -> dict[str, Any]:
+        apply(book, record)
+        dirty = book.take_dirty()
+        store.commit([], {}, dirty, {})
+        return dirty
+
+    commit(fields(txn.KIND_ISSUE, card="c1", program="loyalty"))
+    for seq in range(2, 7):
+        commit(fields(txn.KIND_PURCHASE, seq=seq, amount_minor=1000, points=10))
+    # A refund changes its sale: one row written, not the card's five.
+    dirty = commit(fields(txn.KIND_REFUND, seq=7, amount_minor=500, points=5, ref="T1-3"))
+    assert list(dirty["c1"]["sales_changed"]) == ["T1-3"]
+    assert store.load_cards()["c1"]["state"] == book.cards["c1"]["state"]
+    # Past the refund window the sales are forgotten, here and in the store.
+    later = DAY0_S + DEMO_PROGRAMS["loyalty"]["refund_window_days"] * DAY_S
+    commit(fields(txn.KIND_PURCHASE, seq=8, amount_minor=1000, points=10, time=later))
+    reloaded = store.load_cards()["c1"]["state"]
+    assert list(reloaded["sales"]) == ["T1-8"]
+    assert reloaded == book.cards["c1"]["state"]
+    store.close()

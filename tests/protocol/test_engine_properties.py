@@ -253,6 +253,30 @@ def test_terminal_and_gateway_copies_of_a_state_agree_exactly(
 
 
 @SETTINGS
+@given(PROGRAMS, st.lists(STEPS, min_size=3, max_size=40), AMOUNTS, BAD_AMOUNTS)
+def test_an_operation_names_every_sale_it_changed_and_leaves_its_input_alone(
+        program: dict[str, Any], steps: list[tuple[Any, ...]], value_minor: int,
+        bad_amount: Any) -> None:
+    """The gateway stores only the sales an operation names (`sales_changed`): any sale
+    added, changed or forgotten must be named; and the state given is never changed."""
+    def check(before: State | None, after: State, op: dict[str, Any],
+              effects: dict[str, Any], day: int) -> None:
+        if "declined" in effects:
+            return
+        old = {} if before is None else before["sales"]
+        differ = {key for key in set(old) | set(after["sales"])
+                  if old.get(key) != after["sales"].get(key)}
+        assert differ <= set(effects["sales_changed"]), (differ, effects["sales_changed"])
+        assert all(not key.startswith("_") for key in after)  # no working bookkeeping
+        if before is not None:
+            assert before == snapshots[-1]
+        snapshots.append(copy_state(after))
+
+    snapshots: list[State] = []
+    run(program, steps, value_minor, bad_amount, check)
+
+
+@SETTINGS
 @given(generated_programs(expiring_points=True), st.lists(STEPS, min_size=3, max_size=40),
        AMOUNTS, BAD_AMOUNTS)
 def test_expiry_takes_the_oldest_points_first_and_leaves_none_expired(
