@@ -47,15 +47,20 @@ def earned(program, paid_minor, multiplier_bp):
     )
 
 
-def credit(state, points, earn_day, source):
-    """Put points on the card: pay what is owed first, the rest into the source's lot."""
+def credit(state, points, earn_day, source, fresh=False):
+    """Put points on the card: pay what is owed first, the rest into the source's lot.
+
+    `fresh`: the source is a new sale (no lot of it exists: a lot's sale is remembered as
+    long as its earn day is in the refund window, and sale ids are never used twice), so the
+    lots need not be looked through.
+    """
     paid = min(points, state["points_owed"])
     state["points_owed"] -= paid
     rest = points - paid
     if not rest:
         return
     lots = state["lots"]
-    for index, lot in enumerate(lots):
+    for index, lot in enumerate([] if fresh else lots):
         if lot[2] == source and lot[0] == earn_day:
             lots[index] = [lot[0], lot[1] + rest, lot[2]]  # a new lot: the old may be shared
             return

@@ -141,7 +141,7 @@ def purchase(state, program, op, now, effects):
     pieces = points.redeem(state, redeem)
     move(legs, CARD_POINTS, PROMOTION_EXPENSE, POINTS_UNIT, redeem, "redeem")
     move(legs, PROMOTION_EXPENSE, MERCHANT_SETTLEMENT, program["currency"], redeem_minor, "redeem")
-    points.credit(state, earned, now, sale_id)
+    points.credit(state, earned, now, sale_id, fresh=True)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, earned, "earn")
     note_sale(state, sale_id)
     state["sales"][sale_id] = {

@@ -305,3 +305,22 @@ def test_the_store_keeps_each_cards_engine_state_writing_only_the_sales_that_cha
     assert list(reloaded["sales"]) == ["T1-8"]
     assert reloaded == book.cards["c1"]["state"]
     store.close()
+
+
+def test_a_card_the_ledger_knows_is_taken_on_with_its_balances() -> None:
+    """Issued at another store: this gateway starts its engine state from the ledger's
+    value and points (engine_adopt), and the card's points are spendable here."""
+    asked: list[str] = []
+
+    def lookup(card: str) -> dict[str, Any] | None:
+        asked.append(card)
+        return {"program": "club", "currency": "EUR", "value_minor": 2500, "points": 120}
+
+    book = CardBook(DEMO_PROGRAMS, lookup=lookup)
+    answer = book.authorize(request(txn.KIND_INQUIRY, 0), DAY0_S)
+    assert (answer["value_minor"], answer["points_balance"]) == (2500, 120)
+    spend = book.authorize(request(txn.KIND_PURCHASE, 1000, 1000, redeem_points=100), DAY0_S)
+    # 100 points pay 1.00; the card pays 9.00 and earns 2 % of it: 18 points.
+    assert (spend["card_value_minor"], spend["redeem_minor"], spend["points"]) == (900, 100, 18)
+    assert asked == ["c1"]  # asked once, then kept
+    assert reason_of(book, fields(txn.KIND_ISSUE, program="club")) == "card_exists"

@@ -78,6 +78,12 @@ SUBSCRIBE_SETTLE_S = 0.3  # the gateway subscribes in on_connect; let its SUBACK
 KEEPALIVE_S = 60
 
 _PROGRAMS_ISSUED = ("gift", "prepaid", "loyalty")
+# Each terminal's customers: this many cards of each program, taken in turn. A card carries
+# its program history (sales within the refund window, points lots), so a handful of cards
+# taking every sale would measure one card's history, not the gateway: real counters see
+# many cards, each a few times a day. (tests/gateway covers a card with thousands of sales.)
+CARDS_PER_PROGRAM = 8
+_ISSUES = len(_PROGRAMS_ISSUED) * CARDS_PER_PROGRAM
 _PREPAID = DEMO_PROGRAMS["prepaid"]
 _LOYALTY = DEMO_PROGRAMS["loyalty"]
 _NO_MULTIPLIER_BP = 10_000
@@ -92,38 +98,40 @@ def terminal_ids(count: int) -> list[str]:
     return [f"T{index:04d}" for index in range(1, count + 1)]
 
 
-def card_id(terminal: str, program: str) -> str:
-    return f"{terminal}-{program}"
+def card_id(terminal: str, program: str, number: int = 0) -> str:
+    return f"{terminal}-{program}{number}"
 
 
 def _fields(terminal: str, index: int, now_s: int) -> dict[str, Any]:
-    """The index-th transaction of a terminal: its three card issues, then a steady mix."""
+    """The index-th transaction of a terminal: its card issues, then a steady mix."""
     fields: dict[str, Any] = {"terminal": terminal, "seq": index + 1, "time": now_s,
                               "merchant": MERCHANT, "currency": "EUR", "bonus_minor": 0,
                               "points": 0, "auth_mode": txn.AUTH_ONLINE}
-    if index < len(_PROGRAMS_ISSUED):
-        program = _PROGRAMS_ISSUED[index]
+    if index < _ISSUES:
+        program = _PROGRAMS_ISSUED[index % len(_PROGRAMS_ISSUED)]
         holds_value = program != "loyalty"
         value = ISSUE_VALUE_MINOR if holds_value else 0
-        fields.update(kind=txn.KIND_ISSUE, card=card_id(terminal, program), program=program,
-                      amount_minor=value, card_value_minor=value)
+        number = index // len(_PROGRAMS_ISSUED)
+        fields.update(kind=txn.KIND_ISSUE, card=card_id(terminal, program, number),
+                      program=program, amount_minor=value, card_value_minor=value)
         return fields
     amount = 100 + (index * 7919) % 4900
-    step = (index - len(_PROGRAMS_ISSUED)) % 4
+    step = (index - _ISSUES) % 4
+    number = ((index - _ISSUES) // 4) % CARDS_PER_PROGRAM
     if step == 0:  # a gift card pays the whole sale
-        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "gift"),
+        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "gift", number),
                       amount_minor=amount, card_value_minor=amount)
     elif step == 1:  # a prepaid top-up with its bonus
         terms = _PREPAID["prepaid"]
         bonus = money.percent_of(amount, terms["bonus_bp"], terms["bonus_rounding"])
-        fields.update(kind=txn.KIND_TOPUP, card=card_id(terminal, "prepaid"),
+        fields.update(kind=txn.KIND_TOPUP, card=card_id(terminal, "prepaid", number),
                       amount_minor=amount, bonus_minor=bonus, card_value_minor=amount + bonus)
     elif step == 2:  # a loyalty card earns points on a sale paid otherwise
-        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "loyalty"),
+        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "loyalty", number),
                       amount_minor=amount, card_value_minor=0,
                       points=engine_points.earned(_LOYALTY, amount, _NO_MULTIPLIER_BP))
     else:
-        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "prepaid"),
+        fields.update(kind=txn.KIND_PURCHASE, card=card_id(terminal, "prepaid", number),
                       amount_minor=amount, card_value_minor=amount)
     return fields
 
