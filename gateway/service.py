@@ -89,6 +89,7 @@ class Gateway:
                               set(hotlist), self._ledger_card if self.ledger else None,
                               self.hold_settings.hold_ttl_s,
                               self.store.counters()[AUTH_EPOCHS])
+        self.cards.exposure_by_card, self.cards.exposure_by_terminal = self.store.exposure()
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
                                   self._settle_now, self.stats)
                       if self._ledger_now else None)

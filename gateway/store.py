@@ -250,6 +250,24 @@ class GatewayStore:
             cards[card]["state"]["sales"][sale_id] = json.loads(sale)
         return cards
 
+    def exposure(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Value sales took beyond what their cards held (the engine's `overdraft_minor`
+        kept with each accepted record), per card and per terminal: durable, so a restart
+        does not forget the merchant's risk."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT terminal, json_extract(fields, '$.card'),"
+                " json_extract(fields, '$.effects.overdraft_minor') FROM records"
+                " WHERE status = ? AND json_extract(fields, '$.effects.overdraft_minor') > 0",
+                (STATUS_ACCEPTED,),
+            ).fetchall()
+        by_card: dict[str, int] = {}
+        by_terminal: dict[str, int] = {}
+        for terminal, card, overdraft in rows:
+            by_card[card] = by_card.get(card, 0) + overdraft
+            by_terminal[terminal] = by_terminal.get(terminal, 0) + overdraft
+        return by_card, by_terminal
+
     # -- hotlist --------------------------------------------------------------------------
     def block(self, card: str, reason: str) -> None:
         with self._transaction() as db:

@@ -324,3 +324,17 @@ def test_a_card_the_ledger_knows_is_taken_on_with_its_balances() -> None:
     assert (spend["card_value_minor"], spend["redeem_minor"], spend["points"]) == (900, 100, 18)
     assert asked == ["c1"]  # asked once, then kept
     assert reason_of(book, fields(txn.KIND_ISSUE, program="club")) == "card_exists"
+
+
+def test_exposure_is_kept_with_the_records_and_survives_a_restart(tmp_path: Any) -> None:
+    from gateway.store import STATUS_ACCEPTED, GatewayStore, StoredRecord
+
+    book = issued("gift", 1000)
+    sale = apply(book, fields(txn.KIND_PURCHASE, amount_minor=1500, card_value_minor=1500,
+                              seq=2, auth_mode=txn.AUTH_OFFLINE, terminal="T2"))
+    assert book.exposure_by_card == {"c1": 500}
+    store = GatewayStore(str(tmp_path / "gw.db"))
+    store.commit([StoredRecord("T2", 2, "T2-2", bytes(32), b"", sale, STATUS_ACCEPTED, None)],
+                 {}, book.take_dirty(), {})
+    assert store.exposure() == ({"c1": 500}, {"T2": 500})
+    store.close()
