@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ledger database (default: SQLite in a temporary folder)")
     demo.add_argument("--terminals", type=int, default=3)
     demo.add_argument("--cards", type=int, default=30)
-    demo.add_argument("--operations", type=int, default=420)
+    demo.add_argument("--operations", type=int, default=540)
     demo.add_argument("--seed", type=int, default=2026)
     demo.set_defaults(handler=_demo)
 

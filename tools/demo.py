@@ -169,8 +169,9 @@ def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected:
         terminal = sim.terminal
         if roll < 0.1:
             outcome = terminal.inquiry()
-        elif program["prepaid"] is not None and roll < 0.13:
-            outcome = terminal.cashout(rng.choice([500, 1000, 50_000]))  # where allowed
+        elif holds_value and roll < 0.2:
+            # Cash paid out where the program allows it (prepaid); a gift card refuses it.
+            outcome = terminal.cashout(rng.choice([300, 800, 1500, 50_000]))
         elif program["prepaid"] is not None and roll < 0.35:
             outcome = terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
         elif program["points"] is not None and roll < 0.5:
@@ -215,7 +216,7 @@ def _run_terminal(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: 
         errors.append(error)
 
 
-def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 480,
+def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 540,
              ledger_dsn: str | None = None, seed: int = 2026,
              log: Any = print) -> dict[str, Any]:
     """Run the day and return the reconciliation report (see `reconcile`)."""
