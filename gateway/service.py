@@ -7,7 +7,8 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
 `python -m gateway.service --broker-port P --db FILE --terminals FILE --programs FILE.toml`
 runs it until SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger,
 after `sweep_expiry` has written what expired on cards with no operation since (value and
-points past their expiry become expire records, the ledger's breakage).
+points past their expiry become expire records, the ledger's breakage); `gateway run`
+does it every `--settle-every-s` (300 s) on its own.
 
 Programs are validated (protocol.programs) before the gateway starts: an invalid program
 never reaches a terminal.
@@ -56,6 +57,7 @@ AUTH_QUEUE_MAX = 1_000
 INGEST_QUEUE_MAX = 20_000
 ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
+SETTLE_INTERVAL_S = 300.0  # `gateway run`: settle (and expire) every five minutes
 DRAIN_POLL_S = 0.01
 CONFIG_CHANGES = "config.changes"
 CONFIG_DIGEST = "config.digest"  # of the programs and limits last started with (56 bits)
@@ -72,7 +74,8 @@ class Gateway:
                  ledger_url: str | None = None, mqtt5: bool = True,
                  limits: dict[str, int] | None = None, config_version: int = 1,
                  card_keys: CardKeys | None = None,
-                 hold_settings: HoldSettings | None = None) -> None:
+                 hold_settings: HoldSettings | None = None,
+                 settle_interval_s: float | None = None) -> None:
         self.gateway_id = gateway_id
         self.registry = registry
         programs = validate_programs({"programs": programs})
@@ -94,6 +97,11 @@ class Gateway:
                                   self._settle_now, self.stats)
                       if self._ledger_now else None)
         self._sweep_stop = threading.Event()
+        # Settlement on a timer (with a ledger): it writes what expired first, so breakage
+        # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`).
+        self._settler = (threading.Thread(target=self._settle_every, args=(settle_interval_s,),
+                                          name="gateway-settle", daemon=True)
+                         if self.ledger is not None and settle_interval_s else None)
         self._sweeper = (threading.Thread(target=self.holds.run_sweeps, args=(self._sweep_stop,),
                                           name="gateway-hold-sweep", daemon=True)
                          if self.holds else None)
@@ -143,6 +151,8 @@ class Gateway:
             stage.start()
         if self._sweeper is not None:
             self._sweeper.start()
+        if self._settler is not None:
+            self._settler.start()
         self.mqtt.start()
         self._publish_fleet()
 
@@ -171,9 +181,11 @@ class Gateway:
         self.ingest_stage.join(STOP_JOIN_S)
         self.ack_queue.put(None)
         self.ack_stage.join(STOP_JOIN_S)
+        self._sweep_stop.set()
         if self._sweeper is not None:
-            self._sweep_stop.set()  # one last sweep voids what it can
-            self._sweeper.join(STOP_JOIN_S)
+            self._sweeper.join(STOP_JOIN_S)  # one last sweep voids what it can
+        if self._settler is not None:
+            self._settler.join(STOP_JOIN_S)
         self.store.close()
 
     def _ledger_card(self, card: str) -> dict[str, Any] | None:
@@ -205,6 +217,16 @@ class Gateway:
         self.sweep_expiry(now_s)
         with self._settle_lock:
             return settle(self.store, self.gateway_id, self.ledger)
+
+    def _settle_every(self, interval_s: float) -> None:
+        while not self._sweep_stop.wait(interval_s):
+            try:
+                result = self.settle()
+            except (sqlite3.Error, OSError) as error:  # the next turn tries again
+                log.error("timed settlement failed: %s", error)
+                continue
+            if result.refused:
+                log.error("ALARM settlement refused: %s", result.refused)
 
     def sweep_expiry(self, now_s: float | None = None) -> int:
         """Expire value and points on cards idle up to `now_s`; returns the records written.
@@ -294,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger-url", default=None)
     parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=int, default=1)
+    parser.add_argument("--settle-every-s", type=float, default=SETTLE_INTERVAL_S,
+                        help="settle with the ledger (expiry first) this often; 0: never")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
     defaults = HoldSettings()
@@ -327,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                       args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
                       config_version=args.config_version,
                       card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
-                      hold_settings=hold_settings)
+                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

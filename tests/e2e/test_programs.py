@@ -190,3 +190,26 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
                                            int(later_s) // DAY_S)["tier"] == "member"
         finally:
             sim.close()
+
+
+def test_a_running_gateway_settles_on_its_own_timer(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    from gateway.service import Gateway
+    from tests.support.stack import RawTerminal
+
+    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
+        stack.gateway.stop()
+        stack.gateway = Gateway("gw1", private_mosquitto.host, private_mosquitto.port,
+                                str(tmp_path / "gateway.db"), stack.registry, DEMO_PROGRAMS,
+                                stack.ledger.url, settle_interval_s=0.2)
+        stack.gateway.start()
+        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+        try:
+            raw.publish(raw.record(txn.KIND_ISSUE, GIFT, 2500, program="gift"))
+            # Nobody calls settle: the gateway's timer posts the card to the ledger.
+            assert wait_until(lambda: any(b["card"] == GIFT
+                                          for b in stack.ledger_client.balances()))
+            assert stack.ledger_client.card(GIFT)["value_minor"] == 2500
+        finally:
+            raw.close()
