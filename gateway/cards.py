@@ -182,6 +182,11 @@ class CardBook:
         # per terminal, reported (the sale happened; refusing the record would lose it).
         self.exposure_by_card: dict[str, int] = {}
         self.exposure_by_terminal: dict[str, int] = {}
+        # The signed offline limits terminals were given (FleetConfig): an offline record
+        # beyond the per-purchase limit happened all the same, and is counted per terminal
+        # (a terminal that does not keep its limits is broken or tampered with).
+        self.offline_limits: dict[str, int] | None = None
+        self.offline_over_limit: dict[str, int] = {}
         self.recomputed = 0  # records whose points the engine counted otherwise
         # Per card, the points the engine gave minus what the terminals' records showed
         # (offline quotes on a stale tier; online sales applied in another order than they
@@ -307,6 +312,8 @@ class CardBook:
             # Approved by this gateway, but its answer is gone (a restart, or the record
             # came after its hold expired): it happened as the terminal was told.
             self.late_online += 1
+        if fields["auth_mode"] == txn.AUTH_OFFLINE:
+            self._check_offline_limit(fields)
         taking = kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT)
         if taking and (not online or approved or late):
             # It happened at the counter: offline or stand-in, or online as the gateway
@@ -323,6 +330,12 @@ class CardBook:
                 and fields["card_value_minor"] > self._available(card, fields)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(counter, state, effects)
+
+    def _check_offline_limit(self, fields: dict[str, Any]) -> None:
+        limits = self.offline_limits
+        if limits and fields["card_value_minor"] > limits.get("txn_minor_max", 0):
+            terminal = fields["terminal"]
+            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
 
     def _issued_here(self, auth_id: str | None) -> bool:
         """Whether this gateway gave `auth_id` (in this run, or before a restart)."""

@@ -113,6 +113,7 @@ class Gateway:
         self._note_config_content(programs, limits or {})
         changes = self.store.counters().get(CONFIG_CHANGES, 0)
         self.fleet = FleetConfig(config_version + changes, programs, limits or {}, hotlist)
+        self.cards.offline_limits = self.fleet.limits
         verifier = Verifier(registry)
         self._verifier = verifier
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
@@ -283,9 +284,10 @@ class Gateway:
             exposure = {"cards": dict(self.cards.exposure_by_card),
                         "terminals": dict(self.cards.exposure_by_terminal)}
             sun_verified = self.cards.sun_verified
+            over_limit = dict(self.cards.offline_over_limit)
         return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
                 "batches": self.store.batch_summary(), "exposure": exposure,
-                "sun_verified": sun_verified}
+                "sun_verified": sun_verified, "offline_over_limit": over_limit}
 
 
 def _load_programs(path: str) -> dict[str, dict[str, Any]]:

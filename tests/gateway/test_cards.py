@@ -338,3 +338,16 @@ def test_exposure_is_kept_with_the_records_and_survives_a_restart(tmp_path: Any)
                  {}, book.take_dirty(), {})
     assert store.exposure() == ({"c1": 500}, {"T2": 500})
     store.close()
+
+
+def test_an_offline_sale_beyond_the_signed_limit_is_kept_and_its_terminal_counted() -> None:
+    book = issued("gift", 5000)
+    book.offline_limits = {"txn_minor_max": 1000}
+    within = fields(txn.KIND_PURCHASE, amount_minor=900, card_value_minor=900, seq=2,
+                    auth_mode=txn.AUTH_OFFLINE, terminal="T7")
+    beyond = fields(txn.KIND_PURCHASE, amount_minor=1500, card_value_minor=1500, seq=3,
+                    auth_mode=txn.AUTH_OFFLINE, terminal="T7")
+    apply(book, within)
+    apply(book, beyond)  # it happened: taken, and the terminal is named
+    assert book.offline_over_limit == {"T7": 1}
+    assert book.cards["c1"]["value_minor"] == 5000 - 900 - 1500
