@@ -28,7 +28,8 @@ gateway/ledger_holds.py). Every such hold ends in exactly one of two places:
 
 - in the record that uses it: `apply` writes the ledger hold id into the record's fields
   under LEDGER_HOLD_FIELD (the store keeps the fields, and settlement names the hold), when
-  the record is an online purchase of the same card taking at most the held value;
+  the record is an online purchase or cash-out of the same card taking at most the held
+  value;
 - in `lapsed` (expired, released, or taken by a record that cannot post it), for the
   gateway's sweep to void at the ledger.
 
@@ -412,7 +413,8 @@ class CardBook:
         hold = self.holds.pop(fields.get("auth_id") or "", None)
         if hold is None or hold.ledger_hold_id is None:
             return
-        if (fields["kind"] == txn.KIND_PURCHASE and fields["auth_mode"] == txn.AUTH_ONLINE
+        if (fields["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
+                and fields["auth_mode"] == txn.AUTH_ONLINE
                 and hold.card == fields["card"]
                 and 0 < fields["card_value_minor"] <= hold.value_minor):
             fields[LEDGER_HOLD_FIELD] = hold.ledger_hold_id

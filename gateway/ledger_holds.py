@@ -179,7 +179,8 @@ class LedgerHolds:
         """
         # The card part the engine computed (after discount and points), not what was asked.
         value_minor = decision.get("card_value_minor", 0)
-        if not decision["approved"] or request["kind"] != txn.KIND_PURCHASE or not value_minor:
+        taking = request["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
+        if not decision["approved"] or not taking or not value_minor:
             return decision
         auth_id = decision["auth_id"]
         hold_id = ledger_hold_id(self.gateway_id, auth_id)

@@ -413,8 +413,9 @@ def _check_kind_rules(txn: Txn, where: str) -> None:
 
 def _check_kind_references(txn: Txn, where: str) -> None:
     """Refuse ids a kind does not carry: a hold, a program, an original to refund."""
-    if txn.hold_id is not None and txn.kind != KIND_PURCHASE:
-        raise BatchInvalid("field_invalid", f"{where}.hold_id: only a purchase posts a hold")
+    if txn.hold_id is not None and txn.kind not in (KIND_PURCHASE, KIND_CASHOUT):
+        raise BatchInvalid(
+            "field_invalid", f"{where}.hold_id: only a purchase or a cashout posts a hold")
     if txn.kind == KIND_ISSUE and txn.program is None:
         raise BatchInvalid("field_invalid", f"{where}.program: required on issue")
     if (txn.kind == KIND_REFUND) != (txn.ref_txn_id is not None):

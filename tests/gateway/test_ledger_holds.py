@@ -25,6 +25,7 @@ from protocol.programs import validate_programs
 PROGRAMS = validate_programs({"programs": {
     "gift": {"version": 1, "currency": "EUR", "gift": {}},
     "prepaid": {"version": 1, "currency": "EUR", "prepaid": {}},
+    "wallet": {"version": 1, "currency": "EUR", "prepaid": {"cash_out": True}},
 }})
 NOW_S = 1_700_000_000.0
 CARD, OTHER = "c1", "c2"
@@ -305,6 +306,15 @@ def test_an_approval_whose_local_hold_ran_out_meanwhile_is_declined_and_voided_a
     decision = decide(book, holds, request(900), NOW_S)
     assert decision == {"approved": False, "reason": "host_unavailable"}
     assert ledger.voided == ["gw1-a7-1"] and holds.pending_voids() == []
+
+
+def test_a_cash_out_is_held_at_the_ledger_and_its_record_posts_the_hold() -> None:
+    book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "wallet", 5000))
+    answer = decide(book, holds, request(2000, kind=txn.KIND_CASHOUT), NOW_S)
+    assert answer["approved"] and ledger.holds["gw1-" + answer["auth_id"]]["amount_minor"] == 2000
+    paid = apply(book, record(txn.KIND_CASHOUT, 2000, 1, auth_id=answer["auth_id"], version=1))
+    assert paid[LEDGER_HOLD_FIELD] == "gw1-" + answer["auth_id"]
+    assert book.take_lapsed() == []
 
 
 def test_the_sale_records_the_hold_it_posts_only_if_it_can_post_it() -> None:

@@ -2,7 +2,8 @@
 
 A cashout takes card_value_minor (= amount_minor, above zero) off the card and out of the
 merchant's cash clearing: D card_value(C), C cash_clearing(M). It carries nothing else (no
-bonus, points, original, hold, discount or redemption), given legs must take exactly its card
+bonus, points, original, discount or redemption; it may post the hold the gateway placed for
+it, like a purchase), given legs must take exactly its card
 value off the card, no refund may name it, and the reports count it as a kind of its own but
 never as spend.
 """
@@ -134,6 +135,19 @@ def test_a_cashout_leaves_less_value_to_hold(books: Books) -> None:
     assert books.place_hold(hold_request("H2", amount_minor=1000)).available_minor == 0
 
 
+def test_a_cashout_posts_the_hold_placed_for_it(books: Books) -> None:
+    """Two-phase, like a purchase: the hold keeps the value from other stores until the
+    cashout that names it is settled, and posting it frees what it did not take."""
+    books.post_batch(opening())
+    books.place_hold(hold_request("H1", amount_minor=3000))
+    books.post_batch(batch("gw1-cash", cashout("T1-3", amount_minor=2500, hold_id="H1")))
+    assert value_minor(books) == 4000 - 2500
+    assert books.place_hold(hold_request("H2", amount_minor=1500)).available_minor == 0
+    with pytest.raises(LedgerRejected) as caught:
+        books.post_batch(batch("gw1-again", cashout("T1-4", amount_minor=100, hold_id="H1")))
+    assert caught.value.reason == "hold_posted"
+
+
 def test_a_cashout_posts_over_http_as_in_python(dsn: str) -> None:
     """Through the server and client a cashout posts and the card shows what is left."""
     server = serve(dsn)
@@ -214,7 +228,7 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
     "a bonus": (with_fields(bonus_minor=1), "amount_invalid"),
     "points": (with_fields(points=5), "amount_invalid"),
     "an original": (with_fields(ref_txn_id="T1-1"), "field_invalid"),
-    "a hold": (with_fields(hold_id="gw1-a1"), "field_invalid"),
+    "a hold the ledger never placed": (with_fields(hold_id="gw1-a1"), "hold_unknown"),
     "a discount": (with_fields(discount_minor=0), "amount_invalid"),
     "points redeemed": (with_fields(redeem_points=5, legs=cash_legs(500, 500)), "amount_invalid"),
     "legs paying out another amount": (with_fields(legs=cash_legs(400, 400)), "legs_mismatch"),
