@@ -3,6 +3,7 @@
     tilltap demo [--json] [--ledger-dsn DSN]   one reconciled business day over real parts
     tilltap gateway run ...                    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
+    tilltap gateway exposure --db ... [--format csv|json]   overdrafts per card and terminal
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
     tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
                                                a ledger report: liability, breakage, segments,
@@ -55,6 +56,28 @@ def _gateway_settle(args: argparse.Namespace) -> int:
         store.close()
     print(json.dumps(result.as_dict(), sort_keys=True))
     return 0 if not result.refused and not result.pending else 1
+
+
+def _gateway_exposure(args: argparse.Namespace) -> int:
+    """Value sales took beyond what their cards held, per card and per terminal."""
+    from gateway.store import GatewayStore
+
+    store = GatewayStore(args.db)
+    try:
+        by_card, by_terminal = store.exposure()
+    finally:
+        store.close()
+    rows = ([{"scope": "card", "id": card, "exposure_minor": value}
+             for card, value in sorted(by_card.items())]
+            + [{"scope": "terminal", "id": terminal, "exposure_minor": value}
+               for terminal, value in sorted(by_terminal.items())])
+    if args.format == "json":
+        print(json.dumps({"rows": rows}, sort_keys=True))
+    else:
+        print("scope,id,exposure_minor")
+        for row in rows:
+            print(f"{row['scope']},{row['id']},{row['exposure_minor']}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -164,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--id", default="gw1")
     settle.add_argument("--ledger-url", required=True)
     settle.set_defaults(handler=_gateway_settle)
+    exposure = gateway.add_parser(
+        "exposure", help="overdrafts of offline and stand-in sales, per card and per terminal")
+    exposure.add_argument("--db", required=True)
+    exposure.add_argument("--format", choices=("csv", "json"), default="csv")
+    exposure.set_defaults(handler=_gateway_exposure)
 
     firmware = commands.add_parser("firmware", help="build and deploy a board's firmware")
     firmware_commands = firmware.add_subparsers(dest="firmware_command", required=True)

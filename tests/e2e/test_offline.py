@@ -7,8 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from protocol import txn
 from tests.support.stack import running_stack, wait_until
+from tools.cli import main
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
@@ -19,7 +22,7 @@ CARD_A, CARD_B, STRANGER = "04f0f1f2f3f4f5", "04f6f7f8f9fafb", "04fcfdfeff0001"
 
 
 def test_offline_sales_within_limits_settle_later_and_overdraft_is_exposure(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    private_mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
         config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
@@ -68,5 +71,13 @@ def test_offline_sales_within_limits_settle_later_and_overdraft_is_exposure(
             assert exposure == {"cards": {CARD_A: 400}, "terminals": {"T1": 400}}
             by_kind = stack.ledger_client.terminal_totals()["T1"]["by_kind"]
             assert by_kind["purchase"]["count"] == 3
+            # Kept with the records: a restarted gateway, and the operator's command, see it.
+            stack.gateway.stop()
+            stack.gateway = stack.new_gateway()
+            stack.gateway.start()
+            assert stack.gateway.snapshot()["exposure"] == exposure
+            assert main(["gateway", "exposure", "--db", str(tmp_path / "gateway.db")]) == 0
+            assert capsys.readouterr().out == (
+                f"scope,id,exposure_minor\ncard,{CARD_A},400\nterminal,T1,400\n")
         finally:
             sim.close()
