@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import Books
+from ledger import Books, LedgerRejected
 from ledger.db import open_database
 
 DIGEST = "ab" * 32
@@ -238,3 +238,28 @@ def report_history() -> dict[str, Any]:
         purchase("T4-1", "K", 9900, points=0, currency="SEK", time=at("2025-11-30")),
         purchase("T1-7", "A", 500, points=0, time=at("2025-12-01")),
     )
+
+
+def replace_last(*bad: dict[str, Any]) -> Any:
+    """Mutation of a batch: its last transaction is replaced by `bad` (one or more)."""
+
+    def mutate(document: dict[str, Any]) -> None:
+        document["transactions"][-1:] = list(bad)
+
+    return mutate
+
+
+def assert_refused_unchanged(books: Books, bad: dict[str, Any], reason: str,
+                             http_status: int | None = None) -> None:
+    """Posting `bad` is refused with `reason` (a 4xx, the sender's fault; `http_status` when
+    given) and the books are as they were."""
+    before = snapshot(books)
+    try:
+        books.post_batch(bad)
+    except LedgerRejected as refusal:
+        assert refusal.reason == reason, refusal.detail
+        assert 400 <= refusal.http_status < 500
+        assert http_status is None or refusal.http_status == http_status
+    else:
+        raise AssertionError(f"batch {bad['batch_id']} was posted; expected {reason}")
+    assert snapshot(books) == before
