@@ -143,6 +143,16 @@ def counter_amounts(kind: int, effects: dict[str, Any]) -> dict[str, int]:
             "redeem_minor": effects["redeem_minor"], "version": version}
 
 
+def _add_snapshot(response: dict[str, Any], state: dict[str, Any], program: dict[str, Any],
+                  day: int) -> None:
+    """What a terminal keeps for offline quotes: the card's tier (left out when the program
+    has none) and today's discount."""
+    snapshot = engine_offline.snapshot(state, program, day)
+    if snapshot["tier"] is not None:
+        response["tier"] = snapshot["tier"]
+    response["discount_pct"] = snapshot["discount_pct"]
+
+
 def record_amounts(fields: dict[str, Any]) -> dict[str, int]:
     return {key: fields.get(key) or 0 for key in COUNTER_FIELDS}
 
@@ -565,9 +575,7 @@ class CardBook:
             response.update({k: v for k, v in amounts.items() if v or k == "card_value_minor"})
             response["amount_minor"] = effects["amount_minor"]  # a void: all that was left
             response["auth_id"] = self._place_hold(card, held, now_s, False, amounts, op)
-        response.update(engine_offline.snapshot(state, program, day))
-        if response.get("tier") is None:
-            response.pop("tier", None)
+        _add_snapshot(response, state, program, day)
         after = engine.summary(state, program, day)  # with what is on its way, and this sale
         response["value_minor"] = after["value_minor"]
         response["points_balance"] = after["points"]
@@ -587,7 +595,5 @@ class CardBook:
         response = {"approved": True, "program": program["id"], "currency": program["currency"],
                     "version": program["version"], "card_value_minor": amounts["card_value_minor"],
                     "auth_id": self._place_hold(card, 0, now_s, True, amounts)}
-        response.update(engine_offline.snapshot(state, program, state["day"]))
-        if response.get("tier") is None:
-            response.pop("tier", None)
+        _add_snapshot(response, state, program, state["day"])
         return response

@@ -2,6 +2,8 @@
 
 import json
 
+from engine_steps import issued
+
 from mpytest import load_json
 from protocol import engine
 from protocol.engine_legs import copy_state, share
@@ -148,13 +150,6 @@ def test_card_value_and_points_always_equal_what_the_legs_posted():
 
 WALLET = PROGRAMS["wallet"]
 COFFEE = PROGRAMS["coffee"]
-
-
-def issued(program, value_minor=0, day=0):
-    op = {"op": "issue", "id": "sale", "card": "T1", "value_minor": value_minor}
-    state, effects = engine.apply(None, program, op, day)
-    assert "declined" not in effects
-    return state
 
 
 def test_a_declined_operation_returns_the_same_state_object_with_no_legs():

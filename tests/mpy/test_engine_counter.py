@@ -4,6 +4,8 @@ tests/vectors/program_scenarios.json (the same as examples/programs.toml)."""
 
 import json
 
+from engine_steps import accepted, issued
+
 from mpytest import load_json
 from protocol import engine
 from protocol.programs import validate_programs
@@ -15,19 +17,6 @@ CLUB = PROGRAMS["club"]  # 2 % in points (half_even), 1 point = 0.01 EUR, prepai
 SAVER = PROGRAMS["saver"]  # 100.00 EUR in 30 days: 10 % off (half_up) for 30 days
 VIP = PROGRAMS["vip"]  # 1 % in points, silver x1.5 and 5 % off, gold x2 and 10 % off
 COFFEE = PROGRAMS["coffee"]  # points only: no card value to pay with
-
-
-def issued(program, value_minor=0, day=0):
-    op = {"op": "issue", "id": "sale", "card": "C1", "value_minor": value_minor}
-    state, effects = engine.apply(None, program, op, day)
-    assert "declined" not in effects
-    return state
-
-
-def accepted(state, program, op, day):
-    state, effects = engine.apply(state, program, op, day)
-    assert "declined" not in effects, effects
-    return state, effects
 
 
 def purchase(sale_id, amount_minor, pay="other", **keys):

@@ -2,8 +2,9 @@
 from it alone, on both interpreters. Numbers are hand-computed for the `saver` and `vip`
 programs of examples/programs.toml (the same as tests/vectors/program_scenarios.json)."""
 
+from engine_steps import accepted, issued
+
 from mpytest import expect_raises, load_json
-from protocol import engine
 from protocol.engine_offline import quote, snapshot
 from protocol.errors import ValidationError
 from protocol.programs import validate_program, validate_programs
@@ -12,19 +13,6 @@ PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 SAVER = PROGRAMS["saver"]  # 100.00 EUR in 30 days: 10 % off (half_up) for 30 days
 VIP = PROGRAMS["vip"]  # 1 % in points (down), 1 point = 0.01 EUR; tier discounts round down
 WALLET = PROGRAMS["wallet"]
-
-
-def issued(program, day=0):
-    op = {"op": "issue", "id": "sale", "card": "C1"}
-    state, effects = engine.apply(None, program, op, day)
-    assert "declined" not in effects
-    return state
-
-
-def accepted(state, program, op, day):
-    state, effects = engine.apply(state, program, op, day)
-    assert "declined" not in effects, effects
-    return state, effects
 
 
 def purchase(sale_id, amount_minor, pay="other"):
