@@ -16,6 +16,11 @@ On every read the card rewrites parts of its NDEF URL:
     SDMENCFileData = AES-CBC under KSesSDMFileReadENC, IV = E(KSesSDMFileReadENC,
                     SDMReadCtr || 00 * 13)
 
+The card writes every mirrored value as uppercase hex. A verifier reads hex in either case, as
+the open-source verifier nfc-developer/sdm-backend does: the MAC input counts the enc value in
+uppercase, as the card wrote it, so a URL whose hex was lowercased on the way still verifies;
+the rest of the MAC input (the "&cmac=" between) is taken as it stands.
+
 tilltap's cards mirror both UID and counter (PICCDataTag C7); anything else is a card family
 it does not issue. LRP mode (24-byte PICCData) is not implemented. A valid SDMMAC proves the
 URL came from a card holding KSDMFileRead; it does not prove the card is present now: a copied
@@ -127,7 +132,7 @@ def open_sun(meta_key, file_key, picc_data_hex, cmac_hex, enc_file_data_hex=None
     """dict(valid=True, uid, read_counter, file_data) of a verified SUN message, else raise.
 
     `file_key` is KSDMFileRead or a function of the UID returning it (per-card keys).
-    `mac_input` defaults to b"" without file data and to "<enc hex>&cmac=" with it.
+    `mac_input` defaults to b"" without file data and to "<enc hex, uppercase>&cmac=" with it.
     ValidationError for malformed input or an unknown card family, AuthenticationError
     (card_auth_failed) for a wrong SDMMAC.
     """
@@ -146,7 +151,9 @@ def open_sun(meta_key, file_key, picc_data_hex, cmac_hex, enc_file_data_hex=None
     if uid is None or read_counter is None:
         raise ValidationError(CARD_FAMILY_UNKNOWN, "PICCDataTag %02X lacks UID or counter" % tag)
     if mac_input is None:
-        mac_input = b"" if enc_file_data_hex is None else enc_file_data_hex.encode() + b"&cmac="
+        mac_input = b""
+        if enc_file_data_hex is not None:
+            mac_input = enc_file_data_hex.upper().encode() + b"&cmac="
     file_key = _check_mac(file_key, uid, read_counter, mac_input, mac)
     file_data = None
     if enc_file_data is not None:
@@ -203,8 +210,9 @@ def parse_sun_url(url):
     """The SUN fields of a URL: dict(form, picc_data, enc, uid, ctr, cmac, mac_input).
 
     form is "encrypted" (picc_data/e, optional enc, cmac/c) or "plain" (uid, ctr, cmac); the
-    values stay hex text. mac_input is the URL text from the start of the enc value to the
-    start of the cmac value (the card's SDMMACInputOffset..SDMMACOffset), else b"". Other
+    values stay hex text, in either case. mac_input is the URL text from the start of the enc
+    value to the start of the cmac value (the card's SDMMACInputOffset..SDMMACOffset), with the
+    enc value in uppercase as the card wrote it; b"" without enc. Other
     query fields are ignored; a SUN field given twice, a missing one or a mix of the two forms
     raises ValidationError(sun_malformed).
     """
@@ -237,9 +245,11 @@ def parse_sun_url(url):
         raise ValidationError(SUN_MALFORMED, "URL lacks picc_data (e) or uid and ctr")
     mac_input = b""
     if "enc" in fields:
-        if found["enc"][0] > found["cmac"][0]:
+        enc_start, enc_stop = found["enc"]
+        cmac_start = found["cmac"][0]
+        if enc_start > cmac_start:
             raise ValidationError(SUN_MALFORMED, "enc comes after cmac")
-        mac_input = url[found["enc"][0] : found["cmac"][0]].encode()
+        mac_input = (url[enc_start:enc_stop].upper() + url[enc_stop:cmac_start]).encode()
     return {
         "form": "encrypted" if encrypted else "plain",
         "picc_data": fields.get("picc_data"),

@@ -61,10 +61,9 @@ def micropython_mounts() -> tuple[dict[str, Path], dict[str, Path]]:
     # firmware's driver against it on both interpreters.
     for relative in SIMULATOR_FILES_ON_MICROPYTHON:
         files[f"/lib/{relative}"] = REPO_ROOT / relative
-    for directory in mpytest.vector_directories():  # first found wins, as in mpytest.load_text
-        for path in sorted(Path(directory).glob("*")):
-            if path.is_file():
-                files.setdefault(f"{VECTORS_FOLDER}/{path.name}", path)
+    for path in sorted(Path(mpytest.vector_directory()).glob("*")):
+        if path.is_file():
+            files[f"{VECTORS_FOLDER}/{path.name}"] = path
     return libs, files
 
 

@@ -4,16 +4,19 @@
     tilltap card verify-sun URL --meta-key HEX --file-key HEX  K1 and this card's K2
     tilltap card verify-sun URL --master-key FILE              K1 and K2 diversified (docs/cards.md)
 
-prints one JSON object, never a key:
+and never prints a key. Exit status and output:
 
-    {"valid": true, "reason": null, "form": "encrypted", "uid": "04a1b2c3d4e5f6",
-     "read_counter": 7, "file_data": "..."}          (file_data only when the URL has enc=)
+    0  the SUN verifies; one JSON object on stdout:
+       {"valid": true, "reason": null, "form": "encrypted", "uid": "04a1b2c3d4e5f6",
+        "read_counter": 7, "file_data": "..."}       (file_data only when the URL has enc=)
+    1  it does not; one line on stdout, nothing read from the message shown:
+       not valid: card_auth_failed        the SDMMAC does not verify (wrong K2, changed URL)
+       not valid: card_family_unknown     PICCData decrypts to no tilltap card (wrong K1)
+    2  bad input; one line on stderr naming the field: a malformed URL (a field missing, given
+       twice, not hex or of the wrong length, such as LRP-mode PICCData), a key that is not
+       16 bytes of hex, a bad key file, keys that do not go together
 
-and exits 0 when the SDMMAC verifies, 1 when it does not (uid and read_counter are then null:
-nothing read from an unauthenticated message is shown), 2 for bad input: a malformed URL
-(sun_malformed), PICCData of a card family tilltap does not issue or decrypted with the wrong
-K1 (card_family_unknown), a key that is not 16 bytes of hex, a bad key file. It does not check
-the read counter against an earlier one: it has no memory of earlier taps.
+It does not check the read counter against an earlier one: it has no memory of earlier taps.
 
 The master-key file is JSON, the same file `tilltap gateway run --card-keys` reads:
 
@@ -24,7 +27,7 @@ The master-key file is JSON, the same file `tilltap gateway run --card-keys` rea
 A file holds only the masters its user needs: a SUN verifier masters 1 and 2, a terminal
 gateway 1, 2 and 3, only the personalization station 0. It is written 0600 and never printed.
 
-    CardToolError   bad input; the message names the field, never a key value
+    CardToolError   bad input (exit status 2); the message names the field, never a key value
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 from protocol import aes, keys, ntag424_sun
 from protocol.errors import ValidationError
+from protocol.ntag424 import CARD_FAMILY_UNKNOWN
 
 KEY_FILE_FORMAT = "tilltap-card-masters/1"
 KEY_FILE_BYTES_MAX = 64 * 1024
@@ -135,7 +139,7 @@ def load_master_keys(path: str | Path) -> MasterKeys:
         raise CardToolError(f"key file {path} is larger than {KEY_FILE_BYTES_MAX} bytes")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a key file
         raise CardToolError(f"key file {path} is not JSON") from None
     if not isinstance(data, dict):
         raise CardToolError(f"key file {path} must hold a JSON object")
@@ -204,36 +208,58 @@ def choose_keys(key: str | None = None, meta_key: str | None = None,
 
 
 def verify_sun_url(url: str, meta_key: bytes | None, file_key: FileKey) -> dict[str, Any]:
-    """The verify-sun report for `url`; CardToolError for bad input (exit 2)."""
+    """The verify-sun report for `url`, valid or not; CardToolError for bad input (exit 2).
+
+    PICCData that decrypts to no card tilltap issues (card_family_unknown) is "not valid", as a
+    wrong SDMMAC is: a wrong K1 turns a genuine URL into exactly that. PICCData of the wrong
+    length (LRP mode's 24 bytes among them) is bad input.
+    """
+    if not url.isascii():
+        raise CardToolError("the URL is not ASCII text (a card writes ASCII only)")
     try:
         fields = ntag424_sun.parse_sun_url(url)
-        if fields["form"] == "encrypted" and meta_key is None:
-            raise CardToolError("an encrypted (picc_data / e) URL needs --meta-key too")
-        result = ntag424_sun.verify_sun_url(url, meta_key, file_key)
     except ValidationError as error:
         raise CardToolError(str(error)) from None
+    if fields["form"] == "encrypted" and meta_key is None:
+        raise CardToolError("an encrypted (picc_data / e) URL needs --meta-key too")
+    try:
+        result = ntag424_sun.verify_sun_url(url, meta_key, file_key)
+    except ValidationError as error:
+        if not _decrypted_to_no_card(error, fields["picc_data"]):
+            raise CardToolError(str(error)) from None
+        return {"valid": False, "reason": error.reason, "form": fields["form"]}
     report: dict[str, Any] = {
         "valid": result["valid"],
         "reason": result["reason"],
         "form": fields["form"],
-        "uid": None if result["uid"] is None else result["uid"].hex(),
-        "read_counter": result["read_counter"],
     }
+    if not result["valid"]:
+        return report  # nothing read from an unauthenticated message
+    report["uid"] = result["uid"].hex()
+    report["read_counter"] = result["read_counter"]
     if fields["enc"] is not None:
-        file_data = result["file_data"]
-        report["file_data"] = None if file_data is None else file_data.hex()
+        report["file_data"] = result["file_data"].hex()
     return report
+
+
+def _decrypted_to_no_card(error: ValidationError, picc_data_hex: str | None) -> bool:
+    """Whether `error` came from PICCData of the right length after decryption with K1."""
+    return (error.reason == CARD_FAMILY_UNKNOWN and picc_data_hex is not None
+            and len(picc_data_hex) == 2 * ntag424_sun.PICC_DATA_BYTES)
 
 
 def verify_sun_command(url: str, key: str | None = None, meta_key: str | None = None,
                        file_key: str | None = None,
                        master_key_file: str | Path | None = None) -> int:
-    """`tilltap card verify-sun`: print the report; 0 valid, 1 not valid, 2 bad input."""
+    """`tilltap card verify-sun`: 0 valid (JSON report), 1 not valid (one line), 2 bad input."""
     try:
         meta, file_key_or_function = choose_keys(key, meta_key, file_key, master_key_file)
         report = verify_sun_url(url, meta, file_key_or_function)
     except CardToolError as error:
         print(f"tilltap card verify-sun: {error}", file=sys.stderr)
         return 2
+    if not report["valid"]:
+        print(f"not valid: {report['reason']}")
+        return 1
     print(json.dumps(report, sort_keys=True))
-    return 0 if report["valid"] else 1
+    return 0

@@ -11,10 +11,9 @@ runs the same functions on real MicroPython 1.27 with protocol/, firmware/, this
         error = expect_raises(ValueError, money.parse, "-1")
         assert "negative" in str(error)
 
-Vector files are looked up by name, first found wins:
-  CPython:     $TILLTAP_SHARED_DIR/vectors (default: ../shared/vectors beside the repo),
-               then the repo's tests/vectors
-  MicroPython: /vectors (the harness copies the same files there, same order)
+Vector files are looked up by name in one folder (tests/vectors/README.md names their sources):
+  CPython:     the repo's tests/vectors
+  MicroPython: /vectors (the harness copies tests/vectors there)
 """
 
 import json
@@ -24,27 +23,24 @@ IS_MICROPYTHON = sys.implementation.name == "micropython"
 MICROPYTHON_VECTORS_DIRECTORY = "/vectors"
 
 
-def vector_directories():
-    """The folders searched for vector files, in order."""
+def vector_directory():
+    """The folder holding the vector files: tests/vectors, or /vectors on MicroPython."""
     if IS_MICROPYTHON:
-        return [MICROPYTHON_VECTORS_DIRECTORY]
+        return MICROPYTHON_VECTORS_DIRECTORY
     import os
 
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    shared = os.environ.get("TILLTAP_SHARED_DIR") or os.path.join(os.path.dirname(repo), "shared")
-    return [os.path.join(shared, "vectors"), os.path.join(repo, "tests", "vectors")]
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vectors")
 
 
 def load_text(name):
-    """The text of vector file `name` (e.g. "rfc.json"); OSError naming the folders if absent."""
-    directories = vector_directories()
-    for directory in directories:
-        try:
-            with open(directory + "/" + name) as file:
-                return file.read()
-        except OSError:
-            pass
-    raise OSError(f"vector file {name!r} not found in {', '.join(directories)}")
+    """The text of vector file `name` (e.g. "rfc.json"); OSError naming the folder if absent."""
+    path = vector_directory() + "/" + name
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        pass
+    raise OSError(f"vector file {name!r} not found: no {path}")
 
 
 def load_json(name):

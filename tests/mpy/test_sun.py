@@ -133,6 +133,34 @@ def test_a_plain_mirror_url_verifies_with_the_counter_most_significant_byte_firs
     assert result["read_counter"] == 6
 
 
+# -- Hex case: the card writes uppercase, a verifier reads either ------------------------------
+
+
+def test_a_lowercase_an12196_url_verifies_as_the_uppercase_one():
+    vector = _vectors()["an12196_sun_encrypted_piccdata_cmac"]
+    upper = sun.verify_sun_url(vector["example_url"], ZERO_KEY, ZERO_KEY)
+    assert upper["valid"] and vector["example_url"].endswith(vector["SDMMAC"])  # as written
+    assert sun.verify_sun_url(vector["example_url"].lower(), ZERO_KEY, ZERO_KEY) == upper
+
+
+def test_lowercase_encrypted_file_data_is_maced_in_uppercase_as_the_card_wrote_it():
+    enc = "CEE9A53E3E463EF1F459635736738962"
+    lower = SUN2_URL.replace(enc, enc.lower())
+    fields = sun.parse_sun_url(lower)
+    assert fields["enc"] == enc.lower() and fields["mac_input"] == (enc + "&cmac=").encode()
+    for url in (lower, SUN2_URL.lower(), SUN2_URL.replace("cmac=ECC1", "cmac=ecc1")):
+        result = sun.verify_sun_url(url, ZERO_KEY, ZERO_KEY)
+        assert result["valid"] and result["file_data"] == b"x" * 16
+    picc_data, mac = "FD91EC264309878BE6345CBE53BADF40", "ECC1E7F6C6C73BF6"
+    result = sun.verify_sun(ZERO_KEY, ZERO_KEY, picc_data.lower(), mac.lower(), enc.lower())
+    assert result["valid"] and result["read_counter"] == 8
+
+
+def test_a_lowercase_plain_mirror_url_verifies():
+    result = sun.verify_sun_url(PLAIN_URL.lower(), None, ZERO_KEY)
+    assert result["valid"] and result["uid"] == _hex("041E3C8A2D6B80")
+
+
 # -- Refusals ----------------------------------------------------------------------------------
 
 

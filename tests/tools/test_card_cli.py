@@ -1,15 +1,20 @@
-"""`tilltap card verify-sun` and the master-key file: what a technician sees for good URLs,
-forged ones and every kind of bad input; URLs come from the published vectors and from the
-emulated card personalized with diversified keys."""
+"""`tilltap card verify-sun` and the master-key file: what a technician sees for good URLs
+(exit 0, a JSON report), URLs that do not verify (exit 1, one line "not valid: <reason>") and
+every kind of bad input (exit 2, a message on stderr), never a traceback; URLs come from the
+published vectors and from the emulated card personalized with diversified keys."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.card_auth import CardKeys
 from protocol import keys
@@ -38,10 +43,11 @@ SELECT_APPLICATION = bytes.fromhex("00A4040C07D276000085010100")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    """(exit status, parsed stdout or None, stderr) of `tilltap card verify-sun ...`."""
+    """(exit status, stdout: the parsed report when 0, else its text, stderr) of
+    `tilltap card verify-sun ...`."""
     status = main(["card", "verify-sun", *argv])
     out, err = capsys.readouterr()
-    return status, json.loads(out) if out else None, err
+    return status, json.loads(out) if status == 0 else out, err
 
 
 def personalized_card(master_keys: MasterKeys) -> Ntag424Card:
@@ -126,21 +132,42 @@ def test_a_personalized_card_verifies_with_the_master_key_file(
                (master_keys.master(number) for number in master_keys.key_numbers()))
 
 
-# -- not valid (exit 1) ------------------------------------------------------------------------
+def test_a_lowercase_url_verifies_as_the_card_wrote_it_in_uppercase(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status, report, _ = run(capsys, ENC_URL.lower(), "--key", ZERO_HEX)
+    assert status == 0 and bytes.fromhex(report["file_data"]) == b"x" * 16
+
+
+# -- not valid (exit 1, one line) --------------------------------------------------------------
 
 
 def test_a_wrong_file_key_is_not_valid_and_reveals_nothing(
         capsys: pytest.CaptureFixture[str]) -> None:
-    status, report, err = run(capsys, AN12196_URL, "--meta-key", ZERO_HEX,
-                              "--file-key", "11" * 16)
-    assert (status, err) == (1, "")
-    assert report == {"valid": False, "reason": "card_auth_failed", "form": "encrypted",
-                      "uid": None, "read_counter": None}
+    status, out, err = run(capsys, AN12196_URL, "--meta-key", ZERO_HEX, "--file-key", "11" * 16)
+    assert (status, out, err) == (1, "not valid: card_auth_failed\n", "")
+
+
+def test_a_wrong_meta_key_is_not_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the wrong K1 the PICCData decrypts to noise: no card tilltap issues."""
+    status, out, err = run(capsys, AN12196_URL, "--meta-key", "22" * 16, "--file-key", ZERO_HEX)
+    assert (status, out, err) == (1, "not valid: card_family_unknown\n", "")
+
+
+@pytest.mark.parametrize("wrong_key", ["22" * 16, "11" * 16, "00" * 15 + "01"])
+def test_a_wrong_key_is_not_valid(wrong_key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for url in (AN12196_URL, ENC_URL):
+        status, out, err = run(capsys, url, "--key", wrong_key)
+        assert status == 1 and err == ""
+        assert out in ("not valid: card_family_unknown\n", "not valid: card_auth_failed\n")
+    status, out, _ = run(capsys, PLAIN_URL, "--file-key", wrong_key)
+    assert (status, out) == (1, "not valid: card_auth_failed\n")
 
 
 def test_a_tampered_url_is_not_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    status, report, _ = run(capsys, ENC_URL.replace("enc=CEE9", "enc=CEE8"), "--key", ZERO_HEX)
-    assert status == 1 and report["file_data"] is None
+    for tampered in (ENC_URL.replace("enc=CEE9", "enc=CEE8"), ENC_URL[:-1] + "7",
+                     PLAIN_URL.replace("ctr=000006", "ctr=000007")):
+        status, out, err = run(capsys, tampered, "--key", ZERO_HEX)
+        assert (status, out, err) == (1, "not valid: card_auth_failed\n", "")
 
 
 def test_another_deployments_card_is_not_valid(
@@ -151,8 +178,13 @@ def test_another_deployments_card_is_not_valid(
     other = MasterKeys(SYSTEM_ID, {1: master_keys.master(1), 2: bytes(16)})
     other_path = tmp_path / "other.json"
     write_master_keys(other_path, other)
-    status, report, _ = run(capsys, url, "--master-key", str(other_path))
-    assert status == 1 and not report["valid"]
+    status, out, _ = run(capsys, url, "--master-key", str(other_path))
+    assert (status, out) == (1, "not valid: card_auth_failed\n")
+    foreign = new_master_keys(b"another-system", (1, 2))
+    foreign_path = tmp_path / "foreign.json"
+    write_master_keys(foreign_path, foreign)
+    status, out, _ = run(capsys, url, "--master-key", str(foreign_path))
+    assert status == 1 and out.startswith("not valid: card_")
 
 
 # -- bad input (exit 2, a message on stderr) ---------------------------------------------------
@@ -161,15 +193,23 @@ def test_another_deployments_card_is_not_valid(
 BAD_INPUT = {
     "no query": (["https://tap.example/c", "--key", ZERO_HEX], "URL has no query"),
     "no cmac": (["https://tap.example/c?e=" + "00" * 16, "--key", ZERO_HEX], "lacks cmac"),
+    "no picc data": (["https://tap.example/c?c=" + "00" * 8, "--key", ZERO_HEX],
+                     "lacks picc_data"),
     "field twice": ([AN12196_URL + "&c=00", "--key", ZERO_HEX], "given twice"),
     "picc data not hex": ([AN12196_URL.replace("e=EF", "e=ZZ"), "--key", ZERO_HEX],
                           "picc_data is not hex"),
+    "picc data too short": ([AN12196_URL.replace("e=EF", "e="), "--key", ZERO_HEX],
+                            "picc_data is not 16 bytes"),
     "cmac too short": ([AN12196_URL[:-2], "--key", ZERO_HEX], "cmac is not 8 bytes"),
+    "odd hex": ([AN12196_URL[:-1], "--key", ZERO_HEX], "cmac is not hex"),
+    "enc not whole blocks": ([ENC_URL.replace("&enc=CEE9", "&enc="), "--key", ZERO_HEX],
+                             "enc is not whole 16-byte blocks"),
     "mixed forms": ([PLAIN_URL + "&e=" + "00" * 16, "--key", ZERO_HEX], "mixes plain"),
     "lrp picc data": (["https://x.example/?e=" + "00" * 24 + "&c=" + "00" * 8, "--key", ZERO_HEX],
                       "card_family_unknown"),
-    "wrong meta key": ([AN12196_URL, "--meta-key", "22" * 16, "--file-key", ZERO_HEX],
-                       "card_family_unknown"),
+    "not ascii": ([AN12196_URL.replace("424", "4\u00e924"), "--key", ZERO_HEX], "not ASCII"),
+    "undecodable bytes": ([AN12196_URL.replace("424", "4\udcff24"), "--key", ZERO_HEX],
+                          "not ASCII"),
     "key not hex": ([AN12196_URL, "--key", "xy" * 16], "--key is not hexadecimal"),
     "key too short": ([AN12196_URL, "--key", "00" * 15], "--key must be 16 bytes"),
     "no key": ([AN12196_URL], "give --key"),
@@ -184,10 +224,55 @@ BAD_INPUT = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_exits_2_with_a_message(case: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv, message = BAD_INPUT[case]
-    status, report, err = run(capsys, *argv)
-    assert status == 2 and report is None
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
     assert err.startswith("tilltap card verify-sun: ") and message in err
-    assert "22" * 16 not in err and "xy" * 16 not in err
+    assert err.count("\n") == 1 and "xy" * 16 not in err
+
+
+HEX_DIGITS = "0123456789abcdefABCDEF"
+SUN_FORMS = [("picc_data", "cmac"), ("e", "c"), ("picc_data", "enc", "cmac"),
+             ("uid", "ctr", "cmac"), ("e", "uid", "c"), ("enc", "cmac"), ("other", "cmac")]
+SUN_FIELD_HEX_CHARS = {"picc_data": 32, "e": 32, "enc": 32, "cmac": 16, "c": 16, "uid": 14,
+                       "ctr": 6, "other": 4}
+PUBLISHED_VALUES = {"picc_data": "EF963FF7828658A599F3041510671E88", "cmac": "94EED9EE65337086",
+                    "enc": "CEE9A53E3E463EF1F459635736738962", "uid": "041E3C8A2D6B80",
+                    "ctr": "000006"}
+
+
+@st.composite
+def sun_urls(draw: st.DrawFn) -> str:
+    """URLs shaped like SUN messages: one form's fields in any order, each of the right length,
+    a published value, or mangled (other characters, other lengths, empty), sometimes doubled."""
+    names = list(draw(st.permutations(draw(st.sampled_from(SUN_FORMS)))))
+    names += draw(st.lists(st.sampled_from(sorted(SUN_FIELD_HEX_CHARS)), max_size=1))
+    fields = []
+    for name in names:
+        chars = SUN_FIELD_HEX_CHARS[name]
+        value = draw(st.one_of(
+            st.text(alphabet=HEX_DIGITS, min_size=chars, max_size=chars),
+            st.just(PUBLISHED_VALUES.get(name, "00")),
+            st.text(alphabet=HEX_DIGITS + "g%=&#", max_size=2 * chars + 2),
+        ))
+        fields.append(f"{name}={value}")
+    return "https://tap.example/c?" + "&".join(fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=sun_urls(), key=st.sampled_from([ZERO_HEX, "22" * 16]))
+def test_any_url_gets_one_of_the_three_answers_and_never_a_traceback(url: str, key: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["card", "verify-sun", url, "--key", key])
+    if status == 0:
+        assert json.loads(out.getvalue())["valid"] is True and err.getvalue() == ""
+    elif status == 1:
+        assert out.getvalue() in ("not valid: card_auth_failed\n",
+                                  "not valid: card_family_unknown\n")
+        assert err.getvalue() == ""
+    else:
+        assert status == 2 and out.getvalue() == ""
+        assert err.getvalue().startswith("tilltap card verify-sun: ")
 
 
 KEY_FILES = {

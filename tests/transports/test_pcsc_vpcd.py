@@ -26,7 +26,7 @@ from tools.transports.vpcd_card import (
 pytestmark = pytest.mark.e2e
 
 SELECT_NDEF = bytes.fromhex("00A4040007D276000085010100")  # NDEF application, Le 00
-SELECT_UNKNOWN = bytes.fromhex("00A4040007A000000000000100")  # protocol_facts example
+SELECT_UNKNOWN = bytes.fromhex("00A4040007A000000000000100")  # unknown AID: 6A82 (wire trace)
 SELECT_NDEF_NO_FCI = bytes.fromhex("00A4040C07D276000085010100")  # as NTAG 424 readers send it
 GET_VERSION = bytes.fromhex("9060000000")
 ADDITIONAL_FRAME = bytes.fromhex("90AF000000")

@@ -1,6 +1,8 @@
-"""VpcdCard on the wire, byte for byte, against a stand-in for vpcd on a free port (the frames
-are those of ../shared/vectors/vpcd_wire_trace.txt); the real vpcd is in test_pcsc_vpcd.py."""
+"""VpcdCard on the wire, byte for byte, against a stand-in for vpcd on a free port: the frames
+of tests/vectors/vpcd_wire_trace.txt (a capture of the real vpcd, docs/cards.md "vpcd on the
+wire") are replayed whole; the real vpcd is in test_pcsc_vpcd.py."""
 
+import re
 import socket
 import threading
 import time
@@ -9,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
 from tools.simulator.pn532_emulator import EchoCard
 from tools.transports import VirtualCardError
 from tools.transports.vpcd_card import VpcdCard
 
 READ_TIMEOUT_S = 2.0
+WIRE_TRACE_PATH = REPO_ROOT / "tests" / "vectors" / "vpcd_wire_trace.txt"
+WIRE_TRACE_LINE = re.compile(r"^[0-9.]+ (vpcd->vicc|vicc->vpcd) len=([0-9]+) raw=([0-9a-f]+)$")
+TRACE_APPLICATION = bytes.fromhex("F0010203040506")  # the AID the trace's card stub knew
 
 
 class CountingCard(EchoCard):
@@ -106,6 +112,45 @@ def test_controls_and_apdus_are_answered_as_in_the_wire_trace(vpcd: FakeVpcd):
         virtual.close()
     assert virtual.counts["power_on"] == 1 and virtual.counts["power_off"] == 1
     assert virtual.counts["apdus"] == 3 and virtual.counts["reader_get_data"] == 1
+
+
+class TraceStubCard(CountingCard):
+    """Answers as the card stub of the wire trace did: SELECT of F0010203040506 9000, any other
+    SELECT 6A82, anything else 6D00. Its default ATS gives the trace's ATR, 3B 80 80 01 01."""
+
+    def apdu(self, command: bytes) -> bytes:
+        if command[:2] == b"\x00\xa4":
+            return b"\x90\x00" if command[5 : 5 + command[4]] == TRACE_APPLICATION else b"\x6a\x82"
+        return b"\x6d\x00"
+
+
+def wire_trace() -> list[tuple[str, bytes]]:
+    """(direction, bytes on the TCP stream) of every message of the trace, in order."""
+    messages = []
+    for line in WIRE_TRACE_PATH.read_text().splitlines():
+        match = WIRE_TRACE_LINE.match(line)
+        if match:
+            direction, length, raw = match.group(1), int(match.group(2)), bytes.fromhex(match[3])
+            assert int.from_bytes(raw[:2], "big") == length == len(raw) - 2, line
+            messages.append((direction, raw))
+    return messages
+
+
+def test_the_whole_wire_trace_of_the_real_vpcd_is_answered_byte_for_byte(vpcd: FakeVpcd):
+    trace = wire_trace()
+    from_vpcd = [raw for direction, raw in trace if direction == "vpcd->vicc"]
+    from_card = b"".join(raw for direction, raw in trace if direction == "vicc->vpcd")
+    assert len(from_vpcd) == 45 and len(from_card) == 7 * 38 + 4 * 3  # 38 ATRs, 3 answers
+    card = TraceStubCard()
+    virtual, wire = inserted(card, vpcd)  # answers one GET_ATR before the trace starts
+    try:
+        wire.sendall(b"".join(from_vpcd))
+        assert vpcd.read(len(from_card)) == from_card
+        vpcd.expect_silence()  # power on and off are not answered
+    finally:
+        virtual.close()
+    assert card.activations == from_vpcd.count(bytes.fromhex("000101")) == 2
+    assert virtual.counts["power_off"] == 2 and virtual.counts["apdus"] == 3
 
 
 def test_a_message_split_across_writes_is_answered_once_whole(vpcd: FakeVpcd):

@@ -2,10 +2,11 @@
 
 Shared by the tests, the bench and the firmware build.
 
+    vectors = REPO_ROOT / "tests" / "vectors"
     result = run_micropython(
         "import protocol; print('ok')",
         libs={"protocol": REPO_ROOT / "protocol"},          # copied to /lib/protocol/
-        files={"/vectors/rfc.json": shared / "rfc.json"},   # copied to that exact path
+        files={"/vectors/rfc.json": vectors / "rfc.json"},  # copied to that exact path
     )
     result.check()  # raises MicroPythonFailed with stdout and stderr unless it exited 0
 

@@ -1,9 +1,9 @@
 """A Type 4A (ISO-DEP) card over nfcpy's udp driver: serves a card object to any nfcpy reader.
 
 nfcpy emulates only Type 3 tags by itself. This listener uses its udp driver's listener
-instead (../shared/RECIPES.md): given `LocalTarget('106A', sens_res, sdd_res=uid, sel_res)` it
-answers the anticollision and hands back the reader's RATS; the ATS goes back, and from then
-on `IsoDepCard` answers the ISO/IEC 14443-4 blocks:
+instead (docs/cards.md "nfcpy as a card"): given `LocalTarget('106A', sens_res, sdd_res=uid,
+sel_res)` it answers the anticollision and hands back the reader's RATS; the ATS goes back,
+and from then on `IsoDepCard` answers the ISO/IEC 14443-4 blocks:
 
     I(bn) with chaining       R(ACK, bn); the command data is collected
     I(bn)                     the card's response in I-blocks, chained (MI) when longer

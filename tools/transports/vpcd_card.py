@@ -4,7 +4,7 @@ pcscd with `vsmartcard-vpcd` listens on TCP 35963 (slot "Virtual PCD 00 00") and
 ("Virtual PCD 00 01"). `VpcdCard(card).insert()` connects there and serves the card object
 from a thread until `remove()` (the socket closes: PC/SC sees the card leave) or `close()`.
 
-Wire (vsmartcard vpcd.c; ../shared/vectors/vpcd_wire_trace.txt): every message both ways is a
+Wire (docs/cards.md "vpcd on the wire"; tests/vectors/vpcd_wire_trace.txt): every message is a
 2-byte big-endian length and a payload. From vpcd, a 1-byte payload is a control message:
 
     00 power off, 01 power on, 02 reset     no reply (power on and reset: card.activate())
@@ -20,7 +20,7 @@ card instead). For the default ATS `05 78 80 A0 02` the ATR is the minimal `3B 8
 
 Speed: vpcd writes a message's length and payload in two writes. With Nagle on our side and
 delayed ACKs on both, that caps a round trip near 50 ms (20 APDU/s); TCP_NODELAY on this socket
-and TCP_QUICKACK before every recv bring it to thousands per second (../shared/RECIPES.md).
+and TCP_QUICKACK before every recv bring it to thousands per second (docs/cards.md "Speed").
 
 The vpcd ports are machine-wide and take one card each: a `VpcdCard` holds an exclusive lock
 file for its port from `insert()` to `close()` (across `remove()`/`insert()`), so two test runs
