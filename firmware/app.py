@@ -14,9 +14,11 @@ or None when nothing was keyed in. Commands:
     {"op": "void", "ref": txn id}                          refund all that is left
     {"op": "cashout", "amount_minor": n}
     {"op": "inquiry"}
+    {"op": "refused"}                                     the refused log (technician)
     {"op": "stop"}                                        leave the loop (tests, shutdown)
 """
 
+from firmware.hal import SyncedClock
 from firmware.journal import Journal
 from firmware.settings import Settings
 from firmware.storage import FileStorage
@@ -40,6 +42,7 @@ SETTINGS_PATH = "/config.bin"
 def build_terminal(config, net, clock, random, reader, display, journal_path=JOURNAL_PATH,
                    settings_path=SETTINGS_PATH):
     journal = Journal(FileStorage(journal_path))
+    clock = SyncedClock(clock)  # records carry the gateway's time once it has answered
     uplink = Uplink(config, journal, net, clock, random)
     settings = Settings(config["key"], config.get("programs", {}), FileStorage(settings_path))
     return Terminal(config, journal, uplink, clock, reader, display, settings)
@@ -63,6 +66,12 @@ def dispatch(terminal, command):
         return terminal.cashout(command["amount_minor"])
     if op == "inquiry":
         return terminal.inquiry()
+    if op == "refused":
+        # The technician's view: records the gateway refused (the last REFUSED_LOG_MAX) and
+        # how many since start; nothing is sent or changed.
+        return {"approved": True, "reason": None, "txn": None,
+                "response": {"refused": terminal.uplink.refused,
+                             "log": list(terminal.uplink.refused_log)}}
     return {"approved": False, "reason": reasons.COMMAND_UNKNOWN, "txn": None, "response": None}
 
 

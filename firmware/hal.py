@@ -2,7 +2,8 @@
 these; the transaction, journal and uplink modules only ever call these methods.
 
     Clock    now_s() -> int unix seconds (RTC); ticks_ms() -> int monotonic ms;
-             ticks_diff(a, b) -> a - b with wrap-around; sleep_ms(ms)
+             ticks_diff(a, b) -> a - b with wrap-around; sleep_ms(ms);
+             wrapped in SyncedClock, which adds correct(gateway_s)
     Random   u32() -> int (jitter, request ids; not a key source)
     Net      connect(client_id, will_topic, will_payload) -> None, raises OSError
              publish(topic, payload, retain=False) -> None (QoS 1), raises OSError
@@ -43,6 +44,45 @@ class SystemClock:
 
     def sleep_ms(self, ms):
         time.sleep(ms / 1000)
+
+
+CLOCK_STEP_S = 5  # a gap smaller than this is left alone (network delay, rounding)
+
+
+class SyncedClock:
+    """A clock that follows the gateway's: the board's own plus an offset.
+
+    The offset is taken from the time in a fresh signed answer (docs/protocol.md section
+    5.5: an auth response to the request waited for, an ack that answered a record sent),
+    never from a retained or replayable message, so nobody can move it who cannot answer
+    the terminal's own messages. It lives in RAM: after a restart the first fresh answer
+    sets it again. Everything else is the wrapped clock's.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.offset_s = 0
+        self.corrections = 0
+
+    def now_s(self):
+        return self.clock.now_s() + self.offset_s
+
+    def ticks_ms(self):
+        return self.clock.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return self.clock.ticks_diff(a, b)
+
+    def sleep_ms(self, ms):
+        self.clock.sleep_ms(ms)
+
+    def correct(self, gateway_s):
+        """Take the gateway's time if ours is more than CLOCK_STEP_S away from it."""
+        if abs(gateway_s - self.now_s()) > CLOCK_STEP_S:
+            self.offset_s = gateway_s - self.clock.now_s()
+            self.corrections += 1
+            return True
+        return False
 
 
 class SystemRandom:

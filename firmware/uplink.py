@@ -6,15 +6,22 @@ records whose ack is overdue, and sends a heartbeat. Nothing here blocks longer 
 timeout the caller passes.
 
 Every downlink that changes state (an ack that frees journal space, an authorization
-response that completes a sale) must verify under the terminal's own key. Unsigned notices
-are only shown and counted.
+response that completes a sale) must verify under the terminal's own key. Notices, unsigned
+or sealed, are only shown and counted.
+
+An ack answers records: those up to `acked_through` leave the journal, whether the gateway
+accepted them or refused them (docs/protocol.md section 5.1). A refused record goes to the
+refused log, the last REFUSED_LOG_MAX of them, for a technician; the gateway's refusal
+report is the full account. The terminal's clock follows the gateway's, taken only from
+fresh answers (section 5.5).
 """
 
 import gc
+import hashlib
 
 from firmware import FIRMWARE_VERSION
 from firmware.backoff import Backoff
-from protocol import messages, reasons, sealed, topics
+from protocol import cose, messages, reasons, sealed, topics
 from protocol.errors import ProtocolError
 
 try:
@@ -28,7 +35,8 @@ except ImportError:
 RESEND_AFTER_MS = const(3000)
 SEND_WINDOW_MAX = const(32)
 HEARTBEAT_INTERVAL_MS = const(60000)
-AUTH_RESPONSES_MAX = const(4)
+REFUSED_LOG_MAX = const(8)
+_SEALED_FIRST_BYTE = const(0xD1)  # CBOR tag 17: a COSE_Mac0, i.e. a sealed notice
 
 
 class Uplink:
@@ -43,7 +51,8 @@ class Uplink:
         self.backoff = Backoff(random)
         self._next_attempt_ms = clock.ticks_ms()
         self._sent_ms = {}  # seq -> ticks of the last send, for records not yet acked
-        self._auth_responses = {}  # request id -> verified response fields
+        self._awaited = None  # the request id authorize() waits for
+        self._answer = None  # its verified response, once it came
         self._last_heartbeat_ms = None
         self.stats = {
             "connects": 0,
@@ -54,10 +63,13 @@ class Uplink:
             "rejected": 0,
             "notices": 0,
             "bad_downlinks": 0,
-            "auth_dropped": 0,
+            "auth_stale": 0,
         }
-        self.rejections = []  # (seq, reason) the gateway refused: shown, never resent
-        self.last_notice = None  # the latest unsigned notice, shown to the cashier only
+        # The records the gateway refused, newest last: dicts of seq, reason, kind,
+        # amount_minor, card, time. Never resent; counted in `refused` (status key 44).
+        self.refused_log = []
+        self.refused = 0
+        self.last_notice = None  # the latest notice, shown to the cashier only
         self.last_online_s = None  # wall time of the last signed answer from the gateway
         self.on_config = None  # callback(fields, sealed bytes) for verified configuration
 
@@ -67,6 +79,7 @@ class Uplink:
         if state != "offline":
             fields["journal_depth"] = self.journal.depth
             fields["firmware"] = FIRMWARE_VERSION
+            fields["refused"] = self.refused
             if hasattr(gc, "mem_free"):  # MicroPython: what the heap has left
                 fields["heap_free"] = getattr(gc, "mem_free")()  # noqa: B009
         return sealed.seal(self.key, messages.TYPE_STATUS, fields)
@@ -160,30 +173,74 @@ class Uplink:
                 if self.on_config is not None:
                     self.on_config(fields, payload)
             else:
-                self.stats["notices"] += 1
-                self.last_notice = messages.decode(payload, messages.TYPE_NOTICE)
+                self._on_notice(payload)
         except ProtocolError:
             # A downlink we cannot trust changes nothing; it is only counted.
             self.stats["bad_downlinks"] += 1
 
+    def _on_notice(self, payload):
+        if payload and payload[0] == _SEALED_FIRST_BYTE:
+            notice = sealed.open_message(payload, messages.TYPE_NOTICE, self.key)
+            notice["signed"] = True
+        else:
+            notice = messages.decode(payload, messages.TYPE_NOTICE)
+            notice["signed"] = False
+        self.stats["notices"] += 1
+        self.last_notice = notice
+
+    def _held(self, seq):
+        for held_seq, record in self.journal.pending:
+            if held_seq == seq:
+                return record
+        return None
+
     def _on_ack(self, fields):
-        self.last_online_s = self.clock.now_s()
+        fresh = False
         for seq, reason in fields["rejected"]:
-            self.stats["rejected"] += 1
-            if len(self.rejections) < SEND_WINDOW_MAX:
-                self.rejections.append((seq, reason))
+            record = self._held(seq)
+            if record is not None:
+                self._log_refused(seq, reason, record)
+        for seq, digest in fields.get("replayed", ()):
+            record = self._held(seq)
+            if record is not None and hashlib.sha256(record).digest() == digest:
+                self._log_refused(seq, reasons.SEQ_REPLAYED, record)
+                fresh = True
         freed = self.journal.ack_through(fields["acked_through"])
         self.stats["acked"] += freed
         for seq in list(self._sent_ms):
             if seq <= self.journal.acked_through:
                 del self._sent_ms[seq]
+        if freed or fresh:
+            # It answered a record we sent: a replayed old ack frees nothing.
+            self._fresh_answer(fields["time"])
+
+    def _log_refused(self, seq, reason, record):
+        self.refused += 1
+        self.stats["rejected"] += 1
+        entry = {"seq": seq, "reason": reason}
+        try:
+            fields = messages.decode(cose.parse(record).payload, messages.TYPE_TXN)
+        except ProtocolError:
+            fields = {}
+        for name in ("kind", "amount_minor", "card", "time"):
+            entry[name] = fields.get(name)
+        self.refused_log.append(entry)
+        if len(self.refused_log) > REFUSED_LOG_MAX:
+            self.refused_log.pop(0)
+
+    def _fresh_answer(self, gateway_s):
+        """A signed answer that only the gateway could have made just now."""
+        correct = getattr(self.clock, "correct", None)
+        if correct is not None:
+            correct(gateway_s)
+        self.last_online_s = self.clock.now_s()
 
     def _on_auth_response(self, fields):
-        self.last_online_s = self.clock.now_s()
-        if len(self._auth_responses) >= AUTH_RESPONSES_MAX:
-            self._auth_responses = {}
-            self.stats["auth_dropped"] += 1
-        self._auth_responses[fields["request"]] = fields
+        if self._awaited is None or fields["request"] != self._awaited:
+            self.stats["auth_stale"] += 1  # an answer to a request no longer waited for
+            return
+        self._fresh_answer(fields["time"])
+        self._answer = fields
 
     # -- authorization --------------------------------------------------------------------
     def authorize(self, fields, timeout_ms):
@@ -193,6 +250,7 @@ class Uplink:
             if not self.net.connected:
                 return None
         request = self.random.u32()
+        self._awaited, self._answer = request, None
         fields = dict(fields)
         fields["request"] = request
         fields["terminal"] = self.terminal
@@ -205,13 +263,15 @@ class Uplink:
             self._lost()
             return None
         started = self.clock.ticks_ms()
-        while True:
-            waited = self.clock.ticks_diff(self.clock.ticks_ms(), started)
-            if waited >= timeout_ms:
-                return None
-            self.service(min(50, timeout_ms - waited))
-            response = self._auth_responses.pop(request, None)
-            if response is not None:
-                return response
-            if not self.net.connected:
-                return None
+        try:
+            while True:
+                waited = self.clock.ticks_diff(self.clock.ticks_ms(), started)
+                if waited >= timeout_ms:
+                    return None
+                self.service(min(50, timeout_ms - waited))
+                if self._answer is not None:
+                    return self._answer
+                if not self.net.connected:
+                    return None
+        finally:
+            self._awaited, self._answer = None, None

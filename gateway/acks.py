@@ -1,16 +1,20 @@
 """The acknowledgement stage: signed acks after commits, unsigned notices for the untrusted.
 
-An ack tells a terminal "every seq up to acked_through is durable here" and lists the seqs in
-that range that were refused, with reasons. It is sealed with the terminal's key so nobody
-else can make a terminal drop its journal. A message that failed before its MAC verified
-(unknown terminal, bad MAC, malformed) gets an unsigned notice instead: the terminal shows
-and counts it, and changes nothing.
+An ack tells a terminal "every seq up to acked_through has its final answer here" and lists
+the seqs in that range that were stored as refused, with reasons, and the records refused
+as replays (seq and digest). It carries the gateway's clock and is sealed with the
+terminal's key, so nobody else can make a terminal drop its journal or move its clock. A
+message that failed before its MAC verified (unknown terminal, bad MAC, malformed) gets an
+unsigned notice instead: the terminal shows and counts it, and changes nothing. A message
+that verified but cannot be placed in a chain gets a sealed notice (docs/protocol.md 5.1).
 """
 
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
+from typing import Any
 
 from gateway.registry import TerminalRegistry
 from gateway.stage import Stage
@@ -22,53 +26,92 @@ Publish = Callable[[str, bytes], None]
 
 
 class AckOut:
-    """An acknowledgement to send, or (notice_reason set) an unsigned notice."""
+    """An acknowledgement to send, or (notice_reason set) a notice.
 
-    __slots__ = ("merchant", "terminal", "acked_through", "rejected", "notice_reason")
+    A notice is sealed (`notice_sealed`) when it answers a message whose MAC verified, and
+    names that message's seq when it had a readable one."""
 
-    def __init__(self, merchant: str, terminal: str, notice_reason: str | None = None) -> None:
+    __slots__ = ("merchant", "terminal", "acked_through", "rejected", "replayed",
+                 "notice_reason", "notice_sealed", "notice_seq")
+
+    def __init__(self, merchant: str, terminal: str, notice_reason: str | None = None,
+                 notice_sealed: bool = False, notice_seq: int | None = None) -> None:
         self.merchant = merchant
         self.terminal = terminal
         self.acked_through = 0
         self.rejected: list[tuple[int, str]] = []
+        self.replayed: list[tuple[int, bytes]] = []
         self.notice_reason = notice_reason
+        self.notice_sealed = notice_sealed
+        self.notice_seq = notice_seq
+
+
+def ack_messages(out: AckOut, now_s: int) -> list[dict[str, Any]]:
+    """The ack messages that say `out`: one, or more when it has more refusals or replays
+    than one message carries (REJECTS_MAX, REPLAYED_MAX, so that it fits
+    MESSAGE_BYTES_MAX). They go out in seq order, and each but the last acks only through
+    the seq before the next one's first entry: a terminal drops a record only with the ack
+    that says how it ended, so its refused log misses none."""
+    entries = sorted([(seq, 0, reason) for seq, reason in out.rejected]
+                     + [(seq, 1, digest) for seq, digest in out.replayed],
+                     key=lambda entry: (entry[0], entry[1]))
+    caps = (messages.REJECTS_MAX, messages.REPLAYED_MAX)
+    chunks: list[list[tuple[int, int, Any]]] = [[]]
+    counts = [0, 0]
+    for entry in entries:
+        if counts[entry[1]] == caps[entry[1]]:
+            chunks.append([])
+            counts = [0, 0]
+        chunks[-1].append(entry)
+        counts[entry[1]] += 1
+    acks = []
+    for index, chunk in enumerate(chunks):
+        through = out.acked_through
+        if index + 1 < len(chunks):
+            through = min(through, chunks[index + 1][0][0] - 1)
+        fields: dict[str, Any] = {
+            "terminal": out.terminal, "time": now_s, "acked_through": max(through, 0),
+            "rejected": [[seq, value] for seq, kind, value in chunk if kind == 0]}
+        replayed = [[seq, value] for seq, kind, value in chunk if kind == 1]
+        if replayed:
+            fields["replayed"] = replayed
+        acks.append(fields)
+    return acks
 
 
 class AckStage(Stage[AckOut]):
     name = "gateway-acks"
 
     def __init__(self, registry: TerminalRegistry, publish: Publish, stats: Stats,
-                 inbox: queue.Queue[AckOut | None]) -> None:
+                 inbox: queue.Queue[AckOut | None], clock: Callable[[], float] = time.time
+                 ) -> None:
         super().__init__(inbox)
         self.registry = registry
         self.publish = publish
         self.stats = stats
+        self.clock = clock
 
     def handle(self, out: AckOut) -> None:
         if out.notice_reason is not None:
-            payload = messages.encode(
-                messages.TYPE_NOTICE, {"terminal": out.terminal, "reason": out.notice_reason}
-            )
-            self.publish(topics.down(out.merchant, out.terminal, topics.LEAF_NOTICE), payload)
-            self.stats.add("notices_sent")
+            self._notice(out)
             return
         try:
             key = self.registry.get(out.terminal).key
         except ProtocolError:
             self.stats.add("acks_unaddressable")
             return
-        # One ack message carries at most REJECTS_MAX refusals; split the rest.
-        rejected = out.rejected or []
-        while True:
-            chunk = rejected[: messages.REJECTS_MAX]
-            rejected = rejected[messages.REJECTS_MAX :]
-            fields = {
-                "terminal": out.terminal,
-                "acked_through": out.acked_through,
-                "rejected": [[seq, reason] for seq, reason in chunk],
-            }
+        for fields in ack_messages(out, int(self.clock())):
             data = sealed.seal(key, messages.TYPE_ACK, fields)
             self.publish(topics.down(out.merchant, out.terminal, topics.LEAF_ACK), data)
             self.stats.add("acks_sent")
-            if not rejected:
-                return
+
+    def _notice(self, out: AckOut) -> None:
+        fields = {"terminal": out.terminal, "reason": out.notice_reason, "seq": out.notice_seq}
+        topic = topics.down(out.merchant, out.terminal, topics.LEAF_NOTICE)
+        if out.notice_sealed:
+            key = self.registry.get(out.terminal).key  # it verified: the terminal is known
+            self.publish(topic, sealed.seal(key, messages.TYPE_NOTICE, fields))
+            self.stats.add("notices_sealed")
+        else:
+            self.publish(topic, messages.encode(messages.TYPE_NOTICE, fields))
+            self.stats.add("notices_sent")

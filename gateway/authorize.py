@@ -1,7 +1,9 @@
 """The authorization stage: signed request -> decision on the card book -> signed response.
 
 A request that does not verify gets an unsigned notice, never a decision: balances are only
-told to terminals that prove their key.
+told to terminals that prove their key. One that verifies but breaks a rule is declined,
+signed, with its reason. Every response carries the gateway's clock, from which a terminal
+corrects its own (docs/protocol.md section 5.5); requests are decided on the gateway's clock.
 
 With a ledger, an approved purchase paid from card value is then held at the ledger too, off
 the card book's lock (gateway/ledger_holds.py): the answer may become a decline, or a
@@ -20,7 +22,7 @@ from gateway.ledger_holds import LedgerHolds
 from gateway.registry import TerminalRegistry
 from gateway.stage import Stage
 from gateway.stats import Stats
-from gateway.verify import Verifier, claimed_terminal
+from gateway.verify import DeclinedRequest, SignedRefusal, Verifier, claimed_terminal
 from protocol import messages, sealed, topics
 from protocol.errors import ProtocolError
 
@@ -57,18 +59,29 @@ class AuthorizeStage(Stage[Request]):
         topic, payload = item
         now_s = time.time()
         try:
-            request = self.verifier.auth_request(topic, payload, now_s)
+            request = self.verifier.auth_request(topic, payload)
+        except DeclinedRequest as error:
+            # It proved its key: a signed decline, so the terminal stops waiting at once.
+            self.stats.rejected(error.reason)
+            merchant, terminal, _, _ = topics.parse(topic)
+            self._answer(merchant, terminal, {"request": error.request, "approved": False,
+                                              "reason": error.reason}, now_s)
+            return
         except ProtocolError as error:
             self.stats.rejected(error.reason)
             claimed = claimed_terminal(topic)
             if claimed is not None:
-                self.notices.put(AckOut(claimed[0], claimed[1], notice_reason=error.reason))
+                self.notices.put(AckOut(claimed[0], claimed[1], error.reason,
+                                        isinstance(error, SignedRefusal)))
             return
         decision = decide(self.cards, self.holds, request, now_s)
-        decision["terminal"] = request["terminal"]
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
-        key = self.registry.get(request["terminal"]).key
-        data = sealed.seal(key, messages.TYPE_AUTH_RESPONSE, decision)
-        self.publish(topics.down(request["merchant"], request["terminal"], topics.LEAF_AUTH), data)
+        self._answer(request["merchant"], request["terminal"], decision, now_s)
 
+    def _answer(self, merchant: str, terminal: str, fields: dict[str, Any],
+                now_s: float) -> None:
+        """Seal and send an auth response; it carries the gateway's clock (section 5.5)."""
+        fields = dict(fields, terminal=terminal, time=int(now_s))
+        data = sealed.seal(self.registry.get(terminal).key, messages.TYPE_AUTH_RESPONSE, fields)
+        self.publish(topics.down(merchant, terminal, topics.LEAF_AUTH), data)

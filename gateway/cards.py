@@ -180,7 +180,14 @@ class CardBook:
         # "state": the engine's state}; value and points are the engine's, kept for the store.
         self.cards: dict[str, dict[str, Any]] = dict(cards or {})
         self.holds: dict[str, Hold] = {}
+        # txn id a request said its sale would take -> the auth id answering it: a record
+        # ends the hold placed for its seq even when it does not name that auth id (the
+        # terminal gave up waiting and sold offline, and the answer came late).
+        self._hold_for_sale: dict[str, str] = {}
         self.lapsed: list[str] = []  # ledger hold ids whose local hold ended unused: to void
+        # Auth ids given before this gateway's last restart whose records have now arrived
+        # (refused, or taken without their hold): their ledger holds are voided by id.
+        self.orphaned: list[str] = []
         self.lock = threading.Lock()
         self._hold_ids = itertools.count(1)
         self._holds_placed = 0
@@ -420,8 +427,12 @@ class CardBook:
 
     def _use_hold(self, fields: dict[str, Any]) -> None:
         """Release the record's hold; note in its fields the ledger hold it posts, if any."""
-        hold = self.holds.pop(fields.get("auth_id") or "", None)
-        if hold is None or hold.ledger_hold_id is None:
+        self._end_late_hold(fields)
+        hold = self._pop_hold(fields.get("auth_id") or "")
+        if hold is None:
+            self._orphan(fields.get("auth_id"))
+            return
+        if hold.ledger_hold_id is None:
             return
         if (fields["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
                 and fields["auth_mode"] == txn.AUTH_ONLINE
@@ -485,9 +496,50 @@ class CardBook:
             self.release(key)
         return len(expired)
 
+    def refused(self, fields: dict[str, Any]) -> None:
+        """A record was refused at ingest: the hold its authorization placed ends now."""
+        self._end_late_hold(fields)
+        auth_id = fields.get("auth_id")
+        if not isinstance(auth_id, str):
+            return
+        hold = self.holds.get(auth_id)
+        if hold is None:
+            self._orphan(auth_id)
+        elif hold.card == fields.get("card"):  # a record ends only its own card's hold
+            self.release(auth_id)
+
+    def _orphan(self, auth_id: str | None) -> None:
+        """An auth id of this gateway's from before its last restart, whose record came: its
+        local hold died with the restart, and its ledger hold (if any) is to be voided."""
+        match = AUTH_ID_PATTERN.fullmatch(auth_id or "")
+        if (match is not None and self.lookup is not None
+                and int(match.group(1)) < self.auth_epoch):
+            self.orphaned.append(auth_id or "")
+
+    def take_orphaned(self) -> list[str]:
+        orphaned, self.orphaned = self.orphaned, []
+        return orphaned
+
+    def _end_late_hold(self, fields: dict[str, Any]) -> None:
+        """A hold placed for this record's seq under another auth id ends with the record."""
+        sale_id = txn.txn_id(fields["terminal"], fields["seq"])
+        late = self._hold_for_sale.get(sale_id)
+        if late is None or late == fields.get("auth_id"):
+            return
+        hold = self.holds.get(late)
+        if hold is not None and hold.card == fields.get("card"):
+            self.release(late)
+
+    def _pop_hold(self, auth_id: str) -> Hold | None:
+        hold = self.holds.pop(auth_id, None)
+        if hold is not None and hold.op is not None and (
+                self._hold_for_sale.get(hold.op["id"]) == auth_id):
+            del self._hold_for_sale[hold.op["id"]]
+        return hold
+
     def release(self, auth_id: str) -> None:
         """Drop a hold no record will use (declined after all, or expired)."""
-        hold = self.holds.pop(auth_id, None)
+        hold = self._pop_hold(auth_id)
         if hold is not None and hold.ledger_hold_id is not None:
             self.lapsed.append(hold.ledger_hold_id)
 
@@ -512,6 +564,8 @@ class CardBook:
         self._holds_placed = next(self._hold_ids)
         auth_id = f"a{self.auth_epoch}-{self._holds_placed}"
         self.holds[auth_id] = Hold(card, value_minor, now_s + self.hold_ttl_s, issue, expect, op)
+        if op is not None and not op["id"].startswith(PREVIEW_ID_PREFIX):
+            self._hold_for_sale[op["id"]] = auth_id
         return auth_id
 
     def _projected(self, card: str, entry: dict[str, Any], program: dict[str, Any],
@@ -540,8 +594,9 @@ class CardBook:
     def _decide(self, request: dict[str, Any], now_s: float) -> dict[str, Any]:
         kind = request["kind"]
         card = request["card"]
-        when = request.get("time", now_s)
-        known = self._known(card, when)
+        # Decided on the gateway's clock, not the request's: a terminal's may drift (its
+        # answer carries the gateway's time, docs/protocol.md section 5.5).
+        known = self._known(card, now_s)
         seen = [c for c in (known.get("sun_counter") if known else None,
                             self._auth_counters.get(card)) if c is not None]
         counter = self._identify(dict(request, auth_mode=txn.AUTH_ONLINE),
@@ -550,11 +605,11 @@ class CardBook:
             self._auth_counters[card] = counter
         if kind == txn.KIND_ISSUE:
             return self._decide_issue(request, known, now_s)
-        entry = self._card(card, when)
+        entry = self._card(card, now_s)
         if request["currency"] != entry["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, card)
         program = self._program(entry["program"])
-        day = self._day(entry, when)
+        day = self._day(entry, now_s)
         response: dict[str, Any] = {"approved": True, "program": entry["program"],
                                     "currency": entry["currency"],
                                     "version": program["version"]}
@@ -590,7 +645,7 @@ class CardBook:
         if request["currency"] != program["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, "program currency")
         op = self._op(txn.KIND_ISSUE, request, PREVIEW_ID)
-        state, effects = self._run(None, program, op, day_of(request.get("time", now_s)))
+        state, effects = self._run(None, program, op, day_of(now_s))
         amounts = counter_amounts(txn.KIND_ISSUE, effects)
         response = {"approved": True, "program": program["id"], "currency": program["currency"],
                     "version": program["version"], "card_value_minor": amounts["card_value_minor"],

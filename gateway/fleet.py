@@ -8,7 +8,6 @@ means an old message replayed later is refused by the terminal (`config_rollback
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from gateway.acks import Publish
@@ -26,9 +25,9 @@ class FleetConfig:
         assert len(self.hotlist) <= messages.HOTLIST_MAX, "hotlist beyond one message"
 
     def sealed_for(self, registry: TerminalRegistry, terminal: str) -> bytes:
+        # No time: one version always has the same bytes (docs/protocol.md section 5.7).
         fields = {"terminal": terminal, "config_version": self.version,
-                  "time": int(time.time()), "limits": self.limits, "programs": self.programs,
-                  "hotlist": self.hotlist}
+                  "limits": self.limits, "programs": self.programs, "hotlist": self.hotlist}
         return sealed.seal(registry.get(terminal).key, messages.TYPE_CONFIG, fields)
 
     def publish(self, registry: TerminalRegistry, publish: Publish) -> int:

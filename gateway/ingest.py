@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from gateway.acks import AckOut
 from gateway.cards import CardBook
-from gateway.sequencer import DUPLICATE, IN_ORDER, REJECT, Decision, Sequencer
+from gateway.sequencer import DUPLICATE, GAP, IN_ORDER, REPLAYED, Decision, Sequencer
 from gateway.stage import Stage
 from gateway.stats import Stats
 from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
 from gateway.verify import Verified
 from protocol.errors import ProtocolError
+from protocol.reasons import SEQ_GAP, SEQ_REPLAYED
 
 COMMIT_BATCH_MAX = 500
 COMMIT_WAIT_MS = 5
@@ -47,8 +49,10 @@ class IngestStage(Stage[Verified]):
     name = "gateway-ingest"
 
     def __init__(self, store: GatewayStore, cards: CardBook, stats: Stats,
-                 inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None]) -> None:
+                 inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None],
+                 holds_ended: Callable[[], None] | None = None) -> None:
         super().__init__(inbox)
+        self.holds_ended = holds_ended  # refused records ended holds: void them at the ledger
         self.store = store
         self.cards = cards
         self.stats = stats
@@ -86,9 +90,12 @@ class IngestStage(Stage[Verified]):
                     for decision in self.sequencer.offer(item):
                         self._decide(decision, batch)
                 cards = self.cards.take_dirty()
+                ended = bool(self.cards.lapsed or self.cards.orphaned)
             chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
             self.store.commit(batch.rows, chain, cards, batch.counters)
         self.sequencer.committed()
+        if ended and self.holds_ended is not None:
+            self.holds_ended()
         for name, n in batch.counters.items():
             self.stats.add(name, n)
         for out in batch.acks.values():
@@ -98,12 +105,21 @@ class IngestStage(Stage[Verified]):
     def _decide(self, decision: Decision, batch: _Batch) -> None:
         item = decision.item
         if decision.action == IN_ORDER:
-            try:
-                prepared = self.cards.check(item.fields)
-            except ProtocolError as error:
-                self._store(item, batch, STATUS_REJECTED, error.reason)
-                batch.ack_for(item).rejected.append((item.seq, error.reason))
-                batch.count("rejected." + error.reason)
+            # Placed in the chain: accepted, or stored as refused with its reason. Either way
+            # its seq is consumed and the terminal's next record follows it.
+            reason = decision.reason or item.refusal
+            prepared = None
+            if reason is None:
+                try:
+                    prepared = self.cards.check(item.fields)
+                except ProtocolError as error:
+                    reason = error.reason
+            if prepared is None:
+                assert reason is not None
+                self.cards.refused(item.fields)
+                self._store(item, batch, STATUS_REJECTED, reason)
+                batch.ack_for(item).rejected.append((item.seq, reason))
+                batch.count("rejected." + reason)
                 return
             self.cards.apply(item.fields, prepared)
             self._store(item, batch, STATUS_ACCEPTED, None)
@@ -114,10 +130,12 @@ class IngestStage(Stage[Verified]):
             if decision.stored_status == STATUS_REJECTED and decision.stored_reason:
                 out.rejected.append((item.seq, decision.stored_reason))
             batch.count("duplicates")
-        elif decision.action == REJECT:
-            assert decision.reason is not None
-            batch.ack_for(item).rejected.append((item.seq, decision.reason))
-            batch.count("rejected." + decision.reason)
+        elif decision.action == REPLAYED:
+            batch.ack_for(item).replayed.append((item.seq, item.digest))
+            batch.count("rejected." + SEQ_REPLAYED)
+        elif decision.action == GAP:
+            batch.ack_for(item)  # acked_through = head: the terminal resends what is missing
+            batch.count("rejected." + SEQ_GAP)
         else:
             batch.count("held")
 

@@ -170,6 +170,7 @@ class LedgerHolds:
         self._voids: deque[str] = deque()  # across a ledger call
         self._retry_at = 0.0
         self._retry_s = LEDGER_RETRY_MIN_S
+        self._wake = threading.Event()  # a refused record's hold: void it now, not in 5 s
 
     # -- authorization ----------------------------------------------------------------------
     def confirm(self, request: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +325,8 @@ class LedgerHolds:
         with self.cards.lock:
             self.cards.expire_holds(now_s)
             lapsed = self.cards.take_lapsed()
-        self._queue_voids(lapsed)
+            orphaned = self.cards.take_orphaned()
+        self._queue_voids(lapsed + [ledger_hold_id(self.gateway_id, a) for a in orphaned])
         with self._lock:
             queued = len(self._voids)
         done = 0
@@ -338,8 +340,17 @@ class LedgerHolds:
             done += 1
         return done
 
+    def wake(self) -> None:
+        """Sweep now (a record was refused or came without its hold: its ledger hold goes)."""
+        self._wake.set()
+
     def run_sweeps(self, stop: threading.Event) -> None:
-        """Sweep every VOID_SWEEP_INTERVAL_S until `stop` is set, then once more."""
-        while not stop.wait(VOID_SWEEP_INTERVAL_S):
+        """Sweep every VOID_SWEEP_INTERVAL_S, and when woken, until `stop` is set, then once
+        more (`stop` must be followed by `wake` to end the wait at once)."""
+        while True:
+            self._wake.wait(VOID_SWEEP_INTERVAL_S)
+            self._wake.clear()
+            if stop.is_set():
+                break
             self.sweep(time.time())
         self.sweep(time.time())

@@ -4,14 +4,18 @@ For each terminal the sequencer knows the head of its chain: the highest seq sto
 every lower seq also stored, and that record's digest. An offered record is
 
     seq <= head, digest equals the stored one    DUPLICATE  (a resend: ack it again)
-    seq <= head, digest differs                  REJECT seq_replayed (alarm: same id, new content)
+    seq <= head, digest differs                  REPLAYED   (not stored: the stored one stands)
     seq == head + 1, prev equals the head digest IN_ORDER   (goes on to the business rules)
-    seq == head + 1, prev differs                REJECT chain_broken
-    seq  > head + 1, already held                DUPLICATE, or seq_replayed if the content differs
-    seq  > head + 1                              held until the gap fills, at most
-                                                 AHEAD_PER_TERMINAL_MAX records, else seq_gap
+    seq == head + 1, prev differs                IN_ORDER with reason chain_broken: stored as
+                                                 refused, and the chain goes on from it
+    seq  > head + 1, already held                DUPLICATE, or REPLAYED if the content differs
+    seq  > head + 1                              HELD until the gap fills, at most
+                                                 AHEAD_PER_TERMINAL_MAX records, else GAP
+                                                 (not held; the terminal resends it later)
 
-Records released from the hold come out IN_ORDER after the one that filled the gap.
+Every record that comes out IN_ORDER consumes its seq, refused or not, so no record can hold
+up the ones after it (docs/protocol.md section 5.1). Records released from the hold come out
+IN_ORDER after the one that filled the gap.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.verify import Verified
-from protocol.reasons import CHAIN_BROKEN, SEQ_GAP, SEQ_REPLAYED
+from protocol.reasons import CHAIN_BROKEN
 from protocol.txn import GENESIS_DIGEST
 
 AHEAD_PER_TERMINAL_MAX = 256
 
 IN_ORDER = "in_order"
 DUPLICATE = "duplicate"
-REJECT = "reject"
+REPLAYED = "replayed"
 HELD = "held"
+GAP = "gap"
 
 # (terminal, seq) -> (digest, status, reason) of a stored record, or None
 Lookup = Callable[[str, int], "tuple[bytes, str, str | None] | None"]
@@ -56,7 +61,7 @@ class Sequencer:
         return self.heads.get(terminal, (0, GENESIS_DIGEST))
 
     def offer(self, item: Verified) -> list[Decision]:
-        seq, digest = self.head(item.terminal)
+        seq, _ = self.head(item.terminal)
         if item.seq <= seq:
             return [self._earlier(item)]
         if item.seq > seq + 1:
@@ -64,30 +69,27 @@ class Sequencer:
             waiting = ahead.get(item.seq)
             if waiting is not None:
                 if waiting.digest != item.digest:
-                    return [Decision(REJECT, item, SEQ_REPLAYED)]
+                    return [Decision(REPLAYED, item)]
                 return [Decision(DUPLICATE, item, stored_status=HELD)]
             if len(ahead) >= AHEAD_PER_TERMINAL_MAX:
-                return [Decision(REJECT, item, SEQ_GAP)]
+                return [Decision(GAP, item)]
             ahead[item.seq] = item
             return [Decision(HELD, item)]
-        if item.fields["prev"] != digest:
-            return [Decision(REJECT, item, CHAIN_BROKEN)]
         decisions = [self._advance(item)]
         ahead = self._ahead.get(item.terminal, {})
         while True:
             following = ahead.pop(self.head(item.terminal)[0] + 1, None)
             if following is None:
                 break
-            if following.fields["prev"] != self.head(item.terminal)[1]:
-                decisions.append(Decision(REJECT, following, CHAIN_BROKEN))
-                break
             decisions.append(self._advance(following))
         return decisions
 
     def _advance(self, item: Verified) -> Decision:
+        """The next seq: it is placed whatever it holds; a broken chain is its refusal."""
+        broken = item.fields["prev"] != self.head(item.terminal)[1]
         self.heads[item.terminal] = (item.seq, item.digest)
         self._unstored[(item.terminal, item.seq)] = item.digest
-        return Decision(IN_ORDER, item)
+        return Decision(IN_ORDER, item, CHAIN_BROKEN if broken else None)
 
     def _earlier(self, item: Verified) -> Decision:
         unstored = self._unstored.get((item.terminal, item.seq))
@@ -97,7 +99,7 @@ class Sequencer:
         else:
             stored = self._lookup(item.terminal, item.seq)
         if stored is None or stored[0] != item.digest:
-            return Decision(REJECT, item, SEQ_REPLAYED)
+            return Decision(REPLAYED, item)
         return Decision(DUPLICATE, item, stored_status=stored[1], stored_reason=stored[2])
 
     def committed(self) -> None:

@@ -59,7 +59,7 @@ ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
 SETTLE_INTERVAL_S = 300.0  # `gateway run`: settle (and expire) every five minutes
 DRAIN_POLL_S = 0.01
-CONFIG_CHANGES = "config.changes"
+CONFIG_VERSION = "config.version"  # the last configuration version published
 CONFIG_DIGEST = "config.digest"  # of the programs and limits last started with (56 bits)
 AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
 EXPIRY_SEQ = "expiry.seq"  # expire records the gateway wrote: their sequence numbers
@@ -106,13 +106,8 @@ class Gateway:
                                           name="gateway-hold-sweep", daemon=True)
                          if self.holds else None)
         self.presence: dict[str, dict[str, Any]] = {}
-        # Each hotlist change, and each start with other programs or limits, is a new
-        # configuration version: the count of changes is durable, so the version never goes
-        # back after a restart (terminals refuse older ones) and new programs always reach
-        # the terminals.
-        self._note_config_content(programs, limits or {})
-        changes = self.store.counters().get(CONFIG_CHANGES, 0)
-        self.fleet = FleetConfig(config_version + changes, programs, limits or {}, hotlist)
+        self.fleet = FleetConfig(self._config_version(programs, limits or {}, config_version),
+                                 programs, limits or {}, hotlist)
         self.cards.offline_limits = self.fleet.limits
         verifier = Verifier(registry)
         self._verifier = verifier
@@ -130,22 +125,29 @@ class Gateway:
         self.verify_stage = VerifyStage(verifier, self.stats, self.txn_queue, self.ingest_queue,
                                         self.ack_queue)
         self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
-                                        self.ack_queue)
+                                        self.ack_queue,
+                                        self.holds.wake if self.holds is not None else None)
         self.auth_stage = AuthorizeStage(verifier, registry, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
                                          self.holds)
         self.ack_stage = AckStage(registry, self.mqtt.publish, self.stats, self.ack_queue)
         self._settle_lock = threading.Lock()
 
-    def _note_config_content(self, programs: dict[str, Any], limits: dict[str, int]) -> None:
-        """Count a change when the programs or limits differ from the last start's."""
+    def _config_version(self, programs: dict[str, Any], limits: dict[str, int],
+                        floor: int) -> int:
+        """The configuration version to publish (docs/protocol.md section 5.7): the last one
+        published, + 1 if the programs or limits changed since, raised to `floor`
+        (`--config-version`) if that is higher. Durable, so it never goes back."""
         content = cbor.encode({"programs": programs, "limits": limits})
         digest = int.from_bytes(hashlib.sha256(content).digest()[:7], "big")
-        last = self.store.counters().get(CONFIG_DIGEST)
-        if last != digest:
-            # Counters only add: adding the difference stores the new digest.
-            self.store.commit([], {}, {}, {CONFIG_DIGEST: digest - (last or 0),
-                                           CONFIG_CHANGES: 1 if last is not None else 0})
+        counters = self.store.counters()
+        last_digest, last = counters.get(CONFIG_DIGEST), counters.get(CONFIG_VERSION, 0)
+        version = last if last and last_digest == digest else last + 1
+        version = max(version, floor)
+        # Counters only add: adding the differences stores the new values.
+        self.store.commit([], {}, {}, {CONFIG_DIGEST: digest - (last_digest or 0),
+                                       CONFIG_VERSION: version - last})
+        return version
 
     def start(self) -> None:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
@@ -164,7 +166,7 @@ class Gateway:
     def block_card(self, card: str, reason: str = "reported lost") -> None:
         """Put a card on the hotlist: durable, enforced here, pushed to every terminal."""
         self.store.block(card, reason)
-        self.store.commit([], {}, {}, {CONFIG_CHANGES: 1})
+        self.store.commit([], {}, {}, {CONFIG_VERSION: 1})
         with self.cards.lock:
             self.cards.hotlist.add(card)
         self.fleet.hotlist = sorted(self.cards.hotlist)
@@ -183,6 +185,8 @@ class Gateway:
         self.ack_queue.put(None)
         self.ack_stage.join(STOP_JOIN_S)
         self._sweep_stop.set()
+        if self.holds is not None:
+            self.holds.wake()
         if self._sweeper is not None:
             self._sweeper.join(STOP_JOIN_S)  # one last sweep voids what it can
         if self._settler is not None:
@@ -199,7 +203,7 @@ class Gateway:
 
     def _on_status(self, topic: str, payload: bytes) -> bool:
         try:
-            fields = self._verifier.status(topic, payload, time.time())
+            fields = self._verifier.status(topic, payload)
         except ProtocolError as error:
             self.stats.rejected(error.reason)
             return True

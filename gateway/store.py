@@ -268,6 +268,25 @@ class GatewayStore:
             by_terminal[terminal] = by_terminal.get(terminal, 0) + overdraft
         return by_card, by_terminal
 
+    REFUSAL_COLUMNS = ("txn_id", "terminal", "seq", "reason", "kind", "card", "amount_minor",
+                       "card_value_minor", "auth_mode", "auth_id", "time", "received_at")
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """Every record stored as refused, oldest first: the report a person works through
+        (the sale happened at the counter but is not in the books). Fields a record could
+        not give (it broke the schema) are None."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT txn_id, terminal, seq, reason, json_extract(fields, '$.kind'),"
+                " json_extract(fields, '$.card'), json_extract(fields, '$.amount_minor'),"
+                " json_extract(fields, '$.card_value_minor'),"
+                " json_extract(fields, '$.auth_mode'), json_extract(fields, '$.auth_id'),"
+                " json_extract(fields, '$.time'), received_at"
+                " FROM records WHERE status = ? ORDER BY received_at, terminal, seq",
+                (STATUS_REJECTED,),
+            ).fetchall()
+        return [dict(zip(self.REFUSAL_COLUMNS, row, strict=True)) for row in rows]
+
     # -- hotlist --------------------------------------------------------------------------
     def block(self, card: str, reason: str) -> None:
         with self._transaction() as db:

@@ -2,50 +2,96 @@
 
 Order matters for what a forger learns: the topic and size are checked first, the MAC before
 any field is trusted, and only then the fields against the topic and the registry.
+
+What happens to a message that fails (docs/protocol.md section 5.1):
+
+- before its MAC verifies: a ProtocolError, answered with an unsigned notice;
+- a transaction whose MAC verifies but that breaks a rule: a `Verified` with `refusal` set,
+  which is sequenced, stored as refused and acked with its seq like any other, so it can
+  never hold up the terminal's later records;
+- a message whose MAC verifies but whose own seq and prev (or request id) cannot be read:
+  `SignedRefusal`, answered with a sealed notice (no chain can place it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.registry import TerminalRegistry
-from protocol import messages, sealed, topics, txn
-from protocol.errors import AuthenticationError, DecodeError, ValidationError
+from gateway.registry import Terminal, TerminalRegistry
+from protocol import PROTOCOL_VERSION, cbor, messages, sealed, topics, txn
+from protocol.errors import AuthenticationError, DecodeError, ProtocolError, ValidationError
 from protocol.reasons import (
+    FIELD_INVALID,
+    FIELD_MISSING,
     MERCHANT_MISMATCH,
+    MESSAGE_MALFORMED,
     MESSAGE_TOO_LARGE,
+    MESSAGE_TYPE_INVALID,
     TIME_INVALID,
     TOPIC_INVALID,
     TOPIC_MISMATCH,
+    VERSION_UNSUPPORTED,
 )
 
 CLOCK_SKEW_MAX_S = 300
+_K_SEQ = 3
+_K_PREV = 4
+_K_REQUEST = 20
+
+
+class SignedRefusal(ProtocolError):
+    """A message that proved its terminal's key but cannot be placed or answered in kind.
+
+    `seq` is the seq it named, when readable (a notice names it back)."""
+
+    def __init__(self, reason: str, detail: str = "", seq: int | None = None) -> None:
+        super().__init__(reason, detail)
+        self.seq = seq
+
+
+class DeclinedRequest(ProtocolError):
+    """An authorization request that proved its key but breaks a rule: a signed decline."""
+
+    def __init__(self, reason: str, detail: str, request: int) -> None:
+        super().__init__(reason, detail)
+        self.request = request
 
 
 class Verified:
-    """A transaction whose MAC verified and whose fields are consistent."""
+    """A transaction whose MAC verified, in sequence from here on.
 
-    __slots__ = ("terminal", "merchant", "seq", "fields", "record", "digest")
+    `refusal` is None when every field is consistent; else the reason it will be stored as
+    refused with (its fields are then what could be read: at least terminal, merchant of the
+    topic, seq and prev)."""
 
-    def __init__(self, fields: dict[str, Any], record: bytes) -> None:
+    __slots__ = ("terminal", "merchant", "seq", "fields", "record", "digest", "refusal")
+
+    def __init__(self, fields: dict[str, Any], record: bytes,
+                 refusal: str | None = None) -> None:
         self.terminal: str = fields["terminal"]
         self.merchant: str = fields["merchant"]
         self.seq: int = fields["seq"]
         self.fields = fields
         self.record = record
         self.digest = txn.digest(record)
+        self.refusal = refusal
 
     @property
     def txn_id(self) -> str:
         return txn.txn_id(self.terminal, self.seq)
 
 
+def _is_uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class Verifier:
     def __init__(self, registry: TerminalRegistry) -> None:
         self.registry = registry
 
-    def _open(self, topic: str, payload: bytes, leaf: str, message_type: int,
-              now_s: float) -> tuple[dict[str, Any], str]:
+    def _authenticated(self, topic: str, payload: bytes, leaf: str
+                       ) -> tuple[bytes, str, str, Terminal]:
+        """(verified payload, topic merchant, terminal, its registry entry), or raise."""
         merchant, terminal, direction, topic_leaf = topics.parse(topic)
         if direction != topics.UP or topic_leaf != leaf:
             raise ValidationError(TOPIC_INVALID, topic)
@@ -55,31 +101,75 @@ class Verifier:
         if kid_terminal != terminal:
             raise AuthenticationError(TOPIC_MISMATCH, "kid differs from the topic")
         entry = self.registry.get(terminal)
-        if message_type == messages.TYPE_TXN:
-            fields = txn.open_record(payload, entry.key, mac0, kid_terminal)
-        else:
-            fields = sealed.open_message(payload, message_type, entry.key, mac0, kid_terminal)
+        return mac0.verify(entry.key), merchant, terminal, entry
+
+    @staticmethod
+    def _map(inner: bytes, message_type: int) -> dict[Any, Any]:
+        """The verified payload as a map of this message type and version 1."""
+        try:
+            item = cbor.decode(inner)
+        except DecodeError as error:
+            raise SignedRefusal(error.reason, error.detail) from None
+        if not isinstance(item, dict):
+            raise SignedRefusal(MESSAGE_MALFORMED, "message is not a map")
+        if item.get(messages.K_TYPE) != message_type:
+            raise SignedRefusal(MESSAGE_TYPE_INVALID, f"expected type {message_type}")
+        if item.get(messages.K_VERSION) != PROTOCOL_VERSION:
+            raise SignedRefusal(VERSION_UNSUPPORTED, f"version {item.get(1)!r}")
+        return item
+
+    @staticmethod
+    def _fields(item: dict[Any, Any], message_type: int, merchant: str, terminal: str,
+                entry: Terminal) -> dict[str, Any]:
+        fields = messages.unpack(item, message_type)
+        if fields["terminal"] != terminal:
+            raise ValidationError(TOPIC_MISMATCH, "signed terminal differs from the kid")
         if fields.get("merchant", merchant) != merchant:
             raise ValidationError(TOPIC_MISMATCH, "merchant differs from the topic")
         if merchant != entry.merchant:
             raise ValidationError(MERCHANT_MISMATCH, terminal)
-        if fields.get("time", 0) > now_s + CLOCK_SKEW_MAX_S:
-            raise ValidationError(TIME_INVALID, "time is in the future")
-        return fields, terminal
+        return fields
 
     def transaction(self, topic: str, payload: bytes, now_s: float) -> Verified:
-        fields, _ = self._open(topic, payload, topics.LEAF_TXN, messages.TYPE_TXN, now_s)
+        inner, merchant, terminal, entry = self._authenticated(topic, payload, topics.LEAF_TXN)
+        item = self._map(inner, messages.TYPE_TXN)
+        seq, prev = item.get(_K_SEQ), item.get(_K_PREV)
+        if not _is_uint(seq):
+            raise SignedRefusal(FIELD_MISSING if seq is None else FIELD_INVALID, "seq")
+        if not (isinstance(prev, bytes) and len(prev) == 32):
+            raise SignedRefusal(FIELD_MISSING if prev is None else FIELD_INVALID, "prev", seq)
+        fields: dict[str, Any] = {"terminal": terminal, "merchant": merchant, "seq": seq,
+                                  "prev": prev}
+        try:
+            fields = self._fields(item, messages.TYPE_TXN, merchant, terminal, entry)
+            # Answers go where the terminal listens: the merchant of the topic it used.
+            fields = dict(txn.check_consistency(fields), merchant=merchant)
+            if fields["time"] > now_s + CLOCK_SKEW_MAX_S:
+                raise ValidationError(TIME_INVALID, "time is in the future")
+        except ProtocolError as error:
+            fields["merchant"] = merchant
+            return Verified(fields, bytes(payload), refusal=error.reason)
         return Verified(fields, bytes(payload))
 
-    def auth_request(self, topic: str, payload: bytes, now_s: float) -> dict[str, Any]:
-        fields, _ = self._open(
-            topic, payload, topics.LEAF_AUTH, messages.TYPE_AUTH_REQUEST, now_s
-        )
-        return fields
+    def auth_request(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """The request's fields; DeclinedRequest when it breaks a rule after its MAC
+        verified (answered with a signed decline), SignedRefusal without a request id."""
+        inner, merchant, terminal, entry = self._authenticated(topic, payload,
+                                                               topics.LEAF_AUTH)
+        item = self._map(inner, messages.TYPE_AUTH_REQUEST)
+        request = item.get(_K_REQUEST)
+        if not isinstance(request, int) or not _is_uint(request):
+            raise SignedRefusal(FIELD_MISSING if request is None else FIELD_INVALID, "request")
+        try:
+            return self._fields(item, messages.TYPE_AUTH_REQUEST, merchant, terminal, entry)
+        except ProtocolError as error:
+            raise DeclinedRequest(error.reason, error.detail, request) from None
 
-    def status(self, topic: str, payload: bytes, now_s: float) -> dict[str, Any]:
-        fields, _ = self._open(topic, payload, topics.LEAF_STATUS, messages.TYPE_STATUS, now_s)
-        return fields
+    def status(self, topic: str, payload: bytes) -> dict[str, Any]:
+        inner, merchant, terminal, entry = self._authenticated(topic, payload,
+                                                               topics.LEAF_STATUS)
+        item = self._map(inner, messages.TYPE_STATUS)
+        return self._fields(item, messages.TYPE_STATUS, merchant, terminal, entry)
 
 
 def claimed_terminal(topic: str) -> tuple[str, str] | None:
@@ -89,4 +179,3 @@ def claimed_terminal(topic: str) -> tuple[str, str] | None:
     except ValidationError:
         return None
     return merchant, terminal
-

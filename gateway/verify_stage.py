@@ -1,8 +1,10 @@
 """The verify stage's thread: uplinks in, verified records out to the writer.
 
-A record that fails verification never reaches the writer: it is counted by reason and its
-claimed terminal gets an unsigned notice. A full writer queue drops the record and counts
-it (`dropped.ingest`); the terminal resends it because no ack came.
+A record that fails before its MAC verifies never reaches the writer: it is counted by reason
+and its claimed terminal gets an unsigned notice. A record whose MAC verified goes on to be
+sequenced even when it breaks a rule (it is stored as refused there); one whose own seq and
+prev cannot be read gets a sealed notice. A full writer queue drops the record, counts it
+(`dropped.ingest`) and says `queue_full`; the terminal resends it because no ack came.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import time
 from gateway.acks import AckOut
 from gateway.stage import Stage
 from gateway.stats import Stats
-from gateway.verify import Verified, Verifier, claimed_terminal
+from gateway.verify import SignedRefusal, Verified, Verifier, claimed_terminal
 from protocol.errors import ProtocolError
+from protocol.reasons import QUEUE_FULL
 
 Uplink = tuple[str, bytes]
 
@@ -39,9 +42,20 @@ class VerifyStage(Stage[Uplink]):
             self.stats.rejected(error.reason)
             claimed = claimed_terminal(topic)
             if claimed is not None:
-                self.notices.put(AckOut(claimed[0], claimed[1], notice_reason=error.reason))
+                signed = isinstance(error, SignedRefusal)
+                self._notice(AckOut(claimed[0], claimed[1], error.reason, signed,
+                                    error.seq if isinstance(error, SignedRefusal) else None))
             return
         try:
             self.outbox.put(verified, timeout=1.0)
         except queue.Full:
+            # Not stored: the terminal resends after RESEND_AFTER_MS; it is told why.
             self.stats.add("dropped.ingest")
+            self._notice(AckOut(verified.merchant, verified.terminal, QUEUE_FULL, True,
+                                verified.seq))
+
+    def _notice(self, out: AckOut) -> None:
+        try:
+            self.notices.put_nowait(out)
+        except queue.Full:
+            self.stats.add("dropped.notice")

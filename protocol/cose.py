@@ -50,12 +50,9 @@ class Mac0:
 
     def verify(self, key):
         """Raise AuthenticationError unless the algorithm is HMAC 256/256 and the tag verifies."""
-        try:
-            headers = cbor.decode(self.protected)
-        except DecodeError:
-            raise AuthenticationError(ALG_UNSUPPORTED, "protected header is not CBOR")
-        if not isinstance(headers, dict) or headers.get(HEADER_ALG) != ALG_HMAC_256_256:
-            raise AuthenticationError(ALG_UNSUPPORTED, "alg is not HMAC 256/256")
+        # Exactly {1: 5}: one spelling, so the bytes MACed never carry a header we ignore.
+        if self.protected != _PROTECTED_HMAC:
+            raise AuthenticationError(ALG_UNSUPPORTED, "protected header is not {1: 5}")
         expected = hmac_sha256(key, _to_be_maced(self.protected, self.payload))
         if not digests_equal(expected, self.tag):
             raise AuthenticationError(MAC_INVALID, "tag does not verify")
@@ -65,10 +62,9 @@ class Mac0:
 def parse(data):
     """Check the COSE_Mac0 shape and return a Mac0; raises DecodeError on any deviation."""
     item = cbor.decode(data)
-    if isinstance(item, cbor.Tag):
-        if item.tag != COSE_MAC0_TAG:
-            raise DecodeError(MESSAGE_MALFORMED, "CBOR tag is not COSE_Mac0")
-        item = item.value
+    if not isinstance(item, cbor.Tag) or item.tag != COSE_MAC0_TAG:
+        raise DecodeError(MESSAGE_MALFORMED, "not tagged 17 (COSE_Mac0)")
+    item = item.value
     if not isinstance(item, list) or len(item) != 4:
         raise DecodeError(MESSAGE_MALFORMED, "COSE_Mac0 is not a 4-element array")
     protected, unprotected, payload, tag = item
@@ -78,6 +74,8 @@ def parse(data):
         raise DecodeError(MESSAGE_MALFORMED, "unprotected header is not a map")
     if not isinstance(tag, bytes) or len(tag) != DIGEST_BYTES:
         raise DecodeError(MESSAGE_MALFORMED, "tag is not a 32-byte bstr")
+    if any(key != HEADER_KID for key in unprotected):
+        raise DecodeError(MESSAGE_MALFORMED, "unprotected header holds more than the kid")
     kid = unprotected.get(HEADER_KID)
     if kid is not None and (not isinstance(kid, bytes) or len(kid) > KID_BYTES_MAX):
         raise DecodeError(MESSAGE_MALFORMED, "kid is not a bstr of at most KID_BYTES_MAX")

@@ -12,7 +12,8 @@ Field kinds:
     text     UTF-8 string of at most TEXT_CHARS_MAX chars
     currency ISO 4217 code known to protocol.money
     digest   32-byte bstr                  bool     true / false
-    rejects  array of [seq (uint), reason (text)] pairs, at most REJECTS_MAX
+    rejects  array of [seq (uint), reason (id)] pairs, at most REJECTS_MAX
+    replays  array of [seq (uint), digest (32-byte bstr)] pairs, at most REPLAYED_MAX
     sun      the card's SUN URL as read, at most SUN_CHARS_MAX chars
     ids      an array of at most HOTLIST_MAX ids
     map      a map with text keys (configuration; its values are checked by its own module)
@@ -33,7 +34,10 @@ ID_CHARS_MAX = 32
 TEXT_CHARS_MAX = 64
 SUN_CHARS_MAX = 256
 HOTLIST_MAX = 200  # cards blocked per configuration message (fits CONFIG_BYTES_MAX)
-REJECTS_MAX = 64
+# Per ack: with seqs as large as CBOR allows and 32-character reasons, a full ack still fits
+# MESSAGE_BYTES_MAX (tests/mpy/test_txn.py builds the largest one); more go in further acks.
+REJECTS_MAX = 12
+REPLAYED_MAX = 4
 MESSAGE_BYTES_MAX = 1024
 CONFIG_BYTES_MAX = 8192  # signed configuration carries every program
 
@@ -92,6 +96,7 @@ _AUTH_REQUEST = (
 )
 _AUTH_RESPONSE = (
     (20, "request", "uint", True),
+    (5, "time", "uint", True),
     (21, "approved", "bool", True),
     (22, "reason", "text", False),
     (23, "value_minor", "int", False),
@@ -112,8 +117,10 @@ _AUTH_RESPONSE = (
     (61, "discount_pct", "uint", False),
 )
 _ACK = (
-    (30, "acked_through", "int", True),
+    (5, "time", "uint", True),
+    (30, "acked_through", "uint", True),
     (31, "rejected", "rejects", True),
+    (32, "replayed", "replays", False),
 )
 _STATUS = (
     (40, "state", "text", True),
@@ -121,10 +128,10 @@ _STATUS = (
     (41, "journal_depth", "uint", False),
     (42, "firmware", "text", False),
     (43, "heap_free", "uint", False),
+    (44, "refused", "uint", False),
 )
 _CONFIG = (
     (50, "config_version", "uint", True),
-    (5, "time", "uint", True),
     (51, "limits", "map", True),
     (52, "programs", "map", True),
     (53, "hotlist", "ids", False),
@@ -155,17 +162,20 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_rejects(value):
-    if not isinstance(value, list) or len(value) > REJECTS_MAX:
+def _is_pairs(value, count_max, second):
+    """An array of at most count_max [seq, x] pairs whose x passes `second`."""
+    if not isinstance(value, list) or len(value) > count_max:
         return False
     for pair in value:
         if not isinstance(pair, list) or len(pair) != 2:
             return False
-        if not _is_int(pair[0]) or pair[0] < 0:
-            return False
-        if not isinstance(pair[1], str) or len(pair[1]) > TEXT_CHARS_MAX:
+        if not _is_int(pair[0]) or pair[0] < 0 or not second(pair[1]):
             return False
     return True
+
+
+def _is_digest(value):
+    return isinstance(value, bytes) and len(value) == 32
 
 
 def _valid(kind, value):
@@ -183,7 +193,7 @@ def _valid(kind, value):
         check_currency(value)  # raises currency_unknown, a more useful reason
         return True
     if kind == "digest":
-        return isinstance(value, bytes) and len(value) == 32
+        return _is_digest(value)
     if kind == "bool":
         return value is True or value is False
     if kind == "sun":
@@ -194,7 +204,9 @@ def _valid(kind, value):
     if kind == "map":
         return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if kind == "rejects":
-        return _is_rejects(value)
+        return _is_pairs(value, REJECTS_MAX, is_id)
+    if kind == "replays":
+        return _is_pairs(value, REPLAYED_MAX, _is_digest)
     raise AssertionError("unknown field kind " + kind)
 
 

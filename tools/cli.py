@@ -4,6 +4,7 @@
     tilltap gateway run ...                    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap gateway exposure --db ... [--format csv|json]   overdrafts per card and terminal
+    tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
     tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
                                                a ledger report: liability, breakage, segments,
@@ -77,6 +78,25 @@ def _gateway_exposure(args: argparse.Namespace) -> int:
         print("scope,id,exposure_minor")
         for row in rows:
             print(f"{row['scope']},{row['id']},{row['exposure_minor']}")
+    return 0
+
+
+def _gateway_refusals(args: argparse.Namespace) -> int:
+    """Records the gateway stored as refused: sales a person has to look at."""
+    from gateway.store import GatewayStore
+
+    store = GatewayStore(args.db)
+    try:
+        rows = store.refusals()
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps({"rows": rows}, sort_keys=True))
+    else:
+        print(",".join(GatewayStore.REFUSAL_COLUMNS))
+        for row in rows:
+            print(",".join("" if row[c] is None else str(row[c])
+                           for c in GatewayStore.REFUSAL_COLUMNS))
     return 0
 
 
@@ -192,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     exposure.add_argument("--db", required=True)
     exposure.add_argument("--format", choices=("csv", "json"), default="csv")
     exposure.set_defaults(handler=_gateway_exposure)
+    refusals = gateway.add_parser(
+        "refusals", help="records refused after their MAC verified: sales to look at")
+    refusals.add_argument("--db", required=True)
+    refusals.add_argument("--format", choices=("csv", "json"), default="csv")
+    refusals.set_defaults(handler=_gateway_refusals)
 
     firmware = commands.add_parser("firmware", help="build and deploy a board's firmware")
     firmware_commands = firmware.add_subparsers(dest="firmware_command", required=True)
@@ -225,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     card = commands.add_parser("card", help="NTAG 424 DNA card tools").add_subparsers(
         dest="card_command", required=True)
     verify_sun = card.add_parser(
-        "verify-sun", help="verify a SUN URL: JSON out; exit 0 valid, 1 not valid, 2 bad input")
+        "verify-sun",
+        help="verify a SUN URL: exit 0 valid (JSON), 1 not valid (one line), 2 bad input")
     verify_sun.add_argument("url", help="the URL the card wrote (quote it for the shell)")
     verify_sun.add_argument("--key", help="one AES key (32 hex) for K1 and K2, e.g. factory")
     verify_sun.add_argument("--meta-key", help="K1, SDMMetaRead (32 hex)")

@@ -325,11 +325,15 @@ def reconcile(expected: Expected, gateway: Gateway, ledger: LedgerClient,
         "posted_minor", "difference")}
     cards = _reconcile_cards(expected, gateway, ledger)
     trial = ledger.trial_balance()
+    # A refused record is an approved sale missing from the books: in this day there must be
+    # none, and the terminals' refused logs must count what the gateway's report lists.
+    refused = {"gateway": len(gateway.store.refusals()),
+               "terminals": sum(sim.uplink.refused for sim in sims)}
     differences = total["difference"] + sum(c["difference"] for c in cards) + sum(
-        1 for v in trial.values() if v != 0)
+        1 for v in trial.values() if v != 0) + refused["gateway"] + refused["terminals"]
     return {"terminals": rows, "total": total, "cards": cards, "trial_balance": trial,
             "declines": expected.declines, "inquiries": expected.inquiries,
-            "kinds": expected.kinds,
+            "kinds": expected.kinds, "refused": refused,
             "differences": differences}
 
 
@@ -464,5 +468,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"approved by kind: {json.dumps(report['kinds'], sort_keys=True)}")
     lines.append(f"declines: {json.dumps(report['declines'])}; "
                  f"balance inquiries: {report['inquiries']}")
+    lines.append(f"records refused after their MAC verified: {report['refused']['gateway']} at "
+                 f"the gateway (tilltap gateway refusals), {report['refused']['terminals']} in "
+                 f"the terminals' refused logs")
     lines.append(f"differences: {report['differences']}  ({report['seconds']} s)")
     return "\n".join(lines)

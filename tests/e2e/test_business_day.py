@@ -16,6 +16,7 @@ def test_business_day_reconciles_three_ways_with_zero_differences() -> None:
     assert report["declines"].get("insufficient_value", 0) >= 1
     assert report["inquiries"] >= 1
     assert report["trial_balance"] and not any(report["trial_balance"].values())
+    assert report["refused"] == {"gateway": 0, "terminals": 0}
     # Every authorization and every record proved its card with a fresh SUN.
     assert report["gateway"]["sun_verified"] >= 2 * total["approved"]
     kinds = report["kinds"]

@@ -1,5 +1,6 @@
 """(c) Forged, tampered, unknown and replayed records are refused, each with its own reason
-code, counted, and move no money; the gateway keeps running."""
+code, counted, and move no money; the gateway keeps running, and no refused record holds
+up the terminal's later ones (docs/protocol.md section 5.1)."""
 
 from __future__ import annotations
 
@@ -47,37 +48,47 @@ def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
         tampered = _tamper_amount(txn.seal(key, _fields(2, head, 100)), 4_000)
         replayed = txn.seal(key, _fields(1, txn.GENESIS_DIGEST, 100))
         inflated_points = txn.seal(key, _fields(2, head, 100, points=500))
-        overdrawn_card_part = _fields(2, head, 100)
+        # Signed by the key holder, inconsistent in itself: placed and stored as refused.
+        overdrawn_card_part = _fields(3, txn.digest(inflated_points), 100)
         overdrawn_card_part["card_value_minor"] = 200
         inconsistent = cose.create(key, messages.encode(messages.TYPE_TXN, overdrawn_card_part),
                                    b"T1")
+        second_two = txn.seal(key, _fields(2, head, 150))  # seq 2 is taken: a replay
         stranger = txn.seal(os.urandom(32), dict(_fields(1, txn.GENESIS_DIGEST, 100),
                                                  terminal="T9"))
-        for record in (forged, tampered, replayed, inflated_points, inconsistent):
+        for record in (forged, tampered, replayed, inflated_points, inconsistent, second_two):
             raw.publish(record)
         raw.publish(stranger, terminal="T9")
         raw.publish(b"\xff" * 10)
         raw.publish(bytes(messages.MESSAGE_BYTES_MAX + 1))
 
-        expected = {"mac_invalid": 2, "seq_replayed": 1, "rule_mismatch": 1,
+        expected = {"mac_invalid": 2, "seq_replayed": 2, "rule_mismatch": 1,
                     "amount_invalid": 1, "terminal_unknown": 1, "message_malformed": 1,
                     "message_too_large": 1}
         assert wait_until(lambda: stack.gateway.stats.rejections() == expected), (
             stack.gateway.stats.rejections())
+
         def acked_rejections() -> set[tuple[int, str]]:
             return {(r[0], r[1]) for a in raw.acks() for r in a["rejected"]}
 
-        assert wait_until(lambda: acked_rejections() == {(1, "seq_replayed"),
-                                                         (2, "rule_mismatch")})
-        notices = ["amount_invalid", "mac_invalid", "mac_invalid", "message_malformed",
-                   "message_too_large"]
+        # Refused after the MAC verified: signed, with the seq, and the seq consumed.
+        assert wait_until(lambda: acked_rejections() == {(2, "rule_mismatch"),
+                                                         (3, "amount_invalid")})
+        assert wait_until(lambda: raw.acked_through() == 3)
+        assert wait_until(lambda: raw.replayed() == {(1, txn.digest(replayed)),
+                                                     (2, txn.digest(second_two))})
+        # Only what failed before its MAC verified gets an unsigned notice.
+        notices = ["mac_invalid", "mac_invalid", "message_malformed", "message_too_large"]
         assert wait_until(lambda: sorted(n["reason"] for n in raw.notices()) == notices), (
             raw.notices())
+        assert not any(n["signed"] for n in raw.notices())
 
-        # A good record after all that is still accepted: the gateway never stopped.
-        good = txn.seal(key, _fields(3, txn.digest(inflated_points), 100))
+        # The next record follows the refused one in the chain and is accepted.
+        good = txn.seal(key, _fields(4, txn.digest(inconsistent), 100))
         raw.publish(good)
-        assert wait_until(lambda: raw.acked_through() == 3)
+        assert wait_until(lambda: raw.acked_through() == 4)
+        assert {(r["seq"], r["reason"]) for r in stack.gateway.store.refusals()} == {
+            (2, "rule_mismatch"), (3, "amount_invalid")}
         stack.gateway.settle()
         assert stack.ledger_client.card(CARD)["value_minor"] == 4_900
         assert stack.ledger_client.terminal_totals()["T1"]["count"] == 2

@@ -351,3 +351,28 @@ def test_an_offline_sale_beyond_the_signed_limit_is_kept_and_its_terminal_counte
     apply(book, beyond)  # it happened: taken, and the terminal is named
     assert book.offline_over_limit == {"T7": 1}
     assert book.cards["c1"]["value_minor"] == 5000 - 900 - 1500
+
+
+def test_a_record_ends_the_hold_placed_for_its_seq_under_another_auth_id() -> None:
+    """The terminal gave up waiting and sold offline; the answer to its request came late
+    and placed a hold. The record for that seq (naming no auth id) ends that hold too."""
+    book = CardBook(DEMO_PROGRAMS)
+    now = 1_764_000_000.0
+    issue = {"terminal": "T1", "seq": 1, "prev": bytes(32), "time": int(now), "merchant": "M1",
+             "card": "04a1", "kind": txn.KIND_ISSUE, "currency": "EUR", "amount_minor": 5000,
+             "card_value_minor": 5000, "bonus_minor": 0, "points": 0, "program": "gift",
+             "auth_mode": txn.AUTH_ONLINE}
+    book.apply(issue, book.check(issue))
+    request = {"terminal": "T1", "seq": 2, "card": "04a1", "kind": txn.KIND_PURCHASE,
+               "currency": "EUR", "amount_minor": 700, "card_value_minor": 700}
+    late = book.authorize(request, now)
+    assert late["approved"] and late["auth_id"] in book.holds
+    offline = dict(issue, seq=2, kind=txn.KIND_PURCHASE, amount_minor=700,
+                   card_value_minor=700, program="gift", auth_mode=txn.AUTH_OFFLINE)
+    book.apply(offline, book.check(offline))
+    assert book.holds == {}
+    # Refused instead of accepted: the same.
+    late = book.authorize(dict(request, seq=3), now)
+    assert late["auth_id"] in book.holds
+    book.refused({"terminal": "T1", "seq": 3, "card": "04a1"})
+    assert book.holds == {}

@@ -1,8 +1,17 @@
-"""The sequencer orders each terminal's records, recognises resends and refuses replays."""
+"""The sequencer orders each terminal's records, recognises resends and replays, and places
+every next record, a broken chain included (docs/protocol.md section 5.1)."""
 
 from __future__ import annotations
 
-from gateway.sequencer import DUPLICATE, HELD, IN_ORDER, REJECT, Sequencer
+from gateway.sequencer import (
+    AHEAD_PER_TERMINAL_MAX,
+    DUPLICATE,
+    GAP,
+    HELD,
+    IN_ORDER,
+    REPLAYED,
+    Sequencer,
+)
 from gateway.verify import Verified
 from protocol import txn
 
@@ -50,7 +59,7 @@ def test_a_second_copy_of_a_held_record_is_a_duplicate() -> None:
     assert actions(sequencer.offer(records[2])) == [(DUPLICATE, 3)]
     other_fields = dict(records[2].fields, amount_minor=999)
     other = Verified(other_fields, txn.seal(KEY, other_fields))
-    assert sequencer.offer(other)[0].reason == "seq_replayed"
+    assert actions(sequencer.offer(other)) == [(REPLAYED, 3)]
 
 
 def test_a_resend_is_a_duplicate_before_and_after_commit() -> None:
@@ -71,15 +80,44 @@ def test_same_sequence_number_with_other_content_is_a_replay() -> None:
     stored = {("T1", 1): (first.digest, "accepted", None)}
     sequencer = Sequencer({"T1": (1, first.digest)}, lambda t, s: stored.get((t, s)))
     decision = sequencer.offer(other)[0]
-    assert (decision.action, decision.reason) == (REJECT, "seq_replayed")
+    assert decision.action == REPLAYED
+    assert sequencer.head("T1") == (1, first.digest)  # the stored record stands
 
 
-def test_a_record_that_does_not_name_the_head_digest_breaks_the_chain() -> None:
-    records = chain(2)
+def test_a_record_that_does_not_name_the_head_digest_is_placed_as_chain_broken() -> None:
+    records = chain(3)
     sequencer = Sequencer({"T1": (1, b"\x01" * 32)}, lambda t, s: None)
     decision = sequencer.offer(records[1])[0]
-    assert (decision.action, decision.reason) == (REJECT, "chain_broken")
-    assert sequencer.head("T1") == (1, b"\x01" * 32)
+    assert (decision.action, decision.reason) == (IN_ORDER, "chain_broken")
+    # Its seq is consumed and the chain goes on from it: the next record is in order.
+    assert sequencer.head("T1") == (2, records[1].digest)
+    following = sequencer.offer(records[2])[0]
+    assert (following.action, following.reason) == (IN_ORDER, None)
+
+
+def test_a_held_record_released_onto_a_broken_chain_is_placed_and_the_rest_follow() -> None:
+    records = chain(4)
+    sequencer = Sequencer({}, lambda t, s: None)
+    sequencer.offer(records[2])
+    sequencer.offer(records[3])
+    sequencer.offer(records[0])
+    stranger_fields = dict(records[1].fields, prev=b"\x02" * 32)
+    stranger = Verified(stranger_fields, txn.seal(KEY, stranger_fields))
+    decisions = sequencer.offer(stranger)
+    assert [(d.action, d.item.seq, d.reason) for d in decisions] == [
+        (IN_ORDER, 2, "chain_broken"), (IN_ORDER, 3, "chain_broken"), (IN_ORDER, 4, None)]
+
+
+def test_beyond_the_hold_a_record_is_not_held_and_not_placed() -> None:
+    records = chain(AHEAD_PER_TERMINAL_MAX + 2)
+    sequencer = Sequencer({}, lambda t, s: None)
+    for item in records[1:-1]:
+        assert actions(sequencer.offer(item)) == [(HELD, item.seq)]
+    assert actions(sequencer.offer(records[-1])) == [(GAP, records[-1].seq)]
+    assert sequencer.head("T1")[0] == 0
+    released = sequencer.offer(records[0])
+    assert len(released) == AHEAD_PER_TERMINAL_MAX + 1
+    assert actions(sequencer.offer(records[-1])) == [(IN_ORDER, records[-1].seq)]
 
 
 def test_terminals_are_sequenced_independently() -> None:

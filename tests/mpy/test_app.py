@@ -66,3 +66,17 @@ def test_an_unknown_command_is_declined_and_changes_nothing():
     outcome = app.dispatch(terminal, {"op": "format_flash"})
     assert outcome["approved"] is False and outcome["reason"] == "command_unknown"
     assert terminal.calls == []
+
+
+def test_the_refused_log_command_shows_what_the_gateway_refused_and_changes_nothing():
+    class Uplink:
+        refused = 3
+        refused_log = [{"seq": 7, "reason": "time_invalid", "kind": 3, "amount_minor": 120,
+                        "card": "04a1", "time": 1}]
+
+    terminal = FakeTerminal()
+    terminal.uplink = Uplink()
+    outcome = app.dispatch(terminal, {"op": "refused"})
+    assert outcome["approved"] is True and outcome["txn"] is None
+    assert outcome["response"] == {"refused": 3, "log": Uplink.refused_log}
+    assert terminal.calls == []

@@ -2,7 +2,7 @@
 interpreters; the portable HMAC path is checked on CPython too."""
 
 from mpytest import expect_raises, load_json
-from protocol import cose, hmac256
+from protocol import cbor, cose, hmac256
 from protocol.errors import AuthenticationError, DecodeError
 
 
@@ -69,3 +69,19 @@ def test_cose_mac0_refuses_other_algorithms_and_shapes():
     assert expect_raises(AuthenticationError, mac0.verify, key).reason == "alg_unsupported"
     expect_raises(DecodeError, cose.parse, bytes.fromhex("d1820102"))
     expect_raises(DecodeError, cose.parse, bytes.fromhex("d28443a10105a0404100"))
+
+
+def test_cose_mac0_takes_one_spelling_only():
+    """docs/protocol.md section 2: tagged 17, protected exactly a10105, only the kid."""
+    key, vector = _hmac01()
+    data = bytes.fromhex(vector["cbor"])
+    mac0 = cose.parse(data)
+    mac0.protected = bytes.fromhex("a2010504f6")  # alg 5 and one more header
+    assert expect_raises(AuthenticationError, mac0.verify, key).reason == "alg_unsupported"
+    untagged = data[1:]  # the same array without tag 17
+    assert expect_raises(DecodeError, cose.parse, untagged).reason == "message_malformed"
+    created = cose.create(key, b"x", b"T1")
+    item = cbor.decode(created)
+    item.value[1][5] = b"extra"  # a second unprotected header
+    extra = cbor.encode(item)
+    assert expect_raises(DecodeError, cose.parse, extra).reason == "message_malformed"

@@ -109,16 +109,39 @@ def test_oversized_messages_are_refused_before_parsing():
 
 
 def test_ack_and_auth_response_round_trip_sealed():
-    ack = {"terminal": "T1", "acked_through": 7, "rejected": [[5, "rule_mismatch"]]}
+    ack = {"terminal": "T1", "time": 1763900000, "acked_through": 7,
+           "rejected": [[5, "rule_mismatch"]], "replayed": [[3, bytes(range(32))]]}
     data = sealed.seal(KEY, messages.TYPE_ACK, ack)
     assert sealed.open_message(data, messages.TYPE_ACK, KEY) == ack
-    response = {"terminal": "T1", "request": 42, "approved": False,
+    response = {"terminal": "T1", "time": 1763900000, "request": 42, "approved": False,
                 "reason": "insufficient_value"}
     data = sealed.seal(KEY, messages.TYPE_AUTH_RESPONSE, response)
     assert sealed.open_message(data, messages.TYPE_AUTH_RESPONSE, KEY) == response
     # An auth response can never pass as an ack.
     error = expect_raises(ValidationError, sealed.open_message, data, messages.TYPE_ACK, KEY)
     assert error.reason == "message_type_invalid"
+
+
+def test_the_largest_ack_fits_one_message():
+    """REJECTS_MAX and REPLAYED_MAX are chosen so that the fullest ack, with the largest
+    seqs CBOR can carry and 32-character reasons, still fits MESSAGE_BYTES_MAX."""
+    seq_max = 2 ** 64 - 1
+    ack = {"terminal": "T" * messages.ID_CHARS_MAX, "time": seq_max, "acked_through": seq_max,
+           "rejected": [[seq_max, "r" * messages.ID_CHARS_MAX]] * messages.REJECTS_MAX,
+           "replayed": [[seq_max, bytes(32)]] * messages.REPLAYED_MAX}
+    data = sealed.seal(KEY, messages.TYPE_ACK, ack)
+    assert len(data) <= messages.MESSAGE_BYTES_MAX
+
+
+def test_an_ack_with_too_many_entries_or_a_bad_reason_is_refused():
+    for fields in ({"rejected": [[1, "rule_mismatch"]] * (messages.REJECTS_MAX + 1)},
+                   {"replayed": [[1, bytes(32)]] * (messages.REPLAYED_MAX + 1)},
+                   {"rejected": [[1, "not a reason"]]},
+                   {"replayed": [[1, bytes(31)]]}):
+        item = {0: messages.TYPE_ACK, 1: 1, 2: "T1", 5: 1, 30: 1, 31: []}
+        item[31 if "rejected" in fields else 32] = list(fields.values())[0]
+        error = expect_raises(ValidationError, messages.unpack, item, messages.TYPE_ACK)
+        assert error.reason == "field_invalid"
 
 
 def test_topics_build_and_parse():

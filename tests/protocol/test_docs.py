@@ -20,3 +20,28 @@ def test_every_field_key_is_documented_with_its_name() -> None:
     for schema in messages.SCHEMAS.values():
         for key, name, _kind, _required in schema:
             assert rows.get(str(key)) == name, (key, name)
+
+
+def _message_tables() -> dict[int, dict[int, bool]]:
+    """Section 3.1: per message type, its keys and whether each is required (R)."""
+    section = DOC[DOC.index("### 3.1"):DOC.index("### 3.2")]
+    tables: dict[int, dict[int, bool]] = {}
+    current: dict[int, bool] | None = None
+    for line in section.splitlines():
+        header = re.match(r"^\*\*(\d) [a-z ]+\*\*", line)
+        if header:
+            current = tables.setdefault(int(header.group(1)), {})
+            continue
+        row = re.match(r"^\| ([\d, ]+) \| [a-z_ ]+ \| (R|o) \|", line)
+        if row and current is not None:
+            for key in row.group(1).split(","):
+                current[int(key)] = row.group(2) == "R"
+    return tables
+
+
+def test_every_message_table_lists_exactly_its_keys_and_which_are_required() -> None:
+    tables = _message_tables()
+    assert set(tables) == set(messages.SCHEMAS)
+    for message_type, schema in messages.SCHEMAS.items():
+        expected = {key: required for key, _name, _kind, required in schema}
+        assert tables[message_type] == expected, message_type

@@ -113,10 +113,22 @@ class RawTerminal:
                 for t, p in items if t.endswith("/ack")]
 
     def notices(self) -> list[dict[str, Any]]:
+        """Notices, each with "signed": whether it was sealed under this terminal's key."""
         with self._lock:
             items = list(self.downlinks)
-        return [messages.decode(p, messages.TYPE_NOTICE) for t, p in items
-                if t.endswith("/notice")]
+        found = []
+        for topic, payload in items:
+            if not topic.endswith("/notice"):
+                continue
+            if payload[:1] == b"\xd1":
+                notice = sealed.open_message(payload, messages.TYPE_NOTICE, self.key)
+                found.append(dict(notice, signed=True))
+            else:
+                found.append(dict(messages.decode(payload, messages.TYPE_NOTICE), signed=False))
+        return found
+
+    def replayed(self) -> set[tuple[int, bytes]]:
+        return {(seq, digest) for a in self.acks() for seq, digest in a.get("replayed", ())}
 
     def acked_through(self) -> int:
         return max((a["acked_through"] for a in self.acks()), default=0)

@@ -239,7 +239,8 @@ def message_sizes() -> tuple[int, int]:
     request = sealed.seal(key, messages.TYPE_AUTH_REQUEST,
                           request_fields("T0001", 1, int(time.time())))
     response = sealed.seal(key, messages.TYPE_AUTH_RESPONSE, {
-        "terminal": "T0001", "request": 1, "approved": True, "program": "gift",
+        "terminal": "T0001", "time": int(time.time()), "request": 1, "approved": True,
+        "program": "gift",
         "currency": "EUR", "auth_id": "a1", "value_minor": 999_999_000, "points_balance": 0})
     return len(request), len(response)
 

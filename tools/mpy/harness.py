@@ -9,6 +9,10 @@ firmware makes (network, PN532 bus, keypad, wall clock, display) arrives here as
 line and is answered from CPython: the network with paho-mqtt against a real broker, so the
 gateway sees exactly the bytes real MicroPython code produced; the bus by an emulated PN532
 holding the tapped card, so the firmware's own PN532 driver reads it.
+
+Two faults a test may set while the firmware runs: `clock_skew_s`, seconds added to the wall
+clock the board reads (an RTC that drifted or jumped), and `drop_connection()`, the broker
+connection lost before the firmware's next poll (as a board's Wi-Fi would lose it).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class MicroPythonTerminal:
         self.delivered: list[tuple[str, bytes]] = []  # every downlink the firmware took in
         self.reports: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stopped: dict[str, Any] | None = None
+        self.clock_skew_s = 0  # added to the wall clock the board reads
+        self._drop_connection = threading.Event()
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: list[str] = []
         arguments = [node_binary(), str(RUNNER_PATH), "--rpc",
@@ -74,6 +80,12 @@ class MicroPythonTerminal:
             raise HarnessError("no outcome in time\n" + self.stderr()) from None
         outcome: dict[str, Any] = report["outcome"]
         return outcome
+
+    def drop_connection(self) -> None:
+        """Lose the broker connection before the firmware's next poll; it reconnects itself.
+
+        Done on the seam's own thread, so no call of the firmware's is cut in half."""
+        self._drop_connection.set()
 
     def stop(self) -> dict[str, Any]:
         """Ask the firmware loop to end; returns its final journal depth and statistics."""
@@ -129,7 +141,7 @@ class MicroPythonTerminal:
             plain["key_hex"] = plain.pop("key").hex()
             return plain
         if method == "clock.now_s":
-            return int(time.time())
+            return int(time.time()) + self.clock_skew_s
         if method == "keypad.next":
             try:
                 return self._commands.get(timeout=request["timeout_ms"] / 1000)
@@ -174,6 +186,9 @@ class MicroPythonTerminal:
             self.net.subscribe(request["topic"])
             return None
         if method == "net.poll":
+            if self._drop_connection.is_set():
+                self._drop_connection.clear()
+                self.net.disconnect()
             messages = self.net.poll(request["timeout_ms"])
             self.delivered.extend(messages)
             return {"connected": self.net.connected,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.card_sun import on_card_read_sun
-from firmware.hal import NullDisplay, SystemClock
+from firmware.hal import NullDisplay, SyncedClock, SystemClock
 from firmware.journal import Journal
 from firmware.pn532 import Pn532
 from firmware.reader import Pn532Reader
@@ -37,7 +37,7 @@ class SimulatedTerminal:
     def __init__(self, config: dict[str, Any], journal_dir: Path, broker_host: str,
                  broker_port: int, seed: int = 0, sun: bool = False) -> None:
         self.config = config
-        self.clock = SystemClock()
+        self.clock = SyncedClock(SystemClock())
         self.pn532: Pn532Emulator | None = None
         self.reader: Any = EmulatedReader()
         if sun:

@@ -1,0 +1,50 @@
+"""Configuration versions only go up, and one version always has one content
+(docs/protocol.md section 5.7): restarts with the same programs keep the version,
+`--config-version` raises it and never lowers it, a change of programs or a hotlist entry
+adds one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.registry import TerminalRegistry
+from gateway.service import Gateway
+from tools.demo import DEMO_PROGRAMS
+
+
+def _version(db: Path, floor: int, programs: dict | None = None,
+             limits: dict | None = None) -> int:
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", bytes(32))
+    gateway = Gateway("gw1", "127.0.0.1", 1, str(db), registry, programs or DEMO_PROGRAMS,
+                      limits=limits, config_version=floor)
+    try:
+        version: int = gateway.fleet.version
+        sealed_once = gateway.fleet.sealed_for(registry, "T1")
+        assert gateway.fleet.sealed_for(registry, "T1") == sealed_once  # no time inside
+        return version
+    finally:
+        gateway.store.close()
+
+
+def test_the_version_follows_content_and_the_floor_and_never_goes_back(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    assert [_version(db, floor) for floor in (1, 2, 1, 4)] == [1, 2, 2, 4]
+    assert _version(db, 1) == 4  # same content: the same version again
+    assert _version(db, 1, limits={"txn_minor_max": 500}) == 5  # new limits: + 1
+    assert _version(db, 1, limits={"txn_minor_max": 500}) == 5
+    changed = {k: dict(v) for k, v in DEMO_PROGRAMS.items() if k != "saver"}
+    assert _version(db, 3, programs=changed, limits={"txn_minor_max": 500}) == 6
+
+
+def test_a_hotlist_entry_is_a_new_version_that_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", bytes(32))
+    gateway = Gateway("gw1", "127.0.0.1", 1, str(db), registry, DEMO_PROGRAMS)
+    gateway.mqtt.publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    assert gateway.fleet.version == 1
+    gateway.block_card("04a1a2a3a4a5a6")
+    assert gateway.fleet.version == 2
+    gateway.store.close()
+    assert _version(db, 1) == 2
