@@ -204,8 +204,10 @@ def _decode_map(reader, depth, n):
         if previous_key is not None and encoded_key <= previous_key:
             _fail("map keys not in deterministic order or duplicated")
         previous_key = encoded_key
-        if isinstance(key, (list, dict, Tag)):
-            _fail("map key must be an integer or a string")
+        # Integers and text only: a bool, null or byte-string key would be another kind of
+        # key, and in Python `true` and 1 would even be the same one.
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            _fail("map key must be an integer or a text string")
         result[key] = _decode_item(reader, depth + 1)
     return result
 

@@ -153,7 +153,7 @@ DESCRIPTIONS = {
     REDEEM_EXCEEDS_AMOUNT: "the points redeemed are worth more than the amount due",
     CARD_EXPIRED: "the card's value has expired (gift card past its expiry day)",
     CASH_OUT_NOT_ALLOWED: "the program does not pay card value out in cash",
-    CONFIG_INVALID: "signed configuration with an unknown or malformed limit, or no programs map",
+    CONFIG_INVALID: "signed configuration with a limit that is unknown or not an amount",
     CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",
     OFFLINE_AMOUNT_LIMIT: "offline purchase above txn_minor_max",

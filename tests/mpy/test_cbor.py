@@ -68,3 +68,13 @@ def test_decoder_bounds_nesting_depth():
 
 def test_decoder_rejects_invalid_utf8_text():
     expect_raises(DecodeError, cbor.decode, bytes.fromhex("62c328"))
+
+
+def test_decoder_takes_only_integer_and_text_map_keys():
+    # {1: 1, true: 5}: in Python true and 1 would be one key; on the wire they are two kinds.
+    # Then true, null, a byte string, an array, a map and a tag as the only key.
+    for hex_map in ("a20101f505", "a1f505", "a1f605", "a1410005", "a18005", "a1a005",
+                    "a1d18005"):
+        error = expect_raises(DecodeError, cbor.decode, bytes.fromhex(hex_map))
+        assert error.reason == "message_malformed"
+    assert cbor.decode(bytes.fromhex("a2016161616201")) == {1: "a", "b": 1}

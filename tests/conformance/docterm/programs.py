@@ -1,0 +1,261 @@
+"""Card programs as a terminal reads them: docs/programs.md section 1 (validation) and
+section 2.1 (the offline quote), pure.
+
+    check_programs(programs, exponents) -> programs, or Refused(program_invalid)
+    quote(program, snapshot, same_day, amount_minor, pay_card, exponent) -> Quote,
+          or Refused(field_invalid) for a snapshot the program cannot have given
+
+A configuration holds each program as validation returns it (docs/protocol.md 5.7): every
+program key present, a section the program does not have as null, as in the example of
+docs/protocol.md section 8. Within a section an optional key may be absent or null: its
+default then applies.
+
+Guess: docs/programs.md leaves some bounds unsaid (the lowest refund_window_days, the
+highest gift expiry_days, the discount section's day counts, downgrade_days, a level's
+earn_multiplier_bp); this takes the widest reading (0..731 for the refund window, any
+integer >= 1 for day counts, >= 0 for a multiplier), so that it never refuses a program the
+gateway can publish. points_per_unit must divide 10^exponent, and the docs do not say how a
+terminal learns a currency's exponent (protocol/money.py holds the list): this one knows the
+exponents it is given (`exponents`, from its provisioning) and checks >= 1 for any other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Refused
+
+PROGRAM_KEYS = frozenset({"id", "version", "currency", "name", "refund_window_days",
+                          "points", "prepaid", "gift", "discount", "tiers"})
+SECTION_KEYS = {
+    "points": ("earn_bp", "earn_rounding", "points_per_unit", "expiry_days"),
+    "prepaid": ("bonus_bp", "bonus_rounding", "cash_out"),
+    "gift": ("expiry_days", "cash_out"),
+    "discount": ("threshold_minor", "qualify_days", "discount_pct", "duration_days",
+                 "discount_rounding"),
+    "tiers": ("window_days", "downgrade", "downgrade_days", "discount_rounding", "levels"),
+}
+LEVEL_KEYS = ("name", "spend_minor", "earn_multiplier_bp", "discount_pct")
+ROUNDING_RULES = ("down", "half_up", "half_even", "up")
+DOWNGRADE_RULES = ("period_end", "days_below")
+VERSION_MAX = 2**31 - 1
+NAME_CHARS_MAX = 64
+BP_MAX = 10_000
+PCT_MAX = 100
+MULTIPLIER_ONE_BP = 10_000
+WINDOW_DAYS_MAX = 731
+POINTS_EXPIRY_DAYS_MAX = 3660
+LEVELS_MAX = 8
+AMOUNT_MAX = 10**12
+INT_MAX = 2**63 - 1  # "no bound said": any integer a program can hold
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def _invalid(path: str, detail: str) -> Refused:
+    return Refused("program_invalid", f"{path}: {detail}")
+
+
+def _integer(table: Mapping[str, Any], path: str, key: str, low: int, high: int,
+             default: int | None = None) -> int | None:
+    """table[key] as an integer in low..high; absent or null: `default` (None: required)."""
+    value = table.get(key)
+    if value is None:
+        if default is None:
+            raise _invalid(f"{path}.{key}", "missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _invalid(f"{path}.{key}", f"an integer in {low}..{high}, not {value!r}")
+    return value
+
+
+def _optional_integer(table: Mapping[str, Any], path: str, key: str, low: int,
+                      high: int) -> None:
+    if table.get(key) is not None:
+        _integer(table, path, key, low, high)
+
+
+def _choice(table: Mapping[str, Any], path: str, key: str, choices: tuple[str, ...],
+            required: bool = False) -> None:
+    value = table.get(key)
+    if (value is None and required) or (value is not None and value not in choices):
+        raise _invalid(f"{path}.{key}", f"one of {', '.join(choices)}, not {value!r}")
+
+
+def _boolean(table: Mapping[str, Any], path: str, key: str) -> None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise _invalid(f"{path}.{key}", "true or false")
+
+
+def _section(program: Mapping[str, Any], path: str, name: str) -> dict[str, Any] | None:
+    section = program[name]
+    if section is None:
+        return None
+    if not isinstance(section, dict) or not all(isinstance(k, str) for k in section):
+        raise _invalid(f"{path}.{name}", "a map with text keys, or null")
+    unknown = set(section) - set(SECTION_KEYS[name])
+    if unknown:
+        raise _invalid(f"{path}.{name}", f"unknown keys {sorted(unknown)}")
+    return section
+
+
+def _check_points(section: dict[str, Any], path: str, exponent: int | None) -> None:
+    _integer(section, path, "earn_bp", 0, BP_MAX)
+    _choice(section, path, "earn_rounding", ROUNDING_RULES)
+    per_unit = _integer(section, path, "points_per_unit", 1, INT_MAX, default=1)
+    if exponent is not None and per_unit is not None and 10**exponent % per_unit:
+        raise _invalid(f"{path}.points_per_unit", f"must divide {10**exponent}")
+    _optional_integer(section, path, "expiry_days", 1, POINTS_EXPIRY_DAYS_MAX)
+
+
+def _check_levels(tiers: dict[str, Any], path: str, has_points: bool) -> None:
+    levels = tiers.get("levels")
+    if not isinstance(levels, list) or not 1 <= len(levels) <= LEVELS_MAX:
+        raise _invalid(f"{path}.levels", f"a list of 1..{LEVELS_MAX} levels")
+    names: set[str] = set()
+    previous_spend = -1
+    for index, level in enumerate(levels):
+        at = f"{path}.levels.{index}"
+        if not isinstance(level, dict) or set(level) - set(LEVEL_KEYS):
+            raise _invalid(at, f"a map of {', '.join(LEVEL_KEYS)}")
+        name = level.get("name")
+        if not isinstance(name, str) or not _ID.fullmatch(name) or name in names:
+            raise _invalid(f"{at}.name", "an id, unique in the program")
+        names.add(name)
+        spend = _integer(level, at, "spend_minor", 0, AMOUNT_MAX)
+        assert spend is not None
+        if (index == 0 and spend != 0) or (index and spend <= previous_spend):
+            raise _invalid(f"{at}.spend_minor", "0 for the first level, then rising")
+        previous_spend = spend
+        multiplier = _integer(level, at, "earn_multiplier_bp", 0, INT_MAX,
+                              default=MULTIPLIER_ONE_BP)
+        if multiplier != MULTIPLIER_ONE_BP and not has_points:
+            raise _invalid(f"{at}.earn_multiplier_bp", "needs a points section")
+        _integer(level, at, "discount_pct", 0, PCT_MAX, default=0)
+
+
+def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -> None:
+    """docs/programs.md section 1, on the validated shape of docs/protocol.md 5.7."""
+    path = f"programs.{program_id}"
+    if not isinstance(program_id, str) or not _ID.fullmatch(program_id):
+        raise _invalid(path, "a program id is 1..32 of A-Z a-z 0-9 _ -")
+    if not isinstance(program, dict) or set(program) != PROGRAM_KEYS:
+        raise _invalid(path, f"a map of exactly {', '.join(sorted(PROGRAM_KEYS))}")
+    if program["id"] != program_id:
+        raise _invalid(f"{path}.id", "differs from the program's key")
+    _integer(program, path, "version", 1, VERSION_MAX)
+    currency = program["currency"]
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise _invalid(f"{path}.currency", "an ISO 4217 code")
+    name = program["name"]
+    if name is not None and not (isinstance(name, str) and 1 <= len(name) <= NAME_CHARS_MAX):
+        raise _invalid(f"{path}.name", f"a text of 1..{NAME_CHARS_MAX} characters, or null")
+    _integer(program, path, "refund_window_days", 0, WINDOW_DAYS_MAX)
+    sections = {name: _section(program, path, name) for name in SECTION_KEYS}
+    if all(section is None for section in sections.values()):
+        raise _invalid(path, "needs at least one section")
+    if sections["prepaid"] is not None and sections["gift"] is not None:
+        raise _invalid(path, "prepaid or gift, not both")
+    if (points := sections["points"]) is not None:
+        _check_points(points, f"{path}.points", exponents.get(currency))
+    if (prepaid := sections["prepaid"]) is not None:
+        _integer(prepaid, f"{path}.prepaid", "bonus_bp", 0, BP_MAX, default=0)
+        _choice(prepaid, f"{path}.prepaid", "bonus_rounding", ROUNDING_RULES)
+        _boolean(prepaid, f"{path}.prepaid", "cash_out")
+    if (gift := sections["gift"]) is not None:
+        _optional_integer(gift, f"{path}.gift", "expiry_days", 1, INT_MAX)
+        _boolean(gift, f"{path}.gift", "cash_out")
+    if (discount := sections["discount"]) is not None:
+        at = f"{path}.discount"
+        _integer(discount, at, "threshold_minor", 0, AMOUNT_MAX)
+        _integer(discount, at, "qualify_days", 1, INT_MAX)
+        _integer(discount, at, "discount_pct", 1, PCT_MAX)
+        _integer(discount, at, "duration_days", 1, INT_MAX)
+        _choice(discount, at, "discount_rounding", ROUNDING_RULES)
+    if (tiers := sections["tiers"]) is not None:
+        at = f"{path}.tiers"
+        _integer(tiers, at, "window_days", 1, WINDOW_DAYS_MAX)
+        _choice(tiers, at, "downgrade", DOWNGRADE_RULES, required=True)
+        _integer(tiers, at, "downgrade_days", 1, INT_MAX)
+        _choice(tiers, at, "discount_rounding", ROUNDING_RULES)
+        _check_levels(tiers, at, points is not None)
+
+
+def check_programs(programs: dict[Any, Any],
+                   exponents: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    for program_id, program in programs.items():
+        check_program(program_id, program, exponents)
+    return programs
+
+
+# -- section 2.1: the offline quote --------------------------------------------------------------
+def divide(numerator: int, denominator: int, rule: str | None) -> int:
+    """numerator / denominator (both >= 0) rounded by a rule of docs/programs.md."""
+    quotient, remainder = divmod(numerator, denominator)
+    if not remainder or rule in (None, "down"):
+        return quotient
+    if rule == "up":
+        return quotient + 1
+    if 2 * remainder != denominator:
+        return quotient + (2 * remainder > denominator)
+    return quotient + (rule == "half_up" or quotient % 2)
+
+
+@dataclass(frozen=True)
+class Quote:
+    discount_minor: int
+    card_minor: int
+    points_earned: int
+
+
+def _level(program: dict[str, Any], tier: str | None) -> dict[str, Any] | None:
+    tiers = program["tiers"]
+    if tiers is None:
+        if tier is not None:
+            raise Refused("field_invalid", "a tier for a program without tiers")
+        return None
+    for level in tiers["levels"]:
+        if level["name"] == tier:
+            return level
+    raise Refused("field_invalid", f"tier {tier!r} is not a level of the program")
+
+
+def _level_value(level: dict[str, Any] | None, key: str, default: int) -> int:
+    value = None if level is None else level.get(key)
+    return default if value is None else int(value)
+
+
+def quote(program: dict[str, Any], tier: str | None, discount_pct: int, same_day: bool,
+          amount_minor: int, pay_card: bool, exponent: int) -> Quote:
+    """A purchase without point redemption priced from the card's last answer (2.1): the
+    tracked percent only on the answer's day; the larger percent wins, the tier's on a tie,
+    each rounded by its own rule; points on what is paid, with the tier's multiplier."""
+    assert amount_minor > 0, "an offline purchase has a positive amount"
+    level = _level(program, tier)
+    tier_pct = _level_value(level, "discount_pct", 0)
+    if not 0 <= discount_pct <= PCT_MAX or (
+            discount_pct > tier_pct and program["discount"] is None):
+        raise Refused("field_invalid", f"discount_pct {discount_pct}")
+    tracked_pct = discount_pct if same_day else 0
+    if tracked_pct > tier_pct:
+        rule = program["discount"].get("discount_rounding")
+        discount = divide(amount_minor * tracked_pct, PCT_MAX, rule)
+    elif tier_pct:
+        discount = divide(amount_minor * tier_pct, PCT_MAX, program["tiers"].get(
+            "discount_rounding"))
+    else:
+        discount = 0
+    paid = amount_minor - discount
+    points_earned = 0
+    points = program["points"]
+    if points is not None:
+        multiplier = _level_value(level, "earn_multiplier_bp", MULTIPLIER_ONE_BP)
+        minor_per_point = 10**exponent // (points.get("points_per_unit") or 1)
+        points_earned = divide(paid * points["earn_bp"] * multiplier,
+                               BP_MAX * BP_MAX * minor_per_point, points.get("earn_rounding"))
+    return Quote(discount, paid if pay_card else 0, points_earned)
