@@ -17,6 +17,10 @@ What a transaction posts is what the program engine computed when the gateway ap
 (the record's stored EFFECTS_FIELD): its balanced legs, the points it earned or took back,
 the bonus, the discount, the points redeemed and the program version. The legs are sent as
 they are, so the ledger posts exactly what the engine did (docs/ledger.md).
+
+A transaction's keys are the ledger's own list (`ledger.model.TXN_KEYS`, from its `Txn`):
+each is the record's field of that name, but for the few the record keeps otherwise
+(`_renamed_fields`).
 """
 
 from __future__ import annotations
@@ -28,33 +32,20 @@ from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
 from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
 from ledger.client import LedgerClient
 from ledger.errors import LedgerRejected, LedgerUnavailable
+from ledger.model import TXN_KEYS
 from protocol import txn
 
 log = logging.getLogger(__name__)
+
+_LEDGER_KEYS = frozenset(TXN_KEYS)
 
 
 def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[str, Any]:
     """The settlement batch as the ledger's intake expects it (docs/ledger.md)."""
     transactions = []
     for fields, digest in store.batch_records(batch_id):
-        entry: dict[str, Any] = {
-            "txn_id": txn.txn_id(fields["terminal"], fields["seq"]),
-            "terminal": fields["terminal"],
-            "seq": fields["seq"],
-            "merchant": fields["merchant"],
-            "time": fields["time"],
-            "kind": txn.KIND_NAMES[fields["kind"]],
-            "card": fields["card"],
-            "currency": fields["currency"],
-            "amount_minor": fields["amount_minor"],
-            "card_value_minor": fields["card_value_minor"],
-            "bonus_minor": fields["bonus_minor"],
-            "points": fields["points"],
-            "ref_txn_id": fields.get("ref"),
-            "program": fields.get("program"),
-            "digest": digest,
-            "auth": txn.AUTH_MODE_NAMES[fields["auth_mode"]],
-        }
+        renamed = _renamed_fields(fields, digest)
+        entry = {key: renamed[key] if key in renamed else fields[key] for key in TXN_KEYS}
         if fields.get(LEDGER_HOLD_FIELD) is not None:
             # Only then: a batch sent before holds existed must stay the same bytes.
             entry["hold_id"] = fields[LEDGER_HOLD_FIELD]
@@ -68,6 +59,21 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
         "created": store.batch_created(batch_id),
         "transactions": transactions,
     }
+
+
+def _renamed_fields(fields: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The ledger's keys whose value is not the record's field of the same name: computed,
+    kept under another name or as a code, or possibly absent from the record."""
+    renamed = {
+        "txn_id": txn.txn_id(fields["terminal"], fields["seq"]),
+        "kind": txn.KIND_NAMES[fields["kind"]],
+        "ref_txn_id": fields.get("ref"),
+        "program": fields.get("program"),
+        "digest": digest,
+        "auth": txn.AUTH_MODE_NAMES[fields["auth_mode"]],
+    }
+    assert renamed.keys() <= _LEDGER_KEYS, "each must be one of the ledger's keys"
+    return renamed
 
 
 def _engine_terms(kind: int, effects: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The books: post settlement batches exactly once, hold card value, and answer questions.
 
-`Books` is a thin facade: validation (`ledger.validate`), rules (`ledger.plan`,
-`ledger.holds`), SQL (`ledger.store`, `ledger.holds`, `ledger.reports`) live elsewhere;
-here are only the guarantees that tie them together:
+`Books` is a thin facade over layers that live elsewhere: validation (`ledger.validate`),
+pure rules (`ledger.plan`, `ledger.posting_rules`, `ledger.hold_rules`), SQL
+(`ledger.posting_sql`, `ledger.hold_sql`, `ledger.queries`, `ledger.reports`, the tables in
+`ledger.schema`) and the database engines (`ledger.db`). Here are only the guarantees that
+tie them together:
 
 - one lock serializes every use of the single connection, so the object is thread-safe;
 - a batch posts in ONE database transaction: all its transactions or none of them;
@@ -28,10 +30,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import holds, reports, store
+from ledger import hold_sql, posting_sql, queries, reports
 from ledger.db import Database, open_database
 from ledger.errors import BatchConflict, HoldRefused, LedgerUnavailable
-from ledger.holds import HoldAnswer
+from ledger.hold_rules import HoldAnswer
 from ledger.model import Batch, PostResult
 from ledger.plan import plan_batch
 from ledger.reports import Report
@@ -72,7 +74,7 @@ class Books:
 
     def _post(self, batch: Batch) -> PostResult:
         """Inside the write transaction: duplicate check, plan, write."""
-        known_hash = store.find_batch_hash(self._database, batch.batch_id)
+        known_hash = posting_sql.find_batch_hash(self._database, batch.batch_id)
         if known_hash == batch.content_hash:
             return PostResult("duplicate", batch.batch_id, 0, len(batch.transactions))
         if known_hash is not None:
@@ -81,8 +83,8 @@ class Books:
                 f"batch_id was posted before with different content (resent by {batch.gateway_id})",
             )
         now = self._now()
-        plan = plan_batch(batch, store.read_view(self._database, batch, now))
-        store.write_plan(self._database, batch, plan, now)
+        plan = plan_batch(batch, posting_sql.read_view(self._database, batch, now))
+        posting_sql.write_plan(self._database, batch, plan, now)
         late = sum(posting.late for posting in plan.hold_postings)
         if late:
             log.warning("batch %s posted %d expired holds", batch.batch_id, late)
@@ -99,7 +101,7 @@ class Books:
         with self._guard():
             try:
                 with self._database.write_transaction():
-                    return holds.place(self._database, request, self._now())
+                    return hold_sql.place(self._database, request, self._now())
             except HoldRefused as refusal:
                 if refusal.reason == "hold_conflict":
                     self._raise_alarm(refusal.reason, refusal.detail)
@@ -108,22 +110,22 @@ class Books:
     def void_hold(self, hold_id: str) -> HoldAnswer:
         """Release a hold's value: ``hold_unknown``, or ``hold_posted`` once settled."""
         with self._guard(), self._database.write_transaction():
-            return holds.void(self._database, hold_id, self._now())
+            return hold_sql.void(self._database, hold_id, self._now())
 
     def hold(self, hold_id: str) -> dict[str, Any] | None:
         """One hold's state (expiry applied), or None for an id the ledger never held."""
         with self._guard():
-            return holds.detail(self._database, hold_id, self._now())
+            return hold_sql.detail(self._database, hold_id, self._now())
 
     def hold_totals(self) -> dict[str, int]:
         """Holds per status (expiry applied), and "posted_late": posted after expiring."""
         with self._guard():
-            return holds.totals(self._database, self._now())
+            return hold_sql.totals(self._database, self._now())
 
     def expire_holds(self) -> int:
         """Mark open holds past their expiry as expired; how many (the server's sweep)."""
         with self._guard(), self._database.write_transaction():
-            return holds.expire_due(self._database, self._now())
+            return hold_sql.expire_due(self._database, self._now())
 
     def report(self, name: str, parameters: Mapping[str, str] | None = None) -> Report:
         """A named report; text parameters as in GET /v1/reports/<name> (see reports)."""
@@ -140,7 +142,7 @@ class Books:
         """Log an alarm and record it in its own transaction (the batch's was rolled back)."""
         log.warning("ledger alarm %s: %s", reason, detail)
         with self._database.write_transaction():
-            store.insert_alarm(self._database, self._now(), reason, detail)
+            posting_sql.insert_alarm(self._database, self._now(), reason, detail)
 
     def register_card(self, card: str, program: str, currency: str, merchant: str,
                       value_minor: int) -> PostResult:
@@ -176,32 +178,32 @@ class Books:
         """{"card","currency","value_minor","points","program","held_minor","available_minor"}
         or None for an unknown card."""
         with self._guard():
-            return reports.card_balance(self._database, card, self._now())
+            return queries.card_balance(self._database, card, self._now())
 
     def balances(self) -> list[dict[str, Any]]:
         """Every card's balance, ordered by card id."""
         with self._guard():
-            return reports.balances(self._database, self._now())
+            return queries.balances(self._database, self._now())
 
     def terminal_totals(self) -> dict[str, dict[str, Any]]:
         """Per terminal: {"count": n, "by_kind": {kind: {count and sums}}} (see reports)."""
         with self._guard():
-            return reports.terminal_totals(self._database)
+            return queries.terminal_totals(self._database)
 
     def trial_balance(self) -> dict[str, int]:
         """{unit: sum of entries}; every value is zero in healthy books."""
         with self._guard():
-            return reports.trial_balance(self._database)
+            return queries.trial_balance(self._database)
 
     def alarms(self) -> list[dict[str, Any]]:
         """Recorded alarms, oldest first: {"id","at","reason","detail"}."""
         with self._guard():
-            return reports.alarms(self._database)
+            return queries.alarms(self._database)
 
     def counts(self) -> dict[str, int]:
         """Rows per table, for operators and for tests proving that a rejection changed nothing."""
         with self._guard():
-            return reports.counts(self._database)
+            return queries.counts(self._database)
 
     def ping(self) -> None:
         """Raise LedgerUnavailable unless the database answers a trivial query."""

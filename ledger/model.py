@@ -3,13 +3,18 @@
 They are frozen dataclasses so a batch that passed validation cannot be altered on its way
 to the database. The content hashes are computed once, at validation, from the JSON the
 gateway sent, because idempotency is judged on what was sent, not on what we parsed.
+
+`Txn` is the one list of a transaction's fields. The other tiers derive theirs from it: the
+keys a batch's transaction carries (TXN_KEYS, TXN_OPTIONAL_KEYS: validation, and the
+gateway's settlement), and the columns of the transactions table (TXN_STORED_FIELDS:
+`ledger.schema`, the INSERT of `ledger.posting_sql`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, NamedTuple
 
 KIND_ISSUE = "issue"
@@ -81,6 +86,26 @@ class Txn:
     """A purchase's discount off amount_minor (optional, informational: it posts nothing)."""
     redeem_points: int | None = None
     """Points a purchase redeemed, or a refund gave back (optional; posted only by legs)."""
+
+
+TXN_FIELDS = tuple(field.name for field in fields(Txn))
+"""Every field of a transaction, in `Txn` order."""
+TXN_COMPUTED_FIELDS = ("content_hash",)
+"""Fields the ledger computes from what was sent: never a key of a batch's transaction."""
+TXN_KEYS = tuple(
+    field.name
+    for field in fields(Txn)
+    if field.default is MISSING and field.name not in TXN_COMPUTED_FIELDS
+)
+"""The keys every transaction of a batch carries (docs/ledger.md), in `Txn` order."""
+TXN_OPTIONAL_KEYS = tuple(field.name for field in fields(Txn) if field.default is not MISSING)
+"""Keys a transaction may leave out (its fields with a default): absent and null are the same."""
+TXN_UNSTORED_FIELDS = ("hold_id", "legs")
+"""Fields that are no column of the transactions table: a posted hold is a hold_postings row,
+the legs are the entries rows."""
+TXN_STORED_FIELDS = tuple(name for name in TXN_FIELDS if name not in TXN_UNSTORED_FIELDS)
+"""The fields a transactions row holds, in `Txn` order (the row also names its batch)."""
+assert set(TXN_COMPUTED_FIELDS) | set(TXN_UNSTORED_FIELDS) <= set(TXN_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Decide what a validated batch writes, given what the books already hold. Pure, no I/O.
 
-The storage layer reads a `BooksView` (only the rows this batch's ids touch), this module
+`ledger.posting_sql` reads a `BooksView` (only the rows this batch's ids touch), this module
 applies the rules that need history, and returns a `Plan` of rows to insert. Rules:
 
 - a txn_id already posted with the same content is skipped (counted as already_posted);
@@ -19,7 +19,7 @@ applies the rules that need history, and returns a `Plan` of rows to insert. Rul
   after the operation), equals that of the rule-derived legs; for an expire, the net of all
   its card_value legs and of all its card_points legs equals the rule-derived one;
 - a purchase naming a hold posts it: the hold must exist, be neither voided nor posted, be on
-  the same card and currency, and hold at least the card value taken (``ledger.holds``);
+  the same card and currency, and hold at least the card value taken (``ledger.hold_rules``);
   an expired hold is posted all the same (the sale happened) and counted as late.
 
 Transactions are taken in batch order, so a purchase and its refund may share a batch.
@@ -31,17 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ledger.errors import BatchConflict, BatchInvalid
-from ledger.holds import STATUS_POSTED, HoldPosting, HoldState, check_posting
+from ledger.hold_rules import STATUS_POSTED, HoldPosting, HoldState, check_posting
 from ledger.model import KIND_EXPIRE, KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
-from ledger.postings import (
-    CARD_POINTS,
-    CARD_VALUE,
-    CAUSE_EXPIRE,
-    LOAD_KINDS,
-    REFUNDABLE_KINDS,
-    legs_for,
-    rule_legs,
-)
+from ledger.posting_rules import CAUSE_EXPIRE, LOAD_KINDS, REFUNDABLE_KINDS, legs_for, rule_legs
+from protocol.accounts import CARD_POINTS, CARD_VALUE
 
 EntryRow = tuple[str, str, str, str, int]
 """(txn_id, account_kind, owner, unit, amount_minor): one row of the entries table."""

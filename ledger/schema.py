@@ -8,11 +8,17 @@ transactions: an index on time would tax every posted batch for an occasional qu
 Primary keys cover the id look-ups. Tables added later (holds, hold_postings) are created
 on the next open of existing books, and columns added later (ADDED_COLUMNS: nullable, so
 rows written before them read as null) are added to them; nothing is ever dropped or changed.
+
+The column lists that rows are inserted with come from the value types where a field list is
+written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS from `HoldRequest`
+(`ledger.hold_rules`). The tests check that the tables created here have exactly these columns.
 """
 
 from __future__ import annotations
 
 from ledger.db import Database
+from ledger.hold_rules import HOLD_REQUEST_FIELDS
+from ledger.model import TXN_STORED_FIELDS
 
 _SERIAL = {
     "sqlite": "INTEGER PRIMARY KEY",
@@ -111,43 +117,11 @@ _COLUMN_NAMES = {
     " WHERE table_schema = current_schema() AND table_name = ?",
 }
 
-TXN_COLUMNS = (
-    "txn_id",
-    "batch_id",
-    "terminal",
-    "seq",
-    "merchant",
-    "kind",
-    "card",
-    "currency",
-    "amount_minor",
-    "card_value_minor",
-    "bonus_minor",
-    "points",
-    "ref_txn_id",
-    "program",
-    "time",
-    "digest",
-    "auth",
-    "content_hash",
-    *(name for name, _ in ADDED_COLUMNS["transactions"]),
-)
+TXN_COLUMNS = ("batch_id", *TXN_STORED_FIELDS)
+"""Every transactions column: the batch that posted the row, then its stored `Txn` fields."""
 ENTRY_COLUMNS = ("txn_id", "account_kind", "owner", "unit", "amount_minor")
 CARD_COLUMNS = ("card", "program", "currency", "activated_txn_id")
-HOLD_COLUMNS = (
-    "hold_id",
-    "card",
-    "currency",
-    "amount_minor",
-    "ttl_s",
-    "terminal",
-    "merchant",
-    "content_hash",
-    "placed_at",
-    "expires_at",
-    "available_minor",
-    "status",
-)
+HOLD_COLUMNS = (*HOLD_REQUEST_FIELDS, "placed_at", "expires_at", "available_minor", "status")
 """Every holds column but closed_at, which is set when the hold leaves "open"."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
@@ -170,7 +144,12 @@ def create_schema(database: Database) -> None:
         for statement in _STATEMENTS:
             database.execute(statement.format(serial=_SERIAL[database.dialect], **added))
         for table, columns in ADDED_COLUMNS.items():
-            present = {row[0] for row in database.fetch(_COLUMN_NAMES[database.dialect], (table,))}
+            present = table_columns(database, table)
             for name, kind in columns:
                 if name not in present:
                     database.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
+def table_columns(database: Database, table: str) -> set[str]:
+    """The names of a table's columns as the database has them (none for a missing table)."""
+    return {row[0] for row in database.fetch(_COLUMN_NAMES[database.dialect], (table,))}

@@ -3,8 +3,9 @@
 Pure: no I/O. Everything the gateway sends is checked here, before the database is
 touched, so a bad batch is refused whole and changes nothing. Types are exact (an int
 is an int, never a bool or a float), keys are exact (missing and unknown keys are both
-refused; the keys of TXN_OPTIONAL_KEYS may be left out, and null is the same as absent),
-and each refusal names the transaction index and the field in its detail. A transaction's
+refused; a transaction's keys are `ledger.model`'s TXN_KEYS and TXN_OPTIONAL_KEYS, which may
+be left out, null being the same as absent), and each refusal names the transaction index
+and the field in its detail. A transaction's
 "legs" are checked here leg by leg and for their balance per unit; rules that need the books
 (refunds, card currency, holds, conflicts, whether the legs agree with the fields) live in
 `ledger.plan`. Hold requests (POST /v1/holds) are checked here too.
@@ -18,7 +19,7 @@ from typing import Any
 
 from ledger.currencies import POINTS_UNIT, is_known_currency
 from ledger.errors import BatchInvalid, BatchTooLarge
-from ledger.holds import HoldRequest
+from ledger.hold_rules import HOLD_REQUEST_KEYS, HoldRequest
 from ledger.limits import (
     AMOUNT_MINOR_MAX,
     BATCH_TXN_MAX,
@@ -37,42 +38,24 @@ from ledger.model import (
     KIND_REFUND,
     KIND_TOPUP,
     KINDS,
+    TXN_KEYS,
+    TXN_OPTIONAL_KEYS,
     Batch,
     GivenLeg,
     Txn,
     canonical_json,
     sha256_hex,
 )
-from ledger.postings import ACCOUNT_KINDS, LEG_CAUSES, unit_allowed
+from ledger.posting_rules import LEG_CAUSES, unit_allowed
+from protocol.accounts import ACCOUNT_KINDS
 
 BATCH_KEYS = frozenset({"batch_id", "gateway_id", "created", "transactions"})
-TXN_KEYS = frozenset(
-    {
-        "txn_id",
-        "terminal",
-        "seq",
-        "merchant",
-        "time",
-        "kind",
-        "card",
-        "currency",
-        "amount_minor",
-        "card_value_minor",
-        "bonus_minor",
-        "points",
-        "ref_txn_id",
-        "program",
-        "digest",
-        "auth",
-    }
-)
-TXN_OPTIONAL_KEYS = frozenset({"hold_id", "legs", "version", "discount_minor", "redeem_points"})
-"""Keys a transaction may leave out; ``"key": null`` and no key are the same transaction."""
-LEG_FIELDS = ("account_kind", "unit", "amount_minor", "cause")
+# The keys of `ledger.model` and `ledger.hold_rules`, as sets for look-ups.
+_TXN_KEYS = frozenset(TXN_KEYS)
+_TXN_OPTIONAL_KEYS = frozenset(TXN_OPTIONAL_KEYS)
+_HOLD_KEYS = frozenset(HOLD_REQUEST_KEYS)
+LEG_FIELDS = GivenLeg._fields
 """A leg is a JSON list of these four, in order: the engine's [account, unit, amount, cause]."""
-HOLD_KEYS = frozenset(
-    {"hold_id", "card", "currency", "amount_minor", "ttl_s", "terminal", "merchant"}
-)
 ID_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{ID_CHARS_MAX}}}")
 DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 
@@ -120,12 +103,12 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
     """parse_txn, also returning the transaction's canonical JSON text (for the batch hash)."""
     if not isinstance(document, dict):
         raise BatchInvalid("field_type", f"{where}: must be a JSON object")
-    _check_keys(document, TXN_KEYS, where, TXN_OPTIONAL_KEYS)
+    _check_keys(document, _TXN_KEYS, where, _TXN_OPTIONAL_KEYS)
     kind = _kind(document, where)
     text = _canonical_text(document, where)
     hold_id = _optional_identifier(document, "hold_id", where) if "hold_id" in document else None
     identity = text
-    if any(document[key] is None for key in TXN_OPTIONAL_KEYS.intersection(document)):
+    if any(document[key] is None for key in _TXN_OPTIONAL_KEYS.intersection(document)):
         # The batch hash covers the text as sent; a txn's identity does not depend on whether
         # a sender writes an optional key as null or leaves it out (old transactions resent
         # with "hold_id": null, or "version": null, are the same transactions).
@@ -169,7 +152,7 @@ def _without_nulls(document: Mapping[str, Any]) -> str:
         {
             key: value
             for key, value in document.items()
-            if value is not None or key not in TXN_OPTIONAL_KEYS
+            if value is not None or key not in _TXN_OPTIONAL_KEYS
         }
     )
 
@@ -179,7 +162,7 @@ def parse_hold_request(document: object) -> HoldRequest:
     if not isinstance(document, dict):
         raise BatchInvalid("request_malformed", "a hold request must be a JSON object")
     where = "hold"
-    _check_keys(document, HOLD_KEYS, where)
+    _check_keys(document, _HOLD_KEYS, where)
     return HoldRequest(
         hold_id=_identifier(document, "hold_id", where),
         card=_identifier(document, "card", where),

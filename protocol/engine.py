@@ -37,12 +37,9 @@ with text keys, lists, ints, texts, None): it survives json.dumps/json.loads unc
 from protocol import engine_points as points
 from protocol import engine_sale as sale
 from protocol import engine_spend as spend
+from protocol.accounts import BREAKAGE, CARD_VALUE, CASH_CLEARING, PROMOTION_EXPENSE
 from protocol.engine_legs import (
-    BREAKAGE,
-    CARD_VALUE,
-    CASH_CLEARING,
     CHANGED_SALES,
-    PROMOTION_EXPENSE,
     add_to,
     move,
     note_sale,

@@ -1,20 +1,14 @@
 """Small parts the program engine shares: balanced legs, refund shares, op fields, state copies.
 
-A leg is `[account, unit, amount, cause]`: positive is a debit, negative a credit (the
-ledger's convention, docs/ledger.md). Legs are only ever written in pairs by `move`, so the
-legs of every operation sum to zero in every unit by construction.
+A leg is `[account, unit, amount, cause]`, its account one of `protocol.accounts`: positive
+is a debit, negative a credit (the ledger's convention, docs/ledger.md). Legs are only ever
+written in pairs by `move`, so the legs of every operation sum to zero in every unit by
+construction.
 """
 
 from protocol import money
 from protocol.errors import ValidationError
 from protocol.reasons import AMOUNT_INVALID, FIELD_INVALID, FIELD_MISSING
-
-CARD_VALUE = "card_value"
-CARD_POINTS = "card_points"
-MERCHANT_SETTLEMENT = "merchant_settlement"
-PROMOTION_EXPENSE = "promotion_expense"
-CASH_CLEARING = "cash_clearing"
-BREAKAGE = "breakage"
 
 OP_ID_LENGTH_MAX = 64
 CHANGED_SALES = "_changed_sales"  # in a working copy only, never in a state apply returns

@@ -18,7 +18,8 @@ Named rules:
 """
 
 from protocol import money
-from protocol.engine_legs import BREAKAGE, CARD_POINTS, PROMOTION_EXPENSE, move, own_sale
+from protocol.accounts import BREAKAGE, CARD_POINTS, PROMOTION_EXPENSE
+from protocol.engine_legs import move, own_sale
 
 PTS = money.POINTS_UNIT
 

@@ -25,12 +25,14 @@ refunded amounts of a sale never exceed its amount.
 
 from protocol import engine_points as points
 from protocol import engine_spend as spend
-from protocol.engine_legs import (
+from protocol.accounts import (
     CARD_POINTS,
     CARD_VALUE,
     CASH_CLEARING,
     MERCHANT_SETTLEMENT,
     PROMOTION_EXPENSE,
+)
+from protocol.engine_legs import (
     move,
     note_sale,
     own_sale,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ledger.errors import BatchInvalid
-from ledger.postings import Leg, legs_for, unit_sums
+from ledger.posting_rules import Leg, legs_for, unit_sums
 from ledger.validate import parse_txn
 from tests.ledger.builders import cashout, expire, issue, purchase, refund, topup, txn
 

@@ -1,10 +1,11 @@
 """Posting rules: which account legs each transaction posts. Pure, no I/O.
 
-An account is (kind, owner) and a leg is (account kind, owner, unit, amount_minor) with
-positive = debit and negative = credit. Every unit (each currency, and "PTS" for points)
-balances on its own: the legs of one transaction sum to zero per unit. Liabilities
-(card_value, card_points) therefore carry negative sums; their balance as shown to a
-card holder is the negated sum.
+An account is (kind, owner), its kind one of `protocol.accounts` (the names the program
+engine writes too), and a leg is (account kind, owner, unit, amount_minor) with positive =
+debit and negative = credit. Every unit (each currency, and "PTS" for points) balances on
+its own: the legs of one transaction sum to zero per unit. Liabilities (card_value,
+card_points) therefore carry negative sums; their balance as shown to a card holder is the
+negated sum.
 
 A transaction that carries "legs" (the program engine's, docs/programs.md) posts exactly
 those, each as given, with its owner implied by its account: the card for card_value and
@@ -54,21 +55,15 @@ from ledger.model import (
     GivenLeg,
     Txn,
 )
-
-CARD_VALUE = "card_value"
-CARD_POINTS = "card_points"
-MERCHANT_SETTLEMENT = "merchant_settlement"
-PROMOTION_EXPENSE = "promotion_expense"
-CASH_CLEARING = "cash_clearing"
-BREAKAGE = "breakage"
-ACCOUNT_KINDS = (
-    CARD_VALUE,
+from protocol.accounts import (
+    BREAKAGE,
     CARD_POINTS,
+    CARD_VALUE,
+    CASH_CLEARING,
     MERCHANT_SETTLEMENT,
     PROMOTION_EXPENSE,
-    CASH_CLEARING,
-    BREAKAGE,
 )
+
 LIABILITY_KINDS = (CARD_VALUE, CARD_POINTS)
 """Accounts owned by the card; every other account is owned by the merchant."""
 CURRENCY_ONLY_KINDS = (CARD_VALUE, MERCHANT_SETTLEMENT, CASH_CLEARING)

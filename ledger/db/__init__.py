@@ -1,10 +1,11 @@
 """The seam between the books and a SQL database: one small interface, two engines.
 
-`Database` is what `ledger.books` needs and nothing more: fetch rows, run a statement,
-bulk-insert rows, look rows up by a list of ids, and run one serialized write
+`Database` is what the books' SQL modules need and nothing more: fetch rows, run a
+statement, bulk-insert rows, look rows up by a list of ids, and run one serialized write
 transaction. SQL is written once with ``?`` placeholders and portable types; each
-engine adapts it (SQLite: `ledger.db_sqlite`, PostgreSQL via psycopg 3:
-`ledger.db_postgres`, imported only when a PostgreSQL DSN is opened).
+engine adapts it (SQLite: `ledger.db.sqlite`, PostgreSQL via psycopg 3:
+`ledger.db.postgres`, imported only when a PostgreSQL DSN is opened). Nothing in this
+package knows the books' tables: those are `ledger.schema`'s.
 """
 
 from __future__ import annotations
@@ -58,13 +59,13 @@ def open_database(dsn: str) -> Database:
     """Open the engine a DSN names: PostgreSQL URL, ``sqlite:///abs/path``, path or ``:memory:``."""
     if dsn.startswith(POSTGRES_SCHEMES):
         try:
-            from ledger.db_postgres import PostgresDatabase
+            from ledger.db.postgres import PostgresDatabase
         except ImportError as error:
             raise ConfigInvalid(
                 "driver_missing", "PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'"
             ) from error
         return PostgresDatabase(dsn)
-    from ledger.db_sqlite import SqliteDatabase
+    from ledger.db.sqlite import SqliteDatabase
 
     return SqliteDatabase(sqlite_path(dsn))
 

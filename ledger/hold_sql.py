@@ -1,134 +1,39 @@
-"""Two-phase money: holds on a card's value, placed at authorization, posted by settlement.
+"""SQL of holds: place, void, expire and post them, and read them back.
 
-A hold is TigerBeetle's pending transfer. An online authorization places one on the value it
-approves, so two terminals cannot both spend the same balance; the settlement batch that
-carries the sale posts it. Its life::
-
-    open ──┬──> posted    a settled purchase names it in "hold_id" (amount <= the hold's;
-           │              the rest is released in the same database transaction)
-           ├──> voided    DELETE /v1/holds/<id> (an expired hold may be voided too)
-           └──> expired   its ttl ran out; it no longer counts against the card's value,
-                          but the sale it authorized may still be posted (counted as late)
-
-A card's available value is its value minus its open, unexpired holds. Expiry is judged
-against the books' clock everywhere it is read; the stored status catches up when the card
-is next held, when a hold is voided, or when `expire_due` runs (the server's sweep).
-
-Every function here that touches the database runs inside the books' write transaction,
-which holds the single writer lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock):
-holds on one card, and settlement of that card, are serialized, so holds never over-commit.
+The rules a hold obeys, and its value types, are `ledger.hold_rules` (pure); this module
+reads what they judge and writes what they allow. Every function here that writes runs
+inside the books' write transaction, which holds the single writer lock (SQLite
+``BEGIN IMMEDIATE``, a PostgreSQL advisory lock): holds on one card, and settlement of that
+card, are serialized, so holds never over-commit. Reads may also run outside one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
-from ledger.db import Database
-from ledger.errors import BatchInvalid, HoldRefused, NotFound
-from ledger.model import Txn
-from ledger.postings import CARD_VALUE
+from ledger.db import Database, Row
+from ledger.errors import NotFound
+from ledger.hold_rules import (
+    HOLD_REQUEST_FIELDS,
+    STATUS_EXPIRED,
+    STATUS_OPEN,
+    STATUS_POSTED,
+    STATUS_VOIDED,
+    STATUSES,
+    HoldAnswer,
+    HoldPosting,
+    HoldRequest,
+    HoldState,
+    available_after,
+    check_currency,
+    check_replay,
+    check_voidable,
+    effective_status,
+)
 from ledger.schema import HOLD_COLUMNS, HOLD_POSTING_COLUMNS
-
-STATUS_OPEN = "open"
-STATUS_POSTED = "posted"
-STATUS_VOIDED = "voided"
-STATUS_EXPIRED = "expired"
-STATUSES = (STATUS_OPEN, STATUS_POSTED, STATUS_VOIDED, STATUS_EXPIRED)
-
-
-@dataclass(frozen=True, slots=True)
-class HoldRequest:
-    """A validated POST /v1/holds body; `content_hash` judges a replay of its hold_id."""
-
-    hold_id: str
-    card: str
-    currency: str
-    amount_minor: int
-    ttl_s: int
-    terminal: str
-    merchant: str
-    content_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class HoldState:
-    """A hold as settlement sees it; `status` already accounts for expiry."""
-
-    hold_id: str
-    card: str
-    currency: str
-    amount_minor: int
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class HoldPosting:
-    """A settled purchase posting a hold: what it took and what it released."""
-
-    hold_id: str
-    txn_id: str
-    posted_minor: int
-    released_minor: int
-    late: bool
-    """The hold had expired: its value was free again before the sale was posted."""
-
-
-@dataclass(frozen=True, slots=True)
-class HoldAnswer:
-    """The answer to placing or voiding a hold; `created` picks 201 over 200."""
-
-    hold_id: str
-    status: str
-    available_minor: int
-    created: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The body of the HTTP answer."""
-        return {
-            "hold_id": self.hold_id,
-            "status": self.status,
-            "available_minor": self.available_minor,
-        }
-
-
-def effective_status(stored: str, expires_at: int, now: int) -> str:
-    """The status a hold has at `now`: an open hold past its expiry is expired."""
-    if stored == STATUS_OPEN and expires_at <= now:
-        return STATUS_EXPIRED
-    return stored
-
-
-def check_posting(txn: Txn, hold: HoldState | None) -> HoldPosting:
-    """Pure rule: may this settled purchase post this hold? Raises BatchInvalid if not."""
-    assert txn.hold_id is not None, "only a transaction naming a hold posts one"
-    where = f"txn {txn.txn_id}: hold {txn.hold_id}"
-    if hold is None:
-        raise BatchInvalid("hold_unknown", f"{where} is not in the ledger")
-    if hold.status == STATUS_VOIDED:
-        raise BatchInvalid("hold_voided", f"{where} was voided")
-    if hold.status == STATUS_POSTED:
-        raise BatchInvalid("hold_posted", f"{where} was already posted")
-    if (hold.card, hold.currency) != (txn.card, txn.currency):
-        raise BatchInvalid(
-            "hold_mismatch", f"{where} is on card {hold.card} in {hold.currency}, not this one"
-        )
-    if txn.card_value_minor > hold.amount_minor:
-        raise BatchInvalid(
-            "hold_exceeded",
-            f"{where} holds {hold.amount_minor}, the sale takes {txn.card_value_minor}",
-        )
-    return HoldPosting(
-        hold.hold_id,
-        txn.txn_id,
-        txn.card_value_minor,
-        hold.amount_minor - txn.card_value_minor,
-        late=hold.status == STATUS_EXPIRED,
-    )
-
-
-# -- SQL: called inside Database.write_transaction (reads may also run outside one) ------------
+from protocol.accounts import CARD_VALUE
 
 
 def place(database: Database, request: HoldRequest, now: int) -> HoldAnswer:
@@ -139,30 +44,16 @@ def place(database: Database, request: HoldRequest, now: int) -> HoldAnswer:
     )
     if known:
         content_hash, status, expires_at, available_minor = known[0]
-        if content_hash != request.content_hash:
-            raise HoldRefused(
-                "hold_conflict", f"hold {request.hold_id} was placed before with other content"
-            )
+        check_replay(request, content_hash)
         status = effective_status(status, expires_at, now)
         return HoldAnswer(request.hold_id, status, available_minor)
     cards = database.fetch("SELECT currency FROM cards WHERE card = ?", (request.card,))
     if not cards:
         raise NotFound("card_unknown", f"the ledger has no card {request.card!r}")
-    if cards[0][0] != request.currency:
-        raise BatchInvalid(
-            "currency_mismatch",
-            f"card {request.card} is in {cards[0][0]}, not {request.currency}",
-        )
+    check_currency(request, cards[0][0])
     _expire_card(database, request.card, now)
     value_minor, held_minor = card_funds(database, request.card, now)
-    available_minor = value_minor - held_minor
-    if available_minor < request.amount_minor:
-        raise HoldRefused(
-            "insufficient_value",
-            f"card {request.card} has {available_minor} available, the hold asks"
-            f" {request.amount_minor}",
-        )
-    left_minor = available_minor - request.amount_minor
+    left_minor = available_after(request, value_minor - held_minor)
     database.bulk_insert("holds", HOLD_COLUMNS, [_hold_row(request, now, left_minor)])
     return HoldAnswer(request.hold_id, STATUS_OPEN, left_minor, created=True)
 
@@ -176,8 +67,7 @@ def void(database: Database, hold_id: str, now: int) -> HoldAnswer:
         raise NotFound("hold_unknown", f"the ledger has no hold {hold_id[:64]!r}")
     card, stored, expires_at = rows[0]
     status = effective_status(stored, expires_at, now)
-    if status == STATUS_POSTED:
-        raise HoldRefused("hold_posted", f"hold {hold_id} was posted by settlement")
+    check_voidable(hold_id, status)
     if status != STATUS_VOIDED:
         database.execute(
             "UPDATE holds SET status = ?, closed_at = ? WHERE hold_id = ?",
@@ -305,19 +195,9 @@ def totals(database: Database, now: int) -> dict[str, int]:
     return counted | {"posted_late": int(late)}
 
 
-def _hold_row(request: HoldRequest, now: int, available_minor: int) -> tuple[Any, ...]:
-    """A holds row in HOLD_COLUMNS order."""
-    return (
-        request.hold_id,
-        request.card,
-        request.currency,
-        request.amount_minor,
-        request.ttl_s,
-        request.terminal,
-        request.merchant,
-        request.content_hash,
-        now,
-        now + request.ttl_s,
-        available_minor,
-        STATUS_OPEN,
-    )
+_request_values = attrgetter(*HOLD_REQUEST_FIELDS)
+
+
+def _hold_row(request: HoldRequest, now: int, available_minor: int) -> Row:
+    """A holds row in HOLD_COLUMNS order: the request, then when, until when, what is left."""
+    return (*_request_values(request), now, now + request.ttl_s, available_minor, STATUS_OPEN)

@@ -2,14 +2,17 @@
 
 Called only inside `Database.write_transaction`, so what is read cannot change before
 the plan is written. Look-ups are by id lists (one or a few queries per batch, never one
-per transaction) and rows go in with `Database.bulk_insert`.
+per transaction) and rows go in with `Database.bulk_insert`. The rules in between are
+`ledger.plan`'s (pure); the holds a batch posts are read and closed by `ledger.hold_sql`.
 """
 
 from __future__ import annotations
 
-from ledger import holds
+from operator import attrgetter
+
+from ledger import hold_sql
 from ledger.db import Database, Row
-from ledger.model import KIND_REFUND, Batch, Txn
+from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn
 from ledger.plan import BooksView, CardState, OriginalState, Plan
 from ledger.schema import CARD_COLUMNS, ENTRY_COLUMNS, TXN_COLUMNS
 
@@ -38,7 +41,7 @@ def read_view(database: Database, batch: Batch, now: int) -> BooksView:
         posted_hashes=dict(posted),
         cards={row[0]: CardState(*row) for row in cards},
         originals=_read_originals(database, refs) if refs else {},
-        holds=holds.read_states(database, hold_ids, now) if hold_ids else {},
+        holds=hold_sql.read_states(database, hold_ids, now) if hold_ids else {},
     )
 
 
@@ -91,7 +94,7 @@ def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -
             "UPDATE cards SET program = ?, activated_txn_id = ? WHERE card = ?",
             (card.program, card.activated_txn_id, card.card),
         )
-    holds.record_postings(database, batch.batch_id, plan.hold_postings, received_at)
+    hold_sql.record_postings(database, batch.batch_id, plan.hold_postings, received_at)
 
 
 def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:
@@ -101,31 +104,12 @@ def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:
     )
 
 
+_stored_values = attrgetter(*TXN_STORED_FIELDS)
+
+
 def _txn_row(txn: Txn, batch: Batch) -> Row:
-    """A transactions row in TXN_COLUMNS order."""
-    return (
-        txn.txn_id,
-        batch.batch_id,
-        txn.terminal,
-        txn.seq,
-        txn.merchant,
-        txn.kind,
-        txn.card,
-        txn.currency,
-        txn.amount_minor,
-        txn.card_value_minor,
-        txn.bonus_minor,
-        txn.points,
-        txn.ref_txn_id,
-        txn.program,
-        txn.time,
-        txn.digest,
-        txn.auth,
-        txn.content_hash,
-        txn.version,
-        txn.discount_minor,
-        txn.redeem_points,
-    )
+    """A transactions row in TXN_COLUMNS order: its batch, then the stored fields."""
+    return (batch.batch_id, *_stored_values(txn))
 
 
 def _card_row(card: CardState) -> Row:

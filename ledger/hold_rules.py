@@ -1,0 +1,163 @@
+"""Two-phase money: holds on a card's value, placed at authorization, posted by settlement.
+
+A hold is TigerBeetle's pending transfer. An online authorization places one on the value it
+approves, so two terminals cannot both spend the same balance; the settlement batch that
+carries the sale posts it. Its life::
+
+    open ──┬──> posted    a settled purchase names it in "hold_id" (amount <= the hold's;
+           │              the rest is released in the same database transaction)
+           ├──> voided    DELETE /v1/holds/<id> (an expired hold may be voided too)
+           └──> expired   its ttl ran out; it no longer counts against the card's value,
+                          but the sale it authorized may still be posted (counted as late)
+
+A card's available value is its value minus its open, unexpired holds. Expiry is judged
+against the books' clock everywhere it is read; the stored status catches up when the card
+is next held, when a hold is voided, or when `hold_sql.expire_due` runs (the server's sweep).
+
+This module holds the rules and value types of holds. Pure, no I/O: `ledger.hold_sql` reads
+and writes the holds tables and asks these rules; `ledger.plan` asks `check_posting`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ledger.errors import BatchInvalid, HoldRefused
+from ledger.model import Txn
+
+STATUS_OPEN = "open"
+STATUS_POSTED = "posted"
+STATUS_VOIDED = "voided"
+STATUS_EXPIRED = "expired"
+STATUSES = (STATUS_OPEN, STATUS_POSTED, STATUS_VOIDED, STATUS_EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    """A validated POST /v1/holds body; `content_hash` judges a replay of its hold_id."""
+
+    hold_id: str
+    card: str
+    currency: str
+    amount_minor: int
+    ttl_s: int
+    terminal: str
+    merchant: str
+    content_hash: str
+
+
+HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest))
+"""Every field of a hold request, in `HoldRequest` order (the first columns of a holds row)."""
+HOLD_REQUEST_KEYS = tuple(name for name in HOLD_REQUEST_FIELDS if name != "content_hash")
+"""The keys of a POST /v1/holds body: its fields but the hash the ledger computes of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldState:
+    """A hold as settlement sees it; `status` already accounts for expiry."""
+
+    hold_id: str
+    card: str
+    currency: str
+    amount_minor: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPosting:
+    """A settled purchase posting a hold: what it took and what it released."""
+
+    hold_id: str
+    txn_id: str
+    posted_minor: int
+    released_minor: int
+    late: bool
+    """The hold had expired: its value was free again before the sale was posted."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAnswer:
+    """The answer to placing or voiding a hold; `created` picks 201 over 200."""
+
+    hold_id: str
+    status: str
+    available_minor: int
+    created: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of the HTTP answer."""
+        return {
+            "hold_id": self.hold_id,
+            "status": self.status,
+            "available_minor": self.available_minor,
+        }
+
+
+def effective_status(stored: str, expires_at: int, now: int) -> str:
+    """The status a hold has at `now`: an open hold past its expiry is expired."""
+    if stored == STATUS_OPEN and expires_at <= now:
+        return STATUS_EXPIRED
+    return stored
+
+
+def check_replay(request: HoldRequest, known_content_hash: str) -> None:
+    """A hold_id placed before may only be asked for again with the same content."""
+    if known_content_hash != request.content_hash:
+        raise HoldRefused(
+            "hold_conflict", f"hold {request.hold_id} was placed before with other content"
+        )
+
+
+def check_currency(request: HoldRequest, card_currency: str) -> None:
+    """A hold is in the currency of its card."""
+    if card_currency != request.currency:
+        raise BatchInvalid(
+            "currency_mismatch",
+            f"card {request.card} is in {card_currency}, not {request.currency}",
+        )
+
+
+def available_after(request: HoldRequest, available_minor: int) -> int:
+    """What the card has available once the hold is placed; insufficient_value if it asks more."""
+    if available_minor < request.amount_minor:
+        raise HoldRefused(
+            "insufficient_value",
+            f"card {request.card} has {available_minor} available, the hold asks"
+            f" {request.amount_minor}",
+        )
+    return available_minor - request.amount_minor
+
+
+def check_voidable(hold_id: str, status: str) -> None:
+    """Any hold may be voided (again) but one that settlement posted."""
+    if status == STATUS_POSTED:
+        raise HoldRefused("hold_posted", f"hold {hold_id} was posted by settlement")
+
+
+def check_posting(txn: Txn, hold: HoldState | None) -> HoldPosting:
+    """Pure rule: may this settled purchase post this hold? Raises BatchInvalid if not."""
+    assert txn.hold_id is not None, "only a transaction naming a hold posts one"
+    where = f"txn {txn.txn_id}: hold {txn.hold_id}"
+    if hold is None:
+        raise BatchInvalid("hold_unknown", f"{where} is not in the ledger")
+    if hold.status == STATUS_VOIDED:
+        raise BatchInvalid("hold_voided", f"{where} was voided")
+    if hold.status == STATUS_POSTED:
+        raise BatchInvalid("hold_posted", f"{where} was already posted")
+    if (hold.card, hold.currency) != (txn.card, txn.currency):
+        raise BatchInvalid(
+            "hold_mismatch", f"{where} is on card {hold.card} in {hold.currency}, not this one"
+        )
+    if txn.card_value_minor > hold.amount_minor:
+        raise BatchInvalid(
+            "hold_exceeded",
+            f"{where} holds {hold.amount_minor}, the sale takes {txn.card_value_minor}",
+        )
+    return HoldPosting(
+        hold.hold_id,
+        txn.txn_id,
+        txn.card_value_minor,
+        hold.amount_minor - txn.card_value_minor,
+        late=hold.status == STATUS_EXPIRED,
+    )

@@ -1,0 +1,52 @@
+"""The tables: created with exactly the columns their rows are inserted with, on both engines.
+
+The insert column lists are derived from the value types (`Txn`, `HoldRequest`), the tables
+are written out in SQL; these tests keep the two the same.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import open_books
+from ledger.db import open_database
+from ledger.model import TXN_KEYS, TXN_OPTIONAL_KEYS, TXN_UNSTORED_FIELDS
+from ledger.schema import (
+    CARD_COLUMNS,
+    ENTRY_COLUMNS,
+    HOLD_COLUMNS,
+    HOLD_POSTING_COLUMNS,
+    TXN_COLUMNS,
+    table_columns,
+)
+
+INSERTED = [
+    ("transactions", TXN_COLUMNS, ()),
+    ("entries", ENTRY_COLUMNS, ("id",)),
+    ("cards", CARD_COLUMNS, ()),
+    ("holds", HOLD_COLUMNS, ("closed_at",)),
+    ("hold_postings", HOLD_POSTING_COLUMNS, ()),
+]
+"""(table, the columns its rows are inserted with, the columns set otherwise)."""
+
+
+@pytest.mark.parametrize(("table", "inserted", "set_otherwise"), INSERTED)
+def test_a_table_has_exactly_the_columns_its_rows_are_inserted_with(
+    dsn: str, table: str, inserted: tuple[str, ...], set_otherwise: tuple[str, ...]
+) -> None:
+    """The created table and its insert column list name the same columns, each once."""
+    open_books(dsn).close()
+    database = open_database(dsn)
+    try:
+        assert table_columns(database, table) == {*inserted, *set_otherwise}
+    finally:
+        database.close()
+    assert len(set(inserted)) == len(inserted)
+
+
+def test_a_transaction_row_holds_every_key_a_batch_sends_but_hold_id_and_legs() -> None:
+    """What is sent is stored as a column, but the hold (a hold_postings row) and the legs
+    (entries rows); the row adds its batch and the content hash."""
+    sent = {*TXN_KEYS, *TXN_OPTIONAL_KEYS}
+    assert set(TXN_UNSTORED_FIELDS) == {"hold_id", "legs"}
+    assert set(TXN_COLUMNS) == sent - set(TXN_UNSTORED_FIELDS) | {"batch_id", "content_hash"}
