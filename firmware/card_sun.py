@@ -31,8 +31,9 @@ def _checked(exchange, apdu):
 
 
 def on_card_read_sun(reader, target):
-    """`Pn532Reader(..., on_card=on_card_read_sun)`: every tap also reads the card's SUN."""
-    reader.sun = read_sun_url(reader.exchange_apdu)
+    """`Pn532Reader(..., on_card=on_card_read_sun)`: every tap also reads the card's SUN,
+    which becomes the `sun` of the tap read_card returns."""
+    return read_sun_url(reader.exchange_apdu)
 
 
 def read_sun_url(exchange):

@@ -117,15 +117,14 @@ class Terminal:
     def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None,
              redeem_points=0):
         self.state = READING
-        card = self.reader.read_card(CARD_READ_TIMEOUT_MS)
+        # One tap, one value (the Reader contract in firmware.hal): the card's UID, its SUN
+        # when the reader reads one, or no card and the reason (card pulled, reader timeout...).
+        card, sun, reason = self.reader.read_card(CARD_READ_TIMEOUT_MS)
         if card is None:
-            # The reader says why (card pulled, reader timeout...) when it knows.
-            reason = getattr(self.reader, "last_error", None) or reasons.CARD_READ_FAILED
-            return self._decline(reason)
+            return self._decline(reason or reasons.CARD_READ_FAILED)
         if card in self.settings.hotlist:
             return self._decline(reasons.CARD_BLOCKED)  # also while offline
         self.state = AUTHORIZING
-        sun = getattr(self.reader, "sun", None)  # the card's proof, when the reader reads one
         request = {
             "card": card,
             "kind": kind,

@@ -4,7 +4,7 @@ and in a whole personalization driven by the reader-side code; on CPython and Mi
 
 import json
 
-from firmware.card_sun import read_sun_url
+from firmware.card_sun import on_card_read_sun, read_sun_url
 from firmware.ndef import first_uri
 from firmware.pn532 import Pn532
 from firmware.reader import Pn532Reader
@@ -572,11 +572,9 @@ def test_the_card_answers_through_the_emulated_pn532_and_the_terminal_reads_its_
     clock = SimulatedClock()
     emulator = Pn532Emulator(clock)
     emulator.present(card)
-    urls = []
-    reader = Pn532Reader(Pn532(emulator, clock), clock,
-                         lambda reader, target: urls.append(read_sun_url(reader.exchange_apdu)))
-    assert reader.read_card(1000) == "04a1b2c3d4e5f6"
-    assert reader.read_card(1000) == "04a1b2c3d4e5f6"
-    results = [sun.verify_sun_url(url, ZERO_KEY, ZERO_KEY) for url in urls]
+    reader = Pn532Reader(Pn532(emulator, clock), clock, on_card_read_sun)
+    taps = [reader.read_card(1000), reader.read_card(1000)]
+    assert [(uid, reason) for uid, _, reason in taps] == [("04a1b2c3d4e5f6", None)] * 2
+    results = [sun.verify_sun_url(url, ZERO_KEY, ZERO_KEY) for _, url, _ in taps]
     assert [result["read_counter"] for result in results] == [1, 2]
     assert all(result["valid"] for result in results)

@@ -1,14 +1,16 @@
 """The uplink's answers from the gateway (docs/protocol.md sections 5.1 and 5.5): what a signed
 ack frees and logs as refused, which answers may move the terminal's clock, and how notices
-are told apart. Runs on CPython and real MicroPython over in-memory fakes of the net and the
-clock, with the real journal on in-memory storage."""
+are told apart; and its sending: the resend window and the reconnect backoff. Runs on CPython
+and real MicroPython over in-memory fakes of the net and the clock, with the real journal on
+in-memory storage."""
 
 import hashlib
 
+from firmware.backoff import RECONNECT_BASE_MS
 from firmware.hal import SyncedClock
 from firmware.journal import Journal
 from firmware.storage import MemoryStorage
-from firmware.uplink import REFUSED_LOG_MAX, Uplink
+from firmware.uplink import REFUSED_LOG_MAX, RESEND_AFTER_MS, SEND_WINDOW_MAX, Uplink
 from protocol import messages, sealed, topics, txn
 
 KEY = bytes(range(32))
@@ -49,8 +51,14 @@ class FakeNet:
         self.published = []
         self.inbox = []
         self.answer = None
+        self.connects = 0  # attempts, refused or not
+        self.refuse_connects = 0  # the next this many attempts raise OSError
 
     def connect(self, client_id, will_topic, will_payload):
+        self.connects += 1
+        if self.refuse_connects:
+            self.refuse_connects -= 1
+            raise OSError("broker unreachable")
         self.connected = True
 
     def subscribe(self, topic):
@@ -105,6 +113,10 @@ class Rig:
     def deliver(self, leaf, payload):
         self.net.inbox.append((topics.down(MERCHANT, TERMINAL, leaf), payload))
         self.uplink.service(0)
+
+    def published_records(self):
+        leaf = topics.up(MERCHANT, TERMINAL, topics.LEAF_TXN)
+        return [payload for topic, payload in self.net.published if topic == leaf]
 
     def published_statuses(self):
         leaf = topics.up(MERCHANT, TERMINAL, topics.LEAF_STATUS)
@@ -306,3 +318,74 @@ def test_a_notice_sealed_under_another_key_is_a_bad_downlink():
                                                 notice("seq_gap", 7)))
     assert rig.uplink.last_notice is None and rig.uplink.stats["notices"] == 0
     assert rig.uplink.stats["bad_downlinks"] == 1
+
+
+# -- sending ----------------------------------------------------------------------------------
+
+def test_a_turn_sends_at_most_the_window_and_the_next_turn_the_rest():
+    rig = Rig(records=SEND_WINDOW_MAX + 8)  # its first turn connected and sent
+    first = rig.published_records()
+    assert first == [rig.records[seq] for seq in range(1, SEND_WINDOW_MAX + 1)]
+    rig.uplink.service(0)
+    rest = rig.published_records()[SEND_WINDOW_MAX:]
+    assert rest == [rig.records[seq] for seq in range(SEND_WINDOW_MAX + 1, SEND_WINDOW_MAX + 9)]
+    assert rig.uplink.stats["sent"] == SEND_WINDOW_MAX + 8 and rig.uplink.stats["resent"] == 0
+
+
+def test_an_unacked_record_is_resent_only_once_resend_after_has_passed():
+    rig = Rig(records=2)
+    assert len(rig.published_records()) == 2
+    rig.board.ticks += RESEND_AFTER_MS - 1
+    rig.uplink.service(0)
+    assert len(rig.published_records()) == 2 and rig.uplink.stats["resent"] == 0
+    rig.board.ticks += 1
+    rig.uplink.service(0)
+    assert rig.published_records()[2:] == [rig.records[1], rig.records[2]]
+    assert rig.uplink.stats["resent"] == 2
+
+
+def test_resends_keep_to_the_window_too():
+    rig = Rig(records=SEND_WINDOW_MAX + 8)
+    rig.uplink.service(0)  # all sent once, over two turns
+    rig.board.ticks += RESEND_AFTER_MS
+    rig.uplink.service(0)
+    assert rig.uplink.stats["resent"] == SEND_WINDOW_MAX
+    rig.uplink.service(0)
+    assert rig.uplink.stats["resent"] == SEND_WINDOW_MAX + 8
+
+
+def test_an_acked_record_is_not_resent():
+    rig = Rig(records=2)
+    rig.deliver(topics.LEAF_ACK, ack(1, BOARD_START_S))
+    rig.board.ticks += RESEND_AFTER_MS
+    rig.uplink.service(0)
+    assert rig.published_records()[2:] == [rig.records[2]]
+
+
+def test_a_new_record_sent_at_once_waits_its_turn_to_be_resent():
+    rig = Rig()
+    seq = rig.journal_purchase(150)
+    assert rig.uplink.send_new(seq, rig.records[seq])
+    rig.uplink.service(0)
+    assert rig.published_records() == [rig.records[seq]] and rig.uplink.stats["sent"] == 1
+
+
+def test_failed_connects_wait_a_growing_backoff_and_a_connect_resets_it():
+    rig = Rig()
+    rig.net.connected = False
+    rig.net.refuse_connects = 2
+    rig.uplink.service(0)  # due at once: refused, so the next waits up to the base delay
+    assert rig.net.connects == 2 and rig.uplink.backoff.failures == 1
+    rig.uplink.service(0)
+    assert rig.net.connects == 2  # not yet: FixedRandom's draw modulo the ceiling
+    delay = REQUEST_ID % (RECONNECT_BASE_MS + 1)
+    rig.board.ticks += delay
+    rig.uplink.service(0)  # refused again: the ceiling doubles
+    assert rig.net.connects == 3 and rig.uplink.backoff.failures == 2
+    rig.board.ticks += REQUEST_ID % (2 * RECONNECT_BASE_MS + 1) - 1
+    rig.uplink.service(0)
+    assert rig.net.connects == 3
+    rig.board.ticks += 1
+    rig.uplink.service(0)
+    assert rig.net.connects == 4 and rig.net.connected
+    assert rig.uplink.backoff.failures == 0 and rig.uplink.stats["connect_failures"] == 2

@@ -1,12 +1,15 @@
-"""Emulated cards on an emulated reader: the Reader seam for the simulator.
+"""Emulated cards on an emulated reader: the Reader seam (firmware.hal) for the simulator.
 
-A card here is its 7-byte UID as lowercase hex. (Secure NTAG 424 DNA messaging with SUN
-evidence is a later step; until then a UID identifies a card only in the simulator.)
+A card here is its 7-byte UID as lowercase hex; the plain reader reads no SUN, so a tap is
+(uid, None, None), or (None, None, "card_absent") with nothing on the reader. (The simulator's
+sun mode runs the firmware's own PN532 reader over an emulated NTAG 424 DNA instead.)
 """
 
 from __future__ import annotations
 
 import random
+
+from protocol.reasons import CARD_ABSENT
 
 
 def make_uid(rng: random.Random) -> str:
@@ -22,6 +25,9 @@ class EmulatedReader:
     def present(self, card: str | None) -> None:
         self.card = card
 
-    def read_card(self, timeout_ms: int) -> str | None:
+    def read_card(self, timeout_ms: int) -> tuple[str | None, str | None, str | None]:
+        """The card present now, at once: the tap is decided before the call, never waited for."""
         self.reads += 1
-        return self.card
+        if self.card is None:
+            return None, None, CARD_ABSENT
+        return self.card, None, None

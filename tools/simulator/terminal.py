@@ -1,5 +1,10 @@
 """A simulated counter terminal: firmware modules + host seams, one per thread.
 
+The terminal is wired by the firmware's own `firmware.app.build_terminal`, as on a board:
+the clock wrapped in SyncedClock, the journal and the signed settings on files (in
+`journal_dir`, named after the terminal), the uplink, the state machine. Only the seams are
+the host's: paho-mqtt for the network, the system clock, a seeded random, the reader.
+
 Two kinds of card reader:
     plain  an `EmulatedReader` that returns the UID of the card "tapped" (a hex string)
     sun    the firmware's own PN532 driver and SUN reading, over an emulated PN532 chip in
@@ -12,14 +17,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from firmware.app import build_terminal
 from firmware.card_sun import on_card_read_sun
-from firmware.hal import NullDisplay, SyncedClock, SystemClock
-from firmware.journal import Journal
+from firmware.hal import NullDisplay, SystemClock
 from firmware.pn532 import Pn532
 from firmware.reader import Pn532Reader
-from firmware.storage import FileStorage
-from firmware.terminal import Terminal
-from firmware.uplink import Uplink
 from tools.simulator.cards import EmulatedReader
 from tools.simulator.paho_net import PahoNet
 from tools.simulator.pn532_emulator import Pn532Emulator
@@ -37,20 +39,24 @@ class SimulatedTerminal:
     def __init__(self, config: dict[str, Any], journal_dir: Path, broker_host: str,
                  broker_port: int, seed: int = 0, sun: bool = False) -> None:
         self.config = config
-        self.clock = SyncedClock(SystemClock())
+        board_clock = SystemClock()
         self.pn532: Pn532Emulator | None = None
         self.reader: Any = EmulatedReader()
         if sun:
             self.pn532 = Pn532Emulator()
-            self.reader = Pn532Reader(Pn532(self.pn532, self.clock), self.clock,
+            self.reader = Pn532Reader(Pn532(self.pn532, board_clock), board_clock,
                                       on_card_read_sun)
         self.display = NullDisplay()
         self.net = PahoNet(broker_host, broker_port)
-        storage = FileStorage(str(journal_dir / f"{config['terminal']}.journal"))
-        self.journal = Journal(storage)
-        self.uplink = Uplink(config, self.journal, self.net, self.clock, SeededRandom(seed))
-        self.terminal = Terminal(config, self.journal, self.uplink, self.clock, self.reader,
-                                 self.display)
+        name = config["terminal"]
+        self.terminal = build_terminal(config, self.net, board_clock, SeededRandom(seed),
+                                       self.reader, self.display,
+                                       journal_path=str(journal_dir / f"{name}.journal"),
+                                       settings_path=str(journal_dir / f"{name}.settings"))
+        self.clock = self.terminal.clock  # the SyncedClock: gateway time once it answered
+        self.journal = self.terminal.journal
+        self.uplink = self.terminal.uplink
+        self.settings = self.terminal.settings
 
     def tap(self, card: Any) -> Any:
         """Put `card` on the reader: a UID string (plain) or a card object (sun)."""
