@@ -19,6 +19,7 @@ from typing import Any
 from gateway.registry import TerminalRegistry
 from gateway.stage import Stage
 from gateway.stats import Stats
+from gateway.verify import SignedRefusal, claimed_terminal
 from protocol import messages, sealed, topics
 from protocol.errors import ProtocolError
 
@@ -44,6 +45,18 @@ class AckOut:
         self.notice_reason = notice_reason
         self.notice_sealed = notice_sealed
         self.notice_seq = notice_seq
+
+
+def refusal_notice(topic: str, error: ProtocolError) -> AckOut | None:
+    """The notice that answers an uplink refused before it reached the writer: sealed when
+    its MAC verified (SignedRefusal), unsigned when it did not; None when its topic names no
+    terminal to answer."""
+    claimed = claimed_terminal(topic)
+    if claimed is None:
+        return None
+    signed = isinstance(error, SignedRefusal)
+    return AckOut(claimed[0], claimed[1], error.reason, signed,
+                  error.seq if isinstance(error, SignedRefusal) else None)
 
 
 def ack_messages(out: AckOut, now_s: int) -> list[dict[str, Any]]:

@@ -16,13 +16,14 @@ import queue
 import time
 from typing import Any
 
-from gateway.acks import AckOut, Publish
+from gateway.acks import AckOut, Publish, refusal_notice
+from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.ledger_holds import LedgerHolds
 from gateway.registry import TerminalRegistry
 from gateway.stage import Stage
 from gateway.stats import Stats
-from gateway.verify import DeclinedRequest, SignedRefusal, Verifier, claimed_terminal
+from gateway.verify import DeclinedRequest, Verifier
 from protocol import messages, sealed, topics
 from protocol.errors import ProtocolError
 
@@ -30,10 +31,17 @@ Request = tuple[str, bytes]
 
 
 def decide(cards: CardBook, holds: LedgerHolds | None, request: dict[str, Any],
-           now_s: float) -> dict[str, Any]:
-    """Decide on the card book under its lock, then (without it) confirm at the ledger."""
+           now_s: float, directory: CardDirectory | None = None) -> dict[str, Any]:
+    """Decide on the card book under its lock, then (without it) confirm at the ledger.
+
+    A card the book does not know is asked of the ledger first, off the lock: a slow ledger
+    delays only this terminal, never the other cards' authorizations."""
+    card = request["card"]
+    found = (directory.find(card)
+             if directory is not None and card not in cards.cards else None)
     with cards.lock:
-        cards.expire_holds(now_s)
+        cards.adopt(card, found, now_s)
+        cards.holds.expire(now_s)
         decision = cards.authorize(request, now_s)
     if holds is not None:
         decision = holds.confirm(request, decision)
@@ -45,9 +53,11 @@ class AuthorizeStage(Stage[Request]):
 
     def __init__(self, verifier: Verifier, registry: TerminalRegistry, cards: CardBook,
                  stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
-                 notices: queue.Queue[AckOut | None], holds: LedgerHolds | None = None) -> None:
+                 notices: queue.Queue[AckOut | None], holds: LedgerHolds | None = None,
+                 directory: CardDirectory | None = None) -> None:
         super().__init__(inbox)
         self.holds = holds
+        self.directory = directory
         self.verifier = verifier
         self.registry = registry
         self.cards = cards
@@ -69,12 +79,11 @@ class AuthorizeStage(Stage[Request]):
             return
         except ProtocolError as error:
             self.stats.rejected(error.reason)
-            claimed = claimed_terminal(topic)
-            if claimed is not None:
-                self.notices.put(AckOut(claimed[0], claimed[1], error.reason,
-                                        isinstance(error, SignedRefusal)))
+            notice = refusal_notice(topic, error)
+            if notice is not None:
+                self.notices.put(notice)
             return
-        decision = decide(self.cards, self.holds, request, now_s)
+        decision = decide(self.cards, self.holds, request, now_s, self.directory)
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
         self._answer(request["merchant"], request["terminal"], decision, now_s)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway.acks import AckOut
+from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.sequencer import DUPLICATE, GAP, IN_ORDER, REPLAYED, Decision, Sequencer
 from gateway.stage import Stage
@@ -50,8 +52,10 @@ class IngestStage(Stage[Verified]):
 
     def __init__(self, store: GatewayStore, cards: CardBook, stats: Stats,
                  inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None],
-                 holds_ended: Callable[[], None] | None = None) -> None:
+                 holds_ended: Callable[[], None] | None = None,
+                 directory: CardDirectory | None = None) -> None:
         super().__init__(inbox)
+        self.directory = directory
         self.holds_ended = holds_ended  # refused records ended holds: void them at the ledger
         self.store = store
         self.cards = cards
@@ -84,13 +88,16 @@ class IngestStage(Stage[Verified]):
     def process(self, items: list[Verified]) -> None:
         """Sequence, check and commit a batch; then queue its acks."""
         batch = _Batch()
+        found = self._look_up(items)
         with self.commit_lock:
             with self.cards.lock:
+                for card, entry in found.items():
+                    self.cards.adopt(card, entry, time.time())
                 for item in items:
                     for decision in self.sequencer.offer(item):
                         self._decide(decision, batch)
-                cards = self.cards.take_dirty()
-                ended = bool(self.cards.lapsed or self.cards.orphaned)
+                cards = self.cards.states.take_dirty()
+                ended = bool(self.cards.holds.lapsed or self.cards.holds.orphaned)
             chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
             self.store.commit(batch.rows, chain, cards, batch.counters)
         self.sequencer.committed()
@@ -101,6 +108,16 @@ class IngestStage(Stage[Verified]):
         for out in batch.acks.values():
             out.acked_through = self.sequencer.head(out.terminal)[0]
             self.acks.put(out)
+
+    def _look_up(self, items: list[Verified]) -> dict[str, Any]:
+        """What the ledger says of the batch's cards this gateway does not know: asked
+        before any lock is taken (I/O), adopted under it."""
+        if self.directory is None:
+            return {}
+        unknown = {item.fields["card"] for item in items
+                   if item.refusal is None and item.fields["card"] not in self.cards.cards}
+        answers = {card: self.directory.find(card) for card in unknown}
+        return {card: found for card, found in answers.items() if found is not None}
 
     def _decide(self, decision: Decision, batch: _Batch) -> None:
         item = decision.item
@@ -121,8 +138,8 @@ class IngestStage(Stage[Verified]):
                 batch.ack_for(item).rejected.append((item.seq, reason))
                 batch.count("rejected." + reason)
                 return
-            self.cards.apply(item.fields, prepared)
-            self._store(item, batch, STATUS_ACCEPTED, None)
+            settles = self.cards.apply(item.fields, prepared)
+            self._store(item, batch, STATUS_ACCEPTED, None, settles)
             batch.ack_for(item)
             batch.count("accepted")
         elif decision.action == DUPLICATE:
@@ -140,7 +157,9 @@ class IngestStage(Stage[Verified]):
             batch.count("held")
 
     @staticmethod
-    def _store(item: Verified, batch: _Batch, status: str, reason: str | None) -> None:
-        fields: dict[str, Any] = dict(item.fields)
+    def _store(item: Verified, batch: _Batch, status: str, reason: str | None,
+               settles: dict[str, Any] | None = None) -> None:
+        """The row to commit: the record's fields, and what it settles (the card book's)."""
+        fields: dict[str, Any] = dict(item.fields, **(settles or {}))
         batch.rows.append(StoredRecord(item.terminal, item.seq, item.txn_id, item.digest,
                                        item.record, fields, status, reason))

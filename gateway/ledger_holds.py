@@ -58,7 +58,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.cards import HOLD_TTL_S, CardBook
+from gateway.cards import CardBook
+from gateway.local_holds import HOLD_TTL_S
 from gateway.stats import Stats
 from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFound
 from protocol import txn
@@ -135,19 +136,50 @@ class StandIn:
         self.txn_minor_max = txn_minor_max
         self.card_minor_max = card_minor_max
         self.by_card: dict[str, int] = {}
+        self._lock = threading.Lock()  # authorizations admit, the ledger's answers reset
 
     def admit(self, card: str, value_minor: int) -> bool:
         """Count the value if it fits every limit; False (nothing counted) if it does not."""
-        total = self.by_card.get(card, 0) + value_minor
-        if value_minor > self.txn_minor_max or total > self.card_minor_max:
-            return False
-        if card not in self.by_card and len(self.by_card) >= STAND_IN_CARDS_MAX:
-            return False  # too many cards to keep count of: refuse rather than forget
-        self.by_card[card] = total
-        return True
+        with self._lock:
+            total = self.by_card.get(card, 0) + value_minor
+            if value_minor > self.txn_minor_max or total > self.card_minor_max:
+                return False
+            if card not in self.by_card and len(self.by_card) >= STAND_IN_CARDS_MAX:
+                return False  # too many cards to keep count of: refuse rather than forget
+            self.by_card[card] = total
+            return True
 
     def reset(self) -> None:
-        self.by_card.clear()
+        with self._lock:
+            self.by_card.clear()
+
+
+class LedgerGate:
+    """Whether to ask the ledger now: after an unanswered call, not for LEDGER_RETRY_MIN_S,
+    doubling up to LEDGER_RETRY_MAX_S while it stays away, so a hanging ledger does not cost
+    every customer a timeout. An answer opens the gate and starts stand-in counts again."""
+
+    def __init__(self, stand_in: StandIn, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stand_in = stand_in
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._retry_s = LEDGER_RETRY_MIN_S
+
+    def may_ask(self) -> bool:
+        with self._lock:
+            return self.clock() >= self._retry_at
+
+    def lost(self) -> None:
+        with self._lock:
+            self._retry_at = self.clock() + self._retry_s
+            self._retry_s = min(2 * self._retry_s, LEDGER_RETRY_MAX_S)
+
+    def answered(self) -> None:
+        with self._lock:
+            self._retry_at = 0.0
+            self._retry_s = LEDGER_RETRY_MIN_S
+        self.stand_in.reset()
 
 
 class LedgerHolds:
@@ -166,10 +198,9 @@ class LedgerHolds:
         self.clock = clock
         self.stand_in = StandIn(self.settings.stand_in_txn_minor_max,
                                 self.settings.stand_in_card_minor_max)
-        self._lock = threading.Lock()  # stand_in, the retry gate and the voids; never held
-        self._voids: deque[str] = deque()  # across a ledger call
-        self._retry_at = 0.0
-        self._retry_s = LEDGER_RETRY_MIN_S
+        self.gate = LedgerGate(self.stand_in, clock)
+        self._lock = threading.Lock()  # the voids; never held across a ledger call
+        self._voids: deque[str] = deque()
         self._wake = threading.Event()  # a refused record's hold: void it now, not in 5 s
 
     # -- authorization ----------------------------------------------------------------------
@@ -185,23 +216,23 @@ class LedgerHolds:
             return decision
         auth_id = decision["auth_id"]
         hold_id = ledger_hold_id(self.gateway_id, auth_id)
-        if not self._may_ask():
+        if not self.gate.may_ask():
             return self._stand_in(request, decision, None, value_minor)
         try:
             held = self._place(hold_id, request, value_minor)
         except LedgerUnavailable as error:
             log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
-            self._lost()
+            self.gate.lost()
             return self._stand_in(request, decision, hold_id, value_minor)
         except LedgerRejected as error:
-            self._answered()
+            self.gate.answered()
             return self._decline(auth_id, self._reason_for(hold_id, error))
-        self._answered()
+        self.gate.answered()
         if not held:
             self.stats.add("ledger_hold.card_unknown")
             return decision
         with self.cards.lock:
-            kept = self.cards.mark_ledger_hold(auth_id, hold_id)
+            kept = self.cards.holds.mark_ledger(auth_id, hold_id)
         if not kept:
             # The local hold ran out while the ledger answered (only if the clock jumped):
             # the approval comes too late to honour.
@@ -248,35 +279,16 @@ class LedgerHolds:
         """Approve on the card book alone, within the stand-in limits."""
         if maybe_placed is not None:
             self._queue_voids([maybe_placed])  # unanswered is not refused: it may be there
-        with self._lock:
-            admitted = self.stand_in.admit(request["card"], value_minor)
-        if not admitted:
+        if not self.stand_in.admit(request["card"], value_minor):
             return self._decline(decision["auth_id"], STAND_IN_LIMIT)
         self.stats.add("auth_stand_in")
         return dict(decision, auth_mode=txn.AUTH_STAND_IN)
 
     def _decline(self, auth_id: str, reason: str) -> dict[str, Any]:
         with self.cards.lock:
-            self.cards.release(auth_id)
+            self.cards.holds.release(auth_id)
         self.stats.add("ledger_hold.declined." + reason)
         return {"approved": False, "reason": reason}
-
-    # -- whether the ledger is there --------------------------------------------------------
-    def _may_ask(self) -> bool:
-        with self._lock:
-            return self.clock() >= self._retry_at
-
-    def _lost(self) -> None:
-        with self._lock:
-            self._retry_at = self.clock() + self._retry_s
-            self._retry_s = min(2 * self._retry_s, LEDGER_RETRY_MAX_S)
-
-    def _answered(self) -> None:
-        """The ledger is reachable: stand-in counts start again."""
-        with self._lock:
-            self._retry_at = 0.0
-            self._retry_s = LEDGER_RETRY_MIN_S
-            self.stand_in.reset()
 
     # -- voids --------------------------------------------------------------------------------
     def pending_voids(self) -> list[str]:
@@ -295,7 +307,7 @@ class LedgerHolds:
 
     def _void_now(self, hold_id: str) -> None:
         """Void at once if the ledger is thought reachable; else (or unanswered) queue it."""
-        if not (self._may_ask() and self._void(hold_id)):
+        if not (self.gate.may_ask() and self._void(hold_id)):
             self._queue_voids([hold_id])
 
     def _void(self, hold_id: str) -> bool:
@@ -304,7 +316,7 @@ class LedgerHolds:
             self.ledger.void_hold(hold_id)
         except LedgerUnavailable as error:
             log.warning("ledger unavailable, void of %s waits: %s", hold_id, error)
-            self._lost()
+            self.gate.lost()
             return False
         except NotFound:
             pass  # never placed: the unanswered call did not reach the books
@@ -312,7 +324,7 @@ class LedgerHolds:
             log.error("ALARM ledger refused to void hold %s: %s %s", hold_id, error.reason,
                       error.detail)
             self.stats.add("ledger_hold.alarm." + error.reason)
-        self._answered()
+        self.gate.answered()
         self.stats.add("ledger_hold.voided")
         return True
 
@@ -323,9 +335,9 @@ class LedgerHolds:
         Call off `cards.lock`, from one thread at a time (the gateway's sweep thread).
         """
         with self.cards.lock:
-            self.cards.expire_holds(now_s)
-            lapsed = self.cards.take_lapsed()
-            orphaned = self.cards.take_orphaned()
+            self.cards.holds.expire(now_s)
+            lapsed = self.cards.holds.take_lapsed()
+            orphaned = self.cards.holds.take_orphaned()
         self._queue_voids(lapsed + [ledger_hold_id(self.gateway_id, a) for a in orphaned])
         with self._lock:
             queued = len(self._voids)

@@ -172,6 +172,10 @@ class GatewayStore:
             self._db.execute("COMMIT")
 
     # -- ingest ---------------------------------------------------------------------------
+    def add_counters(self, counters: dict[str, int]) -> None:
+        """Add to durable counters (they only add: to store a value, add its difference)."""
+        self.commit([], {}, {}, counters)
+
     def commit(
         self,
         records: Iterable[StoredRecord],
@@ -250,43 +254,6 @@ class GatewayStore:
             cards[card]["state"]["sales"][sale_id] = json.loads(sale)
         return cards
 
-    def exposure(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Value sales took beyond what their cards held (the engine's `overdraft_minor`
-        kept with each accepted record), per card and per terminal: durable, so a restart
-        does not forget the merchant's risk."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT terminal, json_extract(fields, '$.card'),"
-                " json_extract(fields, '$.effects.overdraft_minor') FROM records"
-                " WHERE status = ? AND json_extract(fields, '$.effects.overdraft_minor') > 0",
-                (STATUS_ACCEPTED,),
-            ).fetchall()
-        by_card: dict[str, int] = {}
-        by_terminal: dict[str, int] = {}
-        for terminal, card, overdraft in rows:
-            by_card[card] = by_card.get(card, 0) + overdraft
-            by_terminal[terminal] = by_terminal.get(terminal, 0) + overdraft
-        return by_card, by_terminal
-
-    REFUSAL_COLUMNS = ("txn_id", "terminal", "seq", "reason", "kind", "card", "amount_minor",
-                       "card_value_minor", "auth_mode", "auth_id", "time", "received_at")
-
-    def refusals(self) -> list[dict[str, Any]]:
-        """Every record stored as refused, oldest first: the report a person works through
-        (the sale happened at the counter but is not in the books). Fields a record could
-        not give (it broke the schema) are None."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT txn_id, terminal, seq, reason, json_extract(fields, '$.kind'),"
-                " json_extract(fields, '$.card'), json_extract(fields, '$.amount_minor'),"
-                " json_extract(fields, '$.card_value_minor'),"
-                " json_extract(fields, '$.auth_mode'), json_extract(fields, '$.auth_id'),"
-                " json_extract(fields, '$.time'), received_at"
-                " FROM records WHERE status = ? ORDER BY received_at, terminal, seq",
-                (STATUS_REJECTED,),
-            ).fetchall()
-        return [dict(zip(self.REFUSAL_COLUMNS, row, strict=True)) for row in rows]
-
     # -- hotlist --------------------------------------------------------------------------
     def block(self, card: str, reason: str) -> None:
         with self._transaction() as db:
@@ -311,24 +278,14 @@ class GatewayStore:
             ).fetchone()
         return None if row is None else (bytes(row[0]), row[1], row[2])
 
+    def read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a read-only query (gateway/store_reports.py), under the store's lock."""
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-
-    def totals_by_terminal(self) -> dict[str, dict[str, Any]]:
-        """Accepted records per terminal: count and sums, for reconciliation."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT terminal, fields FROM records WHERE status = ?", (STATUS_ACCEPTED,)
-            ).fetchall()
-        totals: dict[str, dict[str, Any]] = {}
-        for terminal, text in rows:
-            fields = json.loads(text)
-            entry = totals.setdefault(terminal, {"count": 0, "amount_minor": 0, "seqs": []})
-            entry["count"] += 1
-            entry["amount_minor"] += fields["amount_minor"]
-            entry["seqs"].append(fields["seq"])
-        return totals
 
     # -- settlement -----------------------------------------------------------------------
     def open_batch(self, gateway_id: str) -> str | None:
@@ -384,10 +341,3 @@ class GatewayStore:
                 "UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE batch_id = ?",
                 (status, time.time(), detail, batch_id),
             )
-
-    def batch_summary(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT status, COUNT(*) FROM batches GROUP BY status"
-            ).fetchall()
-        return dict(rows)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import queue
 import time
 
-from gateway.acks import AckOut
+from gateway.acks import AckOut, refusal_notice
 from gateway.stage import Stage
 from gateway.stats import Stats
-from gateway.verify import SignedRefusal, Verified, Verifier, claimed_terminal
+from gateway.verify import Verified, Verifier
 from protocol.errors import ProtocolError
 from protocol.reasons import QUEUE_FULL
 
@@ -40,11 +40,9 @@ class VerifyStage(Stage[Uplink]):
             verified = self.verifier.transaction(topic, payload, time.time())
         except ProtocolError as error:
             self.stats.rejected(error.reason)
-            claimed = claimed_terminal(topic)
-            if claimed is not None:
-                signed = isinstance(error, SignedRefusal)
-                self._notice(AckOut(claimed[0], claimed[1], error.reason, signed,
-                                    error.seq if isinstance(error, SignedRefusal) else None))
+            notice = refusal_notice(topic, error)
+            if notice is not None:
+                self._notice(notice)
             return
         try:
             self.outbox.put(verified, timeout=1.0)

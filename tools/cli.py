@@ -61,11 +61,12 @@ def _gateway_settle(args: argparse.Namespace) -> int:
 
 def _gateway_exposure(args: argparse.Namespace) -> int:
     """Value sales took beyond what their cards held, per card and per terminal."""
+    from gateway import store_reports
     from gateway.store import GatewayStore
 
     store = GatewayStore(args.db)
     try:
-        by_card, by_terminal = store.exposure()
+        by_card, by_terminal = store_reports.exposure(store)
     finally:
         store.close()
     rows = ([{"scope": "card", "id": card, "exposure_minor": value}
@@ -83,20 +84,21 @@ def _gateway_exposure(args: argparse.Namespace) -> int:
 
 def _gateway_refusals(args: argparse.Namespace) -> int:
     """Records the gateway stored as refused: sales a person has to look at."""
+    from gateway import store_reports
     from gateway.store import GatewayStore
 
     store = GatewayStore(args.db)
     try:
-        rows = store.refusals()
+        rows = store_reports.refusals(store)
     finally:
         store.close()
     if args.format == "json":
         print(json.dumps({"rows": rows}, sort_keys=True))
     else:
-        print(",".join(GatewayStore.REFUSAL_COLUMNS))
+        print(",".join(store_reports.REFUSAL_COLUMNS))
         for row in rows:
             print(",".join("" if row[c] is None else str(row[c])
-                           for c in GatewayStore.REFUSAL_COLUMNS))
+                           for c in store_reports.REFUSAL_COLUMNS))
     return 0
 
 
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Services own their full argument parsing; hand them the rest of the line unchanged.
     if argv[:2] == ["gateway", "run"]:
-        from gateway.service import main as gateway_main
+        from tools.gateway_run import main as gateway_main
 
         return gateway_main(argv[2:])
     if argv[:2] == ["ledger", "serve"]:

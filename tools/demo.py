@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway import store_reports
 from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
@@ -299,7 +300,7 @@ def _drain(sims: list[SimulatedTerminal], gateway: Gateway) -> None:
 def reconcile(expected: Expected, gateway: Gateway, ledger: LedgerClient,
               sims: list[SimulatedTerminal]) -> dict[str, Any]:
     """Compare the three books; every row carries its difference, all must be zero."""
-    journaled = gateway.store.totals_by_terminal()
+    journaled = store_reports.totals_by_terminal(gateway.store)
     posted = ledger.terminal_totals()
     rows = []
     for sim in sims:
@@ -327,7 +328,7 @@ def reconcile(expected: Expected, gateway: Gateway, ledger: LedgerClient,
     trial = ledger.trial_balance()
     # A refused record is an approved sale missing from the books: in this day there must be
     # none, and the terminals' refused logs must count what the gateway's report lists.
-    refused = {"gateway": len(gateway.store.refusals()),
+    refused = {"gateway": len(store_reports.refusals(gateway.store)),
                "terminals": sum(sim.uplink.refused for sim in sims)}
     differences = total["difference"] + sum(c["difference"] for c in cards) + sum(
         1 for v in trial.values() if v != 0) + refused["gateway"] + refused["terminals"]

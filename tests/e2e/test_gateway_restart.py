@@ -34,7 +34,7 @@ READY_TIMEOUT_S = 20.0
 def _start_gateway(broker: MosquittoBroker, workdir: Path,
                    ledger_url: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.service", "--broker-port", str(broker.port),
+        [sys.executable, "-m", "tools.gateway_run", "--broker-port", str(broker.port),
          "--db", str(workdir / "gateway.db"), "--terminals", str(workdir / "terminals.json"),
          "--programs", str(workdir / "programs.json"), "--ledger-url", ledger_url],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway import store_reports
 from gateway.verify import CLOCK_SKEW_MAX_S
 from protocol import messages, sealed, txn
 from tests.support.stack import Stack, running_stack, wait_until
@@ -93,7 +94,7 @@ def test_a_record_refused_on_micropython_is_acked_and_the_next_records_are_accep
             assert refusing["rejected"] == [[fast["seq"], "time_invalid"]]
             assert refusing["acked_through"] == fast["seq"]
             refusals = [(r["terminal"], r["seq"], r["reason"], r["amount_minor"])
-                        for r in stack.gateway.store.refusals()]
+                        for r in store_reports.refusals(stack.gateway.store)]
             assert refusals == [("MPY1", fast["seq"], "time_invalid", 700)]
 
             # Its status, sent when it next connects, counts the refused record (key 44).

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway import store_reports
 from protocol import cbor, cose, messages, txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
 from tools import cli
@@ -97,7 +98,8 @@ def test_each_refusal_is_acked_with_its_seq_and_the_next_record_is_accepted(
 
         assert wait_until(lambda: rejected() == expected), rejected() ^ expected
         assert not raw.notices()  # all of them signed acks, no notice
-        assert {(r["seq"], r["reason"]) for r in stack.gateway.store.refusals()} == expected
+        refused = store_reports.refusals(stack.gateway.store)
+        assert {(r["seq"], r["reason"]) for r in refused} == expected
         # The report a person reads, from the gateway's file while it runs.
         assert cli.main(["gateway", "refusals", "--db", str(tmp_path / "gateway.db"),
                          "--format", "json"]) == 0

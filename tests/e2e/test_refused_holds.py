@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import store_reports
 from protocol import txn
 from tests.support.stack import Stack, running_stack, wait_until
 from tools.demo import DEMO_PROGRAMS
@@ -103,7 +104,7 @@ def test_holds_end_when_their_records_are_refused_before_and_after_a_restart(
             card = ledger.card(GIFT)
             assert (card["value_minor"], card["held_minor"]) == (7_000, 0)
             assert ledger.hold_totals().get("open", 0) == 0
-            refused = {(r["seq"], r["reason"]) for r in stack.gateway.store.refusals()}
+            refused = {(r["seq"], r["reason"]) for r in store_reports.refusals(stack.gateway.store)}
             assert refused == {(2, "rule_mismatch"), (3, "time_invalid")}
             assert sim.journal.depth == 0 and sim.uplink.refused == 2
         finally:

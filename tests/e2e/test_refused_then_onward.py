@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import store_reports
 from gateway.verify import CLOCK_SKEW_MAX_S
 from protocol import txn
 from tests.support.stack import RawTerminal, Stack, running_stack, wait_until
@@ -121,7 +122,7 @@ def test_a_record_refused_for_its_time_is_acked_and_the_next_records_are_accepte
             assert abs(sim.clock.now_s() - time.time()) <= CLOCK_AGREES_S
             assert sim.clock.corrections == 1
             refusals = [(r["terminal"], r["seq"], r["reason"], r["amount_minor"])
-                        for r in stack.gateway.store.refusals()]
+                        for r in store_reports.refusals(stack.gateway.store)]
             assert refusals == [("T1", fast["seq"], "time_invalid", 700)]
             assert _accepted(stack) == 2
 

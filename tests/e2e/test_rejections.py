@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gateway import store_reports
 from protocol import cbor, cose, messages, txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
 from tools.mosquitto import MosquittoBroker
@@ -87,7 +88,7 @@ def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
         good = txn.seal(key, _fields(4, txn.digest(inconsistent), 100))
         raw.publish(good)
         assert wait_until(lambda: raw.acked_through() == 4)
-        assert {(r["seq"], r["reason"]) for r in stack.gateway.store.refusals()} == {
+        assert {(r["seq"], r["reason"]) for r in store_reports.refusals(stack.gateway.store)} == {
             (2, "rule_mismatch"), (3, "amount_invalid")}
         stack.gateway.settle()
         assert stack.ledger_client.card(CARD)["value_minor"] == 4_900

@@ -98,7 +98,7 @@ def record(kind: int, value: int, seq: int, card: str = CARD, **extra: Any) -> d
 def apply(book: CardBook, fields: dict[str, Any]) -> dict[str, Any]:
     with book.lock:
         counter = book.check(fields)
-        book.apply(fields, counter)
+        fields.update(book.apply(fields, counter))
     return fields
 
 
@@ -134,8 +134,8 @@ def test_an_approved_purchase_is_held_at_the_ledger_under_an_id_unique_to_the_ga
                               "amount_minor": 1200, "ttl_s": ledger_holds.LEDGER_HOLD_TTL_S,
                               "terminal": "T1", "merchant": "M1"}]
     # The local hold stays: it guards this store's terminals against each other.
-    assert book.holds["a7-1"].value_minor == 1200
-    assert book.holds["a7-1"].ledger_hold_id == "gw1-a7-1"
+    assert book.holds.get("a7-1").value_minor == 1200
+    assert book.holds.get("a7-1").ledger_hold_id == "gw1-a7-1"
 
 
 def test_the_ledger_is_asked_without_the_card_book_lock_held() -> None:
@@ -162,7 +162,7 @@ def test_a_refusal_by_the_ledger_declines_and_releases_the_local_hold() -> None:
     # The card book (stale) thinks 5000; the ledger knows it was spent elsewhere.
     decision = decide(book, holds, request(3000), NOW_S)
     assert decision == {"approved": False, "reason": "insufficient_value"}
-    assert book.holds == {}
+    assert len(book.holds) == 0
     assert settled == [1] and len(ledger.placed) == 2  # settled, asked once more, refused
 
 
@@ -198,7 +198,7 @@ def test_other_refusals_decline_with_a_protocol_reason(refusal: Exception, reaso
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "gift", 5000))
     ledger.refuse_with = refusal
     assert decide(book, holds, request(100), NOW_S) == {"approved": False, "reason": reason}
-    assert book.holds == {}
+    assert len(book.holds) == 0
 
 
 def test_an_unreachable_ledger_is_stood_in_for_within_the_limits() -> None:
@@ -214,7 +214,8 @@ def test_an_unreachable_ledger_is_stood_in_for_within_the_limits() -> None:
     assert over_card == {"approved": False, "reason": "stand_in_limit"}
     assert decide(book, holds, request(1, OTHER), NOW_S)["approved"]  # another card's count
     # Declined stand-ins leave no local hold behind; approved ones keep theirs.
-    assert sorted(h.value_minor for h in book.holds.values()) == [1, 5000, 5000]
+    kept = [h.value_minor for card in (CARD, OTHER) for _, h in book.holds.of_card(card)]
+    assert sorted(kept) == [1, 5000, 5000]
 
 
 def test_the_stand_in_limits_are_settings() -> None:
@@ -289,7 +290,7 @@ def test_a_local_hold_that_expires_without_its_sale_is_voided_at_the_ledger() ->
     auth_id = decide(book, holds, request(900), NOW_S)["auth_id"]
     assert holds.sweep(NOW_S + 1) == 0  # still open
     assert holds.sweep(NOW_S + ledger_holds.HOLD_TTL_S) == 1
-    assert ledger.voided == ["gw1-a7-1"] and book.holds == {}
+    assert ledger.voided == ["gw1-a7-1"] and len(book.holds) == 0
     # The sale arriving after all settles without the voided hold.
     late = apply(book, record(txn.KIND_PURCHASE, 900, 1, auth_id=auth_id))
     assert LEDGER_HOLD_FIELD not in late
@@ -300,7 +301,7 @@ def test_an_approval_whose_local_hold_ran_out_meanwhile_is_declined_and_voided_a
 
     def clock_jumps() -> None:
         with book.lock:
-            book.expire_holds(NOW_S + 10 * ledger_holds.HOLD_TTL_S)
+            book.holds.expire(NOW_S + 10 * ledger_holds.HOLD_TTL_S)
 
     ledger.during_call = clock_jumps
     decision = decide(book, holds, request(900), NOW_S)
@@ -314,7 +315,7 @@ def test_a_cash_out_is_held_at_the_ledger_and_its_record_posts_the_hold() -> Non
     assert answer["approved"] and ledger.holds["gw1-" + answer["auth_id"]]["amount_minor"] == 2000
     paid = apply(book, record(txn.KIND_CASHOUT, 2000, 1, auth_id=answer["auth_id"], version=1))
     assert paid[LEDGER_HOLD_FIELD] == "gw1-" + answer["auth_id"]
-    assert book.take_lapsed() == []
+    assert book.holds.take_lapsed() == []
 
 
 def test_the_sale_records_the_hold_it_posts_only_if_it_can_post_it() -> None:
@@ -322,7 +323,7 @@ def test_the_sale_records_the_hold_it_posts_only_if_it_can_post_it() -> None:
     used = decide(book, holds, request(1000), NOW_S)["auth_id"]
     sale = apply(book, record(txn.KIND_PURCHASE, 1000, 1, auth_id=used))
     assert sale[LEDGER_HOLD_FIELD] == "gw1-a7-1"
-    assert book.take_lapsed() == []
+    assert book.holds.take_lapsed() == []
     # A sale taking more than it was authorized for is refused (it is not what the gateway
     # answered); its hold then lapses unused, to be voided at the ledger.
     greedy = decide(book, holds, request(500), NOW_S)["auth_id"]
@@ -330,14 +331,14 @@ def test_the_sale_records_the_hold_it_posts_only_if_it_can_post_it() -> None:
         book.check(record(txn.KIND_PURCHASE, 600, 2, auth_id=greedy))
     assert refused.value.reason == "rule_mismatch"
     with book.lock:
-        book.expire_holds(NOW_S + book.hold_ttl_s)
-    assert book.take_lapsed() == ["gw1-a7-2"]
+        book.holds.expire(NOW_S + book.holds.ttl_s)
+    assert book.holds.take_lapsed() == ["gw1-a7-2"]
     # An offline sale naming an authorization cannot post its ledger hold either.
     late = decide(book, holds, request(200), NOW_S)["auth_id"]
     sale = apply(book, record(txn.KIND_PURCHASE, 200, 3, auth_id=late,
                               auth_mode=txn.AUTH_OFFLINE))
     assert LEDGER_HOLD_FIELD not in sale
-    assert book.take_lapsed() == ["gw1-a7-3"]
+    assert book.holds.take_lapsed() == ["gw1-a7-3"]
 
 
 def test_the_settlement_batch_names_the_hold_of_held_sales_only(tmp_path: Path) -> None:
@@ -365,8 +366,8 @@ def test_the_settlement_batch_names_the_hold_of_held_sales_only(tmp_path: Path) 
 
 
 def test_auth_ids_carry_the_gateway_start_so_they_never_repeat() -> None:
-    assert CardBook(PROGRAMS, auth_epoch=1)._place_hold(CARD, 1, NOW_S, False) == "a1-1"
-    assert CardBook(PROGRAMS, auth_epoch=2)._place_hold(CARD, 1, NOW_S, False) == "a2-1"
+    assert CardBook(PROGRAMS, auth_epoch=1).holds.place(CARD, 1, NOW_S) == "a1-1"
+    assert CardBook(PROGRAMS, auth_epoch=2).holds.place(CARD, 1, NOW_S) == "a2-1"
     assert ledger_hold_id("gw1", "a2-1") == "gw1-a2-1"
 
 

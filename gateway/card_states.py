@@ -1,0 +1,111 @@
+"""Every card a gateway serves, with its program engine state (pure, no I/O).
+
+An entry is `{"program", "currency", "merchant", "value_minor", "points", "sun_counter",
+"state"}`: value and points are the engine's summary, kept for the store and reports; the
+state is the engine's (protocol/engine.py). A card registered centrally that this store has
+not seen is adopted with the balances the ledger gave (`adopt`, protocol/engine_adopt.py);
+the look-up itself happens before, off the card lock (gateway/card_directory.py).
+
+What changed since the store last took it (`take_dirty`): the cards, and per card the sales
+that changed, so a commit writes a busy card's few changed sales and not its whole history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import engine, engine_adopt
+from protocol.errors import ValidationError
+from protocol.reasons import CARD_UNKNOWN, PROGRAM_UNKNOWN
+
+DAY_S = 86_400
+
+
+def day_of(time_s: float) -> int:
+    """The engine's day: whole UTC days since the epoch."""
+    return int(time_s) // DAY_S
+
+
+class CardStates:
+    def __init__(self, programs: dict[str, dict[str, Any]],
+                 entries: dict[str, dict[str, Any]] | None = None) -> None:
+        self.programs = programs  # validated programs (protocol.programs), by id
+        self.entries: dict[str, dict[str, Any]] = dict(entries or {})
+        self.dirty: set[str] = set()
+        # Per dirty card, the sales that changed: sale id -> the sale, or None when the card
+        # forgot it.
+        self.dirty_sales: dict[str, dict[str, dict[str, Any] | None]] = {}
+
+    def program(self, program_id: str | None) -> dict[str, Any]:
+        program = self.programs.get(program_id or "")
+        if program is None:
+            raise ValidationError(PROGRAM_UNKNOWN, str(program_id))
+        return program
+
+    def get(self, card: str) -> dict[str, Any] | None:
+        return self.entries.get(card)
+
+    def entry(self, card: str) -> dict[str, Any]:
+        found = self.entries.get(card)
+        if found is None:
+            raise ValidationError(CARD_UNKNOWN, card)
+        return found
+
+    def adopt(self, card: str, found: dict[str, Any], now_s: float) -> None:
+        """Take on a card the ledger knows (its program, currency, value and points), unless
+        it is known here already or its program is not one of this gateway's."""
+        program = self.programs.get(found.get("program") or "")
+        if card in self.entries or program is None:
+            return
+        day = day_of(now_s)
+        entry = self.entries[card] = {"program": found["program"], "currency": found["currency"],
+                                      "merchant": None, "sun_counter": None,
+                                      "state": {"sales": {}}}
+        self.keep(card, engine_adopt.adopt(card, program, day, found["value_minor"],
+                                           found["points"]))
+        self.summarize(entry, day)
+
+    def issue(self, card: str, program: str, currency: str, merchant: str) -> None:
+        self.entries[card] = {"program": program, "currency": currency, "merchant": merchant,
+                              "sun_counter": None}
+
+    def keep(self, card: str, state: dict[str, Any], changed: list[str] | None = None) -> None:
+        """Take the engine's new state for a card, noting which of its sales changed for the
+        store: those the engine's effects name (`sales_changed`), else all of them."""
+        sales = state["sales"]
+        notes = self.dirty_sales.setdefault(card, {})
+        for sale_id in sales if changed is None else changed:
+            notes[sale_id] = sales.get(sale_id)  # None: the card forgot it
+        self.entries[card]["state"] = state
+        self.dirty.add(card)
+
+    def summarize(self, entry: dict[str, Any], day: int) -> None:
+        summary = engine.summary(entry["state"], self.program(entry["program"]), day)
+        entry["value_minor"] = summary["value_minor"]
+        entry["points"] = summary["points"]
+
+    def take_dirty(self) -> dict[str, dict[str, Any]]:
+        """The changed cards for the store: each entry with "sales_changed", the sales to
+        write (None: to delete)."""
+        changed = {card: dict(self.entries[card], sales_changed=self.dirty_sales.pop(card, {}))
+                   for card in self.dirty}
+        self.dirty = set()
+        return changed
+
+    def sweep(self, now_s: float) -> list[tuple[str, dict[str, Any]]]:
+        """Let time pass on every card up to `now_s`; [(card, effects)] where it expired
+        value or points (the caller writes those as expire records). Cards whose day is
+        already later are left alone."""
+        day = day_of(now_s)
+        expired = []
+        for card, entry in self.entries.items():
+            program = self.programs.get(entry["program"])
+            if program is None or entry["state"]["day"] >= day:
+                continue
+            state, effects = engine.apply(entry["state"], program, {"op": "tick"}, day)
+            if "declined" in effects or not effects["legs"]:
+                continue  # nothing expired: the next operation passes the same time itself
+            self.keep(card, state, effects["sales_changed"])
+            self.summarize(entry, day)
+            expired.append((card, effects))
+        return expired

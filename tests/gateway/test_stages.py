@@ -1,0 +1,106 @@
+"""Each gateway stage on its own, with its queues and a real store, no broker: verify sorts
+uplinks into records and notices, ingest commits and acks (refusals included), authorize
+answers signed with the gateway's clock."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway import store_reports
+from gateway.acks import AckOut
+from gateway.authorize import AuthorizeStage
+from gateway.cards import CardBook
+from gateway.ingest import IngestStage
+from gateway.registry import TerminalRegistry
+from gateway.stats import Stats
+from gateway.store import GatewayStore
+from gateway.verify import Verified, Verifier
+from gateway.verify_stage import VerifyStage
+from protocol import cbor, cose, messages, sealed, topics, txn
+from tools.demo import DEMO_PROGRAMS
+
+KEY = bytes(range(32))
+TXN_TOPIC = topics.up("M1", "T1", topics.LEAF_TXN)
+NOW_S = 1_764_000_000
+
+
+def _registry() -> TerminalRegistry:
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", KEY)
+    return registry
+
+
+def _record(seq: int, prev: bytes, **changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "terminal": "T1", "seq": seq, "prev": prev, "time": NOW_S, "merchant": "M1",
+        "card": "04a1", "kind": txn.KIND_PURCHASE, "currency": "EUR", "amount_minor": 100,
+        "card_value_minor": 100, "bonus_minor": 0, "points": 0, "auth_mode": txn.AUTH_ONLINE}
+    fields.update(changes)
+    return txn.seal(KEY, fields)
+
+
+def test_verify_passes_records_on_and_answers_the_rest_with_notices() -> None:
+    inbox: queue.Queue[Any] = queue.Queue()
+    outbox: queue.Queue[Verified | None] = queue.Queue(1)
+    notices: queue.Queue[AckOut | None] = queue.Queue()
+    stats = Stats()
+    stage = VerifyStage(Verifier(_registry()), stats, inbox, outbox, notices)
+    good = _record(1, txn.GENESIS_DIGEST)
+    stage.handle((TXN_TOPIC, good))
+    assert outbox.get_nowait().seq == 1  # type: ignore[union-attr]
+    stage.handle((TXN_TOPIC, _record(1, txn.GENESIS_DIGEST)[:-1] + b"\x00"))  # tag altered
+    unsigned = notices.get_nowait()
+    assert unsigned is not None
+    assert (unsigned.notice_reason, unsigned.notice_sealed) == ("mac_invalid", False)
+    no_seq = cose.create(KEY, cbor.encode({0: 1, 1: 1, 2: "T1"}), b"T1")
+    stage.handle((TXN_TOPIC, no_seq))
+    signed = notices.get_nowait()
+    assert signed is not None
+    assert (signed.notice_reason, signed.notice_sealed) == ("field_missing", True)
+    stage.handle((TXN_TOPIC, good))  # the ingest queue holds one: this one finds it full
+    stage.handle((TXN_TOPIC, good))
+    full = notices.get_nowait()
+    assert full is not None and (full.notice_reason, full.notice_seq) == ("queue_full", 1)
+    assert stats.snapshot()["dropped.ingest"] == 1
+
+
+def test_ingest_commits_then_acks_refusals_with_their_seq_and_goes_on(tmp_path: Path) -> None:
+    store = GatewayStore(str(tmp_path / "gw.db"))
+    acks: queue.Queue[AckOut | None] = queue.Queue()
+    stage = IngestStage(store, CardBook(DEMO_PROGRAMS), Stats(), queue.Queue(), acks)
+    verifier = Verifier(_registry())
+    issue = _record(1, txn.GENESIS_DIGEST, kind=txn.KIND_ISSUE, amount_minor=1000,
+                    card_value_minor=1000, program="gift")
+    wrong = _record(2, txn.digest(issue), card_value_minor=100, points=7)  # gift: no points
+    onward = _record(3, txn.digest(wrong))
+    stage.process([verifier.transaction(TXN_TOPIC, r, NOW_S) for r in (issue, wrong, onward)])
+    ack = acks.get_nowait()
+    assert ack is not None and (ack.acked_through, ack.rejected) == (3, [(2, "rule_mismatch")])
+    refused = store_reports.refusals(store)
+    assert [(r["seq"], r["reason"]) for r in refused] == [(2, "rule_mismatch")]
+    # A resend of the refused record is answered the same way, from the store.
+    stage.process([verifier.transaction(TXN_TOPIC, wrong, NOW_S)])
+    again = acks.get_nowait()
+    assert again is not None and again.rejected == [(2, "rule_mismatch")]
+    assert store.counters()["rejected.rule_mismatch"] == 1
+    store.close()
+
+
+def test_authorize_declines_a_signed_bad_request_with_its_request_id_and_the_time() -> None:
+    published: list[tuple[str, bytes]] = []
+    stage = AuthorizeStage(Verifier(_registry()), _registry(), CardBook(DEMO_PROGRAMS),
+                           Stats(), lambda topic, payload: published.append((topic, payload)),
+                           queue.Queue(), queue.Queue())
+    request = {0: messages.TYPE_AUTH_REQUEST, 1: 1, 2: "T1", 20: 42, 5: NOW_S, 6: "M1",
+               7: "04a1", 8: txn.KIND_PURCHASE, 9: "EUR", 10: -1}
+    stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH),
+                  cose.create(KEY, cbor.encode(request), b"T1")))
+    topic, payload = published[0]
+    assert topic == topics.down("M1", "T1", topics.LEAF_AUTH)
+    answer = sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, KEY)
+    assert (answer["request"], answer["approved"], answer["reason"]) == (42, False,
+                                                                         "field_invalid")
+    assert abs(answer["time"] - time.time()) < 60  # the gateway's clock, not the request's

@@ -1,0 +1,19 @@
+"""`tilltap gateway run` (tools/gateway_run.py): arguments and files become a gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tools.gateway_run import main
+
+
+def test_an_invalid_program_file_stops_the_gateway_before_anything_is_published(
+        tmp_path: Any, capsys: Any) -> None:
+    bad = tmp_path / "programs.toml"
+    bad.write_text('[programs.p]\nversion = 1\ncurrency = "EUR"\n\n'
+                   '[programs.p.points]\nearn_bp = 2.5\n')
+    code = main(["--db", str(tmp_path / "gw.db"), "--terminals", str(tmp_path / "none.json"),
+                 "--programs", str(bad), "--broker-port", "1"])
+    assert code == 2
+    assert "programs.toml:6: programs.p.points.earn_bp" in capsys.readouterr().err
+    assert not (tmp_path / "gw.db").exists()  # nothing was started

@@ -1,0 +1,102 @@
+"""`tilltap gateway run`: the gateway service from the command line.
+
+Reads the terminal registry, the card programs (TOML as docs/programs.md, or JSON by program
+id), the offline limits and the card keys, builds a `gateway.service.Gateway` and runs it
+until SIGTERM or SIGINT. An invalid program file never reaches a terminal: the gateway does
+not start (exit 2). `python -m tools.gateway_run --help` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from gateway.card_auth import CardKeys
+from gateway.ledger_holds import HoldSettings
+from gateway.registry import TerminalRegistry
+from gateway.service import SETTLE_INTERVAL_S, Gateway
+from protocol.errors import ProtocolError
+from protocol.programs import validate_programs
+from tools.programs import load_programs
+
+
+def _load_programs(path: str) -> dict[str, dict[str, Any]]:
+    """A TOML program file (docs/programs.md), checked with its line numbers; or a JSON
+    object of programs by id (as validated programs are exported), checked the same way."""
+    if path.endswith(".json"):
+        data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
+        return validate_programs({"programs": data})
+    return load_programs(path)
+
+
+def _load_json(path: str) -> dict[str, int]:
+    data: dict[str, int] = json.loads(Path(path).read_text())
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tilltap gateway run", description=__doc__)
+    parser.add_argument("--id", default="gw1")
+    parser.add_argument("--broker-host", default="127.0.0.1")
+    parser.add_argument("--broker-port", type=int, default=1883)
+    parser.add_argument("--db", required=True, help="SQLite file of the gateway's journal")
+    parser.add_argument("--terminals", required=True, help="terminal registry JSON")
+    parser.add_argument("--programs", required=True,
+                        help="card programs: TOML (docs/programs.md), or JSON by program id")
+    parser.add_argument("--ledger-url", default=None)
+    parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
+    parser.add_argument("--config-version", type=int, default=1)
+    parser.add_argument("--settle-every-s", type=float, default=SETTLE_INTERVAL_S,
+                        help="settle with the ledger (expiry first) this often; 0: never")
+    parser.add_argument("--card-keys", default=None,
+                        help="master-key file: cards must then prove themselves with a SUN")
+    defaults = HoldSettings()
+    parser.add_argument("--hold-ttl-s", type=float, default=defaults.hold_ttl_s,
+                        help="local hold: from authorization to its transaction")
+    parser.add_argument("--ledger-hold-ttl-s", type=int, default=defaults.ledger_hold_ttl_s,
+                        help="ledger hold: from authorization to the settlement posting it")
+    parser.add_argument("--stand-in-txn-minor-max", type=int,
+                        default=defaults.stand_in_txn_minor_max,
+                        help="largest card value approved while the ledger is out of reach")
+    parser.add_argument("--stand-in-card-minor-max", type=int,
+                        default=defaults.stand_in_card_minor_max,
+                        help="card value per card approved while the ledger is out of reach")
+    args = parser.parse_args(argv)
+    try:
+        hold_settings = HoldSettings(
+            hold_ttl_s=args.hold_ttl_s, ledger_hold_ttl_s=args.ledger_hold_ttl_s,
+            stand_in_txn_minor_max=args.stand_in_txn_minor_max,
+            stand_in_card_minor_max=args.stand_in_card_minor_max)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        programs = _load_programs(args.programs)
+    except (ProtocolError, OSError, ValueError) as error:
+        # An invalid program file never reaches a terminal: the gateway does not start.
+        print(f"tilltap gateway run: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
+                      TerminalRegistry.load(args.terminals), programs,
+                      args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
+                      config_version=args.config_version,
+                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
+                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    gateway.start()
+    print("gateway ready", flush=True)
+    stop.wait()
+    gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
