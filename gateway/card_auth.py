@@ -16,6 +16,7 @@ plain cards are; with keys, a record or request without a SUN is card_auth_faile
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class CardAuthenticator:
     def __init__(self, card_keys: CardKeys | None) -> None:
         self.card_keys = card_keys
 
-    def read_counter(self, fields: dict[str, Any]) -> int | None:
+    def read_counter(self, fields: Mapping[str, Any]) -> int | None:
         """The verified read counter of the tap in `fields`, or None without card keys."""
         if self.card_keys is None:
             return None

@@ -43,6 +43,7 @@ none does I/O.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
@@ -126,7 +127,7 @@ def _add_snapshot(response: dict[str, Any], state: dict[str, Any], program: dict
     response["discount_pct"] = snapshot["discount_pct"]
 
 
-def record_till_amounts(fields: dict[str, Any]) -> dict[str, int]:
+def record_till_amounts(fields: Mapping[str, Any]) -> dict[str, int]:
     return {key: fields.get(key) or 0 for key in TILL_FIELDS}
 
 
@@ -145,7 +146,7 @@ def _day(entry: dict[str, Any] | None, time_s: float) -> int:
     return day if entry is None else max(day, entry["state"]["day"])
 
 
-def engine_op(kind: int, fields: dict[str, Any], sale_id: str,
+def engine_op(kind: int, fields: Mapping[str, Any], sale_id: str,
               asked: bool = False) -> dict[str, Any]:
     """The engine operation a record (or, `asked`, an authorization request) describes.
 
@@ -172,7 +173,7 @@ def engine_op(kind: int, fields: dict[str, Any], sale_id: str,
     raise ValidationError(KIND_UNKNOWN, str(kind))
 
 
-def _compare(fields: dict[str, Any], expected: dict[str, int]) -> None:
+def _compare(fields: Mapping[str, Any], expected: dict[str, int]) -> None:
     """An online record must carry what the gateway answered (or computes now)."""
     got = record_till_amounts(fields)
     if fields.get("version") is None:
@@ -229,7 +230,7 @@ class CardBook:
         if found is not None:
             self.states.adopt(card, found, now_s)
 
-    def _identify(self, fields: dict[str, Any], last_seen: int | None) -> int | None:
+    def _identify(self, fields: Mapping[str, Any], last_seen: int | None) -> int | None:
         """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any."""
         if fields["card"] in self.hotlist and fields.get("auth_mode") != txn.AUTH_OFFLINE:
             raise ValidationError(CARD_BLOCKED, fields["card"])
@@ -240,7 +241,7 @@ class CardBook:
         return sun_counter
 
     # -- ingest: check, then apply or refused -----------------------------------------------
-    def check(self, fields: dict[str, Any]) -> Prepared:
+    def check(self, fields: Mapping[str, Any]) -> Prepared:
         """Run the engine for a record; raise ValidationError with the reason if it breaks a
         rule. Nothing changes until `apply` is given what this returns."""
         kind = fields["kind"]
@@ -294,7 +295,7 @@ class CardBook:
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects)
 
-    def _compare(self, fields: dict[str, Any], expected: dict[str, int] | None,
+    def _compare(self, fields: Mapping[str, Any], expected: dict[str, int] | None,
                  computed: dict[str, int]) -> None:
         if expected is None:
             self.preview_missing += 1
@@ -306,7 +307,7 @@ class CardBook:
             available += own_hold.value_minor
         return available
 
-    def apply(self, fields: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
+    def apply(self, fields: Mapping[str, Any], prepared: Prepared) -> dict[str, Any]:
         """Keep the engine's result for a record that passed `check`; returns what the record
         settles, for the ingest stage to store with its fields: EFFECTS_FIELD, and
         LEDGER_HOLD_FIELD when it posts a ledger hold."""
@@ -344,7 +345,7 @@ class CardBook:
             stored[LEDGER_HOLD_FIELD] = ledger_hold_id
         return stored
 
-    def _use_hold(self, fields: dict[str, Any]) -> str | None:
+    def _use_hold(self, fields: Mapping[str, Any]) -> str | None:
         """End the record's hold; the ledger hold it posts, if any."""
         self._end_late_hold(fields)
         hold = self.holds.pop(fields.get("auth_id") or "")
@@ -361,7 +362,7 @@ class CardBook:
         self.holds.lapsed.append(hold.ledger_hold_id)
         return None
 
-    def refused(self, fields: dict[str, Any]) -> None:
+    def refused(self, fields: Mapping[str, Any]) -> None:
         """A record was refused at ingest: the hold its authorization placed ends now."""
         self._end_late_hold(fields)
         auth_id = fields.get("auth_id")
@@ -373,7 +374,7 @@ class CardBook:
         elif hold.card == fields.get("card"):  # a record ends only its own card's hold
             self.holds.release(auth_id)
 
-    def _end_late_hold(self, fields: dict[str, Any]) -> None:
+    def _end_late_hold(self, fields: Mapping[str, Any]) -> None:
         """A hold placed for this record's seq under another auth id ends with the record (the
         terminal gave up waiting and sold offline, and the answer came late)."""
         late = self.holds.for_sale(txn.txn_id(fields["terminal"], fields["seq"]))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gateway import batches
 from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
 from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
 from ledger.client import LedgerClient
@@ -43,7 +44,7 @@ _LEDGER_KEYS = frozenset(TXN_KEYS)
 def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[str, Any]:
     """The settlement batch as the ledger's intake expects it (docs/ledger.md)."""
     transactions = []
-    for fields, digest in store.batch_records(batch_id):
+    for fields, digest in batches.batch_records(store, batch_id):
         renamed = _renamed_fields(fields, digest)
         entry = {key: renamed[key] if key in renamed else fields[key] for key in TXN_KEYS}
         if fields.get(LEDGER_HOLD_FIELD) is not None:
@@ -56,7 +57,7 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
     return {
         "batch_id": batch_id,
         "gateway_id": gateway_id,
-        "created": store.batch_created(batch_id),
+        "created": batches.batch_created(store, batch_id),
         "transactions": transactions,
     }
 
@@ -108,9 +109,9 @@ class SettleResult:
 def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> SettleResult:
     """Open a batch of what is unbatched, then post every open batch in order."""
     result = SettleResult()
-    while store.open_batch(gateway_id) is not None:
+    while batches.open_batch(store, gateway_id) is not None:
         pass
-    for batch_id in store.open_batches():
+    for batch_id in batches.open_batches(store):
         document = batch_document(store, gateway_id, batch_id)
         try:
             answer = ledger.post_batch(document)
@@ -121,10 +122,10 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> Settle
         except LedgerRejected as error:
             log.error("ALARM ledger refused batch %s: %s %s", batch_id, error.reason,
                       error.detail)
-            store.close_batch(batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
+            batches.close_batch(store, batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
             result.refused.append((batch_id, error.reason))
             continue
-        store.close_batch(batch_id, BATCH_SETTLED)
+        batches.close_batch(store, batch_id, BATCH_SETTLED)
         result.settled.append(batch_id)
         result.posted += int(answer.get("posted", 0))
         if answer.get("status") == "duplicate":

@@ -13,10 +13,8 @@ after the transaction holding it has committed. The store keeps
                  or refused
     counters     rejection counts per reason, so statistics survive a restart
 
-Settlement: `open_batch` assigns all unbatched accepted records to a new batch id in one
-transaction; the batch is re-sent with the same id and content until the ledger confirms;
-only then is it marked settled. A crash between the two re-sends the same batch, which the
-ledger recognises as a duplicate.
+The settlement batches are read and written by gateway/batches.py, and what a person reads
+(exposure, refusals, totals) by gateway/store_reports.py, through `transaction` and `read`.
 """
 
 from __future__ import annotations
@@ -161,7 +159,8 @@ class GatewayStore:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), under the store's lock."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -192,7 +191,7 @@ class GatewayStore:
             )
             for r in records
         ]  # fmt: skip
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO records (terminal, seq, txn_id, digest, record, fields, status,"
                 " reason, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -256,12 +255,12 @@ class GatewayStore:
 
     # -- hotlist --------------------------------------------------------------------------
     def block(self, card: str, reason: str) -> None:
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO hotlist (card, blocked_at, reason) VALUES (?,?,?)",
                        (card, time.time(), reason))
 
     def unblock(self, card: str) -> None:
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM hotlist WHERE card = ?", (card,))
 
     def hotlist(self) -> list[str]:
@@ -286,58 +285,3 @@ class GatewayStore:
     def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-
-    # -- settlement -----------------------------------------------------------------------
-    def open_batch(self, gateway_id: str) -> str | None:
-        """Assign unbatched accepted records to a new batch; None when there are none."""
-        with self._transaction() as db:
-            (count,) = db.execute(
-                "SELECT COUNT(*) FROM records WHERE status = ? AND batch_id IS NULL",
-                (STATUS_ACCEPTED,),
-            ).fetchone()
-            if count == 0:
-                return None
-            (last,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM batches").fetchone()
-            number = last + 1
-            batch_id = f"{gateway_id}-{number:06d}"
-            db.execute(
-                "UPDATE records SET batch_id = ? WHERE rowid IN (SELECT rowid FROM records"
-                " WHERE status = ? AND batch_id IS NULL ORDER BY rowid LIMIT ?)",
-                (batch_id, STATUS_ACCEPTED, SETTLE_BATCH_TXN_MAX),
-            )
-            db.execute(
-                "INSERT INTO batches (batch_id, number, status, txn_count, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (batch_id, number, BATCH_OPEN, min(count, SETTLE_BATCH_TXN_MAX), time.time()),
-            )
-        return batch_id
-
-    def open_batches(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT batch_id FROM batches WHERE status = ? ORDER BY number", (BATCH_OPEN,)
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def batch_records(self, batch_id: str) -> list[tuple[dict[str, Any], str]]:
-        """(fields, digest hex) of a batch's records, in journal order."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT fields, digest FROM records WHERE batch_id = ? ORDER BY rowid",
-                (batch_id,),
-            ).fetchall()
-        return [(json.loads(text), bytes(digest).hex()) for text, digest in rows]
-
-    def batch_created(self, batch_id: str) -> int:
-        with self._lock:
-            (created,) = self._db.execute(
-                "SELECT created_at FROM batches WHERE batch_id = ?", (batch_id,)
-            ).fetchone()
-        return int(created)
-
-    def close_batch(self, batch_id: str, status: str, detail: str | None = None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE batch_id = ?",
-                (status, time.time(), detail, batch_id),
-            )

@@ -15,6 +15,8 @@ What happens to a message that fails (docs/protocol.md section 5.1):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from gateway.registry import Terminal, TerminalRegistry
@@ -58,7 +60,9 @@ class DeclinedRequest(ProtocolError):
 
 
 class Verified:
-    """A transaction whose MAC verified, in sequence from here on.
+    """A transaction whose MAC verified, in sequence from here on: the one record the
+    gateway's stages pass along, built here and never changed (its fields are read-only;
+    what the card book computes for it travels beside it, see `CardBook.apply`).
 
     `refusal` is None when every field is consistent; else the reason it will be stored as
     refused with (its fields are then what could be read: at least terminal, merchant of the
@@ -66,15 +70,27 @@ class Verified:
 
     __slots__ = ("terminal", "merchant", "seq", "fields", "record", "digest", "refusal")
 
-    def __init__(self, fields: dict[str, Any], record: bytes,
+    terminal: str
+    merchant: str
+    seq: int
+    fields: Mapping[str, Any]
+    record: bytes
+    digest: bytes
+    refusal: str | None
+
+    def __init__(self, fields: Mapping[str, Any], record: bytes,
                  refusal: str | None = None) -> None:
-        self.terminal: str = fields["terminal"]
-        self.merchant: str = fields["merchant"]
-        self.seq: int = fields["seq"]
-        self.fields = fields
-        self.record = record
-        self.digest = txn.digest(record)
-        self.refusal = refusal
+        put = object.__setattr__
+        put(self, "terminal", fields["terminal"])
+        put(self, "merchant", fields["merchant"])
+        put(self, "seq", fields["seq"])
+        put(self, "fields", MappingProxyType(dict(fields)))
+        put(self, "record", bytes(record))
+        put(self, "digest", txn.digest(record))
+        put(self, "refusal", refusal)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a verified record does not change")
 
     @property
     def txn_id(self) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from protocol import txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
@@ -21,8 +20,7 @@ def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1", "T2"], LIMITS) as stack:
-        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
-                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("T1")
         sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
         terminal = sim.terminal
         terminal.auth_timeout_ms = 300

@@ -18,7 +18,6 @@ from gateway import store_reports
 from gateway.verify import CLOCK_SKEW_MAX_S
 from protocol import messages, sealed, txn
 from tests.support.stack import Stack, running_stack, wait_until
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.mpy.harness import MicroPythonTerminal
 
@@ -62,8 +61,7 @@ def test_a_record_refused_on_micropython_is_acked_and_the_next_records_are_accep
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["MPY1"], LIMITS) as stack:
         key = stack.keys["MPY1"]
-        config = {"terminal": "MPY1", "merchant": "M1", "key": key, "currency": "EUR",
-                  "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("MPY1")
         with MicroPythonTerminal(config, private_mosquitto.host,
                                  private_mosquitto.port) as terminal:
             # The signed configuration with the offline limits reaches the firmware.

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway import batches
 from protocol import messages, sealed, txn
 from tests.support.stack import running_stack, wait_until
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.mpy.harness import MicroPythonTerminal
 
@@ -21,8 +21,7 @@ def test_transactions_made_on_real_micropython_are_posted_in_the_ledger(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["MPY1"]) as stack:
-        config = {"terminal": "MPY1", "merchant": "M1", "key": stack.keys["MPY1"],
-                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("MPY1")
         with MicroPythonTerminal(config, private_mosquitto.host,
                                  private_mosquitto.port) as terminal:
             issued = terminal.command({"op": "issue", "program": "gift", "value_minor": 5000},
@@ -92,7 +91,7 @@ def test_transactions_made_on_real_micropython_are_posted_in_the_ledger(
         # What was settled is byte for byte what real MicroPython sealed and published.
         sealed_digests = {txn.digest(payload).hex() for topic, payload in terminal.published
                           if topic.endswith("/up/txn")}
-        stored = stack.gateway.store.batch_records("gw1-000001")
+        stored = batches.batch_records(stack.gateway.store, "gw1-000001")
         assert [fields["seq"] for fields, _ in stored] == list(range(1, 9))
         assert {digest for _, digest in stored} <= sealed_digests
         assert len(sealed_digests) == 8

@@ -12,7 +12,6 @@ import pytest
 from protocol import txn
 from tests.support.stack import running_stack, wait_until
 from tools.cli import main
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
@@ -25,8 +24,7 @@ def test_offline_sales_within_limits_settle_later_and_overdraft_is_exposure(
     private_mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
-        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
-                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("T1")
         sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
         terminal = sim.terminal
         terminal.auth_timeout_ms = 300

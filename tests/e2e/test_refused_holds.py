@@ -16,7 +16,6 @@ from typing import Any
 from gateway import store_reports
 from protocol import txn
 from tests.support.stack import Stack, running_stack, wait_until
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
@@ -62,8 +61,7 @@ def test_holds_end_when_their_records_are_refused_before_and_after_a_restart(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
-                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("T1")
         sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
         ledger = stack.ledger_client
         try:

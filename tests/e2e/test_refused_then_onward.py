@@ -17,7 +17,6 @@ from gateway import store_reports
 from gateway.verify import CLOCK_SKEW_MAX_S
 from protocol import txn
 from tests.support.stack import RawTerminal, Stack, running_stack, wait_until
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
@@ -82,8 +81,7 @@ def test_a_record_refused_for_its_time_is_acked_and_the_next_records_are_accepte
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
         key = stack.keys["T1"]
-        config = {"terminal": "T1", "merchant": "M1", "key": key, "currency": "EUR",
-                  "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("T1")
         sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
         terminal, uplink = sim.terminal, sim.uplink
         terminal.auth_timeout_ms = OFFLINE_AUTH_TIMEOUT_MS

@@ -12,7 +12,6 @@ from pathlib import Path
 from ledger.server import serve
 from protocol import txn
 from tests.support.stack import running_stack
-from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
@@ -23,8 +22,7 @@ def test_holds_are_posted_by_settlement_and_the_gateway_stands_in_for_a_stopped_
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
-                  "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config = stack.terminal_config("T1")
         sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
         terminal = sim.terminal
         ledger = stack.ledger_client

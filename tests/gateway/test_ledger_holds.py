@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway import ledger_holds
+from gateway import batches, ledger_holds
 from gateway.authorize import decide
 from gateway.cards import LEDGER_HOLD_FIELD, CardBook
 from gateway.ledger_holds import HoldSettings, LedgerHolds, ledger_hold_id
@@ -353,7 +353,7 @@ def test_the_settlement_batch_names_the_hold_of_held_sales_only(tmp_path: Path) 
     sales.append(apply(book, record(txn.KIND_PURCHASE, 300, 3, auth_mode=txn.AUTH_OFFLINE)))
     store.commit([StoredRecord("T1", f["seq"], txn.txn_id("T1", f["seq"]), bytes(32), b"",
                                f, STATUS_ACCEPTED, None) for f in sales], {}, {}, {})
-    batch_id = store.open_batch("gw1")
+    batch_id = batches.open_batch(store, "gw1")
     assert batch_id is not None
     document = batch_document(store, "gw1", batch_id)
     entries = document["transactions"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import store_reports
-from gateway.acks import AckOut
+from gateway.acks import AckOut, AckStage
 from gateway.authorize import AuthorizeStage
 from gateway.cards import CardBook
 from gateway.ingest import IngestStage
@@ -104,3 +104,27 @@ def test_authorize_declines_a_signed_bad_request_with_its_request_id_and_the_tim
     assert (answer["request"], answer["approved"], answer["reason"]) == (42, False,
                                                                          "field_invalid")
     assert abs(answer["time"] - time.time()) < 60  # the gateway's clock, not the request's
+
+
+def test_the_ack_stage_seals_acks_and_notices_for_the_terminal_that_listens() -> None:
+    published: list[tuple[str, bytes]] = []
+    stage = AckStage(_registry(), lambda topic, payload: published.append((topic, payload)),
+                     Stats(), queue.Queue(), clock=lambda: NOW_S)
+    out = AckOut("M1", "T1")
+    out.acked_through = 4
+    out.rejected = [(3, "time_invalid")]
+    stage.handle(out)
+    stage.handle(AckOut("M1", "T1", "mac_invalid"))  # unsigned: it did not verify
+    stage.handle(AckOut("M1", "T1", "field_missing", True, 9))  # sealed: it verified
+    stage.handle(AckOut("M1", "T9"))  # nobody to seal for: counted, not sent
+    topics_sent = [topic for topic, _ in published]
+    assert topics_sent == [topics.down("M1", "T1", topics.LEAF_ACK),
+                           topics.down("M1", "T1", topics.LEAF_NOTICE),
+                           topics.down("M1", "T1", topics.LEAF_NOTICE)]
+    ack = sealed.open_message(published[0][1], messages.TYPE_ACK, KEY)
+    assert ack == {"terminal": "T1", "time": NOW_S, "acked_through": 4,
+                   "rejected": [[3, "time_invalid"]]}
+    assert messages.decode(published[1][1], messages.TYPE_NOTICE)["reason"] == "mac_invalid"
+    notice = sealed.open_message(published[2][1], messages.TYPE_NOTICE, KEY)
+    assert (notice["seq"], notice["reason"]) == (9, "field_missing")
+    assert stage.stats.snapshot()["acks_unaddressable"] == 1

@@ -41,6 +41,11 @@ class Stack:
         self.limits = limits
         self.gateway = self.new_gateway()
 
+    def terminal_config(self, terminal: str) -> dict[str, Any]:
+        """What a terminal of this stack is provisioned with (firmware/app.py's config)."""
+        return {"terminal": terminal, "merchant": "M1", "key": self.keys[terminal],
+                "currency": "EUR", "programs": DEMO_PROGRAMS}
+
     def new_gateway(self) -> Gateway:
         """A gateway on this stack's store (a restart is stop() and a new one)."""
         return Gateway("gw1", self.broker.host, self.broker.port,

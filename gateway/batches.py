@@ -1,0 +1,68 @@
+"""Settlement batches in the gateway's store: opened, read, closed.
+
+`open_batch` assigns all unbatched accepted records to a new batch id in one transaction;
+the batch is re-sent with the same id and content until the ledger confirms; only then is
+it closed as settled (or refused). A crash between the two re-sends the same batch, which
+the ledger recognises as a duplicate (gateway/settle.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gateway.store import (
+    BATCH_OPEN,
+    SETTLE_BATCH_TXN_MAX,
+    STATUS_ACCEPTED,
+    GatewayStore,
+)
+
+
+def open_batch(store: GatewayStore, gateway_id: str) -> str | None:
+    """Assign unbatched accepted records to a new batch; None when there are none."""
+    with store.transaction() as db:
+        (count,) = db.execute(
+            "SELECT COUNT(*) FROM records WHERE status = ? AND batch_id IS NULL",
+            (STATUS_ACCEPTED,),
+        ).fetchone()
+        if count == 0:
+            return None
+        (last,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM batches").fetchone()
+        number = last + 1
+        batch_id = f"{gateway_id}-{number:06d}"
+        db.execute(
+            "UPDATE records SET batch_id = ? WHERE rowid IN (SELECT rowid FROM records"
+            " WHERE status = ? AND batch_id IS NULL ORDER BY rowid LIMIT ?)",
+            (batch_id, STATUS_ACCEPTED, SETTLE_BATCH_TXN_MAX),
+        )
+        db.execute(
+            "INSERT INTO batches (batch_id, number, status, txn_count, created_at)"
+            " VALUES (?,?,?,?,?)",
+            (batch_id, number, BATCH_OPEN, min(count, SETTLE_BATCH_TXN_MAX), time.time()),
+        )
+    return batch_id
+
+def open_batches(store: GatewayStore) -> list[str]:
+    rows = store.read("SELECT batch_id FROM batches WHERE status = ? ORDER BY number",
+                      (BATCH_OPEN,))
+    return [r[0] for r in rows]
+
+def batch_records(store: GatewayStore, batch_id: str) -> list[tuple[dict[str, Any], str]]:
+    """(fields, digest hex) of a batch's records, in journal order."""
+    rows = store.read("SELECT fields, digest FROM records WHERE batch_id = ? ORDER BY rowid",
+                      (batch_id,))
+    return [(json.loads(text), bytes(digest).hex()) for text, digest in rows]
+
+def batch_created(store: GatewayStore, batch_id: str) -> int:
+    ((created,),) = store.read("SELECT created_at FROM batches WHERE batch_id = ?", (batch_id,))
+    return int(created)
+
+def close_batch(store: GatewayStore, batch_id: str, status: str,
+                detail: str | None = None) -> None:
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE batch_id = ?",
+            (status, time.time(), detail, batch_id),
+        )
