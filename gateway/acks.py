@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from gateway.registry import TerminalRegistry
-from gateway.stage import Stage
+from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.verify import SignedRefusal, claimed_terminal
 from protocol import messages, sealed, topics
@@ -92,21 +93,50 @@ def ack_messages(out: AckOut, now_s: int) -> list[dict[str, Any]]:
     return acks
 
 
+NOTICE_BURST = 32  # notices a terminal may get at once
+NOTICE_REFILL_PER_S = 1.0  # then one a second
+NOTICE_TERMINALS_MAX = 10_000  # terminal ids (from topics: anyone may name one) remembered
+
+
+class NoticeLimiter:
+    """A token bucket per terminal topic: a flood of messages on one terminal's topics (a
+    rogue client needs no key to send them) costs that terminal at most NOTICE_BURST
+    notices and then one a second; the rest are counted, not sent (docs/protocol.md 5.1)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def allow(self, terminal: str) -> bool:
+        now = self.clock()
+        tokens, at = self._buckets.pop(terminal, (float(NOTICE_BURST), now))
+        tokens = min(float(NOTICE_BURST), tokens + (now - at) * NOTICE_REFILL_PER_S)
+        allowed = tokens >= 1.0
+        self._buckets[terminal] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > NOTICE_TERMINALS_MAX:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class AckStage(Stage[AckOut]):
     name = "gateway-acks"
 
     def __init__(self, registry: TerminalRegistry, publish: Publish, stats: Stats,
-                 inbox: queue.Queue[AckOut | None], clock: Callable[[], float] = time.time
-                 ) -> None:
-        super().__init__(inbox)
+                 inbox: queue.Queue[AckOut | None], clock: Callable[[], float] = time.time,
+                 on_death: OnDeath = exit_process) -> None:
+        super().__init__(inbox, on_death)
         self.registry = registry
         self.publish = publish
         self.stats = stats
         self.clock = clock
+        self.notice_limiter = NoticeLimiter()
 
     def handle(self, out: AckOut) -> None:
         if out.notice_reason is not None:
-            self._notice(out)
+            if self.notice_limiter.allow(out.terminal):
+                self._notice(out)
+            else:
+                self.stats.add("notices_suppressed")
             return
         try:
             key = self.registry.get(out.terminal).key

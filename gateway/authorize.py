@@ -21,7 +21,7 @@ from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.ledger_holds import LedgerHolds
 from gateway.registry import TerminalRegistry
-from gateway.stage import Stage
+from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.verify import DeclinedRequest, Verifier
 from protocol import messages, sealed, topics
@@ -54,8 +54,9 @@ class AuthorizeStage(Stage[Request]):
     def __init__(self, verifier: Verifier, registry: TerminalRegistry, cards: CardBook,
                  stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
                  notices: queue.Queue[AckOut | None], holds: LedgerHolds | None = None,
-                 directory: CardDirectory | None = None) -> None:
-        super().__init__(inbox)
+                 directory: CardDirectory | None = None,
+                 on_death: OnDeath = exit_process) -> None:
+        super().__init__(inbox, on_death)
         self.holds = holds
         self.directory = directory
         self.verifier = verifier

@@ -51,7 +51,9 @@ from gateway.card_states import DAY_S, CardStates, day_of
 from gateway.local_holds import HOLD_TTL_S, LocalHolds
 from protocol import engine, engine_offline, txn
 from protocol.errors import ProtocolError, ValidationError
+from protocol.money import is_amount
 from protocol.reasons import (
+    AMOUNT_INVALID,
     CARD_BLOCKED,
     CARD_EXISTS,
     CURRENCY_MISMATCH,
@@ -132,10 +134,17 @@ def record_till_amounts(fields: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _run(state: dict[str, Any] | None, program: dict[str, Any], op: dict[str, Any],
-         day: int) -> tuple[dict[str, Any], dict[str, Any]]:
+         day: int, kind: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The engine's result for `op`, or the reason it declines. A result no record could
+    carry or no ledger could post (an amount past AMOUNT_MINOR_MAX, e.g. the bonus on a
+    top-up near the bound) is amount_invalid here, before anything is answered or stored."""
     new_state, effects = engine.apply(state, program, op, day)
     if "declined" in effects:
         raise ValidationError(effects["declined"], str(op.get("op")))
+    amounts = till_amounts(kind, effects)
+    if not all(is_amount(amounts[key]) for key in TILL_FIELDS if key != "version") or any(
+            not is_amount(abs(leg[2])) for leg in effects["legs"]):
+        raise ValidationError(AMOUNT_INVALID, "beyond AMOUNT_MINOR_MAX")
     return new_state, effects
 
 
@@ -258,7 +267,7 @@ class CardBook:
             if fields["currency"] != program["currency"]:
                 raise ValidationError(CURRENCY_MISMATCH, "program currency")
             state, effects = _run(None, program, engine_op(kind, fields, sale_id),
-                                  day_of(fields["time"]))
+                                  day_of(fields["time"]), kind)
             self._compare(fields, expected, till_amounts(kind, effects))
             return Prepared(sun_counter, state, effects)
         entry = self.states.entry(card)
@@ -287,7 +296,7 @@ class CardBook:
             op["happened"] = True
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = fields.get("discount_minor") or 0
-        state, effects = _run(entry["state"], program, op, _day(entry, fields["time"]))
+        state, effects = _run(entry["state"], program, op, _day(entry, fields["time"]), kind)
         if online and not late:
             self._compare(fields, expected, till_amounts(kind, effects))
         if (kind == txn.KIND_PURCHASE and online and not approved and not late
@@ -435,7 +444,7 @@ class CardBook:
         state = self._projected(card, entry, program, day)
         if kind != txn.KIND_INQUIRY:
             op = engine_op(kind, request, PREVIEW_ID, asked=True)
-            state, effects = _run(state, program, op, day)
+            state, effects = _run(state, program, op, day, kind)
             amounts = till_amounts(kind, effects)
             # Value leaving the card is held until its record arrives.
             held = (amounts["card_value_minor"]
@@ -464,7 +473,7 @@ class CardBook:
         if request["currency"] != program["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, "program currency")
         op = engine_op(txn.KIND_ISSUE, request, PREVIEW_ID)
-        state, effects = _run(None, program, op, day_of(now_s))
+        state, effects = _run(None, program, op, day_of(now_s), txn.KIND_ISSUE)
         amounts = till_amounts(txn.KIND_ISSUE, effects)
         response = {"approved": True, "program": program["id"], "currency": program["currency"],
                     "version": program["version"], "card_value_minor": amounts["card_value_minor"],

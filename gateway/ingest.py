@@ -18,7 +18,7 @@ from gateway.acks import AckOut
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.sequencer import DUPLICATE, GAP, IN_ORDER, REPLAYED, Decision, Sequencer
-from gateway.stage import Stage
+from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
 from gateway.verify import Verified
@@ -53,8 +53,9 @@ class IngestStage(Stage[Verified]):
     def __init__(self, store: GatewayStore, cards: CardBook, stats: Stats,
                  inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None],
                  holds_ended: Callable[[], None] | None = None,
-                 directory: CardDirectory | None = None) -> None:
-        super().__init__(inbox)
+                 directory: CardDirectory | None = None,
+                 on_death: OnDeath = exit_process) -> None:
+        super().__init__(inbox, on_death)
         self.directory = directory
         self.holds_ended = holds_ended  # refused records ended holds: void them at the ledger
         self.store = store

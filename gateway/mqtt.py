@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.stage import OnDeath, exit_process
 from gateway.stats import Stats
 from protocol import topics
 
@@ -34,7 +35,9 @@ Route = Callable[[str, bytes], bool]  # returns False when the message had to be
 
 class MqttLink:
     def __init__(self, host: str, port: int, client_id: str, stats: Stats,
-                 routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True) -> None:
+                 routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True,
+                 on_death: OnDeath = exit_process) -> None:
+        self.on_death = on_death  # a route that raises: paho's thread would die with it
         self.host = host
         self.port = port
         self.stats = stats
@@ -96,6 +99,12 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     message: mqtt.MQTTMessage) -> None:
+        try:
+            self._route(message)
+        except BaseException as error:  # noqa: BLE001 - paho's loop thread must not die alone
+            self.on_death("gateway-mqtt", error)
+
+    def _route(self, message: mqtt.MQTTMessage) -> None:
         leaf = message.topic.rsplit("/", 1)[-1]
         route = self.routes.get(leaf)
         if route is None:

@@ -25,6 +25,7 @@ import queue
 import sqlite3
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from gateway import store_reports
@@ -40,6 +41,7 @@ from gateway.ledger_holds import HoldSettings, LedgerHolds
 from gateway.mqtt import MqttLink, queue_route
 from gateway.registry import TerminalRegistry
 from gateway.settle import SettleResult, settle
+from gateway.stage import OnDeath, exit_process, thread
 from gateway.stats import Stats
 from gateway.store import GatewayStore
 from gateway.verify import Verified, Verifier
@@ -77,8 +79,12 @@ class Gateway:
                  limits: dict[str, int] | None = None, config_version: int = 1,
                  card_keys: CardKeys | None = None,
                  hold_settings: HoldSettings | None = None,
-                 settle_interval_s: float | None = None) -> None:
+                 settle_interval_s: float | None = None,
+                 on_thread_death: OnDeath = exit_process) -> None:
+        """`on_thread_death(name, error)`: what happens when one of its threads dies of an
+        exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
+        self.on_thread_death = on_thread_death
         self.registry = registry
         programs = validate_programs({"programs": programs})
         self.stats = Stats()
@@ -108,11 +114,11 @@ class Gateway:
         self._sweep_stop = threading.Event()
         # Settlement on a timer (with a ledger): it writes what expired first, so breakage
         # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`).
-        self._settler = (threading.Thread(target=self._settle_every, args=(settle_interval_s,),
-                                          name="gateway-settle", daemon=True)
+        self._settler = (thread("gateway-settle", partial(self._settle_every, settle_interval_s),
+                                on_thread_death)
                          if self.ledger is not None and settle_interval_s else None)
-        self._sweeper = (threading.Thread(target=self.holds.run_sweeps, args=(self._sweep_stop,),
-                                          name="gateway-hold-sweep", daemon=True)
+        self._sweeper = (thread("gateway-hold-sweep",
+                                partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
 
     def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool) -> None:
@@ -127,18 +133,20 @@ class Gateway:
             {topics.LEAF_TXN: queue_route(self.txn_queue),
              topics.LEAF_AUTH: queue_route(self.auth_queue),
              topics.LEAF_STATUS: self._on_status},
-            mqtt5=mqtt5,
+            mqtt5=mqtt5, on_death=self.on_thread_death,
         )  # fmt: skip
+        death = self.on_thread_death
         self.verify_stage = VerifyStage(self._verifier, self.stats, self.txn_queue,
-                                        self.ingest_queue, self.ack_queue)
+                                        self.ingest_queue, self.ack_queue, death)
         self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
                                         self.ack_queue,
                                         self.holds.wake if self.holds is not None else None,
-                                        self.directory)
+                                        self.directory, death)
         self.auth_stage = AuthorizeStage(self._verifier, self.registry, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
-                                         self.holds, self.directory)
-        self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue)
+                                         self.holds, self.directory, death)
+        self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue,
+                                  on_death=death)
 
     def _config_version(self, programs: dict[str, Any], limits: dict[str, int],
                         floor: int) -> int:

@@ -1,20 +1,60 @@
-"""A pipeline stage: one thread that takes items from a bounded queue until it reads None."""
+"""A pipeline stage: one thread that takes items from a bounded queue until it reads None.
+
+No thread of the gateway dies alone: every thread it starts (the stages, the sweeps, the
+settlement timer, paho's callbacks) runs under `guarded`, and an exception nothing handled
+calls `on_death`, by default `exit_process`: the process stops with EXIT_THREAD_DIED, and
+the terminals' journals and resends carry what it had not acknowledged to the next start.
+A gateway half alive (authorizing, never acking) is worse than one that is down.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
+OnDeath = Callable[[str, BaseException], None]
+
+EXIT_THREAD_DIED = 70  # sysexits EX_SOFTWARE: an internal error stopped the gateway
+
+log = logging.getLogger(__name__)
+
+
+def exit_process(name: str, error: BaseException) -> None:
+    """Log why, then end the whole process at once (its threads cannot be trusted now)."""
+    log.critical("gateway thread %s died (%s: %s): the gateway stops", name,
+                 type(error).__name__, error, exc_info=error)
+    logging.shutdown()
+    os._exit(EXIT_THREAD_DIED)
+
+
+def guarded(name: str, target: Callable[[], None], on_death: OnDeath) -> Callable[[], None]:
+    """`target`, with any exception it lets out handed to `on_death`."""
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:  # noqa: BLE001 - whatever it was, the thread is gone
+            on_death(name, error)
+
+    return run
+
+
+def thread(name: str, target: Callable[[], None], on_death: OnDeath) -> threading.Thread:
+    return threading.Thread(target=guarded(name, target, on_death), name=name, daemon=True)
 
 
 class Stage(Generic[Item]):
     name = "gateway-stage"
 
-    def __init__(self, inbox: queue.Queue[Item | None]) -> None:
+    def __init__(self, inbox: queue.Queue[Item | None],
+                 on_death: OnDeath = exit_process) -> None:
         self.inbox = inbox
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = thread(self.name, self._run, on_death)
 
     def start(self) -> None:
         self._thread.start()

@@ -36,6 +36,7 @@ from protocol.reasons import (
 )
 
 CLOCK_SKEW_MAX_S = 300
+STATUS_STATES = ("online", "offline", "heartbeat")
 _K_SEQ = 3
 _K_PREV = 4
 _K_REQUEST = 20
@@ -185,7 +186,10 @@ class Verifier:
         inner, merchant, terminal, entry = self._authenticated(topic, payload,
                                                                topics.LEAF_STATUS)
         item = self._map(inner, messages.TYPE_STATUS)
-        return self._fields(item, messages.TYPE_STATUS, merchant, terminal, entry)
+        fields = self._fields(item, messages.TYPE_STATUS, merchant, terminal, entry)
+        if fields["state"] not in STATUS_STATES:  # it names a counter: only known names
+            raise ValidationError(FIELD_INVALID, "state")
+        return fields
 
 
 def claimed_terminal(topic: str) -> tuple[str, str] | None:

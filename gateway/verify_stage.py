@@ -13,7 +13,7 @@ import queue
 import time
 
 from gateway.acks import AckOut, refusal_notice
-from gateway.stage import Stage
+from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.verify import Verified, Verifier
 from protocol.errors import ProtocolError
@@ -26,8 +26,9 @@ class VerifyStage(Stage[Uplink]):
     name = "gateway-verify"
 
     def __init__(self, verifier: Verifier, stats: Stats, inbox: queue.Queue[Uplink | None],
-                 outbox: queue.Queue[Verified | None], notices: queue.Queue[AckOut | None]) -> None:
-        super().__init__(inbox)
+                 outbox: queue.Queue[Verified | None], notices: queue.Queue[AckOut | None],
+                 on_death: OnDeath = exit_process) -> None:
+        super().__init__(inbox, on_death)
         self.verifier = verifier
         self.stats = stats
         self.outbox = outbox

@@ -31,6 +31,10 @@ STOP_TIMEOUT_S = 10.0
 PORT_POLL_INTERVAL_S = 0.02
 START_ATTEMPTS_MAX = 3  # a freshly picked free port can be taken before the broker binds it
 LOG_TAIL_LINES = 30
+# Nothing of protocol v1 is larger than a configuration (CONFIG_BYTES_MAX, 8 KiB) plus its
+# topic and MQTT header: the broker drops bigger packets (and their sender) before anyone
+# has to hold them (docs/protocol.md section 4).
+PACKET_BYTES_MAX = 16_384
 SYSTEM_BINARY_DIRECTORIES = ("/usr/sbin", "/usr/local/sbin", "/usr/bin")
 
 
@@ -177,6 +181,7 @@ class MosquittoBroker:
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
+            f"max_packet_size {PACKET_BYTES_MAX}",
             f"log_dest file {self.log_path}",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]

@@ -94,3 +94,20 @@ def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
         assert stack.ledger_client.card(CARD)["value_minor"] == 4_900
         assert stack.ledger_client.terminal_totals()["T1"]["count"] == 2
         raw.close()
+
+
+def test_the_broker_drops_a_packet_no_protocol_message_could_need(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    from tools.mosquitto import PACKET_BYTES_MAX
+
+    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
+        flooder = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+        flooder.client.publish("tilltap/v1/M1/T1/up/txn", bytes(4 * PACKET_BYTES_MAX), qos=0)
+        flooder.close()
+        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+        raw.publish(raw.record(txn.KIND_ISSUE, CARD, 5_000, program="gift"))
+        assert wait_until(lambda: raw.acked_through() == 1)
+        # Only the record reached the gateway: the big packet ended at the broker.
+        assert stack.gateway.stats.snapshot()["received"] == 1
+        raw.close()

@@ -36,3 +36,15 @@ def test_a_long_batch_is_split_in_seq_order_and_no_ack_passes_an_unreported_refu
     assert acks[-1]["acked_through"] == 100
     assert sorted(reported) == [*range(1, 7), *range(31, 61)]
     assert [a["acked_through"] for a in acks] == sorted(a["acked_through"] for a in acks)
+
+
+def test_notices_to_one_terminal_come_in_a_burst_then_one_a_second() -> None:
+    from gateway.acks import NOTICE_BURST, NoticeLimiter
+
+    now = [0.0]
+    limiter = NoticeLimiter(clock=lambda: now[0])
+    assert [limiter.allow("T1") for _ in range(NOTICE_BURST + 3)] == (
+        [True] * NOTICE_BURST + [False] * 3)
+    assert limiter.allow("T2")  # another terminal has its own bucket
+    now[0] = 1.0
+    assert limiter.allow("T1") and not limiter.allow("T1")

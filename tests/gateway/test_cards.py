@@ -367,3 +367,18 @@ def test_a_record_ends_the_hold_placed_for_its_seq_under_another_auth_id() -> No
     assert late["auth_id"] in book.holds
     book.refused({"terminal": "T1", "seq": 3, "card": "04a1"})
     assert len(book.holds) == 0
+
+
+def test_a_result_past_the_amount_bound_is_amount_invalid_not_a_crash() -> None:
+    """A top-up near AMOUNT_MINOR_MAX whose 5 % bonus passes it: declined when asked,
+    refused when recorded (offline), never answered or stored with an amount the wire and the
+    ledger cannot carry."""
+    from protocol.money import AMOUNT_MINOR_MAX
+
+    book = issued("prepaid", 1000)
+    answer = book.authorize(request(txn.KIND_TOPUP, AMOUNT_MINOR_MAX), DAY0_S)
+    assert answer == {"approved": False, "reason": "amount_invalid"}
+    offline = fields(txn.KIND_TOPUP, seq=2, amount_minor=AMOUNT_MINOR_MAX,
+                     card_value_minor=AMOUNT_MINOR_MAX, auth_mode=txn.AUTH_OFFLINE)
+    assert reason_of(book, offline) == "amount_invalid"
+    assert book.cards["c1"]["value_minor"] == 1000

@@ -15,6 +15,7 @@ from gateway.authorize import AuthorizeStage
 from gateway.cards import CardBook
 from gateway.ingest import IngestStage
 from gateway.registry import TerminalRegistry
+from gateway.stage import Stage
 from gateway.stats import Stats
 from gateway.store import GatewayStore
 from gateway.verify import Verified, Verifier
@@ -128,3 +129,20 @@ def test_the_ack_stage_seals_acks_and_notices_for_the_terminal_that_listens() ->
     notice = sealed.open_message(published[2][1], messages.TYPE_NOTICE, KEY)
     assert (notice["seq"], notice["reason"]) == (9, "field_missing")
     assert stage.stats.snapshot()["acks_unaddressable"] == 1
+
+
+def test_a_stage_that_dies_says_so_instead_of_living_on_half_alive() -> None:
+    deaths: list[tuple[str, str]] = []
+
+    class Broken(Stage[int]):
+        name = "gateway-broken"
+
+        def handle(self, item: int) -> None:
+            raise RuntimeError(f"cannot handle {item}")
+
+    inbox: queue.Queue[int | None] = queue.Queue()
+    stage = Broken(inbox, on_death=lambda name, error: deaths.append((name, str(error))))
+    stage.start()
+    inbox.put(7)
+    stage.join(10.0)
+    assert deaths == [("gateway-broken", "cannot handle 7")]

@@ -143,3 +143,16 @@ def test_a_request_from_a_drifting_clock_is_not_refused() -> None:
               "amount_minor": 0}
     data = sealed.seal(KEY, messages.TYPE_AUTH_REQUEST, fields)
     assert _verifier().auth_request(topic, data)["request"] == 1
+
+
+def test_a_status_names_only_a_known_state() -> None:
+    topic = topics.up("M1", "T1", topics.LEAF_STATUS)
+    for state in ("online", "offline", "heartbeat"):
+        data = sealed.seal(KEY, messages.TYPE_STATUS, {"terminal": "T1", "state": state,
+                                                       "time": NOW_S})
+        assert _verifier().status(topic, data)["state"] == state
+    odd = sealed.seal(KEY, messages.TYPE_STATUS, {"terminal": "T1", "state": "x" * 40,
+                                                  "time": NOW_S})
+    with pytest.raises(ProtocolError) as caught:
+        _verifier().status(topic, odd)
+    assert caught.value.reason == "field_invalid"
