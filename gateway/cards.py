@@ -42,6 +42,7 @@ none does I/O.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -59,10 +60,15 @@ from protocol.reasons import (
     CURRENCY_MISMATCH,
     INSUFFICIENT_VALUE,
     KIND_UNKNOWN,
+    OFFLINE_AMOUNT_LIMIT,
+    OFFLINE_KIND_INVALID,
+    REDEEM_NEEDS_ONLINE,
     RULE_MISMATCH,
 )
 
 __all__ = ["DAY_S", "HOLD_TTL_S", "CardBook", "day_of"]
+
+log = logging.getLogger(__name__)
 
 LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
@@ -282,11 +288,8 @@ class CardBook:
             # Approved by this gateway, but its answer is gone (a restart, or the record
             # came after its hold expired): it happened as the terminal was told.
             self.late_online += 1
-        limits = self.offline_limits
-        if (fields["auth_mode"] == txn.AUTH_OFFLINE and limits
-                and fields["card_value_minor"] > limits.get("txn_minor_max", 0)):
-            terminal = fields["terminal"]
-            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
+        if fields["auth_mode"] == txn.AUTH_OFFLINE:
+            self._check_offline(fields)
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
                 not online or approved or late):
             # It happened at the counter: offline or stand-in, or online as the gateway
@@ -303,6 +306,26 @@ class CardBook:
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects)
+
+    def _check_offline(self, fields: Mapping[str, Any]) -> None:
+        """What a terminal may do alone, re-checked: only purchases, no points redeemed, a
+        card part within the signed per-purchase limit. A record beyond them was not made by
+        a terminal keeping its signed rules (broken, or its key stolen): refused, its
+        terminal counted and alarmed, never posted as if valid."""
+        terminal = fields["terminal"]
+        reason = None
+        if fields["kind"] != txn.KIND_PURCHASE:
+            reason = OFFLINE_KIND_INVALID
+        elif fields.get("redeem_points"):
+            reason = REDEEM_NEEDS_ONLINE
+        elif (self.offline_limits is not None  # None: a card book without a fleet (tests)
+              and fields["card_value_minor"] > self.offline_limits["txn_minor_max"]):
+            reason = OFFLINE_AMOUNT_LIMIT
+        if reason is not None:
+            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
+            log.warning("ALARM offline record %s-%s beyond its signed rules: %s", terminal,
+                        fields["seq"], reason)
+            raise ValidationError(reason, terminal)
 
     def _compare(self, fields: Mapping[str, Any], expected: dict[str, int] | None,
                  computed: dict[str, int]) -> None:

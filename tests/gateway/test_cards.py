@@ -331,17 +331,26 @@ def test_exposure_is_kept_with_the_records_and_survives_a_restart(tmp_path: Any)
     store.close()
 
 
-def test_an_offline_sale_beyond_the_signed_limit_is_kept_and_its_terminal_counted() -> None:
-    book = issued("gift", 5000)
-    book.offline_limits = {"txn_minor_max": 1000}
-    within = fields(txn.KIND_PURCHASE, amount_minor=900, card_value_minor=900, seq=2,
-                    auth_mode=txn.AUTH_OFFLINE, terminal="T7")
+def test_an_offline_record_beyond_what_a_terminal_may_do_alone_is_refused() -> None:
+    """Within its signed rules an offline purchase is taken as it happened; a record no
+    terminal keeping them makes (too large, not a purchase, redeeming points) is refused and
+    its terminal counted."""
+    book = CardBook(DEMO_PROGRAMS, offline_limits={"txn_minor_max": 1000})
+    apply(book, fields(txn.KIND_ISSUE, amount_minor=5000, card_value_minor=5000,
+                       program="gift"))
+    offline = {"auth_mode": txn.AUTH_OFFLINE, "terminal": "T7"}
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=900, card_value_minor=900, seq=2,
+                       **offline))
     beyond = fields(txn.KIND_PURCHASE, amount_minor=1500, card_value_minor=1500, seq=3,
-                    auth_mode=txn.AUTH_OFFLINE, terminal="T7")
-    apply(book, within)
-    apply(book, beyond)  # it happened: taken, and the terminal is named
-    assert book.offline_over_limit == {"T7": 1}
-    assert book.cards["c1"]["value_minor"] == 5000 - 900 - 1500
+                    **offline)
+    assert reason_of(book, beyond) == "offline_amount_limit"
+    topup = fields(txn.KIND_TOPUP, amount_minor=500, card_value_minor=500, seq=3, **offline)
+    assert reason_of(book, topup) == "offline_kind_invalid"
+    redeem = fields(txn.KIND_PURCHASE, amount_minor=500, card_value_minor=400, seq=3,
+                    redeem_points=10, redeem_minor=100, **offline)
+    assert reason_of(book, redeem) == "redeem_needs_online"
+    assert book.offline_over_limit == {"T7": 3}
+    assert book.cards["c1"]["value_minor"] == 5000 - 900
 
 
 def test_a_record_ends_the_hold_placed_for_its_seq_under_another_auth_id() -> None:
@@ -371,14 +380,14 @@ def test_a_record_ends_the_hold_placed_for_its_seq_under_another_auth_id() -> No
 
 def test_a_result_past_the_amount_bound_is_amount_invalid_not_a_crash() -> None:
     """A top-up near AMOUNT_MINOR_MAX whose 5 % bonus passes it: declined when asked,
-    refused when recorded (offline), never answered or stored with an amount the wire and the
+    refused when recorded, never answered or stored with an amount the wire and the
     ledger cannot carry."""
     from protocol.money import AMOUNT_MINOR_MAX
 
     book = issued("prepaid", 1000)
     answer = book.authorize(request(txn.KIND_TOPUP, AMOUNT_MINOR_MAX), DAY0_S)
     assert answer == {"approved": False, "reason": "amount_invalid"}
-    offline = fields(txn.KIND_TOPUP, seq=2, amount_minor=AMOUNT_MINOR_MAX,
-                     card_value_minor=AMOUNT_MINOR_MAX, auth_mode=txn.AUTH_OFFLINE)
-    assert reason_of(book, offline) == "amount_invalid"
+    recorded = fields(txn.KIND_TOPUP, seq=2, amount_minor=AMOUNT_MINOR_MAX,
+                      card_value_minor=AMOUNT_MINOR_MAX)
+    assert reason_of(book, recorded) == "amount_invalid"
     assert book.cards["c1"]["value_minor"] == 1000

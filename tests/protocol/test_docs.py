@@ -45,3 +45,14 @@ def test_every_message_table_lists_exactly_its_keys_and_which_are_required() -> 
     for message_type, schema in messages.SCHEMAS.items():
         expected = {key: required for key, _name, _kind, required in schema}
         assert tables[message_type] == expected, message_type
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """A page that points to a test or module that is not there tells a reader nothing."""
+    missing = []
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")) + [REPO_ROOT / "README.md"]:
+        for path in re.findall(r"`((?:tests|gateway|ledger|protocol|firmware|tools)/[\w/]+\.py)",
+                               page.read_text()):
+            if not (REPO_ROOT / path).exists():
+                missing.append(f"{page.name}: {path}")
+    assert missing == []
