@@ -16,13 +16,15 @@ import queue
 import time
 from typing import Any
 
+from gateway import authorizations
 from gateway.acks import AckOut, Publish, refusal_notice
 from gateway.card_directory import CardDirectory
-from gateway.cards import CardBook
+from gateway.cards import CardBook, record_till_amounts
 from gateway.ledger_holds import LedgerHolds
 from gateway.registry import TerminalRegistry
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
+from gateway.store import GatewayStore
 from gateway.verify import DeclinedRequest, Verifier
 from protocol import messages, sealed, topics
 from protocol.errors import ProtocolError
@@ -55,8 +57,9 @@ class AuthorizeStage(Stage[Request]):
                  stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
                  notices: queue.Queue[AckOut | None], holds: LedgerHolds | None = None,
                  directory: CardDirectory | None = None,
-                 on_death: OnDeath = exit_process) -> None:
+                 on_death: OnDeath = exit_process, store: GatewayStore | None = None) -> None:
         super().__init__(inbox, on_death)
+        self.store = store  # where approvals are kept (gateway/authorizations.py)
         self.holds = holds
         self.directory = directory
         self.verifier = verifier
@@ -85,6 +88,10 @@ class AuthorizeStage(Stage[Request]):
                 self.notices.put(notice)
             return
         decision = decide(self.cards, self.holds, request, now_s, self.directory)
+        if decision["approved"] and "auth_id" in decision and self.store is not None:
+            # Kept before it is answered: no terminal holds an approval a restart forgets.
+            authorizations.keep(self.store, decision["auth_id"], request["terminal"],
+                                request["card"], record_till_amounts(decision))
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
         self._answer(request["merchant"], request["terminal"], decision, now_s)

@@ -16,10 +16,11 @@ What the gateway insists on (`rule_mismatch` otherwise):
 
 - an online record carries exactly what the gateway answered when it approved it (the
   preview kept with its hold: card part, bonus, points, discount, points redeemed, program
-  version); an online record naming no authorization of this gateway must be what the
-  engine computes now. One naming an authorization whose answer is gone (the gateway
-  restarted, or the record came after its hold expired) is taken as it happened, like an
-  offline one, and counted (`late_online`): the terminal told the customer what it said;
+  version); an online record naming no authorization must be what the engine computes
+  now. One naming an authorization whose hold is gone (the gateway restarted, or the record
+  came after its hold expired) is checked against the kept authorization
+  (gateway/authorizations.py), taken as it happened, and counted (`late_online`); one naming
+  an authorization never given, or given for another card or terminal, is `auth_unknown`;
 - an offline or stand-in purchase happened at the counter: the engine takes its discount as
   given and lets the card's value go below zero (`happened`); an overdraft is counted as
   exposure per card and per terminal; points are the engine's, whatever the terminal showed.
@@ -55,6 +56,7 @@ from protocol.errors import ProtocolError, ValidationError
 from protocol.money import is_amount
 from protocol.reasons import (
     AMOUNT_INVALID,
+    AUTH_UNKNOWN,
     CARD_BLOCKED,
     CARD_EXISTS,
     CURRENCY_MISMATCH,
@@ -256,9 +258,13 @@ class CardBook:
         return sun_counter
 
     # -- ingest: check, then apply or refused -----------------------------------------------
-    def check(self, fields: Mapping[str, Any]) -> Prepared:
+    def check(self, fields: Mapping[str, Any],
+              recalled: Mapping[str, Any] | None = None) -> Prepared:
         """Run the engine for a record; raise ValidationError with the reason if it breaks a
-        rule. Nothing changes until `apply` is given what this returns."""
+        rule. Nothing changes until `apply` is given what this returns.
+
+        `recalled`: the kept authorization the record names (gateway/authorizations.py),
+        looked up before the lock when its local hold is gone (a restart, or it expired)."""
         kind = fields["kind"]
         card = fields["card"]
         known = self.states.get(card)
@@ -266,6 +272,15 @@ class CardBook:
         sale_id = txn.txn_id(fields["terminal"], fields["seq"])
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
+        online = fields["auth_mode"] == txn.AUTH_ONLINE
+        if online and hold is None and fields.get("auth_id"):
+            # Approved, but its answer is gone here: it counts only if it was really given,
+            # for this card and terminal, and the record carries what was answered.
+            if (recalled is None or recalled["card"] != card
+                    or recalled["terminal"] != fields["terminal"]):
+                raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
+            expected = recalled["expect"]
+            self.late_online += 1
         if kind == txn.KIND_ISSUE:
             if known is not None:
                 raise ValidationError(CARD_EXISTS, card)
@@ -281,17 +296,11 @@ class CardBook:
             raise ValidationError(CURRENCY_MISMATCH, card)
         program = self.states.program(entry["program"])
         op = engine_op(kind, fields, sale_id)
-        online = fields["auth_mode"] == txn.AUTH_ONLINE
         approved = online and expected is not None
-        late = online and not approved and self.holds.issued_here(fields.get("auth_id"))
-        if late:
-            # Approved by this gateway, but its answer is gone (a restart, or the record
-            # came after its hold expired): it happened as the terminal was told.
-            self.late_online += 1
         if fields["auth_mode"] == txn.AUTH_OFFLINE:
             self._check_offline(fields)
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
-                not online or approved or late):
+                not online or approved):
             # It happened at the counter: offline or stand-in, or online as the gateway
             # answered (a record it counted on may still be on its way from another
             # counter, or an offline one arrived in between). A purchase's discount stands;
@@ -300,9 +309,12 @@ class CardBook:
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = fields.get("discount_minor") or 0
         state, effects = _run(entry["state"], program, op, _day(entry, fields["time"]), kind)
-        if online and not late:
+        if online:
+            # Against what was answered (kept with the hold, or recalled), else what the
+            # engine computes now; a late record's engine result may differ (the card moved
+            # on meanwhile), what was answered is what the customer was told.
             self._compare(fields, expected, till_amounts(kind, effects))
-        if (kind == txn.KIND_PURCHASE and online and not approved and not late
+        if (kind == txn.KIND_PURCHASE and online and not approved
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway import authorizations
 from gateway.acks import AckOut
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
@@ -22,6 +23,7 @@ from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
 from gateway.verify import Verified
+from protocol import txn
 from protocol.errors import ProtocolError
 from protocol.reasons import SEQ_GAP, SEQ_REPLAYED
 
@@ -90,13 +92,14 @@ class IngestStage(Stage[Verified]):
         """Sequence, check and commit a batch; then queue its acks."""
         batch = _Batch()
         found = self._look_up(items)
+        recalled = self._recall(items)
         with self.commit_lock:
             with self.cards.lock:
                 for card, entry in found.items():
                     self.cards.adopt(card, entry, time.time())
                 for item in items:
                     for decision in self.sequencer.offer(item):
-                        self._decide(decision, batch)
+                        self._decide(decision, batch, recalled)
                 cards = self.cards.states.take_dirty()
                 ended = bool(self.cards.holds.lapsed or self.cards.holds.orphaned)
             chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
@@ -120,7 +123,17 @@ class IngestStage(Stage[Verified]):
         answers = {card: self.directory.find(card) for card in unknown}
         return {card: found for card, found in answers.items() if found is not None}
 
-    def _decide(self, decision: Decision, batch: _Batch) -> None:
+    def _recall(self, items: list[Verified]) -> dict[str, dict[str, Any]]:
+        """The kept authorizations online records name whose local holds are gone: read
+        before any lock is taken, checked under it (gateway/authorizations.py)."""
+        names = [item.fields["auth_id"] for item in items
+                 if item.refusal is None and item.fields.get("auth_id")
+                 and item.fields["auth_mode"] == txn.AUTH_ONLINE
+                 and item.fields["auth_id"] not in self.cards.holds]
+        return authorizations.recall(self.store, names) if names else {}
+
+    def _decide(self, decision: Decision, batch: _Batch,
+                recalled: dict[str, dict[str, Any]]) -> None:
         item = decision.item
         if decision.action == IN_ORDER:
             # Placed in the chain: accepted, or stored as refused with its reason. Either way
@@ -129,7 +142,8 @@ class IngestStage(Stage[Verified]):
             prepared = None
             if reason is None:
                 try:
-                    prepared = self.cards.check(item.fields)
+                    prepared = self.cards.check(
+                        item.fields, recalled.get(item.fields.get("auth_id") or ""))
                 except ProtocolError as error:
                     reason = error.reason
             if prepared is None:

@@ -28,7 +28,7 @@ import time
 from functools import partial
 from typing import Any
 
-from gateway import store_reports
+from gateway import authorizations, store_reports
 from gateway.acks import AckOut, AckStage
 from gateway.authorize import AuthorizeStage
 from gateway.card_auth import CardAuthenticator, CardKeys
@@ -95,6 +95,7 @@ class Gateway:
         self._ledger_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s)
                             if ledger_url else None)
         self.store.add_counters({AUTH_EPOCHS: 1})
+        authorizations.prune(self.store)
         hotlist = self.store.hotlist()
         self.fleet = FleetConfig(self._config_version(programs, limits or {}, config_version),
                                  programs, limits or {}, hotlist)
@@ -144,7 +145,7 @@ class Gateway:
                                         self.directory, death)
         self.auth_stage = AuthorizeStage(self._verifier, self.registry, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
-                                         self.holds, self.directory, death)
+                                         self.holds, self.directory, death, self.store)
         self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue,
                                   on_death=death)
 

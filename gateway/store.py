@@ -12,6 +12,9 @@ after the transaction holding it has committed. The store keeps
     batches      settlement batches: open (built, not yet confirmed by the ledger), settled,
                  or refused
     counters     rejection counts per reason, so statistics survive a restart
+    authorizations  every approval given, with the amounts its record must carry, so a
+                 record that comes after a restart is checked against it
+                 (gateway/authorizations.py)
 
 The settlement batches are read and written by gateway/batches.py, and what a person reads
 (exposure, refusals, totals) by gateway/store_reports.py, through `transaction` and `read`.
@@ -89,6 +92,13 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS authorizations (
+    auth_id TEXT PRIMARY KEY,
+    terminal TEXT NOT NULL,
+    card TEXT NOT NULL,
+    expect TEXT NOT NULL,
+    given_at REAL NOT NULL
 );
 """
 

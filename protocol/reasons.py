@@ -88,6 +88,7 @@ CONFIG_ROLLBACK = "config_rollback"
 OFFLINE_TIME_LIMIT = "offline_time_limit"
 OFFLINE_AMOUNT_LIMIT = "offline_amount_limit"
 OFFLINE_KIND_INVALID = "offline_kind_invalid"
+AUTH_UNKNOWN = "auth_unknown"
 OFFLINE_COUNT_LIMIT = "offline_count_limit"
 OFFLINE_CARD_LIMIT = "offline_card_limit"
 OFFLINE_TERMINAL_LIMIT = "offline_terminal_limit"
@@ -159,6 +160,7 @@ DESCRIPTIONS = {
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",
     OFFLINE_AMOUNT_LIMIT: "offline purchase above txn_minor_max",
     OFFLINE_KIND_INVALID: "a record marked offline that is not a purchase",
+    AUTH_UNKNOWN: "an online record names an authorization this gateway never gave",
     OFFLINE_COUNT_LIMIT: "more offline transactions than offline_txn_max",
     OFFLINE_CARD_LIMIT: "card's offline total would pass card_offline_minor_max",
     OFFLINE_TERMINAL_LIMIT: "terminal's offline total would pass terminal_offline_minor_max",

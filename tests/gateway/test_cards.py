@@ -10,7 +10,7 @@ import pytest
 from gateway import store_reports
 from gateway.authorize import decide
 from gateway.card_directory import CardDirectory
-from gateway.cards import DAY_S, EFFECTS_FIELD, CardBook, engine_op
+from gateway.cards import DAY_S, EFFECTS_FIELD, CardBook, engine_op, record_till_amounts
 from protocol import engine, txn
 from protocol.errors import ValidationError
 from tools.demo import DEMO_PROGRAMS
@@ -246,25 +246,38 @@ def test_new_programs_at_a_restart_are_a_new_configuration_version(tmp_path: Any
     assert started(changed) == first + 1
 
 
-def test_a_record_whose_answer_is_gone_after_a_restart_is_taken_as_it_happened() -> None:
+def test_a_record_whose_answer_is_gone_after_a_restart_is_checked_against_the_kept_one(
+        ) -> None:
     book = issued("saver", 0)
     apply(book, fields(txn.KIND_PURCHASE, amount_minor=10_000, seq=2))  # earns 10 % off
     answer = book.authorize(request(txn.KIND_PURCHASE, 1000), DAY0_S)
     assert answer["discount_minor"] == 100
+    kept = {"terminal": "T1", "card": "c1", "expect": record_till_amounts(answer)}
     record = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=100, seq=3,
                     auth_id=answer["auth_id"])
-    # The gateway restarts (a new epoch; its answers are gone) and a refund elsewhere
+    # The gateway restarts (a new epoch; its holds are gone) and a refund elsewhere
     # withdrew the discount meanwhile: the engine now would give none.
     restarted = CardBook(DEMO_PROGRAMS, book.cards, auth_epoch=book.holds.epoch + 1)
     apply(restarted, fields(txn.KIND_REFUND, amount_minor=5000, seq=4, ref="T1-2",
                             terminal="T1"))
     assert reason_of(restarted, dict(record, auth_id=None)) == "rule_mismatch"
-    apply(restarted, record)
+    # With what was answered, kept: taken as it happened.
+    record.update(restarted.apply(record, restarted.check(record, kept)))
     assert record[EFFECTS_FIELD]["discount_minor"] == 100 and restarted.late_online == 1
-    # An auth id this gateway never gave proves nothing.
+    # Not what was answered: refused, kept or not.
+    greedy = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=500, seq=5,
+                    auth_id=answer["auth_id"])
+    with pytest.raises(ValidationError) as caught:
+        restarted.check(greedy, kept)
+    assert caught.value.reason == "rule_mismatch"
+    # An auth id this gateway never kept, or kept for another card or terminal, proves
+    # nothing: a stolen key cannot invent "approved before the restart" sales.
     forged = fields(txn.KIND_PURCHASE, amount_minor=1000, discount_minor=500, seq=5,
-                    auth_id="a99-1")
-    assert reason_of(restarted, forged) == "rule_mismatch"
+                    auth_id="a0-99")
+    assert reason_of(restarted, forged) == "auth_unknown"
+    with pytest.raises(ValidationError) as caught:
+        restarted.check(dict(record, seq=6, terminal="T2"), kept)
+    assert caught.value.reason == "auth_unknown"
 
 
 def test_the_store_keeps_each_cards_engine_state_writing_only_the_sales_that_changed(

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import batches, ledger_holds
 from gateway.authorize import decide
-from gateway.cards import LEDGER_HOLD_FIELD, CardBook
+from gateway.cards import LEDGER_HOLD_FIELD, CardBook, record_till_amounts
 from gateway.ledger_holds import HoldSettings, LedgerHolds, ledger_hold_id
 from gateway.settle import batch_document
 from gateway.store import STATUS_ACCEPTED, GatewayStore, StoredRecord
@@ -95,9 +95,10 @@ def record(kind: int, value: int, seq: int, card: str = CARD, **extra: Any) -> d
     return fields
 
 
-def apply(book: CardBook, fields: dict[str, Any]) -> dict[str, Any]:
+def apply(book: CardBook, fields: dict[str, Any],
+          kept: dict[str, Any] | None = None) -> dict[str, Any]:
     with book.lock:
-        counter = book.check(fields)
+        counter = book.check(fields, kept)
         fields.update(book.apply(fields, counter))
     return fields
 
@@ -287,12 +288,14 @@ def test_a_void_of_a_hold_the_ledger_never_placed_is_done() -> None:
 
 def test_a_local_hold_that_expires_without_its_sale_is_voided_at_the_ledger() -> None:
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "gift", 5000))
-    auth_id = decide(book, holds, request(900), NOW_S)["auth_id"]
+    answer = decide(book, holds, request(900), NOW_S)
     assert holds.sweep(NOW_S + 1) == 0  # still open
     assert holds.sweep(NOW_S + ledger_holds.HOLD_TTL_S) == 1
     assert ledger.voided == ["gw1-a7-1"] and len(book.holds) == 0
-    # The sale arriving after all settles without the voided hold.
-    late = apply(book, record(txn.KIND_PURCHASE, 900, 1, auth_id=auth_id))
+    # The sale arriving after all (checked against the kept authorization) settles
+    # without the voided hold.
+    kept = {"terminal": "T1", "card": CARD, "expect": record_till_amounts(answer)}
+    late = apply(book, record(txn.KIND_PURCHASE, 900, 1, auth_id=answer["auth_id"]), kept)
     assert LEDGER_HOLD_FIELD not in late
 
 
