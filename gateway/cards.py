@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
@@ -71,6 +71,10 @@ from protocol.reasons import (
 __all__ = ["DAY_S", "HOLD_TTL_S", "CardBook", "day_of"]
 
 log = logging.getLogger(__name__)
+
+# Read counters below a card's highest that an offline record may still carry (never seen):
+# as many taps as a card is likely to make at other counters while one is offline.
+SUN_WINDOW = 64
 
 LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
@@ -228,6 +232,7 @@ class CardBook:
         # tampered with).
         self.offline_over_limit: dict[str, int] = {}
         self.sun_verified = 0  # taps whose SUN verified (authorizations and records)
+        self.sun_late_offline = 0  # offline records whose lower, unseen counter was taken
         self.hotlist_offline = 0  # offline sales of a blocked card the terminal did not know of
         self.recomputed = 0  # records whose points the engine counted otherwise
         # Per card, the points the engine gave minus what the terminals' records showed
@@ -247,14 +252,26 @@ class CardBook:
         if found is not None:
             self.states.adopt(card, found, now_s)
 
-    def _identify(self, fields: Mapping[str, Any], last_seen: int | None) -> int | None:
-        """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any."""
+    def _identify(self, fields: Mapping[str, Any], last_seen: int | None,
+                  seen: Sequence[int] = ()) -> int | None:
+        """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any.
+
+        A tap is new when its counter is above every counter seen for the card; an offline
+        record may also carry a lower one within SUN_WINDOW that was never seen (docs/cards.md,
+        "Read counters"): its sale happened before a later online tap reached the gateway."""
         if fields["card"] in self.hotlist and fields.get("auth_mode") != txn.AUTH_OFFLINE:
             raise ValidationError(CARD_BLOCKED, fields["card"])
         sun_counter = self.authenticator.read_counter(fields)
-        self.authenticator.check_newer(last_seen, sun_counter)
-        if sun_counter is not None:
-            self.sun_verified += 1
+        if sun_counter is None:
+            return None
+        late_offline = (fields.get("auth_mode") == txn.AUTH_OFFLINE and last_seen is not None
+                        and last_seen - SUN_WINDOW < sun_counter < last_seen
+                        and sun_counter not in seen)
+        if late_offline:
+            self.sun_late_offline += 1
+        else:
+            self.authenticator.check_newer(last_seen, sun_counter)
+        self.sun_verified += 1
         return sun_counter
 
     # -- ingest: check, then apply or refused -----------------------------------------------
@@ -268,7 +285,8 @@ class CardBook:
         kind = fields["kind"]
         card = fields["card"]
         known = self.states.get(card)
-        sun_counter = self._identify(fields, known.get("sun_counter") if known else None)
+        sun_counter = self._identify(fields, known.get("sun_counter") if known else None,
+                                     known.get("sun_seen", ()) if known else ())
         sale_id = txn.txn_id(fields["terminal"], fields["seq"])
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
@@ -363,7 +381,11 @@ class CardBook:
         entry = self.states.entry(card)
         entry["merchant"] = fields["merchant"]
         if prepared.sun_counter is not None:
-            entry["sun_counter"] = prepared.sun_counter
+            highest = max(entry.get("sun_counter") or 0, prepared.sun_counter)
+            entry["sun_counter"] = highest
+            entry["sun_seen"] = sorted(c for c in {*entry.get("sun_seen", ()),
+                                                   prepared.sun_counter}
+                                       if c > highest - SUN_WINDOW)
         if card in self.hotlist:
             self.hotlist_offline += 1
         effects = prepared.effects

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS cards (
     points INTEGER NOT NULL,
     sun_counter INTEGER,
     merchant TEXT,
-    state TEXT
+    state TEXT,
+    sun_seen TEXT
 );
 CREATE TABLE IF NOT EXISTS card_sales (
     card TEXT NOT NULL,
@@ -160,7 +161,7 @@ class GatewayStore:
     def _add_missing_columns(self) -> None:
         """A store written before the program engine lacks the card's engine state."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(cards)")}
-        for column in ("merchant", "state"):
+        for column in ("merchant", "state", "sun_seen"):
             if column not in have:
                 self._db.execute(f"ALTER TABLE cards ADD COLUMN {column} TEXT")
 
@@ -214,13 +215,14 @@ class GatewayStore:
             )
             db.executemany(
                 "INSERT INTO cards (card, program, currency, value_minor, points, sun_counter,"
-                " merchant, state) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(card) DO UPDATE SET"
-                " value_minor=excluded.value_minor, points=excluded.points,"
+                " merchant, state, sun_seen) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(card) DO"
+                " UPDATE SET value_minor=excluded.value_minor, points=excluded.points,"
                 " sun_counter=excluded.sun_counter, merchant=excluded.merchant,"
-                " state=excluded.state",
+                " state=excluded.state, sun_seen=excluded.sun_seen",
                 [
                     (c, s["program"], s["currency"], s["value_minor"], s["points"],
-                     s.get("sun_counter"), s.get("merchant"), _state_json(s["state"]))
+                     s.get("sun_counter"), s.get("merchant"), _state_json(s["state"]),
+                     json.dumps(s.get("sun_seen", [])))
                     for c, s in cards.items()
                 ],
             )
@@ -251,13 +253,13 @@ class GatewayStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT card, program, currency, value_minor, points, sun_counter, merchant,"
-                " state FROM cards WHERE state IS NOT NULL"
+                " state, sun_seen FROM cards WHERE state IS NOT NULL"
             ).fetchall()
             sales = self._db.execute("SELECT card, sale_id, sale FROM card_sales").fetchall()
         cards = {
             c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n,
-                "merchant": m, "state": json.loads(state)}
-            for c, p, cur, v, pts, n, m, state in rows
+                "merchant": m, "state": json.loads(state), "sun_seen": json.loads(seen or "[]")}
+            for c, p, cur, v, pts, n, m, state, seen in rows
         }
         for card, sale_id, sale in sales:
             cards[card]["state"]["sales"][sale_id] = json.loads(sale)
