@@ -36,7 +36,8 @@ Route = Callable[[str, bytes], bool]  # returns False when the message had to be
 class MqttLink:
     def __init__(self, host: str, port: int, client_id: str, stats: Stats,
                  routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True,
-                 on_death: OnDeath = exit_process) -> None:
+                 on_death: OnDeath = exit_process,
+                 login: tuple[str, str] | None = None) -> None:
         self.on_death = on_death  # a route that raises: paho's thread would die with it
         self.host = host
         self.port = port
@@ -54,6 +55,8 @@ class MqttLink:
                 CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
                 clean_session=False,
             )
+        if login is not None:  # the gateway's own broker login (tilltap gateway provision)
+            self.client.username_pw_set(*login)
         self.client.max_inflight_messages_set(INFLIGHT_MAX)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect

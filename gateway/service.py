@@ -80,7 +80,8 @@ class Gateway:
                  card_keys: CardKeys | None = None,
                  hold_settings: HoldSettings | None = None,
                  settle_interval_s: float | None = None,
-                 on_thread_death: OnDeath = exit_process) -> None:
+                 on_thread_death: OnDeath = exit_process,
+                 broker_login: tuple[str, str] | None = None) -> None:
         """`on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
@@ -111,7 +112,7 @@ class Gateway:
                       if self._ledger_now else None)
         self.presence: dict[str, dict[str, Any]] = {}
         self._settle_lock = threading.Lock()
-        self._build_stages(broker_host, broker_port, mqtt5)
+        self._build_stages(broker_host, broker_port, mqtt5, broker_login)
         self._sweep_stop = threading.Event()
         # Settlement on a timer (with a ledger): it writes what expired first, so breakage
         # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`).
@@ -122,7 +123,8 @@ class Gateway:
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
 
-    def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool) -> None:
+    def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool,
+                      broker_login: tuple[str, str] | None) -> None:
         """The bounded queues, the MQTT link and the four stages between them."""
         self._verifier = Verifier(self.registry)
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
@@ -134,7 +136,7 @@ class Gateway:
             {topics.LEAF_TXN: queue_route(self.txn_queue),
              topics.LEAF_AUTH: queue_route(self.auth_queue),
              topics.LEAF_STATUS: self._on_status},
-            mqtt5=mqtt5, on_death=self.on_thread_death,
+            mqtt5=mqtt5, on_death=self.on_thread_death, login=broker_login,
         )  # fmt: skip
         death = self.on_thread_death
         self.verify_stage = VerifyStage(self._verifier, self.stats, self.txn_queue,

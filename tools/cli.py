@@ -5,6 +5,7 @@
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap gateway exposure --db ... [--format csv|json]   overdrafts per card and terminal
     tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
+    tilltap gateway provision --id ID --mosquitto-dir DIR --out LOGIN.json   its broker login
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
     tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
                                                a ledger report: liability, breakage, segments,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -177,6 +179,23 @@ def _terminal_provision(args: argparse.Namespace) -> int:
                              replace=args.replace)
 
 
+def _gateway_provision(args: argparse.Namespace) -> int:
+    """A broker login for the gateway: password entry, ACL block, and its login file."""
+    from tools.provision import ProvisionError, provision_gateway_login
+
+    try:
+        summary = provision_gateway_login(args.id, Path(args.mosquitto_dir), Path(args.out))
+    except ProvisionError as error:
+        print(f"tilltap gateway provision: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"tilltap gateway provision: {error.strerror}: {error.filename}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from tools.report import run
 
@@ -214,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     exposure.add_argument("--db", required=True)
     exposure.add_argument("--format", choices=("csv", "json"), default="csv")
     exposure.set_defaults(handler=_gateway_exposure)
+    gateway_provision = gateway.add_parser(
+        "provision", help="the gateway's broker login: password entry, ACL, login file")
+    gateway_provision.add_argument("--id", default="gw1")
+    gateway_provision.add_argument("--mosquitto-dir", required=True,
+                                   help="folder of the broker's passwd and acl files")
+    gateway_provision.add_argument("--out", required=True,
+                                   help="the login file `gateway run --broker-login` reads")
+    gateway_provision.set_defaults(handler=_gateway_provision)
     refusals = gateway.add_parser(
         "refusals", help="records refused after their MAC verified: sales to look at")
     refusals.add_argument("--db", required=True)

@@ -40,6 +40,15 @@ def _load_json(path: str) -> dict[str, int]:
     return data
 
 
+def _load_login(path: str) -> tuple[str, str]:
+    """(user, password) from the gateway's login file."""
+    data = json.loads(Path(path).read_text())
+    user, password = data["user"], data["password"]
+    if not isinstance(user, str) or not isinstance(password, str):
+        raise ValueError(f"{path}: user and password must be text")
+    return user, password
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilltap gateway run", description=__doc__)
     parser.add_argument("--id", default="gw1")
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger-url", default=None)
     parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=int, default=1)
+    parser.add_argument("--broker-login", default=None,
+                        help="the gateway's broker login, JSON {user, password}, as "
+                             "`tilltap gateway provision` writes it (default: anonymous)")
     parser.add_argument("--settle-every-s", type=float, default=SETTLE_INTERVAL_S,
                         help="settle with the ledger (expiry first) this often; 0: never")
     parser.add_argument("--card-keys", default=None,
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         programs = _load_programs(args.programs)
-    except (ProtocolError, OSError, ValueError) as error:
+        login = _load_login(args.broker_login) if args.broker_login else None
+    except (ProtocolError, OSError, ValueError, KeyError, TypeError) as error:
         # An invalid program file never reaches a terminal: the gateway does not start.
         print(f"tilltap gateway run: {error}", file=sys.stderr)
         return 2
@@ -87,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                       args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
                       config_version=args.config_version,
                       card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
-                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s)
+                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s,
+                      broker_login=login)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -133,6 +133,36 @@ def acl_block(merchant: str, terminal: str) -> list[str]:
     ]
 
 
+def gateway_acl_block(user: str) -> list[str]:
+    """The ACL lines of a gateway's login: every terminal's uplinks, every downlink."""
+    return [
+        f"user {user}",
+        f"topic read {topics.ROOT}/+/+/{topics.UP}/#",
+        f"topic write {topics.ROOT}/+/+/{topics.DOWN}/#",
+    ]
+
+
+def provision_gateway_login(gateway_id: str, mosquitto_dir: Path, out: Path) -> dict[str, str]:
+    """A broker login for gateway `gateway_id` (user `gateway-{id}`): its password entry and
+    ACL block in the Mosquitto files, and `out` (mode 0600) with the user and password the
+    gateway connects with (`tilltap gateway run --broker-login out`)."""
+    if not is_id(gateway_id):
+        raise ProvisionError(f"gateway id {gateway_id!r} must be 1..32 of A-Z a-z 0-9 _ -")
+    user = f"gateway-{gateway_id}"
+    password = secrets.token_urlsafe(BROKER_PASSWORD_BYTES)
+    mosquitto_dir.mkdir(parents=True, exist_ok=True)
+    password_path, acl_path = mosquitto_dir / "passwd", mosquitto_dir / "acl"
+    passwords = password_path.read_text().splitlines() if password_path.exists() else []
+    acl = acl_path.read_text().splitlines() if acl_path.exists() else []
+    write_atomically(out, json.dumps({"user": user, "password": password}) + "\n")
+    write_atomically(password_path, "\n".join(
+        with_password(passwords, user, password_entry(user, password))) + "\n")
+    write_atomically(acl_path, "\n".join(
+        with_acl_block(acl, user, gateway_acl_block(user))) + "\n", PUBLIC_MODE)
+    return {"user": user, "login": str(out), "password_file": str(password_path),
+            "acl_file": str(acl_path)}
+
+
 def with_password(lines: list[str], user: str, entry: str) -> list[str]:
     """Password-file lines with `user`'s line replaced by `entry` (or `entry` appended)."""
     kept = [line for line in lines if line.partition(":")[0] != user]

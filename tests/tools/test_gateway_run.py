@@ -17,3 +17,22 @@ def test_an_invalid_program_file_stops_the_gateway_before_anything_is_published(
     assert code == 2
     assert "programs.toml:6: programs.p.points.earn_bp" in capsys.readouterr().err
     assert not (tmp_path / "gw.db").exists()  # nothing was started
+
+
+def test_a_broken_login_file_is_one_line_and_exit_2(tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    from tools.demo import DEMO_PROGRAMS
+
+    programs = tmp_path / "programs.json"
+    programs.write_text(json.dumps(DEMO_PROGRAMS))
+    login = tmp_path / "login.json"
+    for text in ("not json", '{"user": "gateway-gw1"}', '{"user": 1, "password": 2}'):
+        login.write_text(text)
+        code = main(["--db", str(tmp_path / "gw.db"), "--terminals", str(tmp_path / "t.json"),
+                     "--programs", str(programs), "--broker-login", str(login)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tilltap gateway run:") and len(err.strip().splitlines()) == 1
+        assert "program" not in err  # the programs were fine: the login is what failed
+    assert not (tmp_path / "gw.db").exists()

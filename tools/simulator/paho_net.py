@@ -20,9 +20,10 @@ KEEPALIVE_S = 30
 
 
 class PahoNet:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, login: tuple[str, str] | None = None) -> None:
         self.host = host
         self.port = port
+        self.login = login  # (broker user, password), as provisioned for the board
         self.client: mqtt.Client | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._connack = threading.Event()
@@ -37,6 +38,8 @@ class PahoNet:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv311, clean_session=False)
         client.will_set(will_topic, will_payload, qos=1, retain=True)
+        if self.login is not None:
+            client.username_pw_set(*self.login)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._connack.clear()

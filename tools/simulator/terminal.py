@@ -47,7 +47,9 @@ class SimulatedTerminal:
             self.reader = Pn532Reader(Pn532(self.pn532, board_clock), board_clock,
                                       on_card_read_sun)
         self.display = NullDisplay()
-        self.net = PahoNet(broker_host, broker_port)
+        login = ((config["broker_user"], config["broker_password"])
+                 if config.get("broker_user") else None)
+        self.net = PahoNet(broker_host, broker_port, login)
         name = config["terminal"]
         self.terminal = build_terminal(config, self.net, board_clock, SeededRandom(seed),
                                        self.reader, self.display,
