@@ -37,7 +37,7 @@ class MqttLink:
     def __init__(self, host: str, port: int, client_id: str, stats: Stats,
                  routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True,
                  on_death: OnDeath = exit_process,
-                 login: tuple[str, str] | None = None) -> None:
+                 login: tuple[str, str] | None = None, ca_path: str | None = None) -> None:
         self.on_death = on_death  # a route that raises: paho's thread would die with it
         self.host = host
         self.port = port
@@ -57,6 +57,8 @@ class MqttLink:
             )
         if login is not None:  # the gateway's own broker login (tilltap gateway provision)
             self.client.username_pw_set(*login)
+        if ca_path is not None:  # TLS, trusting only the store's CA (tilltap store tls)
+            self.client.tls_set(ca_certs=ca_path)
         self.client.max_inflight_messages_set(INFLIGHT_MAX)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect

@@ -81,7 +81,8 @@ class Gateway:
                  hold_settings: HoldSettings | None = None,
                  settle_interval_s: float | None = None,
                  on_thread_death: OnDeath = exit_process,
-                 broker_login: tuple[str, str] | None = None) -> None:
+                 broker_login: tuple[str, str] | None = None,
+                 broker_ca: str | None = None) -> None:
         """`on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
@@ -112,7 +113,7 @@ class Gateway:
                       if self._ledger_now else None)
         self.presence: dict[str, dict[str, Any]] = {}
         self._settle_lock = threading.Lock()
-        self._build_stages(broker_host, broker_port, mqtt5, broker_login)
+        self._build_stages(broker_host, broker_port, mqtt5, broker_login, broker_ca)
         self._sweep_stop = threading.Event()
         # Settlement on a timer (with a ledger): it writes what expired first, so breakage
         # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`).
@@ -124,7 +125,7 @@ class Gateway:
                          if self.holds else None)
 
     def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool,
-                      broker_login: tuple[str, str] | None) -> None:
+                      broker_login: tuple[str, str] | None, broker_ca: str | None) -> None:
         """The bounded queues, the MQTT link and the four stages between them."""
         self._verifier = Verifier(self.registry)
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
@@ -137,6 +138,7 @@ class Gateway:
              topics.LEAF_AUTH: queue_route(self.auth_queue),
              topics.LEAF_STATUS: self._on_status},
             mqtt5=mqtt5, on_death=self.on_thread_death, login=broker_login,
+            ca_path=broker_ca,
         )  # fmt: skip
         death = self.on_thread_death
         self.verify_stage = VerifyStage(self._verifier, self.stats, self.txn_queue,

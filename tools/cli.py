@@ -6,6 +6,7 @@
     tilltap gateway exposure --db ... [--format csv|json]   overdrafts per card and terminal
     tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
     tilltap gateway provision --id ID --mosquitto-dir DIR --out LOGIN.json   its broker login
+    tilltap store tls --out DIR --host HOST    the store's CA and its broker's certificate
     tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
     tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
                                                a ledger report: liability, breakage, segments,
@@ -196,6 +197,22 @@ def _gateway_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_tls(args: argparse.Namespace) -> int:
+    """The store's CA and its broker's certificate."""
+    from tools.tls import TlsError, make_store_tls, mosquitto_lines
+
+    try:
+        paths = make_store_tls(Path(args.out), args.host, args.store)
+    except TlsError as error:
+        print(f"tilltap store tls: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"tilltap store tls: {error.strerror}: {error.filename}", file=sys.stderr)
+        return 1
+    print(json.dumps({"files": paths, "mosquitto": mosquitto_lines(paths)}, indent=2))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from tools.report import run
 
@@ -233,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     exposure.add_argument("--db", required=True)
     exposure.add_argument("--format", choices=("csv", "json"), default="csv")
     exposure.set_defaults(handler=_gateway_exposure)
+    store = commands.add_parser("store", help="a store's set-up").add_subparsers(
+        dest="store_command", required=True)
+    store_tls = store.add_parser("tls", help="the store's CA and its broker's certificate")
+    store_tls.add_argument("--out", required=True, help="folder for ca.pem, broker.pem, keys")
+    store_tls.add_argument("--host", required=True, help="the broker's address (IP or name)")
+    store_tls.add_argument("--store", default="store", help="the store's name, in the CA")
+    store_tls.set_defaults(handler=_store_tls)
     gateway_provision = gateway.add_parser(
         "provision", help="the gateway's broker login: password entry, ACL, login file")
     gateway_provision.add_argument("--id", default="gw1")

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-login", default=None,
                         help="the gateway's broker login, JSON {user, password}, as "
                              "`tilltap gateway provision` writes it (default: anonymous)")
+    parser.add_argument("--broker-ca", default=None,
+                        help="TLS to the broker, trusting this CA (tilltap store tls)")
     parser.add_argument("--settle-every-s", type=float, default=SETTLE_INTERVAL_S,
                         help="settle with the ledger (expiry first) this often; 0: never")
     parser.add_argument("--card-keys", default=None,
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                       config_version=args.config_version,
                       card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
                       hold_settings=hold_settings, settle_interval_s=args.settle_every_s,
-                      broker_login=login)
+                      broker_login=login, broker_ca=args.broker_ca)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

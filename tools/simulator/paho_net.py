@@ -20,10 +20,12 @@ KEEPALIVE_S = 30
 
 
 class PahoNet:
-    def __init__(self, host: str, port: int, login: tuple[str, str] | None = None) -> None:
+    def __init__(self, host: str, port: int, login: tuple[str, str] | None = None,
+                 ca_path: str | None = None) -> None:
         self.host = host
         self.port = port
         self.login = login  # (broker user, password), as provisioned for the board
+        self.ca_path = ca_path  # TLS, trusting only the store's CA
         self.client: mqtt.Client | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._connack = threading.Event()
@@ -40,6 +42,8 @@ class PahoNet:
         client.will_set(will_topic, will_payload, qos=1, retain=True)
         if self.login is not None:
             client.username_pw_set(*self.login)
+        if self.ca_path is not None:
+            client.tls_set(ca_certs=self.ca_path)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._connack.clear()

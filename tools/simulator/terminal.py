@@ -49,7 +49,7 @@ class SimulatedTerminal:
         self.display = NullDisplay()
         login = ((config["broker_user"], config["broker_password"])
                  if config.get("broker_user") else None)
-        self.net = PahoNet(broker_host, broker_port, login)
+        self.net = PahoNet(broker_host, broker_port, login, config.get("broker_ca"))
         name = config["terminal"]
         self.terminal = build_terminal(config, self.net, board_clock, SeededRandom(seed),
                                        self.reader, self.display,
