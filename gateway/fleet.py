@@ -14,21 +14,40 @@ from gateway.acks import Publish
 from gateway.registry import TerminalRegistry
 from protocol import messages, offline, sealed, topics
 
+# COSE_Mac0 around a payload: tag, array, protected, kid (<= 32 bytes), bstr heads, the tag.
+ENVELOPE_BYTES_MAX = 96
+HOTLIST_TRIM = 8  # cards dropped per try while a configuration does not fit
+
 
 class FleetConfig:
+    """`hotlist`: every blocked card, the earliest blocked first. The gateway enforces all of
+    them; a terminal's configuration carries the most recently blocked ones that fit one
+    message (at most HOTLIST_MAX, and within CONFIG_BYTES_MAX), so a long hotlist never stops
+    the gateway; `hotlist_left_out` counts the older ones terminals do not get (they decline
+    those only online)."""
+
     def __init__(self, version: int, programs: dict[str, dict[str, Any]],
                  limits: dict[str, int], hotlist: list[str] | None = None) -> None:
         self.version = version
         self.programs = programs
         self.limits = offline.check_limits(limits)
-        self.hotlist = sorted(hotlist or [])
-        assert len(self.hotlist) <= messages.HOTLIST_MAX, "hotlist beyond one message"
+        self.hotlist = list(hotlist or [])
+        self.hotlist_left_out = 0
 
     def sealed_for(self, registry: TerminalRegistry, terminal: str) -> bytes:
         # No time: one version always has the same bytes (docs/protocol.md section 5.7).
-        fields = {"terminal": terminal, "config_version": self.version,
-                  "limits": self.limits, "programs": self.programs, "hotlist": self.hotlist}
-        return sealed.seal(registry.get(terminal).key, messages.TYPE_CONFIG, fields)
+        key = registry.get(terminal).key
+        carried = self.hotlist[-messages.HOTLIST_MAX:]
+        while True:
+            fields = {"terminal": terminal, "config_version": self.version,
+                      "limits": self.limits, "programs": self.programs,
+                      "hotlist": sorted(carried)}
+            payload = messages.encode(messages.TYPE_CONFIG, fields)
+            if len(payload) + ENVELOPE_BYTES_MAX <= messages.CONFIG_BYTES_MAX or not carried:
+                break
+            carried = carried[HOTLIST_TRIM:]  # drop the oldest until it fits
+        self.hotlist_left_out = len(self.hotlist) - len(carried)
+        return sealed.seal(key, messages.TYPE_CONFIG, fields)
 
     def publish(self, registry: TerminalRegistry, publish: Publish) -> int:
         """Publish (retained) every registered terminal's configuration; returns the count."""

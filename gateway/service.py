@@ -189,7 +189,7 @@ class Gateway:
         self.store.add_counters({CONFIG_VERSION: 1})
         with self.cards.lock:
             self.cards.hotlist.add(card)
-        self.fleet.hotlist = sorted(self.cards.hotlist)
+        self.fleet.hotlist = [*(c for c in self.fleet.hotlist if c != card), card]
         self.fleet.version += 1
         self._publish_fleet()
 
@@ -294,4 +294,5 @@ class Gateway:
             over_limit = dict(self.cards.offline_over_limit)
         return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
                 "batches": store_reports.batch_summary(self.store), "exposure": exposure,
-                "sun_verified": sun_verified, "offline_over_limit": over_limit}
+                "sun_verified": sun_verified, "offline_over_limit": over_limit,
+                "hotlist_left_out": self.fleet.hotlist_left_out}

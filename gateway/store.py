@@ -276,8 +276,10 @@ class GatewayStore:
             db.execute("DELETE FROM hotlist WHERE card = ?", (card,))
 
     def hotlist(self) -> list[str]:
+        """The blocked cards, the earliest blocked first."""
         with self._lock:
-            rows = self._db.execute("SELECT card FROM hotlist ORDER BY card").fetchall()
+            rows = self._db.execute(
+                "SELECT card FROM hotlist ORDER BY blocked_at, card").fetchall()
         return [r[0] for r in rows]
 
     def lookup(self, terminal: str, seq: int) -> tuple[bytes, str, str | None] | None:

@@ -48,3 +48,27 @@ def test_a_hotlist_entry_is_a_new_version_that_survives_a_restart(tmp_path: Path
     assert gateway.fleet.version == 2
     gateway.store.close()
     assert _version(db, 1) == 2
+
+
+def test_a_long_hotlist_never_stops_the_gateway_and_terminals_get_the_newest_blocks(
+        tmp_path: Path) -> None:
+    from gateway.store import GatewayStore
+    from protocol import messages, sealed
+
+    db = tmp_path / "gw.db"
+    store = GatewayStore(str(db))
+    for number in range(260):  # 32-character ids: the largest an id can be
+        store.block(f"{number:032d}", "reported lost")
+    store.close()
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", bytes(32))
+    gateway = Gateway("gw1", "127.0.0.1", 1, str(db), registry, DEMO_PROGRAMS)
+    try:
+        data = gateway.fleet.sealed_for(registry, "T1")
+        assert len(data) <= messages.CONFIG_BYTES_MAX
+        carried = sealed.open_message(data, messages.TYPE_CONFIG, bytes(32))["hotlist"]
+        assert f"{259:032d}" in carried and f"{0:032d}" not in carried  # the newest go
+        assert gateway.fleet.hotlist_left_out == 260 - len(carried) > 0
+        assert len(gateway.cards.hotlist) == 260  # the gateway itself declines them all
+    finally:
+        gateway.store.close()
