@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.store import (
     BATCH_OPEN,
+    BATCH_SPLIT,
     SETTLE_BATCH_TXN_MAX,
     STATUS_ACCEPTED,
     GatewayStore,
@@ -66,3 +67,28 @@ def close_batch(store: GatewayStore, batch_id: str, status: str,
             "UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE batch_id = ?",
             (status, time.time(), detail, batch_id),
         )
+
+
+def split_batch(store: GatewayStore, gateway_id: str, batch_id: str) -> list[str]:
+    """A batch the ledger refused, cut in two: its records (in journal order) move to two
+    new open batches and it is closed as split. Returns the new ids, or [] for a batch of
+    one record (that record is the one the ledger refuses: it stays, to be refused)."""
+    with store.transaction() as db:
+        rows = [row[0] for row in db.execute(
+            "SELECT rowid FROM records WHERE batch_id = ? ORDER BY rowid", (batch_id,))]
+        if len(rows) < 2:
+            return []
+        (last,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM batches").fetchone()
+        halves = (rows[: len(rows) // 2], rows[len(rows) // 2 :])
+        new_ids = []
+        for number, part in enumerate(halves, start=last + 1):
+            new_id = f"{gateway_id}-{number:06d}"
+            db.executemany("UPDATE records SET batch_id = ? WHERE rowid = ?",
+                           [(new_id, rowid) for rowid in part])
+            db.execute("INSERT INTO batches (batch_id, number, status, txn_count, created_at)"
+                       " VALUES (?,?,?,?,?)", (new_id, number, BATCH_OPEN, len(part),
+                                               time.time()))
+            new_ids.append(new_id)
+        db.execute("UPDATE batches SET status = ?, settled_at = ?, detail = ? WHERE"
+                   " batch_id = ?", (BATCH_SPLIT, time.time(), " ".join(new_ids), batch_id))
+    return new_ids

@@ -5,8 +5,11 @@
     3. close_batch: only after the ledger answered posted or duplicate
 
 A crash between 1 and 3 leaves the batch open; the next settle run posts it again and the
-ledger recognises it. A ledger that refuses a batch (4xx) gets it marked refused and raised
-as an alarm; it is never silently retried into a different shape.
+ledger recognises it. The ledger takes a batch whole or not at all, so a batch it refuses
+(4xx) is split in two new batches (new ids: the refused one is never re-sent in another
+shape), and again, until each record it refuses stands alone in a batch closed as refused,
+raised as an alarm and listed for a person (`tilltap gateway refusals`); every other record
+posts. One bad record costs about log2(batch size) extra posts and never blocks the rest.
 
 A purchase that used a ledger hold names it in "hold_id": the card book wrote the id into
 the record's stored fields when it applied the record (gateway/cards.py), so a batch is the
@@ -100,10 +103,11 @@ class SettleResult:
         self.pending: list[str] = []
         self.posted = 0
         self.duplicates = 0
+        self.split = 0  # refused batches cut in two to find the transactions refused
 
     def as_dict(self) -> dict[str, Any]:
         return {"settled": self.settled, "refused": self.refused, "pending": self.pending,
-                "posted": self.posted, "duplicates": self.duplicates}
+                "posted": self.posted, "duplicates": self.duplicates, "split": self.split}
 
 
 def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> SettleResult:
@@ -111,7 +115,9 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> Settle
     result = SettleResult()
     while batches.open_batch(store, gateway_id) is not None:
         pass
-    for batch_id in batches.open_batches(store):
+    waiting = batches.open_batches(store)
+    while waiting:
+        batch_id = waiting.pop(0)
         document = batch_document(store, gateway_id, batch_id)
         try:
             answer = ledger.post_batch(document)
@@ -120,8 +126,17 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> Settle
             result.pending.append(batch_id)
             break  # keep order: later batches wait for this one
         except LedgerRejected as error:
-            log.error("ALARM ledger refused batch %s: %s %s", batch_id, error.reason,
-                      error.detail)
+            # The ledger takes a batch whole or not at all: halve it until the records it
+            # refuses stand alone, so one bad record never holds back the others.
+            halves = batches.split_batch(store, gateway_id, batch_id)
+            if halves:
+                log.warning("ledger refused batch %s (%s): split into %s", batch_id,
+                            error.reason, " and ".join(halves))
+                result.split += 1
+                waiting[:0] = halves
+                continue
+            log.error("ALARM ledger refused the transaction of batch %s: %s %s", batch_id,
+                      error.reason, error.detail)
             batches.close_batch(store, batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
             result.refused.append((batch_id, error.reason))
             continue

@@ -38,6 +38,7 @@ STATUS_REJECTED = "rejected"
 BATCH_OPEN = "open"
 BATCH_SETTLED = "settled"
 BATCH_REFUSED = "refused"
+BATCH_SPLIT = "split"  # refused by the ledger, its records moved to two smaller batches
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore
+from gateway.store import BATCH_REFUSED, STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore
 
 REFUSAL_COLUMNS = ("txn_id", "terminal", "seq", "reason", "kind", "card", "amount_minor",
                    "card_value_minor", "auth_mode", "auth_id", "time", "received_at")
@@ -44,6 +44,19 @@ def refusals(store: GatewayStore) -> list[dict[str, Any]]:
         " json_extract(fields, '$.time'), received_at"
         " FROM records WHERE status = ? ORDER BY received_at, terminal, seq",
         (STATUS_REJECTED,))
+    return [dict(zip(REFUSAL_COLUMNS, row, strict=True)) for row in rows]
+
+
+def quarantined(store: GatewayStore) -> list[dict[str, Any]]:
+    """Records accepted here that the ledger refused (each alone in a refused batch): sales
+    in the gateway's books that are not in the ledger's, with the ledger's reason."""
+    rows = store.read(
+        "SELECT r.txn_id, r.terminal, r.seq, b.detail, json_extract(r.fields, '$.kind'),"
+        " json_extract(r.fields, '$.card'), json_extract(r.fields, '$.amount_minor'),"
+        " json_extract(r.fields, '$.card_value_minor'), json_extract(r.fields, '$.auth_mode'),"
+        " json_extract(r.fields, '$.auth_id'), json_extract(r.fields, '$.time'), r.received_at"
+        " FROM records r JOIN batches b ON r.batch_id = b.batch_id WHERE b.status = ?"
+        " ORDER BY r.rowid", (BATCH_REFUSED,))
     return [dict(zip(REFUSAL_COLUMNS, row, strict=True)) for row in rows]
 
 

@@ -86,22 +86,27 @@ def _gateway_exposure(args: argparse.Namespace) -> int:
 
 
 def _gateway_refusals(args: argparse.Namespace) -> int:
-    """Records the gateway stored as refused: sales a person has to look at."""
+    """Records refused after their MAC verified, by the gateway or (quarantined, each alone
+    in a refused batch) by the ledger: sales a person has to look at."""
     from gateway import store_reports
     from gateway.store import GatewayStore
 
     store = GatewayStore(args.db)
     try:
-        rows = store_reports.refusals(store)
+        rows = ([dict(row, refused_by="gateway") for row in store_reports.refusals(store)]
+                + [dict(row, refused_by="ledger")
+                   for row in store_reports.quarantined(store)])
     finally:
         store.close()
     if args.format == "json":
         print(json.dumps({"rows": rows}, sort_keys=True))
     else:
-        print(",".join(store_reports.REFUSAL_COLUMNS))
-        for row in rows:
-            print(",".join("" if row[c] is None else str(row[c])
-                           for c in store_reports.REFUSAL_COLUMNS))
+        import csv
+
+        columns = (*store_reports.REFUSAL_COLUMNS, "refused_by")
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if row[c] is None else row[c] for c in columns] for row in rows])
     return 0
 
 
