@@ -194,6 +194,22 @@ def engine_op(kind: int, fields: Mapping[str, Any], sale_id: str,
     raise ValidationError(KIND_UNKNOWN, str(kind))
 
 
+def offline_refusal(fields: Mapping[str, Any], limits: Mapping[str, int] | None) -> str | None:
+    """What a terminal may do alone, re-checked at ingest: only purchases, no points
+    redeemed, a card part within the signed per-purchase limit (`limits` None: a card book
+    without a fleet, in tests). A record beyond them was not made by a terminal keeping its
+    signed rules (broken, or its key stolen): the reason it is refused, else None."""
+    if fields["auth_mode"] != txn.AUTH_OFFLINE:
+        return None
+    if fields["kind"] != txn.KIND_PURCHASE:
+        return OFFLINE_KIND_INVALID
+    if fields.get("redeem_points"):
+        return REDEEM_NEEDS_ONLINE
+    if limits is not None and fields["card_value_minor"] > limits["txn_minor_max"]:
+        return OFFLINE_AMOUNT_LIMIT
+    return None
+
+
 def _compare(fields: Mapping[str, Any], expected: dict[str, int]) -> None:
     """An online record must carry what the gateway answered (or computes now)."""
     got = record_till_amounts(fields)
@@ -315,8 +331,13 @@ class CardBook:
         program = self.states.program(entry["program"])
         op = engine_op(kind, fields, sale_id)
         approved = online and expected is not None
-        if fields["auth_mode"] == txn.AUTH_OFFLINE:
-            self._check_offline(fields)
+        offline_reason = offline_refusal(fields, self.offline_limits)
+        if offline_reason is not None:
+            terminal = fields["terminal"]
+            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
+            log.warning("ALARM offline record %s-%s beyond its signed rules: %s", terminal,
+                        fields["seq"], offline_reason)
+            raise ValidationError(offline_reason, terminal)
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
                 not online or approved):
             # It happened at the counter: offline or stand-in, or online as the gateway
@@ -336,26 +357,6 @@ class CardBook:
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects)
-
-    def _check_offline(self, fields: Mapping[str, Any]) -> None:
-        """What a terminal may do alone, re-checked: only purchases, no points redeemed, a
-        card part within the signed per-purchase limit. A record beyond them was not made by
-        a terminal keeping its signed rules (broken, or its key stolen): refused, its
-        terminal counted and alarmed, never posted as if valid."""
-        terminal = fields["terminal"]
-        reason = None
-        if fields["kind"] != txn.KIND_PURCHASE:
-            reason = OFFLINE_KIND_INVALID
-        elif fields.get("redeem_points"):
-            reason = REDEEM_NEEDS_ONLINE
-        elif (self.offline_limits is not None  # None: a card book without a fleet (tests)
-              and fields["card_value_minor"] > self.offline_limits["txn_minor_max"]):
-            reason = OFFLINE_AMOUNT_LIMIT
-        if reason is not None:
-            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
-            log.warning("ALARM offline record %s-%s beyond its signed rules: %s", terminal,
-                        fields["seq"], reason)
-            raise ValidationError(reason, terminal)
 
     def _compare(self, fields: Mapping[str, Any], expected: dict[str, int] | None,
                  computed: dict[str, int]) -> None:
