@@ -250,18 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--id", default="gw1")
     settle.add_argument("--ledger-url", required=True)
     settle.set_defaults(handler=_gateway_settle)
-    exposure = gateway.add_parser(
-        "exposure", help="overdrafts of offline and stand-in sales, per card and per terminal")
-    exposure.add_argument("--db", required=True)
-    exposure.add_argument("--format", choices=("csv", "json"), default="csv")
-    exposure.set_defaults(handler=_gateway_exposure)
-    store = commands.add_parser("store", help="a store's set-up").add_subparsers(
-        dest="store_command", required=True)
-    store_tls = store.add_parser("tls", help="the store's CA and its broker's certificate")
-    store_tls.add_argument("--out", required=True, help="folder for ca.pem, broker.pem, keys")
-    store_tls.add_argument("--host", required=True, help="the broker's address (IP or name)")
-    store_tls.add_argument("--store", default="store", help="the store's name, in the CA")
-    store_tls.set_defaults(handler=_store_tls)
+    for name, handler, text in (
+            ("exposure", _gateway_exposure,
+             "overdrafts of offline and stand-in sales, per card and per terminal"),
+            ("refusals", _gateway_refusals,
+             "records refused after their MAC verified: sales to look at")):
+        report = gateway.add_parser(name, help=text)
+        report.add_argument("--db", required=True)
+        report.add_argument("--format", choices=("csv", "json"), default="csv")
+        report.set_defaults(handler=handler)
     gateway_provision = gateway.add_parser(
         "provision", help="the gateway's broker login: password entry, ACL, login file")
     gateway_provision.add_argument("--id", default="gw1")
@@ -270,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_provision.add_argument("--out", required=True,
                                    help="the login file `gateway run --broker-login` reads")
     gateway_provision.set_defaults(handler=_gateway_provision)
-    refusals = gateway.add_parser(
-        "refusals", help="records refused after their MAC verified: sales to look at")
-    refusals.add_argument("--db", required=True)
-    refusals.add_argument("--format", choices=("csv", "json"), default="csv")
-    refusals.set_defaults(handler=_gateway_refusals)
+    store = commands.add_parser("store", help="a store's set-up").add_subparsers(
+        dest="store_command", required=True)
+    store_tls = store.add_parser("tls", help="the store's CA and its broker's certificate")
+    store_tls.add_argument("--out", required=True, help="folder for ca.pem, broker.pem, keys")
+    store_tls.add_argument("--host", required=True, help="the broker's address (IP or name)")
+    store_tls.add_argument("--store", default="store", help="the store's name, in the CA")
+    store_tls.set_defaults(handler=_store_tls)
 
     firmware = commands.add_parser("firmware", help="build and deploy a board's firmware")
     firmware_commands = firmware.add_subparsers(dest="firmware_command", required=True)

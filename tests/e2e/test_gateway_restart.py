@@ -22,29 +22,18 @@ from ledger.client import LedgerClient
 from ledger.server import serve
 from protocol import txn
 from tests.support import REPO_ROOT
+from tests.support.gateway_process import start_gateway
 from tests.support.stack import wait_until
 from tools.demo import DEMO_PROGRAMS, Expected
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
 
 OPERATIONS_PER_TERMINAL = 60
-READY_TIMEOUT_S = 20.0
 
 
 def _start_gateway(broker: MosquittoBroker, workdir: Path,
                    ledger_url: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.gateway_run", "--broker-port", str(broker.port),
-         "--db", str(workdir / "gateway.db"), "--terminals", str(workdir / "terminals.json"),
-         "--programs", str(workdir / "programs.json"), "--ledger-url", ledger_url],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.stdout.readline().strip() == "gateway ready":
-            return process
-    process.kill()
-    raise AssertionError("gateway did not start")
+    return start_gateway(broker, workdir, "--ledger-url", ledger_url)
 
 
 def _sell(sim: SimulatedTerminal, cards: list[str], expected: Expected,

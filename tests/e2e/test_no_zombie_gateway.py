@@ -8,36 +8,22 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from gateway.registry import TerminalRegistry
 from gateway.stage import EXIT_THREAD_DIED
 from gateway.store import BUSY_TIMEOUT_MS
 from protocol import txn
-from tests.support import REPO_ROOT
+from tests.support.gateway_process import start_gateway
 from tests.support.stack import RawTerminal, wait_until
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 
-READY_TIMEOUT_S = 20.0
 CARD = "04a0a1a2a3a4a5"
 
 
 def _start(broker: MosquittoBroker, workdir: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.gateway_run", "--broker-port", str(broker.port),
-         "--db", str(workdir / "gateway.db"), "--terminals", str(workdir / "terminals.json"),
-         "--programs", str(workdir / "programs.json")],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.stdout.readline().strip() == "gateway ready":
-            return process
-    process.kill()
-    raise AssertionError("gateway did not start")
+    return start_gateway(broker, workdir, stderr=subprocess.PIPE)
 
 
 def test_a_failed_commit_stops_the_gateway_and_a_restart_acks_the_resend(
