@@ -26,21 +26,24 @@ KEEP_S = 30 * 86_400
 
 
 def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
-         expect: dict[str, int]) -> None:
+         expect: dict[str, int], auth_mode: int) -> None:
+    """`auth_mode`: 1 online, 3 stand-in (the gateway stood in for the ledger)."""
     with store.transaction() as db:
         db.execute("INSERT OR REPLACE INTO authorizations (auth_id, terminal, card, expect,"
-                   " given_at) VALUES (?,?,?,?,?)",
-                   (auth_id, terminal, card, json.dumps(expect, sort_keys=True), time.time()))
+                   " auth_mode, given_at) VALUES (?,?,?,?,?,?)",
+                   (auth_id, terminal, card, json.dumps(expect, sort_keys=True), auth_mode,
+                    time.time()))
 
 
 def recall(store: GatewayStore, auth_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """{auth_id: {"terminal", "card", "expect"}} of those kept."""
+    """{auth_id: {"terminal", "card", "expect", "auth_mode"}} of those kept."""
     found: dict[str, dict[str, Any]] = {}
     for auth_id in set(auth_ids):
-        for terminal, card, expect in store.read(
-                "SELECT terminal, card, expect FROM authorizations WHERE auth_id = ?",
-                (auth_id,)):
-            found[auth_id] = {"terminal": terminal, "card": card, "expect": json.loads(expect)}
+        for terminal, card, expect, auth_mode in store.read(
+                "SELECT terminal, card, expect, auth_mode FROM authorizations"
+                " WHERE auth_id = ?", (auth_id,)):
+            found[auth_id] = {"terminal": terminal, "card": card, "expect": json.loads(expect),
+                              "auth_mode": auth_mode}
     return found
 
 

@@ -26,7 +26,7 @@ from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.store import GatewayStore
 from gateway.verify import DeclinedRequest, Verifier
-from protocol import messages, sealed, topics
+from protocol import messages, sealed, topics, txn
 from protocol.errors import ProtocolError
 
 Request = tuple[str, bytes]
@@ -91,7 +91,8 @@ class AuthorizeStage(Stage[Request]):
         if decision["approved"] and "auth_id" in decision and self.store is not None:
             # Kept before it is answered: no terminal holds an approval a restart forgets.
             authorizations.keep(self.store, decision["auth_id"], request["terminal"],
-                                request["card"], record_till_amounts(decision))
+                                request["card"], record_till_amounts(decision),
+                                decision.get("auth_mode", txn.AUTH_ONLINE))
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
         self._answer(request["merchant"], request["terminal"], decision, now_s)

@@ -307,14 +307,19 @@ class CardBook:
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
         online = fields["auth_mode"] == txn.AUTH_ONLINE
-        if online and hold is None and fields.get("auth_id"):
+        stand_in = fields["auth_mode"] == txn.AUTH_STAND_IN
+        if (online or stand_in) and hold is None and fields.get("auth_id"):
             # Approved, but its answer is gone here: it counts only if it was really given,
             # for this card and terminal, and the record carries what was answered.
             if (recalled is None or recalled["card"] != card
-                    or recalled["terminal"] != fields["terminal"]):
+                    or recalled["terminal"] != fields["terminal"]
+                    or (stand_in and recalled.get("auth_mode") != txn.AUTH_STAND_IN)):
                 raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
             expected = recalled["expect"]
             self.late_online += 1
+        elif stand_in and (hold is None or not hold.stand_in):
+            # Stand-in is what the gateway says it did: a record cannot claim it alone.
+            raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
         if kind == txn.KIND_ISSUE:
             if known is not None:
                 raise ValidationError(CARD_EXISTS, card)
@@ -348,7 +353,7 @@ class CardBook:
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = fields.get("discount_minor") or 0
         state, effects = _run(entry["state"], program, op, _day(entry, fields["time"]), kind)
-        if online:
+        if online or stand_in:
             # Against what was answered (kept with the hold, or recalled), else what the
             # engine computes now; a late record's engine result may differ (the card moved
             # on meanwhile), what was answered is what the customer was told.

@@ -128,7 +128,7 @@ class IngestStage(Stage[Verified]):
         before any lock is taken, checked under it (gateway/authorizations.py)."""
         names = [item.fields["auth_id"] for item in items
                  if item.refusal is None and item.fields.get("auth_id")
-                 and item.fields["auth_mode"] == txn.AUTH_ONLINE
+                 and item.fields["auth_mode"] in (txn.AUTH_ONLINE, txn.AUTH_STAND_IN)
                  and item.fields["auth_id"] not in self.cards.holds]
         return authorizations.recall(self.store, names) if names else {}
 

@@ -281,6 +281,10 @@ class LedgerHolds:
             self._queue_voids([maybe_placed])  # unanswered is not refused: it may be there
         if not self.stand_in.admit(request["card"], value_minor):
             return self._decline(decision["auth_id"], STAND_IN_LIMIT)
+        with self.cards.lock:  # its record may say stand-in: the card book checks this mark
+            hold = self.cards.holds.get(decision["auth_id"])
+            if hold is not None:
+                hold.stand_in = True
         self.stats.add("auth_stand_in")
         return dict(decision, auth_mode=txn.AUTH_STAND_IN)
 

@@ -27,7 +27,8 @@ AUTH_ID_PATTERN = re.compile(r"a([0-9]{1,9})-([0-9]{1,18})")
 
 
 class Hold:
-    __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id", "expect", "op")
+    __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id", "expect", "op",
+                 "stand_in")
 
     def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool,
                  expect: dict[str, int] | None = None, op: dict[str, Any] | None = None) -> None:
@@ -38,6 +39,7 @@ class Hold:
         self.ledger_hold_id: str | None = None  # the ledger holds this value too
         self.expect = expect  # what the gateway answered: the record must carry the same
         self.op = op  # the engine operation approved, until its record arrives
+        self.stand_in = False  # approved by the gateway standing in for the ledger
 
 
 class LocalHolds:

@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS authorizations (
     terminal TEXT NOT NULL,
     card TEXT NOT NULL,
     expect TEXT NOT NULL,
+    auth_mode INTEGER NOT NULL,
     given_at REAL NOT NULL
 );
 """

@@ -160,7 +160,8 @@ DESCRIPTIONS = {
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",
     OFFLINE_AMOUNT_LIMIT: "offline purchase above txn_minor_max",
     OFFLINE_KIND_INVALID: "a record marked offline that is not a purchase",
-    AUTH_UNKNOWN: "an online record names an authorization this gateway never gave",
+    AUTH_UNKNOWN: ("an online or stand-in record names an authorization this gateway never"
+                   " gave (as stand-in, for a stand-in record)"),
     OFFLINE_COUNT_LIMIT: "more offline transactions than offline_txn_max",
     OFFLINE_CARD_LIMIT: "card's offline total would pass card_offline_minor_max",
     OFFLINE_TERMINAL_LIMIT: "terminal's offline total would pass terminal_offline_minor_max",

@@ -88,6 +88,8 @@ def test_each_refusal_is_acked_with_its_seq_and_the_next_record_is_accepted(
             # An approval "from before a restart" that was never given: a stolen key's door.
             ("auth_unknown", lambda: f(purchase, GIFT, 100, card_value_minor=100,
                                        auth_id="a0-12345"), None),
+            ("auth_unknown", lambda: f(purchase, GIFT, 100, card_value_minor=100,
+                                       auth_mode=txn.AUTH_STAND_IN), None),  # no stand-in
             # What no terminal keeping its signed rules does alone (its limits here are 0).
             ("offline_kind_invalid", lambda: f(txn.KIND_TOPUP, GIFT, 100, card_value_minor=100,
                                                auth_mode=txn.AUTH_OFFLINE), None),

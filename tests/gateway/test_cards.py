@@ -404,3 +404,29 @@ def test_a_result_past_the_amount_bound_is_amount_invalid_not_a_crash() -> None:
                       card_value_minor=AMOUNT_MINOR_MAX)
     assert reason_of(book, recorded) == "amount_invalid"
     assert book.cards["c1"]["value_minor"] == 1000
+
+
+def test_a_record_cannot_claim_a_stand_in_the_gateway_did_not_make() -> None:
+    """Stand-in approvals are the gateway's risk, within its own stand-in limits: a record
+    marked stand-in counts only for an approval the gateway gave as stand-in."""
+    book = issued("gift", 5000)
+    stand_in = {"auth_mode": txn.AUTH_STAND_IN}
+    invented = fields(txn.KIND_PURCHASE, amount_minor=900, card_value_minor=900, seq=2,
+                      **stand_in)
+    assert reason_of(book, invented) == "auth_unknown"  # no authorization at all
+    answer = book.authorize(request(txn.KIND_PURCHASE, 900, 900), DAY0_S)  # online
+    claimed = dict(invented, auth_id=answer["auth_id"])
+    assert reason_of(book, claimed) == "auth_unknown"  # approved online, not stood in
+    book.holds.get(answer["auth_id"]).stand_in = True  # type: ignore[union-attr]
+    apply(book, claimed)  # what the ledger-hold stage marks when it stands in
+    # After a restart: only an approval kept as stand-in counts.
+    restarted = CardBook(DEMO_PROGRAMS, book.cards, auth_epoch=book.holds.epoch + 1)
+    later = book.authorize(request(txn.KIND_PURCHASE, 100, 100), DAY0_S)
+    record = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
+                    auth_id=later["auth_id"], **stand_in)
+    kept = {"terminal": "T1", "card": "c1", "expect": record_till_amounts(later),
+            "auth_mode": txn.AUTH_ONLINE}
+    with pytest.raises(ValidationError) as caught:
+        restarted.check(record, kept)
+    assert caught.value.reason == "auth_unknown"
+    restarted.check(record, dict(kept, auth_mode=txn.AUTH_STAND_IN))  # no exception
