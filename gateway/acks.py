@@ -55,9 +55,9 @@ def refusal_notice(topic: str, error: ProtocolError) -> AckOut | None:
     claimed = claimed_terminal(topic)
     if claimed is None:
         return None
-    signed = isinstance(error, SignedRefusal)
-    return AckOut(claimed[0], claimed[1], error.reason, signed,
-                  error.seq if isinstance(error, SignedRefusal) else None)
+    if isinstance(error, SignedRefusal):
+        return AckOut(claimed[0], claimed[1], error.reason, True, error.seq)
+    return AckOut(claimed[0], claimed[1], error.reason)
 
 
 def ack_messages(out: AckOut, now_s: int) -> list[dict[str, Any]]:

@@ -37,14 +37,15 @@ def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
 
 def recall(store: GatewayStore, auth_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """{auth_id: {"terminal", "card", "expect", "auth_mode"}} of those kept."""
-    found: dict[str, dict[str, Any]] = {}
-    for auth_id in set(auth_ids):
-        for terminal, card, expect, auth_mode in store.read(
-                "SELECT terminal, card, expect, auth_mode FROM authorizations"
-                " WHERE auth_id = ?", (auth_id,)):
-            found[auth_id] = {"terminal": terminal, "card": card, "expect": json.loads(expect),
-                              "auth_mode": auth_mode}
-    return found
+    wanted = sorted(set(auth_ids))
+    if not wanted:
+        return {}
+    rows = store.read(
+        "SELECT auth_id, terminal, card, expect, auth_mode FROM authorizations"
+        f" WHERE auth_id IN ({','.join('?' * len(wanted))})", tuple(wanted))
+    return {auth_id: {"terminal": terminal, "card": card, "expect": json.loads(expect),
+                      "auth_mode": auth_mode}
+            for auth_id, terminal, card, expect, auth_mode in rows}
 
 
 def prune(store: GatewayStore, now_s: float | None = None) -> None:

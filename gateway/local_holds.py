@@ -122,14 +122,6 @@ class LocalHolds:
         hold.ledger_hold_id = ledger_hold_id
         return True
 
-    def issued_here(self, auth_id: str | None) -> bool:
-        """Whether this gateway gave `auth_id` (in this run, or before a restart)."""
-        match = AUTH_ID_PATTERN.fullmatch(auth_id or "")
-        if match is None:
-            return False
-        epoch, number = int(match.group(1)), int(match.group(2))
-        return epoch < self.epoch or (epoch == self.epoch and number <= self.placed)
-
     def orphan(self, auth_id: str | None) -> None:
         """An auth id given before the last restart whose record came: its ledger hold, if
         any, is to be voided."""

@@ -31,12 +31,9 @@ def test_expiry_ends_the_oldest_and_sends_their_ledger_holds_to_be_voided() -> N
     assert not holds.mark_ledger(early, "gw1-" + early)  # gone: the caller voids it
 
 
-def test_auth_ids_of_earlier_runs_are_recognised_and_orphaned_only_with_a_ledger() -> None:
+def test_auth_ids_of_earlier_runs_are_orphaned_only_with_a_ledger() -> None:
     holds = LocalHolds(epoch=4, ledger=True)
     holds.place("c1", 1, 0.0)
-    assert holds.issued_here("a3-99") and holds.issued_here("a4-1")
-    assert not holds.issued_here("a4-2") and not holds.issued_here("a5-1")
-    assert not holds.issued_here("x") and not holds.issued_here(None)
     holds.orphan("a3-7")
     holds.orphan("a4-1")  # this run's: its local hold decides, not the orphan list
     holds.orphan("nonsense")
