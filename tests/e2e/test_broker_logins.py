@@ -113,7 +113,12 @@ def test_a_store_with_tls_and_logins_only_sells_and_stops_everyone_else(
                                       ca)
             assert answers and not answers[0].is_failure
             poser.publish("tilltap/v1/M1/T1/down/config", b"forged", qos=1, retain=True)
-            time.sleep(0.5)  # let the broker (not) deliver it before we look
+            # A barrier instead of a sleep: the broker handles one client's messages in
+            # order, so once the poser's next message (to its own uplink, which it may write)
+            # reaches the gateway, the forged one has been routed to T1 or dropped.
+            received = gateway.stats.snapshot().get("received", 0)
+            poser.publish("tilltap/v1/M1/T2/up/txn", b"after the forgery", qos=1)
+            assert wait_until(lambda: gateway.stats.snapshot().get("received", 0) > received)
             sim.service(100)
             assert sim.net.connected
             # A forged configuration that reached T1 would count as a bad downlink.
