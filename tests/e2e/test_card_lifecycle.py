@@ -5,7 +5,6 @@ proven genuine by the gateway, settled; a clone of the card is refused as a repl
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.ntag424_card import Ntag424Card
 from tools.simulator.terminal import SimulatedTerminal
-from tools.transports.nfc_card import NfcUdpCard
+from tools.transports.nfc_card import NfcUdpCard, free_udp_port
 from tools.transports.vpcd_card import VpcdCard
 
 PREFIX = "https://tilltap.example/c"
@@ -98,9 +97,7 @@ def test_personalize_at_nfcpy_udp_tap_settle_and_refuse_a_clone(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     card = Ntag424Card(bytes.fromhex("04e7e8e9eaebec"))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     with _store(private_mosquitto, tmp_path) as (keys_file, ledger_url, gateway, config):
         served = NfcUdpCard(card, port, fwi=8)
         served.start()

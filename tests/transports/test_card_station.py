@@ -4,7 +4,6 @@ one, and register each card once, after its SUN verified."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -14,17 +13,10 @@ from tools.card_station import inspect_card, personalize_batch
 from tools.cards import new_master_keys
 from tools.simulator.ntag424_card import Ntag424Card
 from tools.transports import open_reader
-from tools.transports.nfc_card import NfcUdpCard
+from tools.transports.nfc_card import NfcUdpCard, free_udp_port
 from tools.transports.vpcd_card import VpcdCard
 
 PREFIX = "https://tilltap.example/c"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tools.transports import (
     VirtualCardError,
     open_reader,
 )
-from tools.transports.nfc_card import NfcUdpCard
+from tools.transports.nfc_card import NfcUdpCard, free_udp_port
 from tools.transports.nfc_reader import NfcReader
 
 pytestmark = pytest.mark.e2e
@@ -33,14 +33,6 @@ CARD_WAIT_S = 5.0
 FWI_QUICK = 8  # FWT about 77 ms: lost frames and lost tags show up fast
 RELAY_RECV_BYTES_MAX = 2048
 RELAY_JOIN_S = 2.0
-
-
-def free_udp_port() -> int:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
 
 
 class BigCard(EchoCard):

@@ -427,6 +427,25 @@ class _UdpLink:
         self.device._send_data(self.BRTY, frame, address)
 
 
+FREE_PORT_TRIES_MAX = 100
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A free UDP port for a virtual card that nfcpy's udp driver can open: nfcpy turns the
+    port back into text with getnameinfo without NI_NUMERICSERV, so a port that
+    /etc/services names (57000 is "dircproxy") reaches int() as a service name and fails;
+    such ports are skipped."""
+    for _ in range(FREE_PORT_TRIES_MAX):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        try:
+            socket.getservbyport(port, "udp")
+        except OSError:
+            return port  # no service name: nfcpy reads it back as a number
+    raise VirtualCardError(f"no free unnamed UDP port on {host}")
+
+
 def _wake(host: str, port: int) -> None:
     """A junk frame to our own port: the serving thread returns from its wait and sees stop."""
     waker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
