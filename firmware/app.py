@@ -24,7 +24,7 @@ from firmware.settings import Settings
 from firmware.storage import FileStorage
 from firmware.terminal import Terminal
 from firmware.uplink import Uplink
-from protocol import reasons
+from protocol import reasons, txn
 
 try:
     from micropython import const
@@ -41,7 +41,10 @@ SETTINGS_PATH = "/config.bin"
 
 def build_terminal(config, net, clock, random, reader, display, journal_path=JOURNAL_PATH,
                    settings_path=SETTINGS_PATH):
-    journal = Journal(FileStorage(journal_path))
+    def seal_lost(seq, digest):  # a record lost from the journal: tell the gateway
+        return txn.seal_lost(config["key"], config["terminal"], seq, digest)
+
+    journal = Journal(FileStorage(journal_path), seal_lost)
     clock = SyncedClock(clock)  # records carry the gateway's time once it has answered
     uplink = Uplink(config, journal, net, clock, random)
     settings = Settings(config["key"], config.get("programs", {}), FileStorage(settings_path))

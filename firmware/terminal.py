@@ -68,6 +68,8 @@ class Terminal:
         """Offline records still unacknowledged in the journal: the running offline totals."""
         found = []
         for seq, record in self.journal.pending:
+            if seq in self.journal.lost:
+                continue  # a lost notice: what the lost record held is unknown
             fields = messages.decode(cose.parse(record).payload, messages.TYPE_TXN)
             if fields["auth_mode"] == txn.AUTH_OFFLINE:
                 found.append((seq, fields["card"], fields["card_value_minor"]))

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from gateway.answered import Answered
 from gateway.registry import TerminalRegistry
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
@@ -123,8 +124,10 @@ class AckStage(Stage[AckOut]):
 
     def __init__(self, registry: TerminalRegistry, publish: Publish, stats: Stats,
                  inbox: queue.Queue[AckOut | None], clock: Callable[[], float] = time.time,
-                 on_death: OnDeath = exit_process) -> None:
+                 on_death: OnDeath = exit_process, answered: Answered | None = None) -> None:
+        """`answered`: where each ack is noted before it is sent (gateway/answered.py)."""
         super().__init__(inbox, on_death)
+        self.answered = answered
         self.registry = registry
         self.publish = publish
         self.stats = stats
@@ -143,7 +146,10 @@ class AckStage(Stage[AckOut]):
         except ProtocolError:
             self.stats.add("acks_unaddressable")
             return
-        for fields in ack_messages(out, int(self.clock())):
+        now_s = self.clock()
+        for fields in ack_messages(out, int(now_s)):
+            if self.answered is not None:
+                self.answered.acked(out.terminal, fields["acked_through"], now_s)
             data = sealed.seal(key, messages.TYPE_ACK, fields)
             self.publish(topics.down(out.merchant, out.terminal, topics.LEAF_ACK), data)
             self.stats.add("acks_sent")

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import authorizations
 from gateway.acks import AckOut, Publish, refusal_notice
+from gateway.answered import Answered
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook, record_till_amounts
 from gateway.ledger_holds import LedgerHolds
@@ -57,8 +58,11 @@ class AuthorizeStage(Stage[Request]):
                  stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
                  notices: queue.Queue[AckOut | None], holds: LedgerHolds | None = None,
                  directory: CardDirectory | None = None,
-                 on_death: OnDeath = exit_process, store: GatewayStore | None = None) -> None:
+                 on_death: OnDeath = exit_process, store: GatewayStore | None = None,
+                 answered: Answered | None = None) -> None:
+        """`answered`: where each response is noted before it is sent (gateway/answered.py)."""
         super().__init__(inbox, on_death)
+        self.answered = answered
         self.store = store  # where approvals are kept (gateway/authorizations.py)
         self.holds = holds
         self.directory = directory
@@ -102,4 +106,6 @@ class AuthorizeStage(Stage[Request]):
         """Seal and send an auth response; it carries the gateway's clock (section 5.5)."""
         fields = dict(fields, terminal=terminal, time=int(now_s))
         data = sealed.seal(self.registry.get(terminal).key, messages.TYPE_AUTH_RESPONSE, fields)
+        if self.answered is not None:  # a fresh answer: the terminal's time offline restarts
+            self.answered.replied(terminal, time.time())
         self.publish(topics.down(merchant, terminal, topics.LEAF_AUTH), data)

@@ -24,6 +24,10 @@ What the gateway insists on (`rule_mismatch` otherwise):
 - an offline or stand-in purchase happened at the counter: the engine takes its discount as
   given and lets the card's value go below zero (`happened`); an overdraft is counted as
   exposure per card and per terminal; points are the engine's, whatever the terminal showed.
+  An offline record must keep its terminal's signed rules (`_check_offline`): one purchase,
+  no points redeemed, within the per-purchase limit, and within its episode's count, totals
+  and time (gateway/offline_episodes.py); else it is refused, counted
+  (`offline_over_limit`) and alarmed.
 
 Authorization places a hold on the value it approves (gateway/local_holds.py). A hold that
 stands for a hold at the ledger ends in the record that uses it (`apply` returns the ledger
@@ -51,6 +55,7 @@ from typing import Any
 from gateway.card_auth import CardAuthenticator
 from gateway.card_states import DAY_S, CardStates, day_of
 from gateway.local_holds import HOLD_TTL_S, LocalHolds
+from gateway.offline_episodes import OfflineEpisodes, Told
 from protocol import engine, engine_offline, txn
 from protocol.errors import ProtocolError, ValidationError
 from protocol.money import is_amount
@@ -94,13 +99,14 @@ SETTLED_EFFECTS = ("card_value_minor", "bonus_minor", "points", "discount_minor"
 class Prepared:
     """What `check` computed for a record, for `apply` to keep: nothing changed yet."""
 
-    __slots__ = ("sun_counter", "state", "effects")
+    __slots__ = ("sun_counter", "state", "effects", "told")
 
     def __init__(self, sun_counter: int | None, state: dict[str, Any],
-                 effects: dict[str, Any]) -> None:
+                 effects: dict[str, Any], told: Told | None = None) -> None:
         self.sun_counter = sun_counter  # the tap's SUN read counter, when cards prove taps
         self.state = state
         self.effects = effects
+        self.told = told  # an offline record: what its episode was judged from
 
 
 def till_amounts(kind: int, effects: dict[str, Any]) -> dict[str, int]:
@@ -227,15 +233,19 @@ class CardBook:
                  hotlist: set[str] | None = None, ledger: bool = False,
                  hold_ttl_s: float = HOLD_TTL_S, auth_epoch: int = 0,
                  exposure: tuple[dict[str, int], dict[str, int]] | None = None,
-                 offline_limits: dict[str, int] | None = None) -> None:
+                 offline_limits: dict[str, int] | None = None,
+                 episodes: OfflineEpisodes | None = None) -> None:
         """`ledger`: the gateway has a ledger (ledger holds exist, cards may be adopted);
         `exposure`: the overdrafts kept with the records, per card and per terminal;
-        `offline_limits`: the signed limits terminals were given (FleetConfig)."""
+        `offline_limits`: the signed limits terminals were given (FleetConfig);
+        `episodes`: the offline count, totals and time re-checked on the same limits
+        (gateway/offline_episodes.py; None in tests of other rules)."""
         self.states = CardStates(programs, cards)
         self.holds = LocalHolds(hold_ttl_s, auth_epoch, ledger)
         self.authenticator = authenticator or CardAuthenticator(None)
         self.hotlist: set[str] = set(hotlist or ())
         self.offline_limits = offline_limits
+        self.episodes = episodes
         self.lock = threading.Lock()
         self._auth_sun_counters: dict[str, int] = {}  # SUN counters seen by authorization
         # Value spent offline beyond what the card held: the merchant's risk, per card and
@@ -243,9 +253,8 @@ class CardBook:
         by_card, by_terminal = exposure or ({}, {})
         self.exposure_by_card: dict[str, int] = dict(by_card)
         self.exposure_by_terminal: dict[str, int] = dict(by_terminal)
-        # An offline record beyond the per-purchase limit happened all the same, and is
-        # counted per terminal (a terminal that does not keep its limits is broken or
-        # tampered with).
+        # Offline records beyond the signed rules, refused and counted per terminal (a
+        # terminal that does not keep its limits is broken or tampered with).
         self.offline_over_limit: dict[str, int] = {}
         self.sun_verified = 0  # taps whose SUN verified (authorizations and records)
         self.sun_late_offline = 0  # offline records whose lower, unseen counter was taken
@@ -292,12 +301,16 @@ class CardBook:
 
     # -- ingest: check, then apply or refused -----------------------------------------------
     def check(self, fields: Mapping[str, Any],
-              recalled: Mapping[str, Any] | None = None) -> Prepared:
+              recalled: Mapping[str, Any] | None = None,
+              told: Told | None = None) -> Prepared:
         """Run the engine for a record; raise ValidationError with the reason if it breaks a
         rule. Nothing changes until `apply` is given what this returns.
 
         `recalled`: the kept authorization the record names (gateway/authorizations.py),
-        looked up before the lock when its local hold is gone (a restart, or it expired)."""
+        looked up before the lock when its local hold is gone (a restart, or it expired).
+        `told`: what the gateway had sent the record's terminal when it arrived
+        (`Verified.told`); None (a record from outside the verify stage) is judged on its
+        episode alone, its time unchecked."""
         kind = fields["kind"]
         card = fields["card"]
         known = self.states.get(card)
@@ -336,13 +349,7 @@ class CardBook:
         program = self.states.program(entry["program"])
         op = engine_op(kind, fields, sale_id)
         approved = online and expected is not None
-        offline_reason = offline_refusal(fields, self.offline_limits)
-        if offline_reason is not None:
-            terminal = fields["terminal"]
-            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
-            log.warning("ALARM offline record %s-%s beyond its signed rules: %s", terminal,
-                        fields["seq"], offline_reason)
-            raise ValidationError(offline_reason, terminal)
+        judged = self._check_offline(fields, told)
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
                 not online or approved):
             # It happened at the counter: offline or stand-in, or online as the gateway
@@ -361,7 +368,26 @@ class CardBook:
         if (kind == txn.KIND_PURCHASE and online and not approved
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
-        return Prepared(sun_counter, state, effects)
+        return Prepared(sun_counter, state, effects, judged)
+
+    def _check_offline(self, fields: Mapping[str, Any], told: Told | None) -> Told | None:
+        """Refuse, count and alarm an offline record beyond its terminal's signed rules: one
+        purchase (`offline_refusal`), then its episode's count, totals and time
+        (gateway/offline_episodes.py). Returns what the episode was judged from, for `apply`
+        to count the record with (None: not an offline record, or no episodes here)."""
+        reason = offline_refusal(fields, self.offline_limits)
+        judged = None
+        if (reason is None and self.episodes is not None
+                and fields["auth_mode"] == txn.AUTH_OFFLINE):
+            judged = told if told is not None else Told(0, fields["time"])
+            reason = self.episodes.refusal(fields, judged)
+        if reason is not None:
+            terminal = fields["terminal"]
+            self.offline_over_limit[terminal] = self.offline_over_limit.get(terminal, 0) + 1
+            log.warning("ALARM offline record %s-%s beyond its signed rules: %s", terminal,
+                        fields["seq"], reason)
+            raise ValidationError(reason, terminal)
+        return judged
 
     def _compare(self, fields: Mapping[str, Any], expected: dict[str, int] | None,
                  computed: dict[str, int]) -> None:
@@ -394,6 +420,9 @@ class CardBook:
                                        if c > highest - SUN_WINDOW)
         if card in self.hotlist:
             self.hotlist_offline += 1
+        if prepared.told is not None:
+            assert self.episodes is not None
+            self.episodes.accept(fields, prepared.told)
         effects = prepared.effects
         settled = till_amounts(kind, effects)
         settled["legs"] = effects["legs"]

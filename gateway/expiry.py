@@ -16,17 +16,11 @@ from gateway.store import STATUS_ACCEPTED, StoredRecord, fields_to_json
 from protocol import txn
 
 EXPIRY_SEQ = "expiry.seq"  # store counter: the expire records the gateway wrote
-EXPIRY_TERMINAL_SUFFIX = ".expiry"  # no terminal id has a dot: never a terminal's records
-
-
-def expiry_terminal(gateway_id: str) -> str:
-    return gateway_id + EXPIRY_TERMINAL_SUFFIX
-
 
 def expire_record(gateway_id: str, seq: int, card: str, entry: dict[str, Any],
                   effects: dict[str, Any], now_s: float) -> StoredRecord:
     """The stored record of what expired on `card` (its card-book entry) at `now_s`."""
-    terminal = expiry_terminal(gateway_id)
+    terminal = txn.expiry_terminal(gateway_id)
     value = effects.get("value_expired", 0)
     points = effects.get("points_expired", 0)
     fields: dict[str, Any] = {

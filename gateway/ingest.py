@@ -143,7 +143,7 @@ class IngestStage(Stage[Verified]):
             if reason is None:
                 try:
                     prepared = self.cards.check(
-                        item.fields, recalled.get(item.fields.get("auth_id") or ""))
+                        item.fields, recalled.get(item.fields.get("auth_id") or ""), item.told)
                 except ProtocolError as error:
                     reason = error.reason
             if prepared is None:

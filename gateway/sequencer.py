@@ -13,6 +13,12 @@ every lower seq also stored, and that record's digest. An offered record is
                                                  AHEAD_PER_TERMINAL_MAX records, else GAP
                                                  (not held; the terminal resends it later)
 
+A lost notice (the terminal lost the record it sealed under a seq, `Verified.lost`) is placed
+like a record, with no prev to check, under the lost record's digest, so the terminal's next
+record chains from it. For a seq already placed it is a DUPLICATE of whatever is stored
+there: the gateway has the record the terminal lost. Held ahead of a gap, the record itself
+takes the place of a notice for its seq, and a notice never displaces a held record.
+
 Every record that comes out IN_ORDER consumes its seq, refused or not, so no record can hold
 up the ones after it (docs/protocol.md section 5.1). Records released from the hold come out
 IN_ORDER after the one that filled the gap.
@@ -68,6 +74,11 @@ class Sequencer:
             ahead = self._ahead.setdefault(item.terminal, {})
             waiting = ahead.get(item.seq)
             if waiting is not None:
+                if item.lost:
+                    return [Decision(DUPLICATE, item, stored_status=HELD)]
+                if waiting.lost and waiting.digest == item.digest:
+                    ahead[item.seq] = item  # the record the terminal lost, after all
+                    return [Decision(HELD, item)]
                 if waiting.digest != item.digest:
                     return [Decision(REPLAYED, item)]
                 return [Decision(DUPLICATE, item, stored_status=HELD)]
@@ -86,7 +97,7 @@ class Sequencer:
 
     def _advance(self, item: Verified) -> Decision:
         """The next seq: it is placed whatever it holds; a broken chain is its refusal."""
-        broken = item.fields["prev"] != self.head(item.terminal)[1]
+        broken = not item.lost and item.fields["prev"] != self.head(item.terminal)[1]
         self.heads[item.terminal] = (item.seq, item.digest)
         self._unstored[(item.terminal, item.seq)] = item.digest
         return Decision(IN_ORDER, item, CHAIN_BROKEN if broken else None)
@@ -98,6 +109,8 @@ class Sequencer:
             stored = (unstored, "pending", None)
         else:
             stored = self._lookup(item.terminal, item.seq)
+        if item.lost and stored is not None:
+            return Decision(DUPLICATE, item, stored_status=stored[1], stored_reason=stored[2])
         if stored is None or stored[0] != item.digest:
             return Decision(REPLAYED, item)
         return Decision(DUPLICATE, item, stored_status=stored[1], stored_reason=stored[2])

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway import authorizations, store_reports
 from gateway.acks import AckOut, AckStage
+from gateway.answered import Answered
 from gateway.authorize import AuthorizeStage
 from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.card_directory import CardDirectory
@@ -39,6 +40,7 @@ from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
 from gateway.ledger_holds import HoldSettings, LedgerHolds
 from gateway.mqtt import MqttLink, queue_route
+from gateway.offline_episodes import OfflineEpisodes
 from gateway.registry import TerminalRegistry
 from gateway.settle import SettleResult, settle
 from gateway.stage import OnDeath, exit_process, thread
@@ -82,8 +84,11 @@ class Gateway:
                  settle_interval_s: float | None = None,
                  on_thread_death: OnDeath = exit_process,
                  broker_login: tuple[str, str] | None = None,
-                 broker_ca: str | None = None) -> None:
-        """`on_thread_death(name, error)`: what happens when one of its threads dies of an
+                 broker_ca: str | None = None, ledger_token: str | None = None,
+                 ledger_ca: str | None = None) -> None:
+        """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
+        certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
+        `on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
         self.on_thread_death = on_thread_death
@@ -92,9 +97,11 @@ class Gateway:
         self.stats = Stats()
         self.store = GatewayStore(db_path)
         self.hold_settings = hold_settings or HoldSettings()
-        self.ledger = LedgerClient(ledger_url) if ledger_url else None
+        self.ledger = (LedgerClient(ledger_url, token=ledger_token, ca_file=ledger_ca)
+                       if ledger_url else None)
         # Calls made while a terminal waits for its authorization: short timeouts.
-        self._ledger_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s)
+        self._ledger_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s,
+                                         token=ledger_token, ca_file=ledger_ca)
                             if ledger_url else None)
         self.store.add_counters({AUTH_EPOCHS: 1})
         authorizations.prune(self.store)
@@ -105,7 +112,10 @@ class Gateway:
             programs, self.store.load_cards(), CardAuthenticator(card_keys), set(hotlist),
             self.ledger is not None, self.hold_settings.hold_ttl_s,
             self.store.counters()[AUTH_EPOCHS], exposure=store_reports.exposure(self.store),
-            offline_limits=self.fleet.limits)
+            offline_limits=self.fleet.limits, episodes=OfflineEpisodes(self.fleet.limits))
+        # What was sent to each terminal, as its records arrive: for the offline re-check.
+        self.answered = Answered({terminal: seq for terminal, (seq, _) in
+                                  self.store.load_chain().items()}, time.time())
         # Cards registered centrally that this store has not seen: asked off the card lock.
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
@@ -142,16 +152,17 @@ class Gateway:
         )  # fmt: skip
         death = self.on_thread_death
         self.verify_stage = VerifyStage(self._verifier, self.stats, self.txn_queue,
-                                        self.ingest_queue, self.ack_queue, death)
+                                        self.ingest_queue, self.ack_queue, death, self.answered)
         self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
                                         self.ack_queue,
                                         self.holds.wake if self.holds is not None else None,
                                         self.directory, death)
         self.auth_stage = AuthorizeStage(self._verifier, self.registry, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
-                                         self.holds, self.directory, death, self.store)
+                                         self.holds, self.directory, death, self.store,
+                                         self.answered)
         self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue,
-                                  on_death=death)
+                                  on_death=death, answered=self.answered)
 
     def _config_version(self, programs: dict[str, Any], limits: dict[str, int],
                         floor: int) -> int:

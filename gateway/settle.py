@@ -2,14 +2,21 @@
 
     1. open_batch: in one store transaction, unbatched accepted records get a batch id
     2. post: the batch (same id, same content every time) goes to the ledger over HTTP
-    3. close_batch: only after the ledger answered posted or duplicate
+    3. close_posted: only after the ledger answered (posted, partial or duplicate)
 
 A crash between 1 and 3 leaves the batch open; the next settle run posts it again and the
-ledger recognises it. The ledger takes a batch whole or not at all, so a batch it refuses
-(4xx) is split in two new batches (new ids: the refused one is never re-sent in another
-shape), and again, until each record it refuses stands alone in a batch closed as refused,
-raised as an alarm and listed for a person (`tilltap gateway refusals`); every other record
-posts. One bad record costs about log2(batch size) extra posts and never blocks the rest.
+ledger recognises it (a duplicate answers with the same refusals). A batch is never closed
+on a transient failure (`LedgerUnavailable`: no answer, a 5xx, an answer that cannot be
+read): it stays open, and later batches wait behind it, until a settle run gets an answer.
+
+The ledger judges each transaction on its own: it posts the valid ones and lists the ones it
+refused, each with its reason. Those records are quarantined (each alone in a batch closed
+as refused, alarmed, listed for a person by `tilltap gateway refusals`) and the batch is
+closed as settled, in one store transaction. Only a fault of the batch as a whole (4xx:
+over the ledger's size limit, a malformed envelope, its id posted with other content) refuses
+it whole; such a batch is split in two new batches (new ids: the refused one is never
+re-sent in another shape), and again, until it posts or each record stands alone, closed as
+refused and quarantined. A batch over the size limit thus costs a few extra posts.
 
 A purchase that used a ledger hold names it in "hold_id": the card book wrote the id into
 the record's stored fields when it applied the record (gateway/cards.py), so a batch is the
@@ -33,15 +40,19 @@ from typing import Any
 
 from gateway import batches
 from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
-from gateway.store import BATCH_REFUSED, BATCH_SETTLED, GatewayStore
+from gateway.store import BATCH_REFUSED, GatewayStore
 from ledger.client import LedgerClient
 from ledger.errors import LedgerRejected, LedgerUnavailable
-from ledger.model import TXN_KEYS
+from ledger.model import STATUS_DUPLICATE, STATUS_PARTIAL, STATUS_POSTED, TXN_KEYS
 from protocol import txn
 
 log = logging.getLogger(__name__)
 
 _LEDGER_KEYS = frozenset(TXN_KEYS)
+ANSWER_STATUSES = (STATUS_POSTED, STATUS_PARTIAL, STATUS_DUPLICATE)
+"""What the ledger answers a batch it judged (docs/ledger.md)."""
+ANSWER_INVALID = "answer_invalid"
+"""The reason a ledger answer of unknown shape is LedgerUnavailable (retried, never closed)."""
 
 
 def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[str, Any]:
@@ -96,14 +107,31 @@ def _engine_terms(kind: int, effects: dict[str, Any]) -> dict[str, Any]:
     return terms
 
 
+def ledger_refusals(answer: object, document: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The records the ledger refused in its answer to `document`: txn_id -> (reason,
+    detail). An answer of another shape (or naming a record not in the batch) is a broken
+    hop, not a decision: LedgerUnavailable, so the batch stays open and is sent again.
+    An answer without "refused" (a ledger that refuses batches only whole) refused none."""
+    sent = {entry["txn_id"] for entry in document["transactions"]}
+    if not isinstance(answer, dict) or answer.get("status") not in ANSWER_STATUSES:
+        raise LedgerUnavailable(f"answer of unknown shape: {str(answer)[:200]}", ANSWER_INVALID)
+    items = answer.get("refused", [])
+    if not isinstance(items, list) or not all(
+            isinstance(item, dict) and item.get("txn_id") in sent
+            and isinstance(item.get("reason"), str) and isinstance(item.get("detail"), str)
+            for item in items):
+        raise LedgerUnavailable(f"refusals of unknown shape: {str(items)[:200]}", ANSWER_INVALID)
+    return {item["txn_id"]: (item["reason"], item["detail"]) for item in items}
+
+
 class SettleResult:
     def __init__(self) -> None:
-        self.settled: list[str] = []
-        self.refused: list[tuple[str, str]] = []
-        self.pending: list[str] = []
+        self.settled: list[str] = []  # batches closed: posted, but for `refused`
+        self.refused: list[tuple[str, str]] = []  # (txn_id, reason) quarantined in this run
+        self.pending: list[str] = []  # left open: the ledger did not answer; sent again later
         self.posted = 0
         self.duplicates = 0
-        self.split = 0  # refused batches cut in two to find the transactions refused
+        self.split = 0  # batches refused whole (their envelope), cut in two
 
     def as_dict(self) -> dict[str, Any]:
         return {"settled": self.settled, "refused": self.refused, "pending": self.pending,
@@ -121,28 +149,39 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> Settle
         document = batch_document(store, gateway_id, batch_id)
         try:
             answer = ledger.post_batch(document)
+            refused = ledger_refusals(answer, document)
         except LedgerUnavailable as error:
             log.warning("ledger unavailable, batch %s stays open: %s", batch_id, error)
             result.pending.append(batch_id)
             break  # keep order: later batches wait for this one
         except LedgerRejected as error:
-            # The ledger takes a batch whole or not at all: halve it until the records it
-            # refuses stand alone, so one bad record never holds back the others.
-            halves = batches.split_batch(store, gateway_id, batch_id)
-            if halves:
-                log.warning("ledger refused batch %s (%s): split into %s", batch_id,
-                            error.reason, " and ".join(halves))
-                result.split += 1
-                waiting[:0] = halves
-                continue
-            log.error("ALARM ledger refused the transaction of batch %s: %s %s", batch_id,
-                      error.reason, error.detail)
-            batches.close_batch(store, batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
-            result.refused.append((batch_id, error.reason))
+            _refused_whole(store, gateway_id, batch_id, document, error, waiting, result)
             continue
-        batches.close_batch(store, batch_id, BATCH_SETTLED)
+        for txn_id, (reason, detail) in refused.items():
+            log.error("ALARM ledger refused %s of batch %s: %s %s", txn_id, batch_id, reason,
+                      detail)
+            result.refused.append((txn_id, reason))
+        batches.close_posted(store, gateway_id, batch_id, refused)
         result.settled.append(batch_id)
         result.posted += int(answer.get("posted", 0))
-        if answer.get("status") == "duplicate":
+        if answer["status"] == STATUS_DUPLICATE:
             result.duplicates += 1
     return result
+
+
+def _refused_whole(store: GatewayStore, gateway_id: str, batch_id: str,
+                   document: dict[str, Any], error: LedgerRejected, waiting: list[str],
+                   result: SettleResult) -> None:
+    """A batch the ledger refused as a whole: halve it (the halves go first in `waiting`)
+    until it posts or its record stands alone, then close that one refused: quarantined."""
+    halves = batches.split_batch(store, gateway_id, batch_id)
+    if halves:
+        log.warning("ledger refused batch %s (%s): split into %s", batch_id,
+                    error.reason, " and ".join(halves))
+        result.split += 1
+        waiting[:0] = halves
+        return
+    log.error("ALARM ledger refused batch %s, its one record, whole: %s %s", batch_id,
+              error.reason, error.detail)
+    batches.close_batch(store, batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
+    result.refused += [(entry["txn_id"], error.reason) for entry in document["transactions"]]

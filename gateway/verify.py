@@ -11,6 +11,11 @@ What happens to a message that fails (docs/protocol.md section 5.1):
   never hold up the terminal's later records;
 - a message whose MAC verifies but whose own seq and prev (or request id) cannot be read:
   `SignedRefusal`, answered with a sealed notice (no chain can place it).
+
+A lost notice (type 8 on `up/txn`: the terminal lost the record it sealed under a seq) is
+a `Verified` too: refused `record_lost`, with the digest it names as its own, so it takes
+the lost record's place in the chain (docs/protocol.md section 5.9). One whose seq or
+digest cannot be read gets a sealed notice.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from gateway.offline_episodes import Told
 from gateway.registry import Terminal, TerminalRegistry
 from protocol import PROTOCOL_VERSION, cbor, messages, sealed, topics, txn
 from protocol.errors import AuthenticationError, DecodeError, ProtocolError, ValidationError
@@ -29,6 +35,7 @@ from protocol.reasons import (
     MESSAGE_MALFORMED,
     MESSAGE_TOO_LARGE,
     MESSAGE_TYPE_INVALID,
+    RECORD_LOST,
     TIME_INVALID,
     TOPIC_INVALID,
     TOPIC_MISMATCH,
@@ -67,9 +74,16 @@ class Verified:
 
     `refusal` is None when every field is consistent; else the reason it will be stored as
     refused with (its fields are then what could be read: at least terminal, merchant of the
-    topic, seq and prev)."""
+    topic, seq and prev).
 
-    __slots__ = ("terminal", "merchant", "seq", "fields", "record", "digest", "refusal")
+    `told`: what the gateway had sent its terminal when it arrived (gateway/answered.py), for
+    the offline re-check; None when it was verified outside the verify stage.
+
+    A lost notice has refusal `record_lost`, no prev, and as `digest` the lost record's
+    (given), which the terminal's next record chains from."""
+
+    __slots__ = ("terminal", "merchant", "seq", "fields", "record", "digest", "refusal",
+                 "told")
 
     terminal: str
     merchant: str
@@ -78,17 +92,20 @@ class Verified:
     record: bytes
     digest: bytes
     refusal: str | None
+    told: Told | None
 
     def __init__(self, fields: Mapping[str, Any], record: bytes,
-                 refusal: str | None = None) -> None:
+                 refusal: str | None = None, told: Told | None = None,
+                 digest: bytes | None = None) -> None:
         put = object.__setattr__
         put(self, "terminal", fields["terminal"])
         put(self, "merchant", fields["merchant"])
         put(self, "seq", fields["seq"])
         put(self, "fields", MappingProxyType(dict(fields)))
         put(self, "record", bytes(record))
-        put(self, "digest", txn.digest(record))
+        put(self, "digest", txn.digest(record) if digest is None else digest)
         put(self, "refusal", refusal)
+        put(self, "told", told)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a verified record does not change")
@@ -96,6 +113,11 @@ class Verified:
     @property
     def txn_id(self) -> str:
         return txn.txn_id(self.terminal, self.seq)
+
+    @property
+    def lost(self) -> bool:
+        """A lost notice, not a record: it holds the seq but says nothing of the sale."""
+        return self.refusal == RECORD_LOST
 
 
 def _is_uint(value: Any) -> bool:
@@ -121,15 +143,15 @@ class Verifier:
         return mac0.verify(entry.key), merchant, terminal, entry
 
     @staticmethod
-    def _map(inner: bytes, message_type: int) -> dict[Any, Any]:
-        """The verified payload as a map of this message type and version 1."""
+    def _map(inner: bytes, message_type: int, also: int | None = None) -> dict[Any, Any]:
+        """The verified payload as a map of this message type (or `also`) and version 1."""
         try:
             item = cbor.decode(inner)
         except DecodeError as error:
             raise SignedRefusal(error.reason, error.detail) from None
         if not isinstance(item, dict):
             raise SignedRefusal(MESSAGE_MALFORMED, "message is not a map")
-        if item.get(messages.K_TYPE) != message_type:
+        if item.get(messages.K_TYPE) not in (message_type, also or message_type):
             raise SignedRefusal(MESSAGE_TYPE_INVALID, f"expected type {message_type}")
         if item.get(messages.K_VERSION) != PROTOCOL_VERSION:
             raise SignedRefusal(VERSION_UNSUPPORTED, f"version {item.get(1)!r}")
@@ -147,12 +169,17 @@ class Verifier:
             raise ValidationError(MERCHANT_MISMATCH, terminal)
         return fields
 
-    def transaction(self, topic: str, payload: bytes, now_s: float) -> Verified:
+    def transaction(self, topic: str, payload: bytes, now_s: float,
+                    told: Told | None = None) -> Verified:
+        """The record `payload`; `told`: what the gateway had sent its terminal when it
+        arrived (carried along, `Verified.told`)."""
         inner, merchant, terminal, entry = self._authenticated(topic, payload, topics.LEAF_TXN)
-        item = self._map(inner, messages.TYPE_TXN)
+        item = self._map(inner, messages.TYPE_TXN, messages.TYPE_LOST)
         seq, prev = item.get(_K_SEQ), item.get(_K_PREV)
         if not _is_uint(seq):
             raise SignedRefusal(FIELD_MISSING if seq is None else FIELD_INVALID, "seq")
+        if item[messages.K_TYPE] == messages.TYPE_LOST:
+            return self._lost(item, payload, merchant, terminal, entry, told)
         if not (isinstance(prev, bytes) and len(prev) == 32):
             raise SignedRefusal(FIELD_MISSING if prev is None else FIELD_INVALID, "prev", seq)
         fields: dict[str, Any] = {"terminal": terminal, "merchant": merchant, "seq": seq,
@@ -165,8 +192,18 @@ class Verifier:
                 raise ValidationError(TIME_INVALID, "time is in the future")
         except ProtocolError as error:
             fields["merchant"] = merchant
-            return Verified(fields, bytes(payload), refusal=error.reason)
-        return Verified(fields, bytes(payload))
+            return Verified(fields, bytes(payload), error.reason, told)
+        return Verified(fields, bytes(payload), told=told)
+
+    def _lost(self, item: dict[Any, Any], payload: bytes, merchant: str, terminal: str,
+              entry: Terminal, told: Told | None) -> Verified:
+        """A lost notice: placed as refused under its seq, with the lost record's digest."""
+        try:
+            fields = self._fields(item, messages.TYPE_LOST, merchant, terminal, entry)
+        except ProtocolError as error:
+            raise SignedRefusal(error.reason, error.detail, item[_K_SEQ]) from None
+        fields["merchant"] = merchant
+        return Verified(fields, bytes(payload), RECORD_LOST, told, fields["digest"])
 
     def auth_request(self, topic: str, payload: bytes) -> dict[str, Any]:
         """The request's fields; DeclinedRequest when it breaks a rule after its MAC

@@ -13,9 +13,10 @@ import queue
 import time
 
 from gateway.acks import AckOut, refusal_notice
+from gateway.answered import Answered
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
-from gateway.verify import Verified, Verifier
+from gateway.verify import Verified, Verifier, claimed_terminal
 from protocol.errors import ProtocolError
 from protocol.reasons import QUEUE_FULL
 
@@ -27,8 +28,10 @@ class VerifyStage(Stage[Uplink]):
 
     def __init__(self, verifier: Verifier, stats: Stats, inbox: queue.Queue[Uplink | None],
                  outbox: queue.Queue[Verified | None], notices: queue.Queue[AckOut | None],
-                 on_death: OnDeath = exit_process) -> None:
+                 on_death: OnDeath = exit_process, answered: Answered | None = None) -> None:
+        """`answered`: what the gateway sent each terminal, read as each record arrives."""
         super().__init__(inbox, on_death)
+        self.answered = answered
         self.verifier = verifier
         self.stats = stats
         self.outbox = outbox
@@ -37,8 +40,13 @@ class VerifyStage(Stage[Uplink]):
     def handle(self, item: Uplink) -> None:
         topic, payload = item
         self.stats.add("received")
+        # Read first, as near its arrival as the gateway gets: whatever its terminal knew
+        # when it made the record had been sent by then (gateway/answered.py).
+        claimed = claimed_terminal(topic)
+        told = (self.answered.told(claimed[1])
+                if self.answered is not None and claimed is not None else None)
         try:
-            verified = self.verifier.transaction(topic, payload, time.time())
+            verified = self.verifier.transaction(topic, payload, time.time(), told)
         except ProtocolError as error:
             self.stats.rejected(error.reason)
             notice = refusal_notice(topic, error)

@@ -19,7 +19,7 @@ from ledger.errors import (
     LedgerUnavailable,
     NotFound,
 )
-from ledger.model import PostResult
+from ledger.model import PostResult, TxnRefusal
 
 __all__ = [
     "BatchConflict",
@@ -32,5 +32,6 @@ __all__ = [
     "LedgerUnavailable",
     "NotFound",
     "PostResult",
+    "TxnRefusal",
     "open_books",
 ]

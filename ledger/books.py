@@ -7,10 +7,13 @@ pure rules (`ledger.plan`, `ledger.posting_rules`, `ledger.hold_rules`), SQL
 tie them together:
 
 - one lock serializes every use of the single connection, so the object is thread-safe;
-- a batch posts in ONE database transaction: all its transactions or none of them;
-- a batch_id seen before with the same content is a success (``duplicate``), with other
-  content a ``batch_conflict``; a reused txn_id is skipped or a ``txn_conflict``;
-  conflicts are recorded as alarm rows and logged, and change nothing else;
+- a batch is judged transaction by transaction and written in ONE database transaction:
+  every valid transaction posts, each invalid one is refused on its own, kept in
+  `refused_txns` with its reason (the ledger's quarantine) and alarmed, and the answer lists
+  it; a fault of the batch's envelope (`ledger.validate`) refuses it whole, changing nothing;
+- a batch_id seen before with the same content is a success (``duplicate``) that repeats the
+  refusals of the first answer, with other content a ``batch_conflict``; a reused txn_id is
+  skipped, or refused ``txn_conflict``; conflicts are recorded as alarm rows and logged;
 - a hold is placed, voided or posted inside the same serialized write transaction as
   batches, so the value a card has available is never promised twice;
 - the clock (Unix seconds, injectable for tests) judges hold expiry and the default
@@ -32,13 +35,19 @@ from typing import Any
 
 from ledger import hold_sql, posting_sql, queries, reports
 from ledger.db import Database, open_database
-from ledger.errors import BatchConflict, HoldRefused, LedgerUnavailable
+from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
-from ledger.model import Batch, PostResult
+from ledger.model import (
+    STATUS_DUPLICATE,
+    STATUS_PARTIAL,
+    STATUS_POSTED,
+    Batch,
+    PostResult,
+)
 from ledger.plan import plan_batch
 from ledger.reports import Report
 from ledger.schema import create_schema
-from ledger.validate import parse_batch, parse_hold_request
+from ledger.validate import parse_batch, parse_hold_request, parse_txn
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +71,14 @@ class Books:
         return self._database.dialect
 
     def post_batch(self, document: object) -> PostResult:
-        """Validate and post a decoded settlement batch exactly once, atomically."""
-        batch = parse_batch(document)
+        """Post a decoded settlement batch exactly once: every valid transaction, in one
+        database transaction, the refused ones listed in the result (status "partial")."""
+        try:
+            batch = parse_batch(document)
+        except BatchConflict as conflict:  # a txn_id twice in the batch, with other content
+            with self._guard():
+                self._raise_alarm(conflict.reason, conflict.detail)
+            raise
         with self._guard():
             try:
                 with self._database.write_transaction():
@@ -76,7 +91,9 @@ class Books:
         """Inside the write transaction: duplicate check, plan, write."""
         known_hash = posting_sql.find_batch_hash(self._database, batch.batch_id)
         if known_hash == batch.content_hash:
-            return PostResult("duplicate", batch.batch_id, 0, len(batch.transactions))
+            refused = posting_sql.find_refusals(self._database, batch.batch_id)
+            in_books = len(batch.transactions) - len(refused)
+            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused)
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
@@ -88,7 +105,13 @@ class Books:
         late = sum(posting.late for posting in plan.hold_postings)
         if late:
             log.warning("batch %s posted %d expired holds", batch.batch_id, late)
-        return PostResult("posted", batch.batch_id, len(plan.txns), plan.already_posted)
+        if plan.refused:
+            log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
+                        batch.batch_id, len(plan.refused), len(batch.transactions),
+                        ", ".join(f"{r.txn_id} {r.reason}" for r in plan.refused[:10]))
+        status = STATUS_PARTIAL if plan.refused else STATUS_POSTED
+        return PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
+                          tuple(plan.refused))
 
     def place_hold(self, document: object) -> HoldAnswer:
         """Hold card value for an authorization (a decoded POST /v1/holds body), idempotently.
@@ -151,6 +174,8 @@ class Books:
         Posted as a one-transaction `issue` batch from the technician's desk (terminal
         "DESK"), so it has the same legs, checks and exactly-once rules as a card sold at a
         counter: the same registration again is a duplicate, a different one a conflict.
+        Unlike a gateway's batch, a registration the ledger would refuse raises (BatchInvalid)
+        and records nothing: the technician corrects it and tries again at once.
         """
         transaction = {
             "txn_id": f"REG-{card}", "terminal": REGISTRATION_TERMINAL, "seq": 0,
@@ -163,16 +188,22 @@ class Books:
                              sort_keys=True).encode()
         transaction["digest"] = hashlib.sha256(content).hexdigest()
         batch_id = f"register-{card}"
+        parse_txn(transaction)  # a bad value or currency raises here, before anything is kept
         existing = self.card_balance(card)
         if existing is not None:
             # Registered before (a personalization run repeated): the same program is a
             # no-op, another one is refused; the opening value is never posted twice.
             if existing["program"] != program or existing["currency"] != currency:
                 raise BatchConflict("card_exists", f"card {card} is registered otherwise")
-            return PostResult("duplicate", batch_id, 0, 1)
+            return PostResult(STATUS_DUPLICATE, batch_id, 0, 1)
         batch = {"batch_id": batch_id, "gateway_id": REGISTRATION_TERMINAL,
                  "created": int(self._now()), "transactions": [transaction]}
-        return self.post_batch(batch)
+        result = self.post_batch(batch)
+        if result.refused:
+            # Only a race gets here: the card was settled by a gateway since it was looked
+            # up (card_already_issued). The refusal stays on record, like any other.
+            raise BatchInvalid(result.refused[0].reason, result.refused[0].detail)
+        return result
 
     def card_balance(self, card: str) -> dict[str, Any] | None:
         """{"card","currency","value_minor","points","program","held_minor","available_minor"}
@@ -194,6 +225,12 @@ class Books:
         """{unit: sum of entries}; every value is zero in healthy books."""
         with self._guard():
             return queries.trial_balance(self._database)
+
+    def refused_transactions(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        """The ledger's quarantine: every transaction a batch refused (or one batch's), oldest
+        first, as `ledger.queries.REFUSED_FIELDS`; report_too_large beyond REPORT_ROWS_MAX."""
+        with self._guard():
+            return queries.refused_transactions(self._database, batch_id)
 
     def alarms(self) -> list[dict[str, Any]]:
         """Recorded alarms, oldest first: {"id","at","reason","detail"}."""

@@ -15,23 +15,31 @@ Hold calls wait at most HTTP_HOLD_TIMEOUT_S (an authorization is waiting at the 
 everything else `timeout_s`.
 
 Proxies from the environment are ignored: the ledger is addressed directly.
+
+Credentials: `token` (``<login>:<secret>``, from `tilltap ledger login add`) is sent as a
+bearer token on every request; over ``https://`` the server's certificate is checked against
+`ca_file` (the ledger's own CA from `tilltap ledger tls`) when given, else the system's CAs.
+A token is never sent in clear text beyond loopback (ConfigInvalid).
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
     ConfigInvalid,
     LedgerUnavailable,
+    LoginRefused,
     rejection_for_status,
 )
 from ledger.limits import BATCH_BYTES_MAX, HTTP_HOLD_TIMEOUT_S, HTTP_TIMEOUT_S
@@ -42,14 +50,30 @@ JSON_TYPE = "application/json"
 class LedgerClient:
     """Talks to one ledger server at `base_url` (``http://host:port``)."""
 
-    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
-        if not base_url.startswith(("http://", "https://")):
+    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S,
+                 token: str | None = None, ca_file: str | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigInvalid(
-                "url_invalid", f"ledger URL must be http(s)://..., got {base_url!r}"
+                "url_invalid", f"ledger URL must be http(s)://host:port, got {base_url!r}"
             )
+        if token is not None and parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ConfigInvalid("url_invalid", "a ledger login is sent over https:// only "
+                                               f"beyond loopback, not to {base_url!r}")
+        if ca_file is not None and parts.scheme != "https":
+            raise ConfigInvalid("url_invalid", f"a ledger CA needs an https:// URL: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._token = token
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if parts.scheme == "https":
+            try:
+                context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as error:
+                raise ConfigInvalid("ca_invalid", f"ledger CA {ca_file}: {error}") from error
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def post_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Post a settlement batch: {"status","batch_id","posted","already_posted"}."""
@@ -150,6 +174,12 @@ class LedgerClient:
         result: dict[str, int] = self._request("GET", "/v1/trial-balance")
         return result
 
+    def refused_transactions(self, batch_id: str | None = None) -> list[dict[str, Any]]:
+        """The ledger's quarantine of refused transactions (one batch's, or all)."""
+        query = f"?{urlencode({'batch_id': batch_id})}" if batch_id is not None else ""
+        result: dict[str, Any] = self._request("GET", f"/v1/refused{query}")
+        return list(result["refused"])
+
     def alarms(self) -> list[dict[str, Any]]:
         """Alarms recorded by the ledger, oldest first."""
         result: list[dict[str, Any]] = self._request("GET", "/v1/alarms")["alarms"]
@@ -165,6 +195,8 @@ class LedgerClient:
     ) -> Any:
         """One HTTP exchange, its JSON answer, or a typed error."""
         request = urllib.request.Request(self.base_url + path, data=body, method=method)
+        if self._token is not None:
+            request.add_header("Authorization", f"Bearer {self._token}")
         if body is not None:
             request.add_header("Content-Type", JSON_TYPE)
         wait_s = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
@@ -176,6 +208,38 @@ class LedgerClient:
         except (OSError, http.client.HTTPException) as error:
             # URLError is an OSError: refused connection, DNS, timeout, reset.
             raise LedgerUnavailable(f"{method} {path}: {error}") from error
+
+
+def _loopback(host: str) -> bool:
+    """Whether a URL's host is this machine (a token may travel in clear text there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect(url: str, token_file: str | None = None, ca_file: str | None = None,
+            timeout_s: float = HTTP_TIMEOUT_S) -> LedgerClient:
+    """A client from command-line settings: the URL, a token file, a CA file (ConfigInvalid
+    for any that cannot be used)."""
+    token = read_token(token_file) if token_file else None
+    return LedgerClient(url, timeout_s, token=token, ca_file=ca_file)
+
+
+def read_token(path: str) -> str:
+    """A ledger login's token from its file (`tilltap ledger login add --token-out`);
+    ConfigInvalid for a missing, unreadable or malformed one."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigInvalid("token_invalid", f"cannot read ledger token {path}: {error}") from error
+    name, _, secret = token.partition(":")
+    if not name or not secret or any(c.isspace() for c in token):
+        raise ConfigInvalid("token_invalid", f"{path} does not hold a <login>:<secret> token")
+    return token
 
 
 def _decode(payload: bytes) -> Any:
@@ -193,6 +257,8 @@ def _http_failure(error: urllib.error.HTTPError) -> Exception:
         reason, detail = str(answer["error"]), str(answer.get("detail", ""))
     except (ValueError, KeyError, TypeError, OSError):
         reason, detail = f"http_{error.code}", str(error.reason)
+    if error.code == 401:
+        return LoginRefused(detail, reason=reason)
     if 400 <= error.code < 500:
         return rejection_for_status(reason, detail, error.code)
     return LedgerUnavailable(detail, reason=reason)

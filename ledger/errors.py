@@ -14,8 +14,12 @@ The tree (HTTP status used by the server in brackets)::
     │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)
     │   ├── HoldRefused         [409] a hold cannot be placed or voided: insufficient_value,
     │   │                             hold_posted, hold_conflict (id reused, alarm raised)
-    │   └── NotFound            [404] unknown card, hold, report or path
+    │   ├── NotFound            [404] unknown card, hold, report or path
+    │   ├── Unauthorized        [401] no login, or not one the ledger knows (server side)
+    │   └── Forbidden           [403] a login asked beyond its role or its gateway's ids
     ├── LedgerUnavailable       [503] database or network trouble: retry later, same request
+    │   └── LoginRefused        [401] as the client sees it: our login was refused; an
+    │                                 operator fixes the token, the work waits and retries
     └── ConfigInvalid                 bad DSN or settings at start-up
 
 The gateway retries on ``LedgerUnavailable`` (and stands in for an authorization) and raises
@@ -79,11 +83,29 @@ class NotFound(LedgerRejected):
     default_http_status = 404
 
 
+class Unauthorized(LedgerRejected):
+    """No login, or one the ledger does not know: 401, and the same words every time."""
+
+    default_http_status = 401
+
+
+class Forbidden(LedgerRejected):
+    """A known login asked for something outside its role or its gateway's namespace."""
+
+    default_http_status = 403
+
+
 class LedgerUnavailable(LedgerError):
     """The books cannot be reached right now; the same request may succeed later."""
 
     def __init__(self, detail: str = "", reason: str = "ledger_unavailable") -> None:
         super().__init__(reason, detail)
+
+
+class LoginRefused(LedgerUnavailable):
+    """The ledger did not accept our login (401): a configuration fault an operator fixes
+    (a revoked or mistyped token), not a verdict on the request, so the caller keeps its
+    work and retries later, as when the ledger is out of reach."""
 
 
 class ConfigInvalid(LedgerError):
@@ -98,6 +120,7 @@ def rejection_for_status(reason: str, detail: str, http_status: int) -> LedgerRe
         400: BatchInvalid,
         404: NotFound,
         409: BatchConflict,
+        403: Forbidden,
         413: BatchTooLarge,
     }
     return by_status.get(http_status, LedgerRejected)(reason, detail, http_status)

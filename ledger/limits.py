@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-AMOUNT_MINOR_MAX = 10**12
-"""Largest amount_minor (and card_value_minor, bonus_minor) a transaction may carry."""
+# Defined once, in protocol/money.py, and shown here: the gateway checks the same bounds at
+# ingest, so a record it accepted is never refused by the ledger for its size.
+from protocol.money import AMOUNT_MINOR_MAX as AMOUNT_MINOR_MAX  # amount, card value, bonus
+from protocol.money import POINTS_MAX as POINTS_MAX  # points earned, taken back or redeemed
 
-POINTS_MAX = 10**12
-"""Largest number of points one transaction may earn or take back (or redeem)."""
+REFUSAL_DETAIL_CHARS_MAX = 500
+"""Longest detail kept with a refused transaction (and its alarm): a detail quotes what was
+sent (unknown keys, say), which a row kept for years need not hold in full."""
 
 LEGS_MAX = 32
 """Most legs one settlement transaction may carry: room for all that one engine operation writes."""
@@ -35,8 +38,25 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 HTTP_TIMEOUT_S = 120.0
 """Client wait for one request: a 200k-transaction batch takes seconds to post."""
 
-HTTP_SOCKET_TIMEOUT_S = 120.0
-"""Server wait on a silent client socket before dropping the connection."""
+HTTP_SOCKET_TIMEOUT_S = 30.0
+"""Server wait on a silent client socket (one read or write) before dropping the connection."""
+
+HTTP_BODY_BASE_S = 10.0
+"""Time any request body may take to arrive, on top of HTTP_BODY_RATE_MIN_BYTES_PER_S."""
+
+HTTP_BODY_RATE_MIN_BYTES_PER_S = 256 * 1024
+"""Slowest body upload served: a client trickling a body slower holds no slot for long."""
+
+HTTP_CONNECTIONS_MAX = 512
+"""Open connections served at once (each is a thread); more are closed at once."""
+
+HTTP_CONNECTIONS_PER_CLIENT_MAX = 64
+"""Open connections one client address may hold, so one slow client cannot take them all
+(twice the request slots: a busy gateway racing holds keeps working)."""
+
+LOGINS_RELOAD_INTERVAL_S = 2.0
+"""How often the server looks at the logins file's modification time (a login added or
+removed with `tilltap ledger login` takes effect without a restart)."""
 
 HTTP_SHUTDOWN_POLL_S = 0.05
 """How often the serving loop checks for stop(): the longest stop() waits for it."""

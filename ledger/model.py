@@ -109,24 +109,59 @@ assert set(TXN_COMPUTED_FIELDS) | set(TXN_UNSTORED_FIELDS) <= set(TXN_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
+class TxnRefusal:
+    """One transaction of a batch the ledger refused on its own: the rest of the batch posts.
+
+    `position` is its index in the batch's "transactions" (a batch answers its refusals in
+    batch order, the same order every time); `content_hash` is the transaction's identity
+    as for a `Txn`, so a person can tell a transaction sent again unchanged from a fixed one.
+    """
+
+    txn_id: str
+    reason: str
+    detail: str
+    content_hash: str
+    position: int
+
+    def to_json(self) -> dict[str, Any]:
+        """One item of the "refused" list of a POST /v1/batches answer."""
+        return {"txn_id": self.txn_id, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """A validated settlement batch; transactions keep the order the gateway gave them."""
+    """A settlement batch whose envelope is valid; its transactions keep the order the gateway
+    gave them, each parsed into a `Txn` or refused by validation (a `TxnRefusal`)."""
 
     batch_id: str
     gateway_id: str
     created: int
-    transactions: tuple[Txn, ...]
+    transactions: tuple[Txn | TxnRefusal, ...]
     content_hash: str
+
+    def valid_transactions(self) -> list[Txn]:
+        """The transactions that passed validation, in batch order."""
+        return [txn for txn in self.transactions if isinstance(txn, Txn)]
+
+
+STATUS_POSTED = "posted"
+"""Every transaction of the batch is in the books (posted now, or before)."""
+STATUS_PARTIAL = "partial"
+"""Some transactions were refused (listed in `refused`); every other one is in the books."""
+STATUS_DUPLICATE = "duplicate"
+"""The batch was judged before: nothing changed, and the answer repeats its refusals."""
 
 
 @dataclass(frozen=True, slots=True)
 class PostResult:
-    """What post_batch did: "posted" (possibly 0 new txns) or "duplicate" (nothing at all)."""
+    """What post_batch did. Every transaction of the batch is counted once: `posted` (now),
+    `already_posted` (by an earlier batch, or earlier in this one) or `refused`."""
 
     status: str
     batch_id: str
     posted: int
     already_posted: int
+    refused: tuple[TxnRefusal, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The body of a 200 answer to POST /v1/batches."""
@@ -135,4 +170,5 @@ class PostResult:
             "batch_id": self.batch_id,
             "posted": self.posted,
             "already_posted": self.already_posted,
+            "refused": [refusal.to_json() for refusal in self.refused],
         }

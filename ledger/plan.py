@@ -1,11 +1,15 @@
 """Decide what a validated batch writes, given what the books already hold. Pure, no I/O.
 
 `ledger.posting_sql` reads a `BooksView` (only the rows this batch's ids touch), this module
-applies the rules that need history, and returns a `Plan` of rows to insert. Rules:
+applies the rules that need history, and returns a `Plan` of rows to insert. Each
+transaction is judged on its own, in batch order: one that breaks a rule is refused (a
+`TxnRefusal` in the plan, with the rule's reason) and changes nothing, and the next is
+judged on the books as the transactions before it left them, so a refund whose purchase
+was refused earlier in the batch finds no original. Rules:
 
 - a txn_id already posted with the same content is skipped (counted as already_posted);
-  with other content the whole batch is refused ``txn_conflict`` (the same holds for a
-  txn_id repeated inside one batch);
+  with other content it is refused ``txn_conflict``; a txn_id repeated identically inside
+  the batch shares the fate of its first (validation refuses one repeated with other content);
 - a card keeps the currency of the first transaction that named it (``currency_mismatch``),
   and is issued at most once (``card_already_issued``);
 - a refund must name a purchase, issue or topup of the same card, in the books or earlier in
@@ -22,7 +26,9 @@ applies the rules that need history, and returns a `Plan` of rows to insert. Rul
   the same card and currency, and hold at least the card value taken (``ledger.hold_rules``);
   an expired hold is posted all the same (the sale happened) and counted as late.
 
-Transactions are taken in batch order, so a purchase and its refund may share a batch.
+A transaction's legs, its card's change, its refund's count and its hold posting are all
+decided first (`_judge`) and then applied together (`_apply`): a transaction posts whole or
+not at all.
 """
 
 from __future__ import annotations
@@ -30,9 +36,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ledger.errors import BatchConflict, BatchInvalid
+from ledger.errors import BatchConflict, BatchInvalid, LedgerRejected
 from ledger.hold_rules import STATUS_POSTED, HoldPosting, HoldState, check_posting
-from ledger.model import KIND_EXPIRE, KIND_ISSUE, KIND_PURCHASE, KIND_REFUND, Batch, Txn
+from ledger.limits import REFUSAL_DETAIL_CHARS_MAX
+from ledger.model import (
+    KIND_EXPIRE,
+    KIND_ISSUE,
+    KIND_PURCHASE,
+    KIND_REFUND,
+    Batch,
+    Txn,
+    TxnRefusal,
+)
 from ledger.posting_rules import CAUSE_EXPIRE, LOAD_KINDS, REFUNDABLE_KINDS, legs_for, rule_legs
 from protocol.accounts import CARD_POINTS, CARD_VALUE
 
@@ -78,7 +93,8 @@ class BooksView:
 
 @dataclass(slots=True)
 class Plan:
-    """Rows to write for one batch; `already_posted` counts txns skipped as known."""
+    """Rows to write for one batch; `already_posted` counts txns skipped as known, `refused`
+    the transactions refused (by validation or here), in batch order."""
 
     txns: list[Txn] = field(default_factory=list)
     entries: list[EntryRow] = field(default_factory=list)
@@ -86,36 +102,71 @@ class Plan:
     changed_cards: list[CardState] = field(default_factory=list)
     hold_postings: list[HoldPosting] = field(default_factory=list)
     already_posted: int = 0
+    refused: list[TxnRefusal] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """What one transaction changes, decided before anything changes."""
+
+    card: CardState
+    refund_totals: tuple[OriginalState, int, int, int] | None
+    """The original a refund names, and its card value, points and bonus refunded so far
+    with this refund counted."""
+    hold_posting: HoldPosting | None
+    entries: list[EntryRow]
+
+
+@dataclass(slots=True)
+class _Books:
+    """The books as the batch's transactions so far have left them (working copies)."""
+
+    cards: dict[str, CardState]
+    originals: dict[str, OriginalState]
+    holds: dict[str, HoldState]
 
 
 def plan_batch(batch: Batch, view: BooksView) -> Plan:
-    """The rows a batch adds to the books, or a `LedgerRejected` that refuses it whole."""
+    """The rows a batch adds to the books and the transactions it refuses, in batch order."""
     plan = Plan()
-    plan.txns = new_transactions(batch, view.posted_hashes)
-    plan.already_posted = len(batch.transactions) - len(plan.txns)
-    cards = dict(view.cards)
-    originals = {txn_id: replace(state) for txn_id, state in view.originals.items()}
-    holds = dict(view.holds)
-    for txn in plan.txns:
-        _apply_card_rules(txn, cards)
-        refunded_kind = KIND_PURCHASE
-        if txn.kind == KIND_REFUND:
-            refunded_kind = _apply_refund_rules(txn, originals)
-        if txn.hold_id is not None:
-            plan.hold_postings.append(_apply_hold_rules(txn, holds))
-        if txn.legs is not None:
-            _check_given_legs(txn, refunded_kind)
-        originals[txn.txn_id] = OriginalState(
-            txn.txn_id,
-            txn.kind,
-            txn.card,
-            txn.currency,
-            txn.card_value_minor,
-            txn.points,
-            txn.bonus_minor,
-        )
-        plan.entries.extend((txn.txn_id, *leg) for leg in legs_for(txn, refunded_kind))
-    for card, state in cards.items():
+    books = _Books(
+        dict(view.cards),
+        {txn_id: replace(state) for txn_id, state in view.originals.items()},
+        dict(view.holds),
+    )
+    fates: dict[str, Txn | TxnRefusal] = {}
+    for position, item in enumerate(batch.transactions):
+        first = fates.get(item.txn_id)
+        if first is not None:
+            # A copy of an earlier transaction (validation refused other content).
+            if isinstance(first, TxnRefusal):
+                plan.refused.append(replace(first, position=position))
+            else:
+                plan.already_posted += 1
+            continue
+        fates[item.txn_id] = item
+        if isinstance(item, TxnRefusal):
+            plan.refused.append(item)
+            continue
+        known = view.posted_hashes.get(item.txn_id)
+        if known == item.content_hash:
+            plan.already_posted += 1
+            continue
+        try:
+            if known is not None:
+                raise BatchConflict(
+                    "txn_conflict",
+                    f"txn {item.txn_id} was already received with different content",
+                )
+            judged = _judge(item, books)
+        except LedgerRejected as refusal:
+            detail = refusal.detail[:REFUSAL_DETAIL_CHARS_MAX]
+            refused = TxnRefusal(item.txn_id, refusal.reason, detail, item.content_hash, position)
+            fates[item.txn_id] = refused
+            plan.refused.append(refused)
+            continue
+        _apply(item, judged, books, plan)
+    for card, state in books.cards.items():
         if card not in view.cards:
             plan.new_cards.append(state)
         elif state != view.cards[card]:
@@ -123,25 +174,53 @@ def plan_batch(batch: Batch, view: BooksView) -> Plan:
     return plan
 
 
-def new_transactions(batch: Batch, posted_hashes: Mapping[str, str]) -> list[Txn]:
-    """The txns not yet in the books; refuses the batch if any txn_id has other content."""
-    seen = dict(posted_hashes)
-    fresh: list[Txn] = []
-    for txn in batch.transactions:
-        known = seen.get(txn.txn_id)
-        if known is None:
-            seen[txn.txn_id] = txn.content_hash
-            fresh.append(txn)
-        elif known != txn.content_hash:
-            raise BatchConflict(
-                "txn_conflict",
-                f"txn {txn.txn_id} was already received with different content",
-            )
-    return fresh
+def _judge(txn: Txn, books: _Books) -> _Judged:
+    """Every rule for one transaction against the books so far; raises `LedgerRejected` to
+    refuse it. Changes nothing."""
+    card = _card_after(txn, books.cards)
+    refunded_kind = KIND_PURCHASE
+    refund_totals = None
+    if txn.kind == KIND_REFUND:
+        refund_totals = _refund_totals(txn, books.originals)
+        refunded_kind = refund_totals[0].kind
+    hold_posting = None
+    if txn.hold_id is not None:
+        hold_posting = check_posting(txn, books.holds.get(txn.hold_id))
+    if txn.legs is not None:
+        _check_given_legs(txn, refunded_kind)
+    entries: list[EntryRow] = [(txn.txn_id, *leg) for leg in legs_for(txn, refunded_kind)]
+    return _Judged(card, refund_totals, hold_posting, entries)
 
 
-def _apply_card_rules(txn: Txn, cards: dict[str, CardState]) -> None:
-    """Register a card on first sight, keep its currency fixed, and activate it once."""
+def _apply(txn: Txn, judged: _Judged, books: _Books, plan: Plan) -> None:
+    """Put a judged transaction in the plan and in the working books, all of it at once."""
+    books.cards[txn.card] = judged.card
+    if judged.refund_totals is not None:
+        original, card_value_minor, points, bonus_minor = judged.refund_totals
+        original.refunded_card_value_minor = card_value_minor
+        original.refunded_points = points
+        original.refunded_bonus_minor = bonus_minor
+    if judged.hold_posting is not None:
+        assert txn.hold_id is not None
+        plan.hold_postings.append(judged.hold_posting)
+        # A second purchase naming it later in the batch finds it posted.
+        books.holds[txn.hold_id] = replace(books.holds[txn.hold_id], status=STATUS_POSTED)
+    books.originals[txn.txn_id] = OriginalState(
+        txn.txn_id,
+        txn.kind,
+        txn.card,
+        txn.currency,
+        txn.card_value_minor,
+        txn.points,
+        txn.bonus_minor,
+    )
+    plan.txns.append(txn)
+    plan.entries.extend(judged.entries)
+
+
+def _card_after(txn: Txn, cards: Mapping[str, CardState]) -> CardState:
+    """The card as this transaction leaves it: registered on first sight, its currency
+    fixed, activated once."""
     state = cards.get(txn.card)
     if state is None:
         state = CardState(txn.card, txn.program, txn.currency, None)
@@ -157,20 +236,14 @@ def _apply_card_rules(txn: Txn, cards: dict[str, CardState]) -> None:
                 f"txn {txn.txn_id}: card {txn.card} was issued by {state.activated_txn_id}",
             )
         state = replace(state, program=txn.program, activated_txn_id=txn.txn_id)
-    cards[txn.card] = state
+    return state
 
 
-def _apply_hold_rules(txn: Txn, holds: dict[str, HoldState]) -> HoldPosting:
-    """Post the hold a purchase names; a second purchase naming it finds it posted."""
-    assert txn.hold_id is not None
-    posting = check_posting(txn, holds.get(txn.hold_id))
-    holds[txn.hold_id] = replace(holds[txn.hold_id], status=STATUS_POSTED)
-    return posting
-
-
-def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> str:
-    """Check a refund against its original, count it towards that original's limit, and
-    return the original's kind (which decides the refund's legs)."""
+def _refund_totals(
+    txn: Txn, originals: Mapping[str, OriginalState]
+) -> tuple[OriginalState, int, int, int]:
+    """Check a refund against its original: the original (whose kind decides the refund's
+    legs), and the card value, points and bonus its refunds return with this one."""
     assert txn.ref_txn_id is not None, "validation requires ref_txn_id on refunds"
     original = originals.get(txn.ref_txn_id)
     if original is None:
@@ -206,10 +279,7 @@ def _apply_refund_rules(txn: Txn, originals: dict[str, OriginalState]) -> str:
             f" of {original.card_value_minor} card value, {points} of {original.points} points"
             f" and {bonus_minor} of {original.bonus_minor} bonus",
         )
-    original.refunded_card_value_minor = card_value_minor
-    original.refunded_points = points
-    original.refunded_bonus_minor = bonus_minor
-    return original.kind
+    return original, card_value_minor, points, bonus_minor
 
 
 def _check_given_legs(txn: Txn, refunded_kind: str) -> None:

@@ -4,6 +4,8 @@ Called only inside `Database.write_transaction`, so what is read cannot change b
 the plan is written. Look-ups are by id lists (one or a few queries per batch, never one
 per transaction) and rows go in with `Database.bulk_insert`. The rules in between are
 `ledger.plan`'s (pure); the holds a batch posts are read and closed by `ledger.hold_sql`.
+The transactions a batch refused are kept with it (`refused_txns`, each also an alarm row), so
+the batch sent again is answered with the same refusals.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from operator import attrgetter
 
 from ledger import hold_sql
 from ledger.db import Database, Row
-from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn
+from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
 from ledger.plan import BooksView, CardState, OriginalState, Plan
-from ledger.schema import CARD_COLUMNS, ENTRY_COLUMNS, TXN_COLUMNS
+from ledger.schema import ALARM_COLUMNS, CARD_COLUMNS, ENTRY_COLUMNS, REFUSED_COLUMNS, TXN_COLUMNS
 
 
 def find_batch_hash(database: Database, batch_id: str) -> str | None:
@@ -23,20 +25,31 @@ def find_batch_hash(database: Database, batch_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+def find_refusals(database: Database, batch_id: str) -> tuple[TxnRefusal, ...]:
+    """The transactions a posted batch refused, in batch order (for its duplicate answer)."""
+    rows = database.fetch(
+        "SELECT txn_id, reason, detail, content_hash, position FROM refused_txns"
+        " WHERE batch_id = ? ORDER BY position",
+        (batch_id,),
+    )
+    return tuple(TxnRefusal(*row) for row in rows)
+
+
 def read_view(database: Database, batch: Batch, now: int) -> BooksView:
     """The posted txns, cards, refund originals and holds that this batch's ids touch."""
+    txns = batch.valid_transactions()
     posted = database.fetch_in(
         "SELECT txn_id, content_hash FROM transactions WHERE {match}",
         "txn_id",
-        (txn.txn_id for txn in batch.transactions),
+        (txn.txn_id for txn in txns),
     )
     cards = database.fetch_in(
         "SELECT card, program, currency, activated_txn_id FROM cards WHERE {match}",
         "card",
-        (txn.card for txn in batch.transactions),
+        (txn.card for txn in txns),
     )
-    refs = [txn.ref_txn_id for txn in batch.transactions if txn.ref_txn_id is not None]
-    hold_ids = [txn.hold_id for txn in batch.transactions if txn.hold_id is not None]
+    refs = [txn.ref_txn_id for txn in txns if txn.ref_txn_id is not None]
+    hold_ids = [txn.hold_id for txn in txns if txn.hold_id is not None]
     return BooksView(
         posted_hashes=dict(posted),
         cards={row[0]: CardState(*row) for row in cards},
@@ -72,7 +85,8 @@ def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalSt
 
 
 def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -> None:
-    """Insert the batch row, its new transactions, their entries, card changes and holds posted."""
+    """Insert the batch row, its new transactions, their entries, card changes, holds posted,
+    and the transactions it refused with an alarm for each."""
     database.execute(
         "INSERT INTO batches (batch_id, content_hash, gateway_id, created, received_at,"
         " txn_count, posted_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -95,6 +109,24 @@ def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -
             (card.program, card.activated_txn_id, card.card),
         )
     hold_sql.record_postings(database, batch.batch_id, plan.hold_postings, received_at)
+    database.bulk_insert(
+        "refused_txns",
+        REFUSED_COLUMNS,
+        (
+            (batch.batch_id, r.position, r.txn_id, r.reason, r.detail, r.content_hash, received_at)
+            for r in plan.refused
+        ),
+    )
+    # An alarm each, in the batch's own transaction: the refusal and its alarm stand or fall
+    # together with the postings of the rest of the batch.
+    database.bulk_insert(
+        "alarms",
+        ALARM_COLUMNS,
+        (
+            (received_at, r.reason, f"batch {batch.batch_id} refused {r.txn_id}: {r.detail}")
+            for r in plan.refused
+        ),
+    )
 
 
 def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:

@@ -1,4 +1,5 @@
-"""Everyday reads of the books: card balances, terminal totals, trial balance, alarms, counts.
+"""Everyday reads of the books: card balances, terminal totals, trial balance, alarms, counts,
+and the refused transactions (the ledger's quarantine).
 
 Every figure is summed from the entries or transactions themselves (no cached balances),
 so a query can never disagree with the postings it describes. The named reports
@@ -7,10 +8,12 @@ so a query can never disagree with the postings it describes. The named reports
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger.db import Database, Row
+from ledger.errors import BatchTooLarge
+from ledger.limits import INT64_MAX, REPORT_ROWS_MAX
 from protocol.accounts import CARD_POINTS, CARD_VALUE
 
 _CARD_BALANCES = f"""
@@ -102,7 +105,49 @@ def alarms(database: Database) -> list[dict[str, Any]]:
     ]
 
 
-COUNTED_TABLES = ("batches", "transactions", "entries", "cards", "holds", "hold_postings", "alarms")
+REFUSED_FIELDS = (
+    "refused_at", "batch_id", "txn_id", "reason", "detail", "content_hash", "posted_batch_id",
+)  # fmt: skip
+"""A refused transaction as a person reads it; posted_batch_id: the batch that has its
+txn_id in the books (posted later once fixed, or, for a txn_conflict, the one it conflicts
+with), or null: the sale is not in the books."""
+
+
+def refused_transactions(
+    database: Database,
+    batch_id: str | None = None,
+    refused_from_s: int = 0,
+    refused_before_s: int = INT64_MAX,
+) -> list[dict[str, Any]]:
+    """The transactions batches refused (of one batch, or refused within a time span),
+    oldest first and in batch order: the ledger's quarantine, REFUSED_FIELDS each."""
+    match_batch = "" if batch_id is None else " AND r.batch_id = ?"
+    rows = bounded_fetch(
+        database,
+        "SELECT r.refused_at, r.batch_id, r.txn_id, r.reason, r.detail, r.content_hash,"
+        " t.batch_id FROM refused_txns r LEFT JOIN transactions t ON t.txn_id = r.txn_id"
+        f" WHERE r.refused_at >= ? AND r.refused_at < ?{match_batch}"
+        " ORDER BY r.refused_at, r.batch_id, r.position",
+        (refused_from_s, refused_before_s, *(() if batch_id is None else (batch_id,))),
+    )
+    return [dict(zip(REFUSED_FIELDS, row, strict=True)) for row in rows]
+
+
+def bounded_fetch(database: Database, sql: str, params: Sequence[Any]) -> list[Row]:
+    """All rows of a query that grows with the books, or report_too_large: a list a person
+    reads is never silently cut."""
+    rows = database.fetch(f"{sql} LIMIT {REPORT_ROWS_MAX + 1}", params)
+    if len(rows) > REPORT_ROWS_MAX:
+        raise BatchTooLarge(
+            "report_too_large", f"more than {REPORT_ROWS_MAX} rows; narrow the window"
+        )
+    return rows
+
+
+COUNTED_TABLES = (
+    "batches", "transactions", "entries", "cards", "holds", "hold_postings", "refused_txns",
+    "alarms",
+)  # fmt: skip
 
 
 def counts(database: Database) -> dict[str, int]:

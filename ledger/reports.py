@@ -1,4 +1,5 @@
-"""The named reports over the books: liability, breakage, segments, lapsing, terminals.
+"""The named reports over the books: liability, breakage, segments, lapsing, terminals,
+refused.
 
 Every figure is summed from the entries or transactions themselves (no cached balances),
 so a report can never disagree with the postings it describes. The reports (see
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from ledger.db import Database, Row
-from ledger.errors import BatchInvalid, BatchTooLarge, NotFound
-from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_ROWS_MAX, REPORT_WINDOW_DAYS_MAX
+from ledger.db import Database
+from ledger.errors import BatchInvalid, NotFound
+from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_WINDOW_DAYS_MAX
 from ledger.model import KIND_PURCHASE, KIND_REFUND
+from ledger.queries import REFUSED_FIELDS, bounded_fetch, refused_transactions
 from protocol.accounts import BREAKAGE, CARD_POINTS, CARD_VALUE
 
-REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals")
+REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals", "refused")
 WINDOW_DAYS_DEFAULT = 90
 LAPSE_DAYS_DEFAULT = 30
 REGULAR_PURCHASES_DEFAULT = 3
@@ -134,16 +136,6 @@ def run_report(database: Database, query: ReportQuery) -> Report:
     return _REPORTS[query.name](database, query)
 
 
-def _bounded_fetch(database: Database, sql: str, params: Sequence[Any]) -> list[Row]:
-    """All rows of a report query, or report_too_large: a report is never silently cut."""
-    rows = database.fetch(f"{sql} LIMIT {REPORT_ROWS_MAX + 1}", params)
-    if len(rows) > REPORT_ROWS_MAX:
-        raise BatchTooLarge(
-            "report_too_large", f"more than {REPORT_ROWS_MAX} rows; narrow the window"
-        )
-    return rows
-
-
 def _day(time_s: int) -> date:
     """The UTC calendar day of a Unix time."""
     return EPOCH + timedelta(days=time_s // DAY_S)
@@ -154,7 +146,7 @@ _ACCOUNT_ORDER = {CARD_VALUE: 0, CARD_POINTS: 1}
 
 def _liability(database: Database, query: ReportQuery) -> Report:
     """Per program, account and unit: what the card holders are owed at the end of as_of."""
-    rows = _bounded_fetch(
+    rows = bounded_fetch(
         database,
         f"""SELECT c.program, b.account_kind, b.unit,
                 COUNT(CASE WHEN b.total <> 0 THEN 1 END), CAST(-SUM(b.total) AS BIGINT)
@@ -180,7 +172,7 @@ def _breakage(database: Database, query: ReportQuery) -> Report:
     the cards and transactions whose breakage there is a net credit: a reversal lowers
     `breakage_minor` but is no expiration.
     """
-    rows = _bounded_fetch(
+    rows = bounded_fetch(
         database,
         f"""SELECT b.program, b.merchant, b.unit,
                 COUNT(DISTINCT CASE WHEN b.total < 0 THEN b.card END),
@@ -199,9 +191,23 @@ def _breakage(database: Database, query: ReportQuery) -> Report:
     return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
 
 
+def _refused(database: Database, query: ReportQuery) -> Report:
+    """The transactions batches refused within the window (by the ledger's clock when it
+    refused them), oldest first: the ledger's quarantine, which a person works through."""
+    rows = refused_transactions(
+        database, refused_from_s=query.window_start_s, refused_before_s=query.cutoff_s
+    )
+    by_reason: dict[str, int] = {}
+    for row in rows:
+        by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + 1
+    not_posted = sum(1 for row in rows if row["posted_batch_id"] is None)
+    summary = {"refused": len(rows), "not_posted": not_posted, "by_reason": by_reason}
+    return Report(query, REFUSED_FIELDS, rows, summary)
+
+
 def _terminals(database: Database, query: ReportQuery) -> Report:
     """Per UTC day, terminal, kind and currency within the window: count and sums."""
-    rows = _bounded_fetch(
+    rows = bounded_fetch(
         database,
         """SELECT time / 86400, terminal, kind, currency, COUNT(*),
                 CAST(SUM(amount_minor) AS BIGINT), CAST(SUM(card_value_minor) AS BIGINT),
@@ -244,7 +250,7 @@ def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
     issue or topup gives back a load, not a sale: it is no negative spend; nor is a cashout
     (card value paid out in cash) spend of any sign."""
     start = query.window_start_s
-    rows = _bounded_fetch(
+    rows = bounded_fetch(
         database,
         f"""SELECT t.card, t.currency, c.program,
                 MAX(CASE WHEN t.kind = '{KIND_PURCHASE}' THEN t.time END),
@@ -368,5 +374,6 @@ _REPORTS: dict[str, Callable[[Database, ReportQuery], Report]] = {
     "segments": _segments,
     "lapsing": _lapsing,
     "terminals": _terminals,
+    "refused": _refused,
 }
 assert tuple(_REPORTS) == REPORT_NAMES

@@ -5,8 +5,9 @@ Indexes exist only for the queries the ledger runs: entries by account owner (ca
 balances), transactions by ref_txn_id (refund limits), open holds by card (available
 value) and by expiry (the sweep), hold postings by batch (closing them). Reports scan the
 transactions: an index on time would tax every posted batch for an occasional query.
-Primary keys cover the id look-ups. Tables added later (holds, hold_postings) are created
-on the next open of existing books, and columns added later (ADDED_COLUMNS: nullable, so
+Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
+Tables added later (holds, hold_postings, refused_txns) are created on the next open of
+existing books, and columns added later (ADDED_COLUMNS: nullable, so
 rows written before them read as null) are added to them; nothing is ever dropped or changed.
 
 The column lists that rows are inserted with come from the value types where a field list is
@@ -93,6 +94,15 @@ _STATEMENTS = (
         late BIGINT NOT NULL CHECK (late IN (0, 1)),
         posted_at BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS hold_postings_by_batch ON hold_postings (batch_id)",
+    """CREATE TABLE IF NOT EXISTS refused_txns (
+        batch_id TEXT NOT NULL REFERENCES batches (batch_id),
+        position BIGINT NOT NULL CHECK (position >= 0),
+        txn_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        refused_at BIGINT NOT NULL,
+        PRIMARY KEY (batch_id, position))""",
     """CREATE TABLE IF NOT EXISTS alarms (
         id {serial},
         at BIGINT NOT NULL,
@@ -123,6 +133,18 @@ ENTRY_COLUMNS = ("txn_id", "account_kind", "owner", "unit", "amount_minor")
 CARD_COLUMNS = ("card", "program", "currency", "activated_txn_id")
 HOLD_COLUMNS = (*HOLD_REQUEST_FIELDS, "placed_at", "expires_at", "available_minor", "status")
 """Every holds column but closed_at, which is set when the hold leaves "open"."""
+REFUSED_COLUMNS = (
+    "batch_id",
+    "position",
+    "txn_id",
+    "reason",
+    "detail",
+    "content_hash",
+    "refused_at",
+)
+"""A transaction a batch refused: the batch, its index there, what and why, and when."""
+ALARM_COLUMNS = ("at", "reason", "detail")
+"""Every alarms column but its id."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

@@ -26,19 +26,24 @@ Run it: ``python -m ledger.server --dsn sqlite:///var/lib/tilltap/ledger.db --po
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ledger import auth
+from ledger.auth import Login, LoginsInvalid, authenticate, load_logins
 from ledger.books import Books, open_books
 from ledger.errors import (
     BatchInvalid,
@@ -52,10 +57,16 @@ from ledger.limits import (
     BATCH_BYTES_MAX,
     HOLD_BYTES_MAX,
     HOLD_SWEEP_INTERVAL_S,
+    HTTP_BODY_BASE_S,
+    HTTP_BODY_RATE_MIN_BYTES_PER_S,
+    HTTP_CONNECTIONS_MAX,
+    HTTP_CONNECTIONS_PER_CLIENT_MAX,
     HTTP_LISTEN_BACKLOG,
     HTTP_REQUESTS_CONCURRENT_MAX,
     HTTP_SHUTDOWN_POLL_S,
     HTTP_SOCKET_TIMEOUT_S,
+    ID_CHARS_MAX,
+    LOGINS_RELOAD_INTERVAL_S,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,9 @@ JSON_TYPE = "application/json"
 CARDS_PREFIX = "/v1/cards/"
 REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
 HOLDS_PATH = "/v1/holds"
+BATCHES_PATH = "/v1/batches"
+HEALTH_PATH = "/v1/health"
+REFUSED_PATH = "/v1/refused"
 HOLDS_PREFIX = "/v1/holds/"
 REPORTS_PREFIX = "/v1/reports/"
 QUERY_FIELDS_MAX = 16
@@ -71,27 +85,122 @@ QUERY_FIELDS_MAX = 16
 Answer = tuple[int, Any]
 
 
+class LoginsSource:
+    """The logins the server checks callers against, re-read when the file changes.
+
+    None as `path` means an open ledger (in-process tests of other layers only; `serve`
+    refuses it anywhere but loopback). A file that turns invalid keeps the last good logins
+    and is logged, so an operator's typo does not lock every gateway out."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._mtime_ns: int | None = None
+        self._logins: dict[str, Login] | None = None
+        if path is not None:
+            self._mtime_ns = path.stat().st_mtime_ns
+            self._logins = load_logins(path)  # LoginsInvalid at start: refuse to start
+
+    def current(self) -> dict[str, Login] | None:
+        """The logins (None: open), reloaded at most every LOGINS_RELOAD_INTERVAL_S."""
+        if self.path is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked_at < LOGINS_RELOAD_INTERVAL_S:
+                return self._logins
+            self._checked_at = now
+            previous = self._mtime_ns
+        try:
+            mtime_ns = self.path.stat().st_mtime_ns
+            if mtime_ns != previous:
+                logins = load_logins(self.path)
+                with self._lock:
+                    self._logins, self._mtime_ns = logins, mtime_ns
+                log.info("logins reloaded from %s: %d logins", self.path, len(logins))
+        except (OSError, LoginsInvalid) as error:
+            log.error("ALARM logins file %s unusable, keeping the last good one: %s",
+                      self.path, error)
+        with self._lock:
+            return self._logins
+
+
 class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that carries the books and the request-slot semaphore."""
+    """ThreadingHTTPServer with the books, logins, request slots and connection caps."""
 
     daemon_threads = True
     request_queue_size = HTTP_LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], books: Books) -> None:
+    def __init__(self, address: tuple[str, int], books: Books, logins: LoginsSource,
+                 tls: ssl.SSLContext | None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.books = books
+        self.logins = logins
+        self.tls = tls
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
+        self._connections: dict[str, int] = {}
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; with TLS the handshake is left to the request's own thread (a client
+        that never finishes it must not stall the accept loop)."""
+        connection, address = self.socket.accept()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True,
+                                              do_handshake_on_connect=False)
+        return connection, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit a connection within the total and per-client caps; others are closed."""
+        host = str(client_address[0])
+        with self._connections_lock:
+            total = sum(self._connections.values())
+            mine = self._connections.get(host, 0)
+            if total >= HTTP_CONNECTIONS_MAX or mine >= HTTP_CONNECTIONS_PER_CLIENT_MAX:
+                refused = True
+            else:
+                self._connections[host] = mine + 1
+                refused = False
+        if refused:
+            log.warning("connection from %s refused: %d open from it, %d in all", host, mine,
+                        total)
+        return not refused
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection and give its place back (also after a refused handshake)."""
+        try:
+            host = str(request.getpeername()[0])
+        except OSError:
+            host = None
+        super().shutdown_request(request)
+        if host is not None:
+            self._release(host)
+
+    def _release(self, host: str) -> None:
+        with self._connections_lock:
+            left = self._connections.get(host, 0) - 1
+            if left > 0:
+                self._connections[host] = left
+            else:
+                self._connections.pop(host, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (TLS handshake, reset): one log line, not a traceback."""
+        error = sys.exc_info()[1]
+        log.info("connection from %s failed: %s", client_address[0], error)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One request: route it, turn every outcome into a JSON answer."""
+    """One request: authenticate, read, route; every outcome a JSON answer."""
 
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
     timeout = HTTP_SOCKET_TIMEOUT_S
-    _body_read = False
+    _body: bytes | None = None
+    _login: Login | None = None
 
     def do_GET(self) -> None:
         """Serve a report."""
@@ -110,8 +219,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
-        """Answer one request; nothing raised here may reach http.server."""
-        self._body_read = False
+        """Answer one request; nothing raised here may reach http.server.
+
+        The caller is authenticated on its headers alone and its body read to the end
+        before a request slot is taken: a stranger or a client trickling its body holds
+        nothing but its own connection."""
+        self._body, self._login = None, None
+        try:
+            self._login = self._authenticate()
+            self._body = self._read_body()
+        except LedgerRejected as error:
+            log.info("refused %s %s: %s %s", method, self.path[:200], error.reason, error.detail)
+            self._finish(error.http_status, _error(error.reason, error.detail))
+            return
         if self.server.slots.acquire(blocking=False):
             try:
                 status, body = self._answer(method)
@@ -119,9 +239,46 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.slots.release()
         else:
             status, body = 503, _error("ledger_busy", "too many requests in progress")
-        if not self._body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+        self._finish(status, body)
+
+    def _finish(self, status: int, body: Any) -> None:
+        if self._body is None and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
             self.close_connection = True  # an unread body would be parsed as the next request
         self._send(status, body)
+
+    def _authenticate(self) -> Login | None:
+        """The caller's login (None: an open ledger, or the health check anyone may ask)."""
+        logins = self.server.logins.current()
+        if logins is None or urlsplit(self.path).path == HEALTH_PATH:
+            return None
+        return authenticate(logins, self.headers.get("Authorization"))
+
+    def _read_body(self) -> bytes | None:
+        """The whole body within its size limit and time (None when there is none)."""
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or length_text.strip() in ("", "0"):
+            return None if length_text is None else b""
+        length_text = length_text.strip()
+        if not length_text.isdigit():
+            raise LedgerRejected("length_required", "send a Content-Length header", 411)
+        length = int(length_text)
+        path = urlsplit(self.path).path
+        limit_bytes, too_large = ((BATCH_BYTES_MAX, "batch_too_large") if path == BATCHES_PATH
+                                  else (HOLD_BYTES_MAX, "request_too_large"))
+        if length > limit_bytes:
+            raise BatchTooLarge(too_large, f"{length} bytes, at most {limit_bytes}")
+        deadline = time.monotonic() + HTTP_BODY_BASE_S + length / HTTP_BODY_RATE_MIN_BYTES_PER_S
+        chunks: list[bytes] = []
+        received = 0
+        while received < length:
+            if time.monotonic() > deadline:
+                raise LedgerRejected("request_timeout", "the body came too slowly", 408)
+            chunk = self.rfile.read1(min(length - received, 1 << 20))
+            if not chunk:
+                raise BatchInvalid("request_malformed", "body shorter than its Content-Length")
+            chunks.append(chunk)
+            received += len(chunk)
+        return b"".join(chunks)
 
     def _answer(self, method: str) -> Answer:
         """Route and map exceptions to statuses."""
@@ -137,6 +294,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("unexpected error serving %s %s", method, self.path)
             return 500, _error("internal_error", "unexpected server error; see the ledger log")
 
+    def _may(self, action: str) -> None:
+        """Forbidden unless the caller's role may do `action` (an open ledger allows all)."""
+        if self._login is not None:
+            auth.require(self._login, action)
+
     def _route(self, method: str) -> Answer:
         """Pick the handler for a path; wrong method on a known path is 405."""
         target = urlsplit(self.path)
@@ -144,59 +306,102 @@ class _Handler(BaseHTTPRequestHandler):
         books = self.server.books
         if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
             card = unquote(path[len(CARDS_PREFIX) :])
-            return self._by_method(method, {"GET": lambda: _card(books, card),
+            return self._by_method(method, {"GET": lambda: self._card(card),
                                             "PUT": lambda: self._register_card(card)})
         if path.startswith(HOLDS_PREFIX) and len(path) > len(HOLDS_PREFIX):
             hold_id = unquote(path[len(HOLDS_PREFIX) :])
             return self._by_method(
                 method,
                 {
-                    "GET": lambda: _hold(books, hold_id),
-                    "DELETE": lambda: (200, books.void_hold(hold_id).to_json()),
+                    "GET": lambda: self._hold(hold_id),
+                    "DELETE": lambda: self._void_hold(hold_id),
                 },
             )
         if path == HOLDS_PATH:
             return self._by_method(
-                method, {"POST": self._place_hold, "GET": lambda: (200, books.hold_totals())}
-            )
+                method, {"POST": self._place_hold,
+                         "GET": lambda: self._read(books.hold_totals)})
         if path.startswith(REPORTS_PREFIX) and len(path) > len(REPORTS_PREFIX):
             name = unquote(path[len(REPORTS_PREFIX) :])
             return self._only(
                 "GET",
                 method,
-                lambda: (200, books.report(name, _query(target.query)).to_json()),
+                lambda: self._read(lambda: books.report(name, _query(target.query)).to_json()),
             )
-        if path == "/v1/batches":
-            return self._only(
-                "POST", method, lambda: (200, books.post_batch(self._read_json()).to_json())
-            )
+        if path == BATCHES_PATH:
+            return self._only("POST", method, self._post_batch)
+        if path == HEALTH_PATH:
+            return self._only("GET", method, lambda: (200, _health(books)))
+        if path == REFUSED_PATH:
+            return self._only("GET", method, lambda: self._read(
+                lambda: {"refused": books.refused_transactions(_refused_batch(target.query))}))
         getters: dict[str, Callable[[], Any]] = {
             "/v1/balances": lambda: {"balances": books.balances()},
             "/v1/terminals": books.terminal_totals,
             "/v1/trial-balance": books.trial_balance,
             "/v1/alarms": lambda: {"alarms": books.alarms()},
-            "/v1/health": lambda: _health(books),
         }
         getter = getters.get(path)
         if getter is None:
             raise NotFound("not_found", f"no such path: {path[:200]}")
-        return self._only("GET", method, lambda: (200, getter()))
+        return self._only("GET", method, lambda: self._read(getter))
+
+    def _read(self, getter: Callable[[], Any]) -> Answer:
+        """A read of the books as a whole: readers and admins."""
+        self._may(auth.READ_BOOKS)
+        return 200, getter()
+
+    def _card(self, card: str) -> Answer:
+        """One card's balance, or 404 card_unknown."""
+        self._may(auth.READ_CARD)
+        balance = self.server.books.card_balance(card)
+        if balance is None:
+            raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
+        return 200, balance
+
+    def _hold(self, hold_id: str) -> Answer:
+        """One hold, or 404 hold_unknown; a gateway sees only its own."""
+        if self._login is not None:
+            auth.check_hold_id(self._login, auth.READ_HOLD, hold_id)
+        hold = self.server.books.hold(hold_id)
+        if hold is None:
+            raise NotFound("hold_unknown", f"the ledger has no hold {hold_id[:64]!r}")
+        return 200, hold
+
+    def _void_hold(self, hold_id: str) -> Answer:
+        """DELETE /v1/holds/<id>: a gateway voids only its own holds, an admin any."""
+        if self._login is not None:
+            auth.check_hold_id(self._login, auth.VOID_HOLD, hold_id)
+        return 200, self.server.books.void_hold(hold_id).to_json()
+
+    def _post_batch(self) -> Answer:
+        """POST /v1/batches: a gateway's own batch, for its own terminals and merchants."""
+        document = self._read_json()
+        if self._login is not None:
+            auth.check_batch(self._login, document)
+        return 200, self.server.books.post_batch(document).to_json()
 
     def _register_card(self, card: str) -> Answer:
         """PUT /v1/cards/<card>: register and activate a personalized card (idempotent)."""
-        body = self._read_json(HOLD_BYTES_MAX, "request_too_large", "request_malformed")
+        body = self._read_json("request_malformed")
         if not isinstance(body, dict) or set(body) != REGISTRATION_FIELDS:
             raise BatchInvalid("request_malformed",
                                f"a registration has exactly {sorted(REGISTRATION_FIELDS)}")
+        if self._login is not None:
+            auth.check_registration(self._login, body["value_minor"])
         result = self.server.books.register_card(card, body["program"], body["currency"],
                                                  body["merchant"], body["value_minor"])
+        log.info("AUDIT card %s registered by %s: program %s, %s %s", card[:64],
+                 self._login.name if self._login else "(open ledger)", body["program"],
+                 body["value_minor"], body["currency"])
         return 200, result.to_json()
 
     def _place_hold(self) -> Answer:
         """POST /v1/holds: 201 for a new hold, 200 for a replay of one."""
-        answer = self.server.books.place_hold(
-            self._read_json(HOLD_BYTES_MAX, "request_too_large", "request_malformed")
-        )
+        document = self._read_json("request_malformed")
+        if self._login is not None:
+            auth.check_hold(self._login, document)
+        answer = self.server.books.place_hold(document)
         return (201 if answer.created else 200), answer.to_json()
 
     @staticmethod
@@ -212,29 +417,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise LedgerRejected("method_not_allowed", f"use {' or '.join(routes)}", 405)
         return route()
 
-    def _read_json(
-        self,
-        limit_bytes: int | None = None,
-        too_large: str = "batch_too_large",
-        malformed: str = "batch_malformed",
-    ) -> object:
-        """The request body decoded as strict JSON, within `limit_bytes` (BATCH_BYTES_MAX)."""
-        if limit_bytes is None:
-            limit_bytes = BATCH_BYTES_MAX
+    def _read_json(self, malformed: str = "batch_malformed") -> object:
+        """The request body (read by `_read_body`) decoded as strict JSON."""
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != JSON_TYPE:
             raise LedgerRejected("content_type_unsupported", f"send {JSON_TYPE}", 415)
-        length_text = self.headers.get("Content-Length", "")
-        if not length_text.isdigit():
+        if self._body is None:
             raise LedgerRejected("length_required", "send a Content-Length header", 411)
-        length = int(length_text)
-        if length > limit_bytes:
-            raise BatchTooLarge(too_large, f"{length} bytes, at most {limit_bytes}")
-        body = self.rfile.read(length)
-        self._body_read = True
-        if len(body) != length:
-            raise BatchInvalid(malformed, "body shorter than its Content-Length")
-        return decode_json(body, malformed)
+        return decode_json(self._body, malformed)
 
     def _send(self, status: int, body: Any) -> None:
         """Write one JSON answer with its length, so the connection can be kept alive."""
@@ -287,6 +477,17 @@ def _query(text: str) -> dict[str, str]:
     return parameters
 
 
+def _refused_batch(text: str) -> str | None:
+    """The optional ``batch_id`` of GET /v1/refused; any other parameter is refused."""
+    parameters = _query(text)
+    if set(parameters) - {"batch_id"}:
+        raise BatchInvalid("parameter_invalid", "GET /v1/refused takes only batch_id")
+    batch_id = parameters.get("batch_id")
+    if batch_id is not None and not 0 < len(batch_id) <= ID_CHARS_MAX:
+        raise BatchInvalid("parameter_invalid", f"batch_id: 1 to {ID_CHARS_MAX} characters")
+    return batch_id
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object whose keys appear once each; a repeated key could hide a second value."""
     document = dict(pairs)
@@ -305,26 +506,33 @@ def _error(reason: str, detail: str) -> dict[str, str]:
     return {"error": reason, "detail": detail}
 
 
-def _card(books: Books, card: str) -> Answer:
-    """One card's balance, or 404 card_unknown."""
-    balance = books.card_balance(card)
-    if balance is None:
-        raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
-    return 200, balance
-
-
-def _hold(books: Books, hold_id: str) -> Answer:
-    """One hold, or 404 hold_unknown."""
-    hold = books.hold(hold_id)
-    if hold is None:
-        raise NotFound("hold_unknown", f"the ledger has no hold {hold_id[:64]!r}")
-    return 200, hold
-
-
 def _health(books: Books) -> dict[str, str]:
     """Ok if the database answers; LedgerUnavailable (503) otherwise."""
     books.ping()
     return {"status": "ok", "dialect": books.dialect}
+
+
+class ServerRefused(Exception):
+    """The ledger must not start as asked (an open or clear-text ledger beyond loopback)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or "localhost"): the only place the ledger
+    may listen without TLS, or without logins."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The server side of TLS 1.2+ with the ledger's certificate (`tilltap ledger tls`)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class LedgerServer:
@@ -333,12 +541,13 @@ class LedgerServer:
     A second thread sweeps expired holds every HOLD_SWEEP_INTERVAL_S.
     """
 
-    def __init__(self, books: Books, host: str, port: int) -> None:
+    def __init__(self, books: Books, host: str, port: int,
+                 logins: LoginsSource | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.books = books
-        self._httpd = _HTTPServer((host, port), books)
+        self._httpd = _HTTPServer((host, port), books, logins or LoginsSource(None), tls)
         self.port: int = self._httpd.server_address[1]
         shown_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown_host}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{shown_host}:{self.port}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": HTTP_SHUTDOWN_POLL_S},
@@ -374,31 +583,66 @@ class LedgerServer:
 
 
 def serve(
-    dsn: str, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time
+    dsn: str, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time,
+    logins_file: Path | None = None, tls: ssl.SSLContext | None = None,
 ) -> LedgerServer:
-    """Open the books and serve them over HTTP in a background thread (port 0 = any free)."""
+    """Open the books and serve them over HTTP(S) in a background thread (port 0 = any free).
+
+    Without `logins_file` the ledger is open (every caller may do everything): only on
+    loopback, for tests of the other layers. Beyond loopback both logins and TLS are
+    required (ServerRefused). LoginsInvalid for an unusable logins file."""
+    if not is_loopback(host):
+        if logins_file is None:
+            raise ServerRefused(f"an open ledger listens on loopback only, not {host}: "
+                                "give --logins FILE (tilltap ledger login add)")
+        if tls is None:
+            raise ServerRefused(f"beyond loopback ({host}) the ledger speaks TLS only: give "
+                                "--tls-cert and --tls-key (tilltap ledger tls)")
+    logins = LoginsSource(logins_file)
+    if logins_file is None:
+        log.warning("the ledger API is open: no logins file, every local caller may do all")
     books = open_books(dsn, clock)
     try:
-        return LedgerServer(books, host, port)
+        return LedgerServer(books, host, port, logins, tls)
     except BaseException:
         books.close()
         raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ledger.server``: print the URL, serve until SIGTERM or SIGINT."""
+    """``tilltap ledger serve``: print the URL, serve until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m ledger.server", description="tilltap ledger: settlement intake over HTTP"
+        prog="tilltap ledger serve", description="tilltap ledger: settlement intake over HTTP(S)"
     )
     parser.add_argument(
         "--dsn", required=True, help="sqlite:///abs/path.db, a path, or postgresql://..."
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; beyond loopback TLS and logins are required")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--logins", type=Path, default=None,
+                        help="the logins file (tilltap ledger login add); without it the "
+                             "ledger is open and listens on loopback only")
+    parser.add_argument("--tls-cert", default=None, help="the ledger's certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="its private key (PEM)")
     options = parser.parse_args(argv)
+    if (options.tls_cert is None) != (options.tls_key is None):
+        print("ledger: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
+        return 2
+    if not 0 <= options.port <= 65535:
+        print(f"ledger: --port {options.port} is not a TCP port (0..65535)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        server = serve(options.dsn, options.host, options.port)
+        tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None
+        server = serve(options.dsn, options.host, options.port, logins_file=options.logins,
+                       tls=tls)
+    except (ServerRefused, LoginsInvalid) as error:
+        print(f"ledger: {error}", file=sys.stderr)
+        return 2
+    except ssl.SSLError as error:
+        print(f"ledger: cannot use the TLS certificate and key: {error}", file=sys.stderr)
+        return 2
     except (LedgerError, OSError) as error:
         print(f"ledger: cannot start: {error}", file=sys.stderr)
         return 1

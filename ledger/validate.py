@@ -1,13 +1,19 @@
 """Validate a settlement batch as decoded from JSON and turn it into a `Batch`.
 
 Pure: no I/O. Everything the gateway sends is checked here, before the database is
-touched, so a bad batch is refused whole and changes nothing. Types are exact (an int
-is an int, never a bool or a float), keys are exact (missing and unknown keys are both
-refused; a transaction's keys are `ledger.model`'s TXN_KEYS and TXN_OPTIONAL_KEYS, which may
-be left out, null being the same as absent), and each refusal names the transaction index
-and the field in its detail. A transaction's
-"legs" are checked here leg by leg and for their balance per unit; rules that need the books
-(refunds, card currency, holds, conflicts, whether the legs agree with the fields) live in
+touched. A fault of the envelope refuses the batch whole and changes nothing: the batch is
+not an object, its own keys (batch_id, gateway_id, created, transactions) are missing,
+unknown or wrong, it has too many transactions, or a transaction cannot be told apart from
+the others (not an object, no valid txn_id, not JSON, or a txn_id twice with different
+content: the answer names refused transactions by txn_id). Any other fault refuses only its
+transaction: it becomes a `TxnRefusal` in the batch, and the rest is judged on.
+
+Types are exact (an int is an int, never a bool or a float), keys are exact (missing and
+unknown keys are both refused; a transaction's keys are `ledger.model`'s TXN_KEYS and
+TXN_OPTIONAL_KEYS, which may be left out, null being the same as absent), and each refusal
+names the transaction index and the field in its detail. A transaction's "legs" are checked
+here leg by leg and for their balance per unit; rules that need the books (refunds, card
+currency, holds, conflicts, whether the legs agree with the fields) live in
 `ledger.plan`. Hold requests (POST /v1/holds) are checked here too.
 """
 
@@ -18,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger.currencies import POINTS_UNIT, is_known_currency
-from ledger.errors import BatchInvalid, BatchTooLarge
+from ledger.errors import BatchConflict, BatchInvalid, BatchTooLarge
 from ledger.hold_rules import HOLD_REQUEST_KEYS, HoldRequest
 from ledger.limits import (
     AMOUNT_MINOR_MAX,
@@ -29,6 +35,7 @@ from ledger.limits import (
     LEGS_MAX,
     POINTS_MAX,
     PROGRAM_VERSION_MAX,
+    REFUSAL_DETAIL_CHARS_MAX,
 )
 from ledger.model import (
     KIND_CASHOUT,
@@ -43,6 +50,7 @@ from ledger.model import (
     Batch,
     GivenLeg,
     Txn,
+    TxnRefusal,
     canonical_json,
     sha256_hex,
 )
@@ -61,7 +69,8 @@ DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_batch(document: object) -> Batch:
-    """Check a decoded batch completely; return it typed, or raise a `LedgerRejected`."""
+    """Check a decoded batch completely; return it typed, each transaction a `Txn` or a
+    `TxnRefusal`. A fault of the envelope raises a `LedgerRejected` (module docstring)."""
     if not isinstance(document, dict):
         raise BatchInvalid("batch_malformed", "the batch must be a JSON object")
     _check_keys(document, BATCH_KEYS, "batch")
@@ -75,11 +84,22 @@ def parse_batch(document: object) -> Batch:
     batch_id = _identifier(document, "batch_id", "batch")
     gateway_id = _identifier(document, "gateway_id", "batch")
     created = _integer(document, "created", "batch", INT64_MAX, "field_invalid")
-    parsed: list[Txn] = []
+    parsed: list[Txn | TxnRefusal] = []
     texts: list[str] = []
-    for index, txn in enumerate(transactions):
-        parsed_txn, text = _parse_txn_text(txn, f"transactions[{index}]")
-        parsed.append(parsed_txn)
+    identities: dict[str, str] = {}
+    for index, item in enumerate(transactions):
+        where = f"transactions[{index}]"
+        txn_id, text, identity = _identify(item, where)
+        if identities.setdefault(txn_id, identity) != identity:
+            raise BatchConflict(
+                "txn_conflict",
+                f"batch {batch_id}, {where}: txn {txn_id} is in it twice, with other content",
+            )
+        try:
+            parsed.append(_parse_fields(item, where, identity))
+        except BatchInvalid as refusal:
+            detail = refusal.detail[:REFUSAL_DETAIL_CHARS_MAX]
+            parsed.append(TxnRefusal(txn_id, refusal.reason, detail, identity, index))
         texts.append(text)
     return Batch(batch_id, gateway_id, created, tuple(parsed), _batch_hash(document, texts))
 
@@ -96,23 +116,34 @@ def _batch_hash(document: Mapping[str, Any], txn_texts: list[str]) -> str:
 
 def parse_txn(document: object, where: str = "txn") -> Txn:
     """Check one transaction's fields and its kind's rules; `where` prefixes every detail."""
-    return _parse_txn_text(document, where)[0]
+    _, _, identity = _identify(document, where)
+    assert isinstance(document, dict), "_identify refuses anything but an object"
+    return _parse_fields(document, where, identity)
 
 
-def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
-    """parse_txn, also returning the transaction's canonical JSON text (for the batch hash)."""
+def _identify(document: object, where: str) -> tuple[str, str, str]:
+    """(txn_id, canonical JSON text, identity hash) of a transaction: what tells it apart
+    from the others of its batch. A transaction without them faults the whole batch."""
     if not isinstance(document, dict):
         raise BatchInvalid("field_type", f"{where}: must be a JSON object")
-    _check_keys(document, _TXN_KEYS, where, _TXN_OPTIONAL_KEYS)
-    kind = _kind(document, where)
+    if "txn_id" not in document:
+        raise BatchInvalid("field_missing", f"{where}: missing txn_id")
+    txn_id = _identifier(document, "txn_id", where)
     text = _canonical_text(document, where)
-    hold_id = _optional_identifier(document, "hold_id", where) if "hold_id" in document else None
     identity = text
     if any(document[key] is None for key in _TXN_OPTIONAL_KEYS.intersection(document)):
         # The batch hash covers the text as sent; a txn's identity does not depend on whether
         # a sender writes an optional key as null or leaves it out (old transactions resent
         # with "hold_id": null, or "version": null, are the same transactions).
         identity = _without_nulls(document)
+    return txn_id, text, sha256_hex(identity)
+
+
+def _parse_fields(document: dict[str, Any], where: str, content_hash: str) -> Txn:
+    """A transaction's fields and its kind's rules checked (BatchInvalid refuses it)."""
+    _check_keys(document, _TXN_KEYS, where, _TXN_OPTIONAL_KEYS)
+    kind = _kind(document, where)
+    hold_id = _optional_identifier(document, "hold_id", where) if "hold_id" in document else None
     txn = Txn(
         txn_id=_identifier(document, "txn_id", where),
         terminal=_identifier(document, "terminal", where),
@@ -130,7 +161,7 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
         program=_optional_identifier(document, "program", where),
         digest=_digest(document, where),
         auth=_identifier(document, "auth", where),
-        content_hash=sha256_hex(identity),
+        content_hash=content_hash,
         hold_id=hold_id,
         # Keyword arguments are evaluated in order: currency has been checked by now.
         legs=_legs(document, where, document["currency"]),
@@ -143,7 +174,7 @@ def _parse_txn_text(document: object, where: str) -> tuple[Txn, str]:
     _check_kind_rules(txn, where)
     _check_kind_references(txn, where)
     _check_program_fields(txn, where)
-    return txn, text
+    return txn
 
 
 def _without_nulls(document: Mapping[str, Any]) -> str:

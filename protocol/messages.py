@@ -48,6 +48,7 @@ TYPE_ACK = 4
 TYPE_STATUS = 5
 TYPE_NOTICE = 6
 TYPE_CONFIG = 7
+TYPE_LOST = 8  # the terminal lost the record it sealed under a seq (docs/protocol.md 5.9)
 
 K_TYPE = 0
 K_VERSION = 1
@@ -140,6 +141,10 @@ _NOTICE = (
     (3, "seq", "uint", False),
     (22, "reason", "text", True),
 )
+_LOST = (
+    (3, "seq", "uint", True),
+    (29, "digest", "digest", True),
+)
 
 SCHEMAS = {
     TYPE_TXN: _COMMON + _TXN,
@@ -149,6 +154,7 @@ SCHEMAS = {
     TYPE_STATUS: _COMMON + _STATUS,
     TYPE_NOTICE: _COMMON + _NOTICE,
     TYPE_CONFIG: _COMMON + _CONFIG,
+    TYPE_LOST: _COMMON + _LOST,
 }
 
 

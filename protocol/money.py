@@ -12,7 +12,13 @@ spent), the caller names the rounding rule, and each rule is tested:
 from protocol.errors import ValidationError
 from protocol.reasons import AMOUNT_INVALID, CURRENCY_UNKNOWN
 
+# The bounds of every amount and points figure on every tier: a terminal's record, the
+# program engine's legs, the gateway's check at ingest and the ledger's validation all use
+# these two names, so the gateway never accepts what the ledger would refuse.
 AMOUNT_MINOR_MAX = 10**12
+# Points are posted as legs like money and checked with `is_amount` (the gateway's engine
+# results, the ledger's legs in any unit): one bound for both, written once.
+POINTS_MAX = AMOUNT_MINOR_MAX
 BASIS_POINTS_PER_UNIT = 10000
 POINTS_UNIT = "PTS"
 

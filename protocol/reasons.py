@@ -24,6 +24,7 @@ MAC_INVALID = "mac_invalid"
 SEQ_REPLAYED = "seq_replayed"
 SEQ_GAP = "seq_gap"
 CHAIN_BROKEN = "chain_broken"
+RECORD_LOST = "record_lost"
 TIME_INVALID = "time_invalid"
 
 # Money and programs
@@ -48,6 +49,7 @@ LEDGER_REFUSED = "ledger_refused"
 QUEUE_FULL = "queue_full"
 HOST_UNAVAILABLE = "host_unavailable"
 JOURNAL_FULL = "journal_full"
+JOURNAL_FORMAT_UNKNOWN = "journal_format_unknown"
 CARD_READ_FAILED = "card_read_failed"
 COMMAND_UNKNOWN = "command_unknown"
 
@@ -110,6 +112,7 @@ DESCRIPTIONS = {
     SEQ_REPLAYED: "sequence number already used with different content",
     SEQ_GAP: "too many records ahead of a missing sequence number; resend from the gap",
     CHAIN_BROKEN: "prev digest is not the digest of the terminal's previous record",
+    RECORD_LOST: "the terminal lost this seq's record from its journal (its lost notice)",
     TIME_INVALID: "transaction time is too far in the future",
     AMOUNT_INVALID: "amount not an integer in 0..AMOUNT_MINOR_MAX or inconsistent with the kind",
     CURRENCY_UNKNOWN: "currency is not an ISO 4217 code this deployment knows",
@@ -128,6 +131,7 @@ DESCRIPTIONS = {
     QUEUE_FULL: "gateway overloaded; the record was not stored, resend later",
     HOST_UNAVAILABLE: "no authorization answer in time (terminal side)",
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
+    JOURNAL_FORMAT_UNKNOWN: "the journal was written by a newer firmware (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
     COMMAND_UNKNOWN: "the keypad sent a command the terminal does not know (terminal side)",
     READER_TIMEOUT: "the PN532 did not answer in time (terminal side)",

@@ -8,6 +8,7 @@ a terminal names GENESIS_DIGEST.
     seal(key, fields)          -> record bytes (COSE_Mac0 over the deterministic CBOR map)
     open_record(record, key)   -> fields, after MAC, schema and consistency checks
     digest(record)      -> the 32 bytes the next record names as `prev`
+    seal_lost(key, terminal, seq, digest) -> the lost notice that takes a lost record's seq
 """
 
 import hashlib
@@ -46,6 +47,16 @@ AUTH_ONLINE = 1
 AUTH_OFFLINE = 2
 AUTH_STAND_IN = 3
 AUTH_MODE_NAMES = {AUTH_ONLINE: "online", AUTH_OFFLINE: "offline", AUTH_STAND_IN: "stand_in"}
+
+
+EXPIRY_TERMINAL_SUFFIX = ".expiry"
+"""A gateway's own expire records come from terminal "<gateway id>.expiry": no terminal id
+has a dot, so they never meet a terminal's chain, and the ledger knows them as the gateway's."""
+
+
+def expiry_terminal(gateway_id):
+    """The terminal id of a gateway's own expire records."""
+    return gateway_id + EXPIRY_TERMINAL_SUFFIX
 
 
 def txn_id(terminal, seq):
@@ -117,6 +128,13 @@ def seal(key, fields):
 
 def digest(record):
     return hashlib.sha256(record).digest()
+
+
+def seal_lost(key, terminal, seq, lost_digest):
+    """The lost notice for `seq`: the terminal lost the record it sealed there, whose digest
+    was `lost_digest` (GENESIS_DIGEST when it cannot tell); it takes the record's place."""
+    fields = {"terminal": terminal, "seq": seq, "digest": lost_digest}
+    return sealed.seal(key, messages.TYPE_LOST, fields)
 
 
 def open_record(record, key, mac0=None, terminal=None):

@@ -84,8 +84,8 @@ def personalize_command(args: Any) -> int:
     """`tilltap card personalize`: a rich progress bar, then the JSON summary."""
     from rich.progress import Progress
 
-    from ledger.client import LedgerClient
-    from ledger.errors import LedgerError
+    from ledger.client import connect
+    from ledger.errors import ConfigInvalid, LedgerError
 
     if args.count < 1 or args.value_minor < 0:
         print("tilltap card personalize: --count >= 1 and --value-minor >= 0", file=sys.stderr)
@@ -95,7 +95,11 @@ def personalize_command(args: Any) -> int:
     except CardToolError as error:
         print(f"tilltap card personalize: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    ledger = LedgerClient(args.ledger_url)
+    try:
+        ledger = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
+    except ConfigInvalid as error:
+        print(f"tilltap card personalize: {error.detail}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     def register(uid: str) -> None:
         ledger.register_card(uid, args.program, args.currency, args.merchant, args.value_minor)

@@ -7,7 +7,10 @@
     tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
     tilltap gateway provision --id ID --mosquitto-dir DIR --out LOGIN.json   its broker login
     tilltap store tls --out DIR --host HOST    the store's CA and its broker's certificate
-    tilltap ledger serve --dsn ... --port ...  the central ledger's HTTP intake
+    tilltap ledger serve --dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
+                                               the central ledger's HTTP(S) intake
+    tilltap ledger login add|list|remove ...   who may call the ledger (tokens, roles)
+    tilltap ledger tls --out DIR --host HOST   the ledger's CA and its server certificate
     tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
                                                a ledger report: liability, breakage, segments,
                                                lapsing, terminals (exit 2 on bad input)
@@ -51,11 +54,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _gateway_settle(args: argparse.Namespace) -> int:
     from gateway.settle import settle
     from gateway.store import GatewayStore
-    from ledger.client import LedgerClient
+    from ledger.client import connect
+    from ledger.errors import ConfigInvalid
 
+    try:
+        ledger = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
+    except ConfigInvalid as error:
+        print(f"tilltap gateway settle: {error.detail}", file=sys.stderr)
+        return 2
     store = GatewayStore(args.db)
     try:
-        result = settle(store, args.id, LedgerClient(args.ledger_url))
+        result = settle(store, args.id, ledger)
     finally:
         store.close()
     print(json.dumps(result.as_dict(), sort_keys=True))
@@ -225,6 +234,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tools.ledger_logins import add_client_arguments
+
     parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -248,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     settle = gateway.add_parser("settle", help="post open settlement batches to the ledger")
     settle.add_argument("--db", required=True)
     settle.add_argument("--id", default="gw1")
-    settle.add_argument("--ledger-url", required=True)
+    add_client_arguments(settle, required=True)
     settle.set_defaults(handler=_gateway_settle)
     for name, handler, text in (
             ("exposure", _gateway_exposure,
@@ -327,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     personalize.add_argument("--value-minor", type=int, default=0, help="opening value")
     personalize.add_argument("--currency", default="EUR")
     personalize.add_argument("--merchant", required=True)
-    personalize.add_argument("--ledger-url", required=True)
+    add_client_arguments(personalize, required=True)
     personalize.set_defaults(handler=_card_personalize)
     inspect = card.add_parser("inspect", help="UID, version, SUN (and its check) of one card")
     inspect.add_argument("--reader", default="pcsc")
@@ -365,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = commands.add_parser("ledger", help="the central ledger").add_subparsers(
         dest="ledger_command", required=True)
     ledger.add_parser("serve", help="run the ledger's HTTP intake", add_help=False)
+    from tools.ledger_logins import add_arguments as add_ledger_arguments
+
+    add_ledger_arguments(ledger)
     return parser
 
 

@@ -24,8 +24,9 @@ from gateway import store_reports
 from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
+from ledger.auth import dump_logins, new_login
 from ledger.client import LedgerClient
-from ledger.server import serve
+from ledger.server import serve, tls_context
 from protocol import engine_offline, money, txn
 from tools.broker import start_broker
 from tools.cards import MasterKeys, new_master_keys
@@ -34,6 +35,7 @@ from tools.programs import load_programs
 from tools.simulator.cards import make_uid
 from tools.simulator.ntag424_card import Ntag424Card
 from tools.simulator.terminal import SimulatedTerminal
+from tools.tls import make_server_tls
 
 MERCHANT = "M1"
 CARD_URL_PREFIX = "https://tilltap.example/c"
@@ -225,7 +227,15 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
     workdir = Path(tempfile.mkdtemp(prefix="tilltap-demo-"))
     dsn = ledger_dsn or f"sqlite:///{workdir / 'ledger.db'}"
     broker = start_broker(log)
-    ledger = serve(dsn)
+    # The ledger as deployed: TLS with its own CA, and a login per caller (the gateway bound
+    # to its terminals and merchant; the reconciliation reads as a back-office reader).
+    tls = make_server_tls(workdir / "ledger-tls", "127.0.0.1", "tilltap ledger CA", "ledger")
+    logins_file = workdir / "ledger-logins.json"
+    gateway_login, gateway_token = new_login("gw1", "gateway", "gw1", ("T*",), (MERCHANT,))
+    reader_login, reader_token = new_login("demo-reader", "reader")
+    logins_file.write_text(dump_logins({"gw1": gateway_login, "demo-reader": reader_login}))
+    ledger = serve(dsn, logins_file=logins_file,
+                   tls=tls_context(tls["ledger.pem"], tls["ledger.key"]))
     registry = TerminalRegistry()
     configs = []
     for number in range(1, terminal_count + 1):
@@ -238,7 +248,8 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
     card_keys = CardKeys(masters.master(1), masters.master(2), masters.system_id)
     gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"), registry,
                       DEMO_PROGRAMS, ledger.url, mqtt5=broker.kind == "mosquitto",
-                      card_keys=card_keys)
+                      card_keys=card_keys, ledger_token=gateway_token,
+                      ledger_ca=tls["ca.pem"])
     sims: list[SimulatedTerminal] = []
     try:
         gateway.start()
@@ -269,7 +280,7 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         _drain(sims, gateway)
         settled = gateway.settle()
         log(f"settled batches {settled.settled} ({settled.posted} transactions posted)")
-        client = LedgerClient(ledger.url)
+        client = LedgerClient(ledger.url, token=reader_token, ca_file=tls["ca.pem"])
         report = reconcile(expected, gateway, client, sims)
         report["settlement"] = settled.as_dict()
         report["programs"] = _programs_summary(gateway, expected)

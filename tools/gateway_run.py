@@ -21,8 +21,11 @@ from gateway.card_auth import CardKeys
 from gateway.ledger_holds import HoldSettings
 from gateway.registry import TerminalRegistry
 from gateway.service import SETTLE_INTERVAL_S, Gateway
+from ledger.client import read_token
+from ledger.errors import ConfigInvalid
 from protocol.errors import ProtocolError
 from protocol.programs import validate_programs
+from tools.ledger_logins import add_client_arguments
 from tools.programs import load_programs
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--terminals", required=True, help="terminal registry JSON")
     parser.add_argument("--programs", required=True,
                         help="card programs: TOML (docs/programs.md), or JSON by program id")
-    parser.add_argument("--ledger-url", default=None)
+    add_client_arguments(parser)
     parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=int, default=1)
     parser.add_argument("--broker-login", default=None,
@@ -92,18 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         programs = _load_programs(args.programs)
         login = _load_login(args.broker_login) if args.broker_login else None
+        ledger_token = read_token(args.ledger_token_file) if args.ledger_token_file else None
     except (ProtocolError, OSError, ValueError, KeyError, TypeError) as error:
         # An invalid program file never reaches a terminal: the gateway does not start.
         print(f"tilltap gateway run: {error}", file=sys.stderr)
         return 2
+    except ConfigInvalid as error:
+        print(f"tilltap gateway run: {error.detail}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    gateway = Gateway(args.id, args.broker_host, args.broker_port, args.db,
-                      TerminalRegistry.load(args.terminals), programs,
-                      args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
-                      config_version=args.config_version,
-                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
-                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s,
-                      broker_login=login, broker_ca=args.broker_ca)
+    try:
+        gateway = _gateway(args, programs, hold_settings, login, ledger_token)
+    except ConfigInvalid as error:
+        print(f"tilltap gateway run: {error.detail}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -112,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     gateway.stop()
     return 0
+
+
+def _gateway(args: argparse.Namespace, programs: dict[str, dict[str, Any]],
+             hold_settings: HoldSettings, login: tuple[str, str] | None,
+             ledger_token: str | None) -> Gateway:
+    """The gateway the command line describes (ConfigInvalid for unusable ledger settings)."""
+    return Gateway(args.id, args.broker_host, args.broker_port, args.db,
+                      TerminalRegistry.load(args.terminals), programs,
+                      args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
+                      config_version=args.config_version,
+                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
+                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s,
+                      broker_login=login, broker_ca=args.broker_ca,
+                      ledger_token=ledger_token, ledger_ca=args.ledger_ca)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ledger.books import open_books
-from ledger.client import LedgerClient
+from ledger.client import connect
 from ledger.db import POSTGRES_SCHEMES, SQLITE_MEMORY, sqlite_path
 from ledger.errors import ConfigInvalid, LedgerRejected, LedgerUnavailable
 from ledger.reports import REPORT_NAMES, parse_report_query
@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tilltap report`."""
     parser.add_argument("name", choices=REPORT_NAMES, help="which report")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ledger-url", help="a running ledger, http://host:port")
+    source.add_argument("--ledger-url", help="a running ledger, https://host:port")
     source.add_argument("--dsn", help="the ledger's database: sqlite:///path.db or postgresql://")
+    parser.add_argument("--ledger-token-file", default=None,
+                        help="with --ledger-url: a reader login's token (tilltap ledger login)")
+    parser.add_argument("--ledger-ca", default=None,
+                        help="with --ledger-url: the ledger's CA to pin (tilltap ledger tls)")
     parser.add_argument("--format", choices=FORMATS, default="csv", dest="output_format")
     parser.add_argument("--as-of", help="YYYY-MM-DD, through the end of that UTC day (today)")
     parser.add_argument("--window-days", help="days up to as-of that count (90)")
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         today = datetime.now(UTC).date()
         parse_report_query(args.name, parameters, today)  # refuse bad input before any I/O
-        report = fetch(args.name, parameters, args.ledger_url, args.dsn)
+        report = fetch(args.name, parameters, args.ledger_url, args.dsn,
+                       getattr(args, "ledger_token_file", None), getattr(args, "ledger_ca", None))
     except (LedgerRejected, ConfigInvalid) as error:
         print(f"tilltap report: {error.detail} ({error.reason})", file=err)
         return EXIT_BAD_INPUT
@@ -72,11 +77,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def fetch(
-    name: str, parameters: Mapping[str, str], ledger_url: str | None, dsn: str | None
+    name: str, parameters: Mapping[str, str], ledger_url: str | None, dsn: str | None,
+    token_file: str | None = None, ca_file: str | None = None,
 ) -> dict[str, Any]:
     """The report's JSON, from the ledger's HTTP API or computed from its database."""
     if ledger_url is not None:
-        return LedgerClient(ledger_url).report(name, parameters)
+        return connect(ledger_url, token_file, ca_file).report(name, parameters)
     assert dsn is not None, "argparse requires --ledger-url or --dsn"
     if not dsn.startswith(POSTGRES_SCHEMES):
         path = sqlite_path(dsn)

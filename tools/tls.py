@@ -1,4 +1,4 @@
-"""A store's own certificate authority and its broker's certificate (`tilltap store tls`).
+"""Own certificate authorities and server certificates (`tilltap store tls`, `tilltap ledger tls`).
 
 A shop has no public name to get a certificate for, so each store gets its own CA: the
 broker presents a certificate the CA signed for the broker's address, and the gateway and
@@ -8,6 +8,9 @@ stays with the operator (mode 0600) and is needed only to issue the next certifi
 
     ca.pem, ca.key          the store's CA (ten years)
     broker.pem, broker.key  the broker's certificate and key (two years), for `host`
+
+The central ledger gets the same from `tilltap ledger tls` (its own CA, ``ledger.pem``):
+gateways and operators pin that CA (`--ledger-ca`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
-BROKER_DAYS = 730
+SERVER_DAYS = 730
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
@@ -61,11 +64,17 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def make_store_tls(out: Path, host: str, store: str = "store",
                    now: datetime.datetime | None = None) -> dict[str, str]:
     """Write the CA and the broker certificate for `host` into `out`; returns their paths."""
+    return make_server_tls(out, host, f"tilltap {store} CA", "broker", now)
+
+
+def make_server_tls(out: Path, host: str, ca_label: str, server: str,
+                    now: datetime.datetime | None = None) -> dict[str, str]:
+    """Write a new CA (`ca_label` its name) and `server`.pem/.key for `host` into `out`."""
     san = _san(host)
     now = now or datetime.datetime.now(datetime.UTC)
     out.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"tilltap {store} CA")
+    ca_name = _name(ca_label)
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=CA_DAYS))
@@ -73,21 +82,23 @@ def make_store_tls(out: Path, host: str, store: str = "store",
           .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                        False), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    broker_key = ec.generate_private_key(ec.SECP256R1())
-    broker = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca_name)
-              .public_key(broker_key.public_key()).serial_number(x509.random_serial_number())
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca_name)
+              .public_key(server_key.public_key()).serial_number(x509.random_serial_number())
               .not_valid_before(now)
-              .not_valid_after(now + datetime.timedelta(days=BROKER_DAYS))
+              .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
               .add_extension(x509.SubjectAlternativeName([san]), critical=False)
               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                              critical=False)
               .sign(ca_key, hashes.SHA256()))
-    paths = {name: out / name for name in ("ca.pem", "ca.key", "broker.pem", "broker.key")}
+    names = ("ca.pem", "ca.key", f"{server}.pem", f"{server}.key")
+    paths = {name: out / name for name in names}
     _write(paths["ca.pem"], ca.public_bytes(serialization.Encoding.PEM), PUBLIC_MODE)
     _write(paths["ca.key"], _key_pem(ca_key), PRIVATE_MODE)
-    _write(paths["broker.pem"], broker.public_bytes(serialization.Encoding.PEM), PUBLIC_MODE)
-    _write(paths["broker.key"], _key_pem(broker_key), PRIVATE_MODE)
+    _write(paths[f"{server}.pem"], certificate.public_bytes(serialization.Encoding.PEM),
+           PUBLIC_MODE)
+    _write(paths[f"{server}.key"], _key_pem(server_key), PRIVATE_MODE)
     return {name: str(path) for name, path in paths.items()}
 
 

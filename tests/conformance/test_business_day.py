@@ -551,6 +551,9 @@ def test_row_12_a_record_beyond_256_held_is_not_held_and_the_resends_deliver_it(
         store: Store) -> None:
     """A lost record and 257 after it: the gateway holds 256, counts the next one seq_gap
     and keeps acking its head; the resends from acked_through + 1 deliver them all."""
+    # A shop whose terminal may sell that many offline: the gateway re-checks the count.
+    store.restart(DEMO_PROGRAMS, dict(LIMITS, offline_txn_max=HELD_PER_TERMINAL_MAX + 2),
+                  config_version=1)
     terminal = store.terminal()
     try:
         gift = store.new_card()

@@ -101,6 +101,7 @@ SEALED_MESSAGES: list[tuple[str, int, dict[str, Any]]] = [
     ("status, last will", schema.STATUS, {"terminal": "T1", "time": 1, "state": "offline"}),
     ("notice, sealed", schema.NOTICE, {"terminal": "T1", "seq": 12,
                                         "reason": "message_malformed"}),
+    ("lost", schema.LOST, {"terminal": "T1", "seq": 2**32, "digest": DIGEST}),
     ("config", schema.CONFIG, {
         "terminal": "T1", "config_version": 7,
         "limits": {"txn_minor_max": 2000, "card_offline_minor_max": 3000,

@@ -14,6 +14,7 @@ from gateway.sequencer import (
 )
 from gateway.verify import Verified
 from protocol import txn
+from protocol.reasons import RECORD_LOST
 
 KEY = bytes(32)
 
@@ -124,3 +125,70 @@ def test_terminals_are_sequenced_independently() -> None:
     sequencer = Sequencer({}, lambda t, s: None)
     assert actions(sequencer.offer(chain(1, "T1")[0])) == [(IN_ORDER, 1)]
     assert actions(sequencer.offer(chain(1, "T2")[0])) == [(IN_ORDER, 1)]
+
+
+def lost(record: Verified) -> Verified:
+    """The terminal's lost notice for `record`: its seq and digest, not its content."""
+    fields = {"terminal": record.terminal, "merchant": record.merchant, "seq": record.seq,
+              "digest": record.digest}
+    return Verified(fields, txn.seal_lost(KEY, record.terminal, record.seq, record.digest),
+                    RECORD_LOST, digest=record.digest)
+
+
+def test_a_lost_notice_at_the_head_is_placed_and_the_next_record_chains_from_it() -> None:
+    records = chain(3)
+    sequencer = Sequencer({}, lambda t, s: None)
+    sequencer.offer(records[0])
+    decisions = sequencer.offer(lost(records[1]))
+    assert actions(decisions) == [(IN_ORDER, 2)] and decisions[0].reason is None
+    assert decisions[0].item.refusal == RECORD_LOST
+    assert sequencer.head("T1") == (2, records[1].digest)
+    decisions = sequencer.offer(records[2])
+    assert actions(decisions) == [(IN_ORDER, 3)] and decisions[0].reason is None
+
+
+def test_a_lost_notice_closes_a_gap_and_releases_the_records_held_behind_it() -> None:
+    records = chain(4)
+    sequencer = Sequencer({}, lambda t, s: None)
+    sequencer.offer(records[0])
+    assert actions(sequencer.offer(records[2])) == [(HELD, 3)]
+    assert actions(sequencer.offer(records[3])) == [(HELD, 4)]
+    decisions = sequencer.offer(lost(records[1]))
+    assert actions(decisions) == [(IN_ORDER, 2), (IN_ORDER, 3), (IN_ORDER, 4)]
+    assert [d.reason for d in decisions] == [None, None, None]
+
+
+def test_a_lost_notice_for_a_seq_already_stored_is_a_duplicate_of_what_is_stored() -> None:
+    first = chain(1)[0]
+    stored = {("T1", 1): (first.digest, "rejected", "rule_mismatch")}
+    sequencer = Sequencer({"T1": (1, first.digest)}, lambda t, s: stored.get((t, s)))
+    other = Verified(dict(lost(first).fields, digest=bytes(32)), b"x", RECORD_LOST,
+                     digest=bytes(32))
+    for notice in (lost(first), other):  # whatever digest it names: the stored one stands
+        decision = sequencer.offer(notice)[0]
+        assert (decision.action, decision.stored_status, decision.stored_reason) == (
+            DUPLICATE, "rejected", "rule_mismatch")
+
+
+def test_a_record_that_arrives_after_its_lost_notice_was_placed_is_a_duplicate() -> None:
+    records = chain(2)
+    stored: dict[tuple[str, int], tuple[bytes, str, str | None]] = {}
+    sequencer = Sequencer({}, lambda t, s: stored.get((t, s)))
+    sequencer.offer(records[0])
+    sequencer.offer(lost(records[1]))
+    stored[("T1", 2)] = (records[1].digest, "rejected", RECORD_LOST)
+    sequencer.committed()
+    decision = sequencer.offer(records[1])[0]
+    assert (decision.action, decision.stored_reason) == (DUPLICATE, RECORD_LOST)
+
+
+def test_ahead_of_a_gap_the_record_replaces_its_held_notice_and_not_the_other_way() -> None:
+    records = chain(3)
+    sequencer = Sequencer({}, lambda t, s: None)
+    assert actions(sequencer.offer(lost(records[1]))) == [(HELD, 2)]
+    assert actions(sequencer.offer(lost(records[1]))) == [(DUPLICATE, 2)]
+    assert actions(sequencer.offer(records[1])) == [(HELD, 2)]
+    assert actions(sequencer.offer(lost(records[1]))) == [(DUPLICATE, 2)]
+    decisions = sequencer.offer(records[0])
+    assert actions(decisions) == [(IN_ORDER, 1), (IN_ORDER, 2)]
+    assert decisions[1].item is records[1]

@@ -106,6 +106,29 @@ def test_a_signed_message_with_no_usable_seq_gets_a_sealed_notice(
     assert (caught.value.reason, caught.value.seq) == (reason, seq)
 
 
+def test_a_lost_notice_is_placed_as_refused_record_lost_under_the_digest_it_names() -> None:
+    lost_digest = bytes(range(100, 132))
+    notice = txn.seal_lost(KEY, "T1", 4, lost_digest)
+    verified = _verifier().transaction(TOPIC, notice, NOW_S)
+    assert (verified.seq, verified.refusal, verified.lost) == (4, "record_lost", True)
+    assert verified.digest == lost_digest and verified.record == notice
+    assert verified.merchant == "M1" and "prev" not in verified.fields
+
+
+@pytest.mark.parametrize("item, reason, seq", [
+    ({0: 8, 1: 1, 2: "T1", 29: bytes(32)}, "field_missing", None),
+    ({0: 8, 1: 1, 2: "T1", 3: 5}, "field_missing", 5),
+    ({0: 8, 1: 1, 2: "T1", 3: 5, 29: b"short"}, "field_invalid", 5),
+    ({0: 8, 1: 1, 2: "T2", 3: 5, 29: bytes(32)}, "topic_mismatch", 5),
+])
+def test_a_lost_notice_that_names_no_usable_seq_or_digest_gets_a_sealed_notice(
+    item: Any, reason: str, seq: int | None
+) -> None:
+    with pytest.raises(SignedRefusal) as caught:
+        _verifier().transaction(TOPIC, _signed_map(item), NOW_S)
+    assert (caught.value.reason, caught.value.seq) == (reason, seq)
+
+
 def test_failures_before_the_mac_are_plain_protocol_errors() -> None:
     good = txn.seal(KEY, _fields())
     cases = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import Books, LedgerRejected
+from ledger import Books, LedgerRejected, PostResult
 from ledger.db import open_database
 
 DIGEST = "ab" * 32
@@ -249,10 +249,37 @@ def replace_last(*bad: dict[str, Any]) -> Any:
     return mutate
 
 
+def assert_txn_refused(books: Books, bad: dict[str, Any], reason: str) -> PostResult:
+    """Posting `bad` refuses its last transaction alone, with `reason`: every other one is in
+    the books, the refused one posts nothing and is kept in the quarantine (and alarmed);
+    sent again, the batch answers the same refusal and changes nothing."""
+    refused_id = bad["transactions"][-1]["txn_id"]
+    before = books.counts()
+    result = books.post_batch(bad)
+    assert result.status == "partial", result
+    assert [(r.txn_id, r.reason) for r in result.refused] == [(refused_id, reason)], result
+    assert result.posted + result.already_posted == len(bad["transactions"]) - 1
+    after = books.counts()
+    assert after["transactions"] == before["transactions"] + result.posted
+    assert after["refused_txns"] == before["refused_txns"] + 1
+    assert after["alarms"] == before["alarms"] + 1
+    assert books.alarms()[-1]["reason"] == reason
+    [kept] = books.refused_transactions(bad["batch_id"])
+    assert (kept["txn_id"], kept["reason"]) == (refused_id, reason)
+    # Not in the books, unless it is another transaction's id (the conflict).
+    assert reason == "txn_conflict" or kept["posted_batch_id"] is None
+    assert_balanced(books)
+    settled = snapshot(books)
+    again = books.post_batch(bad)
+    assert (again.status, again.refused) == ("duplicate", result.refused)
+    assert snapshot(books) == settled
+    return result
+
+
 def assert_refused_unchanged(books: Books, bad: dict[str, Any], reason: str,
                              http_status: int | None = None) -> None:
-    """Posting `bad` is refused with `reason` (a 4xx, the sender's fault; `http_status` when
-    given) and the books are as they were."""
+    """Posting `bad` is refused whole with `reason` (a fault of its envelope: a 4xx, the
+    sender's fault; `http_status` when given) and the books are as they were."""
     before = snapshot(books)
     try:
         books.post_batch(bad)

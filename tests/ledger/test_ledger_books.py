@@ -10,6 +10,7 @@ import pytest
 from ledger import BatchConflict, Books, ConfigInvalid, LedgerUnavailable, open_books
 from tests.ledger.builders import (
     assert_balanced,
+    assert_txn_refused,
     batch,
     issue,
     purchase,
@@ -36,6 +37,7 @@ def test_a_batch_posts_every_kind_and_balances(books: Books) -> None:
         "batch_id": "gw1-1",
         "posted": 4,
         "already_posted": 0,
+        "refused": [],
     }
     assert books.card_balance("C1") == {
         "card": "C1",
@@ -83,15 +85,28 @@ def test_txn_already_posted_by_another_batch_is_skipped(books: Books) -> None:
     assert books.counts()["transactions"] == 3
 
 
-def test_txn_with_other_content_rejects_the_whole_batch(books: Books) -> None:
-    """A txn_id reused with other content refuses the whole batch 409 txn_conflict, alarmed."""
+def test_txn_with_other_content_is_refused_alone_and_alarmed(books: Books) -> None:
+    """A txn_id reused with other content is refused txn_conflict, alarmed; the rest posts and
+    the transaction in the books stays as it was."""
     books.post_batch(batch("gw1-1", issue("T1-1"), topup("T1-2", amount_minor=700)))
+    assert_txn_refused(
+        books,
+        batch("gw1-2", topup("T1-3", amount_minor=1), topup("T1-2", amount_minor=701)),
+        "txn_conflict",
+    )
+    assert books.card_balance("C1")["value_minor"] == 5000 + 700 + 1  # type: ignore[index]
+    assert [alarm["reason"] for alarm in books.alarms()] == ["txn_conflict"]
+    assert books.refused_transactions()[0]["posted_batch_id"] == "gw1-1"
+
+
+def test_txn_with_other_content_inside_one_batch_refuses_it_whole(books: Books) -> None:
+    """A txn_id twice in one batch with other content leaves the answer no way to name the
+    refused one: the batch is refused whole, 409 txn_conflict, alarmed, nothing kept."""
     before = snapshot(books)
+    twice = batch("gw1-1", issue("T1-1"), topup("T1-2"), topup("T1-2", amount_minor=701))
     with pytest.raises(BatchConflict) as caught:
-        books.post_batch(
-            batch("gw1-2", topup("T1-3", amount_minor=1), topup("T1-2", amount_minor=701))
-        )
-    assert caught.value.reason == "txn_conflict"
+        books.post_batch(twice)
+    assert (caught.value.reason, caught.value.http_status) == ("txn_conflict", 409)
     assert snapshot(books) == before
     assert [alarm["reason"] for alarm in books.alarms()] == ["txn_conflict"]
 
@@ -125,12 +140,73 @@ def test_refund_in_the_same_batch_after_its_purchase_posts(books: Books) -> None
 
 
 def test_refund_before_its_purchase_in_a_batch_is_unknown(books: Books) -> None:
-    """A refund placed before its purchase in the same batch has no original yet."""
-    with pytest.raises(Exception) as caught:
-        books.post_batch(
-            batch("gw1-1", refund("T1-3", "T1-2", card_value_minor=1), purchase("T1-2"))
+    """A refund placed before its purchase in the same batch has no original yet: it is
+    refused, the purchase after it posts."""
+    result = books.post_batch(
+        batch("gw1-1", refund("T1-3", "T1-2", card_value_minor=1), purchase("T1-2"))
+    )
+    assert [(r.txn_id, r.reason) for r in result.refused] == [
+        ("T1-3", "refund_unknown_original")
+    ]
+    assert (result.status, result.posted) == ("partial", 1)
+
+
+def test_a_refund_of_a_purchase_refused_earlier_in_the_batch_is_refused_too(
+    books: Books,
+) -> None:
+    """Order holds: a refused purchase is not in the books, so its refund later in the same
+    batch finds no original; the transactions around them post."""
+    result = books.post_batch(
+        batch(
+            "gw1-1",
+            issue("T1-1"),
+            purchase("T1-2", card_value_minor=900) | {"bonus_minor": 5},
+            refund("T1-3", "T1-2", card_value_minor=900),
+            topup("T1-4", amount_minor=100),
         )
-    assert getattr(caught.value, "reason", None) == "refund_unknown_original"
+    )
+    assert [(r.txn_id, r.reason, r.position) for r in result.refused] == [
+        ("T1-2", "amount_invalid", 1),
+        ("T1-3", "refund_unknown_original", 2),
+    ]
+    assert (result.status, result.posted, result.already_posted) == ("partial", 2, 0)
+    assert books.card_balance("C1")["value_minor"] == 5100  # type: ignore[index]
+    assert_balanced(books)
+
+
+def test_a_refused_transaction_may_come_again_in_a_later_batch(books: Books) -> None:
+    """A refused transaction is not in the books: its txn_id stays free. Sent again (fixed,
+    or unchanged once what it needed has posted) in a later batch, it is judged afresh, and
+    the quarantine shows the batch that posted it."""
+    books.post_batch(batch("gw1-1", issue("T1-1")))
+    early = refund("T1-3", "T1-2", card_value_minor=100)
+    first = books.post_batch(batch("gw1-2", early))
+    assert [r.reason for r in first.refused] == ["refund_unknown_original"]
+    later = books.post_batch(batch("gw1-3", purchase("T1-2", card_value_minor=900), early))
+    assert (later.status, later.posted, later.refused) == ("posted", 2, ())
+    assert books.card_balance("C1")["value_minor"] == 5000 - 900 + 100  # type: ignore[index]
+    [kept] = books.refused_transactions()
+    assert (kept["batch_id"], kept["txn_id"], kept["posted_batch_id"]) == ("gw1-2", "T1-3", "gw1-3")
+    # The first batch, sent again, still answers what it did then.
+    assert books.post_batch(batch("gw1-2", early)).refused == first.refused
+
+
+def test_a_batch_of_refused_transactions_only_is_kept_and_its_id_burned(books: Books) -> None:
+    """A batch whose every transaction is refused is still a batch the ledger judged: "partial"
+    with nothing posted, and the same id with other content is a batch_conflict."""
+    result = books.post_batch(batch("gw1-1", refund("T1-3", "T1-2", card_value_minor=1)))
+    assert (result.status, result.posted, len(result.refused)) == ("partial", 0, 1)
+    with pytest.raises(BatchConflict):
+        books.post_batch(batch("gw1-1", issue("T1-1")))
+
+
+def test_an_identical_copy_of_a_refused_transaction_is_refused_with_it(books: Books) -> None:
+    """A transaction repeated identically in a batch shares its first's fate: every one of the
+    batch's transactions is counted once, posted, already posted or refused."""
+    bad = refund("T1-3", "T1-2", card_value_minor=1)
+    result = books.post_batch(batch("gw1-1", issue("T1-1"), bad, bad))
+    assert [(r.txn_id, r.position) for r in result.refused] == [("T1-3", 1), ("T1-3", 2)]
+    assert (result.posted, result.already_posted) == (1, 0)
 
 
 def test_refunds_are_limited_cumulatively_across_batches(books: Books) -> None:
@@ -140,9 +216,8 @@ def test_refunds_are_limited_cumulatively_across_batches(books: Books) -> None:
     )
     books.post_batch(batch("gw1-2", refund("T1-3", "T1-2", card_value_minor=600, points=6)))
     books.post_batch(batch("gw1-3", refund("T1-4", "T1-2", card_value_minor=400, points=4)))
-    with pytest.raises(Exception) as caught:
-        books.post_batch(batch("gw1-4", refund("T1-5", "T1-2", card_value_minor=1, points=0)))
-    assert getattr(caught.value, "reason", None) == "refund_exceeds_original"
+    one_more = batch("gw1-4", refund("T1-5", "T1-2", card_value_minor=1, points=0))
+    assert_txn_refused(books, one_more, "refund_exceeds_original")
     assert books.card_balance("C1")["value_minor"] == 5000  # type: ignore[index]
     assert_balanced(books)
 

@@ -20,9 +20,10 @@ from ledger import BatchInvalid, Books, LedgerRejected, LedgerUnavailable, NotFo
 from ledger.client import LedgerClient
 from ledger.errors import HoldRefused
 from ledger.server import LedgerServer, serve
-from ledger.validate import parse_batch, parse_hold_request
+from ledger.validate import parse_hold_request, parse_txn
 from tests.ledger.builders import (
     assert_balanced,
+    assert_txn_refused,
     batch,
     hold_request,
     issue,
@@ -246,10 +247,8 @@ def test_an_expired_hold_may_still_be_voided(held: Books, clock: Clock) -> None:
     held.place_hold(hold_request("H1", ttl_s=30))
     clock.advance(31)
     assert held.void_hold("H1").status == "voided"
-    refusal = rejected(
-        held.post_batch, batch("gw1-1", purchase("T1-2", card_value_minor=500, hold_id="H1"))
-    )
-    assert refusal.reason == "hold_voided"
+    sale = batch("gw1-1", purchase("T1-2", card_value_minor=500, hold_id="H1"))
+    assert_txn_refused(held, sale, "hold_voided")
 
 
 # -- settlement -------------------------------------------------------------------------------
@@ -305,49 +304,47 @@ def test_resending_the_batch_that_posted_a_hold_is_a_duplicate(held: Books) -> N
 def test_settlement_refuses_a_hold_it_cannot_post_and_changes_nothing(
     held: Books, prepare: str | None, txn_fields: dict[str, Any], reason: str
 ) -> None:
-    """Unknown, voided, already posted, exceeded or another card's hold refuse the batch."""
+    """Unknown, voided, already posted, exceeded or another card's hold refuse the purchase
+    naming it, which posts nothing and leaves the hold as it was."""
     held.post_batch(batch("gw1-c2", issue("T2-1", card="C2")))
     held.place_hold(hold_request("H1", amount_minor=1500))
     if prepare == "void":
         held.void_hold("H1")
     if prepare == "post":
         held.post_batch(batch("gw1-p", purchase("T1-9", card_value_minor=100, hold_id="H1")))
-    before = snapshot(held)
+    balances, hold = held.balances(), held.hold("H1")
     fields = {"card_value_minor": 1000, "hold_id": "H1"} | txn_fields
-    refusal = rejected(held.post_batch, batch("gw1-1", purchase("T1-2", **fields)))
-    assert (refusal.reason, refusal.http_status) == (reason, 400)
-    assert snapshot(held) == before
+    assert_txn_refused(held, batch("gw1-1", purchase("T1-2", **fields)), reason)
+    assert (held.balances(), held.hold("H1")) == (balances, hold)
 
 
 def test_two_purchases_of_one_batch_cannot_post_the_same_hold(held: Books) -> None:
-    """The second purchase naming a hold already posted earlier in the batch is hold_posted."""
+    """The second purchase naming a hold already posted earlier in the batch is hold_posted;
+    the first posts it."""
     held.place_hold(hold_request("H1", amount_minor=1500))
-    refusal = rejected(
-        held.post_batch,
-        batch(
-            "gw1-1",
-            purchase("T1-2", card_value_minor=500, hold_id="H1"),
-            purchase("T1-3", card_value_minor=500, hold_id="H1"),
-        ),
+    sales = batch(
+        "gw1-1",
+        purchase("T1-2", card_value_minor=500, hold_id="H1"),
+        purchase("T1-3", card_value_minor=500, hold_id="H1"),
     )
-    assert refusal.reason == "hold_posted"
-    assert held.hold("H1")["status"] == "open"  # type: ignore[index]
+    assert_txn_refused(held, sales, "hold_posted")
+    assert held.hold("H1")["posted_txn_id"] == "T1-2"  # type: ignore[index]
+    assert funds(held) == (4500, 0, 4500)
 
 
-def test_linked_postings_in_a_batch_succeed_or_fail_together(held: Books) -> None:
-    """A refused hold later in a batch leaves the earlier hold open and posts nothing."""
+def test_a_transaction_posts_its_legs_and_its_hold_together_or_not_at_all(held: Books) -> None:
+    """A purchase refused for its hold posts neither its legs nor the hold, which stays open;
+    the purchase before it in the batch posts its own hold."""
     held.place_hold(hold_request("H1", amount_minor=1000))
     held.place_hold(hold_request("H2", amount_minor=1000))
-    rejected(
-        held.post_batch,
-        batch(
-            "gw1-1",
-            purchase("T1-2", card_value_minor=1000, hold_id="H1"),
-            purchase("T1-3", card_value_minor=1001, hold_id="H2"),
-        ),
+    sales = batch(
+        "gw1-1",
+        purchase("T1-2", card_value_minor=1000, hold_id="H1"),
+        purchase("T1-3", card_value_minor=1001, hold_id="H2"),
     )
-    assert [held.hold(h)["status"] for h in ("H1", "H2")] == ["open", "open"]  # type: ignore[index]
-    assert funds(held) == (5000, 2000, 3000)
+    assert_txn_refused(held, sales, "hold_exceeded")
+    assert [held.hold(h)["status"] for h in ("H1", "H2")] == ["posted", "open"]  # type: ignore[index]
+    assert funds(held) == (4000, 1000, 3000)
 
 
 def test_an_expired_hold_is_still_posted_and_counted_late(held: Books, clock: Clock) -> None:
@@ -386,7 +383,7 @@ def test_null_hold_id_is_the_same_transaction_as_no_hold_id(held: Books) -> None
 def test_only_a_purchase_may_name_a_hold() -> None:
     """A hold_id on another kind is field_invalid (only a sale takes held value)."""
     with pytest.raises(BatchInvalid) as caught:
-        parse_batch(batch("gw1-1", topup("T1-2") | {"hold_id": "H1"}))
+        parse_txn(topup("T1-2") | {"hold_id": "H1"})
     assert caught.value.reason == "field_invalid"
 
 

@@ -64,6 +64,7 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         "batch_id": "gw1-1",
         "posted": 2,
         "already_posted": 0,
+        "refused": [],
     }
     assert client.post_batch(document)["status"] == "duplicate"
     expected = {
@@ -93,20 +94,38 @@ def test_conflicting_batch_is_409_with_an_alarm(client: LedgerClient) -> None:
     assert client.card("C1")["value_minor"] == 5000
 
 
-def test_conflicting_txn_is_409(client: LedgerClient) -> None:
-    """A txn_id reused with other content in a new batch raises BatchConflict txn_conflict."""
+def test_a_refused_transaction_is_listed_in_a_200_answer(client: LedgerClient) -> None:
+    """A txn_id reused with other content, and a float amount, refuse their transactions
+    alone: the answer is 200 "partial" and names each, the rest posts; sent again, the batch
+    answers "duplicate" with the same refusals."""
     client.post_batch(batch("gw1-1", issue("T1-1")))
-    with pytest.raises(BatchConflict) as caught:
-        client.post_batch(batch("gw1-2", issue("T1-1", amount_minor=1)))
-    assert caught.value.reason == "txn_conflict"
+    document = batch(
+        "gw1-2",
+        issue("T1-1", amount_minor=1),
+        purchase("T1-2", card_value_minor=100) | {"amount_minor": 50.0},
+        purchase("T1-3", card_value_minor=100),
+    )
+    answer = client.post_batch(document)
+    assert (answer["status"], answer["posted"], answer["already_posted"]) == ("partial", 1, 0)
+    assert [(item["txn_id"], item["reason"]) for item in answer["refused"]] == [
+        ("T1-1", "txn_conflict"),
+        ("T1-2", "field_type"),
+    ]
+    assert "amount_minor" in answer["refused"][1]["detail"]
+    again = client.post_batch(document)
+    assert (again["status"], again["refused"]) == ("duplicate", answer["refused"])
+    assert client.card("C1")["value_minor"] == 4900
+    assert [alarm["reason"] for alarm in client.alarms()] == ["txn_conflict", "field_type"]
+    report = client.report("refused")
+    assert [row["txn_id"] for row in report["rows"]] == ["T1-1", "T1-2"]
 
 
-def test_invalid_field_is_400_with_reason(client: LedgerClient) -> None:
-    """A float amount is refused 400 field_type, reported as BatchInvalid."""
+def test_an_invalid_envelope_is_400_with_reason(client: LedgerClient) -> None:
+    """A batch whose own keys are wrong (created a float) is refused whole: 400 BatchInvalid."""
     with pytest.raises(BatchInvalid) as caught:
-        client.post_batch(batch("gw1-1", issue("T1-1") | {"amount_minor": 50.0}))
+        client.post_batch(batch("gw1-1", issue("T1-1")) | {"created": 50.0})
     assert (caught.value.reason, caught.value.http_status) == ("field_type", 400)
-    assert "amount_minor" in caught.value.detail
+    assert "created" in caught.value.detail
 
 
 def test_unknown_card_is_404(client: LedgerClient) -> None:
@@ -224,7 +243,7 @@ def test_garbage_request_line_gets_a_json_answer(server: LedgerServer) -> None:
 def test_server_keeps_serving_on_one_connection_after_bad_input(server: LedgerServer) -> None:
     """After refused requests on a kept-alive connection, the next request is answered correctly."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    for body in (b"{broken", json.dumps(batch("gw1-1", issue("T1-1", currency="eur"))).encode()):
+    for body in (b"{broken", json.dumps(batch("gw 1", issue("T1-1"))).encode()):
         connection.request(
             "POST", "/v1/batches", body=body, headers={"Content-Type": "application/json"}
         )

@@ -1,4 +1,6 @@
-"""Every malformed or refused batch is rejected with its reason code and changes NOTHING."""
+"""Every refusal names its reason code. A fault of a transaction refuses that transaction
+alone (the rest of its batch posts, it is kept in the quarantine); a fault of the batch's
+envelope refuses the batch whole and changes NOTHING."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from ledger import Books, LedgerRejected
 from ledger.limits import AMOUNT_MINOR_MAX, BATCH_TXN_MAX
 from tests.ledger.builders import (
     assert_refused_unchanged,
+    assert_txn_refused,
     batch,
     issue,
     purchase,
@@ -49,9 +52,29 @@ def set_batch(key: str, value: Any) -> Callable[[Document], None]:
     return lambda document: document.__setitem__(key, value)
 
 
+ENVELOPE_CASES: dict[str, tuple[Callable[[Document], None], str]] = {
+    "missing batch key": (lambda document: document.pop("gateway_id"), "field_missing"),
+    "extra batch key": (set_batch("signature", "x"), "field_unknown"),
+    "transactions not a list": (set_batch("transactions", {}), "field_type"),
+    "transaction not an object": (
+        lambda document: document["transactions"].append([1]),
+        "field_type",
+    ),
+    "transaction without txn_id": (without_txn("txn_id"), "field_missing"),
+    "empty txn_id": (with_txn(txn_id=""), "field_invalid"),
+    "txn_id too long": (with_txn(txn_id="T" * 65), "field_invalid"),
+    "txn_id with a space": (with_txn(txn_id="T2 1"), "field_invalid"),
+    "numeric txn_id": (with_txn(txn_id=21), "field_type"),
+    "bool created": (set_batch("created", True), "field_type"),
+    "conflicting txn_id inside the batch": (
+        replace_last(topup("T2-1", amount_minor=999)),
+        "txn_conflict",
+    ),
+}
+"""Faults that leave the batch's transactions unknown, or not one per txn_id."""
+
 CASES: dict[str, tuple[Callable[[Document], None], str]] = {
     "missing field": (without_txn("amount_minor"), "field_missing"),
-    "missing batch key": (lambda document: document.pop("gateway_id"), "field_missing"),
     "float amount": (with_txn(amount_minor=12.5), "field_type"),
     "whole float amount": (with_txn(amount_minor=1250.0), "field_type"),
     "bool amount": (with_txn(amount_minor=True), "field_type"),
@@ -66,19 +89,9 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
     "numeric currency code": (with_txn(currency="978"), "currency_unknown"),
     "unknown kind": (with_txn(kind="withdrawal"), "kind_unknown"),
     "extra txn key": (with_txn(tip_minor=0), "field_unknown"),
-    "extra batch key": (set_batch("signature", "x"), "field_unknown"),
-    "transactions not a list": (set_batch("transactions", {}), "field_type"),
-    "transaction not an object": (
-        lambda document: document["transactions"].append([1]),
-        "field_type",
-    ),
-    "empty txn_id": (with_txn(txn_id=""), "field_invalid"),
-    "txn_id too long": (with_txn(txn_id="T" * 65), "field_invalid"),
-    "txn_id with a space": (with_txn(txn_id="T2 1"), "field_invalid"),
     "card as number": (with_txn(card=4711), "field_type"),
     "negative seq": (with_txn(seq=-1), "field_invalid"),
     "bool seq": (with_txn(seq=False), "field_type"),
-    "bool created": (set_batch("created", True), "field_type"),
     "uppercase digest": (with_txn(digest="AB" * 32), "field_invalid"),
     "short digest": (with_txn(digest="ab" * 31), "field_invalid"),
     "card value over amount": (
@@ -178,22 +191,40 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
         "currency_mismatch",
     ),
     "second issue of a card": (replace_last(issue("T2-2")), "card_already_issued"),
-    "conflicting txn_id inside the batch": (
-        replace_last(topup("T2-1", amount_minor=999)),
+    "txn_id posted before with other content": (
+        replace_last(topup("T1-2", amount_minor=1)),
         "txn_conflict",
     ),
 }
+"""Faults of one transaction (its fields, or a rule of the books)."""
+
+
+def bad_batch(mutate: Callable[[Document], None]) -> Document:
+    """A good topup of 1000 to C1, then the bad transaction `mutate` makes."""
+    bad = batch("gw1-bad", topup("T2-1", amount_minor=1000), topup("T2-9", amount_minor=10))
+    mutate(bad)
+    return bad
 
 
 @pytest.mark.parametrize("mutate, reason", CASES.values(), ids=list(CASES))
-def test_bad_batch_is_refused_with_its_reason_and_changes_nothing(
+def test_a_bad_transaction_is_refused_alone_with_its_reason(
     books: Books, mutate: Callable[[Document], None], reason: str
 ) -> None:
-    """A batch with one bad transaction after a good one is refused whole, with its reason."""
+    """A batch with one bad transaction after a good one posts the good one; the bad one is
+    refused with its reason, kept in the quarantine, and changes no balance."""
     books.post_batch(base_batch())
-    bad = batch("gw1-bad", topup("T2-1", amount_minor=1000), topup("T2-9", amount_minor=10))
-    mutate(bad)
-    assert_refused_unchanged(books, bad, reason)
+    assert_txn_refused(books, bad_batch(mutate), reason)
+    assert [(row["card"], row["value_minor"]) for row in books.balances()] == [("C1", 4500)]
+
+
+@pytest.mark.parametrize("mutate, reason", ENVELOPE_CASES.values(), ids=list(ENVELOPE_CASES))
+def test_a_bad_envelope_refuses_the_batch_whole_and_changes_nothing(
+    books: Books, mutate: Callable[[Document], None], reason: str
+) -> None:
+    """A batch whose envelope is bad is refused whole, with its reason; nothing is kept."""
+    books.post_batch(base_batch())
+    assert_refused_unchanged(books, bad_batch(mutate), reason)
+    assert books.refused_transactions() == []
     # The refused batch_id was not burned: its good part posts afterwards.
     assert books.post_batch(batch("gw1-bad", topup("T2-1", amount_minor=1000))).posted == 1
 

@@ -27,7 +27,7 @@ from ledger import BatchInvalid, BatchTooLarge, Books, NotFound, open_books
 from ledger.client import LedgerClient
 from ledger.reports import parse_report_query
 from ledger.server import serve
-from tests.ledger.builders import at, report_history
+from tests.ledger.builders import at, batch, issue, purchase, refund, report_history
 
 AS_OF = "2025-11-30"
 
@@ -276,7 +276,7 @@ def test_a_report_over_its_row_limit_is_refused_not_cut(
     books: Books, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More rows than REPORT_ROWS_MAX is report_too_large (413), never a silent truncation."""
-    monkeypatch.setattr("ledger.reports.REPORT_ROWS_MAX", 3)
+    monkeypatch.setattr("ledger.queries.REPORT_ROWS_MAX", 3)
     with pytest.raises(BatchTooLarge) as caught:
         rows(books, "terminals", window_days="3")
     assert (caught.value.reason, caught.value.http_status) == ("report_too_large", 413)
@@ -311,3 +311,40 @@ def test_reports_over_http_equal_the_books(dsn: str) -> None:
             client._request("GET", "/v1/reports/terminals?window_days")
     finally:
         server.stop()
+
+
+# -- refused ----------------------------------------------------------------------------------
+
+
+def test_refused_lists_the_windows_refusals_and_what_became_of_them(dsn: str) -> None:
+    """The refused report: the transactions batches refused within the window (by the day
+    the ledger refused them), each with the batch that has its txn_id in the books since
+    (null: the sale is still not in the books), and counts by reason."""
+    now = [at("2025-11-01")]
+    books = open_books(dsn, clock=lambda: now[0])
+    try:
+        early_refund = refund("T1-3", "T1-2", card_value_minor=100)
+        books.post_batch(batch("gw1-1", issue("T1-1"), early_refund))
+        now[0] = at("2025-11-20")
+        negative_points = purchase("T1-4") | {"points": -1}
+        books.post_batch(batch("gw1-2", purchase("T1-2"), early_refund, negative_points))
+        report = books.report("refused", {"as_of": AS_OF, "window_days": "30"})
+        assert [
+            (row["refused_at"], row["batch_id"], row["txn_id"], row["reason"],
+             row["posted_batch_id"])
+            for row in report.rows
+        ] == [
+            (at("2025-11-01"), "gw1-1", "T1-3", "refund_unknown_original", "gw1-2"),
+            (at("2025-11-20"), "gw1-2", "T1-4", "amount_invalid", None),
+        ]  # fmt: skip
+        assert report.summary == {
+            "refused": 2,
+            "not_posted": 1,
+            "by_reason": {"refund_unknown_original": 1, "amount_invalid": 1},
+        }
+        recent = books.report("refused", {"as_of": AS_OF, "window_days": "11"})
+        assert [row["txn_id"] for row in recent.rows] == ["T1-4"]
+        assert books.refused_transactions() == report.rows
+        assert books.refused_transactions("gw1-2") == report.rows[1:]
+    finally:
+        books.close()

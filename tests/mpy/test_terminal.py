@@ -377,6 +377,33 @@ def test_offline_records_still_in_the_journal_count_after_a_restart():
     assert restarted.offline_records == [(1, CARD, 1000)]
 
 
+def test_after_a_restart_that_lost_a_record_the_next_sale_chains_from_the_lost_one():
+    rig = Rig()
+    rig.learn(CARD, "wallet")
+    for _ in range(2):
+        assert rig.offline_purchase(CARD, 100)["approved"]
+    lost = rig.record(2)
+    damaged = bytearray(rig.storage.read_all())
+    second = rig.journal.pending[1][1]
+    damaged[bytes(damaged).find(second) + 7] ^= 0x20
+
+    def seal_lost(seq, lost_digest):
+        return txn.seal_lost(KEY, TERMINAL, seq, lost_digest)
+
+    journal = Journal(MemoryStorage(bytes(damaged)), seal_lost)
+    restarted = Terminal(CONFIG, journal, rig.uplink, rig.clock, rig.reader, rig,
+                         rig.settings)
+    # The lost notice holds seq 2; what the sale was is unknown, so it counts for nothing.
+    assert restarted.offline_records == [(1, CARD, 100)]
+    rig.uplink.journal = journal
+    rig.reader.tap = (CARD, None, None)
+    rig.answer(None)
+    restarted.known_cards = rig.terminal.known_cards
+    outcome = restarted.purchase(100)
+    assert outcome["approved"] and outcome["txn"]["seq"] == lost["seq"] + 1
+    assert outcome["txn"]["prev"] == txn.digest(second)
+
+
 def test_points_cannot_be_redeemed_offline():
     rig = Rig()
     rig.learn(CARD, "wallet")

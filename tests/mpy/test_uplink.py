@@ -206,6 +206,33 @@ def test_a_replay_naming_another_record_at_the_seq_is_not_logged_and_frees_nothi
     assert rig.clock.now_s() == BOARD_START_S  # it answered nothing of ours
 
 
+def test_a_record_lost_from_the_journal_is_sent_as_a_lost_notice_in_its_place():
+    rig = Rig(records=3)
+    damaged = bytearray(rig.journal.storage.read_all())
+    damaged[bytes(damaged).find(rig.records[2]) + 40] ^= 0x04  # one bit inside record 2
+
+    def seal_lost(seq, lost_digest):
+        return txn.seal_lost(KEY, TERMINAL, seq, lost_digest)
+
+    journal = Journal(MemoryStorage(bytes(damaged)), seal_lost)
+    uplink = Uplink({"terminal": TERMINAL, "merchant": MERCHANT, "key": KEY}, journal,
+                    FakeNet(rig.board), rig.clock, FixedRandom())
+    uplink.service(0)  # connects and sends 1, the notice for 2, 3: in seq order
+    leaf = topics.up(MERCHANT, TERMINAL, topics.LEAF_TXN)
+    sent = [payload for topic, payload in uplink.net.published if topic == leaf]
+    assert sent[0] == rig.records[1] and sent[2] == rig.records[3]
+    lost = sealed.open_message(sent[1], messages.TYPE_LOST, KEY)
+    assert lost == {"terminal": TERMINAL, "seq": 2,
+                    "digest": hashlib.sha256(rig.records[2]).digest()}
+    # The gateway places it refused record_lost; the ack takes it out like a record.
+    uplink.net.inbox.append((topics.down(MERCHANT, TERMINAL, topics.LEAF_ACK),
+                             ack(3, BOARD_START_S, rejected=[(2, "record_lost")])))
+    uplink.service(0)
+    assert journal.depth == 0 and journal.lost == {}
+    assert [(e["seq"], e["reason"], e["kind"]) for e in uplink.refused_log] == [
+        (2, "record_lost", None)]
+
+
 def test_an_ack_under_another_key_frees_nothing_and_is_counted():
     rig = Rig(records=1)
     rig.deliver(topics.LEAF_ACK, ack(1, BOARD_START_S, key=OTHER_KEY))

@@ -25,6 +25,7 @@ _ISSUE_BYTES = txn.seal(KEY, _ISSUE)
 _PURCHASE = dict(_ISSUE, seq=2, prev=txn.digest(_ISSUE_BYTES), time=TIME + 60,
                  kind=txn.KIND_PURCHASE, amount_minor=1250, card_value_minor=1250,
                  program="gift", auth_id="a1-2")
+_PURCHASE_BYTES = txn.seal(KEY, _PURCHASE)
 
 # name -> (message type, fields, sealed?)
 EXAMPLES: dict[str, tuple[int, dict[str, Any], bool]] = {
@@ -60,6 +61,9 @@ EXAMPLES: dict[str, tuple[int, dict[str, Any], bool]] = {
                               "prepaid": None, "gift": {"expiry_days": 365, "cash_out": False},
                               "discount": None, "tiers": None}},
         "hotlist": ["04deadbeef0001"]}, True),
+    # Had the terminal lost txn-purchase from its journal, this would take its place.
+    "lost": (messages.TYPE_LOST, {"terminal": "T1", "seq": 2,
+                                  "digest": txn.digest(_PURCHASE_BYTES)}, True),
 }
 
 

@@ -22,9 +22,9 @@ from . import dcbor, mac0
 from .errors import Refused
 
 PROTOCOL_VERSION = 1
-TXN, AUTH_REQUEST, AUTH_RESPONSE, ACK, STATUS, NOTICE, CONFIG = 1, 2, 3, 4, 5, 6, 7
+TXN, AUTH_REQUEST, AUTH_RESPONSE, ACK, STATUS, NOTICE, CONFIG, LOST = 1, 2, 3, 4, 5, 6, 7, 8
 TYPE_NAMES = {TXN: "txn", AUTH_REQUEST: "auth request", AUTH_RESPONSE: "auth response",
-              ACK: "ack", STATUS: "status", NOTICE: "notice", CONFIG: "config"}
+              ACK: "ack", STATUS: "status", NOTICE: "notice", CONFIG: "config", LOST: "lost"}
 KEY_TYPE, KEY_VERSION = 0, 1
 
 KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_INQUIRY, KIND_CASHOUT = 1, 2, 3, 4, 5, 7
@@ -154,6 +154,7 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         _TERMINAL, (50, "config_version", "uint", True), (51, "limits", "map", True),
         (52, "programs", "map", True), (53, "hotlist", "ids", False),
     ),
+    LOST: (_TERMINAL, (3, "seq", "uint", True), (29, "digest", "digest", True)),
 }
 
 
