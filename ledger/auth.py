@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -91,6 +92,17 @@ class Login:
         if self.role in ("cards", "admin"):
             entry["register_value_minor_max"] = self.register_value_minor_max
         return entry
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine ("localhost" or a loopback address): the only place a
+    ledger may listen open or in clear text, and a token may travel in clear text."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def secret_hash(secret: str) -> str:

@@ -25,7 +25,6 @@ A token is never sent in clear text beyond loopback (ConfigInvalid).
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import ssl
 import urllib.error
@@ -34,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from ledger.auth import is_loopback
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
@@ -57,7 +57,7 @@ class LedgerClient:
             raise ConfigInvalid(
                 "url_invalid", f"ledger URL must be http(s)://host:port, got {base_url!r}"
             )
-        if token is not None and parts.scheme == "http" and not _loopback(parts.hostname):
+        if token is not None and parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ConfigInvalid("url_invalid", "a ledger login is sent over https:// only "
                                                f"beyond loopback, not to {base_url!r}")
         if ca_file is not None and parts.scheme != "https":
@@ -208,16 +208,6 @@ class LedgerClient:
         except (OSError, http.client.HTTPException) as error:
             # URLError is an OSError: refused connection, DNS, timeout, reset.
             raise LedgerUnavailable(f"{method} {path}: {error}") from error
-
-
-def _loopback(host: str) -> bool:
-    """Whether a URL's host is this machine (a token may travel in clear text there)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def connect(url: str, token_file: str | None = None, ca_file: str | None = None,

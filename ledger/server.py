@@ -26,7 +26,6 @@ Run it: ``python -m ledger.server --dsn sqlite:///var/lib/tilltap/ledger.db --po
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import signal
@@ -43,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ledger import auth
-from ledger.auth import Login, LoginsInvalid, authenticate, load_logins
+from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
 from ledger.errors import (
     BatchInvalid,
@@ -514,17 +513,6 @@ def _health(books: Books) -> dict[str, str]:
 
 class ServerRefused(Exception):
     """The ledger must not start as asked (an open or clear-text ledger beyond loopback)."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (or "localhost"): the only place the ledger
-    may listen without TLS, or without logins."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:

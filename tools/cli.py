@@ -7,6 +7,8 @@
     tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
     tilltap gateway provision --id ID --mosquitto-dir DIR --out LOGIN.json   its broker login
     tilltap store tls --out DIR --host HOST    the store's CA and its broker's certificate
+    tilltap store broker-config --out FILE --mosquitto-dir DIR --tls-dir DIR [--group G]
+                                               the store's mosquitto.conf (TLS only, logins)
     tilltap ledger serve --dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
                                                the central ledger's HTTP(S) intake
     tilltap ledger login add|list|remove ...   who may call the ledger (tokens, roles)
@@ -211,6 +213,25 @@ def _gateway_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_broker_config(args: argparse.Namespace) -> int:
+    """The store's whole Mosquitto configuration: TLS only, logins, ACL, size limit."""
+    from tools.broker_config import write_broker_config
+    from tools.provision import ProvisionError
+
+    try:
+        summary = write_broker_config(Path(args.out), Path(args.mosquitto_dir),
+                                      Path(args.tls_dir), args.port, args.bind, args.group)
+    except ProvisionError as error:
+        print(f"tilltap store broker-config: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"tilltap store broker-config: {error.strerror}: {error.filename}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _store_tls(args: argparse.Namespace) -> int:
     """The store's CA and its broker's certificate."""
     from tools.tls import TlsError, make_store_tls, mosquitto_lines
@@ -280,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_provision.set_defaults(handler=_gateway_provision)
     store = commands.add_parser("store", help="a store's set-up").add_subparsers(
         dest="store_command", required=True)
+    broker_config = store.add_parser(
+        "broker-config", help="the store's Mosquitto configuration: TLS only, logins, ACL")
+    broker_config.add_argument("--out", required=True, help="the mosquitto.conf to write")
+    broker_config.add_argument("--mosquitto-dir", required=True,
+                               help="folder of passwd and acl (terminal/gateway provision)")
+    broker_config.add_argument("--tls-dir", required=True,
+                               help="folder of ca.pem, broker.pem, broker.key (store tls)")
+    broker_config.add_argument("--port", type=int, default=8883)
+    broker_config.add_argument("--bind", default=None, help="address to listen on (all)")
+    broker_config.add_argument("--group", default=None,
+                               help="the group Mosquitto runs as: may read the secret files")
+    broker_config.set_defaults(handler=_store_broker_config)
     store_tls = store.add_parser("tls", help="the store's CA and its broker's certificate")
     store_tls.add_argument("--out", required=True, help="folder for ca.pem, broker.pem, keys")
     store_tls.add_argument("--host", required=True, help="the broker's address (IP or name)")
