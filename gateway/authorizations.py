@@ -8,9 +8,15 @@ never gave is refused (`auth_unknown`). So a stolen terminal key cannot invent "
 before the restart" sales.
 
 An approval is kept (committed) before its answer is sent, so no terminal holds an approval
-the gateway could forget. Rows older than KEEP_S are dropped when the gateway starts: a
-terminal sends an online record as soon as it is approved, and its journal resends it until
-it is answered, well within that time.
+the gateway could forget. With it goes the hold it placed: the value held, the engine
+operation, and the ledger hold id when the ledger holds it (or may: a stand-in approval whose
+hold call went unanswered). A ledger hold stays open here until it is known to have ended:
+voided at the ledger (`end_holds`, from the void sweep) or named by its record (found when
+the gateway starts); a restarted gateway recovers the others (gateway/hold_recovery.py).
+
+Rows older than KEEP_S are dropped when the gateway starts: a terminal sends an online
+record as soon as it is approved, and its journal resends it until it is answered, well
+within that time.
 """
 
 from __future__ import annotations
@@ -26,13 +32,47 @@ KEEP_S = 30 * 86_400
 
 
 def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
-         expect: dict[str, int], auth_mode: int) -> None:
-    """`auth_mode`: 1 online, 3 stand-in (the gateway stood in for the ledger)."""
+         expect: dict[str, int], auth_mode: int, held_minor: int = 0,
+         op: dict[str, Any] | None = None, ledger_hold_id: str | None = None,
+         given_at: float | None = None) -> None:
+    """`auth_mode`: 1 online, 3 stand-in (the gateway stood in for the ledger); `held_minor`,
+    `op`: the local hold; `ledger_hold_id`: the ledger's hold, if it holds (or may hold) the
+    value; `given_at`: when the hold was placed (now)."""
     with store.transaction() as db:
         db.execute("INSERT OR REPLACE INTO authorizations (auth_id, terminal, card, expect,"
-                   " auth_mode, given_at) VALUES (?,?,?,?,?,?)",
+                   " auth_mode, given_at, held_minor, op, ledger_hold_id)"
+                   " VALUES (?,?,?,?,?,?,?,?,?)",
                    (auth_id, terminal, card, json.dumps(expect, sort_keys=True), auth_mode,
-                    time.time()))
+                    time.time() if given_at is None else given_at, held_minor,
+                    None if op is None else json.dumps(op, sort_keys=True), ledger_hold_id))
+
+
+def end_holds(store: GatewayStore, ledger_hold_ids: Iterable[str]) -> None:
+    """These ledger holds have ended (voided, or named by their records): no restart needs
+    to recover them."""
+    now = time.time()
+    with store.transaction() as db:
+        db.executemany("UPDATE authorizations SET hold_ended_at = ? WHERE ledger_hold_id = ?"
+                       " AND hold_ended_at IS NULL", [(now, hold_id) for hold_id in
+                                                      ledger_hold_ids])
+
+
+def open_holds(store: GatewayStore, placed_after_s: float) -> list[dict[str, Any]]:
+    """Holds an earlier run may have left open, oldest first: every ledger hold not known to
+    have ended, and local holds placed after `placed_after_s` (older ones have expired).
+    Each: {"auth_id", "terminal", "card", "expect", "auth_mode", "given_at", "held_minor",
+    "op", "ledger_hold_id"}."""
+    rows = store.read(
+        "SELECT auth_id, terminal, card, expect, auth_mode, given_at, held_minor, op,"
+        " ledger_hold_id FROM authorizations WHERE hold_ended_at IS NULL AND"
+        " (ledger_hold_id IS NOT NULL OR (held_minor > 0 AND given_at > ?))"
+        " ORDER BY given_at, auth_id", (placed_after_s,))
+    return [{"auth_id": auth_id, "terminal": terminal, "card": card,
+             "expect": json.loads(expect), "auth_mode": auth_mode, "given_at": given_at,
+             "held_minor": held_minor, "op": None if op is None else json.loads(op),
+             "ledger_hold_id": hold_id}
+            for auth_id, terminal, card, expect, auth_mode, given_at, held_minor, op, hold_id
+            in rows]
 
 
 def recall(store: GatewayStore, auth_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from gateway.acks import AckOut, Publish, refusal_notice
 from gateway.answered import Answered
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook, record_till_amounts
-from gateway.ledger_holds import LedgerHolds
+from gateway.ledger_holds import LedgerHolds, ledger_hold_id
 from gateway.registry import TerminalRegistry
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
@@ -93,13 +93,27 @@ class AuthorizeStage(Stage[Request]):
             return
         decision = decide(self.cards, self.holds, request, now_s, self.directory)
         if decision["approved"] and "auth_id" in decision and self.store is not None:
-            # Kept before it is answered: no terminal holds an approval a restart forgets.
-            authorizations.keep(self.store, decision["auth_id"], request["terminal"],
-                                request["card"], record_till_amounts(decision),
-                                decision.get("auth_mode", txn.AUTH_ONLINE))
+            self._keep(request, decision)
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
         self._answer(request["merchant"], request["terminal"], decision, now_s)
+
+    def _keep(self, request: dict[str, Any], decision: dict[str, Any]) -> None:
+        """Keep an approval before it is answered, with its hold: no terminal holds an
+        approval a restart forgets, and no hold outlives a restart (hold_recovery.py)."""
+        assert self.store is not None
+        auth_id = decision["auth_id"]
+        auth_mode = decision.get("auth_mode", txn.AUTH_ONLINE)
+        with self.cards.lock:
+            hold = self.cards.holds.get(auth_id)
+            held_minor, op, hold_id = ((0, None, None) if hold is None else
+                                       (hold.value_minor, hold.op, hold.ledger_hold_id))
+            given_at = None if hold is None else hold.expires_s - self.cards.holds.ttl_s
+        if auth_mode == txn.AUTH_STAND_IN and held_minor and self.holds is not None:
+            hold_id = ledger_hold_id(self.holds.gateway_id, auth_id)  # perhaps placed
+        authorizations.keep(self.store, auth_id, request["terminal"], request["card"],
+                            record_till_amounts(decision), auth_mode, held_minor, op, hold_id,
+                            given_at)
 
     def _answer(self, merchant: str, terminal: str, fields: dict[str, Any],
                 now_s: float) -> None:

@@ -41,8 +41,11 @@ away, so a hanging ledger does not hold every authorization for a timeout.
 arrived), it was declined after the hold was placed, or the call went unanswered (it may have
 been placed). `sweep` runs off the card book's lock, every VOID_SWEEP_INTERVAL_S; a void the
 ledger cannot take now stays queued (at most VOIDS_PENDING_MAX; past that it is dropped,
-counted, and the ledger's ttl expires it). A record that arrives after its local hold expired
-settles without the hold (gateway/cards.py), so a voided hold is never posted.
+counted, and the ledger's ttl expires it, or the next restart queues it again). Each void the
+ledger took is reported (`on_voided`) so the store stops counting its hold as open; a
+restarted gateway queues the voids of its earlier run's holds (gateway/hold_recovery.py).
+A record that arrives after its local hold expired settles without the hold
+(gateway/cards.py), so a voided hold is never posted.
 
 Failures come from `ledger.errors` (LedgerRejected: HoldRefused, NotFound, BatchInvalid...;
 LedgerUnavailable); none leaves this module: each ends as an answer to the terminal.
@@ -188,7 +191,10 @@ class LedgerHolds:
     def __init__(self, gateway_id: str, cards: CardBook, ledger: HoldLedger,
                  settings: HoldSettings | None = None,
                  settle: Callable[[], object] | None = None, stats: Stats | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_voided: Callable[[list[str]], object] | None = None) -> None:
+        """`on_voided(hold_ids)`: told, from the sweep, of the holds the ledger voided (or
+        never had), so the store stops counting them as open (gateway/authorizations.py)."""
         self.gateway_id = gateway_id
         self.cards = cards
         self.ledger = ledger
@@ -196,6 +202,7 @@ class LedgerHolds:
         self.settle = settle
         self.stats = stats or Stats()
         self.clock = clock
+        self.on_voided = on_voided
         self.stand_in = StandIn(self.settings.stand_in_txn_minor_max,
                                 self.settings.stand_in_card_minor_max)
         self.gate = LedgerGate(self.stand_in, clock)
@@ -299,6 +306,13 @@ class LedgerHolds:
         with self._lock:
             return list(self._voids)
 
+    def queue_voids(self, hold_ids: list[str]) -> None:
+        """Void these at the next sweep, and again until the ledger answers (a restarted
+        gateway's holds no record will post: gateway/hold_recovery.py)."""
+        self._queue_voids(hold_ids)
+        if hold_ids:
+            self.wake()
+
     def _queue_voids(self, hold_ids: list[str]) -> None:
         with self._lock:
             room = VOIDS_PENDING_MAX - len(self._voids)
@@ -345,7 +359,7 @@ class LedgerHolds:
         self._queue_voids(lapsed + [ledger_hold_id(self.gateway_id, a) for a in orphaned])
         with self._lock:
             queued = len(self._voids)
-        done = 0
+        voided: list[str] = []
         for _ in range(queued):
             with self._lock:
                 hold_id = self._voids[0]  # only the sweep takes from the queue
@@ -353,8 +367,10 @@ class LedgerHolds:
                 break
             with self._lock:
                 self._voids.popleft()
-            done += 1
-        return done
+            voided.append(hold_id)
+        if voided and self.on_voided is not None:
+            self.on_voided(voided)
+        return len(voided)
 
     def wake(self) -> None:
         """Sweep now (a record was refused or came without its hold: its ledger hold goes)."""

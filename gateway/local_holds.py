@@ -8,8 +8,10 @@ offline and the answer came late), or when it expires after `ttl_s`.
 A hold may also stand for a hold at the ledger (`mark_ledger`, gateway/ledger_holds.py).
 Every such hold ends in exactly one of two places: in the record that uses it (the card book
 names it in what the record settles), or in `lapsed`, for the gateway's sweep to void at the
-ledger. Auth ids given before the gateway's last restart whose records arrive go to
-`orphaned`: their local hold died with the restart, their ledger hold is voided by id.
+ledger. A restarted gateway `restore`s the holds of its kept approvals whose records have
+not come (gateway/hold_recovery.py): each lives until its original time is up. Auth ids given
+before the last restart whose records arrive without a hold (it was not restored, or it
+expired) go to `orphaned`: their ledger hold is voided by id.
 
 Auth ids are `a{epoch}-{n}`: `epoch` is the gateway's durable start count, so an id is never
 given twice, even across restarts (the ledger hold id is built from it). Holds are indexed by
@@ -74,6 +76,15 @@ class LocalHolds:
         if sale_id is not None:
             self._by_sale[sale_id] = auth_id
         return auth_id
+
+    def restore(self, auth_id: str, hold: Hold, sale_id: str | None = None) -> None:
+        """Take back a hold of an earlier run (gateway/hold_recovery.py). Call before any
+        `place`, oldest first: holds must stay in the order they expire."""
+        assert auth_id not in self._holds, auth_id
+        self._holds[auth_id] = hold
+        self._by_card.setdefault(hold.card, {})[auth_id] = None
+        if sale_id is not None:
+            self._by_sale[sale_id] = auth_id
 
     def of_card(self, card: str) -> list[tuple[str, Hold]]:
         """The card's holds, in the order they were placed."""

@@ -14,7 +14,8 @@ Programs are validated (protocol.programs) before the gateway starts: an invalid
 never reaches a terminal.
 
 With a ledger, approved purchases paid from card value are held at the ledger, and a sweep
-thread voids the holds no sale will post (gateway/ledger_holds.py).
+thread voids the holds no sale will post (gateway/ledger_holds.py). At start, the holds an
+earlier run left are held again or voided (gateway/hold_recovery.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from functools import partial
 from typing import Any
 
-from gateway import authorizations, store_reports
+from gateway import authorizations, hold_recovery, store_reports
 from gateway.acks import AckOut, AckStage
 from gateway.answered import Answered
 from gateway.authorize import AuthorizeStage
@@ -119,8 +120,10 @@ class Gateway:
         # Cards registered centrally that this store has not seen: asked off the card lock.
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
-                                  self._settle_now, self.stats)
+                                  self._settle_now, self.stats,
+                                  on_voided=partial(authorizations.end_holds, self.store))
                       if self._ledger_now else None)
+        self._recover_holds()
         self.presence: dict[str, dict[str, Any]] = {}
         self._settle_lock = threading.Lock()
         self._build_stages(broker_host, broker_port, mqtt5, broker_login, broker_ca)
@@ -133,6 +136,22 @@ class Gateway:
         self._sweeper = (thread("gateway-hold-sweep",
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
+
+    def _recover_holds(self) -> None:
+        """The holds an earlier run left: live ones held locally again, the rest voided at
+        the ledger by the sweep, never waited for here (gateway/hold_recovery.py)."""
+        recovery = hold_recovery.recover(self.store, self.cards.holds, time.time(),
+                                         self.hold_settings.hold_ttl_s)
+        if self.holds is not None:
+            self.holds.queue_voids(recovery.void)
+        counts = {"restored": len(recovery.restored), "voided": len(recovery.void),
+                  "posted": len(recovery.ended)}
+        for name, count in counts.items():
+            if count:
+                self.stats.add("holds_recovered." + name, count)
+        if any(counts.values()):
+            log.info("holds of the last run: %d held again, %d to void, %d posted by records",
+                     len(recovery.restored), len(recovery.void), len(recovery.ended))
 
     def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool,
                       broker_login: tuple[str, str] | None, broker_ca: str | None) -> None:

@@ -13,8 +13,9 @@ after the transaction holding it has committed. The store keeps
                  or refused
     counters     rejection counts per reason, so statistics survive a restart
     authorizations  every approval given, with the amounts its record must carry, so a
-                 record that comes after a restart is checked against it
-                 (gateway/authorizations.py)
+                 record that comes after a restart is checked against it, and the hold it
+                 placed (value, engine operation, ledger hold id) until that hold has ended,
+                 so a restart recovers it (gateway/authorizations.py, hold_recovery.py)
 
 The settlement batches are read and written by gateway/batches.py, and what a person reads
 (exposure, refusals, totals) by gateway/store_reports.py, through `transaction` and `read`.
@@ -101,8 +102,18 @@ CREATE TABLE IF NOT EXISTS authorizations (
     card TEXT NOT NULL,
     expect TEXT NOT NULL,
     auth_mode INTEGER NOT NULL,
-    given_at REAL NOT NULL
+    given_at REAL NOT NULL,
+    held_minor INTEGER NOT NULL DEFAULT 0,
+    op TEXT,
+    ledger_hold_id TEXT,
+    hold_ended_at REAL
 );
+"""
+_AUTHORIZATION_HOLD_COLUMNS = (("held_minor", "INTEGER NOT NULL DEFAULT 0"), ("op", "TEXT"),
+                               ("ledger_hold_id", "TEXT"), ("hold_ended_at", "REAL"))
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS authorizations_open_holds ON authorizations (ledger_hold_id)
+    WHERE hold_ended_at IS NULL;
 """
 
 
@@ -161,11 +172,17 @@ class GatewayStore:
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
-        """A store written before the program engine lacks the card's engine state."""
+        """A store written before the program engine lacks the card's engine state; one
+        written before durable holds lacks the approvals' holds."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(cards)")}
         for column in ("merchant", "state", "sun_seen"):
             if column not in have:
                 self._db.execute(f"ALTER TABLE cards ADD COLUMN {column} TEXT")
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(authorizations)")}
+        for column, kind in _AUTHORIZATION_HOLD_COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE authorizations ADD COLUMN {column} {kind}")
+        self._db.executescript(_INDEXES)
 
     def close(self) -> None:
         with self._lock:
@@ -297,6 +314,20 @@ class GatewayStore:
         """Rows of a read-only query (gateway/store_reports.py), under the store's lock."""
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
+
+    def records_since(self, since_s: float) -> list[tuple[str, str]]:
+        """(status, fields JSON) of the records received since `since_s`, newest first: read
+        back from the newest, in the order stored, only as far as that."""
+        rows: list[tuple[str, str]] = []
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT received_at, status, fields FROM records ORDER BY rowid DESC")
+            for received_at, status, fields in cursor:
+                if received_at < since_s:
+                    break
+                rows.append((status, fields))
+            cursor.close()
+        return rows
 
     def counters(self) -> dict[str, int]:
         with self._lock:
