@@ -302,7 +302,7 @@ class CardBook:
     # -- ingest: check, then apply or refused -----------------------------------------------
     def check(self, fields: Mapping[str, Any],
               recalled: Mapping[str, Any] | None = None,
-              told: Told | None = None) -> Prepared:
+              told: Told | None = None, parked: bool = False) -> Prepared:
         """Run the engine for a record; raise ValidationError with the reason if it breaks a
         rule. Nothing changes until `apply` is given what this returns.
 
@@ -310,12 +310,17 @@ class CardBook:
         looked up before the lock when its local hold is gone (a restart, or it expired).
         `told`: what the gateway had sent the record's terminal when it arrived
         (`Verified.told`); None (a record from outside the verify stage) is judged on its
-        episode alone, its time unchecked."""
+        episode alone, its time unchecked. `parked`: a record tried again after it waited
+        for its antecedent (gateway/parked.py): its tap was identified when it arrived (then
+        newer than every tap applied), so only its SUN's counter is read again."""
         kind = fields["kind"]
         card = fields["card"]
         known = self.states.get(card)
-        sun_counter = self._identify(fields, known.get("sun_counter") if known else None,
-                                     known.get("sun_seen", ()) if known else ())
+        if parked:
+            sun_counter = self.authenticator.read_counter(fields)
+        else:
+            sun_counter = self._identify(fields, known.get("sun_counter") if known else None,
+                                         known.get("sun_seen", ()) if known else ())
         sale_id = txn.txn_id(fields["terminal"], fields["seq"])
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
@@ -369,6 +374,40 @@ class CardBook:
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects, judged)
+
+    def approval(self, fields: Mapping[str, Any],
+                 recalled: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The approval this gateway gave for an online or stand-in record, when the record
+        carries exactly what it answered: its auth id's hold (or, the hold gone, the kept
+        approval `recalled`) for the record's card, terminal and auth mode, with the same
+        till amounts. Shaped as a kept approval ({"terminal", "card", "expect",
+        "auth_mode"}, gateway/authorizations.py `recall`); None for any other record."""
+        auth_id = fields.get("auth_id")
+        stand_in = fields.get("auth_mode") == txn.AUTH_STAND_IN
+        if not isinstance(auth_id, str) or not auth_id:
+            return None
+        hold = self.holds.get(auth_id)
+        given: dict[str, Any] | None
+        if hold is not None:
+            given = None
+            if hold.card == fields["card"] and hold.expect is not None and (
+                    hold.stand_in or not stand_in):
+                given = {"terminal": fields["terminal"], "card": hold.card,
+                         "expect": hold.expect,
+                         "auth_mode": txn.AUTH_STAND_IN if hold.stand_in else txn.AUTH_ONLINE}
+        elif (recalled is not None and recalled["card"] == fields["card"]
+              and recalled["terminal"] == fields["terminal"]
+              and (not stand_in or recalled.get("auth_mode") == txn.AUTH_STAND_IN)):
+            given = dict(recalled)
+        else:
+            given = None
+        if given is None:
+            return None
+        try:
+            _compare(fields, given["expect"])
+        except ValidationError:
+            return None
+        return given
 
     def _check_offline(self, fields: Mapping[str, Any], told: Told | None) -> Told | None:
         """Refuse, count and alarm an offline record beyond its terminal's signed rules: one

@@ -4,10 +4,18 @@ Records are committed in batches (up to COMMIT_BATCH_MAX records, or whatever ar
 COMMIT_WAIT_MS), never one transaction per message. Acknowledgements for a batch are handed
 to the ack stage only after its commit returned: an ack is a promise that the record is
 durable here.
+
+A record this gateway approved that cannot apply yet because the record it depends on (the
+sale a refund names, the top-up whose points a redemption spends) has not arrived from its
+own terminal is parked, stored and acked, and tried again after each later record of its
+card is applied (gateway/parked.py); one that waited PARKED_WAIT_S is refused with its
+reason. While records are parked the stage wakes every PARKED_SWEEP_INTERVAL_S to refuse
+the overdue ones even when no record comes.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -18,10 +26,17 @@ from gateway import authorizations
 from gateway.acks import AckOut
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
+from gateway.parked import PARKABLE_REASONS, ParkedRecord, ParkedRecords, parkable
 from gateway.sequencer import DUPLICATE, GAP, IN_ORDER, REPLAYED, Decision, Sequencer
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
-from gateway.store import STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore, StoredRecord
+from gateway.store import (
+    STATUS_ACCEPTED,
+    STATUS_PARKED,
+    STATUS_REJECTED,
+    GatewayStore,
+    StoredRecord,
+)
 from gateway.verify import Verified
 from protocol import txn
 from protocol.errors import ProtocolError
@@ -29,6 +44,9 @@ from protocol.reasons import SEQ_GAP, SEQ_REPLAYED
 
 COMMIT_BATCH_MAX = 500
 COMMIT_WAIT_MS = 5
+PARKED_SWEEP_INTERVAL_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class _Batch:
@@ -36,6 +54,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows: list[StoredRecord] = []
+        self.replaced: list[StoredRecord] = []  # parked records now accepted or rejected
         self.acks: dict[str, AckOut] = {}
         self.counters: dict[str, int] = {}
 
@@ -56,7 +75,10 @@ class IngestStage(Stage[Verified]):
                  inbox: queue.Queue[Verified | None], acks: queue.Queue[AckOut | None],
                  holds_ended: Callable[[], None] | None = None,
                  directory: CardDirectory | None = None,
-                 on_death: OnDeath = exit_process) -> None:
+                 on_death: OnDeath = exit_process,
+                 parked: ParkedRecords | None = None) -> None:
+        """`parked`: the waiting set's bounds (gateway/parked.py); its records are loaded
+        from the store here."""
         super().__init__(inbox, on_death)
         self.directory = directory
         self.holds_ended = holds_ended  # refused records ended holds: void them at the ledger
@@ -65,6 +87,8 @@ class IngestStage(Stage[Verified]):
         self.stats = stats
         self.acks = acks
         self.sequencer = Sequencer(store.load_chain(), store.lookup)
+        self.parked = parked if parked is not None else ParkedRecords()
+        self._load_parked()
         # Held from changing card states to committing them, here and by the gateway's
         # expiry sweep: card states reach the store in the order they changed.
         self.commit_lock = threading.Lock()
@@ -73,7 +97,12 @@ class IngestStage(Stage[Verified]):
         """Unlike other stages, take whatever has queued up and commit it as one batch."""
         stopping = False
         while not stopping:
-            first = self.inbox.get()
+            try:
+                first = self.inbox.get(timeout=PARKED_SWEEP_INTERVAL_S if self.parked
+                                       else None)
+            except queue.Empty:
+                self.process([])  # refuses the parked records that waited too long
+                continue
             if first is None:
                 break
             items = [first]
@@ -97,13 +126,15 @@ class IngestStage(Stage[Verified]):
             with self.cards.lock:
                 for card, entry in found.items():
                     self.cards.adopt(card, entry, time.time())
+                for waiting in self.parked.overdue(time.time()):
+                    self._refuse_parked(waiting, waiting.reason, batch)
                 for item in items:
                     for decision in self.sequencer.offer(item):
                         self._decide(decision, batch, recalled)
                 cards = self.cards.states.take_dirty()
                 ended = bool(self.cards.holds.lapsed or self.cards.holds.orphaned)
             chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
-            self.store.commit(batch.rows, chain, cards, batch.counters)
+            self.store.commit(batch.rows, chain, cards, batch.counters, batch.replaced)
         self.sequencer.committed()
         if ended and self.holds_ended is not None:
             self.holds_ended()
@@ -141,11 +172,13 @@ class IngestStage(Stage[Verified]):
             reason = decision.reason or item.refusal
             prepared = None
             if reason is None:
+                kept = recalled.get(item.fields.get("auth_id") or "")
                 try:
-                    prepared = self.cards.check(
-                        item.fields, recalled.get(item.fields.get("auth_id") or ""), item.told)
+                    prepared = self.cards.check(item.fields, kept, item.told)
                 except ProtocolError as error:
                     reason = error.reason
+                    if self._park(item, reason, kept, batch):
+                        return
             if prepared is None:
                 assert reason is not None
                 self.cards.refused(item.fields)
@@ -157,6 +190,7 @@ class IngestStage(Stage[Verified]):
             self._store(item, batch, STATUS_ACCEPTED, None, settles)
             batch.ack_for(item)
             batch.count("accepted")
+            self._retry_parked(item.fields["card"], batch)
         elif decision.action == DUPLICATE:
             out = batch.ack_for(item)
             if decision.stored_status == STATUS_REJECTED and decision.stored_reason:
@@ -170,6 +204,74 @@ class IngestStage(Stage[Verified]):
             batch.count("rejected." + SEQ_GAP)
         else:
             batch.count("held")
+
+    # -- parked records (gateway/parked.py) ----------------------------------------------
+    def _load_parked(self) -> None:
+        """The records an earlier run parked, with the approvals they carry."""
+        rows = self.store.load_parked()
+        kept = authorizations.recall(self.store, [row.fields.get("auth_id") or ""
+                                                  for row, _ in rows])
+        for row, received_s in rows:
+            self.parked.park(ParkedRecord(
+                row.terminal, row.seq, row.txn_id, row.digest, row.record, row.fields,
+                row.reason or "", kept.get(row.fields.get("auth_id") or ""), received_s))
+
+    def _park(self, item: Verified, reason: str, kept: dict[str, Any] | None,
+              batch: _Batch) -> bool:
+        """Park a record the gateway approved that waits for card state (stored and acked
+        as accepted); False when it is not parkable, or the waiting set is full."""
+        fields = dict(item.fields)
+        approval = self.cards.approval(fields, kept)
+        if not parkable(fields, reason, approval):
+            return False
+        if not self.parked.has_room(fields["card"]):
+            log.warning("ALARM no room to park %s (%s): refused", item.txn_id, reason)
+            batch.count("parked_full")
+            return False
+        self.parked.park(ParkedRecord(item.terminal, item.seq, item.txn_id, item.digest,
+                                      item.record, fields, reason, approval, time.time()))
+        self._store(item, batch, STATUS_PARKED, reason)
+        batch.ack_for(item)  # durable here and promised: the terminal may delete it
+        batch.count("parked")
+        return True
+
+    def _retry_parked(self, card: str, batch: _Batch) -> None:
+        """A record of `card` applied: its parked records may apply now, oldest first, and
+        each that does may let another."""
+        progress = True
+        while progress:
+            progress = False
+            for waiting in self.parked.of_card(card):
+                try:
+                    prepared = self.cards.check(waiting.fields, waiting.approval, parked=True)
+                except ProtocolError as error:
+                    if error.reason not in PARKABLE_REASONS:
+                        self._refuse_parked(waiting, error.reason, batch)
+                    continue
+                settles = self.cards.apply(waiting.fields, prepared)
+                self.parked.remove(waiting)
+                batch.replaced.append(self._parked_row(waiting, STATUS_ACCEPTED, None, settles))
+                batch.count("accepted")
+                batch.count("parked_applied")
+                progress = True
+
+    def _refuse_parked(self, waiting: ParkedRecord, reason: str, batch: _Batch) -> None:
+        """A parked record that will not apply: refused with its reason, alarmed. Its
+        terminal was acked (it deleted it): the refusals report is where a person sees it."""
+        log.warning("ALARM parked record %s refused: %s (acked to its terminal; see"
+                    " `tilltap gateway refusals`)", waiting.txn_id, reason)
+        self.parked.remove(waiting)
+        self.cards.refused(waiting.fields)
+        batch.replaced.append(self._parked_row(waiting, STATUS_REJECTED, reason))
+        batch.count("rejected." + reason)
+        batch.count("parked_refused")
+
+    @staticmethod
+    def _parked_row(waiting: ParkedRecord, status: str, reason: str | None,
+                    settles: dict[str, Any] | None = None) -> StoredRecord:
+        return StoredRecord(waiting.terminal, waiting.seq, waiting.txn_id, waiting.digest,
+                            waiting.record, dict(waiting.fields, **(settles or {})), status,
+                            reason)
 
     @staticmethod
     def _store(item: Verified, batch: _Batch, status: str, reason: str | None,

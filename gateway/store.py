@@ -4,7 +4,10 @@ What is here is what the gateway has promised: a record is acknowledged to its t
 after the transaction holding it has committed. The store keeps
 
     records      every sealed record accepted or rejected in sequence (status, reason), with
-                 its decoded fields as JSON and the settlement batch it went out in
+                 its decoded fields as JSON and the settlement batch it went out in; or
+                 parked (acked, waiting for the record it depends on: gateway/parked.py)
+                 until it is accepted or rejected, rewritten then as the newest row so
+                 settlement, in row order, posts it after its antecedent
     chain        per terminal: the highest contiguous seq and the digest of that record
     cards        per card: its program, balances and the program engine's state (JSON)
     card_sales   per card, the sales it remembers for refunds, one row each, so a commit
@@ -36,6 +39,7 @@ SETTLE_BATCH_TXN_MAX = 200_000
 
 STATUS_ACCEPTED = "accepted"
 STATUS_REJECTED = "rejected"
+STATUS_PARKED = "parked"  # acked, waiting for its antecedent (gateway/parked.py)
 BATCH_OPEN = "open"
 BATCH_SETTLED = "settled"
 BATCH_REFUSED = "refused"
@@ -159,6 +163,14 @@ def fields_to_json(fields: dict[str, Any]) -> str:
     return json.dumps(plain, sort_keys=True, separators=(",", ":"))
 
 
+def _fields_from_json(text: str) -> dict[str, Any]:
+    """Record fields as `fields_to_json` wrote them, the chain digest bytes again."""
+    fields: dict[str, Any] = json.loads(text)
+    if isinstance(fields.get("prev"), str):
+        fields["prev"] = bytes.fromhex(fields["prev"])
+    return fields
+
+
 class GatewayStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -211,22 +223,33 @@ class GatewayStore:
         chain: dict[str, tuple[int, bytes]],
         cards: dict[str, dict[str, Any]],
         counters: dict[str, int],
+        replaced: Iterable[StoredRecord] = (),
     ) -> None:
-        """Write one batch of sequenced records and the state they produce, atomically."""
+        """Write one batch of sequenced records and the state they produce, atomically.
+        `replaced`: parked records (stored before, or in `records`) now accepted or rejected:
+        each is written again as the newest row (its received time kept)."""
         now = time.time()
-        rows = [
-            (
-                r.terminal, r.seq, r.txn_id, r.digest, r.record,
-                fields_to_json(r.fields), r.status, r.reason, now,
-            )
-            for r in records
-        ]  # fmt: skip
+
+        def row(r: StoredRecord) -> tuple[Any, ...]:
+            return (r.terminal, r.seq, r.txn_id, r.digest, r.record,
+                    fields_to_json(r.fields), r.status, r.reason, now)
+
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO records (terminal, seq, txn_id, digest, record, fields, status,"
                 " reason, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                rows,
+                [row(r) for r in records],
             )
+            for r in replaced:
+                received = db.execute("SELECT received_at FROM records WHERE terminal = ? AND"
+                                      " seq = ?", (r.terminal, r.seq)).fetchone()
+                db.execute("DELETE FROM records WHERE terminal = ? AND seq = ?",
+                           (r.terminal, r.seq))
+                db.execute(
+                    "INSERT INTO records (terminal, seq, txn_id, digest, record, fields,"
+                    " status, reason, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    row(r)[:-1] + (now if received is None else received[0],),
+                )
             db.executemany(
                 "INSERT INTO chain (terminal, seq, digest) VALUES (?,?,?) ON CONFLICT(terminal)"
                 " DO UPDATE SET seq=excluded.seq, digest=excluded.digest",
@@ -300,6 +323,16 @@ class GatewayStore:
             rows = self._db.execute(
                 "SELECT card FROM hotlist ORDER BY blocked_at, card").fetchall()
         return [r[0] for r in rows]
+
+    def load_parked(self) -> list[tuple[StoredRecord, float]]:
+        """The parked records, oldest first, each with when it was received."""
+        rows = self.read(
+            "SELECT terminal, seq, txn_id, digest, record, fields, reason, received_at"
+            " FROM records WHERE status = ? ORDER BY rowid", (STATUS_PARKED,))
+        return [(StoredRecord(terminal, seq, txn_id, bytes(digest), bytes(record),
+                              _fields_from_json(fields), STATUS_PARKED, reason), received_at)
+                for terminal, seq, txn_id, digest, record, fields, reason, received_at
+                in rows]
 
     def lookup(self, terminal: str, seq: int) -> tuple[bytes, str, str | None] | None:
         """(digest, status, reason) of a stored record, to recognise resends."""
