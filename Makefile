@@ -5,13 +5,14 @@
 #   make test [PYTEST_ARGS=...]   lint, then the whole test suite
 #   make lint                     ruff + mypy (CPython, then MicroPython's esp32 and rp2 stubs)
 #   make bench [QUICK=1]          the benchmarks
+#   make fuzz [MESSAGES=N SEED=S] a fuzz campaign: 100,000 hostile messages by default
 #   make clean / make distclean   remove caches / also .venv and node_modules
 
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap demo test lint bench clean distclean
+.PHONY: bootstrap demo test lint bench fuzz clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -30,6 +31,10 @@ lint: bootstrap
 
 bench: bootstrap
 	$(BIN)/tilltap bench $(if $(QUICK),--quick,) $(ARGS)
+
+# The short campaign (3,000 messages) runs in `make test` (tests/e2e/test_fuzz.py).
+fuzz: bootstrap
+	$(BIN)/tilltap fuzz --messages $(or $(MESSAGES),100000) --seed $(or $(SEED),2026) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

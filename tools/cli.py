@@ -17,6 +17,8 @@
                                                a ledger report: liability, breakage, segments,
                                                lapsing, terminals (exit 2 on bad input)
     tilltap bench [--quick]                    benchmarks: JSON lines, then a table and goals
+    tilltap fuzz [--messages N] [--seed S] [--no-tls]   hostile messages against a deployed
+                                               store, then its checks; a JSON summary
     tilltap firmware build --board NAME [--out DIR] [--config FILE]   a board's deployable folder
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
     tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks against the raw parts, same run")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, under 2 minutes")
     bench.set_defaults(handler=_bench)
+    commands.add_parser("fuzz", help="a fuzz campaign against a store as deployed",
+                        add_help=False)
 
     gateway = commands.add_parser("gateway", help="the store gateway").add_subparsers(
         dest="gateway_command", required=True)
@@ -426,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         from ledger.server import main as ledger_main
 
         return ledger_main(argv[2:])
+    if argv[:1] == ["fuzz"]:
+        from tools.fuzz.campaign import main as fuzz_main
+
+        return fuzz_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="settle with the ledger (expiry first) this often; 0: never")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
+    parser.add_argument("--stats-out", default=None,
+                        help="write the gateway's counters (received, accepted, rejected by "
+                             "reason, ...) to this JSON file when it stops")
     defaults = HoldSettings()
     parser.add_argument("--hold-ttl-s", type=float, default=defaults.hold_ttl_s,
                         help="local hold: from authorization to its transaction")
@@ -116,7 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     print("gateway ready", flush=True)
     stop.wait()
     gateway.stop()
+    if args.stats_out:
+        _write_stats(args.stats_out, gateway.stats.snapshot())
     return 0
+
+
+def _write_stats(path: str, stats: dict[str, int]) -> None:
+    """The counters as JSON, written whole (a temporary file, then a rename)."""
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def _gateway(args: argparse.Namespace, programs: dict[str, dict[str, Any]],
