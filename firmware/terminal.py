@@ -142,6 +142,12 @@ class Terminal:
             "seq": self.journal.last_seq + 1,
         }
         response = self.uplink.authorize(request, self.auth_timeout_ms)
+        if (response is not None and not response.get("approved")
+                and response.get("reason") == reasons.HOST_UNAVAILABLE):
+            # The gateway answered, but cannot keep an approval now (its store cannot
+            # commit, docs/protocol.md 5.2): go on as when no answer comes, offline within
+            # the signed limits.
+            response = None
         if response is None:
             if kind != txn.KIND_PURCHASE:
                 return self._decline(reasons.HOST_UNAVAILABLE)

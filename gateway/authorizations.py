@@ -34,11 +34,13 @@ KEEP_S = 30 * 86_400
 def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
          expect: dict[str, int], auth_mode: int, held_minor: int = 0,
          op: dict[str, Any] | None = None, ledger_hold_id: str | None = None,
-         given_at: float | None = None) -> None:
+         given_at: float | None = None, wait_ms: int | None = None) -> None:
     """`auth_mode`: 1 online, 3 stand-in (the gateway stood in for the ledger); `held_minor`,
     `op`: the local hold; `ledger_hold_id`: the ledger's hold, if it holds (or may hold) the
-    value; `given_at`: when the hold was placed (now)."""
-    with store.transaction() as db:
+    value; `given_at`: when the hold was placed (now); `wait_ms`: the longest wait for the
+    store (GatewayStore.transaction). StoreUnavailable if it could not be kept: then it
+    must not be given."""
+    with store.transaction(wait_ms) as db:
         db.execute("INSERT OR REPLACE INTO authorizations (auth_id, terminal, card, expect,"
                    " auth_mode, given_at, held_minor, op, ledger_hold_id)"
                    " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -76,16 +78,17 @@ def open_holds(store: GatewayStore, placed_after_s: float) -> list[dict[str, Any
 
 
 def recall(store: GatewayStore, auth_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """{auth_id: {"terminal", "card", "expect", "auth_mode"}} of those kept."""
+    """{auth_id: {"terminal", "card", "expect", "auth_mode", "op"}} of those kept ("op": the
+    engine operation approved, None when none was kept, e.g. an issue)."""
     wanted = sorted(set(auth_ids))
     if not wanted:
         return {}
     rows = store.read(
-        "SELECT auth_id, terminal, card, expect, auth_mode FROM authorizations"
+        "SELECT auth_id, terminal, card, expect, auth_mode, op FROM authorizations"
         f" WHERE auth_id IN ({','.join('?' * len(wanted))})", tuple(wanted))
     return {auth_id: {"terminal": terminal, "card": card, "expect": json.loads(expect),
-                      "auth_mode": auth_mode}
-            for auth_id, terminal, card, expect, auth_mode in rows}
+                      "auth_mode": auth_mode, "op": None if op is None else json.loads(op)}
+            for auth_id, terminal, card, expect, auth_mode, op in rows}
 
 
 def prune(store: GatewayStore, now_s: float | None = None) -> None:

@@ -8,10 +8,19 @@ corrects its own (docs/protocol.md section 5.5); requests are decided on the gat
 With a ledger, an approved purchase paid from card value is then held at the ledger too, off
 the card book's lock (gateway/ledger_holds.py): the answer may become a decline, or a
 stand-in approval (`auth_mode` 3) when the ledger cannot be reached.
+
+An approval is sent only after it is kept in the store (gateway/authorizations.py). While
+the store cannot commit (gateway/store_health.py) nothing is approved: every request is
+answered, signed, `host_unavailable`, except one per STORE_RETRY_S that is decided as usual
+and whose commit tries the store again. An approval that cannot be kept within
+AUTH_COMMIT_WAIT_MS is not given: its holds are released (the ledger's voided by the sweep)
+and it is answered `host_unavailable` too. The terminal stops waiting at once and declines,
+or sells a purchase offline within its signed limits.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from typing import Any
@@ -26,11 +35,19 @@ from gateway.registry import TerminalRegistry
 from gateway.stage import OnDeath, Stage, exit_process
 from gateway.stats import Stats
 from gateway.store import GatewayStore
+from gateway.store_health import StoreUnavailable
 from gateway.verify import DeclinedRequest, Verifier
 from protocol import messages, sealed, topics, txn
 from protocol.errors import ProtocolError
+from protocol.reasons import HOST_UNAVAILABLE
 
 Request = tuple[str, bytes]
+
+log = logging.getLogger(__name__)
+
+AUTH_COMMIT_WAIT_MS = 1_000
+"""The longest an approval waits to be kept (for the store's lock, then SQLite's): with the
+ledger's hold call (LEDGER_TIMEOUT_S, 2 s) within the terminal's AUTH_TIMEOUT_MS (3 s)."""
 
 
 def decide(cards: CardBook, holds: LedgerHolds | None, request: dict[str, Any],
@@ -91,9 +108,17 @@ class AuthorizeStage(Stage[Request]):
             if notice is not None:
                 self.notices.put(notice)
             return
-        decision = decide(self.cards, self.holds, request, now_s, self.directory)
+        if self.store is not None and not self.store.health.may_try():
+            # The store cannot commit: nothing is decided, no hold placed (store_health.py).
+            decision: dict[str, Any] = {"approved": False, "reason": HOST_UNAVAILABLE}
+            self.stats.add("auth_store_unavailable")
+        else:
+            decision = decide(self.cards, self.holds, request, now_s, self.directory)
         if decision["approved"] and "auth_id" in decision and self.store is not None:
-            self._keep(request, decision)
+            try:
+                self._keep(request, decision)
+            except StoreUnavailable as error:
+                decision = self._not_kept(decision["auth_id"], error)
         decision["request"] = request["request"]
         self.stats.add("auth_approved" if decision["approved"] else "auth_declined")
         self._answer(request["merchant"], request["terminal"], decision, now_s)
@@ -113,7 +138,20 @@ class AuthorizeStage(Stage[Request]):
             hold_id = ledger_hold_id(self.holds.gateway_id, auth_id)  # perhaps placed
         authorizations.keep(self.store, auth_id, request["terminal"], request["card"],
                             record_till_amounts(decision), auth_mode, held_minor, op, hold_id,
-                            given_at)
+                            given_at, AUTH_COMMIT_WAIT_MS)
+
+    def _not_kept(self, auth_id: str, error: StoreUnavailable) -> dict[str, Any]:
+        """An approval the store could not keep is not given: its local hold ends now, and a
+        ledger hold behind it goes to the sweep to void (a stand-in's maybe-placed hold is
+        queued already)."""
+        with self.cards.lock:
+            self.cards.holds.release(auth_id)
+        if self.holds is not None:
+            self.holds.wake()
+        self.stats.add("auth_store_unavailable")
+        log.error("approval %s not given, the store could not keep it: %s", auth_id,
+                  error.detail)
+        return {"approved": False, "reason": HOST_UNAVAILABLE}
 
     def _answer(self, merchant: str, terminal: str, fields: dict[str, Any],
                 now_s: float) -> None:

@@ -27,7 +27,11 @@ What the gateway insists on (`rule_mismatch` otherwise):
   An offline record must keep its terminal's signed rules (`_check_offline`): one purchase,
   no points redeemed, within the per-purchase limit, and within its episode's count, totals
   and time (gateway/offline_episodes.py); else it is refused, counted
-  (`offline_over_limit`) and alarmed.
+  (`offline_over_limit`) and alarmed. An issue is never offline;
+- whatever the auth mode, the engine's result on the record's own amount must give the
+  record's card part and bonus (`_booked_as_recorded`): the books move exactly the value the
+  record says the counter moved, never the engine's figure for an amount the record's till
+  amounts were not computed from.
 
 Authorization places a hold on the value it approves (gateway/local_holds.py). A hold that
 stands for a hold at the ledger ends in the record that uses it (`apply` returns the ledger
@@ -92,6 +96,8 @@ PREVIEW_ID = PREVIEW_ID_PREFIX + "preview"
 # them (the engine's names differ: `till_amounts` maps them).
 TILL_FIELDS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
                   "redeem_points", "redeem_minor", "version")
+# The till amounts that move value on or off the card: booked exactly as recorded.
+VALUE_FIELDS = ("card_value_minor", "bonus_minor")
 SETTLED_EFFECTS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
                    "redeem_points", "version", "legs", "overdraft_minor")
 
@@ -216,6 +222,21 @@ def offline_refusal(fields: Mapping[str, Any], limits: Mapping[str, int] | None)
     return None
 
 
+# An approved void (a refund of all that is left) is recorded as a refund of that amount.
+_RECORDED_AS = {"void": "refund"}
+
+
+def _same_operation(op: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """A record naming an approval is the operation approved: the same kind, amount, points
+    redeemed and original sale (the till amounts alone leave the amount of a sale paid at
+    the till free, and with it the points it earns)."""
+    wrong = [] if op["op"] == _RECORDED_AS.get(given["op"], given["op"]) else ["kind"]
+    wrong += [key for key in ("amount_minor", "redeem_points", "of")
+              if key in given and op.get(key, 0) != given[key]]
+    if wrong:
+        raise ValidationError(RULE_MISMATCH, ", ".join(wrong))
+
+
 def _compare(fields: Mapping[str, Any], expected: dict[str, int]) -> None:
     """An online record must carry what the gateway answered (or computes now)."""
     got = record_till_amounts(fields)
@@ -324,6 +345,7 @@ class CardBook:
         sale_id = txn.txn_id(fields["terminal"], fields["seq"])
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
+        given_op = hold.op if expected is not None and hold is not None else None
         online = fields["auth_mode"] == txn.AUTH_ONLINE
         stand_in = fields["auth_mode"] == txn.AUTH_STAND_IN
         if (online or stand_in) and hold is None and fields.get("auth_id"):
@@ -334,11 +356,13 @@ class CardBook:
                     or (stand_in and recalled.get("auth_mode") != txn.AUTH_STAND_IN)):
                 raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
             expected = recalled["expect"]
+            given_op = recalled.get("op")
             self.late_online += 1
         elif stand_in and (hold is None or not hold.stand_in):
             # Stand-in is what the gateway says it did: a record cannot claim it alone.
             raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
         if kind == txn.KIND_ISSUE:
+            self._check_offline(fields, told)  # an issue is never offline: refused here
             if known is not None:
                 raise ValidationError(CARD_EXISTS, card)
             program = self.states.program(fields.get("program"))
@@ -347,12 +371,15 @@ class CardBook:
             state, effects = _run(None, program, engine_op(kind, fields, sale_id),
                                   day_of(fields["time"]), kind)
             self._compare(fields, expected, till_amounts(kind, effects))
+            self._booked_as_recorded(fields, till_amounts(kind, effects))
             return Prepared(sun_counter, state, effects)
         entry = self.states.entry(card)
         if fields["currency"] != entry["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, card)
         program = self.states.program(entry["program"])
         op = engine_op(kind, fields, sale_id)
+        if given_op is not None:
+            _same_operation(op, given_op)
         approved = online and expected is not None
         judged = self._check_offline(fields, told)
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
@@ -370,6 +397,7 @@ class CardBook:
             # engine computes now; a late record's engine result may differ (the card moved
             # on meanwhile), what was answered is what the customer was told.
             self._compare(fields, expected, till_amounts(kind, effects))
+        self._booked_as_recorded(fields, till_amounts(kind, effects))
         if (kind == txn.KIND_PURCHASE and online and not approved
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
@@ -427,6 +455,20 @@ class CardBook:
                         fields["seq"], reason)
             raise ValidationError(reason, terminal)
         return judged
+
+    def _booked_as_recorded(self, fields: Mapping[str, Any], computed: dict[str, int]) -> None:
+        """What the books take from (or load onto) the card is what the record says the
+        counter took (or loaded): the engine's result on the record's own amount, discount
+        and points must give the record's card part and bonus. The till amounts alone prove
+        nothing about the amount they came from: a record that copies an approval's card
+        part onto another amount (online), or names a card part within the offline limit
+        for a larger amount (offline), would otherwise book the engine's figure for the
+        whole amount. Points may differ (the engine's count stands, `apply` counts it)."""
+        wrong = [key for key in VALUE_FIELDS if computed[key] != (fields.get(key) or 0)]
+        if wrong:
+            log.warning("ALARM record %s-%s: its %s differ from what its amount books",
+                        fields["terminal"], fields["seq"], ", ".join(wrong))
+            raise ValidationError(RULE_MISMATCH, ", ".join(wrong))
 
     def _compare(self, fields: Mapping[str, Any], expected: dict[str, int] | None,
                  computed: dict[str, int]) -> None:

@@ -11,6 +11,12 @@ own terminal is parked, stored and acked, and tried again after each later recor
 card is applied (gateway/parked.py); one that waited PARKED_WAIT_S is refused with its
 reason. While records are parked the stage wakes every PARKED_SWEEP_INTERVAL_S to refuse
 the overdue ones even when no record comes.
+
+A commit that fails (StoreUnavailable: the write lock held past BUSY_TIMEOUT_MS, a full disk)
+is not caught here: the thread dies and the process ends (exit 70, gateway/stage.py). By
+then the sequencer, the card book and the parked set have moved past what the store holds,
+and only the store is trusted; a restart re-reads it, and the terminals resend what was not
+acked. Until then the authorization stage approves nothing (gateway/store_health.py).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from gateway.settle import SettleResult, settle
 from gateway.stage import OnDeath, exit_process, thread
 from gateway.stats import Stats
 from gateway.store import GatewayStore
+from gateway.store_health import StoreUnavailable
 from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
@@ -121,7 +122,7 @@ class Gateway:
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
                                   self._settle_now, self.stats,
-                                  on_voided=partial(authorizations.end_holds, self.store))
+                                  on_voided=self._holds_ended)
                       if self._ledger_now else None)
         self._recover_holds()
         self.presence: dict[str, dict[str, Any]] = {}
@@ -136,6 +137,16 @@ class Gateway:
         self._sweeper = (thread("gateway-hold-sweep",
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
+
+    def _holds_ended(self, ledger_hold_ids: list[str]) -> None:
+        """The sweep voided these ledger holds: the store stops counting them as open. If
+        it cannot commit now, they stay open in it and a restart voids them again (the
+        ledger answers a second void as done); the sweep goes on."""
+        try:
+            authorizations.end_holds(self.store, ledger_hold_ids)
+        except StoreUnavailable as error:
+            log.warning("%d voided ledger holds not noted as ended: %s", len(ledger_hold_ids),
+                        error.detail)
 
     def _recover_holds(self) -> None:
         """The holds an earlier run left: live ones held locally again, the rest voided at
@@ -275,11 +286,16 @@ class Gateway:
             return settle(self.store, self.gateway_id, self.ledger)
 
     def _settle_every(self, interval_s: float) -> None:
+        assert self.ledger is not None
         while not self._sweep_stop.wait(interval_s):
+            # An expiry sweep that cannot commit ends the process (the thread dies), as
+            # ingest does: the card states in memory are then ahead of the store.
+            self.sweep_expiry()
             try:
-                result = self.settle()
-            except (sqlite3.Error, OSError) as error:  # the next turn tries again
-                log.error("timed settlement failed: %s", error)
+                with self._settle_lock:
+                    result = settle(self.store, self.gateway_id, self.ledger)
+            except (sqlite3.Error, OSError, StoreUnavailable) as error:
+                log.error("timed settlement failed: %s", error)  # the next turn tries again
                 continue
             if result.refused:
                 log.error("ALARM settlement refused: %s", result.refused)
@@ -311,10 +327,15 @@ class Gateway:
             return
         try:
             settle(self.store, self.gateway_id, self._ledger_now)
-        except sqlite3.Error as error:  # the authorization goes on; the ledger decides
+        except (sqlite3.Error, StoreUnavailable) as error:  # the ledger decides
             log.error("settlement before a hold failed: %s", error)
         finally:
             self._settle_lock.release()
+
+    def health(self) -> dict[str, Any]:
+        """{"store": {"status": "ok" | "store_unavailable", "since", "error", "episodes"}}:
+        while the store cannot commit, nothing is approved (gateway/store_health.py)."""
+        return {"store": self.store.health.snapshot()}
 
     def snapshot(self) -> dict[str, Any]:
         with self.cards.lock:
@@ -322,7 +343,8 @@ class Gateway:
                         "terminals": dict(self.cards.exposure_by_terminal)}
             sun_verified = self.cards.sun_verified
             over_limit = dict(self.cards.offline_over_limit)
-        return {"stats": self.stats.snapshot(), "stored": self.store.counters(),
+        return {"stats": self.stats.snapshot(), "health": self.health(),
+                "stored": self.store.counters(),
                 "batches": store_reports.batch_summary(self.store), "exposure": exposure,
                 "sun_verified": sun_verified, "offline_over_limit": over_limit,
                 "hotlist_left_out": self.fleet.hotlist_left_out}

@@ -20,6 +20,9 @@ after the transaction holding it has committed. The store keeps
                  placed (value, engine operation, ledger hold id) until that hold has ended,
                  so a restart recovers it (gateway/authorizations.py, hold_recovery.py)
 
+A commit that fails is rolled back and raises StoreUnavailable; `health` (store_health.py)
+then says the store is unavailable, since when and why, until a commit succeeds.
+
 The settlement batches are read and written by gateway/batches.py, and what a person reads
 (exposure, refusals, totals) by gateway/store_reports.py, through `transaction` and `read`.
 """
@@ -34,7 +37,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-BUSY_TIMEOUT_MS = 10_000
+from gateway.store_health import StoreHealth, StoreUnavailable, is_store_fault
+
+BUSY_TIMEOUT_MS = 10_000  # a writer's wait for SQLite's write lock (another process's)
 SETTLE_BATCH_TXN_MAX = 200_000
 
 STATUS_ACCEPTED = "accepted"
@@ -174,6 +179,7 @@ def _fields_from_json(text: str) -> dict[str, Any]:
 class GatewayStore:
     def __init__(self, path: str) -> None:
         self.path = path
+        self.health = StoreHealth()  # can it commit? (gateway/store_health.py)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -201,16 +207,50 @@ class GatewayStore:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE), under the store's lock."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def transaction(self, wait_ms: int | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), under the store's lock.
+
+        StoreUnavailable when it cannot commit (the write lock is held past the wait, the
+        disk is full, an I/O error): it is rolled back, nothing of it is durable, and
+        `health` says so until a commit succeeds (gateway/store_health.py). `wait_ms`: the
+        longest wait, for the store's lock and then for SQLite's write lock, of a writer
+        someone is waiting for (authorization); by default BUSY_TIMEOUT_MS for SQLite's,
+        and as long as it takes for the store's."""
+        if wait_ms is None:
+            self._lock.acquire()
+            deadline_s = None
+        else:
+            deadline_s = time.monotonic() + wait_ms / 1000
+            if not self._lock.acquire(timeout=wait_ms / 1000):
+                error = StoreUnavailable(f"another commit held the store over {wait_ms} ms")
+                self.health.failed(error.detail)
+                raise error
+        try:
+            if deadline_s is not None:  # what is left of the wait, for SQLite's write lock
+                left_ms = max(1, int((deadline_s - time.monotonic()) * 1000))
+                self._db.execute(f"PRAGMA busy_timeout={min(left_ms, BUSY_TIMEOUT_MS)}")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT may leave the transaction open (SQLITE_BUSY): end it,
+                    # or every later BEGIN would fail.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except BaseException as error:
+                if not is_store_fault(error):
+                    raise
+                self.health.failed(error)
+                raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+            finally:
+                if deadline_s is not None:
+                    self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        finally:
+            self._lock.release()
+        self.health.committed()
 
     # -- ingest ---------------------------------------------------------------------------
     def add_counters(self, counters: dict[str, int]) -> None:

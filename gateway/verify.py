@@ -151,10 +151,13 @@ class Verifier:
             raise SignedRefusal(error.reason, error.detail) from None
         if not isinstance(item, dict):
             raise SignedRefusal(MESSAGE_MALFORMED, "message is not a map")
-        if item.get(messages.K_TYPE) not in (message_type, also or message_type):
+        # `type(...) is int`: CBOR true is not the integer 1, although Python's True == 1.
+        found = item.get(messages.K_TYPE)
+        if type(found) is not int or found not in (message_type, also or message_type):
             raise SignedRefusal(MESSAGE_TYPE_INVALID, f"expected type {message_type}")
-        if item.get(messages.K_VERSION) != PROTOCOL_VERSION:
-            raise SignedRefusal(VERSION_UNSUPPORTED, f"version {item.get(1)!r}")
+        version = item.get(messages.K_VERSION)
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            raise SignedRefusal(VERSION_UNSUPPORTED, f"version {version!r}")
         return item
 
     @staticmethod

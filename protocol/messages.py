@@ -241,10 +241,13 @@ def unpack(item, expected_type):
     """Check a decoded map against the schema of `expected_type`; return {name: value}."""
     if not isinstance(item, dict):
         raise DecodeError(MESSAGE_MALFORMED, "message is not a map")
-    if item.get(K_TYPE) != expected_type:
+    # `type(...) is int`: CBOR true is not the integer 1, although Python's True == 1.
+    message_type = item.get(K_TYPE)
+    if type(message_type) is not int or message_type != expected_type:
         raise ValidationError(MESSAGE_TYPE_INVALID, "expected type %d" % expected_type)
-    if item.get(K_VERSION) != PROTOCOL_VERSION:
-        raise ValidationError(VERSION_UNSUPPORTED, "version %r" % (item.get(K_VERSION),))
+    version = item.get(K_VERSION)
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ValidationError(VERSION_UNSUPPORTED, "version %r" % (version,))
     schema = SCHEMAS[expected_type]
     known = {K_TYPE: True, K_VERSION: True}
     fields = {}

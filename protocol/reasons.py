@@ -129,7 +129,8 @@ DESCRIPTIONS = {
     STAND_IN_LIMIT: "ledger out of reach, and the gateway's stand-in limits do not cover this",
     LEDGER_REFUSED: "the ledger refused the hold for a reason of its own (an alarm is raised)",
     QUEUE_FULL: "gateway overloaded; the record was not stored, resend later",
-    HOST_UNAVAILABLE: "no authorization answer in time (terminal side)",
+    HOST_UNAVAILABLE: "no authorization answer in time (terminal side); or the gateway's"
+                      " store cannot keep an approval now (gateway side)",
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
     JOURNAL_FORMAT_UNKNOWN: "the journal was written by a newer firmware (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",

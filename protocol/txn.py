@@ -67,8 +67,8 @@ def txn_id(terminal, seq):
 def check_consistency(fields):
     """Rules that hold for every transaction whatever the card program.
 
-    issue:    card_value = amount (may be 0 for a points-only card), names its program
-    topup:    card_value = amount + bonus, amount > 0
+    issue:    card_value = amount (may be 0 for a points-only card), names its program, no ref
+    topup:    card_value = amount + bonus, amount > 0, no ref
     cashout:  card_value = amount > 0 (value paid out in cash), nothing else
     purchase: discount + redeem_minor + card_value <= amount, amount > 0, no bonus;
               redeem_minor > 0 exactly when redeem_points > 0
@@ -88,6 +88,10 @@ def check_consistency(fields):
     redeem_minor = fields.get("redeem_minor") or 0
     if kind != KIND_PURCHASE and (discount or (kind != KIND_REFUND and redeem_points)):
         raise ValidationError(AMOUNT_INVALID, "discount or redemption on a %s" % KIND_NAMES[kind])
+    # `is not None`: an empty ref is a ref too (the ledger takes "" as a named original).
+    if kind != KIND_REFUND and fields.get("ref") is not None:
+        # Only a refund names an original (the ledger's ref_txn_id is a refund's alone).
+        raise ValidationError(FIELD_INVALID, "ref on a %s" % KIND_NAMES[kind])
     if kind == KIND_ISSUE:
         if card_value != amount or bonus or fields["points"]:
             raise ValidationError(AMOUNT_INVALID, "issue loads exactly its amount")
@@ -103,16 +107,12 @@ def check_consistency(fields):
     if kind == KIND_CASHOUT:
         if card_value != amount or bonus or fields["points"] or redeem_points:
             raise ValidationError(AMOUNT_INVALID, "a cash-out pays out exactly its amount")
-        if fields.get("ref"):
-            raise ValidationError(FIELD_INVALID, "ref on a cash-out")
         return fields
     if (redeem_points == 0) != (redeem_minor == 0):
         raise ValidationError(AMOUNT_INVALID, "redeem_points and redeem_minor go together")
     if kind == KIND_PURCHASE:
         if bonus or discount + redeem_minor + card_value > amount:
             raise ValidationError(AMOUNT_INVALID, "discount, points and card exceed the amount")
-        if fields.get("ref"):
-            raise ValidationError(FIELD_INVALID, "ref on a purchase")
         return fields
     if card_value > amount + bonus:
         raise ValidationError(AMOUNT_INVALID, "refund card part exceeds amount + bonus")

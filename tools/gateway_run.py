@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,17 @@ from gateway.card_auth import CardKeys
 from gateway.ledger_holds import HoldSettings
 from gateway.registry import TerminalRegistry
 from gateway.service import SETTLE_INTERVAL_S, Gateway
+from gateway.stage import exit_process, thread
 from ledger.client import read_token
 from ledger.errors import ConfigInvalid
 from protocol.errors import ProtocolError
 from protocol.programs import validate_programs
 from tools.ledger_logins import add_client_arguments
 from tools.programs import load_programs
+
+HEALTH_WRITE_INTERVAL_S = 0.5  # --health-out: how often the health is looked at
+
+log = logging.getLogger(__name__)
 
 
 def _load_programs(path: str) -> dict[str, dict[str, Any]]:
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats-out", default=None,
                         help="write the gateway's counters (received, accepted, rejected by "
                              "reason, ...) to this JSON file when it stops")
+    parser.add_argument("--health-out", default=None,
+                        help="keep the gateway's health in this JSON file, rewritten within "
+                             f"{HEALTH_WRITE_INTERVAL_S:g} s of a change: {{\"store\": "
+                             "{\"status\": \"ok\" | \"store_unavailable\", \"since\", "
+                             "\"error\", \"episodes\"}}; put it on another disk than --db")
     defaults = HoldSettings()
     parser.add_argument("--hold-ttl-s", type=float, default=defaults.hold_ttl_s,
                         help="local hold: from authorization to its transaction")
@@ -116,16 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     gateway.start()
+    health = None
+    if args.health_out:
+        health = thread("gateway-health", partial(_keep_health, args.health_out, gateway, stop),
+                        exit_process)
+        health.start()
     print("gateway ready", flush=True)
     stop.wait()
     gateway.stop()
+    if health is not None:
+        health.join()
     if args.stats_out:
         _write_stats(args.stats_out, gateway.stats.snapshot())
     return 0
 
 
-def _write_stats(path: str, stats: dict[str, int]) -> None:
-    """The counters as JSON, written whole (a temporary file, then a rename)."""
+def _keep_health(path: str, gateway: Gateway, stop: threading.Event) -> None:
+    """Write the gateway's health at start, after each change and once more at stop. A
+    write that fails (a full disk) is logged and tried again at the next change."""
+    written = None
+    while True:
+        stopping = stop.wait(HEALTH_WRITE_INTERVAL_S)
+        health = gateway.health()
+        if health != written or stopping:
+            try:
+                _write_stats(path, health)
+                written = health
+            except OSError as error:
+                log.error("health not written to %s: %s", path, error)
+        if stopping:
+            return
+
+
+def _write_stats(path: str, stats: dict[str, Any]) -> None:
+    """As JSON, written whole (a temporary file, then a rename)."""
     temporary = Path(f"{path}.tmp")
     temporary.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)

@@ -417,3 +417,21 @@ def test_only_purchases_may_be_approved_offline():
     rig.answer(None)
     assert_declined(rig.terminal.topup(100), "host_unavailable")
     assert rig.journal.depth == 0
+
+
+def test_a_gateway_that_cannot_keep_an_approval_sends_the_terminal_offline():
+    """A signed host_unavailable (the gateway's store cannot commit) is taken as no answer:
+    a purchase goes on offline within the signed limits; a top-up is declined."""
+    rig = Rig()
+    rig.learn(CARD, "wallet")
+    rig.reader.tap = (CARD, None, None)
+    rig.answer(declined("host_unavailable"))
+    outcome = rig.terminal.purchase(1000, True)
+    assert outcome["approved"] and outcome["response"]["offline"]
+    assert rig.record(1)["auth_mode"] == txn.AUTH_OFFLINE
+    rig.reader.tap = (CARD, None, None)
+    rig.answer(declined("insufficient_value"))  # any other decline stands
+    assert_declined(rig.terminal.purchase(100, True), "insufficient_value")
+    rig.reader.tap = (CARD, None, None)
+    rig.answer(declined("host_unavailable"))
+    assert_declined(rig.terminal.topup(500), "host_unavailable")

@@ -31,9 +31,11 @@ TOPIC = topics.up("M1", TERMINAL, topics.LEAF_TXN)
 MESSAGES = 3000
 
 
-def _record(seq: int, prev: bytes, rng: random.Random) -> dict[str, Any]:
+def _record(seq: int, prev: bytes, rng: random.Random,
+            now_s: int | None = None) -> dict[str, Any]:
     amount = rng.randrange(1, 5000)
-    return {"terminal": TERMINAL, "seq": seq, "prev": prev, "time": int(time.time()),
+    when = int(time.time()) if now_s is None else now_s
+    return {"terminal": TERMINAL, "seq": seq, "prev": prev, "time": when,
             "merchant": "M1", "card": "04a1b2c3d4e5f6", "kind": txn.KIND_PURCHASE,
             "currency": "EUR", "amount_minor": amount, "card_value_minor": amount,
             "bonus_minor": 0, "points": 0, "auth_mode": txn.AUTH_ONLINE}
@@ -96,7 +98,8 @@ def test_mutations_always_make_a_message_and_are_deterministic_by_seed() -> None
         ctx = Context(TERMINAL, 1_764_000_000, 10, ["04aaaaaaaaaaaa"], ["04bbbbbbbbbbbb"],
                       ["https://tilltap.example/c?picc_data=00&cmac=11"], ["TX-1"], ["a1-1"],
                       2000)
-        payload = messages.encode(messages.TYPE_TXN, _record(11, bytes(32), rng))
+        # A fixed time: two runs a second apart must still be the same.
+        payload = messages.encode(messages.TYPE_TXN, _record(11, bytes(32), rng, 1_764_000_000))
         out = []
         for _ in range(2000):
             out.append(seal(KEY, mutate_item(rng, cbor.decode(payload), ctx)[1], b"TX"))

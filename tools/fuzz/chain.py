@@ -48,7 +48,9 @@ def placeable(message: bytes, terminal: str, key: bytes) -> tuple[int, bytes, bo
     if not isinstance(item, dict):
         return None
     kind = item.get(messages.K_TYPE)
-    if kind not in _TYPES or item.get(messages.K_VERSION) != 1:
+    version = item.get(messages.K_VERSION)
+    # CBOR true is not 1 (gateway/verify.py): both must be integers.
+    if type(kind) is not int or kind not in _TYPES or type(version) is not int or version != 1:
         return None
     seq = item.get(3)
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:

@@ -305,6 +305,9 @@ class DocTerminal:
                    "ref": ref, "program": program, "sun": sun,
                    "redeem_points": redeem_points or None}
         response = self._authorize(request)
+        if response is not None and not response["approved"] and (
+                response.get("reason") == "host_unavailable"):
+            response = None  # section 5.2: the gateway cannot keep an approval, as unanswered
         if response is None:
             if kind != schema.KIND_PURCHASE:
                 return Outcome(False, "host_unavailable")
