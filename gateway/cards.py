@@ -29,7 +29,9 @@ What the gateway insists on (`rule_mismatch` otherwise):
   and time (gateway/offline_episodes.py); else it is refused, counted
   (`offline_over_limit`) and alarmed. An issue is never offline;
 - whatever the auth mode, the engine's result on the record's own amount must give the
-  record's card part and bonus (`_booked_as_recorded`): the books move exactly the value the
+  record's card part and bonus (`_booked_as_recorded`), and value is loaded (an issue or
+  top-up with a card part) only under an approval this gateway gave (`auth_unknown`
+  otherwise, `_loaded_as_approved`): the books move exactly the value the
   record says the counter moved, never the engine's figure for an amount the record's till
   amounts were not computed from.
 
@@ -98,6 +100,8 @@ TILL_FIELDS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
                   "redeem_points", "redeem_minor", "version")
 # The till amounts that move value on or off the card: booked exactly as recorded.
 VALUE_FIELDS = ("card_value_minor", "bonus_minor")
+# The kinds that put value on a card: only with an approval this gateway gave.
+VALUE_LOADS = (txn.KIND_ISSUE, txn.KIND_TOPUP)
 SETTLED_EFFECTS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
                    "redeem_points", "version", "legs", "overdraft_minor")
 
@@ -237,6 +241,15 @@ def _same_operation(op: dict[str, Any], given: Mapping[str, Any]) -> None:
         raise ValidationError(RULE_MISMATCH, ", ".join(wrong))
 
 
+def _loaded_as_approved(fields: Mapping[str, Any], expected: dict[str, int] | None) -> None:
+    """Value appears on a card only as this gateway approved it (an issue or top-up naming
+    an approval it gave, or kept): a record alone, whoever signed it, loads nothing
+    (docs/security.md, a stolen terminal key). Checked last, so a record that breaks
+    another rule is refused for that one."""
+    if fields["kind"] in VALUE_LOADS and fields["card_value_minor"] and expected is None:
+        raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
+
+
 def _compare(fields: Mapping[str, Any], expected: dict[str, int]) -> None:
     """An online record must carry what the gateway answered (or computes now)."""
     got = record_till_amounts(fields)
@@ -372,6 +385,7 @@ class CardBook:
                                   day_of(fields["time"]), kind)
             self._compare(fields, expected, till_amounts(kind, effects))
             self._booked_as_recorded(fields, till_amounts(kind, effects))
+            _loaded_as_approved(fields, expected)
             return Prepared(sun_counter, state, effects)
         entry = self.states.entry(card)
         if fields["currency"] != entry["currency"]:
@@ -398,6 +412,7 @@ class CardBook:
             # on meanwhile), what was answered is what the customer was told.
             self._compare(fields, expected, till_amounts(kind, effects))
         self._booked_as_recorded(fields, till_amounts(kind, effects))
+        _loaded_as_approved(fields, expected)
         if (kind == txn.KIND_PURCHASE and online and not approved
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)

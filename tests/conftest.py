@@ -2,10 +2,13 @@
 
 - `mosquitto`: one private broker for the whole session; don't stop or kill it.
 - `private_mosquitto`: a broker of the test's own, to kill(), stop() or restart() at will.
+- `store_broker`: a broker of the test's own configured exactly as a store deploys it (TLS
+  only, logins, ACL; tests.support.store_broker.StoreBroker): the attack tests run on it, so
+  what they prove holds for the deployed configuration, not only for an open broker.
 - `pcscd`: the machine's one pcscd with vsmartcard's two virtual readers (reused when running,
   else started; the last tilltap process using a pcscd that tilltap started stops it).
 
-Both are tests.support.mosquitto.MosquittoBroker (`.host`, `.port`, `.url`). A missing mosquitto
+All are tests.support.mosquitto.MosquittoBroker (`.host`, `.port`, `.url`). A missing mosquitto
 binary fails the test with the fix (`scripts/bootstrap.sh`); it is never skipped.
 """
 
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mosquitto import MosquittoBroker, MosquittoError
+from tests.support.store_broker import StoreBroker
 from tools.transports import ReaderUnavailable
 from tools.transports.pcsc_reader import wait_for_readers
 from tools.transports.pcscd import PcscDaemon, use_pcscd
@@ -41,6 +45,15 @@ def mosquitto() -> Iterator[MosquittoBroker]:
 @pytest.fixture
 def private_mosquitto() -> Iterator[MosquittoBroker]:
     broker = _started(MosquittoBroker())
+    yield broker
+    broker.stop()
+    broker.close()
+
+
+@pytest.fixture
+def store_broker() -> Iterator[StoreBroker]:
+    broker = _started(StoreBroker())
+    assert isinstance(broker, StoreBroker)
     yield broker
     broker.stop()
     broker.close()

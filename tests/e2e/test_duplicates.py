@@ -7,18 +7,18 @@ from pathlib import Path
 
 from protocol import txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 
 PURCHASES = 30
 
 
 def test_each_record_sent_twice_in_shuffled_order_is_posted_once(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
         card = "04a0a1a2a3a4a5"
-        records = [raw.record(txn.KIND_ISSUE, card, 10_000, program="gift")]
+        records = [raw.approved(txn.KIND_ISSUE, card, 10_000, program="gift")]
         records += [raw.record(txn.KIND_PURCHASE, card, 100 + i) for i in range(PURCHASES)]
         doubled = records * 2
         random.Random(7).shuffle(doubled)

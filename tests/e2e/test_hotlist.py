@@ -8,7 +8,7 @@ from pathlib import Path
 
 from protocol import txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 from tools.simulator.terminal import SimulatedTerminal
 
 LIMITS = {"txn_minor_max": 5000, "card_offline_minor_max": 5000,
@@ -17,11 +17,11 @@ LOST, GOOD = "04a1a2a3a4a5a6", "04b1b2b3b4b5b6"
 
 
 def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1", "T2"], LIMITS) as stack:
+    with running_stack(store_broker, tmp_path, ["T1", "T2"], LIMITS) as stack:
         config = stack.terminal_config("T1")
-        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim = SimulatedTerminal(config, tmp_path, store_broker.host, store_broker.port)
         terminal = sim.terminal
         terminal.auth_timeout_ms = 300
         try:
@@ -38,7 +38,7 @@ def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
             assert terminal.purchase(100)["reason"] == "card_blocked"
 
             # A terminal that ignores the hotlist is still refused by the gateway.
-            raw = RawTerminal(private_mosquitto, "T2", stack.keys["T2"])
+            raw = RawTerminal(store_broker, "T2", stack.keys["T2"])
             raw.publish(raw.record(txn.KIND_PURCHASE, LOST, 100))
             assert wait_until(lambda: stack.gateway.stats.rejections().get("card_blocked") == 1)
             raw.close()

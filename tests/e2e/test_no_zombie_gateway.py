@@ -16,6 +16,7 @@ from gateway.store import BUSY_TIMEOUT_MS
 from protocol import txn
 from tests.support.gateway_process import start_gateway
 from tests.support.stack import RawTerminal, wait_until
+from tests.support.store_broker import StoreBroker
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 
@@ -27,18 +28,18 @@ def _start(broker: MosquittoBroker, workdir: Path) -> subprocess.Popen[str]:
 
 
 def test_a_failed_commit_stops_the_gateway_and_a_restart_acks_the_resend(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
     key = os.urandom(32)
     registry = TerminalRegistry()
     registry.add("T1", "M1", key)
     registry.save(tmp_path / "terminals.json")
     (tmp_path / "programs.json").write_text(json.dumps(DEMO_PROGRAMS))
-    gateway = _start(private_mosquitto, tmp_path)
-    raw = RawTerminal(private_mosquitto, "T1", key)
+    gateway = _start(store_broker, tmp_path)
+    raw = RawTerminal(store_broker, "T1", key)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     try:
-        raw.publish(raw.record(txn.KIND_ISSUE, CARD, 5000, program="gift"))
+        raw.publish(raw.approved(txn.KIND_ISSUE, CARD, 5000, program="gift"))
         assert wait_until(lambda: raw.acked_through() == 1)
         blocker.execute("BEGIN EXCLUSIVE")  # the store cannot commit while this is held
         second = raw.record(txn.KIND_PURCHASE, CARD, 100)
@@ -49,7 +50,7 @@ def test_a_failed_commit_stops_the_gateway_and_a_restart_acks_the_resend(
         assert gateway.stderr is not None and "gateway-ingest died" in gateway.stderr.read()
         assert raw.acked_through() == 1  # never acked what was not committed
         blocker.execute("ROLLBACK")
-        gateway = _start(private_mosquitto, tmp_path)
+        gateway = _start(store_broker, tmp_path)
         raw.publish(second)  # the terminal's resend
         assert wait_until(lambda: raw.acked_through() == 2)
     finally:

@@ -13,7 +13,7 @@ from gateway import store_reports
 from gateway.offline_episodes import OFFLINE_CLOCK_TOLERANCE_S
 from protocol import txn
 from tests.support.stack import RawTerminal, Stack, running_stack, wait_until
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 
 # offline_s_max is 1 s so that a record dated past it and the clock tolerance still fits in
 # the 300 s a record may be ahead of the gateway's clock (a later one is time_invalid).
@@ -25,7 +25,7 @@ CARD_A, CARD_B, CARD_C, CARD_D = ("04e0e1e2e3e4e5", "04e6e7e8e9eaeb", "04ecedeee
 
 def issue_cards(raw: RawTerminal) -> None:
     for card in (CARD_A, CARD_B, CARD_C, CARD_D):
-        raw.publish(raw.record(txn.KIND_ISSUE, card, 5000, program="gift"))
+        raw.publish(raw.approved(txn.KIND_ISSUE, card, 5000, program="gift"))
     assert wait_until(lambda: raw.acked_through() == 4)
 
 
@@ -53,10 +53,10 @@ def card_values(stack: Stack) -> list[int]:
 
 
 def test_many_small_offline_records_past_the_count_or_totals_are_refused_per_episode(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+    with running_stack(store_broker, tmp_path, ["T1"], LIMITS) as stack:
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
         issue_cards(raw)
         # Six records of 10 (seqs 5-10): four is the count.
         burst(raw, [offline_sale(raw, card, 10)
@@ -88,13 +88,13 @@ def test_many_small_offline_records_past_the_count_or_totals_are_refused_per_epi
 
 
 def test_an_offline_record_dated_past_offline_s_max_since_the_last_answer_is_refused(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
     """The time offline runs from the gateway's last answer to the terminal (here the ack of
     its issues): a record dated more than offline_s_max and the clock tolerance after it is
     offline_time_limit; after the ack that refuses it, the terminal is online again."""
-    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+    with running_stack(store_broker, tmp_path, ["T1"], LIMITS) as stack:
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
         issue_cards(raw)
         answered_s = max(ack["time"] for ack in raw.acks())
         gap_s = LIMITS["offline_s_max"] + OFFLINE_CLOCK_TOLERANCE_S

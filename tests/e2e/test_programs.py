@@ -206,7 +206,7 @@ def test_a_running_gateway_settles_on_its_own_timer(
         stack.gateway.start()
         raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
         try:
-            raw.publish(raw.record(txn.KIND_ISSUE, GIFT, 2500, program="gift"))
+            raw.publish(raw.approved(txn.KIND_ISSUE, GIFT, 2500, program="gift"))
             # Nobody calls settle: the gateway's timer posts the card to the ledger.
             assert wait_until(lambda: any(b["card"] == GIFT
                                           for b in stack.ledger_client.balances()))

@@ -15,8 +15,8 @@ import pytest
 from gateway import store_reports
 from protocol import cbor, cose, messages, txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
+from tests.support.store_broker import StoreBroker
 from tools import cli
-from tools.mosquitto import MosquittoBroker
 
 GIFT, LOYALTY = "04a0a1a2a3a4a5", "04b0b1b2b3b4b5"
 _KEYS = {name: key for key, name, _, _ in messages.SCHEMAS[messages.TYPE_TXN]}
@@ -48,12 +48,13 @@ class Chain:
 
 
 def test_each_refusal_is_acked_with_its_seq_and_the_next_record_is_accepted(
-    private_mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_broker: StoreBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
         chain = Chain(raw)
-        issue = chain.fields(txn.KIND_ISSUE, GIFT, 5000, card_value_minor=5000, program="gift")
+        issue = chain.fields(txn.KIND_ISSUE, GIFT, 5000, card_value_minor=5000, program="gift",
+                             auth_id=raw.approval(txn.KIND_ISSUE, GIFT, 5000, program="gift"))
         chain.send(issue)
         chain.send(chain.fields(txn.KIND_ISSUE, LOYALTY, 0, program="loyalty"))
         assert wait_until(lambda: raw.acked_through() == 2)

@@ -16,7 +16,7 @@ from typing import Any
 from gateway import store_reports
 from protocol import txn
 from tests.support.stack import Stack, running_stack, wait_until
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 from tools.simulator.terminal import SimulatedTerminal
 
 GIFT = "04c0c1c2c3c4c5"
@@ -58,11 +58,11 @@ def _restart(stack: Stack) -> None:
 
 
 def test_holds_end_when_their_records_are_refused_before_and_after_a_restart(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
         config = stack.terminal_config("T1")
-        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim = SimulatedTerminal(config, tmp_path, store_broker.host, store_broker.port)
         ledger = stack.ledger_client
         try:
             sim.service(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway import store_reports
 from protocol import cbor, cose, messages, txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 
 CARD = "04b0b1b2b3b4b5"
 
@@ -35,11 +35,11 @@ def _tamper_amount(record: bytes, amount: int) -> bytes:
 
 
 def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
-        issue = raw.record(txn.KIND_ISSUE, CARD, 5_000, program="gift")
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
+        issue = raw.approved(txn.KIND_ISSUE, CARD, 5_000, program="gift")
         raw.publish(issue)
         assert wait_until(lambda: raw.acked_through() == 1)
         head = txn.digest(issue)
@@ -59,6 +59,11 @@ def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
                                                  terminal="T9"))
         for record in (forged, tampered, replayed, inflated_points, inconsistent, second_two):
             raw.publish(record)
+        # A terminal the gateway does not know, with a broker login of its own (one left
+        # behind when it was retired): terminal_unknown. T1's login writing on T9's topic
+        # is dropped by the broker's ACL, so it is counted once, not twice.
+        outsider = RawTerminal(store_broker, "T9", os.urandom(32))
+        outsider.publish(stranger)
         raw.publish(stranger, terminal="T9")
         raw.publish(b"\xff" * 10)
         raw.publish(bytes(messages.MESSAGE_BYTES_MAX + 1))
@@ -94,19 +99,20 @@ def test_bad_records_are_refused_with_their_own_reason_and_move_no_money(
         assert stack.ledger_client.card(CARD)["value_minor"] == 4_900
         assert stack.ledger_client.terminal_totals()["T1"]["count"] == 2
         raw.close()
+        outsider.close()
 
 
 def test_the_broker_drops_a_packet_no_protocol_message_could_need(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
     from tools.mosquitto import PACKET_BYTES_MAX
 
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
-        flooder = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
+        flooder = RawTerminal(store_broker, "T1", stack.keys["T1"])
         flooder.client.publish("tilltap/v1/M1/T1/up/txn", bytes(4 * PACKET_BYTES_MAX), qos=0)
         flooder.close()
-        raw = RawTerminal(private_mosquitto, "T1", stack.keys["T1"])
-        raw.publish(raw.record(txn.KIND_ISSUE, CARD, 5_000, program="gift"))
+        raw = RawTerminal(store_broker, "T1", stack.keys["T1"])
+        raw.publish(raw.approved(txn.KIND_ISSUE, CARD, 5_000, program="gift"))
         assert wait_until(lambda: raw.acked_through() == 1)
         # Only the record reached the gateway: the big packet ended at the broker.
         assert stack.gateway.stats.snapshot()["received"] == 1

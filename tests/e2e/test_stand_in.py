@@ -12,18 +12,18 @@ from pathlib import Path
 from ledger.server import serve
 from protocol import txn
 from tests.support.stack import running_stack
-from tools.mosquitto import MosquittoBroker
+from tests.support.store_broker import StoreBroker
 from tools.simulator.terminal import SimulatedTerminal
 
 GIFT, PREPAID = "04a0a1a2a3a4a5", "04b0b1b2b3b4b5"
 
 
 def test_holds_are_posted_by_settlement_and_the_gateway_stands_in_for_a_stopped_ledger(
-    private_mosquitto: MosquittoBroker, tmp_path: Path
+    store_broker: StoreBroker, tmp_path: Path
 ) -> None:
-    with running_stack(private_mosquitto, tmp_path, ["T1"]) as stack:
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
         config = stack.terminal_config("T1")
-        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim = SimulatedTerminal(config, tmp_path, store_broker.host, store_broker.port)
         terminal = sim.terminal
         ledger = stack.ledger_client
         try:

@@ -113,7 +113,7 @@ def test_while_another_process_holds_the_write_lock_nothing_is_approved(
     raw = RawTerminal(private_mosquitto, "T1", key)
     blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
     try:
-        raw.publish(raw.record(txn.KIND_ISSUE, CARD, 5000, program="gift"))
+        raw.publish(raw.approved(txn.KIND_ISSUE, CARD, 5000, program="gift"))
         assert wait_until(lambda: raw.acked_through() == 1)
         assert wait_until(lambda: _health(tmp_path).get("status") == "ok")
         blocker.execute("BEGIN EXCLUSIVE")  # the store cannot commit while this is held
@@ -125,7 +125,7 @@ def test_while_another_process_holds_the_write_lock_nothing_is_approved(
         health = _health(tmp_path)
         assert began_s <= health["since"] <= time.time() and "locked" in health["error"]
         assert gateway.poll() is None  # alive, saying it cannot approve
-        assert _kept(tmp_path / "gateway.db") == 0
+        assert _kept(tmp_path / "gateway.db") == 1  # the issue's approval alone
         blocker.execute("ROLLBACK")
         time.sleep(STORE_RETRY_S)
         approved = _authorize(raw, 3)
@@ -135,7 +135,7 @@ def test_while_another_process_holds_the_write_lock_nothing_is_approved(
         raw.publish(raw.record(txn.KIND_PURCHASE, CARD, 100, auth_id=approved["auth_id"]))
         assert wait_until(lambda: raw.acked_through() == 2)
         assert not [a for a in raw.acks() if a.get("rejected")]
-        assert _kept(tmp_path / "gateway.db") == 1
+        assert _kept(tmp_path / "gateway.db") == 2
     finally:
         blocker.close()
         raw.close()
@@ -184,7 +184,7 @@ def test_on_a_full_disk_nothing_is_approved_or_acked_and_nothing_is_lost_after(
     gateway = _start(private_mosquitto, small_disk, logs)
     raw = RawTerminal(private_mosquitto, "T1", key)
     try:
-        raw.publish(raw.record(txn.KIND_ISSUE, CARD, 5000, program="gift"))
+        raw.publish(raw.approved(txn.KIND_ISSUE, CARD, 5000, program="gift"))
         assert wait_until(lambda: raw.acked_through() == 1)
         filler = _fill(small_disk)
         refused = _authorize(raw, 1)
@@ -212,5 +212,5 @@ def test_on_a_full_disk_nothing_is_approved_or_acked_and_nothing_is_lost_after(
         _stop(gateway)
     assert _records(small_disk / "gateway.db") == [(1, "accepted"), (2, "accepted"),
                                                    (3, "accepted")]  # none lost, none twice
-    assert _kept(small_disk / "gateway.db") == 1  # only the approval given
+    assert _kept(small_disk / "gateway.db") == 2  # the issue's and the one given after
     assert "ALARM the store cannot commit" in logs.read_text()

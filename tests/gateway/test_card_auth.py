@@ -7,6 +7,7 @@ import pytest
 from firmware.card_sun import read_sun_url
 from gateway.card_auth import CardAuthenticator, CardKeys
 from protocol.errors import ValidationError
+from tests.support.card_loads import approve_load
 from tools.cards import new_master_keys
 from tools.personalize import personalize
 from tools.simulator.ntag424_card import Ntag424Card
@@ -90,7 +91,7 @@ def test_read_counters_are_right_both_ways_for_a_card_book() -> None:
         return caught.value.reason
 
     issue = record(1, txn.KIND_ISSUE, 5000, read_sun_url(card.apdu), program="gift")
-    issue.update(book.apply(issue, book.check(issue)))
+    issue.update(book.apply(issue, book.check(approve_load(book, issue))))
     offline_tap = read_sun_url(card.apdu)  # tapped at a counter that is offline
     online_tap = read_sun_url(card.apdu)  # the same card, later, at another counter
     online = record(2, txn.KIND_PURCHASE, 100, online_tap)

@@ -10,6 +10,7 @@ from gateway.authorize import decide
 from gateway.card_directory import NEGATIVE_MAX, NEGATIVE_TTL_S, CardDirectory
 from gateway.cards import CardBook
 from protocol import txn
+from tests.support.card_loads import approve_load
 from tools.demo import DEMO_PROGRAMS
 
 NOW_S = 1_764_000_000.0
@@ -27,7 +28,7 @@ def test_a_ledger_that_hangs_on_one_card_does_not_delay_the_others() -> None:
              "merchant": "M1", "card": "known", "kind": txn.KIND_ISSUE, "currency": "EUR",
              "amount_minor": 500, "card_value_minor": 500, "bonus_minor": 0, "points": 0,
              "program": "gift", "auth_mode": txn.AUTH_ONLINE}
-    book.apply(issue, book.check(issue))
+    book.apply(issue, book.check(approve_load(book, issue)))
     asked = threading.Event()
     release = threading.Event()
 

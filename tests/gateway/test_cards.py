@@ -13,6 +13,7 @@ from gateway.card_directory import CardDirectory
 from gateway.cards import DAY_S, EFFECTS_FIELD, CardBook, engine_op, record_till_amounts
 from protocol import engine, txn
 from protocol.errors import ValidationError
+from tests.support.card_loads import approve_load
 from tools.demo import DEMO_PROGRAMS
 
 DAY0_S = 20_000 * DAY_S  # a day number well after the epoch
@@ -27,6 +28,7 @@ def fields(kind: int, card: str = "c1", seq: int = 1, **extra: Any) -> dict[str,
 
 
 def apply(book: CardBook, record: dict[str, Any]) -> dict[str, Any]:
+    approve_load(book, record)
     record.update(book.apply(record, book.check(record)))  # what the store keeps
     return record
 
@@ -40,7 +42,7 @@ def issued(program: str = "gift", value: int = 5000) -> CardBook:
 
 def reason_of(book: CardBook, record: dict[str, Any]) -> str:
     with pytest.raises(ValidationError) as caught:
-        book.check(record)
+        book.check(approve_load(book, record))
     return caught.value.reason
 
 
@@ -375,7 +377,8 @@ def test_a_record_ends_the_hold_placed_for_its_seq_under_another_auth_id() -> No
              "card": "04a1", "kind": txn.KIND_ISSUE, "currency": "EUR", "amount_minor": 5000,
              "card_value_minor": 5000, "bonus_minor": 0, "points": 0, "program": "gift",
              "auth_mode": txn.AUTH_ONLINE}
-    book.apply(issue, book.check(issue))
+    apply(book, issue)
+    del issue["auth_id"]
     request = {"terminal": "T1", "seq": 2, "card": "04a1", "kind": txn.KIND_PURCHASE,
                "currency": "EUR", "amount_minor": 700, "card_value_minor": 700}
     late = book.authorize(request, now)

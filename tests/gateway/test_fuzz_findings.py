@@ -114,3 +114,26 @@ def test_cbor_true_is_not_the_integer_one(key: int, reason: str) -> None:
     with pytest.raises(ProtocolError) as unpacked:
         messages.unpack(item, messages.TYPE_TXN)
     assert unpacked.value.reason == reason
+
+
+def test_value_is_loaded_only_under_an_approval_the_gateway_gave() -> None:
+    """A stolen key's online top-up or issue naming no approval (or one never given) loads
+    nothing; the same record under the gateway's approval loads its value."""
+    book = issued("prepaid", 1000)
+    topup = fields(txn.KIND_TOPUP, amount_minor=1000, bonus_minor=50, card_value_minor=1050,
+                   seq=2, version=1)
+    for forged in (topup, dict(topup, auth_id="a0-77")):
+        with pytest.raises(ProtocolError) as caught:
+            book.check(forged)
+        assert caught.value.reason == "auth_unknown"
+    issue = fields(txn.KIND_ISSUE, card="c2", amount_minor=5000, card_value_minor=5000,
+                   program="gift")
+    with pytest.raises(ProtocolError) as refused:
+        book.check(issue)
+    assert refused.value.reason == "auth_unknown"
+    assert book.cards["c1"]["value_minor"] == 1000 and "c2" not in book.cards
+    apply(book, topup)  # asks first, as a till does
+    assert book.cards["c1"]["value_minor"] == 2050
+    # A points-only card issued with no value loads nothing: no approval needed.
+    apply(book, fields(txn.KIND_ISSUE, card="c3", program="loyalty", auth_id=None))
+    assert book.cards["c3"]["points"] == 0

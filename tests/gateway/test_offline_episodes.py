@@ -27,6 +27,7 @@ from gateway.verify import Verified, Verifier
 from gateway.verify_stage import VerifyStage
 from protocol import cbor, cose, messages, offline, topics, txn
 from protocol.errors import ValidationError
+from tests.support.card_loads import approve_load, load_auth_id
 from tools.demo import DEMO_PROGRAMS
 
 NOW_S = 1_764_000_000
@@ -339,7 +340,7 @@ def test_the_card_book_refuses_counts_and_alarms_like_any_offline_refusal(
              "kind": txn.KIND_ISSUE, "currency": "EUR", "amount_minor": 5000,
              "card_value_minor": 5000, "bonus_minor": 0, "points": 0, "program": "gift",
              "auth_mode": txn.AUTH_ONLINE, "time": NOW_S}
-    book.apply(issue, book.check(issue, told=TOLD))
+    book.apply(issue, book.check(approve_load(book, issue), told=TOLD))
     record = dict(issue, kind=txn.KIND_PURCHASE, amount_minor=800, card_value_minor=800,
                   auth_mode=txn.AUTH_OFFLINE, program=None)
     first = dict(record, seq=2)
@@ -375,7 +376,9 @@ def test_ingest_refuses_a_burst_past_the_episode_and_takes_it_again_after_an_ack
     stage = _ingest(store, acks)
     verifier = Verifier(_registry())
     records = [_record(1, txn.GENESIS_DIGEST, kind=txn.KIND_ISSUE, amount_minor=5000,
-                       card_value_minor=5000, auth_mode=txn.AUTH_ONLINE)]
+                       card_value_minor=5000, auth_mode=txn.AUTH_ONLINE,
+                       auth_id=load_auth_id(stage.cards, "04a1", txn.KIND_ISSUE, 5000, NOW_S,
+                                            "gift"))]
     for seq in (2, 3, 4):
         records.append(_record(seq, txn.digest(records[-1])))
     stage.process([verifier.transaction(TXN_TOPIC, r, NOW_S, TOLD) for r in records])

@@ -27,6 +27,7 @@ from ledger import Books, open_books
 from ledger.errors import BatchTooLarge, LedgerUnavailable
 from protocol import topics, txn
 from tests.ledger.builders import batch, topup
+from tests.support.card_loads import load_auth_id
 from tools.demo import DEMO_PROGRAMS
 
 KEY = bytes(range(32))
@@ -69,8 +70,8 @@ def store(tmp_path: Path) -> Any:
     registry = TerminalRegistry()
     registry.add("T1", "M1", KEY)
     opened = GatewayStore(str(tmp_path / "gw.db"))
-    stage = IngestStage(opened, CardBook(DEMO_PROGRAMS), Stats(), queue.Queue(),
-                        queue.Queue[AckOut | None]())
+    book = CardBook(DEMO_PROGRAMS)
+    stage = IngestStage(opened, book, Stats(), queue.Queue(), queue.Queue[AckOut | None]())
     verifier = Verifier(registry)
     records, prev = [], txn.GENESIS_DIGEST
     for seq in range(1, RECORDS + 1):
@@ -80,7 +81,9 @@ def store(tmp_path: Path) -> Any:
                   "card_value_minor": amount, "bonus_minor": 0, "points": 0,
                   "auth_mode": txn.AUTH_ONLINE}
         if seq == 1:
-            fields.update(kind=txn.KIND_ISSUE, program="gift")
+            fields.update(kind=txn.KIND_ISSUE, program="gift",
+                          auth_id=load_auth_id(book, "04a1", txn.KIND_ISSUE, amount, NOW_S,
+                                               "gift"))
         else:
             fields.update(kind=txn.KIND_PURCHASE)
         record = txn.seal(KEY, fields)

@@ -21,6 +21,7 @@ from gateway.store import GatewayStore
 from gateway.verify import Verified, Verifier
 from gateway.verify_stage import VerifyStage
 from protocol import cbor, cose, messages, sealed, topics, txn
+from tests.support.card_loads import load_auth_id
 from tools.demo import DEMO_PROGRAMS
 
 KEY = bytes(range(32))
@@ -71,10 +72,12 @@ def test_verify_passes_records_on_and_answers_the_rest_with_notices() -> None:
 def test_ingest_commits_then_acks_refusals_with_their_seq_and_goes_on(tmp_path: Path) -> None:
     store = GatewayStore(str(tmp_path / "gw.db"))
     acks: queue.Queue[AckOut | None] = queue.Queue()
-    stage = IngestStage(store, CardBook(DEMO_PROGRAMS), Stats(), queue.Queue(), acks)
+    book = CardBook(DEMO_PROGRAMS)
+    stage = IngestStage(store, book, Stats(), queue.Queue(), acks)
     verifier = Verifier(_registry())
     issue = _record(1, txn.GENESIS_DIGEST, kind=txn.KIND_ISSUE, amount_minor=1000,
-                    card_value_minor=1000, program="gift")
+                    card_value_minor=1000, program="gift",
+                    auth_id=load_auth_id(book, "04a1", txn.KIND_ISSUE, 1000, NOW_S, "gift"))
     wrong = _record(2, txn.digest(issue), card_value_minor=100, points=7)  # gift: no points
     onward = _record(3, txn.digest(wrong))
     stage.process([verifier.transaction(TXN_TOPIC, r, NOW_S) for r in (issue, wrong, onward)])

@@ -34,6 +34,7 @@ from gateway.store_health import (
 )
 from gateway.verify import Verifier
 from protocol import messages, sealed, topics, txn
+from tests.support.card_loads import load_auth_id
 from tools.demo import DEMO_PROGRAMS
 
 KEY = bytes(range(32))
@@ -152,7 +153,8 @@ def _issued(tmp_path: Path) -> tuple[FailingStore, CardBook, Clock]:
         "terminal": "T1", "seq": 1, "prev": txn.GENESIS_DIGEST, "time": NOW_S,
         "merchant": "M1", "card": CARD, "kind": txn.KIND_ISSUE, "currency": "EUR",
         "amount_minor": 5000, "card_value_minor": 5000, "bonus_minor": 0, "points": 0,
-        "auth_mode": txn.AUTH_ONLINE, "program": "gift"})
+        "auth_mode": txn.AUTH_ONLINE, "program": "gift",
+        "auth_id": load_auth_id(cards, CARD, txn.KIND_ISSUE, 5000, NOW_S, "gift")})
     ingest.process([Verifier(_registry()).transaction(topics.up("M1", "T1", topics.LEAF_TXN),
                                                       issue, NOW_S)])
     return store, cards, clock
@@ -170,13 +172,13 @@ def test_the_authorization_stage_approves_nothing_it_could_not_keep(tmp_path: Pa
         queue.Queue(), notices, store=store)
     topic = topics.up("M1", "T1", topics.LEAF_AUTH)
     stage.handle((topic, _request(1)))
-    assert answers[-1]["approved"] and answers[-1]["auth_id"] == "a0-1"
+    assert answers[-1]["approved"] and answers[-1]["auth_id"] == "a0-2"  # a0-1: the issue
 
     store.failing = True  # its own commit fails: no approval, no exception, no hold kept
     stage.handle((topic, _request(2)))
     assert (answers[-1]["request"], answers[-1]["approved"], answers[-1]["reason"]) == (
         2, False, "host_unavailable")
-    assert [auth_id for auth_id, _ in cards.holds.of_card(CARD)] == ["a0-1"]
+    assert [auth_id for auth_id, _ in cards.holds.of_card(CARD)] == ["a0-2"]
     placed = cards.holds.placed
     # While the store is unavailable, requests are answered at once, nothing decided...
     stage.handle((topic, _request(3)))

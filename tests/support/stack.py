@@ -1,6 +1,9 @@
 """A store in a box for end-to-end tests: ledger (HTTP, SQLite) + gateway on a real broker.
 
-The gateway runs in-process here; test (d) runs it as its own process to kill it.
+The gateway runs in-process here; test (d) runs it as its own process to kill it. On a
+StoreBroker (tests/support/store_broker.py, the deployed configuration) the gateway, the
+terminals' configurations and RawTerminal log in with their own logins over TLS, pinning the
+store's CA; on a plain MosquittoBroker they connect anonymously in clear text.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gateway.service import Gateway
 from ledger.client import LedgerClient
 from ledger.server import LedgerServer, serve
 from protocol import messages, sealed, topics, txn
+from tests.support.store_broker import StoreBroker, broker_ca, gateway_login, terminal_login
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 
@@ -36,6 +40,8 @@ class Stack:
         self.registry = TerminalRegistry()
         for terminal, key in self.keys.items():
             self.registry.add(terminal, "M1", key)
+        if isinstance(broker, StoreBroker):  # their logins, in one reload of the broker
+            broker.terminal_logins("M1", terminals)
         self.ledger: LedgerServer = serve(f"sqlite:///{workdir / 'ledger.db'}")
         self.ledger_client = LedgerClient(self.ledger.url)
         self.limits = limits
@@ -43,14 +49,21 @@ class Stack:
 
     def terminal_config(self, terminal: str) -> dict[str, Any]:
         """What a terminal of this stack is provisioned with (firmware/app.py's config)."""
-        return {"terminal": terminal, "merchant": "M1", "key": self.keys[terminal],
-                "currency": "EUR", "programs": DEMO_PROGRAMS}
+        config: dict[str, Any] = {"terminal": terminal, "merchant": "M1",
+                                  "key": self.keys[terminal], "currency": "EUR",
+                                  "programs": DEMO_PROGRAMS}
+        login = terminal_login(self.broker, "M1", terminal)
+        if login is not None:  # as `tilltap terminal provision` writes it for the board
+            config.update(broker_user=login[0], broker_password=login[1],
+                          broker_ca=broker_ca(self.broker))
+        return config
 
     def new_gateway(self) -> Gateway:
         """A gateway on this stack's store (a restart is stop() and a new one)."""
         return Gateway("gw1", self.broker.host, self.broker.port,
                        str(self.workdir / "gateway.db"), self.registry, DEMO_PROGRAMS,
-                       self.ledger.url, limits=self.limits)
+                       self.ledger.url, limits=self.limits,
+                       broker_login=gateway_login(self.broker), broker_ca=broker_ca(self.broker))
 
     def close(self) -> None:
         self.gateway.stop()
@@ -68,8 +81,14 @@ def running_stack(broker: MosquittoBroker, workdir: Path, terminals: list[str],
         stack.close()
 
 
+APPROVAL_REQUEST_BASE = 1_000_000
+
+
 class RawTerminal:
-    """Signs records itself and talks raw MQTT: the attacker's and the duplicator's tool."""
+    """Signs records itself and talks raw MQTT: the attacker's and the duplicator's tool.
+
+    On a StoreBroker it logs in as `terminal` over TLS: a stolen key comes with that
+    terminal's broker login at most, so the ACL confines it to its own topics."""
 
     def __init__(self, broker: MosquittoBroker, terminal: str, key: bytes,
                  merchant: str = "M1") -> None:
@@ -79,14 +98,23 @@ class RawTerminal:
         self.prev = txn.GENESIS_DIGEST
         self.seq = 0
         self.downlinks: list[tuple[str, bytes]] = []
+        # Authorization request ids `approval` uses: far above the small ids tests choose.
+        self._requests = APPROVAL_REQUEST_BASE
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{terminal}",
                                   protocol=mqtt.MQTTv311)
         self.client.on_message = self._on_message
+        login = terminal_login(broker, merchant, terminal)
+        if login is not None:
+            self.client.username_pw_set(*login)
+            self.client.tls_set(ca_certs=broker_ca(broker))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(topics.terminal_subscription(merchant, terminal), qos=1)
         self.client.loop_start()
-        time.sleep(0.1)
+        # Its downlinks are routed to it from the SUBACK on (a refused login gets none).
+        assert subscribed.wait(WAIT_S), f"{terminal} could not subscribe on {broker!r}"
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     message: mqtt.MQTTMessage) -> None:
@@ -105,6 +133,35 @@ class RawTerminal:
         record = txn.seal(self.key, fields)
         self.prev = txn.digest(record)
         return record
+
+    def approval(self, kind: int, card: str, amount: int, **extra: Any) -> str:
+        """Ask the gateway, as a till does before an issue or top-up (value is loaded only
+        as the gateway approved it), for the next seq; the approval's auth id."""
+        self._requests += 1
+        request_id = self._requests
+        fields = {"terminal": self.terminal, "request": request_id, "seq": self.seq + 1,
+                  "time": int(time.time()), "merchant": self.merchant, "card": card,
+                  "kind": kind, "currency": "EUR", "amount_minor": amount,
+                  "card_value_minor": 0}
+        fields.update({k: v for k, v in extra.items() if k in ("program", "sun")})
+        self.publish(sealed.seal(self.key, messages.TYPE_AUTH_REQUEST, fields),
+                     leaf=topics.LEAF_AUTH)
+        assert wait_until(lambda: request_id in self.auth_answers()), "no answer"
+        answer = self.auth_answers()[request_id]
+        assert answer["approved"], answer
+        return str(answer["auth_id"])
+
+    def approved(self, kind: int, card: str, amount: int, **extra: Any) -> bytes:
+        """The next record of an issue or top-up the gateway approved for it."""
+        auth_id = self.approval(kind, card, amount, **extra)
+        return self.record(kind, card, amount, auth_id=auth_id, **extra)
+
+    def auth_answers(self) -> dict[int, dict[str, Any]]:
+        with self._lock:
+            items = list(self.downlinks)
+        answers = [sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, self.key)
+                   for topic, payload in items if topic.endswith("/" + topics.LEAF_AUTH)]
+        return {answer["request"]: answer for answer in answers}
 
     def publish(self, payload: bytes, leaf: str = topics.LEAF_TXN,
                 terminal: str | None = None) -> None:
