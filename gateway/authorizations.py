@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.store import GatewayStore
+from protocol import txn
 
 KEEP_S = 30 * 86_400
 
@@ -47,6 +48,19 @@ def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
                    (auth_id, terminal, card, json.dumps(expect, sort_keys=True), auth_mode,
                     time.time() if given_at is None else given_at, held_minor,
                     None if op is None else json.dumps(op, sort_keys=True), ledger_hold_id))
+
+
+def keep_given(store: GatewayStore,
+               given: Iterable[tuple[str, str, str, dict[str, int]]]) -> None:
+    """Keep many online approvals at once ((auth_id, terminal, card, expect)), placing no
+    hold: what a gateway that approved them before a restart finds (the bench's loads)."""
+    now = time.time()
+    with store.transaction() as db:
+        db.executemany("INSERT OR REPLACE INTO authorizations (auth_id, terminal, card, expect,"
+                       " auth_mode, given_at, held_minor, op, ledger_hold_id)"
+                       " VALUES (?,?,?,?,?,?,0,NULL,NULL)",
+                       [(auth_id, terminal, card, json.dumps(expect, sort_keys=True),
+                         txn.AUTH_ONLINE, now) for auth_id, terminal, card, expect in given])
 
 
 def end_holds(store: GatewayStore, ledger_hold_ids: Iterable[str]) -> None:

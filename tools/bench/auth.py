@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
+from gateway.store import GatewayStore
 from protocol import messages, sealed, topics, txn
 from tools.bench.gateway import (
     CHILD_READY_TIMEOUT_S,
@@ -41,6 +42,7 @@ from tools.bench.gateway import (
     child_process,
     connect,
     disconnect,
+    keep_load_approvals,
     receive,
     round_robin,
     set_nodelay,
@@ -191,6 +193,12 @@ def gateway_round_trips(requests: int, terminals: int = TERMINALS,
         registry.add(terminal, MERCHANT, key)
     with (MosquittoBroker(extra_config=BROKER_CONFIG) as broker,
           tempfile.TemporaryDirectory(prefix="tilltap-bench-") as tmp):
+        now_s = int(time.time())
+        prepared = GatewayStore(str(Path(tmp) / "gateway.db"))
+        try:  # the card issues' approvals (value is loaded only under one)
+            keep_load_approvals(prepared, dict.fromkeys(keys, ISSUES_PER_TERMINAL), now_s)
+        finally:
+            prepared.close()
         gateway = Gateway("bench", broker.host, broker.port, str(Path(tmp) / "gateway.db"),
                           registry, DEMO_PROGRAMS)
         gateway.start()
@@ -201,7 +209,7 @@ def gateway_round_trips(requests: int, terminals: int = TERMINALS,
             time.sleep(SUBSCRIBE_SETTLE_S)
             result = _run_requester({"host": broker.host, "port": broker.port, "keys": keys,
                                      "mode": "gateway", "requests": requests,
-                                     "now_s": int(time.time())})
+                                     "now_s": now_s})
         finally:
             gateway.stop()
     if result["approved"] != requests + WARMUP_REQUESTS:
