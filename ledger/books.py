@@ -6,7 +6,12 @@ pure rules (`ledger.plan`, `ledger.posting_rules`, `ledger.hold_rules`), SQL
 `ledger.schema`) and the database engines (`ledger.db`). Here are only the guarantees that
 tie them together:
 
-- one lock serializes every use of the single connection, so the object is thread-safe;
+- the object is thread-safe, and takes no lock of its own: each request is one transaction
+  of the database (`ledger.db`). On PostgreSQL requests run side by side and lock only the
+  card rows they change (a batch its cards in card order, a hold its card), and the
+  database's unique keys decide between two requests for the same batch, txn or hold id
+  (the later one, run again, is answered as if it had come after the first); on SQLite one
+  connection and its one writer take them in turn;
 - a batch is judged transaction by transaction and written in ONE database transaction:
   every valid transaction posts, each invalid one is refused on its own, kept in
   `refused_txns` with its reason (the ledger's quarantine) and alarmed, and the answer lists
@@ -14,8 +19,8 @@ tie them together:
 - a batch_id seen before with the same content is a success (``duplicate``) that repeats the
   refusals of the first answer, with other content a ``batch_conflict``; a reused txn_id is
   skipped, or refused ``txn_conflict``; conflicts are recorded as alarm rows and logged;
-- a hold is placed, voided or posted inside the same serialized write transaction as
-  batches, so the value a card has available is never promised twice;
+- a hold is placed holding its card's lock, the lock a batch posting that card holds too,
+  so the value a card has available is never promised twice;
 - the clock (Unix seconds, injectable for tests) judges hold expiry and the default
   report date;
 - driver errors surface as `LedgerUnavailable` (the caller may retry the same request).
@@ -26,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import hold_sql, posting_sql, queries, reports
-from ledger.db import Database, open_database
+from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
 from ledger.model import (
@@ -56,12 +60,11 @@ REGISTRATION_TERMINAL = "DESK"
 
 
 class Books:
-    """Double-entry books on one database connection; use `open_books` to get one."""
+    """Double-entry books on one database; use `open_books` to get one."""
 
     def __init__(self, database: Database, clock: Callable[[], float] = time.time) -> None:
         self._database = database
         self._clock = clock
-        self._lock = threading.Lock()
         with self._guard():
             create_schema(database)
 
@@ -81,37 +84,40 @@ class Books:
             raise
         with self._guard():
             try:
-                with self._database.write_transaction():
-                    return self._post(batch)
+                result, late = self._database.transact(lambda session: self._post(session, batch))
             except BatchConflict as conflict:
                 self._raise_alarm(conflict.reason, f"batch {batch.batch_id}: {conflict.detail}")
                 raise
+        # Logged once it is committed: a transaction run again must not log twice.
+        if late:
+            log.warning("batch %s posted %d expired holds", batch.batch_id, late)
+        if result.status == STATUS_PARTIAL:
+            log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
+                        batch.batch_id, len(result.refused), len(batch.transactions),
+                        ", ".join(f"{r.txn_id} {r.reason}" for r in result.refused[:10]))
+        return result
 
-    def _post(self, batch: Batch) -> PostResult:
-        """Inside the write transaction: duplicate check, plan, write."""
-        known_hash = posting_sql.find_batch_hash(self._database, batch.batch_id)
+    def _post(self, session: Session, batch: Batch) -> tuple[PostResult, int]:
+        """Inside the batch's transaction: duplicate check, plan, write; the result and how
+        many expired holds it posted. Reads only through `session` (it may run again)."""
+        known_hash = posting_sql.find_batch_hash(session, batch.batch_id)
         if known_hash == batch.content_hash:
-            refused = posting_sql.find_refusals(self._database, batch.batch_id)
+            refused = posting_sql.find_refusals(session, batch.batch_id)
             in_books = len(batch.transactions) - len(refused)
-            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused)
+            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
                 f"batch_id was posted before with different content (resent by {batch.gateway_id})",
             )
         now = self._now()
-        plan = plan_batch(batch, posting_sql.read_view(self._database, batch, now))
-        posting_sql.write_plan(self._database, batch, plan, now)
+        plan = plan_batch(batch, posting_sql.read_view(session, batch, now))
+        posting_sql.write_plan(session, batch, plan, now)
         late = sum(posting.late for posting in plan.hold_postings)
-        if late:
-            log.warning("batch %s posted %d expired holds", batch.batch_id, late)
-        if plan.refused:
-            log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
-                        batch.batch_id, len(plan.refused), len(batch.transactions),
-                        ", ".join(f"{r.txn_id} {r.reason}" for r in plan.refused[:10]))
         status = STATUS_PARTIAL if plan.refused else STATUS_POSTED
-        return PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
-                          tuple(plan.refused))
+        result = PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
+                            tuple(plan.refused))
+        return result, late
 
     def place_hold(self, document: object) -> HoldAnswer:
         """Hold card value for an authorization (a decoded POST /v1/holds body), idempotently.
@@ -123,8 +129,8 @@ class Books:
         request = parse_hold_request(document)
         with self._guard():
             try:
-                with self._database.write_transaction():
-                    return hold_sql.place(self._database, request, self._now())
+                return self._database.transact(
+                    lambda session: hold_sql.place(session, request, self._now()))
             except HoldRefused as refusal:
                 if refusal.reason == "hold_conflict":
                     self._raise_alarm(refusal.reason, refusal.detail)
@@ -132,30 +138,32 @@ class Books:
 
     def void_hold(self, hold_id: str) -> HoldAnswer:
         """Release a hold's value: ``hold_unknown``, or ``hold_posted`` once settled."""
-        with self._guard(), self._database.write_transaction():
-            return hold_sql.void(self._database, hold_id, self._now())
+        with self._guard():
+            return self._database.transact(
+                lambda session: hold_sql.void(session, hold_id, self._now()))
 
     def hold(self, hold_id: str) -> dict[str, Any] | None:
         """One hold's state (expiry applied), or None for an id the ledger never held."""
-        with self._guard():
-            return hold_sql.detail(self._database, hold_id, self._now())
+        with self._guard(), self._database.read() as session:
+            return hold_sql.detail(session, hold_id, self._now())
 
     def hold_totals(self) -> dict[str, int]:
         """Holds per status (expiry applied), and "posted_late": posted after expiring."""
-        with self._guard():
-            return hold_sql.totals(self._database, self._now())
+        with self._guard(), self._database.read() as session:
+            return hold_sql.totals(session, self._now())
 
     def expire_holds(self) -> int:
         """Mark open holds past their expiry as expired; how many (the server's sweep)."""
-        with self._guard(), self._database.write_transaction():
-            return hold_sql.expire_due(self._database, self._now())
+        with self._guard():
+            return self._database.transact(
+                lambda session: hold_sql.expire_due(session, self._now()))
 
     def report(self, name: str, parameters: Mapping[str, str] | None = None) -> Report:
         """A named report; text parameters as in GET /v1/reports/<name> (see reports)."""
         today = datetime.fromtimestamp(self._clock(), UTC).date()
         query = reports.parse_report_query(name, parameters or {}, today)
-        with self._guard():
-            return reports.run_report(self._database, query)
+        with self._guard(), self._database.read() as session:
+            return reports.run_report(session, query)
 
     def _now(self) -> int:
         """The clock in whole Unix seconds."""
@@ -164,8 +172,9 @@ class Books:
     def _raise_alarm(self, reason: str, detail: str) -> None:
         """Log an alarm and record it in its own transaction (the batch's was rolled back)."""
         log.warning("ledger alarm %s: %s", reason, detail)
-        with self._database.write_transaction():
-            posting_sql.insert_alarm(self._database, self._now(), reason, detail)
+        at = self._now()
+        self._database.transact(
+            lambda session: posting_sql.insert_alarm(session, at, reason, detail))
 
     def register_card(self, card: str, program: str, currency: str, merchant: str,
                       value_minor: int) -> PostResult:
@@ -198,7 +207,18 @@ class Books:
             return PostResult(STATUS_DUPLICATE, batch_id, 0, 1)
         batch = {"batch_id": batch_id, "gateway_id": REGISTRATION_TERMINAL,
                  "created": int(self._now()), "transactions": [transaction]}
-        result = self.post_batch(batch)
+        try:
+            result = self.post_batch(batch)
+        except BatchConflict as conflict:
+            # Only a race gets here: the same card registered at the same time by another
+            # request, in another second (so its batch differs by its time). Answered as the
+            # look-up above would have answered had it come second.
+            if conflict.reason != "batch_conflict":
+                raise
+            winner = self.card_balance(card)
+            if winner is None or winner["program"] != program or winner["currency"] != currency:
+                raise BatchConflict("card_exists", f"card {card} is registered otherwise") from None
+            return PostResult(STATUS_DUPLICATE, batch_id, 0, 1)
         if result.refused:
             # Only a race gets here: the card was settled by a gateway since it was looked
             # up (card_already_issued). The refusal stays on record, like any other.
@@ -208,39 +228,39 @@ class Books:
     def card_balance(self, card: str) -> dict[str, Any] | None:
         """{"card","currency","value_minor","points","program","held_minor","available_minor"}
         or None for an unknown card."""
-        with self._guard():
-            return queries.card_balance(self._database, card, self._now())
+        with self._guard(), self._database.read() as session:
+            return queries.card_balance(session, card, self._now())
 
     def balances(self) -> list[dict[str, Any]]:
         """Every card's balance, ordered by card id."""
-        with self._guard():
-            return queries.balances(self._database, self._now())
+        with self._guard(), self._database.read() as session:
+            return queries.balances(session, self._now())
 
     def terminal_totals(self) -> dict[str, dict[str, Any]]:
         """Per terminal: {"count": n, "by_kind": {kind: {count and sums}}} (see reports)."""
-        with self._guard():
-            return queries.terminal_totals(self._database)
+        with self._guard(), self._database.read() as session:
+            return queries.terminal_totals(session)
 
     def trial_balance(self) -> dict[str, int]:
         """{unit: sum of entries}; every value is zero in healthy books."""
-        with self._guard():
-            return queries.trial_balance(self._database)
+        with self._guard(), self._database.read() as session:
+            return queries.trial_balance(session)
 
     def refused_transactions(self, batch_id: str | None = None) -> list[dict[str, Any]]:
         """The ledger's quarantine: every transaction a batch refused (or one batch's), oldest
         first, as `ledger.queries.REFUSED_FIELDS`; report_too_large beyond REPORT_ROWS_MAX."""
-        with self._guard():
-            return queries.refused_transactions(self._database, batch_id)
+        with self._guard(), self._database.read() as session:
+            return queries.refused_transactions(session, batch_id)
 
     def alarms(self) -> list[dict[str, Any]]:
         """Recorded alarms, oldest first: {"id","at","reason","detail"}."""
-        with self._guard():
-            return queries.alarms(self._database)
+        with self._guard(), self._database.read() as session:
+            return queries.alarms(session)
 
     def counts(self) -> dict[str, int]:
         """Rows per table, for operators and for tests proving that a rejection changed nothing."""
-        with self._guard():
-            return queries.counts(self._database)
+        with self._guard(), self._database.read() as session:
+            return queries.counts(session)
 
     def ping(self) -> None:
         """Raise LedgerUnavailable unless the database answers a trivial query."""
@@ -248,19 +268,17 @@ class Books:
             self._database.fetch("SELECT 1")
 
     def close(self) -> None:
-        """Close the connection; the books are unusable afterwards."""
-        with self._lock:
-            self._database.close()
+        """Close the connections; the books are unusable afterwards."""
+        self._database.close()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """Hold the lock and turn driver errors into LedgerUnavailable."""
-        with self._lock:
-            try:
-                yield
-            except self._database.errors as error:
-                log.error("ledger database error: %s", error)
-                raise LedgerUnavailable(f"{type(error).__name__}: {error}") from error
+        """Turn driver errors into LedgerUnavailable."""
+        try:
+            yield
+        except self._database.errors as error:
+            log.error("ledger database error: %s", error)
+            raise LedgerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 def open_books(dsn: str, clock: Callable[[], float] = time.time) -> Books:

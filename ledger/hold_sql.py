@@ -2,9 +2,12 @@
 
 The rules a hold obeys, and its value types, are `ledger.hold_rules` (pure); this module
 reads what they judge and writes what they allow. Every function here that writes runs
-inside the books' write transaction, which holds the single writer lock (SQLite
-``BEGIN IMMEDIATE``, a PostgreSQL advisory lock): holds on one card, and settlement of that
-card, are serialized, so holds never over-commit. Reads may also run outside one.
+inside one `Database.transact` transaction. Placing a hold locks its card's row
+(`Session.lock_rows`) before it reads the card's value and holds, as a batch locks the
+cards it posts: holds on one card, and settlement of that card, take turns, so holds never
+over-commit; holds on other cards go on meanwhile. A void or a batch posting a hold locks
+the hold's row, so a hold is either voided or posted, never both. On SQLite the one writer
+does all of this.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from ledger.db import Database, Row
+from ledger.db import Row, Session
 from ledger.errors import NotFound
 from ledger.hold_rules import (
     HOLD_REQUEST_FIELDS,
@@ -36,7 +39,7 @@ from ledger.schema import HOLD_COLUMNS, HOLD_POSTING_COLUMNS
 from protocol.accounts import CARD_VALUE
 
 
-def place(database: Database, request: HoldRequest, now: int) -> HoldAnswer:
+def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     """Place a hold, or answer a replay of one; refuse what the card's value cannot cover."""
     known = database.fetch(
         "SELECT content_hash, status, expires_at, available_minor FROM holds WHERE hold_id = ?",
@@ -47,7 +50,9 @@ def place(database: Database, request: HoldRequest, now: int) -> HoldAnswer:
         check_replay(request, content_hash)
         status = effective_status(status, expires_at, now)
         return HoldAnswer(request.hold_id, status, available_minor)
-    cards = database.fetch("SELECT currency FROM cards WHERE card = ?", (request.card,))
+    cards = database.fetch(
+        f"SELECT currency FROM cards WHERE card = ?{database.lock_rows}", (request.card,)
+    )
     if not cards:
         raise NotFound("card_unknown", f"the ledger has no card {request.card!r}")
     check_currency(request, cards[0][0])
@@ -58,10 +63,11 @@ def place(database: Database, request: HoldRequest, now: int) -> HoldAnswer:
     return HoldAnswer(request.hold_id, STATUS_OPEN, left_minor, created=True)
 
 
-def void(database: Database, hold_id: str, now: int) -> HoldAnswer:
+def void(database: Session, hold_id: str, now: int) -> HoldAnswer:
     """Void an open or expired hold (again: the same answer); a posted hold is hold_posted."""
     rows = database.fetch(
-        "SELECT card, status, expires_at FROM holds WHERE hold_id = ?", (hold_id,)
+        f"SELECT card, status, expires_at FROM holds WHERE hold_id = ?{database.lock_rows}",
+        (hold_id,),
     )
     if not rows:
         raise NotFound("hold_unknown", f"the ledger has no hold {hold_id[:64]!r}")
@@ -77,21 +83,22 @@ def void(database: Database, hold_id: str, now: int) -> HoldAnswer:
     return HoldAnswer(hold_id, STATUS_VOIDED, value_minor - held_minor)
 
 
-def expire_due(database: Database, now: int) -> int:
-    """Mark every open hold past its expiry expired (closed at its expiry); how many."""
-    due = database.fetch(
-        "SELECT COUNT(*) FROM holds WHERE status = ? AND expires_at <= ?", (STATUS_OPEN, now)
-    )[0][0]
-    if due:
-        database.execute(
-            "UPDATE holds SET status = ?, closed_at = expires_at"
-            " WHERE status = ? AND expires_at <= ?",
-            (STATUS_EXPIRED, STATUS_OPEN, now),
-        )
-    return int(due)
+def expire_due(database: Session, now: int) -> int:
+    """Mark open holds past their expiry expired (closed at their expiry); how many.
+
+    Holds a batch, a placement or a void has locked are left for the next sweep (their
+    expiry counts wherever they are read meanwhile): the sweep never waits for a card, and
+    two sweeps or a sweep and a batch cannot deadlock over many holds."""
+    expired = database.fetch(
+        "UPDATE holds SET status = ?, closed_at = expires_at WHERE hold_id IN"
+        " (SELECT hold_id FROM holds WHERE status = ? AND expires_at <= ?"
+        f"{database.lock_rows_skip_locked}) RETURNING hold_id",
+        (STATUS_EXPIRED, STATUS_OPEN, now),
+    )
+    return len(expired)
 
 
-def _expire_card(database: Database, card: str, now: int) -> None:
+def _expire_card(database: Session, card: str, now: int) -> None:
     """expire_due for one card, before its available value is judged."""
     database.execute(
         "UPDATE holds SET status = ?, closed_at = expires_at"
@@ -100,7 +107,7 @@ def _expire_card(database: Database, card: str, now: int) -> None:
     )
 
 
-def card_funds(database: Database, card: str, now: int) -> tuple[int, int]:
+def card_funds(database: Session, card: str, now: int) -> tuple[int, int]:
     """(value_minor, held_minor) of one card: its value, and its open unexpired holds."""
     value_sum = database.fetch(
         "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM entries"
@@ -115,10 +122,13 @@ def card_funds(database: Database, card: str, now: int) -> tuple[int, int]:
     return -int(value_sum), int(held_minor)
 
 
-def read_states(database: Database, hold_ids: Iterable[str], now: int) -> dict[str, HoldState]:
-    """The holds a batch names, by id, with expiry applied to their status."""
+def read_states(database: Session, hold_ids: Iterable[str], now: int) -> dict[str, HoldState]:
+    """The holds a batch names, by id, with expiry applied to their status; locked in id
+    order, so a void waits for the batch (and then finds the hold posted) or the batch for
+    the void (and refuses hold_voided)."""
     rows = database.fetch_in(
-        "SELECT hold_id, card, currency, amount_minor, status, expires_at FROM holds WHERE {match}",
+        "SELECT hold_id, card, currency, amount_minor, status, expires_at FROM holds WHERE {match}"
+        f" ORDER BY hold_id{database.lock_rows}",
         "hold_id",
         hold_ids,
     )
@@ -129,7 +139,7 @@ def read_states(database: Database, hold_ids: Iterable[str], now: int) -> dict[s
 
 
 def record_postings(
-    database: Database, batch_id: str, postings: list[HoldPosting], now: int
+    database: Session, batch_id: str, postings: list[HoldPosting], now: int
 ) -> None:
     """Link each posted hold to its purchase and close it, in the batch's transaction."""
     if not postings:
@@ -150,7 +160,7 @@ def record_postings(
     )
 
 
-def detail(database: Database, hold_id: str, now: int) -> dict[str, Any] | None:
+def detail(database: Session, hold_id: str, now: int) -> dict[str, Any] | None:
     """One hold as GET /v1/holds/<id> shows it, or None."""
     rows = database.fetch(
         "SELECT h.hold_id, h.card, h.currency, h.amount_minor, h.terminal, h.merchant,"
@@ -183,7 +193,7 @@ def detail(database: Database, hold_id: str, now: int) -> dict[str, Any] | None:
     }
 
 
-def totals(database: Database, now: int) -> dict[str, int]:
+def totals(database: Session, now: int) -> dict[str, int]:
     """Holds per status at `now`, and how many were posted after they had expired."""
     rows = database.fetch(
         "SELECT CASE WHEN status = ? AND expires_at <= ? THEN ? ELSE status END, COUNT(*)"

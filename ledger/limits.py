@@ -64,8 +64,49 @@ HTTP_SHUTDOWN_POLL_S = 0.05
 HTTP_REQUESTS_CONCURRENT_MAX = 32
 """Requests served at once; more are answered 503 ledger_busy so threads stay bounded."""
 
+BATCH_POSTS_CONCURRENT_MAX = 2
+"""Batches posted at once; more wait for a turn (BATCH_POST_WAIT_S). Posting a batch is
+mostly Python (parse, validate, plan) and Python runs one thread at a time: more batches at
+once post no faster but take the interpreter from the holds, whose answers a customer waits
+for at the counter."""
+
+BATCH_POST_WAIT_S = 60.0
+"""How long a batch waits for its turn before it is answered 503 ledger_busy (the gateway
+sends it again later; posting is idempotent)."""
+
+SERVER_SWITCH_INTERVAL_S = 0.0005
+"""The ledger server's thread switch interval (Python's default is 0.005 s): a hold's
+thread, back from a database round trip, waits at most this for a batch's thread to hand
+over the interpreter, and a hold makes about ten such round trips."""
+
 PG_CONNECT_TIMEOUT_S = 10
 """How long opening a PostgreSQL connection may take before the ledger reports unavailable."""
+
+PG_POOL_CONNECTIONS_MIN = 2
+"""PostgreSQL connections the ledger keeps open while idle (the pool opens more on demand)."""
+
+PG_POOL_CONNECTIONS_MAX = HTTP_REQUESTS_CONCURRENT_MAX + 2
+"""Most PostgreSQL connections one ledger process opens: one per request slot, one for the
+hold sweep and one spare, so a request never waits for a connection, only for the rows it
+locks. The server's max_connections must allow this for every ledger process."""
+
+PG_POOL_WAIT_S = 10.0
+"""How long a request waits for a pooled connection (the pool reconnecting after the
+server restarted) before it is answered unavailable."""
+
+PG_COPY_ROWS_MIN = 64
+"""Rows from which a bulk insert streams with COPY; fewer go as one pipelined INSERT, which
+costs a hold (one row) or a small batch less than COPY's setup."""
+
+TXN_ATTEMPTS_MAX = 8
+"""Most times one request's transaction is run when PostgreSQL rolls it back because it
+collided with another (deadlock, serialization failure, an id taken meanwhile). Each retry
+reads the books afresh, so a second attempt almost always decides; past this bound the
+request is answered unavailable and the caller sends it again."""
+
+TXN_RETRY_BACKOFF_MS = 5
+"""Longest pause before the first retry, doubled for each further one, randomized (jitter),
+so two transactions that collided do not collide again in step."""
 
 HOLD_TTL_S_MAX = 7 * 24 * 3600
 """Longest life of a hold: an authorization not settled within a week releases its value."""

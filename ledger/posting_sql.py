@@ -1,11 +1,17 @@
 """SQL of the posting path: read what a batch depends on, write what its plan decided.
 
-Called only inside `Database.write_transaction`, so what is read cannot change before
-the plan is written. Look-ups are by id lists (one or a few queries per batch, never one
-per transaction) and rows go in with `Database.bulk_insert`. The rules in between are
-`ledger.plan`'s (pure); the holds a batch posts are read and closed by `ledger.hold_sql`.
-The transactions a batch refused are kept with it (`refused_txns`, each also an alarm row), so
-the batch sent again is answered with the same refusals.
+Called only inside `Database.transact`. `read_view` first locks the rows of the cards the
+batch names, in card order (on PostgreSQL; SQLite's one writer excludes everyone anyway), so
+no hold or other batch can change those cards before the plan is written, and two batches
+that share cards cannot deadlock: each waits for the other's cards in the same order. What
+it reads after the lock is what the batches before it committed. A card, txn or batch id
+that a concurrent batch inserts first makes the insert here fail on its unique key, and the
+whole transaction is run again (`ledger.db.postgres`). Look-ups are by id lists (one or a
+few queries per batch, never one per transaction) and rows go in with
+`Session.bulk_insert`. The rules in between are `ledger.plan`'s (pure); the holds a batch
+posts are read and closed by `ledger.hold_sql`. The transactions a batch refused are kept
+with it (`refused_txns`, each also an alarm row), so the batch sent again is answered with
+the same refusals.
 """
 
 from __future__ import annotations
@@ -13,19 +19,19 @@ from __future__ import annotations
 from operator import attrgetter
 
 from ledger import hold_sql
-from ledger.db import Database, Row
+from ledger.db import Row, Session
 from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
 from ledger.plan import BooksView, CardState, OriginalState, Plan
 from ledger.schema import ALARM_COLUMNS, CARD_COLUMNS, ENTRY_COLUMNS, REFUSED_COLUMNS, TXN_COLUMNS
 
 
-def find_batch_hash(database: Database, batch_id: str) -> str | None:
+def find_batch_hash(database: Session, batch_id: str) -> str | None:
     """The content hash a batch_id was first posted with, or None if it is new."""
     rows = database.fetch("SELECT content_hash FROM batches WHERE batch_id = ?", (batch_id,))
     return rows[0][0] if rows else None
 
 
-def find_refusals(database: Database, batch_id: str) -> tuple[TxnRefusal, ...]:
+def find_refusals(database: Session, batch_id: str) -> tuple[TxnRefusal, ...]:
     """The transactions a posted batch refused, in batch order (for its duplicate answer)."""
     rows = database.fetch(
         "SELECT txn_id, reason, detail, content_hash, position FROM refused_txns"
@@ -35,18 +41,23 @@ def find_refusals(database: Database, batch_id: str) -> tuple[TxnRefusal, ...]:
     return tuple(TxnRefusal(*row) for row in rows)
 
 
-def read_view(database: Database, batch: Batch, now: int) -> BooksView:
-    """The posted txns, cards, refund originals and holds that this batch's ids touch."""
+def read_view(database: Session, batch: Batch, now: int) -> BooksView:
+    """The posted txns, cards, refund originals and holds that this batch's ids touch; the
+    cards' rows (and the holds' the batch names) locked until the batch commits.
+
+    A refund is on the card of its original and a hold posts on its own card (the plan
+    refuses others), so the card locks also keep refund totals and holds from changing."""
     txns = batch.valid_transactions()
+    cards = database.fetch_in(
+        "SELECT card, program, currency, activated_txn_id FROM cards WHERE {match}"
+        f" ORDER BY card{database.lock_rows}",
+        "card",
+        (txn.card for txn in txns),
+    )
     posted = database.fetch_in(
         "SELECT txn_id, content_hash FROM transactions WHERE {match}",
         "txn_id",
         (txn.txn_id for txn in txns),
-    )
-    cards = database.fetch_in(
-        "SELECT card, program, currency, activated_txn_id FROM cards WHERE {match}",
-        "card",
-        (txn.card for txn in txns),
     )
     refs = [txn.ref_txn_id for txn in txns if txn.ref_txn_id is not None]
     hold_ids = [txn.hold_id for txn in txns if txn.hold_id is not None]
@@ -58,7 +69,7 @@ def read_view(database: Database, batch: Batch, now: int) -> BooksView:
     )
 
 
-def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalState]:
+def _read_originals(database: Session, refs: list[str]) -> dict[str, OriginalState]:
     """Transactions named by refunds, with the card value, points and bonus refunded so far."""
     originals = {
         row[0]: OriginalState(*row)
@@ -84,7 +95,7 @@ def _read_originals(database: Database, refs: list[str]) -> dict[str, OriginalSt
     return originals
 
 
-def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -> None:
+def write_plan(database: Session, batch: Batch, plan: Plan, received_at: int) -> None:
     """Insert the batch row, its new transactions, their entries, card changes, holds posted,
     and the transactions it refused with an alarm for each."""
     database.execute(
@@ -129,7 +140,7 @@ def write_plan(database: Database, batch: Batch, plan: Plan, received_at: int) -
     )
 
 
-def insert_alarm(database: Database, at: int, reason: str, detail: str) -> None:
+def insert_alarm(database: Session, at: int, reason: str, detail: str) -> None:
     """Record an alarm row for operators (id reuse with other content, and the like)."""
     database.execute(
         "INSERT INTO alarms (at, reason, detail) VALUES (?, ?, ?)", (at, reason, detail)

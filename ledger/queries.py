@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ledger.db import Database, Row
+from ledger.db import Row, Session
 from ledger.errors import BatchTooLarge
 from ledger.limits import INT64_MAX, REPORT_ROWS_MAX
 from protocol.accounts import CARD_POINTS, CARD_VALUE
@@ -34,7 +34,7 @@ _HELD = """
     WHERE status = 'open' AND expires_at > ? {and_card} GROUP BY card"""
 
 
-def card_balance(database: Database, card: str, now: int) -> dict[str, Any] | None:
+def card_balance(database: Session, card: str, now: int) -> dict[str, Any] | None:
     """One card's value and points as its holder sees them (liabilities negated), or None.
 
     ``held_minor`` is the sum of its open holds unexpired at `now`; ``available_minor`` is
@@ -47,7 +47,7 @@ def card_balance(database: Database, card: str, now: int) -> dict[str, Any] | No
     return _balance(rows[0], held)
 
 
-def balances(database: Database, now: int) -> list[dict[str, Any]]:
+def balances(database: Session, now: int) -> list[dict[str, Any]]:
     """Every known card's balance, ordered by card id."""
     held: dict[str, int] = dict(database.fetch(_HELD.format(and_card=""), (now,)))
     return [_balance(row, held) for row in database.fetch(_CARD_BALANCES.format(where=""))]
@@ -68,7 +68,7 @@ def _balance(row: Row, held: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def terminal_totals(database: Database) -> dict[str, dict[str, Any]]:
+def terminal_totals(database: Session) -> dict[str, dict[str, Any]]:
     """Per terminal: txn count, and per kind the count and sums of amounts and points."""
     rows = database.fetch(
         "SELECT terminal, kind, COUNT(*), CAST(SUM(amount_minor) AS BIGINT),"
@@ -88,7 +88,7 @@ def terminal_totals(database: Database) -> dict[str, dict[str, Any]]:
     return totals
 
 
-def trial_balance(database: Database) -> dict[str, int]:
+def trial_balance(database: Session) -> dict[str, int]:
     """Sum of all entries per unit: double entry makes every one of them zero."""
     rows = database.fetch(
         "SELECT unit, CAST(SUM(amount_minor) AS BIGINT) FROM entries GROUP BY unit ORDER BY unit"
@@ -96,7 +96,7 @@ def trial_balance(database: Database) -> dict[str, int]:
     return {unit: total for unit, total in rows}
 
 
-def alarms(database: Database) -> list[dict[str, Any]]:
+def alarms(database: Session) -> list[dict[str, Any]]:
     """Every alarm recorded, oldest first."""
     rows = database.fetch("SELECT id, at, reason, detail FROM alarms ORDER BY id")
     return [
@@ -114,7 +114,7 @@ with), or null: the sale is not in the books."""
 
 
 def refused_transactions(
-    database: Database,
+    database: Session,
     batch_id: str | None = None,
     refused_from_s: int = 0,
     refused_before_s: int = INT64_MAX,
@@ -133,7 +133,7 @@ def refused_transactions(
     return [dict(zip(REFUSED_FIELDS, row, strict=True)) for row in rows]
 
 
-def bounded_fetch(database: Database, sql: str, params: Sequence[Any]) -> list[Row]:
+def bounded_fetch(database: Session, sql: str, params: Sequence[Any]) -> list[Row]:
     """All rows of a query that grows with the books, or report_too_large: a list a person
     reads is never silently cut."""
     rows = database.fetch(f"{sql} LIMIT {REPORT_ROWS_MAX + 1}", params)
@@ -150,7 +150,7 @@ COUNTED_TABLES = (
 )  # fmt: skip
 
 
-def counts(database: Database) -> dict[str, int]:
+def counts(database: Session) -> dict[str, int]:
     """Number of rows in each of the books' tables."""
     return {
         table: database.fetch(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES

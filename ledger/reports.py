@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from ledger.db import Database
+from ledger.db import Session
 from ledger.errors import BatchInvalid, NotFound
 from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_WINDOW_DAYS_MAX
 from ledger.model import KIND_PURCHASE, KIND_REFUND
@@ -131,7 +131,7 @@ def _count(parameters: Mapping[str, str], key: str, default: int, maximum: int) 
     return int(text)
 
 
-def run_report(database: Database, query: ReportQuery) -> Report:
+def run_report(database: Session, query: ReportQuery) -> Report:
     """Compute a named report from the books."""
     return _REPORTS[query.name](database, query)
 
@@ -144,7 +144,7 @@ def _day(time_s: int) -> date:
 _ACCOUNT_ORDER = {CARD_VALUE: 0, CARD_POINTS: 1}
 
 
-def _liability(database: Database, query: ReportQuery) -> Report:
+def _liability(database: Session, query: ReportQuery) -> Report:
     """Per program, account and unit: what the card holders are owed at the end of as_of."""
     rows = bounded_fetch(
         database,
@@ -163,7 +163,7 @@ def _liability(database: Database, query: ReportQuery) -> Report:
     return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
 
 
-def _breakage(database: Database, query: ReportQuery) -> Report:
+def _breakage(database: Session, query: ReportQuery) -> Report:
     """Per program, merchant and unit: value and points that expired within the window.
 
     Breakage is summed from every transaction's breakage legs: an expire's, and those the
@@ -191,7 +191,7 @@ def _breakage(database: Database, query: ReportQuery) -> Report:
     return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
 
 
-def _refused(database: Database, query: ReportQuery) -> Report:
+def _refused(database: Session, query: ReportQuery) -> Report:
     """The transactions batches refused within the window (by the ledger's clock when it
     refused them), oldest first: the ledger's quarantine, which a person works through."""
     rows = refused_transactions(
@@ -205,7 +205,7 @@ def _refused(database: Database, query: ReportQuery) -> Report:
     return Report(query, REFUSED_FIELDS, rows, summary)
 
 
-def _terminals(database: Database, query: ReportQuery) -> Report:
+def _terminals(database: Session, query: ReportQuery) -> Report:
     """Per UTC day, terminal, kind and currency within the window: count and sums."""
     rows = bounded_fetch(
         database,
@@ -244,7 +244,7 @@ class _Customer:
     monetary_minor: int
 
 
-def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
+def _customers(database: Session, query: ReportQuery) -> list[_Customer]:
     """Every card with a purchase before the cutoff: last purchase, and purchases and net
     spend (purchases minus their refunds, amount_minor) within the window. A refund of an
     issue or topup gives back a load, not a sale: it is no negative spend; nor is a cashout
@@ -276,7 +276,7 @@ def _customers(database: Database, query: ReportQuery) -> list[_Customer]:
     return customers
 
 
-def _segments(database: Database, query: ReportQuery) -> Report:
+def _segments(database: Session, query: ReportQuery) -> Report:
     """Per card, per currency: recency, frequency, monetary, RFM scores and the top fifth."""
     by_currency: dict[str, list[_Customer]] = {}
     for customer in _customers(database, query):
@@ -347,7 +347,7 @@ def _share_bp(part: int, whole: int) -> int:
     return (2 * part * BASIS_POINTS + whole) // (2 * whole)
 
 
-def _lapsing(database: Database, query: ReportQuery) -> Report:
+def _lapsing(database: Session, query: ReportQuery) -> Report:
     """Regulars (min_purchases in the window) whose last purchase is `days` or more ago."""
     days, min_purchases = query.parameters["days"], query.parameters["min_purchases"]
     lapsed = [
@@ -368,7 +368,7 @@ def _lapsing(database: Database, query: ReportQuery) -> Report:
     return Report(query, columns, rows)
 
 
-_REPORTS: dict[str, Callable[[Database, ReportQuery], Report]] = {
+_REPORTS: dict[str, Callable[[Session, ReportQuery], Report]] = {
     "liability": _liability,
     "breakage": _breakage,
     "segments": _segments,

@@ -17,7 +17,7 @@ written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS from `HoldRe
 
 from __future__ import annotations
 
-from ledger.db import Database
+from ledger.db import Database, Session
 from ledger.hold_rules import HOLD_REQUEST_FIELDS
 from ledger.model import TXN_STORED_FIELDS
 
@@ -162,16 +162,16 @@ def create_schema(database: Database) -> None:
         f"{table}_added": "".join(f",\n        {name} {kind}" for name, kind in columns)
         for table, columns in ADDED_COLUMNS.items()
     }
-    with database.write_transaction():
+    with database.schema_transaction() as session:
         for statement in _STATEMENTS:
-            database.execute(statement.format(serial=_SERIAL[database.dialect], **added))
+            session.execute(statement.format(serial=_SERIAL[database.dialect], **added))
         for table, columns in ADDED_COLUMNS.items():
-            present = table_columns(database, table)
+            present = table_columns(session, table)
             for name, kind in columns:
                 if name not in present:
-                    database.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                    session.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
-def table_columns(database: Database, table: str) -> set[str]:
+def table_columns(database: Session, table: str) -> set[str]:
     """The names of a table's columns as the database has them (none for a missing table)."""
     return {row[0] for row in database.fetch(_COLUMN_NAMES[database.dialect], (table,))}

@@ -16,9 +16,12 @@
 Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
 never dies of a request: rejections keep their status, a database fault is 503
 ``ledger_unavailable``, anything unexpected is logged and answered 500 ``internal_error``.
-Writes are serialized inside `Books`; at most HTTP_REQUESTS_CONCURRENT_MAX requests are
-served at once, the rest are answered 503 ``ledger_busy``. A background sweep marks
-expired holds every HOLD_SWEEP_INTERVAL_S (reads judge expiry by the clock meanwhile).
+Requests run side by side (`Books` takes no lock; PostgreSQL locks the cards each one
+changes, SQLite takes them in turn); at most HTTP_REQUESTS_CONCURRENT_MAX requests are
+served at once, the rest are answered 503 ``ledger_busy``, and at most
+BATCH_POSTS_CONCURRENT_MAX of them post batches, so holds are answered while batches post.
+A background sweep marks expired holds every HOLD_SWEEP_INTERVAL_S (reads judge expiry by
+the clock meanwhile).
 
 Run it: ``python -m ledger.server --dsn sqlite:///var/lib/tilltap/ledger.db --port 8080``.
 """
@@ -54,6 +57,8 @@ from ledger.errors import (
 )
 from ledger.limits import (
     BATCH_BYTES_MAX,
+    BATCH_POST_WAIT_S,
+    BATCH_POSTS_CONCURRENT_MAX,
     HOLD_BYTES_MAX,
     HOLD_SWEEP_INTERVAL_S,
     HTTP_BODY_BASE_S,
@@ -66,6 +71,7 @@ from ledger.limits import (
     HTTP_SOCKET_TIMEOUT_S,
     ID_CHARS_MAX,
     LOGINS_RELOAD_INTERVAL_S,
+    SERVER_SWITCH_INTERVAL_S,
 )
 
 log = logging.getLogger(__name__)
@@ -139,6 +145,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.logins = logins
         self.tls = tls
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
+        self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -378,7 +385,15 @@ class _Handler(BaseHTTPRequestHandler):
         document = self._read_json()
         if self._login is not None:
             auth.check_batch(self._login, document)
-        return 200, self.server.books.post_batch(document).to_json()
+        # A turn, not a lock: nothing is held while the batch waits, and the books take no
+        # lock of their own (see BATCH_POSTS_CONCURRENT_MAX).
+        if not self.server.batch_turns.acquire(timeout=BATCH_POST_WAIT_S):
+            raise LedgerUnavailable("too many batches in progress; send it again later",
+                                    reason="ledger_busy")
+        try:
+            return 200, self.server.books.post_batch(document).to_json()
+        finally:
+            self.server.batch_turns.release()
 
     def _register_card(self, card: str) -> Answer:
         """PUT /v1/cards/<card>: register and activate a personalized card (idempotent)."""
@@ -597,9 +612,11 @@ def serve(
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``tilltap ledger serve``: print the URL, serve until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(
+def main(argv: list[str] | None = None,
+         parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    """``tilltap ledger serve``: print the URL, serve until SIGTERM or SIGINT. `parser_class`:
+    the command line's parser (tools/command.py's gives one-line errors)."""
+    parser = parser_class(
         prog="tilltap ledger serve", description="tilltap ledger: settlement intake over HTTP(S)"
     )
     parser.add_argument(
@@ -621,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ledger: --port {options.port} is not a TCP port (0..65535)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # This process is the ledger alone: hand the interpreter over sooner (see the limit).
+    sys.setswitchinterval(SERVER_SWITCH_INTERVAL_S)
     try:
         tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None
         server = serve(options.dsn, options.host, options.port, logins_file=options.logins,

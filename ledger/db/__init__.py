@@ -1,34 +1,44 @@
 """The seam between the books and a SQL database: one small interface, two engines.
 
-`Database` is what the books' SQL modules need and nothing more: fetch rows, run a
-statement, bulk-insert rows, look rows up by a list of ids, and run one serialized write
-transaction. SQL is written once with ``?`` placeholders and portable types; each
-engine adapts it (SQLite: `ledger.db.sqlite`, PostgreSQL via psycopg 3:
-`ledger.db.postgres`, imported only when a PostgreSQL DSN is opened). Nothing in this
-package knows the books' tables: those are `ledger.schema`'s.
+`Session` is what the books' SQL modules need and nothing more: fetch rows, run a
+statement, bulk-insert rows, look rows up by a list of ids, and the clauses that lock the
+rows a statement reads. `Database` hands out sessions: `transact` runs a piece of work in one
+transaction (retried whole, up to TXN_ATTEMPTS_MAX times, when the engine says two
+transactions collided), `read` gives a consistent read. SQL is written once with ``?``
+placeholders and portable types; each engine adapts it (SQLite: `ledger.db.sqlite`, one
+connection and one writer; PostgreSQL via psycopg 3 and a connection pool:
+`ledger.db.postgres`, imported only when a PostgreSQL DSN is opened, where transactions run
+side by side and lock only the rows they change). Nothing in this package knows the books'
+tables: those are `ledger.schema`'s.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.errors import ConfigInvalid
 
 Row = tuple[Any, ...]
+Result = TypeVar("Result")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite://"
 SQLITE_MEMORY = ":memory:"
 
 
-class Database(ABC):
-    """A connection to the books' database; callers serialize access (one thread at a time)."""
+class Session(ABC):
+    """Statements on one connection: inside a transaction of `Database.transact`/`read`, or
+    (on a `Database` itself) each statement on its own, committed at once."""
 
     dialect: str
-    errors: tuple[type[Exception], ...]
-    """Driver exceptions that mean "the database failed", mapped to LedgerUnavailable."""
+    lock_rows: str
+    """Appended to a SELECT whose rows the transaction will change or rely on: PostgreSQL
+    " FOR UPDATE" (held until commit; another transaction locking them waits), SQLite ""
+    (its one writer already excludes every other)."""
+    lock_rows_skip_locked: str
+    """The same, but rows another transaction holds are left out instead of waited for."""
 
     @abstractmethod
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -46,13 +56,32 @@ class Database(ABC):
     def fetch_in(self, sql: str, column: str, ids: Iterable[str]) -> list[Row]:
         """Run `sql` whose ``{match}`` stands for "`column` is one of `ids`"; rows of all ids."""
 
+
+class Database(Session):
+    """The books' database: sessions for the books' work, and single statements for tools."""
+
+    errors: tuple[type[Exception], ...]
+    """Driver exceptions that mean "the database failed", mapped to LedgerUnavailable."""
+
     @abstractmethod
-    def write_transaction(self) -> AbstractContextManager[None]:
-        """One atomic transaction holding the books' single writer lock; rolls back on error."""
+    def transact(self, work: Callable[[Session], Result]) -> Result:
+        """`work` in one read-write transaction, committed when it returns, rolled back when
+        it raises. Where the engine runs transactions side by side, one that collided with
+        another (deadlock, serialization failure, a unique key taken meanwhile) is rolled
+        back and `work` run again from the start, at most TXN_ATTEMPTS_MAX times, so `work`
+        must only read and write through its session."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Session]:
+        """A session whose reads all see the books at one moment (no writes)."""
+
+    @abstractmethod
+    def schema_transaction(self) -> AbstractContextManager[Session]:
+        """One transaction that no other ledger process's schema change interleaves with."""
 
     @abstractmethod
     def close(self) -> None:
-        """Release the connection; the object is unusable afterwards."""
+        """Release the connections; the object is unusable afterwards."""
 
 
 def open_database(dsn: str) -> Database:
@@ -62,7 +91,8 @@ def open_database(dsn: str) -> Database:
             from ledger.db.postgres import PostgresDatabase
         except ImportError as error:
             raise ConfigInvalid(
-                "driver_missing", "PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'"
+                "driver_missing",
+                "PostgreSQL needs psycopg 3 and its pool: pip install 'tilltap[postgres]'",
             ) from error
         return PostgresDatabase(dsn)
     from ledger.db.sqlite import SqliteDatabase

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ledger.books import open_books
-from tools.bench import auth, gateway, run, settlement
+from tools.bench import auth, central_auth, gateway, run, settlement
 from tools.bench.run import Metric, Section
 
 
@@ -196,3 +196,21 @@ def test_gateway_workload_chains_each_terminals_records() -> None:
         "T0001", "T0002", "T0001", "T0002", "T0001", "T0001", "T0001", "T0001", "T0001",
         "T0001"]
     assert len(set(chain)) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_central_authorization_runs_and_returns_well_formed_metrics() -> None:
+    section = central_auth.measure_levels((2,), 0.5)
+    if settlement.postgres_problem() is not None:
+        assert section.metrics == [] and "skipped" in section.notes[0]
+        return
+    assert [m.metric for m in section.metrics] == [
+        "central_auth.holds_per_s@2gw", "central_auth.hold_p50_ms@2gw",
+        "central_auth.hold_p99_ms@2gw", "central_auth.batch_post_rate@2gw"]
+    for metric in section.metrics:
+        assert_well_formed(metric.as_json())
+    assert all(metric.n > 0 for metric in section.metrics)
+    goals = {g.goal: g for g in run.evaluate_goals(section.metrics)}
+    assert any(g.startswith("central authorization") and r.status == "not measured"
+               for g, r in goals.items())

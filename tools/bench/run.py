@@ -46,6 +46,8 @@ SETTLE_RATIO_MIN = 0.3  # posting >= 0.3x a raw bulk insert of the same postings
 # transaction than the smallest. Runs on two shared cores vary by about 10-20 % run to run.
 GROWTH_RATIO_MAX = 1.3
 GROWTH_MARK = "_per_txn@"
+CENTRAL_AUTH_P99_MS_MAX = 50.0  # hold p99 at the ledger with 16 gateways while batches post
+CENTRAL_AUTH_GATEWAYS = 16
 
 
 def size_label(count: int) -> str:
@@ -141,8 +143,22 @@ def evaluate_goals(metrics: Sequence[Metric]) -> list[GoalResult]:
         raw = "COPY" if engine == "postgresql" else "one-transaction executemany"
         results.append(_at_least(f"settlement on {engine} >= 0.3x raw {raw}",
                                  by_name.get(f"settle.{engine}.post_rate"), SETTLE_RATIO_MIN))
+    results.append(_central_auth_p99(
+        by_name.get(f"central_auth.hold_p99_ms@{CENTRAL_AUTH_GATEWAYS}gw")))
     results.extend(_growth(metrics))
     return results
+
+
+def _central_auth_p99(metric: Metric | None) -> GoalResult:
+    goal = (f"central authorization: hold p99 < {CENTRAL_AUTH_P99_MS_MAX:.0f} ms with"
+            f" {CENTRAL_AUTH_GATEWAYS} gateways while batches post")
+    if metric is None:
+        return GoalResult(goal, "not measured", "")
+    detail = f"p99 {metric.value:.3g} ms"
+    if metric.value < CENTRAL_AUTH_P99_MS_MAX:
+        return GoalResult(goal, "met", detail)
+    return GoalResult(goal, "missed",
+                      f"{detail}, over by {metric.value - CENTRAL_AUTH_P99_MS_MAX:.3g} ms")
 
 
 def _at_least(goal: str, metric: Metric | None, ratio_min: float) -> GoalResult:
@@ -236,6 +252,7 @@ SECTION_MODULES = (
     ("gateway ingest", "tools.bench.gateway"),
     ("authorization round trip", "tools.bench.auth"),
     ("settlement", "tools.bench.settlement"),
+    ("central authorization", "tools.bench.central_auth"),
     ("firmware on MicroPython", "tools.bench.firmware"),
 )
 OPTIONAL_MODULES = {"tools.bench.firmware": "tools/bench/firmware.py"}
