@@ -6,13 +6,14 @@
 #   make lint                     ruff + mypy (CPython, then MicroPython's esp32 and rp2 stubs)
 #   make bench [QUICK=1]          the benchmarks
 #   make fuzz [MESSAGES=N SEED=S] a fuzz campaign: 100,000 hostile messages by default
+#   make gauntlet [SEED=S KILLS=N] real processes through seeded faults (not in `make test`)
 #   make clean / make distclean   remove caches / also .venv and node_modules
 
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap demo test lint bench fuzz clean distclean
+.PHONY: bootstrap demo test lint bench fuzz gauntlet clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -35,6 +36,12 @@ bench: bootstrap
 # The short campaign (3,000 messages) runs in `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap
 	$(BIN)/tilltap fuzz --messages $(or $(MESSAGES),100000) --seed $(or $(SEED),2026) $(ARGS)
+
+# 20 gateway kills and every other fault, the ledger on PostgreSQL; exit 1 on anything lost,
+# doubled, phantom, an unbalanced book or a hold left open. A short variant runs in
+# `make test` (tests/e2e/test_gauntlet.py).
+gauntlet: bootstrap
+	$(BIN)/tilltap gauntlet --seed $(or $(SEED),1) --gateway-kills $(or $(KILLS),20) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -19,15 +19,18 @@ import sys
 import time
 from typing import Any
 
+from protocol import money
 from protocol.errors import ProtocolError
 from protocol.ntag424 import CardStatusError, native_response
 from protocol.ntag424_commands import additional_frame, get_version, parse_version
 from protocol.ntag424_sun import verify_sun_url
-from tools.cards import CardToolError, MasterKeys, load_master_keys
+from protocol.ntag424_template import URI_HTTPS, sun_template
+from tools.cards import KEY_NUMBERS, CardToolError, MasterKeys, load_master_keys
 from tools.personalize import PersonalizeError, personalize
 from tools.transports import TransportError, open_reader
 
 CARD_WAIT_S = 30.0
+NDEF_FILE_BYTES = 256  # NTAG 424 DNA file 02
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -92,6 +95,7 @@ def personalize_command(args: Any) -> int:
         return EXIT_BAD_INPUT
     try:
         master_keys = load_master_keys(args.master_key)
+        check_personalization(master_keys, args.url_prefix, args.currency)
     except CardToolError as error:
         print(f"tilltap card personalize: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -114,6 +118,29 @@ def personalize_command(args: Any) -> int:
         return EXIT_FAILED
     print(json.dumps(summary, indent=2, sort_keys=True))
     return EXIT_OK if not summary["failed"] else EXIT_FAILED
+
+
+def check_personalization(master_keys: MasterKeys, url_prefix: str, currency: str) -> None:
+    """What can be known before a card's keys change: every master is in the key file, the
+    URL fits a card's NDEF file, the currency is one; CardToolError otherwise."""
+    missing = [number for number in KEY_NUMBERS if number not in master_keys.key_numbers()]
+    if missing:
+        raise CardToolError(f"the key file lacks master {', '.join(map(str, missing))}: "
+                            "personalizing needs all five (masters_hex \"0\"..\"4\")")
+    if not url_prefix.startswith(URI_HTTPS) or any(c in url_prefix for c in "?# "):
+        raise CardToolError(f"--url-prefix {url_prefix!r} must be https://host/path (the "
+                            "card adds ?picc_data=...&cmac=...)")
+    try:
+        ndef, _settings = sun_template(url_prefix)
+    except (ValueError, UnicodeError):
+        ndef = b""
+    if not ndef or len(ndef) > NDEF_FILE_BYTES:
+        raise CardToolError(f"--url-prefix {url_prefix!r} does not fit the card's "
+                            f"{NDEF_FILE_BYTES}-byte NDEF file")
+    try:
+        money.check_currency(currency)
+    except ProtocolError as error:
+        raise CardToolError(f"--currency {currency!r}: {error.detail}") from None
 
 
 def personalize_batch(reader: str, count: int, master_keys: MasterKeys, url_prefix: str,

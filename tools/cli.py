@@ -19,6 +19,9 @@
     tilltap bench [--quick]                    benchmarks: JSON lines, then a table and goals
     tilltap fuzz [--messages N] [--seed S] [--no-tls]   hostile messages against a deployed
                                                store, then its checks; a JSON summary
+    tilltap gauntlet [--seed S] [--gateway-kills N] [--faults ...]   real processes through
+                                               seeded faults; lost, doubled, phantom, trial
+                                               balance, holds open (exit 1 unless all 0)
     tilltap firmware build --board NAME [--out DIR] [--config FILE]   a board's deployable folder
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
     tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
@@ -29,6 +32,12 @@
                                                check a SUN URL, print JSON (exit 0 / 1 / 2)
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
                                                key, board config, registry entry, broker login
+    tilltap --version                          the installed version
+
+Exit status (tools/command.py): 0 done; 2 a person's mistake (one line on stderr: a bad option,
+a missing or wrong file); 1 something outside failed (a broker or ledger that refuses or is
+absent, a disk); 130 stopped by Ctrl-C. No traceback unless `tilltap --debug COMMAND ...`.
+Read-only commands (report --dsn, gateway exposure/refusals) never create or change a file.
 """
 
 from __future__ import annotations
@@ -36,11 +45,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import cast
+
+from tools.command import (
+    OneLineParser,
+    ReadOnlyStore,
+    UsageError,
+    checked_ledger_dsn,
+    file_to_write,
+    folder_to_fill,
+    guarded,
+    http_url,
+    identifier,
+    non_negative_int,
+    open_read_only,
+    port,
+    positive_int,
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from tools.demo import render, run_demo
+
+    if args.operations < args.terminals:
+        raise UsageError(f"--operations {args.operations} is fewer than --terminals "
+                         f"{args.terminals}: each terminal runs operations / terminals")
+    if args.ledger_dsn is not None:
+        checked_ledger_dsn(args.ledger_dsn, must_exist=False)
+        if _has_content(args.ledger_dsn):
+            raise UsageError(f"{args.ledger_dsn} already holds a ledger: the demo needs a "
+                             "new database")
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -55,12 +91,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report["differences"] == 0 else 1
 
 
+def _has_content(dsn: str) -> bool:
+    from tools.command import sqlite_file
+
+    path = sqlite_file(dsn)
+    return path is not None and path.exists() and path.stat().st_size > 0
+
+
 def _gateway_settle(args: argparse.Namespace) -> int:
     from gateway.settle import settle
     from gateway.store import GatewayStore
     from ledger.client import connect
     from ledger.errors import ConfigInvalid
 
+    open_read_only(args.db, "gateway").close()  # settles an existing store, never a new one
     try:
         ledger = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
     except ConfigInvalid as error:
@@ -80,9 +124,9 @@ def _gateway_exposure(args: argparse.Namespace) -> int:
     from gateway import store_reports
     from gateway.store import GatewayStore
 
-    store = GatewayStore(args.db)
+    store = ReadOnlyStore(args.db)  # store_reports calls only `read`
     try:
-        by_card, by_terminal = store_reports.exposure(store)
+        by_card, by_terminal = store_reports.exposure(cast(GatewayStore, store))
     finally:
         store.close()
     rows = ([{"scope": "card", "id": card, "exposure_minor": value}
@@ -104,7 +148,7 @@ def _gateway_refusals(args: argparse.Namespace) -> int:
     from gateway import store_reports
     from gateway.store import GatewayStore
 
-    store = GatewayStore(args.db)
+    store = cast(GatewayStore, ReadOnlyStore(args.db))  # store_reports calls only `read`
     try:
         rows = ([dict(row, refused_by="gateway") for row in store_reports.refusals(store)]
                 + [dict(row, refused_by="ledger")
@@ -146,7 +190,7 @@ def _programs_check(args: argparse.Namespace) -> int:
 
     try:
         programs = load_programs(args.file)
-    except (ProgramFileError, OSError) as error:
+    except (ProgramFileError, OSError, UnicodeDecodeError) as error:
         print(f"tilltap programs check: {error}", file=sys.stderr)
         return 2
     for program in programs.values():
@@ -259,17 +303,24 @@ def _report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from tools.ledger_logins import add_client_arguments
 
-    parser = argparse.ArgumentParser(prog="tilltap", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="tilltap", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tilltap {_version()}",
+                        help="print the version and stop")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (before the command)")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a reconciled business day")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--ledger-dsn", default=None,
-                      help="ledger database (default: SQLite in a temporary folder)")
-    demo.add_argument("--terminals", type=int, default=3)
-    demo.add_argument("--cards", type=int, default=30)
-    demo.add_argument("--operations", type=int, default=540)
-    demo.add_argument("--seed", type=int, default=2026)
+                      help="a new ledger database, postgresql://... or sqlite:///abs/path.db "
+                           "(default: SQLite in a temporary folder)")
+    demo.add_argument("--terminals", type=positive_int, default=3,
+                      help="simulated terminals (3)")
+    demo.add_argument("--cards", type=positive_int, default=30, help="cards personalized (30)")
+    demo.add_argument("--operations", type=positive_int, default=540,
+                      help="operations, shared among the terminals (540)")
+    demo.add_argument("--seed", type=int, default=2026, help="random seed (2026)")
     demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="benchmarks against the raw parts, same run")
@@ -277,13 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_bench)
     commands.add_parser("fuzz", help="a fuzz campaign against a store as deployed",
                         add_help=False)
+    commands.add_parser("gauntlet", help="the store's processes through seeded faults",
+                        add_help=False)
 
     gateway = commands.add_parser("gateway", help="the store gateway").add_subparsers(
         dest="gateway_command", required=True)
     gateway.add_parser("run", help="run the gateway service", add_help=False)
     settle = gateway.add_parser("settle", help="post open settlement batches to the ledger")
-    settle.add_argument("--db", required=True)
-    settle.add_argument("--id", default="gw1")
+    settle.add_argument("--db", required=True, help="the gateway's SQLite store (must exist)")
+    settle.add_argument("--id", type=identifier, default="gw1", help="the gateway's id (gw1)")
     add_client_arguments(settle, required=True)
     settle.set_defaults(handler=_gateway_settle)
     for name, handler, text in (
@@ -292,33 +345,39 @@ def build_parser() -> argparse.ArgumentParser:
             ("refusals", _gateway_refusals,
              "records refused after their MAC verified: sales to look at")):
         report = gateway.add_parser(name, help=text)
-        report.add_argument("--db", required=True)
-        report.add_argument("--format", choices=("csv", "json"), default="csv")
+        report.add_argument("--db", required=True,
+                            help="the gateway's SQLite store, opened read-only")
+        report.add_argument("--format", choices=("csv", "json"), default="csv",
+                            help="output format (csv)")
         report.set_defaults(handler=handler)
     gateway_provision = gateway.add_parser(
         "provision", help="the gateway's broker login: password entry, ACL, login file")
-    gateway_provision.add_argument("--id", default="gw1")
-    gateway_provision.add_argument("--mosquitto-dir", required=True,
+    gateway_provision.add_argument("--id", type=identifier, default="gw1",
+                                   help="the gateway's id (gw1)")
+    gateway_provision.add_argument("--mosquitto-dir", required=True, type=folder_to_fill,
                                    help="folder of the broker's passwd and acl files")
-    gateway_provision.add_argument("--out", required=True,
+    gateway_provision.add_argument("--out", required=True, type=file_to_write,
                                    help="the login file `gateway run --broker-login` reads")
     gateway_provision.set_defaults(handler=_gateway_provision)
     store = commands.add_parser("store", help="a store's set-up").add_subparsers(
         dest="store_command", required=True)
     broker_config = store.add_parser(
         "broker-config", help="the store's Mosquitto configuration: TLS only, logins, ACL")
-    broker_config.add_argument("--out", required=True, help="the mosquitto.conf to write")
+    broker_config.add_argument("--out", required=True, type=file_to_write,
+                               help="the mosquitto.conf to write")
     broker_config.add_argument("--mosquitto-dir", required=True,
                                help="folder of passwd and acl (terminal/gateway provision)")
     broker_config.add_argument("--tls-dir", required=True,
                                help="folder of ca.pem, broker.pem, broker.key (store tls)")
-    broker_config.add_argument("--port", type=int, default=8883)
+    broker_config.add_argument("--port", type=port, default=8883,
+                               help="the TLS listener's port (8883)")
     broker_config.add_argument("--bind", default=None, help="address to listen on (all)")
     broker_config.add_argument("--group", default=None,
                                help="the group Mosquitto runs as: may read the secret files")
     broker_config.set_defaults(handler=_store_broker_config)
     store_tls = store.add_parser("tls", help="the store's CA and its broker's certificate")
-    store_tls.add_argument("--out", required=True, help="folder for ca.pem, broker.pem, keys")
+    store_tls.add_argument("--out", required=True, type=folder_to_fill,
+                           help="folder for ca.pem, broker.pem, keys")
     store_tls.add_argument("--host", required=True, help="the broker's address (IP or name)")
     store_tls.add_argument("--store", default="store", help="the store's name, in the CA")
     store_tls.set_defaults(handler=_store_tls)
@@ -328,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     firmware_build = firmware_commands.add_parser(
         "build", help="compile protocol/ and firmware/ for a board into a deployable folder")
     firmware_build.add_argument("--board", required=True, help="e.g. esp32_pn532, pico_w_pn532")
-    firmware_build.add_argument("--out", default=None, help="folder (default build/firmware)")
+    firmware_build.add_argument("--out", default=None, type=folder_to_fill,
+                                help="folder (default build/firmware)")
     firmware_build.add_argument("--config", default=None,
                                 help="the terminal's provisioned config JSON (holds its key)")
     firmware_build.set_defaults(handler=_firmware_build)
@@ -344,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     programs = commands.add_parser("programs", help="card program files").add_subparsers(
         dest="programs_command", required=True)
     programs_check = programs.add_parser("check", help="validate a program file (TOML)")
-    programs_check.add_argument("file")
+    programs_check.add_argument("file", help="the program file (TOML, docs/programs.md)")
     programs_check.set_defaults(handler=_programs_check)
     programs_simulate = programs.add_parser(
         "simulate", help="run operations (JSON lines) through the program engine")
@@ -366,37 +426,49 @@ def build_parser() -> argparse.ArgumentParser:
     verify_sun.set_defaults(handler=_card_verify_sun)
     personalize = card.add_parser(
         "personalize", help="personalize factory cards at a reader and register them")
-    personalize.add_argument("--count", type=int, default=1)
-    personalize.add_argument("--reader", default="pcsc",
+    personalize.add_argument("--count", type=positive_int, default=1,
+                             help="cards to personalize, one after the other (1)")
+    personalize.add_argument("--reader", default="pcsc", type=_reader,
                              help="pcsc | pcsc:NAME | usb[:...] | udp:HOST:PORT")
-    personalize.add_argument("--master-key", metavar="FILE", required=True)
-    personalize.add_argument("--url-prefix", required=True, help="https://... the card's URL")
-    personalize.add_argument("--program", required=True)
-    personalize.add_argument("--value-minor", type=int, default=0, help="opening value")
-    personalize.add_argument("--currency", default="EUR")
-    personalize.add_argument("--merchant", required=True)
+    personalize.add_argument("--master-key", metavar="FILE", required=True,
+                             help="the master-key file with all five masters (docs/cards.md)")
+    personalize.add_argument("--url-prefix", required=True, type=http_url,
+                             help="https://... the card's URL")
+    personalize.add_argument("--program", required=True, type=identifier,
+                             help="the card program the cards are registered with")
+    personalize.add_argument("--value-minor", type=non_negative_int, default=0,
+                             help="opening value, in minor units (0)")
+    personalize.add_argument("--currency", default="EUR", help="ISO 4217 code (EUR)")
+    personalize.add_argument("--merchant", required=True, type=identifier,
+                             help="the merchant the cards belong to")
     add_client_arguments(personalize, required=True)
     personalize.set_defaults(handler=_card_personalize)
     inspect = card.add_parser("inspect", help="UID, version, SUN (and its check) of one card")
-    inspect.add_argument("--reader", default="pcsc")
-    inspect.add_argument("--master-key", metavar="FILE", default=None)
+    inspect.add_argument("--reader", default="pcsc", type=_reader,
+                         help="pcsc | pcsc:NAME | usb[:...] | udp:HOST:PORT")
+    inspect.add_argument("--master-key", metavar="FILE", default=None,
+                         help="master-key file: also check the card's SUN")
     inspect.set_defaults(handler=_card_inspect)
 
     terminal = commands.add_parser("terminal", help="terminals").add_subparsers(
         dest="terminal_command", required=True)
     provision = terminal.add_parser(
         "provision", help="new key, board config.json, registry entry, Mosquitto login and ACL")
-    provision.add_argument("--merchant", required=True)
-    provision.add_argument("--terminal", required=True)
-    provision.add_argument("--out", default=None,
+    provision.add_argument("--merchant", required=True, type=identifier,
+                           help="the terminal's merchant id")
+    provision.add_argument("--terminal", required=True, type=identifier,
+                           help="the terminal's id (1..32 of A-Z a-z 0-9 _ -)")
+    provision.add_argument("--out", default=None, type=folder_to_fill,
                            help="folder for config.json (default build/terminals/TERMINAL)")
-    provision.add_argument("--registry", default=None,
+    provision.add_argument("--registry", default=None, type=file_to_write,
                            help="gateway terminal registry JSON (default build/registry.json)")
-    provision.add_argument("--mosquitto-dir", default=None,
+    provision.add_argument("--mosquitto-dir", default=None, type=folder_to_fill,
                            help="folder of the broker's passwd and acl (default build/mosquitto)")
-    provision.add_argument("--currency", default="EUR")
-    provision.add_argument("--broker-host", default="127.0.0.1")
-    provision.add_argument("--broker-port", type=int, default=1883)
+    provision.add_argument("--currency", default="EUR", help="ISO 4217 code (EUR)")
+    provision.add_argument("--broker-host", default="127.0.0.1",
+                           help="the broker the board connects to (127.0.0.1)")
+    provision.add_argument("--broker-port", type=port, default=1883,
+                           help="its port (1883)")
     provision.add_argument("--wifi-ssid", default="",
                            help="the board's Wi-Fi; its password from $TILLTAP_WIFI_PASSWORD")
     provision.add_argument("--programs", default=None, help="card programs JSON for the board")
@@ -421,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == ["--debug"]
+    if debug:
+        argv = argv[1:]
+    command = "tilltap " + " ".join(word for word in argv[:2] if not word.startswith("-"))
+    return guarded(command.strip(), lambda: _dispatch(argv), debug)
+
+
+def _dispatch(argv: list[str]) -> int:
     # Services own their full argument parsing; hand them the rest of the line unchanged.
     if argv[:2] == ["gateway", "run"]:
         from tools.gateway_run import main as gateway_main
@@ -429,14 +509,47 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["ledger", "serve"]:
         from ledger.server import main as ledger_main
 
-        return ledger_main(argv[2:])
+        _check_serve_dsn(argv[2:])
+        return ledger_main(argv[2:], parser_class=OneLineParser)
     if argv[:1] == ["fuzz"]:
         from tools.fuzz.campaign import main as fuzz_main
 
         return fuzz_main(argv[1:])
+    if argv[:1] == ["gauntlet"]:
+        from tools.gauntlet.run import main as gauntlet_main
+
+        return gauntlet_main(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result
+
+
+def _check_serve_dsn(argv: list[str]) -> None:
+    """`ledger serve --dsn`: a SQLite file's folder exists and the file, if any, is a
+    ledger's (ledger/server.py parses the rest)."""
+    pre = OneLineParser(prog="tilltap ledger serve", add_help=False)
+    pre.add_argument("--dsn")
+    known, _ = pre.parse_known_args(argv)
+    if known.dsn:
+        checked_ledger_dsn(known.dsn, must_exist=False)
+
+
+READER_KINDS = ("pcsc", "usb", "tty", "udp")
+
+
+def _reader(text: str) -> str:
+    """A --reader value: pcsc, pcsc:NAME, usb[:...], tty:..., udp[:HOST[:PORT]]."""
+    if text.partition(":")[0] not in READER_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a reader: pcsc, pcsc:NAME, usb[:...], tty:..., udp:HOST:PORT")
+    return text
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tilltap")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware.boards import CONFIG_REQUIRED  # what the board's start() needs in config.json
+from firmware.settings import check_programs
+from gateway.registry import TERMINAL_KEY_BYTES
+from protocol import money
+from protocol.errors import ProtocolError
+from protocol.messages import is_id
 from tools.mpy.closure import board_modules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +47,7 @@ BOARDS_PACKAGE = "firmware/boards"
 MIP_PACKAGE_JSON = REPO_ROOT / "firmware" / "package.json"
 DEFAULT_BUILD_DIR = Path("build") / "firmware"
 BUILD_JSON = "build.json"
+BUILDING_MARK = ".building"  # there until build.json is written: an interrupted build
 CONFIG_JSON = "config.json"
 MAIN_PY = "import board\nfrom firmware.boards import start\n\nstart(board)\n"
 COMPILE_TIMEOUT_S = 60
@@ -141,23 +147,52 @@ def read_config(path: Path) -> dict[str, Any]:
     missing = [name for name in CONFIG_REQUIRED if name not in config]
     if missing:
         raise FirmwareError(f"config file {path} lacks {', '.join(missing)}")
-    try:
-        bytes.fromhex(config["key_hex"])
-    except (TypeError, ValueError):
-        raise FirmwareError(f"config file {path}: key_hex is not hexadecimal") from None
+    fault = config_fault(config)
+    if fault is not None:
+        raise FirmwareError(f"config file {path}: {fault}")
     return config
 
 
+def config_fault(config: dict[str, Any]) -> str | None:
+    """What is wrong with a terminal's config (naming the field, never its value), or None:
+    a board would otherwise fail at its first sale, or never connect."""
+    for name in ("terminal", "merchant"):
+        if not is_id(config[name]):
+            return f"{name} must be 1..32 of A-Z a-z 0-9 _ -"
+    key_hex = config["key_hex"]
+    if (not isinstance(key_hex, str) or len(key_hex) != 2 * TERMINAL_KEY_BYTES
+            or not all(c in "0123456789abcdefABCDEF" for c in key_hex)):
+        return f"key_hex must be {2 * TERMINAL_KEY_BYTES} hexadecimal digits"
+    try:
+        money.check_currency(config["currency"])
+        check_programs(config.get("programs", {}))
+    except ProtocolError as error:
+        return f"{error.reason}: {error.detail}"
+    if not isinstance(config["broker_host"], str) or not config["broker_host"]:
+        return "broker_host must be a host name or address"
+    broker_port = config.get("broker_port", 1883)
+    if (not isinstance(broker_port, int) or isinstance(broker_port, bool)
+            or not 1 <= broker_port <= 0xFFFF):
+        return "broker_port must be a whole number 1..65535"
+    for name in ("wifi_ssid", "wifi_password", "broker_user", "broker_password"):
+        if name in config and not isinstance(config[name], str):
+            return f"{name} must be text"
+    return None
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
-    """An empty folder: a previous build there is replaced, anything else is left alone."""
+    """An empty folder: a previous build there (finished, or interrupted: its mark is still
+    there) is replaced, anything else is left alone. The mark goes in first."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise FirmwareError(f"{out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / BUILD_JSON).is_file():
+        if (any(out_dir.iterdir()) and not (out_dir / BUILD_JSON).is_file()
+                and not (out_dir / BUILDING_MARK).is_file()):
             raise FirmwareError(f"{out_dir} is not empty and holds no earlier build; "
                                 "choose another --out")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    (out_dir / BUILDING_MARK).write_text("a build in progress or interrupted\n")
 
 
 def build(board: str, out_dir: Path = DEFAULT_BUILD_DIR,
@@ -176,7 +211,8 @@ def build(board: str, out_dir: Path = DEFAULT_BUILD_DIR,
         config_file.touch(mode=0o600)
         config_file.write_text(json.dumps(config, sort_keys=True, separators=(",", ":")))
     files = {path.relative_to(out_dir).as_posix(): path.stat().st_size
-             for path in sorted(out_dir.rglob("*")) if path.is_file()}
+             for path in sorted(out_dir.rglob("*"))
+             if path.is_file() and path.name != BUILDING_MARK}
     report = BuildReport(
         board=board, out_dir=out_dir, files=files,
         mpy_bytes_total=sum(size for name, size in files.items() if name.endswith(".mpy")),
@@ -188,6 +224,7 @@ def build(board: str, out_dir: Path = DEFAULT_BUILD_DIR,
         "mpy_bytes_total": report.mpy_bytes_total,
         "micropython_lib": report.micropython_lib,
     }, indent=2, sort_keys=True) + "\n")
+    (out_dir / BUILDING_MARK).unlink()
     return report
 
 

@@ -12,8 +12,11 @@ import argparse
 import json
 import logging
 import signal
+import socket
+import ssl
 import sys
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,37 @@ from gateway.ledger_holds import HoldSettings
 from gateway.registry import TerminalRegistry
 from gateway.service import SETTLE_INTERVAL_S, Gateway
 from gateway.stage import exit_process, thread
-from ledger.client import read_token
+from ledger.client import LedgerClient, read_token
 from ledger.errors import ConfigInvalid
 from protocol.errors import ProtocolError
+from protocol.keys import KEY_SDM_FILE_READ, KEY_SDM_META_READ
+from protocol.offline import check_limits
 from protocol.programs import validate_programs
+from tools.cards import CardToolError, load_master_keys
+from tools.command import (
+    OneLineParser,
+    OutsideFailure,
+    UsageError,
+    check_writable_path,
+    existing_file,
+    file_to_write,
+    guarded,
+    identifier,
+    non_negative_int,
+    non_negative_seconds,
+    open_read_only,
+    port,
+)
 from tools.ledger_logins import add_client_arguments
-from tools.programs import load_programs
+from tools.programs import ProgramFileError, load_programs
 
 HEALTH_WRITE_INTERVAL_S = 0.5  # --health-out: how often the health is looked at
+BROKER_PROBE_TIMEOUT_S = 5.0
+# MQTT 3.1.1 CONNECT: clean session, keep-alive 10 s, empty client id and no login, so the
+# broker names the probe itself and the gateway's persistent session is never touched.
+MQTT_PROBE_CONNECT = bytes.fromhex("100c00044d5154540402000a0000")
+MQTT_CONNACK = 0x20
+MQTT_DISCONNECT = bytes.fromhex("e000")
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +84,78 @@ def _load_login(path: str) -> tuple[str, str]:
     return user, password
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tilltap gateway run", description=__doc__)
-    parser.add_argument("--id", default="gw1")
-    parser.add_argument("--broker-host", default="127.0.0.1")
-    parser.add_argument("--broker-port", type=int, default=1883)
-    parser.add_argument("--db", required=True, help="SQLite file of the gateway's journal")
-    parser.add_argument("--terminals", required=True, help="terminal registry JSON")
+FILE_ERRORS = (ProtocolError, OSError, ValueError, KeyError, TypeError, AssertionError,
+               CardToolError)
+
+
+def _read(option: str, path: str, load: Callable[[str], Any]) -> Any:
+    """What `load` makes of the file given to `option`; UsageError naming both if it cannot."""
+    try:
+        return load(path)
+    except OSError as error:
+        raise UsageError(f"{option} {path}: {error.strerror}") from None
+    except ConfigInvalid as error:
+        raise UsageError(f"{option} {path}: {error.detail}") from None
+    except ProgramFileError as error:
+        raise UsageError(str(error)) from None
+    except FILE_ERRORS as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+        raise UsageError(f"{option} {path} is not usable: {detail or type(error).__name__}"
+                         ) from None
+
+
+def _limits(path: str) -> dict[str, int]:
+    limits = _load_json(path)
+    check_limits(limits)
+    return limits
+
+
+def _card_keys(path: str) -> CardKeys:
+    masters = load_master_keys(path)
+    return CardKeys(masters.master(KEY_SDM_META_READ), masters.master(KEY_SDM_FILE_READ),
+                    masters.system_id)
+
+
+def _store_path(path: str) -> str:
+    """--db: a file in an existing folder; if it exists and holds anything, a gateway's."""
+    check_writable_path(Path(path))
+    if Path(path).exists() and Path(path).stat().st_size > 0:
+        open_read_only(path, "gateway").close()
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="tilltap gateway run", description=__doc__)
+    parser.add_argument("--id", type=identifier, default="gw1",
+                        help="this gateway's id, as the ledger knows it (gw1)")
+    parser.add_argument("--broker-host", default="127.0.0.1",
+                        help="the store's MQTT broker (127.0.0.1)")
+    parser.add_argument("--broker-port", type=port, default=1883, help="its port (1883)")
+    parser.add_argument("--db", required=True,
+                        help="SQLite file of the gateway's journal (its folder must exist)")
+    parser.add_argument("--terminals", required=True,
+                        help="terminal registry JSON (tilltap terminal provision)")
     parser.add_argument("--programs", required=True,
                         help="card programs: TOML (docs/programs.md), or JSON by program id")
     add_client_arguments(parser)
-    parser.add_argument("--limits", default=None, help="offline limits JSON (default: none)")
-    parser.add_argument("--config-version", type=int, default=1)
+    parser.add_argument("--limits", default=None,
+                        help="offline limits JSON (default: none)")
+    parser.add_argument("--config-version", type=non_negative_int, default=1,
+                        help="lowest configuration version to publish (1)")
     parser.add_argument("--broker-login", default=None,
                         help="the gateway's broker login, JSON {user, password}, as "
                              "`tilltap gateway provision` writes it (default: anonymous)")
-    parser.add_argument("--broker-ca", default=None,
+    parser.add_argument("--broker-ca", default=None, type=existing_file,
                         help="TLS to the broker, trusting this CA (tilltap store tls)")
-    parser.add_argument("--settle-every-s", type=float, default=SETTLE_INTERVAL_S,
+    parser.add_argument("--settle-every-s", type=non_negative_seconds,
+                        default=SETTLE_INTERVAL_S,
                         help="settle with the ledger (expiry first) this often; 0: never")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
-    parser.add_argument("--stats-out", default=None,
+    parser.add_argument("--stats-out", default=None, type=file_to_write,
                         help="write the gateway's counters (received, accepted, rejected by "
                              "reason, ...) to this JSON file when it stops")
-    parser.add_argument("--health-out", default=None,
+    parser.add_argument("--health-out", default=None, type=file_to_write,
                         help="keep the gateway's health in this JSON file, rewritten within "
                              f"{HEALTH_WRITE_INTERVAL_S:g} s of a change: {{\"store\": "
                              "{\"status\": \"ok\" | \"store_unavailable\", \"since\", "
@@ -98,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stand-in-card-minor-max", type=int,
                         default=defaults.stand_in_card_minor_max,
                         help="card value per card approved while the ledger is out of reach")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every setting and file is checked before anything is written; then the broker is
+    tried; only then is the store opened. A person's mistake exits 2 with one line, a broker
+    that is absent, refuses or is no MQTT broker exits 1 (tools/command.py)."""
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         hold_settings = HoldSettings(
@@ -107,26 +188,25 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        programs = _load_programs(args.programs)
-        login = _load_login(args.broker_login) if args.broker_login else None
-        ledger_token = read_token(args.ledger_token_file) if args.ledger_token_file else None
-    except (ProtocolError, OSError, ValueError, KeyError, TypeError) as error:
         # An invalid program file never reaches a terminal: the gateway does not start.
+        settings = _Settings(args, hold_settings)
+        settings.check_store_and_ledger()
+    except UsageError as error:
         print(f"tilltap gateway run: {error}", file=sys.stderr)
         return 2
-    except ConfigInvalid as error:
-        print(f"tilltap gateway run: {error.detail}", file=sys.stderr)
-        return 2
+    probe_broker(args.broker_host, args.broker_port, args.broker_ca)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    created = not Path(args.db).exists()
+    gateway = _gateway(args, settings)
     try:
-        gateway = _gateway(args, programs, hold_settings, login, ledger_token)
-    except ConfigInvalid as error:
-        print(f"tilltap gateway run: {error.detail}", file=sys.stderr)
-        return 2
+        gateway.start()
+    except (OSError, ConnectionError) as error:
+        _abandon(gateway, args.db if created else None)
+        raise OutsideFailure(f"cannot connect to the broker at {args.broker_host}:"
+                             f"{args.broker_port}: {error}") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    gateway.start()
     health = None
     if args.health_out:
         health = thread("gateway-health", partial(_keep_health, args.health_out, gateway, stop),
@@ -140,6 +220,73 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats_out:
         _write_stats(args.stats_out, gateway.stats.snapshot())
     return 0
+
+
+class _Settings:
+    """The files the command line names, read and checked (UsageError for the first that
+    is not usable)."""
+
+    def __init__(self, args: argparse.Namespace, hold_settings: HoldSettings) -> None:
+        self.args = args
+        self.hold_settings = hold_settings
+        self.programs: dict[str, dict[str, Any]] = _read("--programs", args.programs,
+                                                        _load_programs)
+        self.login = (_read("--broker-login", args.broker_login, _load_login)
+                      if args.broker_login else None)
+        self.ledger_token = (_read("--ledger-token-file", args.ledger_token_file, read_token)
+                             if args.ledger_token_file else None)
+        self.registry: TerminalRegistry = _read("--terminals", args.terminals,
+                                                TerminalRegistry.load)
+        self.limits = _read("--limits", args.limits, _limits) if args.limits else None
+        self.card_keys = _read("--card-keys", args.card_keys,
+                               _card_keys) if args.card_keys else None
+
+    def check_store_and_ledger(self) -> None:
+        """The store's folder (and kind, if it exists) and the ledger's URL, CA and token."""
+        _store_path(self.args.db)
+        if self.args.ledger_url:
+            try:
+                LedgerClient(self.args.ledger_url, token=self.ledger_token,
+                             ca_file=self.args.ledger_ca)
+            except ConfigInvalid as error:
+                raise UsageError(error.detail) from None
+
+
+def _abandon(gateway: Gateway, created_db: str | None) -> None:
+    """A gateway that could not start: close it, and remove the store if this run made it
+    (nothing was received into it)."""
+    gateway.mqtt.stop()
+    gateway.store.close()
+    if created_db is not None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(created_db + suffix).unlink(missing_ok=True)
+
+
+def probe_broker(host: str, port_number: int, ca_file: str | None) -> None:
+    """Is an MQTT broker answering at host:port (over TLS trusting `ca_file`, if given)?
+    It must answer a CONNECT with a CONNACK (accepted or not); OutsideFailure otherwise, so
+    a broker that is absent, refuses or is some other server stops the gateway before its
+    store is opened."""
+    where = f"{host}:{port_number}"
+    try:
+        with socket.create_connection((host, port_number), BROKER_PROBE_TIMEOUT_S) as raw:
+            connection: socket.socket = raw
+            if ca_file is not None:
+                context = ssl.create_default_context(cafile=ca_file)
+                connection = context.wrap_socket(raw, server_hostname=host)
+            connection.settimeout(BROKER_PROBE_TIMEOUT_S)
+            connection.sendall(MQTT_PROBE_CONNECT)
+            answer = connection.recv(1)
+            if answer[:1] == bytes((MQTT_CONNACK,)):
+                connection.sendall(MQTT_DISCONNECT)
+    except ssl.SSLError as error:
+        raise OutsideFailure(f"TLS to the broker at {where} failed: {error}") from None
+    except OSError as error:
+        detail = error.strerror or str(error) or type(error).__name__
+        raise OutsideFailure(f"cannot connect to the broker at {where}: {detail}") from None
+    if answer[:1] != bytes((MQTT_CONNACK,)):
+        raise OutsideFailure(f"{where} is not an MQTT broker (it did not answer CONNECT "
+                             "with CONNACK)")
 
 
 def _keep_health(path: str, gateway: Gateway, stop: threading.Event) -> None:
@@ -166,19 +313,15 @@ def _write_stats(path: str, stats: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def _gateway(args: argparse.Namespace, programs: dict[str, dict[str, Any]],
-             hold_settings: HoldSettings, login: tuple[str, str] | None,
-             ledger_token: str | None) -> Gateway:
-    """The gateway the command line describes (ConfigInvalid for unusable ledger settings)."""
-    return Gateway(args.id, args.broker_host, args.broker_port, args.db,
-                      TerminalRegistry.load(args.terminals), programs,
-                      args.ledger_url, limits=_load_json(args.limits) if args.limits else None,
-                      config_version=args.config_version,
-                      card_keys=CardKeys.load(args.card_keys) if args.card_keys else None,
-                      hold_settings=hold_settings, settle_interval_s=args.settle_every_s,
-                      broker_login=login, broker_ca=args.broker_ca,
-                      ledger_token=ledger_token, ledger_ca=args.ledger_ca)
+def _gateway(args: argparse.Namespace, settings: _Settings) -> Gateway:
+    """The gateway the command line describes, from its checked settings."""
+    return Gateway(args.id, args.broker_host, args.broker_port, args.db, settings.registry,
+                   settings.programs, args.ledger_url, limits=settings.limits,
+                   config_version=args.config_version, card_keys=settings.card_keys,
+                   hold_settings=settings.hold_settings, settle_interval_s=args.settle_every_s,
+                   broker_login=settings.login, broker_ca=args.broker_ca,
+                   ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guarded("tilltap gateway run", main))

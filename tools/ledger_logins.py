@@ -30,6 +30,7 @@ from ledger.auth import (
     load_logins,
     new_login,
 )
+from tools.command import file_in_folder, folder_to_fill
 
 PRIVATE_MODE = 0o600
 
@@ -40,9 +41,10 @@ def add_arguments(ledger: argparse._SubParsersAction) -> None:
         dest="login_command", required=True)
     add = login.add_parser("add", help="add a login (or give an existing one a new token)")
     add.add_argument("name", help="the login's name (letters, digits, . _ -)")
-    add.add_argument("--role", required=True, choices=ROLES)
-    add.add_argument("--logins", type=Path, required=True, help="the ledger's logins file")
-    add.add_argument("--token-out", type=Path, required=True,
+    add.add_argument("--role", required=True, choices=ROLES, help="what the login may do")
+    add.add_argument("--logins", type=_file_in_folder, required=True,
+                     help="the ledger's logins file")
+    add.add_argument("--token-out", type=_file_in_folder, required=True,
                      help="where to write the login's token (mode 0600)")
     add.add_argument("--gateway", default=None, help="a gateway login: its gateway id")
     add.add_argument("--terminal", action="append", default=[],
@@ -53,17 +55,25 @@ def add_arguments(ledger: argparse._SubParsersAction) -> None:
                      help="cards/admin: most value (minor units) a card may be registered with")
     add.set_defaults(handler=_add)
     listing = login.add_parser("list", help="the logins and their roles (no secrets)")
-    listing.add_argument("--logins", type=Path, required=True)
+    listing.add_argument("--logins", type=Path, required=True, help="the ledger's logins file")
     listing.set_defaults(handler=_list)
     remove = login.add_parser("remove", help="remove a login; its token stops working")
-    remove.add_argument("name")
-    remove.add_argument("--logins", type=Path, required=True)
+    remove.add_argument("name", help="the login to remove")
+    remove.add_argument("--logins", type=Path, required=True, help="the ledger's logins file")
     remove.set_defaults(handler=_remove)
     tls = ledger.add_parser("tls", help="the ledger's own CA and its server certificate")
-    tls.add_argument("--out", type=Path, required=True,
+    tls.add_argument("--out", type=_folder_to_fill, required=True,
                      help="folder for ca.pem, ledger.pem and their keys")
     tls.add_argument("--host", required=True, help="the ledger's address (IP or name)")
     tls.set_defaults(handler=_tls)
+
+
+def _file_in_folder(text: str) -> Path:
+    return Path(file_in_folder(text))
+
+
+def _folder_to_fill(text: str) -> Path:
+    return Path(folder_to_fill(text))
 
 
 def add_client_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -76,7 +76,13 @@ def load_programs(path: str | Path) -> dict[str, dict[str, Any]]:
     data = path.read_bytes()
     if len(data) > PROGRAM_FILE_BYTES_MAX:
         raise ProgramFileError(str(path), 1, MESSAGE_MALFORMED, "file larger than 1 MiB")
-    return parse_programs(data.decode("utf-8"), str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ProgramFileError(str(path), line, MESSAGE_MALFORMED,
+                               "not UTF-8 text (TOML is UTF-8)") from None
+    return parse_programs(text, str(path))
 
 
 def parse_programs(text: str, file: str = "<programs>") -> dict[str, dict[str, Any]]:

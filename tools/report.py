@@ -18,17 +18,20 @@ import argparse
 import csv
 import io
 import json
+import sqlite3
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from itertools import islice
 from typing import Any, TextIO
 
 from ledger.books import open_books
 from ledger.client import connect
-from ledger.db import POSTGRES_SCHEMES, SQLITE_MEMORY, sqlite_path
+from ledger.db import POSTGRES_SCHEMES, SQLITE_MEMORY, Row, Session, sqlite_path
 from ledger.errors import ConfigInvalid, LedgerRejected, LedgerUnavailable
-from ledger.reports import REPORT_NAMES, parse_report_query
+from ledger.limits import LOOKUP_CHUNK_IDS
+from ledger.reports import REPORT_NAMES, parse_report_query, run_report
+from tools.command import UsageError, open_read_only
 
 FORMATS = ("csv", "json")
 EXIT_BAD_INPUT = 2
@@ -47,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --ledger-url: a reader login's token (tilltap ledger login)")
     parser.add_argument("--ledger-ca", default=None,
                         help="with --ledger-url: the ledger's CA to pin (tilltap ledger tls)")
-    parser.add_argument("--format", choices=FORMATS, default="csv", dest="output_format")
+    parser.add_argument("--format", choices=FORMATS, default="csv", dest="output_format",
+                        help="output format (csv)")
     parser.add_argument("--as-of", help="YYYY-MM-DD, through the end of that UTC day (today)")
     parser.add_argument("--window-days", help="days up to as-of that count (90)")
     parser.add_argument("--days", help="lapsing: days away that make a regular lapsed (30)")
@@ -85,15 +89,63 @@ def fetch(
         return connect(ledger_url, token_file, ca_file).report(name, parameters)
     assert dsn is not None, "argparse requires --ledger-url or --dsn"
     if not dsn.startswith(POSTGRES_SCHEMES):
-        path = sqlite_path(dsn)
-        if path != SQLITE_MEMORY and not Path(path).is_file():
-            # Opening would create empty books and report nothing: a mistyped path is an error.
-            raise ConfigInvalid("dsn_invalid", f"no ledger database at {path}")
+        return _report_from_sqlite(name, parameters, sqlite_path(dsn))
     books = open_books(dsn)
     try:
         return books.report(name, parameters).to_json()
     finally:
         books.close()
+
+
+def _report_from_sqlite(name: str, parameters: Mapping[str, str], path: str) -> dict[str, Any]:
+    """The report computed over a read-only connection, in one read transaction: nothing is
+    created or changed (a missing file, or a gateway's database, is refused, not opened)."""
+    if path == SQLITE_MEMORY:
+        raise ConfigInvalid("dsn_invalid", "an in-memory database holds no books")
+    try:
+        connection = open_read_only(path, "ledger")
+    except UsageError as error:
+        raise ConfigInvalid("dsn_invalid", str(error)) from None
+    try:
+        query = parse_report_query(name, parameters, datetime.now(UTC).date())
+        connection.execute("BEGIN")
+        try:
+            return run_report(_ReadOnlySession(connection), query).to_json()
+        finally:
+            connection.execute("ROLLBACK")
+    except sqlite3.Error as error:
+        raise LedgerUnavailable(f"{path}: {error}") from error
+    finally:
+        connection.close()
+
+
+class _ReadOnlySession(Session):
+    """The books' read interface over a read-only SQLite connection (reports only fetch)."""
+
+    dialect = "sqlite"
+    lock_rows = ""
+    lock_rows_skip_locked = ""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = self._connection.execute(sql, tuple(params)).fetchall()
+        return rows
+
+    def fetch_in(self, sql: str, column: str, ids: Iterable[str]) -> list[Row]:
+        rows: list[Row] = []
+        remaining = iter(sorted(set(ids)))
+        while chunk := list(islice(remaining, LOOKUP_CHUNK_IDS)):
+            match = f"{column} IN ({','.join('?' * len(chunk))})"
+            rows.extend(self._connection.execute(sql.format(match=match), chunk).fetchall())
+        return rows
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raise AssertionError("a report only reads")
+
+    def bulk_insert(self, table: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
+        raise AssertionError("a report only reads")
 
 
 def render(report: Mapping[str, Any], output_format: str) -> str:

@@ -175,7 +175,8 @@ def test_a_config_missing_fields_exits_2_naming_fields_not_values(
 def test_a_config_key_that_is_not_hex_exits_2(tmp_path: Path) -> None:
     config_file = tmp_path / "bad.json"
     config_file.write_text(json.dumps({**CONFIG, "key_hex": "not hex"}))
-    with pytest.raises(firmware.FirmwareError, match="key_hex is not hexadecimal") as error:
+    with pytest.raises(firmware.FirmwareError,
+                       match="key_hex must be 64 hexadecimal digits") as error:
         firmware.build("esp32_pn532", tmp_path / "out", config_file)
     assert error.value.exit_status == 2
 

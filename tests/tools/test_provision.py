@@ -123,9 +123,9 @@ def test_an_existing_terminal_is_refused_unless_replaced(
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--terminal", "t/1"], "--terminal must be"),
-    (["--terminal", "t+"], "--terminal must be"),
-    (["--merchant", "m#"], "--merchant must be"),
+    (["--terminal", "t/1"], "argument --terminal: 't/1' is not an id"),
+    (["--terminal", "t+"], "argument --terminal: 't+' is not an id"),
+    (["--merchant", "m#"], "argument --merchant: 'm#' is not an id"),
     (["--currency", "XXX"], "currency_unknown"),
     (["--broker-port", "0"], "--broker-port"),
     (["--programs", "/nonexistent/programs.json"], "cannot read"),

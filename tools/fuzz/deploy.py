@@ -18,6 +18,12 @@ The broker's `use_username_as_clientid` is left off here, unlike `tilltap store
 broker-config`: the campaign connects a second client with an honest terminal's login (to
 publish unsigned junk on that terminal's topics) and it must not take over the terminal's
 session (tests/e2e/test_broker_logins.py shows that option at work).
+
+The gauntlet (tools/gauntlet) runs the same store with a few options: the ledger on
+PostgreSQL (`ledger_dsn`), the broker's persistence on (it is stopped and killed), the
+gateway's store in a folder of its own (a small tmpfs to fill), more gateway options, and
+the processes started again after a fault on the same ports and files (`start_gateway`,
+`start_ledger`, logs appended).
 """
 
 from __future__ import annotations
@@ -63,12 +69,23 @@ class DeployError(RuntimeError):
     """A part of the store did not come up."""
 
 
+def terminal_config(workdir: Path, terminal: str, tls: bool) -> dict[str, Any]:
+    """The board configuration `terminal provision` wrote into `workdir`, as the simulator
+    takes it (also in a terminal's own process: tools/gauntlet/counter.py)."""
+    board = json.loads((workdir / f"terminals/{terminal}/config.json").read_text())
+    return dict(board, key=bytes.fromhex(board["key_hex"]), programs=DEMO_PROGRAMS,
+                broker_ca=str(workdir / "store-tls/ca.pem") if tls else None)
+
+
 def _wait_for_line(path: Path, process: subprocess.Popen[bytes], accept: Any,
-                   what: str) -> str:
-    """The first line of `path` that `accept` takes, while `process` runs."""
+                   what: str, offset: int = 0) -> str:
+    """The first line of `path` past `offset` that `accept` takes, while `process` runs."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        for line in path.read_text(errors="replace").splitlines():
+        with open(path, "rb") as file:
+            file.seek(offset)
+            text = file.read().decode(errors="replace")
+        for line in text.splitlines():
             if accept(line.strip()):
                 return line.strip()
         if process.poll() is not None:
@@ -81,9 +98,19 @@ def _wait_for_line(path: Path, process: subprocess.Popen[bytes], accept: Any,
 class Store:
     """Provisioned files and running processes; `close` stops whatever still runs."""
 
-    def __init__(self, honest: list[str], attacker: str, tls: bool,
-                 workdir: Path | None = None) -> None:
+    def __init__(self, honest: list[str], attacker: str | None, tls: bool,
+                 workdir: Path | None = None, *, ledger_dsn: str | None = None,
+                 broker_persistence: bool = False, gateway_db_dir: Path | None = None,
+                 gateway_options: tuple[str, ...] = (),
+                 gateway_command: tuple[str, ...] = ("-m", "tools.cli", "gateway", "run"),
+                 ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="tilltap-fuzz-"))
+        self.ledger_dsn = ledger_dsn or f"sqlite://{self.workdir / 'ledger.db'}"
+        self.broker_persistence = broker_persistence
+        self.gateway_db = (gateway_db_dir or self.workdir) / "gateway.db"
+        self.gateway_options = gateway_options
+        self.gateway_command = gateway_command
+        self.ledger_port = 0  # picked by the ledger's first start, kept by the next ones
         self.honest = honest
         self.attacker = attacker
         self.tls = tls
@@ -101,7 +128,7 @@ class Store:
 
     def _provision(self) -> None:
         mosquitto = self.path("mosquitto")
-        for terminal in [*self.honest, self.attacker]:
+        for terminal in [*self.honest, *([self.attacker] if self.attacker else [])]:
             provision(ProvisionRequest(merchant=MERCHANT, terminal=terminal,
                                        out_dir=self.path(f"terminals/{terminal}"),
                                        registry=self.path("terminals.json"),
@@ -131,9 +158,7 @@ class Store:
 
     def terminal_config(self, terminal: str) -> dict[str, Any]:
         """The board configuration `terminal provision` wrote, as the simulator takes it."""
-        board = json.loads(self.path(f"terminals/{terminal}/config.json").read_text())
-        return dict(board, key=bytes.fromhex(board["key_hex"]), programs=DEMO_PROGRAMS,
-                    broker_ca=self.broker_ca)
+        return terminal_config(self.workdir, terminal, self.tls)
 
     def reader(self) -> LedgerClient:
         token = self.path("reader.token").read_text().strip()
@@ -147,31 +172,41 @@ class Store:
         if self.tls:
             lines = mosquitto_lines({name: str(self.path(f"store-tls/{name}"))
                                      for name in ("ca.pem", "broker.pem", "broker.key")}) + lines
-        self.broker = MosquittoBroker(extra_config=lines).start()
-        self._start_ledger()
-        self._start_gateway()
+        self.broker = MosquittoBroker(persistence=self.broker_persistence,
+                                      extra_config=lines).start()
+        self.start_ledger()
+        self.start_gateway()
 
-    def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.path(f"{name}.out"), "wb") as out, \
-                open(self.path(f"{name}.log"), "wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "tools.cli", *arguments],
+    def _spawn(self, name: str, arguments: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+        """The process, and where its output file stood when it started (logs are appended
+        to: a restarted process writes after its predecessor)."""
+        out_path = self.path(f"{name}.out")
+        offset = out_path.stat().st_size if out_path.exists() else 0
+        with open(out_path, "ab") as out, open(self.path(f"{name}.log"), "ab") as log:
+            return subprocess.Popen([sys.executable, *arguments],
                                     cwd=REPO_ROOT, stdout=out, stderr=log,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL), offset
 
-    def _start_ledger(self) -> None:
-        arguments = ["ledger", "serve", "--dsn", f"sqlite://{self.path('ledger.db')}",
-                     "--logins", str(self.path("ledger-logins.json"))]
+    def start_ledger(self) -> None:
+        """Start the ledger (again: on the port of its first start)."""
+        arguments = ["-m", "tools.cli", "ledger", "serve", "--dsn", self.ledger_dsn,
+                     "--logins", str(self.path("ledger-logins.json")),
+                     "--port", str(self.ledger_port)]
         if self.tls:
             arguments += ["--tls-cert", str(self.path("ledger-tls/ledger.pem")),
                           "--tls-key", str(self.path("ledger-tls/ledger.key"))]
-        self.ledger = self._spawn("ledger", arguments)
+        self.ledger, offset = self._spawn("ledger", arguments)
         self.ledger_url = _wait_for_line(self.path("ledger.out"), self.ledger,
-                                         lambda line: line.startswith("http"), "the ledger")
+                                         lambda line: line.startswith("http"), "the ledger",
+                                         offset)
+        self.ledger_port = int(self.ledger_url.rstrip("/").rsplit(":", 1)[1])
 
-    def _start_gateway(self) -> None:
+    def start_gateway(self) -> None:
+        """Start the gateway (again: on the same store) and wait until it says it is ready;
+        DeployError if it exits first."""
         assert self.broker is not None
-        arguments = ["gateway", "run", "--id", GATEWAY_ID, "--broker-port",
-                     str(self.broker.port), "--db", str(self.path("gateway.db")),
+        arguments = [*self.gateway_command, "--id", GATEWAY_ID, "--broker-port",
+                     str(self.broker.port), "--db", str(self.gateway_db),
                      "--terminals", str(self.path("terminals.json")),
                      "--programs", str(self.path("programs.json")),
                      "--limits", str(self.path("limits.json")),
@@ -180,12 +215,13 @@ class Store:
                      "--ledger-url", self.ledger_url,
                      "--ledger-token-file", str(self.path("gw1.token")),
                      "--settle-every-s", str(SETTLE_EVERY_S),
-                     "--stats-out", str(self.path("gateway-stats.json"))]
+                     "--stats-out", str(self.path("gateway-stats.json")),
+                     *self.gateway_options]
         if self.tls:
             arguments += ["--broker-ca", str(self.broker_ca), "--ledger-ca", str(self.ledger_ca)]
-        self.gateway = self._spawn("gateway", arguments)
+        self.gateway, offset = self._spawn("gateway", arguments)
         _wait_for_line(self.path("gateway.out"), self.gateway,
-                       lambda line: line == "gateway ready", "the gateway")
+                       lambda line: line == "gateway ready", "the gateway", offset)
 
     def gateway_rss_kb(self) -> int | None:
         """The gateway process's resident memory now (Linux /proc), None if not running."""

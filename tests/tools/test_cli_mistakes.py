@@ -1,0 +1,375 @@
+"""Every `tilltap` subcommand, given the mistakes a person makes (issue 16, "Why"): one line on
+stderr, the documented exit status (2 their mistake, 1 something outside failed, 130 Ctrl-C),
+no traceback, and no file in the folder created or changed (names, sizes, modification times,
+and the tables of the gateway's and the ledger's databases lying there).
+
+Each case runs `python -m tools.cli` as a process in its own copy of one folder of files; the
+processes run side by side (module fixture `outcomes`), each test then checks one case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROCESS_TIMEOUT_S = 60
+PARALLEL_PROCESSES = 4
+REFUSED = "127.0.0.1:1"  # nothing listens on port 1: connection refused
+KEY_HEX = "ab" * 32
+HTTP_PORT = "{http_port}"  # replaced by the port of a plain HTTP server (not a broker)
+
+GATEWAY = ["gateway", "run", "--db", "new.db", "--terminals", "terminals.json",
+           "--programs", "programs.toml", "--broker-port", "1"]
+PERSONALIZE = ["card", "personalize", "--master-key", "masters.json", "--program", "gift",
+               "--merchant", "M1", "--reader", "udp:127.0.0.1:47999",
+               "--url-prefix", "https://cards.example/c", "--ledger-url", f"http://{REFUSED}"]
+PROVISION = ["terminal", "provision", "--merchant", "M1", "--terminal", "T9",
+             "--out", "out", "--registry", "registry.json", "--mosquitto-dir", "mosquitto"]
+
+
+def _with(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with `option` set to `value` (replaced if there, appended if not)."""
+    if option in argv:
+        at = argv.index(option)
+        return [*argv[:at + 1], value, *argv[at + 2:]]
+    return [*argv, option, value]
+
+
+# (argv, exit status, a fragment of the one line on stderr)
+CASES: list[tuple[list[str], int, str]] = [
+    # tilltap itself
+    ([], 2, "required: command"),
+    (["nonsense"], 2, "invalid choice"),
+    # gateway run: files, folders, settings, the broker
+    (_with(GATEWAY, "--terminals", "missing.json"), 2, "--terminals missing.json"),
+    (_with(GATEWAY, "--terminals", "garbage.json"), 2, "--terminals garbage.json"),
+    (_with(GATEWAY, "--limits", "garbage.json"), 2, "--limits garbage.json"),
+    (_with(GATEWAY, "--limits", "bad_limits.json"), 2, "unknown limit"),
+    (_with(GATEWAY, "--card-keys", "garbage.json"), 2, "--card-keys garbage.json"),
+    (_with(GATEWAY, "--programs", "latin.toml"), 2, "not UTF-8"),
+    (_with(GATEWAY, "--broker-login", "garbage.json"), 2, "--broker-login"),
+    (_with(GATEWAY, "--db", "nodir/gw.db"), 2, "no folder"),
+    (_with(GATEWAY, "--db", "ledger.db"), 2, "not a gateway database"),
+    (_with(GATEWAY, "--ledger-url", "ledger.example:8443"), 2, "http(s)://"),
+    (_with(GATEWAY, "--id", "gw 1"), 2, "not an id"),
+    (_with(GATEWAY, "--settle-every-s", "-1"), 2, "seconds >= 0"),
+    (_with(GATEWAY, "--broker-port", "70000"), 2, "not a TCP port"),
+    (_with(GATEWAY, "--broker-port", "abc"), 2, "not a TCP port"),
+    (GATEWAY, 1, "cannot connect to the broker"),  # refuses
+    (_with(GATEWAY, "--broker-host", "absent.invalid"), 1, "cannot connect to the broker"),
+    (_with(GATEWAY, "--broker-port", HTTP_PORT), 1, "not an MQTT broker"),
+    # gateway settle, exposure, refusals: existing stores of the right kind only
+    (["gateway", "settle", "--db", "typo.db", "--ledger-url", f"http://{REFUSED}"], 2,
+     "no gateway database"),
+    (["gateway", "settle", "--db", "gateway.db", "--ledger-url", "ledger:1"], 2, "http(s)://"),
+    (["gateway", "exposure", "--db", "ledger.db"], 2, "not a gateway database"),
+    (["gateway", "exposure", "--db", "typo.db"], 2, "no gateway database"),
+    (["gateway", "refusals", "--db", "ledger.db"], 2, "not a gateway database"),
+    (["gateway", "refusals", "--db", "latin.toml"], 2, "not SQLite"),
+    (["gateway", "refusals", "--db", "gateway.db", "--format", "xml"], 2, "invalid choice"),
+    (["gateway", "provision", "--id", "g/1", "--mosquitto-dir", "m", "--out", "l.json"], 2,
+     "not an id"),
+    (["gateway", "provision", "--mosquitto-dir", "garbage.json", "--out", "l.json"], 2,
+     "not a folder"),
+    # store
+    (["store", "tls", "--out", "garbage.json", "--host", "broker"], 2, "not a folder"),
+    (["store", "broker-config", "--out", "m.conf", "--mosquitto-dir", "nodir",
+      "--tls-dir", "nodir"], 2, "missing"),
+    (["store", "broker-config", "--out", "m.conf", "--mosquitto-dir", "m", "--tls-dir", "t",
+      "--port", "0"], 2, "not a TCP port"),
+    # ledger
+    (["ledger", "serve", "--dsn", "ledger.db", "--port", "70000"], 2, "not a TCP port"),
+    (["ledger", "serve", "--dsn", "ledger.db", "--port", "abc"], 2, "--port"),
+    (["ledger", "serve", "--dsn", "sqlite:///nodir/ledger.db"], 2, "no folder"),
+    (["ledger", "serve", "--dsn", "sqlite:///ledger.db"], 2, "filesystem root"),
+    (["ledger", "serve", "--dsn", "gateway.db"], 2, "not a ledger database"),
+    (["ledger", "serve", "--dsn", "mysql://x/y"], 2, "not a database"),
+    (["ledger", "login", "add", "bad name", "--role", "reader", "--logins", "logins.json",
+      "--token-out", "t.token"], 2, "login name"),
+    (["ledger", "login", "add", "ok", "--role", "reader", "--logins", "garbage.json",
+      "--token-out", "t.token"], 2, "not JSON"),
+    (["ledger", "login", "add", "ok", "--role", "reader", "--logins", "logins.json",
+      "--token-out", "nodir/t.token"], 2, "no folder"),
+    (["ledger", "login", "add", "ok", "--role", "boss", "--logins", "logins.json",
+      "--token-out", "t.token"], 2, "invalid choice"),
+    (["ledger", "login", "list", "--logins", "missing.json"], 2, "no logins file"),
+    (["ledger", "login", "remove", "x", "--logins", "garbage.json"], 2, "not JSON"),
+    (["ledger", "tls", "--out", "garbage.json", "--host", "ledger"], 2, "not a folder"),
+    # report: read-only, a ledger's database only
+    (["report", "liability", "--dsn", "gateway.db"], 2, "not a ledger database"),
+    (["report", "liability", "--dsn", "typo.db"], 2, "no ledger database"),
+    (["report", "liability", "--dsn", "latin.toml"], 2, "not SQLite"),
+    (["report", "segments", "--dsn", "ledger.db", "--window-days", "-3"], 2, "window_days"),
+    (["report", "nonsense", "--dsn", "ledger.db"], 2, "invalid choice"),
+    (["report", "liability", "--ledger-url", "ledger.example"], 2, "http(s)://"),
+    (["report", "liability", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    # demo: checked before anything starts
+    (["demo", "--ledger-dsn", "foo://bar"], 2, "not a database"),
+    (["demo", "--ledger-dsn", "sqlite:///ledger.db"], 2, "filesystem root"),
+    (["demo", "--ledger-dsn", "nodir/ledger.db"], 2, "no folder"),
+    (["demo", "--ledger-dsn", "gateway.db"], 2, "not a ledger database"),
+    (["demo", "--ledger-dsn", "ledger.db"], 2, "needs a new database"),
+    (["demo", "--terminals", "0"], 2, "at least 1"),
+    (["demo", "--cards", "0"], 2, "at least 1"),
+    (["demo", "--operations", "-5"], 2, "at least 1"),
+    (["demo", "--operations", "2"], 2, "fewer than --terminals"),
+    (["bench", "--nonsense"], 2, "unrecognized arguments"),
+    # firmware
+    (["firmware", "build", "--board", "nope", "--out", "fw"], 2, "unknown board"),
+    (["firmware", "build", "--board", "esp32_pn532", "--out", "fw",
+      "--config", "config_short_key.json"], 2, "key_hex must be 64"),
+    (["firmware", "build", "--board", "esp32_pn532", "--out", "fw",
+      "--config", "config_slash.json"], 2, "terminal must be"),
+    (["firmware", "build", "--board", "esp32_pn532", "--out", "fw",
+      "--config", "config_port.json"], 2, "broker_port"),
+    (["firmware", "build", "--board", "esp32_pn532", "--out", "fw",
+      "--config", "garbage.json"], 2, "not valid JSON"),
+    (["firmware", "build", "--board", "esp32_pn532", "--out", "garbage.json"], 2,
+     "not a folder"),
+    (["firmware", "deploy", "--port", "/dev/ttyNONE", "--dir", "nodir"], 2, "holds no build"),
+    # programs
+    (["programs", "check", "latin.toml"], 2, "not UTF-8"),
+    (["programs", "check", "missing.toml"], 2, "No such file"),
+    (["programs", "check", "garbage.json"], 2, "not valid TOML"),
+    (["programs", "simulate", "--config", "programs.toml", "--ops", "garbage.json"], 2,
+     "not JSON"),
+    (["programs", "simulate", "--config", "latin.toml", "--ops", "ops.jsonl"], 2, "not UTF-8"),
+    # card
+    (_with(PERSONALIZE, "--ledger-url", "ledger.example:8443"), 2, "http(s)://"),
+    (_with(PERSONALIZE, "--url-prefix", "cards.example/c"), 2, "--url-prefix"),
+    (_with(PERSONALIZE, "--url-prefix", "http://cards.example/c"), 2, "https://"),
+    (_with(PERSONALIZE, "--master-key", "masters_without_0.json"), 2, "lacks master 0"),
+    (_with(PERSONALIZE, "--master-key", "garbage.json"), 2, "not JSON"),
+    (_with(PERSONALIZE, "--currency", "EURO"), 2, "--currency"),
+    (_with(PERSONALIZE, "--count", "0"), 2, "at least 1"),
+    (_with(PERSONALIZE, "--program", "gift card"), 2, "not an id"),
+    (_with(PERSONALIZE, "--reader", "nope:x"), 2, "not a reader"),
+    (["card", "inspect", "--reader", "nope:x"], 2, "not a reader"),
+    (["card", "inspect", "--reader", "udp:127.0.0.1:47999", "--master-key", "garbage.json"],
+     2, "not JSON"),
+    (["card", "verify-sun", "https://x.example/c?picc_data=zz&cmac=00", "--key", "00"], 2,
+     "--key"),
+    # terminal provision: nothing written before everything is known good
+    (_with(PROVISION, "--registry", "garbage.json/registry.json"), 2, "not a folder"),
+    (_with(PROVISION, "--registry", "garbage.json"), 2, "not a terminal registry"),
+    (_with(PROVISION, "--terminal", "T/1"), 2, "not an id"),
+    (_with(PROVISION, "--broker-port", "abc"), 2, "not a TCP port"),
+    (_with(PROVISION, "--programs", "garbage.json"), 2, "not JSON"),
+    (_with(PROVISION, "--currency", "XXX"), 2, "currency"),
+]
+
+
+def _case_id(case: tuple[list[str], int, str]) -> str:
+    argv, status, _ = case
+    return f"{status}:" + " ".join(argv)[:90]
+
+
+# -- the folder every case runs in ----------------------------------------------------------
+
+
+def _make_folder(folder: Path) -> None:
+    """A gateway's store, a ledger's books, good and broken files of every kind."""
+    from gateway.registry import TerminalRegistry
+    from gateway.store import GatewayStore
+    from ledger.books import open_books
+    from tools.cards import new_master_keys
+
+    GatewayStore(str(folder / "gateway.db")).close()
+    open_books(f"sqlite:///{folder / 'ledger.db'}").close()
+    shutil.copy(REPO_ROOT / "tools" / "demo_programs.toml", folder / "programs.toml")
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", bytes(32))
+    registry.save(folder / "terminals.json")
+    (folder / "garbage.json").write_text("garbage{\n")
+    (folder / "latin.toml").write_bytes(b"[programs.caf\xe9]\n")
+    (folder / "bad_limits.json").write_text('{"nonsense_max": 1}\n')
+    (folder / "ops.jsonl").write_text("")
+    (folder / "logins.json").write_text('{"version": 1, "logins": {}}\n')
+    masters = new_master_keys(b"tilltap-test").as_json()
+    (folder / "masters.json").write_text(json.dumps(masters))
+    del masters["masters_hex"]["0"]
+    (folder / "masters_without_0.json").write_text(json.dumps(masters))
+    config = {"terminal": "T1", "merchant": "M1", "currency": "EUR", "key_hex": KEY_HEX,
+              "wifi_ssid": "", "broker_host": "127.0.0.1", "broker_port": 1883}
+    for name, change in (("config_short_key", {"key_hex": "abcd"}),
+                         ("config_slash", {"terminal": "T/1"}),
+                         ("config_port", {"broker_port": "abc"})):
+        (folder / f"{name}.json").write_text(json.dumps({**config, **change}))
+    # Everything above is settled on disk before any snapshot is taken.
+    time.sleep(0.01)
+
+
+def snapshot(folder: Path) -> dict[str, Any]:
+    """Every file under `folder`: size and modification time; and each database's tables
+    (read immutable: looking creates nothing)."""
+    files: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        stat = path.stat()
+        files[str(path.relative_to(folder))] = (path.is_dir(), stat.st_size, stat.st_mtime_ns)
+    for name in ("gateway.db", "ledger.db"):
+        uri = (folder / name).as_uri() + "?mode=ro&immutable=1"
+        with sqlite3.connect(uri, uri=True) as connection:
+            files[f"{name} tables"] = connection.execute(
+                "SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        connection.close()
+    return files
+
+
+@dataclass
+class Outcome:
+    status: int
+    stderr: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _run(template: Path, root: Path, number: int, argv: list[str]) -> Outcome:
+    folder = root / f"case{number}"
+    shutil.copytree(template, folder, copy_function=shutil.copy2)
+    before = snapshot(folder)
+    process = subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=folder,
+                             env=_environment(), capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=PROCESS_TIMEOUT_S, check=False)
+    return Outcome(process.returncode, process.stderr, before, snapshot(folder))
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    """A plain HTTP server: what a broker port that is not a broker answers."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("template")
+    _make_folder(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def outcomes(template: Path, http_port: int,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[int, Outcome]:
+    """Every case, run side by side."""
+    root = tmp_path_factory.mktemp("cases")
+    with ThreadPoolExecutor(PARALLEL_PROCESSES) as pool:
+        futures = {
+            number: pool.submit(_run, template, root, number,
+                                [word.replace(HTTP_PORT, str(http_port)) for word in argv])
+            for number, (argv, _, _) in enumerate(CASES)}
+        return {number: future.result() for number, future in futures.items()}
+
+
+@pytest.mark.parametrize("number", range(len(CASES)), ids=[_case_id(c) for c in CASES])
+def test_a_mistake_is_one_line_its_exit_status_and_no_file_touched(
+        number: int, outcomes: dict[int, Outcome]) -> None:
+    argv, status, fragment = CASES[number]
+    outcome = outcomes[number]
+    lines = outcome.stderr.splitlines()
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert len(lines) == 1 and lines[0].strip(), outcome.stderr
+    assert fragment in lines[0], lines[0]
+    assert outcome.status == status, lines[0]
+    assert outcome.after == outcome.before
+
+
+def test_every_subcommand_has_a_case() -> None:
+    """The table reaches every command the parser knows (fuzz and gauntlet parse their own)."""
+    from tools.cli import build_parser
+
+    commands: set[str] = set()
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():
+            inner = [a for a in sub._actions if isinstance(a, type(action))]
+            if not inner:
+                commands.add(name)
+            for group in inner:
+                for inner_name, leaf in group.choices.items():
+                    deeper = [a for a in leaf._actions if isinstance(a, type(action))]
+                    if deeper:
+                        commands.update(f"{name} {inner_name} {word}"
+                                        for d in deeper for word in d.choices)
+                    else:
+                        commands.add(f"{name} {inner_name}")
+    covered = {" ".join(w for w in argv[:3]) for argv, _, _ in CASES}
+    covered |= {" ".join(argv[:2]) for argv, _, _ in CASES} | {argv[0] for argv, _, _ in CASES
+                                                                if argv}
+    missing = sorted(commands - covered - {"fuzz", "gauntlet"})
+    assert not missing
+
+
+def test_every_option_has_help_text() -> None:
+    from tools.cli import build_parser
+    from tools.gateway_run import _parser as gateway_parser
+
+    undocumented = []
+    pending = [build_parser(), gateway_parser()]
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.help is None:
+                undocumented.append(f"{parser.prog} {'/'.join(action.option_strings)}")
+    assert not undocumented
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib import metadata
+
+    process = subprocess.run([sys.executable, "-m", "tools.cli", "--version"],
+                             env=_environment(), capture_output=True, text=True, check=False)
+    assert process.returncode == 0
+    assert process.stdout.strip() == f"tilltap {metadata.version('tilltap')}"
+
+
+def test_ctrl_c_stops_with_one_line_and_130(tmp_path: Path) -> None:
+    """Ctrl-C while `programs simulate` waits for its operations (a FIFO nobody writes)."""
+    fifo = tmp_path / "ops.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "programs", "simulate", "--config",
+         str(REPO_ROOT / "tools" / "demo_programs.toml"), "--ops", str(fifo)],
+        env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while not _waiting_on_fifo(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 130
+    assert stderr == "tilltap programs simulate: interrupted\n"
+
+
+def _waiting_on_fifo(pid: int) -> bool:
+    """Is the process blocked opening a FIFO (Linux: its kernel wait channel)?"""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text() == "wait_for_partner"
+    except OSError:
+        return False
