@@ -242,6 +242,8 @@ class Terminal:
             "auth_mode": (txn.AUTH_OFFLINE if response.get("offline")
                           else response.get("auth_mode", txn.AUTH_ONLINE)),
             "auth_id": response.get("auth_id"),
+            # What it sold under (its hotlist): none before its first configuration.
+            "config_version": self.settings.version or None,
         }
 
     def _commit(self, fields):

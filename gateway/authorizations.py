@@ -50,6 +50,17 @@ def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
                     None if op is None else json.dumps(op, sort_keys=True), ledger_hold_id))
 
 
+def intend(store: GatewayStore, auth_id: str, terminal: str, card: str, ledger_hold_id: str,
+           wait_ms: int | None = None) -> None:
+    """Before a hold is asked of the ledger: keep that it may be placed, as an approval not
+    given yet (no amounts, nothing held here). Keeping the approval replaces it; a gateway
+    stopped before that (killed, or its store failing) finds it at its next start and voids
+    the ledger's hold (gateway/hold_recovery.py: nothing held here, so void). StoreUnavailable
+    if it could not be kept: then the hold must not be asked."""
+    keep(store, auth_id, terminal, card, {}, txn.AUTH_ONLINE, 0, None, ledger_hold_id,
+         wait_ms=wait_ms)
+
+
 def keep_given(store: GatewayStore,
                given: Iterable[tuple[str, str, str, dict[str, int]]]) -> None:
     """Keep many online approvals at once ((auth_id, terminal, card, expect)), placing no
@@ -92,17 +103,19 @@ def open_holds(store: GatewayStore, placed_after_s: float) -> list[dict[str, Any
 
 
 def recall(store: GatewayStore, auth_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """{auth_id: {"terminal", "card", "expect", "auth_mode", "op"}} of those kept ("op": the
-    engine operation approved, None when none was kept, e.g. an issue)."""
+    """{auth_id: {"terminal", "card", "expect", "auth_mode", "op", "used_by"}} of those kept
+    ("op": the engine operation approved, None when none was kept, e.g. an issue; "used_by":
+    the txn id of the accepted record that named it, None while none has)."""
     wanted = sorted(set(auth_ids))
     if not wanted:
         return {}
     rows = store.read(
-        "SELECT auth_id, terminal, card, expect, auth_mode, op FROM authorizations"
+        "SELECT auth_id, terminal, card, expect, auth_mode, op, used_by FROM authorizations"
         f" WHERE auth_id IN ({','.join('?' * len(wanted))})", tuple(wanted))
     return {auth_id: {"terminal": terminal, "card": card, "expect": json.loads(expect),
-                      "auth_mode": auth_mode, "op": None if op is None else json.loads(op)}
-            for auth_id, terminal, card, expect, auth_mode, op in rows}
+                      "auth_mode": auth_mode, "op": None if op is None else json.loads(op),
+                      "used_by": used_by}
+            for auth_id, terminal, card, expect, auth_mode, op, used_by in rows}
 
 
 def prune(store: GatewayStore, now_s: float | None = None) -> None:

@@ -70,6 +70,7 @@ from protocol.reasons import (
     AUTH_UNKNOWN,
     CARD_BLOCKED,
     CARD_EXISTS,
+    CONFIG_ROLLBACK,
     CURRENCY_MISMATCH,
     INSUFFICIENT_VALUE,
     KIND_UNKNOWN,
@@ -230,6 +231,14 @@ def offline_refusal(fields: Mapping[str, Any], limits: Mapping[str, int] | None)
 _RECORDED_AS = {"void": "refund"}
 
 
+def _hold_terminal(hold: Any) -> str | None:
+    """The terminal whose request placed a hold, from the sale id it named (None: none)."""
+    sale = (hold.op or {}).get("id")
+    if not isinstance(sale, str) or "-" not in sale or sale.startswith(PREVIEW_ID_PREFIX):
+        return None
+    return sale.rsplit("-", 1)[0]
+
+
 def _same_operation(op: dict[str, Any], given: Mapping[str, Any]) -> None:
     """A record naming an approval is the operation approved: the same kind, amount, points
     redeemed and original sale (the till amounts alone leave the amount of a sale paid at
@@ -300,6 +309,11 @@ class CardBook:
         self.points_recomputed: dict[str, int] = {}
         self.preview_missing = 0  # online records checked without their authorization
         self.late_online = 0  # online records whose authorization's answer was gone
+        # Blocked cards the terminals' configurations carry: card -> the first version that
+        # carried it (set by the gateway as it publishes, gateway/service.py).
+        self.blocked_in: dict[str, int] = {}
+        # The highest configuration version each terminal's accepted records named.
+        self.config_named: dict[str, int] = {}
 
     @property
     def cards(self) -> dict[str, dict[str, Any]]:
@@ -366,7 +380,10 @@ class CardBook:
             # for this card and terminal, and the record carries what was answered.
             if (recalled is None or recalled["card"] != card
                     or recalled["terminal"] != fields["terminal"]
-                    or (stand_in and recalled.get("auth_mode") != txn.AUTH_STAND_IN)):
+                    or (stand_in and recalled.get("auth_mode") != txn.AUTH_STAND_IN)
+                    or recalled.get("used_by") not in (None, sale_id)):
+                # Never given, given for another card or terminal, or used already: an
+                # approval moves value once (a stolen key naming it again moves nothing).
                 raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
             expected = recalled["expect"]
             given_op = recalled.get("op")
@@ -457,7 +474,7 @@ class CardBook:
         purchase (`offline_refusal`), then its episode's count, totals and time
         (gateway/offline_episodes.py). Returns what the episode was judged from, for `apply`
         to count the record with (None: not an offline record, or no episodes here)."""
-        reason = offline_refusal(fields, self.offline_limits)
+        reason = offline_refusal(fields, self.offline_limits) or self._config_refusal(fields)
         judged = None
         if (reason is None and self.episodes is not None
                 and fields["auth_mode"] == txn.AUTH_OFFLINE):
@@ -470,6 +487,24 @@ class CardBook:
                         fields["seq"], reason)
             raise ValidationError(reason, terminal)
         return judged
+
+    def _config_refusal(self, fields: Mapping[str, Any]) -> str | None:
+        """An offline record names the signed configuration its terminal sold under: one
+        that carried the card in its hotlist (`blocked_in`: card -> the first configuration
+        version that did) means the terminal should have declined (card_blocked); a version
+        below one its terminal named before, or none after it named one, is config_rollback
+        (terminals never go back, firmware/settings.py). A record naming none, from a
+        terminal that never named one, is judged on the other rules alone."""
+        if fields["auth_mode"] != txn.AUTH_OFFLINE:
+            return None
+        claimed = fields.get("config_version")
+        named = self.config_named.get(fields["terminal"])
+        if named is not None and (claimed is None or claimed < named):
+            return CONFIG_ROLLBACK
+        blocked_in = self.blocked_in.get(fields["card"])
+        if claimed is not None and blocked_in is not None and claimed >= blocked_in:
+            return CARD_BLOCKED
+        return None
 
     def _booked_as_recorded(self, fields: Mapping[str, Any], computed: dict[str, int]) -> None:
         """What the books take from (or load onto) the card is what the record says the
@@ -519,6 +554,10 @@ class CardBook:
         if prepared.told is not None:
             assert self.episodes is not None
             self.episodes.accept(fields, prepared.told)
+        claimed = fields.get("config_version")
+        if claimed is not None:
+            terminal = fields["terminal"]
+            self.config_named[terminal] = max(self.config_named.get(terminal, 0), claimed)
         effects = prepared.effects
         settled = till_amounts(kind, effects)
         settled["legs"] = effects["legs"]
@@ -568,7 +607,10 @@ class CardBook:
         hold = self.holds.get(auth_id)
         if hold is None:
             self.holds.orphan(auth_id)
-        elif hold.card == fields.get("card"):  # a record ends only its own card's hold
+        elif hold.card == fields.get("card") and _hold_terminal(hold) in (
+                None, fields.get("terminal")):
+            # A record ends only its own card's hold, and only one its own terminal asked
+            # for: another terminal's refused record naming it (a stolen key) ends nothing.
             self.holds.release(auth_id)
 
     def _end_late_hold(self, fields: Mapping[str, Any]) -> None:

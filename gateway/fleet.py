@@ -33,6 +33,9 @@ class FleetConfig:
         self.limits = offline.check_limits(limits)
         self.hotlist = list(hotlist or [])
         self.hotlist_left_out = 0
+        # The blocked cards every terminal's configuration of this version carries (a
+        # longer terminal id may leave one more out): what a terminal surely knew.
+        self.carried: set[str] = set(self.hotlist)
 
     def sealed_for(self, registry: TerminalRegistry, terminal: str) -> bytes:
         # No time: one version always has the same bytes (docs/protocol.md section 5.7).
@@ -47,10 +50,13 @@ class FleetConfig:
                 break
             carried = carried[HOTLIST_TRIM:]  # drop the oldest until it fits
         self.hotlist_left_out = len(self.hotlist) - len(carried)
+        self.carried &= set(carried)
         return sealed.seal(key, messages.TYPE_CONFIG, fields)
 
     def publish(self, registry: TerminalRegistry, publish: Publish) -> int:
-        """Publish (retained) every registered terminal's configuration; returns the count."""
+        """Publish (retained) every registered terminal's configuration; returns the count.
+        `carried` is then what all of them carry."""
+        self.carried = set(self.hotlist)
         for terminal in registry.ids():
             merchant = registry.get(terminal).merchant
             topic = topics.down(merchant, terminal, topics.LEAF_CONFIG)

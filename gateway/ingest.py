@@ -193,6 +193,9 @@ class IngestStage(Stage[Verified]):
                 batch.count("rejected." + reason)
                 return
             settles = self.cards.apply(item.fields, prepared)
+            kept = recalled.get(item.fields.get("auth_id") or "")
+            if kept is not None:  # used now: a later record of this batch cannot name it
+                kept["used_by"] = item.txn_id
             self._store(item, batch, STATUS_ACCEPTED, None, settles)
             batch.ack_for(item)
             batch.count("accepted")

@@ -64,6 +64,7 @@ from typing import Any, Protocol
 from gateway.cards import CardBook
 from gateway.local_holds import HOLD_TTL_S
 from gateway.stats import Stats
+from gateway.store_health import StoreUnavailable
 from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFound
 from protocol import txn
 from protocol.reasons import (
@@ -192,9 +193,15 @@ class LedgerHolds:
                  settings: HoldSettings | None = None,
                  settle: Callable[[], object] | None = None, stats: Stats | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_voided: Callable[[list[str]], object] | None = None) -> None:
+                 on_voided: Callable[[list[str]], object] | None = None,
+                 on_placing: Callable[[str, str, dict[str, Any]], object] | None = None
+                 ) -> None:
         """`on_voided(hold_ids)`: told, from the sweep, of the holds the ledger voided (or
-        never had), so the store stops counting them as open (gateway/authorizations.py)."""
+        never had), so the store stops counting them as open (gateway/authorizations.py).
+        `on_placing(hold_id, auth_id, request)`: told before a hold is asked of the ledger,
+        to keep durably that it may be placed (`authorizations.intend`), so a gateway stopped
+        before the approval is kept voids it at its next start; raising StoreUnavailable
+        means the hold is not asked and the request is declined host_unavailable."""
         self.gateway_id = gateway_id
         self.cards = cards
         self.ledger = ledger
@@ -203,6 +210,7 @@ class LedgerHolds:
         self.stats = stats or Stats()
         self.clock = clock
         self.on_voided = on_voided
+        self.on_placing = on_placing
         self.stand_in = StandIn(self.settings.stand_in_txn_minor_max,
                                 self.settings.stand_in_card_minor_max)
         self.gate = LedgerGate(self.stand_in, clock)
@@ -225,6 +233,11 @@ class LedgerHolds:
         hold_id = ledger_hold_id(self.gateway_id, auth_id)
         if not self.gate.may_ask():
             return self._stand_in(request, decision, None, value_minor)
+        if self.on_placing is not None:
+            try:
+                self.on_placing(hold_id, auth_id, request)
+            except StoreUnavailable:
+                return self._decline(auth_id, HOST_UNAVAILABLE)
         try:
             held = self._place(hold_id, request, value_minor)
         except LedgerUnavailable as error:

@@ -32,7 +32,7 @@ from typing import Any
 from gateway import authorizations, hold_recovery, store_reports
 from gateway.acks import AckOut, AckStage
 from gateway.answered import Answered
-from gateway.authorize import AuthorizeStage
+from gateway.authorize import AUTH_COMMIT_WAIT_MS, AuthorizeStage
 from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
@@ -108,6 +108,7 @@ class Gateway:
         self.store.add_counters({AUTH_EPOCHS: 1})
         authorizations.prune(self.store)
         hotlist = self.store.hotlist()
+        self._blocked_versions = self.store.hotlist_versions()
         self.fleet = FleetConfig(self._config_version(programs, limits or {}, config_version),
                                  programs, limits or {}, hotlist)
         self.cards = CardBook(
@@ -122,7 +123,7 @@ class Gateway:
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
                                   self._settle_now, self.stats,
-                                  on_voided=self._holds_ended)
+                                  on_voided=self._holds_ended, on_placing=self._intend_hold)
                       if self._ledger_now else None)
         self._recover_holds()
         self.presence: dict[str, dict[str, Any]] = {}
@@ -194,6 +195,13 @@ class Gateway:
         self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue,
                                   on_death=death, answered=self.answered)
 
+    def _intend_hold(self, hold_id: str, auth_id: str, request: dict[str, Any]) -> None:
+        """Kept before the ledger is asked (authorizations.intend): a hold the gateway could
+        not keep its approval for is voided at the next start, never left to the ledger's
+        ttl."""
+        authorizations.intend(self.store, auth_id, request["terminal"], request["card"],
+                              hold_id, AUTH_COMMIT_WAIT_MS)
+
     def _config_version(self, programs: dict[str, Any], limits: dict[str, int],
                         floor: int) -> int:
         """The configuration version to publish (docs/protocol.md section 5.7): the last one
@@ -223,15 +231,23 @@ class Gateway:
     def _publish_fleet(self) -> None:
         self.fleet.publish(self.registry,
                            lambda topic, payload: self.mqtt.publish(topic, payload, retain=True))
+        # What terminals knew was blocked, and from which version: an offline sale naming
+        # that version or a later one is refused (gateway/cards.py `_config_refusal`).
+        blocked_in = {card: self._blocked_versions.get(card) or self.fleet.version
+                      for card in self.fleet.carried}
+        with self.cards.lock:
+            self.cards.blocked_in = blocked_in
 
     def block_card(self, card: str, reason: str = "reported lost") -> None:
         """Put a card on the hotlist: durable, enforced here, pushed to every terminal."""
-        self.store.block(card, reason)
+        version = self.fleet.version + 1  # the first configuration that carries it
+        self.store.block(card, reason, version)
+        self._blocked_versions[card] = version
         self.store.add_counters({CONFIG_VERSION: 1})
         with self.cards.lock:
             self.cards.hotlist.add(card)
         self.fleet.hotlist = [*(c for c in self.fleet.hotlist if c != card), card]
-        self.fleet.version += 1
+        self.fleet.version = version
         self._publish_fleet()
 
     def stop(self) -> None:

@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS card_sales (
 CREATE TABLE IF NOT EXISTS hotlist (
     card TEXT PRIMARY KEY,
     blocked_at REAL NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    config_version INTEGER
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
@@ -115,11 +116,13 @@ CREATE TABLE IF NOT EXISTS authorizations (
     held_minor INTEGER NOT NULL DEFAULT 0,
     op TEXT,
     ledger_hold_id TEXT,
-    hold_ended_at REAL
+    hold_ended_at REAL,
+    used_by TEXT
 );
 """
 _AUTHORIZATION_HOLD_COLUMNS = (("held_minor", "INTEGER NOT NULL DEFAULT 0"), ("op", "TEXT"),
-                               ("ledger_hold_id", "TEXT"), ("hold_ended_at", "REAL"))
+                               ("ledger_hold_id", "TEXT"), ("hold_ended_at", "REAL"),
+                               ("used_by", "TEXT"))
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS authorizations_open_holds ON authorizations (ledger_hold_id)
     WHERE hold_ended_at IS NULL;
@@ -191,7 +194,8 @@ class GatewayStore:
 
     def _add_missing_columns(self) -> None:
         """A store written before the program engine lacks the card's engine state; one
-        written before durable holds lacks the approvals' holds."""
+        written before durable holds lacks the approvals' holds; one written before blocks
+        named their configuration lacks that."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(cards)")}
         for column in ("merchant", "state", "sun_seen"):
             if column not in have:
@@ -200,6 +204,9 @@ class GatewayStore:
         for column, kind in _AUTHORIZATION_HOLD_COLUMNS:
             if column not in have:
                 self._db.execute(f"ALTER TABLE authorizations ADD COLUMN {column} {kind}")
+        if "config_version" not in {row[1] for row in self._db.execute(
+                "PRAGMA table_info(hotlist)")}:  # written before blocks named their version
+            self._db.execute("ALTER TABLE hotlist ADD COLUMN config_version INTEGER")
         self._db.executescript(_INDEXES)
 
     def close(self) -> None:
@@ -290,6 +297,12 @@ class GatewayStore:
                     " status, reason, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
                     row(r)[:-1] + (now if received is None else received[0],),
                 )
+            # An approval is used once: by the accepted record that names it (in the same
+            # commit), so no later record can name it again (gateway/cards.py).
+            db.executemany(
+                "UPDATE authorizations SET used_by = ? WHERE auth_id = ? AND used_by IS NULL",
+                [(r.txn_id, r.fields["auth_id"]) for r in (*records, *replaced)
+                 if r.status == STATUS_ACCEPTED and r.fields.get("auth_id")])
             db.executemany(
                 "INSERT INTO chain (terminal, seq, digest) VALUES (?,?,?) ON CONFLICT(terminal)"
                 " DO UPDATE SET seq=excluded.seq, digest=excluded.digest",
@@ -348,14 +361,23 @@ class GatewayStore:
         return cards
 
     # -- hotlist --------------------------------------------------------------------------
-    def block(self, card: str, reason: str) -> None:
+    def block(self, card: str, reason: str, config_version: int | None = None) -> None:
+        """`config_version`: the first terminal configuration that carries the block."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO hotlist (card, blocked_at, reason) VALUES (?,?,?)",
-                       (card, time.time(), reason))
+            db.execute("INSERT OR REPLACE INTO hotlist (card, blocked_at, reason,"
+                       " config_version) VALUES (?,?,?,?)",
+                       (card, time.time(), reason, config_version))
 
     def unblock(self, card: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM hotlist WHERE card = ?", (card,))
+
+    def hotlist_versions(self) -> dict[str, int | None]:
+        """Each blocked card's first configuration version (None: blocked before it was
+        kept)."""
+        with self._lock:
+            rows = self._db.execute("SELECT card, config_version FROM hotlist").fetchall()
+        return {card: version for card, version in rows}
 
     def hotlist(self) -> list[str]:
         """The blocked cards, the earliest blocked first."""

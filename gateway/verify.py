@@ -191,7 +191,11 @@ class Verifier:
             fields = self._fields(item, messages.TYPE_TXN, merchant, terminal, entry)
             # Answers go where the terminal listens: the merchant of the topic it used.
             fields = dict(txn.check_consistency(fields), merchant=merchant)
-            if fields["time"] > now_s + CLOCK_SKEW_MAX_S:
+            # Future against the latest time this gateway gave the terminal, not only its
+            # clock now: terminals follow the gateway's time, so after the gateway's clock
+            # steps back, records stamped with the time it gave out before are not refused.
+            latest_s = max(now_s, told.answered_s) if told is not None else now_s
+            if fields["time"] > latest_s + CLOCK_SKEW_MAX_S:
                 raise ValidationError(TIME_INVALID, "time is in the future")
         except ProtocolError as error:
             fields["merchant"] = merchant

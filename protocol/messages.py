@@ -79,6 +79,9 @@ _TXN = (
     (26, "discount_minor", "amount", False),
     (27, "redeem_points", "amount", False),
     (28, "redeem_minor", "amount", False),
+    # The signed configuration the terminal held when it made the sale (key 50 as in a
+    # configuration): the gateway refuses an offline sale of a card that one hotlisted.
+    (50, "config_version", "uint", False),
 )
 _AUTH_REQUEST = (
     (20, "request", "uint", True),

@@ -41,6 +41,16 @@ def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
             raw = RawTerminal(store_broker, "T2", stack.keys["T2"])
             raw.publish(raw.record(txn.KIND_PURCHASE, LOST, 100))
             assert wait_until(lambda: stack.gateway.stats.rejections().get("card_blocked") == 1)
+            # Offline: taken if sold under a configuration that did not carry the block yet,
+            # refused once it names one that did, and a terminal never goes back to an older
+            # one (or to naming none).
+            offline = {"auth_mode": txn.AUTH_OFFLINE, "program": "gift", "version": 1}
+            raw.publish(raw.record(txn.KIND_PURCHASE, LOST, 100, config_version=1, **offline))
+            raw.publish(raw.record(txn.KIND_PURCHASE, LOST, 100, config_version=2, **offline))
+            raw.publish(raw.record(txn.KIND_PURCHASE, GOOD, 100, **offline))
+            assert wait_until(lambda: raw.acked_through() == 4)
+            refused = {seq: reason for ack in raw.acks() for seq, reason in ack["rejected"]}
+            assert refused == {1: "card_blocked", 3: "card_blocked", 4: "config_rollback"}
             raw.close()
 
             stack.gateway.stop()

@@ -21,9 +21,10 @@ def test_an_approval_is_recalled_after_a_restart_and_pruned_when_old(tmp_path: P
     store.close()
     reopened = GatewayStore(str(tmp_path / "gw.db"))
     assert authorizations.recall(reopened, ["a3-17", "a3-18", "a1-2"]) == {
-        "a3-17": {"terminal": "T1", "card": "04a1", "expect": expect, "auth_mode": 3, "op": op},
+        "a3-17": {"terminal": "T1", "card": "04a1", "expect": expect, "auth_mode": 3, "op": op,
+                  "used_by": None},
         "a1-2": {"terminal": "T1", "card": "04a2", "expect": expect, "auth_mode": 1,
-                 "op": None}}
+                 "op": None, "used_by": None}}
     authorizations.prune(reopened)  # young: kept
     assert "a3-17" in authorizations.recall(reopened, ["a3-17"])
 

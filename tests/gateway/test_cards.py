@@ -433,3 +433,25 @@ def test_a_record_cannot_claim_a_stand_in_the_gateway_did_not_make() -> None:
         restarted.check(record, kept)
     assert caught.value.reason == "auth_unknown"
     restarted.check(record, dict(kept, auth_mode=txn.AUTH_STAND_IN))  # no exception
+
+
+def test_an_offline_sale_of_a_card_its_configuration_blocked_is_refused() -> None:
+    """The terminal names the configuration it sold under: one that carried the card's
+    block means it should have declined; naming an older one than before, or none after
+    naming one, is going back, which terminals never do."""
+    book = CardBook(DEMO_PROGRAMS, offline_limits={"txn_minor_max": 1000})
+    apply(book, fields(txn.KIND_ISSUE, amount_minor=5000, card_value_minor=5000,
+                       program="gift"))
+    book.hotlist.add("c1")
+    book.blocked_in = {"c1": 3}
+    offline = {"auth_mode": txn.AUTH_OFFLINE, "terminal": "T7"}
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=2,
+                       config_version=2, **offline))  # sold before it knew: taken, counted
+    assert book.hotlist_offline == 1
+    blocked = fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
+                     config_version=3, **offline)
+    assert reason_of(book, blocked) == "card_blocked"
+    for older in (1, None):
+        assert reason_of(book, dict(blocked, config_version=older)) == "config_rollback"
+    assert book.offline_over_limit == {"T7": 3}
+    assert book.cards["c1"]["value_minor"] == 4900

@@ -46,6 +46,8 @@ def test_a_hotlist_entry_is_a_new_version_that_survives_a_restart(tmp_path: Path
     assert gateway.fleet.version == 1
     gateway.block_card("04a1a2a3a4a5a6")
     assert gateway.fleet.version == 2
+    # Offline sales naming version 2 or later of this card are refused from now on.
+    assert gateway.cards.blocked_in == {"04a1a2a3a4a5a6": 2}
     gateway.store.close()
     assert _version(db, 1) == 2
 
@@ -70,5 +72,8 @@ def test_a_long_hotlist_never_stops_the_gateway_and_terminals_get_the_newest_blo
         assert f"{259:032d}" in carried and f"{0:032d}" not in carried  # the newest go
         assert gateway.fleet.hotlist_left_out == 260 - len(carried) > 0
         assert len(gateway.cards.hotlist) == 260  # the gateway itself declines them all
+        # An offline sale is refused for a block only where the terminal knew of it.
+        gateway.fleet.publish(registry, lambda topic, payload: None)
+        assert gateway.fleet.carried == set(carried)
     finally:
         gateway.store.close()

@@ -137,3 +137,27 @@ def test_value_is_loaded_only_under_an_approval_the_gateway_gave() -> None:
     # A points-only card issued with no value loads nothing: no approval needed.
     apply(book, fields(txn.KIND_ISSUE, card="c3", program="loyalty", auth_id=None))
     assert book.cards["c3"]["points"] == 0
+
+
+def test_an_approval_moves_value_once_and_only_its_terminal_can_end_its_hold() -> None:
+    """Found by the end-to-end attack tests: an approval whose hold was gone was recalled for
+    every record naming it, so one approval loaded or took value again and again; and
+    another terminal's refused record naming it released its hold."""
+    book = issued("gift", 5000)
+    answer = book.authorize(dict(request(txn.KIND_PURCHASE, 1000, 1000), terminal="T1",
+                                 seq=2), DAY0_S)
+    sale = fields(txn.KIND_PURCHASE, amount_minor=1000, card_value_minor=1000, seq=2,
+                  version=1, auth_id=answer["auth_id"])
+    hold = book.holds.get(answer["auth_id"])
+    assert hold is not None and hold.expect is not None
+    book.refused(dict(sale, terminal="T2", seq=9))  # a stranger's refused record
+    assert answer["auth_id"] in book.holds
+    kept = {"terminal": "T1", "card": "c1", "auth_mode": txn.AUTH_ONLINE,
+            "expect": hold.expect, "op": hold.op, "used_by": None}
+    apply(book, sale)  # the genuine record uses it
+    again = dict(sale, seq=3)
+    for recalled in (dict(kept, used_by="T1-2"), None):  # as the store says, or no hold
+        with pytest.raises(ProtocolError) as caught:
+            book.check(again, recalled)
+        assert caught.value.reason == "auth_unknown"
+    assert book.cards["c1"]["value_minor"] == 4000

@@ -114,3 +114,21 @@ def test_voids_wait_for_the_ledger_and_a_voided_hold_is_not_recovered_again(
     assert authorizations.open_holds(store, now - TTL_S) == []
     assert hold_recovery.recover(store, LocalHolds(TTL_S), now, TTL_S).void == []
     store.close()
+
+
+def test_a_hold_intended_but_never_given_is_voided_at_the_next_start(tmp_path: Path) -> None:
+    """Killed (or its store failing) after the ledger was asked and before the approval was
+    kept: the intent is all the store has, and the ledger's hold is voided, not left to its
+    ttl; an intent whose approval was then kept is the approval."""
+    now = time.time()
+    store = GatewayStore(str(tmp_path / "gw.db"))
+    authorizations.intend(store, "a1-7", "T1", CARD, "gw1-a1-7")
+    authorizations.intend(store, "a1-8", "T1", CARD, "gw1-a1-8")
+    _keep(store, "a1-8", 8, now - 1)  # given: the approval replaces its intent
+    store.close()
+    store = GatewayStore(str(tmp_path / "gw.db"))
+    recovery = hold_recovery.recover(store, LocalHolds(TTL_S, epoch=2, ledger=True), now,
+                                     TTL_S)
+    assert recovery.void == ["gw1-a1-7"]
+    assert [h["auth_id"] for h in recovery.restored] == ["a1-8"]
+    store.close()

@@ -17,6 +17,7 @@ from gateway.cards import LEDGER_HOLD_FIELD, CardBook, record_till_amounts
 from gateway.ledger_holds import HoldSettings, LedgerHolds, ledger_hold_id
 from gateway.settle import batch_document
 from gateway.store import STATUS_ACCEPTED, GatewayStore, StoredRecord
+from gateway.store_health import StoreUnavailable
 from ledger.errors import BatchInvalid, HoldRefused, LedgerUnavailable, NotFound
 from protocol import txn
 from protocol.errors import ValidationError
@@ -383,3 +384,29 @@ def test_auth_ids_carry_the_gateway_start_so_they_never_repeat() -> None:
 def test_a_local_hold_must_outlast_the_ledger_calls_made_for_it() -> None:
     with pytest.raises(ValueError, match="hold_ttl_s"):
         HoldSettings(hold_ttl_s=5, ledger_timeout_s=2)
+
+
+def test_the_hold_is_kept_as_intended_before_the_ledger_is_asked_and_not_asked_if_it_cannot_be(
+        ) -> None:
+    """A gateway stopped between the ledger's answer and keeping the approval still knows
+    the hold at its next start (tests/gateway/test_hold_recovery.py voids it); a store that
+    cannot keep the intent means the ledger is not asked at all."""
+    book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "gift", 5000))
+    intended: list[tuple[str, str]] = []
+
+    def intend(hold_id: str, auth_id: str, asked: dict[str, Any]) -> None:
+        assert ledger.placed == []  # before the ledger is asked
+        intended.append((hold_id, auth_id))
+
+    holds.on_placing = intend
+    decision = decide(book, holds, request(1200), NOW_S)
+    assert decision["approved"] and intended == [("gw1-a7-1", "a7-1")]
+    assert len(ledger.placed) == 1
+
+    def failing(hold_id: str, auth_id: str, asked: dict[str, Any]) -> None:
+        raise StoreUnavailable("database is locked")
+
+    holds.on_placing = failing
+    declined = decide(book, holds, request(1000), NOW_S)
+    assert declined == {"approved": False, "reason": "host_unavailable"}
+    assert len(ledger.placed) == 1 and len(book.holds) == 1  # only the first sale's hold

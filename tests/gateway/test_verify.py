@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.offline_episodes import Told
 from gateway.registry import TerminalRegistry
 from gateway.verify import (
     CLOCK_SKEW_MAX_S,
@@ -179,3 +180,16 @@ def test_a_status_names_only_a_known_state() -> None:
     with pytest.raises(ProtocolError) as caught:
         _verifier().status(topic, odd)
     assert caught.value.reason == "field_invalid"
+
+
+def test_a_record_stamped_with_a_time_the_gateway_gave_is_not_future_after_its_clock_steps_back(
+        ) -> None:
+    """The gateway answered at NOW_S + 1000, then its clock stepped back to NOW_S: its
+    terminal's record of that answer's time is not in the future; beyond it still is."""
+    told = Told(0, NOW_S + 1000)
+    given = _verifier().transaction(TOPIC, txn.seal(KEY, _fields(time=NOW_S + 1000)), NOW_S,
+                                    told)
+    assert given.refusal is None
+    beyond = _verifier().transaction(
+        TOPIC, txn.seal(KEY, _fields(time=NOW_S + 1000 + CLOCK_SKEW_MAX_S + 1)), NOW_S, told)
+    assert beyond.refusal == "time_invalid"

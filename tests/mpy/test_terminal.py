@@ -435,3 +435,10 @@ def test_a_gateway_that_cannot_keep_an_approval_sends_the_terminal_offline():
     rig.reader.tap = (CARD, None, None)
     rig.answer(declined("host_unavailable"))
     assert_declined(rig.terminal.topup(500), "host_unavailable")
+
+
+def test_a_record_names_the_configuration_it_was_sold_under():
+    rig = Rig()  # configuration version 1
+    rig.learn(CARD, "wallet")
+    assert rig.offline_purchase(CARD, 1000)["approved"]
+    assert rig.record(1)["config_version"] == 1

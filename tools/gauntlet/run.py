@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gateway-kills", type=int, default=20)
     parser.add_argument("--faults", default=",".join(faults.OTHER_FAULTS),
-                        help="the other faults, comma-separated (default: every one but"
-                             " gateway_clock_jump, see tools/gauntlet/faults.py)")
+                        help="the other faults, comma-separated (default: every one, see"
+                             " tools/gauntlet/faults.py)")
     parser.add_argument("--rounds", type=int, default=1, help="each other fault this often")
     parser.add_argument("--admin-dsn", default=os.environ.get("TILLTAP_TEST_PG_DSN",
                                                               DEFAULT_ADMIN_DSN),
