@@ -256,6 +256,8 @@ def _loaded_as_approved(fields: Mapping[str, Any], expected: dict[str, int] | No
     (docs/security.md, a stolen terminal key). Checked last, so a record that breaks
     another rule is refused for that one."""
     if fields["kind"] in VALUE_LOADS and fields["card_value_minor"] and expected is None:
+        log.warning("record %s-%s loads value under no approval given (%s)", fields["terminal"],
+                    fields["seq"], fields.get("auth_id"))
         raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
 
 
@@ -384,12 +386,19 @@ class CardBook:
                     or recalled.get("used_by") not in (None, sale_id)):
                 # Never given, given for another card or terminal, or used already: an
                 # approval moves value once (a stolen key naming it again moves nothing).
-                raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
+                why = ("never kept" if recalled is None else
+                       f"used by {recalled.get('used_by')}" if recalled.get("used_by")
+                       else "given for another card, terminal or mode")
+                log.warning("record %s-%s names approval %s: %s", fields["terminal"],
+                            fields["seq"], fields.get("auth_id"), why)
+                raise ValidationError(AUTH_UNKNOWN, f"{fields.get('auth_id')}: {why}")
             expected = recalled["expect"]
             given_op = recalled.get("op")
             self.late_online += 1
         elif stand_in and (hold is None or not hold.stand_in):
             # Stand-in is what the gateway says it did: a record cannot claim it alone.
+            log.warning("record %s-%s claims stand-in under %s, not one given", fields["terminal"],
+                        fields["seq"], fields.get("auth_id"))
             raise ValidationError(AUTH_UNKNOWN, str(fields.get("auth_id")))
         if kind == txn.KIND_ISSUE:
             self._check_offline(fields, told)  # an issue is never offline: refused here

@@ -161,12 +161,18 @@ class IngestStage(Stage[Verified]):
         return {card: found for card, found in answers.items() if found is not None}
 
     def _recall(self, items: list[Verified]) -> dict[str, dict[str, Any]]:
-        """The kept authorizations online records name whose local holds are gone: read
-        before any lock is taken, checked under it (gateway/authorizations.py)."""
-        names = [item.fields["auth_id"] for item in items
+        """The kept authorizations online records name: read before any lock is taken,
+        used under it when a local hold is gone (gateway/authorizations.py). Every one, not
+        only those whose hold is gone now: a hold may expire between this read and the lock
+        (the authorization stage expires holds as it decides), and its record must still
+        find its approval."""
+        # With the records held ahead for these terminals: the batch may fill their gap and
+        # hand them out too (found by the gauntlet: after a restart, records resent out of
+        # order were held, then refused auth_unknown when released, their approvals unread).
+        offered = [*items, *self.sequencer.waiting({item.terminal for item in items})]
+        names = [item.fields["auth_id"] for item in offered
                  if item.refusal is None and item.fields.get("auth_id")
-                 and item.fields["auth_mode"] in (txn.AUTH_ONLINE, txn.AUTH_STAND_IN)
-                 and item.fields["auth_id"] not in self.cards.holds]
+                 and item.fields["auth_mode"] in (txn.AUTH_ONLINE, txn.AUTH_STAND_IN)]
         return authorizations.recall(self.store, names) if names else {}
 
     def _decide(self, decision: Decision, batch: _Batch,

@@ -26,7 +26,7 @@ IN_ORDER after the one that filled the gap.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gateway.verify import Verified
 from protocol.reasons import CHAIN_BROKEN
@@ -65,6 +65,12 @@ class Sequencer:
 
     def head(self, terminal: str) -> tuple[int, bytes]:
         return self.heads.get(terminal, (0, GENESIS_DIGEST))
+
+    def waiting(self, terminals: Iterable[str]) -> list[Verified]:
+        """The records held for these terminals, ahead of their heads: an offer may hand
+        them out along with the record that fills their gap."""
+        return [item for terminal in terminals
+                for item in self._ahead.get(terminal, {}).values()]
 
     def offer(self, item: Verified) -> list[Decision]:
         seq, _ = self.head(item.terminal)

@@ -286,3 +286,51 @@ def test_redemptions_that_fund_each_other_apply_in_any_order(tmp_path: Path) -> 
              "T2-4"]
     stage.process([counters.verified(*by_id[txn_id]) for txn_id in order])
     assert len(stage.parked) == 0, _statuses(stage.store)
+
+
+def test_a_record_whose_hold_expires_while_its_batch_waits_for_the_lock_finds_its_approval(
+        tmp_path: Path) -> None:
+    """Found by the gauntlet (a gateway clock stepping back, then forward): the stage read
+    the kept approvals only of records whose hold was gone, before taking the lock; a hold
+    the authorization stage expired in between left its record with neither, and a sale the
+    counter approved was refused auth_unknown."""
+    stage, acks = _stage(tmp_path)
+    counters = _issued(stage)
+    counters.approve("T1", txn.KIND_PURCHASE, 500, 500)
+    recall = stage._recall
+
+    def recall_then_expire(items: list[Verified]) -> dict[str, dict[str, Any]]:
+        found = recall(items)
+        stage.cards.holds.expire(NOW_S + 10 * stage.cards.holds.ttl_s)  # meanwhile
+        return found
+
+    stage._recall = recall_then_expire  # type: ignore[method-assign]
+    stage.process([counters.verified(t, r) for t, r in counters.records])
+    assert all(not ack.rejected for ack in _acks(acks))
+    assert stage.cards.late_online == 1
+    stage.store.close()
+
+
+def test_a_record_held_out_of_order_after_a_restart_finds_its_approval_when_released(
+        tmp_path: Path) -> None:
+    """Found by the gauntlet: after a restart (its holds gone) a terminal's resent records
+    arrived out of order; the later one was held, then released by the batch that filled
+    its gap, whose kept approvals had been read for that batch's own records only: it was
+    refused auth_unknown, a sale the counter approved."""
+    stage, _ = _stage(tmp_path)
+    counters = _issued(stage)
+    counters.approve("T1", txn.KIND_PURCHASE, 300)
+    counters.approve("T1", txn.KIND_PURCHASE, 400)
+    first, second = counters.records
+    stage.store.close()
+    store = GatewayStore(str(tmp_path / "gw.db"))  # a new run on the same store
+    acks: queue.Queue[AckOut | None] = queue.Queue()
+    restarted = IngestStage(store, CardBook(DEMO_PROGRAMS, store.load_cards(), auth_epoch=2),
+                            Stats(), queue.Queue(), acks)
+    restarted.process([counters.verified(*second)])  # ahead of its head: held
+    restarted.process([counters.verified(*first)])  # fills the gap: both placed
+    assert all(not ack.rejected for ack in _acks(acks))
+    statuses = _statuses(store)
+    assert [statuses[f"T1-{seq}"] for seq in (3, 4)] == [("accepted", None)] * 2, statuses
+    assert restarted.cards.late_online == 2
+    store.close()
