@@ -68,6 +68,7 @@ from gateway.store_health import StoreUnavailable
 from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFound
 from protocol import txn
 from protocol.reasons import (
+    CARD_BLOCKED,
     CARD_UNKNOWN,
     CURRENCY_MISMATCH,
     HOST_UNAVAILABLE,
@@ -89,7 +90,7 @@ LEDGER_RETRY_MAX_S = 30.0
 VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
-PASSED_ON = frozenset({INSUFFICIENT_VALUE, CARD_UNKNOWN, CURRENCY_MISMATCH})
+PASSED_ON = frozenset({INSUFFICIENT_VALUE, CARD_UNKNOWN, CURRENCY_MISMATCH, CARD_BLOCKED})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 
 log = logging.getLogger(__name__)

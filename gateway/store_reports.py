@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.store import BATCH_REFUSED, STATUS_ACCEPTED, STATUS_REJECTED, GatewayStore
+from gateway.store import (
+    BATCH_OPEN,
+    BATCH_REFUSED,
+    STATUS_ACCEPTED,
+    STATUS_REJECTED,
+    GatewayStore,
+)
 
 REFUSAL_COLUMNS = ("txn_id", "terminal", "seq", "reason", "kind", "card", "amount_minor",
                    "card_value_minor", "auth_mode", "auth_id", "time", "received_at")
@@ -76,3 +82,14 @@ def totals_by_terminal(store: GatewayStore) -> dict[str, dict[str, Any]]:
 def batch_summary(store: GatewayStore) -> dict[str, int]:
     """Settlement batches by status."""
     return dict(store.read("SELECT status, COUNT(*) FROM batches GROUP BY status"))
+
+
+def unsettled_since(store: GatewayStore) -> float | None:
+    """When the oldest accepted record the ledger has not confirmed was received (None:
+    all settled): unbatched, or in a batch still open. Both reads use records_unbatched."""
+    rows = store.read(
+        "SELECT MIN(received_at) FROM records WHERE status = ? AND (batch_id IS NULL OR"
+        " batch_id IN (SELECT batch_id FROM batches WHERE status = ?))",
+        (STATUS_ACCEPTED, BATCH_OPEN))
+    oldest = rows[0][0] if rows else None
+    return None if oldest is None else float(oldest)

@@ -14,12 +14,14 @@ hash is needed) in a logins file written by ``tilltap ledger login``::
 
 Roles (what each may do is `may`'s table below):
 
-    gateway   post its own batches and holds, void and read its own holds, look up cards;
+    gateway   post its own batches and holds, void and read its own holds, look up cards,
+              read the feed of card blocks;
               bound to its gateway id (batch ids and hold ids start with "<gateway>-") and
               to its terminals (and "<gateway>.expiry", its own expire records) and
               merchants (an entry ending in "*" is a prefix)
     reader    read balances, reports, alarms, holds (back office)
-    cards     register personalized cards (value at most register_value_minor_max), read cards
+    cards     register personalized cards (value at most register_value_minor_max), read cards,
+              block and unblock cards
     admin     everything a reader and cards may do, and void any hold
 
 Nothing here trusts the request: a login that is not in the file, a wrong secret and a
@@ -58,11 +60,14 @@ PLACE_HOLD = "place_hold"
 READ_HOLD = "read_hold"
 VOID_HOLD = "void_hold"
 READ_BOOKS = "read_books"  # balances, terminals, trial balance, alarms, hold totals, reports
+BLOCK_CARD = "block_card"  # block or unblock a card for every store
+READ_BLOCKS = "read_blocks"  # the feed of block changes (GET /v1/blocks)
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD}),
-    "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS}),
-    "cards": frozenset({READ_CARD, REGISTER_CARD}),
-    "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD}),
+    "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS}),
+    "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS}),
+    "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
+    "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
+                        READ_BLOCKS}),
 }
 
 

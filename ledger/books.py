@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import hold_sql, posting_sql, queries, reports
+from ledger import block_sql, hold_sql, posting_sql, queries, reports
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
@@ -230,6 +230,37 @@ class Books:
         or None for an unknown card."""
         with self._guard(), self._database.read() as session:
             return queries.card_balance(session, card, self._now())
+
+    def card_detail(self, card: str) -> dict[str, Any] | None:
+        """`card_balance` with its block ("blocked", "block") and where it was last used
+        ("last_stores"), read at one moment; None for an unknown card."""
+        with self._guard(), self._database.read() as session:
+            balance = queries.card_balance(session, card, self._now())
+            if balance is None:
+                return None
+            return (balance | block_sql.state(block_sql.latest(session, card))
+                    | {"last_stores": block_sql.last_stores(session, card)})
+
+    def block_card(self, card: str, blocked: bool, reason: str, login: str) -> dict[str, Any]:
+        """Block (or unblock) a card for every store: {"card", "blocked", "block", "changed"}.
+
+        Holds on a blocked card are refused ``card_blocked``; the change is logged as an
+        AUDIT line and kept in card_blocks with its reason, time and login; NotFound
+        card_unknown for a card the ledger never saw. Blocking a blocked card changes nothing.
+        """
+        with self._guard():
+            current, changed = self._database.transact(
+                lambda session: block_sql.change(session, card, blocked, reason, login,
+                                                 self._now()))
+        if changed:
+            log.info("AUDIT card %s %s by %s: %s", card[:64],
+                     "blocked" if blocked else "unblocked", login, reason)
+        return {"card": card, **current, "changed": changed}
+
+    def block_changes(self, cursor: int) -> dict[str, Any]:
+        """Block changes after `cursor` (GET /v1/blocks): {"blocks": [...], "next": cursor}."""
+        with self._guard(), self._database.read() as session:
+            return block_sql.since(session, cursor)
 
     def balances(self) -> list[dict[str, Any]]:
         """Every card's balance, ordered by card id."""

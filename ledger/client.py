@@ -155,8 +155,31 @@ class LedgerClient:
         return result
 
     def card(self, card: str) -> dict[str, Any]:
-        """One card's balance; NotFound (reason card_unknown) if the ledger never saw it."""
+        """One card's balance, "blocked"/"block" and "last_stores"; NotFound (reason
+        card_unknown) if the ledger never saw it."""
         result: dict[str, Any] = self._request("GET", f"/v1/cards/{quote(card, safe='')}")
+        return result
+
+    def block_card(self, card: str, reason: str) -> dict[str, Any]:
+        """Block a card for every store: {"card", "blocked": true, "block", "changed"}.
+
+        NotFound card_unknown; Forbidden unless the login is a cards or admin login."""
+        body = json.dumps({"reason": reason}, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/cards/{quote(card, safe='')}/block", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def unblock_card(self, card: str, reason: str = "") -> dict[str, Any]:
+        """Lift a card's block: {"card", "blocked": false, "block", "changed"}."""
+        body = json.dumps({"reason": reason}, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request(
+            "DELETE", f"/v1/cards/{quote(card, safe='')}/block", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def block_changes(self, since: int = 0) -> dict[str, Any]:
+        """Block changes after cursor `since`, oldest first: {"blocks": [...], "next": id}."""
+        result: dict[str, Any] = self._request("GET", f"/v1/blocks?since={int(since)}",
+                                               None, HTTP_HOLD_TIMEOUT_S)
         return result
 
     def balances(self) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ class HoldRefused(LedgerRejected):
     default_http_status = 409
 
 
-HOLD_REFUSALS = frozenset({"insufficient_value", "hold_posted", "hold_conflict"})
+HOLD_REFUSALS = frozenset({"insufficient_value", "hold_posted", "hold_conflict", "card_blocked"})
 """Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
 
 

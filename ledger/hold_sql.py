@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
+from ledger import block_sql
 from ledger.db import Row, Session
-from ledger.errors import NotFound
+from ledger.errors import HoldRefused, NotFound
 from ledger.hold_rules import (
     HOLD_REQUEST_FIELDS,
     STATUS_EXPIRED,
@@ -56,6 +57,8 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     if not cards:
         raise NotFound("card_unknown", f"the ledger has no card {request.card!r}")
     check_currency(request, cards[0][0])
+    if block_sql.is_blocked(database, request.card):
+        raise HoldRefused("card_blocked", f"card {request.card[:64]!r} is blocked at the ledger")
     _expire_card(database, request.card, now)
     value_minor, held_minor = card_funds(database, request.card, now)
     left_minor = available_after(request, value_minor - held_minor)

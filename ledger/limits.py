@@ -131,3 +131,10 @@ REPORT_PARAMETER_DIGITS_MAX = 9
 
 HTTP_LISTEN_BACKLOG = 128
 """Connections the kernel queues before accept(); http.server's default of 5 resets bursts."""
+
+BLOCKS_PAGE_MAX = 1000
+"""Most block changes one GET /v1/blocks answer holds; a gateway asks again from its cursor."""
+LAST_STORES_MAX = 5
+"""Most terminals GET /v1/cards/<card> lists under last_stores (most recent first)."""
+BLOCK_REASON_CHARS_MAX = 200
+"""Longest reason a back-office block may give."""

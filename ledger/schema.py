@@ -6,7 +6,7 @@ balances), transactions by ref_txn_id (refund limits), open holds by card (avail
 value) and by expiry (the sweep), hold postings by batch (closing them). Reports scan the
 transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
-Tables added later (holds, hold_postings, refused_txns) are created on the next open of
+Tables added later (holds, hold_postings, refused_txns, card_blocks) are created on the next open of
 existing books, and columns added later (ADDED_COLUMNS: nullable, so
 rows written before them read as null) are added to them; nothing is ever dropped or changed.
 
@@ -103,6 +103,14 @@ _STATEMENTS = (
         content_hash TEXT NOT NULL,
         refused_at BIGINT NOT NULL,
         PRIMARY KEY (batch_id, position))""",
+    """CREATE TABLE IF NOT EXISTS card_blocks (
+        id {serial},
+        card TEXT NOT NULL REFERENCES cards (card),
+        blocked BIGINT NOT NULL CHECK (blocked IN (0, 1)),
+        reason TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS card_blocks_by_card ON card_blocks (card, id)",
     """CREATE TABLE IF NOT EXISTS alarms (
         id {serial},
         at BIGINT NOT NULL,
@@ -143,6 +151,9 @@ REFUSED_COLUMNS = (
     "refused_at",
 )
 """A transaction a batch refused: the batch, its index there, what and why, and when."""
+CARD_BLOCK_COLUMNS = ("card", "blocked", "reason", "at", "login")
+"""Every card_blocks column but its id: one block or unblock, kept for ever (the audit
+trail); a card's latest row is its state, and the ids are the gateways' feed cursor."""
 ALARM_COLUMNS = ("at", "reason", "detail")
 """Every alarms column but its id."""
 HOLD_POSTING_COLUMNS = (

@@ -5,13 +5,17 @@
     GET    /v1/holds           {status: count, ..., "posted_late": n}
     GET    /v1/holds/<id>      one hold                              -> 200 / 404 hold_unknown
     DELETE /v1/holds/<id>      void it                               -> 200 / 404 / 409
-    GET    /v1/cards/<card>    one card's balance                    -> 200 / 404 card_unknown
+    GET    /v1/cards/<card>    one card's balance, block, last stores -> 200 / 404 card_unknown
+    POST   /v1/cards/<card>/block   block it for every store {"reason"}  -> 200 / 404
+    DELETE /v1/cards/<card>/block   unblock it [{"reason"}]              -> 200 / 404
+    GET    /v1/blocks?since=ID {"blocks": [change, ...], "next": ID}, the gateways' feed
     GET    /v1/balances        {"balances": [card balance, ...]}
     GET    /v1/terminals       {terminal: {"count", "by_kind"}}
     GET    /v1/trial-balance   {unit: sum}, all zero in healthy books
     GET    /v1/alarms          {"alarms": [...]}
     GET    /v1/reports/<name>  ?as_of=YYYY-MM-DD&window_days=N[&days=N&min_purchases=N]
-    GET    /v1/health          {"status": "ok", "dialect": ...} or 503
+    GET    /v1/health          {"status": "ok", "dialect": ...} or 503 (also GET /health)
+    GET    /metrics            Prometheus text (ledger/metrics.py); reader or admin
 
 Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
 never dies of a request: rejections keep their status, a database fault is 503
@@ -38,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -59,6 +64,7 @@ from ledger.limits import (
     BATCH_BYTES_MAX,
     BATCH_POST_WAIT_S,
     BATCH_POSTS_CONCURRENT_MAX,
+    BLOCK_REASON_CHARS_MAX,
     HOLD_BYTES_MAX,
     HOLD_SWEEP_INTERVAL_S,
     HTTP_BODY_BASE_S,
@@ -73,15 +79,20 @@ from ledger.limits import (
     LOGINS_RELOAD_INTERVAL_S,
     SERVER_SWITCH_INTERVAL_S,
 )
+from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
+from ledger.metrics import METRICS_PATH, LedgerMetrics
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 CARDS_PREFIX = "/v1/cards/"
+BLOCK_SUFFIX = "/block"
+BLOCKS_PATH = "/v1/blocks"
 REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
 HOLDS_PATH = "/v1/holds"
 BATCHES_PATH = "/v1/batches"
 HEALTH_PATH = "/v1/health"
+HEALTH_PATHS = frozenset({HEALTH_PATH, "/health"})  # /health: what probes ask by default
 REFUSED_PATH = "/v1/refused"
 HOLDS_PREFIX = "/v1/holds/"
 REPORTS_PREFIX = "/v1/reports/"
@@ -144,6 +155,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.books = books
         self.logins = logins
         self.tls = tls
+        self.metrics = LedgerMetrics(books)
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
         self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
@@ -199,6 +211,14 @@ class _HTTPServer(ThreadingHTTPServer):
         log.info("connection from %s failed: %s", client_address[0], error)
 
 
+@dataclass(frozen=True)
+class _Text:
+    """An answer that is not JSON (GET /metrics)."""
+
+    payload: bytes
+    content_type: str
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request: authenticate, read, route; every outcome a JSON answer."""
 
@@ -207,6 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = HTTP_SOCKET_TIMEOUT_S
     _body: bytes | None = None
     _login: Login | None = None
+    _status = 0
 
     def do_GET(self) -> None:
         """Serve a report."""
@@ -225,6 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        """Answer one request, counted and timed by its route (ledger/metrics.py)."""
+        with self.server.metrics.request(method, urlsplit(self.path).path) as outcome:
+            self._serve_counted(method)
+            outcome["status"] = self._status
+
+    def _serve_counted(self, method: str) -> None:
         """Answer one request; nothing raised here may reach http.server.
 
         The caller is authenticated on its headers alone and its body read to the end
@@ -250,12 +277,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _finish(self, status: int, body: Any) -> None:
         if self._body is None and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
             self.close_connection = True  # an unread body would be parsed as the next request
+        self._status = status
         self._send(status, body)
 
     def _authenticate(self) -> Login | None:
         """The caller's login (None: an open ledger, or the health check anyone may ask)."""
         logins = self.server.logins.current()
-        if logins is None or urlsplit(self.path).path == HEALTH_PATH:
+        if logins is None or urlsplit(self.path).path in HEALTH_PATHS:
             return None
         return authenticate(logins, self.headers.get("Authorization"))
 
@@ -310,6 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
         target = urlsplit(self.path)
         path = target.path
         books = self.server.books
+        if path.startswith(CARDS_PREFIX) and path.endswith(BLOCK_SUFFIX) and len(path) > len(
+                CARDS_PREFIX + BLOCK_SUFFIX):
+            card = unquote(path[len(CARDS_PREFIX) : -len(BLOCK_SUFFIX)])
+            return self._by_method(method, {"POST": lambda: self._block(card, True),
+                                            "DELETE": lambda: self._block(card, False)})
+        if path == BLOCKS_PATH:
+            return self._only("GET", method, lambda: self._blocks(target.query))
         if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
             card = unquote(path[len(CARDS_PREFIX) :])
             return self._by_method(method, {"GET": lambda: self._card(card),
@@ -336,8 +371,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if path == BATCHES_PATH:
             return self._only("POST", method, self._post_batch)
-        if path == HEALTH_PATH:
+        if path in HEALTH_PATHS:
             return self._only("GET", method, lambda: (200, _health(books)))
+        if path == METRICS_PATH:
+            return self._only("GET", method, self._metrics)
         if path == REFUSED_PATH:
             return self._only("GET", method, lambda: self._read(
                 lambda: {"refused": books.refused_transactions(_refused_batch(target.query))}))
@@ -357,13 +394,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._may(auth.READ_BOOKS)
         return 200, getter()
 
+    def _metrics(self) -> Answer:
+        """GET /metrics: a read of the books as a whole (reader, admin), as Prometheus text."""
+        self._may(auth.READ_BOOKS)
+        return 200, _Text(self.server.metrics.exposition(), METRICS_TYPE)
+
     def _card(self, card: str) -> Answer:
         """One card's balance, or 404 card_unknown."""
         self._may(auth.READ_CARD)
-        balance = self.server.books.card_balance(card)
+        balance = self.server.books.card_detail(card)
         if balance is None:
             raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
         return 200, balance
+
+    def _block(self, card: str, blocked: bool) -> Answer:
+        """POST/DELETE /v1/cards/<card>/block: block or unblock a card (cards, admin)."""
+        self._may(auth.BLOCK_CARD)
+        reason = _block_reason(None if not self._body and not blocked else self._read_json(
+            "request_malformed"), blocked)
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.books.block_card(card, blocked, reason, login)
+
+    def _blocks(self, query: str) -> Answer:
+        """GET /v1/blocks?since=ID: block changes after ID (0: all), the gateways' feed."""
+        self._may(auth.READ_BLOCKS)
+        parameters = _query(query)
+        since = parameters.get("since", "0")
+        if set(parameters) - {"since"} or not since.isdigit() or len(since) > 18:
+            raise BatchInvalid("parameter_invalid", "GET /v1/blocks takes since=<id>, an integer")
+        return 200, self.server.books.block_changes(int(since))
 
     def _hold(self, hold_id: str) -> Answer:
         """One hold, or 404 hold_unknown; a gateway sees only its own."""
@@ -441,11 +500,14 @@ class _Handler(BaseHTTPRequestHandler):
         return decode_json(self._body, malformed)
 
     def _send(self, status: int, body: Any) -> None:
-        """Write one JSON answer with its length, so the connection can be kept alive."""
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        """Write one JSON answer (or _Text) with its length, so the connection can be kept
+        alive."""
+        payload, content_type = ((body.payload, body.content_type) if isinstance(body, _Text)
+                                 else (json.dumps(body, separators=(",", ":")).encode("utf-8"),
+                                       JSON_TYPE))
         try:
             self.send_response(status)
-            self.send_header("Content-Type", JSON_TYPE)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             if self.close_connection:
                 self.send_header("Connection", "close")
@@ -500,6 +562,18 @@ def _refused_batch(text: str) -> str | None:
     if batch_id is not None and not 0 < len(batch_id) <= ID_CHARS_MAX:
         raise BatchInvalid("parameter_invalid", f"batch_id: 1 to {ID_CHARS_MAX} characters")
     return batch_id
+
+
+def _block_reason(body: object, blocked: bool) -> str:
+    """The reason of a block (required) or an unblock (optional): {"reason": text}."""
+    if body is None:
+        return ""
+    reason = body.get("reason") if isinstance(body, dict) and set(body) <= {"reason"} else None
+    if not isinstance(reason, str) or len(reason) > BLOCK_REASON_CHARS_MAX or (
+            blocked and not reason.strip()):
+        raise BatchInvalid("request_malformed", "send {\"reason\": text}, 1 to "
+                                                f"{BLOCK_REASON_CHARS_MAX} characters")
+    return reason
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -28,6 +28,8 @@
     tilltap programs simulate --config FILE.toml --ops FILE.jsonl   run operations, print JSON
     tilltap card personalize --count N --master-key FILE --url-prefix URL --program P ...
     tilltap card inspect [--reader pcsc|usb:...|udp:HOST:PORT] [--master-key FILE]
+    tilltap card block CARD --reason TEXT | unblock CARD | show CARD  --ledger-url URL ...
+                                               block a card at every store; its ledger state
     tilltap card verify-sun URL (--key HEX | --meta-key HEX --file-key HEX | --master-key FILE)
                                                check a SUN URL, print JSON (exit 0 / 1 / 2)
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
@@ -412,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     programs_simulate.add_argument("--ops", required=True, help="one JSON operation per line")
     programs_simulate.set_defaults(handler=_programs_simulate)
 
-    card = commands.add_parser("card", help="NTAG 424 DNA card tools").add_subparsers(
+    card = commands.add_parser(
+        "card", help="NTAG 424 DNA cards; block/show at the ledger").add_subparsers(
         dest="card_command", required=True)
     verify_sun = card.add_parser(
         "verify-sun",
@@ -449,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--master-key", metavar="FILE", default=None,
                          help="master-key file: also check the card's SUN")
     inspect.set_defaults(handler=_card_inspect)
+    from tools.card_ledger import add_arguments as add_card_ledger_arguments
+
+    add_card_ledger_arguments(card)
 
     terminal = commands.add_parser("terminal", help="terminals").add_subparsers(
         dest="terminal_command", required=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.card_auth import CardKeys
 from gateway.ledger_holds import HoldSettings
+from gateway.metrics import MetricsServer
 from gateway.registry import TerminalRegistry
 from gateway.service import SETTLE_INTERVAL_S, Gateway
 from gateway.stage import exit_process, thread
@@ -155,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stats-out", default=None, type=file_to_write,
                         help="write the gateway's counters (received, accepted, rejected by "
                              "reason, ...) to this JSON file when it stops")
+    parser.add_argument("--metrics-port", type=_listen_port, default=None,
+                        help="serve GET /metrics (Prometheus) and GET /health on this port "
+                             "(0: any free one, printed); default: not served")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address --metrics-port listens on (127.0.0.1; no login: keep "
+                             "it on loopback or a management network)")
     parser.add_argument("--health-out", default=None, type=file_to_write,
                         help="keep the gateway's health in this JSON file, rewritten within "
                              f"{HEALTH_WRITE_INTERVAL_S:g} s of a change: {{\"store\": "
@@ -198,12 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     created = not Path(args.db).exists()
     gateway = _gateway(args, settings)
+    metrics = None
     try:
+        if args.metrics_port is not None:
+            metrics = _metrics_server(gateway, args.metrics_host, args.metrics_port)
         gateway.start()
+    except UsageError as error:
+        _abandon(gateway, args.db if created else None)
+        print(f"tilltap gateway run: {error}", file=sys.stderr)
+        return 2
     except (OSError, ConnectionError) as error:
         _abandon(gateway, args.db if created else None)
         raise OutsideFailure(f"cannot connect to the broker at {args.broker_host}:"
                              f"{args.broker_port}: {error}") from None
+    if metrics is not None:
+        metrics.start()
+        print(f"metrics {metrics.url}/metrics", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -214,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         health.start()
     print("gateway ready", flush=True)
     stop.wait()
+    if metrics is not None:
+        metrics.stop()
     gateway.stop()
     if health is not None:
         health.join()
@@ -250,6 +269,21 @@ class _Settings:
                              ca_file=self.args.ledger_ca)
             except ConfigInvalid as error:
                 raise UsageError(error.detail) from None
+
+
+def _listen_port(text: str) -> int:
+    """A TCP port to listen on: 0 (any free one) or 1..65535."""
+    return 0 if text.strip() == "0" else port(text)
+
+
+def _metrics_server(gateway: Gateway, host: str, port_number: int) -> MetricsServer:
+    """Bound now, served from start(); a port in use or an unknown address: UsageError."""
+    try:
+        return MetricsServer(gateway, host, port_number, exit_process)
+    except OSError as error:
+        detail = error.strerror or str(error)
+        raise UsageError(f"--metrics-host {host} --metrics-port {port_number}: {detail}"
+                         ) from None
 
 
 def _abandon(gateway: Gateway, created_db: str | None) -> None:

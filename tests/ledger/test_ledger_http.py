@@ -76,7 +76,14 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         "held_minor": 0,
         "available_minor": 3800,
     }
-    assert client.card("C1") == expected
+    assert client.card("C1") == expected | {
+        "blocked": False,
+        "block": None,
+        "last_stores": [
+            {"gateway": "gw1", "terminal": "T1", "merchant": "M1",
+             "last_time": client.card("C1")["last_stores"][0]["last_time"]},
+        ],
+    }
     assert client.balances() == [expected]
     assert client.terminal_totals()["T1"]["count"] == 2
     assert client.trial_balance() == {"EUR": 0, "PTS": 0}

@@ -12,6 +12,7 @@ from ledger import open_books
 from ledger.db import open_database
 from ledger.model import TXN_KEYS, TXN_OPTIONAL_KEYS, TXN_UNSTORED_FIELDS
 from ledger.schema import (
+    CARD_BLOCK_COLUMNS,
     CARD_COLUMNS,
     ENTRY_COLUMNS,
     HOLD_COLUMNS,
@@ -26,6 +27,7 @@ INSERTED = [
     ("cards", CARD_COLUMNS, ()),
     ("holds", HOLD_COLUMNS, ("closed_at",)),
     ("hold_postings", HOLD_POSTING_COLUMNS, ()),
+    ("card_blocks", CARD_BLOCK_COLUMNS, ("id",)),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 

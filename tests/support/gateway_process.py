@@ -19,6 +19,23 @@ def start_gateway(broker: MosquittoBroker, workdir: Path, *extra: str,
                   stderr: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """Start it on `workdir`'s gateway.db, terminals.json and programs.json; return once it
     says it is ready. On a StoreBroker it logs in with its provisioned login over TLS."""
+    return _start(broker, workdir, extra, stderr)[0]
+
+
+def start_gateway_with_metrics(broker: MosquittoBroker, workdir: Path, *extra: str,
+                               stderr: int = subprocess.DEVNULL
+                               ) -> tuple[subprocess.Popen[str], str]:
+    """As `start_gateway`, serving /metrics and /health on a free port: it and their base
+    URL (what `--metrics-port 0` printed)."""
+    process, said = _start(broker, workdir, ("--metrics-port", "0", *extra), stderr)
+    urls = [line.split()[1] for line in said if line.startswith("metrics ")]
+    assert urls, f"the gateway did not say where its metrics are: {said}"
+    return process, urls[0].removesuffix("/metrics")
+
+
+def _start(broker: MosquittoBroker, workdir: Path, extra: tuple[str, ...], stderr: int
+           ) -> tuple[subprocess.Popen[str], list[str]]:
+    """The started process and the lines it printed before "gateway ready"."""
     if isinstance(broker, StoreBroker):
         extra = ("--broker-login", str(broker.gateway_login_path), "--broker-ca", broker.ca,
                  *extra)
@@ -29,8 +46,11 @@ def start_gateway(broker: MosquittoBroker, workdir: Path, *extra: str,
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert process.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
+    said: list[str] = []
     while time.monotonic() < deadline:
-        if process.stdout.readline().strip() == "gateway ready":
-            return process
+        line = process.stdout.readline().strip()
+        if line == "gateway ready":
+            return process, said
+        said.append(line)
     process.kill()
     raise AssertionError("gateway did not start")

@@ -166,6 +166,12 @@ CASES: list[tuple[list[str], int, str]] = [
      2, "not JSON"),
     (["card", "verify-sun", "https://x.example/c?picc_data=zz&cmac=00", "--key", "00"], 2,
      "--key"),
+    # card block / unblock / show: the ledger's API, one line for a bad URL or a dead ledger
+    (["card", "block", "C1", "--reason", "lost", "--ledger-url", "ledger.example"], 2,
+     "http(s)://"),
+    (["card", "block", "C1", "--ledger-url", f"http://{REFUSED}"], 2, "--reason"),
+    (["card", "unblock", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    (["card", "show", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
     # terminal provision: nothing written before everything is known good
     (_with(PROVISION, "--registry", "garbage.json/registry.json"), 2, "not a folder"),
     (_with(PROVISION, "--registry", "garbage.json"), 2, "not a terminal registry"),

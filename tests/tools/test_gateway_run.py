@@ -36,3 +36,26 @@ def test_a_broken_login_file_is_one_line_and_exit_2(tmp_path: Any, capsys: Any) 
         assert err.startswith("tilltap gateway run:") and len(err.strip().splitlines()) == 1
         assert "program" not in err  # the programs were fine: the login is what failed
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_2_and_leaves_no_store(
+        tmp_path: Any, capsys: Any, mosquitto: Any) -> None:
+    import json
+    import socket
+
+    from gateway.registry import TerminalRegistry
+    from tools.demo import DEMO_PROGRAMS
+
+    (tmp_path / "programs.json").write_text(json.dumps(DEMO_PROGRAMS))
+    TerminalRegistry().save(tmp_path / "t.json")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code = main(["--db", str(tmp_path / "gw.db"), "--terminals", str(tmp_path / "t.json"),
+                     "--programs", str(tmp_path / "programs.json"), "--broker-port",
+                     str(mosquitto.port), "--metrics-port", str(taken.getsockname()[1])])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tilltap gateway run: --metrics-host 127.0.0.1 --metrics-port")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "gw.db").exists()

@@ -1,0 +1,80 @@
+"""`tilltap card block|unblock|show CARD`: the back office's view of one card, through the
+ledger's API (docs/ledger.md, "Blocking a card").
+
+    tilltap card block C1 --reason "reported stolen" --ledger-url https://ledger:8443 \\
+        --ledger-token-file cards.token --ledger-ca ledger-ca.pem
+    tilltap card unblock C1 --ledger-url ...
+    tilltap card show C1 --ledger-url ...
+
+`block` and `unblock` need a ``cards`` or ``admin`` login; `show` any login that reads cards.
+Each prints the card's state as JSON: `show` its value, points, held and available value,
+program, block (with reason, time and login) and the stores and terminals it was last used
+at (as far as settled batches tell); `block`/`unblock` the block and whether it changed.
+Tier and discount are kept by each store's gateway, not yet by the ledger, so they are not
+shown.
+
+Exit status (tools/command.py): 0 done; 2 the ledger refused (unknown card, not permitted,
+bad reason) or bad settings; 1 the ledger could not be reached. Errors are one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, TextIO
+
+from ledger.client import connect
+from ledger.errors import LedgerRejected, LedgerUnavailable
+from tools.command import OutsideFailure, UsageError
+
+
+def add_arguments(card: Any) -> None:
+    """The block, unblock and show sub-commands under `tilltap card` (`card` is the
+    sub-parsers object)."""
+    from tools.ledger_logins import add_client_arguments
+
+    block = card.add_parser("block", help="block a card at every store (ledger API)")
+    block.add_argument("card", help="the card id")
+    block.add_argument("--reason", required=True, help="why: kept with the block")
+    add_client_arguments(block, required=True)
+    block.set_defaults(handler=block_command)
+    unblock = card.add_parser("unblock", help="lift a card's block (ledger API)")
+    unblock.add_argument("card", help="the card id")
+    unblock.add_argument("--reason", default="", help="why (optional)")
+    add_client_arguments(unblock, required=True)
+    unblock.set_defaults(handler=unblock_command)
+    show = card.add_parser("show", help="a card's value, points, holds, block, last stores")
+    show.add_argument("card", help="the card id")
+    add_client_arguments(show, required=True)
+    show.set_defaults(handler=show_command)
+
+
+def block_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the card is blocked")
+    return _print(lambda client: client.block_card(args.card, args.reason), args, out)
+
+
+def unblock_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _print(lambda client: client.unblock_card(args.card, args.reason), args, out)
+
+
+def show_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _print(lambda client: client.card(args.card), args, out)
+
+
+def _print(call: Any, args: argparse.Namespace, out: TextIO | None) -> int:
+    """Connect, make the one call, print its answer; a refusal or outage is one line."""
+    client = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
+    try:
+        answer = call(client)
+    except LedgerRejected as error:
+        raise UsageError(f"{error.detail} ({error.reason})") from error
+    except LedgerUnavailable as error:
+        raise OutsideFailure(f"the ledger is unavailable: {error.detail}") from error
+    text = json.dumps(answer, indent=2, sort_keys=True)
+    if out is None:
+        print(text)
+    else:
+        out.write(text + "\n")
+    return 0
