@@ -51,7 +51,7 @@ from gateway.store_health import StoreUnavailable
 from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
-from ledger.errors import LedgerUnavailable, NotFound
+from ledger.errors import LedgerError, LedgerUnavailable, NotFound
 from protocol import cbor, topics
 from protocol.errors import ProtocolError
 from protocol.programs import validate_programs
@@ -64,6 +64,8 @@ STOP_JOIN_S = 10.0
 SETTLE_INTERVAL_S = 300.0  # `gateway run`: settle (and expire) every five minutes
 DRAIN_POLL_S = 0.01
 CONFIG_VERSION = "config.version"  # the last configuration version published
+BLOCKS_CURSOR = "ledger.blocks_cursor"  # the ledger's block feed read up to this change
+BLOCK_POLL_INTERVAL_S = 10.0  # how soon a block made at the ledger reaches this store
 CONFIG_DIGEST = "config.digest"  # of the programs and limits last started with (56 bits)
 AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
 
@@ -87,9 +89,11 @@ class Gateway:
                  on_thread_death: OnDeath = exit_process,
                  broker_login: tuple[str, str] | None = None,
                  broker_ca: str | None = None, ledger_token: str | None = None,
-                 ledger_ca: str | None = None) -> None:
+                 ledger_ca: str | None = None,
+                 block_poll_s: float | None = BLOCK_POLL_INTERVAL_S) -> None:
         """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
         certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
+        `block_poll_s`: how often the ledger's feed of card blocks is read (None: never).
         `on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
@@ -128,6 +132,7 @@ class Gateway:
         self._recover_holds()
         self.presence: dict[str, dict[str, Any]] = {}
         self._settle_lock = threading.Lock()
+        self._blocks_polling = threading.Lock()  # a try-lock: one poll of the feed at a time
         self._build_stages(broker_host, broker_port, mqtt5, broker_login, broker_ca)
         self._sweep_stop = threading.Event()
         # Settlement on a timer (with a ledger): it writes what expired first, so breakage
@@ -135,6 +140,12 @@ class Gateway:
         self._settler = (thread("gateway-settle", partial(self._settle_every, settle_interval_s),
                                 on_thread_death)
                          if self.ledger is not None and settle_interval_s else None)
+        # Blocks made at the ledger (any store, the back office) reach this store's
+        # terminals in their signed configuration within BLOCK_POLL_INTERVAL_S.
+        self._block_follower = (thread("gateway-blocks",
+                                       partial(self._follow_blocks, block_poll_s),
+                                       on_thread_death)
+                                if self.ledger is not None and block_poll_s else None)
         self._sweeper = (thread("gateway-hold-sweep",
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
@@ -225,6 +236,8 @@ class Gateway:
             self._sweeper.start()
         if self._settler is not None:
             self._settler.start()
+        if self._block_follower is not None:
+            self._block_follower.start()
         self.mqtt.start()
         self._publish_fleet()
 
@@ -268,6 +281,8 @@ class Gateway:
             self._sweeper.join(STOP_JOIN_S)  # one last sweep voids what it can
         if self._settler is not None:
             self._settler.join(STOP_JOIN_S)
+        if self._block_follower is not None:
+            self._block_follower.join(STOP_JOIN_S)
         self.store.close()
 
     def _ledger_card(self, card: str) -> dict[str, Any] | None:
@@ -315,6 +330,61 @@ class Gateway:
                 continue
             if result.refused:
                 log.error("ALARM settlement refused: %s", result.refused)
+
+    def _follow_blocks(self, interval_s: float) -> None:
+        """Poll the ledger's feed of card blocks (GET /v1/blocks) from the cursor kept in the
+        store; a block or unblock the ledger made is made here too (and pushed to the
+        terminals). The ledger out of reach: the next turn asks again."""
+        assert self.ledger is not None
+        while not self._sweep_stop.wait(interval_s):
+            self.follow_blocks_once()
+
+    def follow_blocks_once(self) -> int:
+        """One poll of the ledger's block feed; returns the changes applied here. Polls do
+        not overlap (one already running: 0), so no change is applied twice."""
+        assert self.ledger is not None
+        if not self._blocks_polling.acquire(blocking=False):
+            return 0
+        try:
+            return self._follow_blocks_from_cursor()
+        finally:
+            self._blocks_polling.release()
+
+    def _follow_blocks_from_cursor(self) -> int:
+        assert self.ledger is not None
+        cursor = self.store.counters().get(BLOCKS_CURSOR, 0)
+        try:
+            feed = self.ledger.block_changes(cursor)
+        except LedgerError as error:
+            log.warning("ledger's block feed not read: %s", error)
+            return 0
+        applied = 0
+        for change in feed.get("blocks", []):
+            card, blocked = change["card"], bool(change["blocked"])
+            if blocked and card not in self.cards.hotlist:
+                self.block_card(card, f"blocked at the ledger: {change.get('reason', '')}")
+                applied += 1
+            elif not blocked and card in self.cards.hotlist:
+                self.unblock_card(card)
+                applied += 1
+        following = int(feed.get("next", cursor))
+        if following != cursor:
+            self.store.add_counters({BLOCKS_CURSOR: following - cursor})
+        if applied:
+            log.info("card blocks from the ledger: %d applied (cursor %d)", applied, following)
+        return applied
+
+    def unblock_card(self, card: str) -> None:
+        """Take a card off the hotlist: durable, here and in every terminal's configuration."""
+        version = self.fleet.version + 1
+        self.store.unblock(card)
+        self._blocked_versions.pop(card, None)
+        self.store.add_counters({CONFIG_VERSION: 1})
+        with self.cards.lock:
+            self.cards.hotlist.discard(card)
+        self.fleet.hotlist = [c for c in self.fleet.hotlist if c != card]
+        self.fleet.version = version
+        self._publish_fleet()
 
     def sweep_expiry(self, now_s: float | None = None) -> int:
         """Expire value and points on cards idle up to `now_s`; returns the records written.

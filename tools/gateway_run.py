@@ -25,7 +25,7 @@ from gateway.card_auth import CardKeys
 from gateway.ledger_holds import HoldSettings
 from gateway.metrics import MetricsServer
 from gateway.registry import TerminalRegistry
-from gateway.service import SETTLE_INTERVAL_S, Gateway
+from gateway.service import BLOCK_POLL_INTERVAL_S, SETTLE_INTERVAL_S, Gateway
 from gateway.stage import exit_process, thread
 from ledger.client import LedgerClient, read_token
 from ledger.errors import ConfigInvalid
@@ -151,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle-every-s", type=non_negative_seconds,
                         default=SETTLE_INTERVAL_S,
                         help="settle with the ledger (expiry first) this often; 0: never")
+    parser.add_argument("--block-poll-s", type=non_negative_seconds,
+                        default=BLOCK_POLL_INTERVAL_S,
+                        help="read the ledger's card blocks this often, so a card blocked at "
+                             "the ledger reaches this store's terminals; 0: never")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
     parser.add_argument("--stats-out", default=None, type=file_to_write,
@@ -354,7 +358,8 @@ def _gateway(args: argparse.Namespace, settings: _Settings) -> Gateway:
                    config_version=args.config_version, card_keys=settings.card_keys,
                    hold_settings=settings.hold_settings, settle_interval_s=args.settle_every_s,
                    broker_login=settings.login, broker_ca=args.broker_ca,
-                   ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca)
+                   ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca,
+                   block_poll_s=args.block_poll_s or None)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,42 @@ def test_a_blocked_card_is_declined_online_offline_and_at_the_gateway(
             assert sim.drain(time.monotonic() + 20)
         finally:
             sim.close()
+
+
+def test_a_card_blocked_at_the_ledger_reaches_the_store_and_its_terminals(
+    store_broker: StoreBroker, tmp_path: Path
+) -> None:
+    """Blocked in the back office (at the ledger, for every store): the store's gateway
+    reads the ledger's feed of blocks, declines the card and pushes it to its terminals'
+    signed configuration, so a terminal declines it offline too; unblocked the same way."""
+    with running_stack(store_broker, tmp_path, ["T1"], LIMITS) as stack:
+        config = stack.terminal_config("T1")
+        sim = SimulatedTerminal(config, tmp_path, store_broker.host, store_broker.port)
+        terminal = sim.terminal
+        terminal.auth_timeout_ms = 300
+        try:
+            assert wait_until(lambda: (sim.service(20), terminal.settings.version)[1] == 1)
+            sim.tap(LOST)
+            assert terminal.issue("gift", 5000)["approved"]
+            assert sim.drain(time.monotonic() + 10)
+            stack.gateway.settle()  # the ledger knows the card once its issue settled
+
+            stack.ledger_client.block_card(LOST, "reported stolen at another store")
+            gateway = stack.gateway
+            # Its own poll (every BLOCK_POLL_INTERVAL_S) may come first: either applies it.
+            assert wait_until(lambda: (gateway.follow_blocks_once(),
+                                       LOST in gateway.fleet.hotlist)[1])
+            assert gateway.follow_blocks_once() == 0  # read once: the cursor is kept
+            assert wait_until(lambda: (sim.service(20), terminal.settings.hotlist)[1] == (LOST,))
+            sim.tap(LOST)
+            assert terminal.purchase(100)["reason"] == "card_blocked"
+
+            stack.ledger_client.unblock_card(LOST, "found")
+            assert wait_until(lambda: (gateway.follow_blocks_once(),
+                                       LOST not in gateway.fleet.hotlist)[1])
+            assert wait_until(lambda: (sim.service(20), terminal.settings.hotlist)[1] == ())
+            sim.tap(LOST)
+            assert terminal.purchase(100)["approved"]
+            assert sim.drain(time.monotonic() + 10)
+        finally:
+            sim.close()

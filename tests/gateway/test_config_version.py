@@ -6,6 +6,7 @@ adds one."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
@@ -77,3 +78,44 @@ def test_a_long_hotlist_never_stops_the_gateway_and_terminals_get_the_newest_blo
         assert gateway.fleet.carried == set(carried)
     finally:
         gateway.store.close()
+
+
+def test_blocks_made_at_the_ledger_are_applied_once_from_a_kept_cursor(tmp_path: Path) -> None:
+    from ledger.errors import LedgerUnavailable
+
+    class Feed:
+        def __init__(self) -> None:
+            self.changes: list[dict[str, Any]] = []
+            self.down = False
+
+        def block_changes(self, since: int = 0) -> dict[str, Any]:
+            if self.down:
+                raise LedgerUnavailable("down")
+            new = [c for c in self.changes if c["id"] > since]
+            return {"blocks": new, "next": new[-1]["id"] if new else since}
+
+    db = tmp_path / "gw.db"
+    registry = TerminalRegistry()
+    registry.add("T1", "M1", bytes(32))
+    feed = Feed()
+
+    def gateway() -> Gateway:
+        made = Gateway("gw1", "127.0.0.1", 1, str(db), registry, DEMO_PROGRAMS)
+        made.mqtt.publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        made.ledger = feed  # type: ignore[assignment]
+        return made
+
+    first = gateway()
+    feed.changes = [{"id": 1, "card": "04a1", "blocked": True, "reason": "stolen"},
+                    {"id": 2, "card": "04b2", "blocked": True, "reason": "lost"},
+                    {"id": 3, "card": "04b2", "blocked": False, "reason": "found"}]
+    assert first.follow_blocks_once() == 3
+    assert first.fleet.hotlist == ["04a1"] and "04a1" in first.cards.hotlist
+    assert first.fleet.version == 4  # one configuration per change
+    feed.down = True
+    assert first.follow_blocks_once() == 0  # the ledger away: nothing changes, no error
+    first.store.close()
+    feed.down = False
+    restarted = gateway()  # the cursor survives: nothing is applied twice
+    assert restarted.follow_blocks_once() == 0 and restarted.fleet.hotlist == ["04a1"]
+    restarted.store.close()
