@@ -51,6 +51,7 @@ from typing import Any
 from gateway.stage import EXIT_THREAD_DIED
 from gateway.store import GatewayStore
 from ledger.errors import LedgerError
+from tools.command import OneLineParser
 from tools.fuzz.attacker import Attacker
 from tools.fuzz.deploy import MERCHANT, OFFLINE_LIMITS, Store
 from tools.fuzz.honest import HonestCounters
@@ -294,7 +295,7 @@ def run_campaign(settings: Settings, log: Log) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tilltap fuzz", description=__doc__,
+    parser = OneLineParser(prog="tilltap fuzz", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000,
                         help="hostile messages to send (default 100000)")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.cards import MasterKeys
+from tools.command import OneLineParser
 from tools.fuzz.deploy import Store
 from tools.gauntlet import faults
 from tools.gauntlet.counter import cards_path, counters_dir, opening_value
@@ -283,7 +284,7 @@ def run_gauntlet(settings: Settings, log: Log) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tilltap gauntlet", description=__doc__,
+    parser = OneLineParser(prog="tilltap gauntlet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gateway-kills", type=int, default=20)
