@@ -11,14 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.acks import NOTICE_BURST, NOTICE_REFILL_PER_S
-from protocol import cbor, cose, messages, money, sealed, topics, txn
-from tests.support.stack import RawTerminal, running_stack, wait_until
+from protocol import cbor, cose, messages, money, topics, txn
+from tests.support.stack import RawTerminal, running_stack, sealed_by_hand, wait_until
 from tests.support.store_broker import StoreBroker
 
 GIFT = "04d0d1d2d3d4d5"
@@ -32,17 +31,7 @@ QUIET_S = 0.5  # what the gateway routes within this after the last message has 
 
 def _issue(raw: RawTerminal, value_minor: int = 10_000) -> None:
     """Issue GIFT with value as a till does: value is loaded only as the gateway approved."""
-    request_id = raw.seq + 1
-    raw.publish(sealed.seal(raw.key, messages.TYPE_AUTH_REQUEST, {
-        "terminal": raw.terminal, "request": request_id, "seq": raw.seq + 1,
-        "time": int(time.time()), "merchant": raw.merchant, "card": GIFT,
-        "kind": txn.KIND_ISSUE, "currency": "EUR", "amount_minor": value_minor,
-        "card_value_minor": value_minor, "program": "gift"}), leaf=topics.LEAF_AUTH)
-    assert wait_until(lambda: request_id in _auth_answers(raw))
-    answer = _auth_answers(raw)[request_id]
-    assert answer["approved"], answer
-    raw.publish(raw.record(txn.KIND_ISSUE, GIFT, value_minor, program="gift",
-                           auth_id=answer["auth_id"]))
+    raw.publish(raw.approved(txn.KIND_ISSUE, GIFT, value_minor, program="gift"))
     assert wait_until(lambda: raw.acked_through() == raw.seq)
 
 
@@ -139,24 +128,13 @@ def test_envelope_tricks_on_a_genuine_record_take_no_seq(
             raw.close()
 
 
-def _auth_answers(raw: RawTerminal) -> dict[int, dict[str, Any]]:
-    with raw._lock:
-        items = list(raw.downlinks)
-    answers = [sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, raw.key)
-               for topic, payload in items if topic.endswith("/" + topics.LEAF_AUTH)]
-    return {answer["request"]: answer for answer in answers}
-
-
 def _ask(raw: RawTerminal, request_id: int, kind: int, amount_minor: int) -> None:
     """A signed authorization request, encoded by hand: the encoder itself refuses an
     amount past the bound, a stolen key need not."""
     fields = {"terminal": raw.terminal, "request": request_id, "time": int(time.time()),
               "merchant": raw.merchant, "card": GIFT, "kind": kind, "currency": "EUR",
               "amount_minor": amount_minor}
-    names = {name: key for key, name, _, _ in messages.SCHEMAS[messages.TYPE_AUTH_REQUEST]}
-    item: dict[Any, Any] = {messages.K_TYPE: messages.TYPE_AUTH_REQUEST, messages.K_VERSION: 1}
-    item.update({names[name]: value for name, value in fields.items()})
-    raw.publish(cose.create(raw.key, cbor.encode(item), raw.terminal.encode()),
+    raw.publish(sealed_by_hand(raw.key, raw.terminal, messages.TYPE_AUTH_REQUEST, fields),
                 leaf=topics.LEAF_AUTH)
 
 
@@ -170,8 +148,8 @@ def test_a_keyed_amount_past_the_bound_is_declined_and_authorization_goes_on(
             stack.gateway.settle()
             _ask(raw, 1, txn.KIND_TOPUP, money.AMOUNT_MINOR_MAX + 1)
             _ask(raw, 2, txn.KIND_PURCHASE, 400)
-            assert wait_until(lambda: set(_auth_answers(raw)) >= {1, 2}), _auth_answers(raw)
-            answers = _auth_answers(raw)
+            assert wait_until(lambda: set(raw.auth_answers()) >= {1, 2}), raw.auth_answers()
+            answers = raw.auth_answers()
             # Declined by the message's own schema (an amount is 0..AMOUNT_MINOR_MAX)...
             assert (answers[1]["approved"], answers[1]["reason"]) == (False, "field_invalid")
             # ...and the thread that answered it answers the next request.

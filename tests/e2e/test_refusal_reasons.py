@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 
 from gateway import store_reports
-from protocol import cbor, cose, messages, txn
+from protocol import txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
 from tests.support.store_broker import StoreBroker
 from tools import cli
 
 GIFT, LOYALTY = "04a0a1a2a3a4a5", "04b0b1b2b3b4b5"
-_KEYS = {name: key for key, name, _, _ in messages.SCHEMAS[messages.TYPE_TXN]}
 
 
 class Chain:
@@ -38,13 +37,7 @@ class Chain:
         return {name: value for name, value in fields.items() if value is not None}
 
     def send(self, fields: dict[str, Any], extra_keys: dict[int, Any] | None = None) -> int:
-        item: dict[Any, Any] = {0: messages.TYPE_TXN, 1: 1}
-        item.update({_KEYS[name]: value for name, value in fields.items()})
-        item.update(extra_keys or {})
-        record = cose.create(self.raw.key, cbor.encode(item), b"T1")
-        self.raw.seq, self.raw.prev = fields["seq"], txn.digest(record)
-        self.raw.publish(record)
-        return int(fields["seq"])
+        return self.raw.send_by_hand(fields, extra_keys)
 
 
 def test_each_refusal_is_acked_with_its_seq_and_the_next_record_is_accepted(

@@ -14,7 +14,7 @@ from typing import Any
 
 from ledger.server import serve
 from protocol import cbor, cose, messages, money, topics, txn
-from tests.support.stack import RawTerminal, running_stack, wait_until
+from tests.support.stack import RawTerminal, running_stack, sealed_by_hand, wait_until
 from tests.support.store_broker import StoreBroker
 
 PREPAID = "04e0e1e2e3e4e5"
@@ -23,8 +23,6 @@ STAND_IN_SALE_MINOR = 2_000  # within the gateway's stand-in limit of 5,000 a sa
 STOLEN_TOPUP_MINOR = 1_000_000  # issue 13: "stand-in top-ups of 1,000,000"
 TOPUP_MINOR = 1_000
 BONUS_BP = 500  # the demo's prepaid program: 5 % on a top-up, rounded down
-_TXN_KEYS = {name: key for key, name, _, _ in messages.SCHEMAS[messages.TYPE_TXN]}
-_REQUEST_KEYS = {name: key for key, name, _, _ in messages.SCHEMAS[messages.TYPE_AUTH_REQUEST]}
 
 
 def _bonus(amount_minor: int) -> int:
@@ -37,9 +35,7 @@ def _ask(raw: RawTerminal, request_id: int, kind: int, amount_minor: int,
     fields = {"terminal": raw.terminal, "request": request_id, "time": int(time.time()),
               "merchant": raw.merchant, "card": PREPAID, "kind": kind, "currency": "EUR",
               "amount_minor": amount_minor, "card_value_minor": card_value_minor}
-    item: dict[Any, Any] = {messages.K_TYPE: messages.TYPE_AUTH_REQUEST, messages.K_VERSION: 1}
-    item.update({_REQUEST_KEYS[name]: value for name, value in fields.items()})
-    raw.publish(cose.create(raw.key, cbor.encode(item), raw.terminal.encode()),
+    raw.publish(sealed_by_hand(raw.key, raw.terminal, messages.TYPE_AUTH_REQUEST, fields),
                 leaf=topics.LEAF_AUTH)
     assert wait_until(lambda: request_id in raw.auth_answers()), "no answer"
     return raw.auth_answers()[request_id]
@@ -54,12 +50,7 @@ def _by_hand(raw: RawTerminal, kind: int, amount_minor: int, **extra: Any) -> in
         "currency": "EUR", "amount_minor": amount_minor, "card_value_minor": amount_minor,
         "bonus_minor": 0, "points": 0, "auth_mode": txn.AUTH_ONLINE}
     fields.update(extra)
-    item: dict[Any, Any] = {messages.K_TYPE: messages.TYPE_TXN, messages.K_VERSION: 1}
-    item.update({_TXN_KEYS[name]: value for name, value in fields.items() if value is not None})
-    record = cose.create(raw.key, cbor.encode(item), raw.terminal.encode())
-    raw.seq, raw.prev = fields["seq"], txn.digest(record)
-    raw.publish(record)
-    return raw.seq
+    return raw.send_by_hand(fields)
 
 
 def _refused(raw: RawTerminal) -> set[tuple[int, str]]:

@@ -69,21 +69,8 @@ def _authorize(raw: RawTerminal, request_id: int, amount: int = 100) -> dict[str
         "kind": txn.KIND_PURCHASE, "currency": "EUR", "amount_minor": amount,
         "card_value_minor": amount})
     raw.publish(request, leaf=topics.LEAF_AUTH)
-
-    def answer() -> dict[str, Any] | None:
-        with raw._lock:
-            items = list(raw.downlinks)
-        for topic, payload in items:
-            if topic.endswith("/" + topics.LEAF_AUTH):
-                fields = sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, raw.key)
-                if fields["request"] == request_id:
-                    return fields
-        return None
-
-    assert wait_until(lambda: answer() is not None, AUTH_TIMEOUT_S), "no answer in time"
-    found = answer()
-    assert found is not None
-    return found
+    assert wait_until(lambda: request_id in raw.auth_answers(), AUTH_TIMEOUT_S), "no answer"
+    return raw.auth_answers()[request_id]
 
 
 def _records(db: Path) -> list[tuple[int, str]]:
