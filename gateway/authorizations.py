@@ -10,9 +10,12 @@ before the restart" sales.
 An approval is kept (committed) before its answer is sent, so no terminal holds an approval
 the gateway could forget. With it goes the hold it placed: the value held, the engine
 operation, and the ledger hold id when the ledger holds it (or may: a stand-in approval whose
-hold call went unanswered). A ledger hold stays open here until it is known to have ended:
-voided at the ledger (`end_holds`, from the void sweep) or named by its record (found when
-the gateway starts); a restarted gateway recovers the others (gateway/hold_recovery.py).
+hold call went unanswered). A ledger hold may hold points only (a sale paid otherwise that
+redeems points): its held value here is 0, its points are the answer's redeem_points
+(`expect`), and it is kept and recovered by its ledger hold id all the same. A ledger hold
+stays open here until it is known to have ended: voided at the ledger (`end_holds`, from the
+void sweep) or named by its record (found when the gateway starts); a restarted gateway
+recovers the others (gateway/hold_recovery.py).
 
 Rows older than KEEP_S are dropped when the gateway starts: a terminal sends an online
 record as soon as it is approved, and its journal resends it until it is answered, well

@@ -41,7 +41,7 @@ from protocol import messages, sealed, topics, txn
 from protocol.errors import ProtocolError
 from protocol.reasons import HOST_UNAVAILABLE
 
-Request = tuple[str, bytes]
+Request = tuple[str, bytes, float]  # topic, payload, when it arrived (time.monotonic)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ AUTH_COMMIT_WAIT_MS = 1_000
 """The longest an approval waits to be kept (for the store's lock, then SQLite's): with the
 ledger's hold call (LEDGER_TIMEOUT_S, 2 s) within the terminal's AUTH_TIMEOUT_MS (3 s)."""
 AUTH_SECONDS = "auth_seconds"  # Stats histogram: from taking a request to answering it
+AUTH_WAIT_MAX_MS = 2_500
+"""A request that waited longer than this in the gateway (its queue, behind others) is
+dropped, unanswered (counted "auth_stale"): its terminal stops waiting at AUTH_TIMEOUT_MS
+(3 s) and sells offline or declines, so a late approval would only hold value no sale takes.
+The deadline is the terminal's wait, measured on the gateway's own monotonic clock from the
+request's arrival, never on the terminal's clock (which may not be set yet). Requests that
+would wait at the broker are not kept there at all (gateway/mqtt.py: QoS 0)."""
 
 
 def decide(cards: CardBook, holds: LedgerHolds | None, request: dict[str, Any],
@@ -100,7 +107,10 @@ class AuthorizeStage(Stage[Request]):
             self.stats.observe(AUTH_SECONDS, time.monotonic() - started_s)
 
     def _handle(self, item: Request) -> None:
-        topic, payload = item
+        topic, payload, arrived_s = item
+        if (time.monotonic() - arrived_s) * 1000 > AUTH_WAIT_MAX_MS:
+            self.stats.add("auth_stale")  # its terminal stopped waiting: no answer, no hold
+            return
         now_s = time.time()
         try:
             request = self.verifier.auth_request(topic, payload)

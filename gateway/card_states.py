@@ -60,7 +60,10 @@ class CardStates:
         day = day_of(now_s)
         entry = self.entries[card] = {"program": found["program"], "currency": found["currency"],
                                       "merchant": None, "sun_counter": None,
-                                      "state": {"sales": {}}}
+                                      "state": {"sales": {}},
+                                      # which changes of the ledger's card feed the
+                                      # balances include (gateway/card_feed.py)
+                                      "feed": found.get("feed")}
         self.keep(card, engine_adopt.adopt(card, program, day, found["value_minor"],
                                            found["points"]))
         self.summarize(entry, day)

@@ -36,9 +36,10 @@ What the gateway insists on (`rule_mismatch` otherwise):
   amounts were not computed from.
 
 Authorization places a hold on the value it approves (gateway/local_holds.py). A hold that
-stands for a hold at the ledger ends in the record that uses it (`apply` returns the ledger
-hold id under LEDGER_HOLD_FIELD with what the record settles, when it is an online purchase
-or cash-out of the same card taking at most the held value), or in the holds' `lapsed`, for
+stands for a hold at the ledger (of value, points redeemed, or both) ends in the record that
+uses it (`apply` returns the ledger hold id under LEDGER_HOLD_FIELD with what the record
+settles, when it is an online purchase or cash-out of the same card taking at most the held
+value and redeeming at most the held points), or in the holds' `lapsed`, for
 the gateway's sweep to void. Expiry and `apply` both run under `lock`, so a hold voided as
 lapsed is never named by a record, and a record arriving after its hold lapsed settles
 without one.
@@ -599,10 +600,13 @@ class CardBook:
             return None
         if hold.ledger_hold_id is None:
             return None
+        value_minor = fields["card_value_minor"]
+        redeemed = fields.get("redeem_points") or 0
         if (fields["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
                 and fields["auth_mode"] == txn.AUTH_ONLINE
                 and hold.card == fields["card"]
-                and 0 < fields["card_value_minor"] <= hold.value_minor):
+                and (value_minor or redeemed)
+                and value_minor <= hold.value_minor and redeemed <= hold.points):
             return hold.ledger_hold_id
         self.holds.lapsed.append(hold.ledger_hold_id)
         return None

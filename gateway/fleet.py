@@ -21,10 +21,16 @@ HOTLIST_TRIM = 8  # cards dropped per try while a configuration does not fit
 
 class FleetConfig:
     """`hotlist`: every blocked card, the earliest blocked first. The gateway enforces all of
-    them; a terminal's configuration carries the most recently blocked ones that fit one
-    message (at most HOTLIST_MAX, and within CONFIG_BYTES_MAX), so a long hotlist never stops
-    the gateway; `hotlist_left_out` counts the older ones terminals do not get (they decline
-    those only online)."""
+    them; a terminal's configuration carries as many as fit one message (at most
+    HOTLIST_MAX, and within CONFIG_BYTES_MAX), so a long hotlist never stops the gateway:
+    first the cards this store serves, the most recently blocked first, then the others.
+
+    Why the served ones first: a terminal sells offline only a card it was told about in an
+    online answer of this store (firmware `known_cards`, else `offline_card_unknown`), and
+    an answer puts the card in this store's card book. A blocked card this store never
+    served cannot be sold offline here by a terminal keeping its rules, so a chain's long
+    hotlist costs a store only the blocked cards it served (`served`); `hotlist_left_out`
+    counts the blocked cards terminals do not get (declined only online)."""
 
     def __init__(self, version: int, programs: dict[str, dict[str, Any]],
                  limits: dict[str, int], hotlist: list[str] | None = None) -> None:
@@ -32,6 +38,7 @@ class FleetConfig:
         self.programs = programs
         self.limits = offline.check_limits(limits)
         self.hotlist = list(hotlist or [])
+        self.served: set[str] = set()  # blocked cards this store serves: carried first
         self.hotlist_left_out = 0
         # The blocked cards every terminal's configuration of this version carries (a
         # longer terminal id may leave one more out): what a terminal surely knew.
@@ -40,7 +47,9 @@ class FleetConfig:
     def sealed_for(self, registry: TerminalRegistry, terminal: str) -> bytes:
         # No time: one version always has the same bytes (docs/protocol.md section 5.7).
         key = registry.get(terminal).key
-        carried = self.hotlist[-messages.HOTLIST_MAX:]
+        ranked = ([card for card in self.hotlist if card not in self.served]
+                  + [card for card in self.hotlist if card in self.served])
+        carried = ranked[-messages.HOTLIST_MAX:]  # the served ones last: trimmed last
         while True:
             fields = {"terminal": terminal, "config_version": self.version,
                       "limits": self.limits, "programs": self.programs,
@@ -53,9 +62,13 @@ class FleetConfig:
         self.carried &= set(carried)
         return sealed.seal(key, messages.TYPE_CONFIG, fields)
 
-    def publish(self, registry: TerminalRegistry, publish: Publish) -> int:
+    def publish(self, registry: TerminalRegistry, publish: Publish,
+                served: set[str] | None = None) -> int:
         """Publish (retained) every registered terminal's configuration; returns the count.
+        `served`: the blocked cards this store serves (kept from the last call if None).
         `carried` is then what all of them carry."""
+        if served is not None:
+            self.served = set(served)
         self.carried = set(self.hotlist)
         for terminal in registry.ids():
             merchant = registry.get(terminal).merchant

@@ -71,7 +71,10 @@ def plan(kept: list[dict[str, Any]], came: dict[str, str | None], now_s: float,
             elif hold_id is not None:
                 recovery.void.append(hold_id)
             continue
-        if hold["given_at"] + hold_ttl_s > now_s and hold["held_minor"] > 0:
+        # A hold of points only holds no value here but points at the ledger: restored too,
+        # so its record still posts it (the answer's redeem_points are the points held).
+        holds_points = bool((hold["expect"] or {}).get("redeem_points"))
+        if hold["given_at"] + hold_ttl_s > now_s and (hold["held_minor"] > 0 or holds_points):
             recovery.restored.append(hold)
             if stand_in and hold_id is not None:
                 recovery.void.append(hold_id)

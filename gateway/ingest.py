@@ -82,12 +82,15 @@ class IngestStage(Stage[Verified]):
                  holds_ended: Callable[[], None] | None = None,
                  directory: CardDirectory | None = None,
                  on_death: OnDeath = exit_process,
-                 parked: ParkedRecords | None = None) -> None:
+                 parked: ParkedRecords | None = None,
+                 records_committed: Callable[[], None] | None = None) -> None:
         """`parked`: the waiting set's bounds (gateway/parked.py); its records are loaded
-        from the store here."""
+        from the store here. `records_committed()`: called after a commit that stored
+        records (the settler then posts them to the ledger)."""
         super().__init__(inbox, on_death)
         self.directory = directory
         self.holds_ended = holds_ended  # refused records ended holds: void them at the ledger
+        self.records_committed = records_committed
         self.store = store
         self.cards = cards
         self.stats = stats
@@ -142,6 +145,8 @@ class IngestStage(Stage[Verified]):
             chain = {t: self.sequencer.head(t) for t in {r.terminal for r in batch.rows}}
             self.store.commit(batch.rows, chain, cards, batch.counters, batch.replaced)
         self.sequencer.committed()
+        if batch.rows and self.records_committed is not None:
+            self.records_committed()
         if ended and self.holds_ended is not None:
             self.holds_ended()
         for name, n in batch.counters.items():

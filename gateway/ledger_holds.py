@@ -1,41 +1,52 @@
 """Two-phase money at the ledger, the gateway's side: hold what it approves, stand in when the
 ledger cannot answer, void the holds no sale will post.
 
-An approved purchase paid from card value (card_value_minor > 0) is decided first on the
-gateway's card book, under its lock, which places the local hold (it guards against two
-terminals of this store spending the same value). Then, off the lock, the ledger is asked to
-hold the same amount under `ledger_hold_id(gateway_id, auth_id)`::
+An approved purchase paid from card value (card_value_minor > 0) or redeeming points
+(redeem_points > 0), or a cash-out, is decided first on the gateway's card book, under its
+lock, which places the local hold (it guards against two terminals of this store spending
+the same value or points). Then, off the lock, the ledger is asked to hold the same amount
+and points, in one hold, under `ledger_hold_id(gateway_id, auth_id)`: other stores see the
+card's points only at the ledger, so without a hold two stores could both redeem them::
 
     place_hold answers              the authorization
     open                        ->  approved online; the local hold now stands for the ledger's
     card_unknown                ->  approved online on the card book alone (the lag rule)
     insufficient_value          ->  settle what this gateway has not settled, ask once more
-                                    (the lag rule); still refused: decline insufficient_value
+    or insufficient_points          (the lag rule); still refused: decline with that reason
     other refusal               ->  decline with it if it is a protocol reason
                                     (currency_mismatch), else ledger_refused, ALARM logged
     LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
                                     (stand_in), within the stand-in limits, else decline
-                                    stand_in_limit; void the hold later, in case it was placed
+                                    stand_in_limit; void the hold later, in case it was placed.
+                                    A sale redeeming points is never stood in for: declined
+                                    redeem_needs_online
 
 **Lag rule.** The ledger knows only what has been settled: value loaded at this store and
-not settled yet (an issue or top-up of today) is news to it, so it may refuse a hold the card
-book rightly approved. Two cases, both decided without guessing:
+not settled yet (an issue or top-up of today), or points earned here today, is news to it,
+so it may refuse a hold the card book rightly approved. Two cases, both decided without
+guessing:
 
 - `card_unknown`: no settled batch has named the card, so it was issued here and every bit of
   its value is this gateway's, unsettled; no other gateway can spend it (they ask the ledger
   and learn nothing). The card book's decision stands, with no ledger hold.
-- `insufficient_value`: the gateway settles its pending records (at most one settlement,
-  within the terminal's wait) and asks for the full amount once more; a second refusal is
-  the ledger's word (the card was spent elsewhere), and declines.
+- `insufficient_value` or `insufficient_points`: the gateway settles its pending records (at
+  most one settlement, within the terminal's wait) and asks for the full amount and points
+  once more; a second refusal is the ledger's word (the card was spent, or its points
+  redeemed, elsewhere), and declines with it.
 
-A hold is always for the full amount: a settled sale cannot post a hold smaller than itself
-(`hold_exceeded`), so "hold only the part the ledger cannot know of" would leave holds that
-no settlement can post. A settlement with nothing new costs two queries of the local store.
+A hold is always for the full amount and points: a settled sale cannot post a hold smaller
+than itself (`hold_exceeded`), so "hold only the part the ledger cannot know of" would leave
+holds that no settlement can post. A settlement with nothing new costs two queries of the
+local store.
 
 **Stand-in** counts, per card, the card value approved while the ledger could not be reached;
-the count starts again whenever the ledger answers anything. After an unanswered call the
-ledger is not asked again for LEDGER_RETRY_MIN_S, doubling to LEDGER_RETRY_MAX_S while it stays
-away, so a hanging ledger does not hold every authorization for a timeout.
+the count starts again whenever the ledger answers anything. Points are never redeemed
+standing in: the card book knows only this store's points, and the ledger the only count
+every store shares, so a redemption it cannot hold could spend points another store has
+just redeemed (there is no stand-in limit for points that would bound that loss). After an
+unanswered call the ledger is not asked again for LEDGER_RETRY_MIN_S, doubling to
+LEDGER_RETRY_MAX_S while it stays away, so a hanging ledger does not hold every authorization
+for a timeout.
 
 **Voids.** A hold no record will post is voided: its local hold expired (the sale never
 arrived), it was declined after the hold was placed, or the call went unanswered (it may have
@@ -72,8 +83,10 @@ from protocol.reasons import (
     CARD_UNKNOWN,
     CURRENCY_MISMATCH,
     HOST_UNAVAILABLE,
+    INSUFFICIENT_POINTS,
     INSUFFICIENT_VALUE,
     LEDGER_REFUSED,
+    REDEEM_NEEDS_ONLINE,
     STAND_IN_LIMIT,
 )
 
@@ -90,8 +103,12 @@ LEDGER_RETRY_MAX_S = 30.0
 VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
-PASSED_ON = frozenset({INSUFFICIENT_VALUE, CARD_UNKNOWN, CURRENCY_MISMATCH, CARD_BLOCKED})
+PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
+                       CARD_BLOCKED})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
+LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
+"""Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask
+once more."""
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +117,8 @@ class HoldLedger(Protocol):
     """What this module needs of `ledger.client.LedgerClient` (fakes implement it in tests)."""
 
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
-                   ttl_s: int, terminal: str, merchant: str) -> dict[str, Any]: ...
+                   ttl_s: int, terminal: str, merchant: str,
+                   points: int = 0) -> dict[str, Any]: ...
 
     def void_hold(self, hold_id: str) -> dict[str, Any]: ...
 
@@ -225,26 +243,27 @@ class LedgerHolds:
 
         Call without `cards.lock` held: this waits for the ledger.
         """
-        # The card part the engine computed (after discount and points), not what was asked.
+        # The card part and the points the engine computed (after discount), not what was asked.
         value_minor = decision.get("card_value_minor", 0)
+        points = decision.get("redeem_points", 0) if request["kind"] == txn.KIND_PURCHASE else 0
         taking = request["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
-        if not decision["approved"] or not taking or not value_minor:
+        if not decision["approved"] or not taking or not (value_minor or points):
             return decision
         auth_id = decision["auth_id"]
         hold_id = ledger_hold_id(self.gateway_id, auth_id)
         if not self.gate.may_ask():
-            return self._stand_in(request, decision, None, value_minor)
+            return self._stand_in(request, decision, None, value_minor, points)
         if self.on_placing is not None:
             try:
                 self.on_placing(hold_id, auth_id, request)
             except StoreUnavailable:
                 return self._decline(auth_id, HOST_UNAVAILABLE)
         try:
-            held = self._place(hold_id, request, value_minor)
+            held = self._place(hold_id, request, value_minor, points)
         except LedgerUnavailable as error:
             log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
             self.gate.lost()
-            return self._stand_in(request, decision, hold_id, value_minor)
+            return self._stand_in(request, decision, hold_id, value_minor, points)
         except LedgerRejected as error:
             self.gate.answered()
             return self._decline(auth_id, self._reason_for(hold_id, error))
@@ -262,28 +281,32 @@ class LedgerHolds:
         self.stats.add("ledger_hold.placed")
         return decision
 
-    def _place(self, hold_id: str, request: dict[str, Any], value_minor: int) -> bool:
-        """Hold the full amount (True), or learn that the ledger has never seen the card
-        (False); on insufficient_value, settle and ask once more (the lag rule)."""
+    def _place(self, hold_id: str, request: dict[str, Any], value_minor: int,
+               points: int) -> bool:
+        """Hold the full amount and points (True), or learn that the ledger has never seen
+        the card (False); on insufficient_value or insufficient_points, settle and ask once
+        more (the lag rule)."""
         try:
-            self._ask(hold_id, request, value_minor)
+            self._ask(hold_id, request, value_minor, points)
             return True
         except NotFound as error:
             if error.reason != CARD_UNKNOWN:
                 raise
             return False
         except HoldRefused as error:
-            if error.reason != INSUFFICIENT_VALUE or self.settle is None:
+            if error.reason not in LAGGING or self.settle is None:
                 raise
         self.stats.add("ledger_hold.settled_first")
         self.settle()
-        self._ask(hold_id, request, value_minor)
+        self._ask(hold_id, request, value_minor, points)
         return True
 
-    def _ask(self, hold_id: str, request: dict[str, Any], value_minor: int) -> None:
+    def _ask(self, hold_id: str, request: dict[str, Any], value_minor: int,
+             points: int) -> None:
         answer = self.ledger.place_hold(
             hold_id, request["card"], request["currency"], value_minor,
-            self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"])
+            self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"],
+            points=points)
         if answer.get("status") != "open":
             # Only a replay answers otherwise, and auth ids are never given twice.
             raise HoldRefused("hold_conflict", f"hold {hold_id} answered {answer!r}")
@@ -296,10 +319,16 @@ class LedgerHolds:
         return LEDGER_REFUSED
 
     def _stand_in(self, request: dict[str, Any], decision: dict[str, Any],
-                  maybe_placed: str | None, value_minor: int) -> dict[str, Any]:
-        """Approve on the card book alone, within the stand-in limits."""
+                  maybe_placed: str | None, value_minor: int, points: int) -> dict[str, Any]:
+        """Approve on the card book alone, within the stand-in limits; never a redemption."""
         if maybe_placed is not None:
             self._queue_voids([maybe_placed])  # unanswered is not refused: it may be there
+        if points:
+            # The ledger's count is the only one every store shares: redeeming on this
+            # store's count alone could spend points another store redeemed a moment ago
+            # (and stand-in limits bound value, not points). The customer may pay otherwise.
+            self.stats.add("ledger_hold.redeem_not_stood_in")
+            return self._decline(decision["auth_id"], REDEEM_NEEDS_ONLINE)
         if not self.stand_in.admit(request["card"], value_minor):
             return self._decline(decision["auth_id"], STAND_IN_LIMIT)
         with self.cards.lock:  # its record may say stand-in: the card book checks this mark

@@ -43,6 +43,12 @@ class Hold:
         self.op = op  # the engine operation approved, until its record arrives
         self.stand_in = False  # approved by the gateway standing in for the ledger
 
+    @property
+    def points(self) -> int:
+        """The points the approval redeems (held at the ledger with the value), from what
+        the gateway answered."""
+        return (self.expect or {}).get("redeem_points", 0)
+
 
 class LocalHolds:
     def __init__(self, ttl_s: float = HOLD_TTL_S, epoch: int = 0,

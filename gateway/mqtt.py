@@ -1,7 +1,11 @@
 """The gateway's broker connection (paho-mqtt 2.x, MQTT 5).
 
 The session is persistent (clean_start=False with a session expiry), so QoS 1 uplinks that
-arrive while the gateway is down wait at the broker. paho acknowledges a PUBLISH when
+arrive while the gateway is down wait at the broker: records and status. Authorization
+requests are subscribed at QoS 0, which the broker does not keep for an absent subscriber
+(Mosquitto's `queue_qos0_messages` is off): a request that would have waited there is past
+its terminal's wait (the terminal sold offline or declined), and answering it would only
+hold value no sale will take (issue 14). paho acknowledges a PUBLISH when
 `on_message` returns; durability comes from the application-level ack instead: a terminal
 keeps a record until the gateway's signed ack covers it, and resends it otherwise.
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -43,7 +48,7 @@ class MqttLink:
         self.port = port
         self.stats = stats
         self.routes = routes
-        self.subscription = topics.gateway_subscription(merchant)
+        self.subscriptions = topics.gateway_subscriptions(merchant)
         self._connected = threading.Event()
         self.mqtt5 = mqtt5
         if mqtt5:
@@ -93,7 +98,7 @@ class MqttLink:
         sock = client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe(self.subscriptions)
         self.stats.add("mqtt_connects")
         self._connected.set()
 
@@ -125,6 +130,20 @@ def queue_route(target: queue.Queue[tuple[str, bytes] | None]) -> Route:
     def route(topic: str, payload: bytes) -> bool:
         try:
             target.put_nowait((topic, payload))
+        except queue.Full:
+            return False
+        return True
+
+    return route
+
+
+def timed_route(target: queue.Queue[tuple[str, bytes, float] | None]) -> Route:
+    """`queue_route` with the time each message arrived (time.monotonic), for a stage that
+    must not act on a message that waited too long."""
+
+    def route(topic: str, payload: bytes) -> bool:
+        try:
+            target.put_nowait((topic, payload, time.monotonic()))
         except queue.Full:
             return False
         return True

@@ -8,7 +8,11 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
 SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger,
 after `sweep_expiry` has written what expired on cards with no operation since (value and
 points past their expiry become expire records, the ledger's breakage); `gateway run`
-does it every `--settle-every-s` (300 s) on its own.
+does it every `--settle-every-s` (300 s) on its own. Between those, records flow: within
+`--post-within-s` (1 s) of an ingest commit that stored records, the settler posts what is
+pending (no expiry sweep), so other stores and the back office see a sale within seconds
+(issue 14 item 3). A post the ledger does not answer is tried again after
+FLOW_RETRY_MIN_S, doubling to FLOW_RETRY_MAX_S while it stays away.
 
 Programs are validated (protocol.programs) before the gateway starts: an invalid program
 never reaches a terminal.
@@ -32,15 +36,16 @@ from typing import Any
 from gateway import authorizations, hold_recovery, store_reports
 from gateway.acks import AckOut, AckStage
 from gateway.answered import Answered
-from gateway.authorize import AUTH_COMMIT_WAIT_MS, AuthorizeStage
+from gateway.authorize import AUTH_COMMIT_WAIT_MS, AuthorizeStage, Request
 from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.card_directory import CardDirectory
+from gateway.card_feed import FeedResult, apply_changes
 from gateway.cards import CardBook
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
 from gateway.ledger_holds import HoldSettings, LedgerHolds
-from gateway.mqtt import MqttLink, queue_route
+from gateway.mqtt import MqttLink, queue_route, timed_route
 from gateway.offline_episodes import OfflineEpisodes
 from gateway.registry import TerminalRegistry
 from gateway.settle import SettleResult, settle
@@ -52,6 +57,7 @@ from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError, LedgerUnavailable, NotFound
+from ledger.limits import CHANGES_PAGE_MAX
 from protocol import cbor, topics
 from protocol.errors import ProtocolError
 from protocol.programs import validate_programs
@@ -62,10 +68,16 @@ INGEST_QUEUE_MAX = 20_000
 ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
 SETTLE_INTERVAL_S = 300.0  # `gateway run`: settle (and expire) every five minutes
+POST_WITHIN_S = 1.0  # `gateway run`: committed records reach the ledger this soon
+FLOW_RETRY_MIN_S = 1.0  # records the ledger did not take: asked again after this ...
+FLOW_RETRY_MAX_S = 30.0  # ... doubling up to this while it stays away
 DRAIN_POLL_S = 0.01
 CONFIG_VERSION = "config.version"  # the last configuration version published
 BLOCKS_CURSOR = "ledger.blocks_cursor"  # the ledger's block feed read up to this change
 BLOCK_POLL_INTERVAL_S = 10.0  # how soon a block made at the ledger reaches this store
+FEED_XID = "ledger.feed_xid"  # the ledger's card feed read up to this cursor (xid, id)
+FEED_ID = "ledger.feed_id"
+FEED_STARTED = "ledger.feed_started"  # 1 once the cursor was set (a new store: at the end)
 CONFIG_DIGEST = "config.digest"  # of the programs and limits last started with (56 bits)
 AUTH_EPOCHS = "auth.epochs"  # gateway starts: auth ids (and ledger hold ids) never repeat
 
@@ -86,14 +98,19 @@ class Gateway:
                  card_keys: CardKeys | None = None,
                  hold_settings: HoldSettings | None = None,
                  settle_interval_s: float | None = None,
+                 post_within_s: float | None = None,
                  on_thread_death: OnDeath = exit_process,
                  broker_login: tuple[str, str] | None = None,
                  broker_ca: str | None = None, ledger_token: str | None = None,
                  ledger_ca: str | None = None,
-                 block_poll_s: float | None = BLOCK_POLL_INTERVAL_S) -> None:
+                 block_poll_s: float | None = BLOCK_POLL_INTERVAL_S,
+                 feed_poll_s: float | None = None) -> None:
         """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
         certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
-        `block_poll_s`: how often the ledger's feed of card blocks is read (None: never).
+        `block_poll_s`: how often the ledger's feed of card blocks is read (None: never);
+        `feed_poll_s`: its card feed, other stores' transactions (gateway/card_feed.py).
+        `settle_interval_s`: expire and settle this often; `post_within_s`: post committed
+        records this soon after their commit (None or 0: only on the timer, or when asked).
         `on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py)."""
         self.gateway_id = gateway_id
@@ -133,19 +150,30 @@ class Gateway:
         self.presence: dict[str, dict[str, Any]] = {}
         self._settle_lock = threading.Lock()
         self._blocks_polling = threading.Lock()  # a try-lock: one poll of the feed at a time
+        self._feed_polling = threading.Lock()  # the same for the card feed
+        self.feed = FeedResult()  # what the card feed brought, counted since the start
+        self._records_committed = threading.Event()  # set by ingest: records to post
         self._build_stages(broker_host, broker_port, mqtt5, broker_login, broker_ca)
         self._sweep_stop = threading.Event()
         # Settlement on a timer (with a ledger): it writes what expired first, so breakage
-        # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`).
-        self._settler = (thread("gateway-settle", partial(self._settle_every, settle_interval_s),
+        # reaches the books without anyone asking (`tilltap gateway run --settle-every-s`);
+        # and records flowing to the ledger soon after each commit (`--post-within-s`).
+        self._settler = (thread("gateway-settle",
+                                partial(self._settle_loop, settle_interval_s or None,
+                                        post_within_s or None),
                                 on_thread_death)
-                         if self.ledger is not None and settle_interval_s else None)
+                         if self.ledger is not None and (settle_interval_s or post_within_s)
+                         else None)
         # Blocks made at the ledger (any store, the back office) reach this store's
         # terminals in their signed configuration within BLOCK_POLL_INTERVAL_S.
         self._block_follower = (thread("gateway-blocks",
                                        partial(self._follow_blocks, block_poll_s),
                                        on_thread_death)
                                 if self.ledger is not None and block_poll_s else None)
+        # Other stores' transactions reach this store's cards within FEED_POLL_INTERVAL_S.
+        self._feed_follower = (thread("gateway-feed", partial(self._follow_feed, feed_poll_s),
+                                      on_thread_death)
+                               if self.ledger is not None and feed_poll_s else None)
         self._sweeper = (thread("gateway-hold-sweep",
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
@@ -181,13 +209,13 @@ class Gateway:
         """The bounded queues, the MQTT link and the four stages between them."""
         self._verifier = Verifier(self.registry)
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
-        self.auth_queue: queue.Queue[Uplink | None] = queue.Queue(AUTH_QUEUE_MAX)
+        self.auth_queue: queue.Queue[Request | None] = queue.Queue(AUTH_QUEUE_MAX)
         self.ingest_queue: queue.Queue[Verified | None] = queue.Queue(INGEST_QUEUE_MAX)
         self.ack_queue: queue.Queue[AckOut | None] = queue.Queue(ACK_QUEUE_MAX)
         self.mqtt = MqttLink(
             broker_host, broker_port, f"tilltap-gateway-{self.gateway_id}", self.stats,
             {topics.LEAF_TXN: queue_route(self.txn_queue),
-             topics.LEAF_AUTH: queue_route(self.auth_queue),
+             topics.LEAF_AUTH: timed_route(self.auth_queue),
              topics.LEAF_STATUS: self._on_status},
             mqtt5=mqtt5, on_death=self.on_thread_death, login=broker_login,
             ca_path=broker_ca,
@@ -198,7 +226,8 @@ class Gateway:
         self.ingest_stage = IngestStage(self.store, self.cards, self.stats, self.ingest_queue,
                                         self.ack_queue,
                                         self.holds.wake if self.holds is not None else None,
-                                        self.directory, death)
+                                        self.directory, death,
+                                        records_committed=self._records_committed.set)
         self.auth_stage = AuthorizeStage(self._verifier, self.registry, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
                                          self.holds, self.directory, death, self.store,
@@ -238,12 +267,17 @@ class Gateway:
             self._settler.start()
         if self._block_follower is not None:
             self._block_follower.start()
+        if self._feed_follower is not None:
+            self._feed_follower.start()
         self.mqtt.start()
         self._publish_fleet()
 
     def _publish_fleet(self) -> None:
+        with self.cards.lock:
+            served = {card for card in self.fleet.hotlist if card in self.cards.cards}
         self.fleet.publish(self.registry,
-                           lambda topic, payload: self.mqtt.publish(topic, payload, retain=True))
+                           lambda topic, payload: self.mqtt.publish(topic, payload, retain=True),
+                           served)
         # What terminals knew was blocked, and from which version: an offline sale naming
         # that version or a later one is refused (gateway/cards.py `_config_refusal`).
         blocked_in = {card: self._blocked_versions.get(card) or self.fleet.version
@@ -275,6 +309,7 @@ class Gateway:
         self.ack_queue.put(None)
         self.ack_stage.join(STOP_JOIN_S)
         self._sweep_stop.set()
+        self._records_committed.set()  # the settler stops waiting for records
         if self.holds is not None:
             self.holds.wake()
         if self._sweeper is not None:
@@ -283,6 +318,8 @@ class Gateway:
             self._settler.join(STOP_JOIN_S)
         if self._block_follower is not None:
             self._block_follower.join(STOP_JOIN_S)
+        if self._feed_follower is not None:
+            self._feed_follower.join(STOP_JOIN_S)
         self.store.close()
 
     def _ledger_card(self, card: str) -> dict[str, Any] | None:
@@ -316,20 +353,69 @@ class Gateway:
         with self._settle_lock:
             return settle(self.store, self.gateway_id, self.ledger)
 
-    def _settle_every(self, interval_s: float) -> None:
+    def _settle_loop(self, interval_s: float | None, post_within_s: float | None) -> None:
+        """Settle every `interval_s` (expiry first), and post committed records within
+        `post_within_s` of their commit; until the gateway stops."""
         assert self.ledger is not None
-        while not self._sweep_stop.wait(interval_s):
-            # An expiry sweep that cannot commit ends the process (the thread dies), as
-            # ingest does: the card states in memory are then ahead of the store.
-            self.sweep_expiry()
-            try:
-                with self._settle_lock:
-                    result = settle(self.store, self.gateway_id, self.ledger)
-            except (sqlite3.Error, OSError, StoreUnavailable) as error:
-                log.error("timed settlement failed: %s", error)  # the next turn tries again
+        timed_at = time.monotonic() + interval_s if interval_s else None
+        retry_s = FLOW_RETRY_MIN_S
+        while not self._sweep_stop.is_set():
+            wait_s = None if timed_at is None else max(0.0, timed_at - time.monotonic())
+            committed = (self._records_committed.wait(wait_s) if post_within_s
+                         else self._sweep_stop.wait(wait_s))
+            if self._sweep_stop.is_set():
+                return
+            if timed_at is not None and time.monotonic() >= timed_at:
+                assert interval_s is not None
+                timed_at = time.monotonic() + interval_s
+                self._settle_timed()
                 continue
-            if result.refused:
-                log.error("ALARM settlement refused: %s", result.refused)
+            if not committed or post_within_s is None:
+                continue
+            # Let the records of the next moments join this batch (one post, not many).
+            if self._sweep_stop.wait(post_within_s):
+                return
+            self._records_committed.clear()
+            if self._post_flow():
+                retry_s = FLOW_RETRY_MIN_S
+            else:  # not taken: ask again later, without a commit to wake us
+                if self._sweep_stop.wait(retry_s):
+                    return
+                retry_s = min(2 * retry_s, FLOW_RETRY_MAX_S)
+                self._records_committed.set()
+
+    def _settle_timed(self) -> None:
+        """The timed turn: expiry written, then everything settled."""
+        assert self.ledger is not None
+        # An expiry sweep that cannot commit ends the process (the thread dies), as
+        # ingest does: the card states in memory are then ahead of the store.
+        self.sweep_expiry()
+        try:
+            with self._settle_lock:
+                result = settle(self.store, self.gateway_id, self.ledger)
+        except (sqlite3.Error, OSError, StoreUnavailable) as error:
+            log.error("timed settlement failed: %s", error)  # the next turn tries again
+            return
+        if result.refused:
+            log.error("ALARM settlement refused: %s", result.refused)
+
+    def _post_flow(self) -> bool:
+        """Post the records committed since the last post; False if some stay pending (the
+        ledger did not answer, or the store could not be read)."""
+        assert self.ledger is not None
+        try:
+            with self._settle_lock:
+                result = settle(self.store, self.gateway_id, self.ledger)
+        except (sqlite3.Error, OSError, StoreUnavailable) as error:
+            log.error("posting records failed: %s", error)
+            return False
+        if result.refused:
+            log.error("ALARM settlement refused: %s", result.refused)
+        if result.pending:
+            log.warning("ledger did not take %d batches; asked again later",
+                        len(result.pending))
+        self.stats.add("flow_posts")
+        return not result.pending
 
     def _follow_blocks(self, interval_s: float) -> None:
         """Poll the ledger's feed of card blocks (GET /v1/blocks) from the cursor kept in the
@@ -373,6 +459,56 @@ class Gateway:
         if applied:
             log.info("card blocks from the ledger: %d applied (cursor %d)", applied, following)
         return applied
+
+    def _follow_feed(self, interval_s: float) -> None:
+        """Read the ledger's card feed every `interval_s` (at once again after a full page)."""
+        while not self._sweep_stop.wait(interval_s):
+            while self.follow_feed_once() == CHANGES_PAGE_MAX and not self._sweep_stop.is_set():
+                pass
+
+    def follow_feed_once(self) -> int:
+        """One read of the card feed, applied here; returns the changes read. Reads do not
+        overlap (one already running: 0), so no change is applied twice."""
+        assert self.ledger is not None
+        if not self._feed_polling.acquire(blocking=False):
+            return 0
+        try:
+            return self._follow_feed_from_cursor()
+        finally:
+            self._feed_polling.release()
+
+    def _follow_feed_from_cursor(self) -> int:
+        """The cursor and the cards it changed are committed together: a change is applied
+        once, whenever the process stops. A new store starts at the feed's end: it serves
+        no card yet, and each card it takes on comes with its position in the feed."""
+        assert self.ledger is not None
+        counters = self.store.counters()
+        started = bool(counters.get(FEED_STARTED))
+        xid, change_id = counters.get(FEED_XID, 0), counters.get(FEED_ID, 0)
+        try:
+            feed = self.ledger.card_changes(f"{xid}.{change_id}" if started else "end")
+        except LedgerError as error:
+            log.warning("ledger's card feed not read: %s", error)
+            return 0
+        next_xid, _, next_id = str(feed["next"]).partition(".")
+        moved = {FEED_XID: int(next_xid) - xid, FEED_ID: int(next_id) - change_id,
+                 FEED_STARTED: 0 if started else 1}
+        changes = feed.get("changes", [])
+        with self.ingest_stage.commit_lock:
+            with self.cards.lock:
+                result = apply_changes(self.cards.states, changes, self.gateway_id)
+                cards = self.cards.states.take_dirty()
+            if any(moved.values()):
+                self.store.commit([], {}, cards, moved)
+        for name in ("applied", "forced", "own", "not_served", "included"):
+            count = getattr(result, name)
+            setattr(self.feed, name, getattr(self.feed, name) + count)
+            if count:
+                self.stats.add("feed." + name, count)
+        if result.applied or result.forced:
+            log.info("card feed: %d changes of other stores applied, %d forced (at %s)",
+                     result.applied, result.forced, feed["next"])
+        return len(changes)
 
     def unblock_card(self, card: str) -> None:
         """Take a card off the hotlist: durable, here and in every terminal's configuration."""

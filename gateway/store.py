@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS cards (
     sun_counter INTEGER,
     merchant TEXT,
     state TEXT,
-    sun_seen TEXT
+    sun_seen TEXT,
+    feed TEXT
 );
 CREATE TABLE IF NOT EXISTS card_sales (
     card TEXT NOT NULL,
@@ -197,7 +198,7 @@ class GatewayStore:
         written before durable holds lacks the approvals' holds; one written before blocks
         named their configuration lacks that."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(cards)")}
-        for column in ("merchant", "state", "sun_seen"):
+        for column in ("merchant", "state", "sun_seen", "feed"):
             if column not in have:
                 self._db.execute(f"ALTER TABLE cards ADD COLUMN {column} TEXT")
         have = {row[1] for row in self._db.execute("PRAGMA table_info(authorizations)")}
@@ -310,14 +311,16 @@ class GatewayStore:
             )
             db.executemany(
                 "INSERT INTO cards (card, program, currency, value_minor, points, sun_counter,"
-                " merchant, state, sun_seen) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(card) DO"
-                " UPDATE SET value_minor=excluded.value_minor, points=excluded.points,"
-                " sun_counter=excluded.sun_counter, merchant=excluded.merchant,"
-                " state=excluded.state, sun_seen=excluded.sun_seen",
+                " merchant, state, sun_seen, feed) VALUES (?,?,?,?,?,?,?,?,?,?) ON"
+                " CONFLICT(card) DO UPDATE SET value_minor=excluded.value_minor,"
+                " points=excluded.points, sun_counter=excluded.sun_counter,"
+                " merchant=excluded.merchant, state=excluded.state,"
+                " sun_seen=excluded.sun_seen, feed=excluded.feed",
                 [
                     (c, s["program"], s["currency"], s["value_minor"], s["points"],
                      s.get("sun_counter"), s.get("merchant"), _state_json(s["state"]),
-                     json.dumps(s.get("sun_seen", [])))
+                     json.dumps(s.get("sun_seen", [])),
+                     None if s.get("feed") is None else json.dumps(s["feed"]))
                     for c, s in cards.items()
                 ],
             )
@@ -348,13 +351,14 @@ class GatewayStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT card, program, currency, value_minor, points, sun_counter, merchant,"
-                " state, sun_seen FROM cards WHERE state IS NOT NULL"
+                " state, sun_seen, feed FROM cards WHERE state IS NOT NULL"
             ).fetchall()
             sales = self._db.execute("SELECT card, sale_id, sale FROM card_sales").fetchall()
         cards = {
             c: {"program": p, "currency": cur, "value_minor": v, "points": pts, "sun_counter": n,
-                "merchant": m, "state": json.loads(state), "sun_seen": json.loads(seen or "[]")}
-            for c, p, cur, v, pts, n, m, state, seen in rows
+                "merchant": m, "state": json.loads(state), "sun_seen": json.loads(seen or "[]"),
+                "feed": None if feed is None else json.loads(feed)}
+            for c, p, cur, v, pts, n, m, state, seen, feed in rows
         }
         for card, sale_id, sale in sales:
             cards[card]["state"]["sales"][sale_id] = json.loads(sale)

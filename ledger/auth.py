@@ -62,12 +62,14 @@ VOID_HOLD = "void_hold"
 READ_BOOKS = "read_books"  # balances, terminals, trial balance, alarms, hold totals, reports
 BLOCK_CARD = "block_card"  # block or unblock a card for every store
 READ_BLOCKS = "read_blocks"  # the feed of block changes (GET /v1/blocks)
+READ_CHANGES = "read_changes"  # the feed of posted transactions by card (GET /v1/changes)
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS}),
-    "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS}),
+    "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
+                          READ_CHANGES}),
+    "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CHANGES}),
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
-                        READ_BLOCKS}),
+                        READ_BLOCKS, READ_CHANGES}),
 }
 
 

@@ -1,4 +1,5 @@
-"""The books: post settlement batches exactly once, hold card value, and answer questions.
+"""The books: post settlement batches exactly once, hold card value and points, and answer
+questions.
 
 `Books` is a thin facade over layers that live elsewhere: validation (`ledger.validate`),
 pure rules (`ledger.plan`, `ledger.posting_rules`, `ledger.hold_rules`), SQL
@@ -20,7 +21,7 @@ tie them together:
   refusals of the first answer, with other content a ``batch_conflict``; a reused txn_id is
   skipped, or refused ``txn_conflict``; conflicts are recorded as alarm rows and logged;
 - a hold is placed holding its card's lock, the lock a batch posting that card holds too,
-  so the value a card has available is never promised twice;
+  so the value and the points a card has available are never promised twice;
 - the clock (Unix seconds, injectable for tests) judges hold expiry and the default
   report date;
 - driver errors surface as `LedgerUnavailable` (the caller may retry the same request).
@@ -37,7 +38,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import block_sql, hold_sql, posting_sql, queries, reports
+from ledger import block_sql, exposure_sql, feed_sql, hold_sql, posting_sql, queries, reports
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
@@ -84,27 +85,33 @@ class Books:
             raise
         with self._guard():
             try:
-                result, late = self._database.transact(lambda session: self._post(session, batch))
+                result, late, overdrawn = self._database.transact(
+                    lambda session: self._post(session, batch))
             except BatchConflict as conflict:
                 self._raise_alarm(conflict.reason, f"batch {batch.batch_id}: {conflict.detail}")
                 raise
         # Logged once it is committed: a transaction run again must not log twice.
         if late:
             log.warning("batch %s posted %d expired holds", batch.batch_id, late)
+        for card, value_minor in overdrawn:
+            log.warning("AUDIT card %s blocked by the ledger: overdrawn to %d by batch %s",
+                        card[:64], value_minor, batch.batch_id[:64])
         if result.status == STATUS_PARTIAL:
             log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
                         batch.batch_id, len(result.refused), len(batch.transactions),
                         ", ".join(f"{r.txn_id} {r.reason}" for r in result.refused[:10]))
         return result
 
-    def _post(self, session: Session, batch: Batch) -> tuple[PostResult, int]:
-        """Inside the batch's transaction: duplicate check, plan, write; the result and how
-        many expired holds it posted. Reads only through `session` (it may run again)."""
+    def _post(self, session: Session,
+              batch: Batch) -> tuple[PostResult, int, list[tuple[str, int]]]:
+        """Inside the batch's transaction: duplicate check, plan, write, block the cards it
+        overdrew (ledger/exposure_sql.py); the result, how many expired holds it posted and
+        the cards blocked. Reads only through `session` (it may run again)."""
         known_hash = posting_sql.find_batch_hash(session, batch.batch_id)
         if known_hash == batch.content_hash:
             refused = posting_sql.find_refusals(session, batch.batch_id)
             in_books = len(batch.transactions) - len(refused)
-            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0
+            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0, []
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
@@ -113,18 +120,21 @@ class Books:
         now = self._now()
         plan = plan_batch(batch, posting_sql.read_view(session, batch, now))
         posting_sql.write_plan(session, batch, plan, now)
+        overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
         late = sum(posting.late for posting in plan.hold_postings)
         status = STATUS_PARTIAL if plan.refused else STATUS_POSTED
         result = PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
                             tuple(plan.refused))
-        return result, late
+        return result, late, overdrawn
 
     def place_hold(self, document: object) -> HoldAnswer:
-        """Hold card value for an authorization (a decoded POST /v1/holds body), idempotently.
+        """Hold card value and/or points for an authorization (a decoded POST /v1/holds body),
+        idempotently.
 
         A replay (same hold_id, same content) answers again with ``created`` False; other
         content is ``hold_conflict`` (alarmed); ``insufficient_value`` when the card's
-        available value is below the amount; ``card_unknown`` for a card never settled.
+        available value is below the amount, ``insufficient_points`` when its available
+        points are below the points; ``card_unknown`` for a card never settled.
         """
         request = parse_hold_request(document)
         with self._guard():
@@ -137,7 +147,7 @@ class Books:
                 raise
 
     def void_hold(self, hold_id: str) -> HoldAnswer:
-        """Release a hold's value: ``hold_unknown``, or ``hold_posted`` once settled."""
+        """Release a hold's value and points: ``hold_unknown``, or ``hold_posted`` once settled."""
         with self._guard():
             return self._database.transact(
                 lambda session: hold_sql.void(session, hold_id, self._now()))
@@ -226,20 +236,22 @@ class Books:
         return result
 
     def card_balance(self, card: str) -> dict[str, Any] | None:
-        """{"card","currency","value_minor","points","program","held_minor","available_minor"}
-        or None for an unknown card."""
+        """{"card","currency","value_minor","points","program","held_minor","available_minor",
+        "held_points","available_points"} or None for an unknown card."""
         with self._guard(), self._database.read() as session:
             return queries.card_balance(session, card, self._now())
 
     def card_detail(self, card: str) -> dict[str, Any] | None:
-        """`card_balance` with its block ("blocked", "block") and where it was last used
-        ("last_stores"), read at one moment; None for an unknown card."""
+        """`card_balance` with its block ("blocked", "block"), where it was last used
+        ("last_stores") and which of its changes in the card feed those balances include
+        ("feed", ledger/feed_sql.py), read at one moment; None for an unknown card."""
         with self._guard(), self._database.read() as session:
             balance = queries.card_balance(session, card, self._now())
             if balance is None:
                 return None
             return (balance | block_sql.state(block_sql.latest(session, card))
-                    | {"last_stores": block_sql.last_stores(session, card)})
+                    | {"last_stores": block_sql.last_stores(session, card),
+                       "feed": feed_sql.card_position(session, card)})
 
     def block_card(self, card: str, blocked: bool, reason: str, login: str) -> dict[str, Any]:
         """Block (or unblock) a card for every store: {"card", "blocked", "block", "changed"}.
@@ -256,6 +268,15 @@ class Books:
             log.info("AUDIT card %s %s by %s: %s", card[:64],
                      "blocked" if blocked else "unblocked", login, reason)
         return {"card": card, **current, "changed": changed}
+
+    def card_changes(self, cursor: tuple[int, int] | None) -> dict[str, Any]:
+        """Posted transactions after `cursor` (xid, id), the gateways' card feed (GET
+        /v1/changes): {"changes": [...], "next": "XID.ID"} (ledger/feed_sql.py); None:
+        no changes, and the cursor at the end."""
+        with self._guard(), self._database.read() as session:
+            if cursor is None:
+                return feed_sql.end(session)
+            return feed_sql.after(session, *cursor)
 
     def block_changes(self, cursor: int) -> dict[str, Any]:
         """Block changes after `cursor` (GET /v1/blocks): {"blocks": [...], "next": cursor}."""

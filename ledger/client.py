@@ -96,13 +96,16 @@ class LedgerClient:
         ttl_s: int,
         terminal: str,
         merchant: str,
+        points: int = 0,
     ) -> dict[str, Any]:
-        """Hold card value: {"hold_id", "status", "available_minor"} (a replay answers again).
+        """Hold card value and/or points: {"hold_id", "status", "available_minor",
+        "available_points"} (a replay answers again).
 
-        HoldRefused insufficient_value / hold_conflict, NotFound card_unknown, BatchInvalid for
-        a malformed request, LedgerUnavailable when the ledger cannot answer in time.
+        HoldRefused insufficient_value / insufficient_points / hold_conflict, NotFound
+        card_unknown, BatchInvalid for a malformed request, LedgerUnavailable when the ledger
+        cannot answer in time.
         """
-        request = {
+        request: dict[str, Any] = {
             "hold_id": hold_id,
             "card": card,
             "currency": currency,
@@ -111,6 +114,9 @@ class LedgerClient:
             "terminal": terminal,
             "merchant": merchant,
         }
+        if points:
+            # Only then: a hold of value only is sent as it was before holds held points.
+            request["points"] = points
         body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
         result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
         return result
@@ -179,6 +185,13 @@ class LedgerClient:
     def block_changes(self, since: int = 0) -> dict[str, Any]:
         """Block changes after cursor `since`, oldest first: {"blocks": [...], "next": id}."""
         result: dict[str, Any] = self._request("GET", f"/v1/blocks?since={int(since)}",
+                                               None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def card_changes(self, after: str = "0.0") -> dict[str, Any]:
+        """Posted transactions after cursor `after` ("XID.ID"), oldest first: {"changes":
+        [...], "next": "XID.ID"} (ledger/feed_sql.py)."""
+        result: dict[str, Any] = self._request("GET", f"/v1/changes?after={quote(after)}",
                                                None, HTTP_HOLD_TIMEOUT_S)
         return result
 

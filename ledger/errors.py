@@ -13,7 +13,8 @@ The tree (HTTP status used by the server in brackets)::
     │   ├── BatchTooLarge       [413] body or report over its size limit
     │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)
     │   ├── HoldRefused         [409] a hold cannot be placed or voided: insufficient_value,
-    │   │                             hold_posted, hold_conflict (id reused, alarm raised)
+    │   │                             insufficient_points, hold_posted, hold_conflict (id
+    │   │                             reused, alarm raised), card_blocked
     │   ├── NotFound            [404] unknown card, hold, report or path
     │   ├── Unauthorized        [401] no login, or not one the ledger knows (server side)
     │   └── Forbidden           [403] a login asked beyond its role or its gateway's ids
@@ -73,7 +74,8 @@ class HoldRefused(LedgerRejected):
     default_http_status = 409
 
 
-HOLD_REFUSALS = frozenset({"insufficient_value", "hold_posted", "hold_conflict", "card_blocked"})
+HOLD_REFUSALS = frozenset({"insufficient_value", "insufficient_points", "hold_posted",
+                           "hold_conflict", "card_blocked"})
 """Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
 
 

@@ -1,26 +1,35 @@
-"""Two-phase money: holds on a card's value, placed at authorization, posted by settlement.
+"""Two-phase money: holds on a card's value and points, placed at authorization, posted by
+settlement.
 
-A hold is TigerBeetle's pending transfer. An online authorization places one on the value it
-approves, so two terminals cannot both spend the same balance; the settlement batch that
-carries the sale posts it. Its life::
+A hold is TigerBeetle's pending transfer. An online authorization places one on the value
+and the points it approves (either or both), so two terminals, or two stores, cannot both
+spend the same balance or redeem the same points; the settlement batch that carries the
+sale posts it. Its life::
 
-    open ──┬──> posted    a settled purchase names it in "hold_id" (amount <= the hold's;
-           │              the rest is released in the same database transaction)
+    open ──┬──> posted    a settled purchase names it in "hold_id" (card value <= the hold's
+           │              amount, points redeemed <= its points; the rest of both is
+           │              released in the same database transaction)
            ├──> voided    DELETE /v1/holds/<id> (an expired hold may be voided too)
            └──> expired   its ttl ran out; it no longer counts against the card's value,
                           but the sale it authorized may still be posted (counted as late)
 
-A card's available value is its value minus its open, unexpired holds. Expiry is judged
+A card's available value is its value minus the amounts of its open, unexpired holds; its
+available points are its points minus the points of those holds. Expiry is judged
 against the books' clock everywhere it is read; the stored status catches up when the card
 is next held, when a hold is voided, or when `hold_sql.expire_due` runs (the server's sweep).
 
 This module holds the rules and value types of holds. Pure, no I/O: `ledger.hold_sql` reads
 and writes the holds tables and asks these rules; `ledger.plan` asks `check_posting`.
+
+Where a hold is kept (`ledger.schema`): a hold of value only is a `holds` row, as before
+holds held points; a hold with points (and value, if any) is a `point_holds` row, because
+`holds` was released with CHECK (amount_minor > 0) and tables are never changed. A hold is
+one row of one of them, never two, so its status is never kept twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from ledger.errors import BatchInvalid, HoldRefused
@@ -45,12 +54,32 @@ class HoldRequest:
     terminal: str
     merchant: str
     content_hash: str
+    points: int = 0
+    """Points held for redemption (optional key; absent and 0 are the same hold)."""
+
+    @property
+    def holds_points(self) -> bool:
+        """Whether it is kept in `point_holds` (else in `holds`)."""
+        return self.points > 0
 
 
 HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest))
-"""Every field of a hold request, in `HoldRequest` order (the first columns of a holds row)."""
-HOLD_REQUEST_KEYS = tuple(name for name in HOLD_REQUEST_FIELDS if name != "content_hash")
-"""The keys of a POST /v1/holds body: its fields but the hash the ledger computes of it."""
+"""Every field of a hold request, in `HoldRequest` order (the first columns of a point_holds
+row)."""
+HOLD_POINTS_FIELDS = ("points",)
+"""The fields only a hold with points has: no column of `holds`."""
+HOLD_VALUE_FIELDS = tuple(name for name in HOLD_REQUEST_FIELDS if name not in HOLD_POINTS_FIELDS)
+"""The fields of a hold of value only, in `HoldRequest` order (the first columns of a holds
+row)."""
+HOLD_REQUEST_KEYS = tuple(
+    field.name for field in fields(HoldRequest)
+    if field.default is MISSING and field.name != "content_hash"
+)
+"""The keys every POST /v1/holds body carries: its fields but the hash the ledger computes of
+it and the optional ones."""
+HOLD_OPTIONAL_KEYS = tuple(field.name for field in fields(HoldRequest)
+                           if field.default is not MISSING)
+"""Keys a POST /v1/holds body may leave out: absent and 0 are the same hold (same hash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +91,9 @@ class HoldState:
     currency: str
     amount_minor: int
     status: str
+    points: int = 0
+    holds_points: bool = False
+    """A `point_holds` row (its posting is a `point_hold_postings` row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,29 @@ class HoldPosting:
     released_minor: int
     late: bool
     """The hold had expired: its value was free again before the sale was posted."""
+    posted_points: int = 0
+    released_points: int = 0
+    holds_points: bool = False
+    """The hold is a `point_holds` row: its posting is kept in `point_hold_postings`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardFunds:
+    """A card's value and points (as its holder sees them) and what its open, unexpired
+    holds hold of each."""
+
+    value_minor: int
+    held_minor: int
+    points: int
+    held_points: int
+
+    @property
+    def available_minor(self) -> int:
+        return self.value_minor - self.held_minor
+
+    @property
+    def available_points(self) -> int:
+        return self.points - self.held_points
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +138,7 @@ class HoldAnswer:
     hold_id: str
     status: str
     available_minor: int
+    available_points: int
     created: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +147,7 @@ class HoldAnswer:
             "hold_id": self.hold_id,
             "status": self.status,
             "available_minor": self.available_minor,
+            "available_points": self.available_points,
         }
 
 
@@ -119,14 +176,29 @@ def check_currency(request: HoldRequest, card_currency: str) -> None:
 
 
 def available_after(request: HoldRequest, available_minor: int) -> int:
-    """What the card has available once the hold is placed; insufficient_value if it asks more."""
-    if available_minor < request.amount_minor:
+    """What the card has available once the hold is placed; insufficient_value if it asks more.
+
+    A hold of points only asks no value: it is placed even on a card whose value went below
+    zero (an offline overdraft), as a sale paid in cash with points would be."""
+    if request.amount_minor and available_minor < request.amount_minor:
         raise HoldRefused(
             "insufficient_value",
             f"card {request.card} has {available_minor} available, the hold asks"
             f" {request.amount_minor}",
         )
     return available_minor - request.amount_minor
+
+
+def points_after(request: HoldRequest, available_points: int) -> int:
+    """The points the card has available once the hold is placed; insufficient_points if it
+    asks more (a hold of value only asks none, whatever the card's points)."""
+    if request.points and available_points < request.points:
+        raise HoldRefused(
+            "insufficient_points",
+            f"card {request.card} has {available_points} points available, the hold asks"
+            f" {request.points}",
+        )
+    return available_points - request.points
 
 
 def check_voidable(hold_id: str, status: str) -> None:
@@ -154,10 +226,21 @@ def check_posting(txn: Txn, hold: HoldState | None) -> HoldPosting:
             "hold_exceeded",
             f"{where} holds {hold.amount_minor}, the sale takes {txn.card_value_minor}",
         )
+    # A hold of value only holds no points: a sale naming it redeems none (a gateway that
+    # redeems points online holds them, gateway/ledger_holds.py).
+    redeemed = txn.redeem_points or 0
+    if redeemed > hold.points:
+        raise BatchInvalid(
+            "hold_exceeded",
+            f"{where} holds {hold.points} points, the sale redeems {redeemed}",
+        )
     return HoldPosting(
         hold.hold_id,
         txn.txn_id,
         txn.card_value_minor,
         hold.amount_minor - txn.card_value_minor,
         late=hold.status == STATUS_EXPIRED,
+        posted_points=redeemed,
+        released_points=hold.points - redeemed,
+        holds_points=hold.holds_points,
     )

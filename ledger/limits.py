@@ -138,3 +138,6 @@ LAST_STORES_MAX = 5
 """Most terminals GET /v1/cards/<card> lists under last_stores (most recent first)."""
 BLOCK_REASON_CHARS_MAX = 200
 """Longest reason a back-office block may give."""
+
+CHANGES_PAGE_MAX = 1_000
+"""Card changes in one answer of the feed (GET /v1/changes): a gateway behind asks again."""

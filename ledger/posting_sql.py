@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from ledger import hold_sql
+from ledger import feed_sql, hold_sql
 from ledger.db import Row, Session
 from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
 from ledger.plan import BooksView, CardState, OriginalState, Plan
@@ -112,6 +112,7 @@ def write_plan(database: Session, batch: Batch, plan: Plan, received_at: int) ->
         ),
     )
     database.bulk_insert("transactions", TXN_COLUMNS, (_txn_row(txn, batch) for txn in plan.txns))
+    feed_sql.note(database, batch.gateway_id, [(txn.txn_id, txn.card) for txn in plan.txns])
     database.bulk_insert("entries", ENTRY_COLUMNS, plan.entries)
     database.bulk_insert("cards", CARD_COLUMNS, (_card_row(card) for card in plan.new_cards))
     for card in plan.changed_cards:

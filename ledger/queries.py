@@ -29,34 +29,46 @@ _CARD_BALANCES = f"""
     GROUP BY c.card, c.currency, c.program
     ORDER BY c.card"""
 
+# Holds of value only (holds) and holds with points (point_holds, ledger.hold_rules).
 _HELD = """
-    SELECT card, CAST(SUM(amount_minor) AS BIGINT) FROM holds
-    WHERE status = 'open' AND expires_at > ? {and_card} GROUP BY card"""
+    SELECT card, CAST(SUM(amount_minor) AS BIGINT), CAST(SUM(points) AS BIGINT) FROM (
+        SELECT card, amount_minor, 0 AS points FROM holds
+        WHERE status = 'open' AND expires_at > ? {and_card}
+        UNION ALL
+        SELECT card, amount_minor, points FROM point_holds
+        WHERE status = 'open' AND expires_at > ? {and_card}) AS held
+    GROUP BY card"""
 
 
 def card_balance(database: Session, card: str, now: int) -> dict[str, Any] | None:
     """One card's value and points as its holder sees them (liabilities negated), or None.
 
-    ``held_minor`` is the sum of its open holds unexpired at `now`; ``available_minor`` is
-    what a new hold may take: ``value_minor - held_minor``.
+    ``held_minor`` and ``held_points`` are the sums of its open holds unexpired at `now`;
+    ``available_minor`` and ``available_points`` are what a new hold may take:
+    ``value_minor - held_minor`` and ``points - held_points``.
     """
     rows = database.fetch(_CARD_BALANCES.format(where="WHERE c.card = ?"), (card,))
     if not rows:
         return None
-    held: dict[str, int] = dict(database.fetch(_HELD.format(and_card="AND card = ?"), (now, card)))
+    held = _held(database.fetch(_HELD.format(and_card="AND card = ?"), (now, card, now, card)))
     return _balance(rows[0], held)
 
 
 def balances(database: Session, now: int) -> list[dict[str, Any]]:
     """Every known card's balance, ordered by card id."""
-    held: dict[str, int] = dict(database.fetch(_HELD.format(and_card=""), (now,)))
+    held = _held(database.fetch(_HELD.format(and_card=""), (now, now)))
     return [_balance(row, held) for row in database.fetch(_CARD_BALANCES.format(where=""))]
 
 
-def _balance(row: Row, held: Mapping[str, int]) -> dict[str, Any]:
+def _held(rows: Sequence[Row]) -> dict[str, tuple[int, int]]:
+    """card -> (held_minor, held_points)."""
+    return {card: (int(minor), int(points)) for card, minor, points in rows}
+
+
+def _balance(row: Row, held: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
     """A card balance row as the API shows it; the entries carry credits, hence the minus."""
     card, currency, program, value_sum, points_sum = row
-    held_minor = held.get(card, 0)
+    held_minor, held_points = held.get(card, (0, 0))
     return {
         "card": card,
         "currency": currency,
@@ -65,6 +77,8 @@ def _balance(row: Row, held: Mapping[str, int]) -> dict[str, Any]:
         "program": program,
         "held_minor": held_minor,
         "available_minor": -value_sum - held_minor,
+        "held_points": held_points,
+        "available_points": -points_sum - held_points,
     }
 
 
@@ -145,8 +159,8 @@ def bounded_fetch(database: Session, sql: str, params: Sequence[Any]) -> list[Ro
 
 
 COUNTED_TABLES = (
-    "batches", "transactions", "entries", "cards", "holds", "hold_postings", "refused_txns",
-    "alarms",
+    "batches", "transactions", "entries", "cards", "holds", "hold_postings", "point_holds",
+    "point_hold_postings", "refused_txns", "alarms",
 )  # fmt: skip
 
 

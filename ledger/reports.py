@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from ledger import exposure_sql
 from ledger.db import Session
 from ledger.errors import BatchInvalid, NotFound
 from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_WINDOW_DAYS_MAX
@@ -24,7 +25,8 @@ from ledger.model import KIND_PURCHASE, KIND_REFUND
 from ledger.queries import REFUSED_FIELDS, bounded_fetch, refused_transactions
 from protocol.accounts import BREAKAGE, CARD_POINTS, CARD_VALUE
 
-REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals", "refused")
+REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals", "refused",
+                "exposure")
 WINDOW_DAYS_DEFAULT = 90
 LAPSE_DAYS_DEFAULT = 30
 REGULAR_PURCHASES_DEFAULT = 3
@@ -205,6 +207,17 @@ def _refused(database: Session, query: ReportQuery) -> Report:
     return Report(query, REFUSED_FIELDS, rows, summary)
 
 
+def _exposure(database: Session, query: ReportQuery) -> Report:
+    """Cards below zero now (offline or stand-in sales on value spent elsewhere), each
+    blocked by the ledger, and per store and terminal what was sold on them without a hold
+    (ledger/exposure_sql.py). Not windowed: an overdraft is open until it is paid back."""
+    found = exposure_sql.exposure(database)
+    summary = {"cards": len(found["cards"]),
+               "value_minor": sum(row["value_minor"] for row in found["cards"]),
+               "sales": found["sales"], "by_gateway": found["by_gateway"]}
+    return Report(query, exposure_sql.EXPOSURE_CARD_FIELDS, found["cards"], summary)
+
+
 def _terminals(database: Session, query: ReportQuery) -> Report:
     """Per UTC day, terminal, kind and currency within the window: count and sums."""
     rows = bounded_fetch(
@@ -375,5 +388,6 @@ _REPORTS: dict[str, Callable[[Session, ReportQuery], Report]] = {
     "lapsing": _lapsing,
     "terminals": _terminals,
     "refused": _refused,
+    "exposure": _exposure,
 }
 assert tuple(_REPORTS) == REPORT_NAMES

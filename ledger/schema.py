@@ -2,23 +2,26 @@
 
 Money and counts are BIGINT (64-bit on PostgreSQL; SQLite integers are 64-bit anyway).
 Indexes exist only for the queries the ledger runs: entries by account owner (card
-balances), transactions by ref_txn_id (refund limits), open holds by card (available
-value) and by expiry (the sweep), hold postings by batch (closing them). Reports scan the
-transactions: an index on time would tax every posted batch for an occasional query.
+balances), transactions by ref_txn_id (refund limits), open holds by card (available value
+and points) and by expiry (the sweep), hold postings by batch (closing them). Reports scan
+the transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
-Tables added later (holds, hold_postings, refused_txns, card_blocks) are created on the next open of
-existing books, and columns added later (ADDED_COLUMNS: nullable, so
-rows written before them read as null) are added to them; nothing is ever dropped or changed.
+Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
+point_hold_postings) are created on the next open of existing books, and columns added
+later (ADDED_COLUMNS: nullable, so rows written before them read as null) are added to
+them; nothing is ever dropped or changed. That is why holds with points are a table of their
+own (point_holds, see `ledger.hold_rules`): holds' CHECK (amount_minor > 0) stays.
 
 The column lists that rows are inserted with come from the value types where a field list is
-written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS from `HoldRequest`
-(`ledger.hold_rules`). The tests check that the tables created here have exactly these columns.
+written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS and POINT_HOLD_COLUMNS
+from `HoldRequest` (`ledger.hold_rules`). The tests check that the tables created here have
+exactly these columns.
 """
 
 from __future__ import annotations
 
 from ledger.db import Database, Session
-from ledger.hold_rules import HOLD_REQUEST_FIELDS
+from ledger.hold_rules import HOLD_REQUEST_FIELDS, HOLD_VALUE_FIELDS
 from ledger.model import TXN_STORED_FIELDS
 
 _SERIAL = {
@@ -94,6 +97,41 @@ _STATEMENTS = (
         late BIGINT NOT NULL CHECK (late IN (0, 1)),
         posted_at BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS hold_postings_by_batch ON hold_postings (batch_id)",
+    # Holds with points (and value, if any): holds was released with CHECK (amount_minor > 0)
+    # and a table is never changed, so a hold of points only cannot be a holds row, in books
+    # made before or after. A hold is a row of one of the two tables, never of both.
+    """CREATE TABLE IF NOT EXISTS point_holds (
+        hold_id TEXT PRIMARY KEY,
+        card TEXT NOT NULL REFERENCES cards (card),
+        currency TEXT NOT NULL,
+        amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0),
+        ttl_s BIGINT NOT NULL CHECK (ttl_s > 0),
+        terminal TEXT NOT NULL,
+        merchant TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        points BIGINT NOT NULL CHECK (points > 0),
+        placed_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        available_minor BIGINT NOT NULL,
+        available_points BIGINT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'posted', 'voided', 'expired')),
+        closed_at BIGINT)""",
+    """CREATE INDEX IF NOT EXISTS point_holds_open_by_card
+        ON point_holds (card) WHERE status = 'open'""",
+    """CREATE INDEX IF NOT EXISTS point_holds_open_by_expiry
+        ON point_holds (expires_at) WHERE status = 'open'""",
+    """CREATE TABLE IF NOT EXISTS point_hold_postings (
+        hold_id TEXT PRIMARY KEY REFERENCES point_holds (hold_id),
+        txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+        batch_id TEXT NOT NULL,
+        posted_minor BIGINT NOT NULL CHECK (posted_minor >= 0),
+        released_minor BIGINT NOT NULL CHECK (released_minor >= 0),
+        posted_points BIGINT NOT NULL CHECK (posted_points >= 0),
+        released_points BIGINT NOT NULL CHECK (released_points >= 0),
+        late BIGINT NOT NULL CHECK (late IN (0, 1)),
+        posted_at BIGINT NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS point_hold_postings_by_batch
+        ON point_hold_postings (batch_id)""",
     """CREATE TABLE IF NOT EXISTS refused_txns (
         batch_id TEXT NOT NULL REFERENCES batches (batch_id),
         position BIGINT NOT NULL CHECK (position >= 0),
@@ -111,6 +149,14 @@ _STATEMENTS = (
         at BIGINT NOT NULL,
         login TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS card_blocks_by_card ON card_blocks (card, id)",
+    """CREATE TABLE IF NOT EXISTS card_changes (
+        id {serial},
+        txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+        card TEXT NOT NULL,
+        gateway_id TEXT NOT NULL{change_xid})""",
+    "CREATE INDEX IF NOT EXISTS card_changes_by_card ON card_changes (card)",
+    "CREATE INDEX IF NOT EXISTS card_changes_in_order"
+    " ON card_changes ({change_order})",
     """CREATE TABLE IF NOT EXISTS alarms (
         id {serial},
         at BIGINT NOT NULL,
@@ -129,6 +175,13 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 """Columns added after their table was first released: part of CREATE TABLE for new books,
 added by ALTER TABLE on opening books made before them. Always nullable."""
 
+_CHANGE_XID = {
+    # The writing transaction's id: the feed serves a change only once every transaction
+    # with a lower id has ended (ledger/feed_sql.py). SQLite has one writer: ids suffice.
+    "sqlite": "",
+    "postgresql": ",\n        xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)",
+}
+_CHANGE_ORDER = {"sqlite": "id", "postgresql": "xid, id"}
 _COLUMN_NAMES = {
     "sqlite": "SELECT name FROM pragma_table_info(?)",
     "postgresql": "SELECT column_name FROM information_schema.columns"
@@ -139,8 +192,11 @@ TXN_COLUMNS = ("batch_id", *TXN_STORED_FIELDS)
 """Every transactions column: the batch that posted the row, then its stored `Txn` fields."""
 ENTRY_COLUMNS = ("txn_id", "account_kind", "owner", "unit", "amount_minor")
 CARD_COLUMNS = ("card", "program", "currency", "activated_txn_id")
-HOLD_COLUMNS = (*HOLD_REQUEST_FIELDS, "placed_at", "expires_at", "available_minor", "status")
+HOLD_COLUMNS = (*HOLD_VALUE_FIELDS, "placed_at", "expires_at", "available_minor", "status")
 """Every holds column but closed_at, which is set when the hold leaves "open"."""
+POINT_HOLD_COLUMNS = (*HOLD_REQUEST_FIELDS, "placed_at", "expires_at", "available_minor",
+                      "available_points", "status")
+"""Every point_holds column but closed_at: a holds row's, and the points held and left."""
 REFUSED_COLUMNS = (
     "batch_id",
     "position",
@@ -154,6 +210,9 @@ REFUSED_COLUMNS = (
 CARD_BLOCK_COLUMNS = ("card", "blocked", "reason", "at", "login")
 """Every card_blocks column but its id: one block or unblock, kept for ever (the audit
 trail); a card's latest row is its state, and the ids are the gateways' feed cursor."""
+CARD_CHANGE_COLUMNS = ("txn_id", "card", "gateway_id")
+"""Every card_changes column the ledger writes: one per posted transaction, in the batch's
+database transaction; its id (and on PostgreSQL its writer's xid) is the feed's cursor."""
 ALARM_COLUMNS = ("at", "reason", "detail")
 """Every alarms column but its id."""
 HOLD_POSTING_COLUMNS = (
@@ -162,6 +221,17 @@ HOLD_POSTING_COLUMNS = (
     "batch_id",
     "posted_minor",
     "released_minor",
+    "late",
+    "posted_at",
+)
+POINT_HOLD_POSTING_COLUMNS = (
+    "hold_id",
+    "txn_id",
+    "batch_id",
+    "posted_minor",
+    "released_minor",
+    "posted_points",
+    "released_points",
     "late",
     "posted_at",
 )
@@ -175,7 +245,9 @@ def create_schema(database: Database) -> None:
     }
     with database.schema_transaction() as session:
         for statement in _STATEMENTS:
-            session.execute(statement.format(serial=_SERIAL[database.dialect], **added))
+            session.execute(statement.format(
+                serial=_SERIAL[database.dialect], change_xid=_CHANGE_XID[database.dialect],
+                change_order=_CHANGE_ORDER[database.dialect], **added))
         for table, columns in ADDED_COLUMNS.items():
             present = table_columns(session, table)
             for name, kind in columns:

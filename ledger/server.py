@@ -9,6 +9,7 @@
     POST   /v1/cards/<card>/block   block it for every store {"reason"}  -> 200 / 404
     DELETE /v1/cards/<card>/block   unblock it [{"reason"}]              -> 200 / 404
     GET    /v1/blocks?since=ID {"blocks": [change, ...], "next": ID}, the gateways' feed
+    GET    /v1/changes?after=XID.ID {"changes": [txn, ...], "next": "XID.ID"}, the card feed
     GET    /v1/balances        {"balances": [card balance, ...]}
     GET    /v1/terminals       {terminal: {"count", "by_kind"}}
     GET    /v1/trial-balance   {unit: sum}, all zero in healthy books
@@ -49,7 +50,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ledger import auth
+from ledger import auth, feed_sql
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
 from ledger.errors import (
@@ -88,6 +89,7 @@ JSON_TYPE = "application/json"
 CARDS_PREFIX = "/v1/cards/"
 BLOCK_SUFFIX = "/block"
 BLOCKS_PATH = "/v1/blocks"
+CHANGES_PATH = "/v1/changes"
 REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
 HOLDS_PATH = "/v1/holds"
 BATCHES_PATH = "/v1/batches"
@@ -345,6 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
                                             "DELETE": lambda: self._block(card, False)})
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
+        if path == CHANGES_PATH:
+            return self._only("GET", method, lambda: self._changes(target.query))
         if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
             card = unquote(path[len(CARDS_PREFIX) :])
             return self._by_method(method, {"GET": lambda: self._card(card),
@@ -423,6 +427,18 @@ class _Handler(BaseHTTPRequestHandler):
         if set(parameters) - {"since"} or not since.isdigit() or len(since) > 18:
             raise BatchInvalid("parameter_invalid", "GET /v1/blocks takes since=<id>, an integer")
         return 200, self.server.books.block_changes(int(since))
+
+    def _changes(self, query: str) -> Answer:
+        """GET /v1/changes?after=XID.ID: posted transactions after the cursor (0.0: all),
+        the gateways' card feed (ledger/feed_sql.py)."""
+        self._may(auth.READ_CHANGES)
+        parameters = _query(query)
+        after = parameters.get("after", "0.0")
+        cursor = feed_sql.parse_cursor(after)
+        if set(parameters) - {"after"} or (cursor is None and after != "end"):
+            raise BatchInvalid("parameter_invalid",
+                               "GET /v1/changes takes after=<xid>.<id> (two integers) or end")
+        return 200, self.server.books.card_changes(cursor)
 
     def _hold(self, hold_id: str) -> Answer:
         """One hold, or 404 hold_unknown; a gateway sees only its own."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from ledger.currencies import POINTS_UNIT, is_known_currency
 from ledger.errors import BatchConflict, BatchInvalid, BatchTooLarge
-from ledger.hold_rules import HOLD_REQUEST_KEYS, HoldRequest
+from ledger.hold_rules import HOLD_OPTIONAL_KEYS, HOLD_REQUEST_KEYS, HoldRequest
 from ledger.limits import (
     AMOUNT_MINOR_MAX,
     BATCH_TXN_MAX,
@@ -62,6 +62,7 @@ BATCH_KEYS = frozenset({"batch_id", "gateway_id", "created", "transactions"})
 _TXN_KEYS = frozenset(TXN_KEYS)
 _TXN_OPTIONAL_KEYS = frozenset(TXN_OPTIONAL_KEYS)
 _HOLD_KEYS = frozenset(HOLD_REQUEST_KEYS)
+_HOLD_OPTIONAL_KEYS = frozenset(HOLD_OPTIONAL_KEYS)
 LEG_FIELDS = GivenLeg._fields
 """A leg is a JSON list of these four, in order: the engine's [account, unit, amount, cause]."""
 ID_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{ID_CHARS_MAX}}}")
@@ -193,16 +194,24 @@ def parse_hold_request(document: object) -> HoldRequest:
     if not isinstance(document, dict):
         raise BatchInvalid("request_malformed", "a hold request must be a JSON object")
     where = "hold"
-    _check_keys(document, _HOLD_KEYS, where)
+    _check_keys(document, _HOLD_KEYS, where, _HOLD_OPTIONAL_KEYS)
+    points = _integer(document, "points", where, POINTS_MAX) if "points" in document else 0
+    amount_minor = _integer(document, "amount_minor", where, AMOUNT_MINOR_MAX)
+    if not amount_minor and not points:
+        raise BatchInvalid("amount_invalid", f"{where}: holds value (amount_minor) or points")
+    # "points": 0 is the same hold as no "points": hashed without it, so the hash of a hold
+    # of value only is what it was before holds held points (a replay stays a replay).
+    hashed = document if points else {k: v for k, v in document.items() if k != "points"}
     return HoldRequest(
         hold_id=_identifier(document, "hold_id", where),
         card=_identifier(document, "card", where),
         currency=_currency(document, where),
-        amount_minor=_integer(document, "amount_minor", where, AMOUNT_MINOR_MAX, minimum=1),
+        amount_minor=amount_minor,
         ttl_s=_integer(document, "ttl_s", where, HOLD_TTL_S_MAX, "field_invalid", minimum=1),
         terminal=_identifier(document, "terminal", where),
         merchant=_identifier(document, "merchant", where),
-        content_hash=sha256_hex(_canonical_text(document, where)),
+        content_hash=sha256_hex(_canonical_text(hashed, where)),
+        points=points,
     )
 
 

@@ -48,6 +48,14 @@ def gateway_subscription(merchant="+"):
     return "%s/%s/+/%s/#" % (ROOT, merchant, UP)
 
 
+def gateway_subscriptions(merchant="+"):
+    """The same uplinks as (filter, QoS) pairs: records and status at QoS 1, kept by the
+    broker while the gateway is away; authorization requests at QoS 0, never kept: one
+    that waited is past its terminal's wait, and answering it would only place holds."""
+    return [("%s/%s/+/%s/%s" % (ROOT, merchant, UP, leaf), 0 if leaf == LEAF_AUTH else 1)
+            for leaf in _UP_LEAVES]
+
+
 def terminal_subscription(merchant, terminal):
     return "%s/%s/%s/%s/#" % (ROOT, merchant, terminal, DOWN)
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.card_auth import CardKeys
+from gateway.card_feed import FEED_POLL_INTERVAL_S
 from gateway.ledger_holds import HoldSettings
 from gateway.metrics import MetricsServer
 from gateway.registry import TerminalRegistry
-from gateway.service import BLOCK_POLL_INTERVAL_S, SETTLE_INTERVAL_S, Gateway
+from gateway.service import BLOCK_POLL_INTERVAL_S, POST_WITHIN_S, SETTLE_INTERVAL_S, Gateway
 from gateway.stage import exit_process, thread
 from ledger.client import LedgerClient, read_token
 from ledger.errors import ConfigInvalid
@@ -151,10 +152,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle-every-s", type=non_negative_seconds,
                         default=SETTLE_INTERVAL_S,
                         help="settle with the ledger (expiry first) this often; 0: never")
+    parser.add_argument("--post-within-s", type=non_negative_seconds, default=POST_WITHIN_S,
+                        help="post accepted records to the ledger this soon after they are "
+                             f"committed, so other stores see them ({POST_WITHIN_S:g}); "
+                             "0: only when settling")
     parser.add_argument("--block-poll-s", type=non_negative_seconds,
                         default=BLOCK_POLL_INTERVAL_S,
                         help="read the ledger's card blocks this often, so a card blocked at "
                              "the ledger reaches this store's terminals; 0: never")
+    parser.add_argument("--feed-poll-s", type=non_negative_seconds,
+                        default=FEED_POLL_INTERVAL_S,
+                        help="read other stores' transactions from the ledger's card feed "
+                             f"this often ({FEED_POLL_INTERVAL_S:g}); 0: never")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
     parser.add_argument("--stats-out", default=None, type=file_to_write,
@@ -357,9 +366,11 @@ def _gateway(args: argparse.Namespace, settings: _Settings) -> Gateway:
                    settings.programs, args.ledger_url, limits=settings.limits,
                    config_version=args.config_version, card_keys=settings.card_keys,
                    hold_settings=settings.hold_settings, settle_interval_s=args.settle_every_s,
+                   post_within_s=args.post_within_s,
                    broker_login=settings.login, broker_ca=args.broker_ca,
                    ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca,
-                   block_poll_s=args.block_poll_s or None)
+                   block_poll_s=args.block_poll_s or None,
+                   feed_poll_s=args.feed_poll_s or None)
 
 
 if __name__ == "__main__":

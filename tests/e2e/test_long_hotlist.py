@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.service import CONFIG_VERSION
 from gateway.store import GatewayStore
 from protocol import messages, sealed, topics, txn
 from tests.support.stack import RawTerminal, running_stack, wait_until
@@ -98,4 +99,37 @@ def test_a_store_with_more_blocked_cards_than_a_configuration_carries_starts_and
             assert stack.ledger_client.card(GOOD)["value_minor"] == 5000 - 700
         finally:
             raw.close()
+            sim.close()
+
+
+def test_a_card_this_store_served_stays_in_its_terminals_hotlist_behind_a_chains_long_list(
+    store_broker: StoreBroker, tmp_path: Path
+) -> None:
+    """A chain blocks 1,000 cards after one this store sold: the store's terminals still get
+    that one (it is the one they could sell offline), and decline it offline."""
+    with running_stack(store_broker, tmp_path, ["T1"]) as stack:
+        sim = SimulatedTerminal(stack.terminal_config("T1"), tmp_path, store_broker.host,
+                                store_broker.port)
+        try:
+            sim.tap(LOST)
+            assert sim.terminal.issue("gift", 5000)["approved"]  # the till knows the card
+            assert sim.drain(time.monotonic() + 10)
+            stack.gateway.block_card(LOST)
+            stack.gateway.stop()
+            store = GatewayStore(str(tmp_path / "gateway.db"))
+            for number in range(1000):  # blocked later, elsewhere in the chain
+                store.block(_blocked(number), "reported lost", 3)
+            store.add_counters({CONFIG_VERSION: 1})  # as Gateway.block_card does
+            store.close()
+            stack.gateway = stack.new_gateway()
+            stack.gateway.start()
+            assert wait_until(lambda: _serviced(sim).version == 3)
+            assert LOST in sim.terminal.settings.hotlist
+            assert _blocked(0) not in sim.terminal.settings.hotlist  # the oldest left out
+            stack.gateway.stop()  # the store's network is down: the till is on its own
+            sim.tap(LOST)
+            assert sim.terminal.purchase(100)["reason"] == "card_blocked"
+            stack.gateway = stack.new_gateway()  # back: the stack closes a running one
+            stack.gateway.start()
+        finally:
             sim.close()

@@ -52,7 +52,8 @@ class FakeLedger:
         return self.cards[card] - held
 
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
-                   ttl_s: int, terminal: str, merchant: str) -> dict[str, Any]:
+                   ttl_s: int, terminal: str, merchant: str,
+                   points: int = 0) -> dict[str, Any]:
         self.during_call()
         self.placed.append({"hold_id": hold_id, "card": card, "currency": currency,
                             "amount_minor": amount_minor, "ttl_s": ttl_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from pathlib import Path
 from typing import Any
 
@@ -428,7 +429,7 @@ def test_the_stages_note_what_they_send_and_records_carry_it() -> None:
     request = {0: messages.TYPE_AUTH_REQUEST, 1: 1, 2: "T1", 20: 42, 5: NOW_S, 6: "M1",
                7: "04a1", 8: txn.KIND_PURCHASE, 9: "EUR", 10: -1}
     authorize.handle((topics.up("M1", "T1", topics.LEAF_AUTH),
-                      cose.create(KEY, cbor.encode(request), b"T1")))
+                      cose.create(KEY, cbor.encode(request), b"T1"), time.monotonic()))
     assert published[-1][2].acked_through == 4
     assert published[-1][2].answered_s > NOW_S + 3  # now, the gateway's clock
     outbox: queue.Queue[Verified | None] = queue.Queue()

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway import store_reports
 from gateway.acks import AckOut, AckStage
-from gateway.authorize import AuthorizeStage
+from gateway.authorize import AUTH_WAIT_MAX_MS, AuthorizeStage
 from gateway.cards import CardBook
 from gateway.ingest import IngestStage
 from gateway.registry import TerminalRegistry
@@ -101,13 +101,32 @@ def test_authorize_declines_a_signed_bad_request_with_its_request_id_and_the_tim
     request = {0: messages.TYPE_AUTH_REQUEST, 1: 1, 2: "T1", 20: 42, 5: NOW_S, 6: "M1",
                7: "04a1", 8: txn.KIND_PURCHASE, 9: "EUR", 10: -1}
     stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH),
-                  cose.create(KEY, cbor.encode(request), b"T1")))
+                  cose.create(KEY, cbor.encode(request), b"T1"), time.monotonic()))
     topic, payload = published[0]
     assert topic == topics.down("M1", "T1", topics.LEAF_AUTH)
     answer = sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, KEY)
     assert (answer["request"], answer["approved"], answer["reason"]) == (42, False,
                                                                          "field_invalid")
     assert abs(answer["time"] - time.time()) < 60  # the gateway's clock, not the request's
+
+
+def test_a_request_that_waited_past_the_terminals_wait_is_dropped_unanswered() -> None:
+    published: list[tuple[str, bytes]] = []
+    stats = Stats()
+    cards = CardBook(DEMO_PROGRAMS)
+    stage = AuthorizeStage(Verifier(_registry()), _registry(), cards, stats,
+                           lambda topic, payload: published.append((topic, payload)),
+                           queue.Queue(), queue.Queue())
+    request = {0: messages.TYPE_AUTH_REQUEST, 1: 1, 2: "T1", 20: 42, 5: NOW_S, 6: "M1",
+               7: "04a1", 8: txn.KIND_ISSUE, 9: "EUR", 10: 500, 15: "gift"}
+    arrived_s = time.monotonic() - (AUTH_WAIT_MAX_MS + 1) / 1000
+    stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH),
+                  cose.create(KEY, cbor.encode(request), b"T1"), arrived_s))
+    assert published == []
+    assert stats.snapshot()["auth_stale"] == 1
+    stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH),
+                  cose.create(KEY, cbor.encode(request), b"T1"), time.monotonic()))
+    assert len(published) == 1  # the same request in time is answered
 
 
 def test_the_ack_stage_seals_acks_and_notices_for_the_terminal_that_listens() -> None:

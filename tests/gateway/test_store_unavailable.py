@@ -171,25 +171,25 @@ def test_the_authorization_stage_approves_nothing_it_could_not_keep(tmp_path: Pa
             sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, KEY)),
         queue.Queue(), notices, store=store)
     topic = topics.up("M1", "T1", topics.LEAF_AUTH)
-    stage.handle((topic, _request(1)))
+    stage.handle((topic, _request(1), time.monotonic()))
     assert answers[-1]["approved"] and answers[-1]["auth_id"] == "a0-2"  # a0-1: the issue
 
     store.failing = True  # its own commit fails: no approval, no exception, no hold kept
-    stage.handle((topic, _request(2)))
+    stage.handle((topic, _request(2), time.monotonic()))
     assert (answers[-1]["request"], answers[-1]["approved"], answers[-1]["reason"]) == (
         2, False, "host_unavailable")
     assert [auth_id for auth_id, _ in cards.holds.of_card(CARD)] == ["a0-2"]
     placed = cards.holds.placed
     # While the store is unavailable, requests are answered at once, nothing decided...
-    stage.handle((topic, _request(3)))
+    stage.handle((topic, _request(3), time.monotonic()))
     assert (answers[-1]["approved"], answers[-1]["reason"]) == (False, "host_unavailable")
     assert cards.holds.placed == placed
     # ... even once the store could commit again, until the next try (STORE_RETRY_S).
     store.failing = False
-    stage.handle((topic, _request(4)))
+    stage.handle((topic, _request(4), time.monotonic()))
     assert (answers[-1]["approved"], answers[-1]["reason"]) == (False, "host_unavailable")
     clock.now_s += STORE_RETRY_S
-    stage.handle((topic, _request(5)))
+    stage.handle((topic, _request(5), time.monotonic()))
     assert answers[-1]["approved"] and answers[-1]["request"] == 5
     assert store.health.snapshot() == {"status": STATUS_OK, "episodes": 1}
     kept = authorizations.recall(store, [a["auth_id"] for a in answers if a["approved"]])
@@ -213,7 +213,7 @@ def test_an_approval_that_waits_past_the_lock_is_answered_host_unavailable(
     blocker = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
     try:
         blocker.execute("BEGIN EXCLUSIVE")
-        stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH), _request(7)))
+        stage.handle((topics.up("M1", "T1", topics.LEAF_AUTH), _request(7), time.monotonic()))
     finally:
         blocker.close()
     assert (answers[-1]["approved"], answers[-1]["reason"]) == (False, "host_unavailable")

@@ -47,6 +47,8 @@ def test_a_batch_posts_every_kind_and_balances(books: Books) -> None:
         "program": "gift",
         "held_minor": 0,
         "available_minor": 5100,
+        "held_points": 0,
+        "available_points": 15,
     }
     assert books.trial_balance() == {"EUR": 0, "PTS": 0}
 
@@ -136,6 +138,8 @@ def test_refund_in_the_same_batch_after_its_purchase_posts(books: Books) -> None
         "program": "gift",
         "held_minor": 0,
         "available_minor": 5000,
+        "held_points": 0,
+        "available_points": 0,
     }
 
 
@@ -260,6 +264,8 @@ def test_card_first_seen_by_topup_is_issued_later(books: Books) -> None:
         "program": "loyalty",
         "held_minor": 0,
         "available_minor": 1000,
+        "held_points": 0,
+        "available_points": 0,
     }
 
 

@@ -85,7 +85,8 @@ def rejected(call: Any, *args: Any) -> LedgerRejected:
 def test_a_hold_reduces_available_value_but_not_the_balance(held: Books) -> None:
     """A hold leaves the card's value alone and takes its amount off the available value."""
     answer = held.place_hold(hold_request("H1", amount_minor=1200))
-    assert answer.to_json() == {"hold_id": "H1", "status": "open", "available_minor": 3800}
+    assert answer.to_json() == {"hold_id": "H1", "status": "open", "available_minor": 3800,
+                                "available_points": 0}
     assert answer.created
     assert funds(held) == (5000, 1200, 3800)
     assert held.hold("H1") == {
@@ -93,6 +94,7 @@ def test_a_hold_reduces_available_value_but_not_the_balance(held: Books) -> None
         "card": "C1",
         "currency": "EUR",
         "amount_minor": 1200,
+        "points": 0,
         "terminal": "T1",
         "merchant": "M1",
         "status": "open",
@@ -102,6 +104,8 @@ def test_a_hold_reduces_available_value_but_not_the_balance(held: Books) -> None
         "posted_txn_id": None,
         "posted_minor": None,
         "released_minor": None,
+        "posted_points": None,
+        "released_points": None,
         "posted_late": False,
     }
 
@@ -198,7 +202,8 @@ def test_voiding_releases_the_value_and_voiding_again_answers_the_same(
     held.place_hold(hold_request("H1", amount_minor=1200))
     clock.advance(10)
     answer = held.void_hold("H1")
-    assert answer.to_json() == {"hold_id": "H1", "status": "voided", "available_minor": 5000}
+    assert answer.to_json() == {"hold_id": "H1", "status": "voided", "available_minor": 5000,
+                                "available_points": 0}
     assert held.void_hold("H1").to_json() == answer.to_json()
     assert funds(held) == (5000, 0, 5000)
     assert held.hold("H1")["closed_at"] == START_S + 10  # type: ignore[index]
@@ -475,14 +480,16 @@ def place_raw(server: LedgerServer, document: dict[str, Any]) -> tuple[int, dict
 def test_http_place_is_201_and_a_replay_200_with_the_same_body(server: LedgerServer) -> None:
     """A new hold is answered 201, its replay 200, both with the same JSON."""
     created = place_raw(server, hold_request("H1", amount_minor=1200))
-    assert created == (201, {"hold_id": "H1", "status": "open", "available_minor": 3800})
+    assert created == (201, {"hold_id": "H1", "status": "open", "available_minor": 3800,
+                             "available_points": 0})
     assert place_raw(server, hold_request("H1", amount_minor=1200)) == (200, created[1])
 
 
 def test_http_hold_round_trip_through_the_client(client: LedgerClient, clock: Clock) -> None:
     """Place, read, post through a batch, and read back over HTTP with LedgerClient."""
     answer = client.place_hold("H1", "C1", "EUR", 1500, 120, "T1", "M1")
-    assert answer == {"hold_id": "H1", "status": "open", "available_minor": 3500}
+    assert answer == {"hold_id": "H1", "status": "open", "available_minor": 3500,
+                      "available_points": 0}
     card = client.card("C1")
     assert (card["value_minor"], card["held_minor"], card["available_minor"]) == (5000, 1500, 3500)
     assert client.hold("H1")["status"] == "open"
@@ -522,6 +529,7 @@ def test_http_void_answers_and_refuses(client: LedgerClient) -> None:
         "hold_id": "H/1",
         "status": "voided",
         "available_minor": 5000,
+        "available_points": 0,
     }
     with pytest.raises(NotFound) as missing:
         client.void_hold("H404")

@@ -75,15 +75,20 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         "program": "gift",
         "held_minor": 0,
         "available_minor": 3800,
+        "held_points": 0,
+        "available_points": 12,
     }
-    assert client.card("C1") == expected | {
+    card = client.card("C1")
+    assert card == expected | {
         "blocked": False,
         "block": None,
         "last_stores": [
             {"gateway": "gw1", "terminal": "T1", "merchant": "M1",
-             "last_time": client.card("C1")["last_stores"][0]["last_time"]},
+             "last_time": card["last_stores"][0]["last_time"]},
         ],
+        "feed": card["feed"],  # which changes of the card feed it holds (test_ledger_feed.py)
     }
+    assert set(card["feed"]) == {"horizon", "through", "known"}
     assert client.balances() == [expected]
     assert client.terminal_totals()["T1"]["count"] == 2
     assert client.trial_balance() == {"EUR": 0, "PTS": 0}

@@ -160,8 +160,9 @@ def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
 def unsigned_topic(rng: random.Random, merchant: str, terminal: str,
                    others: list[str]) -> tuple[str, str]:
     """(where, topic) for an unsigned message on `terminal`'s login: `where` is "uplink"
-    (the gateway reads it), "bad_leaf" (the gateway refuses the topic) or "denied" (the
-    broker's ACL drops it)."""
+    (the gateway reads it), "bad_leaf" (a topic under the terminal's uplinks the gateway
+    does not subscribe to: the broker delivers it to nobody) or "denied" (the broker's ACL
+    drops it)."""
     roll = rng.random()
     if roll < 0.70:
         return "uplink", topics.up(merchant, terminal, topics.LEAF_TXN)

@@ -59,7 +59,10 @@ def gateway_settled(gateway_db: Path, terminals: list[str]) -> bool:
 
 
 def holds_open(database: GauntletDatabase) -> int:
-    return int(database.read("SELECT COUNT(*) FROM holds WHERE status = 'open'")[0][0])
+    # Holds of value only, and holds with points (ledger/hold_rules.py): a hold is one row
+    # of one of the two.
+    return sum(int(database.read(f"SELECT COUNT(*) FROM {table} WHERE status = 'open'")[0][0])
+               for table in ("holds", "point_holds"))
 
 
 def tally(workdir: Path, terminals: list[str], gateway_db: Path, database: GauntletDatabase,
@@ -83,7 +86,9 @@ def tally(workdir: Path, terminals: list[str], gateway_db: Path, database: Gaunt
     posted_rows = database.read("SELECT txn_id, terminal, seq, kind, card, amount_minor"
                                 f" FROM transactions WHERE terminal IN ({marks})")
     open_holds = database.read("SELECT hold_id, card, amount_minor, placed_at, expires_at"
-                               " FROM holds WHERE status = 'open'")
+                               " FROM holds WHERE status = 'open' UNION ALL"
+                               " SELECT hold_id, card, amount_minor, placed_at, expires_at"
+                               " FROM point_holds WHERE status = 'open'")
     quarantine = database.read("SELECT txn_id, reason FROM refused_txns")
     trial = reader.trial_balance()
     hold_totals = reader.hold_totals()

@@ -1,0 +1,137 @@
+"""Other stores' transactions, applied to the cards this gateway serves (issue 14 item 4).
+
+Every transaction the ledger posts is in its card feed (GET /v1/changes, ledger/feed_sql.py),
+in an order no later commit can break. The gateway reads it from the cursor kept in its
+store and runs each change another gateway posted, for a card it serves, through the same
+program engine its own records go through: value, points lots, tier, discount window and the
+refundable sales follow the card from store to store within seconds (records flow to the
+ledger within `--post-within-s`, the feed is read every `--feed-poll-s`).
+
+    change (posted elsewhere)       engine operation here
+    topup                           topup paid at the till
+    purchase                        purchase that happened (never declined for value; the
+                                    discount the other counter gave, the points it redeemed)
+    refund                          refund of the original sale (`ref_txn_id`)
+    cashout                         cashout
+    issue, expire                   nothing: an issue elsewhere is of a card not served here
+                                    (it is taken on from the ledger when first tapped), and
+                                    each gateway lets time pass on its cards itself
+
+Skipped: changes this gateway posted (already applied when their records were accepted),
+cards it does not serve, and changes the card's balances already held when it was taken on
+from the ledger (`included`: the position the ledger gave with them). A change the engine
+declines here (a refund of a sale made before this store took the card on, points this copy
+no longer holds) moves the card's value and points as posted, without the engine's
+bookkeeping, and is counted (`feed.forced`): the ledger's books are the authority.
+
+Pure: the caller holds the card book's lock and commits the changed cards with the cursor,
+in one store transaction, so each change is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.card_states import CardStates, day_of
+from protocol import engine, engine_points
+from protocol.engine_legs import copy_state
+
+FEED_POLL_INTERVAL_S = 1.0  # `gateway run --feed-poll-s`: how soon another store's sale is here
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeedResult:
+    applied: int = 0
+    forced: int = 0  # declined by the engine here: value and points moved as posted
+    own: int = 0  # posted by this gateway
+    not_served: int = 0  # cards this gateway does not serve (or an issue, expiry)
+    included: int = 0  # already in the balances the card was taken on with
+
+
+def included(position: dict[str, Any] | None, change: dict[str, Any]) -> bool:
+    """Was `change` already in the balances the ledger gave with `position`?"""
+    if not position:
+        return False
+    return (int(change["xid"]) < int(position.get("horizon", 0))
+            or int(change["id"]) <= int(position.get("through", 0))
+            or change["txn_id"] in position.get("known", ()))
+
+
+def foreign_op(change: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine operation a change posted elsewhere stands for; None: nothing to run."""
+    kind, txn_id, amount = change["kind"], change["txn_id"], int(change["amount_minor"])
+    if kind == "topup":
+        return {"op": "topup", "id": txn_id, "amount_minor": amount, "pay": "other"}
+    if kind == "purchase":
+        return {"op": "purchase", "id": txn_id, "amount_minor": amount,
+                "pay": "card" if change["card_value_minor"] else "other",
+                "redeem_points": int(change.get("redeem_points") or 0),
+                "discount_minor": int(change.get("discount_minor") or 0), "happened": True}
+    if kind == "refund":
+        return {"op": "refund", "id": txn_id, "of": change.get("ref_txn_id") or "",
+                "amount_minor": amount}
+    if kind == "cashout":
+        return {"op": "cashout", "id": txn_id, "amount_minor": amount}
+    return None
+
+
+def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id: str,
+                  result: FeedResult | None = None) -> FeedResult:
+    """Apply one page of the feed to the card states (under the card book's lock)."""
+    result = result or FeedResult()
+    for change in changes:
+        if change["gateway_id"] == gateway_id:
+            result.own += 1
+            continue
+        entry = states.get(change["card"])
+        op = foreign_op(change)
+        if entry is None or op is None or "state" not in entry:
+            result.not_served += 1
+            continue
+        if included(entry.get("feed"), change):
+            result.included += 1
+            continue
+        program = states.programs.get(entry["program"])
+        if program is None:
+            result.not_served += 1
+            continue
+        day = max(day_of(int(change["time"])), entry["state"]["day"])
+        state, effects = engine.apply(entry["state"], program, op, day)
+        if "declined" in effects:
+            log.warning("card %s: %s %s posted by %s declined here (%s); moved as posted",
+                        change["card"][:64], change["kind"], change["txn_id"][:64],
+                        change["gateway_id"][:64], effects["declined"])
+            _force(states, change["card"], entry, change, day)
+            result.forced += 1
+            continue
+        states.keep(change["card"], state, effects["sales_changed"])
+        states.summarize(entry, day)
+        result.applied += 1
+    return result
+
+
+_VALUE_SIGN = {"topup": 1, "refund": 1, "purchase": -1, "cashout": -1}
+"""How a change's card value moves the card's value: loads add, spending takes."""
+
+
+def _force(states: CardStates, card: str, entry: dict[str, Any], change: dict[str, Any],
+           day: int) -> None:
+    """Move value and points as the ledger posted them, outside the engine's rules."""
+    state = copy_state(entry["state"])  # the engine's states are never changed in place
+    state["value_minor"] += _VALUE_SIGN[change["kind"]] * int(change["card_value_minor"])
+    points = int(change.get("points") or 0)
+    redeemed = int(change.get("redeem_points") or 0)
+    earned, taken = ((points, redeemed) if change["kind"] == "purchase"
+                     else (0, points) if change["kind"] == "refund" else (0, 0))
+    if earned:
+        engine_points.credit(state, earned, day, "feed")
+    if taken:  # fewer points here than the books had: the rest is owed
+        held = max(0, min(taken, engine_points.balance(state)))
+        engine_points.redeem(state, held)
+        state["points_owed"] += taken - held
+    states.keep(card, state, [])
+    states.summarize(entry, day)
