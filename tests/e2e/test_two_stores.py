@@ -65,9 +65,7 @@ def test_records_reach_the_ledger_within_seconds_not_at_the_settlement(shops: Ch
     a.serve(GIFT)
     assert a.till.terminal.issue("gift", 5_000)["approved"]
     a.sent()
-    started = time.monotonic()
     assert wait_until(lambda: _value(shops, GIFT) == 5_000, FLOW_WAIT_S)
-    assert time.monotonic() - started < FLOW_WAIT_S
 
 
 def test_a_gift_card_sold_at_one_store_is_spent_at_the_other_right_away(
