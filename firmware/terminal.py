@@ -60,7 +60,9 @@ class Terminal:
         self.state = IDLE
         self.approved_count = 0
         self.declined = {}  # reason -> count
-        # card -> (program id, tier, discount_pct, day), learnt from signed online answers
+        # card -> [program id, tier, discount_pct, day, value_minor], learnt from signed
+        # online answers; value_minor is the card's value in the last answer less what this
+        # terminal has approved offline on it since (the offline bound, docs/protocol.md 5.4)
         self.known_cards = {}
         self.offline_records = self._pending_offline()  # [(seq, card, card_value_minor)]
 
@@ -182,8 +184,11 @@ class Terminal:
     def _remember(self, card, response):
         if card not in self.known_cards and len(self.known_cards) >= KNOWN_CARDS_MAX:
             del self.known_cards[next(iter(self.known_cards))]
-        self.known_cards[card] = (response["program"], response.get("tier"),
-                                  response.get("discount_pct", 0), self._today())
+        # An answer without the card's value (none should lack it) bounds offline spending
+        # at zero: the terminal cannot know what another store has spent.
+        self.known_cards[card] = [response["program"], response.get("tier"),
+                                  response.get("discount_pct", 0), self._today(),
+                                  response.get("value_minor") or 0]
 
     def _today(self):
         return self.clock.now_s() // DAY_S
@@ -193,7 +198,7 @@ class Terminal:
         known = self.known_cards.get(card)
         if known is None:
             return {"approved": False, "reason": reasons.OFFLINE_CARD_UNKNOWN}
-        program_id, tier, discount_pct, day = known
+        program_id, tier, discount_pct, day, value_minor = known
         program = self.settings.programs.get(program_id)
         if program is None:
             return {"approved": False, "reason": reasons.PROGRAM_UNKNOWN}
@@ -205,6 +210,8 @@ class Terminal:
         pending = [(r[1], r[2]) for r in self.offline_records]
         reason = offline.decide(self.settings.limits, pending, card, quote["card_minor"],
                                 self.clock.now_s(), self.uplink.last_online_s)
+        if reason is None and quote["card_minor"] > value_minor:
+            reason = reasons.INSUFFICIENT_VALUE
         if reason is not None:
             return {"approved": False, "reason": reason}
         return {"approved": True, "program": program_id, "version": program["version"],
@@ -252,6 +259,9 @@ class Terminal:
         if fields["auth_mode"] == txn.AUTH_OFFLINE:
             self.offline_records.append((fields["seq"], fields["card"],
                                          fields["card_value_minor"]))
+            known = self.known_cards.get(fields["card"])
+            if known is not None:
+                known[4] -= fields["card_value_minor"]
         self.uplink.send_new(fields["seq"], record)
 
     def service(self, timeout_ms=0):

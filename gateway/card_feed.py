@@ -17,6 +17,10 @@ ledger within `--post-within-s`, the feed is read every `--feed-poll-s`).
                                     (it is taken on from the ledger when first tapped), and
                                     each gateway lets time pass on its cards itself
 
+Whatever the change, the read counter of its tap (`sun_counter`, when the other store
+verified one) is noted on a card this gateway serves (`CardStates.used_elsewhere`): a read
+accepted there is refused here, online and standing in while the ledger is away.
+
 Skipped: changes this gateway posted (already applied when their records were accepted),
 cards it does not serve, and changes the card's balances already held when it was taken on
 from the ledger (`included`: the position the ledger gave with them). A change the engine
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.card_states import CardStates, day_of
+from gateway.cards import SUN_WINDOW
 from protocol import engine, engine_points
 from protocol.engine_legs import copy_state
 
@@ -50,6 +55,7 @@ class FeedResult:
     own: int = 0  # posted by this gateway
     not_served: int = 0  # cards this gateway does not serve (or an issue, expiry)
     included: int = 0  # already in the balances the card was taken on with
+    taps: int = 0  # changes whose tap's SUN read counter was noted on a card served here
 
 
 def included(position: dict[str, Any] | None, change: dict[str, Any]) -> bool:
@@ -88,6 +94,9 @@ def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id:
             result.own += 1
             continue
         entry = states.get(change["card"])
+        if entry is not None and "state" in entry and change.get("sun_counter") is not None:
+            states.used_elsewhere(change["card"], int(change["sun_counter"]), SUN_WINDOW)
+            result.taps += 1
         op = foreign_op(change)
         if entry is None or op is None or "state" not in entry:
             result.not_served += 1

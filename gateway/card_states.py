@@ -58,8 +58,10 @@ class CardStates:
         if card in self.entries or program is None:
             return
         day = day_of(now_s)
+        # The ledger's highest SUN read counter: a tap accepted at another store is no new
+        # tap here either (docs/ledger.md, "SUN read counters").
         entry = self.entries[card] = {"program": found["program"], "currency": found["currency"],
-                                      "merchant": None, "sun_counter": None,
+                                      "merchant": None, "sun_counter": found.get("sun_counter"),
                                       "state": {"sales": {}},
                                       # which changes of the ledger's card feed the
                                       # balances include (gateway/card_feed.py)
@@ -80,6 +82,17 @@ class CardStates:
         for sale_id in sales if changed is None else changed:
             notes[sale_id] = sales.get(sale_id)  # None: the card forgot it
         self.entries[card]["state"] = state
+        self.dirty.add(card)
+
+    def used_elsewhere(self, card: str, sun_counter: int, window: int) -> None:
+        """A tap of the card another store had accepted (the card feed): its read counter is
+        seen here too, so the same read is refused here, online and standing in. The highest
+        only rises; `window`: how far below it seen counters are kept (gateway/cards.py)."""
+        entry = self.entries[card]
+        highest = max(entry.get("sun_counter") or 0, sun_counter)
+        entry["sun_counter"] = highest
+        entry["sun_seen"] = sorted(c for c in {*entry.get("sun_seen", ()), sun_counter}
+                                   if c > highest - window)
         self.dirty.add(card)
 
     def summarize(self, entry: dict[str, Any], day: int) -> None:

@@ -71,6 +71,7 @@ from protocol.reasons import (
     AUTH_UNKNOWN,
     CARD_BLOCKED,
     CARD_EXISTS,
+    CARD_UNKNOWN,
     CONFIG_ROLLBACK,
     CURRENCY_MISMATCH,
     INSUFFICIENT_VALUE,
@@ -93,6 +94,9 @@ LEDGER_HOLD_FIELD = "ledger_hold_id"
 """Key the gateway adds to an applied record's stored fields: the ledger hold it posts."""
 EFFECTS_FIELD = "effects"
 """Key the gateway adds to an applied record's stored fields: what the engine did (settled)."""
+SUN_COUNTER_FIELD = "sun_counter"
+"""Key the gateway adds to an applied record's stored fields: its tap's verified SUN read
+counter, which settlement sends so the ledger raises the card's highest (docs/ledger.md)."""
 PREVIEW_ID_PREFIX = "auth:"  # sale ids no transaction id can take (ids have no ':')
 PREVIEW_ID = PREVIEW_ID_PREFIX + "preview"
 
@@ -329,24 +333,28 @@ class CardBook:
             self.states.adopt(card, found, now_s)
 
     def _identify(self, fields: Mapping[str, Any], last_seen: int | None,
-                  seen: Sequence[int] = ()) -> int | None:
+                  seen: Sequence[int] = (), approved_here: bool = False) -> int | None:
         """Blocked? Genuine (SUN)? A new tap? Returns the tap's SUN read counter, if any.
 
         A tap is new when its counter is above every counter seen for the card; an offline
         record may also carry a lower one within SUN_WINDOW that was never seen (docs/cards.md,
-        "Read counters"): its sale happened before a later online tap reached the gateway."""
+        "Read counters"): its sale happened before a later online tap reached the gateway.
+        So may a record of an approval this gateway gave (`approved_here`): its tap was new
+        when it was approved, and a later tap of the card, here or at another store (the card
+        feed), may have reached the card book before the record did."""
         if fields["card"] in self.hotlist and fields.get("auth_mode") != txn.AUTH_OFFLINE:
             raise ValidationError(CARD_BLOCKED, fields["card"])
         sun_counter = self.authenticator.read_counter(fields)
         if sun_counter is None:
             return None
-        late_offline = (fields.get("auth_mode") == txn.AUTH_OFFLINE and last_seen is not None
-                        and last_seen - SUN_WINDOW < sun_counter < last_seen
-                        and sun_counter not in seen)
-        if late_offline:
-            self.sun_late_offline += 1
-        else:
+        offline = fields.get("auth_mode") == txn.AUTH_OFFLINE
+        late = ((offline or approved_here) and last_seen is not None
+                and last_seen - SUN_WINDOW < sun_counter < last_seen
+                and sun_counter not in seen)
+        if not late:
             self.authenticator.check_newer(last_seen, sun_counter)
+        elif offline:
+            self.sun_late_offline += 1
         self.sun_verified += 1
         return sun_counter
 
@@ -371,7 +379,8 @@ class CardBook:
             sun_counter = self.authenticator.read_counter(fields)
         else:
             sun_counter = self._identify(fields, known.get("sun_counter") if known else None,
-                                         known.get("sun_seen", ()) if known else ())
+                                         known.get("sun_seen", ()) if known else (),
+                                         self._names_approval(fields, recalled))
         sale_id = txn.txn_id(fields["terminal"], fields["seq"])
         hold = self.holds.get(fields.get("auth_id"))
         expected = hold.expect if hold is not None and hold.card == card else None
@@ -444,6 +453,17 @@ class CardBook:
                 and fields["card_value_minor"] > self._available(card, hold)):
             raise ValidationError(INSUFFICIENT_VALUE, card)
         return Prepared(sun_counter, state, effects, judged)
+
+    def _names_approval(self, fields: Mapping[str, Any],
+                        recalled: Mapping[str, Any] | None) -> bool:
+        """Does an online or stand-in record name an approval this gateway gave for its card
+        (its hold, or the kept approval)? Whether it may is judged after its tap (`check`)."""
+        if fields["auth_mode"] == txn.AUTH_OFFLINE:
+            return False
+        hold = self.holds.get(fields.get("auth_id"))
+        given = hold.card if hold is not None else (
+            recalled.get("card") if recalled is not None else None)
+        return given == fields["card"]
 
     def approval(self, fields: Mapping[str, Any],
                  recalled: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -589,6 +609,8 @@ class CardBook:
         ledger_hold_id = self._use_hold(fields)
         if ledger_hold_id is not None:
             stored[LEDGER_HOLD_FIELD] = ledger_hold_id
+        if prepared.sun_counter is not None:
+            stored[SUN_COUNTER_FIELD] = prepared.sun_counter
         return stored
 
     def _use_hold(self, fields: Mapping[str, Any]) -> str | None:
@@ -642,7 +664,7 @@ class CardBook:
         """The card's state with the operations approved but not yet arrived applied, in
         the order they were approved: a second sale on the card is priced after the first
         (its points redeemed, the tier or discount it reached), as ingest will apply them."""
-        state = entry["state"]
+        state = entry["state"]  # None for a card being issued: its issue comes first
         for auth_id, hold in self.holds.of_card(card):
             if hold.op is not None:
                 op = hold.op
@@ -674,11 +696,11 @@ class CardBook:
             self._auth_sun_counters[card] = sun_counter
         if kind == txn.KIND_ISSUE:
             return self._decide_issue(request, known, now_s)
-        entry = self.states.entry(card)
+        entry = known if known is not None else self._being_issued(card)
         if request["currency"] != entry["currency"]:
             raise ValidationError(CURRENCY_MISMATCH, card)
         program = self.states.program(entry["program"])
-        day = _day(entry, now_s)
+        day = _day(entry if entry["state"] is not None else None, now_s)
         response: dict[str, Any] = {"approved": True, "program": entry["program"],
                                     "currency": entry["currency"],
                                     "version": program["version"]}
@@ -700,12 +722,23 @@ class CardBook:
             response.update({k: v for k, v in amounts.items() if v or k == "card_value_minor"})
             response["amount_minor"] = effects["amount_minor"]  # a void: all that was left
             response["auth_id"] = self.holds.place(card, held, now_s, False, amounts, sale_id,
-                                                   op)
+                                                   op, sun_counter)
         _add_snapshot(response, state, program, day)
         after = engine.summary(state, program, day)  # with what is on its way, and this sale
         response["value_minor"] = after["value_minor"]
         response["points_balance"] = after["points"]
         return response
+
+    def _being_issued(self, card: str) -> dict[str, Any]:
+        """A card sold here whose issue is approved but whose record has not arrived yet:
+        an entry with no state, which `_projected` starts from the issue. The customer may
+        pay with the card at once. Otherwise card_unknown."""
+        for _, hold in self.holds.of_card(card):
+            if hold.issue and hold.op is not None:
+                program = self.states.program(hold.op["program"])
+                return {"program": program["id"], "currency": program["currency"],
+                        "merchant": None, "sun_counter": None, "state": None}
+        raise ValidationError(CARD_UNKNOWN, card)
 
     def _decide_issue(self, request: dict[str, Any], known: dict[str, Any] | None,
                       now_s: float) -> dict[str, Any]:
@@ -718,8 +751,15 @@ class CardBook:
         op = engine_op(txn.KIND_ISSUE, request, PREVIEW_ID)
         state, effects = _run(None, program, op, day_of(now_s), txn.KIND_ISSUE)
         amounts = till_amounts(txn.KIND_ISSUE, effects)
+        # The hold keeps the issue (and its program): the card may be tapped again before
+        # the issue's record arrives, and is then priced as issued (`_being_issued`).
         response = {"approved": True, "program": program["id"], "currency": program["currency"],
                     "version": program["version"], "card_value_minor": amounts["card_value_minor"],
-                    "auth_id": self.holds.place(card, 0, now_s, True, amounts)}
+                    "auth_id": self.holds.place(card, 0, now_s, True, amounts,
+                                                op=dict(op, program=program["id"]))}
         _add_snapshot(response, state, program, state["day"])
+        # The terminal's offline bound starts from this (docs/protocol.md 5.4).
+        opened = engine.summary(state, program, state["day"])
+        response["value_minor"] = opened["value_minor"]
+        response["points_balance"] = opened["points"]
         return response

@@ -13,6 +13,9 @@ card's points only at the ledger, so without a hold two stores could both redeem
     card_unknown                ->  approved online on the card book alone (the lag rule)
     insufficient_value          ->  settle what this gateway has not settled, ask once more
     or insufficient_points          (the lag rule); still refused: decline with that reason
+    card_replayed               ->  decline card_replayed: the hold carries the tap's SUN
+                                    read counter, which another store (or this one) had
+                                    accepted before (docs/ledger.md "SUN read counters")
     other refusal               ->  decline with it if it is a protocol reason
                                     (currency_mismatch), else ledger_refused, ALARM logged
     LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
@@ -39,8 +42,14 @@ than itself (`hold_exceeded`), so "hold only the part the ledger cannot know of"
 holds that no settlement can post. A settlement with nothing new costs two queries of the
 local store.
 
-**Stand-in** counts, per card, the card value approved while the ledger could not be reached;
-the count starts again whenever the ledger answers anything. Points are never redeemed
+**Stand-in** counts, per card and for the whole store, the card value approved while the
+ledger could not be reached; the counts start again whenever the ledger answers anything.
+It stands in only on a fresh card book: one that heard from the ledger (an answer, or a read
+of its card feed, which brings what other stores did) within STAND_IN_SNAPSHOT_AGE_MAX_S. A
+gateway that starts while the ledger is away has heard nothing yet and does not stand in: it
+cannot know how old its card book is. What a store can take from one card beyond its value
+before the center hears of it is thus bounded by `stand_in_card_minor_max`, and from all
+cards by `stand_in_store_minor_max` (docs/protocol.md 5.3). Points are never redeemed
 standing in: the card book knows only this store's points, and the ledger the only count
 every store shares, so a redemption it cannot hold could spend points another store has
 just redeemed (there is no stand-in limit for points that would bound that loss). After an
@@ -65,6 +74,7 @@ LedgerUnavailable); none leaves this module: each ends as an answer to the termi
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -80,6 +90,7 @@ from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFou
 from protocol import txn
 from protocol.reasons import (
     CARD_BLOCKED,
+    CARD_REPLAYED,
     CARD_UNKNOWN,
     CURRENCY_MISMATCH,
     HOST_UNAVAILABLE,
@@ -97,6 +108,11 @@ LEDGER_TIMEOUT_S = 2.0
 """Longest wait for one hold call: below the terminal's AUTH_TIMEOUT_MS (3 s)."""
 STAND_IN_TXN_MINOR_MAX = 5_000
 STAND_IN_CARD_MINOR_MAX = 10_000
+STAND_IN_STORE_MINOR_MAX = 100_000
+"""Card value the whole store approves standing in, until the ledger answers again."""
+STAND_IN_SNAPSHOT_AGE_MAX_S = 900.0
+"""No stand-in on a card book older than this: since the ledger last answered or its card
+feed was last read (other stores' spending is unknown beyond it)."""
 STAND_IN_CARDS_MAX = 100_000
 LEDGER_RETRY_MIN_S = 1.0
 LEDGER_RETRY_MAX_S = 30.0
@@ -104,7 +120,7 @@ VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
 PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
-                       CARD_BLOCKED})
+                       CARD_BLOCKED, CARD_REPLAYED})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
 """Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask
@@ -118,7 +134,7 @@ class HoldLedger(Protocol):
 
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
                    ttl_s: int, terminal: str, merchant: str,
-                   points: int = 0) -> dict[str, Any]: ...
+                   points: int = 0, sun_counter: int | None = None) -> dict[str, Any]: ...
 
     def void_hold(self, hold_id: str) -> dict[str, Any]: ...
 
@@ -133,6 +149,8 @@ class HoldSettings:
     ledger_timeout_s: float = LEDGER_TIMEOUT_S
     stand_in_txn_minor_max: int = STAND_IN_TXN_MINOR_MAX
     stand_in_card_minor_max: int = STAND_IN_CARD_MINOR_MAX
+    stand_in_store_minor_max: int = STAND_IN_STORE_MINOR_MAX
+    stand_in_snapshot_age_max_s: float = STAND_IN_SNAPSHOT_AGE_MAX_S
 
     def __post_init__(self) -> None:
         """ValueError for settings that cannot work together."""
@@ -143,7 +161,8 @@ class HoldSettings:
                              f" ({3 * self.ledger_timeout_s:g} s)")
         if self.ledger_hold_ttl_s < self.hold_ttl_s:
             raise ValueError("ledger_hold_ttl_s must be at least hold_ttl_s")
-        if min(self.stand_in_txn_minor_max, self.stand_in_card_minor_max) < 0:
+        if min(self.stand_in_txn_minor_max, self.stand_in_card_minor_max,
+               self.stand_in_store_minor_max, self.stand_in_snapshot_age_max_s) < 0:
             raise ValueError("stand-in limits cannot be negative")
 
 
@@ -153,28 +172,51 @@ def ledger_hold_id(gateway_id: str, auth_id: str) -> str:
 
 
 class StandIn:
-    """Card value approved per card while the ledger is out of reach, against the limits."""
+    """Card value approved per card and per store while the ledger is out of reach, against
+    the limits, on a card book heard from the ledger recently enough."""
 
-    def __init__(self, txn_minor_max: int, card_minor_max: int) -> None:
-        self.txn_minor_max = txn_minor_max
-        self.card_minor_max = card_minor_max
+    def __init__(self, settings: HoldSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.txn_minor_max = settings.stand_in_txn_minor_max
+        self.card_minor_max = settings.stand_in_card_minor_max
+        self.store_minor_max = settings.stand_in_store_minor_max
+        self.snapshot_age_max_s = settings.stand_in_snapshot_age_max_s
+        self.clock = clock
         self.by_card: dict[str, int] = {}
+        self.store_minor = 0
+        self.fresh_at = -math.inf  # never heard from the ledger in this run
         self._lock = threading.Lock()  # authorizations admit, the ledger's answers reset
 
-    def admit(self, card: str, value_minor: int) -> bool:
-        """Count the value if it fits every limit; False (nothing counted) if it does not."""
+    def admit(self, card: str, value_minor: int) -> str | None:
+        """Count the value if it fits every limit and returns None; else the limit it
+        passes (nothing counted): "stale", "txn", "card", "store" or "cards"."""
         with self._lock:
+            if self.clock() - self.fresh_at > self.snapshot_age_max_s:
+                return "stale"
             total = self.by_card.get(card, 0) + value_minor
-            if value_minor > self.txn_minor_max or total > self.card_minor_max:
-                return False
+            if value_minor > self.txn_minor_max:
+                return "txn"
+            if total > self.card_minor_max:
+                return "card"
+            if self.store_minor + value_minor > self.store_minor_max:
+                return "store"
             if card not in self.by_card and len(self.by_card) >= STAND_IN_CARDS_MAX:
-                return False  # too many cards to keep count of: refuse rather than forget
+                return "cards"  # too many cards to keep count of: refuse rather than forget
             self.by_card[card] = total
-            return True
+            self.store_minor += value_minor
+            return None
+
+    def fresh(self) -> None:
+        """The card book has just heard from the ledger (its card feed was read)."""
+        with self._lock:
+            self.fresh_at = self.clock()
 
     def reset(self) -> None:
+        """The ledger answered: the counts start again, and the card book is fresh."""
         with self._lock:
             self.by_card.clear()
+            self.store_minor = 0
+            self.fresh_at = self.clock()
 
 
 class LedgerGate:
@@ -230,8 +272,7 @@ class LedgerHolds:
         self.clock = clock
         self.on_voided = on_voided
         self.on_placing = on_placing
-        self.stand_in = StandIn(self.settings.stand_in_txn_minor_max,
-                                self.settings.stand_in_card_minor_max)
+        self.stand_in = StandIn(self.settings, clock)
         self.gate = LedgerGate(self.stand_in, clock)
         self._lock = threading.Lock()  # the voids; never held across a ledger call
         self._voids: deque[str] = deque()
@@ -259,7 +300,7 @@ class LedgerHolds:
             except StoreUnavailable:
                 return self._decline(auth_id, HOST_UNAVAILABLE)
         try:
-            held = self._place(hold_id, request, value_minor, points)
+            held = self._place(hold_id, request, value_minor, points, self._tap(auth_id))
         except LedgerUnavailable as error:
             log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
             self.gate.lost()
@@ -281,13 +322,20 @@ class LedgerHolds:
         self.stats.add("ledger_hold.placed")
         return decision
 
+    def _tap(self, auth_id: str) -> int | None:
+        """The read counter of the tap the card book approved (None without card keys): the
+        ledger refuses it card_replayed if any store had it accepted before."""
+        with self.cards.lock:
+            hold = self.cards.holds.get(auth_id)
+            return None if hold is None else hold.sun_counter
+
     def _place(self, hold_id: str, request: dict[str, Any], value_minor: int,
-               points: int) -> bool:
+               points: int, sun_counter: int | None = None) -> bool:
         """Hold the full amount and points (True), or learn that the ledger has never seen
         the card (False); on insufficient_value or insufficient_points, settle and ask once
         more (the lag rule)."""
         try:
-            self._ask(hold_id, request, value_minor, points)
+            self._ask(hold_id, request, value_minor, points, sun_counter)
             return True
         except NotFound as error:
             if error.reason != CARD_UNKNOWN:
@@ -298,15 +346,18 @@ class LedgerHolds:
                 raise
         self.stats.add("ledger_hold.settled_first")
         self.settle()
-        self._ask(hold_id, request, value_minor, points)
+        self._ask(hold_id, request, value_minor, points, sun_counter)
         return True
 
     def _ask(self, hold_id: str, request: dict[str, Any], value_minor: int,
-             points: int) -> None:
+             points: int, sun_counter: int | None) -> None:
+        # The counter only with a tap to prove: a hold without one is the request it always
+        # was (a gateway without card keys works with a ledger from before counters).
+        tap = {} if sun_counter is None else {"sun_counter": sun_counter}
         answer = self.ledger.place_hold(
             hold_id, request["card"], request["currency"], value_minor,
             self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"],
-            points=points)
+            points=points, **tap)
         if answer.get("status") != "open":
             # Only a replay answers otherwise, and auth ids are never given twice.
             raise HoldRefused("hold_conflict", f"hold {hold_id} answered {answer!r}")
@@ -329,7 +380,9 @@ class LedgerHolds:
             # (and stand-in limits bound value, not points). The customer may pay otherwise.
             self.stats.add("ledger_hold.redeem_not_stood_in")
             return self._decline(decision["auth_id"], REDEEM_NEEDS_ONLINE)
-        if not self.stand_in.admit(request["card"], value_minor):
+        passed = self.stand_in.admit(request["card"], value_minor)
+        if passed is not None:
+            self.stats.add("ledger_hold.stand_in_refused." + passed)
             return self._decline(decision["auth_id"], STAND_IN_LIMIT)
         with self.cards.lock:  # its record may say stand-in: the card book checks this mark
             hold = self.cards.holds.get(decision["auth_id"])

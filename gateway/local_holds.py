@@ -30,7 +30,7 @@ AUTH_ID_PATTERN = re.compile(r"a([0-9]{1,9})-([0-9]{1,18})")
 
 class Hold:
     __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id", "expect", "op",
-                 "stand_in")
+                 "stand_in", "sun_counter")
 
     def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool,
                  expect: dict[str, int] | None = None, op: dict[str, Any] | None = None) -> None:
@@ -42,6 +42,7 @@ class Hold:
         self.expect = expect  # what the gateway answered: the record must carry the same
         self.op = op  # the engine operation approved, until its record arrives
         self.stand_in = False  # approved by the gateway standing in for the ledger
+        self.sun_counter: int | None = None  # the approved tap's read counter, for the ledger
 
     @property
     def points(self) -> int:
@@ -74,10 +75,12 @@ class LocalHolds:
 
     def place(self, card: str, value_minor: int, now_s: float, issue: bool = False,
               expect: dict[str, int] | None = None, sale_id: str | None = None,
-              op: dict[str, Any] | None = None) -> str:
+              op: dict[str, Any] | None = None, sun_counter: int | None = None) -> str:
         self.placed += 1
         auth_id = f"a{self.epoch}-{self.placed}"
-        self._holds[auth_id] = Hold(card, value_minor, now_s + self.ttl_s, issue, expect, op)
+        hold = self._holds[auth_id] = Hold(card, value_minor, now_s + self.ttl_s, issue,
+                                           expect, op)
+        hold.sun_counter = sun_counter
         self._by_card.setdefault(card, {})[auth_id] = None
         if sale_id is not None:
             self._by_sale[sale_id] = auth_id

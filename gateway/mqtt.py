@@ -9,6 +9,11 @@ hold value no sale will take (issue 14). paho acknowledges a PUBLISH when
 `on_message` returns; durability comes from the application-level ack instead: a terminal
 keeps a record until the gateway's signed ack covers it, and resends it otherwise.
 
+A store's standby gateway (gateway/lease.py) connects with the same client id once it holds
+the lease: the broker hands it the session, its subscriptions and the QoS 1 messages queued
+in it, and disconnects an old holder still connected, which checks the lease before it
+connects again (`before_connect`) and so never takes the session back.
+
 `on_message` only routes: it puts (topic, payload) on a bounded queue per kind of uplink.
 A full queue drops the message and counts it; the terminal resends it later.
 """
@@ -42,8 +47,13 @@ class MqttLink:
     def __init__(self, host: str, port: int, client_id: str, stats: Stats,
                  routes: dict[str, Route], merchant: str = "+", mqtt5: bool = True,
                  on_death: OnDeath = exit_process,
-                 login: tuple[str, str] | None = None, ca_path: str | None = None) -> None:
+                 login: tuple[str, str] | None = None, ca_path: str | None = None,
+                 before_connect: Callable[[], None] | None = None) -> None:
+        """`before_connect()`: called before every connect and reconnect; it raises (or
+        ends the process) when this process may no longer take the session, which a
+        connect with its client id takes from whoever holds it (gateway/lease.py)."""
         self.on_death = on_death  # a route that raises: paho's thread would die with it
+        self.before_connect = before_connect
         self.host = host
         self.port = port
         self.stats = stats
@@ -66,6 +76,7 @@ class MqttLink:
             self.client.tls_set(ca_certs=ca_path)
         self.client.max_inflight_messages_set(INFLIGHT_MAX)
         self.client.max_queued_messages_set(0)
+        self.client.on_pre_connect = self._on_pre_connect
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -90,6 +101,15 @@ class MqttLink:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats.add("publish_failed")
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        if self.before_connect is None:
+            return
+        try:
+            self.before_connect()
+        except BaseException as error:  # noqa: BLE001 - paho's loop thread must not die alone
+            self.on_death("gateway-mqtt", error)
+            raise
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason_code: object, properties: object) -> None:

@@ -44,6 +44,7 @@ from gateway.cards import CardBook
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
 from gateway.ingest import IngestStage
+from gateway.lease import Lease
 from gateway.ledger_holds import HoldSettings, LedgerHolds
 from gateway.mqtt import MqttLink, queue_route, timed_route
 from gateway.offline_episodes import OfflineEpisodes
@@ -104,28 +105,41 @@ class Gateway:
                  broker_ca: str | None = None, ledger_token: str | None = None,
                  ledger_ca: str | None = None,
                  block_poll_s: float | None = BLOCK_POLL_INTERVAL_S,
-                 feed_poll_s: float | None = None) -> None:
+                 feed_poll_s: float | None = None, lease: Lease | None = None,
+                 ledger_hold_url: str | None = None) -> None:
         """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
         certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
+        `ledger_hold_url`: where holds (and card look-ups) go, a ledger process on the same
+        books as `ledger_url`'s, which takes batches, feeds and reads (default: `ledger_url`).
         `block_poll_s`: how often the ledger's feed of card blocks is read (None: never);
         `feed_poll_s`: its card feed, other stores' transactions (gateway/card_feed.py).
         `settle_interval_s`: expire and settle this often; `post_within_s`: post committed
         records this soon after their commit (None or 0: only on the timer, or when asked).
         `on_thread_death(name, error)`: what happens when one of its threads dies of an
-        exception nothing handled; by default the process stops (gateway/stage.py)."""
+        exception nothing handled; by default the process stops (gateway/stage.py).
+        `lease`: the store's lease, taken (gateway/lease.py): every store write and broker
+        connect is fenced by it, so a process that lost it can neither write nor serve."""
         self.gateway_id = gateway_id
         self.on_thread_death = on_thread_death
         self.registry = registry
         programs = validate_programs({"programs": programs})
         self.stats = Stats()
-        self.store = GatewayStore(db_path)
+        self.lease = lease
+        self.store = GatewayStore(db_path, lease.fence if lease is not None else None)
         self.hold_settings = hold_settings or HoldSettings()
         self.ledger = (LedgerClient(ledger_url, token=ledger_token, ca_file=ledger_ca)
                        if ledger_url else None)
-        # Calls made while a terminal waits for its authorization: short timeouts.
-        self._ledger_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s,
+        # Calls made while a terminal waits for its authorization: short timeouts. Holds may
+        # go to their own ledger process, so batches posting elsewhere never take its
+        # interpreter from them (docs/ledger.md "Concurrency").
+        self._ledger_now = (LedgerClient(ledger_hold_url or ledger_url,
+                                         self.hold_settings.ledger_timeout_s,
                                          token=ledger_token, ca_file=ledger_ca)
                             if ledger_url else None)
+        # A settlement a hold waits for is a batch: to the batches' ledger, as quickly.
+        self._ledger_settle_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s,
+                                                token=ledger_token, ca_file=ledger_ca)
+                                   if ledger_url else None)
         self.store.add_counters({AUTH_EPOCHS: 1})
         authorizations.prune(self.store)
         hotlist = self.store.hotlist()
@@ -219,6 +233,7 @@ class Gateway:
              topics.LEAF_STATUS: self._on_status},
             mqtt5=mqtt5, on_death=self.on_thread_death, login=broker_login,
             ca_path=broker_ca,
+            before_connect=self.lease.confirm if self.lease is not None else None,
         )  # fmt: skip
         death = self.on_thread_death
         self.verify_stage = VerifyStage(self._verifier, self.stats, self.txn_queue,
@@ -490,6 +505,8 @@ class Gateway:
         except LedgerError as error:
             log.warning("ledger's card feed not read: %s", error)
             return 0
+        if self.holds is not None:
+            self.holds.stand_in.fresh()  # stand-in may rely on the card book this long
         next_xid, _, next_id = str(feed["next"]).partition(".")
         moved = {FEED_XID: int(next_xid) - xid, FEED_ID: int(next_id) - change_id,
                  FEED_STARTED: 0 if started else 1}
@@ -500,7 +517,7 @@ class Gateway:
                 cards = self.cards.states.take_dirty()
             if any(moved.values()):
                 self.store.commit([], {}, cards, moved)
-        for name in ("applied", "forced", "own", "not_served", "included"):
+        for name in ("applied", "forced", "own", "not_served", "included", "taps"):
             count = getattr(result, name)
             setattr(self.feed, name, getattr(self.feed, name) + count)
             if count:
@@ -544,11 +561,11 @@ class Gateway:
     def _settle_now(self) -> None:
         """Settle before asking the ledger for a hold again (the lag rule), within the wait
         a terminal can afford; skipped if another settlement holds the lock that long."""
-        assert self._ledger_now is not None
+        assert self._ledger_settle_now is not None
         if not self._settle_lock.acquire(timeout=self.hold_settings.ledger_timeout_s):
             return
         try:
-            settle(self.store, self.gateway_id, self._ledger_now)
+            settle(self.store, self.gateway_id, self._ledger_settle_now)
         except (sqlite3.Error, StoreUnavailable) as error:  # the ledger decides
             log.error("settlement before a hold failed: %s", error)
         finally:

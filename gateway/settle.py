@@ -21,7 +21,8 @@ refused and quarantined. A batch over the size limit thus costs a few extra post
 A purchase that used a ledger hold names it in "hold_id": the card book wrote the id into
 the record's stored fields when it applied the record (gateway/cards.py), so a batch is the
 same bytes every time it is sent. Stand-in and offline sales, and online ones whose hold had
-lapsed before they arrived, name none.
+lapsed before they arrived, name none. Likewise a record whose tap's SUN the gateway verified
+carries its read counter (`sun_counter`, stored with the record when it was applied).
 
 What a transaction posts is what the program engine computed when the gateway applied it
 (the record's stored EFFECTS_FIELD): its balanced legs, the points it earned or took back,
@@ -39,7 +40,7 @@ import logging
 from typing import Any
 
 from gateway import batches
-from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
+from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD, SUN_COUNTER_FIELD
 from gateway.store import BATCH_REFUSED, GatewayStore
 from ledger.client import LedgerClient
 from ledger.errors import LedgerRejected, LedgerUnavailable
@@ -67,6 +68,10 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
         effects = fields.get(EFFECTS_FIELD)
         if effects is not None:
             entry.update(_engine_terms(fields["kind"], effects))
+        if fields.get(SUN_COUNTER_FIELD) is not None:
+            # Only then, as hold_id: the ledger raises the card's highest read counter to it
+            # (docs/ledger.md, "SUN read counters"); a record without one is sent as before.
+            entry["sun_counter"] = fields[SUN_COUNTER_FIELD]
         transactions.append(entry)
     return {
         "batch_id": batch_id,

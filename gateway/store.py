@@ -19,6 +19,8 @@ after the transaction holding it has committed. The store keeps
                  record that comes after a restart is checked against it, and the hold it
                  placed (value, engine operation, ledger hold id) until that hold has ended,
                  so a restart recovers it (gateway/authorizations.py, hold_recovery.py)
+    lease        which of the store's gateway processes is the active one, written by
+                 gateway/lease.py; every write transaction here checks it (`fence`)
 
 A commit that fails is rolled back and raises StoreUnavailable; `health` (store_health.py)
 then says the store is unavailable, since when and why, until a commit succeeds.
@@ -33,7 +35,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -181,8 +183,13 @@ def _fields_from_json(text: str) -> dict[str, Any]:
 
 
 class GatewayStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str,
+                 fence: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """`fence(db)`: called inside every write transaction, before its statements; it
+        raises to stop one that must not commit (gateway/lease.py: another process took
+        the store's lease)."""
         self.path = path
+        self._fence = fence
         self.health = StoreHealth()  # can it commit? (gateway/store_health.py)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -240,6 +247,8 @@ class GatewayStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    if self._fence is not None:
+                        self._fence(self._db)
                     yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:

@@ -23,6 +23,13 @@ Roles (what each may do is `may`'s table below):
     cards     register personalized cards (value at most register_value_minor_max), read cards,
               block and unblock cards
     admin     everything a reader and cards may do, and void any hold
+    clerk     a person at the back office (/office/, ledger/office.py): read cards, holds,
+              reports, alarms
+    manager   what a clerk may, and block and unblock cards and acknowledge alarms
+
+The two operator roles sign in with a password, not a token: their entry keeps a salted
+scrypt record (``"password_scrypt"``, ledger/passwords.py) instead of ``secret_sha256``,
+and no Authorization header can prove them.
 
 Nothing here trusts the request: a login that is not in the file, a wrong secret and a
 missing header are all ``login_required`` (401) with the same detail, so a caller cannot
@@ -41,12 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger import passwords
 from ledger.errors import Forbidden, Unauthorized
 from ledger.limits import AMOUNT_MINOR_MAX
 from protocol import txn
 
 LOGINS_VERSION = 1
-ROLES = ("gateway", "reader", "cards", "admin")
+ROLES = ("gateway", "reader", "cards", "admin", "clerk", "manager")
+OPERATOR_ROLES = ("clerk", "manager")
+"""Roles of people signing in to the back office with a password (never with a token)."""
 LOGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 SECRET_BYTES = 32
 """Random bytes in a login's secret: 256 bits, so its SHA-256 needs no salt or stretching."""
@@ -63,6 +73,7 @@ READ_BOOKS = "read_books"  # balances, terminals, trial balance, alarms, hold to
 BLOCK_CARD = "block_card"  # block or unblock a card for every store
 READ_BLOCKS = "read_blocks"  # the feed of block changes (GET /v1/blocks)
 READ_CHANGES = "read_changes"  # the feed of posted transactions by card (GET /v1/changes)
+ACKNOWLEDGE_ALARM = "acknowledge_alarm"  # mark an alarm seen (the back office)
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
                           READ_CHANGES}),
@@ -70,6 +81,9 @@ _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
                         READ_BLOCKS, READ_CHANGES}),
+    "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS}),
+    "manager": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, BLOCK_CARD,
+                          ACKNOWLEDGE_ALARM}),
 }
 
 
@@ -89,9 +103,13 @@ class Login:
     merchants: tuple[str, ...] = ()
     register_value_minor_max: int = 0
     actions: frozenset[str] = field(default=frozenset(), compare=False)
+    password_scrypt: str | None = None
+    """An operator's password record (OPERATOR_ROLES); their secret_sha256 is empty."""
 
     def to_json(self) -> dict[str, Any]:
         """The login as kept in the logins file."""
+        if self.role in OPERATOR_ROLES:
+            return {"role": self.role, "password_scrypt": self.password_scrypt}
         entry: dict[str, Any] = {"role": self.role, "secret_sha256": self.secret_sha256}
         if self.role == "gateway":
             entry.update(gateway=self.gateway, terminals=list(self.terminals),
@@ -127,6 +145,20 @@ def new_login(name: str, role: str, gateway: str | None = None,
                             "merchants": list(merchants),
                             "register_value_minor_max": register_value_minor_max})
     return login, f"{name}:{secret}"
+
+
+def new_operator(name: str, role: str, password: str) -> Login:
+    """A back-office login of `role` (clerk or manager) signing in with `password`.
+
+    LoginsInvalid for another role, a bad name or a password that may not be chosen."""
+    if role not in OPERATOR_ROLES:
+        raise LoginsInvalid(f"login {name}: an operator's role is one of "
+                            f"{', '.join(OPERATOR_ROLES)}")
+    try:
+        record = passwords.hash_password(password)
+    except passwords.PasswordInvalid as error:
+        raise LoginsInvalid(f"login {name}: {error}") from error
+    return _checked(name, {"role": role, "password_scrypt": record})
 
 
 def parse_logins(document: object) -> dict[str, Login]:
@@ -170,6 +202,13 @@ def _checked(name: object, entry: object) -> Login:
     role = entry.get("role")
     if role not in ROLES:
         raise LoginsInvalid(f"login {name}: role must be one of {', '.join(ROLES)}")
+    if role in OPERATOR_ROLES:
+        if set(entry) != {"role", "password_scrypt"} or not passwords.is_record(
+                entry["password_scrypt"]):
+            raise LoginsInvalid(f"login {name}: an operator has only role and password_scrypt "
+                                "(tilltap ledger login add)")
+        return Login(name, role, "", actions=_ROLE_ACTIONS[role],
+                     password_scrypt=entry["password_scrypt"])
     digest = entry.get("secret_sha256")
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise LoginsInvalid(f"login {name}: secret_sha256 must be 64 lowercase hex digits")
@@ -205,8 +244,10 @@ def authenticate(logins: dict[str, Login], authorization: str | None) -> Login:
     name, _, secret = authorization[len("Bearer "):].strip().partition(":")
     login = logins.get(name)
     # Compare a digest even for an unknown login, so timing does not tell which logins exist.
-    expected = login.secret_sha256 if login else "0" * 64
-    if not hmac.compare_digest(secret_hash(secret), expected) or login is None or not secret:
+    # An operator's login has no secret (it signs in with a password at /office/).
+    expected = login.secret_sha256 if login and login.secret_sha256 else "0" * 64
+    if (not hmac.compare_digest(secret_hash(secret), expected) or login is None
+            or not secret or not login.secret_sha256):
         raise Unauthorized("login_required", "send Authorization: Bearer <login>:<secret>")
     return login
 

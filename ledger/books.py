@@ -36,9 +36,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from ledger import block_sql, exposure_sql, feed_sql, hold_sql, posting_sql, queries, reports
+from ledger import (
+    block_sql,
+    exposure_sql,
+    feed_sql,
+    hold_sql,
+    posting_sql,
+    queries,
+    reports,
+    sun_sql,
+)
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
@@ -55,6 +64,7 @@ from ledger.schema import create_schema
 from ledger.validate import parse_batch, parse_hold_request, parse_txn
 
 log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 
 REGISTRATION_TERMINAL = "DESK"
@@ -134,7 +144,9 @@ class Books:
         A replay (same hold_id, same content) answers again with ``created`` False; other
         content is ``hold_conflict`` (alarmed); ``insufficient_value`` when the card's
         available value is below the amount, ``insufficient_points`` when its available
-        points are below the points; ``card_unknown`` for a card never settled.
+        points are below the points; ``card_unknown`` for a card never settled;
+        ``card_replayed`` (alarmed: a clone or a replayed read) when its SUN read counter is
+        not above the highest accepted for the card.
         """
         request = parse_hold_request(document)
         with self._guard():
@@ -142,7 +154,7 @@ class Books:
                 return self._database.transact(
                     lambda session: hold_sql.place(session, request, self._now()))
             except HoldRefused as refusal:
-                if refusal.reason == "hold_conflict":
+                if refusal.reason in ("hold_conflict", "card_replayed"):
                     self._raise_alarm(refusal.reason, refusal.detail)
                 raise
 
@@ -244,14 +256,16 @@ class Books:
     def card_detail(self, card: str) -> dict[str, Any] | None:
         """`card_balance` with its block ("blocked", "block"), where it was last used
         ("last_stores") and which of its changes in the card feed those balances include
-        ("feed", ledger/feed_sql.py), read at one moment; None for an unknown card."""
+        ("feed", ledger/feed_sql.py) and the highest SUN read counter accepted for it
+        ("sun_counter", ledger/sun_sql.py), read at one moment; None for an unknown card."""
         with self._guard(), self._database.read() as session:
             balance = queries.card_balance(session, card, self._now())
             if balance is None:
                 return None
             return (balance | block_sql.state(block_sql.latest(session, card))
                     | {"last_stores": block_sql.last_stores(session, card),
-                       "feed": feed_sql.card_position(session, card)})
+                       "feed": feed_sql.card_position(session, card),
+                       "sun_counter": sun_sql.highest(session, card)})
 
     def block_card(self, card: str, blocked: bool, reason: str, login: str) -> dict[str, Any]:
         """Block (or unblock) a card for every store: {"card", "blocked", "block", "changed"}.
@@ -313,6 +327,19 @@ class Books:
         """Rows per table, for operators and for tests proving that a rejection changed nothing."""
         with self._guard(), self._database.read() as session:
             return queries.counts(session)
+
+    def read(self, work: Callable[[Session, int], Result]) -> Result:
+        """`work(session, now)` on the books at one moment: the reads of a layer outside
+        this facade (the back office's, ledger/office_sql.py)."""
+        with self._guard(), self._database.read() as session:
+            return work(session, self._now())
+
+    def transact(self, work: Callable[[Session, int], Result]) -> Result:
+        """`work(session, now)` in one database transaction (it may run again: only read
+        and write through `session`)."""
+        with self._guard():
+            now = self._now()
+            return self._database.transact(lambda session: work(session, now))
 
     def ping(self) -> None:
         """Raise LedgerUnavailable unless the database answers a trivial query."""

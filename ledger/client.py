@@ -97,11 +97,14 @@ class LedgerClient:
         terminal: str,
         merchant: str,
         points: int = 0,
+        sun_counter: int | None = None,
     ) -> dict[str, Any]:
         """Hold card value and/or points: {"hold_id", "status", "available_minor",
-        "available_points"} (a replay answers again).
+        "available_points"} (a replay answers again). `sun_counter`: the tap's SUN read
+        counter, refused card_replayed unless above the card's highest, which it raises.
 
-        HoldRefused insufficient_value / insufficient_points / hold_conflict, NotFound
+        HoldRefused insufficient_value / insufficient_points / hold_conflict / card_replayed,
+        NotFound
         card_unknown, BatchInvalid for a malformed request, LedgerUnavailable when the ledger
         cannot answer in time.
         """
@@ -117,6 +120,9 @@ class LedgerClient:
         if points:
             # Only then: a hold of value only is sent as it was before holds held points.
             request["points"] = points
+        if sun_counter is not None:
+            # Only then: a hold proving no tap is sent, and hashed, as before.
+            request["sun_counter"] = sun_counter
         body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
         result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
         return result

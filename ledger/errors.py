@@ -14,7 +14,8 @@ The tree (HTTP status used by the server in brackets)::
     │   ├── BatchConflict       [409] batch_id or txn_id reused with other content (alarm raised)
     │   ├── HoldRefused         [409] a hold cannot be placed or voided: insufficient_value,
     │   │                             insufficient_points, hold_posted, hold_conflict (id
-    │   │                             reused, alarm raised), card_blocked
+    │   │                             reused, alarm raised), card_blocked, card_replayed
+    │   │                             (a SUN read counter not above the card's highest)
     │   ├── NotFound            [404] unknown card, hold, report or path
     │   ├── Unauthorized        [401] no login, or not one the ledger knows (server side)
     │   └── Forbidden           [403] a login asked beyond its role or its gateway's ids
@@ -75,7 +76,7 @@ class HoldRefused(LedgerRejected):
 
 
 HOLD_REFUSALS = frozenset({"insufficient_value", "insufficient_points", "hold_posted",
-                           "hold_conflict", "card_blocked"})
+                           "hold_conflict", "card_blocked", "card_replayed"})
 """Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
 
 

@@ -33,9 +33,11 @@ from ledger.schema import CARD_CHANGE_COLUMNS
 
 CHANGE_FIELDS = ("xid", "id", "gateway_id", "txn_id", "card", "terminal", "merchant", "kind",
                  "amount_minor", "card_value_minor", "bonus_minor", "points", "ref_txn_id",
-                 "program", "time", "discount_minor", "redeem_points", "auth")
+                 "program", "time", "discount_minor", "redeem_points", "auth", "sun_counter")
 """One change as the feed shows it: where it stands in the feed, who posted it, and the
-posted transaction's terms."""
+posted transaction's terms, with the SUN read counter of its tap (null without one): a
+gateway raises its own highest counter for the card to it, so that tap is refused there
+too (gateway/card_feed.py)."""
 
 _HORIZON = {
     "postgresql": "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
@@ -66,7 +68,8 @@ def after(database: Session, xid: int, change_id: int,
     rows = database.fetch(
         f"SELECT {_XID[dialect]}, c.id, c.gateway_id, t.txn_id, t.card, t.terminal,"
         " t.merchant, t.kind, t.amount_minor, t.card_value_minor, t.bonus_minor, t.points,"
-        " t.ref_txn_id, t.program, t.time, t.discount_minor, t.redeem_points, t.auth"
+        " t.ref_txn_id, t.program, t.time, t.discount_minor, t.redeem_points, t.auth,"
+        " t.sun_counter"
         " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         f" WHERE {_AFTER[dialect]} ORDER BY {_ORDER[dialect]} LIMIT {int(limit)}", params)
     changes = [dict(zip(CHANGE_FIELDS, row, strict=True)) for row in rows]

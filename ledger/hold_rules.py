@@ -56,6 +56,9 @@ class HoldRequest:
     content_hash: str
     points: int = 0
     """Points held for redemption (optional key; absent and 0 are the same hold)."""
+    sun_counter: int | None = None
+    """The tap's SUN read counter (optional key): the hold is refused card_replayed unless
+    it is above the card's highest, which it then raises (`ledger.sun_sql`)."""
 
     @property
     def holds_points(self) -> bool:
@@ -63,9 +66,13 @@ class HoldRequest:
         return self.points > 0
 
 
-HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest))
-"""Every field of a hold request, in `HoldRequest` order (the first columns of a point_holds
-row)."""
+HOLD_CARD_FIELDS = ("sun_counter",)
+"""The fields of a hold request kept on its card, not with the hold: no column of either
+holds table (a replay is judged by the content hash, which covers them)."""
+HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest)
+                            if field.name not in HOLD_CARD_FIELDS)
+"""Every field of a hold request the hold keeps, in `HoldRequest` order (the first columns
+of a point_holds row)."""
 HOLD_POINTS_FIELDS = ("points",)
 """The fields only a hold with points has: no column of `holds`."""
 HOLD_VALUE_FIELDS = tuple(name for name in HOLD_REQUEST_FIELDS if name not in HOLD_POINTS_FIELDS)
@@ -79,7 +86,8 @@ HOLD_REQUEST_KEYS = tuple(
 it and the optional ones."""
 HOLD_OPTIONAL_KEYS = tuple(field.name for field in fields(HoldRequest)
                            if field.default is not MISSING)
-"""Keys a POST /v1/holds body may leave out: absent and 0 are the same hold (same hash)."""
+"""Keys a POST /v1/holds body may leave out: "points" absent and 0 are the same hold (same
+hash); "sun_counter" absent is a hold that proves no tap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +207,19 @@ def points_after(request: HoldRequest, available_points: int) -> int:
             f" {request.points}",
         )
     return available_points - request.points
+
+
+def check_newer_tap(request: HoldRequest, highest: int | None) -> None:
+    """A hold carrying a tap's SUN read counter is placed only if the counter is above the
+    highest the card has had accepted (by any store's hold or posted transaction): else the
+    tap was used before, here or elsewhere (a clone, or a read replayed)."""
+    if request.sun_counter is not None and highest is not None and (
+            request.sun_counter <= highest):
+        raise HoldRefused(
+            "card_replayed",
+            f"card {request.card}: SUN read counter {request.sun_counter} is not above"
+            f" {highest}, the highest accepted",
+        )
 
 
 def check_voidable(hold_id: str, status: str) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from ledger import block_sql
+from ledger import block_sql, sun_sql
 from ledger.db import Session
 from ledger.errors import HoldRefused, NotFound
 from ledger.hold_rules import (
@@ -39,6 +39,7 @@ from ledger.hold_rules import (
     HoldState,
     available_after,
     check_currency,
+    check_newer_tap,
     check_replay,
     check_voidable,
     effective_status,
@@ -72,7 +73,8 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     if known is not None:
         return known
     cards = database.fetch(
-        f"SELECT currency FROM cards WHERE card = ?{database.lock_rows}", (request.card,)
+        f"SELECT currency, sun_counter FROM cards WHERE card = ?{database.lock_rows}",
+        (request.card,),
     )
     if not cards:
         raise NotFound("card_unknown", f"the ledger has no card {request.card!r}")
@@ -85,6 +87,7 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     known = _replay(database, request, now, (other,))
     if known is not None:
         return known
+    check_newer_tap(request, cards[0][1])
     _expire_card(database, request.card, now)
     funds = card_funds(database, request.card, now)
     left_minor = available_after(request, funds.available_minor)
@@ -96,6 +99,9 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     else:
         row = (*_value_values(request), *placed, STATUS_OPEN)
         database.bulk_insert(VALUE_HOLDS, HOLD_COLUMNS, [row])
+    if request.sun_counter is not None:
+        # With the hold, under the card's lock: the tap is used from the moment it is held.
+        sun_sql.raise_to(database, [(request.card, request.sun_counter)])
     return HoldAnswer(request.hold_id, STATUS_OPEN, left_minor, left_points, created=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 # ingest, so a record it accepted is never refused by the ledger for its size.
 from protocol.money import AMOUNT_MINOR_MAX as AMOUNT_MINOR_MAX  # amount, card value, bonus
 from protocol.money import POINTS_MAX as POINTS_MAX  # points earned, taken back or redeemed
+from protocol.ntag424_sun import READ_COUNTER_MAX
 
 REFUSAL_DETAIL_CHARS_MAX = 500
 """Longest detail kept with a refused transaction (and its alarm): a detail quotes what was
@@ -141,3 +142,7 @@ BLOCK_REASON_CHARS_MAX = 200
 
 CHANGES_PAGE_MAX = 1_000
 """Card changes in one answer of the feed (GET /v1/changes): a gateway behind asks again."""
+
+SUN_COUNTER_MAX = READ_COUNTER_MAX
+"""Highest SUN read counter a hold or a transaction may carry: a card's counter is 3 bytes
+(docs/cards.md), so a higher one was never read from a card."""

@@ -86,6 +86,9 @@ class Txn:
     """A purchase's discount off amount_minor (optional, informational: it posts nothing)."""
     redeem_points: int | None = None
     """Points a purchase redeemed, or a refund gave back (optional; posted only by legs)."""
+    sun_counter: int | None = None
+    """The SUN read counter of the tap the transaction was made on (optional: a gateway
+    without card keys has none); it raises the card's highest (`ledger.sun_sql`)."""
 
 
 TXN_FIELDS = tuple(field.name for field in fields(Txn))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from ledger import feed_sql, hold_sql
+from ledger import feed_sql, hold_sql, sun_sql
 from ledger.db import Row, Session
 from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
 from ledger.plan import BooksView, CardState, OriginalState, Plan
@@ -120,6 +120,10 @@ def write_plan(database: Session, batch: Batch, plan: Plan, received_at: int) ->
             "UPDATE cards SET program = ?, activated_txn_id = ? WHERE card = ?",
             (card.program, card.activated_txn_id, card.card),
         )
+    # After the cards rows: an issue's counter raises the card it creates. The batch holds
+    # these cards' row locks (read_view), as a hold does.
+    sun_sql.raise_to(database, sun_sql.highest_per_card(
+        (txn.card, txn.sun_counter) for txn in plan.txns).items())
     hold_sql.record_postings(database, batch.batch_id, plan.hold_postings, received_at)
     database.bulk_insert(
         "refused_txns",

@@ -71,7 +71,7 @@ _STATEMENTS = (
         card TEXT PRIMARY KEY,
         program TEXT,
         currency TEXT NOT NULL,
-        activated_txn_id TEXT REFERENCES transactions (txn_id))""",
+        activated_txn_id TEXT REFERENCES transactions (txn_id){cards_added})""",
     """CREATE TABLE IF NOT EXISTS holds (
         hold_id TEXT PRIMARY KEY,
         card TEXT NOT NULL REFERENCES cards (card),
@@ -162,6 +162,11 @@ _STATEMENTS = (
         at BIGINT NOT NULL,
         reason TEXT NOT NULL,
         detail TEXT NOT NULL)""",
+    # An operator marked the alarm seen (the back office, ledger/office_sql.py): once each.
+    """CREATE TABLE IF NOT EXISTS alarm_acks (
+        alarm_id BIGINT PRIMARY KEY REFERENCES alarms (id),
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL)""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -170,6 +175,13 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("version", "BIGINT CHECK (version > 0)"),
         ("discount_minor", "BIGINT CHECK (discount_minor >= 0)"),
         ("redeem_points", "BIGINT CHECK (redeem_points >= 0)"),
+        # The tap's SUN read counter: null for a gateway without card keys, or before it.
+        ("sun_counter", "BIGINT CHECK (sun_counter >= 0)"),
+    ),
+    "cards": (
+        # The highest SUN read counter accepted for the card (a hold or a posted
+        # transaction, ledger/sun_sql.py): null until one carried a counter.
+        ("sun_counter", "BIGINT CHECK (sun_counter >= 0)"),
     ),
 }
 """Columns added after their table was first released: part of CREATE TABLE for new books,
@@ -215,6 +227,8 @@ CARD_CHANGE_COLUMNS = ("txn_id", "card", "gateway_id")
 database transaction; its id (and on PostgreSQL its writer's xid) is the feed's cursor."""
 ALARM_COLUMNS = ("at", "reason", "detail")
 """Every alarms column but its id."""
+ALARM_ACK_COLUMNS = ("alarm_id", "at", "login")
+"""Every alarm_acks column: which alarm, when and by which operator it was acknowledged."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

@@ -17,6 +17,7 @@
     GET    /v1/reports/<name>  ?as_of=YYYY-MM-DD&window_days=N[&days=N&min_purchases=N]
     GET    /v1/health          {"status": "ok", "dialect": ...} or 503 (also GET /health)
     GET    /metrics            Prometheus text (ledger/metrics.py); reader or admin
+    GET/POST /office/...       the back office's HTML pages, its own sign-in (ledger/office.py)
 
 Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
 never dies of a request: rejections keep their status, a database fault is 503
@@ -50,7 +51,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ledger import auth, feed_sql
+from ledger import auth, feed_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
 from ledger.errors import (
@@ -158,6 +159,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.logins = logins
         self.tls = tls
         self.metrics = LedgerMetrics(books)
+        self.office = office.Office(books, logins.current, secure=tls is not None)
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
         self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
@@ -260,6 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
         before a request slot is taken: a stranger or a client trickling its body holds
         nothing but its own connection."""
         self._body, self._login = None, None
+        if office.is_office_path(urlsplit(self.path).path):
+            self._serve_office(method)
+            return
         try:
             self._login = self._authenticate()
             self._body = self._read_body()
@@ -275,6 +280,41 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             status, body = 503, _error("ledger_busy", "too many requests in progress")
         self._finish(status, body)
+
+    def _serve_office(self, method: str) -> None:
+        """A back-office page: the office signs its operators in itself (a session cookie,
+        not a bearer token) and answers HTML; the body limits and request slots are the
+        API's."""
+        try:
+            self._body = self._read_body()
+        except LedgerRejected as error:
+            self._finish(error.http_status, _error(error.reason, error.detail))
+            return
+        if not self.server.slots.acquire(blocking=False):
+            self._finish(503, _error("ledger_busy", "too many requests in progress"))
+            return
+        try:
+            page = self.server.office.answer(office.OfficeRequest(
+                method, self.path, self.headers.get("Cookie"), self._body,
+                self.headers.get("Content-Type", ""), self.headers.get("Origin"),
+                self.headers.get("Host")))
+        finally:
+            self.server.slots.release()
+        self._status = page.status
+        try:
+            self.send_response(page.status)
+            if page.body:
+                self.send_header("Content-Type", office.HTML_TYPE)
+            self.send_header("Content-Length", str(len(page.body)))
+            for name, value in page.headers:
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(page.body)
+        except OSError as error:
+            log.info("client went away before its page: %s", error)
+            self.close_connection = True
 
     def _finish(self, status: int, body: Any) -> None:
         if self._body is None and self.headers.get("Content-Length", "0").strip() not in ("", "0"):

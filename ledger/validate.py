@@ -36,6 +36,7 @@ from ledger.limits import (
     POINTS_MAX,
     PROGRAM_VERSION_MAX,
     REFUSAL_DETAIL_CHARS_MAX,
+    SUN_COUNTER_MAX,
 )
 from ledger.model import (
     KIND_CASHOUT,
@@ -171,6 +172,8 @@ def _parse_fields(document: dict[str, Any], where: str, content_hash: str) -> Tx
         ),
         discount_minor=_optional_integer(document, "discount_minor", where, AMOUNT_MINOR_MAX),
         redeem_points=_optional_integer(document, "redeem_points", where, POINTS_MAX),
+        sun_counter=_optional_integer(document, "sun_counter", where, SUN_COUNTER_MAX,
+                                      "field_invalid"),
     )
     _check_kind_rules(txn, where)
     _check_kind_references(txn, where)
@@ -212,6 +215,8 @@ def parse_hold_request(document: object) -> HoldRequest:
         merchant=_identifier(document, "merchant", where),
         content_hash=sha256_hex(_canonical_text(hashed, where)),
         points=points,
+        sun_counter=(_integer(document, "sun_counter", where, SUN_COUNTER_MAX, "field_invalid")
+                     if "sun_counter" in document else None),
     )
 
 

@@ -127,10 +127,12 @@ def _pass_time(state, program, now, effects):
     window = program["refund_window_days"]
     sales = state["sales"]
     # The day of the oldest sale remembered: the sales are looked through only when one of
-    # them leaves the refund window, not at every operation (a busy card has many).
+    # them leaves the refund window, not at every operation (a busy card has many). The
+    # window's last day is in (named rule REFUND_WINDOW_LAST_DAY_IN): a shop advertising
+    # 30-day returns takes back on day 30 a sale of day 0.
     oldest = state.get("sales_oldest_day")
-    if oldest is None or oldest + window <= now:
-        for sale_id in [key for key in sales if sales[key]["day"] + window <= now]:
+    if oldest is None or oldest + window < now:
+        for sale_id in [key for key in sales if sales[key]["day"] + window < now]:
             del sales[sale_id]
             note_sale(state, sale_id)
         days = [sale["day"] for sale in sales.values()]

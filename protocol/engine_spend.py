@@ -5,7 +5,7 @@ less its discount and the value of the points redeemed.
 
 Discount tracking: `progress` holds `[day, generation, amount]` entries; spend counts for
 qualify_days days. When a purchase brings it to threshold_minor and no discount is running,
-the discount starts: discount_pct off every later purchase until day + duration_days, and the
+the discount starts: discount_pct off every later purchase before day + duration_days, and the
 entries that earned it move to the discount's `basis` (the generation goes up, so each
 purchase knows which side its spend is on). Spend during a discount counts towards the next
 one, which a purchase after it ends can start. A refund takes its spend back from where it
@@ -225,7 +225,8 @@ def record(state, program, now, paid_minor, effects):
                                  "basis": state["progress"]}
             state["progress"] = []
             state["discount_gen"] += 1
-            effects["discount_until_day"] = until
+            # The last day it applies (it ends at the start of `until`).
+            effects["discount_until_day"] = until - 1
 
 
 def reverse(state, program, now, sale, spend_minor, effects):

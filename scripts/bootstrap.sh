@@ -14,9 +14,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian/Ubuntu packages the project needs (one list). pcscd + vsmartcard-vpcd are the PC/SC
 # stack with its virtual reader (tests start pcscd themselves); pyscard (extra `pcsc`) builds
-# from source and needs swig, libpcsclite-dev, a C compiler and Python's headers.
+# from source and needs swig, libpcsclite-dev, a C compiler and Python's headers. chromium is
+# the real browser the back office is tested in (Playwright drives /usr/bin/chromium).
 SYSTEM_PACKAGES="mosquitto mosquitto-clients nodejs npm postgresql python3-venv
-  pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev"
+  pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev chromium"
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv

@@ -5,6 +5,9 @@
 - `store_broker`: a broker of the test's own configured exactly as a store deploys it (TLS
   only, logins, ACL; tests.support.store_broker.StoreBroker): the attack tests run on it, so
   what they prove holds for the deployed configuration, not only for an open broker.
+  `second_broker`: another, for a second store.
+- `pg_admin_dsn`: the admin DSN of the PostgreSQL server of this run (tests.support.postgres:
+  one server for the session; tests make their own databases with `temporary_database`).
 - `pcscd`: the machine's one pcscd with vsmartcard's two virtual readers (reused when running,
   else started; the last tilltap process using a pcscd that tilltap started stops it).
 
@@ -17,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mosquitto import MosquittoBroker, MosquittoError
+from tests.support.postgres import postgres_server
 from tests.support.store_broker import StoreBroker
 from tools.transports import ReaderUnavailable
 from tools.transports.pcsc_reader import wait_for_readers
@@ -57,6 +61,21 @@ def store_broker() -> Iterator[StoreBroker]:
     yield broker
     broker.stop()
     broker.close()
+
+
+@pytest.fixture
+def second_broker() -> Iterator[StoreBroker]:
+    broker = _started(StoreBroker())
+    assert isinstance(broker, StoreBroker)
+    yield broker
+    broker.stop()
+    broker.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    with postgres_server() as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,8 @@
                                                block a card at every store; its ledger state
     tilltap card verify-sun URL (--key HEX | --meta-key HEX --file-key HEX | --master-key FILE)
                                                check a SUN URL, print JSON (exit 0 / 1 / 2)
+    tilltap card keys new --out FILE [--system-id TEXT] | keys for verifier|gateway --from FILE
+                      --out FILE               the master-key file, and the parts users need
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
                                                key, board config, registry entry, broker login
     tilltap --version                          the installed version
@@ -452,9 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--master-key", metavar="FILE", default=None,
                          help="master-key file: also check the card's SUN")
     inspect.set_defaults(handler=_card_inspect)
+    from tools.card_keys import add_arguments as add_card_keys_arguments
     from tools.card_ledger import add_arguments as add_card_ledger_arguments
 
     add_card_ledger_arguments(card)
+    add_card_keys_arguments(card)
 
     terminal = commands.add_parser("terminal", help="terminals").add_subparsers(
         dest="terminal_command", required=True)

@@ -3,7 +3,9 @@
 Reads the terminal registry, the card programs (TOML as docs/programs.md, or JSON by program
 id), the offline limits and the card keys, builds a `gateway.service.Gateway` and runs it
 until SIGTERM or SIGINT. An invalid program file never reaches a terminal: the gateway does
-not start (exit 2). `python -m tools.gateway_run --help` lists the options.
+not start (exit 2). Run twice on one `--db`, the second is the standby: it waits for the
+store's lease and takes over from the first (gateway/lease.py; it exits 75 if it ever loses
+the lease). `python -m tools.gateway_run --help` lists the options.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from gateway.card_auth import CardKeys
 from gateway.card_feed import FEED_POLL_INTERVAL_S
+from gateway.lease import LEASE_S, LEASE_S_MIN, Lease
 from gateway.ledger_holds import HoldSettings
 from gateway.metrics import MetricsServer
 from gateway.registry import TerminalRegistry
@@ -140,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--programs", required=True,
                         help="card programs: TOML (docs/programs.md), or JSON by program id")
     add_client_arguments(parser)
+    parser.add_argument("--ledger-hold-url", default=None,
+                        help="send holds to this ledger process instead (the same books as "
+                             "--ledger-url's, which keeps batches, feeds and reads), so "
+                             "posting batches does not slow authorizations (default: "
+                             "--ledger-url)")
     parser.add_argument("--limits", default=None,
                         help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=non_negative_int, default=1,
@@ -164,6 +172,10 @@ def _parser() -> argparse.ArgumentParser:
                         default=FEED_POLL_INTERVAL_S,
                         help="read other stores' transactions from the ledger's card feed "
                              f"this often ({FEED_POLL_INTERVAL_S:g}); 0: never")
+    parser.add_argument("--lease-s", type=_lease_seconds, default=LEASE_S,
+                        help="the store's lease: a standby started on the same --db waits, "
+                             "and takes over this long after the active gateway last renewed "
+                             f"it, or at once if that process is gone ({LEASE_S:g})")
     parser.add_argument("--card-keys", default=None,
                         help="master-key file: cards must then prove themselves with a SUN")
     parser.add_argument("--stats-out", default=None, type=file_to_write,
@@ -191,6 +203,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stand-in-card-minor-max", type=int,
                         default=defaults.stand_in_card_minor_max,
                         help="card value per card approved while the ledger is out of reach")
+    parser.add_argument("--stand-in-store-minor-max", type=int,
+                        default=defaults.stand_in_store_minor_max,
+                        help="card value the whole store approves while the ledger is out of"
+                             " reach")
+    parser.add_argument("--stand-in-snapshot-age-max-s", type=float,
+                        default=defaults.stand_in_snapshot_age_max_s,
+                        help="no stand-in on a card book not heard from the ledger (answer"
+                             " or card feed) for this long")
     return parser
 
 
@@ -204,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         hold_settings = HoldSettings(
             hold_ttl_s=args.hold_ttl_s, ledger_hold_ttl_s=args.ledger_hold_ttl_s,
             stand_in_txn_minor_max=args.stand_in_txn_minor_max,
-            stand_in_card_minor_max=args.stand_in_card_minor_max)
+            stand_in_card_minor_max=args.stand_in_card_minor_max,
+            stand_in_store_minor_max=args.stand_in_store_minor_max,
+            stand_in_snapshot_age_max_s=args.stand_in_snapshot_age_max_s)
     except ValueError as error:
         parser.error(str(error))
     try:
@@ -217,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     probe_broker(args.broker_host, args.broker_port, args.broker_ca)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     created = not Path(args.db).exists()
-    gateway = _gateway(args, settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    lease = _take_lease(args.db, args.lease_s, stop)
+    if lease is None:  # stopped while a standby: it had written nothing
+        return 0
+    gateway = _gateway(args, settings, lease)
     metrics = None
     try:
         if args.metrics_port is not None:
@@ -234,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     if metrics is not None:
         metrics.start()
         print(f"metrics {metrics.url}/metrics", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     health = None
     if args.health_out:
@@ -247,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if metrics is not None:
         metrics.stop()
     gateway.stop()
+    lease.release()  # after the last write: a standby takes over at once
     if health is not None:
         health.join()
     if args.stats_out:
@@ -276,10 +302,13 @@ class _Settings:
     def check_store_and_ledger(self) -> None:
         """The store's folder (and kind, if it exists) and the ledger's URL, CA and token."""
         _store_path(self.args.db)
-        if self.args.ledger_url:
+        if self.args.ledger_hold_url and not self.args.ledger_url:
+            raise UsageError("--ledger-hold-url needs --ledger-url (batches, feeds and reads)")
+        for url in (self.args.ledger_url, self.args.ledger_hold_url):
+            if not url:
+                continue
             try:
-                LedgerClient(self.args.ledger_url, token=self.ledger_token,
-                             ca_file=self.args.ledger_ca)
+                LedgerClient(url, token=self.ledger_token, ca_file=self.args.ledger_ca)
             except ConfigInvalid as error:
                 raise UsageError(error.detail) from None
 
@@ -304,6 +333,8 @@ def _abandon(gateway: Gateway, created_db: str | None) -> None:
     (nothing was received into it)."""
     gateway.mqtt.stop()
     gateway.store.close()
+    if gateway.lease is not None:
+        gateway.lease.release()
     if created_db is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(created_db + suffix).unlink(missing_ok=True)
@@ -360,7 +391,25 @@ def _write_stats(path: str, stats: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def _gateway(args: argparse.Namespace, settings: _Settings) -> Gateway:
+def _take_lease(path: str, lease_s: float, stop: threading.Event) -> Lease | None:
+    """The store's lease (gateway/lease.py), kept renewed from now on; a standby until it
+    can be taken (it says `gateway standby` then), None if stopped first."""
+    lease = Lease(path, lease_s)
+    if not lease.wait(stop, on_standby=lambda: print("gateway standby", flush=True)):
+        lease.close()
+        return None
+    lease.keep(exit_process)
+    return lease
+
+
+def _lease_seconds(text: str) -> float:
+    seconds = non_negative_seconds(text)
+    if seconds < LEASE_S_MIN:
+        raise argparse.ArgumentTypeError(f"{text} is shorter than {LEASE_S_MIN:g} s")
+    return seconds
+
+
+def _gateway(args: argparse.Namespace, settings: _Settings, lease: Lease) -> Gateway:
     """The gateway the command line describes, from its checked settings."""
     return Gateway(args.id, args.broker_host, args.broker_port, args.db, settings.registry,
                    settings.programs, args.ledger_url, limits=settings.limits,
@@ -370,7 +419,8 @@ def _gateway(args: argparse.Namespace, settings: _Settings) -> Gateway:
                    broker_login=settings.login, broker_ca=args.broker_ca,
                    ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca,
                    block_poll_s=args.block_poll_s or None,
-                   feed_poll_s=args.feed_poll_s or None)
+                   feed_poll_s=args.feed_poll_s or None, lease=lease,
+                   ledger_hold_url=args.ledger_hold_url)
 
 
 if __name__ == "__main__":

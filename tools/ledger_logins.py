@@ -3,6 +3,7 @@
     tilltap ledger login add NAME --role gateway --gateway GW --terminal T ... --merchant M ...
                               --logins FILE --token-out FILE
     tilltap ledger login add NAME --role reader|cards|admin [--register-value-max MINOR] ...
+    tilltap ledger login add NAME --role clerk|manager --logins FILE   (password on stdin)
     tilltap ledger login list --logins FILE
     tilltap ledger login remove NAME --logins FILE
     tilltap ledger tls --out DIR --host HOST
@@ -12,23 +13,30 @@ token stops working) into `--token-out` (mode 0600, the file the gateway or oper
 as `--ledger-token-file`); the logins file keeps only its SHA-256. The running ledger picks
 up the change within a few seconds. Exit 2 for a person's mistake, 1 for a file that cannot
 be written.
+
+A back-office operator (role clerk or manager, ledger/office.py) gets a password instead of a
+token: typed twice at a prompt, or the first line of standard input when that is not a
+terminal (never on the command line, where other users and the shell's history see it).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 from pathlib import Path
 
 from ledger.auth import (
+    OPERATOR_ROLES,
     ROLES,
     Login,
     LoginsInvalid,
     dump_logins,
     load_logins,
     new_login,
+    new_operator,
 )
 from tools.command import file_in_folder, folder_to_fill
 
@@ -44,8 +52,9 @@ def add_arguments(ledger: argparse._SubParsersAction) -> None:
     add.add_argument("--role", required=True, choices=ROLES, help="what the login may do")
     add.add_argument("--logins", type=_file_in_folder, required=True,
                      help="the ledger's logins file")
-    add.add_argument("--token-out", type=_file_in_folder, required=True,
-                     help="where to write the login's token (mode 0600)")
+    add.add_argument("--token-out", type=_file_in_folder, default=None,
+                     help="where to write the login's token (mode 0600); not for clerk or "
+                          "manager, who sign in with a password read from stdin or a prompt")
     add.add_argument("--gateway", default=None, help="a gateway login: its gateway id")
     add.add_argument("--terminal", action="append", default=[],
                      help="a gateway login: one of its terminals (T* = every id starting T)")
@@ -110,7 +119,40 @@ def _fail(command: str, error: Exception, code: int) -> int:
     return code
 
 
+def _read_password() -> str:
+    """An operator's new password: typed twice at a terminal, else stdin's first line."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise LoginsInvalid("the two passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _add_operator(args: argparse.Namespace) -> int:
+    if args.token_out is not None:
+        return _fail("login add", LoginsInvalid(
+            f"a {args.role} signs in with a password, not a token: leave out --token-out"), 2)
+    try:
+        logins = _existing(args.logins)
+        login = new_operator(args.name, args.role, _read_password())
+    except LoginsInvalid as error:
+        return _fail("login add", error, 2)
+    logins[login.name] = login
+    try:
+        _write_private(args.logins, dump_logins(logins))
+    except OSError as error:
+        return _fail("login add", error, 1)
+    print(json.dumps({"login": login.name, "role": login.role}, indent=2))
+    return 0
+
+
 def _add(args: argparse.Namespace) -> int:
+    if args.role in OPERATOR_ROLES:
+        return _add_operator(args)
+    if args.token_out is None:
+        return _fail("login add", LoginsInvalid(
+            f"a {args.role} login needs --token-out FILE for its token"), 2)
     try:
         logins = _existing(args.logins)
         login, token = new_login(args.name, args.role, args.gateway, tuple(args.terminal),
@@ -138,7 +180,8 @@ def _list(args: argparse.Namespace) -> int:
     rows = []
     for login in logins.values():
         entry = login.to_json()
-        entry.pop("secret_sha256")
+        entry.pop("secret_sha256", None)
+        entry.pop("password_scrypt", None)
         rows.append({"login": login.name, **entry})
     print(json.dumps(rows, indent=2))
     return 0

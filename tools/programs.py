@@ -45,7 +45,10 @@ KeyPath = tuple[str | int, ...]
 OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "issue": (("card", "program"), ("value_minor",)),
     "topup": (("card", "amount_minor"), ("pay",)),
-    "purchase": (("card", "amount_minor"), ("pay", "redeem_points")),
+    # happened / discount_minor: a sale that already happened at the counter (an offline
+    # quote), replayed as the gateway applies it (docs/programs.md 2.1).
+    "purchase": (("card", "amount_minor"), ("pay", "redeem_points", "happened",
+                                             "discount_minor")),
     "refund": (("of",), ("amount_minor",)),
     "void": (("of",), ()),
     "cashout": (("card",), ("amount_minor",)),

@@ -590,7 +590,8 @@ def _seen_online(terminal: DocTerminal, tapped: card.Card) -> None:
     _deliver(terminal, "config", schema.seal(KEY, schema.CONFIG, CONFIG | {
         "limits": LIMITS}))
     terminal.known_cards[tapped.card_id] = {"program": "gift", "tier": None,
-                                            "discount_pct": 0, "day": terminal.day()}
+                                            "discount_pct": 0, "day": terminal.day(),
+                                            "value_minor": 5_000}
 
 
 def _fresh_ack(terminal: DocTerminal, gateway_s: int) -> None:

@@ -75,6 +75,7 @@ def test_a_stand_in_top_up_the_gateway_never_stood_in_for_is_refused_and_posts_n
         try:
             _issue_prepaid(raw)
             assert stack.gateway.settle().posted == 1  # the ledger knows the card
+            stack.gateway.follow_feed_once()  # heard from the ledger: it may stand in
             port = stack.ledger.port
             stack.ledger.stop()  # unreachable: the gateway stands in, within its limits
             stood_in = _ask(raw, 1, txn.KIND_PURCHASE, STAND_IN_SALE_MINOR,

@@ -7,6 +7,7 @@ The tills are the firmware's own; the cards emulated. Each test states one expec
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,49 +15,25 @@ from typing import Any
 
 import pytest
 
+from gateway.card_auth import CardAuthenticator, CardKeys
 from ledger.errors import NotFound
-from tests.support.postgres import postgres_server, temporary_database
+from ledger.server import serve
+from protocol import txn
 from tests.support.stack import wait_until
 from tests.support.store_broker import StoreBroker
 from tests.support.two_stores import FEED_POLL_S, Chain, Store, chain
-from tools.mosquitto import MosquittoError
+from tools.cards import new_master_keys
+from tools.personalize import personalize
+from tools.simulator.ntag424_card import Ntag424Card
 
 GIFT = "04a1a2a3a4a5a6"
 FLOW_WAIT_S = 5.0  # far above the stores' POST_WITHIN_S (0.2 s), far below a settlement
 
 
-@pytest.fixture(scope="module")
-def pg_admin() -> Iterator[str]:
-    with postgres_server() as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def ledger_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'ledger.db'}"
-        return
-    with temporary_database(request.getfixturevalue("pg_admin")) as dsn:
-        yield dsn
-
-
 @pytest.fixture
-def second_broker() -> Iterator[StoreBroker]:
-    broker = StoreBroker()
-    try:
-        broker.start()
-    except MosquittoError as error:
-        broker.close()
-        pytest.fail(str(error), pytrace=False)
-    yield broker
-    broker.stop()
-    broker.close()
-
-
-@pytest.fixture
-def shops(ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
+def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
           tmp_path: Path) -> Iterator[Chain]:
-    with chain(ledger_dsn, (store_broker, second_broker), tmp_path) as two:
+    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path) as two:
         yield two
 
 
@@ -207,3 +184,108 @@ def test_a_store_restarted_applies_each_change_of_the_other_once(shops: Chain) -
     time.sleep(3 * FEED_POLL_S)  # more reads of the feed change nothing
     assert _look(b, PREPAID)["value_minor"] == 4_150
     assert b.gateway.feed.applied == 1
+
+
+# -- SUN read counters: the ledger is their authority (issue 14) ---------------------------
+SUN_GIFT = bytes.fromhex("04d1d2d3d4d5d6")
+SUN_PREPAID = bytes.fromhex("04e1e2e3e4e5e6")
+
+
+class SunChain:
+    """Two stores whose gateways prove every tap by its SUN, and the chain's cards."""
+
+    def __init__(self, shops: Chain, masters: Any, keys: CardKeys) -> None:
+        self.shops = shops
+        self.masters = masters
+        self.authenticator = CardAuthenticator(keys)
+
+    def card(self, uid: bytes) -> Ntag424Card:
+        """A new card, personalized as the chain's technician does (AN10922 keys, SUN on)."""
+        card = Ntag424Card(uid)
+        personalize(card.apdu, self.masters, "https://tilltap.example/c", secrets.token_bytes)
+        return card
+
+    def counter(self, card: Ntag424Card, outcome: dict[str, Any]) -> int:
+        """The read counter of the tap an approved operation was made on."""
+        assert outcome["approved"], outcome
+        counter = self.authenticator.read_counter({"card": card.uid.hex(),
+                                                   "sun": outcome["txn"]["sun"]})
+        assert counter is not None
+        return counter
+
+
+@pytest.fixture
+def sun_shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
+              tmp_path: Path) -> Iterator[SunChain]:
+    masters = new_master_keys(b"two-stores")
+    keys = CardKeys(masters.master(1), masters.master(2), masters.system_id)
+    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path,
+               card_keys=keys) as two:
+        yield SunChain(two, masters, keys)
+
+
+def _copied(card: Ntag424Card) -> Ntag424Card:
+    """A clone of the card as it is now: its next read repeats the card's next read."""
+    return Ntag424Card.from_state(card.state())
+
+
+def _highest_at(store: Store, card: Ntag424Card) -> int:
+    """The highest read counter the store's gateway holds for the card (0: none)."""
+    with store.gateway.cards.lock:
+        entry = store.gateway.cards.cards.get(card.uid.hex()) or {}
+        return int(entry.get("sun_counter") or 0)
+
+
+@pytest.mark.parametrize("first", ["A", "B"])
+def test_a_sun_read_accepted_at_one_store_is_refused_when_replayed_at_the_other(
+        sun_shops: SunChain, first: str) -> None:
+    a, b = sun_shops.shops.stores
+    accepting, replaying = (a, b) if first == "A" else (b, a)
+    card = sun_shops.card(SUN_GIFT)
+    a.serve(card)
+    assert a.till.terminal.issue("gift", 5_000)["approved"]
+    a.sent()
+    assert wait_until(lambda: _known(sun_shops.shops, card.uid.hex()), FLOW_WAIT_S)
+    clone = _copied(card)  # skimmed: the customer's next tap, read by someone else
+    accepting.serve(card)
+    assert accepting.till.terminal.purchase(1_000)["approved"]
+    replaying.serve(clone)
+    replayed = replaying.till.terminal.purchase(1_000)
+    assert (replayed["approved"], replayed.get("reason")) == (False, "card_replayed")
+    replaying.serve(card)  # the customer's own next tap is new at every store
+    assert replaying.till.terminal.purchase(500)["approved"]
+
+
+def test_a_store_cut_off_from_the_ledger_refuses_a_read_its_feed_brought_from_the_other(
+        sun_shops: SunChain, chain_ledger_dsn: str) -> None:
+    """A top-up at A holds nothing at the ledger: its tap reaches the ledger with its
+    record, and B from the card feed. Standing in, B refuses that read replayed, and still
+    takes the card's own next tap."""
+    shops = sun_shops.shops
+    a, b = shops.stores
+    card = sun_shops.card(SUN_PREPAID)
+    uid = card.uid.hex()
+    a.serve(card)
+    assert a.till.terminal.issue("prepaid", 1_000)["approved"]
+    a.sent()
+    assert wait_until(lambda: _known(shops, uid), FLOW_WAIT_S)
+    b.serve(card)
+    assert b.till.terminal.inquiry()["approved"]  # B takes the card on from the ledger
+    clone = _copied(card)
+    a.serve(card)
+    topped_up = sun_shops.counter(card, a.till.terminal.topup(2_000))
+    a.sent()
+    assert wait_until(lambda: shops.client.card(uid)["sun_counter"] == topped_up, FLOW_WAIT_S)
+    assert wait_until(lambda: _highest_at(b, card) == topped_up, FEED_WAIT_S)
+    port = int(shops.ledger.url.rsplit(":", 1)[1].rstrip("/"))
+    shops.ledger.stop()  # B (and A) cut off from the ledger
+    try:
+        b.serve(clone)
+        replayed = b.till.terminal.purchase(500)
+        assert (replayed["approved"], replayed.get("reason")) == (False, "card_replayed")
+        b.serve(card)
+        stood_in = b.till.terminal.purchase(500)
+        assert stood_in["approved"] and stood_in["txn"]["auth_mode"] == txn.AUTH_STAND_IN
+        b.sent()
+    finally:
+        shops.ledger = serve(chain_ledger_dsn, port=port)

@@ -107,6 +107,31 @@ def test_authorization_holds_value_so_it_cannot_be_spent_twice() -> None:
     assert book.authorize(purchase, now_s=10_000)["approved"]
 
 
+def test_a_card_sold_and_tapped_at_once_pays_before_its_issue_record_arrives() -> None:
+    book = CardBook(DEMO_PROGRAMS)
+    sold = book.authorize(request(txn.KIND_ISSUE, 1000, program="gift"), DAY0_S)
+    assert sold["approved"] and sold["value_minor"] == 1000
+    paid = book.authorize(request(txn.KIND_PURCHASE, 700, 700), DAY0_S)
+    assert paid["approved"] and paid["value_minor"] == 300  # priced as issued
+    assert book.authorize(request(txn.KIND_PURCHASE, 301, 301), DAY0_S) == {
+        "approved": False, "reason": "insufficient_value"}
+    # The records arrive in order and carry what was answered.
+    apply(book, fields(txn.KIND_ISSUE, amount_minor=1000, card_value_minor=1000,
+                       program="gift", auth_id=sold["auth_id"]))
+    apply(book, fields(txn.KIND_PURCHASE, seq=2, amount_minor=700, card_value_minor=700,
+                       version=1, auth_id=paid["auth_id"]))
+    assert book.cards["c1"]["value_minor"] == 300
+
+
+def test_a_card_whose_issue_was_declined_stays_unknown() -> None:
+    book = CardBook(DEMO_PROGRAMS)
+    assert book.authorize(request(txn.KIND_PURCHASE, 1, 1), DAY0_S) == {
+        "approved": False, "reason": "card_unknown"}
+    wrong = book.authorize(request(txn.KIND_ISSUE, 1000, program="nope"), DAY0_S)
+    assert not wrong["approved"]
+    assert book.authorize(request(txn.KIND_PURCHASE, 1, 1), DAY0_S)["reason"] == "card_unknown"
+
+
 def test_refunds_reverse_at_most_the_purchase() -> None:
     book = issued(value=1000)
     apply(book, fields(txn.KIND_PURCHASE, amount_minor=600, card_value_minor=600, seq=2))
@@ -134,11 +159,15 @@ def test_sales_past_the_refund_window_are_forgotten_and_cannot_be_refunded() -> 
     book = issued(value=1000)
     apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=2))
     window_days = DEMO_PROGRAMS["gift"]["refund_window_days"]
-    later = DAY0_S + window_days * DAY_S
+    last_day = DAY0_S + window_days * DAY_S  # the window's last day is in
     apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=3,
+                       time=last_day))
+    assert list(book.cards["c1"]["state"]["sales"]) == ["T1-1", "T1-2", "T1-3"]  # T1-1: issue
+    later = last_day + DAY_S
+    apply(book, fields(txn.KIND_PURCHASE, amount_minor=100, card_value_minor=100, seq=4,
                        time=later))
-    assert list(book.cards["c1"]["state"]["sales"]) == ["T1-3"]
-    refund = fields(txn.KIND_REFUND, amount_minor=100, card_value_minor=100, seq=4,
+    assert list(book.cards["c1"]["state"]["sales"]) == ["T1-3", "T1-4"]
+    refund = fields(txn.KIND_REFUND, amount_minor=100, card_value_minor=100, seq=5,
                     ref="T1-2", time=later)
     assert reason_of(book, refund) == "refund_unknown_original"
 
@@ -303,7 +332,7 @@ def test_the_store_keeps_each_cards_engine_state_writing_only_the_sales_that_cha
     assert list(dirty["c1"]["sales_changed"]) == ["T1-3"]
     assert store.load_cards()["c1"]["state"] == book.cards["c1"]["state"]
     # Past the refund window the sales are forgotten, here and in the store.
-    later = DAY0_S + DEMO_PROGRAMS["loyalty"]["refund_window_days"] * DAY_S
+    later = DAY0_S + (DEMO_PROGRAMS["loyalty"]["refund_window_days"] + 1) * DAY_S
     commit(fields(txn.KIND_PURCHASE, seq=8, amount_minor=1000, points=10, time=later))
     reloaded = store.load_cards()["c1"]["state"]
     assert list(reloaded["sales"]) == ["T1-8"]

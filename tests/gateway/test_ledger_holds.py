@@ -130,6 +130,7 @@ def setup(ledger_cards: dict[str, int], *cards: tuple[str, str, int],
     ledger = FakeLedger(ledger_cards)
     clock = Clock()
     holds = LedgerHolds("gw1", book, ledger, HoldSettings(**settings), settle, clock=clock)
+    holds.stand_in.fresh()  # the card book has just heard from the ledger (its feed)
     return book, ledger, holds, clock
 
 
@@ -235,6 +236,39 @@ def test_the_stand_in_limits_are_settings() -> None:
     assert decide(book, holds, request(101), NOW_S)["reason"] == "stand_in_limit"
     assert decide(book, holds, request(100), NOW_S)["approved"]
     assert decide(book, holds, request(51), NOW_S)["reason"] == "stand_in_limit"
+
+
+def test_the_whole_store_stands_in_for_at_most_its_limit() -> None:
+    book, ledger, holds, _ = setup({}, (CARD, "gift", 30_000), (OTHER, "gift", 30_000),
+                                   stand_in_store_minor_max=7_000)
+    ledger.down = True
+    assert decide(book, holds, request(5_000), NOW_S)["approved"]
+    assert decide(book, holds, request(2_001, OTHER), NOW_S)["reason"] == "stand_in_limit"
+    assert decide(book, holds, request(2_000, OTHER), NOW_S)["approved"]
+    assert holds.stats.snapshot()["ledger_hold.stand_in_refused.store"] == 1
+
+
+def test_no_stand_in_on_a_card_book_not_heard_from_the_ledger_for_too_long() -> None:
+    book, ledger, holds, clock = setup({}, (CARD, "gift", 30_000),
+                                       stand_in_snapshot_age_max_s=600)
+    ledger.down = True
+    clock.now += 600
+    assert decide(book, holds, request(100), NOW_S)["approved"]
+    clock.now += 1
+    assert decide(book, holds, request(100), NOW_S)["reason"] == "stand_in_limit"
+    holds.stand_in.fresh()  # a read of the card feed: other stores' spending is known again
+    assert decide(book, holds, request(100), NOW_S)["auth_mode"] == txn.AUTH_STAND_IN
+    assert holds.stats.snapshot()["ledger_hold.stand_in_refused.stale"] == 1
+
+
+def test_a_gateway_that_never_heard_from_the_ledger_does_not_stand_in() -> None:
+    book = book_with((CARD, "gift", 30_000))
+    ledger = FakeLedger({})
+    ledger.down = True
+    holds = LedgerHolds("gw1", book, ledger, HoldSettings(), clock=Clock())
+    assert decide(book, holds, request(100), NOW_S) == {"approved": False,
+                                                         "reason": "stand_in_limit"}
+    assert list(book.holds.of_card(CARD)) == []
 
 
 def test_stand_in_counts_start_again_once_the_ledger_answers() -> None:

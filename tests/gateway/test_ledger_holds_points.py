@@ -84,7 +84,9 @@ def sale(redeem_points: int, card_value_minor: int = 0, amount_minor: int = 1500
 def gateway(ledger: Any, settle: Any = None, gateway_id: str = "gw1"
             ) -> tuple[CardBook, LedgerHolds]:
     book = CardBook(DEMO_PROGRAMS, ledger=True, auth_epoch=7)
-    return book, LedgerHolds(gateway_id, book, ledger, settle=settle)
+    holds = LedgerHolds(gateway_id, book, ledger, settle=settle)
+    holds.stand_in.fresh()  # the card book has just heard from the ledger (its feed)
+    return book, holds
 
 
 def test_a_redemption_places_a_hold_of_its_points_and_card_value() -> None:

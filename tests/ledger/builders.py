@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ledger import Books, LedgerRejected, PostResult
 from ledger.db import open_database
+from ledger.feed_sql import parse_cursor
 
 DIGEST = "ab" * 32
+FEED_WAIT_S = 10.0
+"""PostgreSQL serves a change only once every older writer on the server has ended, and the
+test server is shared: a read of the feed waits that out, up to this long."""
 
 
 def at(day: str, hour: int = 12) -> int:
@@ -290,3 +295,17 @@ def assert_refused_unchanged(books: Books, bad: dict[str, Any], reason: str,
     else:
         raise AssertionError(f"batch {bad['batch_id']} was posted; expected {reason}")
     assert snapshot(books) == before
+
+
+def read_feed(books: Books, cursor: str = "0.0",
+              expected: int = 1) -> tuple[list[dict[str, Any]], str]:
+    """The changes after `cursor`, read again until at least `expected` are served (or
+    FEED_WAIT_S passed: what was read then)."""
+    parsed = parse_cursor(cursor)
+    assert parsed is not None
+    deadline = time.monotonic() + FEED_WAIT_S
+    while True:
+        answer = books.card_changes(parsed)
+        if len(answer["changes"]) >= expected or time.monotonic() > deadline:
+            return answer["changes"], answer["next"]
+        time.sleep(0.05)

@@ -1,7 +1,8 @@
 """Fixtures of the ledger tests: every `books`/`dsn` test runs on SQLite AND on PostgreSQL.
 
 PostgreSQL is real (tests.support.postgres): one server for the session, one fresh database
-per test. If no server can be found or started the tests fail; they never skip.
+per test (`pg_admin_dsn`, tests/conftest.py). If no server can be found or started the tests
+fail; they never skip.
 """
 
 from __future__ import annotations
@@ -12,16 +13,9 @@ from pathlib import Path
 import pytest
 
 from ledger import Books, open_books
-from tests.support.postgres import postgres_server, temporary_database
+from tests.support.postgres import temporary_database
 
 BACKENDS = ["sqlite", "postgres"]
-
-
-@pytest.fixture(scope="session")
-def pg_admin_dsn() -> Iterator[str]:
-    """Admin DSN of the PostgreSQL server used by this run."""
-    with postgres_server() as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=BACKENDS)

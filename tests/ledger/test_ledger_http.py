@@ -87,6 +87,7 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
              "last_time": card["last_stores"][0]["last_time"]},
         ],
         "feed": card["feed"],  # which changes of the card feed it holds (test_ledger_feed.py)
+        "sun_counter": None,  # the highest SUN read counter: no tap proved (test_ledger_sun.py)
     }
     assert set(card["feed"]) == {"horizon", "through", "known"}
     assert client.balances() == [expected]

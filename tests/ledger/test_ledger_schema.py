@@ -27,7 +27,7 @@ from ledger.schema import (
 INSERTED = [
     ("transactions", TXN_COLUMNS, ()),
     ("entries", ENTRY_COLUMNS, ("id",)),
-    ("cards", CARD_COLUMNS, ()),
+    ("cards", CARD_COLUMNS, ("sun_counter",)),
     ("holds", HOLD_COLUMNS, ("closed_at",)),
     ("hold_postings", HOLD_POSTING_COLUMNS, ()),
     ("point_holds", POINT_HOLD_COLUMNS, ("closed_at",)),

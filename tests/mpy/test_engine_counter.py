@@ -105,9 +105,9 @@ def test_happened_still_declines_what_the_counter_knows():
 
 
 def saver_with_discount():
-    """A saver card whose 100.00 purchase on day 0 earned 10 % off until day 30."""
+    """A saver card whose 100.00 purchase on day 0 earned 10 % off through day 29."""
     state, effects = accepted(issued(SAVER), SAVER, purchase("earn", 10000), 0)
-    assert effects["discount_until_day"] == 30
+    assert effects["discount_until_day"] == 29
     return state
 
 

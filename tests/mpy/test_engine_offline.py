@@ -97,7 +97,7 @@ def test_equal_percents_take_the_tiers_rounding():
                   "levels": [{"name": "base", "spend_minor": 0},
                              {"name": "gold", "spend_minor": 1000, "discount_pct": 5}]}})
     state, effects = accepted(issued(program), program, purchase("p", 1000), 0)
-    assert effects["discount_until_day"] == 30 and state["tier"] == "gold"
+    assert effects["discount_until_day"] == 29 and state["tier"] == "gold"
     assert snapshot(state, program, 1) == {"tier": "gold", "discount_pct": 5}
     _, effects = accepted(state, program, purchase("q", 1010), 1)
     assert effects["discount_minor"] == 50

@@ -102,11 +102,12 @@ class Rig:
     def answer(self, *answers):
         self.uplink.answers.extend(answers)
 
-    def learn(self, card, program, tier=None, discount_pct=0):
-        """An online inquiry for `card`: its answer tells the terminal the card's program."""
+    def learn(self, card, program, tier=None, discount_pct=0, value_minor=5000):
+        """An online inquiry for `card`: its answer tells the terminal the card's program
+        and value."""
         self.reader.tap = (card, None, None)
         self.answer(approved(program=program, tier=tier, discount_pct=discount_pct,
-                             value_minor=5000))
+                             value_minor=value_minor))
         assert self.terminal.inquiry()["approved"]
 
     def offline_purchase(self, card, amount_minor, pay_from_card=True):
@@ -302,6 +303,35 @@ def test_an_offline_quote_keeps_the_tier_and_discount_of_the_last_online_answer(
     record = rig.record(1)  # 5 % of 123.45 -> 6.17; 1 % x1.5 of 117.28 -> 175 points
     assert (record["discount_minor"], record["card_value_minor"], record["points"]) == (
         617, 0, 175)
+
+
+def test_offline_a_card_pays_at_most_the_value_of_its_last_answer_less_offline_spent():
+    rig = Rig()
+    rig.learn(CARD, "wallet", value_minor=900)
+    assert rig.offline_purchase(CARD, 600)["approved"]
+    assert_declined(rig.offline_purchase(CARD, 301), "insufficient_value")
+    assert rig.offline_purchase(CARD, 300)["approved"]
+    assert_declined(rig.offline_purchase(CARD, 1), "insufficient_value")
+    assert rig.offline_purchase(CARD, 500, pay_from_card=False)["approved"]  # cash pays
+    assert [r[2] for r in rig.terminal.offline_records] == [600, 300, 0]
+
+
+def test_a_new_online_answer_sets_the_offline_bound_afresh():
+    rig = Rig()
+    rig.learn(CARD, "wallet", value_minor=100)
+    assert_declined(rig.offline_purchase(CARD, 200), "insufficient_value")
+    rig.learn(CARD, "wallet", value_minor=250)  # e.g. a top-up at another store
+    assert rig.offline_purchase(CARD, 200)["approved"]
+    assert_declined(rig.offline_purchase(CARD, 51), "insufficient_value")
+
+
+def test_an_answer_without_the_cards_value_allows_nothing_from_the_card_offline():
+    rig = Rig()
+    rig.reader.tap = (CARD, None, None)
+    rig.answer(approved(program="wallet"))
+    assert rig.terminal.inquiry()["approved"]
+    assert_declined(rig.offline_purchase(CARD, 1), "insufficient_value")
+    assert rig.offline_purchase(CARD, 100, pay_from_card=False)["approved"]
 
 
 def test_an_offline_purchase_of_a_card_never_seen_online_is_declined():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,9 +34,26 @@ def start_gateway_with_metrics(broker: MosquittoBroker, workdir: Path, *extra: s
     return process, urls[0].removesuffix("/metrics")
 
 
-def _start(broker: MosquittoBroker, workdir: Path, extra: tuple[str, ...], stderr: int
-           ) -> tuple[subprocess.Popen[str], list[str]]:
-    """The started process and the lines it printed before "gateway ready"."""
+def start_standby(broker: MosquittoBroker, workdir: Path, *extra: str,
+                  stderr: int = subprocess.DEVNULL) -> tuple[subprocess.Popen[str], list[str]]:
+    """A second gateway on the same store, started while another holds its lease: returned
+    once it says it is a standby, with the list of the lines it prints from then on (kept by
+    a thread of its own: "gateway ready" once it has taken over)."""
+    process, said = _start(broker, workdir, extra, stderr, until="gateway standby")
+    later: list[str] = []
+
+    def keep() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            later.append(line.strip())
+
+    threading.Thread(target=keep, name=f"standby-{process.pid}-stdout", daemon=True).start()
+    return process, later
+
+
+def _start(broker: MosquittoBroker, workdir: Path, extra: tuple[str, ...], stderr: int,
+           until: str = "gateway ready") -> tuple[subprocess.Popen[str], list[str]]:
+    """The started process and the lines it printed before `until`."""
     if isinstance(broker, StoreBroker):
         extra = ("--broker-login", str(broker.gateway_login_path), "--broker-ca", broker.ca,
                  *extra)
@@ -49,7 +67,7 @@ def _start(broker: MosquittoBroker, workdir: Path, extra: tuple[str, ...], stder
     said: list[str] = []
     while time.monotonic() < deadline:
         line = process.stdout.readline().strip()
-        if line == "gateway ready":
+        if line == until:
             return process, said
         said.append(line)
     process.kill()

@@ -12,7 +12,8 @@ single-store ledger). Counter terminals are the firmware's own under CPython
         b.till.tap(CARD); b.till.terminal.purchase(1_000)
 
 Records flow to the ledger within POST_WITHIN_S of their commit (issue 14 item 3); each
-gateway applies the other's from the ledger's card feed every FEED_POLL_S (item 4).
+gateway applies the other's from the ledger's card feed, and its blocks, every FEED_POLL_S
+(item 4).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
@@ -41,8 +43,11 @@ class Store:
     """One store: its broker, its gateway (id `gw<name>`), one till `<name>1`."""
 
     def __init__(self, name: str, broker: StoreBroker, ledger_url: str,
-                 workdir: Path) -> None:
+                 workdir: Path, limits: dict[str, int] | None = None,
+                 card_keys: CardKeys | None = None) -> None:
         self.name = name
+        self.limits = limits  # the tills' offline limits (None: no offline sales)
+        self.card_keys = card_keys  # the gateway checks every tap's SUN (None: cards by UID)
         self.merchant = f"M{name}"
         self.broker = broker
         self.ledger_url = ledger_url
@@ -54,7 +59,8 @@ class Store:
         broker.terminal_logins(self.merchant, [self.till_id])
         self.gateway = self.new_gateway()
         self.gateway.start()
-        self.till = SimulatedTerminal(self.till_config(), workdir, broker.host, broker.port)
+        self.till = SimulatedTerminal(self.till_config(), workdir, broker.host, broker.port,
+                                      sun=card_keys is not None)
 
     @property
     def gateway_id(self) -> str:
@@ -65,7 +71,8 @@ class Store:
         return Gateway(self.gateway_id, self.broker.host, self.broker.port,
                        str(self.workdir / "gateway.db"), self.registry, DEMO_PROGRAMS,
                        self.ledger_url, post_within_s=POST_WITHIN_S,
-                       feed_poll_s=FEED_POLL_S,
+                       feed_poll_s=FEED_POLL_S, block_poll_s=FEED_POLL_S,
+                       limits=self.limits, card_keys=self.card_keys,
                        broker_login=gateway_login(self.broker),
                        broker_ca=broker_ca(self.broker))
 
@@ -80,8 +87,9 @@ class Store:
                           broker_ca=broker_ca(self.broker))
         return config
 
-    def serve(self, card: str) -> None:
-        """The cashier taps `card`: the till reads it and is ready for an operation."""
+    def serve(self, card: Any) -> None:
+        """The cashier taps `card`: the till reads it and is ready for an operation (a UID,
+        or with card keys an emulated NTAG 424 DNA, read through the till's PN532)."""
         self.till.service(0)
         self.till.tap(card)
 
@@ -103,16 +111,21 @@ class Chain:
 
 @contextmanager
 def chain(dsn: str, brokers: tuple[StoreBroker, StoreBroker],
-          workdir: Path) -> Iterator[Chain]:
-    """Two stores, A and B, on one ledger serving `dsn`."""
+          workdir: Path, limits: dict[str, int] | None = None,
+          card_keys: CardKeys | None = None) -> Iterator[Chain]:
+    """Two stores, A and B, on one ledger serving `dsn`; `limits`: the tills' offline
+    limits (none by default: a till that gets no answer declines); `card_keys`: the
+    chain's card masters, every tap proved by its SUN (none: plain cards by UID)."""
     with ExitStack() as stack:
         ledger = serve(dsn)
-        stack.callback(ledger.stop)
+        # The chain's ledger when it ends: a test may stop it and serve again (same port).
+        stack.callback(lambda: shops.ledger.stop())
         stores = []
         for name, broker in zip("AB", brokers, strict=True):
             folder = workdir / name
             folder.mkdir()
-            store = Store(name, broker, ledger.url, folder)
+            store = Store(name, broker, ledger.url, folder, limits, card_keys)
             stack.callback(store.close)
             stores.append(store)
-        yield Chain(ledger, stores)
+        shops = Chain(ledger, stores)
+        yield shops

@@ -70,6 +70,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (_with(GATEWAY, "--ledger-url", "ledger.example:8443"), 2, "http(s)://"),
     (_with(GATEWAY, "--id", "gw 1"), 2, "not an id"),
     (_with(GATEWAY, "--settle-every-s", "-1"), 2, "seconds >= 0"),
+    (_with(GATEWAY, "--lease-s", "0.5"), 2, "shorter than 1 s"),
     (_with(GATEWAY, "--broker-port", "70000"), 2, "not a TCP port"),
     (_with(GATEWAY, "--broker-port", "abc"), 2, "not a TCP port"),
     (GATEWAY, 1, "cannot connect to the broker"),  # refuses
@@ -168,6 +169,11 @@ CASES: list[tuple[list[str], int, str]] = [
      2, "not JSON"),
     (["card", "verify-sun", "https://x.example/c?picc_data=zz&cmac=00", "--key", "00"], 2,
      "--key"),
+    # card keys: never over an existing file, never from a file that is not a key file
+    (["card", "keys", "new", "--out", "garbage.json"], 2, "never overwritten"),
+    (["card", "keys", "new", "--out", "keys.json", "--system-id", "x" * 24], 2, "--system-id"),
+    (["card", "keys", "for", "gateway", "--from", "garbage.json", "--out", "gw.json"], 2,
+     "not JSON"),
     # card block / unblock / show: the ledger's API, one line for a bad URL or a dead ledger
     (["card", "block", "C1", "--reason", "lost", "--ledger-url", "ledger.example"], 2,
      "http(s)://"),

@@ -59,3 +59,25 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_2_and_leaves_no_store(
     assert err.startswith("tilltap gateway run: --metrics-host 127.0.0.1 --metrics-port")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_a_ledger_hold_url_needs_a_ledger_url_and_is_checked_like_it(
+        tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    from gateway.registry import TerminalRegistry
+    from tools.demo import DEMO_PROGRAMS
+
+    (tmp_path / "programs.json").write_text(json.dumps(DEMO_PROGRAMS))
+    TerminalRegistry().save(tmp_path / "t.json")
+    files = ["--db", str(tmp_path / "gw.db"), "--terminals", str(tmp_path / "t.json"),
+             "--programs", str(tmp_path / "programs.json"), "--broker-port", "1"]
+    for ledger, hold_url, expected in (
+            ([], "http://127.0.0.1:2", "--ledger-hold-url needs --ledger-url"),
+            (["--ledger-url", "http://127.0.0.1:1"], "ftp://ledger", "ftp://ledger")):
+        code = main([*files, *ledger, "--ledger-hold-url", hold_url])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tilltap gateway run:") and len(err.strip().splitlines()) == 1
+        assert expected in err
+    assert not (tmp_path / "gw.db").exists()

@@ -164,6 +164,41 @@ def test_amounts_reach_the_engine_so_its_refusals_can_be_simulated() -> None:
     assert ops[1]["amount_minor"] == 12.5
 
 
+def test_simulate_replays_an_offline_sale_as_it_happened_at_the_counter(
+        tmp_path: Path) -> None:
+    """An offline sale quoted at the till and paid beyond the card's value: replayed with
+    `happened` and the counter's discount, it overdraws the card as the gateway takes it."""
+    ops = write_ops(tmp_path / "ops.jsonl", [
+        {"op": "issue", "card": "W1", "program": "wallet", "value_minor": 1000},
+        {"op": "purchase", "card": "W1", "amount_minor": 1500, "pay": "card",
+         "happened": True, "discount_minor": 100},
+        {"op": "purchase", "card": "W1", "amount_minor": 100, "pay": "card"},
+        {"op": "purchase", "card": "W1", "amount_minor": 100, "happened": "yes"},
+    ])
+    result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops", str(ops))
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    sale, online, wrong = output["ops"][1:]
+    assert (sale["discount_minor"], sale["card_minor"], sale["overdraft_minor"]) == (
+        100, 1400, 400)
+    assert online["declined"] == "insufficient_value"  # online, the card is below zero
+    assert wrong["declined"] == "field_invalid"
+    assert output["cards"]["W1"]["value_minor"] == -400
+
+
+def test_the_documented_simulate_example_runs_and_nothing_is_declined(tmp_path: Path) -> None:
+    section = DOC[DOC.index("## 5. `tilltap programs simulate`"):]
+    example = section[section.index("```\n") + 4:]
+    example = example[:example.index("```")]
+    ops = tmp_path / "ops.jsonl"
+    ops.write_text(example, encoding="utf-8")
+    result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops", str(ops))
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert len(output["ops"]) == 8
+    assert [op for op in output["ops"] if "declined" in op] == []
+
+
 def test_missing_files_exit_2_with_a_message(tmp_path: Path) -> None:
     result = tilltap("programs", "check", str(tmp_path / "absent.toml"))
     assert result.returncode == 2 and "absent.toml" in result.stderr

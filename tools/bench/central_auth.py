@@ -1,15 +1,21 @@
 """Central authorization: holds placed at the ledger by concurrent gateways while batches post.
 
-    ledger:   `python -m ledger.server` in its own process, on a fresh PostgreSQL database,
-              with one gateway login per gateway (the deployment's logins, over loopback)
+    ledger:   two `python -m ledger.server` processes on one fresh PostgreSQL database,
+              one taking the holds and one the batches (gateways run with
+              `--ledger-hold-url`; the batch one at BATCH_LEDGER_NICENESS), with one
+              gateway login per gateway (the deployment's logins, over loopback); the
+              same with one process taking both is measured at ONE_LEDGER_GATEWAYS for
+              comparison ("_one_ledger" metrics)
     holds:    G gateways (threads of this process), each with its own `LedgerClient` and
               token, placing holds one after the other as its authorize stage does
-              (`POST /v1/holds`), mostly on its own cards and one in SHARED_HOLD_EVERY on a
-              card it shares with its neighbour gateway (a card used in two stores)
+              (`POST /v1/holds`, to the hold process), mostly on its own cards and one in
+              SHARED_HOLD_EVERY on a card it shares with its neighbour gateway (a card used
+              in two stores)
     batches:  G settlement posters (threads of a child process, so building and encoding
-              batches costs the ledger's process nothing), one per gateway and under its
-              login, each posting batches of BATCH_TXNS purchases and top-ups back to back:
-              on its own cards, and SHARED_TXNS_PER_BATCH on the two shared cards it uses
+              batches costs the ledgers' processes nothing), one per gateway and under its
+              login, each posting batches of BATCH_TXNS purchases and top-ups back to back
+              (to the batch process): on its own cards, and SHARED_TXNS_PER_BATCH on the two
+              shared cards it uses
     baseline: the same G gateways placing holds on the idle ledger, just before the batches
 
 for G in GATEWAY_COUNTS. Holds live HOLD_TTL_S and expire (the ledger's sweep marks them), so
@@ -50,6 +56,9 @@ from tools.bench.settlement import (
 )
 
 GATEWAY_COUNTS = (1, 4, 16)
+ONE_LEDGER_GATEWAYS = (16,)
+"""Levels also measured with holds and batches on one ledger process (the deployment before
+`--ledger-hold-url`), so the table shows what the split buys in the same run."""
 FULL_MEASURE_S = 10.0
 QUICK_MEASURE_S = 3.0
 """How long holds are timed in each phase (idle, then while batches post)."""
@@ -67,6 +76,9 @@ CARD_VALUE_MINOR = 10**11
 """Value on every card: far more than a run's holds and purchases take."""
 HOLD_TTL_S = 2
 """Life of a bench hold: short, so each card's open holds stay few (the sweep expires them)."""
+BATCH_LEDGER_NICENESS = 10
+"""The batch ledger runs this much below the hold ledger's CPU priority (`nice -n 10`, as
+docs/ledger.md advises when both share a machine): batches can wait, a customer cannot."""
 SERVER_START_TIMEOUT_S = 30.0
 POSTERS_STOP_TIMEOUT_S = 120.0
 """How long the batch posters may take to finish the batch each is in when told to stop."""
@@ -115,8 +127,8 @@ class LedgerProcess:
             self.process.wait()
 
 
-def start_ledger(dsn: str, gateways: int, workdir: Path) -> LedgerProcess:
-    """Write one gateway login per gateway and start the ledger server on them."""
+def write_logins(gateways: int, workdir: Path) -> tuple[Path, dict[int, str]]:
+    """One gateway login per gateway in a logins file; their tokens by gateway number."""
     logins: dict[str, Login] = {}
     tokens: dict[int, str] = {}
     for number in range(gateways):
@@ -125,9 +137,18 @@ def start_ledger(dsn: str, gateways: int, workdir: Path) -> LedgerProcess:
         logins[name], tokens[number] = login, token
     logins_file = workdir / "logins.json"
     logins_file.write_text(dump_logins(logins))
-    log_file = (workdir / "ledger.log").open("w")
+    return logins_file, tokens
+
+
+def start_ledger(dsn: str, logins_file: Path, tokens: dict[int, str], workdir: Path,
+                 name: str, niceness: int = 0) -> LedgerProcess:
+    """Start one ledger server process on the books at `dsn` with the logins file, `niceness`
+    below the usual CPU priority."""
+    log_path = workdir / f"{name}.log"
+    log_file = log_path.open("w")
+    lowered = ["nice", "-n", str(niceness)] if niceness else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "ledger.server", "--dsn", dsn, "--port", "0",
+        [*lowered, sys.executable, "-m", "ledger.server", "--dsn", dsn, "--port", "0",
          "--logins", str(logins_file)],
         stdout=subprocess.PIPE, stderr=log_file, text=True, env=dict(os.environ))
     log_file.close()
@@ -136,7 +157,7 @@ def start_ledger(dsn: str, gateways: int, workdir: Path) -> LedgerProcess:
     url = process.stdout.readline().strip()
     if not url.startswith("http") or time.monotonic() > deadline:
         process.kill()
-        raise RuntimeError(f"the ledger did not start: {(workdir / 'ledger.log').read_text()}")
+        raise RuntimeError(f"the ledger did not start: {log_path.read_text()}")
     return LedgerProcess(process, url, tokens)
 
 
@@ -301,6 +322,8 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 @dataclass
 class LevelResult:
     gateways: int
+    split: bool
+    """Holds and batches on separate ledger processes (else one process takes both)."""
     idle: HoldRun
     idle_peak: HoldRun
     loaded: HoldRun
@@ -310,25 +333,31 @@ class LevelResult:
     batch_failures: int
 
 
-def measure_level(gateways: int, measure_s: float) -> LevelResult:
+def measure_level(gateways: int, measure_s: float, split: bool = True) -> LevelResult:
     """Holds paced and at their peak on the idle ledger, then the same while every gateway
-    posts batches, on fresh books."""
+    posts batches, on fresh books. `split`: holds go to one ledger process and batches to
+    another on the same database, else both to one."""
     now_s = int(time.time())
     with fresh_database("postgresql") as dsn, \
             tempfile.TemporaryDirectory(prefix="tilltap-bench-central-") as tmp:
-        ledger = start_ledger(dsn, gateways, Path(tmp))
+        logins_file, tokens = write_logins(gateways, Path(tmp))
+        ledgers = [start_ledger(dsn, logins_file, tokens, Path(tmp), "ledger-batches",
+                                BATCH_LEDGER_NICENESS if split else 0)]
         try:
+            if split:
+                ledgers.append(start_ledger(dsn, logins_file, tokens, Path(tmp), "ledger-holds"))
+            batch_url, url = ledgers[0].url, ledgers[-1].url
             for gateway in range(gateways):
-                client = LedgerClient(ledger.url, token=ledger.tokens[gateway])
+                client = LedgerClient(batch_url, token=tokens[gateway])
                 client.post_batch(opening_batch(gateway, gateways, now_s))
-            url, tokens = ledger.url, ledger.tokens
             place_holds(url, tokens, gateways, min(measure_s, 1.0), "warm", paced=False)
             idle = place_holds(url, tokens, gateways, measure_s, "idle", paced=True)
             idle_peak = place_holds(url, tokens, gateways, measure_s, "idlepeak", paced=False)
             context = multiprocessing.get_context("spawn")
             started, stop, result = context.Event(), context.Event(), context.Queue()
             posters = context.Process(
-                target=post_batches, args=(url, tokens, gateways, now_s, started, stop, result))
+                target=post_batches,
+                args=(batch_url, tokens, gateways, now_s, started, stop, result))
             posters.start()
             try:
                 started.wait(SERVER_START_TIMEOUT_S)
@@ -344,27 +373,33 @@ def measure_level(gateways: int, measure_s: float) -> LevelResult:
                 if posters.is_alive():
                     posters.kill()
         finally:
-            ledger.stop()
-    return LevelResult(gateways, idle, idle_peak, loaded, loaded_peak, posted / posting_s,
+            for ledger in ledgers:
+                ledger.stop()
+    return LevelResult(gateways, split, idle, idle_peak, loaded, loaded_peak, posted / posting_s,
                        posted, failures)
 
 
 # -- the section --------------------------------------------------------------------------------
 def measure(quick: bool) -> Section:
-    return measure_levels(GATEWAY_COUNTS, QUICK_MEASURE_S if quick else FULL_MEASURE_S)
+    return measure_levels(GATEWAY_COUNTS, QUICK_MEASURE_S if quick else FULL_MEASURE_S,
+                          ONE_LEDGER_GATEWAYS)
 
 
-def measure_levels(levels: Sequence[int], measure_s: float) -> Section:
+def measure_levels(levels: Sequence[int], measure_s: float,
+                   one_ledger_levels: Sequence[int] = ()) -> Section:
+    """`levels` with holds and batches on separate ledger processes, then
+    `one_ledger_levels` with both on one."""
     section = Section("central authorization")
     problem = postgres_problem()
     if problem is not None:
         section.notes.append(f"PostgreSQL at {urlsplit(postgres_admin_dsn()).netloc} does not"
                              f" answer ({problem}): skipped; set {PG_ADMIN_DSN_ENV}")
         return section
-    for gateways in levels:
-        print(f"bench: central authorization, {gateways} gateways ...", file=sys.stderr,
+    for gateways, split in [(g, True) for g in levels] + [(g, False) for g in one_ledger_levels]:
+        print(f"bench: central authorization, {gateways} gateways"
+              f" ({'hold and batch ledgers' if split else 'one ledger'}) ...", file=sys.stderr,
               flush=True)
-        result = measure_level(gateways, measure_s)
+        result = measure_level(gateways, measure_s, split)
         add_level(section, result)
     return section
 
@@ -372,7 +407,7 @@ def measure_levels(levels: Sequence[int], measure_s: float) -> Section:
 def add_level(section: Section, result: LevelResult) -> None:
     """Per level: peak holds/s, paced p50 and p99 while batches post (baselines: the same on
     the idle ledger) and the batches' own rate."""
-    label = f"@{result.gateways}gw"
+    label = f"@{result.gateways}gw" + ("" if result.split else "_one_ledger")
     idle, loaded = result.idle, result.loaded
     section.metrics += [
         Metric.against(f"central_auth.holds_per_s{label}", result.loaded_peak.holds_per_s,
@@ -389,7 +424,8 @@ def add_level(section: Section, result: LevelResult) -> None:
     shared = loaded.shared_latencies_ms
     peak = result.loaded_peak.latencies_ms
     section.notes.append(
-        f"{result.gateways} gateways, {HOLDS_PER_GATEWAY_PER_S} holds/s each"
+        f"{result.gateways} gateways{'' if result.split else ' on one ledger process'},"
+        f" {HOLDS_PER_GATEWAY_PER_S} holds/s each"
         f" ({loaded.holds_per_s:.3g} holds/s placed) while batches of {BATCH_TXNS} post back"
         f" to back (each batch names all of its gateway's cards, so a hold waits for its own"
         f" gateway's batch in progress): holds on a card shared with a neighbour (1 in"
@@ -401,5 +437,5 @@ def add_level(section: Section, result: LevelResult) -> None:
                 **{f"loaded {k}": v for k, v in loaded.failures.items()},
                 **{f"peak {k}": v for k, v in result.loaded_peak.failures.items()}}
     if failures or result.batch_failures:
-        section.notes.append(f"{result.gateways} gateways: holds not placed {failures},"
+        section.notes.append(f"{label}: holds not placed {failures},"
                              f" batches not posted {result.batch_failures}")

@@ -331,7 +331,10 @@ class DocTerminal:
             del self.known_cards[next(iter(self.known_cards))]
         self.known_cards[card] = {"program": response["program"], "tier": response.get("tier"),
                                   "discount_pct": response.get("discount_pct", 0),
-                                  "day": self.day()}
+                                  "day": self.day(),
+                                  # Section 5.4's bound: the answer's value, less what is
+                                  # approved offline since; none in the answer, none offline.
+                                  "value_minor": response.get("value_minor") or 0}
 
     def day(self) -> int:
         """Today, for the offline quote's "same day" (docs/programs.md 2.1)."""
@@ -385,6 +388,8 @@ class DocTerminal:
                    if e.fields.get("auth_mode") == schema.AUTH_OFFLINE]
         since = None if self.last_answer_at_s is None else self.now_s() - self.last_answer_at_s
         reason = offline_decline(self.settings.limits, pending, card, quoted.card_minor, since)
+        if reason is None and quoted.card_minor > known["value_minor"]:
+            reason = "insufficient_value"
         if reason is not None:
             return Outcome(False, reason)
         written = {"program": known["program"], "version": program["version"],
@@ -392,6 +397,7 @@ class DocTerminal:
                    "discount_minor": quoted.discount_minor, "auth_mode": schema.AUTH_OFFLINE}
         fields = self._record(schema.KIND_PURCHASE, card, amount_minor, written, None, sun)
         self.commit(fields)
+        known["value_minor"] -= quoted.card_minor
         return Outcome(True, None, fields, None)
 
     # -- seams: what no honest terminal sends, to provoke section 5.1's rows ----------------

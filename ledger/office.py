@@ -1,0 +1,606 @@
+"""The back office: web pages of the ledger for people who do not write SQL, under /office/.
+
+Served by the ledger's own HTTP server (`ledger.server` hands every /office path here);
+server-rendered HTML, every value from the books escaped with `html.escape`, no JavaScript.
+
+    GET  /office/                   overview: unacknowledged alarms, overdrawn cards, find a card
+    GET  /office/sign-in            the sign-in form;  POST: name + password -> session cookie
+    POST /office/sign-out           end the session
+    GET  /office/card?card=ID       value, points, holds, block and transactions across stores
+    POST /office/card/block         card, reason (manager)      -> Books.block_card
+    POST /office/card/unblock       card[, reason] (manager)
+    GET  /office/alarms             the latest alarms, acknowledged or not
+    POST /office/alarms/acknowledge alarm (manager)             -> alarm_acks
+    GET  /office/exposure           the `exposure` report
+    GET  /office/liabilities        the `liability` and `breakage` reports [?as_of&window_days]
+    GET  /office/fleet              each gateway: batches, transactions, last batch, terminals
+
+Who: operators are logins of the roles clerk (reads) and manager (also blocks and unblocks
+cards, acknowledges alarms) in the ledger's logins file, each with a scrypt password
+(`ledger.auth`, `ledger.passwords`); what a role may do is `ledger.auth`'s table, the same
+one the API uses. A session is a random cookie (HttpOnly, SameSite=Strict, Secure when the
+ledger speaks TLS, Path=/office) kept in this process's memory for SESSION_S at most; it
+ends at sign-out, at its expiry, when the server restarts, and when its login is removed or
+given another password or role in the logins file. Every POST but the sign-in carries the
+session's CSRF token from the form; a POST whose Origin is another site is refused. Each
+sign-in (made or refused), sign-out and action is logged as an AUDIT line naming the
+operator.
+
+Errors: a request the office refuses is answered with a page and the status of the
+`LedgerRejected` it raised (400 bad form, 401 not signed in, 403 not permitted or bad CSRF
+token, 404 unknown card or alarm, 429 too many failed sign-ins); `LedgerUnavailable` is 503.
+Nothing a refused request asked for is changed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from ledger import auth, office_sql, passwords
+from ledger.auth import Login
+from ledger.books import Books
+from ledger.errors import BatchInvalid, Forbidden, LedgerRejected, LedgerUnavailable, NotFound
+from ledger.limits import BLOCK_REASON_CHARS_MAX, ID_CHARS_MAX
+from protocol.money import exponent_or_none, format_minor
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/office"
+SESSION_COOKIE = "tilltap_office"
+SESSION_S = 8 * 3600
+"""A session lasts one working day from its sign-in, then the operator signs in again."""
+SESSIONS_MAX = 1000
+"""Sessions kept at once; past it the oldest ends (memory is bounded whatever happens)."""
+SESSION_TOKEN_BYTES = 32
+SIGN_IN_FAILURES_MAX = 5
+"""Failed sign-ins of one login within SIGN_IN_WINDOW_S before it is refused for a while."""
+SIGN_IN_WINDOW_S = 300
+SIGN_IN_TRACKED_MAX = 10_000
+"""Login names whose failed sign-ins are remembered; beyond it the oldest are forgotten."""
+FORM_FIELDS_MAX = 8
+NAME_CHARS_MAX = 64
+FORM_TYPE = "application/x-www-form-urlencoded"
+HTML_TYPE = "text/html; charset=utf-8"
+# No script may run, no page may frame this one, forms post only here.
+_SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    # Card ids are in the page addresses: they go to no other site. (With no-referrer a
+    # browser sends "Origin: null" even on our own forms, which the origin check refuses.)
+    ("Referrer-Policy", "same-origin"),
+    ("Cache-Control", "no-store"),
+)
+
+
+def is_office_path(path: str) -> bool:
+    """Whether a request path belongs to the back office (the server hands it here)."""
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+@dataclass(frozen=True)
+class OfficeRequest:
+    """One request as the server read it: the parts the office looks at."""
+
+    method: str
+    target: str  # path and query, as sent
+    cookie: str | None = None
+    body: bytes | None = None
+    content_type: str = ""
+    origin: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """An answer: status, headers beyond the content ones, and the HTML."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class OfficeSession:
+    """A signed-in operator: bound to the login's password record as it was at sign-in."""
+
+    token: str
+    csrf: str
+    login: str
+    password_scrypt: str | None
+    role: str
+    expires_at: float
+
+
+class Markup(str):
+    """HTML built here from escaped parts: `_cell` writes it as it is."""
+
+
+def esc(value: object) -> str:
+    """Text as HTML (quotes too, so it is safe in an attribute)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+class Office:
+    """The back office of one ledger server; thread-safe (sessions under a lock)."""
+
+    def __init__(self, books: Books, logins: Callable[[], Mapping[str, Login] | None],
+                 secure: bool, clock: Callable[[], float] = time.time) -> None:
+        self.books = books
+        self._logins = logins
+        self.secure = secure
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, OfficeSession] = {}
+        self._failures: dict[str, list[float]] = {}
+
+    # -- entry -----------------------------------------------------------------------------
+
+    def answer(self, request: OfficeRequest) -> Page:
+        """The page for one request; never raises."""
+        try:
+            return self._route(request)
+        except LedgerRejected as error:
+            log.info("office refused %s %s: %s %s", request.method, request.target[:200],
+                     error.reason, error.detail)
+            return self._error_page(error.http_status, error.reason, error.detail)
+        except LedgerUnavailable as error:
+            log.warning("office: ledger unavailable for %s %s: %s", request.method,
+                        request.target[:200], error.detail)
+            return self._error_page(503, error.reason, "the books cannot be read now; "
+                                                       "try again in a moment")
+        except Exception:
+            log.exception("office: unexpected error serving %s %s", request.method,
+                          request.target[:200])
+            return self._error_page(500, "internal_error", "see the ledger's log")
+
+    def _route(self, request: OfficeRequest) -> Page:
+        target = urlsplit(request.target)
+        path, query = target.path.rstrip("/") or "/", target.query
+        gets: dict[str, Callable[[OfficeSession, Login, dict[str, str]], Page]] = {
+            PREFIX: self._home, f"{PREFIX}/card": self._card,
+            f"{PREFIX}/alarms": self._alarms, f"{PREFIX}/exposure": self._exposure,
+            f"{PREFIX}/liabilities": self._liabilities, f"{PREFIX}/fleet": self._fleet,
+        }
+        posts: dict[str, Callable[[OfficeSession, Login, dict[str, str]], Page]] = {
+            f"{PREFIX}/card/block": self._block, f"{PREFIX}/card/unblock": self._unblock,
+            f"{PREFIX}/alarms/acknowledge": self._acknowledge,
+            f"{PREFIX}/sign-out": self._sign_out,
+        }
+        if path == f"{PREFIX}/sign-in":
+            if request.method == "GET":
+                return self._sign_in_form(200)
+            if request.method == "POST":
+                return self._sign_in(request)
+        elif path in gets and request.method == "GET":
+            found = self._signed_in(request)
+            if found is None:
+                return _redirect(f"{PREFIX}/sign-in")
+            return gets[path](*found, _fields(query, "parameter_invalid"))
+        elif path in posts and request.method == "POST":
+            found = self._signed_in(request)
+            if found is None:
+                raise LedgerRejected("login_required", "sign in first", 401)
+            form = self._form(request)
+            if not hmac.compare_digest(form.pop("csrf", ""), found[0].csrf):
+                raise Forbidden("not_permitted", "the form is stale or was not ours: "
+                                                 "reload the page and try again")
+            return posts[path](*found, form)
+        if path in gets or path in posts or path == f"{PREFIX}/sign-in":
+            raise LedgerRejected("method_not_allowed", "not with this method", 405)
+        raise NotFound("not_found", "no such page")
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _signed_in(self, request: OfficeRequest) -> tuple[OfficeSession, Login] | None:
+        """The request's session and its login as the logins file has it now, or None."""
+        token = _cookie(request.cookie, SESSION_COOKIE)
+        if token is None:
+            return None
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is None or session.expires_at <= now:
+                self._sessions.pop(token, None)
+                return None
+        login = (self._logins() or {}).get(session.login)
+        if (login is None or login.role != session.role
+                or login.password_scrypt != session.password_scrypt):
+            with self._lock:
+                self._sessions.pop(token, None)
+            log.info("AUDIT office session of %s ended: its login changed", session.login)
+            return None
+        return session, login
+
+    def _sign_in(self, request: OfficeRequest) -> Page:
+        form = self._form(request)
+        name, password = form.get("name", ""), form.get("password", "")
+        if not 0 < len(name) <= NAME_CHARS_MAX or not password:
+            return self._sign_in_form(400, "give your name and password")
+        now = self._clock()
+        if self._too_many_failures(name, now):
+            log.warning("AUDIT office sign-in of %r refused: too many failures", name)
+            return self._sign_in_form(429, "too many failed sign-ins: wait a few minutes")
+        login = (self._logins() or {}).get(name)
+        record = login.password_scrypt if login is not None else None
+        # verify() runs scrypt even without a record, so the time taken names no login.
+        if not passwords.verify(record, password) or login is None:
+            self._count_failure(name, now)
+            log.warning("AUDIT office sign-in of %r refused: wrong name or password", name)
+            return self._sign_in_form(401, "wrong name or password")
+        session = OfficeSession(secrets.token_urlsafe(SESSION_TOKEN_BYTES),
+                                secrets.token_urlsafe(SESSION_TOKEN_BYTES), login.name,
+                                login.password_scrypt, login.role, now + SESSION_S)
+        with self._lock:
+            self._failures.pop(name, None)
+            self._sessions = {token: kept for token, kept in self._sessions.items()
+                              if kept.expires_at > now}
+            while len(self._sessions) >= SESSIONS_MAX:
+                self._sessions.pop(min(self._sessions,
+                                       key=lambda token: self._sessions[token].expires_at))
+            self._sessions[session.token] = session
+        log.info("AUDIT office sign-in by %s (%s)", login.name, login.role)
+        return _redirect(f"{PREFIX}/", self._cookie_header(session.token, SESSION_S))
+
+    def _sign_out(self, session: OfficeSession, login: Login, form: dict[str, str]) -> Page:
+        with self._lock:
+            self._sessions.pop(session.token, None)
+        log.info("AUDIT office sign-out by %s", login.name)
+        return _redirect(f"{PREFIX}/sign-in", self._cookie_header("", 0))
+
+    def _cookie_header(self, token: str, max_age_s: int) -> tuple[str, str]:
+        secure = "; Secure" if self.secure else ""
+        return ("Set-Cookie", f"{SESSION_COOKIE}={token}; Path={PREFIX}; Max-Age={max_age_s}; "
+                              f"HttpOnly; SameSite=Strict{secure}")
+
+    def _too_many_failures(self, name: str, now: float) -> bool:
+        with self._lock:
+            recent = [at for at in self._failures.get(name, []) if at > now - SIGN_IN_WINDOW_S]
+            return len(recent) >= SIGN_IN_FAILURES_MAX
+
+    def _count_failure(self, name: str, now: float) -> None:
+        with self._lock:
+            if name not in self._failures and len(self._failures) >= SIGN_IN_TRACKED_MAX:
+                self._failures.pop(next(iter(self._failures)))
+            recent = [at for at in self._failures.get(name, []) if at > now - SIGN_IN_WINDOW_S]
+            self._failures[name] = [*recent[-SIGN_IN_FAILURES_MAX:], now]
+
+    def _form(self, request: OfficeRequest) -> dict[str, str]:
+        """A POSTed form, refused whole when malformed or posted from another site."""
+        if request.origin is not None and request.host is not None:
+            origin = urlsplit(request.origin)
+            if origin.netloc != request.host or origin.scheme != (
+                    "https" if self.secure else "http"):
+                raise Forbidden("not_permitted", "a form from another site")
+        if request.content_type.split(";")[0].strip().lower() != FORM_TYPE:
+            raise LedgerRejected("content_type_unsupported", f"send {FORM_TYPE}", 415)
+        try:
+            text = (request.body or b"").decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BatchInvalid("request_malformed", "the form is not UTF-8") from error
+        return _fields(text, "request_malformed")
+
+    # -- pages -----------------------------------------------------------------------------
+
+    def _home(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        unacknowledged = self.books.read(lambda db, now: office_sql.unacknowledged_alarms(db))
+        exposure = self.books.report("exposure")
+        body = (f"<h1>Back office</h1>{_card_search('')}"
+                f"<p><a href='{PREFIX}/alarms'>Alarms not acknowledged</a>: "
+                f"<span id='alarms-open'>{unacknowledged}</span></p>"
+                f"<p><a href='{PREFIX}/exposure'>Cards below zero</a>: "
+                f"<span id='exposure-cards'>{esc(exposure.summary.get('cards', 0))}</span></p>")
+        return self._page(session, login, "Back office", body)
+
+    def _card(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        card = query.get("card", "").strip()
+        if not card:
+            return self._page(session, login, "Card", f"<h1>Card</h1>{_card_search('')}")
+        _check_card(card)
+        detail = self.books.card_detail(card)
+        if detail is None:
+            raise NotFound("card_unknown", f"the ledger has no card {card}")
+        transactions, total = self.books.read(
+            lambda db, now: office_sql.card_transactions(db, card))
+        holds = self.books.read(lambda db, now: office_sql.open_holds(db, card, now))
+        currency = detail["currency"]
+        block = detail["block"]
+        if detail["blocked"]:
+            status = Markup(f"<strong>blocked</strong>: <span id='card-block-reason'>"
+                            f"{esc(block['reason'])}</span> (by {esc(block['login'])}, "
+                            f"{esc(_when(block['at']))})")
+        else:
+            status = Markup("not blocked")
+        facts = [("Card", Markup(f"<code>{esc(card)}</code>")), ("Program", detail["program"]),
+                 ("Value", _money(detail["value_minor"], currency), "card-value"),
+                 ("Points", detail["points"], "card-points"),
+                 ("Held", _money(detail["held_minor"], currency), "card-held"),
+                 ("Available", _money(detail["available_minor"], currency), "card-available"),
+                 ("Held points", detail["held_points"], "card-held-points"),
+                 ("Available points", detail["available_points"], "card-available-points"),
+                 ("Status", status, "card-status")]
+        rows = "".join(
+            f"<tr><th>{esc(fact[0])}</th><td{_id(fact[2] if len(fact) > 2 else None)}>"
+            f"{_cell(fact[1])}</td></tr>" for fact in facts)
+        shown = (f"the latest {len(transactions)} of {total}" if total > len(transactions)
+                 else f"{total}")
+        body = (f"<h1>Card <code>{esc(card)}</code></h1>{_card_search(card)}"
+                f"<table class='facts'>{rows}</table>"
+                f"{self._block_form(session, login, card, detail['blocked'])}"
+                f"<h2>Open holds</h2>"
+                + _table(("hold", "value", "points", "terminal", "merchant", "placed",
+                          "expires"),
+                         ([hold["hold_id"], _money(hold["amount_minor"], currency),
+                           hold["points"], hold["terminal"], hold["merchant"],
+                           _when(hold["placed_at"]), _when(hold["expires_at"])]
+                          for hold in holds), "holds")
+                + f"<h2>Transactions ({esc(shown)})</h2>"
+                + _table(("time", "store (gateway)", "terminal", "merchant", "kind", "amount",
+                          "card value", "bonus", "points", "transaction", "authorized"),
+                         ([_when(txn["time"]), txn["gateway_id"], txn["terminal"],
+                           txn["merchant"], txn["kind"], _money(txn["amount_minor"], currency),
+                           _money(txn["card_value_minor"], currency),
+                           _money(txn["bonus_minor"], currency), txn["points"], txn["txn_id"],
+                           txn["auth"]] for txn in transactions), "transactions"))
+        return self._page(session, login, f"Card {card}", body)
+
+    def _block_form(self, session: OfficeSession, login: Login, card: str,
+                    blocked: bool) -> str:
+        """The block or unblock form, for a login that may block (none for a clerk)."""
+        if auth.BLOCK_CARD not in login.actions:
+            return ""
+        hidden = f"{_csrf(session)}<input type='hidden' name='card' value='{esc(card)}'>"
+        if blocked:
+            return (f"<form method='post' action='{PREFIX}/card/unblock'>{hidden}"
+                    "<label>Reason <input name='reason' maxlength='"
+                    f"{BLOCK_REASON_CHARS_MAX}'></label> "
+                    "<button id='unblock' type='submit'>Unblock card</button></form>")
+        return (f"<form method='post' action='{PREFIX}/card/block'>{hidden}"
+                f"<label>Reason <input name='reason' required maxlength='"
+                f"{BLOCK_REASON_CHARS_MAX}'></label> "
+                "<button id='block' type='submit'>Block card</button></form>")
+
+    def _block(self, session: OfficeSession, login: Login, form: dict[str, str]) -> Page:
+        return self._change_block(login, form, True)
+
+    def _unblock(self, session: OfficeSession, login: Login, form: dict[str, str]) -> Page:
+        return self._change_block(login, form, False)
+
+    def _change_block(self, login: Login, form: dict[str, str], blocked: bool) -> Page:
+        auth.require(login, auth.BLOCK_CARD)
+        card, reason = form.get("card", ""), form.get("reason", "").strip()
+        _check_card(card)
+        if len(reason) > BLOCK_REASON_CHARS_MAX or (blocked and not reason):
+            raise BatchInvalid("request_malformed",
+                               f"give a reason of 1 to {BLOCK_REASON_CHARS_MAX} characters")
+        result = self.books.block_card(card, blocked, reason, login.name)
+        log.info("AUDIT office: %s %s card %s (%s): %s", login.name,
+                 "blocked" if blocked else "unblocked", card[:64],
+                 "changed" if result["changed"] else "unchanged", reason)
+        return _redirect(f"{PREFIX}/card?card={quote(card, safe='')}")
+
+    def _alarms(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        alarms = self.books.read(lambda db, now: office_sql.alarms(db))
+        may_acknowledge = auth.ACKNOWLEDGE_ALARM in login.actions
+
+        def acknowledged(alarm: dict[str, Any]) -> object:
+            if alarm["acknowledged_at"] is not None:
+                return (f"{alarm['acknowledged_by']}, {_when(alarm['acknowledged_at'])}")
+            if not may_acknowledge:
+                return "no"
+            return Markup(f"<form method='post' action='{PREFIX}/alarms/acknowledge'>"
+                          f"{_csrf(session)}<input type='hidden' name='alarm' "
+                          f"value='{esc(alarm['id'])}'><button type='submit' "
+                          f"id='acknowledge-{esc(alarm['id'])}'>Acknowledge</button></form>")
+
+        body = (f"<h1>Alarms</h1><p>The latest {office_sql.ALARMS_MAX} at most, newest "
+                "first.</p>"
+                + _table(("id", "at", "reason", "detail", "acknowledged"),
+                         ([alarm["id"], _when(alarm["at"]), alarm["reason"], alarm["detail"],
+                           acknowledged(alarm)] for alarm in alarms), "alarms"))
+        return self._page(session, login, "Alarms", body)
+
+    def _acknowledge(self, session: OfficeSession, login: Login, form: dict[str, str]) -> Page:
+        auth.require(login, auth.ACKNOWLEDGE_ALARM)
+        text = form.get("alarm", "")
+        if not text.isdigit() or len(text) > 18:
+            raise BatchInvalid("request_malformed", "alarm: an alarm id")
+        alarm_id = int(text)
+        changed = self.books.transact(
+            lambda db, now: office_sql.acknowledge_alarm(db, alarm_id, login.name, now))
+        log.info("AUDIT office: %s acknowledged alarm %d (%s)", login.name, alarm_id,
+                 "changed" if changed else "unchanged")
+        return _redirect(f"{PREFIX}/alarms")
+
+    def _exposure(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        report = self.books.report("exposure")
+        summary = report.summary
+        body = ("<h1>Exposure</h1><p>Cards below zero: value sold on them without a ledger "
+                f"hold (offline or stand-in). Cards: <span id='exposure-cards'>"
+                f"{esc(summary.get('cards', 0))}</span>.</p>"
+                + _table(("card", "value", "blocked"),
+                         ([_card_link(row["card"]), _money(row["value_minor"], row["currency"]),
+                           "yes" if row["blocked"] else "no"] for row in report.rows),
+                         "exposure")
+                + "<h2>By store</h2>"
+                + _table(tuple(_columns(summary.get("by_gateway", []))),
+                         (list(row.values()) for row in summary.get("by_gateway", [])),
+                         "exposure-by-gateway"))
+        return self._page(session, login, "Exposure", body)
+
+    def _liabilities(self, session: OfficeSession, login: Login,
+                     query: dict[str, str]) -> Page:
+        parameters = {key: value for key, value in query.items()
+                      if key in ("as_of", "window_days") and value}
+        liability = self.books.report("liability", {k: v for k, v in parameters.items()
+                                                    if k == "as_of"})
+        breakage = self.books.report("breakage", parameters)
+        form = (f"<form method='get' action='{PREFIX}/liabilities'><label>As of "
+                f"<input name='as_of' value='{esc(liability.query.as_of.isoformat())}'></label> "
+                f"<label>Breakage window (days) <input name='window_days' "
+                f"value='{esc(breakage.query.window_days)}'></label> "
+                "<button type='submit'>Show</button></form>")
+        body = (f"<h1>Liabilities and breakage</h1>{form}"
+                f"<h2>Owed to card holders at the end of {esc(liability.query.as_of)}</h2>"
+                + _table(("program", "account", "cards", "liability"),
+                         ([row["program"], row["account"], row["cards"],
+                           _money(row["liability_minor"], row["unit"])]
+                          for row in liability.rows), "liability")
+                + f"<h2>Breakage in the {esc(breakage.query.window_days)} days to "
+                  f"{esc(breakage.query.as_of)}</h2>"
+                + _table(("program", "merchant", "cards", "expirations", "breakage"),
+                         ([row["program"], row["merchant"], row["cards"], row["expirations"],
+                           _money(row["breakage_minor"], row["unit"])]
+                          for row in breakage.rows), "breakage"))
+        return self._page(session, login, "Liabilities", body)
+
+    def _fleet(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        gateways = self.books.read(lambda db, now: office_sql.gateways(db))
+        body = ("<h1>Fleet</h1><p>Each store's gateway as the ledger knows it from the "
+                "batches it settled.</p>"
+                + _table(("gateway", "batches", "transactions", "posted", "last batch",
+                          "terminals", "latest transaction"),
+                         ([gateway["gateway_id"], gateway["batches"], gateway["transactions"],
+                           gateway["posted"], _when(gateway["last_batch_at"]),
+                           gateway["terminals"] or 0, _when(gateway["last_txn_time"])]
+                          for gateway in gateways), "fleet"))
+        return self._page(session, login, "Fleet", body)
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _page(self, session: OfficeSession, login: Login, title: str, body: str) -> Page:
+        nav = " ".join(f"<a href='{PREFIX}{path}'>{label}</a>" for path, label in (
+            ("/", "Home"), ("/card", "Card"), ("/alarms", "Alarms"), ("/exposure", "Exposure"),
+            ("/liabilities", "Liabilities"), ("/fleet", "Fleet")))
+        header = (f"<header><nav>{nav}</nav><span class='who'>Signed in as "
+                  f"<span id='operator'>{esc(login.name)}</span> ({esc(login.role)}) "
+                  f"<form method='post' action='{PREFIX}/sign-out'>{_csrf(session)}"
+                  "<button id='sign-out' type='submit'>Sign out</button></form></span>"
+                  "</header>")
+        return _html_page(200, title, header + f"<main>{body}</main>")
+
+    def _sign_in_form(self, status: int, message: str = "") -> Page:
+        if self._logins() is None:
+            # An open ledger (no --logins, loopback only) has no operators to sign in.
+            message = "this ledger runs without a logins file: nobody can sign in"
+        note = f"<p class='error' id='error'>{esc(message)}</p>" if message else ""
+        body = ("<main><h1>tilltap back office</h1>" + note
+                + f"<form method='post' action='{PREFIX}/sign-in'>"
+                "<p><label>Name <input name='name' autocomplete='username' required></label></p>"
+                "<p><label>Password <input name='password' type='password' "
+                "autocomplete='current-password' required></label></p>"
+                "<p><button id='sign-in' type='submit'>Sign in</button></p></form></main>")
+        return _html_page(status, "Sign in", body)
+
+    def _error_page(self, status: int, reason: str, detail: str) -> Page:
+        body = (f"<main><h1>{esc(status)} {esc(reason)}</h1><p id='error'>{esc(detail)}</p>"
+                f"<p><a href='{PREFIX}/'>Back office</a></p></main>")
+        return _html_page(status, reason, body)
+
+
+_STYLE = ("body{font-family:sans-serif;margin:1em}header{display:flex;gap:2em;"
+          "align-items:center}header form{display:inline}nav a{margin-right:1em}"
+          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+          "padding:.2em .5em;text-align:left}.error{color:#a00}")
+
+
+def _html_page(status: int, title: str, body: str) -> Page:
+    document = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                f"<title>{esc(title)} - tilltap</title><style>{_STYLE}</style></head>"
+                f"<body>{body}</body></html>")
+    return Page(status, document.encode("utf-8"), _SECURITY_HEADERS)
+
+
+def _redirect(location: str, *headers: tuple[str, str]) -> Page:
+    """303 See Other: after a POST the browser GETs the result (no form resent on reload)."""
+    return Page(303, b"", (("Location", location), *headers, *_SECURITY_HEADERS))
+
+
+def _table(columns: Iterable[str], rows: Iterable[list[Any]], table_id: str) -> str:
+    head = "".join(f"<th>{esc(column)}</th>" for column in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(value)}</td>" for value in row) + "</tr>"
+                   for row in rows)
+    if not body:
+        return f"<p id='{esc(table_id)}'>None.</p>"
+    return (f"<table id='{esc(table_id)}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(rows[0]) if rows else []
+
+
+def _cell(value: object) -> str:
+    return value if isinstance(value, Markup) else esc(value)
+
+
+def _id(element_id: str | None) -> str:
+    return f" id='{esc(element_id)}'" if element_id else ""
+
+
+def _csrf(session: OfficeSession) -> str:
+    return f"<input type='hidden' name='csrf' value='{esc(session.csrf)}'>"
+
+
+def _card_search(card: str) -> str:
+    return (f"<form method='get' action='{PREFIX}/card'><label>Card <input name='card' "
+            f"value='{esc(card)}' maxlength='{ID_CHARS_MAX}'></label> "
+            "<button id='find-card' type='submit'>Show</button></form>")
+
+
+def _card_link(card: str) -> Markup:
+    return Markup(f"<a href='{PREFIX}/card?card={esc(quote(card, safe=''))}'>{esc(card)}</a>")
+
+
+def _check_card(card: str) -> None:
+    """A card id as the ledger keeps them: 1 to ID_CHARS_MAX visible characters."""
+    if not 0 < len(card) <= ID_CHARS_MAX or not card.isprintable():
+        raise BatchInvalid("parameter_invalid", f"a card id has 1 to {ID_CHARS_MAX} characters")
+
+
+def _money(minor: int | None, unit: str) -> str:
+    """12.50 EUR for a currency, 120 PTS for points (or any unit without an exponent)."""
+    if minor is None:
+        return ""
+    if exponent_or_none(unit) is None:
+        return f"{minor} {unit}"
+    return str(format_minor(minor, unit))
+
+
+def _when(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _fields(text: str, malformed: str) -> dict[str, str]:
+    """Form or query fields, each at most once; anything else refuses the request whole."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                          max_num_fields=FORM_FIELDS_MAX)
+    except ValueError as error:
+        raise BatchInvalid(malformed, f"the form: {str(error)[:200]}") from error
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise BatchInvalid(malformed, "a field is given twice")
+    return fields
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    """The value of one cookie in a Cookie header (the last if sent twice), or None."""
+    found = None
+    for part in (header or "").split(";"):
+        key, separator, value = part.strip().partition("=")
+        if separator and key == name and value:
+            found = value
+    return found

@@ -1,0 +1,149 @@
+"""The back office in a real browser: Debian's chromium, headless, driven by Playwright, against
+the real ledger server over TLS on PostgreSQL, with logins and postings made through the
+ledger's client as a gateway makes them.
+
+A manager and a clerk sign in; the pages load; the card page's figures are the API's
+(`LedgerClient.card`); the manager blocks a card in the browser and the API shows it blocked;
+the clerk has no block button and a POST forged in the clerk's session is refused; signing
+out ends the session. Unit tests of the same pages: tests/ledger/test_office.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from ledger import auth
+from ledger.client import LedgerClient
+from ledger.server import LedgerServer, serve, tls_context
+from protocol.money import format_minor
+from tests.ledger.builders import batch, issue, purchase, topup
+from tests.support.postgres import temporary_database
+from tools.tls import make_server_tls
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "counter top secret"
+TIMEOUT_MS = 10_000
+
+
+@dataclass
+class Ledger:
+    server: LedgerServer
+    gateway: LedgerClient
+    reader: LedgerClient
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, pg_admin_dsn: str) -> Iterator[Ledger]:
+    """The ledger server with a manager, a clerk, a gateway and a reader login, and a day of
+    postings by gateway gw1: two cards, one with an open hold."""
+    gateway, gateway_token = auth.new_login("gw1", "gateway", "gw1", ("T1",), ("M1",))
+    reader, reader_token = auth.new_login("audit", "reader")
+    logins = {"mia": auth.new_operator("mia", "manager", PASSWORD),
+              "carl": auth.new_operator("carl", "clerk", PASSWORD),
+              "gw1": gateway, "audit": reader}
+    logins_file = tmp_path / "logins.json"
+    logins_file.write_text(auth.dump_logins(logins))
+    tls = make_server_tls(tmp_path / "tls", "127.0.0.1", "test CA", "ledger")
+    with temporary_database(pg_admin_dsn) as dsn:
+        server = serve(dsn, logins_file=logins_file,
+                       tls=tls_context(tls["ledger.pem"], tls["ledger.key"]))
+        try:
+            as_gateway = LedgerClient(server.url, token=gateway_token, ca_file=tls["ca.pem"])
+            as_gateway.post_batch(batch("gw1-1", issue("T1-1", "C1", 5000),
+                                        purchase("T1-2", "C1", 1250, points=12),
+                                        issue("T1-3", "C2", 2000), topup("T1-4", "C2", 500)))
+            as_gateway.place_hold("gw1-a1-1", "C1", "EUR", 300, 3600, "T1", "M1")
+            yield Ledger(server, as_gateway,
+                         LedgerClient(server.url, token=reader_token, ca_file=tls["ca.pem"]))
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def signed_in(browser: Browser, ledger: Ledger, name: str) -> tuple[BrowserContext, Page]:
+    """A fresh browser profile that opened the back office and signed in as `name`."""
+    context = browser.new_context(ignore_https_errors=True)  # the ledger's own test CA
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{ledger.server.url}/office/")
+    assert page.url.endswith("/office/sign-in")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#sign-in")
+    page.wait_for_url("**/office/")
+    assert page.text_content("#operator") == name
+    (cookie,) = context.cookies()
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    return context, page
+
+
+def show_card(page: Page, card: str) -> None:
+    page.fill("input[name=card]", card)
+    page.click("#find-card")
+    page.wait_for_selector("#card-value")
+
+
+def test_a_manager_sees_the_apis_figures_and_blocks_a_card_in_the_browser(
+        browser: Browser, ledger: Ledger) -> None:
+    context, page = signed_in(browser, ledger, "mia")
+    for link, heading in (("Alarms", "Alarms"), ("Exposure", "Exposure"),
+                          ("Liabilities", "Liabilities and breakage"), ("Fleet", "Fleet")):
+        page.click(f"nav >> text={link}")
+        assert page.text_content("main h1") == heading
+    assert "gw1" in (page.text_content("#fleet") or "")
+    page.click("nav >> text=Card")
+    show_card(page, "C1")
+    api = ledger.reader.card("C1")
+    assert page.text_content("#card-value") == format_minor(api["value_minor"], "EUR")
+    assert page.text_content("#card-points") == str(api["points"])
+    assert page.text_content("#card-held") == format_minor(api["held_minor"], "EUR")
+    assert page.text_content("#card-available") == format_minor(api["available_minor"], "EUR")
+    assert page.text_content("#card-status") == "not blocked"
+    assert "gw1-a1-1" in (page.text_content("#holds") or "")
+    assert page.locator("#transactions tbody tr").count() == 2
+
+    page.fill("form[action='/office/card/block'] input[name=reason]", "reported stolen")
+    page.click("#block")
+    page.wait_for_selector("#unblock")
+    assert page.text_content("#card-block-reason") == "reported stolen"
+    api = ledger.reader.card("C1")
+    assert api["blocked"] and api["block"]["login"] == "mia"
+    assert api["block"]["reason"] == "reported stolen"
+
+    page.click("#sign-out")
+    page.wait_for_url("**/office/sign-in")
+    page.goto(f"{ledger.server.url}/office/card?card=C1")
+    assert page.url.endswith("/office/sign-in")
+    context.close()
+
+
+def test_a_clerk_reads_but_has_no_block_button_and_a_forged_block_is_refused(
+        browser: Browser, ledger: Ledger) -> None:
+    context, page = signed_in(browser, ledger, "carl")
+    show_card(page, "C2")
+    assert page.text_content("#card-value") == format_minor(
+        ledger.reader.card("C2")["value_minor"], "EUR")
+    assert page.locator("#block").count() == 0
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    # The request a block button would send, in the clerk's own session and with its token.
+    answer = context.request.post(f"{ledger.server.url}/office/card/block",
+                                  form={"card": "C2", "reason": "forged", "csrf": csrf},
+                                  max_redirects=0)
+    assert answer.status == 403 and "may not block_card" in answer.text()
+    assert not ledger.reader.card("C2")["blocked"]
+    context.close()
