@@ -12,7 +12,12 @@ server-rendered HTML, every value from the books escaped with `html.escape`, no 
     GET  /office/alarms             the latest alarms, acknowledged or not
     POST /office/alarms/acknowledge alarm (manager)             -> alarm_acks
     GET  /office/exposure           the `exposure` report
-    GET  /office/liabilities        the `liability` and `breakage` reports [?as_of&window_days]
+    GET  /office/liabilities        the `liability` and `breakage` reports, and both over time
+                                    as a chart [?as_of&window_days&step_days]
+    GET  /office/segments           the `segments` report: value classes and RFM
+                                    [?as_of&window_days]
+    GET  /office/lapsing            the `lapsing` report: regulars who stopped coming
+                                    [?as_of&window_days&days&min_purchases]
     GET  /office/fleet              each gateway: batches, transactions, last batch, terminals
 
 Who: operators are logins of the roles clerk (reads) and manager (also blocks and unblocks
@@ -42,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -50,7 +55,7 @@ from ledger import auth, office_sql, passwords
 from ledger.auth import Login
 from ledger.books import Books
 from ledger.errors import BatchInvalid, Forbidden, LedgerRejected, LedgerUnavailable, NotFound
-from ledger.limits import BLOCK_REASON_CHARS_MAX, ID_CHARS_MAX
+from ledger.limits import BLOCK_REASON_CHARS_MAX, ID_CHARS_MAX, REPORT_WINDOW_DAYS_MAX
 from protocol.money import exponent_or_none, format_minor
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,15 @@ SIGN_IN_TRACKED_MAX = 10_000
 FORM_FIELDS_MAX = 8
 NAME_CHARS_MAX = 64
 FORM_TYPE = "application/x-www-form-urlencoded"
+CHART_POINTS = 12
+"""Period ends on the liabilities chart: the as-of day and the 11 before it."""
+CHART_STEP_DAYS_DEFAULT = 30
+"""Days between two points of the chart (and the breakage window of each point)."""
+CHART_WIDTH_PX = 640
+CHART_HEIGHT_PX = 200
+CHART_MARGIN_PX = 40
+SEGMENT_ROWS_MAX = 200
+"""Cards listed on the segments page (the top spenders); the API has them all."""
 HTML_TYPE = "text/html; charset=utf-8"
 # No script may run, no page may frame this one, forms post only here.
 _SECURITY_HEADERS = (
@@ -171,6 +185,7 @@ class Office:
             PREFIX: self._home, f"{PREFIX}/card": self._card,
             f"{PREFIX}/alarms": self._alarms, f"{PREFIX}/exposure": self._exposure,
             f"{PREFIX}/liabilities": self._liabilities, f"{PREFIX}/fleet": self._fleet,
+            f"{PREFIX}/segments": self._segments, f"{PREFIX}/lapsing": self._lapsing,
         }
         posts: dict[str, Callable[[OfficeSession, Login, dict[str, str]], Page]] = {
             f"{PREFIX}/card/block": self._block, f"{PREFIX}/card/unblock": self._unblock,
@@ -440,16 +455,19 @@ class Office:
 
     def _liabilities(self, session: OfficeSession, login: Login,
                      query: dict[str, str]) -> Page:
-        parameters = {key: value for key, value in query.items()
-                      if key in ("as_of", "window_days") and value}
-        liability = self.books.report("liability", {k: v for k, v in parameters.items()
-                                                    if k == "as_of"})
+        parameters = _only(query, ("as_of", "window_days", "step_days"))
+        step_days = _whole(parameters.pop("step_days", None), "step_days",
+                           CHART_STEP_DAYS_DEFAULT, REPORT_WINDOW_DAYS_MAX)
+        liability = self.books.report("liability", _only(parameters, ("as_of",)))
         breakage = self.books.report("breakage", parameters)
+        history = self._history(liability.query.as_of, step_days)
         form = (f"<form method='get' action='{PREFIX}/liabilities'><label>As of "
                 f"<input name='as_of' value='{esc(liability.query.as_of.isoformat())}'></label> "
                 f"<label>Breakage window (days) <input name='window_days' "
                 f"value='{esc(breakage.query.window_days)}'></label> "
-                "<button type='submit'>Show</button></form>")
+                f"<label>Chart step (days) <input name='step_days' value='{esc(step_days)}'>"
+                "</label> <button type='submit'>Show</button></form>")
+        charts = "".join(_chart(unit, points) for unit, points in sorted(history.items()))
         body = (f"<h1>Liabilities and breakage</h1>{form}"
                 f"<h2>Owed to card holders at the end of {esc(liability.query.as_of)}</h2>"
                 + _table(("program", "account", "cards", "liability"),
@@ -461,8 +479,96 @@ class Office:
                 + _table(("program", "merchant", "cards", "expirations", "breakage"),
                          ([row["program"], row["merchant"], row["cards"], row["expirations"],
                            _money(row["breakage_minor"], row["unit"])]
-                          for row in breakage.rows), "breakage"))
+                          for row in breakage.rows), "breakage")
+                + f"<h2>Over time, every {esc(step_days)} days</h2>"
+                "<p>The line is what card holders are owed at the end of each day shown; the "
+                f"bars, what expired in the {esc(step_days)} days up to it.</p>"
+                + (charts or "<p>None.</p>")
+                + _table(("date", "unit", "liability", "breakage"),
+                         ([day, unit, _money(owed, unit), _money(expired, unit)]
+                          for unit, points in sorted(history.items())
+                          for day, owed, expired in points), "liability-history"))
         return self._page(session, login, "Liabilities", body)
+
+    def _history(self, as_of: date, step_days: int) -> dict[str, list[tuple[str, int, int]]]:
+        """Per unit, for each chart point (oldest first): day, liability, breakage in its step.
+
+        Each point is the `liability` and `breakage` report as of that day, summed over
+        programs and accounts of the unit, so the chart shows what the API would answer."""
+        history: dict[str, list[tuple[str, int, int]]] = {}
+        days = [as_of - timedelta(days=step_days * back) for back in
+                range(CHART_POINTS - 1, -1, -1)]
+        figures: list[tuple[str, dict[str, int], dict[str, int]]] = []
+        for day in days:
+            if day.year < 1970:
+                continue
+            owed: dict[str, int] = {}
+            for row in self.books.report("liability", {"as_of": day.isoformat()}).rows:
+                owed[row["unit"]] = owed.get(row["unit"], 0) + row["liability_minor"]
+            expired: dict[str, int] = {}
+            window = {"as_of": day.isoformat(), "window_days": str(step_days)}
+            for row in self.books.report("breakage", window).rows:
+                expired[row["unit"]] = expired.get(row["unit"], 0) + row["breakage_minor"]
+            figures.append((day.isoformat(), owed, expired))
+        units = sorted({unit for _, owed, expired in figures for unit in (*owed, *expired)})
+        for unit in units:
+            history[unit] = [(day, owed.get(unit, 0), expired.get(unit, 0))
+                             for day, owed, expired in figures]
+        return history
+
+    def _segments(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        report = self.books.report("segments", _only(query, ("as_of", "window_days")))
+        form = (f"<form method='get' action='{PREFIX}/segments'><label>As of <input "
+                f"name='as_of' value='{esc(report.query.as_of.isoformat())}'></label> "
+                f"<label>Over (days) <input name='window_days' "
+                f"value='{esc(report.query.window_days)}'></label> "
+                "<button type='submit'>Show</button></form>")
+        summary = _table(
+            ("currency", "cards", "top cards", "their revenue", "all revenue", "top share"),
+            ([currency, figures["cards"], figures["top_cards"],
+              _money(figures["top_revenue_minor"], currency),
+              _money(figures["revenue_minor"], currency), _percent(figures["top_share_bp"])]
+             for currency, figures in sorted(report.summary.items())), "segments-summary")
+        rows = sorted(report.rows, key=lambda row: (row["currency"], -row["monetary_minor"],
+                                                     row["card"]))[:SEGMENT_ROWS_MAX]
+        body = (f"<h1>Segments</h1>{form}<p>Cards by what they spent in the "
+                f"{esc(report.query.window_days)} days to {esc(report.query.as_of)}: the top "
+                "fifth (rounded up) and its share of the revenue; recency, frequency and "
+                "spend each scored 1 (lowest fifth) to 5.</p>" + summary
+                + f"<h2>Cards, the biggest spenders first (at most {SEGMENT_ROWS_MAX})</h2>"
+                + _table(("card", "program", "spent", "purchases", "days since", "RFM",
+                          "top fifth", "share"),
+                         ([_card_link(row["card"]), row["program"],
+                           _money(row["monetary_minor"], row["currency"]), row["frequency"],
+                           row["recency_days"], row["rfm_score"],
+                           "yes" if row["top_fifth"] else "no",
+                           _percent(row["revenue_share_bp"])] for row in rows), "segments"))
+        return self._page(session, login, "Segments", body)
+
+    def _lapsing(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        report = self.books.report(
+            "lapsing", _only(query, ("as_of", "window_days", "days", "min_purchases")))
+        parameters = report.query.parameters
+        form = (f"<form method='get' action='{PREFIX}/lapsing'><label>As of <input "
+                f"name='as_of' value='{esc(report.query.as_of.isoformat())}'></label> "
+                f"<label>Over (days) <input name='window_days' "
+                f"value='{esc(report.query.window_days)}'></label> "
+                f"<label>Away for (days) <input name='days' value='{esc(parameters['days'])}'>"
+                f"</label> <label>Purchases at least <input name='min_purchases' "
+                f"value='{esc(parameters['min_purchases'])}'></label> "
+                "<button type='submit'>Show</button></form>")
+        body = (f"<h1>Lapsing regulars</h1>{form}<p>Cards with at least "
+                f"{esc(parameters['min_purchases'])} purchases in the "
+                f"{esc(report.query.window_days)} days to {esc(report.query.as_of)} and none in "
+                f"the last {esc(parameters['days'])}: <span id='lapsing-cards'>"
+                f"{len(report.rows)}</span>.</p>"
+                + _table(("card", "program", "purchases", "spent", "last purchase",
+                          "days since"),
+                         ([_card_link(row["card"]), row["program"], row["purchases"],
+                           _money(row["monetary_minor"], row["currency"]),
+                           row["last_purchase"], row["days_since_purchase"]]
+                          for row in report.rows), "lapsing"))
+        return self._page(session, login, "Lapsing", body)
 
     def _fleet(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
         gateways = self.books.read(lambda db, now: office_sql.gateways(db))
@@ -481,7 +587,8 @@ class Office:
     def _page(self, session: OfficeSession, login: Login, title: str, body: str) -> Page:
         nav = " ".join(f"<a href='{PREFIX}{path}'>{label}</a>" for path, label in (
             ("/", "Home"), ("/card", "Card"), ("/alarms", "Alarms"), ("/exposure", "Exposure"),
-            ("/liabilities", "Liabilities"), ("/fleet", "Fleet")))
+            ("/liabilities", "Liabilities"), ("/segments", "Segments"),
+            ("/lapsing", "Lapsing"), ("/fleet", "Fleet")))
         header = (f"<header><nav>{nav}</nav><span class='who'>Signed in as "
                   f"<span id='operator'>{esc(login.name)}</span> ({esc(login.role)}) "
                   f"<form method='post' action='{PREFIX}/sign-out'>{_csrf(session)}"
@@ -604,3 +711,59 @@ def _cookie(header: str | None, name: str) -> str | None:
         if separator and key == name and value:
             found = value
     return found
+
+
+def _only(fields: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """The named fields that were filled in (an empty box means the default)."""
+    return {name: fields[name] for name in names if fields.get(name)}
+
+
+def _whole(text: str | None, name: str, default: int, maximum: int) -> int:
+    """A whole number from 1 to `maximum` from a query field, or the default when empty."""
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= maximum):
+        raise BatchInvalid("parameter_invalid",
+                           f"{name}: {text[:32]!r} is not a whole number from 1 to {maximum}")
+    return int(text)
+
+
+def _percent(basis_points: int) -> str:
+    """Basis points as a percentage with two decimals (exact: integer arithmetic)."""
+    return f"{basis_points // 100}.{basis_points % 100:02d} %"
+
+
+def _chart(unit: str, points: list[tuple[str, int, int]]) -> str:
+    """An inline SVG (no script, allowed by the page's policy): liability as a line and
+    breakage as bars, both on one scale from 0 to the largest figure of the unit."""
+    width, height, margin = CHART_WIDTH_PX, CHART_HEIGHT_PX, CHART_MARGIN_PX
+    top = max([1, *(owed for _, owed, _ in points), *(expired for _, _, expired in points)])
+    step = (width - 2 * margin) / max(1, len(points) - 1)
+
+    def y(value: int) -> float:
+        return height - margin - (height - 2 * margin) * value / top
+
+    line = " ".join(f"{margin + index * step:.1f},{y(owed):.1f}"
+                    for index, (_, owed, _) in enumerate(points))
+    bar_px = max(2.0, step / 3)
+    bars = "".join(
+        f"<rect x='{margin + index * step - bar_px / 2:.1f}' y='{y(expired):.1f}' "
+        f"width='{bar_px:.1f}' height='{height - margin - y(expired):.1f}' fill='#d99'>"
+        f"<title>{esc(day)}: {esc(_money(expired, unit))} expired</title></rect>"
+        for index, (day, _, expired) in enumerate(points) if expired)
+    dots = "".join(
+        f"<circle cx='{margin + index * step:.1f}' cy='{y(owed):.1f}' r='3' fill='#36c'>"
+        f"<title>{esc(day)}: {esc(_money(owed, unit))} owed</title></circle>"
+        for index, (day, owed, _) in enumerate(points))
+    axis = (f"<line x1='{margin}' y1='{height - margin}' x2='{width - margin}' "
+            f"y2='{height - margin}' stroke='#888'/>"
+            f"<text x='{margin}' y='{height - margin / 3:.0f}' font-size='11'>"
+            f"{esc(points[0][0])}</text>"
+            f"<text x='{width - margin}' y='{height - margin / 3:.0f}' font-size='11' "
+            f"text-anchor='end'>{esc(points[-1][0])}</text>"
+            f"<text x='{margin}' y='{margin - 8}' font-size='11'>{esc(_money(top, unit))}</text>")
+    return (f"<figure><figcaption>{esc(unit)}</figcaption><svg class='chart' "
+            f"id='chart-{esc(unit)}' xmlns='http://www.w3.org/2000/svg' width='{width}' "
+            f"height='{height}' viewBox='0 0 {width} {height}' role='img'>{axis}{bars}"
+            f"<polyline fill='none' stroke='#36c' stroke-width='2' points='{line}'/>{dots}"
+            "</svg></figure>")

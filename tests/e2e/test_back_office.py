@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from ledger import auth
 from ledger.client import LedgerClient
+from ledger.office import CHART_POINTS
 from ledger.server import LedgerServer, serve, tls_context
 from protocol.money import format_minor
 from tests.ledger.builders import batch, issue, purchase, topup
@@ -101,10 +102,22 @@ def test_a_manager_sees_the_apis_figures_and_blocks_a_card_in_the_browser(
         browser: Browser, ledger: Ledger) -> None:
     context, page = signed_in(browser, ledger, "mia")
     for link, heading in (("Alarms", "Alarms"), ("Exposure", "Exposure"),
-                          ("Liabilities", "Liabilities and breakage"), ("Fleet", "Fleet")):
+                          ("Liabilities", "Liabilities and breakage"),
+                          ("Segments", "Segments"), ("Lapsing", "Lapsing regulars"),
+                          ("Fleet", "Fleet")):
         page.click(f"nav >> text={link}")
         assert page.text_content("main h1") == heading
     assert "gw1" in (page.text_content("#fleet") or "")
+    page.click("nav >> text=Liabilities")
+    assert page.locator("svg#chart-EUR circle").count() == CHART_POINTS
+    assert page.locator("svg#chart-EUR").is_visible()
+    owed = ledger.reader.report("liability")
+    eur_minor = sum(row["liability_minor"] for row in owed["rows"] if row["unit"] == "EUR")
+    latest = page.locator("#liability-history tbody tr").filter(has_text="EUR").last
+    assert latest.locator("td").nth(2).text_content() == format_minor(eur_minor, "EUR")
+    page.click("nav >> text=Segments")
+    segments = ledger.reader.report("segments")
+    assert page.locator("#segments tbody tr").count() == len(segments["rows"])
     page.click("nav >> text=Card")
     show_card(page, "C1")
     api = ledger.reader.card("C1")

@@ -18,14 +18,16 @@ import pytest
 from ledger import Books, auth, posting_sql
 from ledger.auth import Login
 from ledger.office import (
+    CHART_POINTS,
     SESSION_COOKIE,
     SESSION_S,
     SIGN_IN_FAILURES_MAX,
     Office,
     OfficeRequest,
     Page,
+    _money,
 )
-from tests.ledger.builders import batch, hold_request, issue, purchase
+from tests.ledger.builders import batch, hold_request, issue, purchase, report_history
 
 PASSWORD = "a long enough secret"
 HOSTILE_CARD = "<script>alert('card')</script>"
@@ -310,3 +312,65 @@ def test_the_report_and_fleet_pages_show_the_books(office: Office, books: Books)
     fleet = text(get(office, "/office/fleet", cookie))
     assert "<td>gw1</td><td>1</td><td>2</td><td>2</td>" in fleet
     assert "id='exposure'" in text(get(office, "/office/exposure", cookie))
+
+
+def _history_rows(page: str) -> list[tuple[str, str, str, str]]:
+    """The rows of the liabilities-over-time table: date, unit, liability, breakage."""
+    table = page.split("<table id='liability-history'>", 1)[1].split("</table>", 1)[0]
+    return [tuple(re.findall(r"<td>([^<]*)</td>", row))  # type: ignore[misc]
+            for row in table.split("<tr>")[2:]]
+
+
+def test_the_liabilities_chart_shows_what_the_reports_answer_at_each_point(
+        books: Books, logins: dict[str, Login]) -> None:
+    """Every point of the chart is the liability report at its day and the breakage report
+    over the step before it, summed per unit; one line and its dots per unit."""
+    books.post_batch(report_history())
+    office = Office(books, lambda: logins, secure=False)
+    cookie, _ = sign_in(office, "carl")
+    page = text(get(office, "/office/liabilities?as_of=2025-12-01&step_days=10", cookie))
+    rows = _history_rows(page)
+    days = sorted({row[0] for row in rows})
+    assert len(days) == CHART_POINTS and days[-1] == "2025-12-01" and days[0] == "2025-08-13"
+    for day in days:
+        owed: dict[str, int] = {}
+        for row in books.report("liability", {"as_of": day}).rows:
+            owed[row["unit"]] = owed.get(row["unit"], 0) + row["liability_minor"]
+        expired: dict[str, int] = {}
+        for row in books.report("breakage", {"as_of": day, "window_days": "10"}).rows:
+            expired[row["unit"]] = expired.get(row["unit"], 0) + row["breakage_minor"]
+        shown = {row[1]: row[2:] for row in rows if row[0] == day}
+        for unit in set(owed) | set(expired):
+            assert shown[unit] == (_money(owed.get(unit, 0), unit),
+                                   _money(expired.get(unit, 0), unit)), (day, unit)
+    # By hand: on 2025-10-02 only the six EUR issues of 100.00 are owed; the expiries of 25 and 26 November fall in the step to 2025-12-01.
+    eur = {row[0]: row[2:] for row in rows if row[1] == "EUR"}
+    assert eur["2025-10-02"] == ("600.00 EUR", "0.00 EUR")
+    assert eur["2025-12-01"][1] == "20.00 EUR"
+    assert page.count("<svg class='chart'") == len({row[1] for row in rows})
+    assert page.count("<circle ") == len(rows)
+    assert get(office, "/office/liabilities?step_days=0", cookie).status == 400
+    assert get(office, "/office/liabilities?step_days=ten", cookie).status == 400
+
+
+def test_the_segments_and_lapsing_pages_list_what_the_reports_find(
+        books: Books, logins: dict[str, Login]) -> None:
+    books.post_batch(report_history())
+    office = Office(books, lambda: logins, secure=False)
+    cookie, _ = sign_in(office, "carl")
+    query = "as_of=2025-12-01&window_days=90"
+    segments = books.report("segments", {"as_of": "2025-12-01", "window_days": "90"})
+    page = text(get(office, f"/office/segments?{query}", cookie))
+    for currency, figures in segments.summary.items():
+        assert (f"<td>{currency}</td><td>{figures['cards']}</td><td>{figures['top_cards']}"
+                f"</td>") in page
+    for row in segments.rows:
+        assert f">{row['card']}</a></td><td>{row['program']}</td>" in page
+    lapsing = books.report("lapsing", {"as_of": "2025-12-01", "window_days": "90",
+                                       "days": "3", "min_purchases": "2"})
+    page = text(get(office, f"/office/lapsing?{query}&days=3&min_purchases=2", cookie))
+    assert f"<span id='lapsing-cards'>{len(lapsing.rows)}</span>" in page
+    assert lapsing.rows, "the fixed history has regulars away for three days"
+    for row in lapsing.rows:
+        assert f">{row['card']}</a></td>" in page
+    assert get(office, "/office/lapsing?days=100&window_days=90", cookie).status == 400
