@@ -64,10 +64,6 @@ def test_every_class_of_message_was_sent_and_answered_as_the_protocol_says(
     assert report["attacker"].get("resyncs", 0) == 0  # the model of its chain held
 
 
-@pytest.mark.xfail(strict=True, reason="open (README known gaps): since the SUN counters are "
-                   "kept at the ledger, every record of the stolen key in this campaign is "
-                   "refused; its second card's first offline sale is card_auth_failed, "
-                   "not yet explained")
 def test_the_stolen_keys_records_within_the_rules_are_accepted_and_counted(
     report: dict[str, Any],
 ) -> None:

@@ -235,7 +235,13 @@ class Attacker:
                 "sun": sun if sun is not None else self._tap(card)}
 
     def _issue(self, card: OwnCard) -> dict[str, Any]:
+        """The issue of a card as a terminal keeping the rules writes it: under the
+        gateway's approval (value is loaded only under one); when none comes, the record
+        without it (which the gateway refuses, auth_unknown)."""
         value = self.rng.choice((0, 500, 2000, 5000, 10_000))
+        approved = self._approved(card, txn.KIND_ISSUE, value)
+        if approved is not None:
+            return approved
         fields = self._common(card, txn.KIND_ISSUE, value)
         fields["card_value_minor"] = value
         return fields
@@ -416,7 +422,24 @@ class Attacker:
             return
         card = self.rng.choice(issued)
         amount = self.rng.randrange(1, min(card.value_minor, 2000) + 1)
-        request = self._auth_request(card, txn.KIND_PURCHASE, amount)
+        fields = self._approved(card, txn.KIND_PURCHASE, amount)
+        if fields is None:
+            return
+        payload = messages.encode(messages.TYPE_TXN, txn.check_consistency(fields))
+        if self.rng.random() < 0.5:
+            if self._send_txn(seal(self.key, payload, self.kid), "signed.online"):
+                self._believe(fields, card)
+            return
+        names, mutated = mutate_item(self.rng, cbor.decode(payload), self._context())
+        self.mutations.update("online." + name for name in names)
+        self._send_txn(seal(self.key, mutated, self.kid), "signed.online_mutated")
+
+    def _approved(self, card: OwnCard, kind: int, amount: int) -> dict[str, Any] | None:
+        """Ask the gateway as a terminal does, and the record that copies its approval, or
+        None when it declined or did not answer in AUTH_WAIT_S."""
+        request = self._auth_request(card, kind, amount)
+        if kind == txn.KIND_ISSUE:
+            request["program"] = card.program
         self.downlinks.expect_request(request["request"])
         self._send(topics.LEAF_AUTH, sealed.seal(self.key, messages.TYPE_AUTH_REQUEST, request),
                    "signed.online_request")
@@ -426,26 +449,19 @@ class Attacker:
         self.auth_wait_s += time.monotonic() - waited
         if response is None:
             self.counts["auth_wait_timeouts"] += 1
-            return
+            return None
         if not response["approved"]:
-            return
+            return None
         self.auth_ids.append(response["auth_id"])
         # One tap, one sale: the request's SUN is the record's.
-        fields = self._common(card, txn.KIND_PURCHASE, amount, request["sun"])
+        fields = self._common(card, kind, amount, request["sun"])
         for name in ("card_value_minor", "bonus_minor", "points", "auth_id", "program",
                      "version", "discount_minor", "redeem_points", "redeem_minor"):
             if response.get(name):
                 fields[name] = response[name]
         if response.get("auth_mode") is not None:
             fields["auth_mode"] = response["auth_mode"]
-        payload = messages.encode(messages.TYPE_TXN, txn.check_consistency(fields))
-        if self.rng.random() < 0.5:
-            if self._send_txn(seal(self.key, payload, self.kid), "signed.online"):
-                self._believe(fields, card)
-            return
-        names, mutated = mutate_item(self.rng, cbor.decode(payload), self._context())
-        self.mutations.update("online." + name for name in names)
-        self._send_txn(seal(self.key, mutated, self.kid), "signed.online_mutated")
+        return fields
 
     # -- barrier --------------------------------------------------------------------------
     def barrier(self) -> None:
