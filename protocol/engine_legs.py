@@ -31,6 +31,47 @@ def share(total, amount, before, after):
     return total * (amount - before) // amount - total * (amount - after) // amount
 
 
+def apportion(amount, parts, steps):
+    """Split `amount` over `parts` in proportion, by largest remainder (named rule
+    LARGEST_REMAINDER): the shares add up to `amount` exactly, each at most its part.
+
+    `steps[i]` is the smallest share part i can take (its part is a multiple of it): 1 for
+    minor units, the value of one point for points. Each part first takes the whole steps of
+    its exact share rounded down; what is left goes one step at a time to the parts with the
+    largest remainders (ties: the earlier part). A remainder smaller than a points part's
+    step goes to parts counted in minor units. Returns None when no split exists (every part
+    with room is counted in steps larger than what is left).
+    """
+    whole = 0
+    for part in parts:
+        whole += part
+    assert 0 <= amount <= whole, "an amount within its parts"
+    if amount == whole:
+        return list(parts)
+    shares = []
+    order = []
+    for index in range(len(parts)):
+        step = steps[index]
+        exact = (parts[index] // step) * amount  # in steps, times `whole`
+        shares.append(exact // whole * step)
+        order.append((-(exact % whole) * step, index))
+    order.sort()
+    left = amount
+    for share_ in shares:
+        left -= share_
+    for remainder, index in order:
+        step = steps[index]
+        if remainder and left >= step and shares[index] + step <= parts[index]:
+            shares[index] += step
+            left -= step
+    for _, index in order:
+        if left and steps[index] == 1:
+            taken = min(left, parts[index] - shares[index])
+            shares[index] += taken
+            left -= taken
+    return None if left else shares
+
+
 def read_amount(op, key, default=None):
     """op[key] as an amount; `default` when absent; amount_invalid for floats, bools, < 0."""
     if key not in op:

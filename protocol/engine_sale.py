@@ -16,9 +16,13 @@ amount); discount_pct stays what the engine would give. A refund of a load (cash
 back) that happened is likewise never declined for value the card no longer holds; its
 `overdraft_minor` says how far below zero it took the card.
 
-A refund names the sale (`of`) and an amount_minor of it (default: all that is left). Each
-part of the sale comes back in that proportion (`engine_legs.share`): card value, other
-tender, redeemed points, earned points, bonus, qualifying spend. Parts are recorded with the
+A refund names the sale (`of`) and an amount_minor of it (default: all that is left). What
+the customer paid comes back to the tender that paid it, in proportion: the amount is split
+over what is left of the card part, the other tender, the redeemed points' value and the
+discount by largest remainder (`engine_legs.apportion`), so the parts add up to the refund
+exactly and all refunds of a sale to the sale (the discount's part goes back to nobody;
+points come back in whole points at the sale's rate). Earned points, bonus and qualifying
+spend are reversed in the same proportion (`engine_legs.share`). Parts are recorded with the
 sale, so a refund reverses what the sale did under its own program version, never more; the
 refunded amounts of a sale never exceed its amount.
 """
@@ -33,6 +37,7 @@ from protocol.accounts import (
     PROMOTION_EXPENSE,
 )
 from protocol.engine_legs import (
+    apportion,
     move,
     note_sale,
     own_sale,
@@ -222,22 +227,45 @@ def _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
     def part(key):
         return share(sale[key], amount, before, after)
 
-    card_minor = part("card_minor")
-    restored = part("points_redeemed")
+    redeemed = sale["points_redeemed"]
+    point_minor = sale["redeem_minor"] // redeemed if redeemed else 1  # the sale's own rate
+    done = _refunded_parts(sale, before)
+    left = [sale[key] - done[n] for n, key in enumerate(_PARTS)]
+    discount_left = (amount - before) - left[0] - left[1] - left[2]
+    shares = apportion(after - before, left + [max(0, discount_left)],
+                       [1, 1, point_minor, 1])
+    if shares is None:
+        raise ValidationError(AMOUNT_INVALID, "this sale was paid in points worth %d each: "
+                                              "refund a multiple of it" % point_minor)
+    card_minor, other_minor, redeem_minor = shares[0], shares[1], shares[2]
+    restored = redeem_minor // point_minor
     reversed_points = part("points_earned")
     legs = effects["legs"]
     state["value_minor"] += card_minor
     move(legs, MERCHANT_SETTLEMENT, CARD_VALUE, program["currency"], card_minor, "spend")
-    redeemed = sale["points_redeemed"]
-    restored_before = redeemed - redeemed * (amount - before) // amount
+    restored_before = done[2] // point_minor
     points.restore(state, sale["pieces"], restored_before, restored_before + restored)
-    redeem_minor = 0
-    if restored:  # at the sale's own rate, whatever the program says today
-        redeem_minor = restored * (sale["redeem_minor"] // redeemed)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, restored, "redeem")
     move(legs, MERCHANT_SETTLEMENT, PROMOTION_EXPENSE, program["currency"], redeem_minor, "redeem")
     points.take_back(state, sale, sale_id, reversed_points, legs)
     spend.reverse(state, program, now, sale, part("spend_minor"), effects)
-    effects.update({"card_minor": card_minor, "other_minor": part("other_minor"),
+    sale["refunded_parts"] = [done[n] + shares[n] for n in range(len(_PARTS))]
+    effects.update({"card_minor": card_minor, "other_minor": other_minor,
                     "bonus_minor": 0, "points_restored": restored, "redeem_minor": redeem_minor,
                     "points_reversed": reversed_points})
+
+
+# The tenders a refund of a purchase gives back, in the sale's fields; its discount is the
+# rest of the amount (given back to nobody). Ties of LARGEST_REMAINDER go in this order.
+_PARTS = ("card_minor", "other_minor", "redeem_minor")
+
+
+def _refunded_parts(sale, before):
+    """What the sale's refunds so far gave back of each tender (`refunded_parts`); for a
+    sale kept before that was recorded, what the old rule gave (each part's refunded share
+    rounded up on its own, so together they may exceed `before` by a unit or two)."""
+    done = sale.get("refunded_parts")
+    if done is not None:
+        return done
+    amount = sale["amount_minor"]
+    return [sale[key] - sale[key] * (amount - before) // amount for key in _PARTS]

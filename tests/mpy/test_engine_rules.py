@@ -1,5 +1,6 @@
-"""Rules whose last day is easy to get wrong, on both interpreters (issue 18): the refund
-window's last day is in, and the last day a discount is reported to run is a day it gives.
+"""Rules easy to get wrong, on both interpreters (issue 18): the refund window's last day is
+in; the last day a discount is reported to run is a day it gives; a refund's parts add up
+to the refund (largest remainder) and all refunds of a sale to the sale.
 Programs are those of tests/vectors/program_scenarios.json."""
 
 from engine_steps import accepted, issued
@@ -11,14 +12,21 @@ from protocol.programs import validate_programs
 PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 COFFEE = PROGRAMS["coffee"]  # refund_window_days = 120
 SAVER = PROGRAMS["saver"]  # 100.00 EUR in 30 days: 10 % off (half_up) for 30 days
+CLUB = PROGRAMS["club"]  # earns 2 % (half_even), a point is worth 0.01 EUR
 
 
 def purchase(sale_id, amount_minor):
     return {"op": "purchase", "id": sale_id, "amount_minor": amount_minor, "pay": "other"}
 
 
-def refund(sale_id, amount_minor):
-    return {"op": "refund", "id": "r-" + sale_id, "of": sale_id, "amount_minor": amount_minor}
+def refund(sale_id, amount_minor, refund_id=None):
+    return {"op": "refund", "id": refund_id or "r-" + sale_id, "of": sale_id,
+            "amount_minor": amount_minor}
+
+
+def back(effects):
+    """What a refund gave back, in minor units: card, other tender and points' value."""
+    return effects["card_minor"] + effects["other_minor"] + effects["redeem_minor"]
 
 
 def test_a_sale_is_refunded_on_the_last_day_of_the_window():
@@ -46,3 +54,52 @@ def test_the_reported_last_day_of_a_discount_gives_it_and_the_day_after_does_not
     assert on_last["discount_minor"] == 100
     _, after = accepted(state, SAVER, purchase("b", 1000), last + 1)
     assert after["discount_minor"] == 0
+
+
+def test_a_refunds_parts_add_up_to_it_and_all_refunds_to_the_sale():
+    """30.00 paid with 300 points (3.00) and 27.00 in cash. Refunding 10.01: exactly
+    2700 * 1001 / 3000 = 900.9 in cash and 100.1 in points; rounded down 900 + 100 = 1000,
+    and the 1 left goes to the larger remainder, the cash: 901 + 100 points (each rounded
+    on its own, 901 + 101 = 1002 came back before). The rest, 19.99: 1799 + 200 points."""
+    state = issued(CLUB)
+    state, earned = accepted(state, CLUB, purchase("earn", 15000), 0)
+    assert earned["points_earned"] == 300  # 2 % of 150.00 in points of 0.01
+    sale = dict(purchase("p", 3000), redeem_points=300)
+    state, paid = accepted(state, CLUB, sale, 0)
+    assert (paid["redeem_minor"], paid["other_minor"]) == (300, 2700)
+    state, first = accepted(state, CLUB, refund("p", 1001, "r1"), 1)
+    assert (first["other_minor"], first["points_restored"], first["redeem_minor"]) == \
+        (901, 100, 100)
+    assert back(first) == 1001
+    _, rest = accepted(state, CLUB, refund("p", 1999, "r2"), 2)
+    assert (rest["other_minor"], rest["points_restored"]) == (1799, 200)
+    assert back(first) + back(rest) == 3000
+
+
+def test_points_come_back_whole_and_the_fraction_of_a_point_goes_to_the_cash():
+    """Coffee points are worth 0.10 EUR. 10.00 paid with 5 points (0.50) and 9.50 in cash;
+    a refund of 3.33 is 316.35 in cash and 1.665 points exactly: 1 point (0.10) comes back,
+    and the rest, 3.23, in cash. The remaining 6.67: 4 points and 6.27; 5 and 9.50 in all."""
+    coffee_points = 25  # 50.00 at 5 % in points of 0.10 (rounded down)
+    state = issued(COFFEE)
+    state, earned = accepted(state, COFFEE, purchase("earn", 5000), 0)
+    assert earned["points_earned"] == coffee_points
+    state, _ = accepted(state, COFFEE, dict(purchase("p", 1000), redeem_points=5), 0)
+    state, first = accepted(state, COFFEE, refund("p", 333, "r1"), 1)
+    assert (first["other_minor"], first["points_restored"]) == (323, 1)
+    assert back(first) == 333
+    _, rest = accepted(state, COFFEE, refund("p", 667, "r2"), 1)
+    assert (rest["other_minor"], rest["points_restored"]) == (627, 4)
+    assert first["other_minor"] + rest["other_minor"] == 950
+
+
+def test_a_sale_paid_in_points_alone_is_refunded_in_whole_points():
+    """10.00 paid with 100 coffee points: 3.35 is not a number of points (amount_invalid,
+    nothing changes); 3.30 gives 33 of them back."""
+    state = issued(COFFEE)
+    state, _ = accepted(state, COFFEE, purchase("earn", 20000), 0)  # earns 100
+    state, _ = accepted(state, COFFEE, dict(purchase("p", 1000), redeem_points=100), 0)
+    after, declined = engine.apply(state, COFFEE, refund("p", 335), 1)
+    assert declined["declined"] == "amount_invalid" and after is state
+    _, effects = accepted(state, COFFEE, refund("p", 330), 1)
+    assert (effects["points_restored"], effects["redeem_minor"]) == (33, 330)
