@@ -1,7 +1,7 @@
 """`tilltap`: the technician's and operator's command.
 
     tilltap demo [--json] [--ledger-dsn DSN]   one reconciled business day over real parts
-    tilltap gateway run ...                    the gateway service (see --help)
+    tilltap gateway run ... [--config FILE]    the gateway service (see --help)
     tilltap gateway settle --db ... --ledger-url ...   post open settlement batches
     tilltap gateway exposure --db ... [--format csv|json]   overdrafts per card and terminal
     tilltap gateway refusals --db ... [--format csv|json]   records stored as refused
@@ -9,11 +9,11 @@
     tilltap store tls --out DIR --host HOST    the store's CA and its broker's certificate
     tilltap store broker-config --out FILE --mosquitto-dir DIR --tls-dir DIR [--group G]
                                                the store's mosquitto.conf (TLS only, logins)
-    tilltap ledger serve --dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
+    tilltap ledger serve --ledger-dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
                                                the central ledger's HTTP(S) intake
     tilltap ledger login add|list|remove ...   who may call the ledger (tokens, roles)
     tilltap ledger tls --out DIR --host HOST   the ledger's CA and its server certificate
-    tilltap report NAME (--ledger-url URL | --dsn DSN) [--format csv|json] [--as-of DATE] ...
+    tilltap report NAME (--ledger-url URL | --ledger-dsn DSN) [--format csv|json] [--as-of DATE]
                                                a ledger report: liability, breakage, segments,
                                                lapsing, terminals (exit 2 on bad input)
     tilltap bench [--quick]                    benchmarks: JSON lines, then a table and goals
@@ -41,7 +41,13 @@
 Exit status (tools/command.py): 0 done; 2 a person's mistake (one line on stderr: a bad option,
 a missing or wrong file); 1 something outside failed (a broker or ledger that refuses or is
 absent, a disk); 130 stopped by Ctrl-C. No traceback unless `tilltap --debug COMMAND ...`.
-Read-only commands (report --dsn, gateway exposure/refusals) never create or change a file.
+Read-only commands (report --ledger-dsn, gateway exposure/refusals) never create or change a
+file.
+
+Environment: $TILLTAP_LEDGER_DSN, $TILLTAP_LEDGER_URL, $TILLTAP_LEDGER_HOLD_URL,
+$TILLTAP_LEDGER_TOKEN_FILE, $TILLTAP_LEDGER_CA and $TILLTAP_GATEWAY_DB are the defaults of
+--ledger-dsn, --ledger-url, --ledger-hold-url, --ledger-token-file, --ledger-ca and --db in
+every command that has them; an option on the command line wins.
 """
 
 from __future__ import annotations
@@ -57,12 +63,15 @@ from tools.command import (
     OneLineParser,
     ReadOnlyStore,
     UsageError,
+    add_environment_option,
     checked_ledger_dsn,
+    environment_value,
     file_to_write,
     folder_to_fill,
     guarded,
     http_url,
     identifier,
+    naming_variable,
     non_negative_int,
     open_read_only,
     port,
@@ -77,10 +86,11 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--operations {args.operations} is fewer than --terminals "
                          f"{args.terminals}: each terminal runs operations / terminals")
     if args.ledger_dsn is not None:
-        checked_ledger_dsn(args.ledger_dsn, must_exist=False)
-        if _has_content(args.ledger_dsn):
-            raise UsageError(f"{args.ledger_dsn} already holds a ledger: the demo needs a "
-                             "new database")
+        with naming_variable("--ledger-dsn", args.ledger_dsn):
+            checked_ledger_dsn(args.ledger_dsn, must_exist=False)
+            if _has_content(args.ledger_dsn):
+                raise UsageError(f"{args.ledger_dsn} already holds a ledger: the demo needs "
+                                 "a new database")
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -108,7 +118,8 @@ def _gateway_settle(args: argparse.Namespace) -> int:
     from ledger.client import connect
     from ledger.errors import ConfigInvalid
 
-    open_read_only(args.db, "gateway").close()  # settles an existing store, never a new one
+    with naming_variable("--db", args.db):  # settles an existing store, never a new one
+        open_read_only(args.db, "gateway").close()
     try:
         ledger = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
     except ConfigInvalid as error:
@@ -128,7 +139,8 @@ def _gateway_exposure(args: argparse.Namespace) -> int:
     from gateway import store_reports
     from gateway.store import GatewayStore
 
-    store = ReadOnlyStore(args.db)  # store_reports calls only `read`
+    with naming_variable("--db", args.db):
+        store = ReadOnlyStore(args.db)  # store_reports calls only `read`
     try:
         by_card, by_terminal = store_reports.exposure(cast(GatewayStore, store))
     finally:
@@ -152,7 +164,8 @@ def _gateway_refusals(args: argparse.Namespace) -> int:
     from gateway import store_reports
     from gateway.store import GatewayStore
 
-    store = cast(GatewayStore, ReadOnlyStore(args.db))  # store_reports calls only `read`
+    with naming_variable("--db", args.db):
+        store = cast(GatewayStore, ReadOnlyStore(args.db))  # store_reports calls only `read`
     try:
         rows = ([dict(row, refused_by="gateway") for row in store_reports.refusals(store)]
                 + [dict(row, refused_by="ledger")
@@ -316,9 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a reconciled business day")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo.add_argument("--ledger-dsn", default=None,
-                      help="a new ledger database, postgresql://... or sqlite:///abs/path.db "
-                           "(default: SQLite in a temporary folder)")
+    add_environment_option(demo, "--ledger-dsn",
+                           help="a new ledger database, postgresql://... or "
+                                "sqlite:///abs/path.db (without it or the variable: SQLite "
+                                "in a temporary folder)")
     demo.add_argument("--terminals", type=positive_int, default=3,
                       help="simulated terminals (3)")
     demo.add_argument("--cards", type=positive_int, default=30, help="cards personalized (30)")
@@ -339,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="gateway_command", required=True)
     gateway.add_parser("run", help="run the gateway service", add_help=False)
     settle = gateway.add_parser("settle", help="post open settlement batches to the ledger")
-    settle.add_argument("--db", required=True, help="the gateway's SQLite store (must exist)")
+    add_environment_option(settle, "--db", required=True, metavar="FILE",
+                           help="the gateway's SQLite store (must exist)")
     settle.add_argument("--id", type=identifier, default="gw1", help="the gateway's id (gw1)")
     add_client_arguments(settle, required=True)
     settle.set_defaults(handler=_gateway_settle)
@@ -349,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("refusals", _gateway_refusals,
              "records refused after their MAC verified: sales to look at")):
         report = gateway.add_parser(name, help=text)
-        report.add_argument("--db", required=True,
-                            help="the gateway's SQLite store, opened read-only")
+        add_environment_option(report, "--db", required=True, metavar="FILE",
+                               help="the gateway's SQLite store, opened read-only")
         report.add_argument("--format", choices=("csv", "json"), default="csv",
                             help="output format (csv)")
         report.set_defaults(handler=handler)
@@ -494,7 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ledger = commands.add_parser("ledger", help="the central ledger").add_subparsers(
         dest="ledger_command", required=True)
-    ledger.add_parser("serve", help="run the ledger's HTTP intake", add_help=False)
+    ledger.add_parser("serve", help="run the ledger's HTTP intake (its database: "
+                                    "--ledger-dsn, old name --dsn, or $TILLTAP_LEDGER_DSN)",
+                      add_help=False)
     from tools.ledger_logins import add_arguments as add_ledger_arguments
 
     add_ledger_arguments(ledger)
@@ -519,8 +536,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv[:2] == ["ledger", "serve"]:
         from ledger.server import main as ledger_main
 
-        _check_serve_dsn(argv[2:])
-        return ledger_main(argv[2:], parser_class=OneLineParser)
+        return ledger_main(_serve_arguments(argv[2:]), parser_class=OneLineParser)
     if argv[:1] == ["fuzz"]:
         from tools.fuzz.campaign import main as fuzz_main
 
@@ -534,14 +550,22 @@ def _dispatch(argv: list[str]) -> int:
     return result
 
 
-def _check_serve_dsn(argv: list[str]) -> None:
-    """`ledger serve --dsn`: a SQLite file's folder exists and the file, if any, is a
-    ledger's (ledger/server.py parses the rest)."""
-    pre = OneLineParser(prog="tilltap ledger serve", add_help=False)
-    pre.add_argument("--dsn")
-    known, _ = pre.parse_known_args(argv)
-    if known.dsn:
-        checked_ledger_dsn(known.dsn, must_exist=False)
+def _serve_arguments(argv: list[str]) -> list[str]:
+    """`ledger serve`'s command line as ledger/server.py takes it (`--dsn`, which it parses
+    with the rest): the database from --ledger-dsn (or its old name --dsn), else
+    $TILLTAP_LEDGER_DSN, checked first: a SQLite file's folder exists and the file, if any,
+    is a ledger's."""
+    pre = OneLineParser(prog="tilltap ledger serve", add_help=False, allow_abbrev=False)
+    pre.add_argument("--ledger-dsn", "--dsn", dest="ledger_dsn")
+    known, rest = pre.parse_known_args(argv)
+    dsn = known.ledger_dsn if known.ledger_dsn is not None else environment_value("--ledger-dsn")
+    if dsn is None:
+        if "-h" in rest or "--help" in rest:
+            return rest
+        raise UsageError("--ledger-dsn is required (or set $TILLTAP_LEDGER_DSN)")
+    with naming_variable("--ledger-dsn", dsn):
+        checked_ledger_dsn(dsn, must_exist=False)
+    return ["--dsn", dsn, *rest]
 
 
 READER_KINDS = ("pcsc", "usb", "tty", "udp")

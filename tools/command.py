@@ -13,6 +13,12 @@ are argparse `type=` functions, so a bad value stops the command before anything
      ConnectionError, TimeoutError, ssl.SSLError, OSError -> 1, KeyboardInterrupt -> 130,
      anything else -> 1 as an internal error naming --debug)
 
+Options naming the ledger and the gateway's store default to TILLTAP_* variables
+(ENVIRONMENT_VARIABLES, `add_environment_option`): the flag wins over the variable, the
+variable over `gateway run --config`'s file, that over the built-in default; a variable's
+bad value stops only the commands that use it, and the line names the variable. An option's
+old name stays as its second option string, its help saying so (`old_spelling`).
+
 Read-only commands open SQLite databases with `open_read_only`, which refuses a missing file
 (nothing is created), a file that is not SQLite and a database of the other kind (a ledger's
 given where a gateway's is expected, and the reverse), and never writes or creates a file.
@@ -21,10 +27,12 @@ given where a gateway's is expected, and the reverse), and never writes or creat
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import ssl
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -42,6 +50,19 @@ SQLITE_SCHEME = "sqlite://"
 DATABASE_KINDS = {
     "gateway": frozenset({"records", "chain", "counters"}),
     "ledger": frozenset({"transactions", "entries", "holds"}),
+}
+
+
+# The variables that give an option its default, for every command that has the option:
+# a command-line flag wins over its variable, the variable over `gateway run --config`'s file,
+# that over the built-in default. An empty variable counts as unset.
+ENVIRONMENT_VARIABLES = {
+    "--ledger-dsn": "TILLTAP_LEDGER_DSN",
+    "--ledger-url": "TILLTAP_LEDGER_URL",
+    "--ledger-hold-url": "TILLTAP_LEDGER_HOLD_URL",
+    "--ledger-token-file": "TILLTAP_LEDGER_TOKEN_FILE",
+    "--ledger-ca": "TILLTAP_LEDGER_CA",
+    "--db": "TILLTAP_GATEWAY_DB",  # --db is the gateway's store in every command that has it
 }
 
 
@@ -105,6 +126,63 @@ def os_error_text(error: OSError) -> str:
     if error.strerror and error.filename:
         return f"{error.strerror}: {error.filename}"
     return str(error) or type(error).__name__
+
+
+# -- options whose default is an environment variable ----------------------------------------
+
+
+def environment_value(option: str) -> str | None:
+    """The value of the variable that gives `option` its default; None if unset or empty."""
+    variable = ENVIRONMENT_VARIABLES.get(option)
+    return (os.environ.get(variable) or None) if variable else None
+
+
+def add_environment_option(parser: Any, *names: str, help: str, required: bool = False,
+                           type: Callable[[str], Any] | None = None,
+                           **options: Any) -> argparse.Action:
+    """`parser.add_argument(*names, ...)` whose default is the variable the first (canonical)
+    name has in ENVIRONMENT_VARIABLES; the help names it. A flag on the command line wins.
+    argparse checks the variable's text with `type` only if the flag is absent, so a bad
+    value stops only the commands that use it, with one line naming the variable."""
+    variable = ENVIRONMENT_VARIABLES[names[0]]
+    value = environment_value(names[0])
+    check = type
+    if value is not None:
+        check = _from_environment(variable, value, type or str)
+    return parser.add_argument(*names, default=value, required=required and value is None,
+                               type=check, help=f"{help} [default: ${variable}]", **options)
+
+
+def _from_environment(variable: str, value: str,
+                      check: Callable[[str], Any]) -> Callable[[str], Any]:
+    def checked(text: str) -> Any:
+        try:
+            return check(text)
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            if text != value:
+                raise
+            raise argparse.ArgumentTypeError(f"{error} (from ${variable})") from None
+
+    checked.__name__ = getattr(check, "__name__", "value")  # argparse names it in errors
+    return checked
+
+
+@contextmanager
+def naming_variable(option: str, value: str | None) -> Iterator[None]:
+    """A UsageError raised inside names the variable `option` defaults to, if `value` is
+    that variable's (so a bad $TILLTAP_LEDGER_DSN is not mistaken for a bad flag)."""
+    try:
+        yield
+    except UsageError as error:
+        if value is None or value != environment_value(option):
+            raise
+        raise UsageError(f"{error} (from ${ENVIRONMENT_VARIABLES[option]})") from None
+
+
+def old_spelling(alias: str) -> str:
+    """Help text for an option's old name, kept as a second option string so old scripts
+    work: say it is deprecated (the canonical name comes first, as argparse shows it)."""
+    return f" ({alias}: its old name, deprecated)"
 
 
 # -- argument checks (argparse `type=` functions) -------------------------------------------

@@ -6,6 +6,12 @@ until SIGTERM or SIGINT. An invalid program file never reaches a terminal: the g
 not start (exit 2). Run twice on one `--db`, the second is the standby: it waits for the
 store's lease and takes over from the first (gateway/lease.py; it exits 75 if it ever loses
 the lease). `python -m tools.gateway_run --help` lists the options.
+
+The settings may also come from a TOML file, `--config FILE` (docs/gateway.example.toml):
+each key is a long option's name with `_` for `-` (`broker_host = "192.0.2.10"`), its value
+checked as the option's would be; a relative path in it is relative to the file's folder.
+An option on the command line wins over a TILLTAP_* variable (tools/command.py), which wins
+over the file, which wins over the built-in default.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -42,18 +50,22 @@ from tools.command import (
     OneLineParser,
     OutsideFailure,
     UsageError,
+    add_environment_option,
     check_writable_path,
+    environment_value,
     existing_file,
     file_to_write,
     guarded,
+    http_url,
     identifier,
     non_negative_int,
     non_negative_seconds,
+    old_spelling,
     open_read_only,
     port,
 )
 from tools.ledger_logins import add_client_arguments
-from tools.programs import ProgramFileError, load_programs
+from tools.programs import ProgramFileError, key_lines, line_of, load_programs
 
 HEALTH_WRITE_INTERVAL_S = 0.5  # --health-out: how often the health is looked at
 BROKER_PROBE_TIMEOUT_S = 5.0
@@ -130,32 +142,39 @@ def _store_path(path: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="tilltap gateway run", description=__doc__)
+    parser = OneLineParser(prog="tilltap gateway run", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="settings from this TOML file (docs/gateway.example.toml): "
+                             "keys are the long options with _ for -, relative paths are "
+                             "relative to the file's folder; options on the command line "
+                             "and TILLTAP_* variables win over it")
     parser.add_argument("--id", type=identifier, default="gw1",
                         help="this gateway's id, as the ledger knows it (gw1)")
     parser.add_argument("--broker-host", default="127.0.0.1",
                         help="the store's MQTT broker (127.0.0.1)")
     parser.add_argument("--broker-port", type=port, default=1883, help="its port (1883)")
-    parser.add_argument("--db", required=True,
-                        help="SQLite file of the gateway's journal (its folder must exist)")
-    parser.add_argument("--terminals", required=True,
-                        help="terminal registry JSON (tilltap terminal provision)")
-    parser.add_argument("--programs", required=True,
+    add_environment_option(parser, "--db", required=True, metavar="FILE",
+                           help="SQLite file of the gateway's journal (its folder must exist)")
+    parser.add_argument("--registry", "--terminals", required=True, metavar="FILE",
+                        help="terminal registry JSON (tilltap terminal provision)"
+                             + old_spelling("--terminals"))
+    parser.add_argument("--programs", required=True, metavar="FILE",
                         help="card programs: TOML (docs/programs.md), or JSON by program id")
     add_client_arguments(parser)
-    parser.add_argument("--ledger-hold-url", default=None,
-                        help="send holds to this ledger process instead (the same books as "
-                             "--ledger-url's, which keeps batches, feeds and reads), so "
-                             "posting batches does not slow authorizations (default: "
-                             "--ledger-url)")
-    parser.add_argument("--limits", default=None,
+    add_environment_option(parser, "--ledger-hold-url", type=http_url,
+                           help="send holds to this ledger process instead (the same books "
+                                "as --ledger-url's, which keeps batches, feeds and reads), so "
+                                "posting batches does not slow authorizations (without it or "
+                                "the variable: --ledger-url)")
+    parser.add_argument("--limits", default=None, metavar="FILE",
                         help="offline limits JSON (default: none)")
     parser.add_argument("--config-version", type=non_negative_int, default=1,
                         help="lowest configuration version to publish (1)")
-    parser.add_argument("--broker-login", default=None,
+    parser.add_argument("--broker-login", default=None, metavar="FILE",
                         help="the gateway's broker login, JSON {user, password}, as "
                              "`tilltap gateway provision` writes it (default: anonymous)")
-    parser.add_argument("--broker-ca", default=None, type=existing_file,
+    parser.add_argument("--broker-ca", default=None, type=existing_file, metavar="FILE",
                         help="TLS to the broker, trusting this CA (tilltap store tls)")
     parser.add_argument("--settle-every-s", type=non_negative_seconds,
                         default=SETTLE_INTERVAL_S,
@@ -176,9 +195,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="the store's lease: a standby started on the same --db waits, "
                              "and takes over this long after the active gateway last renewed "
                              f"it, or at once if that process is gone ({LEASE_S:g})")
-    parser.add_argument("--card-keys", default=None,
-                        help="master-key file: cards must then prove themselves with a SUN")
-    parser.add_argument("--stats-out", default=None, type=file_to_write,
+    parser.add_argument("--master-key", "--card-keys", default=None, metavar="FILE",
+                        help="master-key file (masters 1, 2, 3 suffice: tilltap card keys "
+                             "for gateway): cards must then prove themselves with a SUN"
+                             + old_spelling("--card-keys"))
+    parser.add_argument("--stats-out", default=None, type=file_to_write, metavar="FILE",
                         help="write the gateway's counters (received, accepted, rejected by "
                              "reason, ...) to this JSON file when it stops")
     parser.add_argument("--metrics-port", type=_listen_port, default=None,
@@ -187,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-host", default="127.0.0.1",
                         help="address --metrics-port listens on (127.0.0.1; no login: keep "
                              "it on loopback or a management network)")
-    parser.add_argument("--health-out", default=None, type=file_to_write,
+    parser.add_argument("--health-out", default=None, type=file_to_write, metavar="FILE",
                         help="keep the gateway's health in this JSON file, rewritten within "
                              f"{HEALTH_WRITE_INTERVAL_S:g} s of a change: {{\"store\": "
                              "{\"status\": \"ok\" | \"store_unavailable\", \"since\", "
@@ -214,12 +235,102 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line over the settings of its --config file, if any: each setting the
+    file holds becomes its option's default (so no longer required on the command line),
+    unless the option's TILLTAP_* variable is set. UsageError for a file that is not usable."""
+    pre = OneLineParser(prog=parser.prog, add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config is not None:
+        for action, value in _config_settings(parser, known.config).items():
+            action.default = value
+            action.required = False
+    return parser.parse_args(argv)
+
+
+def _config_settings(parser: argparse.ArgumentParser,
+                     path: str) -> dict[argparse.Action, Any]:
+    """The settings of a --config file, by option, each checked as its option checks the
+    command line; none whose variable is set (the variable wins). UsageError naming the file
+    and the line (and the key) of the first that is not usable."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"--config {path}: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: not valid TOML: {error}") from None
+    canonical: dict[str, argparse.Action] = {}
+    old_names: dict[str, str] = {}
+    for option in parser._actions:
+        names = [name[2:].replace("-", "_") for name in option.option_strings
+                 if name.startswith("--")]
+        if names and option.dest not in ("help", "config"):
+            canonical[names[0]] = option
+            old_names.update(dict.fromkeys(names[1:], names[0]))
+    lines = key_lines(text)
+    folder = Path(os.path.abspath(path)).parent  # abspath: no `..` left in the paths
+    settings: dict[argparse.Action, Any] = {}
+    for key, value in document.items():
+        where = f"{path}:{line_of(lines, (key,))}: {key}"
+        action = canonical.get(key)
+        if action is None:
+            now = f" (its name is now {old_names[key]})" if key in old_names else ""
+            raise UsageError(f"{where}: unknown setting{now}")
+        try:
+            checked = _config_value(action, value, folder)
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise UsageError(f"{where}: {error}") from None
+        if environment_value(action.option_strings[0]) is None:
+            settings[action] = checked
+    return settings
+
+
+def _config_value(action: argparse.Action, value: object, folder: Path) -> Any:
+    """A TOML value for `action`, checked with the option's own `type` check: text where the
+    option takes text, a number where it takes a number, true/false for a switch; a relative
+    path (an option whose metavar is FILE) is taken from `folder`."""
+    if isinstance(action, argparse._StoreConstAction):  # store_true, store_false
+        if not isinstance(value, bool):
+            raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+        return action.const if value else action.default
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise argparse.ArgumentTypeError(f"{value!r} is not text or a number")
+    text = str(value)
+    if action.metavar == "FILE" and isinstance(value, str) and value:
+        text = str(folder / value)  # an absolute value stays as it is
+    check: Callable[[str], Any] = action.type if callable(action.type) else str
+    try:
+        result = check(text)
+    except ValueError:  # int, float: argparse's own words
+        raise argparse.ArgumentTypeError(
+            f"invalid {getattr(check, '__name__', 'value')} value: {value!r}") from None
+    if isinstance(result, str) != isinstance(value, str):
+        wanted = "text, in quotes" if isinstance(result, str) else "a number, without quotes"
+        raise argparse.ArgumentTypeError(f"{value!r} is not {wanted}")
+    if action.choices is not None and result not in action.choices:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every setting and file is checked before anything is written; then the broker is
     tried; only then is the store opened. A person's mistake exits 2 with one line, a broker
     that is absent, refuses or is no MQTT broker exits 1 (tools/command.py)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _arguments(parser, argv)
+    except UsageError as error:
+        print(f"tilltap gateway run: {error}", file=sys.stderr)
+        return 2
     try:
         hold_settings = HoldSettings(
             hold_ttl_s=args.hold_ttl_s, ledger_hold_ttl_s=args.ledger_hold_ttl_s,
@@ -293,11 +404,11 @@ class _Settings:
                       if args.broker_login else None)
         self.ledger_token = (_read("--ledger-token-file", args.ledger_token_file, read_token)
                              if args.ledger_token_file else None)
-        self.registry: TerminalRegistry = _read("--terminals", args.terminals,
+        self.registry: TerminalRegistry = _read("--registry", args.registry,
                                                 TerminalRegistry.load)
         self.limits = _read("--limits", args.limits, _limits) if args.limits else None
-        self.card_keys = _read("--card-keys", args.card_keys,
-                               _card_keys) if args.card_keys else None
+        self.card_keys = _read("--master-key", args.master_key,
+                               _card_keys) if args.master_key else None
 
     def check_store_and_ledger(self) -> None:
         """The store's folder (and kind, if it exists) and the ledger's URL, CA and token."""

@@ -38,7 +38,7 @@ from ledger.auth import (
     new_login,
     new_operator,
 )
-from tools.command import file_in_folder, folder_to_fill
+from tools.command import add_environment_option, file_in_folder, folder_to_fill, http_url
 
 PRIVATE_MODE = 0o600
 
@@ -86,13 +86,14 @@ def _folder_to_fill(text: str) -> Path:
 
 
 def add_client_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    """--ledger-url with the login and CA a client of the ledger uses."""
-    parser.add_argument("--ledger-url", required=required, default=None,
-                        help="the ledger, https://host:port (http:// on loopback only)")
-    parser.add_argument("--ledger-token-file", default=None,
-                        help="this client's ledger login token (tilltap ledger login add)")
-    parser.add_argument("--ledger-ca", default=None,
-                        help="the ledger's CA certificate to pin (tilltap ledger tls)")
+    """--ledger-url with the login and CA a client of the ledger uses, each defaulting to its
+    TILLTAP_* variable (tools/command.py ENVIRONMENT_VARIABLES)."""
+    add_environment_option(parser, "--ledger-url", required=required, type=http_url,
+                           help="the ledger, https://host:port (http:// on loopback only)")
+    add_environment_option(parser, "--ledger-token-file", metavar="FILE",
+                           help="this client's ledger login token (tilltap ledger login add)")
+    add_environment_option(parser, "--ledger-ca", metavar="FILE",
+                           help="the ledger's CA certificate to pin (tilltap ledger tls)")
 
 
 def _existing(path: Path) -> dict[str, Login]:

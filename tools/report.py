@@ -1,12 +1,13 @@
 """`tilltap report <name>`: a named ledger report printed as CSV or JSON.
 
     tilltap report segments --ledger-url http://ledger:8080 --as-of 2025-11-30 --window-days 90
-    tilltap report lapsing --dsn sqlite:///var/lib/tilltap/ledger.db --days 30 --format json
+    tilltap report lapsing --ledger-dsn sqlite:///var/lib/tilltap/ledger.db --days 30 --format json
 
 The report is read from a running ledger over HTTP (``--ledger-url``) or computed straight
-from its database (``--dsn``); both give the same JSON (docs/ledger.md lists each report's
-columns). CSV is a header row and one line per row (null as an empty field, booleans as
-true/false); the JSON summary, if any, is in the JSON output only.
+from its database (``--ledger-dsn``, old name ``--dsn``), read-only; with neither option,
+$TILLTAP_LEDGER_URL, else $TILLTAP_LEDGER_DSN. Both give the same JSON (docs/ledger.md
+lists each report's columns). CSV is a header row and one line per row (null as an empty
+field, booleans as true/false); the JSON summary, if any, is in the JSON output only.
 
 Exit status: 0 printed; 2 bad input (unknown report, bad parameter, unusable URL or DSN,
 or the ledger refused the request); 1 the ledger could not be reached or read.
@@ -31,7 +32,17 @@ from ledger.db import POSTGRES_SCHEMES, SQLITE_MEMORY, Row, Session, sqlite_path
 from ledger.errors import ConfigInvalid, LedgerRejected, LedgerUnavailable
 from ledger.limits import LOOKUP_CHUNK_IDS
 from ledger.reports import REPORT_NAMES, parse_report_query, run_report
-from tools.command import UsageError, open_read_only
+from tools.command import (
+    ENVIRONMENT_VARIABLES,
+    UsageError,
+    add_environment_option,
+    environment_value,
+    http_url,
+    naming_variable,
+    old_spelling,
+    open_read_only,
+    sqlite_file,
+)
 
 FORMATS = ("csv", "json")
 EXIT_BAD_INPUT = 2
@@ -43,13 +54,21 @@ PARAMETERS = ("as_of", "window_days", "days", "min_purchases")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tilltap report`."""
     parser.add_argument("name", choices=REPORT_NAMES, help="which report")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ledger-url", help="a running ledger, https://host:port")
-    source.add_argument("--dsn", help="the ledger's database: sqlite:///path.db or postgresql://")
-    parser.add_argument("--ledger-token-file", default=None,
-                        help="with --ledger-url: a reader login's token (tilltap ledger login)")
-    parser.add_argument("--ledger-ca", default=None,
-                        help="with --ledger-url: the ledger's CA to pin (tilltap ledger tls)")
+    # Not add_environment_option: with neither option given, `source` picks the variable.
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--ledger-url", type=http_url,
+                        help="a running ledger, https://host:port [default: "
+                             "$TILLTAP_LEDGER_URL]")
+    source.add_argument("--ledger-dsn", "--dsn", dest="ledger_dsn",
+                        help="the ledger's database, opened read-only: a path, "
+                             "sqlite:///abs/path.db or postgresql://... [default: "
+                             "$TILLTAP_LEDGER_DSN, if there is no ledger URL]"
+                             + old_spelling("--dsn"))
+    add_environment_option(parser, "--ledger-token-file", metavar="FILE",
+                           help="with a ledger URL: a reader login's token (tilltap ledger "
+                                "login)")
+    add_environment_option(parser, "--ledger-ca", metavar="FILE",
+                           help="with a ledger URL: the ledger's CA to pin (tilltap ledger tls)")
     parser.add_argument("--format", choices=FORMATS, default="csv", dest="output_format",
                         help="output format (csv)")
     parser.add_argument("--as-of", help="YYYY-MM-DD, through the end of that UTC day (today)")
@@ -68,7 +87,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         today = datetime.now(UTC).date()
         parse_report_query(args.name, parameters, today)  # refuse bad input before any I/O
-        report = fetch(args.name, parameters, args.ledger_url, args.dsn,
+        ledger_url, ledger_dsn = source(args)
+        report = fetch(args.name, parameters, ledger_url, ledger_dsn,
                        getattr(args, "ledger_token_file", None), getattr(args, "ledger_ca", None))
     except (LedgerRejected, ConfigInvalid) as error:
         print(f"tilltap report: {error.detail} ({error.reason})", file=err)
@@ -80,6 +100,26 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     return 0
 
 
+def source(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(ledger URL, ledger DSN), one of them None: the option given, else $TILLTAP_LEDGER_URL,
+    else $TILLTAP_LEDGER_DSN; UsageError if there is none (a variable's value is checked as
+    its option's would be, and the message names the variable)."""
+    if args.ledger_url is not None or args.ledger_dsn is not None:
+        return args.ledger_url, args.ledger_dsn
+    if (url := environment_value("--ledger-url")) is not None:
+        try:
+            return http_url(url), None
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"{error} (from ${ENVIRONMENT_VARIABLES['--ledger-url']})"
+                             ) from None
+    if (dsn := environment_value("--ledger-dsn")) is not None:
+        with naming_variable("--ledger-dsn", dsn):
+            sqlite_file(dsn)  # a scheme that is no database's
+        return None, dsn
+    raise UsageError("give --ledger-url or --ledger-dsn (or set $TILLTAP_LEDGER_URL or "
+                     "$TILLTAP_LEDGER_DSN)")
+
+
 def fetch(
     name: str, parameters: Mapping[str, str], ledger_url: str | None, dsn: str | None,
     token_file: str | None = None, ca_file: str | None = None,
@@ -87,7 +127,7 @@ def fetch(
     """The report's JSON, from the ledger's HTTP API or computed from its database."""
     if ledger_url is not None:
         return connect(ledger_url, token_file, ca_file).report(name, parameters)
-    assert dsn is not None, "argparse requires --ledger-url or --dsn"
+    assert dsn is not None, "source() gives a ledger URL or a DSN"
     if not dsn.startswith(POSTGRES_SCHEMES):
         return _report_from_sqlite(name, parameters, sqlite_path(dsn))
     books = open_books(dsn)

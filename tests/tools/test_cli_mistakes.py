@@ -4,15 +4,17 @@ no traceback, and no file in the folder created or changed (names, sizes, modifi
 and the tables of the gateway's and the ledger's databases lying there).
 
 Each case runs `python -m tools.cli` as a process in its own copy of one folder of files; the
-processes run side by side (module fixture `outcomes`), each test then checks one case.
+processes run side by side (module fixture `outcomes`), each test then checks one case. Words
+like `TILLTAP_LEDGER_DSN=...` before the command are set in its environment, as a shell would;
+the runner's own TILLTAP_* variables are removed first.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -35,8 +37,10 @@ REFUSED = "127.0.0.1:1"  # nothing listens on port 1: connection refused
 KEY_HEX = "ab" * 32
 HTTP_PORT = "{http_port}"  # replaced by the port of a plain HTTP server (not a broker)
 
-GATEWAY = ["gateway", "run", "--db", "new.db", "--terminals", "terminals.json",
+GATEWAY = ["gateway", "run", "--db", "new.db", "--registry", "terminals.json",
            "--programs", "programs.toml", "--broker-port", "1"]
+GATEWAY_WITH_LEDGER = [*GATEWAY, "--ledger-url", f"http://{REFUSED}"]
+VARIABLE = re.compile(r"^[A-Z][A-Z0-9_]*=")  # NAME=value before the command
 PERSONALIZE = ["card", "personalize", "--master-key", "masters.json", "--program", "gift",
                "--merchant", "M1", "--reader", "udp:127.0.0.1:47999",
                "--url-prefix", "https://cards.example/c", "--ledger-url", f"http://{REFUSED}"]
@@ -58,16 +62,33 @@ CASES: list[tuple[list[str], int, str]] = [
     ([], 2, "required: command"),
     (["nonsense"], 2, "invalid choice"),
     # gateway run: files, folders, settings, the broker
-    (_with(GATEWAY, "--terminals", "missing.json"), 2, "--terminals missing.json"),
-    (_with(GATEWAY, "--terminals", "garbage.json"), 2, "--terminals garbage.json"),
+    (_with(GATEWAY, "--registry", "missing.json"), 2, "--registry missing.json"),
+    (_with(GATEWAY, "--registry", "garbage.json"), 2, "--registry garbage.json"),
+    ([*GATEWAY[:4], "--terminals", "garbage.json", *GATEWAY[6:]], 2,  # the old name
+     "--registry garbage.json"),
     (_with(GATEWAY, "--limits", "garbage.json"), 2, "--limits garbage.json"),
+    (_with(GATEWAY, "--limits", "missing.json"), 2, "--limits missing.json"),
     (_with(GATEWAY, "--limits", "bad_limits.json"), 2, "unknown limit"),
-    (_with(GATEWAY, "--card-keys", "garbage.json"), 2, "--card-keys garbage.json"),
+    (_with(GATEWAY, "--master-key", "garbage.json"), 2, "--master-key garbage.json"),
+    (_with(GATEWAY, "--master-key", "missing.json"), 2, "--master-key missing.json"),
+    (_with(GATEWAY, "--card-keys", "masters_without_1.json"), 2,  # the old name
+     "--master-key masters_without_1.json"),
+    (_with(GATEWAY, "--programs", "missing.toml"), 2, "--programs missing.toml"),
     (_with(GATEWAY, "--programs", "latin.toml"), 2, "not UTF-8"),
     (_with(GATEWAY, "--broker-login", "garbage.json"), 2, "--broker-login"),
     (_with(GATEWAY, "--db", "nodir/gw.db"), 2, "no folder"),
     (_with(GATEWAY, "--db", "ledger.db"), 2, "not a gateway database"),
     (_with(GATEWAY, "--ledger-url", "ledger.example:8443"), 2, "http(s)://"),
+    (_with(GATEWAY_WITH_LEDGER, "--ledger-hold-url", "ledger.example:8443"), 2, "http(s)://"),
+    (_with(GATEWAY, "--ledger-hold-url", f"http://{REFUSED}"), 2, "needs --ledger-url"),
+    (_with(GATEWAY_WITH_LEDGER, "--ledger-token-file", "missing.token"), 2,
+     "cannot read ledger token"),
+    (_with(_with(GATEWAY, "--ledger-url", "https://127.0.0.1:1"), "--ledger-ca",
+           "garbage.json"), 2, "ledger CA garbage.json"),
+    (_with(GATEWAY, "--broker-ca", "missing.pem"), 2, "no file missing.pem"),
+    (_with(GATEWAY, "--metrics-port", "99999"), 2, "not a TCP port"),
+    (_with(GATEWAY, "--stats-out", "garbage.json/stats.json"), 2, "not a folder"),
+    (_with(GATEWAY, "--hold-ttl-s", "1"), 2, "hold_ttl_s must be over"),
     (_with(GATEWAY, "--id", "gw 1"), 2, "not an id"),
     (_with(GATEWAY, "--settle-every-s", "-1"), 2, "seconds >= 0"),
     (_with(GATEWAY, "--lease-s", "0.5"), 2, "shorter than 1 s"),
@@ -76,6 +97,53 @@ CASES: list[tuple[list[str], int, str]] = [
     (GATEWAY, 1, "cannot connect to the broker"),  # refuses
     (_with(GATEWAY, "--broker-host", "absent.invalid"), 1, "cannot connect to the broker"),
     (_with(GATEWAY, "--broker-port", HTTP_PORT), 1, "not an MQTT broker"),
+    # gateway run --config FILE: the file, its keys and values, before anything is written
+    (["gateway", "run", "--config", "missing.toml"], 2, "--config missing.toml: No such file"),
+    (["gateway", "run", "--config", "garbage.json"], 2, "not valid TOML"),
+    (["gateway", "run", "--config", "latin.toml"], 2, "latin.toml:1: not UTF-8"),
+    (["gateway", "run", "--config", "gateway_unknown.toml"], 2,
+     "gateway_unknown.toml:2: broker_prot: unknown setting"),
+    (["gateway", "run", "--config", "gateway_old_name.toml"], 2, "its name is now registry"),
+    (["gateway", "run", "--config", "gateway_port.toml"], 2,
+     "gateway_port.toml:2: broker_port: 'abc' is not a TCP port"),
+    (["gateway", "run", "--config", "gateway_quoted.toml"], 2,
+     "settle_every_s: '30' is not a number, without quotes"),
+    (["gateway", "run", "--config", "gateway_id.toml"], 2, "id: 'gw 1' is not an id"),
+    (["gateway", "run", "--config", "gateway_good.toml"], 1,  # every file fine: the broker
+     "cannot connect to the broker at 127.0.0.1:1"),
+    (["gateway", "run", "--config", "gateway_good.toml", "--db", "nodir/gw.db"], 2,
+     "no folder"),  # the command line wins over the file
+    # TILLTAP_* variables: checked only by the commands that use them, and named
+    (["TILLTAP_GATEWAY_DB=nodir/gw.db", "gateway", "run", "--config", "gateway_good.toml"], 2,
+     "no folder"),  # the variable wins over the file
+    (["TILLTAP_LEDGER_URL=ledger.example:8443", *GATEWAY], 2,
+     "(from $TILLTAP_LEDGER_URL)"),
+    (["TILLTAP_LEDGER_HOLD_URL=ftp://ledger", *GATEWAY_WITH_LEDGER], 2,
+     "(from $TILLTAP_LEDGER_HOLD_URL)"),
+    (["TILLTAP_LEDGER_TOKEN_FILE=missing.token", *GATEWAY_WITH_LEDGER], 2,
+     "cannot read ledger token missing.token"),
+    (["TILLTAP_LEDGER_DSN=mysql://x/y", "ledger", "serve"], 2,
+     "not a database: use postgresql://... or sqlite:///path (from $TILLTAP_LEDGER_DSN)"),
+    (["TILLTAP_LEDGER_DSN=sqlite:///ledger.db", "demo"], 2,
+     "filesystem root"),
+    (["TILLTAP_LEDGER_DSN=gateway.db", "ledger", "serve"], 2,
+     "not a ledger database (it is a gateway database) (from $TILLTAP_LEDGER_DSN)"),
+    (["TILLTAP_LEDGER_DSN=mysql://x/y", "report", "liability"], 2,
+     "(from $TILLTAP_LEDGER_DSN)"),
+    (["TILLTAP_LEDGER_DSN=gateway.db", "report", "liability"], 2, "not a ledger database"),
+    ([f"TILLTAP_LEDGER_URL=http://{REFUSED}", "report", "liability", "--ledger-dsn",
+      "gateway.db"], 2, "not a ledger database"),  # the option wins over the variable
+    (["TILLTAP_LEDGER_DSN=gateway.db", f"TILLTAP_LEDGER_URL=http://{REFUSED}", "report",
+      "liability"], 1, "unavailable"),  # neither option: the URL first
+    (["TILLTAP_LEDGER_URL=ledger.example", "report", "liability"], 2,
+     "(from $TILLTAP_LEDGER_URL)"),
+    (["TILLTAP_LEDGER_URL=ledger.example", "card", "show", "C1"], 2,
+     "(from $TILLTAP_LEDGER_URL)"),
+    (["TILLTAP_GATEWAY_DB=typo.db", "gateway", "exposure"], 2,
+     "no gateway database at typo.db (from $TILLTAP_GATEWAY_DB)"),
+    (["TILLTAP_GATEWAY_DB=ledger.db", "gateway", "settle", "--ledger-url",
+      f"http://{REFUSED}"], 2, "not a gateway database"),
+    (["TILLTAP_LEDGER_URL=ledger.example", "programs", "check", "programs.toml"], 0, ""),
     # gateway settle, exposure, refusals: existing stores of the right kind only
     (["gateway", "settle", "--db", "typo.db", "--ledger-url", f"http://{REFUSED}"], 2,
      "no gateway database"),
@@ -102,6 +170,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["ledger", "serve", "--dsn", "sqlite:///ledger.db"], 2, "filesystem root"),
     (["ledger", "serve", "--dsn", "gateway.db"], 2, "not a ledger database"),
     (["ledger", "serve", "--dsn", "mysql://x/y"], 2, "not a database"),
+    (["ledger", "serve", "--ledger-dsn", "sqlite:///ledger.db"], 2, "filesystem root"),
+    (["ledger", "serve", "--port", "8443"], 2, "--ledger-dsn is required"),
     (["ledger", "login", "add", "bad name", "--role", "reader", "--logins", "logins.json",
       "--token-out", "t.token"], 2, "login name"),
     (["ledger", "login", "add", "ok", "--role", "reader", "--logins", "garbage.json",
@@ -115,6 +185,10 @@ CASES: list[tuple[list[str], int, str]] = [
     (["ledger", "tls", "--out", "garbage.json", "--host", "ledger"], 2, "not a folder"),
     # report: read-only, a ledger's database only
     (["report", "liability", "--dsn", "gateway.db"], 2, "not a ledger database"),
+    (["report", "liability", "--ledger-dsn", "gateway.db"], 2, "not a ledger database"),
+    (["report", "liability"], 2, "give --ledger-url or --ledger-dsn"),
+    (["report", "liability", "--ledger-dsn", "ledger.db", "--ledger-url",
+      f"http://{REFUSED}"], 2, "not allowed with argument"),
     (["report", "liability", "--dsn", "typo.db"], 2, "no ledger database"),
     (["report", "liability", "--dsn", "latin.toml"], 2, "not SQLite"),
     (["report", "segments", "--dsn", "ledger.db", "--window-days", "-3"], 2, "window_days"),
@@ -195,6 +269,16 @@ def _case_id(case: tuple[list[str], int, str]) -> str:
     return f"{status}:" + " ".join(argv)[:90]
 
 
+def _split(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(the variables set before the command, the command's words)."""
+    variables: dict[str, str] = {}
+    while argv and VARIABLE.match(argv[0]):
+        name, _, value = argv[0].partition("=")
+        variables[name] = value
+        argv = argv[1:]
+    return variables, argv
+
+
 # -- the folder every case runs in ----------------------------------------------------------
 
 
@@ -220,6 +304,17 @@ def _make_folder(folder: Path) -> None:
     (folder / "masters.json").write_text(json.dumps(masters))
     del masters["masters_hex"]["0"]
     (folder / "masters_without_0.json").write_text(json.dumps(masters))
+    del masters["masters_hex"]["1"]
+    (folder / "masters_without_1.json").write_text(json.dumps(masters))
+    for name, text in (
+            ("gateway_good", 'db = "new.db"\nregistry = "terminals.json"\n'
+                             'programs = "programs.toml"\nbroker_port = 1\n'),
+            ("gateway_unknown", 'id = "gw1"\nbroker_prot = 1883\n'),
+            ("gateway_old_name", 'terminals = "terminals.json"\n'),
+            ("gateway_port", 'id = "gw1"\nbroker_port = "abc"\n'),
+            ("gateway_quoted", 'settle_every_s = "30"\n'),
+            ("gateway_id", 'id = "gw 1"\n')):
+        (folder / f"{name}.toml").write_text(text)
     config = {"terminal": "T1", "merchant": "M1", "currency": "EUR", "key_hex": KEY_HEX,
               "wifi_ssid": "", "broker_host": "127.0.0.1", "broker_port": 1883}
     for name, change in (("config_short_key", {"key_hex": "abcd"}),
@@ -254,16 +349,22 @@ class Outcome:
     after: dict[str, Any]
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+def _environment(variables: dict[str, str] | None = None) -> dict[str, str]:
+    """The runner's environment without its TILLTAP_* variables, with `variables`."""
+    from tools.command import ENVIRONMENT_VARIABLES
+
+    own = set(ENVIRONMENT_VARIABLES.values())
+    return {**{name: value for name, value in os.environ.items() if name not in own},
+            "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1", **(variables or {})}
 
 
-def _run(template: Path, root: Path, number: int, argv: list[str]) -> Outcome:
+def _run(template: Path, root: Path, number: int, line: list[str]) -> Outcome:
     folder = root / f"case{number}"
     shutil.copytree(template, folder, copy_function=shutil.copy2)
     before = snapshot(folder)
+    variables, argv = _split(line)
     process = subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=folder,
-                             env=_environment(), capture_output=True, text=True,
+                             env=_environment(variables), capture_output=True, text=True,
                              stdin=subprocess.DEVNULL, timeout=PROCESS_TIMEOUT_S, check=False)
     return Outcome(process.returncode, process.stderr, before, snapshot(folder))
 
@@ -305,12 +406,15 @@ def test_a_mistake_is_one_line_its_exit_status_and_no_file_touched(
         number: int, outcomes: dict[int, Outcome]) -> None:
     argv, status, fragment = CASES[number]
     outcome = outcomes[number]
+    assert outcome.after == outcome.before
+    if status == 0:  # a variable the command does not use is not its business
+        assert (outcome.status, outcome.stderr) == (0, "")
+        return
     lines = outcome.stderr.splitlines()
     assert "Traceback" not in outcome.stderr, outcome.stderr
     assert len(lines) == 1 and lines[0].strip(), outcome.stderr
     assert fragment in lines[0], lines[0]
     assert outcome.status == status, lines[0]
-    assert outcome.after == outcome.before
 
 
 def test_every_subcommand_has_a_case() -> None:
@@ -333,27 +437,11 @@ def test_every_subcommand_has_a_case() -> None:
                                         for d in deeper for word in d.choices)
                     else:
                         commands.add(f"{name} {inner_name}")
-    covered = {" ".join(w for w in argv[:3]) for argv, _, _ in CASES}
-    covered |= {" ".join(argv[:2]) for argv, _, _ in CASES} | {argv[0] for argv, _, _ in CASES
-                                                                if argv}
+    lines = [_split(line)[1] for line, _, _ in CASES]
+    covered = {" ".join(w for w in argv[:3]) for argv in lines}
+    covered |= {" ".join(argv[:2]) for argv in lines} | {argv[0] for argv in lines if argv}
     missing = sorted(commands - covered)
     assert not missing
-
-
-def test_every_option_has_help_text() -> None:
-    from tools.cli import build_parser
-    from tools.gateway_run import _parser as gateway_parser
-
-    undocumented = []
-    pending = [build_parser(), gateway_parser()]
-    while pending:
-        parser = pending.pop()
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                pending.extend(action.choices.values())
-            elif action.help is None:
-                undocumented.append(f"{parser.prog} {'/'.join(action.option_strings)}")
-    assert not undocumented
 
 
 def test_version_prints_the_installed_version() -> None:
@@ -380,6 +468,34 @@ def test_ctrl_c_stops_with_one_line_and_130(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_S)
     assert process.returncode == 130
     assert stderr == "tilltap programs simulate: interrupted\n"
+
+
+def test_ledger_serve_and_report_take_the_ledger_from_the_variables(tmp_path: Path) -> None:
+    """$TILLTAP_LEDGER_DSN is the database `ledger serve` makes and `report` reads; the same
+    report through $TILLTAP_LEDGER_URL from that server is the same JSON."""
+    database = tmp_path / "ledger.db"
+    by_database = _environment({"TILLTAP_LEDGER_DSN": str(database)})
+    report = [sys.executable, "-m", "tools.cli", "report", "liability", "--format", "json",
+              "--as-of", "2025-11-30"]
+    server = subprocess.Popen([sys.executable, "-m", "tools.cli", "ledger", "serve"],
+                              env=by_database, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()  # the server's first line, once it listens
+        assert url.startswith("http://127.0.0.1:"), url
+        from_database = subprocess.run(report, env=by_database, capture_output=True,
+                                       text=True, timeout=PROCESS_TIMEOUT_S, check=False)
+        from_server = subprocess.run(report, env=_environment({"TILLTAP_LEDGER_URL": url}),
+                                     capture_output=True, text=True,
+                                     timeout=PROCESS_TIMEOUT_S, check=False)
+    finally:
+        server.terminate()
+        server.wait(PROCESS_TIMEOUT_S)
+    assert database.is_file()
+    assert (from_database.returncode, from_database.stderr) == (0, "")
+    assert (from_server.returncode, from_server.stdout) == (0, from_database.stdout)
+    assert json.loads(from_database.stdout)["report"] == "liability"
 
 
 def _waiting_on_fifo(pid: int) -> bool:

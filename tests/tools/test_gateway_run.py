@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.gateway_run import main
+from tools.gateway_run import main as gateway_main
+
+
+def main(argv: list[str]) -> int:
+    """The exit status, whether the command returned it or argparse exited with it."""
+    try:
+        return gateway_main(argv)
+    except SystemExit as stop:
+        assert isinstance(stop.code, int)
+        return stop.code
 
 
 def test_an_invalid_program_file_stops_the_gateway_before_anything_is_published(
