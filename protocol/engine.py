@@ -83,6 +83,7 @@ def apply(state, program, op, now_day):
         else:
             working = _operate(state, program, op, now_day, effects)
         _expire(working, program, now_day, effects)
+        sale.keep_bonus_within_value(working)
         spend.after_operation(working, program, now_day)
     except ValidationError as error:
         declined = {"declined": error.reason, "legs": []}
@@ -195,6 +196,8 @@ def _topup(state, program, op, now, effects):
     terms = program["prepaid"]
     bonus = percent_of(amount, terms["bonus_bp"], terms["bonus_rounding"])
     state["value_minor"] += amount + bonus
+    if bonus:
+        state["bonus_left"] = state.get("bonus_left", 0) + bonus
     legs = effects["legs"]
     move(legs, CASH_CLEARING, CARD_VALUE, program["currency"], amount, "load")
     move(legs, PROMOTION_EXPENSE, CARD_VALUE, program["currency"], bonus, "bonus")
@@ -203,19 +206,34 @@ def _topup(state, program, op, now, effects):
 
 
 def _cash_out(state, program, op, now, effects):
+    """Pay out in cash what the customer loaded, never the bonus (promotional value is not
+    cash): at most the value less the unspent bonus (`bonus_left`, engine_sale rule
+    BONUS_SPENT_LAST). A cash-out that leaves nothing loaded on the card forfeits the unspent
+    bonus to breakage (named rule BONUS_FORFEIT_ON_CASH_OUT; a leg of cause "expire")."""
     terms = value_terms(program)
     if terms is None or not terms["cash_out"]:
         raise ValidationError(CASH_OUT_NOT_ALLOWED, "")
-    amount = read_amount(op, "amount_minor", max(0, state["value_minor"]))
+    bonus_left = state.get("bonus_left", 0)
+    cashable = max(0, state["value_minor"] - bonus_left)
+    amount = read_amount(op, "amount_minor", cashable)
     happened = sale.read_happened(op)  # paid out at the counter already: never declined
-    if not happened and (amount > state["value_minor"] or state["value_minor"] <= 0):
-        raise ValidationError(INSUFFICIENT_VALUE, "")
+    if not happened and (amount > cashable or not cashable):
+        raise ValidationError(INSUFFICIENT_VALUE, "the bonus on the card is not paid in cash"
+                              if amount <= state["value_minor"] else "")
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a cash-out has a positive amount")
     effects["overdraft_minor"] = sale.overdraft_of(state, amount)
     state["value_minor"] -= amount
-    move(effects["legs"], CARD_VALUE, CASH_CLEARING, program["currency"], amount, "cash_out")
+    legs = effects["legs"]
+    move(legs, CARD_VALUE, CASH_CLEARING, program["currency"], amount, "cash_out")
+    forfeited = 0
+    if bonus_left and state["value_minor"] <= bonus_left:
+        forfeited = max(0, state["value_minor"])
+        state["value_minor"] -= forfeited
+        state["bonus_left"] = 0
+        move(legs, CARD_VALUE, BREAKAGE, program["currency"], forfeited, "expire")
     effects["amount_minor"] = amount
+    effects["bonus_forfeited"] = forfeited
 
 
 def _tick(state, program, op, now, effects):

@@ -69,7 +69,33 @@ def apportion(amount, parts, steps):
             taken = min(left, parts[index] - shares[index])
             shares[index] += taken
             left -= taken
-    return None if left else shares
+    while left:
+        # The minor-unit parts are full: a points part takes one more step, and the minor
+        # units it takes beyond what is left come back off the minor-unit parts.
+        for _, index in order:
+            step = steps[index]
+            if step > 1 and shares[index] + step <= parts[index] and \
+                    step - left <= _minor_shares(shares, steps):
+                shares[index] += step
+                over = step - left
+                left = max(0, left - step)
+                for _, minor in reversed(order):
+                    if over > 0 and steps[minor] == 1:
+                        back = min(over, shares[minor])
+                        shares[minor] -= back
+                        over -= back
+                break
+        else:
+            return None
+    return shares
+
+
+def _minor_shares(shares, steps):
+    total = 0
+    for index in range(len(shares)):
+        if steps[index] == 1:
+            total += shares[index]
+    return total
 
 
 def read_amount(op, key, default=None):

@@ -143,7 +143,10 @@ def purchase(state, program, op, now, effects):
     earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
     # Nothing below declines: the card changes from here on.
     legs = effects["legs"]
+    bonus_before = state.get("bonus_left", 0)
     state["value_minor"] -= card_minor
+    keep_bonus_within_value(state)
+    bonus_used = bonus_before - state.get("bonus_left", 0)
     move(legs, CARD_VALUE, MERCHANT_SETTLEMENT, program["currency"], card_minor, "spend")
     pieces = points.redeem(state, redeem)
     move(legs, CARD_POINTS, PROMOTION_EXPENSE, POINTS_UNIT, redeem, "redeem")
@@ -161,6 +164,8 @@ def purchase(state, program, op, now, effects):
         "points_expired": 0, "expired_reclaimed": 0,
         "gen": state["discount_gen"], "tier_before": state["tier"],
     }
+    if bonus_used:
+        state["sales"][sale_id]["bonus_used"] = bonus_used
     spend.record(state, program, now, paid, effects)
     effects.update({
         "amount_minor": amount, "discount_pct": pct, "discount_minor": discount,
@@ -168,6 +173,16 @@ def purchase(state, program, op, now, effects):
         "card_minor": card_minor, "other_minor": paid - card_minor, "points_earned": earned,
         "overdraft_minor": overdraft,
     })
+
+
+def keep_bonus_within_value(state):
+    """The unspent bonus is at most the card's value (named rule BONUS_SPENT_LAST): value is
+    spent from what the customer loaded first, and from the bonus only once that is gone, so
+    a card keeps its bonus the longest (and cashes out only what was loaded, engine._cash_out).
+    Kept only on cards that got a bonus (`bonus_left`)."""
+    left = state.get("bonus_left")
+    if left:
+        state["bonus_left"] = min(left, max(0, state["value_minor"]))
 
 
 def record_load(state, program, sale_id, kind, amount, bonus, now):
@@ -214,6 +229,8 @@ def _refund_load(state, program, sale, before, after, effects, happened):
         raise ValidationError(INSUFFICIENT_VALUE, "the loaded value was spent")
     effects["overdraft_minor"] = overdraft_of(state, cash + bonus)
     state["value_minor"] -= cash + bonus
+    if state.get("bonus_left"):
+        state["bonus_left"] = max(0, state["bonus_left"] - bonus)
     legs = effects["legs"]
     move(legs, CARD_VALUE, CASH_CLEARING, program["currency"], cash, "load")
     move(legs, CARD_VALUE, PROMOTION_EXPENSE, program["currency"], bonus, "bonus")
@@ -242,6 +259,8 @@ def _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
     reversed_points = part("points_earned")
     legs = effects["legs"]
     state["value_minor"] += card_minor
+    if sale.get("bonus_used"):  # the bonus the sale spent comes back as bonus
+        state["bonus_left"] = state.get("bonus_left", 0) + part("bonus_used")
     move(legs, MERCHANT_SETTLEMENT, CARD_VALUE, program["currency"], card_minor, "spend")
     restored_before = done[2] // point_minor
     points.restore(state, sale["pieces"], restored_before, restored_before + restored)

@@ -14,6 +14,9 @@ as the gateway fills them), and the books must then agree with the engine:
                    points had expired, so the breakage is reversed; the last 20 expire (200)
     GF    gift     sold with 5000 (0); buys 1200 (1); the rest, 3800, expires (370); the sale
                    refunded (380): the 1200 go back onto the expired card and expire again
+    WL    wallet   issued empty (0); top-up 10000 + 1000 bonus (1); buys 4000 from the card
+                   (2); cashes out (3): the 6000 loaded and left are paid in cash, the 1000
+                   bonus is forfeited to breakage (a leg of cause "expire")
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tests.ledger.builders import (
     assert_balanced,
     at,
     batch,
+    cashout,
     expire,
     issue,
     purchase,
@@ -118,6 +122,8 @@ def settlement(effects: dict[str, Any], txn_id: str, ref_txn_id: str | None) -> 
             redeem_points=effects["points_restored"],
             **common,
         )
+    if op == "cashout":
+        return cashout(txn_id, card, effects["amount_minor"], **common)
     assert op == "tick", op
     value_minor = effects.get("value_expired", 0)
     return expire(txn_id, card, value_minor, effects.get("points_expired", 0), **common)
@@ -146,6 +152,10 @@ def till() -> Till:
     till.run("GF", 1, {"op": "purchase", "id": "P1", "amount_minor": 1200, "pay": "card"})
     till.run("GF", 370, {"op": "tick"})
     till.run("GF", LAST_DAY, {"op": "refund", "id": "R1", "of": "P1"})
+    till.run("WL", 0, {"op": "issue", "id": "I", "card": "WL"}, program="wallet")
+    till.run("WL", 1, {"op": "topup", "id": "T", "amount_minor": 10_000})
+    till.run("WL", 2, {"op": "purchase", "id": "P1", "amount_minor": 4000, "pay": "card"})
+    till.run("WL", 3, {"op": "cashout", "id": "C"})
     return till
 
 
@@ -168,11 +178,14 @@ def test_the_history_does_what_the_docstring_says(till: Till) -> None:
     cause_accounts = {(leg[0], leg[3]) for leg in by_op["CF", "void", 100]["legs"]}
     assert ("breakage", "earn") in cause_accounts
     assert by_op["GF", "refund", LAST_DAY]["value_expired"] == 1200
+    cash_out = by_op["WL", "cashout", 3]
+    assert (cash_out["amount_minor"], cash_out["bonus_forfeited"]) == (6000, 1000)
+    assert ["breakage", "EUR", -1000, "expire"] in cash_out["legs"]
 
 
 def test_card_balances_equal_the_engines_summary(books: Books, till: Till) -> None:
     """Value and points of every card in the books are what the engine says it holds."""
-    for card in ("CL", "CF", "GF"):
+    for card in ("CL", "CF", "GF", "WL"):
         expected = till.summary(card, LAST_DAY)
         balance = books.card_balance(card)
         assert balance is not None
@@ -200,8 +213,8 @@ def test_every_account_holds_the_sum_of_the_engines_legs(
             expected[account, unit] = expected.get((account, unit), 0) + amount
     assert account_totals(dsn) == {key: total for key, total in expected.items() if total}
     # Promotion expense in money: the bonus, less the part refunded, and the points redeemed
-    # at their worth, less those given back.
-    assert expected["promotion_expense", "EUR"] == 500 - 100 + 60 - 30
+    # at their worth, less those given back; the wallet's bonus, forfeited at its cash-out.
+    assert expected["promotion_expense", "EUR"] == 500 - 100 + 60 - 30 + 1000
 
 
 def test_liability_per_program_is_the_engines_value_and_points(books: Books, till: Till) -> None:
@@ -216,16 +229,21 @@ def test_liability_per_program_is_the_engines_value_and_points(books: Books, til
          "liability_minor": coffee["points"]},
         {"program": "gift", "account": "card_value", "unit": "EUR", "cards": 0,
          "liability_minor": 0},
+        {"program": "wallet", "account": "card_value", "unit": "EUR", "cards": 0,
+         "liability_minor": 0},
     ]  # fmt: skip
 
 
 def test_breakage_counts_expirations_and_nets_reversals(books: Books) -> None:
     """Breakage in PTS and in money, from expires, purchases and refunds alike: the coffee
     card's first 10 points expired inside a purchase and were reversed by the refund, its
-    last 20 expired; the gift card's value expired twice."""
+    last 20 expired; the gift card's value expired twice; the wallet's bonus was forfeited
+    at its cash-out."""
     assert books.report("breakage", AS_OF).rows == [
         {"program": "coffee", "merchant": "M1", "unit": "PTS", "cards": 1, "expirations": 2,
          "breakage_minor": 20},
         {"program": "gift", "merchant": "M1", "unit": "EUR", "cards": 1, "expirations": 2,
          "breakage_minor": 3800 + 1200},
+        {"program": "wallet", "merchant": "M1", "unit": "EUR", "cards": 1, "expirations": 1,
+         "breakage_minor": 1000},
     ]  # fmt: skip

@@ -1,6 +1,7 @@
 """Rules easy to get wrong, on both interpreters (issue 18): the refund window's last day is
 in; the last day a discount is reported to run is a day it gives; a refund's parts add up
-to the refund (largest remainder) and all refunds of a sale to the sale.
+to the refund (largest remainder) and all refunds of a sale to the sale; a cash-out pays
+what was loaded, never the bonus.
 Programs are those of tests/vectors/program_scenarios.json."""
 
 from engine_steps import accepted, issued
@@ -13,6 +14,7 @@ PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 COFFEE = PROGRAMS["coffee"]  # refund_window_days = 120
 SAVER = PROGRAMS["saver"]  # 100.00 EUR in 30 days: 10 % off (half_up) for 30 days
 CLUB = PROGRAMS["club"]  # earns 2 % (half_even), a point is worth 0.01 EUR
+WALLET = PROGRAMS["wallet"]  # prepaid, 10 % top-up bonus (down), cash_out = true
 
 
 def purchase(sale_id, amount_minor):
@@ -103,3 +105,61 @@ def test_a_sale_paid_in_points_alone_is_refunded_in_whole_points():
     assert declined["declined"] == "amount_invalid" and after is state
     _, effects = accepted(state, COFFEE, refund("p", 330), 1)
     assert (effects["points_restored"], effects["redeem_minor"]) == (33, 330)
+
+
+def topped_up(amount_minor):
+    state = issued(WALLET)
+    state, _ = accepted(state, WALLET, {"op": "topup", "id": "t", "amount_minor": amount_minor}, 0)
+    return state
+
+
+def spend(state, sale_id, amount_minor):
+    op = {"op": "purchase", "id": sale_id, "amount_minor": amount_minor, "pay": "card"}
+    return accepted(state, WALLET, op, 0)
+
+
+def cash_out(state, amount_minor=None):
+    op = {"op": "cashout", "id": "c"}
+    if amount_minor is not None:
+        op["amount_minor"] = amount_minor
+    return engine.apply(state, WALLET, op, 0)
+
+
+def test_a_cash_out_pays_what_was_loaded_and_forfeits_the_bonus():
+    """100.00 loaded + 10.00 bonus; 40.00 spent (from what was loaded, BONUS_SPENT_LAST):
+    60.00 is cash, the 10.00 bonus is not; cashing out pays 60.00 and forfeits the bonus."""
+    state, _ = spend(topped_up(10000), "p", 4000)
+    assert state["value_minor"] == 7000
+    same, declined = cash_out(state, 7000)
+    assert declined["declined"] == "insufficient_value" and same is state
+    after, effects = cash_out(state)
+    assert (effects["amount_minor"], effects["bonus_forfeited"]) == (6000, 1000)
+    assert effects["legs"] == [["card_value", "EUR", 6000, "cash_out"],
+                               ["cash_clearing", "EUR", -6000, "cash_out"],
+                               ["card_value", "EUR", 1000, "expire"],
+                               ["breakage", "EUR", -1000, "expire"]]
+    assert after["value_minor"] == 0
+
+
+def test_a_partial_cash_out_keeps_the_bonus_on_the_card():
+    after, effects = cash_out(topped_up(10000), 3000)
+    assert (effects["amount_minor"], effects["bonus_forfeited"]) == (3000, 0)
+    assert after["value_minor"] == 8000
+    _, rest = cash_out(after)
+    assert (rest["amount_minor"], rest["bonus_forfeited"]) == (7000, 1000)
+
+
+def test_a_card_holding_only_bonus_cashes_out_nothing():
+    """105.00 spent of 110.00: the 5.00 left is bonus (what was loaded went first)."""
+    state, _ = spend(topped_up(10000), "p", 10500)
+    _, declined = cash_out(state)
+    assert declined["declined"] == "insufficient_value"
+
+
+def test_refunding_a_sale_that_spent_bonus_gives_the_bonus_back():
+    """The 105.00 sale took 100.00 loaded and 5.00 bonus; refunded, the card holds 100.00 to
+    cash out and its 10.00 bonus again."""
+    state, _ = spend(topped_up(10000), "p", 10500)
+    state, _ = accepted(state, WALLET, {"op": "refund", "id": "r", "of": "p"}, 0)
+    _, effects = cash_out(state)
+    assert (effects["amount_minor"], effects["bonus_forfeited"]) == (10000, 1000)
