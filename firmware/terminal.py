@@ -87,12 +87,14 @@ class Terminal:
         gateway (topup_from_own_card), never approved."""
         return self._run(txn.KIND_TOPUP, amount_minor, amount_minor if pay_from_card else 0)
 
-    def purchase(self, amount_minor, pay_from_card=True, redeem_points=0):
+    def purchase(self, amount_minor, pay_from_card=True, redeem_points=0, split=False):
         """Sell goods of `amount_minor`; the card pays what is left after any discount and
-        the `redeem_points` given (online only), or other tender does."""
-        card_value = amount_minor if pay_from_card else 0
+        the `redeem_points` given (online only), or other tender does. `split`: the card pays
+        what it holds and other tender the rest (split tender), instead of a decline for too
+        little value."""
+        card_value = amount_minor if pay_from_card or split else 0
         return self._run(txn.KIND_PURCHASE, amount_minor, card_value,
-                         redeem_points=redeem_points)
+                         redeem_points=redeem_points, split=split)
 
     def refund(self, original_txn_id, amount_minor):
         """Refund `amount_minor` of a sale (a purchase, top-up or issue): the gateway says
@@ -119,7 +121,7 @@ class Terminal:
         return {"approved": False, "reason": reason, "txn": None, "response": None}
 
     def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None,
-             redeem_points=0):
+             redeem_points=0, split=False):
         self.state = READING
         # One tap, one value (the Reader contract in firmware.hal): the card's UID, its SUN
         # when the reader reads one, or no card and the reason (card pulled, reader timeout...).
@@ -139,6 +141,7 @@ class Terminal:
             "ref": ref,
             "sun": sun,
             "redeem_points": redeem_points or None,
+            "split": True if split else None,
             # The seq this sale will journal under if approved: the gateway names the sale
             # by it until the record arrives (a refund of it may come first).
             "seq": self.journal.last_seq + 1,
@@ -156,7 +159,7 @@ class Terminal:
             if redeem_points:
                 return self._decline(reasons.REDEEM_NEEDS_ONLINE)
             try:
-                response = self._offline_answer(card, amount_minor, card_value_minor)
+                response = self._offline_answer(card, amount_minor, card_value_minor, split)
             except ProtocolError as error:
                 return self._decline(error.reason)
             if "reason" in response:
@@ -172,6 +175,8 @@ class Terminal:
         try:
             fields = self._build(kind, card, amount_minor, card_value_minor, response, ref)
             fields["sun"] = sun
+            if split:
+                fields["split"] = True
             self.state = COMMITTING
             self._commit(fields)
         except ProtocolError as error:
@@ -193,8 +198,10 @@ class Terminal:
     def _today(self):
         return self.clock.now_s() // DAY_S
 
-    def _offline_answer(self, card, amount_minor, card_value_minor):
-        """Quote and approve offline within the signed limits, or say which limit declines."""
+    def _offline_answer(self, card, amount_minor, card_value_minor, split=False):
+        """Quote and approve offline within the signed limits, or say which limit declines.
+        A split tender puts on the card what the last answer left on it, within the signed
+        per-sale limit, and the rest on other tender."""
         known = self.known_cards.get(card)
         if known is None:
             return {"approved": False, "reason": reasons.OFFLINE_CARD_UNKNOWN}
@@ -208,6 +215,9 @@ class Terminal:
         acked = self.journal.acked_through
         self.offline_records = [r for r in self.offline_records if r[0] > acked]
         pending = [(r[1], r[2]) for r in self.offline_records]
+        if split:
+            quote["card_minor"] = min(quote["card_minor"], max(0, value_minor),
+                                      self.settings.limits["txn_minor_max"])
         reason = offline.decide(self.settings.limits, pending, card, quote["card_minor"],
                                 self.clock.now_s(), self.uplink.last_online_s)
         if reason is None and quote["card_minor"] > value_minor:

@@ -73,10 +73,13 @@ def foreign_op(change: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "topup":
         return {"op": "topup", "id": txn_id, "amount_minor": amount, "pay": "other"}
     if kind == "purchase":
-        return {"op": "purchase", "id": txn_id, "amount_minor": amount,
-                "pay": "card" if change["card_value_minor"] else "other",
-                "redeem_points": int(change.get("redeem_points") or 0),
-                "discount_minor": int(change.get("discount_minor") or 0), "happened": True}
+        card_minor = int(change["card_value_minor"])
+        op = {"op": "purchase", "id": txn_id, "amount_minor": amount, "pay": "other",
+              "redeem_points": int(change.get("redeem_points") or 0),
+              "discount_minor": int(change.get("discount_minor") or 0), "happened": True}
+        if card_minor:  # the card part as posted: all that was due, or a split tender's
+            op.update(pay="split", card_minor=card_minor)
+        return op
     if kind == "refund":
         return {"op": "refund", "id": txn_id, "of": change.get("ref_txn_id") or "",
                 "amount_minor": amount}

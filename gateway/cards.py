@@ -204,8 +204,14 @@ def engine_op(kind: int, fields: Mapping[str, Any], sale_id: str,
         return {"op": "topup", "id": sale_id, "amount_minor": amount, "pay": pay}
     if kind == txn.KIND_PURCHASE:
         pay = "card" if fields.get("card_value_minor") else "other"
-        return {"op": "purchase", "id": sale_id, "amount_minor": amount, "pay": pay,
-                "redeem_points": fields.get("redeem_points") or 0}
+        op = {"op": "purchase", "id": sale_id, "amount_minor": amount, "pay": pay,
+              "redeem_points": fields.get("redeem_points") or 0}
+        if fields.get("split"):
+            # Split tender: asked, the card pays what it holds; recorded, exactly its part.
+            op["pay"] = "split"
+            if not asked:
+                op["card_minor"] = fields["card_value_minor"]
+        return op
     if kind == txn.KIND_REFUND:
         if asked and not amount:
             return {"op": "void", "id": sale_id, "of": fields.get("ref") or ""}
@@ -716,6 +722,8 @@ class CardBook:
                     if kind in (txn.KIND_PURCHASE, txn.KIND_CASHOUT) else 0)
             if kind == txn.KIND_PURCHASE:
                 op["discount_minor"] = amounts["discount_minor"]
+                if op["pay"] == "split":  # replayed on later states, it takes what it took
+                    op["card_minor"] = amounts["card_value_minor"]
             sale_id = None
             if request.get("seq") is not None and "terminal" in request:
                 sale_id = op["id"] = txn.txn_id(request["terminal"], request["seq"])

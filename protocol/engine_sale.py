@@ -3,8 +3,10 @@
 A purchase of amount_minor (the price of the goods):
     discount_minor  the larger of the tracked and the tier discount, by its named rounding
     redeem_minor    redeem_points * minor_per_point, at most the amount after discount
-    paid_minor      amount - discount - redeem value, paid by `pay`: "card" (card value) or
-                    "other" (cash or other tender, outside the closed loop: not posted)
+    paid_minor      amount - discount - redeem value, paid by `pay`: "card" (card value),
+                    "other" (cash or other tender, outside the closed loop: not posted), or
+                    "split": the card pays what it holds (at most `card_minor` when given)
+                    and other tender the rest (split tender)
     points_earned   on paid_minor, with the tier's earn multiplier
 
 A purchase that already happened at the counter (offline, or approved by stand-in) is
@@ -62,6 +64,7 @@ from protocol.reasons import (
 
 PAY_CARD = "card"
 PAY_OTHER = "other"
+PAY_SPLIT = "split"  # the card pays what it can (up to `card_minor`), other tender the rest
 KIND_ISSUE = "issue"
 KIND_TOPUP = "topup"
 KIND_PURCHASE = "purchase"
@@ -76,8 +79,10 @@ def new_sale_id(state, op):
 
 def read_pay(op):
     pay = op.get("pay", PAY_OTHER)
-    if pay != PAY_CARD and pay != PAY_OTHER:
-        raise ValidationError(FIELD_INVALID, "pay must be 'card' or 'other'")
+    if pay != PAY_CARD and pay != PAY_OTHER and pay != PAY_SPLIT:
+        raise ValidationError(FIELD_INVALID, "pay must be 'card', 'other' or 'split'")
+    if "card_minor" in op and pay != PAY_SPLIT:
+        raise ValidationError(FIELD_INVALID, "card_minor is for pay 'split' only")
     return pay
 
 
@@ -131,13 +136,13 @@ def purchase(state, program, op, now, effects):
         if points.balance(state) < redeem:
             raise ValidationError(INSUFFICIENT_POINTS, "")
     paid = due - redeem_minor
-    card_minor = paid if pay == PAY_CARD else 0
-    if pay == PAY_CARD:
+    card_minor = _card_part(state, op, pay, paid, happened)
+    if pay != PAY_OTHER:
         if value_terms(program) is None:
             raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program holds no value")
         if not happened and value_expired(state, now):
             raise ValidationError(CARD_EXPIRED, "")
-        if not happened and paid and state["value_minor"] < paid:
+        if not happened and card_minor and state["value_minor"] < card_minor:
             raise ValidationError(INSUFFICIENT_VALUE, "")
     overdraft = overdraft_of(state, card_minor)
     earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
@@ -183,6 +188,22 @@ def keep_bonus_within_value(state):
     left = state.get("bonus_left")
     if left:
         state["bonus_left"] = min(left, max(0, state["value_minor"]))
+
+
+def _card_part(state, op, pay, paid, happened):
+    """What the card pays of `paid`: all of it (pay "card"), none (pay "other"), or for a
+    split tender (pay "split") what the card holds, at most `card_minor` when given; the rest
+    is other tender. A split that happened at the counter took exactly its `card_minor`."""
+    if pay == PAY_CARD:
+        return paid
+    if pay == PAY_OTHER:
+        return 0
+    cap = read_amount(op, "card_minor", paid)
+    if cap > paid:
+        raise ValidationError(AMOUNT_INVALID, "card_minor is more than is due")
+    if happened:
+        return cap
+    return min(cap, max(0, state["value_minor"]))
 
 
 def record_load(state, program, sale_id, kind, amount, bonus, now):

@@ -79,6 +79,9 @@ _TXN = (
     (26, "discount_minor", "amount", False),
     (27, "redeem_points", "amount", False),
     (28, "redeem_minor", "amount", False),
+    # A purchase paid partly by the card and the rest by other tender (split tender): the
+    # card part is card_value_minor exactly (docs/protocol.md section 5.2).
+    (33, "split", "bool", False),
     # The signed configuration the terminal held when it made the sale (key 50 as in a
     # configuration): the gateway refuses an offline sale of a card that one hotlisted.
     (50, "config_version", "uint", False),
@@ -97,6 +100,7 @@ _AUTH_REQUEST = (
     (15, "program", "id", False),
     (18, "sun", "sun", False),
     (27, "redeem_points", "amount", False),
+    (33, "split", "bool", False),
 )
 _AUTH_RESPONSE = (
     (20, "request", "uint", True),

@@ -71,13 +71,17 @@ def check_consistency(fields):
     topup:    card_value = amount + bonus, amount > 0, no ref
     cashout:  card_value = amount > 0 (value paid out in cash), nothing else
     purchase: discount + redeem_minor + card_value <= amount, amount > 0, no bonus;
-              redeem_minor > 0 exactly when redeem_points > 0
+              redeem_minor > 0 exactly when redeem_points > 0; `split` (true, or left
+              out) only here: the card paid card_value, other tender the rest
     refund:   card_value <= amount + bonus (a refund of a top-up takes its bonus back too),
               amount > 0, no discount, names the original in `ref`
     """
     kind = fields["kind"]
     if kind not in JOURNALED_KINDS:
         raise ValidationError(KIND_UNKNOWN, "kind %r" % (kind,))
+    if fields.get("split") is not None and (kind != KIND_PURCHASE or fields["split"] is not True):
+        # Left out unless true, so a record's bytes do not depend on how "no" is spelled.
+        raise ValidationError(FIELD_INVALID, "split is true on a purchase, else left out")
     if fields["auth_mode"] not in AUTH_MODE_NAMES:
         raise ValidationError(FIELD_INVALID, "auth_mode")
     amount = fields["amount_minor"]

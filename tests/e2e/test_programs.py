@@ -192,6 +192,49 @@ def test_every_program_runs_from_the_counter_to_the_ledger(
             sim.close()
 
 
+def test_a_split_tender_sale_and_its_refund_from_the_counter_to_the_ledger(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A gift card of 30.00 pays what it holds of a 50.00 sale, cash the rest; half the sale
+    refunded goes back to the tenders that paid, in proportion; offline, a split puts on the
+    card what its last answer left. The books agree with the engine card by card."""
+    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
+        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
+                  "currency": "EUR", "programs": {}}
+        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim.terminal.auth_timeout_ms = 400
+        counter = Counter(sim)
+        try:
+            sim.service(0)
+            assert wait_until(lambda: (sim.service(20), sim.terminal.settings.version)[1] == 1)
+            counter.ok(GIFT, "issue", "gift", 3000)
+            # Paid by the card alone, 50.00 is more than it holds; split, the card pays its
+            # 30.00 and cash the other 20.00.
+            assert counter.declined(GIFT, "purchase", 5000) == "insufficient_value"
+            split = counter.ok(GIFT, "purchase", 5000, split=True)
+            assert (split["card_value_minor"], split["split"]) == (3000, True)
+            # 25.00 of it back: 3000 * 2500 / 5000 = 15.00 onto the card (and 10.00 cash).
+            back = counter.ok(GIFT, "refund", sale_id(split), 2500)
+            assert back["card_value_minor"] == 1500
+            assert sim.drain(time.monotonic() + 10)
+
+            # Offline: the last answer left 15.00 on the card; a split of 20.00 puts those
+            # on the card and 5.00 on cash.
+            stack.gateway.stop()
+            offline_split = counter.ok(GIFT, "purchase", 2000, split=True)
+            assert offline_split["auth_mode"] == txn.AUTH_OFFLINE
+            assert offline_split["card_value_minor"] == 1500
+            stack.gateway = stack.new_gateway()
+            stack.gateway.start()
+            assert sim.drain(time.monotonic() + 15)
+            assert wait_until(stack.gateway.idle)
+            settled = stack.gateway.settle()
+            assert settled.refused == [] and settled.pending == []
+            assert books_agree(stack)[GIFT] == {"value": 3000 - 3000 + 1500 - 1500, "points": 0}
+        finally:
+            sim.close()
+
+
 def test_a_running_gateway_settles_on_its_own_timer(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 """Rules easy to get wrong, on both interpreters (issue 18): the refund window's last day is
 in; the last day a discount is reported to run is a day it gives; a refund's parts add up
 to the refund (largest remainder) and all refunds of a sale to the sale; a cash-out pays
-what was loaded, never the bonus.
+what was loaded, never the bonus; a split tender puts on the card what it holds.
 Programs are those of tests/vectors/program_scenarios.json."""
 
 from engine_steps import accepted, issued
@@ -163,3 +163,39 @@ def test_refunding_a_sale_that_spent_bonus_gives_the_bonus_back():
     state, _ = accepted(state, WALLET, {"op": "refund", "id": "r", "of": "p"}, 0)
     _, effects = cash_out(state)
     assert (effects["amount_minor"], effects["bonus_forfeited"]) == (10000, 1000)
+
+
+GIFT = PROGRAMS["gift"]
+
+
+def test_a_split_tender_puts_on_the_card_what_it_holds_and_the_rest_on_other_tender():
+    """A gift card of 30.00 and 50.00 of goods: paid by the card alone it is declined; split,
+    the card pays 30.00 and other tender 20.00. Half refunded goes back in proportion:
+    15.00 onto the card, 10.00 in cash."""
+    state = issued(GIFT, 3000)
+    _, declined = engine.apply(state, GIFT, dict(purchase("p", 5000), pay="card"), 0)
+    assert declined["declined"] == "insufficient_value"
+    state, effects = accepted(state, GIFT, dict(purchase("p", 5000), pay="split"), 0)
+    assert (effects["card_minor"], effects["other_minor"]) == (3000, 2000)
+    assert state["value_minor"] == 0
+    state, back = accepted(state, GIFT, refund("p", 2500), 0)
+    assert (back["card_minor"], back["other_minor"]) == (1500, 1000)
+    assert state["value_minor"] == 1500
+
+
+def test_a_split_takes_at_most_the_card_part_asked_and_exactly_what_happened():
+    state = issued(GIFT, 3000)
+    _, capped = accepted(state, GIFT, dict(purchase("a", 5000), pay="split", card_minor=1000), 0)
+    assert (capped["card_minor"], capped["other_minor"]) == (1000, 4000)
+    # At the counter the card took 40.00 (its last known value was higher): taken as it
+    # happened, 10.00 beyond what it held is overdraft.
+    happened = dict(purchase("b", 5000), pay="split", card_minor=4000, happened=True)
+    after, effects = accepted(state, GIFT, happened, 0)
+    assert (effects["card_minor"], effects["overdraft_minor"]) == (4000, 1000)
+    assert after["value_minor"] == -1000
+    for bad, reason in ((dict(purchase("c", 500), pay="split", card_minor=600),
+                         "amount_invalid"),
+                        (dict(purchase("d", 500), pay="card", card_minor=100), "field_invalid"),
+                        (dict(purchase("e", 500), pay="cheque"), "field_invalid")):
+        _, effects = engine.apply(state, GIFT, bad, 0)
+        assert effects["declined"] == reason, bad
