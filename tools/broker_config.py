@@ -39,6 +39,9 @@ def broker_lines(mosquitto_dir: Path, tls_dir: Path, port: int = MQTTS_PORT,
         f"acl_file {mosquitto_dir / 'acl'}",
         "use_username_as_clientid true",
         f"max_packet_size {PACKET_BYTES_MAX}",
+        # Answers are small: with Nagle on, each waits for the client's delayed ACK
+        # (about 40 ms a round trip); the gateway and terminals turn it off on their side.
+        "set_tcp_nodelay true",
         "persistence true",
         f"persistence_location {mosquitto_dir / 'data'}/",
     ]

@@ -28,7 +28,7 @@ def test_the_configuration_has_no_anonymous_or_clear_listener(tmp_path: Path) ->
     lines = out.read_text().splitlines()
     assert [line for line in lines if line.startswith("listener")] == ["listener 8883 10.0.0.2"]
     for required in ("allow_anonymous false", "use_username_as_clientid true",
-                     "max_packet_size 16384", "tls_version tlsv1.2",
+                     "max_packet_size 16384", "set_tcp_nodelay true", "tls_version tlsv1.2",
                      f"password_file {(tmp_path / 'mq' / 'passwd').resolve()}",
                      f"acl_file {(tmp_path / 'mq' / 'acl').resolve()}",
                      f"certfile {(tmp_path / 'tls' / 'broker.pem').resolve()}"):
