@@ -22,7 +22,12 @@ A refund undoes the upgrade its spend held, never below the tier held before tha
 
 The discount of a purchase (named rule LARGER_PERCENT_TIER_ON_TIE, `discount_of`): the tracked
 or the tier discount, whichever has the larger percent, rounded by its own rule; on equal
-percents the tier's. The percent of the day and the tier therefore fix the discount.
+percents the tier's. A volume discount (a sale whose price reaches the program's `volume`
+threshold) applies instead only when its percent is larger than both. The percent of the day,
+the tier and the price therefore fix the discount.
+
+A threshold is met by a figure at it or beyond it (`threshold_rule` "at_least"), or only by
+one beyond it ("above"): named rule THRESHOLD_RULE, `meets`.
 """
 
 from protocol import money
@@ -83,6 +88,20 @@ def discount_pct(state, program, now):
     return max(_tracked_pct(state, now), tier_discount_pct(state, program))
 
 
+def meets(figure, threshold, rule):
+    """Whether `figure` meets a threshold under its rule ("at_least" or "above")."""
+    return figure > threshold if rule == "above" else figure >= threshold
+
+
+def volume_pct(program, amount_minor):
+    """The volume discount's percent for a sale of this price (0 when it does not qualify)."""
+    terms = program.get("volume")
+    if terms is None or not meets(amount_minor, terms["threshold_minor"],
+                                  terms["threshold_rule"]):
+        return 0
+    return terms["discount_pct"]
+
+
 def discount_for(state, program, now, amount_minor):
     """(pct, discount_minor) for a purchase: `discount_of` the card's discounts on `now`."""
     return discount_of(program, _tracked_pct(state, now), tier_discount_pct(state, program),
@@ -97,7 +116,10 @@ def discount_of(program, tracked_pct, tier_pct, amount_minor):
     tier's applies (its rounding), so the percent and the tier alone, what an offline terminal
     knows (protocol.engine_offline), decide the discount exactly.
     """
-    if tracked_pct > tier_pct:
+    volume = volume_pct(program, amount_minor)
+    if volume > tracked_pct and volume > tier_pct:
+        pct, rule = volume, program["volume"]["discount_rounding"]
+    elif tracked_pct > tier_pct:
         pct, rule = tracked_pct, program["discount"]["discount_rounding"]
     elif tier_pct:
         pct, rule = tier_pct, program["tiers"]["discount_rounding"]
@@ -219,7 +241,8 @@ def record(state, program, now, paid_minor, effects):
     if terms is not None and paid_minor:
         _add(state["progress"], [now, state["discount_gen"]], paid_minor)
         progress = spend_at(state["progress"], terms["qualify_days"], now)
-        if progress >= terms["threshold_minor"] and state["discount"] is None:
+        if state["discount"] is None and meets(progress, terms["threshold_minor"],
+                                               terms.get("threshold_rule", "at_least")):
             until = now + terms["duration_days"]
             state["discount"] = {"pct": terms["discount_pct"], "until_day": until,
                                  "basis": state["progress"]}
@@ -250,7 +273,8 @@ def reverse(state, program, now, sale, spend_minor, effects):
     discount = state["discount"]
     if discount is not None and _take(discount["basis"], key, spend_minor):
         basis = discount["basis"]
-        if _total(basis) < terms["threshold_minor"]:
+        if not meets(_total(basis), terms["threshold_minor"],
+                     terms.get("threshold_rule", "at_least")):
             for entry in basis:
                 _add(state["progress"], entry[:-1], entry[-1])
             state["discount"] = None

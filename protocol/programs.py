@@ -13,6 +13,7 @@ A program's kind is the sections it has (docs/programs.md has every key):
     gift                gift                   sold with a value, optional expiry
     loyalty + prepaid   points and prepaid
     discount tracking   discount               spend reaches a threshold -> % off for a while
+    volume discount     volume                 a sale at or above a price -> % off that sale
     tiers               tiers (+ levels)       rolling spend -> earn multiplier and/or discount
 
 A validated program has every key, absent sections and optional values as None; validating
@@ -38,10 +39,11 @@ WINDOW_DAYS_MAX = 731  # two years of spend or of refundable sales per card
 REFUND_WINDOW_DAYS_DEFAULT = 90
 TIER_LEVELS_MAX = 8
 DOWNGRADE_RULES = ("period_end", "days_below")
+THRESHOLD_RULES = ("at_least", "above")  # a threshold is met at it, or only beyond it
 
 PROGRAM_KEYS = ("id", "version", "currency", "name", "refund_window_days",
-                "points", "prepaid", "gift", "discount", "tiers")
-SECTIONS = ("points", "prepaid", "gift", "discount", "tiers")
+                "points", "prepaid", "gift", "discount", "tiers", "volume")
+SECTIONS = ("points", "prepaid", "gift", "discount", "tiers", "volume")
 _REQUIRED = ["required"]  # a unique marker: no configured value is this object
 
 
@@ -99,6 +101,7 @@ def validate_program(program_id, table, key_path=()):
         "gift": _gift(table, path),
         "discount": _discount(table, path),
         "tiers": _tiers(table, path),
+        "volume": _volume(table, path),
     }
     _check_sections(program, path)
     return program
@@ -166,13 +169,31 @@ def _discount(table, path):
     if section is None:
         return None
     path = path + ("discount",)
-    _only(section, path, ("threshold_minor", "qualify_days", "discount_pct", "duration_days",
-                          "discount_rounding"))
+    _only(section, path, ("threshold_minor", "threshold_rule", "qualify_days", "discount_pct",
+                          "duration_days", "discount_rounding"))
     return {
         "threshold_minor": _integer(section, path, "threshold_minor", 1, money.AMOUNT_MINOR_MAX),
+        "threshold_rule": _choice(section, path, "threshold_rule", THRESHOLD_RULES, "at_least"),
         "qualify_days": _integer(section, path, "qualify_days", 1, WINDOW_DAYS_MAX),
         "discount_pct": _integer(section, path, "discount_pct", 1, 100),
         "duration_days": _integer(section, path, "duration_days", 1, WINDOW_DAYS_MAX),
+        "discount_rounding": _rounding(section, path, "discount_rounding"),
+    }
+
+
+def _volume(table, path):
+    """A discount on the sale itself when its price reaches a threshold ("spend 100, get
+    10 % off")."""
+    section = _table(table, path, "volume")
+    if section is None:
+        return None
+    path = path + ("volume",)
+    _only(section, path, ("threshold_minor", "threshold_rule", "discount_pct",
+                          "discount_rounding"))
+    return {
+        "threshold_minor": _integer(section, path, "threshold_minor", 1, money.AMOUNT_MINOR_MAX),
+        "threshold_rule": _choice(section, path, "threshold_rule", THRESHOLD_RULES, "at_least"),
+        "discount_pct": _integer(section, path, "discount_pct", 1, 100),
         "discount_rounding": _rounding(section, path, "discount_rounding"),
     }
 

@@ -7,8 +7,8 @@ Programs are those of tests/vectors/program_scenarios.json."""
 from engine_steps import accepted, issued
 
 from mpytest import load_json
-from protocol import engine
-from protocol.programs import validate_programs
+from protocol import engine, engine_offline
+from protocol.programs import validate_program, validate_programs
 
 PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 COFFEE = PROGRAMS["coffee"]  # refund_window_days = 120
@@ -199,3 +199,58 @@ def test_a_split_takes_at_most_the_card_part_asked_and_exactly_what_happened():
                         (dict(purchase("e", 500), pay="cheque"), "field_invalid")):
         _, effects = engine.apply(state, GIFT, bad, 0)
         assert effects["declined"] == reason, bad
+
+
+def bakery(rule="at_least", tier_pct=0):
+    """Points at 1 %, and 10 % off a sale of 100.00 (by `rule`); a tier giving `tier_pct`."""
+    return validate_program("bakery", {
+        "version": 1, "currency": "EUR", "points": {"earn_bp": 100, "points_per_unit": 100},
+        "volume": {"threshold_minor": 10000, "discount_pct": 10, "threshold_rule": rule},
+        "tiers": {"window_days": 30, "downgrade": "period_end", "downgrade_days": 30,
+                  "levels": [{"name": "all", "spend_minor": 0, "discount_pct": tier_pct}]}})
+
+
+def test_a_sale_that_reaches_the_price_gets_the_volume_discount_on_itself():
+    """100.00 at least: 10.00 off, points on the 90.00 paid (0.90 -> 90 points of 0.01).
+    99.99 gets nothing. Above: 100.00 gets nothing, 100.01 gets 10.00 (10.001 rounded down)."""
+    program = bakery()
+    state = issued(program)
+    state, reached = accepted(state, program, purchase("a", 10000), 0)
+    assert (reached["discount_minor"], reached["discount_pct"], reached["points_earned"]) == (
+        1000, 10, 90)
+    _, short = accepted(state, program, purchase("b", 9999), 0)
+    assert short["discount_minor"] == 0
+    above = bakery("above")
+    state = issued(above)
+    _, at = accepted(state, above, purchase("c", 10000), 0)
+    _, beyond = accepted(state, above, purchase("d", 10001), 0)
+    assert (at["discount_minor"], beyond["discount_minor"]) == (0, 1000)
+
+
+def test_discounts_never_add_up_the_largest_percent_applies():
+    """A 10 % tier and the 10 % volume discount: the tier's alone (equal percents: the
+    tier's); a 15 % tier: the tier's on any sale."""
+    for tier_pct, expected in ((10, 1000), (15, 1500)):
+        program = bakery(tier_pct=tier_pct)
+        _, effects = accepted(issued(program), program, purchase("a", 10000), 0)
+        assert effects["discount_minor"] == expected
+
+
+def test_an_offline_quote_gives_the_volume_discount_as_the_engine_does():
+    program = bakery()
+    for amount in (9999, 10000, 25000):
+        _, effects = accepted(issued(program), program, purchase("a", amount), 0)
+        quote = engine_offline.quote(program, "all", 0, True, amount, "other")
+        assert (quote["discount_minor"], quote["points_earned"]) == (
+            effects["discount_minor"], effects["points_earned"])
+
+
+def test_a_tracked_discount_above_its_threshold_needs_more_than_it():
+    """saver with threshold_rule above: 100.00 in 30 days earns nothing, 100.01 earns it."""
+    table = {"version": 1, "currency": "EUR", "discount": {
+        "threshold_minor": 10000, "threshold_rule": "above", "qualify_days": 30,
+        "discount_pct": 10, "duration_days": 30}}
+    program = validate_program("strict", table)
+    _, at = accepted(issued(program), program, purchase("a", 10000), 0)
+    _, beyond = accepted(issued(program), program, purchase("a", 10001), 0)
+    assert "discount_until_day" not in at and beyond["discount_until_day"] == 29

@@ -25,7 +25,8 @@ def test_every_example_program_is_valid_and_complete():
     assert sorted(programs) == ["club", "coffee", "gift", "regulars", "saver", "vip", "wallet"]
     for program in programs.values():
         assert sorted(program) == sorted(["id", "version", "currency", "name", "refund_window_days",
-                                          "points", "prepaid", "gift", "discount", "tiers"])
+                                          "points", "prepaid", "gift", "discount", "tiers",
+                                          "volume"])
 
 
 def test_validating_a_validated_program_gives_it_back_unchanged():
@@ -39,6 +40,15 @@ def test_defaults_are_filled_in():
                                  "expiry_days": None}
     assert program["prepaid"] == {"bonus_bp": 0, "bonus_rounding": "down", "cash_out": False}
     assert program["refund_window_days"] == 90 and program["gift"] is None
+    volume = validate_program("v", table(volume={"threshold_minor": 10000, "discount_pct": 10}))
+    assert volume["volume"] == {"threshold_minor": 10000, "threshold_rule": "at_least",
+                                "discount_pct": 10, "discount_rounding": "down"}
+
+
+def test_a_threshold_rule_is_at_least_or_above():
+    path, detail = refusal(table(volume={"threshold_minor": 100, "discount_pct": 10,
+                                         "threshold_rule": "over"}))
+    assert path == ("programs", "p", "volume", "threshold_rule")
 
 
 def test_floats_bools_and_out_of_range_numbers_are_refused_by_key():

@@ -23,6 +23,7 @@ from tools.programs import load_programs
 
 EXAMPLES = load_programs(REPO_ROOT / "examples" / "programs.toml")
 ROUNDING = st.sampled_from(money.ROUNDING_RULES)
+THRESHOLD_RULES = st.sampled_from(["at_least", "above"])
 SETTINGS = settings(max_examples=300, deadline=None)
 State = dict[str, Any]
 
@@ -61,7 +62,13 @@ def generated_programs(draw: st.DrawFn, expiring_points: bool = False,
                              "qualify_days": draw(st.integers(1, 40)),
                              "discount_pct": draw(st.integers(1, 100)),
                              "duration_days": draw(st.integers(1, 40)),
-                             "discount_rounding": draw(ROUNDING)}
+                             "discount_rounding": draw(ROUNDING),
+                             "threshold_rule": draw(THRESHOLD_RULES)}
+    if draw(st.booleans()):
+        table["volume"] = {"threshold_minor": draw(st.integers(1, 30000)),
+                           "discount_pct": draw(st.integers(1, 100)),
+                           "discount_rounding": draw(ROUNDING),
+                           "threshold_rule": draw(THRESHOLD_RULES)}
     if draw(st.booleans()):
         steps = draw(st.lists(st.integers(1, 30000), min_size=0, max_size=3))
         levels, spend = [], 0

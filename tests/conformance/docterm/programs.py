@@ -29,15 +29,17 @@ from typing import Any
 from .errors import Refused
 
 PROGRAM_KEYS = frozenset({"id", "version", "currency", "name", "refund_window_days",
-                          "points", "prepaid", "gift", "discount", "tiers"})
+                          "points", "prepaid", "gift", "discount", "tiers", "volume"})
 SECTION_KEYS = {
     "points": ("earn_bp", "earn_rounding", "points_per_unit", "expiry_days"),
     "prepaid": ("bonus_bp", "bonus_rounding", "cash_out"),
     "gift": ("expiry_days", "cash_out"),
-    "discount": ("threshold_minor", "qualify_days", "discount_pct", "duration_days",
-                 "discount_rounding"),
+    "discount": ("threshold_minor", "threshold_rule", "qualify_days", "discount_pct",
+                 "duration_days", "discount_rounding"),
     "tiers": ("window_days", "downgrade", "downgrade_days", "discount_rounding", "levels"),
+    "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
 }
+THRESHOLD_RULES = ("at_least", "above")
 LEVEL_KEYS = ("name", "spend_minor", "earn_multiplier_bp", "discount_pct")
 ROUNDING_RULES = ("down", "half_up", "half_even", "up")
 DOWNGRADE_RULES = ("period_end", "days_below")
@@ -177,6 +179,13 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
         _integer(discount, at, "discount_pct", 1, PCT_MAX)
         _integer(discount, at, "duration_days", 1, INT_MAX)
         _choice(discount, at, "discount_rounding", ROUNDING_RULES)
+        _choice(discount, at, "threshold_rule", THRESHOLD_RULES)
+    if (volume := sections["volume"]) is not None:
+        at = f"{path}.volume"
+        _integer(volume, at, "threshold_minor", 0, AMOUNT_MAX)
+        _integer(volume, at, "discount_pct", 1, PCT_MAX)
+        _choice(volume, at, "threshold_rule", THRESHOLD_RULES)
+        _choice(volume, at, "discount_rounding", ROUNDING_RULES)
     if (tiers := sections["tiers"]) is not None:
         at = f"{path}.tiers"
         _integer(tiers, at, "window_days", 1, WINDOW_DAYS_MAX)
@@ -242,7 +251,16 @@ def quote(program: dict[str, Any], tier: str | None, discount_pct: int, same_day
             discount_pct > tier_pct and program["discount"] is None):
         raise Refused("field_invalid", f"discount_pct {discount_pct}")
     tracked_pct = discount_pct if same_day else 0
-    if tracked_pct > tier_pct:
+    volume = program.get("volume")
+    volume_pct = 0
+    if volume is not None:
+        threshold = int(volume["threshold_minor"])
+        reached = (amount_minor > threshold if volume.get("threshold_rule") == "above"
+                   else amount_minor >= threshold)
+        volume_pct = int(volume["discount_pct"]) if reached else 0
+    if volume_pct > tracked_pct and volume_pct > tier_pct:
+        discount = divide(amount_minor * volume_pct, PCT_MAX, volume.get("discount_rounding"))
+    elif tracked_pct > tier_pct:
         rule = program["discount"].get("discount_rounding")
         discount = divide(amount_minor * tracked_pct, PCT_MAX, rule)
     elif tier_pct:
