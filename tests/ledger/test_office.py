@@ -343,7 +343,8 @@ def test_the_liabilities_chart_shows_what_the_reports_answer_at_each_point(
         for unit in set(owed) | set(expired):
             assert shown[unit] == (_money(owed.get(unit, 0), unit),
                                    _money(expired.get(unit, 0), unit)), (day, unit)
-    # By hand: on 2025-10-02 only the six EUR issues of 100.00 are owed; the expiries of 25 and 26 November fall in the step to 2025-12-01.
+    # By hand: on 2025-10-02 only the six EUR issues of 100.00 are owed; the expiries of
+    # 25 and 26 November fall in the step to 2025-12-01.
     eur = {row[0]: row[2:] for row in rows if row[1] == "EUR"}
     assert eur["2025-10-02"] == ("600.00 EUR", "0.00 EUR")
     assert eur["2025-12-01"][1] == "20.00 EUR"
