@@ -84,6 +84,7 @@ from typing import Any, Protocol
 
 from gateway.cards import CardBook
 from gateway.local_holds import HOLD_TTL_S
+from gateway.settle import LedgerReach
 from gateway.stats import Stats
 from gateway.store_health import StoreUnavailable
 from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFound
@@ -255,14 +256,16 @@ class LedgerHolds:
                  settle: Callable[[], object] | None = None, stats: Stats | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_voided: Callable[[list[str]], object] | None = None,
-                 on_placing: Callable[[str, str, dict[str, Any]], object] | None = None
-                 ) -> None:
+                 on_placing: Callable[[str, str, dict[str, Any]], object] | None = None,
+                 reach: LedgerReach | None = None) -> None:
         """`on_voided(hold_ids)`: told, from the sweep, of the holds the ledger voided (or
         never had), so the store stops counting them as open (gateway/authorizations.py).
         `on_placing(hold_id, auth_id, request)`: told before a hold is asked of the ledger,
         to keep durably that it may be placed (`authorizations.intend`), so a gateway stopped
         before the approval is kept voids it at its next start; raising StoreUnavailable
-        means the hold is not asked and the request is declined host_unavailable."""
+        means the hold is not asked and the request is declined host_unavailable.
+        `reach`: told whether the ledger answered, so its going away and coming back are one
+        log line each (gateway/settle.py)."""
         self.gateway_id = gateway_id
         self.cards = cards
         self.ledger = ledger
@@ -272,6 +275,7 @@ class LedgerHolds:
         self.clock = clock
         self.on_voided = on_voided
         self.on_placing = on_placing
+        self.reach = reach
         self.stand_in = StandIn(self.settings, clock)
         self.gate = LedgerGate(self.stand_in, clock)
         self._lock = threading.Lock()  # the voids; never held across a ledger call
@@ -302,13 +306,14 @@ class LedgerHolds:
         try:
             held = self._place(hold_id, request, value_minor, points, self._tap(auth_id))
         except LedgerUnavailable as error:
-            log.warning("ledger unavailable for hold %s, standing in: %s", hold_id, error)
-            self.gate.lost()
+            # Per request: debug (and counted); the ledger going away is one line (`reach`).
+            log.debug("ledger unavailable for hold %s, standing in: %s", hold_id, error)
+            self._lost(error)
             return self._stand_in(request, decision, hold_id, value_minor, points)
         except LedgerRejected as error:
-            self.gate.answered()
+            self._answered()
             return self._decline(auth_id, self._reason_for(hold_id, error))
-        self.gate.answered()
+        self._answered()
         if not held:
             self.stats.add("ledger_hold.card_unknown")
             return decision
@@ -321,6 +326,16 @@ class LedgerHolds:
             return self._decline(auth_id, HOST_UNAVAILABLE)
         self.stats.add("ledger_hold.placed")
         return decision
+
+    def _lost(self, error: LedgerUnavailable) -> None:
+        self.gate.lost()
+        if self.reach is not None:
+            self.reach.lost(error)
+
+    def _answered(self) -> None:
+        self.gate.answered()
+        if self.reach is not None:
+            self.reach.answered()
 
     def _tap(self, auth_id: str) -> int | None:
         """The read counter of the tap the card book approved (None without card keys): the
@@ -365,7 +380,8 @@ class LedgerHolds:
     def _reason_for(self, hold_id: str, error: LedgerRejected) -> str:
         if error.reason in PASSED_ON:
             return error.reason
-        log.error("ALARM ledger refused hold %s: %s %s", hold_id, error.reason, error.detail)
+        log.error("ALARM ledger refused hold %s: %s %s", hold_id, error.reason, error.detail,
+                  extra={"event": "alarm", "reason": error.reason, "hold": hold_id})
         self.stats.add("ledger_hold.alarm." + error.reason)
         return LEDGER_REFUSED
 
@@ -416,7 +432,7 @@ class LedgerHolds:
         dropped = len(hold_ids) - max(room, 0)
         if dropped > 0:
             log.warning("%d ledger holds dropped from the void queue; their ttl expires them",
-                        dropped)
+                        dropped, extra={"event": "voids_dropped", "holds": dropped})
             self.stats.add("ledger_hold.void_dropped", dropped)
 
     def _void_now(self, hold_id: str) -> None:
@@ -429,16 +445,17 @@ class LedgerHolds:
         try:
             self.ledger.void_hold(hold_id)
         except LedgerUnavailable as error:
-            log.warning("ledger unavailable, void of %s waits: %s", hold_id, error)
-            self.gate.lost()
+            log.debug("ledger unavailable, void of %s waits: %s", hold_id, error)
+            self._lost(error)
             return False
         except NotFound:
             pass  # never placed: the unanswered call did not reach the books
         except LedgerRejected as error:
             log.error("ALARM ledger refused to void hold %s: %s %s", hold_id, error.reason,
-                      error.detail)
+                      error.detail,
+                      extra={"event": "alarm", "reason": error.reason, "hold": hold_id})
             self.stats.add("ledger_hold.alarm." + error.reason)
-        self.gate.answered()
+        self._answered()
         self.stats.add("ledger_hold.voided")
         return True
 

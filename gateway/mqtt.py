@@ -16,10 +16,15 @@ connects again (`before_connect`) and so never takes the session back.
 
 `on_message` only routes: it puts (topic, payload) on a bounded queue per kind of uplink.
 A full queue drops the message and counts it; the terminal resends it later.
+
+The link logs its changes, once each (docs/deployment.md "Logs"): `broker_connected` at the
+first CONNACK, `broker_lost` when the connection drops, `broker_back` at the CONNACK that
+follows (paho reconnects on its own, with its backoff).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import threading
@@ -42,6 +47,8 @@ CONNECT_TIMEOUT_S = 10.0
 
 Route = Callable[[str, bytes], bool]  # returns False when the message had to be dropped
 
+log = logging.getLogger(__name__)
+
 
 class MqttLink:
     def __init__(self, host: str, port: int, client_id: str, stats: Stats,
@@ -60,6 +67,9 @@ class MqttLink:
         self.routes = routes
         self.subscriptions = topics.gateway_subscriptions(merchant)
         self._connected = threading.Event()
+        self._ever_connected = False  # paho's thread alone reads and writes these two
+        self._lost = False
+        self._stopping = False
         self.mqtt5 = mqtt5
         if mqtt5:
             self.client = mqtt.Client(
@@ -94,6 +104,7 @@ class MqttLink:
             raise ConnectionError(f"no CONNACK from {self.host}:{self.port}")
 
     def stop(self) -> None:
+        self._stopping = True  # the disconnect that follows is no lost broker
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -121,11 +132,30 @@ class MqttLink:
         client.subscribe(self.subscriptions)
         self.stats.add("mqtt_connects")
         self._connected.set()
+        where = {"broker": f"{self.host}:{self.port}", "reason": str(reason_code)}
+        if getattr(reason_code, "is_failure", False):  # a CONNACK refusing the login
+            log.error("broker %s:%d refused the gateway: %s", self.host, self.port,
+                      reason_code, extra={"event": "broker_refused", **where})
+            return
+        if self._lost:
+            log.info("broker %s:%d back", self.host, self.port,
+                     extra={"event": "broker_back", **where})
+        elif not self._ever_connected:
+            log.info("broker %s:%d connected", self.host, self.port,
+                     extra={"event": "broker_connected", **where})
+        self._ever_connected = True
+        self._lost = False
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason_code: object, properties: object) -> None:
         self._connected.clear()
         self.stats.add("mqtt_disconnects")
+        if self._stopping or self._lost:
+            return
+        self._lost = True
+        log.warning("broker %s:%d lost (%s); reconnecting", self.host, self.port, reason_code,
+                    extra={"event": "broker_lost", "broker": f"{self.host}:{self.port}",
+                           "reason": str(reason_code)})
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     message: mqtt.MQTTMessage) -> None:

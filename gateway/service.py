@@ -20,6 +20,15 @@ never reaches a terminal.
 With a ledger, approved purchases paid from card value are held at the ledger, and a sweep
 thread voids the holds no sale will post (gateway/ledger_holds.py). At start, the holds an
 earlier run left are held again or voided (gateway/hold_recovery.py).
+
+`reload_registry(path)` (SIGHUP to `gateway run`) reads the terminal registry file again and
+swaps it in: added terminals are served and get their configuration, removed ones are
+refused. A file that cannot be used is logged and the registry in use is kept.
+
+Log lines of note carry an event name (docs/deployment.md "Logs"): `terminal_connected` and
+`terminal_lost` from the terminals' signed status (the "online" each publishes when it
+connects, the "offline" last will the broker publishes when it drops), `registry_reloaded`,
+and the ledger's reachability from every call made to it (gateway/settle.py `LedgerReach`).
 """
 
 from __future__ import annotations
@@ -48,8 +57,8 @@ from gateway.lease import Lease
 from gateway.ledger_holds import HoldSettings, LedgerHolds
 from gateway.mqtt import MqttLink, queue_route, timed_route
 from gateway.offline_episodes import OfflineEpisodes
-from gateway.registry import TerminalRegistry
-from gateway.settle import SettleResult, settle
+from gateway.registry import RegistryChange, RegistryInvalid, TerminalRegistry
+from gateway.settle import LedgerReach, SettleResult, settle
 from gateway.stage import OnDeath, exit_process, thread
 from gateway.stats import Stats
 from gateway.store import GatewayStore
@@ -140,6 +149,10 @@ class Gateway:
         self._ledger_settle_now = (LedgerClient(ledger_url, self.hold_settings.ledger_timeout_s,
                                                 token=ledger_token, ca_file=ledger_ca)
                                    if ledger_url else None)
+        # Whether each ledger process answers, from every call made to it: logged on change.
+        self.reach = LedgerReach(ledger_url) if ledger_url else None
+        self.hold_reach = (LedgerReach(ledger_hold_url)
+                           if ledger_hold_url and ledger_hold_url != ledger_url else self.reach)
         self.store.add_counters({AUTH_EPOCHS: 1})
         authorizations.prune(self.store)
         hotlist = self.store.hotlist()
@@ -158,10 +171,12 @@ class Gateway:
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
                                   self._settle_now, self.stats,
-                                  on_voided=self._holds_ended, on_placing=self._intend_hold)
+                                  on_voided=self._holds_ended, on_placing=self._intend_hold,
+                                  reach=self.hold_reach)
                       if self._ledger_now else None)
         self._recover_holds()
         self.presence: dict[str, dict[str, Any]] = {}
+        self._fleet_lock = threading.Lock()  # one configuration publish at a time
         self._settle_lock = threading.Lock()
         self._blocks_polling = threading.Lock()  # a try-lock: one poll of the feed at a time
         self._feed_polling = threading.Lock()  # the same for the card feed
@@ -200,7 +215,8 @@ class Gateway:
             authorizations.end_holds(self.store, ledger_hold_ids)
         except StoreUnavailable as error:
             log.warning("%d voided ledger holds not noted as ended: %s", len(ledger_hold_ids),
-                        error.detail)
+                        error.detail, extra={"event": "holds_not_noted",
+                                             "holds": len(ledger_hold_ids)})
 
     def _recover_holds(self) -> None:
         """The holds an earlier run left: live ones held locally again, the rest voided at
@@ -216,7 +232,8 @@ class Gateway:
                 self.stats.add("holds_recovered." + name, count)
         if any(counts.values()):
             log.info("holds of the last run: %d held again, %d to void, %d posted by records",
-                     len(recovery.restored), len(recovery.void), len(recovery.ended))
+                     len(recovery.restored), len(recovery.void), len(recovery.ended),
+                     extra={"event": "holds_recovered", **counts})
 
     def _build_stages(self, broker_host: str, broker_port: int, mqtt5: bool,
                       broker_login: tuple[str, str] | None, broker_ca: str | None) -> None:
@@ -243,11 +260,14 @@ class Gateway:
                                         self.holds.wake if self.holds is not None else None,
                                         self.directory, death,
                                         records_committed=self._records_committed.set)
-        self.auth_stage = AuthorizeStage(self._verifier, self.registry, self.cards, self.stats,
+        # The answering stages may seal for a terminal a reload removed after its message
+        # verified (gateway/registry.py); the verifier refuses it from then on.
+        answers = self.registry.for_answers()
+        self.auth_stage = AuthorizeStage(self._verifier, answers, self.cards, self.stats,
                                          self.mqtt.publish, self.auth_queue, self.ack_queue,
                                          self.holds, self.directory, death, self.store,
                                          self.answered)
-        self.ack_stage = AckStage(self.registry, self.mqtt.publish, self.stats, self.ack_queue,
+        self.ack_stage = AckStage(answers, self.mqtt.publish, self.stats, self.ack_queue,
                                   on_death=death, answered=self.answered)
 
     def _intend_hold(self, hold_id: str, auth_id: str, request: dict[str, Any]) -> None:
@@ -286,19 +306,54 @@ class Gateway:
             self._feed_follower.start()
         self.mqtt.start()
         self._publish_fleet()
+        log.info("gateway %s started: %d terminals registered", self.gateway_id,
+                 len(self.registry.ids()),
+                 extra={"event": "gateway_started", "terminals": len(self.registry.ids())})
 
     def _publish_fleet(self) -> None:
-        with self.cards.lock:
-            served = {card for card in self.fleet.hotlist if card in self.cards.cards}
-        self.fleet.publish(self.registry,
-                           lambda topic, payload: self.mqtt.publish(topic, payload, retain=True),
-                           served)
-        # What terminals knew was blocked, and from which version: an offline sale naming
-        # that version or a later one is refused (gateway/cards.py `_config_refusal`).
-        blocked_in = {card: self._blocked_versions.get(card) or self.fleet.version
-                      for card in self.fleet.carried}
-        with self.cards.lock:
-            self.cards.blocked_in = blocked_in
+        with self._fleet_lock:  # a reload and a block may publish at once: one after other
+            with self.cards.lock:
+                served = {card for card in self.fleet.hotlist if card in self.cards.cards}
+            self.fleet.publish(
+                self.registry,
+                lambda topic, payload: self.mqtt.publish(topic, payload, retain=True), served)
+            # What terminals knew was blocked, and from which version: an offline sale naming
+            # that version or a later one is refused (gateway/cards.py `_config_refusal`).
+            blocked_in = {card: self._blocked_versions.get(card) or self.fleet.version
+                          for card in self.fleet.carried}
+            with self.cards.lock:
+                self.cards.blocked_in = blocked_in
+
+    def reload_registry(self, path: str) -> RegistryChange | None:
+        """Read the terminal registry in `path` again and serve what it says from now on:
+        terminals it adds get their configuration, terminals it drops are refused. Returns
+        what changed, or None (logged) if the file cannot be used: the registry in use stays.
+
+        The file is read and checked before anything is touched, and without any lock the
+        stages take; the swap is one assignment (gateway/registry.py)."""
+        try:
+            fresh = TerminalRegistry.load(path)
+        except (OSError, RegistryInvalid) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+            log.error("registry %s not reloaded, %d terminals kept: %s", path,
+                      len(self.registry.ids()), detail,
+                      extra={"event": "registry_reload_failed",
+                             "terminals": len(self.registry.ids())})
+            return None
+        change = self.registry.replace(fresh)
+        for terminal in change.removed:
+            self.presence.pop(terminal, None)
+        if change.added or change.changed:
+            self._publish_fleet()  # the same version: those it had are sent the same bytes
+        log.info("registry reloaded from %s: %d terminals, %d added, %d removed, %d changed",
+                 path, change.terminals, len(change.added), len(change.removed),
+                 len(change.changed),
+                 extra={"event": "registry_reloaded", "terminals": change.terminals,
+                        "added": len(change.added), "removed": len(change.removed),
+                        "changed": len(change.changed),
+                        "added_terminals": list(change.added),
+                        "removed_terminals": list(change.removed)})
+        return change
 
     def block_card(self, card: str, reason: str = "reported lost") -> None:
         """Put a card on the hotlist: durable, enforced here, pushed to every terminal."""
@@ -336,15 +391,23 @@ class Gateway:
         if self._feed_follower is not None:
             self._feed_follower.join(STOP_JOIN_S)
         self.store.close()
+        log.info("gateway %s stopped", self.gateway_id, extra={"event": "gateway_stopped"})
 
     def _ledger_card(self, card: str) -> dict[str, Any] | None:
         """A card registered centrally, or None (unknown, or the ledger is out of reach).
         Asked off the card book's lock (gateway/card_directory.py), with a short timeout."""
         assert self._ledger_now is not None
         try:
-            return self._ledger_now.card(card)
-        except (NotFound, LedgerUnavailable):
+            found = self._ledger_now.card(card)
+        except NotFound:
+            found = None
+        except LedgerUnavailable as error:
+            if self.hold_reach is not None:
+                self.hold_reach.lost(error)
             return None
+        if self.hold_reach is not None:
+            self.hold_reach.answered()
+        return found
 
     def _on_status(self, topic: str, payload: bytes) -> bool:
         try:
@@ -352,8 +415,21 @@ class Gateway:
         except ProtocolError as error:
             self.stats.rejected(error.reason)
             return True
-        self.presence[fields["terminal"]] = fields
-        self.stats.add("status." + fields["state"])
+        terminal, state = fields["terminal"], fields["state"]
+        merchant = topics.parse(topic)[0]  # it verified: the topic is the terminal's own
+        before = self.presence.get(terminal, {}).get("state")
+        self.presence[terminal] = fields
+        self.stats.add("status." + state)
+        if state == "offline" and before not in (None, "offline"):
+            log.warning("terminal %s lost (its last will: offline)", terminal,
+                        extra={"event": "terminal_lost", "terminal": terminal,
+                               "merchant": merchant})
+        elif state != "offline" and before in (None, "offline"):
+            log.info("terminal %s connected (%s)", terminal, state,
+                     extra={"event": "terminal_connected", "terminal": terminal,
+                            "merchant": merchant, "status": state,
+                            "firmware": fields.get("firmware"),
+                            "journal_depth": fields.get("journal_depth")})
         return True
 
     def idle(self) -> bool:
@@ -366,7 +442,7 @@ class Gateway:
         assert self.ledger is not None, "settle needs a ledger URL"
         self.sweep_expiry(now_s)
         with self._settle_lock:
-            return settle(self.store, self.gateway_id, self.ledger)
+            return settle(self.store, self.gateway_id, self.ledger, self.reach)
 
     def _settle_loop(self, interval_s: float | None, post_within_s: float | None) -> None:
         """Settle every `interval_s` (expiry first), and post committed records within
@@ -407,12 +483,16 @@ class Gateway:
         self.sweep_expiry()
         try:
             with self._settle_lock:
-                result = settle(self.store, self.gateway_id, self.ledger)
+                result = settle(self.store, self.gateway_id, self.ledger, self.reach)
         except (sqlite3.Error, OSError, StoreUnavailable) as error:
-            log.error("timed settlement failed: %s", error)  # the next turn tries again
+            # the next turn tries again
+            log.error("timed settlement failed: %s", error,
+                      extra={"event": "settlement_failed"})
             return
         if result.refused:
-            log.error("ALARM settlement refused: %s", result.refused)
+            log.error("ALARM settlement refused: %s", result.refused,
+                      extra={"event": "alarm", "reason": "settlement_refused",
+                             "refused": len(result.refused)})
 
     def _post_flow(self) -> bool:
         """Post the records committed since the last post; False if some stay pending (the
@@ -420,15 +500,17 @@ class Gateway:
         assert self.ledger is not None
         try:
             with self._settle_lock:
-                result = settle(self.store, self.gateway_id, self.ledger)
+                result = settle(self.store, self.gateway_id, self.ledger, self.reach)
         except (sqlite3.Error, OSError, StoreUnavailable) as error:
-            log.error("posting records failed: %s", error)
+            log.error("posting records failed: %s", error, extra={"event": "settlement_failed"})
             return False
         if result.refused:
-            log.error("ALARM settlement refused: %s", result.refused)
-        if result.pending:
-            log.warning("ledger did not take %d batches; asked again later",
-                        len(result.pending))
+            log.error("ALARM settlement refused: %s", result.refused,
+                      extra={"event": "alarm", "reason": "settlement_refused",
+                             "refused": len(result.refused)})
+        if result.pending:  # each retry: debug; the ledger going away is one line (reach)
+            log.debug("ledger did not take %d batches; asked again later",
+                      len(result.pending))
         self.stats.add("flow_posts")
         return not result.pending
 
@@ -457,8 +539,10 @@ class Gateway:
         try:
             feed = self.ledger.block_changes(cursor)
         except LedgerError as error:
-            log.warning("ledger's block feed not read: %s", error)
+            self._feed_failed("block feed", error)
             return 0
+        if self.reach is not None:
+            self.reach.answered()
         applied = 0
         for change in feed.get("blocks", []):
             card, blocked = change["card"], bool(change["blocked"])
@@ -472,7 +556,8 @@ class Gateway:
         if following != cursor:
             self.store.add_counters({BLOCKS_CURSOR: following - cursor})
         if applied:
-            log.info("card blocks from the ledger: %d applied (cursor %d)", applied, following)
+            log.info("card blocks from the ledger: %d applied (cursor %d)", applied, following,
+                     extra={"event": "card_blocks_applied", "applied": applied})
         return applied
 
     def _follow_feed(self, interval_s: float) -> None:
@@ -503,8 +588,10 @@ class Gateway:
         try:
             feed = self.ledger.card_changes(f"{xid}.{change_id}" if started else "end")
         except LedgerError as error:
-            log.warning("ledger's card feed not read: %s", error)
+            self._feed_failed("card feed", error)
             return 0
+        if self.reach is not None:
+            self.reach.answered()
         if self.holds is not None:
             self.holds.stand_in.fresh()  # stand-in may rely on the card book this long
         next_xid, _, next_id = str(feed["next"]).partition(".")
@@ -524,8 +611,24 @@ class Gateway:
                 self.stats.add("feed." + name, count)
         if result.applied or result.forced:
             log.info("card feed: %d changes of other stores applied, %d forced (at %s)",
-                     result.applied, result.forced, feed["next"])
+                     result.applied, result.forced, feed["next"],
+                     extra={"event": "card_feed_applied", "applied": result.applied,
+                            "forced": result.forced})
         return len(changes)
+
+    def _feed_failed(self, feed: str, error: LedgerError) -> None:
+        """A read of a ledger feed that failed: a ledger away is logged once (`reach`), a
+        refusal (a login without the right) on every read, as a person must act."""
+        if isinstance(error, LedgerUnavailable):
+            log.debug("ledger's %s not read: %s", feed, error)
+            if self.reach is not None:
+                self.reach.lost(error)
+            return
+        if self.reach is not None:
+            self.reach.answered()
+        log.warning("ledger's %s refused: %s", feed, error,
+                    extra={"event": "ledger_feed_refused", "feed": feed.replace(" ", "_"),
+                           "reason": error.reason})
 
     def unblock_card(self, card: str) -> None:
         """Take a card off the hotlist: durable, here and in every terminal's configuration."""
@@ -565,9 +668,10 @@ class Gateway:
         if not self._settle_lock.acquire(timeout=self.hold_settings.ledger_timeout_s):
             return
         try:
-            settle(self.store, self.gateway_id, self._ledger_settle_now)
+            settle(self.store, self.gateway_id, self._ledger_settle_now, self.reach)
         except (sqlite3.Error, StoreUnavailable) as error:  # the ledger decides
-            log.error("settlement before a hold failed: %s", error)
+            log.error("settlement before a hold failed: %s", error,
+                      extra={"event": "settlement_failed"})
         finally:
             self._settle_lock.release()
 

@@ -32,18 +32,24 @@ they are, so the ledger posts exactly what the engine did (docs/ledger.md).
 A transaction's keys are the ledger's own list (`ledger.model.TXN_KEYS`, from its `Txn`):
 each is the record's field of that name, but for the few the record keeps otherwise
 (`_renamed_fields`).
+
+Each batch the ledger answered is one log line, `settlement_posted`; a ledger that stops
+answering is one line, `ledger_unavailable`, however often it is asked again, and one more,
+`ledger_back`, when it answers (`LedgerReach`, shared by every caller of one ledger).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway import batches
 from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD, SUN_COUNTER_FIELD
 from gateway.store import BATCH_REFUSED, GatewayStore
 from ledger.client import LedgerClient
-from ledger.errors import LedgerRejected, LedgerUnavailable
+from ledger.errors import LedgerError, LedgerRejected, LedgerUnavailable
 from ledger.model import STATUS_DUPLICATE, STATUS_PARTIAL, STATUS_POSTED, TXN_KEYS
 from protocol import txn
 
@@ -129,6 +135,43 @@ def ledger_refusals(answer: object, document: dict[str, Any]) -> dict[str, tuple
     return {item["txn_id"]: (item["reason"], item["detail"]) for item in items}
 
 
+class LedgerReach:
+    """Whether one ledger answers, as the gateway's calls to it found: a call that got no
+    answer (LedgerUnavailable) and a call that got one (any answer, a refusal too) are
+    reported here, and only a change is logged, so a ledger away for an hour is two lines,
+    not one per retry. Thread-safe; the line is written outside the lock."""
+
+    def __init__(self, url: str) -> None:
+        where = urlsplit(url)
+        # Host and port only: a URL's user part could carry a secret.
+        self.ledger = f"{where.hostname}:{where.port}" if where.port else str(where.hostname)
+        self._lock = threading.Lock()
+        self._away = False
+        self.episodes = 0  # times it went away
+
+    @property
+    def away(self) -> bool:
+        with self._lock:
+            return self._away
+
+    def lost(self, error: LedgerError) -> None:
+        with self._lock:
+            changed, self._away = not self._away, True
+            if changed:
+                self.episodes += 1
+        if changed:
+            log.warning("ledger %s unavailable: %s", self.ledger, error,
+                        extra={"event": "ledger_unavailable", "ledger": self.ledger,
+                               "reason": error.reason})
+
+    def answered(self) -> None:
+        with self._lock:
+            changed, self._away = self._away, False
+        if changed:
+            log.info("ledger %s answers again", self.ledger,
+                     extra={"event": "ledger_back", "ledger": self.ledger})
+
+
 class SettleResult:
     def __init__(self) -> None:
         self.settled: list[str] = []  # batches closed: posted, but for `refused`
@@ -143,8 +186,10 @@ class SettleResult:
                 "posted": self.posted, "duplicates": self.duplicates, "split": self.split}
 
 
-def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> SettleResult:
-    """Open a batch of what is unbatched, then post every open batch in order."""
+def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient,
+           reach: LedgerReach | None = None) -> SettleResult:
+    """Open a batch of what is unbatched, then post every open batch in order. `reach`:
+    told whether the ledger answered."""
     result = SettleResult()
     while batches.open_batch(store, gateway_id) is not None:
         pass
@@ -156,21 +201,36 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient) -> Settle
             answer = ledger.post_batch(document)
             refused = ledger_refusals(answer, document)
         except LedgerUnavailable as error:
-            log.warning("ledger unavailable, batch %s stays open: %s", batch_id, error)
+            # Once per retry: debug; the ledger going away is logged once, by `reach`.
+            log.debug("ledger unavailable, batch %s stays open: %s", batch_id, error)
+            if reach is not None:
+                reach.lost(error)
             result.pending.append(batch_id)
             break  # keep order: later batches wait for this one
         except LedgerRejected as error:
+            if reach is not None:
+                reach.answered()
             _refused_whole(store, gateway_id, batch_id, document, error, waiting, result)
             continue
+        if reach is not None:
+            reach.answered()
         for txn_id, (reason, detail) in refused.items():
             log.error("ALARM ledger refused %s of batch %s: %s %s", txn_id, batch_id, reason,
-                      detail)
+                      detail, extra={"event": "alarm", "reason": reason, "batch": batch_id,
+                                     "txn": txn_id})
             result.refused.append((txn_id, reason))
         batches.close_posted(store, gateway_id, batch_id, refused)
         result.settled.append(batch_id)
-        result.posted += int(answer.get("posted", 0))
+        posted = int(answer.get("posted", 0))
+        result.posted += posted
         if answer["status"] == STATUS_DUPLICATE:
             result.duplicates += 1
+        log.info("batch %s settled (%s): %d of %d transactions posted, %d refused", batch_id,
+                 answer["status"], posted, len(document["transactions"]), len(refused),
+                 extra={"event": "settlement_posted", "batch": batch_id,
+                        "status": answer["status"], "posted": posted,
+                        "transactions": len(document["transactions"]),
+                        "refused": len(refused)})
     return result
 
 
@@ -182,11 +242,13 @@ def _refused_whole(store: GatewayStore, gateway_id: str, batch_id: str,
     halves = batches.split_batch(store, gateway_id, batch_id)
     if halves:
         log.warning("ledger refused batch %s (%s): split into %s", batch_id,
-                    error.reason, " and ".join(halves))
+                    error.reason, " and ".join(halves),
+                    extra={"event": "batch_split", "batch": batch_id, "reason": error.reason})
         result.split += 1
         waiting[:0] = halves
         return
     log.error("ALARM ledger refused batch %s, its one record, whole: %s %s", batch_id,
-              error.reason, error.detail)
+              error.reason, error.detail,
+              extra={"event": "alarm", "reason": error.reason, "batch": batch_id})
     batches.close_batch(store, batch_id, BATCH_REFUSED, f"{error.reason}: {error.detail}")
     result.refused += [(entry["txn_id"], error.reason) for entry in document["transactions"]]

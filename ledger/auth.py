@@ -22,10 +22,12 @@ Roles (what each may do is `may`'s table below):
     reader    read balances, reports, alarms, holds (back office)
     cards     register personalized cards (value at most register_value_minor_max), read cards,
               block and unblock cards
-    admin     everything a reader and cards may do, and void any hold
+    admin     everything a reader and cards may do, void any hold, and read, change,
+              export and erase customers (ledger/customers.py)
     clerk     a person at the back office (/office/, ledger/office.py): read cards, holds,
-              reports, alarms
-    manager   what a clerk may, and block and unblock cards and acknowledge alarms
+              reports, alarms; read and change customers
+    manager   what a clerk may, and block and unblock cards, acknowledge alarms and
+              erase customers
 
 The two operator roles sign in with a password, not a token: their entry keeps a salted
 scrypt record (``"password_scrypt"``, ledger/passwords.py) instead of ``secret_sha256``,
@@ -74,16 +76,21 @@ BLOCK_CARD = "block_card"  # block or unblock a card for every store
 READ_BLOCKS = "read_blocks"  # the feed of block changes (GET /v1/blocks)
 READ_CHANGES = "read_changes"  # the feed of posted transactions by card (GET /v1/changes)
 ACKNOWLEDGE_ALARM = "acknowledge_alarm"  # mark an alarm seen (the back office)
+READ_CUSTOMER = "read_customer"  # a customer's personal data, history and export
+CHANGE_CUSTOMER = "change_customer"  # create and update customers, link and unlink cards
+ERASE_CUSTOMER = "erase_customer"  # erase a customer's personal data
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
                           READ_CHANGES}),
     "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CHANGES}),
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
-                        READ_BLOCKS, READ_CHANGES}),
-    "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS}),
+                        READ_BLOCKS, READ_CHANGES, READ_CUSTOMER, CHANGE_CUSTOMER,
+                        ERASE_CUSTOMER}),
+    "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CUSTOMER,
+                        CHANGE_CUSTOMER}),
     "manager": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, BLOCK_CARD,
-                          ACKNOWLEDGE_ALARM}),
+                          ACKNOWLEDGE_ALARM, READ_CUSTOMER, CHANGE_CUSTOMER, ERASE_CUSTOMER}),
 }
 
 

@@ -105,11 +105,16 @@ class Books:
             log.warning("batch %s posted %d expired holds", batch.batch_id, late)
         for card, value_minor in overdrawn:
             log.warning("AUDIT card %s blocked by the ledger: overdrawn to %d by batch %s",
-                        card[:64], value_minor, batch.batch_id[:64])
+                        card[:64], value_minor, batch.batch_id[:64],
+                        extra={"event": "card_blocked_overdrawn", "card": card[:64],
+                               "batch": batch.batch_id[:64], "gateway": batch.gateway_id})
         if result.status == STATUS_PARTIAL:
             log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
                         batch.batch_id, len(result.refused), len(batch.transactions),
-                        ", ".join(f"{r.txn_id} {r.reason}" for r in result.refused[:10]))
+                        ", ".join(f"{r.txn_id} {r.reason}" for r in result.refused[:10]),
+                        extra={"event": "alarm", "reason": "transactions_refused",
+                               "batch": batch.batch_id[:64], "gateway": batch.gateway_id,
+                               "refused": len(result.refused)})
         return result
 
     def _post(self, session: Session,
@@ -193,7 +198,8 @@ class Books:
 
     def _raise_alarm(self, reason: str, detail: str) -> None:
         """Log an alarm and record it in its own transaction (the batch's was rolled back)."""
-        log.warning("ledger alarm %s: %s", reason, detail)
+        log.warning("ledger alarm %s: %s", reason, detail,
+                    extra={"event": "alarm", "reason": reason})
         at = self._now()
         self._database.transact(
             lambda session: posting_sql.insert_alarm(session, at, reason, detail))

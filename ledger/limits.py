@@ -146,3 +146,24 @@ CHANGES_PAGE_MAX = 1_000
 SUN_COUNTER_MAX = READ_COUNTER_MAX
 """Highest SUN read counter a hold or a transaction may carry: a card's counter is 3 bytes
 (docs/cards.md), so a higher one was never read from a card."""
+
+CUSTOMER_BYTES_MAX = 16 * 1024
+"""Largest body of a customer request (POST /v1/customers, PATCH /v1/customers/<id>)."""
+
+CUSTOMER_NAME_CHARS_MAX = 200
+"""Longest customer name."""
+
+CUSTOMER_NOTES_CHARS_MAX = 2000
+"""Longest note kept about a customer."""
+
+CONSENT_SOURCE_CHARS_MAX = 64
+"""Longest name of where a marketing consent was given (counter, web form, ...)."""
+
+CUSTOMER_CARDS_MAX = 100
+"""Most cards one customer may have linked."""
+
+HISTORY_TXNS_MAX = 100_000
+"""Most transactions a card's or a customer's history lists (history_too_large beyond)."""
+
+BIRTH_YEAR_MIN = 1900
+"""Earliest birth year accepted (an earlier one is a typing mistake)."""

@@ -7,10 +7,11 @@ and points) and by expiry (the sweep), hold postings by batch (closing them). Re
 the transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
 Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
-point_hold_postings) are created on the next open of existing books, and columns added
-later (ADDED_COLUMNS: nullable, so rows written before them read as null) are added to
-them; nothing is ever dropped or changed. That is why holds with points are a table of their
-own (point_holds, see `ledger.hold_rules`): holds' CHECK (amount_minor > 0) stays.
+point_hold_postings, the customer tables) are created on the next open of existing books,
+and columns added later (ADDED_COLUMNS: nullable, so rows written before them read as
+null) are added to them; nothing is ever dropped or changed. That is why holds with points
+are a table of their own (point_holds, see `ledger.hold_rules`): holds' CHECK
+(amount_minor > 0) stays.
 
 The column lists that rows are inserted with come from the value types where a field list is
 written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS and POINT_HOLD_COLUMNS
@@ -167,6 +168,42 @@ _STATEMENTS = (
         alarm_id BIGINT PRIMARY KEY REFERENCES alarms (id),
         at BIGINT NOT NULL,
         login TEXT NOT NULL)""",
+    # Customers (ledger/customers.py): personal data apart from the books. A customer row
+    # holds no personal value; its fields are sealed one row each (ledger/personal_crypto.py)
+    # and its phone and e-mail kept only as keyed digests. Erasing deletes both and keeps
+    # the row (erased_at set), its card links and its audit trail.
+    """CREATE TABLE IF NOT EXISTS customers (
+        customer_id TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        key_id TEXT,
+        erased_at BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS customer_fields (
+        customer_id TEXT NOT NULL REFERENCES customers (customer_id),
+        field TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        PRIMARY KEY (customer_id, field))""",
+    """CREATE TABLE IF NOT EXISTS customer_lookups (
+        lookup TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL REFERENCES customers (customer_id),
+        kind TEXT NOT NULL CHECK (kind IN ('phone', 'email')))""",
+    "CREATE INDEX IF NOT EXISTS customer_lookups_by_customer ON customer_lookups (customer_id)",
+    # A card belongs to at most one customer: the card is the key.
+    """CREATE TABLE IF NOT EXISTS customer_cards (
+        card TEXT PRIMARY KEY REFERENCES cards (card),
+        customer_id TEXT NOT NULL REFERENCES customers (customer_id),
+        linked_at BIGINT NOT NULL,
+        login TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS customer_cards_by_customer ON customer_cards (customer_id)",
+    # Who did what to which customer, and when; field names and card ids, never values.
+    """CREATE TABLE IF NOT EXISTS customer_audit (
+        id {serial},
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS customer_audit_by_customer ON customer_audit (customer_id, id)",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -229,6 +266,16 @@ ALARM_COLUMNS = ("at", "reason", "detail")
 """Every alarms column but its id."""
 ALARM_ACK_COLUMNS = ("alarm_id", "at", "login")
 """Every alarm_acks column: which alarm, when and by which operator it was acknowledged."""
+CUSTOMER_COLUMNS = ("customer_id", "created_at", "updated_at", "key_id", "erased_at")
+"""Every customers column: no personal value, only its id, times and the sealing key's id."""
+CUSTOMER_FIELD_COLUMNS = ("customer_id", "field", "sealed")
+"""Every customer_fields column: one sealed personal field (ledger/personal_crypto.py)."""
+CUSTOMER_LOOKUP_COLUMNS = ("lookup", "customer_id", "kind")
+"""Every customer_lookups column: the keyed digest of a phone number or e-mail address."""
+CUSTOMER_CARD_COLUMNS = ("card", "customer_id", "linked_at", "login")
+"""Every customer_cards column: the card, its customer, when and by whom it was linked."""
+CUSTOMER_AUDIT_COLUMNS = ("at", "login", "customer_id", "action", "detail")
+"""Every customer_audit column but its id."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

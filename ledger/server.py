@@ -18,6 +18,12 @@
     GET    /v1/health          {"status": "ok", "dialect": ...} or 503 (also GET /health)
     GET    /metrics            Prometheus text (ledger/metrics.py); reader or admin
     GET/POST /office/...       the back office's HTML pages, its own sign-in (ledger/office.py)
+    GET    /v1/cards/<card>/history  the card's transactions across stores, running balances
+    POST   /v1/customers       a new customer (ledger/customers.py) -> 201 / 400 / 409
+    GET    /v1/customers/<id>  its record; PATCH: change fields; DELETE: erase it
+    PUT    /v1/customers/<id>/cards/<card>   link a card; DELETE: unlink it
+    GET    /v1/customers/<id>/history        its cards' transactions across stores
+    GET    /v1/customers/<id>/export         everything held about it, one JSON document
 
 Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
 never dies of a request: rejections keep their status, a database fault is 503
@@ -48,12 +54,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ledger import auth, feed_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
+from ledger.customers import Customers
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
@@ -67,6 +74,7 @@ from ledger.limits import (
     BATCH_POST_WAIT_S,
     BATCH_POSTS_CONCURRENT_MAX,
     BLOCK_REASON_CHARS_MAX,
+    CUSTOMER_BYTES_MAX,
     HOLD_BYTES_MAX,
     HOLD_SWEEP_INTERVAL_S,
     HTTP_BODY_BASE_S,
@@ -83,11 +91,16 @@ from ledger.limits import (
 )
 from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
 from ledger.metrics import METRICS_PATH, LedgerMetrics
+from ledger.personal_crypto import CustomerKey, KeyFileInvalid, KeyMismatch, load_key_file
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 CARDS_PREFIX = "/v1/cards/"
+HISTORY_SUFFIX = "/history"
+CUSTOMERS_PATH = "/v1/customers"
+CUSTOMERS_PREFIX = "/v1/customers/"
+CUSTOMER_CARDS_PART = "/cards/"
 BLOCK_SUFFIX = "/block"
 BLOCKS_PATH = "/v1/blocks"
 CHANGES_PATH = "/v1/changes"
@@ -137,10 +150,11 @@ class LoginsSource:
                 logins = load_logins(self.path)
                 with self._lock:
                     self._logins, self._mtime_ns = logins, mtime_ns
-                log.info("logins reloaded from %s: %d logins", self.path, len(logins))
+                log.info("logins reloaded from %s: %d logins", self.path, len(logins),
+                         extra={"event": "logins_reloaded", "logins": len(logins)})
         except (OSError, LoginsInvalid) as error:
             log.error("ALARM logins file %s unusable, keeping the last good one: %s",
-                      self.path, error)
+                      self.path, error, extra={"event": "alarm", "reason": "logins_invalid"})
         with self._lock:
             return self._logins
 
@@ -152,7 +166,7 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = HTTP_LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], books: Books, logins: LoginsSource,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, customer_key: CustomerKey | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.books = books
@@ -160,6 +174,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.tls = tls
         self.metrics = LedgerMetrics(books)
         self.office = office.Office(books, logins.current, secure=tls is not None)
+        self.customers = Customers(books, customer_key)
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
         self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
@@ -188,7 +203,7 @@ class _HTTPServer(ThreadingHTTPServer):
                 refused = False
         if refused:
             log.warning("connection from %s refused: %d open from it, %d in all", host, mine,
-                        total)
+                        total, extra={"event": "connection_refused", "client": host})
         return not refused
 
     def shutdown_request(self, request: Any) -> None:
@@ -212,7 +227,8 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed (TLS handshake, reset): one log line, not a traceback."""
         error = sys.exc_info()[1]
-        log.info("connection from %s failed: %s", client_address[0], error)
+        log.info("connection from %s failed: %s", client_address[0], error,
+                 extra={"event": "connection_failed", "client": str(client_address[0])})
 
 
 @dataclass(frozen=True)
@@ -245,6 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Register and activate a personalized card (PUT /v1/cards/<card>)."""
         self._serve("PUT")
 
+    def do_PATCH(self) -> None:
+        """Change a customer's fields (PATCH /v1/customers/<id>)."""
+        self._serve("PATCH")
+
     def do_DELETE(self) -> None:
         """Void a hold (the books themselves are append-only)."""
         self._serve("DELETE")
@@ -269,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._login = self._authenticate()
             self._body = self._read_body()
         except LedgerRejected as error:
-            log.info("refused %s %s: %s %s", method, self.path[:200], error.reason, error.detail)
+            _log_refusal(method, self.path, error)
             self._finish(error.http_status, _error(error.reason, error.detail))
             return
         if self.server.slots.acquire(blocking=False):
@@ -340,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_text)
         path = urlsplit(self.path).path
         limit_bytes, too_large = ((BATCH_BYTES_MAX, "batch_too_large") if path == BATCHES_PATH
+                                  else (CUSTOMER_BYTES_MAX, "request_too_large")
+                                  if path.startswith(CUSTOMERS_PATH)
                                   else (HOLD_BYTES_MAX, "request_too_large"))
         if length > limit_bytes:
             raise BatchTooLarge(too_large, f"{length} bytes, at most {limit_bytes}")
@@ -361,13 +383,17 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return self._route(method)
         except LedgerRejected as error:
-            log.info("refused %s %s: %s %s", method, self.path[:200], error.reason, error.detail)
+            _log_refusal(method, self.path, error)
             return error.http_status, _error(error.reason, error.detail)
         except LedgerUnavailable as error:
-            log.warning("unavailable for %s %s: %s", method, self.path[:200], error.detail)
+            log.warning("unavailable for %s %s: %s", method, self.path[:200], error.detail,
+                        extra={"event": "request_unavailable", "method": method,
+                               "path": urlsplit(self.path).path[:200], "reason": error.reason})
             return 503, _error(error.reason, error.detail)
         except Exception:
-            log.exception("unexpected error serving %s %s", method, self.path)
+            log.exception("unexpected error serving %s %s", method, self.path[:200],
+                          extra={"event": "request_failed", "method": method,
+                                 "path": urlsplit(self.path).path[:200]})
             return 500, _error("internal_error", "unexpected server error; see the ledger log")
 
     def _may(self, action: str) -> None:
@@ -385,6 +411,12 @@ class _Handler(BaseHTTPRequestHandler):
             card = unquote(path[len(CARDS_PREFIX) : -len(BLOCK_SUFFIX)])
             return self._by_method(method, {"POST": lambda: self._block(card, True),
                                             "DELETE": lambda: self._block(card, False)})
+        if path.startswith(CARDS_PREFIX) and path.endswith(HISTORY_SUFFIX) and len(path) > len(
+                CARDS_PREFIX + HISTORY_SUFFIX):
+            card = unquote(path[len(CARDS_PREFIX) : -len(HISTORY_SUFFIX)])
+            return self._only("GET", method, lambda: self._card_history(card))
+        if path == CUSTOMERS_PATH or path.startswith(CUSTOMERS_PREFIX):
+            return self._customer_route(method, path)
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
@@ -459,6 +491,56 @@ class _Handler(BaseHTTPRequestHandler):
         login = self._login.name if self._login else "(open ledger)"
         return 200, self.server.books.block_card(card, blocked, reason, login)
 
+    def _card_history(self, card: str) -> Answer:
+        """GET /v1/cards/<card>/history: a read of the books (no personal data in it)."""
+        self._may(auth.READ_BOOKS)
+        return 200, self.server.customers.card_history(card)
+
+    def _customer_route(self, method: str, path: str) -> Answer:
+        """/v1/customers[/<id>[/history|/export|/cards/<card>]] (ledger/customers.py)."""
+        customers = self.server.customers
+        login = self._login.name if self._login else "(open ledger)"
+        if path == CUSTOMERS_PATH:
+            return self._only("POST", method, lambda: self._customer_change(
+                201, lambda: customers.create(self._read_json("request_malformed"), login)))
+        rest = path[len(CUSTOMERS_PREFIX):]
+        customer_id, _, tail = rest.partition("/")
+        customer_id = unquote(customer_id)
+        if not customer_id:
+            raise NotFound("not_found", f"no such path: {path[:200]}")
+        if not tail:
+            return self._by_method(method, {
+                "GET": lambda: self._customer_read(lambda: customers.show(customer_id, login)),
+                "PATCH": lambda: self._customer_change(200, lambda: customers.update(
+                    customer_id, self._read_json("request_malformed"), login)),
+                "DELETE": lambda: self._customer_erase(customer_id, login)})
+        if tail == "history":
+            return self._only("GET", method, lambda: self._customer_read(
+                lambda: customers.history(customer_id)))
+        if tail == "export":
+            return self._only("GET", method, lambda: self._customer_read(
+                lambda: customers.export(customer_id, login)))
+        if tail.startswith(CUSTOMER_CARDS_PART[1:]) and len(tail) > len(CUSTOMER_CARDS_PART) - 1:
+            card = unquote(tail[len(CUSTOMER_CARDS_PART) - 1:])
+            return self._by_method(method, {
+                "PUT": lambda: self._customer_change(200, lambda: customers.link(
+                    customer_id, card, login)),
+                "DELETE": lambda: self._customer_change(200, lambda: customers.unlink(
+                    customer_id, card, login))})
+        raise NotFound("not_found", f"no such path: {path[:200]}")
+
+    def _customer_read(self, read: Callable[[], Any]) -> Answer:
+        self._may(auth.READ_CUSTOMER)
+        return 200, read()
+
+    def _customer_change(self, status: int, change: Callable[[], Any]) -> Answer:
+        self._may(auth.CHANGE_CUSTOMER)
+        return status, change()
+
+    def _customer_erase(self, customer_id: str, login: str) -> Answer:
+        self._may(auth.ERASE_CUSTOMER)
+        return 200, self.server.customers.erase(customer_id, login)
+
     def _blocks(self, query: str) -> Answer:
         """GET /v1/blocks?since=ID: block changes after ID (0: all), the gateways' feed."""
         self._may(auth.READ_BLOCKS)
@@ -520,9 +602,11 @@ class _Handler(BaseHTTPRequestHandler):
             auth.check_registration(self._login, body["value_minor"])
         result = self.server.books.register_card(card, body["program"], body["currency"],
                                                  body["merchant"], body["value_minor"])
-        log.info("AUDIT card %s registered by %s: program %s, %s %s", card[:64],
-                 self._login.name if self._login else "(open ledger)", body["program"],
-                 body["value_minor"], body["currency"])
+        login = self._login.name if self._login else "(open ledger)"
+        log.info("AUDIT card %s registered by %s: program %s, %s %s", card[:64], login,
+                 body["program"], body["value_minor"], body["currency"],
+                 extra={"event": "card_registered", "card": card[:64], "login": login,
+                        "program": str(body["program"])[:64]})
         return 200, result.to_json()
 
     def _place_hold(self) -> Answer:
@@ -593,6 +677,21 @@ def decode_json(body: bytes, malformed: str = "batch_malformed") -> object:
         return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, RecursionError) as error:
         raise BatchInvalid(malformed, f"not valid JSON: {str(error)[:200]}") from error
+
+
+def _log_refusal(method: str, path: str, error: LedgerRejected) -> None:
+    """One line for a request the ledger refused. An unknown card or hold is no refusal:
+    it answers a look-up (a card tapped for the first time, a hold never placed) that
+    gateways make as a matter of course, so it is logged at debug level only, as a look-up."""
+    where = urlsplit(path).path[:200]
+    fields = {"method": method, "path": where, "reason": error.reason,
+              "status": error.http_status}
+    if isinstance(error, NotFound) and error.reason.endswith("_unknown"):
+        log.debug("look-up %s %s: %s", method, where, error.reason,
+                  extra={"event": "lookup_not_found", **fields})
+        return
+    log.info("refused %s %s: %s %s", method, where, error.reason, error.detail,
+             extra={"event": "request_refused", **fields})
 
 
 def _query(text: str) -> dict[str, str]:
@@ -675,9 +774,11 @@ class LedgerServer:
     """
 
     def __init__(self, books: Books, host: str, port: int,
-                 logins: LoginsSource | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 logins: LoginsSource | None = None, tls: ssl.SSLContext | None = None,
+                 customer_key: CustomerKey | None = None) -> None:
         self.books = books
-        self._httpd = _HTTPServer((host, port), books, logins or LoginsSource(None), tls)
+        self._httpd = _HTTPServer((host, port), books, logins or LoginsSource(None), tls,
+                                  customer_key)
         self.port: int = self._httpd.server_address[1]
         shown_host = f"[{host}]" if ":" in host else host
         self.url = f"{'https' if tls else 'http'}://{shown_host}:{self.port}"
@@ -700,10 +801,12 @@ class LedgerServer:
             try:
                 expired = self.books.expire_holds()
             except LedgerUnavailable as error:
-                log.warning("hold sweep skipped: %s", error.detail)
+                log.warning("hold sweep skipped: %s", error.detail,
+                            extra={"event": "hold_sweep_skipped", "reason": error.reason})
                 continue
             if expired:
-                log.info("hold sweep: %d holds expired", expired)
+                log.info("hold sweep: %d holds expired", expired,
+                         extra={"event": "holds_expired", "holds": expired})
 
     def stop(self) -> None:
         """Stop accepting, wait for the serving loop to end, close the socket and the books."""
@@ -718,12 +821,16 @@ class LedgerServer:
 def serve(
     dsn: str, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time,
     logins_file: Path | None = None, tls: ssl.SSLContext | None = None,
+    customer_key: CustomerKey | None = None,
 ) -> LedgerServer:
     """Open the books and serve them over HTTP(S) in a background thread (port 0 = any free).
 
     Without `logins_file` the ledger is open (every caller may do everything): only on
     loopback, for tests of the other layers. Beyond loopback both logins and TLS are
-    required (ServerRefused). LoginsInvalid for an unusable logins file."""
+    required (ServerRefused). LoginsInvalid for an unusable logins file. `customer_key`
+    seals customers' personal data (ledger/customers.py; without it customer requests are
+    answered 503 customer_key_missing); ServerRefused if the books' customers were sealed
+    under another key."""
     if not is_loopback(host):
         if logins_file is None:
             raise ServerRefused(f"an open ledger listens on loopback only, not {host}: "
@@ -733,19 +840,34 @@ def serve(
                                 "--tls-cert and --tls-key (tilltap ledger tls)")
     logins = LoginsSource(logins_file)
     if logins_file is None:
-        log.warning("the ledger API is open: no logins file, every local caller may do all")
+        log.warning("the ledger API is open: no logins file, every local caller may do all",
+                    extra={"event": "ledger_open"})
     books = open_books(dsn, clock)
     try:
-        return LedgerServer(books, host, port, logins, tls)
+        try:
+            Customers(books, customer_key).check_key()
+        except KeyMismatch as error:
+            raise ServerRefused(f"{error}: give the key file they were sealed with") from error
+        return LedgerServer(books, host, port, logins, tls, customer_key)
     except BaseException:
         books.close()
         raise
 
 
+class LogSetup(Protocol):
+    """How the command line sets up logging (tools/logs.py: JSON lines, `--log-format`)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def configure(self, options: argparse.Namespace) -> None: ...
+
+
 def main(argv: list[str] | None = None,
-         parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+         parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+         logs: LogSetup | None = None) -> int:
     """``tilltap ledger serve``: print the URL, serve until SIGTERM or SIGINT. `parser_class`:
-    the command line's parser (tools/command.py's gives one-line errors)."""
+    the command line's parser (tools/command.py's gives one-line errors); `logs`: its log
+    lines (tools/logs.py); without it, `python -m ledger.server` logs text lines."""
     parser = parser_class(
         prog="tilltap ledger serve", description="tilltap ledger: settlement intake over HTTP(S)"
     )
@@ -760,6 +882,12 @@ def main(argv: list[str] | None = None,
                              "ledger is open and listens on loopback only")
     parser.add_argument("--tls-cert", default=None, help="the ledger's certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    parser.add_argument("--customer-key", type=Path, default=None,
+                        help="the key file sealing customers' personal data, mode 0600 "
+                             "(tilltap ledger customer-key new); without it customer "
+                             "requests are refused")
+    if logs is not None:
+        logs.add_arguments(parser)
     options = parser.parse_args(argv)
     if (options.tls_cert is None) != (options.tls_key is None):
         print("ledger: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
@@ -767,14 +895,20 @@ def main(argv: list[str] | None = None,
     if not 0 <= options.port <= 65535:
         print(f"ledger: --port {options.port} is not a TCP port (0..65535)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if logs is not None:
+        logs.configure(options)
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # This process is the ledger alone: hand the interpreter over sooner (see the limit).
     sys.setswitchinterval(SERVER_SWITCH_INTERVAL_S)
     try:
         tls = tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None
+        customer_key = (load_key_file(options.customer_key) if options.customer_key is not None
+                        else None)
         server = serve(options.dsn, options.host, options.port, logins_file=options.logins,
-                       tls=tls)
-    except (ServerRefused, LoginsInvalid) as error:
+                       tls=tls, customer_key=customer_key)
+    except (ServerRefused, LoginsInvalid, KeyFileInvalid) as error:
         print(f"ledger: {error}", file=sys.stderr)
         return 2
     except ssl.SSLError as error:
@@ -790,12 +924,15 @@ def main(argv: list[str] | None = None,
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     print(server.url, flush=True)
+    log.info("ledger serving at %s", server.url,
+             extra={"event": "ledger_started", "url": server.url})
     try:
         stopping.wait()
     finally:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    log.info("ledger stopped", extra={"event": "ledger_stopped"})
     return 0
 
 

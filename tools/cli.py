@@ -10,7 +10,8 @@
     tilltap store broker-config --out FILE --mosquitto-dir DIR --tls-dir DIR [--group G]
                                                the store's mosquitto.conf (TLS only, logins)
     tilltap ledger serve --ledger-dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
-                                               the central ledger's HTTP(S) intake
+                                               the central ledger's HTTP(S) intake; log lines
+                                               on stderr, JSON (--log-format json|text)
     tilltap ledger login add|list|remove ...   who may call the ledger (tokens, roles)
     tilltap ledger tls --out DIR --host HOST   the ledger's CA and its server certificate
     tilltap report NAME (--ledger-url URL | --ledger-dsn DSN) [--format csv|json] [--as-of DATE]
@@ -461,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     personalize.add_argument("--currency", default="EUR", help="ISO 4217 code (EUR)")
     personalize.add_argument("--merchant", required=True, type=identifier,
                              help="the merchant the cards belong to")
+    personalize.add_argument("--programs", metavar="FILE.toml", default=None,
+                             help="the stores' program file: --program must be in it, in "
+                                  "--currency (checked before any card)")
     add_client_arguments(personalize, required=True)
     personalize.set_defaults(handler=_card_personalize)
     inspect = card.add_parser("inspect", help="UID, version, SUN (and its check) of one card")
@@ -515,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.ledger_logins import add_arguments as add_ledger_arguments
 
     add_ledger_arguments(ledger)
+    from tools.customers import add_arguments as add_customer_arguments
+
+    add_customer_arguments(commands, card, ledger)
     return parser
 
 
@@ -535,8 +542,10 @@ def _dispatch(argv: list[str]) -> int:
         return gateway_main(argv[2:])
     if argv[:2] == ["ledger", "serve"]:
         from ledger.server import main as ledger_main
+        from tools.logs import SERVICE_LOGS
 
-        return ledger_main(_serve_arguments(argv[2:]), parser_class=OneLineParser)
+        return ledger_main(_serve_arguments(argv[2:]), parser_class=OneLineParser,
+                           logs=SERVICE_LOGS)
     if argv[:1] == ["fuzz"]:
         from tools.fuzz.campaign import main as fuzz_main
 

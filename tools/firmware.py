@@ -12,6 +12,11 @@ The build folder (default build/firmware) is exactly what the board's filesystem
     config.json  the terminal's provisioned configuration (only with --config; holds its key)
     build.json   board, files and sizes, total .mpy bytes, micropython-lib packages for mip
 
+The build is written into a hidden sibling (`.firmware.building-<pid>`) and renamed into
+place at the end, so the folder always holds the earlier build or the new one, whole. Ctrl-C
+stops it with one line and exit 130 and removes the sibling; one that a SIGKILL left is
+removed by the next build.
+
 Deploy runs mpremote: remove the old /lib/protocol and /lib/firmware, `mip install` each
 micropython-lib package from firmware/package.json, copy the folder, reset. The journal
 (/journal.bin) and anything else on the board stay as they are.
@@ -47,7 +52,9 @@ BOARDS_PACKAGE = "firmware/boards"
 MIP_PACKAGE_JSON = REPO_ROOT / "firmware" / "package.json"
 DEFAULT_BUILD_DIR = Path("build") / "firmware"
 BUILD_JSON = "build.json"
-BUILDING_MARK = ".building"  # there until build.json is written: an interrupted build
+BUILDING_MARK = ".building"  # an interrupted build of the version that built in place
+STAGING = "building"  # .<out name>.building-<pid>: the build in progress, beside --out
+REPLACED = "replaced"  # .<out name>.replaced-<pid>: the earlier build, for the final rename
 CONFIG_JSON = "config.json"
 MAIN_PY = "import board\nfrom firmware.boards import start\n\nstart(board)\n"
 COMPILE_TIMEOUT_S = 60
@@ -129,6 +136,10 @@ def compile_module(source: Path, output: Path) -> None:
         process.wait()
         raise FirmwareError(f"mpy-cross did not finish {source} in {COMPILE_TIMEOUT_S} s",
                             1) from None
+    except BaseException:  # Ctrl-C: no mpy-cross outlives the build
+        process.kill()
+        process.wait()
+        raise
     if process.returncode != 0:
         raise FirmwareError(f"mpy-cross rejected {source}:\n{stderr}{stdout}", 1)
 
@@ -180,52 +191,109 @@ def config_fault(config: dict[str, Any]) -> str | None:
     return None
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
-    """An empty folder: a previous build there (finished, or interrupted: its mark is still
-    there) is replaced, anything else is left alone. The mark goes in first."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FirmwareError(f"{out_dir} exists and is not a folder")
-        if (any(out_dir.iterdir()) and not (out_dir / BUILD_JSON).is_file()
-                and not (out_dir / BUILDING_MARK).is_file()):
-            raise FirmwareError(f"{out_dir} is not empty and holds no earlier build; "
-                                "choose another --out")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    (out_dir / BUILDING_MARK).write_text("a build in progress or interrupted\n")
+def _check_out_dir(out_dir: Path) -> None:
+    """`out_dir` may be replaced: it is missing, empty, or holds an earlier build (finished,
+    or interrupted by the version that built in place and marked it); anything else is a
+    person's folder and is never touched."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FirmwareError(f"{out_dir} exists and is not a folder")
+    if (any(out_dir.iterdir()) and not (out_dir / BUILD_JSON).is_file()
+            and not (out_dir / BUILDING_MARK).is_file()):
+        raise FirmwareError(f"{out_dir} is not empty and holds no earlier build; "
+                            "choose another --out")
+
+
+def _sibling(out_dir: Path, kind: str, pid: int) -> Path:
+    """A hidden folder beside `out_dir` owned by the build process `pid`."""
+    return out_dir.parent / f".{out_dir.name}.{kind}-{pid}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Folders that builds killed beside `out_dir` left (their process is gone): a build
+    that was stopped by SIGKILL or a power cut cannot clean up after itself."""
+    for kind in (STAGING, REPLACED):
+        for path in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
+            pid_text = path.name.rsplit("-", 1)[1]
+            if pid_text.isdigit() and (int(pid_text) == os.getpid()
+                                       or not _process_alive(int(pid_text))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Put the finished build at `out_dir` by renames on one filesystem: the earlier build
+    stays whole until the new one takes its name."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    replaced = _sibling(out_dir, REPLACED, os.getpid())
+    out_dir.rename(replaced)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        replaced.rename(out_dir)  # the earlier build back where it was
+        raise
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def build(board: str, out_dir: Path = DEFAULT_BUILD_DIR,
           config_path: Path | None = None) -> BuildReport:
+    """Build into a hidden sibling of `out_dir` and rename it into place at the end, so an
+    interrupted build (Ctrl-C, an error, SIGKILL) never leaves a half folder at `out_dir`
+    nor anything that blocks the next build: Ctrl-C and errors remove the sibling at once,
+    the next build removes one a killed build left."""
     boards = available_boards()
     if board not in boards:
         raise FirmwareError(f"unknown board {board!r}; known boards: {', '.join(boards)}")
     config = read_config(config_path) if config_path is not None else None
-    _prepare_out_dir(out_dir)
-    for source in module_sources(board):
-        compile_module(source, out_dir / "lib" / source.with_suffix(".mpy"))
-    shutil.copyfile(REPO_ROOT / BOARDS_PACKAGE / f"{board}.py", out_dir / "board.py")
-    (out_dir / "main.py").write_text(MAIN_PY)
-    if config is not None:
-        config_file = out_dir / CONFIG_JSON
-        config_file.touch(mode=0o600)
-        config_file.write_text(json.dumps(config, sort_keys=True, separators=(",", ":")))
-    files = {path.relative_to(out_dir).as_posix(): path.stat().st_size
-             for path in sorted(out_dir.rglob("*"))
-             if path.is_file() and path.name != BUILDING_MARK}
-    report = BuildReport(
+    _check_out_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
+    staging = _sibling(out_dir, STAGING, os.getpid())
+    staging.mkdir()
+    try:
+        files = _build_into(staging, board, config)
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return BuildReport(
         board=board, out_dir=out_dir, files=files,
         mpy_bytes_total=sum(size for name, size in files.items() if name.endswith(".mpy")),
         micropython_lib=micropython_lib_packages(),
     )
-    (out_dir / BUILD_JSON).write_text(json.dumps({
-        "board": report.board,
-        "files": report.files,
-        "mpy_bytes_total": report.mpy_bytes_total,
-        "micropython_lib": report.micropython_lib,
+
+
+def _build_into(folder: Path, board: str, config: dict[str, Any] | None) -> dict[str, int]:
+    """Compile and write the board's files into `folder`; the files and their sizes."""
+    for source in module_sources(board):
+        compile_module(source, folder / "lib" / source.with_suffix(".mpy"))
+    shutil.copyfile(REPO_ROOT / BOARDS_PACKAGE / f"{board}.py", folder / "board.py")
+    (folder / "main.py").write_text(MAIN_PY)
+    if config is not None:
+        config_file = folder / CONFIG_JSON
+        config_file.touch(mode=0o600)
+        config_file.write_text(json.dumps(config, sort_keys=True, separators=(",", ":")))
+    files = {path.relative_to(folder).as_posix(): path.stat().st_size
+             for path in sorted(folder.rglob("*")) if path.is_file()}
+    (folder / BUILD_JSON).write_text(json.dumps({
+        "board": board,
+        "files": files,
+        "mpy_bytes_total": sum(size for name, size in files.items() if name.endswith(".mpy")),
+        "micropython_lib": micropython_lib_packages(),
     }, indent=2, sort_keys=True) + "\n")
-    (out_dir / BUILDING_MARK).unlink()
-    return report
+    return files
 
 
 # -- deploy ---------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ each key is a long option's name with `_` for `-` (`broker_host = "192.0.2.10"`)
 checked as the option's would be; a relative path in it is relative to the file's folder.
 An option on the command line wins over a TILLTAP_* variable (tools/command.py), which wins
 over the file, which wins over the built-in default.
+
+It logs JSON lines on stderr (`--log-format text` for a person; tools/logs.py and
+docs/deployment.md "Logs"). SIGHUP reads the terminal registry (--registry) again: terminals
+added to it are served from then on, removed ones refused; a file that cannot be used is
+logged and the registry in use kept (gateway/service.py `reload_registry`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from tools.command import (
     port,
 )
 from tools.ledger_logins import add_client_arguments
+from tools.logs import add_log_format_option, configure
 from tools.programs import ProgramFileError, key_lines, line_of, load_programs
 
 HEALTH_WRITE_INTERVAL_S = 0.5  # --health-out: how often the health is looked at
@@ -232,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
                         default=defaults.stand_in_snapshot_age_max_s,
                         help="no stand-in on a card book not heard from the ledger (answer"
                              " or card feed) for this long")
+    add_log_format_option(parser)
     return parser
 
 
@@ -348,10 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tilltap gateway run: {error}", file=sys.stderr)
         return 2
     probe_broker(args.broker_host, args.broker_port, args.broker_ca)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure(args.log_format, static={"gateway": args.id})
     created = not Path(args.db).exists()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGHUP only raises a flag (a handler runs between any two bytecodes of the main
+    # thread): the registry is read by a thread of its own, outside every lock.
+    reload_asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     lease = _take_lease(args.db, args.lease_s, stop)
     if lease is None:  # stopped while a standby: it had written nothing
         return 0
@@ -378,8 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         health = thread("gateway-health", partial(_keep_health, args.health_out, gateway, stop),
                         exit_process)
         health.start()
+    reloader = thread("gateway-reload", partial(_reload_on_signal, gateway, args.registry,
+                                                reload_asked, stop), exit_process)
+    reloader.start()
     print("gateway ready", flush=True)
     stop.wait()
+    reload_asked.set()  # the reloader stops waiting
+    reloader.join()
     if metrics is not None:
         metrics.stop()
     gateway.stop()
@@ -493,6 +509,18 @@ def _keep_health(path: str, gateway: Gateway, stop: threading.Event) -> None:
                 log.error("health not written to %s: %s", path, error)
         if stopping:
             return
+
+
+def _reload_on_signal(gateway: Gateway, path: str, asked: threading.Event,
+                      stop: threading.Event) -> None:
+    """Read the registry again each time SIGHUP asks, until the gateway stops. Signals
+    that come while a reload runs make one more reload, not one each."""
+    while True:
+        asked.wait()
+        if stop.is_set():
+            return
+        asked.clear()
+        gateway.reload_registry(path)
 
 
 def _write_stats(path: str, stats: dict[str, Any]) -> None:

@@ -1,13 +1,17 @@
 """`tilltap firmware build` / `deploy`: the folder a board gets, proved on real MicroPython,
-and the exact mpremote command lines (checked against mpremote's own parsers; no board here).
+and the exact mpremote command lines (checked against mpremote's own parsers; no board here);
+a build stopped half-way (Ctrl-C, SIGKILL) leaves nothing that blocks the next.
 Also the board modules' peripherals, built against a fake `machine`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import stat
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -193,6 +197,88 @@ def test_build_replaces_an_earlier_build_but_not_other_folders(tmp_path: Path) -
     with pytest.raises(firmware.FirmwareError, match="holds no earlier build"):
         firmware.build("esp32_pn532", precious)
     assert (precious / "notes.txt").read_text() == "keep"
+
+
+# A build process stopped half-way: `tilltap firmware build` run through tools.cli.main in a
+# child process whose compile step pauses after a few modules (writing HALFWAY_MARK first), so
+# the test can stop it there, deterministically, with a real signal.
+MODULES_BEFORE_PAUSE = 5
+PAUSE_S = 60
+HALFWAY_WAIT_S = 30.0
+PROCESS_WAIT_S = 60.0
+PAUSING_BUILD = f"""
+import sys, time
+from pathlib import Path
+from tools import firmware
+from tools.cli import main
+compile_module, compiled = firmware.compile_module, []
+def pausing(source, output):
+    compile_module(source, output)
+    compiled.append(source)
+    if len(compiled) == {MODULES_BEFORE_PAUSE}:
+        Path(sys.argv[1]).write_text("halfway")
+        time.sleep({PAUSE_S})
+firmware.compile_module = pausing
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_pausing_build(tmp_path: Path, out: Path, board: str) -> subprocess.Popen[str]:
+    """The build, once it has compiled MODULES_BEFORE_PAUSE modules and is waiting."""
+    halfway = tmp_path / "halfway"
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_BUILD, str(halfway), "firmware", "build", "--board",
+         board, "--out", str(out)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + HALFWAY_WAIT_S
+    while not halfway.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the build never got half-way"
+        time.sleep(0.05)
+    return process
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(path.name for path in out.parent.glob(f".{out.name}.*"))
+
+
+def test_ctrl_c_mid_build_exits_130_and_keeps_the_earlier_build_whole(tmp_path: Path) -> None:
+    out = tmp_path / "firmware"
+    firmware.build("esp32_pn532", out)
+    before = (out / "build.json").read_text()
+    process = start_pausing_build(tmp_path, out, "pico_w_pn532")
+    assert leftovers(out) != []  # the new build is under way beside the earlier one
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=PROCESS_WAIT_S)
+    assert process.returncode == 130
+    assert stderr == "tilltap firmware build: interrupted\n" and stdout == ""
+    assert leftovers(out) == []
+    assert (out / "build.json").read_text() == before
+    assert firmware.read_build(out)["board"] == "esp32_pn532"  # every file it lists is there
+    assert main(["firmware", "build", "--board", "pico_w_pn532", "--out", str(out)]) == 0
+    assert firmware.read_build(out)["board"] == "pico_w_pn532"
+
+
+def test_a_build_killed_mid_way_leaves_nothing_that_blocks_the_next(tmp_path: Path) -> None:
+    out = tmp_path / "firmware"
+    process = start_pausing_build(tmp_path, out, "esp32_pn532")
+    process.kill()  # SIGKILL: no clean-up can run
+    process.communicate(timeout=PROCESS_WAIT_S)
+    staged = leftovers(out)
+    assert len(staged) == 1 and staged[0].startswith(".firmware.building-")
+    assert not out.exists()  # never a half build under the name deploy reads
+    assert main(["firmware", "build", "--board", "esp32_pn532", "--out", str(out)]) == 0
+    assert leftovers(out) == []
+    assert firmware.read_build(out)["board"] == "esp32_pn532"
+
+
+def test_a_folder_an_older_build_left_marked_in_place_is_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "firmware"
+    (out / "lib").mkdir(parents=True)
+    (out / firmware.BUILDING_MARK).write_text("a build in progress or interrupted\n")
+    firmware.build("esp32_pn532", out)
+    assert not (out / firmware.BUILDING_MARK).exists()
+    assert firmware.read_build(out)["board"] == "esp32_pn532"
 
 
 # -- deploy ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Reader sides (what a technician tool talks to), behind one small interface, `Rea
 
 `open_reader(spec)` picks one from a `--reader` value: `pcsc`, `pcsc:NAME`, `usb[:...]`,
 `tty:...`, `udp[:HOST[:PORT]]`. A reader is connected by `connect()` or by entering it as a
-context manager, and then `transmit(apdu) -> response` (data followed by SW1 SW2), `uid()`.
+context manager, and then `transmit(apdu) -> response` (data followed by SW1 SW2), `uid()`;
+`wait_for_removal(timeout_s)` ends the session and waits for the card to leave the field.
 
 Card sides (serve any card object: `apdu(command) -> response`, `uid`, `sens_res`, `sel_res`,
 `ats`; an optional `activate()` is called at every power-up or activation, as
@@ -104,9 +105,25 @@ class VirtualCardError(TransportError):
 
 
 class Reader:
-    """The interface both reader sides share; a subclass implements the four methods."""
+    """The interface both reader sides share; a subclass implements these.
+
+    connect()                  wait up to card_wait_s for a card and start a session with it
+    transmit(apdu) -> bytes    one command APDU, its response (data || SW1 SW2)
+    uid() -> bytes             the UID the reader saw (anticollision, or PC/SC GET DATA)
+    wait_for_removal(s)        end the session, wait for the card to leave the field
+    close()                    free the reader (idempotent)
+    connected                  a session with a card is open
+
+    Ctrl-C (KeyboardInterrupt) is never swallowed: it leaves any of them at once, and the
+    caller's `with` closes the reader.
+    """
 
     name = "reader"
+
+    @property
+    def connected(self) -> bool:
+        """A session with a card is open (False before connect() and after the card left)."""
+        raise NotImplementedError
 
     def connect(self) -> None:
         raise NotImplementedError
@@ -116,6 +133,12 @@ class Reader:
         raise NotImplementedError
 
     def uid(self) -> bytes:
+        raise NotImplementedError
+
+    def wait_for_removal(self, timeout_s: float) -> bool:
+        """Let the card go (end the session) and wait up to timeout_s for it to leave the
+        field: True once no card is there or another card is; False if it is still there.
+        A batch waits for this between cards, so one card is never taken for the next."""
         raise NotImplementedError
 
     def close(self) -> None:

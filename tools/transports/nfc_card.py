@@ -434,16 +434,23 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
     """A free UDP port for a virtual card that nfcpy's udp driver can open: nfcpy turns the
     port back into text with getnameinfo without NI_NUMERICSERV, so a port that
     /etc/services names (57000 is "dircproxy") reaches int() as a service name and fails;
-    such ports are skipped."""
+    such ports are skipped. getnameinfo without NI_DGRAM looks the port up as TCP, so a
+    name for either protocol counts (60177 is "tfido" for TCP only)."""
     for _ in range(FREE_PORT_TRIES_MAX):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((host, 0))
             port = int(probe.getsockname()[1])
-        try:
-            socket.getservbyport(port, "udp")
-        except OSError:
+        if not any(_service_name(port, protocol) for protocol in ("tcp", "udp")):
             return port  # no service name: nfcpy reads it back as a number
     raise VirtualCardError(f"no free unnamed UDP port on {host}")
+
+
+def _service_name(port: int, protocol: str) -> bool:
+    try:
+        socket.getservbyport(port, protocol)
+    except OSError:
+        return False
+    return True
 
 
 def _wake(host: str, port: int) -> None:

@@ -5,7 +5,9 @@ driver (`udp:HOST:PORT`, no hardware; tools.transports.nfc_card.NfcUdpCard is th
 and activates it (RATS/ATS); then `transmit(apdu)` goes through nfcpy's ISO-DEP initiator
 (`tag.transceive`: block numbers, chaining, NAK retries) and `uid()` is the UID the
 anticollision gave (an NTAG 424 DNA with random ID reports a random one there; the real UID
-comes from GetCardUID after authentication).
+comes from GetCardUID after authentication). `wait_for_removal(timeout_s)` ends the session
+and senses until that UID no longer answers. Ctrl-C is never swallowed (nfcpy's own
+`connect` would turn it into "no tag"; this module senses and activates by itself).
 
 Errors:
 
@@ -70,29 +72,20 @@ class NfcReader(Reader):
         return self.tag is not None
 
     def connect(self) -> None:
-        """Open the device and wait up to card_wait_s for a Type 4A tag to activate."""
+        """Open the device and wait up to card_wait_s for a Type 4A tag to activate.
+
+        nfcpy's own `ContactlessFrontend.connect` returns False on Ctrl-C (it catches
+        KeyboardInterrupt), which would read as "no card": this senses and activates by
+        itself, so Ctrl-C leaves at once and the device is closed."""
         nfc = self._nfc = _load_nfc()
         self.close()
-        clf = nfc.ContactlessFrontend()
+        clf = self._open()
         try:
-            opened = clf.open(self.path)
-        except (OSError, ValueError) as error:
-            raise ReaderUnavailable(f"nfcpy cannot open {self.path}: {error}") from error
-        if not opened:
-            raise ReaderUnavailable(f"nfcpy found no reader at {self.path}")
-        self._clf = clf
-        deadline = time.monotonic() + self.card_wait_s
-        tag = clf.connect(
-            rdwr={
-                "targets": ["106A"],
-                "on-connect": lambda tag: False,  # hand the tag back, no presence loop
-                "iterations": 1,
-                "interval": SENSE_INTERVAL_S,
-                "beep-on-connect": False,
-            },
-            terminate=lambda: time.monotonic() >= deadline,
-        )
-        if not tag:
+            tag = self._sense_and_activate(clf, time.monotonic() + self.card_wait_s)
+        except BaseException:
+            self.close()
+            raise
+        if tag is None:
             self.close()
             raise NoCard(f"no Type 4A tag at {self.path} within {self.card_wait_s:.1f} s")
         if not isinstance(tag, nfc.tag.tt4.Type4Tag):
@@ -101,6 +94,60 @@ class NfcReader(Reader):
         self.tag = tag
         self._card_left = False
         self.counts["connects"] += 1
+
+    def _open(self) -> Any:
+        clf = self._nfc.ContactlessFrontend()
+        try:
+            opened = clf.open(self.path)
+        except (OSError, ValueError) as error:
+            raise ReaderUnavailable(f"nfcpy cannot open {self.path}: {error}") from error
+        if not opened:
+            raise ReaderUnavailable(f"nfcpy found no reader at {self.path}")
+        self._clf = clf
+        return clf
+
+    def _sense(self, clf: Any) -> Any:
+        """One sense for a 106A target: the target, or None when none answered."""
+        nfc = self._nfc
+        try:
+            return clf.sense(nfc.clf.RemoteTarget("106A"), iterations=1,
+                             interval=SENSE_INTERVAL_S)
+        except nfc.clf.UnsupportedTargetError as error:
+            raise ReaderUnavailable(f"{self.path} cannot sense Type A: {error}") from error
+        except nfc.clf.CommunicationError:
+            return None  # a garbled answer, as from two cards at once: sense again
+        except OSError as error:
+            raise ReaderUnavailable(f"{self.path}: {error}") from error
+
+    def _sense_and_activate(self, clf: Any, deadline: float) -> Any:
+        """Sense until a tag activates (the tag) or the deadline passes (None)."""
+        while True:
+            target = self._sense(clf)
+            if target is not None:
+                tag = self._nfc.tag.activate(clf, target)
+                if tag is not None:
+                    return tag
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(SENSE_INTERVAL_S)
+
+    def wait_for_removal(self, timeout_s: float) -> bool:
+        """End the ISO-DEP session and sense until no tag answers (or one with another UID
+        does); False if the same UID still answers after timeout_s. nfcpy has no field
+        presence check without a session, so each look is a fresh anticollision."""
+        if self.tag is None and self._clf is None:
+            return True
+        uid = bytes(self.tag.identifier) if self.tag is not None else None
+        self.tag = None
+        clf = self._clf if self._clf is not None else self._open()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            target = self._sense(clf)
+            if target is None or (uid is not None and bytes(target.sdd_res) != uid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(SENSE_INTERVAL_S)
 
     def transmit(self, apdu: bytes) -> bytes:
         assert 4 <= len(apdu) <= APDU_BYTES_MAX, "a command APDU has 4..65544 bytes"

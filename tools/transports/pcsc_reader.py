@@ -6,6 +6,7 @@ name, to the first reader that has a card; it waits up to `card_wait_s` for one.
 
     transmit(apdu) -> response     data || SW1 SW2
     uid()                          PC/SC Part 3 GET DATA `FF CA 00 00 00`, answered by the reader
+    wait_for_removal(timeout_s)    disconnect, wait for that reader to report the card gone
     atr                            the card's ATR as the reader reports it
 
 The low-level calls give the exact PC/SC return codes, which map onto the transport errors:
@@ -15,7 +16,7 @@ The low-level calls give the exact PC/SC return codes, which map onto the transp
     SCARD_E_TIMEOUT, SCARD_W_UNRESPONSIVE_CARD         ExchangeTimeout (reader_timeout)
     SCARD_E_NO_SERVICE, SCARD_E_SERVICE_STOPPED,
     SCARD_E_READER_UNAVAILABLE, SCARD_E_UNKNOWN_READER ReaderUnavailable (reader_unavailable)
-    anything else                                      ExchangeFailed, unless the card turns out
+    anything else, or an answer without SW1 SW2        ExchangeFailed, unless the card turns out
                                                        to be gone (then CardRemoved)
 
 A reset counts as removal: the card lost its session (an NTAG 424 DNA its authentication).
@@ -50,6 +51,7 @@ from tools.transports import (
 
 STATE_WAIT_SLICE_S = 0.25  # SCardGetStatusChange waits at most this long before re-listing
 READER_POLL_S = 0.05
+EVENT_COUNT_SHIFT = 16  # pcsc-lite: insertions + removals seen, in the event state's top bits
 REMOVAL_SETTLE_S = 1.0  # vpcd polls presence about every 0.45 s
 APDU_BYTES_MAX = 65544  # extended length: 4 header + 3 Lc + 65535 data + 2 Le
 GET_UID_APDU = bytes.fromhex("FFCA000000")
@@ -266,10 +268,16 @@ class PcscReader(Reader):
                 self._card_left = True
                 self.counts["removals"] += 1
             raise error
-        self.counts["apdus"] += 1
         response = bytes(response)
         if len(response) < 2:
+            # vpcd answers an exchange cut short by the card leaving with no bytes at all.
+            if self._card_gone(scard):
+                self._drop_card()
+                self._card_left = True
+                self.counts["removals"] += 1
+                raise CardRemoved(f"{self.name}: an empty answer, and the card is gone")
             raise ExchangeFailed(f"response of {len(response)} bytes has no status word")
+        self.counts["apdus"] += 1
         return response
 
     def _card_gone(self, scard: ModuleType) -> bool:
@@ -302,6 +310,38 @@ class PcscReader(Reader):
                 )
             self._uid = response[:-2]
         return self._uid
+
+    def wait_for_removal(self, timeout_s: float) -> bool:
+        """Disconnect, then wait up to timeout_s (in slices, so Ctrl-C is seen) until the
+        reader that held the card reports it gone, or reports a card inserted since (pcsc-lite
+        counts insertions and removals in the upper 16 bits of the event state, so a swap
+        between two looks is seen too)."""
+        scard = self._scard
+        if scard is None or self._context is None:
+            return True  # never connected: no card of ours is there
+        self._drop_card()
+        self._uid = None
+        deadline = time.monotonic() + timeout_s
+        known, first_count, wait_ms = scard.SCARD_STATE_UNAWARE, None, 0
+        while True:
+            hresult, states = scard.SCardGetStatusChange(self._context, wait_ms,
+                                                         [(self.name, known)])
+            code = _code(hresult)
+            if code == _code(scard.SCARD_E_UNKNOWN_READER):
+                return True  # the reader itself went away, and the card with it
+            if code != _code(scard.SCARD_E_TIMEOUT):  # a timeout: nothing changed
+                if hresult != scard.SCARD_S_SUCCESS:
+                    raise _classify(scard, hresult, f"SCardGetStatusChange({self.name!r})")
+                event = states[0][1]
+                count = event >> EVENT_COUNT_SHIFT
+                first_count = count if first_count is None else first_count
+                if not event & scard.SCARD_STATE_PRESENT or count != first_count:
+                    return True
+                known = event & ~scard.SCARD_STATE_CHANGED
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            wait_ms = int(min(remaining, STATE_WAIT_SLICE_S) * 1000)
 
     def _drop_card(self) -> None:
         if self._card is not None and self._scard is not None:
