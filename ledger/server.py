@@ -872,7 +872,9 @@ def main(argv: list[str] | None = None,
         prog="tilltap ledger serve", description="tilltap ledger: settlement intake over HTTP(S)"
     )
     parser.add_argument(
-        "--dsn", required=True, help="sqlite:///abs/path.db, a path, or postgresql://..."
+        "--ledger-dsn", "--dsn", dest="dsn", required=True,
+        help="sqlite:///abs/path.db, a path, or postgresql://... (old name --dsn, deprecated; "
+             "`tilltap ledger serve` defaults it to $TILLTAP_LEDGER_DSN)"
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; beyond loopback TLS and logins are required")

@@ -560,7 +560,7 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def _serve_arguments(argv: list[str]) -> list[str]:
-    """`ledger serve`'s command line as ledger/server.py takes it (`--dsn`, which it parses
+    """`ledger serve`'s command line as ledger/server.py takes it (`--ledger-dsn`, which it parses
     with the rest): the database from --ledger-dsn (or its old name --dsn), else
     $TILLTAP_LEDGER_DSN, checked first: a SQLite file's folder exists and the file, if any,
     is a ledger's."""
@@ -574,7 +574,7 @@ def _serve_arguments(argv: list[str]) -> list[str]:
         raise UsageError("--ledger-dsn is required (or set $TILLTAP_LEDGER_DSN)")
     with naming_variable("--ledger-dsn", dsn):
         checked_ledger_dsn(dsn, must_exist=False)
-    return ["--dsn", dsn, *rest]
+    return ["--ledger-dsn", dsn, *rest]
 
 
 READER_KINDS = ("pcsc", "usb", "tty", "udp")

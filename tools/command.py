@@ -63,6 +63,7 @@ ENVIRONMENT_VARIABLES = {
     "--ledger-token-file": "TILLTAP_LEDGER_TOKEN_FILE",
     "--ledger-ca": "TILLTAP_LEDGER_CA",
     "--db": "TILLTAP_GATEWAY_DB",  # --db is the gateway's store in every command that has it
+    "--log-format": "TILLTAP_LOG_FORMAT",
 }
 
 

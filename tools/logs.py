@@ -122,10 +122,15 @@ def log_format(text: str) -> str:
 
 
 def add_log_format_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", type=log_format, default=LOG_FORMAT_DEFAULT,
-                        metavar="json|text",
-                        help="log lines on stderr: one JSON object per line, or text "
-                             f"({LOG_FORMAT_DEFAULT}; docs/deployment.md \"Logs\")")
+    # Imported here: tools.command is the command line's, this module also the services'.
+    from tools.command import add_environment_option
+
+    action = add_environment_option(
+        parser, "--log-format", type=log_format, metavar="json|text",
+        help="log lines on stderr: one JSON object per line, or text "
+             f"({LOG_FORMAT_DEFAULT}; docs/deployment.md \"Logs\")")
+    if action.default is None:
+        parser.set_defaults(log_format=LOG_FORMAT_DEFAULT)
 
 
 def configure(format_name: str, level: int = logging.INFO,
