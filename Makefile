@@ -5,6 +5,7 @@
 #   make test [PYTEST_ARGS=...]   lint, then the whole test suite
 #   make lint                     ruff + mypy (CPython, then MicroPython's esp32 and rp2 stubs)
 #   make bench [QUICK=1]          the benchmarks
+#   make heapday [QUICK=1]        10,000 sales on MicroPython: free heap and its drift
 #   make fuzz [MESSAGES=N SEED=S] a fuzz campaign: 100,000 hostile messages by default
 #   make gauntlet [SEED=S KILLS=N] real processes through seeded faults (not in `make test`)
 #   make clean / make distclean   remove caches / also .venv and node_modules
@@ -13,13 +14,13 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap demo test lint bench fuzz gauntlet clean distclean
+.PHONY: bootstrap demo test lint bench heapday fuzz gauntlet clean distclean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 demo: bootstrap
-	$(BIN)/tilltap demo $(ARGS)
+	@$(BIN)/tilltap demo $(ARGS)
 
 # pytest exits 5 when it collects no test: non-zero, so the target fails, as it should.
 test: lint
@@ -32,6 +33,11 @@ lint: bootstrap
 
 bench: bootstrap
 	$(BIN)/tilltap bench $(if $(QUICK),--quick,) $(ARGS)
+
+# The long day of tools/bench/firmware_heap_day.py (also in `make bench`); exit 1 if the live
+# heap drifted. A 2,000-sale day runs in `make test` (tests/e2e/test_micropython_heap_day.py).
+heapday: bootstrap
+	$(BIN)/python -m tools.bench.firmware_heap_day $(if $(QUICK),--quick,)
 
 # The short campaign (3,000 messages) runs in `make test` (tests/e2e/test_fuzz.py).
 fuzz: bootstrap

@@ -18,6 +18,11 @@ sends DISCONNECT.
     OSError                 raised by every method but `connected` and `disconnect`
       (from) OSError, IndexError, AssertionError, MQTTException inside umqtt.simple
 
+Versions: umqtt.simple from 1.3.4 on. Releases before the connect timeout (the one on PyPI,
+and those frozen into older MicroPython images, which are imported ahead of a mip-installed
+/lib copy) are detected at the first connect; with them the wait for CONNACK is bounded by
+TCP only, every later read and write by SOCKET_TIMEOUT_MS as below.
+
 Timeouts: umqtt.simple turns its socket back to blocking after every packet header, which on
 MicroPython clears any timeout, so a half-open link would hang a publish forever. The client's
 socket is wrapped so that "blocking" means "blocking for at most SOCKET_TIMEOUT_MS".
@@ -118,6 +123,7 @@ class UmqttNet:
         self._link_errors = (OSError, IndexError, AssertionError,
                              client_error if client_error is not None else _NeverRaised)
         self._client = None
+        self._connect_takes_timeout = True  # False once the client library shows it does not
         self._inbox = []
         self._last_sent_ms = 0
         self.dropped = 0  # messages that found the inbox full (or had an undecodable topic)
@@ -138,8 +144,7 @@ class UmqttNet:
         client.set_last_will(_encoded(will_topic), will_payload, retain=True, qos=_LAST_WILL_QOS)
         self._client = client
         try:
-            self.session_present = bool(
-                client.connect(clean_session=False, timeout=self.socket_timeout_s))
+            self.session_present = bool(self._connect_client(client))
             client.sock = TimedSocket(client.sock, self.socket_timeout_s)
         except self._link_errors as error:
             self._fail(error)
@@ -208,11 +213,24 @@ class UmqttNet:
             raise OSError("MQTT not connected")
         return self._client
 
+    def _connect_client(self, client):
+        if self._connect_takes_timeout:
+            try:
+                return client.connect(clean_session=False, timeout=self.socket_timeout_s)
+            except TypeError:
+                # umqtt.simple before its connect took a timeout (frozen into older board
+                # images, which run ahead of /lib): the call fails before any I/O.
+                self._connect_takes_timeout = False
+        return client.connect(clean_session=False)
+
     def _drain(self, client):
         """Hand every packet already received to the callback, until the inbox is full."""
         while len(self._inbox) < INBOX_MAX:
+            waiting = len(self._inbox)
             packet_type = client.check_msg()
-            if packet_type is None:  # nothing waiting (or a PINGRESP, handled inside)
+            # Nothing waiting, or a PINGRESP (handled inside); umqtt.simple before 1.4 also
+            # returns None after a PUBLISH, which the inbox shows.
+            if packet_type is None and len(self._inbox) == waiting:
                 return
             self._expect_publish(packet_type)
 

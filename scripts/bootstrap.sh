@@ -108,7 +108,14 @@ install_micropython_stubs() {
   bash scripts/lint_micropython.sh --install
 }
 
+# micropython-lib's umqtt.simple, pinned by version and sha256, for the tests that run the
+# board's MQTT client on MicroPython (tools/mpy/umqtt_package.py; quick when it is there).
+install_umqtt_simple() {
+  "$VENV/bin/python" -m tools.mpy.umqtt_package
+}
+
 install_system_packages
 install_python_side
 install_micropython_stubs
 install_node_side
+install_umqtt_simple

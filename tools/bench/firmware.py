@@ -2,7 +2,9 @@
 
 Budgets from the firmware issue: peak heap of one transaction <= 24 KB; compiled .mpy of
 firmware + protocol <= 96 KB; the transaction path is reported as a ratio to one bare
-HMAC-SHA256 over the same bytes on the same interpreter.
+HMAC-SHA256 over the same bytes on the same interpreter. Then a long day of sales
+(tools/bench/firmware_heap_day.py): the live heap's drift per 1,000 sales and the least
+heap each board would have free.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tools.bench import firmware_heap_day
 from tools.mpy.closure import board_modules
 from tools.mpy.runner import REPO_ROOT, run_micropython
 
@@ -70,6 +73,7 @@ def measure(quick: bool) -> list[dict[str, Any]]:
         metric("firmware.txn_path", figures["txn_us"], "us", rounds,
                baseline=round(figures["hmac_us"], 3),
                note=f"build+seal+journal vs one HMAC-SHA256 of {figures['record_bytes']} bytes"),
+        *firmware_heap_day.measure(quick),
     ]
 
 

@@ -10,6 +10,11 @@ line and is answered from CPython: the network with paho-mqtt against a real bro
 gateway sees exactly the bytes real MicroPython code produced; the bus by an emulated PN532
 holding the tapped card, so the firmware's own PN532 driver reads it.
 
+With `net="umqtt"` the network is the board's own instead: firmware/net_umqtt.py over
+micropython-lib's umqtt.simple on MicroPython, whose socket the harness bridges byte for
+byte to a real TCP connection to the broker (tools/mpy/socket_bridge.py); `published` and
+`delivered` are then decoded from the bytes that crossed the bridge.
+
 Two faults a test may set while the firmware runs: `clock_skew_s`, seconds added to the wall
 clock the board reads (an RTC that drifted or jumped), and `drop_connection()`, the broker
 connection lost before the firmware's next poll (as a board's Wi-Fi would lose it).
@@ -26,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from tools.mpy.runner import REPO_ROOT, RUNNER_PATH, node_binary
+from tools.mpy.socket_bridge import SocketBridge, error_reply, socket_seam_libs
 from tools.simulator.paho_net import PahoNet
 from tools.simulator.pn532_emulator import EchoCard, Pn532Emulator
 
@@ -39,9 +45,12 @@ class HarnessError(RuntimeError):
 
 class MicroPythonTerminal:
     def __init__(self, config: dict[str, Any], broker_host: str, broker_port: int,
-                 heap_bytes: int | None = None) -> None:
+                 heap_bytes: int | None = None, net: str = "rpc") -> None:
+        if net not in ("rpc", "umqtt"):
+            raise ValueError(f"net is 'rpc' or 'umqtt', not {net!r}")
         self.config = dict(config)
         self.net = PahoNet(broker_host, broker_port)
+        self.sockets: SocketBridge | None = None
         self.pn532 = Pn532Emulator()  # the board's NFC reader chip, with the tapped card
         self.display: list[str] = []
         self.published: list[tuple[str, bytes]] = []  # every uplink, as MicroPython made it
@@ -52,11 +61,18 @@ class MicroPythonTerminal:
         self._drop_connection = threading.Event()
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: list[str] = []
-        arguments = [node_binary(), str(RUNNER_PATH), "--rpc",
-                     "--lib", f"protocol={REPO_ROOT / 'protocol'}",
-                     "--lib", f"firmware={REPO_ROOT / 'firmware'}",
-                     "--lib", f"host_seams.py={REPO_ROOT / 'tools' / 'mpy' / 'host_seams.py'}",
-                     "--script", str(REPO_ROOT / "tools" / "mpy" / "terminal_main.py")]
+        libs = {"protocol": REPO_ROOT / "protocol", "firmware": REPO_ROOT / "firmware",
+                "host_seams.py": REPO_ROOT / "tools" / "mpy" / "host_seams.py"}
+        if net == "umqtt":
+            self.sockets = SocketBridge()
+            self.published = self.sockets.published
+            self.delivered = self.sockets.delivered
+            self.config.update(net="umqtt", broker_host=broker_host, broker_port=broker_port)
+            libs.update(socket_seam_libs())
+        arguments = [node_binary(), str(RUNNER_PATH), "--rpc"]
+        for name, path in libs.items():
+            arguments += ["--lib", f"{name}={path}"]
+        arguments += ["--script", str(REPO_ROOT / "tools" / "mpy" / "terminal_main.py")]
         if heap_bytes is not None:
             arguments[3:3] = ["--heap", str(heap_bytes)]
         self.process = subprocess.Popen(arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -96,7 +112,7 @@ class MicroPythonTerminal:
             self.process.kill()
             raise HarnessError("MicroPython did not stop\n" + self.stderr()) from None
         self._serve_thread.join(5)
-        self.net.disconnect()
+        self._close_network()
         if self.process.returncode != 0 or self.stopped is None:
             raise HarnessError(f"MicroPython exited {self.process.returncode}\n" + self.stderr())
         return self.stopped
@@ -112,7 +128,12 @@ class MicroPythonTerminal:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close_network()
+
+    def _close_network(self) -> None:
         self.net.disconnect()
+        if self.sockets is not None:
+            self.sockets.close_all()
 
     # -- the firmware's side --------------------------------------------------------------
     def _drain_stderr(self) -> None:
@@ -127,7 +148,7 @@ class MicroPythonTerminal:
             try:
                 reply: dict[str, Any] = {"r": self._answer(request)}
             except OSError as error:
-                reply = {"error": str(error) or type(error).__name__}
+                reply = error_reply(error)
             try:
                 self.process.stdin.write(json.dumps(reply) + "\n")
                 self.process.stdin.flush()
@@ -147,6 +168,11 @@ class MicroPythonTerminal:
                 return self._commands.get(timeout=request["timeout_ms"] / 1000)
             except queue.Empty:
                 return None
+        if method.startswith("sock.") and self.sockets is not None:
+            if self._drop_connection.is_set():  # the link dies between two socket calls
+                self._drop_connection.clear()
+                self.sockets.cut()
+            return self.sockets.answer(method, request)
         if method.startswith("bus."):
             return self._answer_bus(method, request)
         if method == "display.show":

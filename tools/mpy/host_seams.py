@@ -14,6 +14,8 @@ import host
 def call(method, **arguments):
     arguments["m"] = method
     reply = json.loads(host.call(json.dumps(arguments)))
+    if "errno" in reply:  # a socket error: OSError(errno), as a board's socket raises it
+        raise OSError(reply["errno"])
     if "error" in reply:
         raise OSError(reply["error"])
     return reply.get("r")

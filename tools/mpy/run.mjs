@@ -9,6 +9,10 @@
 //   --heap BYTES           initial MicroPython heap (the loader's `heapsize`; the heap of this
 //                          port grows on demand, so this is a starting size, not a cap).
 //   --script PATH          the script to run; `-` reads it from standard input.
+//   --then CODE --times N  after the script, run CODE N times, each as its own top-level run.
+//                          This port's collector runs only between top-level runs (it cannot
+//                          scan the WebAssembly stack: gc.collect() inside a run just asks for
+//                          a collection), so this is how a long loop gets collected as it goes.
 //   --rpc                  bridge mode: Python gets a module `host` whose `call(text)` writes
 //                          `text` as one line to stdout and returns the next line read from
 //                          stdin, synchronously; MicroPython's own output then goes to stderr.
@@ -40,7 +44,10 @@ function splitMapping(option, value) {
 }
 
 function parseArguments(argv) {
-  const options = { libs: [], files: [], heapBytes: undefined, script: undefined, rpc: false };
+  const options = {
+    libs: [], files: [], heapBytes: undefined, script: undefined, rpc: false,
+    then: undefined, times: 0,
+  };
   for (let index = 0; index < argv.length; index += 1) {
     const option = argv[index];
     if (option === "--rpc") {
@@ -55,9 +62,15 @@ function parseArguments(argv) {
       options.heapBytes = Number.parseInt(value, 10);
       if (!(options.heapBytes > 0)) usage(`--heap wants a positive number of bytes, got ${value}`);
     } else if (option === "--script") options.script = value;
+    else if (option === "--then") options.then = value;
+    else if (option === "--times") {
+      options.times = Number.parseInt(value, 10);
+      if (!(options.times >= 0)) usage(`--times wants a count, got ${value}`);
+    }
     else usage(`unknown option ${option}`);
   }
   if (options.script === undefined) usage("--script is required");
+  if ((options.then === undefined) !== (options.times === 0)) usage("--then goes with --times");
   return options;
 }
 
@@ -169,6 +182,7 @@ async function main() {
   let status = 0;
   try {
     await micropython.runPythonAsync(script);
+    for (let round = 0; round < options.times; round += 1) micropython.runPython(options.then);
   } catch (error) {
     if (error?.constructor?.name !== "PythonError") throw error;
     status = exitStatusOf(error);

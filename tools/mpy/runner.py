@@ -73,12 +73,16 @@ def run_micropython(
     files: dict[str, Path] | None = None,
     timeout_s: float = 60,
     heap_bytes: int | None = None,
+    then: str | None = None,
+    times: int = 0,
 ) -> MicroPythonResult:
     """Run `script` on a fresh MicroPython; return its exit status and output.
 
     libs: NAME -> host folder (a package tree, copied to /lib/NAME/) or host file (/lib/NAME).
     files: absolute MicroPython path -> host file.
     heap_bytes: initial heap; this port's heap grows on demand.
+    then, times: after the script, run `then` `times` times, each as its own top-level run
+        (the only points where this port's collector can run; see run.mjs).
     Exit status: 0 ok; 1 uncaught exception (traceback on stderr); N for sys.exit(N).
     """
     command = [node_binary(), str(RUNNER_PATH), "--script", "-"]
@@ -90,6 +94,8 @@ def run_micropython(
         command += ["--file", f"{target}={_existing(host_path)}"]
     if heap_bytes is not None:
         command += ["--heap", str(heap_bytes)]
+    if then is not None:
+        command += ["--then", then, "--times", str(times)]
     try:
         completed = subprocess.run(
             command,

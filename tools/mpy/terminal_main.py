@@ -13,7 +13,14 @@ config = call("config")
 config["key"] = bytes.fromhex(config.pop("key_hex"))
 clock = RpcClock()
 reader = Pn532Reader(Pn532(RpcBus(), clock), clock)
-terminal = app.build_terminal(config, RpcNet(), clock, SystemRandom(), reader, RpcDisplay(),
+if config.get("net") == "umqtt":  # the board's own MQTT client, over the socket bridge
+    from firmware.net_umqtt import UmqttNet
+
+    net = UmqttNet(config["broker_host"], config["broker_port"], config.get("broker_user"),
+                   config.get("broker_password"), clock=clock)
+else:
+    net = RpcNet()
+terminal = app.build_terminal(config, net, clock, SystemRandom(), reader, RpcDisplay(),
                               journal_path=config.get("journal_path", "/journal.bin"))
 app.run(terminal, RpcKeypad(), report)
 gc.collect()
