@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import card_replay
 from protocol import engine, engine_adopt
 from protocol.errors import ValidationError
 from protocol.reasons import CARD_UNKNOWN, PROGRAM_UNKNOWN
@@ -66,8 +67,13 @@ class CardStates:
                                       # which changes of the ledger's card feed the
                                       # balances include (gateway/card_feed.py)
                                       "feed": found.get("feed")}
-        self.keep(card, engine_adopt.adopt(card, program, day, found["value_minor"],
-                                           found["points"]))
+        # Its history replayed where the ledger lists it and it ends at the books' balances
+        # (gateway/card_replay.py), else from the balances alone.
+        state = card_replay.replayed(card, program, found.get("transactions"), day,
+                                     found["value_minor"], found["points"])
+        if state is None:
+            state = engine_adopt.adopt(card, program, day, found["value_minor"], found["points"])
+        self.keep(card, state)
         self.summarize(entry, day)
 
     def issue(self, card: str, program: str, currency: str, merchant: str) -> None:

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ledger import (
+    adopt_sql,
     block_sql,
     exposure_sql,
     feed_sql,
@@ -263,7 +264,8 @@ class Books:
         """`card_balance` with its block ("blocked", "block"), where it was last used
         ("last_stores") and which of its changes in the card feed those balances include
         ("feed", ledger/feed_sql.py) and the highest SUN read counter accepted for it
-        ("sun_counter", ledger/sun_sql.py), read at one moment; None for an unknown card."""
+        ("sun_counter", ledger/sun_sql.py) and its transactions for a gateway to replay
+        ("transactions", ledger/adopt_sql.py), read at one moment; None for an unknown card."""
         with self._guard(), self._database.read() as session:
             balance = queries.card_balance(session, card, self._now())
             if balance is None:
@@ -271,6 +273,7 @@ class Books:
             return (balance | block_sql.state(block_sql.latest(session, card))
                     | {"last_stores": block_sql.last_stores(session, card),
                        "feed": feed_sql.card_position(session, card),
+                       "transactions": adopt_sql.card_transactions(session, card),
                        "sun_counter": sun_sql.highest(session, card)})
 
     def block_card(self, card: str, blocked: bool, reason: str, login: str) -> dict[str, Any]:

@@ -167,3 +167,7 @@ HISTORY_TXNS_MAX = 100_000
 
 BIRTH_YEAR_MIN = 1900
 """Earliest birth year accepted (an earlier one is a typing mistake)."""
+
+ADOPT_CHANGES_MAX = 1000
+"""Most transactions GET /v1/cards/<card> lists for a gateway to replay (ledger/adopt_sql.py);
+a card with more is taken on from its balances."""

@@ -163,6 +163,31 @@ def test_a_tier_reached_at_one_store_is_the_customers_tier_at_the_other(
     assert _shows(b, VIP, "tier", "gold")
 
 
+SAVER = "04d1d2d3d4d5d6"
+
+
+def test_discount_tracking_adds_up_the_spend_of_both_stores(shops: Chain) -> None:
+    """saver: 100.00 of spend within 30 days earns 10 % off for 30 days. 60.00 at A and
+    50.00 at B reach it at B; both stores then give it: 20.00 costs 18.00 at A."""
+    a, b = shops.stores
+    a.serve(SAVER)
+    assert a.till.terminal.issue("saver", 0)["approved"]
+    a.serve(SAVER)
+    assert a.till.terminal.purchase(6_000, pay_from_card=False)["approved"]
+    a.sent()
+    assert wait_until(lambda: _known(shops, SAVER), FLOW_WAIT_S)
+    assert _shows(b, SAVER, "discount_pct", 0)
+    b.serve(SAVER)
+    earned = b.till.terminal.purchase(5_000, pay_from_card=False)
+    assert earned["approved"] and earned["txn"].get("discount_minor") is None
+    b.sent()
+    assert _shows(b, SAVER, "discount_pct", 10)
+    assert _shows(a, SAVER, "discount_pct", 10)
+    a.serve(SAVER)
+    discounted = a.till.terminal.purchase(2_000, pay_from_card=False)
+    assert discounted["approved"] and discounted["txn"]["discount_minor"] == 200
+
+
 def test_a_store_restarted_applies_each_change_of_the_other_once(shops: Chain) -> None:
     a, b = shops.stores
     a.serve(PREPAID)

@@ -88,8 +88,12 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         ],
         "feed": card["feed"],  # which changes of the card feed it holds (test_ledger_feed.py)
         "sun_counter": None,  # the highest SUN read counter: no tap proved (test_ledger_sun.py)
+        # for a gateway taking the card on to replay (gateway/card_replay.py)
+        "transactions": card["transactions"],
     }
     assert set(card["feed"]) == {"horizon", "through", "known"}
+    assert [(t["kind"], t["card_value_minor"]) for t in card["transactions"]] == [
+        ("issue", 5000), ("purchase", 1200)]
     assert client.balances() == [expected]
     assert client.terminal_totals()["T1"]["count"] == 2
     assert client.trial_balance() == {"EUR": 0, "PTS": 0}
