@@ -484,6 +484,42 @@ def test_ctrl_c_stops_with_one_line_and_130(tmp_path: Path) -> None:
     assert stderr == "tilltap programs simulate: interrupted\n"
 
 
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_in_the_demo_stops_it_with_one_line_130_and_no_process_left(
+        tmp_path: Path) -> None:
+    """Mid-day (its terminals selling), Ctrl-C ends the demo: exit 130, one line, and the
+    broker, ledger and gateway it started are gone."""
+    process = subprocess.Popen([sys.executable, "-m", "tools.cli", "demo"], cwd=tmp_path,
+                               env=_environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("issued "):  # the day's sales have begun
+            break
+    started = _children(process.pid)
+    assert started, "the demo runs its broker as a process of its own"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    assert process.returncode == 130
+    assert stderr == "tilltap demo: interrupted\n"
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+
+
 def test_ledger_serve_and_report_take_the_ledger_from_the_variables(tmp_path: Path) -> None:
     """$TILLTAP_LEDGER_DSN is the database `ledger serve` makes and `report` reads; the same
     report through $TILLTAP_LEDGER_URL from that server is the same JSON."""
