@@ -44,6 +44,7 @@ CURRENCY = "EUR"
 DRAIN_TIMEOUT_S = 30.0
 DAY_S = 86_400
 LATER_DAYS = 400  # past the gift cards' year and the points' 90 days: breakage to reconcile
+RUN_TAG_BYTES = 3  # the ids of one run: 6 hex digits after the gateway, terminal, merchant
 
 DEMO_PROGRAMS_FILE = Path(__file__).with_name("demo_programs.toml")
 DEMO_PROGRAMS: dict[str, dict[str, Any]] = load_programs(DEMO_PROGRAMS_FILE)
@@ -120,7 +121,8 @@ class DemoCard:
 
 def _personalized_cards(count: int, masters: MasterKeys,
                         rng: random.Random) -> list[DemoCard]:
-    """Factory cards personalized at the technician's desk (tools/personalize.py)."""
+    """Factory cards personalized at the technician's desk (tools/personalize.py); `rng`
+    draws their UIDs only (new ones each run: a day on a ledger that has seen another)."""
     cards: dict[str, DemoCard] = {}
     names = list(DEMO_PROGRAMS)
     while len(cards) < count:
@@ -194,7 +196,9 @@ def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected:
 def _refund_something(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
                       rng: random.Random) -> dict[str, Any]:
     with expected.lock:
-        original = rng.choice(expected.sales) if expected.sales else None
+        # The sales of this counter's cards: no other counter changes them (reproducible).
+        sales = [sale for sale in expected.sales if sale["card"] in cards]
+    original = rng.choice(sales) if sales else None
     demo_card = cards[original["card"] if original else rng.choice(list(cards))]
     if original is None:  # nothing to refund yet: the customer only asks for the balance
         with demo_card.lock:
@@ -224,6 +228,10 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
              log: Any = print) -> dict[str, Any]:
     """Run the day and return the reconciliation report (see `reconcile`)."""
     started = time.monotonic()
+    # Ids of this run (gateway, terminals, card UIDs) are new each time, so that days run one
+    # after the other on one ledger database never collide; what happens is the seed's alone.
+    run = secrets.token_hex(RUN_TAG_BYTES)
+    gateway_id, merchant = f"gw1_{run}", f"{MERCHANT}_{run}"
     workdir = Path(tempfile.mkdtemp(prefix="tilltap-demo-"))
     dsn = ledger_dsn or f"sqlite:///{workdir / 'ledger.db'}"
     broker = start_broker(log)
@@ -231,22 +239,24 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
     # to its terminals and merchant; the reconciliation reads as a back-office reader).
     tls = make_server_tls(workdir / "ledger-tls", "127.0.0.1", "tilltap ledger CA", "ledger")
     logins_file = workdir / "ledger-logins.json"
-    gateway_login, gateway_token = new_login("gw1", "gateway", "gw1", ("T*",), (MERCHANT,))
+    gateway_login, gateway_token = new_login(gateway_id, "gateway", gateway_id, ("T*",),
+                                             (merchant,))
     reader_login, reader_token = new_login("demo-reader", "reader")
-    logins_file.write_text(dump_logins({"gw1": gateway_login, "demo-reader": reader_login}))
+    logins_file.write_text(dump_logins({gateway_id: gateway_login,
+                                        "demo-reader": reader_login}))
     ledger = serve(dsn, logins_file=logins_file,
                    tls=tls_context(tls["ledger.pem"], tls["ledger.key"]))
     registry = TerminalRegistry()
     configs = []
     for number in range(1, terminal_count + 1):
-        terminal_id = f"T{number}"
+        terminal_id = f"T{number}_{run}"
         key = os.urandom(32)
-        registry.add(terminal_id, MERCHANT, key)
-        configs.append({"terminal": terminal_id, "merchant": MERCHANT, "key": key,
+        registry.add(terminal_id, merchant, key)
+        configs.append({"terminal": terminal_id, "merchant": merchant, "key": key,
                         "currency": CURRENCY, "programs": DEMO_PROGRAMS})
     masters = new_master_keys(DEMO_SYSTEM_ID)
     card_keys = CardKeys(masters.master(1), masters.master(2), masters.system_id)
-    gateway = Gateway("gw1", broker.host, broker.port, str(workdir / "gateway.db"), registry,
+    gateway = Gateway(gateway_id, broker.host, broker.port, str(workdir / "gateway.db"), registry,
                       DEMO_PROGRAMS, ledger.url, mqtt5=broker.kind == "mosquitto",
                       card_keys=card_keys, ledger_token=gateway_token,
                       ledger_ca=tls["ca.pem"])
@@ -258,18 +268,23 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         for sim in sims:
             sim.service(0)
         log(f"broker {broker.kind} on {broker.host}:{broker.port}; ledger {ledger.url} "
-            f"({dsn.split(':')[0]}); gateway gw1; terminals {', '.join(registry.ids())}")
+            f"({dsn.split(':')[0]}); gateway {gateway_id}; terminals "
+            f"{', '.join(registry.ids())}")
         expected = Expected()
         rng = random.Random(seed)
-        blanks = _personalized_cards(card_count, masters, rng)
+        blanks = _personalized_cards(card_count, masters, random.Random(run))
         log(f"personalized {len(blanks)} NTAG 424 DNA cards (diversified keys, SUN on)")
         cards = _issue_cards(sims, expected, blanks, rng)
         _drain(sims, gateway)
         log(f"issued {len(cards)} cards; running {operations} operations on "
             f"{len(sims)} terminals")
         errors: list[BaseException] = []
+        # Each counter serves its own customers (a card at one counter only), so the day
+        # depends on the seed alone, not on how the counters' threads interleave.
+        counters = [{uid: card for number, (uid, card) in enumerate(cards.items())
+                     if number % len(sims) == i} for i in range(len(sims))]
         threads = [threading.Thread(target=_run_terminal, args=(
-            sim, cards, expected, operations // len(sims), seed * 100 + i, errors))
+            sim, counters[i], expected, operations // len(sims), seed * 100 + i, errors))
             for i, sim in enumerate(sims)]
         for thread in threads:
             thread.start()
@@ -284,7 +299,7 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         report = reconcile(expected, gateway, client, sims)
         report["settlement"] = settled.as_dict()
         report["programs"] = _programs_summary(gateway, expected)
-        report["later"] = run_later(gateway, client, LATER_DAYS)
+        report["later"] = run_later(gateway, client, LATER_DAYS, merchant)
         report["differences"] += report["later"]["differences"] + sum(
             1 for v in report["later"]["trial_balance"].values() if v != 0)
         report["gateway"] = gateway.snapshot()
@@ -399,10 +414,11 @@ def _programs_summary(gateway: Gateway, expected: Expected) -> dict[str, Any]:
             "redeemed_points": expected.redeemed_points, "recomputed": gateway.cards.recomputed}
 
 
-def run_later(gateway: Gateway, ledger: LedgerClient, days: int) -> dict[str, Any]:
+def run_later(gateway: Gateway, ledger: LedgerClient, days: int,
+              merchant: str | None = None) -> dict[str, Any]:
     """Let `days` pass at the gateway: its sweep expires gift value and points (expire
-    records), settlement posts them, and the ledger's breakage must equal what the gateway
-    expired, card by card balances equal."""
+    records), settlement posts them, and the ledger's breakage (`merchant`'s: the ledger may
+    hold other days too) must equal what the gateway expired, card by card balances equal."""
     before = {card: (e["value_minor"], e["points"]) for card, e in gateway.cards.cards.items()}
     later_s = time.time() + days * DAY_S
     settled = gateway.settle(now_s=later_s)
@@ -412,7 +428,8 @@ def run_later(gateway: Gateway, ledger: LedgerClient, days: int) -> dict[str, An
     breakage = ledger.report("breakage", {"as_of": as_of, "window_days": str(days + 2)})
     booked = {CURRENCY: 0, money.POINTS_UNIT: 0}
     for row in breakage["rows"]:
-        booked[row["unit"]] = booked.get(row["unit"], 0) + row["breakage_minor"]
+        if merchant is None or row["merchant"] == merchant:
+            booked[row["unit"]] = booked.get(row["unit"], 0) + row["breakage_minor"]
     in_ledger = {b["card"]: b for b in ledger.balances()}
     cards_off = sum(
         1 for card, e in gateway.cards.cards.items()
