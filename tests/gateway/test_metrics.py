@@ -113,6 +113,10 @@ def test_any_other_path_is_404(served: tuple[Gateway, str]) -> None:
     ("/v1/holds/gw1-7", "/v1/holds/{hold}"),
     ("/v1/reports/liability", "/v1/reports/{name}"),
     ("/v1/batches", "/v1/batches"),
+    ("/v1/fleet", "/v1/fleet"),
+    ("/v1/cards/04a1/history", "/v1/cards/{card}/history"),
+    ("/v1/customers/cust-1f/export", "/v1/customers/{customer}/export"),
+    ("/v1/customers/cust-1f", "/v1/customers/{customer}"),
     ("/v1/cards/", "other"),
     ("/anything/a/caller/makes/up", "other"),
 ])
