@@ -211,7 +211,7 @@ class Terminal:
             return {"approved": False, "reason": reasons.PROGRAM_UNKNOWN}
         pay = "card" if card_value_minor else "other"
         quote = engine_offline.quote(program, tier, discount_pct, day == self._today(),
-                                     amount_minor, pay)
+                                     amount_minor, pay, self._today())
         acked = self.journal.acked_through
         self.offline_records = [r for r in self.offline_records if r[0] > acked]
         pending = [(r[1], r[2]) for r in self.offline_records]

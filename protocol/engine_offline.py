@@ -35,6 +35,7 @@ snapshot raises program_mismatch and time_invalid as engine.apply would.
 """
 
 from protocol import engine_points as points
+from protocol import engine_promotions as promotions
 from protocol import engine_spend as spend
 from protocol.engine_legs import value_terms, working_copy
 from protocol.engine_sale import PAY_CARD, PAY_OTHER
@@ -64,8 +65,9 @@ def snapshot(state, program, now_day):
     return {"tier": state["tier"], "discount_pct": spend.discount_pct(state, program, now_day)}
 
 
-def quote(program, tier, discount_pct, same_day, amount_minor, pay):
-    """The amounts of a purchase (no redemption) priced from a snapshot; see the module doc."""
+def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None):
+    """The amounts of a purchase (no redemption) priced from a snapshot; see the module doc.
+    `day`: the sale's day, for the program's promotions (None: none apply)."""
     if not is_amount(amount_minor) or not amount_minor:
         raise ValidationError(AMOUNT_INVALID, "amount_minor must be a positive integer")
     if pay != PAY_CARD and pay != PAY_OTHER:
@@ -82,13 +84,23 @@ def quote(program, tier, discount_pct, same_day, amount_minor, pay):
     if pay == PAY_CARD and value_terms(program) is None:
         raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program holds no value")
     tracked_pct = discount_pct if same_day else 0
-    pct, discount = spend.discount_of(program, tracked_pct, tier_pct, amount_minor)
+    offer = promotions.terms(program, tier, day) if day is not None else None
+    pct, discount = spend.discount_of(program, tracked_pct, tier_pct, amount_minor,
+                                      0 if offer is None else offer["discount_pct"])
     paid = amount_minor - discount
     card_minor = paid if pay == PAY_CARD else 0
     multiplier = spend.MULTIPLIER_ONE_BP if level is None else level["earn_multiplier_bp"]
+    earned = 0
+    if offer is None:
+        earned = points.earned(program, paid, multiplier)
+    else:
+        earned = points.earned(program, paid, multiplier * offer["earn_multiplier_bp"]
+                               // promotions.MULTIPLIER_ONE_BP)
+        if paid and program["points"] is not None:
+            earned += offer["bonus_points"]
     return {"discount_minor": discount, "card_minor": card_minor,
             "other_minor": paid - card_minor,
-            "points_earned": points.earned(program, paid, multiplier), "discount_pct": pct}
+            "points_earned": earned, "discount_pct": pct}
 
 
 def _level(program, tier):

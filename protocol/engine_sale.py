@@ -30,6 +30,7 @@ refunded amounts of a sale never exceed its amount.
 """
 
 from protocol import engine_points as points
+from protocol import engine_promotions as promotions
 from protocol import engine_spend as spend
 from protocol.accounts import (
     CARD_POINTS,
@@ -123,7 +124,8 @@ def purchase(state, program, op, now, effects):
     happened = read_happened(op)
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a purchase has a positive amount")
-    pct, computed = spend.discount_for(state, program, now, amount)
+    offer = promotions.terms(program, state["tier"], now)
+    pct, computed = spend.discount_for(state, program, now, amount, offer["discount_pct"])
     discount = read_discount(op, computed, amount)
     due = amount - discount
     redeem_minor = 0
@@ -145,7 +147,10 @@ def purchase(state, program, op, now, effects):
         if not happened and card_minor and state["value_minor"] < card_minor:
             raise ValidationError(INSUFFICIENT_VALUE, "")
     overdraft = overdraft_of(state, card_minor)
-    earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program))
+    earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program)
+                           * offer["earn_multiplier_bp"] // promotions.MULTIPLIER_ONE_BP)
+    if paid and program["points"] is not None:
+        earned += offer["bonus_points"]
     # Nothing below declines: the card changes from here on.
     legs = effects["legs"]
     bonus_before = state.get("bonus_left", 0)
@@ -178,6 +183,8 @@ def purchase(state, program, op, now, effects):
         "card_minor": card_minor, "other_minor": paid - card_minor, "points_earned": earned,
         "overdraft_minor": overdraft,
     })
+    if offer["ids"]:
+        effects["promotions"] = offer["ids"]
 
 
 def keep_bonus_within_value(state):

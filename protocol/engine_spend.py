@@ -102,13 +102,14 @@ def volume_pct(program, amount_minor):
     return terms["discount_pct"]
 
 
-def discount_for(state, program, now, amount_minor):
-    """(pct, discount_minor) for a purchase: `discount_of` the card's discounts on `now`."""
+def discount_for(state, program, now, amount_minor, offer_pct=0):
+    """(pct, discount_minor) for a purchase: `discount_of` the card's discounts on `now`
+    (`offer_pct`: the promotions', engine_promotions.terms)."""
     return discount_of(program, _tracked_pct(state, now), tier_discount_pct(state, program),
-                       amount_minor)
+                       amount_minor, offer_pct)
 
 
-def discount_of(program, tracked_pct, tier_pct, amount_minor):
+def discount_of(program, tracked_pct, tier_pct, amount_minor, offer_pct=0):
     """(pct, discount_minor) by the rule LARGER_PERCENT_TIER_ON_TIE.
 
     The discount with the larger percent applies, rounded by its own rule: the tracked one by
@@ -117,7 +118,9 @@ def discount_of(program, tracked_pct, tier_pct, amount_minor):
     knows (protocol.engine_offline), decide the discount exactly.
     """
     volume = volume_pct(program, amount_minor)
-    if volume > tracked_pct and volume > tier_pct:
+    if offer_pct > tracked_pct and offer_pct > tier_pct and offer_pct > volume:
+        pct, rule = offer_pct, program["promotions"]["discount_rounding"]
+    elif volume > tracked_pct and volume > tier_pct:
         pct, rule = volume, program["volume"]["discount_rounding"]
     elif tracked_pct > tier_pct:
         pct, rule = tracked_pct, program["discount"]["discount_rounding"]

@@ -40,9 +40,15 @@ REFUND_WINDOW_DAYS_DEFAULT = 90
 TIER_LEVELS_MAX = 8
 DOWNGRADE_RULES = ("period_end", "days_below")
 THRESHOLD_RULES = ("at_least", "above")  # a threshold is met at it, or only beyond it
+COMBINE_RULES = ("best", "stack")  # protocol/engine_promotions.py
+OFFERS_MAX = 16
+OFFER_BONUS_POINTS_MAX = 10**6
+OFFER_PRIORITY_MAX = 1000
+DAY_MAX = 2932896  # 9999-12-31 as days since 1970-01-01
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 PROGRAM_KEYS = ("id", "version", "currency", "name", "refund_window_days",
-                "points", "prepaid", "gift", "discount", "tiers", "volume")
+                "points", "prepaid", "gift", "discount", "tiers", "volume", "promotions")
 SECTIONS = ("points", "prepaid", "gift", "discount", "tiers", "volume")
 _REQUIRED = ["required"]  # a unique marker: no configured value is this object
 
@@ -103,6 +109,7 @@ def validate_program(program_id, table, key_path=()):
         "tiers": _tiers(table, path),
         "volume": _volume(table, path),
     }
+    program["promotions"] = _promotions(table, path, program)
     _check_sections(program, path)
     return program
 
@@ -244,6 +251,104 @@ def _levels(section, path):
             "discount_pct": _integer(level, level_path, "discount_pct", 0, 100, 0),
         })
     return checked
+
+
+def _promotions(table, path, program):
+    """Offers by day, weekday and tier (protocol/engine_promotions.py)."""
+    section = _table(table, path, "promotions")
+    if section is None:
+        return None
+    path = path + ("promotions",)
+    _only(section, path, ("combine", "discount_rounding", "offers"))
+    offers = section.get("offers")
+    if not isinstance(offers, list) or not 1 <= len(offers) <= OFFERS_MAX:
+        raise ProgramInvalid(path + ("offers",), "a list of 1..%d offers ([[...promotions."
+                                                 "offers]] tables)" % OFFERS_MAX)
+    levels = [] if program["tiers"] is None else [
+        level["name"] for level in program["tiers"]["levels"]]
+    checked = []  # type: list[dict]
+    for index in range(len(offers)):
+        offer_path = path + ("offers", index)
+        offer = _as_table(offers[index], offer_path)
+        _only(offer, offer_path, ("id", "name", "first_day", "last_day", "weekdays", "tiers",
+                                  "earn_multiplier_bp", "bonus_points", "discount_pct",
+                                  "priority"))
+        offer_id = _text(offer, offer_path, "id", 1, ID_LENGTH_MAX)
+        if not is_id(offer_id) or offer_id in [done["id"] for done in checked]:
+            raise ProgramInvalid(offer_path + ("id",), "1..32 of A-Z a-z 0-9 _ -, unique")
+        first = _day(offer, offer_path, "first_day")
+        last = _day(offer, offer_path, "last_day")
+        if first is not None and last is not None and last < first:
+            raise ProgramInvalid(offer_path + ("last_day",), "before first_day")
+        entry = {
+            "id": offer_id,
+            "name": _text(offer, offer_path, "name", 1, NAME_LENGTH_MAX, None),
+            "first_day": first, "last_day": last,
+            "weekdays": _names(offer, offer_path, "weekdays", WEEKDAY_NAMES),
+            "tiers": _names(offer, offer_path, "tiers", levels),
+            "earn_multiplier_bp": _integer(offer, offer_path, "earn_multiplier_bp", 0,
+                                           MULTIPLIER_BP_MAX, 10000),
+            "bonus_points": _integer(offer, offer_path, "bonus_points", 0,
+                                     OFFER_BONUS_POINTS_MAX, 0),
+            "discount_pct": _integer(offer, offer_path, "discount_pct", 0, 100, 0),
+            "priority": _integer(offer, offer_path, "priority", 0, OFFER_PRIORITY_MAX, 0),
+        }
+        if program["points"] is None and (entry["earn_multiplier_bp"] != 10000
+                                          or entry["bonus_points"]):
+            raise ProgramInvalid(offer_path, "points offers need a points section")
+        checked.append(entry)
+    return {"combine": _choice(section, path, "combine", COMBINE_RULES, "best"),
+            "discount_rounding": _rounding(section, path, "discount_rounding"),
+            "offers": checked}
+
+
+def _names(table, path, key, allowed):
+    """A list of names, each one of `allowed`, no name twice (absent: [], every one)."""
+    value = table.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or any(name not in allowed for name in value) or len(
+            set(value)) != len(value):
+        raise ProgramInvalid(path + (key,), "a list of distinct names of: " + ", ".join(allowed))
+    return list(value)
+
+
+def _day(table, path, key):
+    """A day as days since 1970-01-01: an integer, or a date written "YYYY-MM-DD"."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = days_of_date(value)
+        if value is None:
+            raise ProgramInvalid(path + (key,), "a date YYYY-MM-DD (from 1970), or a day number")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= DAY_MAX:
+        raise ProgramInvalid(path + (key,), "a date YYYY-MM-DD (from 1970), or a day number")
+    return value
+
+
+def days_of_date(text):
+    """Days from 1970-01-01 to the date "YYYY-MM-DD" (proleptic Gregorian), or None."""
+    if len(text) != 10 or text[4] != "-" or text[7] != "-":
+        return None
+    parts = (text[0:4], text[5:7], text[8:10])
+    for part in parts:
+        if not part.isdigit():
+            return None
+    year, month, day = int(parts[0]), int(parts[1]), int(parts[2])
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    lengths = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if year < 1970 or not 1 <= month <= 12 or not 1 <= day <= lengths[month - 1]:
+        return None
+    days = (year - 1970) * 365 + _leap_days_before(year) - _leap_days_before(1970)
+    for index in range(month - 1):
+        days += lengths[index]
+    return days + day - 1
+
+
+def _leap_days_before(year):
+    previous = year - 1
+    return previous // 4 - previous // 100 + previous // 400
 
 
 # -- readers: each names the key at fault -------------------------------------------------

@@ -254,3 +254,48 @@ def test_a_tracked_discount_above_its_threshold_needs_more_than_it():
     _, at = accepted(issued(program), program, purchase("a", 10000), 0)
     _, beyond = accepted(issued(program), program, purchase("a", 10001), 0)
     assert "discount_until_day" not in at and beyond["discount_until_day"] == 29
+
+
+CHRISTMAS_EVE = 20811  # 2026-12-24, a Thursday, as days since 1970-01-01
+SATURDAY_AFTER = CHRISTMAS_EVE + 2
+SATURDAY_BEFORE = CHRISTMAS_EVE - 5
+MONDAY_BEFORE = CHRISTMAS_EVE - 3
+
+
+def cafe(combine):
+    """5 % in points of 0.10 EUR (paid / 200); double points at weekends, 50 bonus points
+    from Christmas Eve to Boxing Day (priority 1), 10 % off on Mondays."""
+    return validate_program("cafe", {
+        "version": 1, "currency": "EUR", "points": {"earn_bp": 500, "points_per_unit": 10},
+        "promotions": {"combine": combine, "offers": [
+            {"id": "weekend", "weekdays": ["sat", "sun"], "earn_multiplier_bp": 20000},
+            {"id": "christmas", "first_day": "2026-12-24", "last_day": "2026-12-26",
+             "bonus_points": 50, "priority": 1},
+            {"id": "monday", "weekdays": ["mon"], "discount_pct": 10}]}})
+
+
+def test_promotions_apply_by_day_and_weekday_and_the_best_one_wins():
+    """40.00 earns 20 points. Saturday before: double, 40. Christmas Eve (a Thursday): 20 +
+    50. Boxing Day, a Saturday: both apply; best is Christmas (priority 1): 70. Monday:
+    10 % off, 36.00 paid, 18 points."""
+    program = cafe("best")
+    expected = ((SATURDAY_BEFORE, 40, 0, ["weekend"]), (CHRISTMAS_EVE, 70, 0, ["christmas"]),
+                (SATURDAY_AFTER, 70, 0, ["christmas"]), (MONDAY_BEFORE, 18, 400, ["monday"]),
+                (CHRISTMAS_EVE + 7, 20, 0, None))
+    for day, points, discount, offers in expected:
+        _, effects = accepted(issued(program, day=day), program, purchase("a", 4000), day)
+        assert (effects["points_earned"], effects["discount_minor"],
+                effects.get("promotions")) == (points, discount, offers), day
+
+
+def test_stacked_promotions_add_up_and_an_offline_quote_gives_them():
+    """Stacked on Boxing Day: double points (40) and the 50 bonus: 90."""
+    program = cafe("stack")
+    _, effects = accepted(issued(program, day=SATURDAY_AFTER), program, purchase("a", 4000),
+                          SATURDAY_AFTER)
+    assert (effects["points_earned"], effects["promotions"]) == (90, ["weekend", "christmas"])
+    for day in (SATURDAY_BEFORE, CHRISTMAS_EVE, SATURDAY_AFTER, MONDAY_BEFORE):
+        _, online = accepted(issued(program, day=day), program, purchase("a", 4000), day)
+        quote = engine_offline.quote(program, None, 0, True, 4000, "other", day)
+        assert (quote["points_earned"], quote["discount_minor"]) == (
+            online["points_earned"], online["discount_minor"]), day

@@ -65,6 +65,22 @@ def generated_programs(draw: st.DrawFn, expiring_points: bool = False,
                              "discount_rounding": draw(ROUNDING),
                              "threshold_rule": draw(THRESHOLD_RULES)}
     if draw(st.booleans()):
+        offers = []
+        for index in range(draw(st.integers(1, 3))):
+            first = draw(st.integers(0, 40))
+            offers.append({
+                "id": f"o{index}", "first_day": first,
+                "last_day": first + draw(st.integers(0, 30)),
+                "weekdays": draw(st.lists(st.sampled_from(["mon", "tue", "wed", "thu", "fri",
+                                                           "sat", "sun"]), unique=True)),
+                "earn_multiplier_bp": draw(st.integers(0, 30000)) if "points" in table
+                else 10000,
+                "bonus_points": draw(st.integers(0, 50)) if "points" in table else 0,
+                "discount_pct": draw(st.integers(0, 60)),
+                "priority": draw(st.integers(0, 3))})
+        table["promotions"] = {"combine": draw(st.sampled_from(["best", "stack"])),
+                               "discount_rounding": draw(ROUNDING), "offers": offers}
+    if draw(st.booleans()):
         table["volume"] = {"threshold_minor": draw(st.integers(1, 30000)),
                            "discount_pct": draw(st.integers(1, 100)),
                            "discount_rounding": draw(ROUNDING),
@@ -395,7 +411,7 @@ def test_an_offline_quote_on_the_snapshots_day_is_exactly_what_the_engine_gives(
         sale = {"op": "purchase", "id": "probe", "amount_minor": amount + 1, "pay": pay}
         try:
             quoted = engine_offline.quote(program, seen["tier"], seen["discount_pct"], True,
-                                          amount + 1, pay)
+                                          amount + 1, pay, sale_day)
         except ValidationError as error:  # only what the engine refuses too
             assert error.reason == "operation_not_in_program"
             assert engine.apply(after, program, sale, sale_day)[1]["declined"] == error.reason

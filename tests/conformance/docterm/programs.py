@@ -29,7 +29,8 @@ from typing import Any
 from .errors import Refused
 
 PROGRAM_KEYS = frozenset({"id", "version", "currency", "name", "refund_window_days",
-                          "points", "prepaid", "gift", "discount", "tiers", "volume"})
+                          "points", "prepaid", "gift", "discount", "tiers", "volume",
+                          "promotions"})
 SECTION_KEYS = {
     "points": ("earn_bp", "earn_rounding", "points_per_unit", "expiry_days"),
     "prepaid": ("bonus_bp", "bonus_rounding", "cash_out"),
@@ -38,7 +39,11 @@ SECTION_KEYS = {
                  "duration_days", "discount_rounding"),
     "tiers": ("window_days", "downgrade", "downgrade_days", "discount_rounding", "levels"),
     "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
+    "promotions": ("combine", "discount_rounding", "offers"),
 }
+OFFER_KEYS = ("id", "name", "first_day", "last_day", "weekdays", "tiers", "earn_multiplier_bp",
+              "bonus_points", "discount_pct", "priority")
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 THRESHOLD_RULES = ("at_least", "above")
 LEVEL_KEYS = ("name", "spend_minor", "earn_multiplier_bp", "discount_pct")
 ROUNDING_RULES = ("down", "half_up", "half_even", "up")
@@ -180,6 +185,24 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
         _integer(discount, at, "duration_days", 1, INT_MAX)
         _choice(discount, at, "discount_rounding", ROUNDING_RULES)
         _choice(discount, at, "threshold_rule", THRESHOLD_RULES)
+    if (promotions := sections["promotions"]) is not None:
+        at = f"{path}.promotions"
+        _choice(promotions, at, "combine", ("best", "stack"))
+        _choice(promotions, at, "discount_rounding", ROUNDING_RULES)
+        offers = promotions.get("offers")
+        if not isinstance(offers, list) or not offers:
+            raise _invalid(f"{at}.offers", "a list of offers")
+        levels = [level["name"] for level in (sections["tiers"] or {}).get("levels", [])]
+        for index, offer in enumerate(offers):
+            where = f"{at}.offers.{index}"
+            if not isinstance(offer, dict) or set(offer) - set(OFFER_KEYS):
+                raise _invalid(where, f"a map of {', '.join(OFFER_KEYS)}")
+            for key, allowed in (("weekdays", WEEKDAY_NAMES), ("tiers", tuple(levels))):
+                names = offer.get(key) or []
+                if not isinstance(names, list) or any(name not in allowed for name in names):
+                    raise _invalid(f"{where}.{key}", f"names of {', '.join(allowed)}")
+            _integer(offer, where, "earn_multiplier_bp", 0, INT_MAX, default=MULTIPLIER_ONE_BP)
+            _integer(offer, where, "discount_pct", 0, PCT_MAX, default=0)
     if (volume := sections["volume"]) is not None:
         at = f"{path}.volume"
         _integer(volume, at, "threshold_minor", 0, AMOUNT_MAX)
