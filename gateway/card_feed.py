@@ -16,6 +16,14 @@ ledger within `--post-within-s`, the feed is read every `--feed-poll-s`).
     issue, expire                   nothing: an issue elsewhere is of a card not served here
                                     (it is taken on from the ledger when first tapped), and
                                     each gateway lets time pass on its cards itself
+    transfer                        a card replaced at the ledger (``replaced_by`` the new
+                                    card): the old card's state (lots with their earn days,
+                                    tier, discount window, refundable sales) becomes the new
+                                    card's, the old card is left empty (`CardStates.replace`);
+                                    a store that does not serve the old card takes the new
+                                    one on from the ledger when first tapped, with its value
+                                    and points only (one lot of today, the program's first
+                                    tier, no discount window, no sale a refund could name)
 
 Whatever the change, the read counter of its tap (`sun_counter`, when the other store
 verified one) is noted on a card this gateway serves (`CardStates.used_elsewhere`): a read
@@ -43,6 +51,7 @@ from gateway.cards import SUN_WINDOW
 from protocol import engine, engine_points
 from protocol.engine_legs import copy_state
 
+KIND_TRANSFER = "transfer"  # a card replaced at the ledger (ledger/replace_sql.py)
 FEED_POLL_INTERVAL_S = 1.0  # `gateway run --feed-poll-s`: how soon another store's sale is here
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,7 @@ class FeedResult:
     not_served: int = 0  # cards this gateway does not serve (or an issue, expiry)
     included: int = 0  # already in the balances the card was taken on with
     taps: int = 0  # changes whose tap's SUN read counter was noted on a card served here
+    replaced: int = 0  # cards replaced at the ledger whose state moved to the new card here
 
 
 def included(position: dict[str, Any] | None, change: dict[str, Any]) -> bool:
@@ -100,6 +110,9 @@ def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id:
         if entry is not None and "state" in entry and change.get("sun_counter") is not None:
             states.used_elsewhere(change["card"], int(change["sun_counter"]), SUN_WINDOW)
             result.taps += 1
+        if change["kind"] == KIND_TRANSFER:
+            _replace(states, change, result)
+            continue
         op = foreign_op(change)
         if entry is None or op is None or "state" not in entry:
             result.not_served += 1
@@ -124,6 +137,27 @@ def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id:
         states.summarize(entry, day)
         result.applied += 1
     return result
+
+
+def _replace(states: CardStates, change: dict[str, Any], result: FeedResult) -> None:
+    """A card replaced at the ledger: its state moves to the new card (`CardStates.replace`).
+    Of its two changes (one per card) only the old card's moves anything."""
+    old, new = change["card"], change.get("replaced_by")
+    entry = states.get(old)
+    if not new or old == new or entry is None or "state" not in entry:
+        result.not_served += 1
+        return
+    if included(entry.get("feed"), change):  # taken on from the ledger after it: empty
+        result.included += 1
+        return
+    day = max(day_of(int(change["time"])), entry["state"]["day"])
+    if states.replace(old, new, int(change["card_value_minor"]), int(change["points"]), day):
+        result.replaced += 1
+        log.info("card %s replaced by %s at the ledger: its state moved here", old[:64],
+                 new[:64], extra={"event": "card_replaced", "card": old[:64],
+                                  "new_card": new[:64]})
+    else:
+        result.included += 1
 
 
 _VALUE_SIGN = {"topup": 1, "refund": 1, "purchase": -1, "cashout": -1}

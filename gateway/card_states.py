@@ -15,11 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import card_replay
-from protocol import engine, engine_adopt
+from protocol import engine, engine_adopt, engine_points
+from protocol.engine_legs import copy_state
 from protocol.errors import ValidationError
 from protocol.reasons import CARD_UNKNOWN, PROGRAM_UNKNOWN
 
 DAY_S = 86_400
+REPLACED_SOURCE = "replaced"
+"""The lot source of points the books moved to a replacing card beyond this copy's lots."""
 
 
 def day_of(time_s: float) -> int:
@@ -89,6 +92,51 @@ class CardStates:
             notes[sale_id] = sales.get(sale_id)  # None: the card forgot it
         self.entries[card]["state"] = state
         self.dirty.add(card)
+
+    def replace(self, old: str, new: str, value_minor: int, points: int, day: int) -> bool:
+        """A card replaced at the ledger (a "transfer" in its card feed, ledger/replace_sql.py):
+        the old card's engine state (points lots with their earn days, tier and its spend,
+        discount window, the sales a refund may still name) becomes the new card's, renamed,
+        and the old card is left empty. The books are the authority on what moved: the new
+        card gets exactly `value_minor` and `points`; what this copy had beyond them (a sale
+        here not yet posted when the card was replaced) stays on the old card, below zero
+        where it was spent, as the ledger will have it. The new card starts with no SUN
+        counter of its own (another chip). True when the state moved; False when the old card
+        is not served here with a state (nothing changed), or the new one made a sale here
+        already (taken on from the ledger after the replacement: its balances hold the
+        transfer; only the old card is emptied then)."""
+        entry = self.entries.get(old)
+        if entry is None or "state" not in entry:
+            return False
+        program = self.program(entry["program"])
+        moved = copy_state(entry["state"])
+        left = engine_adopt.adopt(old, program, max(day, moved["day"]), 0, 0)
+        left["value_minor"] = moved["value_minor"] - value_minor
+        # Points owed stay owed on the old card (the ledger moves none below zero).
+        left["points_owed"], moved["points_owed"] = moved["points_owed"], 0
+        beyond = engine_points.balance(moved) - points
+        if beyond > 0:  # lots this copy has that the books did not move: taken off
+            engine_points.redeem(moved, beyond)
+        elif beyond < 0:
+            engine_points.credit(moved, -beyond, moved["day"], REPLACED_SOURCE)
+        moved["card"] = new
+        moved["value_minor"] = value_minor
+        served = self.entries.get(new)
+        # A new card tapped here before the feed brought its replacement was taken on from
+        # the ledger with the moved balances only: the old card's state replaces that, unless
+        # it made a sale here since (its own state then stands).
+        take = served is None or "state" not in served or not served["state"]["sales"]
+        if take:
+            self.entries[new] = {"program": entry["program"], "currency": entry["currency"],
+                                 "merchant": entry.get("merchant"), "sun_counter": None,
+                                 "feed": None} | ({} if served is None else {
+                                     "sun_counter": served.get("sun_counter"),
+                                     "sun_seen": served.get("sun_seen", [])})
+            self.keep(new, moved)
+            self.summarize(self.entries[new], moved["day"])
+        self.keep(old, left, list(entry["state"]["sales"]))
+        self.summarize(entry, left["day"])
+        return take
 
     def used_elsewhere(self, card: str, sun_counter: int, window: int) -> None:
         """A tap of the card another store had accepted (the card feed): its read counter is

@@ -3,6 +3,7 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
     broker --paho--> [txn queue] -> verify -> [ingest queue] -> ingest/commit -> [ack queue]
                  \-> [auth queue] -> authorize ------------------------------> /  -> acks -> broker
                  \-> status (verified inline, kept as terminal presence)
+    presence, config versions, pending records -> fleet report -> ledger (gateway/fleet_report.py)
 
 `tilltap gateway run` (tools/gateway_run.py: arguments and files) runs it until
 SIGTERM/SIGINT. `Gateway.settle()` sends settlement batches to the ledger,
@@ -52,6 +53,7 @@ from gateway.card_feed import FeedResult, apply_changes
 from gateway.cards import CardBook
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
+from gateway.fleet_report import FleetReporter, FleetView, pending_records
 from gateway.ingest import IngestStage
 from gateway.lease import Lease
 from gateway.ledger_holds import HoldSettings, LedgerHolds
@@ -69,7 +71,7 @@ from ledger.client import LedgerClient
 from ledger.errors import LedgerError, LedgerUnavailable, NotFound
 from ledger.limits import CHANGES_PAGE_MAX
 from protocol import cbor, topics
-from protocol.errors import ProtocolError
+from protocol.errors import AuthenticationError, ProtocolError
 from protocol.programs import validate_programs
 
 TXN_QUEUE_MAX = 20_000
@@ -115,7 +117,8 @@ class Gateway:
                  ledger_ca: str | None = None,
                  block_poll_s: float | None = BLOCK_POLL_INTERVAL_S,
                  feed_poll_s: float | None = None, lease: Lease | None = None,
-                 ledger_hold_url: str | None = None) -> None:
+                 ledger_hold_url: str | None = None,
+                 fleet_report_s: float | None = None) -> None:
         """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
         certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
         `ledger_hold_url`: where holds (and card look-ups) go, a ledger process on the same
@@ -127,7 +130,9 @@ class Gateway:
         `on_thread_death(name, error)`: what happens when one of its threads dies of an
         exception nothing handled; by default the process stops (gateway/stage.py).
         `lease`: the store's lease, taken (gateway/lease.py): every store write and broker
-        connect is fenced by it, so a process that lost it can neither write nor serve."""
+        connect is fenced by it, so a process that lost it can neither write nor serve.
+        `fleet_report_s`: report the terminals to the ledger this often (POST /v1/fleet,
+        gateway/fleet_report.py; None: never; `gateway run`: FLEET_REPORT_INTERVAL_S)."""
         self.gateway_id = gateway_id
         self.on_thread_death = on_thread_death
         self.registry = registry
@@ -206,6 +211,13 @@ class Gateway:
         self._sweeper = (thread("gateway-hold-sweep",
                                 partial(self.holds.run_sweeps, self._sweep_stop), on_thread_death)
                          if self.holds else None)
+        # The terminals' presence and health reach the back office's fleet page.
+        self.fleet_reporter = (FleetReporter(self._fleet_view, self.ledger, self.reach,
+                                             self._sweep_stop, fleet_report_s)
+                               if self.ledger is not None and fleet_report_s else None)
+        self._fleet_reporting = (thread("gateway-fleet-report", self.fleet_reporter.run,
+                                        on_thread_death)
+                                 if self.fleet_reporter is not None else None)
 
     def _holds_ended(self, ledger_hold_ids: list[str]) -> None:
         """The sweep voided these ledger holds: the store stops counting them as open. If
@@ -304,6 +316,8 @@ class Gateway:
             self._block_follower.start()
         if self._feed_follower is not None:
             self._feed_follower.start()
+        if self._fleet_reporting is not None:
+            self._fleet_reporting.start()
         self.mqtt.start()
         self._publish_fleet()
         log.info("gateway %s started: %d terminals registered", self.gateway_id,
@@ -390,6 +404,8 @@ class Gateway:
             self._block_follower.join(STOP_JOIN_S)
         if self._feed_follower is not None:
             self._feed_follower.join(STOP_JOIN_S)
+        if self._fleet_reporting is not None:
+            self._fleet_reporting.join(STOP_JOIN_S)
         self.store.close()
         log.info("gateway %s stopped", self.gateway_id, extra={"event": "gateway_stopped"})
 
@@ -418,7 +434,8 @@ class Gateway:
         terminal, state = fields["terminal"], fields["state"]
         merchant = topics.parse(topic)[0]  # it verified: the topic is the terminal's own
         before = self.presence.get(terminal, {}).get("state")
-        self.presence[terminal] = fields
+        # When it came, by the gateway's clock: the fleet page's "last seen".
+        self.presence[terminal] = {**fields, "heard_at": time.time()}
         self.stats.add("status." + state)
         if state == "offline" and before not in (None, "offline"):
             log.warning("terminal %s lost (its last will: offline)", terminal,
@@ -431,6 +448,21 @@ class Gateway:
                             "firmware": fields.get("firmware"),
                             "journal_depth": fields.get("journal_depth")})
         return True
+
+    def _fleet_view(self) -> FleetView:
+        """The fleet as it is now, for the ledger's fleet page: short locks, no I/O under
+        them (the store read takes only the store's own lock)."""
+        presence = self.presence.copy()  # one C call: consistent while paho's thread writes
+        with self.cards.lock:
+            named = dict(self.cards.config_named)
+        terminals: dict[str, str] = {}
+        for terminal in self.registry.ids():
+            try:
+                terminals[terminal] = self.registry.get(terminal).merchant
+            except AuthenticationError:  # a reload removed it meanwhile
+                continue
+        return FleetView(self.gateway_id, terminals, presence, self.fleet.version, named,
+                         pending_records(self.store))
 
     def idle(self) -> bool:
         """True when every queue is empty (what has arrived has been committed and acked)."""

@@ -15,7 +15,7 @@ hash is needed) in a logins file written by ``tilltap ledger login``::
 Roles (what each may do is `may`'s table below):
 
     gateway   post its own batches and holds, void and read its own holds, look up cards,
-              read the feed of card blocks;
+              read the feed of card blocks, report its fleet (POST /v1/fleet);
               bound to its gateway id (batch ids and hold ids start with "<gateway>-") and
               to its terminals (and "<gateway>.expiry", its own expire records) and
               merchants (an entry ending in "*" is a prefix)
@@ -23,11 +23,12 @@ Roles (what each may do is `may`'s table below):
     cards     register personalized cards (value at most register_value_minor_max), read cards,
               block and unblock cards
     admin     everything a reader and cards may do, void any hold, and read, change,
-              export and erase customers (ledger/customers.py)
+              export and erase customers (ledger/customers.py), replace a lost card
+              (ledger/replace_sql.py)
     clerk     a person at the back office (/office/, ledger/office.py): read cards, holds,
               reports, alarms; read and change customers
-    manager   what a clerk may, and block and unblock cards, acknowledge alarms and
-              erase customers
+    manager   what a clerk may, and block and unblock cards, acknowledge alarms,
+              erase customers and replace a lost card
 
 The two operator roles sign in with a password, not a token: their entry keeps a salted
 scrypt record (``"password_scrypt"``, ledger/passwords.py) instead of ``secret_sha256``,
@@ -79,18 +80,21 @@ ACKNOWLEDGE_ALARM = "acknowledge_alarm"  # mark an alarm seen (the back office)
 READ_CUSTOMER = "read_customer"  # a customer's personal data, history and export
 CHANGE_CUSTOMER = "change_customer"  # create and update customers, link and unlink cards
 ERASE_CUSTOMER = "erase_customer"  # erase a customer's personal data
+REPLACE_CARD = "replace_card"  # move a lost card's value and points to a new card
+REPORT_FLEET = "report_fleet"  # post its terminals' presence and health (POST /v1/fleet)
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
-                          READ_CHANGES}),
+                          READ_CHANGES, REPORT_FLEET}),
     "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CHANGES}),
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
                         READ_BLOCKS, READ_CHANGES, READ_CUSTOMER, CHANGE_CUSTOMER,
-                        ERASE_CUSTOMER}),
+                        ERASE_CUSTOMER, REPLACE_CARD}),
     "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CUSTOMER,
                         CHANGE_CUSTOMER}),
     "manager": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, BLOCK_CARD,
-                          ACKNOWLEDGE_ALARM, READ_CUSTOMER, CHANGE_CUSTOMER, ERASE_CUSTOMER}),
+                          ACKNOWLEDGE_ALARM, READ_CUSTOMER, CHANGE_CUSTOMER, ERASE_CUSTOMER,
+                          REPLACE_CARD}),
 }
 
 
@@ -312,6 +316,16 @@ def check_hold(login: Login, document: object) -> None:
     if isinstance(hold_id, str) and not own_id(login, hold_id):
         raise Forbidden("not_permitted", f"hold ids of {login.name} start {login.gateway}-")
     _check_place(login, document, "hold")
+
+
+def check_fleet(login: Login, gateway_id: str, terminals: list[tuple[str, str]]) -> None:
+    """A gateway reports its fleet only under its own id, for its own terminals and
+    merchants ((terminal, merchant) pairs); operators may not report one at all."""
+    require(login, REPORT_FLEET)
+    if gateway_id != login.gateway:
+        raise Forbidden("not_permitted", f"login {login.name} reports for gateway {login.gateway}")
+    for index, (terminal, merchant) in enumerate(terminals):
+        _check_place(login, {"terminal": terminal, "merchant": merchant}, f"terminals[{index}]")
 
 
 def check_hold_id(login: Login, action: str, hold_id: str) -> None:

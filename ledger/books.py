@@ -46,6 +46,7 @@ from ledger import (
     hold_sql,
     posting_sql,
     queries,
+    replace_sql,
     reports,
     sun_sql,
 )
@@ -96,7 +97,7 @@ class Books:
             raise
         with self._guard():
             try:
-                result, late, overdrawn = self._database.transact(
+                result, late, overdrawn, replaced_used = self._database.transact(
                     lambda session: self._post(session, batch))
             except BatchConflict as conflict:
                 self._raise_alarm(conflict.reason, f"batch {batch.batch_id}: {conflict.detail}")
@@ -109,6 +110,13 @@ class Books:
                         card[:64], value_minor, batch.batch_id[:64],
                         extra={"event": "card_blocked_overdrawn", "card": card[:64],
                                "batch": batch.batch_id[:64], "gateway": batch.gateway_id})
+        for card, txn_id in replaced_used:
+            log.warning("ledger alarm: card %s was replaced, yet batch %s posted %s on it"
+                        " (sold offline or standing in: exposure)", card[:64],
+                        batch.batch_id[:64], txn_id[:64],
+                        extra={"event": "alarm", "reason": replace_sql.LATE_USE_REASON,
+                               "card": card[:64], "batch": batch.batch_id[:64],
+                               "gateway": batch.gateway_id})
         if result.status == STATUS_PARTIAL:
             log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
                         batch.batch_id, len(result.refused), len(batch.transactions),
@@ -118,30 +126,35 @@ class Books:
                                "refused": len(result.refused)})
         return result
 
-    def _post(self, session: Session,
-              batch: Batch) -> tuple[PostResult, int, list[tuple[str, int]]]:
+    def _post(self, session: Session, batch: Batch
+              ) -> tuple[PostResult, int, list[tuple[str, int]], list[tuple[str, str]]]:
         """Inside the batch's transaction: duplicate check, plan, write, block the cards it
-        overdrew (ledger/exposure_sql.py); the result, how many expired holds it posted and
-        the cards blocked. Reads only through `session` (it may run again)."""
+        overdrew (ledger/exposure_sql.py), alarm its transactions on replaced cards
+        (ledger/replace_sql.py); the result, how many expired holds it posted, the cards
+        blocked and the (card, txn_id) on replaced cards. Reads only through `session` (it
+        may run again)."""
         known_hash = posting_sql.find_batch_hash(session, batch.batch_id)
         if known_hash == batch.content_hash:
             refused = posting_sql.find_refusals(session, batch.batch_id)
             in_books = len(batch.transactions) - len(refused)
-            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0, []
+            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0, [], []
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
                 f"batch_id was posted before with different content (resent by {batch.gateway_id})",
             )
         now = self._now()
-        plan = plan_batch(batch, posting_sql.read_view(session, batch, now))
+        view = posting_sql.read_view(session, batch, now)
+        replace_sql.follow_replacements(session, view)  # a new card refunds the old's sales
+        plan = plan_batch(batch, view)
         posting_sql.write_plan(session, batch, plan, now)
         overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
+        replaced_used = replace_sql.alarm_late_uses(session, batch.batch_id, plan.txns, now)
         late = sum(posting.late for posting in plan.hold_postings)
         status = STATUS_PARTIAL if plan.refused else STATUS_POSTED
         result = PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
                             tuple(plan.refused))
-        return result, late, overdrawn
+        return result, late, overdrawn, replaced_used
 
     def place_hold(self, document: object) -> HoldAnswer:
         """Hold card value and/or points for an authorization (a decoded POST /v1/holds body),
@@ -291,6 +304,25 @@ class Books:
             log.info("AUDIT card %s %s by %s: %s", card[:64],
                      "blocked" if blocked else "unblocked", login, reason)
         return {"card": card, **current, "changed": changed}
+
+    def replace_card(self, old: str, new: str, login: str, reason: str) -> dict[str, Any]:
+        """Replace a lost or damaged card: block `old`, move its value and points to `new`
+        in one balanced `transfer`, keep the replacement for audit, move its customer link
+        (ledger/replace_sql.py), all in one database transaction; logged as an AUDIT line.
+
+        Refused, changing nothing: NotFound card_unknown (old); card_replaced (old replaced
+        before), card_blocked (old blocked for an overdraft), card_overdrawn, card_held
+        (open holds on old), card_has_history (new has value or transactions),
+        card_program_mismatch (new registered in another program or currency), card_same.
+        """
+        with self._guard():
+            now = self._now()
+            done = self._database.transact(
+                lambda session: replace_sql.replace(session, old, new, login, reason, now))
+        log.info("AUDIT card %s replaced by %s by %s: %s (value %d, points %d)", old[:64],
+                 new[:64], login, reason, done["value_minor"], done["points"],
+                 extra={"event": "card_replaced", "card": old[:64], "new_card": new[:64]})
+        return done
 
     def card_changes(self, cursor: tuple[int, int] | None) -> dict[str, Any]:
         """Posted transactions after `cursor` (xid, id), the gateways' card feed (GET

@@ -42,6 +42,7 @@ from ledger.errors import (
     LoginRefused,
     rejection_for_status,
 )
+from ledger.fleet_sql import FLEET_REPORT_BYTES_MAX
 from ledger.limits import BATCH_BYTES_MAX, HTTP_HOLD_TIMEOUT_S, HTTP_TIMEOUT_S
 
 JSON_TYPE = "application/json"
@@ -225,6 +226,22 @@ class LedgerClient:
     def alarms(self) -> list[dict[str, Any]]:
         """Alarms recorded by the ledger, oldest first."""
         result: list[dict[str, Any]] = self._request("GET", "/v1/alarms")["alarms"]
+        return result
+
+    def report_fleet(self, report: Mapping[str, Any]) -> dict[str, Any]:
+        """Report the gateway's terminals (POST /v1/fleet, ledger/fleet_sql.py):
+        {"status": "reported", "gateway_id", "terminals"}; BatchInvalid fleet_report_invalid,
+        Forbidden for another gateway's id or terminals, LedgerUnavailable."""
+        body = json.dumps(report, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        if len(body) > FLEET_REPORT_BYTES_MAX:  # refused here, as a batch over its limit
+            raise BatchTooLarge("request_too_large",
+                                f"{len(body)} bytes, at most {FLEET_REPORT_BYTES_MAX}")
+        result: dict[str, Any] = self._request("POST", "/v1/fleet", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """Each gateway's last fleet report, with its "terminals" (GET /v1/fleet)."""
+        result: list[dict[str, Any]] = self._request("GET", "/v1/fleet")["gateways"]
         return result
 
     def health(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ Refusals (all LedgerRejected: nothing changed):
     card_not_linked                                           [409] unlinking a card not its
     customer_card_limit                                       [409] CUSTOMER_CARDS_MAX cards
     customer_erased                                           [409] a change to an erased one
-    customer_unknown, card_unknown                            [404]
+    customer_unknown, card_unknown                            [404] (find: nobody has it)
     history_too_large                                         [413]
 
 and LedgerUnavailable (503) customer_key_missing (the ledger runs without a customer key) or
@@ -43,6 +43,7 @@ from typing import Any
 
 from ledger import customers_sql
 from ledger.books import Books
+from ledger.customer_reports import CONTACT_FIELDS as CONTACT_REPORT_FIELDS
 from ledger.db import Session
 from ledger.errors import (
     BatchConflict,
@@ -61,6 +62,7 @@ from ledger.limits import (
     ID_CHARS_MAX,
 )
 from ledger.personal_crypto import CustomerKey, KeyMismatch
+from ledger.reports import Report, parse_report_query, run_report
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,11 @@ class Customers:
     def __init__(self, books: Books, key: CustomerKey | None) -> None:
         self._books = books
         self._key = key
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the ledger holds a customer key (without one, personal data is refused)."""
+        return self._key is not None
 
     def check_key(self) -> None:
         """KeyMismatch when the books hold customers sealed under another key (checked when
@@ -370,6 +377,90 @@ class Customers:
         erased_at = self._books.transact(work)
         self._log(customer_id, "erased", login, "")
         return {"customer_id": customer_id, "erased_at": erased_at}
+
+    def find(self, kind: str, text: str, login: str) -> str:
+        """The id of the customer with this phone number or e-mail address (`kind`), found
+        through its keyed digest (the value is never compared in clear); audited on the
+        customer found. customer_unknown when nobody has it."""
+        key = self._require_key()
+        if kind not in LOOKUP_FIELDS:
+            raise BatchInvalid("field_unknown", f"find by one of {', '.join(LOOKUP_FIELDS)}")
+        value = normalise_phone(text) if kind == "phone" else normalise_email(text)
+        lookup = key.lookup(kind, value)
+
+        def work(session: Session, now: int) -> str:
+            owner = customers_sql.lookup_owner(session, lookup)
+            if owner is None:
+                raise NotFound("customer_unknown", f"no customer has this {kind}")
+            customers_sql.audit(session, now, login, owner, "find", f"by {kind}")
+            return owner
+
+        customer_id = self._books.transact(work)
+        self._log(customer_id, "found", login, f"by {kind}")
+        return customer_id
+
+    def report(self, name: str, parameters: Mapping[str, str], login: str,
+               contacts: bool) -> Report:
+        """A named report (ledger/reports.py). customer_lapsing, when `contacts` (the caller
+        may read customers) and the ledger holds the customer key, with the contact fields
+        of each customer whose marketing consent is granted (null for the others), in one
+        transaction that audits every customer whose consent was read; its summary's
+        "contacts" says "shown", "not_permitted" or "customer_key_missing"."""
+        if name != "customer_lapsing" or not contacts or self._key is None:
+            report = self._books.report(name, parameters)
+            if name == "customer_lapsing":
+                report.summary["contacts"] = ("not_permitted" if not contacts
+                                              else "customer_key_missing")
+            return report
+        query = parse_report_query(name, parameters, self._today())
+
+        def work(session: Session, now: int) -> tuple[Report, int]:
+            report = run_report(session, query)
+            read = 0
+            for row in report.rows:
+                if row["customer_id"] is None:
+                    continue
+                opened = self._contacts(session, row["customer_id"])
+                if opened is None:
+                    continue  # erased: nothing to read
+                read += 1
+                row.update(opened)
+                shown = sorted(field for field in CONTACT_REPORT_FIELDS if opened.get(field))
+                customers_sql.audit(session, now, login, row["customer_id"], "report",
+                                    f"customer_lapsing: {_names(dict.fromkeys(shown))}"
+                                    if shown else "customer_lapsing: consent only")
+            shown_count = sum(1 for row in report.rows if row["marketing_consent"])
+            report.summary.update(contacts="shown", contacts_shown=shown_count)
+            return report, read
+
+        report, read = self._books.transact(work)
+        log.info("AUDIT customer report customer_lapsing by %s: %d customers read, contacts "
+                 "of %d shown", login, read, report.summary["contacts_shown"])
+        return report
+
+    def _contacts(self, session: Session, customer_id: str) -> dict[str, Any] | None:
+        """{"marketing_consent": granted, and CONTACT_REPORT_FIELDS (null without consent)}
+        of a customer, or None once erased; a field is opened only when consent allows."""
+        key = self._require_key()
+        row = self._existing(session, customer_id)
+        if row["erased_at"] is not None:
+            return None
+        if row["key_id"] != key.key_id:
+            raise LedgerUnavailable("customer sealed under another key",
+                                    reason="customer_key_mismatch")
+        sealed = customers_sql.sealed_fields(session, customer_id)
+        try:
+            consent = (json.loads(key.open(customer_id, "marketing_consent",
+                                           sealed["marketing_consent"]))
+                       if "marketing_consent" in sealed else None)
+            granted = bool(consent and consent["granted"])
+            opened: dict[str, Any] = {"marketing_consent": granted}
+            for field in CONTACT_REPORT_FIELDS:
+                opened[field] = (key.open(customer_id, field, sealed[field])
+                                 if granted and field in sealed else None)
+        except KeyMismatch as error:
+            raise LedgerUnavailable(str(error), reason="customer_key_mismatch") from error
+        return opened
 
     def audit_trail(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's audit trail, oldest first."""

@@ -25,6 +25,9 @@ KIND_EXPIRE = "expire"
 KIND_CASHOUT = "cashout"
 """Card value paid out in cash at the counter (programs whose terms allow cash_out)."""
 KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_EXPIRE, KIND_CASHOUT)
+KIND_TRANSFER = "transfer"
+"""A replaced card's value and points moved to its new card (ledger/replace_sql.py). Posted
+only by the ledger itself, never in a gateway's batch: not one of KINDS."""
 
 
 _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)

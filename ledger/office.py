@@ -18,10 +18,24 @@ server-rendered HTML, every value from the books escaped with `html.escape`, no 
                                     [?as_of&window_days]
     GET  /office/lapsing            the `lapsing` report: regulars who stopped coming
                                     [?as_of&window_days&days&min_purchases]
-    GET  /office/fleet              each gateway: batches, transactions, last batch, terminals
+    GET  /office/customers          find a customer: by id, phone or e-mail (POST .../find)
+    POST /office/customers/find     customer_id | phone | email -> the customer's page
+    GET  /office/customer?id=ID     fields, consent, cards, history across stores (audited)
+    POST /office/customer/link      customer_id, card          -> Customers.link
+    POST /office/customer/export    customer_id: the export as a JSON download (audited)
+    POST /office/customer/erase     customer_id, confirm (the id again) (manager)
+    GET  /office/customer-value     the `customer_value` report: value classes by customer
+                                    [?as_of&window_days&top_percent&next_percent]
+    GET  /office/customer-lapsing   the `customer_lapsing` report, contacts where consent
+                                    allows [?as_of&window_days&days&min_purchases]
+    GET  /office/customer-retention the `customer_retention` report [?as_of&months]
+    GET  /office/fleet              each gateway's terminals as it last reported them (online,
+                                    last seen, journal backlog, firmware, configuration,
+                                    refused); its batches, transactions, last batch
 
-Who: operators are logins of the roles clerk (reads) and manager (also blocks and unblocks
-cards, acknowledges alarms) in the ledger's logins file, each with a scrypt password
+Who: operators are logins of the roles clerk (reads, customers' records and card links) and
+manager (also blocks and unblocks cards, acknowledges alarms, erases customers) in the
+ledger's logins file, each with a scrypt password
 (`ledger.auth`, `ledger.passwords`); what a role may do is `ledger.auth`'s table, the same
 one the API uses. A session is a random cookie (HttpOnly, SameSite=Strict, Secure when the
 ledger speaks TLS, Path=/office) kept in this process's memory for SESSION_S at most; it
@@ -31,16 +45,22 @@ session's CSRF token from the form; a POST whose Origin is another site is refus
 sign-in (made or refused), sign-out and action is logged as an AUDIT line naming the
 operator.
 
+Customers go through the same `Customers` object as the API (ledger/customers.py), so the
+office's reads of personal data are audited in customer_audit like the API's; a phone number
+or e-mail address to find is posted, never put in an address (addresses are logged). Without
+a customer key the customer pages answer 503 saying so; the rest of the office works.
+
 Errors: a request the office refuses is answered with a page and the status of the
 `LedgerRejected` it raised (400 bad form, 401 not signed in, 403 not permitted or bad CSRF
-token, 404 unknown card or alarm, 429 too many failed sign-ins); `LedgerUnavailable` is 503.
-Nothing a refused request asked for is changed.
+token, 404 unknown card, alarm or customer, 429 too many failed sign-ins);
+`LedgerUnavailable` is 503. Nothing a refused request asked for is changed.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import json
 import logging
 import secrets
 import threading
@@ -54,6 +74,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from ledger import auth, office_sql, passwords
 from ledger.auth import Login
 from ledger.books import Books
+from ledger.customers import Customers
 from ledger.errors import BatchInvalid, Forbidden, LedgerRejected, LedgerUnavailable, NotFound
 from ledger.limits import BLOCK_REASON_CHARS_MAX, ID_CHARS_MAX, REPORT_WINDOW_DAYS_MAX
 from protocol.money import exponent_or_none, format_minor
@@ -84,7 +105,13 @@ CHART_HEIGHT_PX = 200
 CHART_MARGIN_PX = 40
 SEGMENT_ROWS_MAX = 200
 """Cards listed on the segments page (the top spenders); the API has them all."""
+CUSTOMER_ROWS_MAX = 200
+"""Customers listed on the customer value page (the top ranks); the API has them all."""
 HTML_TYPE = "text/html; charset=utf-8"
+JSON_TYPE = "application/json"
+NO_CUSTOMER_KEY = ("this ledger runs without a customer key, so customers cannot be read "
+                   "or changed here (start it with ledger serve --customer-key FILE); cards "
+                   "and the other pages work as before")
 # No script may run, no page may frame this one, forms post only here.
 _SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
@@ -122,6 +149,7 @@ class Page:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = HTML_TYPE
 
 
 @dataclass
@@ -149,8 +177,11 @@ class Office:
     """The back office of one ledger server; thread-safe (sessions under a lock)."""
 
     def __init__(self, books: Books, logins: Callable[[], Mapping[str, Login] | None],
-                 secure: bool, clock: Callable[[], float] = time.time) -> None:
+                 secure: bool, clock: Callable[[], float] = time.time,
+                 customers: Customers | None = None) -> None:
         self.books = books
+        # The server's, so the API and the office share one key; none: no customer key.
+        self.customers = customers if customers is not None else Customers(books, None)
         self._logins = logins
         self.secure = secure
         self._clock = clock
@@ -169,6 +200,8 @@ class Office:
                      error.reason, error.detail)
             return self._error_page(error.http_status, error.reason, error.detail)
         except LedgerUnavailable as error:
+            if error.reason == "customer_key_missing":
+                return self._error_page(503, error.reason, NO_CUSTOMER_KEY)
             log.warning("office: ledger unavailable for %s %s: %s", request.method,
                         request.target[:200], error.detail)
             return self._error_page(503, error.reason, "the books cannot be read now; "
@@ -186,11 +219,19 @@ class Office:
             f"{PREFIX}/alarms": self._alarms, f"{PREFIX}/exposure": self._exposure,
             f"{PREFIX}/liabilities": self._liabilities, f"{PREFIX}/fleet": self._fleet,
             f"{PREFIX}/segments": self._segments, f"{PREFIX}/lapsing": self._lapsing,
+            f"{PREFIX}/customers": self._customers, f"{PREFIX}/customer": self._customer,
+            f"{PREFIX}/customer-value": self._customer_value,
+            f"{PREFIX}/customer-lapsing": self._customer_lapsing,
+            f"{PREFIX}/customer-retention": self._customer_retention,
         }
         posts: dict[str, Callable[[OfficeSession, Login, dict[str, str]], Page]] = {
             f"{PREFIX}/card/block": self._block, f"{PREFIX}/card/unblock": self._unblock,
             f"{PREFIX}/alarms/acknowledge": self._acknowledge,
             f"{PREFIX}/sign-out": self._sign_out,
+            f"{PREFIX}/customers/find": self._find_customer,
+            f"{PREFIX}/customer/link": self._link_card,
+            f"{PREFIX}/customer/export": self._export_customer,
+            f"{PREFIX}/customer/erase": self._erase_customer,
         }
         if path == f"{PREFIX}/sign-in":
             if request.method == "GET":
@@ -516,6 +557,229 @@ class Office:
                              for day, owed, expired in figures]
         return history
 
+    # -- customers (ledger/customers.py, the API's own operations) -------------------------
+
+    def _customers(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        if not self.customers.keyed:
+            body = (f"<h1>Customers</h1><p class='error' id='no-customer-key'>"
+                    f"{esc(NO_CUSTOMER_KEY)}</p>")
+            return self._page(session, login, "Customers", body, 503)
+        body = ("<h1>Customers</h1><p>Find a customer by id, or by phone number or e-mail "
+                "address (looked up by their keyed digest; the search is audited on the "
+                "customer found).</p>"
+                f"<form method='post' action='{PREFIX}/customers/find'>{_csrf(session)}"
+                f"<label>Customer id <input name='customer_id' maxlength='{ID_CHARS_MAX}'>"
+                "</label> <label>Phone <input name='phone' type='tel'></label> "
+                "<label>E-mail <input name='email' type='email'></label> "
+                "<button id='find-customer' type='submit'>Find</button></form>")
+        return self._page(session, login, "Customers", body)
+
+    def _find_customer(self, session: OfficeSession, login: Login,
+                       form: dict[str, str]) -> Page:
+        self._require_customer_key()
+        auth.require(login, auth.READ_CUSTOMER)
+        given = {name: value.strip() for name, value in form.items()
+                 if name in ("customer_id", "phone", "email") and value.strip()}
+        if len(given) != 1:
+            raise BatchInvalid("request_malformed",
+                               "give one of customer id, phone or e-mail")
+        [(kind, value)] = given.items()
+        if kind == "customer_id":
+            _check_customer_id(value)
+            customer_id = value
+        else:
+            customer_id = self.customers.find(kind, value, login.name)
+        return _redirect(f"{PREFIX}/customer?id={quote(customer_id, safe='')}")
+
+    def _customer(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
+        self._require_customer_key()
+        auth.require(login, auth.READ_CUSTOMER)
+        customer_id = query.get("id", "").strip()
+        _check_customer_id(customer_id)
+        record = self.customers.show(customer_id, login.name)
+        history = self.customers.history(customer_id)
+        consent = record["marketing_consent"]
+        consent_text = ("" if consent is None else
+                        f"{'granted' if consent['granted'] else 'refused'} on "
+                        f"{consent['date']} ({consent['source']})")
+        facts = [("Customer", Markup(f"<code>{esc(customer_id)}</code>"), "customer-id"),
+                 ("Name", record["name"], "customer-name"),
+                 ("Phone", record["phone"], "customer-phone"),
+                 ("E-mail", record["email"], "customer-email"),
+                 ("Birthday", record["birthday"], "customer-birthday"),
+                 ("Language", record["language"], "customer-language"),
+                 ("Marketing consent", consent_text, "customer-consent"),
+                 ("Notes", record["notes"], "customer-notes"),
+                 ("Created", _when(record["created_at"]), "customer-created"),
+                 ("Changed", _when(record["updated_at"]), "customer-updated")]
+        if record["erased_at"] is not None:
+            facts.append(("Erased", _when(record["erased_at"]), "customer-erased"))
+        rows = "".join(f"<tr><th>{esc(label)}</th><td{_id(element)}>{_cell(value)}</td></tr>"
+                       for label, value, element in facts)
+        balances = {card["card"]: card for card in history["cards"]}
+        cards = _table(("card", "linked", "by", "value", "points", "transactions"),
+                       ([_card_link(card["card"]), _when(card["linked_at"]), card["linked_by"],
+                         _money(balances[card["card"]]["value_minor"],
+                                balances[card["card"]]["currency"] or ""),
+                         balances[card["card"]]["points"],
+                         balances[card["card"]]["transactions"]]
+                        for card in record["cards"]), "customer-cards")
+        transactions = _table(
+            ("time", "card", "store (gateway)", "terminal", "kind", "amount", "value change",
+             "points change", "value after", "points after", "transaction"),
+            ([_when(txn["time"]), _card_link(txn["card"]), txn["store"], txn["terminal"],
+              txn["kind"], _money(txn["amount_minor"], txn["currency"]),
+              _money(txn["value_change_minor"], txn["currency"]), txn["points_change"],
+              _money(txn["value_balance_minor"], txn["currency"]), txn["points_balance"],
+              txn["txn_id"]] for txn in history["transactions"]), "customer-history")
+        body = (f"<h1>Customer <code>{esc(customer_id)}</code></h1>"
+                f"<table class='facts'>{rows}</table><h2>Cards</h2>{cards}"
+                f"{self._customer_forms(session, login, record)}"
+                f"<h2>History across stores ({len(history['transactions'])} "
+                f"transactions)</h2>{transactions}")
+        return self._page(session, login, f"Customer {customer_id}", body)
+
+    def _require_customer_key(self) -> None:
+        """customer_key_missing (a 503 page saying so) when the ledger holds no customer key:
+        checked first, so an unknown id or a link is not answered differently without it."""
+        if not self.customers.keyed:
+            raise LedgerUnavailable("no customer key", reason="customer_key_missing")
+
+    def _customer_forms(self, session: OfficeSession, login: Login,
+                        record: dict[str, Any]) -> str:
+        """Link a card, export, erase: each for a login whose role may (none once erased but
+        the export)."""
+        customer_id = record["customer_id"]
+        hidden = (f"{_csrf(session)}<input type='hidden' name='customer_id' "
+                  f"value='{esc(customer_id)}'>")
+        forms = []
+        if auth.CHANGE_CUSTOMER in login.actions and record["erased_at"] is None:
+            forms.append(f"<form method='post' action='{PREFIX}/customer/link'>{hidden}"
+                         f"<label>Card <input name='card' required maxlength='{ID_CHARS_MAX}'>"
+                         "</label> <button id='link-card' type='submit'>Link card</button>"
+                         "</form>")
+        forms.append(f"<form method='post' action='{PREFIX}/customer/export'>{hidden}"
+                     "<button id='export-customer' type='submit'>Export (JSON)</button></form>")
+        if auth.ERASE_CUSTOMER in login.actions and record["erased_at"] is None:
+            forms.append(f"<form method='post' action='{PREFIX}/customer/erase'>{hidden}"
+                         "<label>Type the customer id to erase its personal data "
+                         f"<input name='confirm' required maxlength='{ID_CHARS_MAX}'></label> "
+                         "<button id='erase-customer' type='submit'>Erase</button></form>")
+        return "<h2>Actions</h2>" + "".join(forms)
+
+    def _link_card(self, session: OfficeSession, login: Login, form: dict[str, str]) -> Page:
+        self._require_customer_key()
+        auth.require(login, auth.CHANGE_CUSTOMER)
+        customer_id, card = form.get("customer_id", ""), form.get("card", "").strip()
+        _check_customer_id(customer_id)
+        _check_card(card)
+        self.customers.link(customer_id, card, login.name)
+        return _redirect(f"{PREFIX}/customer?id={quote(customer_id, safe='')}")
+
+    def _export_customer(self, session: OfficeSession, login: Login,
+                         form: dict[str, str]) -> Page:
+        self._require_customer_key()
+        auth.require(login, auth.READ_CUSTOMER)
+        customer_id = form.get("customer_id", "")
+        _check_customer_id(customer_id)
+        document = self.customers.export(customer_id, login.name)
+        body = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        # The id is [A-Za-z0-9_-] (Customers refuses any other): safe in the header.
+        disposition = f"attachment; filename=\"customer-{customer_id}.json\""
+        return Page(200, body, (("Content-Disposition", disposition), *_SECURITY_HEADERS),
+                    JSON_TYPE)
+
+    def _erase_customer(self, session: OfficeSession, login: Login,
+                        form: dict[str, str]) -> Page:
+        self._require_customer_key()
+        auth.require(login, auth.ERASE_CUSTOMER)
+        customer_id = form.get("customer_id", "")
+        _check_customer_id(customer_id)
+        if form.get("confirm", "").strip() != customer_id:  # a check of intent, no secret
+            raise BatchInvalid("confirm_mismatch", "type the customer's id in the box to "
+                                                   "confirm the erasure")
+        self.customers.erase(customer_id, login.name)
+        return _redirect(f"{PREFIX}/customer?id={quote(customer_id, safe='')}")
+
+    def _customer_value(self, session: OfficeSession, login: Login,
+                        query: dict[str, str]) -> Page:
+        report = self.books.report("customer_value", _only(
+            query, ("as_of", "window_days", "top_percent", "next_percent")))
+        parameters = report.query.parameters
+        form = _parameter_form("customer-value", (
+            ("As of", "as_of", report.query.as_of.isoformat()),
+            ("Over (days)", "window_days", report.query.window_days),
+            ("Top (%)", "top_percent", parameters["top_percent"]),
+            ("Next (%)", "next_percent", parameters["next_percent"])))
+        classes = _table(
+            ("currency", "class", "customers", "revenue", "share"),
+            ([currency, row["class"], row["customers"], _money(row["revenue_minor"], currency),
+              _percent(row["share_bp"])]
+             for currency, figures in sorted(report.summary.items())
+             for row in figures["classes"]), "customer-classes")
+        customers = _table(
+            ("currency", "class", "rank", "customer", "cards", "purchases", "revenue", "share"),
+            ([row["currency"], row["class"], row["rank"], _customer_link(row["customer_id"]),
+              _card_links(row["cards"]), row["purchases"],
+              _money(row["revenue_minor"], row["currency"]), _percent(row["share_bp"])]
+             for row in report.rows[:CUSTOMER_ROWS_MAX]), "customer-value")
+        body = (f"<h1>Customer value</h1>{form}<p>Customers (a customer's cards together; a "
+                "card of nobody's on its own) who bought in the "
+                f"{esc(report.query.window_days)} days to {esc(report.query.as_of)}, ranked by "
+                f"revenue: the top {esc(parameters['top_percent'])} %, the next "
+                f"{esc(parameters['next_percent'])} % and the rest (counts rounded up); class "
+                "shares by the largest remainder, so they add up to 100 %.</p>"
+                f"{classes}<h2>Customers by rank (at most {CUSTOMER_ROWS_MAX})</h2>{customers}")
+        return self._page(session, login, "Customer value", body)
+
+    def _customer_lapsing(self, session: OfficeSession, login: Login,
+                          query: dict[str, str]) -> Page:
+        report = self.customers.report(
+            "customer_lapsing", _only(query, ("as_of", "window_days", "days", "min_purchases")),
+            login.name, auth.READ_CUSTOMER in login.actions)
+        parameters = report.query.parameters
+        form = _parameter_form("customer-lapsing", (
+            ("As of", "as_of", report.query.as_of.isoformat()),
+            ("Over (days)", "window_days", report.query.window_days),
+            ("Away for (days)", "days", parameters["days"]),
+            ("Purchases at least", "min_purchases", parameters["min_purchases"])))
+        contacts = report.summary["contacts"]
+        note = {"customer_key_missing": NO_CUSTOMER_KEY,
+                "not_permitted": "your role may not read customers' contact details"}.get(
+            contacts, "contact details are shown where the customer's marketing consent is "
+                      "granted; reading them is recorded in each customer's audit trail")
+        body = (f"<h1>Lapsing customers</h1>{form}<p>Customers with at least "
+                f"{esc(parameters['min_purchases'])} purchases in the "
+                f"{esc(report.query.window_days)} days to {esc(report.query.as_of)} and none in "
+                f"the last {esc(parameters['days'])}: <span id='lapsing-customers'>"
+                f"{len(report.rows)}</span>.</p><p id='contacts-note'>{esc(note)}</p>"
+                + _table(("customer", "cards", "purchases", "spent", "last purchase",
+                          "days since", "consent", "name", "phone", "e-mail", "language"),
+                         ([_customer_link(row["customer_id"]), _card_links(row["cards"]),
+                           row["purchases"], _money(row["monetary_minor"], row["currency"]),
+                           row["last_purchase"], row["days_since_purchase"],
+                           {True: "yes", False: "no"}.get(row["marketing_consent"], ""),
+                           row["name"], row["phone"], row["email"], row["language"]]
+                          for row in report.rows), "customer-lapsing"))
+        return self._page(session, login, "Lapsing customers", body)
+
+    def _customer_retention(self, session: OfficeSession, login: Login,
+                            query: dict[str, str]) -> Page:
+        report = self.books.report("customer_retention", _only(query, ("as_of", "months")))
+        form = _parameter_form("customer-retention", (
+            ("As of", "as_of", report.query.as_of.isoformat()),
+            ("Cohorts (months)", "months", report.query.parameters["months"])))
+        body = (f"<h1>Retention</h1>{form}<p>Customers by the month of their first purchase "
+                f"(the {esc(report.query.parameters['months'])} months to "
+                f"{esc(report.query.as_of)}), and how many of them bought in each month "
+                "since.</p>"
+                + _table(("cohort", "month", "months after", "customers", "bought",
+                          "retention"),
+                         ([row["cohort"], row["month"], row["months_after"], row["customers"],
+                           row["active"], _percent(row["retention_bp"])]
+                          for row in report.rows), "customer-retention"))
+        return self._page(session, login, "Retention", body)
+
     def _segments(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
         report = self.books.report("segments", _only(query, ("as_of", "window_days")))
         form = (f"<form method='get' action='{PREFIX}/segments'><label>As of <input "
@@ -572,7 +836,16 @@ class Office:
 
     def _fleet(self, session: OfficeSession, login: Login, query: dict[str, str]) -> Page:
         gateways = self.books.read(lambda db, now: office_sql.gateways(db))
-        body = ("<h1>Fleet</h1><p>Each store's gateway as the ledger knows it from the "
+        reported = self.books.read(office_sql.fleet)
+        online = sum(t["online"] for gateway in reported for t in gateway["terminals"])
+        listed = sum(len(gateway["terminals"]) for gateway in reported)
+        body = ("<h1>Fleet</h1><h2>Terminals</h2><p>As each store's gateway last reported "
+                f"them: <span id='fleet-online'>{online}</span> of {listed} online. A report "
+                f"older than {office_sql.FLEET_REPORT_STALE_S} s is stale: its terminals are "
+                "not counted online.</p>"
+                + ("".join(_fleet_gateway(gateway) for gateway in reported)
+                   or "<p id='fleet-reports'>No gateway has reported.</p>")
+                + "<h2>Settlement</h2><p>Each store's gateway as the ledger knows it from the "
                 "batches it settled.</p>"
                 + _table(("gateway", "batches", "transactions", "posted", "last batch",
                           "terminals", "latest transaction"),
@@ -584,17 +857,20 @@ class Office:
 
     # -- layout ----------------------------------------------------------------------------
 
-    def _page(self, session: OfficeSession, login: Login, title: str, body: str) -> Page:
+    def _page(self, session: OfficeSession, login: Login, title: str, body: str,
+              status: int = 200) -> Page:
         nav = " ".join(f"<a href='{PREFIX}{path}'>{label}</a>" for path, label in (
             ("/", "Home"), ("/card", "Card"), ("/alarms", "Alarms"), ("/exposure", "Exposure"),
             ("/liabilities", "Liabilities"), ("/segments", "Segments"),
-            ("/lapsing", "Lapsing"), ("/fleet", "Fleet")))
+            ("/lapsing", "Lapsing"), ("/fleet", "Fleet"), ("/customers", "Customers"),
+            ("/customer-value", "Customer value"), ("/customer-lapsing", "Lapsing customers"),
+            ("/customer-retention", "Retention")))
         header = (f"<header><nav>{nav}</nav><span class='who'>Signed in as "
                   f"<span id='operator'>{esc(login.name)}</span> ({esc(login.role)}) "
                   f"<form method='post' action='{PREFIX}/sign-out'>{_csrf(session)}"
                   "<button id='sign-out' type='submit'>Sign out</button></form></span>"
                   "</header>")
-        return _html_page(200, title, header + f"<main>{body}</main>")
+        return _html_page(status, title, header + f"<main>{body}</main>")
 
     def _sign_in_form(self, status: int, message: str = "") -> Page:
         if self._logins() is None:
@@ -619,6 +895,33 @@ _STYLE = ("body{font-family:sans-serif;margin:1em}header{display:flex;gap:2em;"
           "align-items:center}header form{display:inline}nav a{margin-right:1em}"
           "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
           "padding:.2em .5em;text-align:left}.error{color:#a00}")
+
+
+def _fleet_gateway(gateway: dict[str, Any]) -> str:
+    """One gateway's last fleet report (ledger/office_sql.py `fleet`): when it came, its
+    totals, and a row per terminal."""
+    gateway_id = gateway["gateway_id"]
+    stale = (" <span class='error' id='fleet-stale-" + esc(gateway_id) + "'>stale</span>"
+             if gateway["stale"] else "")
+    missing = gateway["terminals_registered"] - len(gateway["terminals"])
+    note = f" ({missing} more registered, not reported)" if missing > 0 else ""
+    return (f"<h3>Gateway {esc(gateway_id)}{stale}</h3><p>Reported "
+            f"{esc(_when(gateway['reported_at']))}; {esc(gateway['terminals_registered'])} "
+            f"terminals registered{esc(note)}; {esc(gateway['pending_records'])} records "
+            f"pending settlement; configuration version {esc(gateway['config_version'])}.</p>"
+            + _table(("terminal", "merchant", "online", "status", "last seen",
+                      "journal backlog", "firmware", "config sent", "config named",
+                      "refused", "free heap"),
+                     ([t["terminal"], t["merchant"], "yes" if t["online"] else "no", t["state"],
+                       _when(t["heard_at"]), _known(t["journal_depth"]), _known(t["firmware"]),
+                       _known(t["config_sent"]), _known(t["config_named"]),
+                       _known(t["refused"]), _known(t["heap_free"])]
+                      for t in gateway["terminals"]), f"fleet-{gateway_id}"))
+
+
+def _known(value: object) -> object:
+    """A reported value, or an empty cell when the terminal did not say."""
+    return "" if value is None else value
 
 
 def _html_page(status: int, title: str, body: str) -> Page:
@@ -663,6 +966,31 @@ def _card_search(card: str) -> str:
     return (f"<form method='get' action='{PREFIX}/card'><label>Card <input name='card' "
             f"value='{esc(card)}' maxlength='{ID_CHARS_MAX}'></label> "
             "<button id='find-card' type='submit'>Show</button></form>")
+
+
+def _customer_link(customer_id: str | None) -> object:
+    if customer_id is None:
+        return "(no customer)"
+    return Markup(f"<a href='{PREFIX}/customer?id={esc(quote(customer_id, safe=''))}'>"
+                  f"{esc(customer_id)}</a>")
+
+
+def _card_links(cards: Iterable[str]) -> Markup:
+    return Markup(" ".join(_card_link(card) for card in cards))
+
+
+def _check_customer_id(customer_id: str) -> None:
+    if not 0 < len(customer_id) <= ID_CHARS_MAX or not customer_id.isprintable():
+        raise BatchInvalid("parameter_invalid",
+                           f"a customer id has 1 to {ID_CHARS_MAX} characters")
+
+
+def _parameter_form(page: str, fields: Iterable[tuple[str, str, object]]) -> str:
+    """A GET form of report parameters: (label, name, current value) each."""
+    boxes = " ".join(f"<label>{esc(label)} <input name='{esc(name)}' value='{esc(value)}'>"
+                     "</label>" for label, name, value in fields)
+    return (f"<form method='get' action='{PREFIX}/{page}'>{boxes} "
+            "<button type='submit'>Show</button></form>")
 
 
 def _card_link(card: str) -> Markup:

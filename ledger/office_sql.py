@@ -1,6 +1,6 @@
 """What the back office reads and writes that no other layer has: a card's transactions
 across stores and its open holds, the alarms with their acknowledgements, and the fleet of
-gateways as their batches show it.
+gateways as their batches show it and as their fleet reports (POST /v1/fleet) tell it.
 
 Each function takes a `Session` and the books' clock (`Books.read`/`Books.transact`); lists a
 person reads are bounded (the *_MAX limits below), and the page says when it shows fewer.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger import fleet_sql
 from ledger.db import Session
 from ledger.errors import NotFound
 
@@ -100,3 +101,22 @@ def gateways(session: Session) -> list[dict[str, Any]]:
         f" GROUP BY b.gateway_id, t.terminals, t.last_time ORDER BY b.gateway_id"
         f" LIMIT {GATEWAYS_MAX}")
     return [dict(zip(GATEWAY_FIELDS, row, strict=True)) for row in rows]
+
+
+FLEET_REPORT_STALE_S = 60
+"""A gateway whose last fleet report (POST /v1/fleet) is older than this is shown stale and
+none of its terminals online: four of its FLEET_REPORT_INTERVAL_S (15 s) went unreported."""
+ONLINE_STATES = ("online", "heartbeat")
+"""A terminal's last signed status saying it is connected."""
+
+
+def fleet(session: Session, now: int) -> list[dict[str, Any]]:
+    """Each gateway's last fleet report (ledger/fleet_sql.py) judged at `now`: "stale" when
+    older than FLEET_REPORT_STALE_S, and each terminal "online" when its last status says so
+    and the report is fresh (a gateway that stopped reporting cannot vouch for it)."""
+    gateways = fleet_sql.read_fleet(session)
+    for gateway in gateways:
+        gateway["stale"] = now - gateway["reported_at"] > FLEET_REPORT_STALE_S
+        for terminal in gateway["terminals"]:
+            terminal["online"] = not gateway["stale"] and terminal["state"] in ONLINE_STATES
+    return gateways

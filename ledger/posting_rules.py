@@ -26,6 +26,11 @@ card_points, the merchant for every other account. Otherwise its kind's rule dec
     expire    card_value(C) card_value                breakage(M) card_value
               card_points(C)[PTS] points              breakage(M)[PTS] points
     cashout   card_value(C) card_value                cash_clearing(M) card_value
+    transfer  card_value(OLD) value                   card_value(NEW) value
+              card_points(OLD)[PTS] points            card_points(NEW)[PTS] points
+
+A transfer (a replaced card, `transfer_legs`) is posted by the ledger alone, never sent in a
+gateway's batch; its row names the old card and its legs both cards.
 
 A refund of a load takes value OFF the card: the cash paid back and the bonus reversed.
 An expire (emitted by the program engine when value or points lapse) moves what the card
@@ -218,6 +223,22 @@ def _cashout(txn: Txn) -> list[Leg]:
         Leg(CARD_VALUE, txn.card, txn.currency, txn.card_value_minor),
         Leg(CASH_CLEARING, txn.merchant, txn.currency, -txn.card_value_minor),
     ]
+
+
+def transfer_legs(old: str, new: str, currency: str, value_minor: int,
+                  points: int) -> list[Leg]:
+    """A card replacement (kind "transfer", ledger/replace_sql.py): the old card's value and
+    points become the new card's. Both accounts are liabilities of the same kind, so the
+    books' totals do not move; zero amounts left out."""
+    legs = [
+        Leg(CARD_VALUE, old, currency, value_minor),
+        Leg(CARD_VALUE, new, currency, -value_minor),
+        Leg(CARD_POINTS, old, POINTS_UNIT, points),
+        Leg(CARD_POINTS, new, POINTS_UNIT, -points),
+    ]
+    legs = [leg for leg in legs if leg.amount_minor != 0]
+    assert_balanced(legs)
+    return legs
 
 
 _RULES: dict[str, Callable[[Txn], list[Leg]]] = {

@@ -1,5 +1,5 @@
 """The named reports over the books: liability, breakage, segments, lapsing, terminals,
-refused.
+refused, exposure, and the customer reports (ledger/customer_reports.py).
 
 Every figure is summed from the entries or transactions themselves (no cached balances),
 so a report can never disagree with the postings it describes. The reports (see
@@ -25,8 +25,10 @@ from ledger.model import KIND_PURCHASE, KIND_REFUND
 from ledger.queries import REFUSED_FIELDS, bounded_fetch, refused_transactions
 from protocol.accounts import BREAKAGE, CARD_POINTS, CARD_VALUE
 
+CUSTOMER_REPORT_NAMES = ("customer_value", "customer_lapsing", "customer_retention")
+"""Reports by customer (a customer's cards together): ledger/customer_reports.py."""
 REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals", "refused",
-                "exposure")
+                "exposure", *CUSTOMER_REPORT_NAMES)
 WINDOW_DAYS_DEFAULT = 90
 LAPSE_DAYS_DEFAULT = 30
 REGULAR_PURCHASES_DEFAULT = 3
@@ -37,8 +39,22 @@ SCORE_LEVELS = 5
 BASIS_POINTS = 10_000
 DAY_S = 86_400
 EPOCH = date(1970, 1, 1)
+TOP_PERCENT_DEFAULT = 20
+"""customer_value: the top class is the first 20 % of customers by revenue (rounded up)."""
+NEXT_PERCENT_DEFAULT = 30
+"""customer_value: the next class is the following 30 % (the rest is the third class)."""
+PERCENT_MAX = 100
+RETENTION_MONTHS_DEFAULT = 12
+"""customer_retention: cohorts of the 12 calendar months up to the as-of month."""
+RETENTION_MONTHS_MAX = 120
 _COMMON_PARAMETERS = frozenset({"as_of", "window_days"})
 _LAPSING_PARAMETERS = frozenset({"days", "min_purchases"})
+_EXTRA_PARAMETERS = {
+    "lapsing": _LAPSING_PARAMETERS,
+    "customer_lapsing": _LAPSING_PARAMETERS,
+    "customer_value": frozenset({"top_percent", "next_percent"}),
+    "customer_retention": frozenset({"months"}),
+}
 _DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _COUNT_PATTERN = re.compile(rf"[0-9]{{1,{REPORT_PARAMETER_DIGITS_MAX}}}")
 
@@ -89,7 +105,7 @@ def parse_report_query(name: str, parameters: Mapping[str, str], today: date) ->
     """Check a report's name and text parameters; `today` is the default as-of date."""
     if name not in REPORT_NAMES:
         raise NotFound("report_unknown", f"no report {name[:64]!r}; one of {REPORT_NAMES}")
-    accepted = _COMMON_PARAMETERS | (_LAPSING_PARAMETERS if name == "lapsing" else frozenset())
+    accepted = _COMMON_PARAMETERS | _EXTRA_PARAMETERS.get(name, frozenset())
     unknown = set(parameters).difference(accepted)
     if unknown:
         names = ", ".join(sorted(repr(key[:64]) for key in unknown))
@@ -97,7 +113,7 @@ def parse_report_query(name: str, parameters: Mapping[str, str], today: date) ->
     as_of = _date(parameters["as_of"]) if "as_of" in parameters else today
     window_days = _count(parameters, "window_days", WINDOW_DAYS_DEFAULT, REPORT_WINDOW_DAYS_MAX)
     extra: dict[str, int] = {}
-    if name == "lapsing":
+    if name in ("lapsing", "customer_lapsing"):
         extra["days"] = _count(parameters, "days", LAPSE_DAYS_DEFAULT, REPORT_WINDOW_DAYS_MAX)
         extra["min_purchases"] = _count(
             parameters, "min_purchases", REGULAR_PURCHASES_DEFAULT, 10**REPORT_PARAMETER_DIGITS_MAX
@@ -108,6 +124,18 @@ def parse_report_query(name: str, parameters: Mapping[str, str], today: date) ->
                 "days must be less than window_days (regulars are counted"
                 " over the window, and must have been away for the last `days` of it)",
             )
+    elif name == "customer_value":
+        extra["top_percent"] = _count(parameters, "top_percent", TOP_PERCENT_DEFAULT, PERCENT_MAX)
+        extra["next_percent"] = _count(
+            parameters, "next_percent", NEXT_PERCENT_DEFAULT, PERCENT_MAX
+        )
+        if extra["top_percent"] + extra["next_percent"] > PERCENT_MAX:
+            raise BatchInvalid("parameter_invalid",
+                               f"top_percent + next_percent is at most {PERCENT_MAX}")
+    elif name == "customer_retention":
+        extra["months"] = _count(
+            parameters, "months", RETENTION_MONTHS_DEFAULT, RETENTION_MONTHS_MAX
+        )
     return ReportQuery(name, as_of, window_days, extra)
 
 
@@ -245,7 +273,7 @@ def _terminals(database: Session, query: ReportQuery) -> Report:
 
 
 @dataclass(frozen=True, slots=True)
-class _Customer:
+class CardPurchases:
     """A card's purchase history up to the cutoff, as segments and lapsing see it."""
 
     card: str
@@ -257,7 +285,7 @@ class _Customer:
     monetary_minor: int
 
 
-def _customers(database: Session, query: ReportQuery) -> list[_Customer]:
+def card_purchases(database: Session, query: ReportQuery) -> list[CardPurchases]:
     """Every card with a purchase before the cutoff: last purchase, and purchases and net
     spend (purchases minus their refunds, amount_minor) within the window. A refund of an
     issue or topup gives back a load, not a sale: it is no negative spend; nor is a cashout
@@ -284,15 +312,15 @@ def _customers(database: Session, query: ReportQuery) -> list[_Customer]:
         last = _day(last_s)
         recency = (query.as_of - last).days
         customers.append(
-            _Customer(card, currency, program, last, recency, frequency, monetary_minor)
+            CardPurchases(card, currency, program, last, recency, frequency, monetary_minor)
         )
     return customers
 
 
 def _segments(database: Session, query: ReportQuery) -> Report:
     """Per card, per currency: recency, frequency, monetary, RFM scores and the top fifth."""
-    by_currency: dict[str, list[_Customer]] = {}
-    for customer in _customers(database, query):
+    by_currency: dict[str, list[CardPurchases]] = {}
+    for customer in card_purchases(database, query):
         by_currency.setdefault(customer.currency, []).append(customer)
     columns = (
         "currency", "card", "program", "recency_days", "frequency", "monetary_minor", "r_score",
@@ -310,7 +338,7 @@ def _segments(database: Session, query: ReportQuery) -> Report:
             "top_cards": len(top),
             "revenue_minor": revenue_minor,
             "top_revenue_minor": top_revenue_minor,
-            "top_share_bp": _share_bp(top_revenue_minor, revenue_minor),
+            "top_share_bp": share_bp(top_revenue_minor, revenue_minor),
         }
         recency = _scorer([c.recency_days for c in group], lower_is_better=True)
         frequency = _scorer([c.frequency for c in group], lower_is_better=False)
@@ -326,13 +354,13 @@ def _segments(database: Session, query: ReportQuery) -> Report:
                 currency, customer.card, customer.program, customer.recency_days,
                 customer.frequency, customer.monetary_minor, *scores,
                 "".join(str(score) for score in scores), customer.card in top_cards,
-                _share_bp(customer.monetary_minor, revenue_minor),
+                share_bp(customer.monetary_minor, revenue_minor),
             )  # fmt: skip
             rows.append(dict(zip(columns, values, strict=True)))
     return Report(query, columns, rows, summary)
 
 
-def _top_cards(ranked: list[_Customer]) -> list[_Customer]:
+def _top_cards(ranked: list[CardPurchases]) -> list[CardPurchases]:
     """The first TOP_CARDS_PERCENT of all cards (rounded up) by spend, among those who spent."""
     count = -(-len(ranked) * TOP_CARDS_PERCENT // 100)
     return [customer for customer in ranked if customer.monetary_minor > 0][:count]
@@ -353,7 +381,7 @@ def _scorer(values: list[int], lower_is_better: bool) -> Callable[[int], int]:
     return score
 
 
-def _share_bp(part: int, whole: int) -> int:
+def share_bp(part: int, whole: int) -> int:
     """part / whole in basis points, rounded half up; 0 when there is nothing to share."""
     if whole <= 0:
         return 0
@@ -365,7 +393,7 @@ def _lapsing(database: Session, query: ReportQuery) -> Report:
     days, min_purchases = query.parameters["days"], query.parameters["min_purchases"]
     lapsed = [
         customer
-        for customer in _customers(database, query)
+        for customer in card_purchases(database, query)
         if customer.frequency >= min_purchases and customer.recency_days >= days
     ]
     lapsed.sort(key=lambda c: (c.currency, -c.monetary_minor, c.card))
@@ -390,4 +418,14 @@ _REPORTS: dict[str, Callable[[Session, ReportQuery], Report]] = {
     "refused": _refused,
     "exposure": _exposure,
 }
+
+
+def _customer_report(database: Session, query: ReportQuery) -> Report:
+    # Imported here: customer_reports builds on this module's reports and queries.
+    from ledger import customer_reports
+
+    return customer_reports.run(database, query)
+
+
+_REPORTS.update(dict.fromkeys(CUSTOMER_REPORT_NAMES, _customer_report))
 assert tuple(_REPORTS) == REPORT_NAMES

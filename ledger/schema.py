@@ -204,6 +204,39 @@ _STATEMENTS = (
         action TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS customer_audit_by_customer ON customer_audit (customer_id, id)",
+    # The fleet as each gateway last reported it (POST /v1/fleet, ledger/fleet_sql.py): a
+    # report replaces its gateway's rows; reported_at is the ledger's clock. Null: unknown.
+    """CREATE TABLE IF NOT EXISTS fleet_gateways (
+        gateway_id TEXT PRIMARY KEY,
+        pending_records BIGINT NOT NULL CHECK (pending_records >= 0),
+        config_version BIGINT NOT NULL CHECK (config_version >= 0),
+        terminals_registered BIGINT NOT NULL CHECK (terminals_registered >= 0),
+        reported_at BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS fleet_terminals (
+        gateway_id TEXT NOT NULL REFERENCES fleet_gateways (gateway_id),
+        terminal TEXT NOT NULL,
+        merchant TEXT NOT NULL,
+        state TEXT NOT NULL,
+        heard_at BIGINT,
+        status_time BIGINT,
+        journal_depth BIGINT,
+        firmware TEXT,
+        heap_free BIGINT,
+        refused BIGINT,
+        config_sent BIGINT,
+        config_named BIGINT,
+        reported_at BIGINT NOT NULL,
+        PRIMARY KEY (gateway_id, terminal))""",
+    # A lost or damaged card replaced by a new one (ledger/replace_sql.py): each card is
+    # replaced at most once and replaces at most one; kept for ever (the audit trail).
+    """CREATE TABLE IF NOT EXISTS card_replacements (
+        old_card TEXT PRIMARY KEY REFERENCES cards (card),
+        new_card TEXT NOT NULL UNIQUE REFERENCES cards (card),
+        txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+        reason TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL,
+        customer_id TEXT)""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -275,6 +308,10 @@ CUSTOMER_LOOKUP_COLUMNS = ("lookup", "customer_id", "kind")
 CUSTOMER_CARD_COLUMNS = ("card", "customer_id", "linked_at", "login")
 """Every customer_cards column: the card, its customer, when and by whom it was linked."""
 CUSTOMER_AUDIT_COLUMNS = ("at", "login", "customer_id", "action", "detail")
+REPLACEMENT_COLUMNS = ("old_card", "new_card", "txn_id", "reason", "at", "login",
+                       "customer_id")
+"""Every card_replacements column: which card replaced which, by which transfer, why, when,
+by whom, and the customer whose link moved (null if none)."""
 """Every customer_audit column but its id."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",

@@ -8,14 +8,19 @@
     GET    /v1/cards/<card>    one card's balance, block, last stores -> 200 / 404 card_unknown
     POST   /v1/cards/<card>/block   block it for every store {"reason"}  -> 200 / 404
     DELETE /v1/cards/<card>/block   unblock it [{"reason"}]              -> 200 / 404
+    POST   /v1/cards/<card>/replace a lost card by a new one {"new_card", "reason"}
+                               -> 200 / 404 / 409 / 400 (ledger/replace_sql.py)
     GET    /v1/blocks?since=ID {"blocks": [change, ...], "next": ID}, the gateways' feed
     GET    /v1/changes?after=XID.ID {"changes": [txn, ...], "next": "XID.ID"}, the card feed
     GET    /v1/balances        {"balances": [card balance, ...]}
     GET    /v1/terminals       {terminal: {"count", "by_kind"}}
     GET    /v1/trial-balance   {unit: sum}, all zero in healthy books
     GET    /v1/alarms          {"alarms": [...]}
-    GET    /v1/reports/<name>  ?as_of=YYYY-MM-DD&window_days=N[&days=N&min_purchases=N]
+    GET    /v1/reports/<name>  ?as_of=YYYY-MM-DD&window_days=N[&...] (docs/ledger.md, Reports);
+                               customer_lapsing with contacts via Customers.report
     GET    /v1/health          {"status": "ok", "dialect": ...} or 503 (also GET /health)
+    POST   /v1/fleet           a gateway's report of its terminals (ledger/fleet_sql.py) -> 200
+    GET    /v1/fleet           {"gateways": [{..., "terminals": [...]}, ...]} as last reported
     GET    /metrics            Prometheus text (ledger/metrics.py); reader or admin
     GET/POST /office/...       the back office's HTML pages, its own sign-in (ledger/office.py)
     GET    /v1/cards/<card>/history  the card's transactions across stores, running balances
@@ -57,7 +62,7 @@ from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ledger import auth, feed_sql, office
+from ledger import auth, feed_sql, fleet_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
 from ledger.customers import Customers
@@ -92,6 +97,7 @@ from ledger.limits import (
 from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
 from ledger.metrics import METRICS_PATH, LedgerMetrics
 from ledger.personal_crypto import CustomerKey, KeyFileInvalid, KeyMismatch, load_key_file
+from ledger.validate import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,7 @@ CUSTOMERS_PATH = "/v1/customers"
 CUSTOMERS_PREFIX = "/v1/customers/"
 CUSTOMER_CARDS_PART = "/cards/"
 BLOCK_SUFFIX = "/block"
+REPLACE_SUFFIX = "/replace"
 BLOCKS_PATH = "/v1/blocks"
 CHANGES_PATH = "/v1/changes"
 REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
@@ -110,6 +117,7 @@ BATCHES_PATH = "/v1/batches"
 HEALTH_PATH = "/v1/health"
 HEALTH_PATHS = frozenset({HEALTH_PATH, "/health"})  # /health: what probes ask by default
 REFUSED_PATH = "/v1/refused"
+FLEET_PATH = "/v1/fleet"
 HOLDS_PREFIX = "/v1/holds/"
 REPORTS_PREFIX = "/v1/reports/"
 QUERY_FIELDS_MAX = 16
@@ -173,8 +181,9 @@ class _HTTPServer(ThreadingHTTPServer):
         self.logins = logins
         self.tls = tls
         self.metrics = LedgerMetrics(books)
-        self.office = office.Office(books, logins.current, secure=tls is not None)
         self.customers = Customers(books, customer_key)
+        self.office = office.Office(books, logins.current, secure=tls is not None,
+                                    customers=self.customers)
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
         self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
@@ -324,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(page.status)
             if page.body:
-                self.send_header("Content-Type", office.HTML_TYPE)
+                self.send_header("Content-Type", page.content_type)
             self.send_header("Content-Length", str(len(page.body)))
             for name, value in page.headers:
                 self.send_header(name, value)
@@ -360,6 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_text)
         path = urlsplit(self.path).path
         limit_bytes, too_large = ((BATCH_BYTES_MAX, "batch_too_large") if path == BATCHES_PATH
+                                  else (fleet_sql.FLEET_REPORT_BYTES_MAX, "request_too_large")
+                                  if path == FLEET_PATH
                                   else (CUSTOMER_BYTES_MAX, "request_too_large")
                                   if path.startswith(CUSTOMERS_PATH)
                                   else (HOLD_BYTES_MAX, "request_too_large"))
@@ -411,6 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
             card = unquote(path[len(CARDS_PREFIX) : -len(BLOCK_SUFFIX)])
             return self._by_method(method, {"POST": lambda: self._block(card, True),
                                             "DELETE": lambda: self._block(card, False)})
+        if path.startswith(CARDS_PREFIX) and path.endswith(REPLACE_SUFFIX) and len(path) > len(
+                CARDS_PREFIX + REPLACE_SUFFIX):
+            card = unquote(path[len(CARDS_PREFIX) : -len(REPLACE_SUFFIX)])
+            return self._only("POST", method, lambda: self._replace(card))
         if path.startswith(CARDS_PREFIX) and path.endswith(HISTORY_SUFFIX) and len(path) > len(
                 CARDS_PREFIX + HISTORY_SUFFIX):
             card = unquote(path[len(CARDS_PREFIX) : -len(HISTORY_SUFFIX)])
@@ -443,10 +458,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only(
                 "GET",
                 method,
-                lambda: self._read(lambda: books.report(name, _query(target.query)).to_json()),
+                lambda: self._read(lambda: self.server.customers.report(
+                    name, _query(target.query),
+                    self._login.name if self._login else "(open ledger)",
+                    # Contact details only for a caller who may read customers.
+                    self._login is None or auth.READ_CUSTOMER in self._login.actions,
+                ).to_json()),
             )
         if path == BATCHES_PATH:
             return self._only("POST", method, self._post_batch)
+        if path == FLEET_PATH:
+            return self._by_method(method, {"POST": self._post_fleet, "GET": lambda: self._read(
+                lambda: {"gateways": books.read(lambda db, now: fleet_sql.read_fleet(db))})})
         if path in HEALTH_PATHS:
             return self._only("GET", method, lambda: (200, _health(books)))
         if path == METRICS_PATH:
@@ -490,6 +513,14 @@ class _Handler(BaseHTTPRequestHandler):
             "request_malformed"), blocked)
         login = self._login.name if self._login else "(open ledger)"
         return 200, self.server.books.block_card(card, blocked, reason, login)
+
+    def _replace(self, card: str) -> Answer:
+        """POST /v1/cards/<card>/replace: replace a lost or damaged card (manager, admin)."""
+        self._may(auth.REPLACE_CARD)
+        body = self._read_json("request_malformed")
+        new, reason = _replacement(body)
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.books.replace_card(card, new, login, reason)
 
     def _card_history(self, card: str) -> Answer:
         """GET /v1/cards/<card>/history: a read of the books (no personal data in it)."""
@@ -591,6 +622,18 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self.server.books.post_batch(document).to_json()
         finally:
             self.server.batch_turns.release()
+
+    def _post_fleet(self) -> Answer:
+        """POST /v1/fleet: a gateway's report of its own terminals, replacing its last one."""
+        self._may(auth.REPORT_FLEET)  # a reader is told 403, whatever it sent
+        report = fleet_sql.parse_report(self._read_json("request_malformed"))
+        if self._login is not None:
+            auth.check_fleet(self._login, report.gateway_id,
+                             [(row["terminal"], row["merchant"]) for row in report.terminals])
+        self.server.books.transact(
+            lambda session, now: fleet_sql.write_report(session, report, now))
+        return 200, {"status": "reported", "gateway_id": report.gateway_id,
+                     "terminals": len(report.terminals)}
 
     def _register_card(self, card: str) -> Answer:
         """PUT /v1/cards/<card>: register and activate a personalized card (idempotent)."""
@@ -729,6 +772,20 @@ def _block_reason(body: object, blocked: bool) -> str:
         raise BatchInvalid("request_malformed", "send {\"reason\": text}, 1 to "
                                                 f"{BLOCK_REASON_CHARS_MAX} characters")
     return reason
+
+
+def _replacement(body: object) -> tuple[str, str]:
+    """The new card and the reason of a replacement: {"new_card": id, "reason": text}."""
+    new = body.get("new_card") if isinstance(body, dict) and set(body) == {
+        "new_card", "reason"} else None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if (not isinstance(new, str) or ID_PATTERN.fullmatch(new) is None
+            or not isinstance(reason, str) or not reason.strip()
+            or len(reason) > BLOCK_REASON_CHARS_MAX):
+        raise BatchInvalid("request_malformed",
+                           "send {\"new_card\": card id, \"reason\": text, 1 to"
+                           f" {BLOCK_REASON_CHARS_MAX} characters}}")
+    return new, reason
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

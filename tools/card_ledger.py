@@ -5,8 +5,13 @@ ledger's API (docs/ledger.md, "Blocking a card").
         --ledger-token-file cards.token --ledger-ca ledger-ca.pem
     tilltap card unblock C1 --ledger-url ...
     tilltap card show C1 --ledger-url ...
+    tilltap card replace C1 N1 --reason "lost on the bus" --ledger-url ...
 
-`block` and `unblock` need a ``cards`` or ``admin`` login; `show` any login that reads cards.
+`block` and `unblock` need a ``cards`` or ``admin`` login; `show` any login that reads cards;
+`replace` an ``admin`` login (a manager replaces at the back office's API with a password).
+`replace` moves a lost or damaged card's value and points to a new card and blocks the old
+one, at every store (POST /v1/cards/OLD/replace, docs/ledger.md "Replacing a card"); it
+prints the replacement: both cards, the transfer's txn_id, the value and points moved.
 Each prints the card's state as JSON: `show` its value, points, held and available value,
 program, block (with reason, time and login) and the stores and terminals it was last used
 at (as far as settled batches tell); `block`/`unblock` the block and whether it changed.
@@ -14,7 +19,8 @@ Tier and discount are kept by each store's gateway, not yet by the ledger, so th
 shown.
 
 Exit status (tools/command.py): 0 done; 2 the ledger refused (unknown card, not permitted,
-bad reason) or bad settings; 1 the ledger could not be reached. Errors are one line.
+bad reason, a card with open holds or a new card with history) or bad settings; 1 the
+ledger could not be reached. Errors are one line.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any, TextIO
+from urllib.parse import quote
 
-from ledger.client import connect
+from ledger.client import LedgerClient, read_token
 from ledger.errors import LedgerRejected, LedgerUnavailable
 from tools.command import OutsideFailure, UsageError
 
@@ -47,6 +54,36 @@ def add_arguments(card: Any) -> None:
     show.add_argument("card", help="the card id")
     add_client_arguments(show, required=True)
     show.set_defaults(handler=show_command)
+    replace = card.add_parser(
+        "replace", help="move a lost card's value and points to a new card (ledger API)")
+    replace.add_argument("old", help="the lost or damaged card")
+    replace.add_argument("new", help="the new card: unknown, or registered with nothing on it")
+    replace.add_argument("--reason", required=True, help="why: kept with the replacement")
+    add_client_arguments(replace, required=True)
+    replace.set_defaults(handler=replace_command)
+
+
+class CardClient(LedgerClient):
+    """The ledger client with the card replacement (POST /v1/cards/<old>/replace)."""
+
+    def replace_card(self, old: str, new: str, reason: str) -> dict[str, Any]:
+        body = json.dumps({"new_card": new, "reason": reason}).encode("utf-8")
+        return dict(self._request("POST", f"/v1/cards/{quote(old, safe='')}/replace", body))
+
+
+def connect(url: str, token_file: str | None, ca_file: str | None) -> CardClient:
+    """A client from command-line settings (ConfigInvalid for any that cannot be used)."""
+    return CardClient(url, token=read_token(token_file) if token_file else None,
+                      ca_file=ca_file)
+
+
+def replace_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the card is replaced")
+    if args.old == args.new:
+        raise UsageError("the new card must differ from the old one")
+    return _print(lambda client: client.replace_card(args.old, args.new, args.reason), args,
+                  out)
 
 
 def block_command(args: argparse.Namespace, out: TextIO | None = None) -> int:

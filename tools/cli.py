@@ -31,6 +31,8 @@
     tilltap card inspect [--reader pcsc|usb:...|udp:HOST:PORT] [--master-key FILE]
     tilltap card block CARD --reason TEXT | unblock CARD | show CARD  --ledger-url URL ...
                                                block a card at every store; its ledger state
+    tilltap card replace OLD NEW --reason TEXT --ledger-url URL ...
+                                               move a lost card's value and points to NEW
     tilltap card verify-sun URL (--key HEX | --meta-key HEX --file-key HEX | --master-key FILE)
                                                check a SUN URL, print JSON (exit 0 / 1 / 2)
     tilltap card keys new --out FILE [--system-id TEXT] | keys for verifier|gateway --from FILE

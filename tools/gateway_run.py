@@ -38,6 +38,7 @@ from typing import Any
 
 from gateway.card_auth import CardKeys
 from gateway.card_feed import FEED_POLL_INTERVAL_S
+from gateway.fleet_report import FLEET_REPORT_INTERVAL_S
 from gateway.lease import LEASE_S, LEASE_S_MIN, Lease
 from gateway.ledger_holds import HoldSettings
 from gateway.metrics import MetricsServer
@@ -197,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
                         default=FEED_POLL_INTERVAL_S,
                         help="read other stores' transactions from the ledger's card feed "
                              f"this often ({FEED_POLL_INTERVAL_S:g}); 0: never")
+    parser.add_argument("--fleet-report-every-s", type=non_negative_seconds,
+                        default=FLEET_REPORT_INTERVAL_S,
+                        help="report the terminals' presence and health to the ledger's "
+                             f"fleet page this often ({FLEET_REPORT_INTERVAL_S:g}); 0: never")
     parser.add_argument("--lease-s", type=_lease_seconds, default=LEASE_S,
                         help="the store's lease: a standby started on the same --db waits, "
                              "and takes over this long after the active gateway last renewed "
@@ -559,7 +564,8 @@ def _gateway(args: argparse.Namespace, settings: _Settings, lease: Lease) -> Gat
                    ledger_token=settings.ledger_token, ledger_ca=args.ledger_ca,
                    block_poll_s=args.block_poll_s or None,
                    feed_poll_s=args.feed_poll_s or None, lease=lease,
-                   ledger_hold_url=args.ledger_hold_url)
+                   ledger_hold_url=args.ledger_hold_url,
+                   fleet_report_s=args.fleet_report_every_s or None)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ The report is read from a running ledger over HTTP (``--ledger-url``) or compute
 from its database (``--ledger-dsn``, old name ``--dsn``), read-only; with neither option,
 $TILLTAP_LEDGER_URL, else $TILLTAP_LEDGER_DSN. Both give the same JSON (docs/ledger.md
 lists each report's columns). CSV is a header row and one line per row (null as an empty
-field, booleans as true/false); the JSON summary, if any, is in the JSON output only.
+field, booleans as true/false, a list of cards as its ids separated by spaces); the JSON
+summary, if any, is in the JSON output only. customer_lapsing shows contact details only
+from a ledger URL (the ledger holds the customer key and audits the read); computed from a
+database its contact columns are empty.
 
 Exit status: 0 printed; 2 bad input (unknown report, bad parameter, unusable URL or DSN,
 or the ledger refused the request); 1 the ledger could not be reached or read.
@@ -47,7 +50,8 @@ from tools.command import (
 FORMATS = ("csv", "json")
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
-PARAMETERS = ("as_of", "window_days", "days", "min_purchases")
+PARAMETERS = ("as_of", "window_days", "days", "min_purchases", "top_percent", "next_percent",
+              "months")
 """Report parameters, named as in GET /v1/reports (the options spell them with dashes)."""
 
 
@@ -77,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-purchases", help="lapsing: purchases in the window that make a regular (3)"
     )
+    parser.add_argument("--top-percent",
+                        help="customer_value: customers in the top class, percent (20)")
+    parser.add_argument("--next-percent",
+                        help="customer_value: customers in the next class, percent (30)")
+    parser.add_argument("--months", help="customer_retention: cohorts of the last N months (12)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -208,9 +217,12 @@ def to_csv(report: Mapping[str, Any]) -> str:
 
 
 def _csv_field(value: Any) -> Any:
-    """None as an empty field and booleans as true/false; numbers and text as they are."""
+    """None as an empty field, booleans as true/false, a list as its items separated by
+    spaces; numbers and text as they are."""
     if value is None:
         return ""
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return value

@@ -5,11 +5,16 @@ ledger's client as a gateway makes them.
 A manager and a clerk sign in; the pages load; the card page's figures are the API's
 (`LedgerClient.card`); the manager blocks a card in the browser and the API shows it blocked;
 the clerk has no block button and a POST forged in the clerk's session is refused; signing
-out ends the session. Unit tests of the same pages: tests/ledger/test_office.py.
+out ends the session. With the ledger's customer key, the manager finds a customer by phone,
+follows its card to the card page, links a card, downloads its export and erases it, each
+seen through the customer API; the customer report pages show the API's figures; the clerk
+has no erase button and a forged erasure is refused. Unit tests of the same pages:
+tests/ledger/test_office.py.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +24,22 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from ledger import auth
 from ledger.client import LedgerClient
-from ledger.office import CHART_POINTS
+from ledger.office import CHART_POINTS, _percent
+from ledger.personal_crypto import load_key_file, new_key_file
 from ledger.server import LedgerServer, serve, tls_context
 from protocol.money import format_minor
 from tests.ledger.builders import batch, issue, purchase, topup
 from tests.support.postgres import temporary_database
+from tools.customers import CustomersClient
 from tools.tls import make_server_tls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
+AS_OF = "2025-11-30"
+"""The builders' transactions are of 2025-11-23: reports are taken a week later."""
+EVE = {"name": "Eve Example", "phone": "+441632960100", "email": "eve@example.org",
+       "marketing_consent": {"granted": True, "date": "2025-06-01", "source": "counter"}}
 PASSWORD = "counter top secret"
 TIMEOUT_MS = 10_000
 
@@ -38,31 +49,41 @@ class Ledger:
     server: LedgerServer
     gateway: LedgerClient
     reader: LedgerClient
+    admin: CustomersClient
+    eve: str
 
 
 @pytest.fixture
 def ledger(tmp_path: Path, pg_admin_dsn: str) -> Iterator[Ledger]:
-    """The ledger server with a manager, a clerk, a gateway and a reader login, and a day of
-    postings by gateway gw1: two cards, one with an open hold."""
+    """The ledger server with its customer key, a manager, a clerk, a gateway, a reader and
+    an admin login, and a day of postings by gateway gw1: two cards, one with an open hold;
+    customer Eve holds card C1."""
     gateway, gateway_token = auth.new_login("gw1", "gateway", "gw1", ("T1",), ("M1",))
     reader, reader_token = auth.new_login("audit", "reader")
+    admin, admin_token = auth.new_login("root", "admin")
     logins = {"mia": auth.new_operator("mia", "manager", PASSWORD),
               "carl": auth.new_operator("carl", "clerk", PASSWORD),
-              "gw1": gateway, "audit": reader}
+              "gw1": gateway, "audit": reader, "root": admin}
+    new_key_file(tmp_path / "customer.key")
     logins_file = tmp_path / "logins.json"
     logins_file.write_text(auth.dump_logins(logins))
     tls = make_server_tls(tmp_path / "tls", "127.0.0.1", "test CA", "ledger")
     with temporary_database(pg_admin_dsn) as dsn:
         server = serve(dsn, logins_file=logins_file,
-                       tls=tls_context(tls["ledger.pem"], tls["ledger.key"]))
+                       tls=tls_context(tls["ledger.pem"], tls["ledger.key"]),
+                       customer_key=load_key_file(tmp_path / "customer.key"))
         try:
             as_gateway = LedgerClient(server.url, token=gateway_token, ca_file=tls["ca.pem"])
             as_gateway.post_batch(batch("gw1-1", issue("T1-1", "C1", 5000),
                                         purchase("T1-2", "C1", 1250, points=12),
                                         issue("T1-3", "C2", 2000), topup("T1-4", "C2", 500)))
             as_gateway.place_hold("gw1-a1-1", "C1", "EUR", 300, 3600, "T1", "M1")
+            as_admin = CustomersClient(server.url, token=admin_token, ca_file=tls["ca.pem"])
+            eve = as_admin.create_customer(EVE)["customer_id"]
+            as_admin.link_card(eve, "C1")
             yield Ledger(server, as_gateway,
-                         LedgerClient(server.url, token=reader_token, ca_file=tls["ca.pem"]))
+                         LedgerClient(server.url, token=reader_token, ca_file=tls["ca.pem"]),
+                         as_admin, eve)
         finally:
             server.stop()
 
@@ -159,4 +180,98 @@ def test_a_clerk_reads_but_has_no_block_button_and_a_forged_block_is_refused(
                                   max_redirects=0)
     assert answer.status == 403 and "may not block_card" in answer.text()
     assert not ledger.reader.card("C2")["blocked"]
+    context.close()
+
+
+def test_a_manager_finds_links_exports_and_erases_a_customer_in_the_browser(
+        browser: Browser, ledger: Ledger, tmp_path: Path) -> None:
+    context, page = signed_in(browser, ledger, "mia")
+    page.click("nav >> text='Customers'")
+    page.fill("input[name=phone]", "+44 1632 960100")
+    page.click("#find-customer")
+    page.wait_for_selector("#customer-name")
+    record = ledger.admin.customer(ledger.eve)
+    assert page.text_content("#customer-id") == ledger.eve
+    assert page.text_content("#customer-name") == record["name"]
+    assert page.text_content("#customer-email") == record["email"]
+    assert page.text_content("#customer-consent") == "granted on 2025-06-01 (counter)"
+    history = ledger.admin.customer_history(ledger.eve)
+    assert page.locator("#customer-history tbody tr").count() == len(
+        history["transactions"]) == 2
+    page.click("#customer-cards >> text=C1")
+    page.wait_for_selector("#card-value")
+    assert page.text_content("#card-value") == format_minor(
+        ledger.reader.card("C1")["value_minor"], "EUR")
+    page.go_back()
+
+    page.fill("form[action='/office/customer/link'] input[name=card]", "C2")
+    page.click("#link-card")
+    page.wait_for_selector("#customer-cards >> text=C2")
+    assert [card["card"] for card in ledger.admin.customer(ledger.eve)["cards"]] == [
+        "C1", "C2"]
+
+    with page.expect_download() as download:
+        page.click("#export-customer")
+    saved = tmp_path / "export.json"
+    download.value.save_as(saved)
+    exported = json.loads(saved.read_text())
+    assert exported["customer"]["name"] == EVE["name"]
+    assert exported["history"] == ledger.admin.customer_history(ledger.eve)
+
+    page.fill("form[action='/office/customer/erase'] input[name=confirm]", ledger.eve)
+    page.click("#erase-customer")
+    page.wait_for_selector("#customer-erased")
+    assert ledger.admin.customer(ledger.eve)["erased_at"] is not None
+    assert EVE["name"] not in (page.content())
+    context.close()
+
+
+def test_the_customer_report_pages_show_the_apis_figures(browser: Browser,
+                                                         ledger: Ledger) -> None:
+    context, page = signed_in(browser, ledger, "carl")
+    for link, heading in (("Customer value", "Customer value"),
+                          ("Lapsing customers", "Lapsing customers"),
+                          ("Retention", "Retention")):
+        page.click(f"nav >> text='{link}'")
+        assert page.text_content("main h1") == heading
+    page.goto(f"{ledger.server.url}/office/customer-value?as_of={AS_OF}")
+    value = ledger.reader.report("customer_value", {"as_of": AS_OF})
+    classes = page.locator("#customer-classes tbody tr")
+    expected = [[currency, row["class"], str(row["customers"]),
+                 format_minor(row["revenue_minor"], currency), _percent(row["share_bp"])]
+                for currency, figures in sorted(value["summary"].items())
+                for row in figures["classes"]]
+    assert [classes.nth(i).locator("td").all_text_contents()
+            for i in range(classes.count())] == expected
+    assert page.locator("#customer-value tbody tr").count() == len(value["rows"]) == 1
+
+    parameters = {"as_of": AS_OF, "days": "5", "min_purchases": "1"}
+    page.goto(f"{ledger.server.url}/office/customer-lapsing?as_of={AS_OF}&days=5&"
+              "min_purchases=1")
+    lapsing = ledger.admin.report("customer_lapsing", parameters)
+    assert lapsing["summary"]["contacts"] == "shown"
+    [row] = lapsing["rows"]
+    assert page.text_content("#lapsing-customers") == "1"
+    cells = page.locator("#customer-lapsing tbody tr td").all_text_contents()
+    assert cells[0] == ledger.eve and row["email"] == EVE["email"] in cells
+
+    page.goto(f"{ledger.server.url}/office/customer-retention?as_of={AS_OF}")
+    retention = ledger.reader.report("customer_retention", {"as_of": AS_OF})
+    assert page.locator("#customer-retention tbody tr").count() == len(retention["rows"])
+    context.close()
+
+
+def test_a_clerk_has_no_erase_button_and_a_forged_erasure_is_refused(
+        browser: Browser, ledger: Ledger) -> None:
+    context, page = signed_in(browser, ledger, "carl")
+    page.goto(f"{ledger.server.url}/office/customer?id={ledger.eve}")
+    assert page.text_content("#customer-name") == EVE["name"]
+    assert page.locator("#erase-customer").count() == 0
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    answer = context.request.post(f"{ledger.server.url}/office/customer/erase",
+                                  form={"customer_id": ledger.eve, "confirm": ledger.eve,
+                                        "csrf": csrf}, max_redirects=0)
+    assert answer.status == 403 and "may not erase_customer" in answer.text()
+    assert ledger.admin.customer(ledger.eve)["erased_at"] is None
     context.close()

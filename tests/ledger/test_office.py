@@ -8,8 +8,11 @@ through the real server.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +20,7 @@ import pytest
 
 from ledger import Books, auth, posting_sql
 from ledger.auth import Login
+from ledger.customers import Customers
 from ledger.office import (
     CHART_POINTS,
     SESSION_COOKIE,
@@ -26,8 +30,18 @@ from ledger.office import (
     OfficeRequest,
     Page,
     _money,
+    _percent,
 )
-from tests.ledger.builders import batch, hold_request, issue, purchase, report_history
+from ledger.personal_crypto import CustomerKey, load_key_file, new_key_file
+from tests.ledger.builders import (
+    batch,
+    hold_request,
+    issue,
+    purchase,
+    report_history,
+    snapshot,
+)
+from tests.ledger.test_customer_reports import enrol
 
 PASSWORD = "a long enough secret"
 HOSTILE_CARD = "<script>alert('card')</script>"
@@ -375,3 +389,188 @@ def test_the_segments_and_lapsing_pages_list_what_the_reports_find(
     for row in lapsing.rows:
         assert f">{row['card']}</a></td>" in page
     assert get(office, "/office/lapsing?days=100&window_days=90", cookie).status == 400
+
+
+# -- customers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def customer_key(tmp_path: Path) -> CustomerKey:
+    new_key_file(tmp_path / "customer.key")
+    return load_key_file(tmp_path / "customer.key")
+
+
+@pytest.fixture
+def with_customers(books: Books, logins: dict[str, Login],
+                   customer_key: CustomerKey) -> tuple[Office, dict[str, str]]:
+    """An office over the report history with its customers (test_customer_reports.enrol)."""
+    books.post_batch(report_history())
+    people = enrol(books, customer_key)
+    return (Office(books, lambda: logins, secure=False,
+                   customers=Customers(books, customer_key)), people)
+
+
+def audit_actions(office: Office, customer_id: str) -> list[str]:
+    return [entry["action"] for entry in office.customers.audit_trail(customer_id)]
+
+
+def test_a_customer_is_found_by_phone_or_email_and_shown_with_cards_and_history(
+        with_customers: tuple[Office, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The find form posts (a phone number is never in an address); the page shows the
+    fields, the consent, the cards as links to their pages and the history across stores
+    exactly as the API's history; every read is in the customer's audit trail."""
+    office, people = with_customers
+    caplog.set_level(logging.DEBUG)
+    cookie, csrf = sign_in(office, "carl")
+    assert "id='find-customer'" in text(get(office, "/office/customers", cookie))
+    ann = people["Ann"]
+    for fields in ({"phone": "+44 1632 960001"}, {"email": "ANN@Example.org"},
+                   {"customer_id": ann}):
+        page = post(office, "/office/customers/find", {"csrf": csrf, **fields}, cookie)
+        assert (page.status, header(page, "Location")) == (303, f"/office/customer?id={ann}")
+    assert audit_actions(office, ann)[-2:] == ["find", "find"]
+    missing = post(office, "/office/customers/find", {"csrf": csrf, "phone": "+441632960099"},
+                   cookie)
+    assert missing.status == 404 and "960099" not in text(missing)
+    both = post(office, "/office/customers/find", {"csrf": csrf, "phone": "+441632960001",
+                                                   "email": "ann@example.org"}, cookie)
+    assert both.status == 400
+
+    page = text(get(office, f"/office/customer?id={ann}", cookie))
+    assert audit_actions(office, ann)[-1] == "show"
+    for element, value in (("customer-name", "Ann Example"), ("customer-phone", "+441632960001"),
+                           ("customer-email", "ann@example.org"),
+                           ("customer-consent", "granted on 2025-06-01 (counter)")):
+        assert f"<td id='{element}'>{value}</td>" in page
+    for card in ("A", "B"):
+        assert f"<a href='/office/card?card={card}'>{card}</a>" in page
+    history = office.customers.history(ann)
+    rows = page.split("<table id='customer-history'>", 1)[1].split("</table>", 1)[0]
+    assert rows.count("<tr>") == len(history["transactions"]) + 1 == 9 + 1  # A 5, B 4
+    for txn in history["transactions"]:
+        assert f"<td>{txn['txn_id']}</td>" in rows
+    assert "<td>gw1</td>" in rows and "<td>purchase</td>" in rows
+    assert "id='link-card'" in page and "id='export-customer'" in page
+    assert "id='erase-customer'" not in page  # a clerk may not erase
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert not any(secret in logged for secret in ("Example", "+4416329600", "@example.org"))
+
+
+def test_a_manager_links_a_card_exports_and_erases_a_customer(
+        with_customers: tuple[Office, dict[str, str]], books: Books) -> None:
+    """Each through the API's operations: a card linked elsewhere is 409 and stays; the
+    export is a JSON download; the erasure needs the id typed again, then removes the
+    personal data and leaves the books as they were."""
+    office, people = with_customers
+    cookie, csrf = sign_in(office, "mia")
+    dee = people["Dee"]
+    page = post(office, "/office/customer/link", {"csrf": csrf, "customer_id": dee,
+                                                  "card": "D"}, cookie)
+    assert page.status == 303
+    assert [card["card"] for card in office.customers.show(dee, "t")["cards"]] == ["D", "F"]
+    taken = post(office, "/office/customer/link", {"csrf": csrf, "customer_id": dee,
+                                                   "card": "A"}, cookie)
+    assert taken.status == 409 and "card_linked" in text(taken)
+    assert [c["card"] for c in office.customers.show(people["Ann"], "t")["cards"]] == ["A", "B"]
+
+    exported = post(office, "/office/customer/export", {"csrf": csrf, "customer_id": dee},
+                    cookie)
+    assert exported.status == 200 and exported.content_type == "application/json"
+    assert header(exported, "Content-Disposition") == (
+        f"attachment; filename=\"customer-{dee}.json\"")
+    document = json.loads(exported.body)
+    assert (document["format"], document["customer"]["name"]) == (
+        "tilltap-customer-export", "Dee Example")
+    assert audit_actions(office, dee)[-1] == "export"
+
+    before = snapshot(books)
+    page = text(get(office, f"/office/customer?id={dee}", cookie))
+    assert "id='erase-customer'" in page
+    for confirm in ("yes", "\u00fcberall", dee[:-1]):
+        wrong = post(office, "/office/customer/erase", {"csrf": csrf, "customer_id": dee,
+                                                        "confirm": confirm}, cookie)
+        assert wrong.status == 400 and "confirm_mismatch" in text(wrong)
+    assert office.customers.show(dee, "t")["erased_at"] is None
+    no_csrf = post(office, "/office/customer/erase", {"customer_id": dee, "confirm": dee},
+                   cookie)
+    assert no_csrf.status == 403 and office.customers.show(dee, "t")["erased_at"] is None
+    page = post(office, "/office/customer/erase", {"csrf": csrf, "customer_id": dee,
+                                                   "confirm": dee}, cookie)
+    assert page.status == 303
+    stub = office.customers.show(dee, "t")
+    assert stub["erased_at"] is not None and stub["name"] is None
+    assert snapshot(books) == before
+    shown = text(get(office, f"/office/customer?id={dee}", cookie))
+    assert "id='customer-erased'" in shown and "Dee Example" not in shown
+    assert "id='erase-customer'" not in shown and "id='link-card'" not in shown
+
+
+def test_a_clerk_cannot_erase_a_customer(with_customers: tuple[Office, dict[str, str]]) -> None:
+    office, people = with_customers
+    cookie, csrf = sign_in(office, "carl")
+    ben = people["Ben"]
+    page = post(office, "/office/customer/erase", {"csrf": csrf, "customer_id": ben,
+                                                   "confirm": ben}, cookie)
+    assert page.status == 403 and "not_permitted" in text(page)
+    assert office.customers.show(ben, "t")["name"] == "Ben Example"
+    assert "erase" not in audit_actions(office, ben)
+
+
+def test_customer_names_are_shown_as_text(books: Books, logins: dict[str, Login],
+                                          customer_key: CustomerKey) -> None:
+    customers = Customers(books, customer_key)
+    hostile = customers.create({"name": HOSTILE_REASON}, "t")["customer_id"]
+    office = Office(books, lambda: logins, secure=False, customers=customers)
+    cookie, _ = sign_in(office, "carl")
+    page = text(get(office, f"/office/customer?id={hostile}", cookie))
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_without_a_customer_key_the_customer_pages_say_so_and_the_rest_works(
+        office: Office) -> None:
+    cookie, csrf = sign_in(office, "mia")
+    for target in ("/office/customers", "/office/customer?id=cust-x"):
+        page = get(office, target, cookie)
+        assert page.status == 503 and "without a customer key" in text(page)
+    found = post(office, "/office/customers/find", {"csrf": csrf, "phone": "+441632960001"},
+                 cookie)
+    assert found.status == 503 and "without a customer key" in text(found)
+    lapsing = get(office, "/office/customer-lapsing", cookie)
+    assert lapsing.status == 200 and "without a customer key" in text(lapsing)
+    assert get(office, "/office/customer-value", cookie).status == 200
+    assert get(office, "/office/customer-retention", cookie).status == 200
+    assert get(office, "/office/card?card=C1", cookie).status == 200
+
+
+def test_the_customer_report_pages_show_the_reports_figures(
+        with_customers: tuple[Office, dict[str, str]], books: Books) -> None:
+    """Value classes and their shares, lapsing customers with the contact of the one who
+    consented (Cy) and not of the one who refused (Ben), retention by cohort: each page
+    shows what the report answers."""
+    office, people = with_customers
+    cookie, _ = sign_in(office, "carl")
+    value = books.report("customer_value", {"as_of": "2025-11-30"})
+    page = text(get(office, "/office/customer-value?as_of=2025-11-30", cookie))
+    for currency, figures in value.summary.items():
+        for row in figures["classes"]:
+            assert (f"<td>{currency}</td><td>{row['class']}</td><td>{row['customers']}</td>"
+                    f"<td>{_money(row['revenue_minor'], currency)}</td>"
+                    f"<td>{_percent(row['share_bp'])}</td>") in page
+    assert "<td>EUR</td><td>top</td><td>1</td><td>105.00 EUR</td><td>58.99 %</td>" in page
+    assert f">{people['Ann']}</a>" in page
+    assert get(office, "/office/customer-value?top_percent=90&next_percent=20",
+               cookie).status == 400
+
+    page = text(get(office, "/office/customer-lapsing?as_of=2025-11-30&days=2&"
+                            "min_purchases=1", cookie))
+    assert "<span id='lapsing-customers'>3</span>" in page
+    assert "<td>cy@example.org</td>" in page and "Ben Example" not in page
+    assert "report" in audit_actions(office, people["Cy"])
+
+    retention = books.report("customer_retention", {"as_of": "2025-11-30"})
+    page = text(get(office, "/office/customer-retention?as_of=2025-11-30", cookie))
+    for row in retention.rows:
+        assert (f"<td>{row['cohort']}</td><td>{row['month']}</td><td>{row['months_after']}"
+                f"</td><td>{row['customers']}</td><td>{row['active']}</td>"
+                f"<td>{_percent(row['retention_bp'])}</td>") in page

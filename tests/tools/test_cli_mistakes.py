@@ -254,6 +254,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["card", "block", "C1", "--ledger-url", f"http://{REFUSED}"], 2, "--reason"),
     (["card", "unblock", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
     (["card", "show", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    (["card", "replace", "C1", "N1", "--reason", "lost", "--ledger-url", f"http://{REFUSED}"],
+     1, "unavailable"),
     (["card", "history", "C1", "--ledger-url", "ledger.example"], 2, "http(s)://"),
     (["card", "history", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
     # customers: the ledger's API; an erase asks for --yes, an update for a field
