@@ -3,7 +3,8 @@ process (`tilltap ledger serve`, TLS and logins), a gateway process (`tilltap ga
 --fleet-report-every-s`) and a simulated terminal on a real Mosquitto. The terminal's
 signed status reaches the ledger's fleet (GET /v1/fleet, what /office/fleet shows) with its
 journal backlog while it is connected, and "offline" once the broker publishes its last
-will."""
+will. A manager's browser (headless Chromium) shows the same fleet and the sale the gateway
+posted on the card's page."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from playwright.sync_api import sync_playwright
 
 from gateway.registry import TerminalRegistry
 from ledger.client import LedgerClient
@@ -28,7 +31,10 @@ GIFT = "04e0e1e2e3e4e5"
 LOGINS = {
     "gw1": LoginSpec("gateway", gateway="gw1", terminals=("T1", "T2"), merchants=("M1",)),
     "office": LoginSpec("reader"),
+    "mia": LoginSpec("manager", password="a manager's long secret"),
 }
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_TIMEOUT_MS = 10_000
 LIMITS = {"txn_minor_max": 2000, "card_offline_minor_max": 3000,
           "terminal_offline_minor_max": 5000, "offline_s_max": 600, "offline_txn_max": 5}
 REPORT_EVERY_S = "0.3"
@@ -113,6 +119,7 @@ def test_a_terminals_status_and_backlog_reach_the_fleet_and_its_last_will_marks_
             assert row["config_sent"] >= 1 and row["heard_at"] is not None
             [reported] = [g for g in reader.fleet() if g["gateway_id"] == "gw1"]
             assert reported["terminals_registered"] == 2
+            _in_the_browser(ledger.url, reader)
 
             # The terminal drops without a goodbye: the broker publishes its last will.
             link = sim.net.client
@@ -126,3 +133,32 @@ def test_a_terminals_status_and_backlog_reach_the_fleet_and_its_last_will_marks_
         finally:
             sim.close()
             _stop(gateway)
+
+
+def _in_the_browser(url: str, reader: LedgerClient) -> None:
+    """A manager signs in: the fleet page shows T1 online with its backlog of 1 and T2 never
+    heard from, as the API does; the card's page lists the issue the gateway posted."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(ignore_https_errors=True)  # the ledger's test CA
+            context.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page = context.new_page()
+            page.goto(f"{url}/office/")
+            page.fill("input[name=name]", "mia")
+            page.fill("input[name=password]", LOGINS["mia"].password or "")
+            page.click("#sign-in")
+            page.wait_for_url("**/office/")
+            page.click("nav >> text=Fleet")
+            rows = {row.locator("td").nth(0).text_content():
+                    [cell.text_content() for cell in row.locator("td").all()]
+                    for row in page.locator("#fleet-gw1 tbody tr").all()}
+            api = {row["terminal"]: row for g in reader.fleet() for row in g["terminals"]}
+            assert rows["T1"][2:4] == ["yes", "online"] and rows["T1"][5] == "1"
+            assert rows["T1"][5] == str(api["T1"]["journal_depth"])
+            assert rows["T2"][2:4] == ["no", "unknown"]
+            page.goto(f"{url}/office/card?card={GIFT}")
+            issued = page.locator("#transactions tbody tr").filter(has_text="issue")
+            assert issued.count() == 1 and "gw1" in (issued.text_content() or "")
+        finally:
+            browser.close()

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.auth import Login, dump_logins, new_login
+from ledger.auth import Login, dump_logins, new_login, new_operator
 from ledger.client import LedgerClient
 from tests.support import REPO_ROOT
 from tools.tls import make_server_tls
@@ -47,6 +47,7 @@ class LoginSpec:
     terminals: tuple[str, ...] = ()
     merchants: tuple[str, ...] = ()
     register_value_minor_max: int = 0
+    password: str | None = None  # an operator (clerk, manager) who signs in to the back office
 
 
 @contextmanager
@@ -57,6 +58,9 @@ def running_ledger(workdir: Path, logins: dict[str, LoginSpec]) -> Iterator[Ledg
     made: dict[str, Login] = {}
     tokens: dict[str, str] = {}
     for name, spec in logins.items():
+        if spec.password is not None:
+            made[name] = new_operator(name, spec.role, spec.password)
+            continue
         made[name], tokens[name] = new_login(name, spec.role, spec.gateway, spec.terminals,
                                              spec.merchants, spec.register_value_minor_max)
     logins_path = workdir / "ledger-logins.json"
