@@ -22,6 +22,9 @@ was refused earlier in the batch finds no original. Rules:
   net of its card_value legs, leaving out those of cause "expire" (time passing before or
   after the operation), equals that of the rule-derived legs; for an expire, the net of all
   its card_value legs and of all its card_points legs equals the rule-derived one;
+- an expire takes at most what its card holds when it is judged, in value and in points
+  (``expire_exceeds_balance``): two stores that served a card may both see it lapse before
+  either has read the other's expiry, and the lapse is breakage once;
 - a purchase naming a hold posts it: the hold must exist, be neither voided nor posted, be on
   the same card and currency, and hold at least the card value taken (``ledger.hold_rules``);
   an expired hold is posted all the same (the sale happened) and counted as late.
@@ -89,6 +92,8 @@ class BooksView:
     cards: Mapping[str, CardState]
     originals: Mapping[str, OriginalState]
     holds: Mapping[str, HoldState] = field(default_factory=dict)
+    balances: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """(value, points) of the cards this batch expires something on, as the books hold them."""
 
 
 @dataclass(slots=True)
@@ -124,6 +129,7 @@ class _Books:
     cards: dict[str, CardState]
     originals: dict[str, OriginalState]
     holds: dict[str, HoldState]
+    balances: dict[str, tuple[int, int]]
 
 
 def plan_batch(batch: Batch, view: BooksView) -> Plan:
@@ -133,6 +139,7 @@ def plan_batch(batch: Batch, view: BooksView) -> Plan:
         dict(view.cards),
         {txn_id: replace(state) for txn_id, state in view.originals.items()},
         dict(view.holds),
+        dict(view.balances),
     )
     fates: dict[str, Txn | TxnRefusal] = {}
     for position, item in enumerate(batch.transactions):
@@ -189,6 +196,14 @@ def _judge(txn: Txn, books: _Books) -> _Judged:
     if txn.legs is not None:
         _check_given_legs(txn, refunded_kind)
     entries: list[EntryRow] = [(txn.txn_id, *leg) for leg in legs_for(txn, refunded_kind)]
+    if txn.kind == KIND_EXPIRE and txn.card in books.balances:
+        value, points = books.balances[txn.card]
+        if txn.card_value_minor > max(0, value) or txn.points > max(0, points):
+            raise BatchInvalid(
+                "expire_exceeds_balance",
+                f"txn {txn.txn_id}: expires {txn.card_value_minor} and {txn.points} points, "
+                f"card {txn.card} holds {value} and {points} (it lapsed already)",
+            )
     return _Judged(card, refund_totals, hold_posting, entries)
 
 
@@ -216,6 +231,14 @@ def _apply(txn: Txn, judged: _Judged, books: _Books, plan: Plan) -> None:
     )
     plan.txns.append(txn)
     plan.entries.extend(judged.entries)
+    if txn.card in books.balances:  # what the transaction leaves on the card
+        value, points = books.balances[txn.card]
+        for _, account_kind, owner, _, amount_minor in judged.entries:
+            if owner == txn.card and account_kind == CARD_VALUE:
+                value -= amount_minor  # a liability: a credit (negative) raises it
+            elif owner == txn.card and account_kind == CARD_POINTS:
+                points -= amount_minor
+        books.balances[txn.card] = (value, points)
 
 
 def _card_after(txn: Txn, cards: Mapping[str, CardState]) -> CardState:

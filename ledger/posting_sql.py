@@ -20,9 +20,10 @@ from operator import attrgetter
 
 from ledger import feed_sql, hold_sql, sun_sql
 from ledger.db import Row, Session
-from ledger.model import KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
+from ledger.model import KIND_EXPIRE, KIND_REFUND, TXN_STORED_FIELDS, Batch, Txn, TxnRefusal
 from ledger.plan import BooksView, CardState, OriginalState, Plan
 from ledger.schema import ALARM_COLUMNS, CARD_COLUMNS, ENTRY_COLUMNS, REFUSED_COLUMNS, TXN_COLUMNS
+from protocol.accounts import CARD_POINTS, CARD_VALUE
 
 
 def find_batch_hash(database: Session, batch_id: str) -> str | None:
@@ -61,12 +62,26 @@ def read_view(database: Session, batch: Batch, now: int) -> BooksView:
     )
     refs = [txn.ref_txn_id for txn in txns if txn.ref_txn_id is not None]
     hold_ids = [txn.hold_id for txn in txns if txn.hold_id is not None]
+    expiring = sorted({txn.card for txn in txns if txn.kind == KIND_EXPIRE})
     return BooksView(
         posted_hashes=dict(posted),
         cards={row[0]: CardState(*row) for row in cards},
         originals=_read_originals(database, refs) if refs else {},
         holds=hold_sql.read_states(database, hold_ids, now) if hold_ids else {},
+        balances=_read_balances(database, expiring) if expiring else {},
     )
+
+
+def _read_balances(database: Session, cards: list[str]) -> dict[str, tuple[int, int]]:
+    """(value, points) of each card as its entries add up (rows locked above: no batch can
+    change them before this one commits); a card without entries holds (0, 0)."""
+    totals = {card: [0, 0] for card in cards}
+    for owner, account_kind, total in database.fetch_in(
+            "SELECT owner, account_kind, CAST(SUM(amount_minor) AS BIGINT) FROM entries"
+            f" WHERE account_kind IN ('{CARD_VALUE}', '{CARD_POINTS}') AND {{match}}"
+            " GROUP BY owner, account_kind", "owner", cards):
+        totals[owner][0 if account_kind == CARD_VALUE else 1] = -int(total)
+    return {card: (value, points) for card, (value, points) in totals.items()}
 
 
 def _read_originals(database: Session, refs: list[str]) -> dict[str, OriginalState]:

@@ -314,3 +314,32 @@ def test_a_store_cut_off_from_the_ledger_refuses_a_read_its_feed_brought_from_th
         b.sent()
     finally:
         shops.ledger = serve(chain_ledger_dsn, port=port)
+
+
+EXPIRING_GIFT = "04f1f2f3f4f5f6"
+YEAR_AND_MORE_S = 400 * 86_400  # past the demo gift card's 365 days
+
+
+def test_a_lapse_seen_by_two_stores_at_once_is_breakage_once(shops: Chain) -> None:
+    """Both stores serve the gift card; a year later both sweep expiry before either has
+    read the other's: the card lapses once at the ledger (its value to breakage, not twice)."""
+    a, b = shops.stores
+    a.serve(EXPIRING_GIFT)
+    assert a.till.terminal.issue("gift", 5_000)["approved"]
+    a.sent()
+    assert wait_until(lambda: _known(shops, EXPIRING_GIFT), FLOW_WAIT_S)
+    b.serve(EXPIRING_GIFT)
+    assert b.till.terminal.purchase(1_000)["approved"]
+    b.sent()
+    assert _shows(a, EXPIRING_GIFT, "value_minor", 4_000)
+    later_s = time.time() + YEAR_AND_MORE_S
+    assert a.gateway.sweep_expiry(later_s) == 1
+    assert b.gateway.sweep_expiry(later_s) == 1  # it has not seen A's yet
+    for store in (a, b):
+        store.gateway.settle(now_s=later_s)
+    assert wait_until(lambda: _value(shops, EXPIRING_GIFT) == 0, FLOW_WAIT_S)
+    time.sleep(FEED_POLL_S * 5)  # both posts have long been judged: the value stays at 0
+    assert _value(shops, EXPIRING_GIFT) == 0
+    refused = [row for row in shops.client.report("refused")["rows"]
+               if EXPIRING_GIFT in row["detail"]]
+    assert [row["reason"] for row in refused] == ["expire_exceeds_balance"]

@@ -15,6 +15,7 @@ from tests.ledger.builders import (
     assert_refused_unchanged,
     assert_txn_refused,
     batch,
+    expire,
     issue,
     purchase,
     refund,
@@ -191,6 +192,10 @@ CASES: dict[str, tuple[Callable[[Document], None], str]] = {
         "currency_mismatch",
     ),
     "second issue of a card": (replace_last(issue("T2-2")), "card_already_issued"),
+    "expire of more value than the card holds (4500)": (
+        replace_last(expire("T2-2", card_value_minor=4501)), "expire_exceeds_balance"),
+    "expire of more points than the card holds (15)": (
+        replace_last(expire("T2-2", points=16)), "expire_exceeds_balance"),
     "txn_id posted before with other content": (
         replace_last(topup("T1-2", amount_minor=1)),
         "txn_conflict",
@@ -258,3 +263,15 @@ def test_a_python_value_that_is_not_json_is_a_type_error(books: Books) -> None:
         books.post_batch(bad)
     assert caught.value.reason == "field_type"
     assert books.counts()["transactions"] == 0
+
+
+def test_a_lapse_posted_twice_is_breakage_once(books: Books) -> None:
+    """Two stores each expire the card's whole value (neither had read the other's): the
+    second expire finds nothing left and is refused; the card holds 0, not less."""
+    books.post_batch(base_batch())
+    result = books.post_batch(batch("gw1-lapse", expire("X1-1", card_value_minor=3500),
+                                    expire("X2-1", card_value_minor=3500)))
+    assert [refused.reason for refused in result.refused] == ["expire_exceeds_balance"]
+    assert [(row["card"], row["value_minor"]) for row in books.balances()] == [("C1", 0)]
+    again = books.post_batch(batch("gw2-lapse", expire("X3-1", card_value_minor=3500)))
+    assert [refused.reason for refused in again.refused] == ["expire_exceeds_balance"]
