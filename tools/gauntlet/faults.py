@@ -30,8 +30,9 @@ refusing database accepts again; the lock, the ballast file go away.
                                  counter powered off, one bit flipped in its journal (in an
                                  unsent record, or anywhere in the file), broker and counter
                                  started again
-    terminal_clock_jump          a counter's board clock jumps forward or back (it stays: the
-                                 terminal follows the gateway's clock from its next answer)
+    terminal_clock_jump          a counter's board clock jumps forward (within the gateway's
+                                 CLOCK_SKEW_MAX_S) or back (it stays: the terminal follows
+                                 the gateway's clock from its next answer)
     gateway_clock_jump           the gateway's wall clock jumps forward or back, and back again
 """
 
@@ -51,11 +52,13 @@ from typing import Any, Protocol
 
 from firmware.journal import TYPE_ACK, TYPE_HEAD, TYPE_TXN, _parse_at
 from gateway.store import BUSY_TIMEOUT_MS
+from gateway.verify import CLOCK_SKEW_MAX_S
 from tools.fuzz.deploy import Store
 from tools.gauntlet.counter import clock_path, journal_path
 from tools.gauntlet.processes import CounterProcess, GatewaySupervisor
 
 TRIGGER_TIMEOUT_S = 15.0
+TERMINAL_JUMP_MARGIN_S = 60  # a forward jump stays this far inside CLOCK_SKEW_MAX_S
 WAL_POLL_S = 0.0005
 SETTLE_POLL_S = 0.003
 BALLAST_CHUNK_BYTES = 1 << 20
@@ -341,7 +344,12 @@ def journal_flip(stage: Stage, rng: random.Random) -> dict[str, Any]:
 
 def terminal_clock_jump(stage: Stage, rng: random.Random) -> dict[str, Any]:
     counter = rng.choice(stage.counters)
-    jump_s = rng.choice((-1, 1)) * rng.randrange(60, 3000)
+    # Forward, within the gateway's CLOCK_SKEW_MAX_S: an offline sale stamped further ahead
+    # is refused time_invalid by rule (docs/protocol.md 5.5, a README known gap), and would be
+    # counted here as lost. Back, as far as it likes: past dates are taken.
+    forward = rng.choice((False, True))
+    jump_s = (rng.randrange(60, CLOCK_SKEW_MAX_S - TERMINAL_JUMP_MARGIN_S) if forward
+              else -rng.randrange(60, 3000))
     path = clock_path(counter.workdir, counter.terminal)
     before = int(path.read_text() or 0) if path.exists() else 0
     path.write_text(str(before + jump_s))
