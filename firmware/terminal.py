@@ -24,6 +24,7 @@ Every operation returns an outcome dict:
 """
 
 from firmware.settings import Settings
+from firmware.uplink import note_error
 from protocol import cose, engine_offline, messages, offline, reasons, txn
 from protocol.errors import ProtocolError
 
@@ -36,6 +37,9 @@ except ImportError:
 
 
 AUTH_TIMEOUT_MS = const(3000)
+# An enrolment waits for the ledger too (the gateway drops one that waited 2.5 s in its
+# queue, and gives the ledger 2 s): longer than a sale's wait.
+ENROL_TIMEOUT_MS = const(5000)
 DAY_S = const(86400)
 CARD_READ_TIMEOUT_MS = const(2000)
 KNOWN_CARDS_MAX = const(256)
@@ -56,7 +60,13 @@ class Terminal:
         self.display = display
         self.settings = settings or Settings(config["key"], config.get("programs", {}))
         uplink.on_config = self.settings.on_config
+        # A technician's diag answer (docs/protocol.md 5.10): declines join the uplink's
+        # errors, and the uplink asks `_diag_view` whether it may answer now.
+        self.errors = []  # type: list[str]
+        uplink.errors = self.errors
+        uplink.diag_view = self._diag_view
         self.auth_timeout_ms = AUTH_TIMEOUT_MS
+        self.enrol_timeout_ms = ENROL_TIMEOUT_MS
         self.state = IDLE
         self.approved_count = 0
         self.declined = {}  # reason -> count
@@ -113,10 +123,44 @@ class Terminal:
         """Show the card's balance; nothing is journaled."""
         return self._run(txn.KIND_INQUIRY, 0, 0)
 
+    def enrol(self, phone=None, email=None, first_name=None, consent=False):
+        """Enrol the tapped card for a customer (docs/protocol.md section 5.11): the cashier
+        keys a phone number and/or an e-mail address, perhaps a first name, and whether the
+        customer agrees to marketing. The gateway asks the ledger, which links the card to
+        the customer with that phone or e-mail or makes one. Online only: no answer is a
+        decline (host_unavailable), and nothing is journaled or kept: the values leave in
+        the one sealed request. The outcome's "response" has the first name to greet by."""
+        if not phone and not email:
+            return self._decline(reasons.FIELD_MISSING)
+        for value in (phone, email, first_name):
+            # What the message cannot carry is the cashier's to correct, before the tap.
+            if value is not None and (not isinstance(value, str)
+                                      or len(value) > messages.TEXT_CHARS_MAX):
+                return self._decline(reasons.FIELD_INVALID)
+        self.state = READING
+        card, sun, reason = self.reader.read_card(CARD_READ_TIMEOUT_MS)
+        if card is None:
+            return self._decline(reason or reasons.CARD_READ_FAILED)
+        if card in self.settings.hotlist:
+            return self._decline(reasons.CARD_BLOCKED)
+        self.state = AUTHORIZING
+        request = {"card": card, "sun": sun, "phone": phone or None, "email": email or None,
+                   "first_name": first_name or None, "consent": bool(consent)}
+        response = self.uplink.enrol(request, self.enrol_timeout_ms)
+        if response is None:
+            return self._decline(reasons.HOST_UNAVAILABLE)
+        if not response["approved"]:
+            return self._decline(response.get("reason") or reasons.HOST_UNAVAILABLE)
+        self.state = IDLE
+        name = response.get("first_name")
+        self.display.show("ENROLLED " + name if name else "ENROLLED")
+        return {"approved": True, "reason": None, "txn": None, "response": response}
+
     # -- the state machine ----------------------------------------------------------------
     def _decline(self, reason):
         self.state = IDLE
         self.declined[reason] = self.declined.get(reason, 0) + 1
+        note_error(self.errors, reason)
         self.display.show("DECLINED " + reason)
         return {"approved": False, "reason": reason, "txn": None, "response": None}
 
@@ -183,7 +227,9 @@ class Terminal:
             return self._decline(error.reason)
         self.state = IDLE
         self.approved_count += 1
-        self.display.show("APPROVED")
+        # A regular's card: the gateway names the first name to greet them by (key 82).
+        name = response.get("first_name")
+        self.display.show("APPROVED " + name if name else "APPROVED")
         return {"approved": True, "reason": None, "txn": fields, "response": response}
 
     def _remember(self, card, response):
@@ -274,6 +320,14 @@ class Terminal:
                 known[4] -= fields["card_value_minor"]
         self.uplink.send_new(fields["seq"], record)
 
+    def _diag_view(self):
+        """What a diag answer takes from the terminal, or None during a sale (never answered
+        then: the uplink asks again at its next turn)."""
+        if self.state != IDLE:
+            return None
+        return {"config_version": self.settings.version}
+
     def service(self, timeout_ms=0):
-        """Idle work between customers: deliver and resend journaled records."""
+        """Idle work between customers: deliver and resend journaled records, answer a
+        technician's diag request."""
         self.uplink.service(timeout_ms)

@@ -14,6 +14,10 @@ accepted them or refused them (docs/protocol.md section 5.1). A refused record g
 refused log, the last REFUSED_LOG_MAX of them, for a technician; the gateway's refusal
 report is the full account. The terminal's clock follows the gateway's, taken only from
 fresh answers (section 5.5).
+
+A technician's diag request (section 5.10) is verified and kept here, one at a time, and
+answered by `service()` only outside a sale: never while an authorization is awaited, and
+only when `diag_view` (set by the terminal) says it is idle.
 """
 
 import gc
@@ -36,6 +40,9 @@ RESEND_AFTER_MS = const(3000)
 SEND_WINDOW_MAX = const(32)
 HEARTBEAT_INTERVAL_MS = const(60000)
 REFUSED_LOG_MAX = const(8)
+DIAG_ERRORS_MAX = const(8)  # reason codes a diag answer carries (docs/protocol.md 5.10)
+DIAG_SEEN_MAX = const(8)  # diag request ids remembered, so a replayed one is ignored
+DIAG_FRESH_S = const(300)  # a diag request this far from the (synced) clock is stale
 _SEALED_FIRST_BYTE = const(0xD1)  # CBOR tag 17: a COSE_Mac0, i.e. a sealed notice
 
 
@@ -53,6 +60,7 @@ class Uplink:
         self._sent_ms = {}  # seq -> ticks of the last send, for records not yet acked
         self._awaited = None  # the request id authorize() waits for
         self._answer = None  # its verified response, once it came
+        self._answer_type = messages.TYPE_AUTH_RESPONSE  # what down/auth carries now
         self._last_heartbeat_ms = None
         self.stats = {
             "connects": 0,
@@ -64,6 +72,8 @@ class Uplink:
             "notices": 0,
             "bad_downlinks": 0,
             "auth_stale": 0,
+            "diag_answered": 0,
+            "diag_stale": 0,
         }
         # The records the gateway refused, newest last: dicts of seq, reason, kind,
         # amount_minor, card, time. Never resent; counted in `refused` (status key 44).
@@ -72,6 +82,19 @@ class Uplink:
         self.last_notice = None  # the latest notice, shown to the cashier only
         self.last_online_s = None  # wall time of the last signed answer from the gateway
         self.on_config = None  # callback(fields, sealed bytes) for verified configuration
+        # The last reason codes seen (declines, refused records, bad downlinks, a broker out
+        # of reach), newest last, at most DIAG_ERRORS_MAX; the terminal shares this list.
+        self.errors = []
+        # callback() -> {"config_version": n} while idle, None during a sale (the terminal)
+        self.diag_view = None
+        self._diag_waiting = None  # the verified diag request not answered yet
+        self._diag_seen = []  # its id and those before it, at most DIAG_SEEN_MAX
+        self._diag_newest_s = 0  # the gateway's time in the newest diag request taken
+        # Uptime, added up at every service() turn: ticks wrap (on MicroPython after
+        # 2**30 ms), so only short differences of them are ever taken.
+        self.uptime_s = 0
+        self._uptime_rest_ms = 0
+        self._ticked_ms = clock.ticks_ms()
 
     # -- connection -----------------------------------------------------------------------
     def _status(self, state):
@@ -92,6 +115,7 @@ class Uplink:
             self.net.publish(status_topic, self._status("online"), True)
         except OSError:
             self.stats["connect_failures"] += 1
+            note_error(self.errors, reasons.HOST_UNAVAILABLE)
             delay = self.backoff.next_delay_ms()
             self._next_attempt_ms = self.clock.ticks_ms() + delay
             return False
@@ -107,7 +131,9 @@ class Uplink:
 
     # -- main loop ------------------------------------------------------------------------
     def service(self, timeout_ms=0):
-        """One turn of the loop: connect if due, read downlinks, resend overdue records."""
+        """One turn of the loop: connect if due, read downlinks, resend overdue records,
+        answer a diag request if one waits and no sale is under way."""
+        self._count_uptime()
         if not self.net.connected:
             if self.clock.ticks_diff(self.clock.ticks_ms(), self._next_attempt_ms) < 0:
                 return
@@ -118,8 +144,16 @@ class Uplink:
                 self._dispatch(topic, payload)
             self._resend_due()
             self._heartbeat_if_due()
+            self._answer_diag_if_idle()
         except OSError:
             self._lost()
+
+    def _count_uptime(self):
+        now = self.clock.ticks_ms()
+        elapsed = self._uptime_rest_ms + self.clock.ticks_diff(now, self._ticked_ms)
+        self._ticked_ms = now
+        self.uptime_s += elapsed // 1000
+        self._uptime_rest_ms = elapsed % 1000
 
     def send_new(self, seq, record):
         """Publish a record that was just journaled; on failure the resend path owns it."""
@@ -166,17 +200,23 @@ class Uplink:
             if leaf == topics.LEAF_ACK:
                 self._on_ack(sealed.open_message(payload, messages.TYPE_ACK, self.key))
             elif leaf == topics.LEAF_AUTH:
-                fields = sealed.open_message(payload, messages.TYPE_AUTH_RESPONSE, self.key)
+                # An authorization's answer, or an enrolment's while one is awaited
+                # (section 5.11): the MAC covers the type, so the other kind is refused.
+                fields = sealed.open_message(payload, self._answer_type, self.key)
                 self._on_auth_response(fields)
             elif leaf == topics.LEAF_CONFIG:
                 fields = sealed.open_message(payload, messages.TYPE_CONFIG, self.key)
                 if self.on_config is not None:
                     self.on_config(fields, payload)
+            elif leaf == topics.LEAF_DIAG:
+                self._on_diag_request(
+                    sealed.open_message(payload, messages.TYPE_DIAG_REQUEST, self.key))
             else:
                 self._on_notice(payload)
-        except ProtocolError:
+        except ProtocolError as error:
             # A downlink we cannot trust changes nothing; it is only counted.
             self.stats["bad_downlinks"] += 1
+            note_error(self.errors, error.reason)
 
     def _on_notice(self, payload):
         if payload and payload[0] == _SEALED_FIRST_BYTE:
@@ -216,6 +256,7 @@ class Uplink:
 
     def _log_refused(self, seq, reason, record):
         self.refused += 1
+        note_error(self.errors, reason)
         self.stats["rejected"] += 1
         entry = {"seq": seq, "reason": reason}
         try:
@@ -242,9 +283,63 @@ class Uplink:
         self._fresh_answer(fields["time"])
         self._answer = fields
 
+    # -- diag (docs/protocol.md section 5.10) ---------------------------------------------
+    def _on_diag_request(self, fields):
+        """Keep a verified diag request to answer, unless it is a replay or stale: its id was
+        seen, it is older than the newest taken, or (once the clock follows the gateway's)
+        its time is more than DIAG_FRESH_S away. Its time never moves the clock: a replay
+        inside that window would be accepted by a clock-setting rule too."""
+        if fields["terminal"] != self.terminal:  # sealed under our key for another
+            raise ProtocolError(reasons.TOPIC_MISMATCH, "diag request for another terminal")
+        request, sent_s = fields["request"], fields["time"]
+        stale = request in self._diag_seen or sent_s < self._diag_newest_s
+        if not stale and self.last_online_s is not None:
+            stale = abs(sent_s - self.clock.now_s()) > DIAG_FRESH_S
+        if stale:
+            self.stats["diag_stale"] += 1
+            return
+        self._diag_seen.append(request)
+        if len(self._diag_seen) > DIAG_SEEN_MAX:
+            self._diag_seen.pop(0)
+        self._diag_newest_s = sent_s
+        self._diag_waiting = fields  # one at a time: a newer request replaces the older
+
+    def _answer_diag_if_idle(self):
+        if self._diag_waiting is None or self._awaited is not None:
+            return  # nothing asked, or a sale waits for its authorization
+        view = self.diag_view() if self.diag_view is not None else {"config_version": 0}
+        if view is None:
+            return  # the terminal is in a sale: answered at the next idle turn
+        request, self._diag_waiting = self._diag_waiting["request"], None
+        fields = {"terminal": self.terminal, "request": request, "time": self.clock.now_s(),
+                  "firmware": FIRMWARE_VERSION, "config_version": view["config_version"],
+                  "journal_depth": self.journal.depth, "refused": self.refused,
+                  "uptime_s": self.uptime_s, "errors": list(self.errors)}
+        if hasattr(gc, "mem_free"):  # MicroPython: what the heap has left after collection
+            gc.collect()
+            fields["heap_free"] = getattr(gc, "mem_free")()  # noqa: B009
+        data = sealed.seal(self.key, messages.TYPE_DIAG, fields)
+        self.net.publish(topics.up(self.merchant, self.terminal, topics.LEAF_DIAG), data)
+        self.stats["diag_answered"] += 1
+
     # -- authorization --------------------------------------------------------------------
     def authorize(self, fields, timeout_ms):
         """Send a signed authorization request and wait for its signed answer, or None."""
+        return self._request(messages.TYPE_AUTH_REQUEST, fields, timeout_ms)
+
+    def enrol(self, fields, timeout_ms):
+        """Send a signed enrolment request (section 5.11: the card, the SUN, the phone
+        and/or e-mail, a first name, the consent) and wait for its signed answer, or None.
+        The personal values go to the broker in this one message and are kept nowhere."""
+        self._answer_type = messages.TYPE_ENROL_RESPONSE
+        try:
+            return self._request(messages.TYPE_ENROL_REQUEST, fields, timeout_ms)
+        finally:
+            self._answer_type = messages.TYPE_AUTH_RESPONSE
+
+    def _request(self, message_type, fields, timeout_ms):
+        """Seal `fields` as `message_type` with a fresh request id, publish it on up/auth
+        and wait for the signed answer naming that id, or None."""
         if not self.net.connected:
             self.service(0)
             if not self.net.connected:
@@ -256,7 +351,7 @@ class Uplink:
         fields["terminal"] = self.terminal
         fields["merchant"] = self.merchant
         fields["time"] = self.clock.now_s()
-        data = sealed.seal(self.key, messages.TYPE_AUTH_REQUEST, fields)
+        data = sealed.seal(self.key, message_type, fields)
         try:
             self.net.publish(topics.up(self.merchant, self.terminal, topics.LEAF_AUTH), data)
         except OSError:
@@ -275,3 +370,14 @@ class Uplink:
                     return None
         finally:
             self._awaited, self._answer = None, None
+
+
+def note_error(errors, reason):
+    """Add a reason code to a diag error list: newest last, at most DIAG_ERRORS_MAX, a
+    repeat of the newest not added again (a broker out of reach fails every backoff turn).
+    Only reason codes that are ids travel in a diag answer (its key 71)."""
+    if (errors and errors[-1] == reason) or not messages.is_id(reason):
+        return
+    errors.append(reason)
+    if len(errors) > DIAG_ERRORS_MAX:
+        errors.pop(0)

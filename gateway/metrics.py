@@ -30,6 +30,8 @@ Read from the gateway itself, as gauges:
 
 `/health` answers 200 {"status": "ok", "store": {...}} while the store commits, 503 with
 "status": "store_unavailable" while it does not (gateway/store_health.py).
+
+`POST /diag/<terminal>` asks a terminal for its diag answer (gateway/diag.py).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from gateway import store_reports
+from gateway import diag, store_reports
 from gateway.stage import OnDeath, thread
 from gateway.stats import LATENCY_BUCKETS_S
 from gateway.store_health import STATUS_OK, StoreUnavailable
@@ -228,6 +230,8 @@ class MetricsServer:
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]
              ) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path.startswith(diag.DIAG_PATH):  # a technician's diag request (gateway/diag.py)
+            return diag.serve(self.gateway.diag, environ, start_response)
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _answer(start_response, "405 Method Not Allowed", b"use GET\n")
         if path == METRICS_PATH:

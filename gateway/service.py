@@ -2,6 +2,7 @@ r"""The gateway service: wires the stages with bounded queues and runs them.
 
     broker --paho--> [txn queue] -> verify -> [ingest queue] -> ingest/commit -> [ack queue]
                  \-> [auth queue] -> authorize ------------------------------> /  -> acks -> broker
+                 \-> [enrol queue] -> enrol -> ledger -> answer (gateway/enrol.py; on up/auth)
                  \-> status (verified inline, kept as terminal presence)
     presence, config versions, pending records -> fleet report -> ledger (gateway/fleet_report.py)
 
@@ -46,11 +47,19 @@ from typing import Any
 from gateway import authorizations, hold_recovery, store_reports
 from gateway.acks import AckOut, AckStage
 from gateway.answered import Answered
-from gateway.authorize import AUTH_COMMIT_WAIT_MS, AuthorizeStage, Request
+from gateway.authorize import AUTH_COMMIT_WAIT_MS, Request
 from gateway.card_auth import CardAuthenticator, CardKeys
 from gateway.card_directory import CardDirectory
 from gateway.card_feed import FeedResult, apply_changes
 from gateway.cards import CardBook
+from gateway.diag import DiagDesk
+from gateway.enrol import (
+    EnrolStage,
+    GreetingAuthorizeStage,
+    Greetings,
+    GreetingVerifier,
+    enrol_route,
+)
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
 from gateway.fleet_report import FleetReporter, FleetView, pending_records
@@ -76,6 +85,7 @@ from protocol.programs import validate_programs
 
 TXN_QUEUE_MAX = 20_000
 AUTH_QUEUE_MAX = 1_000
+ENROL_QUEUE_MAX = 100  # enrolments at the counters, each waiting for the ledger
 INGEST_QUEUE_MAX = 20_000
 ACK_QUEUE_MAX = 20_000
 STOP_JOIN_S = 10.0
@@ -253,13 +263,21 @@ class Gateway:
         self._verifier = Verifier(self.registry)
         self.txn_queue: queue.Queue[Uplink | None] = queue.Queue(TXN_QUEUE_MAX)
         self.auth_queue: queue.Queue[Request | None] = queue.Queue(AUTH_QUEUE_MAX)
+        self.enrol_queue: queue.Queue[Request | None] = queue.Queue(ENROL_QUEUE_MAX)
         self.ingest_queue: queue.Queue[Verified | None] = queue.Queue(INGEST_QUEUE_MAX)
         self.ack_queue: queue.Queue[AckOut | None] = queue.Queue(ACK_QUEUE_MAX)
+        # A technician's diag requests (gateway/diag.py, POST /diag/<terminal> on the
+        # metrics server): answers are verified on paho's thread, as statuses are.
+        self.diag = DiagDesk(self.registry, self.stats,
+                             lambda topic, payload: self.mqtt.publish(topic, payload))
         self.mqtt = MqttLink(
             broker_host, broker_port, f"tilltap-gateway-{self.gateway_id}", self.stats,
             {topics.LEAF_TXN: queue_route(self.txn_queue),
-             topics.LEAF_AUTH: timed_route(self.auth_queue),
-             topics.LEAF_STATUS: self._on_status},
+             # Enrolment requests share up/auth with authorizations (gateway/enrol.py).
+             topics.LEAF_AUTH: enrol_route(timed_route(self.auth_queue),
+                                           timed_route(self.enrol_queue)),
+             topics.LEAF_STATUS: self._on_status,
+             topics.LEAF_DIAG: self.diag.on_answer},
             mqtt5=mqtt5, on_death=self.on_thread_death, login=broker_login,
             ca_path=broker_ca,
             before_connect=self.lease.confirm if self.lease is not None else None,
@@ -275,10 +293,17 @@ class Gateway:
         # The answering stages may seal for a terminal a reload removed after its message
         # verified (gateway/registry.py); the verifier refuses it from then on.
         answers = self.registry.for_answers()
-        self.auth_stage = AuthorizeStage(self._verifier, answers, self.cards, self.stats,
-                                         self.mqtt.publish, self.auth_queue, self.ack_queue,
-                                         self.holds, self.directory, death, self.store,
-                                         self.answered)
+        # Approvals greet the cards enrolled here by first name (gateway/enrol.py).
+        self.greetings = Greetings()
+        self.auth_stage = GreetingAuthorizeStage(
+            self.greetings, GreetingVerifier(self.registry), answers, self.cards, self.stats,
+            self.mqtt.publish, self.auth_queue, self.ack_queue, self.holds, self.directory,
+            death, self.store, self.answered)
+        # The ledger's customers, asked with the short timeout of calls a counter waits for.
+        self.enrol_stage = EnrolStage(self._verifier, answers, self.cards, self.stats,
+                                      self.mqtt.publish, self.enrol_queue, self.ack_queue,
+                                      self._ledger_settle_now, self.greetings, self.directory,
+                                      self.reach, death)
         self.ack_stage = AckStage(answers, self.mqtt.publish, self.stats, self.ack_queue,
                                   on_death=death, answered=self.answered)
 
@@ -306,7 +331,8 @@ class Gateway:
         return version
 
     def start(self) -> None:
-        for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage):
+        for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage,
+                      self.enrol_stage):
             stage.start()
         if self._sweeper is not None:
             self._sweeper.start()
@@ -388,6 +414,8 @@ class Gateway:
         self.verify_stage.join(STOP_JOIN_S)
         self.auth_queue.put(None)
         self.auth_stage.join(STOP_JOIN_S)
+        self.enrol_queue.put(None)
+        self.enrol_stage.join(STOP_JOIN_S)
         self.ingest_queue.put(None)
         self.ingest_stage.join(STOP_JOIN_S)
         self.ack_queue.put(None)

@@ -15,7 +15,10 @@ hash is needed) in a logins file written by ``tilltap ledger login``::
 Roles (what each may do is `may`'s table below):
 
     gateway   post its own batches and holds, void and read its own holds, look up cards,
-              read the feed of card blocks, report its fleet (POST /v1/fleet);
+              read the feed of card blocks, report its fleet (POST /v1/fleet),
+              enrol a card at one of its counters (POST /v1/enrolments: a card sold by
+              its own merchants, at its own terminal; it cannot read, change or export
+              a customer);
               bound to its gateway id (batch ids and hold ids start with "<gateway>-") and
               to its terminals (and "<gateway>.expiry", its own expire records) and
               merchants (an entry ending in "*" is a prefix)
@@ -82,14 +85,15 @@ CHANGE_CUSTOMER = "change_customer"  # create and update customers, link and unl
 ERASE_CUSTOMER = "erase_customer"  # erase a customer's personal data
 REPLACE_CARD = "replace_card"  # move a lost card's value and points to a new card
 REPORT_FLEET = "report_fleet"  # post its terminals' presence and health (POST /v1/fleet)
+ENROL_CUSTOMER = "enrol_customer"  # a counter's enrolment: link a card (POST /v1/enrolments)
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
-                          READ_CHANGES, REPORT_FLEET}),
+                          READ_CHANGES, REPORT_FLEET, ENROL_CUSTOMER}),
     "reader": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CHANGES}),
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
                         READ_BLOCKS, READ_CHANGES, READ_CUSTOMER, CHANGE_CUSTOMER,
-                        ERASE_CUSTOMER, REPLACE_CARD}),
+                        ERASE_CUSTOMER, REPLACE_CARD, ENROL_CUSTOMER}),
     "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CUSTOMER,
                         CHANGE_CUSTOMER}),
     "manager": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, BLOCK_CARD,
@@ -326,6 +330,20 @@ def check_fleet(login: Login, gateway_id: str, terminals: list[tuple[str, str]])
         raise Forbidden("not_permitted", f"login {login.name} reports for gateway {login.gateway}")
     for index, (terminal, merchant) in enumerate(terminals):
         _check_place(login, {"terminal": terminal, "merchant": merchant}, f"terminals[{index}]")
+
+
+def check_enrolment(login: Login, document: object) -> tuple[str, ...] | None:
+    """A gateway enrols cards only at its own terminals, for its own merchants; returns
+    the merchants the card's sale must be one of (None: any, for an operator)."""
+    require(login, ENROL_CUSTOMER)
+    if login.role != "gateway":
+        return None
+    if not isinstance(document, dict) or not all(
+            isinstance(document.get(name), str) for name in ("terminal", "merchant")):
+        raise Forbidden("not_permitted", f"login {login.name} enrols at its own terminals: "
+                                         "name the terminal and merchant")
+    _check_place(login, document, "enrolment")
+    return login.merchants
 
 
 def check_hold_id(login: Login, action: str, hold_id: str) -> None:

@@ -249,6 +249,17 @@ class LedgerClient:
         result: dict[str, Any] = self._request("GET", "/v1/health")
         return result
 
+    def enrol(self, enrolment: Mapping[str, Any]) -> dict[str, Any]:
+        """A counter's enrolment (POST /v1/enrolments, docs/ledger.md "Enrolment at the
+        counter"): {"customer_id", "card", "joined", "changed", "first_name"}; refusals
+        typed as for any call (card_unknown, card_linked, phone_invalid, ...). Waits at most
+        HTTP_HOLD_TIMEOUT_S: a cashier is waiting. The body holds personal data: it goes
+        over this connection only and no error carries it."""
+        body = json.dumps(dict(enrolment)).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/enrolments", body,
+                                               HTTP_HOLD_TIMEOUT_S)
+        return result
+
     def _request(
         self, method: str, path: str, body: bytes | None = None, timeout_s: float | None = None
     ) -> Any:

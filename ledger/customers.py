@@ -42,6 +42,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ledger import customers_sql
+from ledger.auth import covers
 from ledger.books import Books
 from ledger.customer_reports import CONTACT_FIELDS as CONTACT_REPORT_FIELDS
 from ledger.db import Session
@@ -49,6 +50,7 @@ from ledger.errors import (
     BatchConflict,
     BatchInvalid,
     BatchTooLarge,
+    Forbidden,
     LedgerUnavailable,
     NotFound,
 )
@@ -76,6 +78,9 @@ CUSTOMER_ID_PREFIX = "cust-"
 CUSTOMER_ID_RANDOM_BYTES = 16
 EXPORT_FORMAT = "tilltap-customer-export"
 EXPORT_VERSION = 1
+ENROL_KEYS = ("card", "terminal", "merchant", "phone", "email", "first_name",
+              "marketing_consent")
+ENROL_FIRST_NAME_CHARS_MAX = 64  # what a terminal's message carries (protocol text)
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
 _PHONE_SEPARATORS = re.compile(r"[ .()\-]")
@@ -196,6 +201,41 @@ def parse_fields(document: object, today: date) -> dict[str, str | None]:
         else:
             parsed[field] = _consent(value, today)
     return parsed
+
+
+def parse_enrolment(document: object) -> dict[str, Any]:
+    """An enrolment body (POST /v1/enrolments): card, terminal and merchant ids, a phone
+    and/or an email (normalised), an optional first_name, marketing_consent true/false."""
+    if not isinstance(document, dict):
+        raise BatchInvalid("request_malformed", "send a JSON object: an enrolment")
+    unknown = set(document) - set(ENROL_KEYS)
+    if unknown:
+        raise BatchInvalid("field_unknown", f"{len(unknown)} unknown keys; an enrolment has "
+                                            f"{', '.join(ENROL_KEYS)}")
+    request: dict[str, Any] = {}
+    for field in ("card", "terminal", "merchant"):
+        value = document.get(field)
+        if not isinstance(value, str) or not _CUSTOMER_ID.match(value):
+            raise BatchInvalid("field_invalid" if field in document else "field_missing",
+                               f"{field}: an id")
+        request[field] = value
+    if not isinstance(document.get("marketing_consent"), bool):
+        raise BatchInvalid("field_type" if "marketing_consent" in document else
+                           "field_missing", "marketing_consent: true or false")
+    request["marketing_consent"] = document["marketing_consent"]
+    for field, normalise in (("phone", normalise_phone), ("email", normalise_email)):
+        value = document.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BatchInvalid("field_type", f"{field}: text")
+        request[field] = normalise(value)
+    if not request.get("phone") and not request.get("email"):
+        raise BatchInvalid("field_missing", "an enrolment has a phone or an email")
+    if document.get("first_name") is not None:
+        request["first_name"] = _text(document["first_name"], "first_name",
+                                      ENROL_FIRST_NAME_CHARS_MAX)
+    return request
 
 
 def _fields_shown(values: dict[str, str]) -> dict[str, Any]:
@@ -378,6 +418,90 @@ class Customers:
         self._log(customer_id, "erased", login, "")
         return {"customer_id": customer_id, "erased_at": erased_at}
 
+    def enrol(self, document: object, login: str,
+              merchants: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Enrolment at a terminal's counter (docs/ledger.md "Enrolment at the counter"):
+        the card joins the customer who has the phone number or e-mail address given, or a
+        new customer is made with them (and the first name as its name, and the marketing
+        answer with source "counter <terminal>") and the card linked to it, in one
+        transaction. `merchants`: a gateway's own merchants; a card whose issue was sold
+        under another merchant is not_permitted. Answers {"customer_id", "card", "joined",
+        "changed", "first_name"} (first_name: the first word of the customer's name, or
+        null). Refused: card_unknown, card_linked (the card is another customer's),
+        email_taken (the phone and the e-mail belong to two customers), customer_card_limit
+        and the field reasons of a create."""
+        key = self._require_key()
+        request = parse_enrolment(document)
+        card, terminal = request["card"], request["terminal"]
+        lookups = {field: key.lookup(field, request[field])
+                   for field in LOOKUP_FIELDS if request.get(field)}
+        today = self._today()
+
+        def work(session: Session, now: int) -> tuple[str, bool, bool, str | None]:
+            if not customers_sql.card_known(session, card):
+                raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
+            sold_by = _card_merchant(session, card)
+            if merchants is not None and sold_by is not None and not covers(merchants,
+                                                                            sold_by):
+                raise Forbidden("not_permitted", f"card {card[:64]!r} was sold by another "
+                                                 "merchant")
+            owners = {customers_sql.lookup_owner(session, lookup)
+                      for lookup in lookups.values()} - {None}
+            if len(owners) > 1:
+                raise BatchConflict("email_taken", "the phone and the email belong to two "
+                                                   "customers")
+            holder = customers_sql.card_owner(session, card, lock=True)
+            joined = bool(owners)
+            customer_id = str(owners.pop()) if owners else new_customer_id()
+            if joined:
+                self._changeable(session, customer_id)
+                if holder == customer_id:  # enrolled before: nothing changes
+                    return customer_id, True, False, self._first_name(session, key,
+                                                                      customer_id)
+            if holder is not None:
+                raise BatchConflict("card_linked", f"card {card[:64]!r} belongs to another "
+                                                   "customer")
+            if joined:
+                if len(customers_sql.cards(session, customer_id)) >= CUSTOMER_CARDS_MAX:
+                    raise BatchConflict("customer_card_limit", f"a customer has at most "
+                                                               f"{CUSTOMER_CARDS_MAX} cards")
+            else:
+                fields = {field: request[field] for field in ("phone", "email")
+                          if request.get(field)}
+                if request.get("first_name"):
+                    fields["name"] = request["first_name"]
+                fields["marketing_consent"] = json.dumps(
+                    {"granted": request["marketing_consent"], "date": today.isoformat(),
+                     "source": f"counter {terminal}"}, sort_keys=True, separators=(",", ":"))
+                customers_sql.insert_customer(session, customer_id, now, key.key_id)
+                self._write_fields(session, key, customer_id, fields)
+                customers_sql.audit(session, now, login, customer_id, "create",
+                                    f"{_names(fields)} at counter {terminal}")
+            customers_sql.link(session, customer_id, card, now, login)
+            customers_sql.touch(session, customer_id, now)
+            customers_sql.audit(session, now, login, customer_id, "link",
+                                f"card {card} at counter {terminal}")
+            return customer_id, joined, True, self._first_name(session, key, customer_id)
+
+        customer_id, joined, changed, first_name = self._books.transact(work)
+        if changed:
+            self._log(customer_id, "joined" if joined else "enrolled", login,
+                      f"card {card} at counter {terminal}")
+        return {"customer_id": customer_id, "card": card, "joined": joined,
+                "changed": changed, "first_name": first_name}
+
+    @staticmethod
+    def _first_name(session: Session, key: CustomerKey, customer_id: str) -> str | None:
+        """The first word of the customer's name, for the counter's display, or None."""
+        sealed = customers_sql.sealed_fields(session, customer_id).get("name")
+        if sealed is None:
+            return None
+        try:
+            words = key.open(customer_id, "name", sealed).split()
+        except KeyMismatch as error:
+            raise LedgerUnavailable(str(error), reason="customer_key_mismatch") from error
+        return words[0][:ENROL_FIRST_NAME_CHARS_MAX] if words else None
+
     def find(self, kind: str, text: str, login: str) -> str:
         """The id of the customer with this phone number or e-mail address (`kind`), found
         through its keyed digest (the value is never compared in clear); audited on the
@@ -534,6 +658,14 @@ class Customers:
     def _log(customer_id: str, action: str, login: str, detail: str) -> None:
         log.info("AUDIT customer %s %s by %s%s", customer_id, action, login,
                  f": {detail}" if detail else "")
+
+
+def _card_merchant(session: Session, card: str) -> str | None:
+    """The merchant whose terminal sold (issued) the card, or None (registered centrally,
+    or its issue not posted yet)."""
+    rows = session.fetch("SELECT t.merchant FROM cards c JOIN transactions t"
+                         " ON t.txn_id = c.activated_txn_id WHERE c.card = ?", (card,))
+    return str(rows[0][0]) if rows else None
 
 
 def _names(fields: dict[str, Any]) -> str:

@@ -29,6 +29,8 @@
     PUT    /v1/customers/<id>/cards/<card>   link a card; DELETE: unlink it
     GET    /v1/customers/<id>/history        its cards' transactions across stores
     GET    /v1/customers/<id>/export         everything held about it, one JSON document
+    POST   /v1/enrolments      a counter enrols a card: join or create a customer by phone or
+                               e-mail (ledger/customers.py `Customers.enrol`) -> 200 / 4xx
 
 Every answer is JSON; every error is ``{"error": reason, "detail": text}``. The server
 never dies of a request: rejections keep their status, a database fault is 503
@@ -107,6 +109,7 @@ HISTORY_SUFFIX = "/history"
 CUSTOMERS_PATH = "/v1/customers"
 CUSTOMERS_PREFIX = "/v1/customers/"
 CUSTOMER_CARDS_PART = "/cards/"
+ENROLMENTS_PATH = "/v1/enrolments"
 BLOCK_SUFFIX = "/block"
 REPLACE_SUFFIX = "/replace"
 BLOCKS_PATH = "/v1/blocks"
@@ -432,6 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only("GET", method, lambda: self._card_history(card))
         if path == CUSTOMERS_PATH or path.startswith(CUSTOMERS_PREFIX):
             return self._customer_route(method, path)
+        if path == ENROLMENTS_PATH:
+            return self._only("POST", method, self._enrol)
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
@@ -559,6 +564,17 @@ class _Handler(BaseHTTPRequestHandler):
                 "DELETE": lambda: self._customer_change(200, lambda: customers.unlink(
                     customer_id, card, login))})
         raise NotFound("not_found", f"no such path: {path[:200]}")
+
+    def _enrol(self) -> Answer:
+        """POST /v1/enrolments: a gateway's counter enrols a card (its own terminal and
+        merchant, a card its merchants sold); an admin too. No customer is read back but
+        the first name the counter shows."""
+        document = self._read_json("request_malformed")
+        merchants = None
+        if self._login is not None:
+            merchants = auth.check_enrolment(self._login, document)
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.customers.enrol(document, login, merchants)
 
     def _customer_read(self, read: Callable[[], Any]) -> Answer:
         self._may(auth.READ_CUSTOMER)

@@ -49,6 +49,10 @@ TYPE_STATUS = 5
 TYPE_NOTICE = 6
 TYPE_CONFIG = 7
 TYPE_LOST = 8  # the terminal lost the record it sealed under a seq (docs/protocol.md 5.9)
+TYPE_DIAG_REQUEST = 9  # a technician asks a terminal how it is (docs/protocol.md 5.10)
+TYPE_DIAG = 10  # its answer
+TYPE_ENROL_REQUEST = 11  # the counter enrols the tapped card for a customer (5.11)
+TYPE_ENROL_RESPONSE = 12  # the gateway's signed answer to it
 
 K_TYPE = 0
 K_VERSION = 1
@@ -123,6 +127,9 @@ _AUTH_RESPONSE = (
     (10, "amount_minor", "amount", False),
     (60, "tier", "text", False),
     (61, "discount_pct", "uint", False),
+    # A card of an enrolled customer: the first name the counter greets them by, nothing
+    # more (docs/protocol.md section 5.11); never copied into a record.
+    (82, "first_name", "text", False),
 )
 _ACK = (
     (5, "time", "uint", True),
@@ -152,6 +159,46 @@ _LOST = (
     (3, "seq", "uint", True),
     (29, "digest", "digest", True),
 )
+# A technician's view (docs/protocol.md section 5.10): the gateway's request names a fresh
+# request id and its time; the answer names the same id. `errors`: the terminal's last
+# reason codes, newest last (firmware/uplink.py keeps at most DIAG_ERRORS_MAX).
+_DIAG_REQUEST = (
+    (20, "request", "uint", True),
+    (5, "time", "uint", True),
+)
+_DIAG = (
+    (20, "request", "uint", True),
+    (5, "time", "uint", True),
+    (42, "firmware", "text", True),
+    (50, "config_version", "uint", True),
+    (41, "journal_depth", "uint", True),
+    (44, "refused", "uint", True),
+    (43, "heap_free", "uint", False),
+    (70, "uptime_s", "uint", True),
+    (71, "errors", "ids", True),
+)
+# Enrolment at the counter (docs/protocol.md section 5.11): the cashier keys a phone number
+# and/or an e-mail address (what the ledger checks), perhaps a first name, and the customer's
+# answer to marketing; the gateway answers with the first name to show, nothing else held.
+_ENROL_REQUEST = (
+    (20, "request", "uint", True),
+    (5, "time", "uint", True),
+    (6, "merchant", "id", True),
+    (7, "card", "id", True),
+    (18, "sun", "sun", False),
+    (80, "phone", "text", False),
+    (81, "email", "text", False),
+    (82, "first_name", "text", False),
+    (83, "consent", "bool", True),
+)
+_ENROL_RESPONSE = (
+    (20, "request", "uint", True),
+    (5, "time", "uint", True),
+    (21, "approved", "bool", True),
+    (22, "reason", "text", False),
+    (82, "first_name", "text", False),
+    (84, "joined", "bool", False),
+)
 
 SCHEMAS = {
     TYPE_TXN: _COMMON + _TXN,
@@ -162,6 +209,10 @@ SCHEMAS = {
     TYPE_NOTICE: _COMMON + _NOTICE,
     TYPE_CONFIG: _COMMON + _CONFIG,
     TYPE_LOST: _COMMON + _LOST,
+    TYPE_DIAG_REQUEST: _COMMON + _DIAG_REQUEST,
+    TYPE_DIAG: _COMMON + _DIAG,
+    TYPE_ENROL_REQUEST: _COMMON + _ENROL_REQUEST,
+    TYPE_ENROL_RESPONSE: _COMMON + _ENROL_RESPONSE,
 }
 
 

@@ -7,6 +7,8 @@
     tilltap/v1/{merchant}/{terminal}/down/auth    gateway -> terminal  sealed authorization response
     tilltap/v1/{merchant}/{terminal}/down/notice  gateway -> terminal  unsigned rejection notice
     tilltap/v1/{merchant}/{terminal}/down/config  gateway -> terminal  sealed config, retained
+    tilltap/v1/{merchant}/{terminal}/down/diag    gateway -> terminal  sealed diag request
+    tilltap/v1/{merchant}/{terminal}/up/diag      terminal -> gateway  sealed diag answer
 
 Ids are 1..32 chars of [A-Za-z0-9_-], so they never contain MQTT wildcards or separators.
 A broker ACL can confine each terminal to `tilltap/v1/+/<its id>/#`.
@@ -25,9 +27,10 @@ LEAF_STATUS = "status"
 LEAF_ACK = "ack"
 LEAF_NOTICE = "notice"
 LEAF_CONFIG = "config"
+LEAF_DIAG = "diag"  # both ways: a technician's request down, the answer up
 
-_UP_LEAVES = (LEAF_TXN, LEAF_AUTH, LEAF_STATUS)
-_DOWN_LEAVES = (LEAF_ACK, LEAF_AUTH, LEAF_NOTICE, LEAF_CONFIG)
+_UP_LEAVES = (LEAF_TXN, LEAF_AUTH, LEAF_STATUS, LEAF_DIAG)
+_DOWN_LEAVES = (LEAF_ACK, LEAF_AUTH, LEAF_NOTICE, LEAF_CONFIG, LEAF_DIAG)
 
 
 def topic(merchant, terminal, direction, leaf):
@@ -51,8 +54,10 @@ def gateway_subscription(merchant="+"):
 def gateway_subscriptions(merchant="+"):
     """The same uplinks as (filter, QoS) pairs: records and status at QoS 1, kept by the
     broker while the gateway is away; authorization requests at QoS 0, never kept: one
-    that waited is past its terminal's wait, and answering it would only place holds."""
-    return [("%s/%s/+/%s/%s" % (ROOT, merchant, UP, leaf), 0 if leaf == LEAF_AUTH else 1)
+    that waited is past its terminal's wait, and answering it would only place holds.
+    Diag answers too: one that waited is past the technician's wait."""
+    return [("%s/%s/+/%s/%s" % (ROOT, merchant, UP, leaf),
+             0 if leaf in (LEAF_AUTH, LEAF_DIAG) else 1)
             for leaf in _UP_LEAVES]
 
 

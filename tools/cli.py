@@ -39,6 +39,8 @@
                       --out FILE               the master-key file, and the parts users need
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE] ...
                                                key, board config, registry entry, broker login
+    tilltap terminal status T --gateway-url URL [--wait-s S]
+                                               a terminal's signed diag answer (exit 0 / 1 / 2)
     tilltap --version                          the installed version
 
 Exit status (tools/command.py): 0 done; 2 a person's mistake (one line on stderr: a bad option,
@@ -260,6 +262,12 @@ def _terminal_provision(args: argparse.Namespace) -> int:
                              broker_host=args.broker_host, broker_port=args.broker_port,
                              wifi_ssid=args.wifi_ssid, programs=args.programs,
                              replace=args.replace)
+
+
+def _terminal_status(args: argparse.Namespace) -> int:
+    from tools.terminal_status import status_command
+
+    return status_command(args.terminal, args.gateway_url, args.wait_s)
 
 
 def _gateway_provision(args: argparse.Namespace) -> int:
@@ -506,6 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--replace", action="store_true",
                            help="issue a new key to a terminal that already has one")
     provision.set_defaults(handler=_terminal_provision)
+    from tools.terminal_status import STATUS_WAIT_S, wait_seconds
+
+    status = terminal.add_parser(
+        "status", help="a technician's view: ask a terminal through the gateway (signed diag)")
+    status.add_argument("terminal", type=identifier, help="the terminal's id")
+    status.add_argument("--gateway-url", required=True, type=http_url,
+                        help="the gateway's metrics server (gateway run --metrics-port), "
+                             "e.g. http://127.0.0.1:9100")
+    status.add_argument("--wait-s", type=wait_seconds, default=STATUS_WAIT_S,
+                        help=f"how long to wait for the terminal ({STATUS_WAIT_S:g} s)")
+    status.set_defaults(handler=_terminal_status)
 
     from tools.report import add_arguments as add_report_arguments
 

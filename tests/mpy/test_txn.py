@@ -151,7 +151,8 @@ def test_topics_build_and_parse():
     assert topics.gateway_subscription() == "tilltap/v1/+/+/up/#"
     assert topics.gateway_subscriptions("M1") == [("tilltap/v1/M1/+/up/txn", 1),
                                                   ("tilltap/v1/M1/+/up/auth", 0),
-                                                  ("tilltap/v1/M1/+/up/status", 1)]
+                                                  ("tilltap/v1/M1/+/up/status", 1),
+                                                  ("tilltap/v1/M1/+/up/diag", 0)]
     for bad in ("tilltap/v1/M1/T1/up/ack", "tilltap/v2/M1/T1/up/txn", "tilltap/v1/M1/T+/up/txn",
                 "tilltap/v1/M1/T1/up", "x"):
         assert expect_raises(ValidationError, topics.parse, bad).reason == "topic_invalid"

@@ -28,7 +28,7 @@ def _message_tables() -> dict[int, dict[int, bool]]:
     tables: dict[int, dict[int, bool]] = {}
     current: dict[int, bool] | None = None
     for line in section.splitlines():
-        header = re.match(r"^\*\*(\d) [a-z ]+\*\*", line)
+        header = re.match(r"^\*\*(\d+) [a-z ]+\*\*", line)
         if header:
             current = tables.setdefault(int(header.group(1)), {})
             continue

@@ -277,6 +277,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (_with(PROVISION, "--broker-port", "abc"), 2, "not a TCP port"),
     (_with(PROVISION, "--programs", "garbage.json"), 2, "not JSON"),
     (_with(PROVISION, "--currency", "XXX"), 2, "currency"),
+    # terminal status: asks the gateway's metrics server (gateway/diag.py)
+    (["terminal", "status", "T/1", "--gateway-url", f"http://{REFUSED}"], 2, "not an id"),
+    (["terminal", "status", "T1", "--gateway-url", f"http://{REFUSED}", "--wait-s", "0"], 2,
+     "--wait-s"),
+    (["terminal", "status", "T1", "--gateway-url", f"http://{REFUSED}"], 1, "out of reach"),
+    (["terminal", "status", "T1", "--gateway-url", f"http://127.0.0.1:{HTTP_PORT}"], 2,
+     "not a gateway's metrics server"),
 ]
 
 

@@ -23,8 +23,14 @@ from .errors import Refused
 
 PROTOCOL_VERSION = 1
 TXN, AUTH_REQUEST, AUTH_RESPONSE, ACK, STATUS, NOTICE, CONFIG, LOST = 1, 2, 3, 4, 5, 6, 7, 8
+DIAG_REQUEST, DIAG = 9, 10  # section 5.10
 TYPE_NAMES = {TXN: "txn", AUTH_REQUEST: "auth request", AUTH_RESPONSE: "auth response",
-              ACK: "ack", STATUS: "status", NOTICE: "notice", CONFIG: "config", LOST: "lost"}
+              ACK: "ack", STATUS: "status", NOTICE: "notice", CONFIG: "config", LOST: "lost",
+              DIAG_REQUEST: "diag request", DIAG: "diag"}
+# Section 3.1, **11 enrol request** and **12 enrol response** (section 5.11).
+ENROL_REQUEST, ENROL_RESPONSE = 11, 12
+TYPE_NAMES[ENROL_REQUEST] = "enrol request"
+TYPE_NAMES[ENROL_RESPONSE] = "enrol response"
 KEY_TYPE, KEY_VERSION = 0, 1
 
 KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_INQUIRY, KIND_CASHOUT = 1, 2, 3, 4, 5, 7
@@ -140,6 +146,7 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         (25, "auth_mode", "uint", False), (26, "discount_minor", "amount", False),
         (27, "redeem_points", "amount", False), (28, "redeem_minor", "amount", False),
         (60, "tier", "text", False), (61, "discount_pct", "uint", False),
+        (82, "first_name", "text", False),
     ),
     ACK: (
         _TERMINAL, (5, "time", "uint", True), (30, "acked_through", "uint", True),
@@ -156,6 +163,25 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         (52, "programs", "map", True), (53, "hotlist", "ids", False),
     ),
     LOST: (_TERMINAL, (3, "seq", "uint", True), (29, "digest", "digest", True)),
+    ENROL_REQUEST: (
+        _TERMINAL, (20, "request", "uint", True), (5, "time", "uint", True),
+        (6, "merchant", "id", True), (7, "card", "id", True), (18, "sun", "sun", False),
+        (80, "phone", "text", False), (81, "email", "text", False),
+        (82, "first_name", "text", False), (83, "consent", "bool", True),
+    ),
+    ENROL_RESPONSE: (
+        _TERMINAL, (20, "request", "uint", True), (5, "time", "uint", True),
+        (21, "approved", "bool", True), (22, "reason", "text", False),
+        (82, "first_name", "text", False), (84, "joined", "bool", False),
+    ),
+    DIAG_REQUEST: (_TERMINAL, (20, "request", "uint", True), (5, "time", "uint", True)),
+    DIAG: (
+        _TERMINAL, (20, "request", "uint", True), (5, "time", "uint", True),
+        (42, "firmware", "text", True), (50, "config_version", "uint", True),
+        (41, "journal_depth", "uint", True), (44, "refused", "uint", True),
+        (43, "heap_free", "uint", False), (70, "uptime_s", "uint", True),
+        (71, "errors", "ids", True),
+    ),
 }
 
 

@@ -1,0 +1,289 @@
+"""Enrolment at the counter: a terminal's signed request -> the ledger -> a signed answer.
+
+The cashier keys the customer's phone number and/or e-mail address (and perhaps a first
+name, and the customer's answer to marketing) and the customer taps the card. The request
+travels on the terminal's `up/auth` topic, sealed under its key like an authorization
+request, and is answered on `down/auth` (docs/protocol.md section 5.11). `enrol_route` sorts
+the two message types apart on paho's thread, from the unverified type key alone.
+
+The gateway checks what it checks for an authorization (MAC, topic, merchant, the card not
+blocked, the tap's SUN genuine and newer than any seen when the deployment has card keys,
+the card known) and then asks the ledger (POST /v1/enrolments, docs/ledger.md "Enrolment
+at the counter"), which links the card to the customer that has the phone or e-mail, or
+makes one. The answer carries the first name to show and nothing else of the customer.
+
+Personal values pass through memory only: they are never written to the gateway's store,
+never logged, never counted by value. A ledger that does not answer is `host_unavailable`:
+nothing is kept to try again (the cashier asks again; a second enrolment of the same card
+with the same phone or e-mail is answered approved, `joined`).
+
+Recognition: `Greetings` keeps, in memory, the first name of each card enrolled here;
+`GreetingAuthorizeStage` adds it (key 82, first_name) to an approved authorization's answer
+for that card, so the counter can greet the regular. It is never part of a record, of an
+approval kept in the store, or of a log line; a restart forgets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from gateway.acks import AckOut, Publish, refusal_notice
+from gateway.authorize import AuthorizeStage, Request
+from gateway.card_directory import CardDirectory
+from gateway.cards import CardBook
+from gateway.mqtt import Route
+from gateway.registry import TerminalRegistry
+from gateway.settle import LedgerReach
+from gateway.stage import OnDeath, Stage, exit_process
+from gateway.stats import Stats
+from gateway.verify import DeclinedRequest, SignedRefusal, Verifier
+from ledger.client import LedgerClient
+from ledger.errors import LedgerRejected, LedgerUnavailable
+from protocol import cbor, cose, messages, sealed, topics
+from protocol.errors import ProtocolError, ValidationError
+from protocol.reasons import (
+    CARD_BLOCKED,
+    CARD_UNKNOWN,
+    FIELD_INVALID,
+    FIELD_MISSING,
+    HOST_UNAVAILABLE,
+)
+
+ENROL_WAIT_MAX_MS = 2_500
+"""A request that waited longer than this in the gateway is dropped unanswered: with the
+ledger's call (LEDGER_TIMEOUT_S, 2 s) it would outlast the terminal's ENROL_TIMEOUT_MS."""
+GREETINGS_MAX = 10_000  # first names kept in memory for recognition, the oldest dropped
+REASON_CHARS_MAX = messages.TEXT_CHARS_MAX  # a ledger's reason as the answer carries it
+_K_REQUEST = 20
+
+log = logging.getLogger(__name__)
+
+
+def message_type(payload: bytes) -> int | None:
+    """The type key of a sealed message, read without verifying it (to choose a queue
+    only: the stage that takes it verifies everything); None if it cannot be read."""
+    if len(payload) > messages.MESSAGE_BYTES_MAX:
+        return None
+    try:
+        item = cbor.decode(cose.parse(payload).payload)
+    except (ProtocolError, ValueError, TypeError, IndexError):
+        return None
+    found = item.get(messages.K_TYPE) if isinstance(item, dict) else None
+    return found if type(found) is int else None
+
+
+def enrol_route(auth: Route, enrol: Route) -> Route:
+    """The `up/auth` route: enrolment requests to `enrol`, everything else to `auth`
+    (which refuses what is not an authorization request)."""
+
+    def route(topic: str, payload: bytes) -> bool:
+        if message_type(payload) == messages.TYPE_ENROL_REQUEST:
+            return enrol(topic, payload)
+        return auth(topic, payload)
+
+    return route
+
+
+class Greetings:
+    """Card -> the first name its customer is greeted by, for cards enrolled at this
+    gateway since it started (memory only, at most GREETINGS_MAX). Thread-safe."""
+
+    def __init__(self, size_max: int = GREETINGS_MAX) -> None:
+        self._names: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size_max = size_max
+
+    def remember(self, card: str, first_name: str | None) -> None:
+        with self._lock:
+            if not first_name:
+                self._names.pop(card, None)
+                return
+            self._names[card] = first_name
+            self._names.move_to_end(card)
+            while len(self._names) > self._size_max:
+                self._names.popitem(last=False)
+
+    def get(self, card: str) -> str | None:
+        with self._lock:
+            return self._names.get(card)
+
+
+class GreetingVerifier(Verifier):
+    """A Verifier that notes the card of the authorization request it verified last, for
+    the one thread of the authorize stage (None when the last did not verify)."""
+
+    def __init__(self, registry: TerminalRegistry) -> None:
+        super().__init__(registry)
+        self.card: str | None = None
+
+    def auth_request(self, topic: str, payload: bytes) -> dict[str, Any]:
+        self.card = None
+        request = super().auth_request(topic, payload)
+        self.card = request["card"]
+        return request
+
+
+class GreetingAuthorizeStage(AuthorizeStage):
+    """The authorize stage, whose approvals for a card of an enrolled customer carry the
+    customer's first name (key 82). Added when the answer is sealed, after the approval is
+    kept: the store keeps the amounts only (gateway/authorizations.py)."""
+
+    def __init__(self, greetings: Greetings, verifier: GreetingVerifier,
+                 *args: Any, **kwargs: Any) -> None:
+        super().__init__(verifier, *args, **kwargs)
+        self.greetings = greetings
+        self.greeter = verifier
+
+    def _answer(self, merchant: str, terminal: str, fields: dict[str, Any],
+                now_s: float) -> None:
+        card = self.greeter.card
+        name = self.greetings.get(card) if card is not None and fields.get("approved") else None
+        if name:
+            fields = dict(fields, first_name=name)
+        super()._answer(merchant, terminal, fields, now_s)
+
+
+class EnrolStage(Stage[Request]):
+    """Answers enrolment requests one at a time: each waits for the ledger (at most its
+    client's timeout), which is why they have their own thread and queue and never hold up
+    authorizations."""
+
+    name = "gateway-enrol"
+
+    def __init__(self, verifier: Verifier, registry: TerminalRegistry, cards: CardBook,
+                 stats: Stats, publish: Publish, inbox: queue.Queue[Request | None],
+                 notices: queue.Queue[AckOut | None], ledger: LedgerClient | None,
+                 greetings: Greetings, directory: CardDirectory | None = None,
+                 reach: LedgerReach | None = None, on_death: OnDeath = exit_process) -> None:
+        super().__init__(inbox, on_death)
+        self.verifier = verifier
+        self.registry = registry
+        self.cards = cards
+        self.stats = stats
+        self.publish = publish
+        self.notices = notices
+        self.ledger = ledger
+        self.greetings = greetings
+        self.directory = directory
+        self.reach = reach
+
+    def handle(self, item: Request) -> None:
+        topic, payload, arrived_s = item
+        if (time.monotonic() - arrived_s) * 1000 > ENROL_WAIT_MAX_MS:
+            self.stats.add("enrol_stale")  # its terminal stopped waiting: not sent on
+            return
+        try:
+            request = self._verify(topic, payload)
+        except DeclinedRequest as error:
+            self.stats.rejected(error.reason)
+            merchant, terminal, _, _ = topics.parse(topic)
+            self._answer(merchant, terminal, {"request": error.request, "approved": False,
+                                              "reason": error.reason})
+            return
+        except ProtocolError as error:
+            self.stats.rejected(error.reason)
+            notice = refusal_notice(topic, error)
+            if notice is not None:
+                self.notices.put(notice)
+            return
+        answer = self.decide(request)
+        answer["request"] = request["request"]
+        self.stats.add("enrol_approved" if answer["approved"] else "enrol_declined")
+        self._answer(request["merchant"], request["terminal"], answer)
+
+    def _verify(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """The request's fields, as `Verifier.auth_request` checks an authorization's."""
+        verifier = self.verifier
+        inner, merchant, terminal, entry = verifier._authenticated(topic, payload,
+                                                                   topics.LEAF_AUTH)
+        item = verifier._map(inner, messages.TYPE_ENROL_REQUEST)
+        request = item.get(_K_REQUEST)
+        if type(request) is not int or request < 0:
+            raise SignedRefusal(FIELD_MISSING if request is None else FIELD_INVALID, "request")
+        try:
+            fields = verifier._fields(item, messages.TYPE_ENROL_REQUEST, merchant, terminal,
+                                      entry)
+            if not fields.get("phone") and not fields.get("email"):
+                raise ValidationError(FIELD_MISSING, "phone or email")
+        except ProtocolError as error:
+            raise DeclinedRequest(error.reason, error.detail, request) from None
+        return fields
+
+    def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Approved with the first name (and whether the card joined a customer), or
+        declined with a reason: the card's, the ledger's, or host_unavailable."""
+        card = request["card"]
+        try:
+            self._check_card(request)
+        except ProtocolError as error:
+            return {"approved": False, "reason": error.reason}
+        if self.ledger is None:
+            return {"approved": False, "reason": HOST_UNAVAILABLE}
+        enrolment = {"card": card, "terminal": request["terminal"],
+                     "merchant": request["merchant"],
+                     "marketing_consent": request["consent"]}
+        for field in ("phone", "email", "first_name"):
+            if request.get(field):
+                enrolment[field] = request[field]
+        try:
+            result = self.ledger.enrol(enrolment)
+        except LedgerRejected as error:
+            if self.reach is not None:
+                self.reach.answered()
+            # The ledger's reason names a field or a rule, never a value (ledger/customers.py).
+            return {"approved": False, "reason": error.reason[:REASON_CHARS_MAX]}
+        except LedgerUnavailable as error:
+            if self.reach is not None:
+                self.reach.lost(error)
+            self.stats.add("enrol_ledger_unavailable")
+            return {"approved": False, "reason": HOST_UNAVAILABLE}
+        if self.reach is not None:
+            self.reach.answered()
+        first_name = result.get("first_name")
+        if not isinstance(first_name, str) or not first_name:
+            first_name = None
+        else:
+            first_name = first_name[:messages.TEXT_CHARS_MAX]
+        self.greetings.remember(card, first_name)
+        log.info("card %s enrolled at %s (%s)", card, request["terminal"],
+                 "joined a customer" if result.get("joined") else "a new customer",
+                 extra={"event": "card_enrolled", "terminal": request["terminal"],
+                        "joined": bool(result.get("joined"))})
+        answer: dict[str, Any] = {"approved": True, "first_name": first_name}
+        if result.get("joined"):
+            answer["joined"] = True
+        return answer
+
+    def _check_card(self, request: dict[str, Any]) -> None:
+        """As for an authorization: not blocked, a genuine and new tap, a card known here or
+        at the ledger. A SUN counter accepted here is one no later tap may repeat."""
+        card = request["card"]
+        found = (self.directory.find(card)
+                 if self.directory is not None and card not in self.cards.cards else None)
+        with self.cards.lock:
+            self.cards.adopt(card, found, time.time())
+            if card in self.cards.hotlist:
+                raise ValidationError(CARD_BLOCKED, card)
+            counter = self.cards.authenticator.read_counter(request)
+            if counter is not None:
+                known = self.cards.states.get(card)
+                # The authorizations' own record of counters (gateway/cards.py): shared, so
+                # an enrolment's tap cannot be replayed as a sale's, nor the other way.
+                seen_by_auth = self.cards._auth_sun_counters  # noqa: SLF001
+                seen = [c for c in (known.get("sun_counter") if known else None,
+                                    seen_by_auth.get(card)) if c is not None]
+                self.cards.authenticator.check_newer(max(seen) if seen else None, counter)
+                seen_by_auth[card] = counter
+            if card not in self.cards.cards:
+                raise ValidationError(CARD_UNKNOWN, card)
+
+    def _answer(self, merchant: str, terminal: str, fields: dict[str, Any]) -> None:
+        fields = dict(fields, terminal=terminal, time=int(time.time()))
+        data = sealed.seal(self.registry.get(terminal).key, messages.TYPE_ENROL_RESPONSE,
+                           fields)
+        self.publish(topics.down(merchant, terminal, topics.LEAF_AUTH), data)
