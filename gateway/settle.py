@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 _LEDGER_KEYS = frozenset(TXN_KEYS)
 ANSWER_STATUSES = (STATUS_POSTED, STATUS_PARTIAL, STATUS_DUPLICATE)
 """What the ledger answers a batch it judged (docs/ledger.md)."""
+EXPIRED_ELSEWHERE = "expire_exceeds_balance"
+"""The ledger's refusal of a lapse another store serving the card posted first (ledger/plan.py)."""
 ANSWER_INVALID = "answer_invalid"
 """The reason a ledger answer of unknown shape is LedgerUnavailable (retried, never closed)."""
 
@@ -215,9 +217,17 @@ def settle(store: GatewayStore, gateway_id: str, ledger: LedgerClient,
         if reach is not None:
             reach.answered()
         for txn_id, (reason, detail) in refused.items():
-            log.error("ALARM ledger refused %s of batch %s: %s %s", txn_id, batch_id, reason,
-                      detail, extra={"event": "alarm", "reason": reason, "batch": batch_id,
-                                     "txn": txn_id})
+            if reason == EXPIRED_ELSEWHERE:
+                # Another store that serves the card posted its lapse first: the books have
+                # it once; listed among the refusals, nothing for a person to do.
+                log.info("ledger took the lapse %s of batch %s from another store first: %s",
+                         txn_id, batch_id, detail,
+                         extra={"event": "lapse_posted_elsewhere", "batch": batch_id,
+                                "txn": txn_id})
+            else:
+                log.error("ALARM ledger refused %s of batch %s: %s %s", txn_id, batch_id,
+                          reason, detail, extra={"event": "alarm", "reason": reason,
+                                                 "batch": batch_id, "txn": txn_id})
             result.refused.append((txn_id, reason))
         batches.close_posted(store, gateway_id, batch_id, refused)
         result.settled.append(batch_id)

@@ -7,6 +7,7 @@ The tills are the firmware's own; the cards emulated. Each test states one expec
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Iterator
@@ -320,9 +321,11 @@ EXPIRING_GIFT = "04f1f2f3f4f5f6"
 YEAR_AND_MORE_S = 400 * 86_400  # past the demo gift card's 365 days
 
 
-def test_a_lapse_seen_by_two_stores_at_once_is_breakage_once(shops: Chain) -> None:
+def test_a_lapse_seen_by_two_stores_at_once_is_breakage_once(
+        shops: Chain, caplog: pytest.LogCaptureFixture) -> None:
     """Both stores serve the gift card; a year later both sweep expiry before either has
     read the other's: the card lapses once at the ledger (its value to breakage, not twice)."""
+    caplog.set_level(logging.INFO, logger="gateway.settle")
     a, b = shops.stores
     a.serve(EXPIRING_GIFT)
     assert a.till.terminal.issue("gift", 5_000)["approved"]
@@ -343,3 +346,8 @@ def test_a_lapse_seen_by_two_stores_at_once_is_breakage_once(shops: Chain) -> No
     refused = [row for row in shops.client.report("refused")["rows"]
                if EXPIRING_GIFT in row["detail"]]
     assert [row["reason"] for row in refused] == ["expire_exceeds_balance"]
+    # Nothing for a person to do: said once as a lapse posted elsewhere, not as an alarm.
+    events = [getattr(record, "event", None) for record in caplog.records]
+    assert events.count("lapse_posted_elsewhere") == 1
+    assert not [record for record in caplog.records if getattr(record, "event", None) == "alarm"
+                and getattr(record, "reason", None) == "expire_exceeds_balance"]
