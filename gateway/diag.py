@@ -32,14 +32,9 @@ from urllib.parse import parse_qs
 
 from gateway.registry import TerminalRegistry
 from gateway.stats import Stats
+from gateway.verify import Verifier
 from protocol import messages, sealed, topics
-from protocol.errors import AuthenticationError, DecodeError, ProtocolError, ValidationError
-from protocol.reasons import (
-    MERCHANT_MISMATCH,
-    MESSAGE_TOO_LARGE,
-    TOPIC_INVALID,
-    TOPIC_MISMATCH,
-)
+from protocol.errors import AuthenticationError, ProtocolError
 
 DIAG_PATH = "/diag/"
 DIAG_WAIT_S = 10.0  # how long a request waits for its answer unless told (?wait_s=)
@@ -83,6 +78,7 @@ class DiagDesk:
     def __init__(self, registry: TerminalRegistry, stats: Stats, publish: Publish,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
+        self._verifier = Verifier(registry)
         self.stats = stats
         self.publish = publish
         self.clock = clock
@@ -143,20 +139,7 @@ class DiagDesk:
 
     def _verified(self, topic: str, payload: bytes) -> dict[str, Any]:
         """The answer's fields, checked as every uplink is: topic, size, kid, MAC, schema."""
-        merchant, terminal, direction, leaf = topics.parse(topic)
-        if direction != topics.UP or leaf != topics.LEAF_DIAG:
-            raise ValidationError(TOPIC_INVALID, topic)
-        if len(payload) > messages.MESSAGE_BYTES_MAX:
-            raise DecodeError(MESSAGE_TOO_LARGE, f"{len(payload)} bytes")
-        mac0, kid_terminal = sealed.peek(payload)
-        if kid_terminal != terminal:
-            raise AuthenticationError(TOPIC_MISMATCH, "kid differs from the topic")
-        entry = self.registry.get(terminal)
-        if entry.merchant != merchant:
-            raise ValidationError(MERCHANT_MISMATCH, terminal)
-        fields: dict[str, Any] = sealed.open_message(payload, messages.TYPE_DIAG, entry.key,
-                                                     mac0, terminal)
-        return fields
+        return self._verifier.diag(topic, payload)
 
 
 def serve(desk: DiagDesk, environ: dict[str, Any],

@@ -236,6 +236,14 @@ class Verifier:
         return fields
 
 
+    def diag(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """A terminal's diag answer (gateway/diag.py), checked as every uplink is."""
+        inner, merchant, terminal, entry = self._authenticated(topic, payload,
+                                                               topics.LEAF_DIAG)
+        item = self._map(inner, messages.TYPE_DIAG)
+        return self._fields(item, messages.TYPE_DIAG, merchant, terminal, entry)
+
+
 def claimed_terminal(topic: str) -> tuple[str, str] | None:
     """(merchant, terminal) named by a topic, for addressing a notice; None if foreign."""
     try:
