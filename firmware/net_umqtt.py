@@ -1,6 +1,7 @@
 """The Net seam on a board: micropython-lib's `umqtt.simple` speaking MQTT 3.1.1.
 
-    net = UmqttNet("192.0.2.10", 1883)
+    net = UmqttNet("192.0.2.10", 8883, ca=store_ca_pem)   # TLS, the store's CA pinned
+    net = UmqttNet("192.0.2.10", 1883)                    # clear text: say so explicitly
     net.connect(client_id, will_topic, will_payload)   # last will: QoS 1, retained
     net.subscribe(topic)                               # QoS 1
     net.publish(topic, payload, retain=False)          # QoS 1: returns once the PUBACK is in
@@ -8,6 +9,15 @@
 
 The session is persistent (clean_session=False), as in the simulator's PahoNet, so acks the
 gateway publishes while the terminal is offline wait for it at the broker.
+
+TLS: with `ca` (the store's CA from `tilltap store tls`, PEM text or DER bytes) the link is
+TLS through the port's `ssl` module: an SSLContext(PROTOCOL_TLS_CLIENT) that trusts that CA
+only, verify_mode CERT_REQUIRED, the broker's name checked against its certificate
+(server_hostname). umqtt.simple from 1.4 on takes the context (`ssl=`); 1.3.x takes
+`ssl=True` and `ssl_params` for the port's `ssl.wrap_socket`, given the same CA, mode and
+name. A port without `ssl` raises TlsUnavailable here, at start: never a clear-text link
+instead. Without `ca` the link is clear text (`tls` False), which the board's config must ask
+for (firmware/boards: `"broker_tls": false`) and diag reports.
 
 Errors: every failure of the link (socket errors, timeouts, a short read, a refused CONNECT,
 a packet umqtt.simple cannot follow) is raised as OSError and leaves `connected` False; the
@@ -17,6 +27,9 @@ sends DISCONNECT.
 
     OSError                 raised by every method but `connected` and `disconnect`
       (from) OSError, IndexError, AssertionError, MQTTException inside umqtt.simple
+    TlsUnavailable          at construction: TLS asked for, and the port has no `ssl`
+
+What the uplink does about each OSError is firmware/net_errors.py's table, by port.
 
 Versions: umqtt.simple from 1.3.4 on. Releases before the connect timeout (the one on PyPI,
 and those frozen into older MicroPython images, which are imported ahead of a mip-installed
@@ -35,8 +48,7 @@ while a publish waits for its PUBACK and finds the inbox full is dropped and cou
 `dropped` (the uplink recovers: records are resent until an ack covers them).
 """
 
-import errno
-
+from firmware import net_errors
 from firmware.hal import SystemClock
 
 try:
@@ -54,7 +66,28 @@ _LAST_WILL_QOS = const(1)
 _QOS = const(1)
 _PACKET_TYPE_MASK = const(0xF0)
 _PACKET_TYPE_PUBLISH = const(0x30)
-_TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
+_CERT_REQUIRED = const(2)  # ssl.CERT_REQUIRED on MicroPython and CPython
+
+
+class TlsUnavailable(Exception):
+    """TLS is configured (a CA is given) but this port's firmware has no `ssl` module."""
+
+
+def tls_context(ssl_module, ca):
+    """A client context of the port's `ssl` that trusts `ca` (PEM text or DER bytes) only."""
+    context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=ca)
+    context.verify_mode = ssl_module.CERT_REQUIRED
+    return context
+
+
+def _port_ssl():
+    try:
+        import ssl
+    except ImportError:
+        raise TlsUnavailable("TLS is configured (broker_ca_pem) but this MicroPython has no "
+                             "ssl module: use a firmware image with ssl") from None
+    return ssl
 
 
 class _NeverRaised(Exception):
@@ -94,7 +127,7 @@ class TimedSocket:
 
 def is_timeout(error):
     """True when an OSError is a socket timeout (nothing arrived), not a broken link."""
-    return bool(error.args) and error.args[0] in _TIMEOUT_ERRNOS
+    return net_errors.decision(error) == net_errors.RETRY
 
 
 def _encoded(text):
@@ -105,9 +138,15 @@ def _encoded(text):
 class UmqttNet:
     def __init__(self, server, port=1883, user=None, password=None, keepalive_s=KEEPALIVE_S,
                  client_factory=None, client_error=None, clock=None,
-                 socket_timeout_ms=SOCKET_TIMEOUT_MS):
+                 socket_timeout_ms=SOCKET_TIMEOUT_MS, ca=None, ssl_module=None):
         if user is not None and password is None:
             raise ValueError("an MQTT user needs a password (umqtt.simple sends both)")
+        self.ca = ca
+        self.tls = ca is not None  # False: clear text, as the config asked (diag shows it)
+        self._tls_context = None
+        if ca is not None:
+            self._ssl = ssl_module if ssl_module is not None else _port_ssl()
+            self._tls_context = tls_context(self._ssl, ca)
         if client_factory is None:
             from umqtt.simple import MQTTClient, MQTTException
 
@@ -136,10 +175,15 @@ class UmqttNet:
     # -- the Net seam ---------------------------------------------------------------------
     def connect(self, client_id, will_topic, will_payload):
         self._close()
-        client = self._client_factory(
-            client_id, self.server, port=self.port, user=self.user, password=self.password,
-            keepalive=self.keepalive_s,
-        )
+        if self._tls_context is None:
+            client = self._client_factory(
+                client_id, self.server, port=self.port, user=self.user,
+                password=self.password, keepalive=self.keepalive_s)
+        else:
+            client = self._client_factory(
+                client_id, self.server, port=self.port, user=self.user,
+                password=self.password, keepalive=self.keepalive_s, ssl=self._tls_context)
+            self._pin_legacy_tls(client)
         client.set_callback(self._on_message)
         client.set_last_will(_encoded(will_topic), will_payload, retain=True, qos=_LAST_WILL_QOS)
         self._client = client
@@ -212,6 +256,14 @@ class UmqttNet:
         if self._client is None:
             raise OSError("MQTT not connected")
         return self._client
+
+    def _pin_legacy_tls(self, client):
+        """umqtt.simple 1.3.x ignores a context: it calls the port's ssl.wrap_socket with
+        `ssl_params`, which get the same CA, mode and name, so it verifies as 1.4 does."""
+        if hasattr(client, "ssl_params"):
+            client.ssl = True
+            client.ssl_params = {"cadata": self.ca, "cert_reqs": _CERT_REQUIRED,
+                                 "server_hostname": self.server}
 
     def _connect_client(self, client):
         if self._connect_takes_timeout:

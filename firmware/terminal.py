@@ -106,6 +106,13 @@ class Terminal:
         return self._run(txn.KIND_PURCHASE, amount_minor, card_value,
                          redeem_points=redeem_points, split=split)
 
+    def reward(self, item_id):
+        """Hand over the reward `item_id` of the card's program for its points (online only):
+        the gateway prices it from the catalogue; the outcome's record says the points
+        (redeem_points) and the amount, of which amount - redeem_minor is the co-payment
+        the customer pays in other tender."""
+        return self._run(txn.KIND_PURCHASE, 0, 0, reward=item_id)
+
     def refund(self, original_txn_id, amount_minor):
         """Refund `amount_minor` of a sale (a purchase, top-up or issue): the gateway says
         what comes back to the card, what goes to other tender, and the points."""
@@ -165,7 +172,7 @@ class Terminal:
         return {"approved": False, "reason": reason, "txn": None, "response": None}
 
     def _run(self, kind, amount_minor, card_value_minor, program_id=None, ref=None,
-             redeem_points=0, split=False):
+             redeem_points=0, split=False, reward=None):
         self.state = READING
         # One tap, one value (the Reader contract in firmware.hal): the card's UID, its SUN
         # when the reader reads one, or no card and the reason (card pulled, reader timeout...).
@@ -186,6 +193,7 @@ class Terminal:
             "sun": sun,
             "redeem_points": redeem_points or None,
             "split": True if split else None,
+            "reward": reward,
             # The seq this sale will journal under if approved: the gateway names the sale
             # by it until the record arrives (a refund of it may come first).
             "seq": self.journal.last_seq + 1,
@@ -200,7 +208,7 @@ class Terminal:
         if response is None:
             if kind != txn.KIND_PURCHASE:
                 return self._decline(reasons.HOST_UNAVAILABLE)
-            if redeem_points:
+            if redeem_points or reward:
                 return self._decline(reasons.REDEEM_NEEDS_ONLINE)
             try:
                 response = self._offline_answer(card, amount_minor, card_value_minor, split)
@@ -221,6 +229,7 @@ class Terminal:
             fields["sun"] = sun
             if split:
                 fields["split"] = True
+            fields["reward"] = reward
             self.state = COMMITTING
             self._commit(fields)
         except ProtocolError as error:
@@ -280,8 +289,9 @@ class Terminal:
             card_value_minor = amount_minor
         else:
             card_value_minor = response.get("card_value_minor", 0)
-        if kind == txn.KIND_REFUND:
-            amount_minor = response.get("amount_minor", amount_minor)  # a void: what was left
+        if kind == txn.KIND_REFUND or not amount_minor:
+            # A void: what was left; a reward: its price in the catalogue.
+            amount_minor = response.get("amount_minor", amount_minor)
         return {
             "terminal": self.config["terminal"],
             "seq": self.journal.last_seq + 1,

@@ -18,13 +18,18 @@ fresh answers (section 5.5).
 A technician's diag request (section 5.10) is verified and kept here, one at a time, and
 answered by `service()` only outside a sale: never while an authorization is awaited, and
 only when `diag_view` (set by the terminal) says it is idle.
+
+A failed link is tried again as firmware/net_errors.py decides by the error's number: after
+the backoff (growing while the broker stays out of reach), or, for an error a retry soon
+cannot mend (the broker's certificate is not the store CA's), counted in `link_refused`,
+noted as `broker_untrusted`, and tried again only after the backoff's cap.
 """
 
 import gc
 import hashlib
 
-from firmware import FIRMWARE_VERSION
-from firmware.backoff import Backoff
+from firmware import FIRMWARE_VERSION, net_errors
+from firmware.backoff import RECONNECT_CAP_MS, Backoff
 from protocol import cose, messages, reasons, sealed, topics
 from protocol.errors import ProtocolError
 
@@ -65,6 +70,7 @@ class Uplink:
         self.stats = {
             "connects": 0,
             "connect_failures": 0,
+            "link_refused": 0,  # links given up on (net_errors.GIVE_UP): TLS refused
             "sent": 0,
             "resent": 0,
             "acked": 0,
@@ -113,11 +119,10 @@ class Uplink:
             self.net.connect(self.terminal, status_topic, self._status("offline"))
             self.net.subscribe(topics.terminal_subscription(self.merchant, self.terminal))
             self.net.publish(status_topic, self._status("online"), True)
-        except OSError:
+        except OSError as error:
             self.stats["connect_failures"] += 1
-            note_error(self.errors, reasons.HOST_UNAVAILABLE)
-            delay = self.backoff.next_delay_ms()
-            self._next_attempt_ms = self.clock.ticks_ms() + delay
+            if self._retry_later(error) != net_errors.GIVE_UP:
+                note_error(self.errors, reasons.HOST_UNAVAILABLE)
             return False
         self.stats["connects"] += 1
         self.backoff.reset()
@@ -125,9 +130,21 @@ class Uplink:
         self._last_heartbeat_ms = self.clock.ticks_ms()
         return True
 
-    def _lost(self):
+    def _lost(self, error):
         self.net.disconnect()
-        self._next_attempt_ms = self.clock.ticks_ms() + self.backoff.next_delay_ms()
+        self._retry_later(error)
+
+    def _retry_later(self, error):
+        """Set the next connect attempt as net_errors decides for `error`; the decision."""
+        decision = net_errors.decision(error)
+        if decision == net_errors.GIVE_UP:
+            self.stats["link_refused"] += 1
+            note_error(self.errors, reasons.BROKER_UNTRUSTED)
+            delay = RECONNECT_CAP_MS
+        else:
+            delay = self.backoff.next_delay_ms()
+        self._next_attempt_ms = self.clock.ticks_ms() + delay
+        return decision
 
     # -- main loop ------------------------------------------------------------------------
     def service(self, timeout_ms=0):
@@ -145,8 +162,8 @@ class Uplink:
             self._resend_due()
             self._heartbeat_if_due()
             self._answer_diag_if_idle()
-        except OSError:
-            self._lost()
+        except OSError as error:
+            self._lost(error)
 
     def _count_uptime(self):
         now = self.clock.ticks_ms()
@@ -161,8 +178,8 @@ class Uplink:
             return False
         try:
             self._publish_record(seq, record)
-        except OSError:
-            self._lost()
+        except OSError as error:
+            self._lost(error)
             return False
         self.stats["sent"] += 1
         return True
@@ -315,6 +332,9 @@ class Uplink:
                   "firmware": FIRMWARE_VERSION, "config_version": view["config_version"],
                   "journal_depth": self.journal.depth, "refused": self.refused,
                   "uptime_s": self.uptime_s, "errors": list(self.errors)}
+        tls = getattr(self.net, "tls", None)  # a board's link: False when clear text
+        if tls is not None:
+            fields["tls"] = tls
         if hasattr(gc, "mem_free"):  # MicroPython: what the heap has left after collection
             gc.collect()
             fields["heap_free"] = getattr(gc, "mem_free")()  # noqa: B009
@@ -354,8 +374,8 @@ class Uplink:
         data = sealed.seal(self.key, message_type, fields)
         try:
             self.net.publish(topics.up(self.merchant, self.terminal, topics.LEAF_AUTH), data)
-        except OSError:
-            self._lost()
+        except OSError as error:
+            self._lost(error)
             return None
         started = self.clock.ticks_ms()
         try:

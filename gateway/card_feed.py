@@ -3,7 +3,8 @@
 Every transaction the ledger posts is in its card feed (GET /v1/changes, ledger/feed_sql.py),
 in an order no later commit can break. The gateway reads it from the cursor kept in its
 store and runs each change another gateway posted, for a card it serves, through the same
-program engine its own records go through: value, points lots, tier, discount window and the
+program engine its own records go through (each as the operation it stands for,
+protocol/engine_replay.py `posted_op`): value, points lots, tier, discount window and the
 refundable sales follow the card from store to store within seconds (records flow to the
 ledger within `--post-within-s`, the feed is read every `--feed-poll-s`).
 
@@ -50,6 +51,7 @@ from gateway.card_states import CardStates, day_of
 from gateway.cards import SUN_WINDOW
 from protocol import engine, engine_points
 from protocol.engine_legs import copy_state
+from protocol.engine_replay import posted_op
 
 KIND_TRANSFER = "transfer"  # a card replaced at the ledger (ledger/replace_sql.py)
 FEED_POLL_INTERVAL_S = 1.0  # `gateway run --feed-poll-s`: how soon another store's sale is here
@@ -77,27 +79,6 @@ def included(position: dict[str, Any] | None, change: dict[str, Any]) -> bool:
             or change["txn_id"] in position.get("known", ()))
 
 
-def foreign_op(change: dict[str, Any]) -> dict[str, Any] | None:
-    """The engine operation a change posted elsewhere stands for; None: nothing to run."""
-    kind, txn_id, amount = change["kind"], change["txn_id"], int(change["amount_minor"])
-    if kind == "topup":
-        return {"op": "topup", "id": txn_id, "amount_minor": amount, "pay": "other"}
-    if kind == "purchase":
-        card_minor = int(change["card_value_minor"])
-        op = {"op": "purchase", "id": txn_id, "amount_minor": amount, "pay": "other",
-              "redeem_points": int(change.get("redeem_points") or 0),
-              "discount_minor": int(change.get("discount_minor") or 0), "happened": True}
-        if card_minor:  # the card part as posted: all that was due, or a split tender's
-            op.update(pay="split", card_minor=card_minor)
-        return op
-    if kind == "refund":
-        return {"op": "refund", "id": txn_id, "of": change.get("ref_txn_id") or "",
-                "amount_minor": amount}
-    if kind == "cashout":
-        return {"op": "cashout", "id": txn_id, "amount_minor": amount}
-    return None
-
-
 def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id: str,
                   result: FeedResult | None = None) -> FeedResult:
     """Apply one page of the feed to the card states (under the card book's lock)."""
@@ -113,7 +94,7 @@ def apply_changes(states: CardStates, changes: list[dict[str, Any]], gateway_id:
         if change["kind"] == KIND_TRANSFER:
             _replace(states, change, result)
             continue
-        op = foreign_op(change)
+        op = posted_op(change)
         if entry is None or op is None or "state" not in entry:
             result.not_served += 1
             continue

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import card_replay
-from protocol import engine, engine_adopt, engine_points
+from protocol import engine, engine_adopt, engine_points, engine_replay
 from protocol.engine_legs import copy_state
 from protocol.errors import ValidationError
 from protocol.reasons import CARD_UNKNOWN, PROGRAM_UNKNOWN
@@ -71,8 +70,8 @@ class CardStates:
                                       # balances include (gateway/card_feed.py)
                                       "feed": found.get("feed")}
         # Its history replayed where the ledger lists it and it ends at the books' balances
-        # (gateway/card_replay.py), else from the balances alone.
-        state = card_replay.replayed(card, program, found.get("transactions"), day,
+        # (protocol/engine_replay.py), else from the balances alone.
+        state = engine_replay.replayed(card, program, found.get("transactions"), day,
                                      found["value_minor"], found["points"])
         if state is None:
             state = engine_adopt.adopt(card, program, day, found["value_minor"], found["points"])

@@ -195,8 +195,15 @@ def engine_op(kind: int, fields: Mapping[str, Any], sale_id: str,
 
     In a request, card_value_minor > 0 asks to pay from the card (a top-up so asked is
     declined: topup_from_own_card), and a refund of amount 0 is a void: all that is left.
+    A purchase naming a `reward` is a redemption of that catalogue item: asked, the engine
+    prices it; recorded, the amount must be that price (protocol/engine_reward.py).
     """
     amount = fields["amount_minor"]
+    if kind == txn.KIND_PURCHASE and fields.get("reward") is not None:
+        op = {"op": "reward", "id": sale_id, "item": fields["reward"]}
+        if not asked:
+            op["amount_minor"] = amount
+        return op
     if kind == txn.KIND_ISSUE:
         return {"op": "issue", "id": sale_id, "card": fields["card"], "value_minor": amount}
     if kind == txn.KIND_TOPUP:
@@ -255,7 +262,7 @@ def _same_operation(op: dict[str, Any], given: Mapping[str, Any]) -> None:
     redeemed and original sale (the till amounts alone leave the amount of a sale paid at
     the till free, and with it the points it earns)."""
     wrong = [] if op["op"] == _RECORDED_AS.get(given["op"], given["op"]) else ["kind"]
-    wrong += [key for key in ("amount_minor", "redeem_points", "of")
+    wrong += [key for key in ("amount_minor", "redeem_points", "of", "item")
               if key in given and op.get(key, 0) != given[key]]
     if wrong:
         raise ValidationError(RULE_MISMATCH, ", ".join(wrong))
@@ -445,7 +452,7 @@ class CardBook:
             # counter, or an offline one arrived in between). A purchase's discount stands;
             # the value may go below zero, counted as exposure.
             op["happened"] = True
-            if kind == txn.KIND_PURCHASE:
+            if op["op"] == "purchase":  # a reward's price is the catalogue's: no discount
                 op["discount_minor"] = fields.get("discount_minor") or 0
         state, effects = _run(entry["state"], program, op, _day(entry, fields["time"]), kind)
         if online or stand_in:
@@ -720,7 +727,7 @@ class CardBook:
             # Value leaving the card is held until its record arrives.
             held = (amounts["card_value_minor"]
                     if kind in (txn.KIND_PURCHASE, txn.KIND_CASHOUT) else 0)
-            if kind == txn.KIND_PURCHASE:
+            if op["op"] == "purchase":
                 op["discount_minor"] = amounts["discount_minor"]
                 if op["pay"] == "split":  # replayed on later states, it takes what it took
                     op["card_minor"] = amounts["card_value_minor"]

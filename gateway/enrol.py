@@ -17,10 +17,14 @@ never logged, never counted by value. A ledger that does not answer is `host_una
 nothing is kept to try again (the cashier asks again; a second enrolment of the same card
 with the same phone or e-mail is answered approved, `joined`).
 
-Recognition: `Greetings` keeps, in memory, the first name of each card enrolled here;
-`GreetingAuthorizeStage` adds it (key 82, first_name) to an approved authorization's answer
-for that card, so the counter can greet the regular. It is never part of a record, of an
-approval kept in the store, or of a log line; a restart forgets it.
+Recognition: `Greetings` keeps, in memory, the first name of each card enrolled here, and
+of each card whose first look-up at the ledger (GET /v1/cards/<card>, when this store first
+sees the card: gateway/card_directory.py) carried its customer's `greeting`
+(`take_greeting`, docs/ledger.md "Greeting at every store"); `GreetingAuthorizeStage` adds
+it (key 82, first_name) to an approved authorization's answer for that card, so the counter
+can greet the regular at any store. It is never part of a record, of an approval or a card
+kept in the store, or of a log line; a restart forgets it (and a card this store knew before
+its customer enrolled it elsewhere is not looked up again, so not greeted here).
 """
 
 from __future__ import annotations
@@ -111,6 +115,20 @@ class Greetings:
     def get(self, card: str) -> str | None:
         with self._lock:
             return self._names.get(card)
+
+
+def take_greeting(greetings: Greetings, card: str,
+                  found: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ledger's answer for `card` without its `greeting` (the customer's first name),
+    which `greetings` keeps for the card instead (or forgets: the answer has none), so the
+    name goes no further than memory: not to the card book, nor the store."""
+    if found is None:
+        return None
+    found = dict(found)
+    greeting = found.pop("greeting", None)
+    greetings.remember(card, greeting[:messages.TEXT_CHARS_MAX]
+                       if isinstance(greeting, str) and greeting else None)
+    return found
 
 
 class GreetingVerifier(Verifier):

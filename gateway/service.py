@@ -59,6 +59,7 @@ from gateway.enrol import (
     Greetings,
     GreetingVerifier,
     enrol_route,
+    take_greeting,
 )
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
@@ -182,6 +183,9 @@ class Gateway:
         # What was sent to each terminal, as its records arrive: for the offline re-check.
         self.answered = Answered({terminal: seq for terminal, (seq, _) in
                                   self.store.load_chain().items()}, time.time())
+        # Approvals greet by first name the cards enrolled here, and those whose first look-up
+        # at the ledger named their customer's (gateway/enrol.py).
+        self.greetings = Greetings()
         # Cards registered centrally that this store has not seen: asked off the card lock.
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
@@ -293,8 +297,6 @@ class Gateway:
         # The answering stages may seal for a terminal a reload removed after its message
         # verified (gateway/registry.py); the verifier refuses it from then on.
         answers = self.registry.for_answers()
-        # Approvals greet the cards enrolled here by first name (gateway/enrol.py).
-        self.greetings = Greetings()
         self.auth_stage = GreetingAuthorizeStage(
             self.greetings, GreetingVerifier(self.registry), answers, self.cards, self.stats,
             self.mqtt.publish, self.auth_queue, self.ack_queue, self.holds, self.directory,
@@ -451,7 +453,7 @@ class Gateway:
             return None
         if self.hold_reach is not None:
             self.hold_reach.answered()
-        return found
+        return take_greeting(self.greetings, card, found)
 
     def _on_status(self, topic: str, payload: bytes) -> bool:
         try:

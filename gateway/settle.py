@@ -76,6 +76,9 @@ def batch_document(store: GatewayStore, gateway_id: str, batch_id: str) -> dict[
         effects = fields.get(EFFECTS_FIELD)
         if effects is not None:
             entry.update(_engine_terms(fields["kind"], effects))
+        if fields.get("reward") is not None:
+            # Only on a reward redemption (docs/ledger.md): other batches keep their bytes.
+            entry["reward"] = fields["reward"]
         if fields.get(SUN_COUNTER_FIELD) is not None:
             # Only then, as hold_id: the ledger raises the card's highest read counter to it
             # (docs/ledger.md, "SUN read counters"); a record without one is sent as before.

@@ -4,7 +4,7 @@ A gateway that has not seen a card asks the ledger for it (GET /v1/cards/<card>)
 alone lose what the program engine keeps beside them (points lots and their earn days,
 qualifying spend towards a discount or a tier, refundable sales), so the answer also lists
 the card's transactions, oldest first, for the gateway to replay through the same engine
-(gateway/card_replay.py). A card with more than ADOPT_CHANGES_MAX of them is listed as None:
+(protocol/engine_replay.py). A card with more than ADOPT_CHANGES_MAX of them is listed as None:
 the gateway then starts from the balances (protocol/engine_adopt.py).
 """
 
@@ -17,7 +17,7 @@ from ledger.limits import ADOPT_CHANGES_MAX
 
 ADOPT_FIELDS = ("txn_id", "kind", "time", "gateway_id", "amount_minor", "card_value_minor",
                 "bonus_minor", "points", "ref_txn_id", "program", "discount_minor",
-                "redeem_points")
+                "redeem_points", "reward")
 """One transaction of the card as a replay reads it (the card feed's terms of the same name)."""
 
 
@@ -26,8 +26,8 @@ def card_transactions(session: Session, card: str) -> list[dict[str, Any]] | Non
     None when there are more than ADOPT_CHANGES_MAX."""
     rows = session.fetch(
         "SELECT t.txn_id, t.kind, t.time, c.gateway_id, t.amount_minor, t.card_value_minor,"
-        " t.bonus_minor, t.points, t.ref_txn_id, t.program, t.discount_minor, t.redeem_points"
-        " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
+        " t.bonus_minor, t.points, t.ref_txn_id, t.program, t.discount_minor, t.redeem_points,"
+        " t.reward FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         f" WHERE c.card = ? ORDER BY t.time, c.id LIMIT {ADOPT_CHANGES_MAX + 1}", (card,))
     if len(rows) > ADOPT_CHANGES_MAX:
         return None

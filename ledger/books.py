@@ -210,6 +210,11 @@ class Books:
         """The clock in whole Unix seconds."""
         return int(self._clock())
 
+    def now_s(self) -> int:
+        """The books' clock in whole Unix seconds: what judges hold expiry, and the day up to
+        which a card's engine state is worked out (ledger/card_engine.py)."""
+        return self._now()
+
     def _raise_alarm(self, reason: str, detail: str) -> None:
         """Log an alarm and record it in its own transaction (the batch's was rolled back)."""
         log.warning("ledger alarm %s: %s", reason, detail,

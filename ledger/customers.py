@@ -10,13 +10,15 @@ balances and the trial balance stay as they were.
 
 `parse_fields` is pure (a request body to normalised values); `Customers` ties it to the
 SQL (ledger/customers_sql.py) through `Books.read`/`Books.transact`. Every change, and
-every read of personal values (show, export), is one row of customer_audit (who, what,
-when; field names and card ids, never values) written in the same database transaction,
-and one AUDIT log line once committed. No error or log line carries a personal value: a
-refusal names the field, not what was sent.
+every read of personal values (show, export, find, a store's greeting), is one row of
+customer_audit (who, what, when; field names and card ids, never values) written in the
+same database transaction, and each change, export and find one AUDIT log line once
+committed. Retention erases those inactive for a number of days, as `erase` does. No error
+or log line carries a personal value: a refusal names the field, not what was sent.
 
 Refusals (all LedgerRejected: nothing changed):
 
+    request_malformed                                         [400] a find or retention body
     field_unknown, field_type, field_missing, field_invalid   [400] the body
     phone_invalid, email_invalid, birthday_invalid            [400] a field's value
     phone_taken, email_taken                                  [409] another customer has it
@@ -58,13 +60,16 @@ from ledger.limits import (
     BIRTH_YEAR_MIN,
     CONSENT_SOURCE_CHARS_MAX,
     CUSTOMER_CARDS_MAX,
+    CUSTOMER_INACTIVE_DAYS_MAX,
+    CUSTOMER_INACTIVE_DAYS_MIN,
     CUSTOMER_NAME_CHARS_MAX,
     CUSTOMER_NOTES_CHARS_MAX,
     HISTORY_TXNS_MAX,
     ID_CHARS_MAX,
+    RETENTION_ERASES_MAX,
 )
 from ledger.personal_crypto import CustomerKey, KeyMismatch
-from ledger.reports import Report, parse_report_query, run_report
+from ledger.reports import DAY_S, Report, parse_report_query, run_report
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,8 @@ EXPORT_VERSION = 1
 ENROL_KEYS = ("card", "terminal", "merchant", "phone", "email", "first_name",
               "marketing_consent")
 ENROL_FIRST_NAME_CHARS_MAX = 64  # what a terminal's message carries (protocol text)
+RETENTION_KEYS = frozenset({"inactive_days", "dry_run"})
+RETENTION_REASON = "retention"
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}\Z")
 _PHONE_SEPARATORS = re.compile(r"[ .()\-]")
@@ -236,6 +243,35 @@ def parse_enrolment(document: object) -> dict[str, Any]:
         request["first_name"] = _text(document["first_name"], "first_name",
                                       ENROL_FIRST_NAME_CHARS_MAX)
     return request
+
+
+def parse_find(document: object) -> tuple[str, str]:
+    """A find body (POST /v1/customers/find): exactly one of {"phone": text} and
+    {"email": text}, as (kind, text); the value is normalised by `Customers.find`."""
+    if not isinstance(document, dict) or len(document) != 1 or not set(document) <= set(
+            LOOKUP_FIELDS):
+        raise BatchInvalid("request_malformed", "send {\"phone\": text} or {\"email\": text}")
+    [(kind, text)] = document.items()
+    if not isinstance(text, str):
+        raise BatchInvalid("field_type", f"{kind}: text")
+    return kind, text
+
+
+def parse_retention(document: object) -> tuple[int, bool]:
+    """A retention body (POST /v1/customers/retention): {"inactive_days": N from
+    CUSTOMER_INACTIVE_DAYS_MIN to _MAX, "dry_run": true|false}."""
+    if not isinstance(document, dict) or set(document) != RETENTION_KEYS:
+        raise BatchInvalid("request_malformed",
+                           "send {\"inactive_days\": N, \"dry_run\": true|false}")
+    days, dry_run = document["inactive_days"], document["dry_run"]
+    if type(days) is not int or not CUSTOMER_INACTIVE_DAYS_MIN <= days <= (
+            CUSTOMER_INACTIVE_DAYS_MAX):
+        raise BatchInvalid("field_invalid", f"inactive_days: a whole number of days from "
+                                            f"{CUSTOMER_INACTIVE_DAYS_MIN} to "
+                                            f"{CUSTOMER_INACTIVE_DAYS_MAX}")
+    if not isinstance(dry_run, bool):
+        raise BatchInvalid("field_type", "dry_run: true or false")
+    return days, dry_run
 
 
 def _fields_shown(values: dict[str, str]) -> dict[str, Any]:
@@ -523,6 +559,77 @@ class Customers:
         self._log(customer_id, "found", login, f"by {kind}")
         return customer_id
 
+    def greeting(self, card: str, login: str) -> str | None:
+        """The first name a counter greets the card's customer by (as an enrolment answers
+        it: the first word of the customer's name), for a store's gateway asking about the
+        card; audited ("greet", the card) on the customer. None, and nothing read, when the
+        card is nobody's, its customer is erased or has no name, or the ledger holds no
+        customer key: a card's answer never fails for a customer's sake."""
+        key = self._key
+        if key is None or self._books.read(
+                lambda session, now: customers_sql.card_owner(session, card)) is None:
+            return None
+
+        def work(session: Session, now: int) -> str | None:
+            owner = customers_sql.card_owner(session, card)
+            row = customers_sql.customer(session, owner) if owner is not None else None
+            if owner is None or row is None or row["erased_at"] is not None or (
+                    row["key_id"] != key.key_id):
+                return None
+            name = self._first_name(session, key, owner)
+            if name is not None:
+                customers_sql.audit(session, now, login, owner, "greet", f"card {card}")
+            return name
+
+        try:
+            return self._books.transact(work)
+        except LedgerUnavailable as error:  # a sealed name that does not open: no greeting
+            log.warning("no greeting for card %s: %s", card[:ID_CHARS_MAX], error.detail,
+                        extra={"event": "greeting_unavailable", "reason": error.reason})
+            return None
+
+    def retention(self, document: object, login: str) -> dict[str, Any]:
+        """Erase the customers inactive for the body's `inactive_days` (parse_retention):
+        no change to the customer and no transaction on any card linked to them since
+        (customers_sql.inactive), each as `erase` does, audited with RETENTION_REASON, at
+        most RETENTION_ERASES_MAX per call (`more` true: ask again); a dry run erases
+        nothing and lists them. Answers {"inactive_days", "before" (Unix seconds: inactive
+        since before it), "dry_run", "customers": [{"customer_id", "last_activity"}],
+        "erased", "more"}. Needs no customer key: nothing personal is read."""
+        days, dry_run = parse_retention(document)
+        now_s = self._books.read(lambda session, now: now)
+        before = now_s - days * DAY_S
+        found = self._books.read(lambda session, now: customers_sql.inactive(
+            session, before, RETENTION_ERASES_MAX))
+        listed = []
+        for customer_id, last_activity in found:
+            if not dry_run and not self._erase_inactive(customer_id, before, days, login):
+                continue  # active again, or erased, since it was listed
+            listed.append({"customer_id": customer_id, "last_activity": last_activity})
+        return {"inactive_days": days, "before": before, "dry_run": dry_run,
+                "customers": listed, "erased": 0 if dry_run else len(listed),
+                "more": len(found) == RETENTION_ERASES_MAX}
+
+    def _erase_inactive(self, customer_id: str, before: int, days: int, login: str) -> bool:
+        """Erase the customer if it is still inactive since before `before` (checked again
+        under its row's lock, in the erasing transaction); whether it was erased."""
+        def work(session: Session, now: int) -> bool:
+            row = customers_sql.customer(session, customer_id, lock=True)
+            if row is None or not customers_sql.still_inactive(session, customer_id, before):
+                return False
+            erased = set(customers_sql.sealed_fields(session, customer_id))
+            customers_sql.erase(session, customer_id, now)
+            fields = _names(dict.fromkeys(erased))
+            customers_sql.audit(session, now, login, customer_id, "erase",
+                                f"{RETENTION_REASON}: inactive {days} days"
+                                + (f"; {fields}" if fields else ""))
+            return True
+
+        erased = self._books.transact(work)
+        if erased:
+            self._log(customer_id, "erased", login, f"{RETENTION_REASON}: inactive {days} days")
+        return erased
+
     def report(self, name: str, parameters: Mapping[str, str], login: str,
                contacts: bool) -> Report:
         """A named report (ledger/reports.py). customer_lapsing, when `contacts` (the caller
@@ -674,11 +781,16 @@ def _names(fields: dict[str, Any]) -> str:
 
 
 def _merged_history(session: Session, customer_id: str) -> dict[str, Any]:
-    """The histories of the customer's cards merged by time, and each card's balances."""
-    cards = customers_sql.cards(session, customer_id)
+    """The histories of the customer's cards merged by time, and each card's balances: the
+    cards linked now and those they had that were replaced (with `replaced_by`), so a lost
+    card's sales stay in its owner's history after the transfer."""
+    linked = customers_sql.cards(session, customer_id)
+    linked_ids = {card["card"] for card in linked}
+    former = [card for card in customers_sql.former_cards(session, customer_id)
+              if card["card"] not in linked_ids]
     rows: list[tuple[int, int, int, dict[str, Any]]] = []
     balances = []
-    for card_index, card in enumerate(cards):
+    for card_index, card in enumerate([*linked, *former]):
         history = customers_sql.card_history(session, card["card"])
         for position, item in enumerate(history):
             rows.append((item["time"], card_index, position, {"card": card["card"], **item}))
@@ -687,7 +799,8 @@ def _merged_history(session: Session, customer_id: str) -> dict[str, Any]:
                          "currency": last["currency"] if last else None,
                          "value_minor": last["value_balance_minor"] if last else 0,
                          "points": last["points_balance"] if last else 0,
-                         "transactions": len(history)})
+                         "transactions": len(history),
+                         "replaced_by": card.get("replaced_by")})
         if len(rows) > HISTORY_TXNS_MAX:
             raise BatchTooLarge("history_too_large", f"customer {customer_id} has more than "
                                                      f"{HISTORY_TXNS_MAX} transactions")

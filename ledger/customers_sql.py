@@ -92,6 +92,39 @@ def erase(session: Session, customer_id: str, now: int) -> None:
                     " WHERE customer_id = ?", (now, now, customer_id))
 
 
+_ACTIVITY = (
+    "SELECT c.customer_id, c.updated_at, MAX(t.time), MAX(b.received_at) FROM customers c"
+    " LEFT JOIN customer_cards cc ON cc.customer_id = c.customer_id"
+    " LEFT JOIN card_changes ch ON ch.card = cc.card"
+    " LEFT JOIN transactions t ON t.txn_id = ch.txn_id"
+    " LEFT JOIN batches b ON b.batch_id = t.batch_id"
+    " WHERE c.erased_at IS NULL AND c.updated_at < ?{where}"
+    " GROUP BY c.customer_id, c.updated_at"
+    " HAVING COALESCE(MAX(t.time), 0) < ? AND COALESCE(MAX(b.received_at), 0) < ?"
+    " ORDER BY c.updated_at, c.customer_id{limit}")
+
+
+def inactive(session: Session, before: int, limit: int) -> list[tuple[str, int]]:
+    """Customers not erased whose last activity was before `before` (Unix seconds), the
+    longest inactive first, at most `limit`: [(customer_id, last activity)]. Activity is a
+    change of the customer (updated_at) and a transaction of a card linked to them now, by
+    the later of its terminal's time and the ledger's receipt of its batch (so a terminal
+    whose clock is behind does not make a regular look gone)."""
+    rows = session.fetch(_ACTIVITY.format(where="", limit=" LIMIT ?"),
+                         (before, before, before, limit))
+    return [(str(row[0]), _last(row)) for row in rows]
+
+
+def still_inactive(session: Session, customer_id: str, before: int) -> bool:
+    """Whether the customer is (still) not erased and inactive since before `before`."""
+    return bool(session.fetch(_ACTIVITY.format(where=" AND c.customer_id = ?", limit=""),
+                              (before, customer_id, before, before)))
+
+
+def _last(row: tuple[Any, ...]) -> int:
+    return max(int(value) for value in row[1:] if value is not None)
+
+
 def card_known(session: Session, card: str) -> bool:
     return bool(session.fetch("SELECT 1 FROM cards WHERE card = ?", (card,)))
 
@@ -117,6 +150,15 @@ def cards(session: Session, customer_id: str) -> list[dict[str, Any]]:
     rows = session.fetch("SELECT card, linked_at, login FROM customer_cards"
                          " WHERE customer_id = ? ORDER BY card", (customer_id,))
     return [{"card": card, "linked_at": at, "linked_by": login} for card, at, login in rows]
+
+
+def former_cards(session: Session, customer_id: str) -> list[dict[str, Any]]:
+    """Cards the customer had that were replaced (ledger/replace_sql.py keeps who owned the
+    old card): {"card", "replaced_by", "replaced_at"}, oldest replacement first. Their
+    transactions stay the customer's history after the link moved to the new card."""
+    rows = session.fetch("SELECT old_card, new_card, at FROM card_replacements"
+                         " WHERE customer_id = ? ORDER BY at, old_card", (customer_id,))
+    return [{"card": old, "replaced_by": new, "replaced_at": at} for old, new, at in rows]
 
 
 def audit(session: Session, at: int, login: str, customer_id: str, action: str,

@@ -168,6 +168,22 @@ HISTORY_TXNS_MAX = 100_000
 BIRTH_YEAR_MIN = 1900
 """Earliest birth year accepted (an earlier one is a typing mistake)."""
 
+CUSTOMER_INACTIVE_DAYS_DEFAULT = 3 * 365
+"""Retention (`tilltap customer retention`): a customer with no transaction on any of their
+cards and no change for this many days is erased. Three years: a loyalty relationship is over
+by then, and it outlasts common limitation periods; set it to the operator's own policy."""
+
+CUSTOMER_INACTIVE_DAYS_MIN = 30
+"""Shortest retention accepted: a smaller number is a typing mistake that would erase active
+customers (a customer who came last week)."""
+
+CUSTOMER_INACTIVE_DAYS_MAX = 36_500
+"""Longest retention accepted (a hundred years)."""
+
+RETENTION_ERASES_MAX = 500
+"""Most customers one retention request erases (or a dry run lists): each is its own database
+transaction; the command asks again until none is left."""
+
 ADOPT_CHANGES_MAX = 1000
 """Most transactions GET /v1/cards/<card> lists for a gateway to replay (ledger/adopt_sql.py);
 a card with more is taken on from its balances."""

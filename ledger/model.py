@@ -92,6 +92,9 @@ class Txn:
     sun_counter: int | None = None
     """The SUN read counter of the tap the transaction was made on (optional: a gateway
     without card keys has none); it raises the card's highest (`ledger.sun_sql`)."""
+    reward: str | None = None
+    """The catalogue item a reward redemption handed over (optional, a purchase's only: its
+    points posted as a points redemption by its legs; reported per item)."""
 
 
 TXN_FIELDS = tuple(field.name for field in fields(Txn))

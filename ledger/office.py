@@ -6,7 +6,9 @@ server-rendered HTML, every value from the books escaped with `html.escape`, no 
     GET  /office/                   overview: unacknowledged alarms, overdrawn cards, find a card
     GET  /office/sign-in            the sign-in form;  POST: name + password -> session cookie
     POST /office/sign-out           end the session
-    GET  /office/card?card=ID       value, points, holds, block and transactions across stores
+    GET  /office/card?card=ID       value, points, tier, discount, points lots (when the ledger
+                                    has the programs: ledger/card_engine.py), holds, block and
+                                    transactions across stores
     POST /office/card/block         card, reason (manager)      -> Books.block_card
     POST /office/card/unblock       card[, reason] (manager)
     GET  /office/alarms             the latest alarms, acknowledged or not
@@ -74,6 +76,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from ledger import auth, office_sql, passwords
 from ledger.auth import Login
 from ledger.books import Books
+from ledger.card_engine import REASON_TEXTS, card_engine
 from ledger.customers import Customers
 from ledger.errors import BatchInvalid, Forbidden, LedgerRejected, LedgerUnavailable, NotFound
 from ledger.limits import BLOCK_REASON_CHARS_MAX, ID_CHARS_MAX, REPORT_WINDOW_DAYS_MAX
@@ -178,8 +181,10 @@ class Office:
 
     def __init__(self, books: Books, logins: Callable[[], Mapping[str, Login] | None],
                  secure: bool, clock: Callable[[], float] = time.time,
-                 customers: Customers | None = None) -> None:
+                 customers: Customers | None = None,
+                 programs: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.books = books
+        self.programs = None if programs is None else dict(programs)  # for the cards' tiers
         # The server's, so the API and the office share one key; none: no customer key.
         self.customers = customers if customers is not None else Customers(books, None)
         self._logins = logins
@@ -385,6 +390,8 @@ class Office:
                  ("Held points", detail["held_points"], "card-held-points"),
                  ("Available points", detail["available_points"], "card-available-points"),
                  ("Status", status, "card-status")]
+        engine_facts, lots = self._engine(detail)
+        facts += engine_facts
         rows = "".join(
             f"<tr><th>{esc(fact[0])}</th><td{_id(fact[2] if len(fact) > 2 else None)}>"
             f"{_cell(fact[1])}</td></tr>" for fact in facts)
@@ -392,8 +399,8 @@ class Office:
                  else f"{total}")
         body = (f"<h1>Card <code>{esc(card)}</code></h1>{_card_search(card)}"
                 f"<table class='facts'>{rows}</table>"
-                f"{self._block_form(session, login, card, detail['blocked'])}"
-                f"<h2>Open holds</h2>"
+                f"{self._block_form(session, login, card, detail['blocked'])}{lots}"
+                "<h2>Open holds</h2>"
                 + _table(("hold", "value", "points", "terminal", "merchant", "placed",
                           "expires"),
                          ([hold["hold_id"], _money(hold["amount_minor"], currency),
@@ -409,6 +416,22 @@ class Office:
                            _money(txn["bonus_minor"], currency), txn["points"], txn["txn_id"],
                            txn["auth"]] for txn in transactions), "transactions"))
         return self._page(session, login, f"Card {card}", body)
+
+    def _engine(self, detail: dict[str, Any]) -> tuple[list[tuple[str, object, str]], str]:
+        """The card's tier and discount as facts, and its points lots as a table, from the
+        replay of its transactions (ledger/card_engine.py); or why they are not known."""
+        engine = card_engine(detail, self.programs, self.books.now_s())
+        known = engine["engine"]
+        if known is None:
+            return [("Tier and discount",
+                     f"not known here: {REASON_TEXTS[engine['engine_reason']]}",
+                     "card-engine")], ""
+        lots = _table(("points", "earned", "expires"),
+                      ([lot["points"], lot["earned_on"], lot["expires_on"] or "never"]
+                       for lot in known["points_lots"]), "points-lots")
+        return [("Tier", known["tier"] or "none in the program", "card-tier"),
+                ("Discount", _discount(known["discount"], detail["currency"]),
+                 "card-discount")], f"<h2>Points lots</h2>{lots}"
 
     def _block_form(self, session: OfficeSession, login: Login, card: str,
                     blocked: bool) -> str:
@@ -1010,6 +1033,19 @@ def _money(minor: int | None, unit: str) -> str:
     if exponent_or_none(unit) is None:
         return f"{minor} {unit}"
     return str(format_minor(minor, unit))
+
+
+def _discount(discount: dict[str, Any], currency: str) -> str:
+    """A card's discount as a sentence: today's percent, the tracked one's last day and the
+    spend towards the next (ledger/card_engine.py)."""
+    parts = [f"{discount['pct']} % off today"]
+    if discount["last_on"] is not None:
+        parts.append(f"{discount['tracked_pct']} % earned by spend, through "
+                     f"{discount['last_on']}")
+    if discount["threshold_minor"] is not None:
+        parts.append(f"{_money(discount['spend_minor'], currency)} of "
+                     f"{_money(discount['threshold_minor'], currency)} towards the next")
+    return "; ".join(parts)
 
 
 def _when(seconds: int | None) -> str:

@@ -1,5 +1,5 @@
 """The named reports over the books: liability, breakage, segments, lapsing, terminals,
-refused, exposure, and the customer reports (ledger/customer_reports.py).
+refused, exposure, rewards, and the customer reports (ledger/customer_reports.py).
 
 Every figure is summed from the entries or transactions themselves (no cached balances),
 so a report can never disagree with the postings it describes. The reports (see
@@ -23,12 +23,12 @@ from ledger.errors import BatchInvalid, NotFound
 from ledger.limits import REPORT_PARAMETER_DIGITS_MAX, REPORT_WINDOW_DAYS_MAX
 from ledger.model import KIND_PURCHASE, KIND_REFUND
 from ledger.queries import REFUSED_FIELDS, bounded_fetch, refused_transactions
-from protocol.accounts import BREAKAGE, CARD_POINTS, CARD_VALUE
+from protocol.accounts import BREAKAGE, CARD_POINTS, CARD_VALUE, PROMOTION_EXPENSE
 
 CUSTOMER_REPORT_NAMES = ("customer_value", "customer_lapsing", "customer_retention")
 """Reports by customer (a customer's cards together): ledger/customer_reports.py."""
 REPORT_NAMES = ("liability", "breakage", "segments", "lapsing", "terminals", "refused",
-                "exposure", *CUSTOMER_REPORT_NAMES)
+                "exposure", "rewards", *CUSTOMER_REPORT_NAMES)
 WINDOW_DAYS_DEFAULT = 90
 LAPSE_DAYS_DEFAULT = 30
 REGULAR_PURCHASES_DEFAULT = 3
@@ -272,6 +272,42 @@ def _terminals(database: Session, query: ReportQuery) -> Report:
     )
 
 
+def _rewards(database: Session, query: ReportQuery) -> Report:
+    """Per program, reward item and currency within the window: the redemptions and the
+    refunds of redemptions, and net of those refunds the points taken, their worth paid to
+    the merchants (the promotion_expense entries in the currency: a redemption's only ones)
+    and the co-payments taken in other tender (the amount less that worth)."""
+    rows = bounded_fetch(
+        database,
+        f"""SELECT r.program, r.item, r.currency,
+                COUNT(CASE WHEN r.kind = '{KIND_PURCHASE}' THEN 1 END),
+                COUNT(CASE WHEN r.kind = '{KIND_REFUND}' THEN 1 END),
+                CAST(SUM(r.points) AS BIGINT), CAST(SUM(r.worth) AS BIGINT),
+                CAST(SUM(r.amount - r.worth) AS BIGINT)
+            FROM (SELECT c.program AS program, COALESCE(t.reward, o.reward) AS item,
+                    t.currency AS currency, t.kind AS kind,
+                    CASE WHEN t.kind = '{KIND_PURCHASE}' THEN 1 ELSE -1 END
+                        * COALESCE(t.redeem_points, 0) AS points,
+                    CASE WHEN t.kind = '{KIND_PURCHASE}' THEN 1 ELSE -1 END
+                        * t.amount_minor AS amount,
+                    COALESCE(SUM(e.amount_minor), 0) AS worth
+                  FROM transactions t JOIN cards c ON c.card = t.card
+                  LEFT JOIN transactions o ON o.txn_id = t.ref_txn_id
+                  LEFT JOIN entries e ON e.txn_id = t.txn_id
+                    AND e.account_kind = '{PROMOTION_EXPENSE}' AND e.unit = t.currency
+                  WHERE (t.reward IS NOT NULL OR o.reward IS NOT NULL)
+                    AND t.time >= ? AND t.time < ?
+                  GROUP BY t.txn_id, c.program, t.reward, o.reward, t.currency, t.kind,
+                    t.redeem_points, t.amount_minor) r
+            GROUP BY r.program, r.item, r.currency""",
+        (query.window_start_s, query.cutoff_s),
+    )
+    columns = ("program", "item", "currency", "redeemed", "refunded", "points",
+               "points_worth_minor", "copay_minor")
+    ordered = sorted(rows, key=lambda row: (row[0] or "", row[1], row[2]))
+    return Report(query, columns, [dict(zip(columns, row, strict=True)) for row in ordered])
+
+
 @dataclass(frozen=True, slots=True)
 class CardPurchases:
     """A card's purchase history up to the cutoff, as segments and lapsing see it."""
@@ -417,6 +453,7 @@ _REPORTS: dict[str, Callable[[Session, ReportQuery], Report]] = {
     "terminals": _terminals,
     "refused": _refused,
     "exposure": _exposure,
+    "rewards": _rewards,
 }
 
 

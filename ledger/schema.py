@@ -247,6 +247,8 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("redeem_points", "BIGINT CHECK (redeem_points >= 0)"),
         # The tap's SUN read counter: null for a gateway without card keys, or before it.
         ("sun_counter", "BIGINT CHECK (sun_counter >= 0)"),
+        # The reward item a redemption handed over (docs/programs.md): null on every other.
+        ("reward", "TEXT"),
     ),
     "cards": (
         # The highest SUN read counter accepted for the card (a hold or a posted

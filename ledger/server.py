@@ -5,7 +5,8 @@
     GET    /v1/holds           {status: count, ..., "posted_late": n}
     GET    /v1/holds/<id>      one hold                              -> 200 / 404 hold_unknown
     DELETE /v1/holds/<id>      void it                               -> 200 / 404 / 409
-    GET    /v1/cards/<card>    one card's balance, block, last stores -> 200 / 404 card_unknown
+    GET    /v1/cards/<card>    one card's balance, block, last stores and engine state (tier,
+                               discount, points lots: ledger/card_engine.py) -> 200 / 404
     POST   /v1/cards/<card>/block   block it for every store {"reason"}  -> 200 / 404
     DELETE /v1/cards/<card>/block   unblock it [{"reason"}]              -> 200 / 404
     POST   /v1/cards/<card>/replace a lost card by a new one {"new_card", "reason"}
@@ -29,6 +30,8 @@
     PUT    /v1/customers/<id>/cards/<card>   link a card; DELETE: unlink it
     GET    /v1/customers/<id>/history        its cards' transactions across stores
     GET    /v1/customers/<id>/export         everything held about it, one JSON document
+    POST   /v1/customers/find  {"phone"|"email": text} -> {"customer_id"} / 404 customer_unknown
+    POST   /v1/customers/retention  {"inactive_days", "dry_run"}: erase (or list) the inactive
     POST   /v1/enrolments      a counter enrols a card: join or create a customer by phone or
                                e-mail (ledger/customers.py `Customers.enrol`) -> 200 / 4xx
 
@@ -56,6 +59,7 @@ import ssl
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +71,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ledger import auth, feed_sql, fleet_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
-from ledger.customers import Customers
+from ledger.card_engine import card_engine, for_gateway
+from ledger.customers import Customers, parse_find
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
@@ -100,6 +105,8 @@ from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
 from ledger.metrics import METRICS_PATH, LedgerMetrics
 from ledger.personal_crypto import CustomerKey, KeyFileInvalid, KeyMismatch, load_key_file
 from ledger.validate import ID_PATTERN
+from protocol.errors import ValidationError
+from protocol.programs import validate_programs
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +116,8 @@ HISTORY_SUFFIX = "/history"
 CUSTOMERS_PATH = "/v1/customers"
 CUSTOMERS_PREFIX = "/v1/customers/"
 CUSTOMER_CARDS_PART = "/cards/"
+CUSTOMER_FIND_PART = "find"  # POST /v1/customers/find: no generated id is this word
+CUSTOMER_RETENTION_PART = "retention"  # POST /v1/customers/retention
 ENROLMENTS_PATH = "/v1/enrolments"
 BLOCK_SUFFIX = "/block"
 REPLACE_SUFFIX = "/replace"
@@ -126,6 +135,8 @@ REPORTS_PREFIX = "/v1/reports/"
 QUERY_FIELDS_MAX = 16
 """Most query parameters a report request may carry (it needs at most four)."""
 Answer = tuple[int, Any]
+Programs = dict[str, dict[str, Any]]
+"""Validated programs by id (protocol.programs), as the gateways run them."""
 
 
 class LoginsSource:
@@ -177,16 +188,18 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = HTTP_LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], books: Books, logins: LoginsSource,
-                 tls: ssl.SSLContext | None, customer_key: CustomerKey | None = None) -> None:
+                 tls: ssl.SSLContext | None, customer_key: CustomerKey | None = None,
+                 programs: Programs | None = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.books = books
         self.logins = logins
         self.tls = tls
+        self.programs = programs  # None: started without --programs, no engine state shown
         self.metrics = LedgerMetrics(books)
         self.customers = Customers(books, customer_key)
         self.office = office.Office(books, logins.current, secure=tls is not None,
-                                    customers=self.customers)
+                                    customers=self.customers, programs=programs)
         self.slots = threading.BoundedSemaphore(HTTP_REQUESTS_CONCURRENT_MAX)
         self.batch_turns = threading.BoundedSemaphore(BATCH_POSTS_CONCURRENT_MAX)
         self._connections: dict[str, int] = {}
@@ -504,12 +517,25 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, _Text(self.server.metrics.exposition(), METRICS_TYPE)
 
     def _card(self, card: str) -> Answer:
-        """One card's balance, or 404 card_unknown."""
+        """One card's balance and engine state, or 404 card_unknown."""
         self._may(auth.READ_CARD)
         balance = self.server.books.card_detail(card)
         if balance is None:
             raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
-        return 200, balance
+        if self._login is None or self._login.role == "gateway":
+            # A store's counter greets the card's customer by first name (docs/ledger.md,
+            # "Greeting at every store"); no other login is told it here.
+            greeting = self.server.customers.greeting(
+                card, self._login.name if self._login else "(open ledger)")
+            if greeting is not None:
+                balance["greeting"] = greeting
+        if self._login is not None and self._login.role == "gateway":
+            # It takes the card on by replaying the same transactions itself: the ledger's
+            # replay would only slow its look-up down (up to 0.26 s, ledger/card_engine.py).
+            return 200, balance | for_gateway()
+        # Worked out after the read, off the database.
+        return 200, balance | card_engine(balance, self.server.programs,
+                                          self.server.books.now_s())
 
     def _block(self, card: str, blocked: bool) -> Answer:
         """POST/DELETE /v1/cards/<card>/block: block or unblock a card (cards, admin)."""
@@ -540,6 +566,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only("POST", method, lambda: self._customer_change(
                 201, lambda: customers.create(self._read_json("request_malformed"), login)))
         rest = path[len(CUSTOMERS_PREFIX):]
+        if rest == CUSTOMER_FIND_PART:
+            # A POST: the phone or e-mail travels in the body, never in a URL a proxy or
+            # an access log keeps.
+            return self._only("POST", method, lambda: self._customer_read(lambda: {
+                "customer_id": customers.find(*parse_find(self._read_json("request_malformed")),
+                                              login)}))
+        if rest == CUSTOMER_RETENTION_PART:
+            return self._only("POST", method, lambda: self._customer_retention(login))
         customer_id, _, tail = rest.partition("/")
         customer_id = unquote(customer_id)
         if not customer_id:
@@ -587,6 +621,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _customer_erase(self, customer_id: str, login: str) -> Answer:
         self._may(auth.ERASE_CUSTOMER)
         return 200, self.server.customers.erase(customer_id, login)
+
+    def _customer_retention(self, login: str) -> Answer:
+        self._may(auth.ERASE_CUSTOMER)
+        return 200, self.server.customers.retention(self._read_json("request_malformed"),
+                                                    login)
 
     def _blocks(self, query: str) -> Answer:
         """GET /v1/blocks?since=ID: block changes after ID (0: all), the gateways' feed."""
@@ -848,10 +887,11 @@ class LedgerServer:
 
     def __init__(self, books: Books, host: str, port: int,
                  logins: LoginsSource | None = None, tls: ssl.SSLContext | None = None,
-                 customer_key: CustomerKey | None = None) -> None:
+                 customer_key: CustomerKey | None = None,
+                 programs: Programs | None = None) -> None:
         self.books = books
         self._httpd = _HTTPServer((host, port), books, logins or LoginsSource(None), tls,
-                                  customer_key)
+                                  customer_key, programs)
         self.port: int = self._httpd.server_address[1]
         shown_host = f"[{host}]" if ":" in host else host
         self.url = f"{'https' if tls else 'http'}://{shown_host}:{self.port}"
@@ -894,7 +934,7 @@ class LedgerServer:
 def serve(
     dsn: str, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time,
     logins_file: Path | None = None, tls: ssl.SSLContext | None = None,
-    customer_key: CustomerKey | None = None,
+    customer_key: CustomerKey | None = None, programs: Programs | None = None,
 ) -> LedgerServer:
     """Open the books and serve them over HTTP(S) in a background thread (port 0 = any free).
 
@@ -903,7 +943,8 @@ def serve(
     required (ServerRefused). LoginsInvalid for an unusable logins file. `customer_key`
     seals customers' personal data (ledger/customers.py; without it customer requests are
     answered 503 customer_key_missing); ServerRefused if the books' customers were sealed
-    under another key."""
+    under another key. `programs`: the chain's validated programs, for the cards' engine
+    state (tier, discount, points lots; ledger/card_engine.py); None: none is shown."""
     if not is_loopback(host):
         if logins_file is None:
             raise ServerRefused(f"an open ledger listens on loopback only, not {host}: "
@@ -921,7 +962,7 @@ def serve(
             Customers(books, customer_key).check_key()
         except KeyMismatch as error:
             raise ServerRefused(f"{error}: give the key file they were sealed with") from error
-        return LedgerServer(books, host, port, logins, tls, customer_key)
+        return LedgerServer(books, host, port, logins, tls, customer_key, programs)
     except BaseException:
         books.close()
         raise
@@ -935,12 +976,21 @@ class LogSetup(Protocol):
     def configure(self, options: argparse.Namespace) -> None: ...
 
 
+def read_programs(path: str) -> Programs:
+    """A programs file (TOML, docs/programs.md), validated as the gateways validate it; OSError,
+    ValueError (not TOML) or ValidationError (a program rule broken)."""
+    with open(path, "rb") as file:
+        return dict(validate_programs(tomllib.load(file)))
+
+
 def main(argv: list[str] | None = None,
          parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
-         logs: LogSetup | None = None) -> int:
+         logs: LogSetup | None = None,
+         load_programs: Callable[[str], Programs] = read_programs) -> int:
     """``tilltap ledger serve``: print the URL, serve until SIGTERM or SIGINT. `parser_class`:
     the command line's parser (tools/command.py's gives one-line errors); `logs`: its log
-    lines (tools/logs.py); without it, `python -m ledger.server` logs text lines."""
+    lines (tools/logs.py); without it, `python -m ledger.server` logs text lines;
+    `load_programs`: reads --programs (tools/programs.py's names the line at fault)."""
     parser = parser_class(
         prog="tilltap ledger serve", description="tilltap ledger: settlement intake over HTTP(S)"
     )
@@ -961,6 +1011,10 @@ def main(argv: list[str] | None = None,
                         help="the key file sealing customers' personal data, mode 0600 "
                              "(tilltap ledger customer-key new); without it customer "
                              "requests are refused")
+    parser.add_argument("--programs", default=None, metavar="FILE",
+                        help="the chain's card programs, the gateways' file (docs/programs.md): "
+                             "cards are shown with their tier, discount and points lots; "
+                             "without it, with their value and points only")
     if logs is not None:
         logs.add_arguments(parser)
     options = parser.parse_args(argv)
@@ -969,6 +1023,14 @@ def main(argv: list[str] | None = None,
         return 2
     if not 0 <= options.port <= 65535:
         print(f"ledger: --port {options.port} is not a TCP port (0..65535)", file=sys.stderr)
+        return 2
+    try:
+        programs = load_programs(options.programs) if options.programs is not None else None
+    except OSError as error:
+        print(f"ledger: --programs {options.programs}: {error.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, ValidationError) as error:
+        print(f"ledger: --programs {options.programs} is not usable: {error}", file=sys.stderr)
         return 2
     if logs is not None:
         logs.configure(options)
@@ -982,7 +1044,7 @@ def main(argv: list[str] | None = None,
         customer_key = (load_key_file(options.customer_key) if options.customer_key is not None
                         else None)
         server = serve(options.dsn, options.host, options.port, logins_file=options.logins,
-                       tls=tls, customer_key=customer_key)
+                       tls=tls, customer_key=customer_key, programs=programs)
     except (ServerRefused, LoginsInvalid, KeyFileInvalid) as error:
         print(f"ledger: {error}", file=sys.stderr)
         return 2

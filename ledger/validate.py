@@ -174,6 +174,8 @@ def _parse_fields(document: dict[str, Any], where: str, content_hash: str) -> Tx
         redeem_points=_optional_integer(document, "redeem_points", where, POINTS_MAX),
         sun_counter=_optional_integer(document, "sun_counter", where, SUN_COUNTER_MAX,
                                       "field_invalid"),
+        reward=(_optional_identifier(document, "reward", where)
+                if "reward" in document else None),
     )
     _check_kind_rules(txn, where)
     _check_kind_references(txn, where)
@@ -462,6 +464,9 @@ def _check_program_fields(txn: Txn, where: str) -> None:
         raise BatchInvalid(
             "amount_invalid", f"{where}.redeem_points: only a purchase or a refund redeems points"
         )
+    if txn.reward is not None and (txn.kind != KIND_PURCHASE or not txn.redeem_points):
+        raise BatchInvalid(
+            "field_invalid", f"{where}.reward: only a purchase redeeming points hands one over")
     if txn.redeem_points and txn.legs is None:
         # The posting rules know no redemption: without the engine's legs it would vanish.
         raise BatchInvalid("field_invalid", f"{where}.redeem_points: above zero only with legs")

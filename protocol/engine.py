@@ -16,6 +16,8 @@ Operations (`op` dicts; amounts are integers in minor units, floats/bools/negati
     {"op": "refund", "id"?, "of", "amount_minor"?}       of = the id of an issue/topup/purchase
     {"op": "void", "id"?, "of"}                          refund of all that is left of a sale
     {"op": "cashout", "id"?, "amount_minor"?}            only if the program allows cash-out
+    {"op": "reward", "id", "item", "amount_minor"?}      a catalogue item for points
+                                                         (engine_reward), refunded as a sale
     {"op": "tick"}                                       let time pass: expiry, downgrades
 
 Effects, a dict: op, card, program, version (the program the operation was computed with),
@@ -35,6 +37,7 @@ with text keys, lists, ints, texts, None): it survives json.dumps/json.loads unc
 """
 
 from protocol import engine_points as points
+from protocol import engine_reward as reward
 from protocol import engine_sale as sale
 from protocol import engine_spend as spend
 from protocol.accounts import BREAKAGE, CARD_VALUE, CASH_CLEARING, PROMOTION_EXPENSE
@@ -246,5 +249,6 @@ HANDLERS = {
     "refund": sale.refund,
     "void": sale.void,
     "cashout": _cash_out,
+    "reward": reward.reward,
     "tick": _tick,
 }

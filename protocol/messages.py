@@ -86,6 +86,9 @@ _TXN = (
     # A purchase paid partly by the card and the rest by other tender (split tender): the
     # card part is card_value_minor exactly (docs/protocol.md section 5.2).
     (33, "split", "bool", False),
+    # A reward redemption: the catalogue item the card's points paid for (a purchase paid in
+    # points, and any co-payment in other tender; docs/protocol.md section 5.2).
+    (34, "reward", "id", False),
     # The signed configuration the terminal held when it made the sale (key 50 as in a
     # configuration): the gateway refuses an offline sale of a card that one hotlisted.
     (50, "config_version", "uint", False),
@@ -105,6 +108,7 @@ _AUTH_REQUEST = (
     (18, "sun", "sun", False),
     (27, "redeem_points", "amount", False),
     (33, "split", "bool", False),
+    (34, "reward", "id", False),
 )
 _AUTH_RESPONSE = (
     (20, "request", "uint", True),
@@ -176,6 +180,7 @@ _DIAG = (
     (43, "heap_free", "uint", False),
     (70, "uptime_s", "uint", True),
     (71, "errors", "ids", True),
+    (72, "tls", "bool", False),  # a board's broker link: False when configured clear text
 )
 # Enrolment at the counter (docs/protocol.md section 5.11): the cashier keys a phone number
 # and/or an e-mail address (what the ledger checks), perhaps a first name, and the customer's

@@ -16,6 +16,9 @@ A program's kind is the sections it has (docs/programs.md has every key):
     volume discount     volume                 a sale at or above a price -> % off that sale
     tiers               tiers (+ levels)       rolling spend -> earn multiplier and/or discount
 
+Any program with points may add `promotions` (offers by day, weekday and tier) and `rewards`
+(a catalogue of items redeemed for points, protocol/engine_reward.py).
+
 A validated program has every key, absent sections and optional values as None; validating
 it again gives it back unchanged.
 
@@ -46,9 +49,12 @@ OFFER_BONUS_POINTS_MAX = 10**6
 OFFER_PRIORITY_MAX = 1000
 DAY_MAX = 2932896  # 9999-12-31 as days since 1970-01-01
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+REWARD_ITEMS_MAX = 32  # the catalogue travels in the terminals' signed configuration
+REWARD_POINTS_MAX = 10**9
 
 PROGRAM_KEYS = ("id", "version", "currency", "name", "refund_window_days",
-                "points", "prepaid", "gift", "discount", "tiers", "volume", "promotions")
+                "points", "prepaid", "gift", "discount", "tiers", "volume", "promotions",
+                "rewards")
 SECTIONS = ("points", "prepaid", "gift", "discount", "tiers", "volume")
 _REQUIRED = ["required"]  # a unique marker: no configured value is this object
 
@@ -110,6 +116,7 @@ def validate_program(program_id, table, key_path=()):
         "volume": _volume(table, path),
     }
     program["promotions"] = _promotions(table, path, program)
+    program["rewards"] = _rewards(table, path, program)
     _check_sections(program, path)
     return program
 
@@ -300,6 +307,46 @@ def _promotions(table, path, program):
     return {"combine": _choice(section, path, "combine", COMBINE_RULES, "best"),
             "discount_rounding": _rounding(section, path, "discount_rounding"),
             "offers": checked}
+
+
+def _rewards(table, path, program):
+    """The rewards catalogue: items redeemed for points, perhaps with a co-payment in other
+    tender (protocol/engine_reward.py). Needs a points section."""
+    section = _table(table, path, "rewards")
+    if section is None:
+        return None
+    path = path + ("rewards",)
+    _only(section, path, ("items",))
+    if program["points"] is None:
+        raise ProgramInvalid(path, "rewards are redeemed for points: needs a points section")
+    items = section.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= REWARD_ITEMS_MAX:
+        raise ProgramInvalid(path + ("items",), "a list of 1..%d items ([[...rewards.items]]"
+                                               " tables)" % REWARD_ITEMS_MAX)
+    checked = []  # type: list[dict]
+    for index in range(len(items)):
+        item_path = path + ("items", index)
+        item = _as_table(items[index], item_path)
+        _only(item, item_path, ("id", "name", "points", "copay_minor"))
+        item_id = _text(item, item_path, "id", 1, ID_LENGTH_MAX)
+        if not is_id(item_id) or item_id in [done["id"] for done in checked]:
+            raise ProgramInvalid(item_path + ("id",), "1..32 of A-Z a-z 0-9 _ -, unique")
+        entry = {
+            "id": item_id,
+            "name": _text(item, item_path, "name", 1, NAME_LENGTH_MAX, None),
+            "points": _integer(item, item_path, "points", 1, REWARD_POINTS_MAX),
+            "copay_minor": _integer(item, item_path, "copay_minor", 0,
+                                    money.AMOUNT_MINOR_MAX, 0),
+        }
+        # A redemption's record carries the item's price (its points' worth and the
+        # co-payment) as its amount: an amount the wire can carry.
+        worth = entry["points"] * (10**money.exponent(program["currency"])
+                                   // program["points"]["points_per_unit"])
+        if worth + entry["copay_minor"] > money.AMOUNT_MINOR_MAX:
+            raise ProgramInvalid(item_path, "points' worth plus copay_minor is above %d" % (
+                money.AMOUNT_MINOR_MAX))
+        checked.append(entry)
+    return {"items": checked}
 
 
 def _names(table, path, key, allowed):

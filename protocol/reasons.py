@@ -48,6 +48,7 @@ LEDGER_REFUSED = "ledger_refused"
 # Service state
 QUEUE_FULL = "queue_full"
 HOST_UNAVAILABLE = "host_unavailable"
+BROKER_UNTRUSTED = "broker_untrusted"
 JOURNAL_FULL = "journal_full"
 JOURNAL_FORMAT_UNKNOWN = "journal_format_unknown"
 CARD_READ_FAILED = "card_read_failed"
@@ -83,6 +84,7 @@ INSUFFICIENT_POINTS = "insufficient_points"
 REDEEM_EXCEEDS_AMOUNT = "redeem_exceeds_amount"
 CARD_EXPIRED = "card_expired"
 CASH_OUT_NOT_ALLOWED = "cash_out_not_allowed"
+REWARD_UNKNOWN = "reward_unknown"
 
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"
@@ -131,6 +133,8 @@ DESCRIPTIONS = {
     QUEUE_FULL: "gateway overloaded; the record was not stored, resend later",
     HOST_UNAVAILABLE: "no authorization answer in time (terminal side); or the gateway's"
                       " store cannot keep an approval now (gateway side)",
+    BROKER_UNTRUSTED: "the broker's TLS certificate is not the store CA's, or it refused the"
+                      " handshake (terminal side)",
     JOURNAL_FULL: "terminal journal is full of unsent records (terminal side)",
     JOURNAL_FORMAT_UNKNOWN: "the journal was written by a newer firmware (terminal side)",
     CARD_READ_FAILED: "no card answered the reader in time (terminal side)",
@@ -160,6 +164,7 @@ DESCRIPTIONS = {
     REDEEM_EXCEEDS_AMOUNT: "the points redeemed are worth more than the amount due",
     CARD_EXPIRED: "the card's value has expired (gift card past its expiry day)",
     CASH_OUT_NOT_ALLOWED: "the program does not pay card value out in cash",
+    REWARD_UNKNOWN: "the card's program has no reward item of that id",
     CONFIG_INVALID: "signed configuration with a limit that is unknown or not an amount",
     CONFIG_ROLLBACK: "signed configuration older than the one the terminal runs",
     OFFLINE_TIME_LIMIT: "offline longer than offline_s_max, or not online since start",

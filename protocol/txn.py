@@ -72,7 +72,9 @@ def check_consistency(fields):
     cashout:  card_value = amount > 0 (value paid out in cash), nothing else
     purchase: discount + redeem_minor + card_value <= amount, amount > 0, no bonus;
               redeem_minor > 0 exactly when redeem_points > 0; `split` (true, or left
-              out) only here: the card paid card_value, other tender the rest
+              out) only here: the card paid card_value, other tender the rest;
+              `reward` (an item id) only here: paid in points (redeem_points > 0) and
+              other tender, nothing from the card, no discount, not split
     refund:   card_value <= amount + bonus (a refund of a top-up takes its bonus back too),
               amount > 0, no discount, names the original in `ref`
     """
@@ -82,6 +84,8 @@ def check_consistency(fields):
     if fields.get("split") is not None and (kind != KIND_PURCHASE or fields["split"] is not True):
         # Left out unless true, so a record's bytes do not depend on how "no" is spelled.
         raise ValidationError(FIELD_INVALID, "split is true on a purchase, else left out")
+    if fields.get("reward") is not None and kind != KIND_PURCHASE:
+        raise ValidationError(FIELD_INVALID, "reward on a %s" % KIND_NAMES[kind])
     if fields["auth_mode"] not in AUTH_MODE_NAMES:
         raise ValidationError(FIELD_INVALID, "auth_mode")
     amount = fields["amount_minor"]
@@ -117,6 +121,9 @@ def check_consistency(fields):
     if kind == KIND_PURCHASE:
         if bonus or discount + redeem_minor + card_value > amount:
             raise ValidationError(AMOUNT_INVALID, "discount, points and card exceed the amount")
+        if fields.get("reward") is not None and (
+                not redeem_points or card_value or discount or fields.get("split")):
+            raise ValidationError(AMOUNT_INVALID, "a reward is paid in points and other tender")
         return fields
     if card_value > amount + bonus:
         raise ValidationError(AMOUNT_INVALID, "refund card part exceeds amount + bonus")

@@ -14,9 +14,12 @@ one, at every store (POST /v1/cards/OLD/replace, docs/ledger.md "Replacing a car
 prints the replacement: both cards, the transfer's txn_id, the value and points moved.
 Each prints the card's state as JSON: `show` its value, points, held and available value,
 program, block (with reason, time and login) and the stores and terminals it was last used
-at (as far as settled batches tell); `block`/`unblock` the block and whether it changed.
-Tier and discount are kept by each store's gateway, not yet by the ledger, so they are not
-shown.
+at (as far as settled batches tell), and its program-engine state ("engine": tier,
+discount with its last day and the spend towards the next, points lots with their earn and
+expiry days), which the ledger works out by replaying the card's transactions when it was
+started with the chain's programs (`ledger serve --programs FILE`, ledger/card_engine.py);
+when it has none ("engine": null), `show` says why in one line on stderr. `block`/`unblock`
+print the block and whether it changed.
 
 Exit status (tools/command.py): 0 done; 2 the ledger refused (unknown card, not permitted,
 bad reason, a card with open holds or a new card with history) or bad settings; 1 the
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from ledger.card_engine import REASON_TEXTS
 from ledger.client import LedgerClient, read_token
 from ledger.errors import LedgerRejected, LedgerUnavailable
 from tools.command import OutsideFailure, UsageError
@@ -96,22 +101,39 @@ def unblock_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return _print(lambda client: client.unblock_card(args.card, args.reason), args, out)
 
 
-def show_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    return _print(lambda client: client.card(args.card), args, out)
+def show_command(args: argparse.Namespace, out: TextIO | None = None,
+                 err: TextIO | None = None) -> int:
+    answer = _ask(lambda client: client.card(args.card), args)
+    _write(answer, out)
+    reason = answer.get("engine_reason")  # absent: a ledger older than the engine state
+    if reason is not None:
+        print("tilltap card show: no tier, discount or points lots: "
+              f"{REASON_TEXTS.get(reason, reason)} ({reason})", file=err or sys.stderr)
+    return 0
 
 
 def _print(call: Any, args: argparse.Namespace, out: TextIO | None) -> int:
     """Connect, make the one call, print its answer; a refusal or outage is one line."""
+    _write(_ask(call, args), out)
+    return 0
+
+
+def _ask(call: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Connect and make the one call; a refusal or outage is one line (UsageError,
+    OutsideFailure)."""
     client = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
     try:
-        answer = call(client)
+        answer: dict[str, Any] = call(client)
     except LedgerRejected as error:
         raise UsageError(f"{error.detail} ({error.reason})") from error
     except LedgerUnavailable as error:
         raise OutsideFailure(f"the ledger is unavailable: {error.detail}") from error
+    return answer
+
+
+def _write(answer: dict[str, Any], out: TextIO | None) -> None:
     text = json.dumps(answer, indent=2, sort_keys=True)
     if out is None:
         print(text)
     else:
         out.write(text + "\n")
-    return 0

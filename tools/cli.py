@@ -10,6 +10,7 @@
     tilltap store broker-config --out FILE --mosquitto-dir DIR --tls-dir DIR [--group G]
                                                the store's mosquitto.conf (TLS only, logins)
     tilltap ledger serve --ledger-dsn ... --port ... [--logins FILE --tls-cert C --tls-key K]
+                         [--programs FILE]
                                                the central ledger's HTTP(S) intake; log lines
                                                on stderr, JSON (--log-format json|text)
     tilltap ledger login add|list|remove ...   who may call the ledger (tokens, roles)
@@ -261,7 +262,7 @@ def _terminal_provision(args: argparse.Namespace) -> int:
                              mosquitto_dir=args.mosquitto_dir, currency=args.currency,
                              broker_host=args.broker_host, broker_port=args.broker_port,
                              wifi_ssid=args.wifi_ssid, programs=args.programs,
-                             replace=args.replace)
+                             replace=args.replace, broker_ca=args.broker_ca)
 
 
 def _terminal_status(args: argparse.Namespace) -> int:
@@ -511,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--wifi-ssid", default="",
                            help="the board's Wi-Fi; its password from $TILLTAP_WIFI_PASSWORD")
     provision.add_argument("--programs", default=None, help="card programs JSON for the board")
+    provision.add_argument("--broker-ca", default=None, metavar="CA.pem",
+                           help="the store's CA (ca.pem of `store tls`): the board pins it "
+                                "for TLS; without it the board's link is clear text")
     provision.add_argument("--replace", action="store_true",
                            help="issue a new key to a terminal that already has one")
     provision.set_defaults(handler=_terminal_provision)
@@ -564,9 +568,10 @@ def _dispatch(argv: list[str]) -> int:
     if argv[:2] == ["ledger", "serve"]:
         from ledger.server import main as ledger_main
         from tools.logs import SERVICE_LOGS
+        from tools.programs import load_programs
 
         return ledger_main(_serve_arguments(argv[2:]), parser_class=OneLineParser,
-                           logs=SERVICE_LOGS)
+                           logs=SERVICE_LOGS, load_programs=load_programs)
     if argv[:1] == ["fuzz"]:
         from tools.fuzz.campaign import main as fuzz_main
 

@@ -8,16 +8,20 @@ customers at the central ledger, through its API (docs/ledger.md, "Customers").
     tilltap customer show|history|export|erase ID ...
     tilltap customer update ID [--name ...] [--clear notes] ...
     tilltap customer link|unlink ID CARD ...
+    tilltap customer find --phone P | --email E [--json] ...
+    tilltap customer retention [--inactive-days N] [--dry-run] ...   (cron, say nightly)
     tilltap card history CARD [--format csv|json] ...
 
-Each prints the ledger's answer as JSON (`history` also as CSV); `export --out FILE` writes
+Each prints the ledger's answer as JSON (`history` also as CSV; `find` the customer's id
+alone, or with --json the answer); `export --out FILE` writes
 the export to a new file of mode 0600 (it holds personal data). Personal values are given as
 options here, so they reach the shell's history: use a shell that does not keep it, or type
 them at the back office.
 
 Exit status (tools/command.py): 0 done; 2 the ledger refused (invalid phone, e-mail or
 birthday, a duplicate, a card linked elsewhere, an unknown customer or card, erased twice,
-not permitted) or bad settings; 1 the ledger could not be reached. Errors are one line, and
+not permitted; `find`: nobody has the phone or e-mail, customer_unknown, as `show` of an
+unknown id) or bad settings; 1 the ledger could not be reached. Errors are one line, and
 the ledger changed nothing.
 """
 
@@ -35,9 +39,14 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from ledger.client import LedgerClient, read_token
-from ledger.customers import FIELDS
+from ledger.customers import FIELDS, normalise_email, normalise_phone
 from ledger.customers_sql import HISTORY_FIELDS
-from ledger.errors import LedgerRejected, LedgerUnavailable
+from ledger.errors import BatchInvalid, LedgerRejected, LedgerUnavailable
+from ledger.limits import (
+    CUSTOMER_INACTIVE_DAYS_DEFAULT,
+    CUSTOMER_INACTIVE_DAYS_MAX,
+    CUSTOMER_INACTIVE_DAYS_MIN,
+)
 from ledger.personal_crypto import KeyFileInvalid, new_key_file
 from tools.command import OutsideFailure, UsageError, file_to_write
 
@@ -77,6 +86,15 @@ class CustomersClient(LedgerClient):
 
     def card_history(self, card: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/cards/{quote(card, safe='')}/history"))
+
+    def find_customer(self, kind: str, value: str) -> dict[str, Any]:
+        """{"customer_id"} of the customer with this phone or e-mail (`kind`): sent in the
+        body, never in the URL."""
+        return dict(self._request("POST", "/v1/customers/find", _body({kind: value})))
+
+    def retention(self, inactive_days: int, dry_run: bool) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/customers/retention", _body(
+            {"inactive_days": inactive_days, "dry_run": dry_run})))
 
 
 def _path(customer_id: str) -> str:
@@ -119,6 +137,23 @@ def add_arguments(commands: Any, card: Any, ledger: Any) -> None:
         command.add_argument("customer_id", help="the customer's id")
         command.add_argument("card", help="the card id")
         command.set_defaults(handler=handler)
+    find = customer.add_parser("find", help="the customer with a phone number or e-mail")
+    given = find.add_mutually_exclusive_group(required=True)
+    given.add_argument("--phone", default=None, help="E.164, such as +44 20 7946 0958")
+    given.add_argument("--email", default=None, help="an e-mail address")
+    find.add_argument("--json", action="store_true",
+                      help="print the ledger's answer as JSON (default: the id alone)")
+    find.set_defaults(handler=_find)
+    retention = customer.add_parser(
+        "retention", help="erase the customers inactive for a number of days (for cron)")
+    retention.add_argument("--inactive-days", type=int, default=CUSTOMER_INACTIVE_DAYS_DEFAULT,
+                           help="no transaction on their cards and no change for this many "
+                                f"days ({CUSTOMER_INACTIVE_DAYS_MIN} to "
+                                f"{CUSTOMER_INACTIVE_DAYS_MAX}; default "
+                                f"{CUSTOMER_INACTIVE_DAYS_DEFAULT})")
+    retention.add_argument("--dry-run", action="store_true",
+                           help="list them, erase nothing")
+    retention.set_defaults(handler=_retention)
     history = customer.add_parser("history", help="the customer's transactions, all stores")
     history.add_argument("customer_id", help="the customer's id")
     _format_option(history)
@@ -209,6 +244,35 @@ def _link(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _unlink(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return _print(lambda client: client.unlink_card(args.customer_id, args.card), args, out)
+
+
+def _find(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    kind, value = ("phone", args.phone) if args.phone is not None else ("email", args.email)
+    normalise = normalise_phone if kind == "phone" else normalise_email
+    try:  # checked here too, so a typing mistake is told even with the ledger away
+        normalise(value)
+    except BatchInvalid as error:
+        raise UsageError(f"{error.detail} ({error.reason})") from error
+    answer = _call(lambda client: client.find_customer(kind, value), args)
+    _write(out, json.dumps(answer, indent=2, sort_keys=True) if args.json
+           else str(answer["customer_id"]))
+    return 0
+
+
+def _retention(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Ask until the ledger has erased every inactive customer (each answer at most
+    RETENTION_ERASES_MAX); a dry run asks once. One JSON answer of them all."""
+    if not CUSTOMER_INACTIVE_DAYS_MIN <= args.inactive_days <= CUSTOMER_INACTIVE_DAYS_MAX:
+        raise UsageError(f"--inactive-days: {CUSTOMER_INACTIVE_DAYS_MIN} to "
+                         f"{CUSTOMER_INACTIVE_DAYS_MAX}")
+    answer = _call(lambda client: client.retention(args.inactive_days, args.dry_run), args)
+    while answer["more"] and not args.dry_run:
+        again = _call(lambda client: client.retention(args.inactive_days, False), args)
+        answer["customers"] += again["customers"]
+        answer["erased"] += again["erased"]
+        answer["more"] = again["more"] and again["erased"] > 0  # none erased: stop asking
+    _write(out, json.dumps(answer, indent=2, sort_keys=True))
+    return 0
 
 
 def _customer_history(args: argparse.Namespace, out: TextIO | None = None) -> int:

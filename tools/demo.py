@@ -27,7 +27,7 @@ from gateway.service import Gateway
 from ledger.auth import dump_logins, new_login
 from ledger.client import LedgerClient
 from ledger.server import serve, tls_context
-from protocol import engine_offline, money, txn
+from protocol import engine_offline, engine_replay, money, txn
 from tools.broker import start_broker
 from tools.cards import MasterKeys, new_master_keys
 from tools.personalize import personalize
@@ -179,6 +179,10 @@ def _one_operation(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected:
             outcome = terminal.cashout(rng.choice([300, 800, 1500, 50_000]))
         elif program["prepaid"] is not None and roll < 0.35:
             outcome = terminal.topup(rng.choice([1000, 2000, 2500, 5000]))
+        elif program["rewards"] is not None and roll < 0.15:
+            # A reward of the catalogue for points (online only); too few points: declined.
+            items = program["rewards"]["items"]
+            outcome = terminal.reward(items[rng.randrange(len(items))]["id"])
         elif program["points"] is not None and roll < 0.5:
             # Points pay part of the bill (online only); more than the card has is declined.
             outcome = terminal.purchase(rng.randrange(500, 3000), pay_from_card=holds_value,
@@ -245,7 +249,8 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
     logins_file.write_text(dump_logins({gateway_id: gateway_login,
                                         "demo-reader": reader_login}))
     ledger = serve(dsn, logins_file=logins_file,
-                   tls=tls_context(tls["ledger.pem"], tls["ledger.key"]))
+                   tls=tls_context(tls["ledger.pem"], tls["ledger.key"]),
+                   programs=DEMO_PROGRAMS)  # the gateway's: cards show their engine state
     registry = TerminalRegistry()
     configs = []
     for number in range(1, terminal_count + 1):
@@ -299,6 +304,8 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         report = reconcile(expected, gateway, client, sims)
         report["settlement"] = settled.as_dict()
         report["programs"] = _programs_summary(gateway, expected)
+        report["ledger_engine"] = _ledger_engine(gateway, client)
+        report["differences"] += report["ledger_engine"]["differ"]
         report["later"] = run_later(gateway, client, LATER_DAYS, merchant)
         report["differences"] += report["later"]["differences"] + sum(
             1 for v in report["later"]["trial_balance"].values() if v != 0)
@@ -398,6 +405,28 @@ def _reconcile_cards(expected: Expected, gateway: Gateway,
     return rows
 
 
+def _ledger_engine(gateway: Gateway, ledger: LedgerClient) -> dict[str, Any]:
+    """Each card's engine state as the ledger replays it (GET /v1/cards/<card>, "engine")
+    against the gateway's own: tier, percent off and points lots must be the same; a card
+    the ledger cannot replay is counted by its reason (ledger/card_engine.py)."""
+    counts: dict[str, Any] = {"agree": 0, "differ": 0, "not_known": {}}
+    for card, entry in sorted(gateway.cards.cards.items()):
+        answer = ledger.card(card)
+        at_ledger = answer.get("engine")
+        if at_ledger is None:
+            reason = str(answer.get("engine_reason"))
+            counts["not_known"][reason] = counts["not_known"].get(reason, 0) + 1
+            continue
+        state = entry["state"]
+        mine = engine_replay.described(state, DEMO_PROGRAMS[entry["program"]], state["day"])
+        same = (at_ledger["tier"] == mine["tier"]
+                and at_ledger["discount"]["pct"] == mine["discount"]["pct"]
+                and [lot["points"] for lot in at_ledger["points_lots"]]
+                == [lot["points"] for lot in mine["points_lots"]])
+        counts["agree" if same else "differ"] += 1
+    return counts
+
+
 def _programs_summary(gateway: Gateway, expected: Expected) -> dict[str, Any]:
     """Per program: cards, value and points held, and the tiers the cards reached."""
     programs: dict[str, dict[str, Any]] = {}
@@ -482,6 +511,10 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"discounts given {money.format_minor(summary['discount_minor'], CURRENCY)}; "
                  f"points redeemed {summary['redeemed_points']}; records whose points the "
                  f"gateway recomputed: {summary['recomputed']}")
+    engine = report["ledger_engine"]
+    lines.append(f"tier, discount and points lots the ledger replays = the gateway's: "
+                 f"{engine['agree']} cards, {engine['differ']} differ, not known "
+                 f"{json.dumps(engine['not_known'], sort_keys=True)}")
     later = report["later"]
     lines.append(
         f"{later['days']} days later: {later['expire_records']} expire records; gateway "

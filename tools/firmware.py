@@ -185,9 +185,16 @@ def config_fault(config: dict[str, Any]) -> str | None:
     if (not isinstance(broker_port, int) or isinstance(broker_port, bool)
             or not 1 <= broker_port <= 0xFFFF):
         return "broker_port must be a whole number 1..65535"
-    for name in ("wifi_ssid", "wifi_password", "broker_user", "broker_password"):
+    for name in ("wifi_ssid", "wifi_password", "broker_user", "broker_password",
+                 "broker_ca_pem"):
         if name in config and not isinstance(config[name], str):
             return f"{name} must be text"
+    ca = config.get("broker_ca_pem")
+    if ca is not None and "-----BEGIN CERTIFICATE-----" not in ca:
+        return "broker_ca_pem must be the store's CA certificate, PEM (tilltap store tls)"
+    if ca is None and config.get("broker_tls") is not False:
+        return ("no broker_ca_pem: give the store's CA (terminal provision --broker-ca), "
+                "or set \"broker_tls\": false for clear text")
     return None
 
 

@@ -52,6 +52,8 @@ OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "refund": (("of",), ("amount_minor",)),
     "void": (("of",), ()),
     "cashout": (("card",), ("amount_minor",)),
+    # A reward of the card's program's catalogue, for its points (protocol/engine_reward.py).
+    "reward": (("card", "item"), ("amount_minor",)),
     "advance": (("days",), ()),
 }
 

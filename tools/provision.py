@@ -2,14 +2,18 @@
 
     tilltap terminal provision --merchant M --terminal T [--out DIR] [--registry FILE]
         [--mosquitto-dir DIR] [--currency EUR] [--broker-host HOST] [--broker-port 1883]
-        [--wifi-ssid SSID] [--programs FILE.json] [--replace]
+        [--wifi-ssid SSID] [--programs FILE.json] [--broker-ca CA.pem] [--replace]
 
 One run makes a 32-byte terminal key and a random broker password (`secrets`), then writes
 
     DIR/config.json       0600  the board's config, as `tilltap firmware build --config` takes
                                 it: terminal, merchant, currency, key_hex, broker_host,
                                 broker_port, broker_user (= T), broker_password, wifi_ssid,
-                                wifi_password (from $TILLTAP_WIFI_PASSWORD, never argv), programs
+                                wifi_password (from $TILLTAP_WIFI_PASSWORD, never argv), programs,
+                                and broker_ca_pem: the store's CA (`--broker-ca`, the ca.pem of
+                                `tilltap store tls`), which the board pins for TLS; without it
+                                "broker_tls": false, a clear-text link (a warning is printed, and
+                                the terminal's status shows it)
     REGISTRY              0600  the gateway's terminal registry (gateway/registry.py), T added
     MOSQUITTO_DIR/passwd  0600  T's line of a Mosquitto password file, added or replaced:
                                 T:$7$101$<salt, base64>$<PBKDF2-HMAC-SHA512, base64>
@@ -90,6 +94,7 @@ class ProvisionRequest:
     wifi_password: str | None = None
     programs: dict[str, Any] = field(default_factory=dict)
     replace: bool = False
+    broker_ca_pem: str | None = None  # the store's CA (PEM); None: clear text
 
     @property
     def config_dir(self) -> Path:
@@ -268,6 +273,10 @@ def board_config(request: ProvisionRequest, key: bytes, broker_password: str) ->
     }
     if request.wifi_password is not None:
         config["wifi_password"] = request.wifi_password
+    if request.broker_ca_pem is not None:
+        config["broker_ca_pem"] = request.broker_ca_pem
+    else:
+        config["broker_tls"] = False  # said outright: the board refuses a config silent on it
     return config
 
 
@@ -325,11 +334,26 @@ def _read_programs(path: str | None) -> dict[str, Any]:
     return programs
 
 
+def read_broker_ca(path: str | None) -> str | None:
+    """The store's CA certificate (PEM text) from `path`, or None without one."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProvisionError(f"cannot read {path}: {getattr(error, 'strerror', error)}") \
+            from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ProvisionError(f"{path} is not a PEM certificate (the ca.pem of store tls)")
+    return text
+
+
 def provision_command(merchant: str, terminal: str, out: str | None = None,
                       registry: str | None = None, mosquitto_dir: str | None = None,
                       currency: str = "EUR", broker_host: str = "127.0.0.1",
                       broker_port: int = BROKER_PORT_DEFAULT, wifi_ssid: str = "",
-                      programs: str | None = None, replace: bool = False) -> int:
+                      programs: str | None = None, replace: bool = False,
+                      broker_ca: str | None = None) -> int:
     """`tilltap terminal provision`: print the summary; 0 done, 2 bad input."""
     try:
         request = ProvisionRequest(
@@ -341,10 +365,14 @@ def provision_command(merchant: str, terminal: str, out: str | None = None,
             currency=currency, broker_host=broker_host, broker_port=broker_port,
             wifi_ssid=wifi_ssid, wifi_password=os.environ.get(WIFI_PASSWORD_ENVIRONMENT),
             programs=_read_programs(programs), replace=replace,
+            broker_ca_pem=read_broker_ca(broker_ca),
         )
         summary = provision(request)
     except ProvisionError as error:
         print(f"tilltap terminal provision: {error}", file=sys.stderr)
         return 2
+    if broker_ca is None:
+        print("tilltap terminal provision: warning: no --broker-ca, so the board talks to the "
+              "broker in clear text (broker_tls false)", file=sys.stderr)
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0

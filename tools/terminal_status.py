@@ -21,6 +21,8 @@ STATUS_WAIT_S = 10.0  # how long the gateway waits for the terminal unless told
 HTTP_MARGIN_S = 5.0  # the HTTP call waits this much longer than the gateway does
 # What a server that has no diag endpoint answers a POST to it (no JSON error of ours).
 NOT_A_GATEWAY = (404, 405, 501)
+CLEAR_TEXT_WARNING = ("WARNING: this terminal talks to the broker in clear text (its config "
+                      "says broker_tls false): provision it with the store's CA")
 # The answer's fields in the order printed, with how each is labelled.
 _SHOWN = (("terminal", "terminal"), ("firmware", "firmware"),
           ("config_version", "config version"), ("journal_depth", "journal depth"),
@@ -91,6 +93,11 @@ def render(answer: dict[str, Any]) -> str:
         else:
             text = str(value)
         lines.append(f"{label:<18} {text}")
+    tls = answer.get("tls")
+    if tls is not None:  # only a board's own MQTT client reports its link
+        lines.append(f"{'broker link':<18} {'TLS, store CA pinned' if tls else 'clear text'}")
+    if tls is False:
+        lines.append(CLEAR_TEXT_WARNING)
     return "\n".join(lines)
 
 

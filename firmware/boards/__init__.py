@@ -17,7 +17,9 @@ as keypad and display) and runs firmware.app.
 compiles with mpy-cross; only calling into a board needs the board.
 
     OSError     Wi-Fi has not joined (yet): the uplink retries on its backoff
-    ValueError  a board or config.json names something that does not exist
+    ValueError  a board or config.json names something that does not exist, or the config
+                has neither the store's CA (`broker_ca_pem`) nor `"broker_tls": false`
+    firmware.net_umqtt.TlsUnavailable   a CA is configured and the image has no `ssl`
 """
 
 import json
@@ -192,6 +194,20 @@ def load_config(path=CONFIG_PATH):
     return config
 
 
+def broker_ca(config):
+    """The store's CA the broker link pins (PEM text), or None for clear text, which the
+    config must ask for (`"broker_tls": false`); ValueError when it says neither, so a
+    terminal never falls back to clear text because a field went missing."""
+    ca = config.get("broker_ca_pem")
+    if ca:
+        return ca
+    if config.get("broker_tls") is False:
+        print(json.dumps({"warning": "broker link in clear text (broker_tls false)"}))
+        return None
+    raise ValueError("config.json has no broker_ca_pem (TLS) and does not say "
+                     "\"broker_tls\": false (clear text)")
+
+
 def start(board, config_path=CONFIG_PATH, keypad=None):
     """Run the terminal on `board` (the /board.py module) until the cashier sends stop;
     returns the terminal. The keypad is the USB console unless one is given."""
@@ -214,7 +230,8 @@ def start(board, config_path=CONFIG_PATH, keypad=None):
     except OSError as error:
         print(json.dumps({"offline": str(error)}))  # selling offline; the uplink retries
     net = WifiUmqttNet(wifi, config["broker_host"], config.get("broker_port", 1883),
-                       config.get("broker_user"), config.get("broker_password"), clock=clock)
+                       config.get("broker_user"), config.get("broker_password"), clock=clock,
+                       ca=broker_ca(config))
     terminal = app.build_terminal(config, net, clock, SystemRandom(), reader, ConsoleDisplay())
     app.run(terminal, keypad if keypad is not None else ConsoleKeypad(), report)
     return terminal

@@ -311,7 +311,8 @@ def test_records_go_out_at_most_32_at_a_time_from_the_oldest_at_once_on_connect(
 GIFT: dict[str, Any] = {
     "id": "gift", "gift": {"cash_out": False, "expiry_days": 365}, "name": "Gift card",
     "tiers": None, "points": None, "prepaid": None, "version": 1, "currency": "EUR",
-    "discount": None, "volume": None, "promotions": None, "refund_window_days": 90}
+    "discount": None, "volume": None, "promotions": None, "rewards": None,
+    "refund_window_days": 90}
 VIP: dict[str, Any] = dict(
     GIFT, id="vip", name="VIP", gift=None,
     points={"earn_bp": 100, "earn_rounding": "down", "points_per_unit": 100,

@@ -31,6 +31,7 @@ from protocol.money import format_minor
 from tests.ledger.builders import batch, issue, purchase, topup
 from tests.support.postgres import temporary_database
 from tools.customers import CustomersClient
+from tools.programs import parse_programs
 from tools.tls import make_server_tls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -41,6 +42,28 @@ AS_OF = "2025-11-30"
 EVE = {"name": "Eve Example", "phone": "+441632960100", "email": "eve@example.org",
        "marketing_consent": {"granted": True, "date": "2025-06-01", "source": "counter"}}
 PASSWORD = "counter top secret"
+PROGRAMS = parse_programs("""
+[programs.gift]
+version = 1
+currency = "EUR"
+name = "Gift card with points and tiers"
+[programs.gift.gift]
+[programs.gift.points]
+earn_bp = 100
+points_per_unit = 100
+[programs.gift.tiers]
+window_days = 731
+downgrade = "period_end"
+downgrade_days = 731
+[[programs.gift.tiers.levels]]
+name = "member"
+spend_minor = 0
+[[programs.gift.tiers.levels]]
+name = "silver"
+spend_minor = 1000
+""")
+"""The ledger's programs: card C1's sale earns its 12 points and silver (the card page shows
+the tier the ledger replays, ledger/card_engine.py)."""
 TIMEOUT_MS = 10_000
 
 
@@ -71,7 +94,8 @@ def ledger(tmp_path: Path, pg_admin_dsn: str) -> Iterator[Ledger]:
     with temporary_database(pg_admin_dsn) as dsn:
         server = serve(dsn, logins_file=logins_file,
                        tls=tls_context(tls["ledger.pem"], tls["ledger.key"]),
-                       customer_key=load_key_file(tmp_path / "customer.key"))
+                       customer_key=load_key_file(tmp_path / "customer.key"),
+                       programs=PROGRAMS)
         try:
             as_gateway = LedgerClient(server.url, token=gateway_token, ca_file=tls["ca.pem"])
             as_gateway.post_batch(batch("gw1-1", issue("T1-1", "C1", 5000),
@@ -147,6 +171,7 @@ def test_a_manager_sees_the_apis_figures_and_blocks_a_card_in_the_browser(
     assert page.text_content("#card-held") == format_minor(api["held_minor"], "EUR")
     assert page.text_content("#card-available") == format_minor(api["available_minor"], "EUR")
     assert page.text_content("#card-status") == "not blocked"
+    assert api["engine"] is not None and page.text_content("#card-tier") == api["engine"]["tier"]
     assert "gw1-a1-1" in (page.text_content("#holds") or "")
     assert page.locator("#transactions tbody tr").count() == 2
 

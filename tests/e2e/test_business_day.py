@@ -21,6 +21,8 @@ def test_business_day_reconciles_three_ways_with_zero_differences() -> None:
     assert report["inquiries"] >= 1
     assert report["trial_balance"] and not any(report["trial_balance"].values())
     assert report["refused"] == {"gateway": 0, "terminals": 0}
+    # The ledger, given the programs, replays every card to the gateway's tier and lots.
+    assert report["ledger_engine"] == {"agree": 30, "differ": 0, "not_known": {}}
     # Every authorization and every record proved its card with a fresh SUN.
     assert report["gateway"]["sun_verified"] >= 2 * total["approved"]
     kinds = report["kinds"]

@@ -344,3 +344,21 @@ def test_a_lost_link_mid_day_heals_and_every_sale_is_acknowledged(
         assert stack.ledger_client.card(card)["value_minor"] == 10000 - 600
     assert final["journal_depth"] == 0 and final["uplink"]["acked"] == 4
     assert final["uplink"]["connects"] == 4  # the first, and one after each lost link
+
+
+def test_a_refused_connect_reaches_micropython_as_its_errno_and_the_table_backs_off() -> None:
+    # Nothing listens on the port: the host's ECONNREFUSED crosses the socket seam as
+    # OSError(111), the number the Pico W's port raises, and firmware/net_errors.py decides.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    result = run(f"""
+from firmware import net_errors
+net = UmqttNet("127.0.0.1", {closed_port})
+error = fails(net.connect, "mp1", "mp1/status", b"offline")
+report(errno=error.args[0], decision=net_errors.decision(error),
+       back_off=net_errors.BACK_OFF, connected=net.connected)
+""")
+    [outcome] = result.reports
+    assert outcome["errno"] == 111
+    assert outcome["decision"] == outcome["back_off"] and not outcome["connected"]

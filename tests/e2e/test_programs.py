@@ -235,6 +235,54 @@ def test_a_split_tender_sale_and_its_refund_from_the_counter_to_the_ledger(
             sim.close()
 
 
+def test_a_reward_redemption_from_the_counter_to_the_ledgers_report(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Points earned, a reward with a co-payment and one without redeemed at the counter,
+    the second voided: the gateway prices them from the catalogue, the books post them as
+    points redemptions naming the item, and the ledger's report counts them per item."""
+    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack:
+        config = {"terminal": "T1", "merchant": "M1", "key": stack.keys["T1"],
+                  "currency": "EUR", "programs": {}}
+        sim = SimulatedTerminal(config, tmp_path, private_mosquitto.host, private_mosquitto.port)
+        sim.terminal.auth_timeout_ms = 400
+        counter = Counter(sim)
+        try:
+            sim.service(0)
+            assert wait_until(lambda: (sim.service(20), sim.terminal.settings.version)[1] == 1)
+            counter.ok(LOYALTY, "issue", "loyalty", 0)
+            # 500.00 in cash earns 500 points (1 per euro).
+            assert counter.ok(LOYALTY, "purchase", 50_000, pay_from_card=False)["points"] == 500
+            # The tote bag: 300 points (worth 3.00) and 2.00 in cash, so its amount is 5.00,
+            # nothing from the card and no points earned on the co-payment.
+            tote = counter.ok(LOYALTY, "reward", "tote")
+            assert (tote["reward"], tote["amount_minor"], tote["redeem_points"],
+                    tote["redeem_minor"], tote["card_value_minor"], tote["points"]) == (
+                "tote", 500, 300, 300, 0, 0)
+            coffee = counter.ok(LOYALTY, "reward", "coffee")  # 150 points, no co-payment
+            assert (coffee["amount_minor"], coffee["redeem_points"]) == (150, 150)
+            # 500 - 300 - 150 = 50 points: not enough for a tote; no such item as a hat.
+            assert counter.declined(LOYALTY, "reward", "tote") == "insufficient_points"
+            assert counter.declined(LOYALTY, "reward", "hat") == "reward_unknown"
+            # The coffee voided: its 150 points come back, 200 on the card.
+            voided = counter.ok(LOYALTY, "void", sale_id(coffee))
+            assert (voided["amount_minor"], voided["redeem_points"]) == (150, 150)
+            assert sim.drain(time.monotonic() + 10)
+            assert wait_until(stack.gateway.idle)
+            settled = stack.gateway.settle()
+            assert settled.refused == [] and settled.pending == []
+            assert books_agree(stack)[LOYALTY] == {"value": 0, "points": 500 - 300 - 150 + 150}
+            report = stack.ledger_client.report("rewards")
+            assert report["rows"] == [
+                {"program": "loyalty", "item": "coffee", "currency": "EUR", "redeemed": 1,
+                 "refunded": 1, "points": 0, "points_worth_minor": 0, "copay_minor": 0},
+                {"program": "loyalty", "item": "tote", "currency": "EUR", "redeemed": 1,
+                 "refunded": 0, "points": 300, "points_worth_minor": 300, "copay_minor": 200},
+            ]
+        finally:
+            sim.close()
+
+
 def test_a_running_gateway_settles_on_its_own_timer(
     private_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.card_feed import apply_changes, foreign_op, included
+from gateway.card_feed import apply_changes, included
 from gateway.card_states import CardStates
+from protocol.engine_replay import posted_op
 from protocol.programs import validate_programs
 from tools.demo import DEMO_PROGRAMS
 
@@ -77,8 +78,8 @@ def test_the_position_a_card_was_taken_on_with() -> None:
 
 
 def test_each_kind_runs_as_the_operation_it_was() -> None:
-    assert foreign_op(_change(1, "purchase", amount_minor=900, card_value_minor=800,
+    assert posted_op(_change(1, "purchase", amount_minor=900, card_value_minor=800,
                               discount_minor=100, redeem_points=0))["happened"] is True
-    assert foreign_op(_change(1, "refund", ref_txn_id="A1-0", amount_minor=5))["of"] == "A1-0"
-    assert foreign_op(_change(1, "expire")) is None
-    assert foreign_op(_change(1, "issue")) is None
+    assert posted_op(_change(1, "refund", ref_txn_id="A1-0", amount_minor=5))["of"] == "A1-0"
+    assert posted_op(_change(1, "expire")) is None
+    assert posted_op(_change(1, "issue")) is None

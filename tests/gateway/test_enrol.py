@@ -29,6 +29,7 @@ from gateway.enrol import (
     GreetingVerifier,
     enrol_route,
     message_type,
+    take_greeting,
 )
 from gateway.registry import TerminalRegistry
 from gateway.stats import Stats
@@ -232,6 +233,19 @@ def test_an_approval_greets_an_enrolled_card_by_first_name_only(ledger: LedgerSe
     forged = cose.create(bytes(32), cbor.encode({0: 2, 1: 1, 2: "T1"}), b"T1")
     stage.handle((UP, forged, time.monotonic()))
     assert stage.greeter.card is None
+
+
+def test_a_ledger_greeting_is_kept_in_memory_and_taken_off_the_card_answer() -> None:
+    """The first name in the ledger's card answer (a store's first look-up) is remembered
+    for the card, cut to what a message carries, and not passed on with the card; an answer
+    without one forgets a name kept before."""
+    greetings = Greetings()
+    found = {"card": CARD, "value_minor": 500, "greeting": "A" * (messages.TEXT_CHARS_MAX + 5)}
+    assert take_greeting(greetings, CARD, found) == {"card": CARD, "value_minor": 500}
+    assert greetings.get(CARD) == "A" * messages.TEXT_CHARS_MAX
+    assert take_greeting(greetings, CARD, {"card": CARD}) == {"card": CARD}
+    assert greetings.get(CARD) is None
+    assert take_greeting(greetings, CARD, None) is None
 
 
 def test_no_log_line_of_the_gateway_holds_the_values(

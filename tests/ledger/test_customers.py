@@ -169,8 +169,10 @@ def test_create_link_history_export_and_erase(ledger: Ledger) -> None:
     assert (redeemed["redeem_points"], redeemed["points_change"], redeemed["points"],
             redeemed["amount_minor"]) == (10, -5, 5, 600)
     assert history["cards"] == [
-        {"card": "C1", "currency": "EUR", "value_minor": 3300, "points": 7, "transactions": 3},
-        {"card": "C2", "currency": "EUR", "value_minor": 1500, "points": 0, "transactions": 2}]
+        {"card": "C1", "currency": "EUR", "value_minor": 3300, "points": 7, "transactions": 3,
+         "replaced_by": None},
+        {"card": "C2", "currency": "EUR", "value_minor": 1500, "points": 0, "transactions": 2,
+         "replaced_by": None}]
     status, card_history = ledger.call("GET", "/v1/cards/C1/history", login="alice")
     assert status == 200 and card_history["customer_id"] == customer_id
     assert [r["terminal"] for r in card_history["transactions"]] == ["S1", "S2", "S2"]

@@ -88,8 +88,10 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         ],
         "feed": card["feed"],  # which changes of the card feed it holds (test_ledger_feed.py)
         "sun_counter": None,  # the highest SUN read counter: no tap proved (test_ledger_sun.py)
-        # for a gateway taking the card on to replay (gateway/card_replay.py)
+        # for a gateway taking the card on to replay (protocol/engine_replay.py)
         "transactions": card["transactions"],
+        # a ledger started without --programs has no engine state (test_card_engine.py)
+        "engine": None, "engine_reason": "no_programs",
     }
     assert set(card["feed"]) == {"horizon", "through", "known"}
     assert [(t["kind"], t["card_value_minor"]) for t in card["transactions"]] == [

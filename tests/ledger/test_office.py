@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from ledger import Books, auth, posting_sql
+from ledger import Books, auth, open_books, posting_sql
 from ledger.auth import Login
 from ledger.customers import Customers
 from ledger.office import (
@@ -42,6 +42,8 @@ from tests.ledger.builders import (
     snapshot,
 )
 from tests.ledger.test_customer_reports import enrol
+from tests.support import engine_history
+from tools.programs import parse_programs
 
 PASSWORD = "a long enough secret"
 HOSTILE_CARD = "<script>alert('card')</script>"
@@ -204,6 +206,30 @@ def test_the_card_page_shows_the_books_figures(office: Office, books: Books) -> 
     assert "<td id='card-available'>34.50 EUR</td>" in page
     assert "gw1-a1-1" in page and "T1-1" in page and "T1-2" in page and "gw1" in page
     assert "Transactions (2)" in page
+
+
+def test_the_card_page_shows_the_tier_discount_and_points_lots_the_ledger_replays(
+        dsn: str, logins: dict[str, Login], clock: Clock, office: Office) -> None:
+    """Given the programs, the card of tests/support/engine_history.py with its figures;
+    without them (the `office` fixture), why there are none."""
+    books = open_books(dsn, lambda: engine_history.time_of(engine_history.TODAY))
+    try:
+        books.post_batch(engine_history.posted_batch("C7"))
+        with_programs = Office(books, lambda: logins, secure=False, clock=clock,
+                               programs=parse_programs(engine_history.PROGRAM_TOML))
+        page = text(get(with_programs, "/office/card?card=C7", sign_in(with_programs, "carl")[0]))
+    finally:
+        books.close()
+    assert "<td id='card-tier'>silver</td>" in page
+    assert ("<td id='card-discount'>10 % off today; 10 % earned by spend, through 2025-12-17;"
+            " 45.00 EUR of 100.00 EUR towards the next</td>") in page
+    assert ("<tr><td>60</td><td>2025-11-09</td><td>2026-01-08</td></tr><tr><td>50</td>"
+            "<td>2025-11-18</td><td>2026-01-17</td></tr><tr><td>45</td><td>2025-11-28</td>"
+            "<td>2026-01-27</td></tr>") in page
+    page = text(get(office, "/office/card?card=C1", sign_in(office, "carl")[0]))
+    assert ("<td id='card-engine'>not known here: the ledger was started without programs"
+            " (ledger serve --programs FILE)</td>") in page
+    assert "card-tier" not in page and "points-lots" not in page
 
 
 def test_hostile_card_ids_and_reasons_are_shown_as_text_never_as_markup(

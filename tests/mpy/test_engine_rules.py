@@ -1,7 +1,8 @@
 """Rules easy to get wrong, on both interpreters (issue 18): the refund window's last day is
 in; the last day a discount is reported to run is a day it gives; a refund's parts add up
 to the refund (largest remainder) and all refunds of a sale to the sale; a cash-out pays
-what was loaded, never the bonus; a split tender puts on the card what it holds.
+what was loaded, never the bonus; a split tender puts on the card what it holds; a reward
+takes its points oldest first and earns none.
 Programs are those of tests/vectors/program_scenarios.json."""
 
 from engine_steps import accepted, issued
@@ -299,3 +300,26 @@ def test_stacked_promotions_add_up_and_an_offline_quote_gives_them():
         quote = engine_offline.quote(program, None, 0, True, 4000, "other", day)
         assert (quote["points_earned"], quote["discount_minor"]) == (
             online["points_earned"], online["discount_minor"]), day
+
+
+def test_a_reward_takes_its_points_oldest_first_earns_none_and_comes_back_whole():
+    """coffee's mug: 50 points (worth 50 * 0.10 = 5.00) and 2.50 in cash, so its amount is
+    7.50. Points of day 0 (100) go before those of day 10 (20); 3.00 of it refunded gives
+    back 300 * 500 / 750 = 200 minor = 20 points and 300 * 250 / 750 = 100 in cash."""
+    state = issued(COFFEE)
+    state, _ = accepted(state, COFFEE, purchase("p1", 20000), 0)  # 100 points, day 0
+    state, _ = accepted(state, COFFEE, purchase("p2", 4000), 10)  # 20 points, day 10
+    state, effects = accepted(state, COFFEE, {"op": "reward", "id": "m", "item": "mug"}, 10)
+    assert (effects["amount_minor"], effects["points_redeemed"], effects["redeem_minor"],
+            effects["other_minor"], effects["points_earned"]) == (750, 50, 500, 250, 0)
+    assert [lot[:2] for lot in state["lots"]] == [[0, 50], [10, 20]]
+    state, back_effects = accepted(state, COFFEE, refund("m", 300), 11)
+    assert (back_effects["points_restored"], back_effects["other_minor"]) == (20, 100)
+    assert [lot[:2] for lot in state["lots"]] == [[0, 70], [10, 20]]
+    for op, reason in (({"op": "reward", "id": "x", "item": "hat"}, "reward_unknown"),
+                       ({"op": "reward", "id": "y", "item": "mug", "amount_minor": 700},
+                        "amount_invalid")):
+        _, declined = engine.apply(state, COFFEE, op, 11)
+        assert declined["declined"] == reason
+    _, declined = engine.apply(issued(CLUB), CLUB, {"op": "reward", "id": "z", "item": "mug"}, 0)
+    assert declined["declined"] == "operation_not_in_program"  # club has no catalogue

@@ -26,7 +26,7 @@ def test_every_example_program_is_valid_and_complete():
     for program in programs.values():
         assert sorted(program) == sorted(["id", "version", "currency", "name", "refund_window_days",
                                           "points", "prepaid", "gift", "discount", "tiers",
-                                          "volume", "promotions"])
+                                          "volume", "promotions", "rewards"])
 
 
 def test_validating_a_validated_program_gives_it_back_unchanged():

@@ -60,7 +60,7 @@ EXAMPLES: dict[str, tuple[int, dict[str, Any], bool]] = {
                               "name": "Gift card", "refund_window_days": 90, "points": None,
                               "prepaid": None, "gift": {"expiry_days": 365, "cash_out": False},
                               "discount": None, "tiers": None, "volume": None,
-                              "promotions": None}},
+                              "promotions": None, "rewards": None}},
         "hotlist": ["04deadbeef0001"]}, True),
     # Had the terminal lost txn-purchase from its journal, this would take its place.
     "lost": (messages.TYPE_LOST, {"terminal": "T1", "seq": 2,

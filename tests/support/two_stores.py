@@ -29,6 +29,7 @@ from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
+from ledger.personal_crypto import CustomerKey
 from ledger.server import LedgerServer, serve
 from tests.support.store_broker import StoreBroker, broker_ca, gateway_login, terminal_login
 from tools.demo import DEMO_PROGRAMS
@@ -112,12 +113,14 @@ class Chain:
 @contextmanager
 def chain(dsn: str, brokers: tuple[StoreBroker, StoreBroker],
           workdir: Path, limits: dict[str, int] | None = None,
-          card_keys: CardKeys | None = None) -> Iterator[Chain]:
+          card_keys: CardKeys | None = None,
+          customer_key: CustomerKey | None = None) -> Iterator[Chain]:
     """Two stores, A and B, on one ledger serving `dsn`; `limits`: the tills' offline
     limits (none by default: a till that gets no answer declines); `card_keys`: the
-    chain's card masters, every tap proved by its SUN (none: plain cards by UID)."""
+    chain's card masters, every tap proved by its SUN (none: plain cards by UID);
+    `customer_key`: the ledger's, for customers (none: it keeps none)."""
     with ExitStack() as stack:
-        ledger = serve(dsn)
+        ledger = serve(dsn, customer_key=customer_key)
         # The chain's ledger when it ends: a test may stop it and serve again (same port).
         stack.callback(lambda: shops.ledger.stop())
         stores = []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ledger.books import open_books
-from tools.bench import auth, central_auth, gateway, run, settlement
+from tools.bench import auth, card_feed, central_auth, gateway, run, settlement
 from tools.bench.run import Metric, Section
 
 
@@ -214,3 +214,21 @@ def test_central_authorization_runs_and_returns_well_formed_metrics() -> None:
     goals = {g.goal: g for g in run.evaluate_goals(section.metrics)}
     assert any(g.startswith("central authorization") and r.status == "not measured"
                for g, r in goals.items())
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_card_feed_runs_and_its_readers_see_what_the_chain_posts() -> None:
+    section = card_feed.measure_levels(((4, 0.5),), 1.5)
+    if settlement.postgres_problem() is not None:
+        assert section.metrics == [] and "skipped" in section.notes[0]
+        return
+    assert [m.metric for m in section.metrics] == [
+        "card_feed.reads_per_s@4stores_0.5s", "card_feed.read_p50_ms@4stores_0.5s",
+        "card_feed.read_p99_ms@4stores_0.5s", "card_feed.lag_p99_ms@4stores_0.5s"]
+    for metric in section.metrics:
+        assert_well_formed(metric.as_json())
+    reads, _, _, lag = section.metrics
+    assert reads.n == 4 * 3 and reads.baseline == 8.0  # every store's every read was answered
+    assert lag.n > 0  # the posted purchases reached the readers through the feed
+    assert len(section.notes) == 1 and ", 0 batches refused" in section.notes[0]

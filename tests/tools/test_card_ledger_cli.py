@@ -13,7 +13,10 @@ from ledger.auth import dump_logins, new_login
 from ledger.errors import HoldRefused
 from ledger.server import LedgerServer, serve
 from tests.ledger.builders import batch, hold_request, issue
+from tests.support import engine_history
+from tests.support.engine_history import time_of
 from tools.cli import main
+from tools.programs import parse_programs
 
 
 @pytest.fixture
@@ -45,9 +48,11 @@ def test_block_show_and_unblock_a_card_through_the_ledger(
     assert status == 0 and json.loads(out)["blocked"] is True
     with pytest.raises(HoldRefused):
         server.books.place_hold(hold_request("H1"))
-    status, out, _ = _run(capsys, "card", "show", "C1", *where, str(alice))
+    status, out, err = _run(capsys, "card", "show", "C1", *where, str(alice))
     shown = json.loads(out)
     assert status == 0
+    assert err == ("tilltap card show: no tier, discount or points lots: the ledger was started"
+                   " without programs (ledger serve --programs FILE) (no_programs)\n")
     assert (shown["value_minor"], shown["points"], shown["held_minor"]) == (5000, 0, 0)
     assert shown["block"]["reason"] == "stolen" and shown["block"]["login"] == "tech"
     assert shown["last_stores"][0]["terminal"] == "T1"
@@ -72,3 +77,22 @@ def test_refusals_and_an_unreachable_ledger_are_one_line(
     status, _, err = _run(capsys, "card", "show", "C1", "--ledger-url", "http://127.0.0.1:9",
                           "--ledger-token-file", str(alice))
     assert status == 1 and "unavailable" in err and len(err.splitlines()) == 1
+
+
+def test_show_prints_the_tier_discount_and_points_lots_the_ledger_replays(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ledger started with the programs: `show` prints the card's engine state, no note."""
+    programs = parse_programs(engine_history.PROGRAM_TOML)
+    server = serve(f"sqlite://{tmp_path / 'ledger.db'}", programs=programs,
+                   clock=lambda: time_of(engine_history.TODAY))
+    try:
+        server.books.post_batch(engine_history.posted_batch("C1"))
+        status, out, err = _run(capsys, "card", "show", "C1", "--ledger-url", server.url)
+    finally:
+        server.stop()
+    engine = json.loads(out)["engine"]
+    assert (status, err) == (0, "")
+    assert (engine["tier"], engine["discount"]["pct"], engine["discount"]["last_on"]) == (
+        "silver", 10, "2025-12-17")
+    assert [(lot["points"], lot["expires_on"]) for lot in engine["points_lots"]] == [
+        (60, "2026-01-08"), (50, "2026-01-17"), (45, "2026-01-27")]

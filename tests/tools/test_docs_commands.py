@@ -77,6 +77,9 @@ MARK = "@@tilltap-docs-command-{}@@"  # printed before each command of a block, 
 CUSTOMER_SYNOPSIS = ("a synopsis; the example below it runs add, update, export and erase, and "
                      "tests/tools/test_customers_cli.py runs every one (link, history too, "
                      "with cards) against a served ledger")
+FIND_SYNOPSIS = ("a synopsis; the example below it runs find and a dry run of retention, and "
+                 "tests/tools/test_customer_find_cli.py runs both against a ledger on a set "
+                 "clock")
 VERIFY_SUN_SYNOPSIS = "a synopsis; the example below it runs, tests/tools/test_card_cli.py "
 
 NOT_RUN = {
@@ -112,6 +115,8 @@ NOT_RUN = {
     "tilltap customer show|history|export|erase ID [--format csv|json] [--out FILE] [--yes]":
         CUSTOMER_SYNOPSIS,
     "tilltap customer link|unlink ID CARD": CUSTOMER_SYNOPSIS,
+    "tilltap customer find (--phone P | --email E) [--json]": FIND_SYNOPSIS,
+    "tilltap customer retention [--inactive-days N] [--dry-run]": FIND_SYNOPSIS,
     "tilltap card history CARD [--format csv|json]": CUSTOMER_SYNOPSIS,
     # docs/cards.md
     "tilltap card personalize --count 50 --reader pcsc --master-key masters.json "

@@ -28,7 +28,7 @@ KEY_HEX = "5ec2e7" + "ab" * 29
 CONFIG = {
     "terminal": "t-0001", "merchant": "m-01", "currency": "EUR", "key_hex": KEY_HEX,
     "wifi_ssid": "shop", "wifi_password": "wifi-secret-9", "broker_host": "192.0.2.10",
-    "broker_port": 1883, "programs": {},
+    "broker_port": 1883, "programs": {}, "broker_tls": False,
 }
 
 

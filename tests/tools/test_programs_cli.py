@@ -26,6 +26,7 @@ ENGINE_REASONS = (
     reasons.REDEEM_EXCEEDS_AMOUNT,
     reasons.CARD_EXPIRED,
     reasons.CASH_OUT_NOT_ALLOWED,
+    reasons.REWARD_UNKNOWN,
 )
 EXAMPLE = REPO_ROOT / "examples" / "programs.toml"
 SCENARIOS = json.loads((REPO_ROOT / "tests" / "vectors" / "program_scenarios.json").read_text())
@@ -195,7 +196,7 @@ def test_the_documented_simulate_example_runs_and_nothing_is_declined(tmp_path: 
     result = tilltap("programs", "simulate", "--config", str(EXAMPLE), "--ops", str(ops))
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
-    assert len(output["ops"]) == 8
+    assert len(output["ops"]) == 11
     assert [op for op in output["ops"] if "declined" in op] == []
 
 

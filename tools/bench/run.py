@@ -253,6 +253,7 @@ SECTION_MODULES = (
     ("authorization round trip", "tools.bench.auth"),
     ("settlement", "tools.bench.settlement"),
     ("central authorization", "tools.bench.central_auth"),
+    ("card feed", "tools.bench.card_feed"),
     ("firmware on MicroPython", "tools.bench.firmware"),
 )
 OPTIONAL_MODULES = {"tools.bench.firmware": "tools/bench/firmware.py"}

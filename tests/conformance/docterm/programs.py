@@ -30,7 +30,7 @@ from .errors import Refused
 
 PROGRAM_KEYS = frozenset({"id", "version", "currency", "name", "refund_window_days",
                           "points", "prepaid", "gift", "discount", "tiers", "volume",
-                          "promotions"})
+                          "promotions", "rewards"})
 SECTION_KEYS = {
     "points": ("earn_bp", "earn_rounding", "points_per_unit", "expiry_days"),
     "prepaid": ("bonus_bp", "bonus_rounding", "cash_out"),
@@ -40,7 +40,9 @@ SECTION_KEYS = {
     "tiers": ("window_days", "downgrade", "downgrade_days", "discount_rounding", "levels"),
     "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
     "promotions": ("combine", "discount_rounding", "offers"),
+    "rewards": ("items",),
 }
+REWARD_ITEM_KEYS = ("id", "name", "points", "copay_minor")
 OFFER_KEYS = ("id", "name", "first_day", "last_day", "weekdays", "tiers", "earn_multiplier_bp",
               "bonus_points", "discount_pct", "priority")
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -203,6 +205,21 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
                     raise _invalid(f"{where}.{key}", f"names of {', '.join(allowed)}")
             _integer(offer, where, "earn_multiplier_bp", 0, INT_MAX, default=MULTIPLIER_ONE_BP)
             _integer(offer, where, "discount_pct", 0, PCT_MAX, default=0)
+    if (rewards := sections["rewards"]) is not None:
+        at = f"{path}.rewards"
+        if sections["points"] is None:
+            raise _invalid(at, "needs a points section")
+        items = rewards.get("items")
+        if not isinstance(items, list) or not items:
+            raise _invalid(f"{at}.items", "a list of items")
+        for index, item in enumerate(items):
+            where = f"{at}.items.{index}"
+            if not isinstance(item, dict) or set(item) != set(REWARD_ITEM_KEYS):
+                raise _invalid(where, f"a map of exactly {', '.join(REWARD_ITEM_KEYS)}")
+            if not isinstance(item["id"], str) or not _ID.fullmatch(item["id"]):
+                raise _invalid(f"{where}.id", "an id")
+            _integer(item, where, "points", 1, INT_MAX)
+            _integer(item, where, "copay_minor", 0, AMOUNT_MAX)
     if (volume := sections["volume"]) is not None:
         at = f"{path}.volume"
         _integer(volume, at, "threshold_minor", 0, AMOUNT_MAX)

@@ -125,6 +125,7 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         (18, "sun", "sun", False), (19, "version", "uint", False),
         (26, "discount_minor", "amount", False), (27, "redeem_points", "amount", False),
         (28, "redeem_minor", "amount", False), (33, "split", "bool", False),
+        (34, "reward", "id", False),
     ),
     AUTH_REQUEST: (
         _TERMINAL, (3, "seq", "uint", False), (5, "time", "uint", True),
@@ -133,7 +134,7 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         (11, "card_value_minor", "amount", False), (14, "ref", "text", False),
         (15, "program", "id", False), (18, "sun", "sun", False),
         (20, "request", "uint", True), (27, "redeem_points", "amount", False),
-        (33, "split", "bool", False),
+        (33, "split", "bool", False), (34, "reward", "id", False),
     ),
     AUTH_RESPONSE: (
         _TERMINAL, (5, "time", "uint", True), (20, "request", "uint", True),
