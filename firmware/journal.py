@@ -103,7 +103,9 @@ class JournalFormatUnknown(ProtocolError):
 def encode_record(record_type, body):
     assert len(body) <= RECORD_BODY_BYTES_MAX, "journal record body too large"
     head = struct.pack(">BH", record_type, len(body))
-    return bytes((_MAGIC,)) + head + struct.pack(">I", crc32(head + body)) + body
+    # The CRC runs on from the head's into the body: no copy of head + body to checksum.
+    crc = crc32(body, crc32(head))
+    return struct.pack(">BBHI", _MAGIC, record_type, len(body), crc) + body
 
 
 def _parse_at(data, offset):

@@ -239,7 +239,20 @@ class Terminal:
         # A regular's card: the gateway names the first name to greet them by (key 82).
         name = response.get("first_name")
         self.display.show("APPROVED " + name if name else "APPROVED")
+        self._show_offers(response)
         return {"approved": True, "reason": None, "txn": fields, "response": response}
+
+    def _show_offers(self, response):
+        """The receipt's line per promotion the sale got (auth response key 62, or the
+        offline quote's), by the name its signed program gives it (else its id)."""
+        program = self.settings.programs.get(response.get("program")) or {}
+        offers = (program.get("promotions") or {}).get("offers") or ()
+        for offer_id in response.get("promotions") or ():
+            name = offer_id
+            for offer in offers:
+                if offer["id"] == offer_id and offer["name"]:
+                    name = offer["name"]
+            self.display.show("OFFER " + name)
 
     def _remember(self, card, response):
         if card not in self.known_cards and len(self.known_cards) >= KNOWN_CARDS_MAX:
@@ -265,8 +278,9 @@ class Terminal:
         if program is None:
             return {"approved": False, "reason": reasons.PROGRAM_UNKNOWN}
         pay = "card" if card_value_minor else "other"
+        now_s = self.clock.now_s()
         quote = engine_offline.quote(program, tier, discount_pct, day == self._today(),
-                                     amount_minor, pay, self._today())
+                                     amount_minor, pay, self._today(), int(now_s) % DAY_S // 60)
         acked = self.journal.acked_through
         self.offline_records = [r for r in self.offline_records if r[0] > acked]
         pending = [(r[1], r[2]) for r in self.offline_records]
@@ -281,7 +295,8 @@ class Terminal:
             return {"approved": False, "reason": reason}
         return {"approved": True, "program": program_id, "version": program["version"],
                 "offline": True, "card_value_minor": quote["card_minor"],
-                "discount_minor": quote["discount_minor"], "points": quote["points_earned"]}
+                "discount_minor": quote["discount_minor"], "points": quote["points_earned"],
+                "promotions": quote.get("promotions")}
 
     def _build(self, kind, card, amount_minor, card_value_minor, response, ref):
         """The record: what the gateway answered (or the offline quote), field by field."""

@@ -43,7 +43,10 @@ def keep(store: GatewayStore, auth_id: str, terminal: str, card: str,
     `op`: the local hold; `ledger_hold_id`: the ledger's hold, if it holds (or may hold) the
     value; `given_at`: when the hold was placed (now); `wait_ms`: the longest wait for the
     store (GatewayStore.transaction). StoreUnavailable if it could not be kept: then it
-    must not be given."""
+    must not be given. The op's `birthday` (a birthday-week offer's, from the gateway's
+    memory: gateway/enrol.py) is never written: the store keeps no customer's data."""
+    if op is not None and "birthday" in op:
+        op = {key: value for key, value in op.items() if key != "birthday"}
     with store.transaction(wait_ms) as db:
         db.execute("INSERT OR REPLACE INTO authorizations (auth_id, terminal, card, expect,"
                    " auth_mode, given_at, held_minor, op, ledger_hold_id)"

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
@@ -180,6 +180,17 @@ def _run(state: dict[str, Any] | None, program: dict[str, Any], op: dict[str, An
             not is_amount(abs(leg[2])) for leg in effects["legs"]):
         raise ValidationError(AMOUNT_INVALID, "beyond AMOUNT_MINOR_MAX")
     return new_state, effects
+
+
+def minute_of(time_s: float) -> int:
+    """The minute of its UTC day a time falls in: what offers by hour look at (the engine's
+    op "minute", protocol/engine_promotions.py)."""
+    return int(time_s) % DAY_S // 60
+
+
+# What a purchase's promotions look at beyond its day, in its engine op: kept with the
+# approval's op, so its record is applied with what the answer was priced with.
+SALE_TERMS = ("minute", "birthday")
 
 
 def _day(entry: dict[str, Any] | None, time_s: float) -> int:
@@ -334,6 +345,9 @@ class CardBook:
         self.blocked_in: dict[str, int] = {}
         # The highest configuration version each terminal's accepted records named.
         self.config_named: dict[str, int] = {}
+        # Card -> its customer's birthday "MM-DD" or None, from the gateway's memory
+        # (gateway/enrol.py `Greetings`): priced into its online purchases' offers.
+        self.birthday_of: Callable[[str], str | None] = lambda card: None
 
     @property
     def cards(self) -> dict[str, dict[str, Any]]:
@@ -445,6 +459,13 @@ class CardBook:
             _same_operation(op, given_op)
         approved = online and expected is not None
         judged = self._check_offline(fields, told)
+        if op["op"] == "purchase":
+            # An approved sale is applied at the minute, and with the birthday, its answer
+            # was priced with; any other at its record's time, and never with a birthday:
+            # an offline quote knew none (docs/programs.md, "Promotions").
+            op["minute"] = minute_of(fields["time"])
+            op.update({key: given_op[key] for key in SALE_TERMS
+                       if given_op is not None and key in given_op})
         if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND, txn.KIND_CASHOUT) and (
                 not online or approved):
             # It happened at the counter: offline or stand-in, or online as the gateway
@@ -722,7 +743,14 @@ class CardBook:
         state = self._projected(card, entry, program, day)
         if kind != txn.KIND_INQUIRY:
             op = engine_op(kind, request, PREVIEW_ID, asked=True)
+            if op["op"] == "purchase":
+                op["minute"] = minute_of(now_s)
+                birthday = self.birthday_of(card)
+                if birthday is not None:
+                    op["birthday"] = birthday
             state, effects = _run(state, program, op, day, kind)
+            if effects.get("promotions"):
+                response["promotions"] = effects["promotions"]
             amounts = till_amounts(kind, effects)
             # Value leaving the card is held until its record arrives.
             held = (amounts["card_value_minor"]

@@ -25,6 +25,10 @@ it (key 82, first_name) to an approved authorization's answer for that card, so 
 can greet the regular at any store. It is never part of a record, of an approval or a card
 kept in the store, or of a log line; a restart forgets it (and a card this store knew before
 its customer enrolled it elsewhere is not looked up again, so not greeted here).
+
+Birthdays: the same card answer carries the customer's birthday as "MM-DD" (never the
+year), which `Greetings` keeps beside the name, in memory only, for the card book to price
+a birthday-week offer into the card's online purchases (docs/programs.md, "Promotions").
 """
 
 from __future__ import annotations
@@ -95,12 +99,29 @@ def enrol_route(auth: Route, enrol: Route) -> Route:
 
 class Greetings:
     """Card -> the first name its customer is greeted by, for cards enrolled at this
-    gateway since it started (memory only, at most GREETINGS_MAX). Thread-safe."""
+    gateway since it started (memory only, at most GREETINGS_MAX); and card -> the
+    customer's birthday "MM-DD" (no year) the ledger's card answer carried, for the card
+    book's birthday-week offers (at most GREETINGS_MAX too). Thread-safe."""
 
     def __init__(self, size_max: int = GREETINGS_MAX) -> None:
         self._names: OrderedDict[str, str] = OrderedDict()
+        self._birthdays: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._size_max = size_max
+
+    def remember_birthday(self, card: str, birthday: str | None) -> None:
+        with self._lock:
+            if not birthday:
+                self._birthdays.pop(card, None)
+                return
+            self._birthdays[card] = birthday
+            self._birthdays.move_to_end(card)
+            while len(self._birthdays) > self._size_max:
+                self._birthdays.popitem(last=False)
+
+    def birthday(self, card: str) -> str | None:
+        with self._lock:
+            return self._birthdays.get(card)
 
     def remember(self, card: str, first_name: str | None) -> None:
         with self._lock:
@@ -119,16 +140,25 @@ class Greetings:
 
 def take_greeting(greetings: Greetings, card: str,
                   found: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ledger's answer for `card` without its `greeting` (the customer's first name),
-    which `greetings` keeps for the card instead (or forgets: the answer has none), so the
-    name goes no further than memory: not to the card book, nor the store."""
+    """The ledger's answer for `card` without its `greeting` (the customer's first name)
+    and `birthday` ("MM-DD"), which `greetings` keeps for the card instead (or forgets: the
+    answer has none), so they go no further than memory: not to the card book's kept
+    state, nor the store."""
     if found is None:
         return None
     found = dict(found)
     greeting = found.pop("greeting", None)
     greetings.remember(card, greeting[:messages.TEXT_CHARS_MAX]
                        if isinstance(greeting, str) and greeting else None)
+    birthday = found.pop("birthday", None)
+    greetings.remember_birthday(card, birthday if _is_month_day(birthday) else None)
     return found
+
+
+def _is_month_day(value: object) -> bool:
+    """Is `value` a birthday as the ledger gives it, "MM-DD" (the engine checks the date)?"""
+    return (isinstance(value, str) and len(value) == 5 and value[2] == "-"
+            and value[:2].isdigit() and value[3:].isdigit())
 
 
 class GreetingVerifier(Verifier):

@@ -34,7 +34,7 @@ from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.parked import PARKABLE_REASONS, ParkedRecord, ParkedRecords, parkable
 from gateway.sequencer import DUPLICATE, GAP, IN_ORDER, REPLAYED, Decision, Sequencer
-from gateway.stage import OnDeath, Stage, exit_process
+from gateway.stage import EMPTY, OnDeath, Stage, exit_process, take_now
 from gateway.stats import Stats
 from gateway.store import (
     STATUS_ACCEPTED,
@@ -50,6 +50,7 @@ from protocol.reasons import SEQ_GAP, SEQ_REPLAYED
 
 COMMIT_BATCH_MAX = 500
 COMMIT_WAIT_MS = 5
+GATHER_S = 0.001
 PARKED_SWEEP_INTERVAL_S = 5.0
 
 log = logging.getLogger(__name__)
@@ -115,15 +116,21 @@ class IngestStage(Stage[Verified]):
             if first is None:
                 break
             items = [first]
+            # Until COMMIT_WAIT_MS pass without a record: the inbox looked at every
+            # GATHER_S rather than a wake per record (gateway/stage.py).
+            last_s = time.monotonic()
             while len(items) < COMMIT_BATCH_MAX:
-                try:
-                    item = self.inbox.get(timeout=COMMIT_WAIT_MS / 1000)
-                except queue.Empty:
-                    break
+                item = take_now(self.inbox)
+                if item is EMPTY:
+                    if time.monotonic() - last_s >= COMMIT_WAIT_MS / 1000:
+                        break
+                    time.sleep(GATHER_S)
+                    continue
                 if item is None:
                     stopping = True
                     break
                 items.append(item)
+                last_s = time.monotonic()
             self.process(items)
 
     def process(self, items: list[Verified]) -> None:

@@ -165,12 +165,13 @@ class MqttLink:
             self.on_death("gateway-mqtt", error)
 
     def _route(self, message: mqtt.MQTTMessage) -> None:
-        leaf = message.topic.rsplit("/", 1)[-1]
+        topic = message.topic  # decoded from bytes on every read
+        leaf = topic.rsplit("/", 1)[-1]
         route = self.routes.get(leaf)
         if route is None:
             self.stats.rejected("topic_invalid")
             return
-        if not route(message.topic, bytes(message.payload)):
+        if not route(topic, bytes(message.payload)):
             self.stats.add("dropped." + leaf)
 
 

@@ -186,6 +186,8 @@ class Gateway:
         # Approvals greet by first name the cards enrolled here, and those whose first look-up
         # at the ledger named their customer's (gateway/enrol.py).
         self.greetings = Greetings()
+        # And price a customer's birthday-week offers by the birthday kept beside the name.
+        self.cards.birthday_of = self.greetings.birthday
         # Cards registered centrally that this store has not seen: asked off the card lock.
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,

@@ -158,20 +158,26 @@ class StoredRecord:
         self.reason = reason
 
 
+# Built once: `json.dumps` with any option builds an encoder per call, and a commit encodes
+# every record's fields and every changed card's state (a few each per record).
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _COMPACT(value)
 
 
 def _state_json(state: dict[str, Any]) -> str:
     """A card's engine state without its sales (rows of card_sales)."""
-    return _compact({key: value for key, value in state.items() if key != "sales"} | {
+    return _COMPACT({key: value for key, value in state.items() if key != "sales"} | {
         "sales": {}})
 
 
 def fields_to_json(fields: dict[str, Any]) -> str:
     """Record fields as canonical JSON (bytes as hex), for settlement and reports."""
     plain = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in fields.items()}
-    return json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL(plain)
 
 
 def _fields_from_json(text: str) -> dict[str, Any]:
@@ -328,7 +334,7 @@ class GatewayStore:
                 [
                     (c, s["program"], s["currency"], s["value_minor"], s["points"],
                      s.get("sun_counter"), s.get("merchant"), _state_json(s["state"]),
-                     json.dumps(s.get("sun_seen", [])),
+                     json.dumps(s["sun_seen"]) if s.get("sun_seen") else "[]",
                      None if s.get("feed") is None else json.dumps(s["feed"]))
                     for c, s in cards.items()
                 ],

@@ -24,6 +24,10 @@ tie them together:
   so the value and the points a card has available are never promised twice;
 - the clock (Unix seconds, injectable for tests) judges hold expiry and the default
   report date;
+- given the chain's programs, each card's program-engine state is kept beside its entries,
+  changed in the transaction of every batch that posts the card, under the card's lock
+  (`ledger.engine_sql`); it never stops a batch from posting (the books decide value and
+  points: a state that parts from them is dropped and alarmed);
 - driver errors surface as `LedgerUnavailable` (the caller may retry the same request).
 """
 
@@ -35,12 +39,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ledger import (
     adopt_sql,
     block_sql,
+    engine_sql,
     exposure_sql,
     feed_sql,
     hold_sql,
@@ -50,6 +56,7 @@ from ledger import (
     reports,
     sun_sql,
 )
+from ledger.card_engine import hold_snapshot
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
@@ -75,9 +82,11 @@ REGISTRATION_TERMINAL = "DESK"
 class Books:
     """Double-entry books on one database; use `open_books` to get one."""
 
-    def __init__(self, database: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, database: Database, clock: Callable[[], float] = time.time,
+                 programs: engine_sql.Programs | None = None) -> None:
         self._database = database
         self._clock = clock
+        self._programs = programs  # None: no engine state kept (ledger/engine_sql.py)
         with self._guard():
             create_schema(database)
 
@@ -97,7 +106,7 @@ class Books:
             raise
         with self._guard():
             try:
-                result, late, overdrawn, replaced_used = self._database.transact(
+                result, late, overdrawn, replaced_used, dropped = self._database.transact(
                     lambda session: self._post(session, batch))
             except BatchConflict as conflict:
                 self._raise_alarm(conflict.reason, f"batch {batch.batch_id}: {conflict.detail}")
@@ -117,6 +126,12 @@ class Books:
                         extra={"event": "alarm", "reason": replace_sql.LATE_USE_REASON,
                                "card": card[:64], "batch": batch.batch_id[:64],
                                "gateway": batch.gateway_id})
+        for card, reason in dropped:
+            log.warning("ledger alarm: card %s engine state dropped (%s) by batch %s",
+                        card[:64], reason, batch.batch_id[:64],
+                        extra={"event": "alarm", "reason": engine_sql.ENGINE_DROPPED_ALARM,
+                               "card": card[:64], "batch": batch.batch_id[:64],
+                               "gateway": batch.gateway_id})
         if result.status == STATUS_PARTIAL:
             log.warning("ledger alarm: batch %s refused %d of %d transactions: %s",
                         batch.batch_id, len(result.refused), len(batch.transactions),
@@ -126,18 +141,21 @@ class Books:
                                "refused": len(result.refused)})
         return result
 
-    def _post(self, session: Session, batch: Batch
-              ) -> tuple[PostResult, int, list[tuple[str, int]], list[tuple[str, str]]]:
+    def _post(self, session: Session, batch: Batch) -> tuple[
+            PostResult, int, list[tuple[str, int]], list[tuple[str, str]],
+            list[tuple[str, str]]]:
         """Inside the batch's transaction: duplicate check, plan, write, block the cards it
         overdrew (ledger/exposure_sql.py), alarm its transactions on replaced cards
-        (ledger/replace_sql.py); the result, how many expired holds it posted, the cards
-        blocked and the (card, txn_id) on replaced cards. Reads only through `session` (it
-        may run again)."""
+        (ledger/replace_sql.py), bring its cards' engine states along (ledger/engine_sql.py);
+        the result, how many expired holds it posted, the cards blocked, the (card, txn_id)
+        on replaced cards and the (card, reason) of engine states dropped. Reads only through
+        `session` (it may run again)."""
         known_hash = posting_sql.find_batch_hash(session, batch.batch_id)
         if known_hash == batch.content_hash:
             refused = posting_sql.find_refusals(session, batch.batch_id)
             in_books = len(batch.transactions) - len(refused)
-            return PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0, [], []
+            return (PostResult(STATUS_DUPLICATE, batch.batch_id, 0, in_books, refused), 0, [],
+                    [], [])
         if known_hash is not None:
             raise BatchConflict(
                 "batch_conflict",
@@ -150,11 +168,13 @@ class Books:
         posting_sql.write_plan(session, batch, plan, now)
         overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
         replaced_used = replace_sql.alarm_late_uses(session, batch.batch_id, plan.txns, now)
+        dropped = [] if self._programs is None else engine_sql.apply_posted(
+            session, self._programs, batch.batch_id, batch.gateway_id, plan.txns, now)
         late = sum(posting.late for posting in plan.hold_postings)
         status = STATUS_PARTIAL if plan.refused else STATUS_POSTED
         result = PostResult(status, batch.batch_id, len(plan.txns), plan.already_posted,
                             tuple(plan.refused))
-        return result, late, overdrawn, replaced_used
+        return result, late, overdrawn, replaced_used, dropped
 
     def place_hold(self, document: object) -> HoldAnswer:
         """Hold card value and/or points for an authorization (a decoded POST /v1/holds body),
@@ -165,17 +185,23 @@ class Books:
         available value is below the amount, ``insufficient_points`` when its available
         points are below the points; ``card_unknown`` for a card never settled;
         ``card_replayed`` (alarmed: a clone or a replayed read) when its SUN read counter is
-        not above the highest accepted for the card.
+        not above the highest accepted for the card. The answer carries the card's kept
+        engine state as of now (`engine`: version, tier, discount; `card_engine.hold_snapshot`),
+        read under the card's lock with the funds, when the ledger keeps one.
         """
         request = parse_hold_request(document)
         with self._guard():
             try:
-                return self._database.transact(
-                    lambda session: hold_sql.place(session, request, self._now()))
+                answer, kept = self._database.transact(
+                    lambda session: (hold_sql.place(session, request, self._now()),
+                                     engine_sql.read(session, [request.card]).get(
+                                         request.card)))
             except HoldRefused as refusal:
                 if refusal.reason in ("hold_conflict", "card_replayed"):
                     self._raise_alarm(refusal.reason, refusal.detail)
                 raise
+        snapshot = hold_snapshot(kept, self._programs, self._now())
+        return answer if snapshot is None else replace(answer, engine=snapshot)
 
     def void_hold(self, hold_id: str) -> HoldAnswer:
         """Release a hold's value and points: ``hold_unknown``, or ``hold_posted`` once settled."""
@@ -283,7 +309,9 @@ class Books:
         ("last_stores") and which of its changes in the card feed those balances include
         ("feed", ledger/feed_sql.py) and the highest SUN read counter accepted for it
         ("sun_counter", ledger/sun_sql.py) and its transactions for a gateway to replay
-        ("transactions", ledger/adopt_sql.py), read at one moment; None for an unknown card."""
+        ("transactions", ledger/adopt_sql.py) and its kept engine state ("engine_state", an
+        `engine_sql.StoredEngine` or None: not JSON, ledger/card_engine.py reads it), read
+        at one moment; None for an unknown card."""
         with self._guard(), self._database.read() as session:
             balance = queries.card_balance(session, card, self._now())
             if balance is None:
@@ -292,7 +320,8 @@ class Books:
                     | {"last_stores": block_sql.last_stores(session, card),
                        "feed": feed_sql.card_position(session, card),
                        "transactions": adopt_sql.card_transactions(session, card),
-                       "sun_counter": sun_sql.highest(session, card)})
+                       "sun_counter": sun_sql.highest(session, card),
+                       "engine_state": engine_sql.read(session, [card]).get(card)})
 
     def block_card(self, card: str, blocked: bool, reason: str, login: str) -> dict[str, Any]:
         """Block (or unblock) a card for every store: {"card", "blocked", "block", "changed"}.
@@ -323,7 +352,8 @@ class Books:
         with self._guard():
             now = self._now()
             done = self._database.transact(
-                lambda session: replace_sql.replace(session, old, new, login, reason, now))
+                lambda session: replace_sql.replace(session, old, new, login, reason, now,
+                                                    self._programs))
         log.info("AUDIT card %s replaced by %s by %s: %s (value %d, points %d)", old[:64],
                  new[:64], login, reason, done["value_minor"], done["points"],
                  extra={"event": "card_replaced", "card": old[:64], "new_card": new[:64]})
@@ -406,11 +436,13 @@ class Books:
             raise LedgerUnavailable(f"{type(error).__name__}: {error}") from error
 
 
-def open_books(dsn: str, clock: Callable[[], float] = time.time) -> Books:
-    """Open (and create if needed) the books a DSN names; see `ledger.db.open_database`."""
+def open_books(dsn: str, clock: Callable[[], float] = time.time,
+               programs: engine_sql.Programs | None = None) -> Books:
+    """Open (and create if needed) the books a DSN names; see `ledger.db.open_database`.
+    `programs`: the chain's validated programs, to keep each card's engine state."""
     database = open_database(dsn)
     try:
-        return Books(database, clock)
+        return Books(database, clock, programs)
     except BaseException:
         database.close()
         raise

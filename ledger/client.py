@@ -101,8 +101,10 @@ class LedgerClient:
         sun_counter: int | None = None,
     ) -> dict[str, Any]:
         """Hold card value and/or points: {"hold_id", "status", "available_minor",
-        "available_points"} (a replay answers again). `sun_counter`: the tap's SUN read
-        counter, refused card_replayed unless above the card's highest, which it raises.
+        "available_points"}, and "engine" {"version", "tier", "discount_pct",
+        "discount_until"} when the ledger keeps the card's engine state (a replay answers
+        again). `sun_counter`: the tap's SUN read counter, refused card_replayed unless
+        above the card's highest, which it raises.
 
         HoldRefused insufficient_value / insufficient_points / hold_conflict / card_replayed,
         NotFound

@@ -560,33 +560,50 @@ class Customers:
         return customer_id
 
     def greeting(self, card: str, login: str) -> str | None:
-        """The first name a counter greets the card's customer by (as an enrolment answers
-        it: the first word of the customer's name), for a store's gateway asking about the
-        card; audited ("greet", the card) on the customer. None, and nothing read, when the
-        card is nobody's, its customer is erased or has no name, or the ledger holds no
-        customer key: a card's answer never fails for a customer's sake."""
+        """The first name a counter greets the card's customer by (`counter_view`)."""
+        return self.counter_view(card, login).get("greeting")
+
+    def counter_view(self, card: str, login: str) -> dict[str, str]:
+        """What a store's gateway asking about the card is told of its customer: `greeting`,
+        the first name a counter greets them by (as an enrolment answers it: the first word
+        of the customer's name), and `birthday`, its month and day "MM-DD" (never the year),
+        for birthday-week offers; each only when the customer has it. Audited ("greet", the
+        card, and ", birthday" when that was read) on the customer. Empty, and nothing read,
+        when the card is nobody's, its customer is erased, or the ledger holds no customer
+        key: a card's answer never fails for a customer's sake."""
         key = self._key
         if key is None or self._books.read(
                 lambda session, now: customers_sql.card_owner(session, card)) is None:
-            return None
+            return {}
 
-        def work(session: Session, now: int) -> str | None:
+        def work(session: Session, now: int) -> dict[str, str]:
             owner = customers_sql.card_owner(session, card)
             row = customers_sql.customer(session, owner) if owner is not None else None
             if owner is None or row is None or row["erased_at"] is not None or (
                     row["key_id"] != key.key_id):
-                return None
+                return {}
+            view = {}
             name = self._first_name(session, key, owner)
             if name is not None:
-                customers_sql.audit(session, now, login, owner, "greet", f"card {card}")
-            return name
+                view["greeting"] = name
+            sealed = customers_sql.sealed_fields(session, owner).get("birthday")
+            if sealed is not None:
+                try:
+                    view["birthday"] = key.open(owner, "birthday", sealed)[5:]  # MM-DD
+                except KeyMismatch as error:
+                    raise LedgerUnavailable(str(error),
+                                            reason="customer_key_mismatch") from error
+            if view:
+                customers_sql.audit(session, now, login, owner, "greet", f"card {card}" + (
+                    ", birthday" if "birthday" in view else ""))
+            return view
 
         try:
             return self._books.transact(work)
-        except LedgerUnavailable as error:  # a sealed name that does not open: no greeting
+        except LedgerUnavailable as error:  # a sealed value that does not open: none of it
             log.warning("no greeting for card %s: %s", card[:ID_CHARS_MAX], error.detail,
                         extra={"event": "greeting_unavailable", "reason": error.reason})
-            return None
+            return {}
 
     def retention(self, document: object, login: str) -> dict[str, Any]:
         """Erase the customers inactive for the body's `inactive_days` (parse_retention):

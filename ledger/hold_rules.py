@@ -148,15 +148,21 @@ class HoldAnswer:
     available_minor: int
     available_points: int
     created: bool = False
+    engine: dict[str, Any] | None = None
+    """The card's kept engine state as of the answer (ledger/card_engine.py hold_snapshot):
+    {"version", "tier", "discount_pct", "discount_until"}; None: the ledger keeps none."""
 
     def to_json(self) -> dict[str, Any]:
-        """The body of the HTTP answer."""
-        return {
+        """The body of the HTTP answer ("engine" only when the ledger keeps the card's)."""
+        body: dict[str, Any] = {
             "hold_id": self.hold_id,
             "status": self.status,
             "available_minor": self.available_minor,
             "available_points": self.available_points,
         }
+        if self.engine is not None:
+            body["engine"] = self.engine
+        return body
 
 
 def effective_status(stored: str, expires_at: int, now: int) -> str:

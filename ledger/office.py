@@ -418,8 +418,9 @@ class Office:
         return self._page(session, login, f"Card {card}", body)
 
     def _engine(self, detail: dict[str, Any]) -> tuple[list[tuple[str, object, str]], str]:
-        """The card's tier and discount as facts, and its points lots as a table, from the
-        replay of its transactions (ledger/card_engine.py); or why they are not known."""
+        """The card's tier and discount as facts, and its points lots as a table, from its
+        kept engine state or the replay of its transactions (ledger/card_engine.py); or why
+        they are not known."""
         engine = card_engine(detail, self.programs, self.books.now_s())
         known = engine["engine"]
         if known is None:
@@ -429,9 +430,13 @@ class Office:
         lots = _table(("points", "earned", "expires"),
                       ([lot["points"], lot["earned_on"], lot["expires_on"] or "never"]
                        for lot in known["points_lots"]), "points-lots")
+        source = (f"kept by the ledger, version {engine['engine_version']}"
+                  if engine["engine_version"] is not None
+                  else f"replayed from {known['replayed']} transactions")
         return [("Tier", known["tier"] or "none in the program", "card-tier"),
                 ("Discount", _discount(known["discount"], detail["currency"]),
-                 "card-discount")], f"<h2>Points lots</h2>{lots}"
+                 "card-discount"),
+                ("Engine state", source, "card-engine-source")], f"<h2>Points lots</h2>{lots}"
 
     def _block_form(self, session: OfficeSession, login: Login, card: str,
                     blocked: bool) -> str:

@@ -68,11 +68,11 @@ def read_view(database: Session, batch: Batch, now: int) -> BooksView:
         cards={row[0]: CardState(*row) for row in cards},
         originals=_read_originals(database, refs) if refs else {},
         holds=hold_sql.read_states(database, hold_ids, now) if hold_ids else {},
-        balances=_read_balances(database, expiring) if expiring else {},
+        balances=read_balances(database, expiring) if expiring else {},
     )
 
 
-def _read_balances(database: Session, cards: list[str]) -> dict[str, tuple[int, int]]:
+def read_balances(database: Session, cards: list[str]) -> dict[str, tuple[int, int]]:
     """(value, points) of each card as its entries add up (rows locked above: no batch can
     change them before this one commits); a card without entries holds (0, 0)."""
     totals = {card: [0, 0] for card in cards}

@@ -18,7 +18,9 @@ not at all:
    it, and a gateway that takes the new card on knows the balances include it);
 4. keep the replacement (`card_replacements`: old, new, transaction, reason, time, login,
    customer) for audit, and move the old card's customer link to the new card (with a
-   customer audit row).
+   customer audit row);
+5. move the old card's kept program-engine state (tier, discount, points lots, sales) to the
+   new card (`engine_sql.move`), when the ledger has programs.
 
 A refund posted on the new card may name a sale of the old card (`follow_replacements`): the
 gateways moved the old card's refundable sales to it.
@@ -38,7 +40,7 @@ import hashlib
 import json
 from typing import Any
 
-from ledger import block_sql, customers_sql, feed_sql, hold_sql
+from ledger import block_sql, customers_sql, engine_sql, feed_sql, hold_sql
 from ledger.db import Session
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, NotFound
 from ledger.exposure_sql import OVERDRAFT_LOGIN
@@ -69,9 +71,10 @@ REPLACEMENT_FIELDS = ("old_card", "new_card", "txn_id", "reason", "at", "login",
 
 
 def replace(session: Session, old: str, new: str, login: str, reason: str,
-            now: int) -> dict[str, Any]:
+            now: int, programs: engine_sql.Programs | None = None) -> dict[str, Any]:
     """Replace card `old` by card `new` (see the module): the replacement as kept, with the
-    value and points moved."""
+    value and points moved. `programs`: the ledger's, to move the old card's kept engine
+    state (ledger/engine_sql.py)."""
     if old == new:
         raise BatchInvalid("card_same", "a card cannot replace itself")
     cards = {row[0]: row for row in session.fetch(
@@ -108,6 +111,9 @@ def replace(session: Session, old: str, new: str, login: str, reason: str,
                         [tuple(stored.get(column) for column in TXN_COLUMNS)])
     if new not in cards:
         session.bulk_insert("cards", CARD_COLUMNS, [(new, program, currency, txn_id)])
+    # Before the transfer's entries and feed rows: an old card's state never kept is built
+    # from its history as it was.
+    engine_sql.move(session, programs, old, new, funds.value_minor, points, txn_id, now)
     legs = transfer_legs(old, new, currency, funds.value_minor, points)
     session.bulk_insert("entries", ENTRY_COLUMNS, [(txn_id, *leg) for leg in legs])
     feed_sql.note(session, DESK, [(txn_id, old), (txn_id, new)])

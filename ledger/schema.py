@@ -7,10 +7,10 @@ and points) and by expiry (the sweep), hold postings by batch (closing them). Re
 the transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
 Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
-point_hold_postings, the customer tables) are created on the next open of existing books,
-and columns added later (ADDED_COLUMNS: nullable, so rows written before them read as
-null) are added to them; nothing is ever dropped or changed. That is why holds with points
-are a table of their own (point_holds, see `ledger.hold_rules`): holds' CHECK
+point_hold_postings, the customer tables, card_engine_states) are created on the next open
+of existing books, and columns added later (ADDED_COLUMNS: nullable, so rows written
+before them read as null) are added to them; nothing is ever dropped or changed. That is why
+holds with points are a table of their own (point_holds, see `ledger.hold_rules`): holds' CHECK
 (amount_minor > 0) stays.
 
 The column lists that rows are inserted with come from the value types where a field list is
@@ -237,6 +237,20 @@ _STATEMENTS = (
         at BIGINT NOT NULL,
         login TEXT NOT NULL,
         customer_id TEXT)""",
+    # Each card's program-engine state (ledger/engine_sql.py), changed in the transaction of
+    # every batch posting the card, under its row lock. state: the engine's JSON, "as of"
+    # its day; null when the ledger keeps none for the card, `reason` saying why.
+    """CREATE TABLE IF NOT EXISTS card_engine_states (
+        card TEXT PRIMARY KEY REFERENCES cards (card),
+        program TEXT NOT NULL,
+        program_version BIGINT NOT NULL,
+        state TEXT,
+        reason TEXT,
+        version BIGINT NOT NULL CHECK (version > 0),
+        through_txn_id TEXT,
+        day BIGINT,
+        updated_at BIGINT NOT NULL,
+        CHECK ((state IS NULL) <> (reason IS NULL)))""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -315,6 +329,11 @@ REPLACEMENT_COLUMNS = ("old_card", "new_card", "txn_id", "reason", "at", "login"
 """Every card_replacements column: which card replaced which, by which transfer, why, when,
 by whom, and the customer whose link moved (null if none)."""
 """Every customer_audit column but its id."""
+ENGINE_STATE_COLUMNS = ("card", "program", "program_version", "state", "reason", "version",
+                        "through_txn_id", "day", "updated_at")
+"""Every card_engine_states column: the card, the program (and its version) the state was
+computed with, the state (JSON) or the reason there is none, how many times it changed, the
+last transaction applied, the state's engine day, and when (the ledger's clock)."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

@@ -6,7 +6,8 @@
     GET    /v1/holds/<id>      one hold                              -> 200 / 404 hold_unknown
     DELETE /v1/holds/<id>      void it                               -> 200 / 404 / 409
     GET    /v1/cards/<card>    one card's balance, block, last stores and engine state (tier,
-                               discount, points lots: ledger/card_engine.py) -> 200 / 404
+                               discount, points lots, its version: ledger/card_engine.py)
+                               -> 200 / 404
     POST   /v1/cards/<card>/block   block it for every store {"reason"}  -> 200 / 404
     DELETE /v1/cards/<card>/block   unblock it [{"reason"}]              -> 200 / 404
     POST   /v1/cards/<card>/replace a lost card by a new one {"new_card", "reason"}
@@ -71,7 +72,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ledger import auth, feed_sql, fleet_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
-from ledger.card_engine import card_engine, for_gateway
+from ledger.card_engine import card_engine
 from ledger.customers import Customers, parse_find
 from ledger.errors import (
     BatchInvalid,
@@ -523,19 +524,19 @@ class _Handler(BaseHTTPRequestHandler):
         if balance is None:
             raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
         if self._login is None or self._login.role == "gateway":
-            # A store's counter greets the card's customer by first name (docs/ledger.md,
-            # "Greeting at every store"); no other login is told it here.
-            greeting = self.server.customers.greeting(
-                card, self._login.name if self._login else "(open ledger)")
-            if greeting is not None:
-                balance["greeting"] = greeting
-        if self._login is not None and self._login.role == "gateway":
-            # It takes the card on by replaying the same transactions itself: the ledger's
-            # replay would only slow its look-up down (up to 0.26 s, ledger/card_engine.py).
-            return 200, balance | for_gateway()
-        # Worked out after the read, off the database.
-        return 200, balance | card_engine(balance, self.server.programs,
-                                          self.server.books.now_s())
+            # A store's counter greets the card's customer by first name, and gives their
+            # birthday-week offers (docs/ledger.md, "Greeting at every store"); no other
+            # login is told these here.
+            balance.update(self.server.customers.counter_view(
+                card, self._login.name if self._login else "(open ledger)"))
+        # Worked out after the read, off the database: the kept state let to today, or (not
+        # for a gateway: it replays the same transactions itself, and a replay here would
+        # only slow its look-up down, up to 0.26 s) the card's transactions replayed.
+        gateway = self._login is not None and self._login.role == "gateway"
+        engine = card_engine(balance, self.server.programs, self.server.books.now_s(),
+                             gateway=gateway)
+        del balance["engine_state"]  # not JSON: read by card_engine
+        return 200, balance | engine
 
     def _block(self, card: str, blocked: bool) -> Answer:
         """POST/DELETE /v1/cards/<card>/block: block or unblock a card (cards, admin)."""
@@ -956,7 +957,7 @@ def serve(
     if logins_file is None:
         log.warning("the ledger API is open: no logins file, every local caller may do all",
                     extra={"event": "ledger_open"})
-    books = open_books(dsn, clock)
+    books = open_books(dsn, clock, programs)
     try:
         try:
             Customers(books, customer_key).check_key()

@@ -51,56 +51,86 @@ class Tag:
         return "Tag(%d, %r)" % (self.tag, self.value)
 
 
-def _head(major, n):
+def _head_into(out, major, n):
+    # Appended byte by byte: no bytes object per head (most heads are one byte).
     assert 0 <= n <= UINT_MAX, "CBOR argument out of range"
     m = major << 5
     if n < 24:
-        return bytes((m | n,))
-    if n < 0x100:
-        return bytes((m | 24, n))
-    if n < 0x10000:
-        return bytes((m | 25,)) + struct.pack(">H", n)
-    if n < 0x100000000:
-        return bytes((m | 26,)) + struct.pack(">I", n)
-    return bytes((m | 27,)) + struct.pack(">Q", n)
+        out.append(m | n)
+    elif n < 0x100:
+        out.append(m | 24)
+        out.append(n)
+    elif n < 0x10000:
+        out.append(m | 25)
+        out.extend(struct.pack(">H", n))
+    elif n < 0x100000000:
+        out.append(m | 26)
+        out.extend(struct.pack(">I", n))
+    else:
+        out.append(m | 27)
+        out.extend(struct.pack(">Q", n))
+
+
+# Built once: a tuple written in the isinstance call is built again on every call.
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+_ARRAY_TYPES = (list, tuple)
+
+
+def _uint_keys(mapping):
+    # A loop, not all(...): MicroPython would build a generator for every map.
+    for key in mapping:  # noqa: SIM110
+        if type(key) is not int or key < 0:
+            return False
+    return True
 
 
 def _encode_into(out, value):
     # bool first: on both interpreters True is also an int.
     if value is False:
-        out.extend(b"\xf4")
+        out.append(0xF4)
     elif value is True:
-        out.extend(b"\xf5")
+        out.append(0xF5)
     elif value is None:
-        out.extend(b"\xf6")
+        out.append(0xF6)
     elif isinstance(value, int):
         if value >= 0:
-            out.extend(_head(_MAJOR_UINT, value))
+            _head_into(out, _MAJOR_UINT, value)
         else:
-            out.extend(_head(_MAJOR_NINT, -1 - value))
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        out.extend(_head(_MAJOR_BYTES, len(value)))
+            _head_into(out, _MAJOR_NINT, -1 - value)
+    elif isinstance(value, _BYTES_TYPES):
+        _head_into(out, _MAJOR_BYTES, len(value))
         out.extend(value)
     elif isinstance(value, str):
         raw = value.encode("utf-8")
-        out.extend(_head(_MAJOR_TEXT, len(raw)))
+        _head_into(out, _MAJOR_TEXT, len(raw))
         out.extend(raw)
-    elif isinstance(value, (list, tuple)):
-        out.extend(_head(_MAJOR_ARRAY, len(value)))
+    elif isinstance(value, _ARRAY_TYPES):
+        _head_into(out, _MAJOR_ARRAY, len(value))
         for item in value:
             _encode_into(out, item)
     elif isinstance(value, dict):
+        _head_into(out, _MAJOR_MAP, len(value))
+        if _uint_keys(value):
+            # Every message map: unsigned keys sort by their encoded bytes exactly as by
+            # value (a longer head means a larger number, and same-length heads are
+            # big-endian), so no key is encoded twice.
+            for key in sorted(value):
+                if key < 24:
+                    out.append(key)  # its whole head: major type 0, the value itself
+                else:
+                    _head_into(out, _MAJOR_UINT, key)
+                _encode_into(out, value[key])
+            return
         pairs = []
         for key in value:
             pairs.append((encode(key), key))
         # Core deterministic encoding: keys sorted by their encoded bytes.
         pairs.sort(key=lambda pair: pair[0])
-        out.extend(_head(_MAJOR_MAP, len(pairs)))
         for encoded_key, key in pairs:
             out.extend(encoded_key)
             _encode_into(out, value[key])
     elif isinstance(value, Tag):
-        out.extend(_head(_MAJOR_TAG, value.tag))
+        _head_into(out, _MAJOR_TAG, value.tag)
         _encode_into(out, value.value)
     else:
         raise AssertionError("type not encodable in tilltap CBOR: %r" % (type(value),))

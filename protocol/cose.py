@@ -22,6 +22,15 @@ KID_BYTES_MAX = 32
 
 _PROTECTED_HMAC = cbor.encode({HEADER_ALG: ALG_HMAC_256_256})
 
+# `create` encodes the payload bstr once and completes both structures with it: an array's
+# encoding is its head then its items' encodings, so these prefixes plus the rest are
+# exactly the encodings of the whole arrays (tests/protocol/test_crosscheck.py checks).
+_ARRAY_OF_4_HEAD = b"\x84"  # major type 4 (array), 4 items
+_MAC_STRUCTURE_PREFIX = (_ARRAY_OF_4_HEAD + cbor.encode("MAC0") + cbor.encode(_PROTECTED_HMAC)
+                         + cbor.encode(b""))
+_TAG_MAC0_HEAD = b"\xd1"  # major type 6 (tag), COSE_MAC0_TAG = 17
+_MAC0_PREFIX = _TAG_MAC0_HEAD + _ARRAY_OF_4_HEAD + cbor.encode(_PROTECTED_HMAC)
+
 
 def _to_be_maced(protected, payload):
     return cbor.encode(["MAC0", protected, b"", payload])
@@ -30,9 +39,10 @@ def _to_be_maced(protected, payload):
 def create(key, payload, kid):
     """Wrap `payload` (bytes) in a tagged COSE_Mac0 under `key`, naming `kid` (bytes or None)."""
     assert isinstance(payload, bytes) and (kid is None or isinstance(kid, bytes))
-    tag = hmac_sha256(key, _to_be_maced(_PROTECTED_HMAC, payload))
+    payload_item = cbor.encode(payload)
+    tag = hmac_sha256(key, _MAC_STRUCTURE_PREFIX + payload_item)
     unprotected = {HEADER_KID: kid} if kid is not None else {}
-    return cbor.encode(cbor.Tag(COSE_MAC0_TAG, [_PROTECTED_HMAC, unprotected, payload, tag]))
+    return _MAC0_PREFIX + cbor.encode(unprotected) + payload_item + cbor.encode(tag)
 
 
 class Mac0:

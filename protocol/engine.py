@@ -12,7 +12,9 @@ Operations (`op` dicts; amounts are integers in minor units, floats/bools/negati
     {"op": "issue", "id", "card", "value_minor"?}        sell/activate a card (gift: value > 0)
     {"op": "topup", "id", "amount_minor", "pay"?}        prepaid only; pay "card" is declined
     {"op": "purchase", "id", "amount_minor", "pay"?, "redeem_points"?,  pay "card" | "other"
-     "happened"?, "discount_minor"?}     a sale that happened at the counter (engine_sale)
+     "happened"?, "discount_minor"?,     a sale that happened at the counter (engine_sale)
+     "points_earned"?, "minute"?,        the minute of its UTC day, 0..1439 (offers by hour)
+     "birthday"?}                        the customer's "MM-DD" (birthday-week offers)
     {"op": "refund", "id"?, "of", "amount_minor"?}       of = the id of an issue/topup/purchase
     {"op": "void", "id"?, "of"}                          refund of all that is left of a sale
     {"op": "cashout", "id"?, "amount_minor"?}            only if the program allows cash-out
@@ -27,8 +29,8 @@ written in pairs so every operation balances in every unit; accounts are card_va
 card_points, merchant_settlement, promotion_expense, cash_clearing and breakage.
 
 Every operation first lets time pass (expiry of gift value and of points lots, tier
-downgrades, discount ends, sales older than refund_window_days forgotten), then acts, then
-expires again what a refund put back already expired.
+downgrades and membership upgrades, discount ends, sales older than refund_window_days
+forgotten), then acts, then expires again what a refund put back already expired.
 
 A card's value is below zero only after a purchase that happened at the counter took more
 than it held (`happened`, engine_sale): negative value never expires as breakage and cannot
@@ -159,7 +161,7 @@ def _new_state(card, program, now):
     expires = None
     if gift is not None and gift["expiry_days"] is not None:
         expires = now + gift["expiry_days"]
-    return {
+    state = {
         "card": card, "program": program["id"], "issued_day": now, "day": now,
         "value_minor": 0, "value_expires_day": expires,
         "lots": [], "points_owed": 0,
@@ -167,7 +169,11 @@ def _new_state(card, program, now):
         "tier_spend": [], "tier_below_since": None,
         "progress": [], "discount": None, "discount_gen": 0,
         "sales": {}, "sales_oldest_day": None,
+        "purchases": 0,  # purchases made, for first-purchase offers (None: not known)
     }
+    if tiers is not None and spend.tier_basis(tiers) == spend.TIER_BASIS_VISITS:
+        state["tier_visits"] = []  # [day, purchases] (engine_spend VISIT_PER_DAY)
+    return state
 
 
 def _issue(program, op, now, effects):

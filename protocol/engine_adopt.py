@@ -20,6 +20,7 @@ ADOPTED_SOURCE = "adopted"
 def adopt(card, program, now_day, value_minor, points):
     state = engine._new_state(card, program, now_day)
     state["value_minor"] = value_minor
+    state["purchases"] = None  # its past is not known here: never a first purchase
     if points > 0:
         engine_points.credit(state, points, now_day, ADOPTED_SOURCE)
     elif points < 0:

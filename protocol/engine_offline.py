@@ -10,7 +10,8 @@ larger of the tracked and the tier discount). From it the terminal prices a purc
 point redemption:
 
     quote(program, tier, discount_pct, same_day, amount_minor, pay)
-        -> {"discount_minor", "card_minor", "other_minor", "points_earned", "discount_pct"}
+        -> {"discount_minor", "card_minor", "other_minor", "points_earned", "discount_pct",
+            "promotions"?: the ids of the offers it got, as engine.apply's effects name them}
 
 same_day is True when the purchase falls on the day the snapshot was taken for: the discount
 is then `discount_pct`. On a later day a tracked discount may have ended, so only the tier's
@@ -65,9 +66,12 @@ def snapshot(state, program, now_day):
     return {"tier": state["tier"], "discount_pct": spend.discount_pct(state, program, now_day)}
 
 
-def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None):
+def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None, minute=None):
     """The amounts of a purchase (no redemption) priced from a snapshot; see the module doc.
-    `day`: the sale's day, for the program's promotions (None: none apply)."""
+    `day`: the sale's day, for the program's promotions (None: none apply); `minute`: of
+    its UTC day, for offers by hour (None: none of those). A terminal knows neither the
+    customer's birthday nor whether the card bought before: no birthday-week or
+    first-purchase offer is quoted."""
     if not is_amount(amount_minor) or not amount_minor:
         raise ValidationError(AMOUNT_INVALID, "amount_minor must be a positive integer")
     if pay != PAY_CARD and pay != PAY_OTHER:
@@ -84,7 +88,10 @@ def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None):
     if pay == PAY_CARD and value_terms(program) is None:
         raise ValidationError(OPERATION_NOT_IN_PROGRAM, "program holds no value")
     tracked_pct = discount_pct if same_day else 0
-    offer = promotions.terms(program, tier, day) if day is not None else None
+    offer = None
+    if day is not None:
+        offer = promotions.terms(program, tier, day, {"minute": minute, "first_purchase": False,
+                                                      "birthday": None})
     pct, discount = spend.discount_of(program, tracked_pct, tier_pct, amount_minor,
                                       0 if offer is None else offer["discount_pct"])
     paid = amount_minor - discount
@@ -98,9 +105,12 @@ def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None):
                                // promotions.MULTIPLIER_ONE_BP)
         if paid and program["points"] is not None:
             earned += offer["bonus_points"]
-    return {"discount_minor": discount, "card_minor": card_minor,
-            "other_minor": paid - card_minor,
-            "points_earned": earned, "discount_pct": pct}
+    quoted = {"discount_minor": discount, "card_minor": card_minor,
+              "other_minor": paid - card_minor,
+              "points_earned": earned, "discount_pct": pct}
+    if offer is not None and offer["ids"]:
+        quoted["promotions"] = offer["ids"]
+    return quoted
 
 
 def _level(program, tier):

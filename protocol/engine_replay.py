@@ -1,10 +1,11 @@
 """A card's engine state rebuilt from the ledger's record of it, and what it shows (pure).
 
 Balances alone lose what the program engine keeps beside them: points lots and their earn
-days, qualifying spend towards a discount or a tier, the sales a refund may name. The
-ledger lists a card's posted transactions, oldest first (ledger/adopt_sql.py); `replay` runs
-them through the same engine, each as it happened (`posted_op`: the operation a posted
-transaction stands for), then lets time pass to the day asked. Two tiers use it:
+days, qualifying spend towards a discount or a tier, the visits a tier counts, the sales a
+refund may name. The ledger lists a card's posted transactions, oldest first
+(ledger/adopt_sql.py); `replay` runs them through the same engine, each as it happened
+(`posted_op`: the operation a posted transaction stands for), then lets time pass to the day
+asked. Two tiers use it:
 
     gateway   a card first tapped at this store is taken on so (gateway/card_states.py): a
               customer whose card was bought, charged and used at other stores meets here
@@ -27,6 +28,7 @@ ledger reports no engine state).
 
 from protocol import engine
 from protocol import engine_spend as spend
+from protocol.programs import TIER_BASIS_SPEND, TIER_BASIS_VISITS
 
 DAY_S = 86_400  # the engine's day: whole UTC days since the epoch
 
@@ -54,9 +56,12 @@ def posted_op(posted):
                 "happened": True}
     if kind == "purchase":
         card_minor = int(posted["card_value_minor"])
+        # The points as posted: the offers it got at its counter may rest on what the books
+        # do not keep (the customer's birthday, engine_promotions).
         op = {"op": "purchase", "id": txn_id, "amount_minor": amount, "pay": "other",
               "redeem_points": int(posted.get("redeem_points") or 0),
-              "discount_minor": int(posted.get("discount_minor") or 0), "happened": True}
+              "discount_minor": int(posted.get("discount_minor") or 0), "happened": True,
+              "points_earned": int(posted.get("points") or 0)}
         if card_minor:  # the card part as posted: all that was due, or a split tender's
             op.update(pay="split", card_minor=card_minor)
         return op
@@ -73,7 +78,26 @@ def replay(card, program, transactions, now_day, value_minor, points):
     (None, the reason there is none: one of the REPLAY_* codes)."""
     if transactions is None:
         return None, REPLAY_NOT_LISTED
-    state = None
+    state, reason = advanced(card, program, None, transactions)
+    if reason is not None:
+        return None, reason
+    if state is None:
+        return None, REPLAY_NOT_ISSUED
+    state, effects = engine.apply(state, program, {"op": "tick"}, max(now_day, state["day"]))
+    if "declined" in effects:
+        return None, REPLAY_DECLINED
+    summary = engine.summary(state, program, state["day"])
+    if (summary["value_minor"], summary["points"]) != (value_minor, points):
+        return None, REPLAY_DISAGREES
+    return state, None
+
+
+def advanced(card, program, state, transactions):
+    """(`state`, None before issue, after the posted `transactions` in their order, None),
+    or (None, REPLAY_NOT_ISSUED / REPLAY_DECLINED). Each runs on its own day or, posted
+    late (made offline), on the state's; one that stands for no operation (an expiry)
+    lets time pass to its day, so the state lapses what the books' expiry took. The
+    ledger keeps each card's state so, batch by batch (ledger/engine_sql.py)."""
     for posted in transactions:
         day = int(posted["time"]) // DAY_S
         if state is not None:
@@ -86,20 +110,10 @@ def replay(card, program, transactions, now_day, value_minor, points):
         elif state is None:
             return None, REPLAY_NOT_ISSUED  # e.g. taken over from another card
         else:
-            op = posted_op(posted)
-        if op is None:
-            continue
+            op = posted_op(posted) or {"op": "tick"}
         state, effects = engine.apply(state, program, op, day)
         if "declined" in effects:
             return None, REPLAY_DECLINED
-    if state is None:
-        return None, REPLAY_NOT_ISSUED
-    state, effects = engine.apply(state, program, {"op": "tick"}, max(now_day, state["day"]))
-    if "declined" in effects:
-        return None, REPLAY_DECLINED
-    summary = engine.summary(state, program, state["day"])
-    if (summary["value_minor"], summary["points"]) != (value_minor, points):
-        return None, REPLAY_DISAGREES
     return state, None
 
 
@@ -113,7 +127,9 @@ def described(state, program, day):
     `engine.summary`'s value, points, tier and percent off:
 
         {"day", "value_minor", "points", "tier",
-         "tier_spend_minor"    qualifying spend in the tier window (None: no tiers),
+         "tier_spend_minor"    qualifying spend in the tier window (None: no tiers, or
+                               tiers by another basis),
+         "tier_visits"         visits in the tier window (None: no tiers by visits),
          "discount": {"pct"               off a purchase that day (engine.summary),
                       "tracked_pct"       of the discount earned by spend, 0 if none runs,
                       "last_day"          the last day it applies (None if none runs),
@@ -133,8 +149,8 @@ def described(state, program, day):
     return {
         "day": day, "value_minor": summary["value_minor"], "points": summary["points"],
         "tier": summary["tier"],
-        "tier_spend_minor": None if tiers is None else spend.spend_at(
-            state["tier_spend"], tiers["window_days"], day),
+        "tier_spend_minor": _figure(state, tiers, day, TIER_BASIS_SPEND),
+        "tier_visits": _figure(state, tiers, day, TIER_BASIS_VISITS),
         "discount": {
             "pct": summary["discount_pct"],
             "tracked_pct": 0 if running is None else running["pct"],
@@ -148,3 +164,10 @@ def described(state, program, day):
                         for lot in state["lots"]],
         "points_owed": state["points_owed"],
     }
+
+
+def _figure(state, tiers, day, basis):
+    """The tier's figure on `day` when the tiers rest on `basis`, else None."""
+    if tiers is None or spend.tier_basis(tiers) != basis:
+        return None
+    return spend.tier_figure(state, tiers, day)

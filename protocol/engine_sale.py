@@ -9,6 +9,12 @@ A purchase of amount_minor (the price of the goods):
                     and other tender the rest (split tender)
     points_earned   on paid_minor, with the tier's earn multiplier
 
+A purchase's promotions (engine_promotions) look at its day, the card's tier and count of
+`purchases` (the first-purchase offer), and the op's "minute" and "birthday". A purchase
+that happened elsewhere and is replayed from the books (engine_replay.posted_op) carries
+`"points_earned"` with `happened`: the points the books gave it stand, whatever offers the
+engine here would find (a birthday offer needs the birthday, which the books do not keep).
+
 A purchase that already happened at the counter (offline, or approved by stand-in) is
 re-applied with `"happened": True`: paid by card it is never declined for too little value
 or an expired card, and the card's value may go below zero; `overdraft_minor` is the part of
@@ -124,7 +130,7 @@ def purchase(state, program, op, now, effects):
     happened = read_happened(op)
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a purchase has a positive amount")
-    offer = promotions.terms(program, state["tier"], now)
+    offer = promotions.terms(program, state["tier"], now, promotions.sale_terms(state, op))
     pct, computed = spend.discount_for(state, program, now, amount, offer["discount_pct"])
     discount = read_discount(op, computed, amount)
     due = amount - discount
@@ -151,6 +157,8 @@ def purchase(state, program, op, now, effects):
                            * offer["earn_multiplier_bp"] // promotions.MULTIPLIER_ONE_BP)
     if paid and program["points"] is not None:
         earned += offer["bonus_points"]
+    if happened and "points_earned" in op:
+        earned = read_amount(op, "points_earned")  # as the books posted it (elsewhere)
     # Nothing below declines: the card changes from here on.
     legs = effects["legs"]
     bonus_before = state.get("bonus_left", 0)
@@ -164,6 +172,8 @@ def purchase(state, program, op, now, effects):
     points.credit(state, earned, now, sale_id, fresh=True)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, earned, "earn")
     note_sale(state, sale_id)
+    if state.get("purchases") is not None:  # unknown (None, absent) stays unknown
+        state["purchases"] += 1
     state["sales"][sale_id] = {
         "kind": KIND_PURCHASE, "day": now, "version": program["version"],
         "amount_minor": amount, "refunded_minor": 0,
@@ -176,7 +186,7 @@ def purchase(state, program, op, now, effects):
     }
     if bonus_used:
         state["sales"][sale_id]["bonus_used"] = bonus_used
-    spend.record(state, program, now, paid, effects)
+    spend.record(state, program, now, paid, effects, state["sales"][sale_id])
     effects.update({
         "amount_minor": amount, "discount_pct": pct, "discount_minor": discount,
         "points_redeemed": redeem, "redeem_minor": redeem_minor,
@@ -295,7 +305,7 @@ def _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, restored, "redeem")
     move(legs, MERCHANT_SETTLEMENT, PROMOTION_EXPENSE, program["currency"], redeem_minor, "redeem")
     points.take_back(state, sale, sale_id, reversed_points, legs)
-    spend.reverse(state, program, now, sale, part("spend_minor"), effects)
+    spend.reverse(state, program, now, sale, part("spend_minor"), effects, after == amount)
     sale["refunded_parts"] = [done[n] + shares[n] for n in range(len(_PARTS))]
     effects.update({"card_minor": card_minor, "other_minor": other_minor,
                     "bonus_minor": 0, "points_restored": restored, "redeem_minor": redeem_minor,

@@ -12,13 +12,26 @@ one, which a purchase after it ends can start. A refund takes its spend back fro
 is; a discount whose basis falls below the threshold is withdrawn and its basis goes back to
 progress.
 
-Tiers: `tier_spend` holds `[day, amount]`; spend counts for window_days days. A tier is the
-highest level whose spend_minor the rolling spend reaches. Upgrades happen at once; downgrades
-by the program's rule:
-    period_end  at every downgrade_days-th day after issue, down to what the spend then earns
-    days_below  after downgrade_days days in a row below the tier's spend_minor, down to what
-                the spend then earns
-A refund undoes the upgrade its spend held, never below the tier held before that purchase.
+Tiers rest on the program's `basis` (`tier_figure`), each level's threshold under its key
+(protocol.programs TIER_THRESHOLD_KEYS):
+    spend            `tier_spend` holds `[day, amount]`: qualifying spend of the last
+                     window_days days, against spend_minor
+    visits           `tier_visits` holds `[day, purchases]`: the days of the last window_days
+                     with a purchase, against min_visits. Named rule VISIT_PER_DAY: a visit is
+                     a day on which the card made a purchase, however many and however paid
+                     (any store: the card feed and a replay run them too); a reward
+                     redemption is none (REWARD_PRICE_FIXED), and a purchase refunded or
+                     voided in whole stops counting (its day still does while another
+                     purchase of that day stands)
+    membership_days  the days since the card's issue (`issued_day`), against min_member_days
+A tier is the highest level whose threshold the figure reaches. Upgrades happen at once (by
+a purchase; for membership_days as the days pass); downgrades of spend and visits by the
+program's rule:
+    period_end  at every downgrade_days-th day after issue, down to what the figure then earns
+    days_below  after downgrade_days days in a row below the tier's threshold, down to what
+                the figure then earns
+A refund undoes the upgrade its spend (its visit) held, never below the tier held before that
+purchase. Membership only grows: its tier is what the days earn, never downgraded.
 
 The discount of a purchase (named rule LARGER_PERCENT_TIER_ON_TIE, `discount_of`): the tracked
 or the tier discount, whichever has the larger percent, rounded by its own rule; on equal
@@ -31,6 +44,12 @@ one beyond it ("above"): named rule THRESHOLD_RULE, `meets`.
 """
 
 from protocol import money
+from protocol.programs import (
+    TIER_BASIS_MEMBER_DAYS,
+    TIER_BASIS_SPEND,
+    TIER_BASIS_VISITS,
+    TIER_THRESHOLD_KEYS,
+)
 
 DOWNGRADE_PERIOD_END = "period_end"
 DOWNGRADE_DAYS_BELOW = "days_below"
@@ -46,10 +65,41 @@ def spend_at(entries, window_days, day):
     return total
 
 
-def qualifying(levels, spend):
+def visits_at(entries, window_days, day):
+    """Visits on `day`: the days with a purchase among the window_days days ending with it
+    (VISIT_PER_DAY; an entry is dropped when its day's purchases are all refunded)."""
+    count = 0
+    for entry in entries:
+        if day - window_days < entry[0] <= day:
+            count += 1
+    return count
+
+
+def tier_basis(tiers):
+    return tiers.get("basis") or TIER_BASIS_SPEND
+
+
+def tier_figure(state, tiers, day):
+    """What the card's tier rests on, on `day`: its rolling spend, its visits in the window or
+    its days since issue (the tiers' basis)."""
+    rule = tier_basis(tiers)
+    if rule == TIER_BASIS_MEMBER_DAYS:
+        return day - state["issued_day"]
+    if rule == TIER_BASIS_VISITS:
+        return visits_at(state.get("tier_visits") or [], tiers["window_days"], day)
+    return spend_at(state["tier_spend"], tiers["window_days"], day)
+
+
+def threshold(tiers, index):
+    """The figure that reaches level `index` (its spend_minor, min_visits or min_member_days)."""
+    return tiers["levels"][index][TIER_THRESHOLD_KEYS[tier_basis(tiers)]]
+
+
+def qualifying(tiers, figure):
+    """The highest level `figure` reaches."""
     index = 0
-    for position in range(len(levels)):
-        if spend >= levels[position]["spend_minor"]:
+    for position in range(len(tiers["levels"])):
+        if figure >= threshold(tiers, position):
             index = position
     return index
 
@@ -135,15 +185,20 @@ def discount_of(program, tracked_pct, tier_pct, amount_minor, offer_pct=0):
 
 
 def pass_time(state, program, now):
-    """Downgrades due since the card's last day, then forget spend that no longer counts."""
+    """Downgrades due since the card's last day (membership: the tier its days earn), then
+    forget spend and visits that no longer count."""
     tiers = program["tiers"]
-    if tiers is not None:
+    if tiers is not None and tier_basis(tiers) == TIER_BASIS_MEMBER_DAYS:
+        state["tier"] = tiers["levels"][qualifying(tiers, tier_figure(state, tiers, now))]["name"]
+    elif tiers is not None:
         if tiers["downgrade"] == DOWNGRADE_PERIOD_END:
             _period_end(state, tiers, now)
         else:
             _days_below(state, tiers, now)
         oldest = now - tiers["window_days"]
         state["tier_spend"] = [e for e in state["tier_spend"] if e[0] > oldest]
+        if state.get("tier_visits"):
+            state["tier_visits"] = [e for e in state["tier_visits"] if e[0] > oldest]
     terms = program["discount"]
     if state["discount"] is not None and state["discount"]["until_day"] <= now:
         state["discount"] = None
@@ -157,16 +212,17 @@ def _period_end(state, tiers, now):
     boundary = state["issued_day"] + periods * tiers["downgrade_days"]
     if periods >= 1 and boundary > state["day"]:
         levels = tiers["levels"]
-        spend = spend_at(state["tier_spend"], tiers["window_days"], boundary)
-        index = min(level_index(levels, state["tier"]), qualifying(levels, spend))
+        figure = tier_figure(state, tiers, boundary)
+        index = min(level_index(levels, state["tier"]), qualifying(tiers, figure))
         state["tier"] = levels[index]["name"]
 
 
 def _days_below(state, tiers, now):
-    """Walk the days since the card's last day on which spend fell (entries leaving the window)."""
+    """Walk the days since the card's last day on which the figure fell (entries leaving the
+    window)."""
     levels = tiers["levels"]
     window = tiers["window_days"]
-    entries = state["tier_spend"]
+    entries = _entries(state, tiers)
     index = level_index(levels, state["tier"])
     below = state["tier_below_since"]
     drops = sorted(set(e[0] + window for e in entries if state["day"] < e[0] + window <= now))
@@ -175,26 +231,26 @@ def _days_below(state, tiers, now):
         next_drop = drops[position] if position < len(drops) else None
         due = None if below is None else below + tiers["downgrade_days"]
         if due is not None and due <= now and (next_drop is None or due <= next_drop):
-            spend = spend_at(entries, window, due)
-            index = min(index, qualifying(levels, spend))
-            below = None if spend >= levels[index]["spend_minor"] else due
+            figure = tier_figure(state, tiers, due)
+            index = min(index, qualifying(tiers, figure))
+            below = None if figure >= threshold(tiers, index) else due
             continue
         if next_drop is None:
             break
         position += 1
-        if below is None and spend_at(entries, window, next_drop) < levels[index]["spend_minor"]:
+        if below is None and tier_figure(state, tiers, next_drop) < threshold(tiers, index):
             below = next_drop
     state["tier"] = levels[index]["name"]
     state["tier_below_since"] = below
 
 
 def after_operation(state, program, now):
-    """days_below: note the first day the spend is below the tier (or clear it)."""
+    """days_below: note the first day the figure is below the tier (or clear it)."""
     tiers = program["tiers"]
     if tiers is None or tiers["downgrade"] != DOWNGRADE_DAYS_BELOW:
         return
-    level = tier_level(state, program)
-    if spend_at(state["tier_spend"], tiers["window_days"], now) >= level["spend_minor"]:
+    index = level_index(tiers["levels"], state["tier"])
+    if tier_figure(state, tiers, now) >= threshold(tiers, index):
         state["tier_below_since"] = None
     elif state["tier_below_since"] is None:
         state["tier_below_since"] = now
@@ -230,15 +286,31 @@ def _take(entries, key, amount):
     return 0
 
 
-def record(state, program, now, paid_minor, effects):
-    """Count a purchase's qualifying spend: tier upgrade at once, discount when earned."""
+def _entries(state, tiers):
+    """The entries a rolling tier counts: `tier_spend`, or `tier_visits` (kept only on cards
+    of a visits program: a card issued before it started gets it with its first visit)."""
+    if tier_basis(tiers) != TIER_BASIS_VISITS:
+        return state["tier_spend"]
+    if "tier_visits" not in state:
+        state["tier_visits"] = []
+    return state["tier_visits"]
+
+
+def record(state, program, now, paid_minor, effects, sale=None):
+    """Count a purchase (`sale`, its record) and its qualifying spend: tier upgrade at once,
+    discount when earned."""
     tiers = program["tiers"]
-    if tiers is not None and paid_minor:
+    rule = None if tiers is None else tier_basis(tiers)
+    if rule == TIER_BASIS_VISITS and sale is not None:
+        _add(_entries(state, tiers), [now], 1)
+        sale["visit"] = True  # a refund of all of it takes the visit back
+    if rule == TIER_BASIS_SPEND and paid_minor:
         _add(state["tier_spend"], [now], paid_minor)
+    if rule is not None and rule != TIER_BASIS_MEMBER_DAYS:
         levels = tiers["levels"]
-        spend = spend_at(state["tier_spend"], tiers["window_days"], now)
-        if qualifying(levels, spend) > level_index(levels, state["tier"]):
-            state["tier"] = levels[qualifying(levels, spend)]["name"]
+        index = qualifying(tiers, tier_figure(state, tiers, now))
+        if index > level_index(levels, state["tier"]):
+            state["tier"] = levels[index]["name"]
             state["tier_below_since"] = None
     terms = program["discount"]
     if terms is not None and paid_minor:
@@ -255,16 +327,21 @@ def record(state, program, now, paid_minor, effects):
             effects["discount_until_day"] = until - 1
 
 
-def reverse(state, program, now, sale, spend_minor, effects):
-    """Take a refunded purchase's qualifying spend back from wherever it counts now."""
+def reverse(state, program, now, sale, spend_minor, effects, whole=False):
+    """Take a refunded purchase's qualifying spend back from wherever it counts now, and its
+    visit when the refund leaves nothing of the sale (`whole`)."""
     tiers = program["tiers"]
-    if tiers is not None and spend_minor:
-        removed = _take(state["tier_spend"], [sale["day"]], spend_minor)
+    if tiers is not None:
+        with_it = tier_figure(state, tiers, now)
+        rule = tier_basis(tiers)
+        if rule == TIER_BASIS_SPEND and spend_minor:
+            _take(state["tier_spend"], [sale["day"]], spend_minor)
+        elif rule == TIER_BASIS_VISITS and whole and sale.get("visit"):
+            _take(_entries(state, tiers), [sale["day"]], 1)
         levels = tiers["levels"]
-        spend = spend_at(state["tier_spend"], tiers["window_days"], now)
         index = level_index(levels, state["tier"])
-        without = qualifying(levels, spend)
-        if without < index <= qualifying(levels, spend + removed):
+        without = qualifying(tiers, tier_figure(state, tiers, now))
+        if without < index <= qualifying(tiers, with_it):
             before = level_index(levels, sale["tier_before"])
             state["tier"] = levels[min(index, max(without, before))]["name"]
     terms = program["discount"]

@@ -14,10 +14,12 @@ A program's kind is the sections it has (docs/programs.md has every key):
     loyalty + prepaid   points and prepaid
     discount tracking   discount               spend reaches a threshold -> % off for a while
     volume discount     volume                 a sale at or above a price -> % off that sale
-    tiers               tiers (+ levels)       rolling spend -> earn multiplier and/or discount
+    tiers               tiers (+ levels)       rolling spend, visits or days since issue
+                                               -> earn multiplier and/or discount
 
-Any program with points may add `promotions` (offers by day, weekday and tier) and `rewards`
-(a catalogue of items redeemed for points, protocol/engine_reward.py).
+Any program with points may add `promotions` (offers by day, weekday, hour, tier, first
+purchase and birthday week) and `rewards` (a catalogue of items redeemed for points,
+protocol/engine_reward.py).
 
 A validated program has every key, absent sections and optional values as None; validating
 it again gives it back unchanged.
@@ -41,12 +43,24 @@ EXPIRY_DAYS_MAX = 3660  # ten years
 WINDOW_DAYS_MAX = 731  # two years of spend or of refundable sales per card
 REFUND_WINDOW_DAYS_DEFAULT = 90
 TIER_LEVELS_MAX = 8
+TIER_MEMBER_DAYS_MAX = 18300  # fifty years since a card's issue
 DOWNGRADE_RULES = ("period_end", "days_below")
+# What a card's tier rests on (protocol/engine_spend.py), and the key of each level's
+# threshold for it: rolling spend, visits in the window (one a day, rule VISIT_PER_DAY),
+# or days since the card's issue (membership only grows: no window, no downgrade).
+TIER_BASIS_SPEND = "spend"
+TIER_BASIS_VISITS = "visits"
+TIER_BASIS_MEMBER_DAYS = "membership_days"
+TIER_BASES = (TIER_BASIS_SPEND, TIER_BASIS_VISITS, TIER_BASIS_MEMBER_DAYS)
+TIER_THRESHOLD_KEYS = {TIER_BASIS_SPEND: "spend_minor", TIER_BASIS_VISITS: "min_visits",
+                       TIER_BASIS_MEMBER_DAYS: "min_member_days"}
 THRESHOLD_RULES = ("at_least", "above")  # a threshold is met at it, or only beyond it
 COMBINE_RULES = ("best", "stack")  # protocol/engine_promotions.py
 OFFERS_MAX = 16
 OFFER_BONUS_POINTS_MAX = 10**6
 OFFER_PRIORITY_MAX = 1000
+HOUR_RANGES_MAX = 4  # per offer: [from, until) hour ranges of the sale's UTC day
+HOURS_PER_DAY = 24
 DAY_MAX = 2932896  # 9999-12-31 as days since 1970-01-01
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 REWARD_ITEMS_MAX = 32  # the catalogue travels in the terminals' signed configuration
@@ -217,42 +231,65 @@ def _tiers(table, path):
     if section is None:
         return None
     path = path + ("tiers",)
-    _only(section, path, ("window_days", "downgrade", "downgrade_days", "discount_rounding",
-                          "levels"))
+    _only(section, path, ("basis", "window_days", "downgrade", "downgrade_days",
+                          "discount_rounding", "levels"))
+    basis = _choice(section, path, "basis", TIER_BASES, TIER_BASIS_SPEND)
+    rolling = basis != TIER_BASIS_MEMBER_DAYS
+    if not rolling:
+        for key in ("window_days", "downgrade", "downgrade_days"):
+            if section.get(key) is not None:
+                raise ProgramInvalid(path + (key,), "not for basis membership_days: the days "
+                                                    "since issue only grow (no window, no "
+                                                    "downgrade)")
+    window = _integer(section, path, "window_days", 1, WINDOW_DAYS_MAX) if rolling else None
     return {
-        "window_days": _integer(section, path, "window_days", 1, WINDOW_DAYS_MAX),
-        "downgrade": _choice(section, path, "downgrade", DOWNGRADE_RULES, _REQUIRED),
-        "downgrade_days": _integer(section, path, "downgrade_days", 1, WINDOW_DAYS_MAX),
+        "basis": basis,
+        "window_days": window,
+        "downgrade": _choice(section, path, "downgrade", DOWNGRADE_RULES, _REQUIRED)
+        if rolling else None,
+        "downgrade_days": _integer(section, path, "downgrade_days", 1, WINDOW_DAYS_MAX)
+        if rolling else None,
         "discount_rounding": _rounding(section, path, "discount_rounding"),
-        "levels": _levels(section, path),
+        "levels": _levels(section, path, basis, window),
     }
 
 
-def _levels(section, path):
+def _levels(section, path, basis, window_days):
+    """The levels, lowest first, each with the threshold of the tiers' basis (its key in
+    TIER_THRESHOLD_KEYS): the first at 0, then strictly rising."""
     path = path + ("levels",)
     levels = section.get("levels")
     if not isinstance(levels, list) or not 1 <= len(levels) <= TIER_LEVELS_MAX:
         raise ProgramInvalid(path, "a list of 1..%d levels ([[...tiers.levels]] tables)" % (
             TIER_LEVELS_MAX))
+    key = TIER_THRESHOLD_KEYS[basis]
+    # Spend in minor units; at most one visit a day in the window; days since issue.
+    high = {TIER_BASIS_SPEND: money.AMOUNT_MINOR_MAX, TIER_BASIS_VISITS: window_days,
+            TIER_BASIS_MEMBER_DAYS: TIER_MEMBER_DAYS_MAX}[basis]
     checked = []  # type: list[dict]
     for index in range(len(levels)):
         level_path = path + (index,)
         level = _as_table(levels[index], level_path)
-        _only(level, level_path, ("name", "spend_minor", "earn_multiplier_bp", "discount_pct"))
+        for other in TIER_BASES:
+            if other != basis and TIER_THRESHOLD_KEYS[other] in level:
+                raise ProgramInvalid(level_path + (TIER_THRESHOLD_KEYS[other],),
+                                     "is for basis %s; a level of basis %s has %s" % (
+                                         other, basis, key))
+        _only(level, level_path, ("name", key, "earn_multiplier_bp", "discount_pct"))
         name = level.get("name")
         if not is_id(name):
             raise ProgramInvalid(level_path + ("name",), "a level name is 1..32 of A-Z a-z 0-9 _ -")
-        spend = _integer(level, level_path, "spend_minor", 0, money.AMOUNT_MINOR_MAX)
-        if index == 0 and spend != 0:
-            raise ProgramInvalid(level_path + ("spend_minor",), "the first level starts at 0")
-        if index > 0 and spend <= checked[-1]["spend_minor"]:
-            raise ProgramInvalid(level_path + ("spend_minor",), "must be above the level before")
+        threshold = _integer(level, level_path, key, 0, high)
+        if index == 0 and threshold != 0:
+            raise ProgramInvalid(level_path + (key,), "the first level starts at 0")
+        if index > 0 and threshold <= checked[-1][key]:
+            raise ProgramInvalid(level_path + (key,), "must be above the level before")
         for earlier in checked:
             if earlier["name"] == name:
                 raise ProgramInvalid(level_path + ("name",), "used twice: %s" % name)
         checked.append({
             "name": name,
-            "spend_minor": spend,
+            key: threshold,
             "earn_multiplier_bp": _integer(level, level_path, "earn_multiplier_bp", 0,
                                            MULTIPLIER_BP_MAX, 10000),
             "discount_pct": _integer(level, level_path, "discount_pct", 0, 100, 0),
@@ -261,7 +298,8 @@ def _levels(section, path):
 
 
 def _promotions(table, path, program):
-    """Offers by day, weekday and tier (protocol/engine_promotions.py)."""
+    """Offers by day, weekday, hour, tier, first purchase and birthday week
+    (protocol/engine_promotions.py)."""
     section = _table(table, path, "promotions")
     if section is None:
         return None
@@ -277,7 +315,8 @@ def _promotions(table, path, program):
     for index in range(len(offers)):
         offer_path = path + ("offers", index)
         offer = _as_table(offers[index], offer_path)
-        _only(offer, offer_path, ("id", "name", "first_day", "last_day", "weekdays", "tiers",
+        _only(offer, offer_path, ("id", "name", "first_day", "last_day", "weekdays", "hours",
+                                  "tiers", "first_purchase", "birthday_week",
                                   "earn_multiplier_bp", "bonus_points", "discount_pct",
                                   "priority"))
         offer_id = _text(offer, offer_path, "id", 1, ID_LENGTH_MAX)
@@ -292,7 +331,10 @@ def _promotions(table, path, program):
             "name": _text(offer, offer_path, "name", 1, NAME_LENGTH_MAX, None),
             "first_day": first, "last_day": last,
             "weekdays": _names(offer, offer_path, "weekdays", WEEKDAY_NAMES),
+            "hours": _hours(offer, offer_path),
             "tiers": _names(offer, offer_path, "tiers", levels),
+            "first_purchase": _boolean(offer, offer_path, "first_purchase", False),
+            "birthday_week": _boolean(offer, offer_path, "birthday_week", False),
             "earn_multiplier_bp": _integer(offer, offer_path, "earn_multiplier_bp", 0,
                                            MULTIPLIER_BP_MAX, 10000),
             "bonus_points": _integer(offer, offer_path, "bonus_points", 0,
@@ -358,6 +400,27 @@ def _names(table, path, key, allowed):
             set(value)) != len(value):
         raise ProgramInvalid(path + (key,), "a list of distinct names of: " + ", ".join(allowed))
     return list(value)
+
+
+def _hours(table, path):
+    """Hour ranges [from, until) of the sale's UTC day, 0 <= from < until <= 24, at most
+    HOUR_RANGES_MAX (absent: [], every hour)."""
+    value = table.get("hours")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > HOUR_RANGES_MAX:
+        raise ProgramInvalid(path + ("hours",), "a list of at most %d [from, until] hour "
+                                                "ranges" % HOUR_RANGES_MAX)
+    ranges = []  # type: list[list[int]]
+    for index in range(len(value)):
+        pair = value[index]
+        if (not isinstance(pair, list) or len(pair) != 2
+                or any(not isinstance(hour, int) or isinstance(hour, bool) for hour in pair)
+                or not 0 <= pair[0] < pair[1] <= HOURS_PER_DAY):
+            raise ProgramInvalid(path + ("hours", index),
+                                 "[from, until]: whole hours, 0 <= from < until <= 24")
+        ranges.append([pair[0], pair[1]])
+    return ranges
 
 
 def _day(table, path, key):

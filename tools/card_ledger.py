@@ -16,9 +16,10 @@ Each prints the card's state as JSON: `show` its value, points, held and availab
 program, block (with reason, time and login) and the stores and terminals it was last used
 at (as far as settled batches tell), and its program-engine state ("engine": tier,
 discount with its last day and the spend towards the next, points lots with their earn and
-expiry days), which the ledger works out by replaying the card's transactions when it was
-started with the chain's programs (`ledger serve --programs FILE`, ledger/card_engine.py);
-when it has none ("engine": null), `show` says why in one line on stderr. `block`/`unblock`
+expiry days; "engine_version" its version), which a ledger started with the chain's
+programs (`ledger serve --programs FILE`, ledger/card_engine.py) keeps as batches post, or
+else works out by replaying the card's transactions; when it has none ("engine": null),
+`show` says why in one line on stderr. `block`/`unblock`
 print the block and whether it changed.
 
 Exit status (tools/command.py): 0 done; 2 the ledger refused (unknown card, not permitted,

@@ -46,9 +46,10 @@ OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "issue": (("card", "program"), ("value_minor",)),
     "topup": (("card", "amount_minor"), ("pay",)),
     # happened / discount_minor: a sale that already happened at the counter (an offline
-    # quote), replayed as the gateway applies it (docs/programs.md 2.1).
+    # quote), replayed as the gateway applies it (docs/programs.md 2.1); minute / birthday:
+    # what promotions by hour and birthday week look at (the engine checks them).
     "purchase": (("card", "amount_minor"), ("pay", "redeem_points", "happened",
-                                             "discount_minor")),
+                                             "discount_minor", "minute", "birthday")),
     "refund": (("of",), ("amount_minor",)),
     "void": (("of",), ()),
     "cashout": (("card",), ("amount_minor",)),

@@ -394,6 +394,9 @@ INVALID_CONFIGURATIONS: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({}, {"vip": _changed(VIP, "tiers.levels.1.discount_pct", 101)}, "program_invalid"),
     ({}, {"vip": _changed(VIP, "tiers.levels", [])}, "program_invalid"),
     ({}, {"vip": _changed(VIP, "points", None)}, "program_invalid"),  # a multiplier, no points
+    ({}, {"vip": _changed(VIP, "tiers.basis", "rank")}, "program_invalid"),
+    ({}, {"vip": _changed(VIP, "tiers.basis", "visits")}, "program_invalid"),  # spend_minor
+    ({}, {"vip": _changed(VIP, "tiers.basis", "membership_days")}, "program_invalid"),
     ({}, {"saver": _changed(SAVER, "discount.discount_pct", 0)}, "program_invalid"),
     ({}, {"saver": _changed(SAVER, "discount.threshold_minor", DELETE)}, "program_invalid"),
     ({}, {"saver": _changed(SAVER, "prepaid.bonus_bp", -1)}, "program_invalid"),

@@ -4,13 +4,18 @@ its customer key (tests/support/two_stores.py), the tills the firmware's own.
 
 A card sold and enrolled at store A is tapped for the first time at store B: B's gateway
 takes the card on from the ledger, whose answer names the customer's first name, and B's
-approval greets them by it. B's store file never holds the name. On the single-store SQLite
-ledger only: the ledger's side is tested on PostgreSQL too (tests/ledger/).
+approval greets them by it. B's store file never holds the name. Once the customer's
+birthday is on record, a second card of theirs (loyalty), first tapped at B in their
+birthday week, gets the program's birthday offer: the answer names it and the ledger posts
+its discount and bonus points; B's store never holds the birthday either. On the
+single-store SQLite ledger only: the ledger's side is tested on PostgreSQL too
+(tests/ledger/).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.customers import Customers
@@ -21,6 +26,7 @@ from tests.support.store_broker import StoreBroker
 from tests.support.two_stores import chain
 
 CARD = "04d1d2d3d4d5d6"
+LOYALTY_CARD = "04e1e2e3e4e5e6"
 PHONE = "+351 913 456 789"
 FIRST_NAME = "Philippa"
 WAIT_S = 10.0
@@ -35,11 +41,14 @@ def test_a_card_enrolled_at_one_store_is_greeted_by_name_at_the_other(
         a, b = shops.stores
         a.serve(CARD)
         assert a.till.terminal.issue("gift", 5_000)["approved"]
+        a.serve(LOYALTY_CARD)
+        assert a.till.terminal.issue("loyalty", 0)["approved"]
         a.sent()
 
         def known() -> bool:
             try:
                 shops.client.card(CARD)
+                shops.client.card(LOYALTY_CARD)
             except NotFound:
                 return False
             return True
@@ -62,5 +71,23 @@ def test_a_card_enrolled_at_one_store_is_greeted_by_name_at_the_other(
         trail = Customers(shops.ledger.books, None).audit_trail(customer)
         assert [(e["action"], e["login"], e["detail"]) for e in trail
                 if e["action"] == "greet"] == [("greet", "(open ledger)", f"card {CARD}")]
+
+        # -- their birthday week: the loyalty card's first sale at B gets the offer --------
+        today = datetime.now(UTC).date()
+        birthday = f"{1992 if (today.month, today.day) == (2, 29) else 1990}-{today:%m-%d}"
+        Customers(shops.ledger.books, key).update(customer, {"birthday": birthday}, "admin")
+        a.serve(LOYALTY_CARD)
+        assert a.till.terminal.enrol(phone=PHONE, consent=False)["approved"]
+        b.serve(LOYALTY_CARD)
+        sale = b.till.terminal.purchase(1_200, pay_from_card=False)
+        assert sale["approved"] and sale["response"]["promotions"] == ["birthday"], sale
+        # 10 % off 12.00; 1 point per euro of the 10.80 paid (10) and 100 bonus points.
+        assert (sale["txn"]["discount_minor"], sale["txn"]["points"]) == (120, 110)
+        b.sent()
+        assert wait_until(lambda: shops.client.card(LOYALTY_CARD)["points"] == 110, WAIT_S)
+        assert ("greet", "(open ledger)", f"card {LOYALTY_CARD}, birthday") in [
+            (e["action"], e["login"], e["detail"])
+            for e in Customers(shops.ledger.books, None).audit_trail(customer)]
     stored = b"".join(path.read_bytes() for path in (tmp_path / "B").glob("gateway.db*"))
     assert FIRST_NAME.encode() not in stored
+    assert f'"{birthday[5:]}"'.encode() not in stored

@@ -8,7 +8,9 @@ from gateway.card_feed import apply_changes, included
 from gateway.card_states import CardStates
 from protocol.engine_replay import posted_op
 from protocol.programs import validate_programs
+from tests.support import REPO_ROOT
 from tools.demo import DEMO_PROGRAMS
+from tools.programs import load_programs
 
 PROGRAMS = validate_programs({"programs": DEMO_PROGRAMS})
 DAY_S = 86_400
@@ -83,3 +85,23 @@ def test_each_kind_runs_as_the_operation_it_was() -> None:
     assert posted_op(_change(1, "refund", ref_txn_id="A1-0", amount_minor=5))["of"] == "A1-0"
     assert posted_op(_change(1, "expire")) is None
     assert posted_op(_change(1, "issue")) is None
+
+
+def test_visits_made_at_other_stores_count_towards_a_tier_by_visits() -> None:
+    """`frequent` of examples/programs.toml: purchases on 4 days within 30 days make the
+    tier; two on one day are one visit (VISIT_PER_DAY)."""
+    frequent = load_programs(REPO_ROOT / "examples" / "programs.toml")["frequent"]
+    states = CardStates({"frequent": frequent})
+    states.adopt("C1", {"program": "frequent", "currency": "EUR", "value_minor": 0,
+                        "points": 0, "feed": None}, NOW_S)
+    day = NOW_S // DAY_S
+    elsewhere = [_change(n, "purchase", program="frequent", amount_minor=1_000,
+                         time=NOW_S + days * DAY_S) for n, days in enumerate((0, 0, 5, 10), 1)]
+    assert apply_changes(states, elsewhere, "gwB").applied == 4
+    state = states.get("C1")["state"]
+    assert state["tier"] == "guest"
+    assert state["tier_visits"] == [[day, 2], [day + 5, 1], [day + 10, 1]]
+    fourth = _change(5, "purchase", program="frequent", amount_minor=1_000,
+                     time=NOW_S + 15 * DAY_S)
+    assert apply_changes(states, [fourth], "gwB").applied == 1
+    assert states.get("C1")["state"]["tier"] == "frequent"

@@ -43,8 +43,8 @@ def _vip_with_history() -> CardStates:
     states.adopt("C1", {"program": "vip", "currency": "EUR", "value_minor": 0, "points": 0,
                         "feed": None}, DAY * DAY_S)
     result = apply_changes(states, [
-        _change(1, "purchase", amount_minor=15_000, day=DAY + 1),
-        _change(2, "purchase", amount_minor=10_000, day=DAY + 5)], "gwB")
+        _change(1, "purchase", amount_minor=15_000, points=150, day=DAY + 1),
+        _change(2, "purchase", amount_minor=10_000, points=100, day=DAY + 5)], "gwB")
     assert result.applied == 2
     states.take_dirty()
     return states
@@ -113,7 +113,7 @@ def test_a_store_not_serving_the_old_card_or_serving_the_new_one_moves_nothing()
     states = _vip_with_history()
     states.adopt("N1", {"program": "vip", "currency": "EUR", "value_minor": 0,
                         "points": points, "feed": None}, (DAY + 20) * DAY_S)
-    apply_changes(states, [_change(3, "purchase", card="N1", amount_minor=1_000,
+    apply_changes(states, [_change(3, "purchase", card="N1", amount_minor=1_000, points=15,
                                    day=DAY + 20)], "gwB")
     used = states.get("N1")["state"]
     result = apply_changes(states, _transfer(4, "C1", "N1", 0, points), "gwB")

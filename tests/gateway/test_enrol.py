@@ -258,3 +258,15 @@ def test_no_log_line_of_the_gateway_holds_the_values(
     assert "card_enrolled" in text
     for value in (PHONE, PHONE_E164, "912345678", "ana.q@example.org", "Ana"):
         assert value not in text
+
+
+def test_a_ledger_birthday_is_kept_in_memory_and_taken_off_the_card_answer() -> None:
+    """The card answer's `birthday` ("MM-DD") goes to memory, never on to the card book;
+    anything else there is not a birthday and is forgotten."""
+    greetings = Greetings()
+    found = {"card": CARD, "value_minor": 500, "birthday": "12-30"}
+    assert take_greeting(greetings, CARD, found) == {"card": CARD, "value_minor": 500}
+    assert greetings.birthday(CARD) == "12-30" and greetings.get(CARD) is None
+    assert take_greeting(greetings, CARD, {"card": CARD, "birthday": "1990-12-30"}) == {
+        "card": CARD}
+    assert greetings.birthday(CARD) is None

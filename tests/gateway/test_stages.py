@@ -168,3 +168,30 @@ def test_a_stage_that_dies_says_so_instead_of_living_on_half_alive() -> None:
     inbox.put(7)
     stage.join(10.0)
     assert deaths == [("gateway-broken", "cannot handle 7")]
+
+
+def test_a_gathering_stage_handles_every_item_in_order_then_stops_and_idles_blocked() -> None:
+    handled: list[int] = []
+
+    class Gathering(Stage[int]):
+        name = "gateway-gathering"
+        gather_s = 0.001
+
+        def handle(self, item: int) -> None:
+            handled.append(item)
+
+    inbox: queue.Queue[int | None] = queue.Queue()
+    stage = Gathering(inbox)
+    stage.start()
+    for item in range(50):
+        inbox.put(item)
+    deadline_s = time.monotonic() + 10.0
+    while len(handled) < 50 and time.monotonic() < deadline_s:
+        time.sleep(0.01)
+    time.sleep(0.05)  # idle now: blocked on its inbox, which a later item wakes
+    for item in range(50, 100):
+        inbox.put(item)
+    inbox.put(None)
+    stage.join(10.0)
+    assert handled == list(range(100))
+    assert not stage._thread.is_alive()

@@ -1,8 +1,10 @@
 """GET /v1/cards/<card> with the card's program-engine state: a ledger given the chain's
-programs replays the card's posted transactions to today and reports its tier, discount and
-points lots when the replay ends at the books (ledger/card_engine.py); otherwise, and
-without programs, "engine" is null and "engine_reason" says why. SQLite books: the list
-replayed is the card's "transactions", checked on both engines in test_ledger_http.py."""
+programs keeps each card's state as its batches post (test_card_engine_states.py, both
+engines) and reports it let to today, with its version; where none is kept it replays the
+card's posted transactions to today and reports its tier, discount and points lots when the
+replay ends at the books (ledger/card_engine.py); otherwise, and without programs,
+"engine" is null and "engine_reason" says why. SQLite books: the list replayed is the
+card's "transactions", checked on both engines in test_ledger_http.py."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import pytest
 from ledger.auth import dump_logins, new_login
 from ledger.client import LedgerClient
 from ledger.server import LedgerServer, serve
+from tests.ledger.builders import batch, expire
 from tests.support import engine_history
-from tests.support.engine_history import LOTS, POINTS, SALES, TODAY, posted_batch, time_of
+from tests.support.engine_history import LOTS, POINTS, TODAY, posted_batch, time_of
 from tools.programs import parse_programs
 
 PROGRAMS = parse_programs(engine_history.PROGRAM_TOML)
@@ -28,7 +31,10 @@ def _serve(path: Path, programs: dict[str, Any] | None,
     server = serve(f"sqlite://{path}", clock=lambda: NOW_S, programs=programs,
                    logins_file=logins)
     server.books.post_batch(posted_batch("C1"))
-    server.books.post_batch(posted_batch("C2", points_of_last=SALES[-1][4] + 1))
+    server.books.post_batch(posted_batch("C2"))
+    # A point C2's engine does not see lapse: its state no longer ends at the books.
+    server.books.post_batch(batch("gw1-C2-lapse", expire("T1-8C2", card="C2", points=1,
+                                                         time=time_of(TODAY - 1))))
     return server
 
 
@@ -44,10 +50,11 @@ def test_a_card_shows_its_tier_discount_and_points_lots(ledger: LedgerClient) ->
     card = ledger.card("C1")
     assert (card["value_minor"], card["points"], card["program"]) == (0, POINTS, "regular")
     assert len(card["transactions"]) == 4
-    assert card["engine_reason"] is None
+    assert (card["engine_reason"], card["engine_version"]) == (None, 4)
     assert card["engine"] == {
-        "program": "regular", "version": 1, "on": "2025-12-03", "replayed": 4,
-        "tier": "silver", "tier_spend_minor": 15500,
+        "program": "regular", "version": 1, "on": "2025-12-03", "source": "kept",
+        "replayed": 0,
+        "tier": "silver", "tier_spend_minor": 15500, "tier_visits": None,
         "discount": {"pct": 10, "tracked_pct": 10, "last_on": "2025-12-17",  # DAY0 + 39
                      "spend_minor": 4500, "threshold_minor": 10000},
         "points_lots": [{"points": 60, "earned_on": "2025-11-09", "expires_on": "2026-01-08"},
@@ -57,10 +64,30 @@ def test_a_card_shows_its_tier_discount_and_points_lots(ledger: LedgerClient) ->
     assert [lot["points"] for lot in card["engine"]["points_lots"]] == [p for p, _, _ in LOTS]
 
 
-def test_a_replay_that_does_not_end_at_the_books_is_not_shown(ledger: LedgerClient) -> None:
-    """C2's last sale was posted with a point more than the engine gives: no guess."""
+def test_without_a_kept_state_the_card_is_replayed_to_the_same_answer(tmp_path: Path) -> None:
+    """Books posted before the ledger had programs: the replay on request answers what the
+    kept state does, with no version."""
+    plain = serve(f"sqlite://{tmp_path / 'ledger.db'}", clock=lambda: NOW_S)
+    plain.books.post_batch(posted_batch("C1"))
+    plain.stop()
+    server = _serve(tmp_path / "kept.db", PROGRAMS)
+    replaying = serve(f"sqlite://{tmp_path / 'ledger.db'}", clock=lambda: NOW_S,
+                      programs=PROGRAMS)
+    try:
+        kept = LedgerClient(server.url).card("C1")
+        replayed = LedgerClient(replaying.url).card("C1")
+    finally:
+        server.stop()
+        replaying.stop()
+    assert (replayed["engine_reason"], replayed["engine_version"]) == (None, None)
+    assert replayed["engine"] == kept["engine"] | {"source": "replayed", "replayed": 4}
+
+
+def test_a_state_that_does_not_end_at_the_books_is_not_shown(ledger: LedgerClient) -> None:
+    """C2 lost a point its engine does not see lapse: no kept state, the replay disagrees
+    too, no guess."""
     card = ledger.card("C2")
-    assert card["points"] == POINTS + 1
+    assert card["points"] == POINTS - 1
     assert (card["engine"], card["engine_reason"]) == (None, "replay_disagrees")
 
 
@@ -83,9 +110,9 @@ def test_a_program_the_ledger_was_not_given_is_named(tmp_path: Path) -> None:
     assert (card["engine"], card["engine_reason"]) == (None, "program_unknown")
 
 
-def test_a_gateways_look_up_is_not_replayed_at_the_ledger(tmp_path: Path) -> None:
-    """A gateway replays the transactions itself: its answer has them, and no engine state;
-    a reader's has the engine state."""
+def test_a_gateways_look_up_gets_the_kept_state_and_is_never_replayed(tmp_path: Path) -> None:
+    """A gateway's answer has the kept state (cheap) and the transactions; where none is
+    kept it replays them itself: the ledger does not, and says why."""
     gateway, gateway_token = new_login("gw1", "gateway", "gw1", ("T1",), ("M1",))
     reader, reader_token = new_login("audit", "reader")
     logins = tmp_path / "logins.json"
@@ -94,8 +121,19 @@ def test_a_gateways_look_up_is_not_replayed_at_the_ledger(tmp_path: Path) -> Non
     try:
         at_gateway = LedgerClient(server.url, token=gateway_token).card("C1")
         at_reader = LedgerClient(server.url, token=reader_token).card("C1")
+        dropped = LedgerClient(server.url, token=gateway_token).card("C2")
     finally:
         server.stop()
-    assert (at_gateway["engine"], at_gateway["engine_reason"]) == (None, "gateway_replays")
+    assert (at_gateway["engine"], at_gateway["engine_version"]) == (at_reader["engine"], 4)
+    assert at_gateway["engine"]["tier"] == "silver"
     assert len(at_gateway["transactions"]) == 4
-    assert at_reader["engine"]["tier"] == "silver"
+    assert (dropped["engine"], dropped["engine_reason"]) == (None, "replay_disagrees")
+
+
+def test_a_hold_answer_carries_the_kept_state_the_client_hands_on(
+        ledger: LedgerClient) -> None:
+    """The gateways' client takes the hold's answer with the card's snapshot of today."""
+    answer = ledger.place_hold("H1", "C1", "EUR", 0, 120, "T1", "M1", points=50)
+    assert answer["available_points"] == POINTS - 50
+    assert answer["engine"] == {"version": 4, "tier": "silver", "discount_pct": 10,
+                                "discount_until": "2025-12-17"}

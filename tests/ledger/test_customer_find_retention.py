@@ -5,6 +5,7 @@ test's: days pass by setting it, never by sleeping."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,16 @@ def test_a_gateway_is_told_the_first_name_of_a_linked_cards_customer(ledger: Led
         assert status == 200 and "greeting" not in answer, answer
     assert ledger.call("DELETE", f"/v1/customers/{named}")[0] == 200
     assert "greeting" not in ledger.call("GET", "/v1/cards/C1", login="gw1")[1]
+
+
+def test_a_gateway_is_told_a_linked_customers_birthday_month_and_day_only(
+        ledger: Ledger) -> None:
+    """`birthday` "MM-DD" (never the year) with the card's answer, for a gateway only,
+    audited with the greeting; a customer without a name is not greeted but has it."""
+    customer_id = ledger.create({"phone": PHONE, "birthday": "1988-02-29"})
+    assert ledger.call("PUT", f"/v1/customers/{customer_id}/cards/C1")[0] == 200
+    status, answer = ledger.call("GET", "/v1/cards/C1", login="gw1")
+    assert status == 200 and answer["birthday"] == "02-29" and "greeting" not in answer
+    assert "1988" not in json.dumps(answer)
+    assert _actions(ledger, customer_id)[-1] == ("greet", "gw1", "card C1, birthday")
+    assert "birthday" not in ledger.call("GET", "/v1/cards/C1", login="alice")[1]

@@ -91,7 +91,7 @@ def test_round_trip_posts_reads_and_recognises_duplicates(client: LedgerClient) 
         # for a gateway taking the card on to replay (protocol/engine_replay.py)
         "transactions": card["transactions"],
         # a ledger started without --programs has no engine state (test_card_engine.py)
-        "engine": None, "engine_reason": "no_programs",
+        "engine": None, "engine_reason": "no_programs", "engine_version": None,
     }
     assert set(card["feed"]) == {"horizon", "through", "known"}
     assert [(t["kind"], t["card_value_minor"]) for t in card["transactions"]] == [

@@ -15,6 +15,7 @@ from ledger.schema import (
     CARD_BLOCK_COLUMNS,
     CARD_CHANGE_COLUMNS,
     CARD_COLUMNS,
+    ENGINE_STATE_COLUMNS,
     ENTRY_COLUMNS,
     HOLD_COLUMNS,
     HOLD_POSTING_COLUMNS,
@@ -34,6 +35,7 @@ INSERTED = [
     ("point_hold_postings", POINT_HOLD_POSTING_COLUMNS, ()),
     ("card_blocks", CARD_BLOCK_COLUMNS, ("id",)),
     ("card_changes", CARD_CHANGE_COLUMNS, ("id", "xid")),
+    ("card_engine_states", ENGINE_STATE_COLUMNS, ()),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 

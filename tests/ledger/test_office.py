@@ -221,6 +221,8 @@ def test_the_card_page_shows_the_tier_discount_and_points_lots_the_ledger_replay
     finally:
         books.close()
     assert "<td id='card-tier'>silver</td>" in page
+    # books opened without programs keep no state: the page replays
+    assert "<td id='card-engine-source'>replayed from 4 transactions</td>" in page
     assert ("<td id='card-discount'>10 % off today; 10 % earned by spend, through 2025-12-17;"
             " 45.00 EUR of 100.00 EUR towards the next</td>") in page
     assert ("<tr><td>60</td><td>2025-11-09</td><td>2026-01-08</td></tr><tr><td>50</td>"

@@ -33,6 +33,19 @@ def test_map_keys_are_sorted_by_their_encoded_bytes():
     assert encoded.hex() == "a50a011864022003617a0462616105"
 
 
+def test_unsigned_keys_take_the_same_order_as_encoded_bytes_across_head_sizes():
+    # The map of unsigned keys alone (every message) is sorted by value, not by encoded
+    # bytes: both orders agree, also where a key's head grows (23/24, 255/256, 2**32).
+    keys = [2**64 - 1, 2**32, 2**32 - 1, 65536, 65535, 256, 255, 24, 23, 1, 0]
+    by_value = cbor.encode({key: 0 for key in keys})
+    by_bytes = bytearray(b"\xab")  # map head, 11 pairs
+    for encoded_key in sorted(cbor.encode(key) for key in keys):
+        by_bytes.extend(encoded_key + b"\x00")
+    assert by_value == bytes(by_bytes)
+    # A bool key is no unsigned key: it keeps the general path (True sorts as 0xf5).
+    assert cbor.encode({True: 0, 1000: 0}).hex() == "a21903e800f500"
+
+
 def test_tagged_item_round_trips():
     encoded = cbor.encode(cbor.Tag(17, [b"", {}]))
     assert encoded.hex() == "d18240a0"

@@ -28,6 +28,13 @@ def test_portable_hmac_matches_rfc4231():
     _check_rfc4231(hmac256.hmac_sha256_portable)
 
 
+def test_pads_xored_as_integers_equal_the_byte_by_byte_xor():
+    blocks = [bytes(64), bytes(range(64)), bytes(range(192, 256)), b"\xff" * 64]
+    for block in blocks:
+        assert hmac256._xor(block, hmac256._INNER_PAD) == bytes(b ^ 0x36 for b in block)
+        assert hmac256._xor(block, hmac256._OUTER_PAD) == bytes(b ^ 0x5C for b in block)
+
+
 def test_digests_equal_compares_content_and_length():
     assert hmac256.digests_equal(b"abc", b"abc")
     assert not hmac256.digests_equal(b"abc", b"abd")

@@ -117,10 +117,13 @@ def test_every_scenario_covers_a_program_kind_and_all_kinds_are_covered():
                             if program[key] is not None)
                 if program["points"] and program["prepaid"]:
                     used.add("points+prepaid")
-                if program["tiers"]:
-                    used.add(program["tiers"]["downgrade"])
+                tiers = program["tiers"]
+                if tiers:
+                    used.add(tiers["basis"])  # spend, visits, membership_days
+                    if tiers["downgrade"] is not None:  # membership never goes down
+                        used.add(tiers["downgrade"])
     assert used == {"points", "prepaid", "gift", "discount", "tiers", "points+prepaid",
-                    "period_end", "days_below"}
+                    "period_end", "days_below", "spend", "visits", "membership_days"}
 
 
 def test_every_operation_of_every_scenario_balances_in_every_unit():

@@ -2,14 +2,15 @@
 in; the last day a discount is reported to run is a day it gives; a refund's parts add up
 to the refund (largest remainder) and all refunds of a sale to the sale; a cash-out pays
 what was loaded, never the bonus; a split tender puts on the card what it holds; a reward
-takes its points oldest first and earns none.
+takes its points oldest first and earns none; promotions by hour, first purchase and
+birthday week (29 February on the 28th in other years).
 Programs are those of tests/vectors/program_scenarios.json."""
 
 from engine_steps import accepted, issued
 
 from mpytest import load_json
-from protocol import engine, engine_offline
-from protocol.programs import validate_program, validate_programs
+from protocol import engine, engine_adopt, engine_offline
+from protocol.programs import days_of_date, validate_program, validate_programs
 
 PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 COFFEE = PROGRAMS["coffee"]  # refund_window_days = 120
@@ -323,3 +324,80 @@ def test_a_reward_takes_its_points_oldest_first_earns_none_and_comes_back_whole(
         assert declined["declined"] == reason
     _, declined = engine.apply(issued(CLUB), CLUB, {"op": "reward", "id": "z", "item": "mug"}, 0)
     assert declined["declined"] == "operation_not_in_program"  # club has no catalogue
+
+
+def occasions():
+    """Stacked: double points 07:00-10:00 UTC, 100 bonus points on a card's first purchase,
+    20 % off in the customer's birthday week. 40.00 earns 20 points."""
+    return validate_program("occasions", {
+        "version": 1, "currency": "EUR", "points": {"earn_bp": 500, "points_per_unit": 10},
+        "promotions": {"combine": "stack", "offers": [
+            {"id": "early", "name": "Early bird", "hours": [[7, 10]],
+             "earn_multiplier_bp": 20000},
+            {"id": "welcome", "first_purchase": True, "bonus_points": 100},
+            {"id": "birthday", "name": "Happy birthday", "birthday_week": True,
+             "discount_pct": 20}]}})
+
+
+def at(sale_id, minute=None, birthday=None):
+    op = purchase(sale_id, 4000)
+    if minute is not None:
+        op["minute"] = minute
+    if birthday is not None:
+        op["birthday"] = birthday
+    return op
+
+
+def test_an_offer_by_hours_applies_from_its_first_hour_until_its_last_and_needs_the_minute():
+    """First purchase at noon: 20 + 100 welcome. Then 07:00 and 09:59: double, 40; 10:00 and
+    no minute given: 20. An offline quote at 08:00 gives the double, without the welcome."""
+    program = occasions()
+    state, effects = accepted(issued(program), program, at("a", 720), 0)
+    assert (effects["points_earned"], effects["promotions"]) == (120, ["welcome"])
+    for sale_id, minute, points, offers in (("b", 420, 40, ["early"]), ("c", 599, 40, ["early"]),
+                                            ("d", 600, 20, None), ("e", None, 20, None)):
+        state, effects = accepted(state, program, at(sale_id, minute), 0)
+        assert (effects["points_earned"], effects.get("promotions")) == (points, offers), minute
+    quote = engine_offline.quote(program, None, 0, True, 4000, "other", 0, 480)
+    assert (quote["points_earned"], quote["promotions"]) == (40, ["early"])
+    assert "promotions" not in engine_offline.quote(program, None, 0, True, 4000, "other", 0)
+    _, declined = engine.apply(state, program, at("f", 1440), 0)
+    assert declined["declined"] == "field_invalid"
+
+
+def test_the_first_purchase_offer_is_for_a_card_that_never_bought_even_if_refunded():
+    """A refunded first purchase still counts; a card taken on from balances has an unknown
+    past: no welcome."""
+    program = occasions()
+    state, effects = accepted(issued(program), program, at("a"), 0)
+    assert effects["points_earned"] == 120
+    state, _ = accepted(state, program, refund("a", 4000), 0)
+    _, effects = accepted(state, program, at("b"), 0)
+    assert (effects["points_earned"], effects.get("promotions")) == (20, None)
+    adopted = engine_adopt.adopt("C1", program, 0, 0, 0)
+    _, effects = accepted(adopted, program, at("c"), 0)
+    assert effects["points_earned"] == 20
+
+
+def test_the_birthday_week_is_seven_days_from_the_birthday_and_29_february_falls_on_28th():
+    """Birthday 30 December: 2026-12-30 .. 2027-01-05 (20 % off: 8.00 of 40.00, 16 points
+    on 32.00 paid). 29 February: from 28 February in 2027, from 29 February in 2028."""
+    program = occasions()
+    state, _ = accepted(issued(program), program, at("first"), 0)
+    cases = (("12-30", "2026-12-29", 0), ("12-30", "2026-12-30", 800),
+             ("12-30", "2027-01-05", 800), ("12-30", "2027-01-06", 0),
+             ("02-29", "2027-02-27", 0), ("02-29", "2027-02-28", 800),
+             ("02-29", "2027-03-06", 800), ("02-29", "2027-03-07", 0),
+             ("02-29", "2028-02-28", 0), ("02-29", "2028-02-29", 800),
+             ("02-29", "2028-03-06", 800), ("02-29", "2028-03-07", 0))
+    for birthday, date, discount in cases:
+        day = days_of_date(date)
+        _, effects = accepted(state, program, at("s", birthday=birthday), day)
+        assert effects["discount_minor"] == discount, (birthday, date)
+        assert effects["points_earned"] == (16 if discount else 20)
+        assert effects.get("promotions") == (["birthday"] if discount else None)
+    _, effects = accepted(state, program, at("s"), days_of_date("2026-12-30"))
+    assert effects["discount_minor"] == 0  # no birthday given: no birthday offer
+    for wrong in ("02-30", "2-28", "1990-02-28", 229, "13-01"):
+        _, declined = engine.apply(state, program, at("s", birthday=wrong), 0)
+        assert declined["declined"] == "field_invalid", wrong

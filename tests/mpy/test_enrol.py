@@ -226,3 +226,30 @@ def test_an_approval_greets_the_regular_and_the_record_never_holds_the_name():
     assert b"Zelda" not in record
     fields = messages.decode(cose.parse(record).payload, messages.TYPE_TXN)
     assert fields["kind"] == txn.KIND_PURCHASE and "first_name" not in fields
+
+
+def test_the_receipt_names_the_promotions_an_approval_names_from_the_signed_program():
+    """Auth response key 62: each offer by its name in the terminal's signed program, or
+    by its id when it has none; never copied into the record."""
+    rig = Rig()
+    occasions = {"version": 1, "currency": "EUR", "points": {"earn_bp": 500},
+                 "promotions": {"offers": [
+                     {"id": "welcome", "first_purchase": True, "bonus_points": 100},
+                     {"id": "birthday", "name": "Happy birthday", "birthday_week": True,
+                      "discount_pct": 20}]}}
+    rig.settings.apply({"config_version": 2, "limits": LIMITS, "hotlist": [],
+                        "programs": dict(PROGRAMS, occasions=occasions)}, None)
+
+    def gateway(kind, fields):
+        return [(messages.TYPE_AUTH_RESPONSE,
+                 {"terminal": TERMINAL, "request": fields["request"], "time": START_S,
+                  "approved": True, "program": "occasions", "version": 1, "currency": "EUR",
+                  "card_value_minor": 0, "discount_minor": 50, "points": 110, "auth_id": "a-1",
+                  "promotions": ["welcome", "birthday"]})]
+
+    rig.net.gateway = gateway
+    outcome = rig.terminal.purchase(250, pay_from_card=False)
+    assert outcome["approved"], outcome
+    assert rig.shown[-3:] == ["APPROVED", "OFFER welcome", "OFFER Happy birthday"]
+    seq, record = rig.journal.pending[0]
+    assert b"Happy" not in record and b"welcome" not in record

@@ -55,6 +55,22 @@ def test_crc32_check_value():
     assert crc32_portable(b"123456789") == 0xCBF43926
 
 
+def test_crc32_runs_on_from_a_prefix_as_over_the_whole_on_both_paths():
+    data = bytes(range(256)) + b"sealed-record" * 7
+    for cut in (0, 1, 3, 100, len(data)):
+        whole = crc32_portable(data)
+        assert crc32(data[cut:], crc32(data[:cut])) == whole
+        assert crc32_portable(data[cut:], crc32_portable(data[:cut])) == whole
+        assert crc32(data[:cut]) == crc32_portable(data[:cut])
+
+
+def test_a_frame_is_magic_type_length_crc_of_both_then_body():
+    for record_type, body in ((TYPE_ACK, b"\x00\x00\x00\x07"), (TYPE_TXN, record(1) * 5)):
+        head = struct.pack(">BH", record_type, len(body))
+        crc = struct.pack(">I", crc32_portable(head + body))
+        assert encode_record(record_type, body) == b"\xa5" + head + crc + body
+
+
 def test_appended_records_survive_a_reopen_until_acked():
     storage = MemoryStorage()
     journal = Journal(storage)

@@ -22,7 +22,8 @@ def refusal(program_table, program_id="p"):
 
 def test_every_example_program_is_valid_and_complete():
     programs = validate_programs(DOCUMENT)
-    assert sorted(programs) == ["club", "coffee", "gift", "regulars", "saver", "vip", "wallet"]
+    assert sorted(programs) == ["club", "coffee", "frequent", "gift", "longtime", "regulars",
+                                "saver", "vip", "wallet"]
     for program in programs.values():
         assert sorted(program) == sorted(["id", "version", "currency", "name", "refund_window_days",
                                           "points", "prepaid", "gift", "discount", "tiers",
@@ -112,6 +113,39 @@ def test_tier_levels_start_at_zero_rise_strictly_and_have_unique_names():
     assert refusal(tiers([base, twin]))[0][-2:] == (1, "name")
     assert refusal(tiers([]))[0][-1] == "levels"
     assert refusal(tiers([base], downgrade="never"))[0][-1] == "downgrade"
+
+
+def test_a_tier_basis_is_spend_visits_or_membership_days_each_with_its_own_threshold():
+    spend = validate_program("p", tiers([{"name": "base", "spend_minor": 0}]))["tiers"]
+    assert spend["basis"] == "spend" and spend["levels"][0]["spend_minor"] == 0
+    visits = validate_program("p", tiers([{"name": "base", "min_visits": 0},
+                                          {"name": "regular", "min_visits": 90}],
+                                         basis="visits"))["tiers"]
+    assert [level["min_visits"] for level in visits["levels"]] == [0, 90]
+    assert "spend_minor" not in visits["levels"][0]
+    member = {"basis": "membership_days",
+              "levels": [{"name": "new", "min_member_days": 0},
+                         {"name": "loyal", "min_member_days": 365}]}
+    program = validate_program("p", table(tiers=member))
+    assert (program["tiers"]["window_days"], program["tiers"]["downgrade"]) == (None, None)
+    assert validate_program("p", program) == program
+    assert refusal(tiers([{"name": "base", "spend_minor": 0}], basis="rank"))[0][-1] == "basis"
+
+
+def test_a_level_has_the_threshold_of_its_basis_and_visits_fit_the_window():
+    path, detail = refusal(tiers([{"name": "base", "spend_minor": 0}], basis="visits"))
+    assert path[-2:] == (0, "spend_minor") and "min_visits" in detail
+    path, _ = refusal(tiers([{"name": "base"}], basis="visits"))
+    assert path[-2:] == (0, "min_visits")
+    many = [{"name": "base", "min_visits": 0}, {"name": "daily", "min_visits": 91}]
+    path, detail = refusal(tiers(many, basis="visits"))  # 90 days hold at most 90 visits
+    assert path[-2:] == (1, "min_visits") and "0..90" in detail
+    rising = [{"name": "base", "min_member_days": 0}, {"name": "old", "min_member_days": 0}]
+    assert refusal(table(tiers={"basis": "membership_days", "levels": rising}))[0][-2:] == (
+        1, "min_member_days")
+    path, detail = refusal(tiers([{"name": "new", "min_member_days": 0}],
+                                 basis="membership_days"))
+    assert path[-1] == "window_days" and "only grow" in detail
 
 
 def test_an_earn_multiplier_needs_points_to_multiply():

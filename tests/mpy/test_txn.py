@@ -144,6 +144,13 @@ def test_an_ack_with_too_many_entries_or_a_bad_reason_is_refused():
         assert error.reason == "field_invalid"
 
 
+def test_an_id_is_1_to_32_of_letters_digits_underscore_and_hyphen():
+    for good in ("T1", "04aabbccddeeff", "_", "-", "a" * 32, "Store-2_B"):
+        assert messages.is_id(good), good
+    for bad in ("", "a" * 33, "T 1", "T1\n", "\u00e9", "a\u00e9b", "a.b", "a/b", 7, None):
+        assert not messages.is_id(bad), bad
+
+
 def test_topics_build_and_parse():
     name = topics.up("M1", "T1", topics.LEAF_TXN)
     assert name == "tilltap/v1/M1/T1/up/txn"

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import cbor, cose, txn
+from protocol import cbor, cose, hmac256, messages, txn
 
 KEY = bytes(range(32))
 
@@ -64,3 +64,35 @@ def test_sealed_record_checks_out_with_cbor2_and_cryptography() -> None:
     mac = hmac.HMAC(KEY, hashes.SHA256())
     mac.update(cbor2.dumps(["MAC0", protected, b"", payload], canonical=True))
     mac.verify(tag)
+
+
+@given(st.dictionaries(st.integers(min_value=0, max_value=2**64 - 1), scalars, max_size=8))
+def test_maps_of_unsigned_keys_equal_cbor2_canonical(value: dict[int, object]) -> None:
+    # With unsigned keys only (our fast path), length-first and bytewise order agree.
+    assert cbor.encode(value) == cbor2.dumps(value, canonical=True)
+
+
+@given(st.binary(max_size=600), st.none() | st.binary(min_size=1, max_size=32),
+       st.binary(min_size=0, max_size=100))
+def test_cose_create_equals_the_structures_encoded_whole(payload: bytes, kid: bytes | None,
+                                                         key: bytes) -> None:
+    protected = cbor2.dumps({1: 5})
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(cbor2.dumps(["MAC0", protected, b"", payload]))
+    unprotected = {} if kid is None else {4: kid}
+    expected = cbor2.dumps(cbor2.CBORTag(17, [protected, unprotected, payload, mac.finalize()]))
+    assert cose.create(key, payload, kid) == expected
+
+
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_portable_hmac_equals_cryptography(key: bytes, message: bytes) -> None:
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(message)
+    assert hmac256.hmac_sha256_portable(key, message) == mac.finalize()
+
+
+@given(st.text(alphabet=st.sampled_from(messages._ID_CHARS) | st.characters(), max_size=40))
+def test_is_id_is_every_character_an_id_character(value: str) -> None:
+    expected = 1 <= len(value) <= messages.ID_CHARS_MAX and all(
+        char in messages._ID_CHARS for char in value)
+    assert messages.is_id(value) == expected

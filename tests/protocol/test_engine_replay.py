@@ -59,7 +59,7 @@ def test_a_history_replayed_to_today_shows_its_tier_discount_and_points_lots() -
     assert reason is None and state is not None
     assert described(state, program, TODAY) == {
         "day": TODAY, "value_minor": 0, "points": POINTS, "tier": "silver",
-        "tier_spend_minor": 6000 + 5000 + 4500,
+        "tier_spend_minor": 6000 + 5000 + 4500, "tier_visits": None,
         "discount": {"pct": 10, "tracked_pct": 10, "last_day": DAY0 + 39, "spend_minor": 4500,
                      "threshold_minor": 10000},
         "points_lots": [{"points": points, "earned_day": earned, "expires_day": expires}

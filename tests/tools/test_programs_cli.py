@@ -86,9 +86,16 @@ def test_check_lists_every_program_with_its_version_and_sections() -> None:
     result = tilltap("programs", "check", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "club v2 EUR: points + prepaid" in result.stdout.splitlines()
-    assert len(result.stdout.splitlines()) == 7
+    assert len(result.stdout.splitlines()) == 9
 
 
+VISITS = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\nbasis = "visits"\n'
+          'window_days = 30\ndowngrade = "days_below"\ndowngrade_days = 14\n'
+          '[[programs.p.tiers.levels]]\nname = "a"\n')
+MEMBERSHIP = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\n'
+              'basis = "membership_days"\n')
+OFFER = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.points]\nearn_bp = 100\n'
+         '[[programs.p.promotions.offers]]\nid = "o"\n')
 BAD_PROGRAMS = [
     ("float rate", '[programs.p]\nversion = 1\ncurrency = "EUR"\n\n[programs.p.points]\n'
      'earn_bp = 2.5\n', 6, "programs.p.points.earn_bp: must be an integer in 0..10000, not 2.5"),
@@ -101,9 +108,28 @@ BAD_PROGRAMS = [
      '[[programs.p.tiers.levels]]\nname = "a"\nspend_minor = 0\n'
      '[[programs.p.tiers.levels]]\nname = "a"\nspend_minor = 10\n', 12,
      "programs.p.tiers.levels.1.name: used twice"),
+    ("spend threshold in a visits level", VISITS + 'spend_minor = 0\n', 11,
+     "programs.p.tiers.levels.0.spend_minor: is for basis spend; a level of basis visits "
+     "has min_visits"),
+    ("more visits than days", VISITS + 'min_visits = 0\n[[programs.p.tiers.levels]]\n'
+     'name = "b"\nmin_visits = 31\n', 14,
+     "programs.p.tiers.levels.1.min_visits: must be an integer in 0..30"),
+    ("a window for membership", MEMBERSHIP + 'window_days = 365\n[[programs.p.tiers.levels]]\n'
+     'name = "a"\nmin_member_days = 0\n', 6,
+     "programs.p.tiers.window_days: not for basis membership_days"),
+    ("tiers by rank", MEMBERSHIP.replace("membership_days", "rank"), 5,
+     "programs.p.tiers.basis: must be one of spend, visits, membership_days"),
     ("both value kinds", '[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.prepaid]\n'
      '[programs.p.gift]\n', 5, "programs.p.gift: a program is prepaid or gift, not both"),
     ("not TOML", '[programs.p]\nversion = = 1\n', 2, "not valid TOML"),
+    ("hours backwards", OFFER + 'hours = [[7, 10], [22, 6]]\n', 8,
+     "programs.p.promotions.offers.0.hours.1: [from, until]: whole hours, 0 <= from < until"),
+    ("hours past midnight", OFFER + 'hours = [[20, 25]]\n', 8,
+     "programs.p.promotions.offers.0.hours.0: [from, until]"),
+    ("first purchase not a boolean", OFFER + 'first_purchase = "yes"\n', 8,
+     "programs.p.promotions.offers.0.first_purchase"),
+    ("birthday week misspelt", OFFER + 'birthday = true\n', 8,
+     "programs.p.promotions.offers.0.birthday: unknown key"),
 ]
 
 
@@ -219,3 +245,25 @@ def test_the_document_names_every_key_reason_and_rounding_rule() -> None:
                 assert set(value) <= keys, value
     assert {"earn_bp", "earn_multiplier_bp", "spend_minor", "name", "discount_pct"} <= keys
     assert {"down", "half_up", "half_even", "up"} <= keys
+
+
+def test_simulate_replays_a_first_purchase_and_a_birthday_week(tmp_path: Path) -> None:
+    """Day 0 is 1970-01-01. 1 point per euro; a first purchase earns 50 more; the birthday
+    week of 3 January is days 2..8: 10 % off. Day 0: 20.00 -> 20 + 50. Day 2, birthday
+    "01-03": 18.00 paid, 18 points. Day 9: out of the week, 20 points."""
+    config = tmp_path / "p.toml"
+    config.write_text('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.points]\n'
+                      'earn_bp = 100\npoints_per_unit = 100\n'
+                      '[[programs.p.promotions.offers]]\nid = "welcome"\n'
+                      'first_purchase = true\nbonus_points = 50\n'
+                      '[[programs.p.promotions.offers]]\nid = "birthday"\n'
+                      'birthday_week = true\ndiscount_pct = 10\n')
+    sale = {"op": "purchase", "card": "C1", "amount_minor": 2000, "birthday": "01-03"}
+    ops = write_ops(tmp_path / "ops.jsonl", [
+        {"op": "issue", "card": "C1", "program": "p"}, sale, {"op": "advance", "days": 2},
+        sale, {"op": "advance", "days": 7}, sale])
+    result = tilltap("programs", "simulate", "--config", str(config), "--ops", str(ops))
+    assert result.returncode == 0, result.stderr
+    sales = [op for op in json.loads(result.stdout)["ops"] if op["op"] == "purchase"]
+    assert [(op["discount_minor"], op["points_earned"], op.get("promotions")) for op in sales
+            ] == [(0, 70, ["welcome"]), (200, 18, ["birthday"]), (0, 20, None)]

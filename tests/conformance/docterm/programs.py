@@ -37,17 +37,23 @@ SECTION_KEYS = {
     "gift": ("expiry_days", "cash_out"),
     "discount": ("threshold_minor", "threshold_rule", "qualify_days", "discount_pct",
                  "duration_days", "discount_rounding"),
-    "tiers": ("window_days", "downgrade", "downgrade_days", "discount_rounding", "levels"),
+    "tiers": ("basis", "window_days", "downgrade", "downgrade_days", "discount_rounding",
+              "levels"),
     "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
     "promotions": ("combine", "discount_rounding", "offers"),
     "rewards": ("items",),
 }
 REWARD_ITEM_KEYS = ("id", "name", "points", "copay_minor")
-OFFER_KEYS = ("id", "name", "first_day", "last_day", "weekdays", "tiers", "earn_multiplier_bp",
-              "bonus_points", "discount_pct", "priority")
+OFFER_KEYS = ("id", "name", "first_day", "last_day", "weekdays", "hours", "tiers",
+              "first_purchase", "birthday_week", "earn_multiplier_bp", "bonus_points",
+              "discount_pct", "priority")
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 THRESHOLD_RULES = ("at_least", "above")
-LEVEL_KEYS = ("name", "spend_minor", "earn_multiplier_bp", "discount_pct")
+LEVEL_KEYS = ("name", "earn_multiplier_bp", "discount_pct")  # and the basis's threshold
+TIER_THRESHOLD_KEYS = {"spend": "spend_minor", "visits": "min_visits",
+                       "membership_days": "min_member_days"}
+ROLLING_KEYS = ("window_days", "downgrade", "downgrade_days")  # not for membership_days
+MEMBER_DAYS_MAX = 18_300
 ROUNDING_RULES = ("down", "half_up", "half_even", "up")
 DOWNGRADE_RULES = ("period_end", "days_below")
 VERSION_MAX = 2**31 - 1
@@ -123,24 +129,29 @@ def _check_points(section: dict[str, Any], path: str, exponent: int | None) -> N
 
 
 def _check_levels(tiers: dict[str, Any], path: str, has_points: bool) -> None:
+    basis = tiers.get("basis") or "spend"
+    key = TIER_THRESHOLD_KEYS[basis]
+    high = {"spend": AMOUNT_MAX, "visits": tiers.get("window_days"),
+            "membership_days": MEMBER_DAYS_MAX}[basis]
+    assert high is not None  # a visits window is checked before its levels
     levels = tiers.get("levels")
     if not isinstance(levels, list) or not 1 <= len(levels) <= LEVELS_MAX:
         raise _invalid(f"{path}.levels", f"a list of 1..{LEVELS_MAX} levels")
     names: set[str] = set()
-    previous_spend = -1
+    previous_threshold = -1
     for index, level in enumerate(levels):
         at = f"{path}.levels.{index}"
-        if not isinstance(level, dict) or set(level) - set(LEVEL_KEYS):
-            raise _invalid(at, f"a map of {', '.join(LEVEL_KEYS)}")
+        if not isinstance(level, dict) or set(level) - {*LEVEL_KEYS, key}:
+            raise _invalid(at, f"a map of {', '.join(LEVEL_KEYS)}, {key}")
         name = level.get("name")
         if not isinstance(name, str) or not _ID.fullmatch(name) or name in names:
             raise _invalid(f"{at}.name", "an id, unique in the program")
         names.add(name)
-        spend = _integer(level, at, "spend_minor", 0, AMOUNT_MAX)
-        assert spend is not None
-        if (index == 0 and spend != 0) or (index and spend <= previous_spend):
-            raise _invalid(f"{at}.spend_minor", "0 for the first level, then rising")
-        previous_spend = spend
+        threshold = _integer(level, at, key, 0, high)
+        assert threshold is not None
+        if (index == 0 and threshold != 0) or (index and threshold <= previous_threshold):
+            raise _invalid(f"{at}.{key}", "0 for the first level, then rising")
+        previous_threshold = threshold
         multiplier = _integer(level, at, "earn_multiplier_bp", 0, INT_MAX,
                               default=MULTIPLIER_ONE_BP)
         if multiplier != MULTIPLIER_ONE_BP and not has_points:
@@ -203,6 +214,15 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
                 names = offer.get(key) or []
                 if not isinstance(names, list) or any(name not in allowed for name in names):
                     raise _invalid(f"{where}.{key}", f"names of {', '.join(allowed)}")
+            hours = offer.get("hours") or []
+            if not isinstance(hours, list) or len(hours) > 4 or any(
+                    not isinstance(pair, list) or len(pair) != 2
+                    or not all(type(hour) is int for hour in pair)
+                    or not 0 <= pair[0] < pair[1] <= 24 for pair in hours):
+                raise _invalid(f"{where}.hours", "at most 4 [from, until] hours, 0..24")
+            for key in ("first_purchase", "birthday_week"):
+                if not isinstance(offer.get(key, False), bool):
+                    raise _invalid(f"{where}.{key}", "true or false")
             _integer(offer, where, "earn_multiplier_bp", 0, INT_MAX, default=MULTIPLIER_ONE_BP)
             _integer(offer, where, "discount_pct", 0, PCT_MAX, default=0)
     if (rewards := sections["rewards"]) is not None:
@@ -228,9 +248,15 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
         _choice(volume, at, "discount_rounding", ROUNDING_RULES)
     if (tiers := sections["tiers"]) is not None:
         at = f"{path}.tiers"
-        _integer(tiers, at, "window_days", 1, WINDOW_DAYS_MAX)
-        _choice(tiers, at, "downgrade", DOWNGRADE_RULES, required=True)
-        _integer(tiers, at, "downgrade_days", 1, INT_MAX)
+        _choice(tiers, at, "basis", tuple(TIER_THRESHOLD_KEYS))
+        if tiers.get("basis") == "membership_days":  # only grows: no window, no downgrade
+            for key in ROLLING_KEYS:
+                if tiers.get(key) is not None:
+                    raise _invalid(f"{at}.{key}", "not for basis membership_days")
+        else:
+            _integer(tiers, at, "window_days", 1, WINDOW_DAYS_MAX)
+            _choice(tiers, at, "downgrade", DOWNGRADE_RULES, required=True)
+            _integer(tiers, at, "downgrade_days", 1, INT_MAX)
         _choice(tiers, at, "discount_rounding", ROUNDING_RULES)
         _check_levels(tiers, at, points is not None)
 

@@ -147,7 +147,7 @@ SCHEMAS: dict[int, tuple[tuple[int, str, str, bool], ...]] = {
         (25, "auth_mode", "uint", False), (26, "discount_minor", "amount", False),
         (27, "redeem_points", "amount", False), (28, "redeem_minor", "amount", False),
         (60, "tier", "text", False), (61, "discount_pct", "uint", False),
-        (82, "first_name", "text", False),
+        (62, "promotions", "ids", False), (82, "first_name", "text", False),
     ),
     ACK: (
         _TERMINAL, (5, "time", "uint", True), (30, "acked_through", "uint", True),
