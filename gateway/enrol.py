@@ -109,33 +109,31 @@ class Greetings:
         self._lock = threading.Lock()
         self._size_max = size_max
 
-    def remember_birthday(self, card: str, birthday: str | None) -> None:
+    def remember(self, card: str, first_name: str | None) -> None:
+        self._keep(self._names, card, first_name)
+
+    def get(self, card: str) -> str | None:
         with self._lock:
-            if not birthday:
-                self._birthdays.pop(card, None)
-                return
-            self._birthdays[card] = birthday
-            self._birthdays.move_to_end(card)
-            while len(self._birthdays) > self._size_max:
-                self._birthdays.popitem(last=False)
+            return self._names.get(card)
+
+    def remember_birthday(self, card: str, birthday: str | None) -> None:
+        self._keep(self._birthdays, card, birthday)
 
     def birthday(self, card: str) -> str | None:
         with self._lock:
             return self._birthdays.get(card)
 
-    def remember(self, card: str, first_name: str | None) -> None:
+    def _keep(self, kept: OrderedDict[str, str], card: str, value: str | None) -> None:
+        """Keep `value` for `card` as the newest (the oldest beyond the bound goes), or
+        forget the card's when there is none."""
         with self._lock:
-            if not first_name:
-                self._names.pop(card, None)
+            if not value:
+                kept.pop(card, None)
                 return
-            self._names[card] = first_name
-            self._names.move_to_end(card)
-            while len(self._names) > self._size_max:
-                self._names.popitem(last=False)
-
-    def get(self, card: str) -> str | None:
-        with self._lock:
-            return self._names.get(card)
+            kept[card] = value
+            kept.move_to_end(card)
+            while len(kept) > self._size_max:
+                kept.popitem(last=False)
 
 
 def take_greeting(greetings: Greetings, card: str,

@@ -559,10 +559,6 @@ class Customers:
         self._log(customer_id, "found", login, f"by {kind}")
         return customer_id
 
-    def greeting(self, card: str, login: str) -> str | None:
-        """The first name a counter greets the card's customer by (`counter_view`)."""
-        return self.counter_view(card, login).get("greeting")
-
     def counter_view(self, card: str, login: str) -> dict[str, str]:
         """What a store's gateway asking about the card is told of its customer: `greeting`,
         the first name a counter greets them by (as an enrolment answers it: the first word

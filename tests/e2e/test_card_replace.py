@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from firmware.terminal import AUTH_TIMEOUT_MS
-from ledger.errors import NotFound
 from protocol import txn
 from tests.support.stack import wait_until
 from tests.support.store_broker import StoreBroker
@@ -42,35 +41,12 @@ def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: Store
         yield two
 
 
-def _entry(store: Store, card: str) -> dict[str, Any]:
-    """The card as the store's gateway holds it (a copy; empty when not served)."""
-    with store.gateway.cards.lock:
-        entry = store.gateway.cards.cards.get(card) or {}
-        return {key: value for key, value in entry.items() if key != "state"} | {
-            "state": dict(entry.get("state") or {})}
-
-
-def _ledger(shops: Chain, card: str) -> dict[str, Any]:
-    """The card at the ledger: value, points, block ({} while the ledger does not know it)."""
-    try:
-        answer: dict[str, Any] = shops.client.card(card)
-    except NotFound:
-        return {}
-    return answer
-
-
 def _look(store: Store, card: str) -> dict[str, Any]:
     store.serve(card)
     outcome = store.till.terminal.inquiry()
     assert outcome["approved"], outcome
     response: dict[str, Any] = outcome["response"]
     return response
-
-
-def _refused_blocked(store: Store, card: str) -> bool:
-    store.serve(card)
-    outcome = store.till.terminal.purchase(100, pay_from_card=False)
-    return not outcome["approved"] and outcome["reason"] == "card_blocked"
 
 
 def test_a_lost_card_replaced_carries_points_with_their_days_tier_and_value_to_the_other_store(
@@ -81,47 +57,47 @@ def test_a_lost_card_replaced_carries_points_with_their_days_tier_and_value_to_t
     a.serve(VIP)
     assert a.till.terminal.issue("vip", 0)["approved"]
     a.sent()
-    assert wait_until(lambda: bool(_ledger(shops, VIP)), WAIT_S)
+    assert wait_until(lambda: bool(shops.card(VIP)), WAIT_S)
     assert _look(b, VIP).get("tier") == "member"  # B takes the card on from the ledger
     a.serve(VIP)
     assert a.till.terminal.purchase(60_000, pay_from_card=False)["approved"]
     a.sent()
     assert wait_until(lambda: _look(a, VIP).get("tier") == "gold", WAIT_S)
     assert wait_until(lambda: _look(b, VIP).get("tier") == "gold", WAIT_S)
-    assert wait_until(lambda: _ledger(shops, VIP).get("points", 0) > 0, WAIT_S)
-    points = _ledger(shops, VIP)["points"]
-    lots = _entry(a, VIP)["state"]["lots"]
+    assert wait_until(lambda: shops.card(VIP).get("points", 0) > 0, WAIT_S)
+    points = shops.card(VIP)["points"]
+    lots = a.entry(VIP)["state"]["lots"]
     assert sum(lot[1] for lot in lots) == points
     # -- the card is lost: replaced at the ledger -------------------------------------------
     done = replacer.replace_card(VIP, VIP_NEW, "lost on the train")
     assert (done["points"], done["value_minor"]) == (points, 0)
     for store in (a, b):  # each gateway moved the card's state: lots with their days, tier
-        assert wait_until(lambda s=store: _entry(s, VIP_NEW).get("points") == points, WAIT_S)
-        moved = _entry(store, VIP_NEW)["state"]
+        assert wait_until(lambda s=store: s.entry(VIP_NEW).get("points") == points, WAIT_S)
+        moved = store.entry(VIP_NEW)["state"]
         assert moved["lots"] == lots and moved["tier"] == "gold"
-        assert _entry(store, VIP)["points"] == 0
+        assert store.entry(VIP)["points"] == 0
     assert _look(b, VIP_NEW).get("tier") == "gold"
     b.serve(VIP_NEW)
     redeemed = b.till.terminal.purchase(10_000, pay_from_card=False, redeem_points=points)
     assert redeemed["approved"], redeemed
     assert redeemed["txn"]["redeem_points"] == points
     b.sent()
-    assert wait_until(lambda: _ledger(shops, VIP_NEW)["points"] < points, WAIT_S)
+    assert wait_until(lambda: shops.card(VIP_NEW)["points"] < points, WAIT_S)
     for store in (a, b):  # the old card: blocked at the ledger, refused online everywhere
-        assert wait_until(lambda s=store: _refused_blocked(s, VIP), WAIT_S)
+        assert wait_until(lambda s=store: s.refuses_blocked(VIP), WAIT_S)
     # -- a club card with value and points: replaced, spent at B -------------------------------
     a.serve(CLUB)
     assert a.till.terminal.issue("club", 5_000)["approved"]
     a.serve(CLUB)
     assert a.till.terminal.purchase(2_000)["approved"]
     a.sent()
-    assert wait_until(lambda: _ledger(shops, CLUB).get("value_minor") == 3_000, WAIT_S)
-    club_points = _ledger(shops, CLUB)["points"]
+    assert wait_until(lambda: shops.card(CLUB).get("value_minor") == 3_000, WAIT_S)
+    club_points = shops.card(CLUB)["points"]
     assert club_points > 0
     done = replacer.replace_card(CLUB, CLUB_NEW, "card snapped")
     assert (done["value_minor"], done["points"]) == (3_000, club_points)
-    assert wait_until(lambda: _entry(a, CLUB_NEW).get("value_minor") == 3_000, WAIT_S)
-    assert not _entry(b, CLUB)["state"]  # B never saw CLUB: it takes CLUB_NEW on at its first tap
+    assert wait_until(lambda: a.entry(CLUB_NEW).get("value_minor") == 3_000, WAIT_S)
+    assert not b.entry(CLUB)["state"]  # B never saw CLUB: it takes CLUB_NEW on at its first tap
     assert _look(b, CLUB_NEW)["value_minor"] == 3_000
     b.serve(CLUB_NEW)
     spent = b.till.terminal.purchase(3_000, redeem_points=club_points)
@@ -129,11 +105,11 @@ def test_a_lost_card_replaced_carries_points_with_their_days_tier_and_value_to_t
     b.sent()
     paid, earned = spent["txn"]["card_value_minor"], spent["txn"]["points"]
     assert spent["txn"]["redeem_points"] == club_points and 0 < paid < 3_000
-    assert wait_until(lambda: (_ledger(shops, CLUB_NEW)["value_minor"],
-                               _ledger(shops, CLUB_NEW)["points"]) == (3_000 - paid, earned),
+    assert wait_until(lambda: (shops.card(CLUB_NEW)["value_minor"],
+                               shops.card(CLUB_NEW)["points"]) == (3_000 - paid, earned),
                       WAIT_S)
-    assert wait_until(lambda: _refused_blocked(a, CLUB), WAIT_S)
-    assert wait_until(lambda: _refused_blocked(b, CLUB), WAIT_S)
+    assert wait_until(lambda: a.refuses_blocked(CLUB), WAIT_S)
+    assert wait_until(lambda: b.refuses_blocked(CLUB), WAIT_S)
     assert all(total == 0 for total in shops.client.trial_balance().values())
     assert shops.client.card(VIP)["block"]["reason"] == f"replaced by {VIP_NEW}"
 
@@ -160,7 +136,7 @@ def test_an_offline_sale_of_the_old_card_after_its_replacement_is_kept_as_exposu
     a.serve(GIFT)
     assert a.till.terminal.issue("gift", 3_000)["approved"]
     a.sent()
-    assert wait_until(lambda: bool(_ledger(shops, GIFT)), WAIT_S)
+    assert wait_until(lambda: bool(shops.card(GIFT)), WAIT_S)
     assert _look(b, GIFT)["value_minor"] == 3_000  # B's till last heard: 30.00
     b.gateway.stop()
     CardClient(shops.ledger.url).replace_card(GIFT, GIFT_NEW, "lost")
@@ -172,8 +148,8 @@ def test_an_offline_sale_of_the_old_card_after_its_replacement_is_kept_as_exposu
     b.gateway = b.new_gateway()
     b.gateway.start()
     b.sent()
-    assert wait_until(lambda: _ledger(shops, GIFT).get("value_minor") == -2_500, WAIT_S)
-    assert _ledger(shops, GIFT_NEW)["value_minor"] == 3_000
+    assert wait_until(lambda: shops.card(GIFT).get("value_minor") == -2_500, WAIT_S)
+    assert shops.card(GIFT_NEW)["value_minor"] == 3_000
     alarms = [alarm for alarm in shops.client.alarms() if alarm["reason"] == "replaced_card_used"]
     assert len(alarms) == 1 and GIFT in alarms[0]["detail"]
     report = shops.client.report("exposure")

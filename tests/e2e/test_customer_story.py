@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -47,29 +46,15 @@ def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: Store
         yield two
 
 
-def _ledger(shops: Chain, card: str) -> dict[str, Any]:
-    try:
-        answer: dict[str, Any] = shops.client.card(card)
-    except NotFound:
-        return {}
-    return answer
-
-
 def _sell(store: Store, shops: Chain, card: str, program: str, value_minor: int) -> None:
     store.serve(card)
     assert store.till.terminal.issue(program, value_minor)["approved"]
     store.sent()
-    assert wait_until(lambda: bool(_ledger(shops, card)), WAIT_S)
-
-
-def _refused_blocked(store: Store, card: str) -> bool:
-    store.serve(card)
-    outcome = store.till.terminal.purchase(100, pay_from_card=False)
-    return not outcome["approved"] and outcome["reason"] == "card_blocked"
+    assert wait_until(lambda: bool(shops.card(card)), WAIT_S)
 
 
 def _balances(shops: Chain) -> dict[str, tuple[int, int]]:
-    return {card: (_ledger(shops, card)["value_minor"], _ledger(shops, card)["points"])
+    return {card: (shops.card(card)["value_minor"], shops.card(card)["points"])
             for card in (VIP, VIP_NEW, CLUB, CLUB_NEW)}
 
 
@@ -86,7 +71,7 @@ def test_a_customer_enrolled_at_one_store_lives_across_the_chain_and_is_erased_c
     a.serve(VIP)
     assert a.till.terminal.purchase(GOLD_SPEND_MINOR, pay_from_card=False)["approved"]
     a.sent()
-    assert wait_until(lambda: _ledger(shops, VIP).get("points", 0) > 0, WAIT_S)
+    assert wait_until(lambda: shops.card(VIP).get("points", 0) > 0, WAIT_S)
 
     # -- store B: greeted by name, gold's discount on the first sale there -------------------
     b.serve(VIP)
@@ -103,7 +88,7 @@ def test_a_customer_enrolled_at_one_store_lives_across_the_chain_and_is_erased_c
     b.serve(CLUB)
     assert b.till.terminal.purchase(1_500)["approved"]
     b.sent()
-    assert wait_until(lambda: _ledger(shops, CLUB).get("value_minor") == 3_500, WAIT_S)
+    assert wait_until(lambda: shops.card(CLUB).get("value_minor") == 3_500, WAIT_S)
 
     # -- the customer's history: both cards, both stores, running balances -------------------
     history = office.customer_history(customer_id)["transactions"]
@@ -111,23 +96,20 @@ def test_a_customer_enrolled_at_one_store_lives_across_the_chain_and_is_erased_c
         (VIP, "gwA", "issue"), (VIP, "gwA", "purchase"), (VIP, "gwB", "purchase"),
         (CLUB, "gwB", "issue"), (CLUB, "gwB", "purchase")}
     vip_rows = [row for row in history if row["card"] == VIP]
-    assert vip_rows[-1]["points_balance"] == _ledger(shops, VIP)["points"]
+    assert vip_rows[-1]["points_balance"] == shops.card(VIP)["points"]
     club_rows = [row for row in history if row["card"] == CLUB]
     assert club_rows[-1]["value_balance_minor"] == 3_500
 
     # -- the VIP card is lost: points with their days, tier and discount move --------------
-    points = _ledger(shops, VIP)["points"]
-    with b.gateway.cards.lock:  # B made the card's last sale: its lots are the newest
-        lots = list(b.gateway.cards.cards[VIP]["state"]["lots"])
+    points = shops.card(VIP)["points"]
+    lots = b.entry(VIP)["state"]["lots"]  # B made the card's last sale: its lots are newest
     assert sum(lot[1] for lot in lots) == points and len(lots) == 2  # one lot per store's sale
     replacer = CardClient(shops.ledger.url)
     assert replacer.replace_card(VIP, VIP_NEW, "lost")["points"] == points
     assert replacer.replace_card(CLUB, CLUB_NEW, "lost")["value_minor"] == 3_500
     for store in (a, b):
-        assert wait_until(lambda s=store: s.gateway.cards.cards.get(VIP_NEW, {}).get(
-            "points") == points, WAIT_S)
-    with b.gateway.cards.lock:
-        moved = dict(b.gateway.cards.cards[VIP_NEW]["state"])
+        assert wait_until(lambda s=store: s.entry(VIP_NEW).get("points") == points, WAIT_S)
+    moved = b.entry(VIP_NEW)["state"]
     assert moved["lots"] == lots and moved["tier"] == "gold"
     b.serve(VIP_NEW)
     redeemed = b.till.terminal.purchase(10_000, pay_from_card=False, redeem_points=points)
@@ -137,10 +119,10 @@ def test_a_customer_enrolled_at_one_store_lives_across_the_chain_and_is_erased_c
     b.serve(CLUB_NEW)
     assert b.till.terminal.purchase(500)["approved"]
     b.sent()
-    assert wait_until(lambda: _ledger(shops, CLUB_NEW).get("value_minor") == 3_000, WAIT_S)
+    assert wait_until(lambda: shops.card(CLUB_NEW).get("value_minor") == 3_000, WAIT_S)
     for store in (a, b):
         for old in (VIP, CLUB):
-            assert wait_until(lambda s=store, c=old: _refused_blocked(s, c), WAIT_S)
+            assert wait_until(lambda s=store, c=old: s.refuses_blocked(c), WAIT_S)
     record = office.customer(customer_id)
     assert {card["card"] for card in record["cards"]} >= {VIP_NEW, CLUB_NEW}
 

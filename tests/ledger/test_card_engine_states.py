@@ -5,7 +5,6 @@ moved by a replacement, and told in a hold's answer."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.ledger.builders import (
 )
 from tests.support import engine_history
 from tests.support.engine_history import DAY0, POINTS, TODAY, posted_batch, time_of
+from tests.support.together import run_together
 from tools.programs import parse_programs
 
 PROGRAMS = parse_programs(engine_history.PROGRAM_TOML + """
@@ -40,7 +40,6 @@ cash_out = false
 NOW_S = time_of(TODAY) + 10 * 3600
 THREADS = 4
 BATCHES_PER_THREAD = 3
-JOIN_TIMEOUT_S = 60.0
 
 
 @pytest.fixture
@@ -185,7 +184,7 @@ def test_cards_posted_at_once_lose_no_update(dsn: str) -> None:
     try:
         first.post_batch(batch("gw1-open", issue("T0-1", card="S"),
                                *(issue(f"T0-{n + 2}", card=f"OWN{n}") for n in range(THREADS))))
-        errors = _run_together([_poster(first if n % 2 else second, n)
+        errors = run_together([_poster(first if n % 2 else second, n)
                                 for n in range(THREADS)])
         assert errors == []
         shared = kept(first, "S")
@@ -212,21 +211,3 @@ def _poster(books: Books, n: int) -> Callable[[], None]:
     return post
 
 
-def _run_together(workers: list[Callable[[], None]]) -> list[BaseException]:
-    """Run the workers on threads started at one barrier; what they raised."""
-    barrier = threading.Barrier(len(workers))
-    errors: list[BaseException] = []
-
-    def run(worker: Callable[[], None]) -> None:
-        barrier.wait()
-        try:
-            worker()
-        except BaseException as error:  # noqa: BLE001 - reported by the test
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT_S)
-    return errors

@@ -22,6 +22,7 @@ import pytest
 from ledger import Books, open_books
 from ledger.errors import BatchConflict, HoldRefused
 from tests.ledger.builders import batch, hold_request, issue, purchase, topup
+from tests.support.together import run_together
 
 PAIRS = 4
 """Pairs of threads; both threads of a pair send the same requests (same ids) at once."""
@@ -34,7 +35,6 @@ POSTED_HOLD_MINOR = 500
 POSTED_PURCHASE_MINOR = 400
 SHARED_HOLD_MINOR = 300
 """Each round a pair holds this on a shared card and voids it the round after."""
-JOIN_TIMEOUT_S = 120.0
 
 
 @pytest.fixture
@@ -50,25 +50,6 @@ def own_card(pair: int) -> str:
     return f"P{pair}A"
 
 
-def run_together(workers: list[Callable[[], None]]) -> list[BaseException]:
-    """Run the workers on threads started at one barrier; what they raised."""
-    barrier = threading.Barrier(len(workers))
-    errors: list[BaseException] = []
-
-    def run(worker: Callable[[], None]) -> None:
-        barrier.wait()
-        try:
-            worker()
-        except BaseException as error:  # collected and asserted by the test
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT_S)
-    assert not any(thread.is_alive() for thread in threads), "a worker hung (a deadlock?)"
-    return errors
 
 
 def pair_batch(pair: int, round_number: int) -> dict[str, Any]:

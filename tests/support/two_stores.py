@@ -29,6 +29,7 @@ from gateway.card_auth import CardKeys
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
+from ledger.errors import NotFound
 from ledger.personal_crypto import CustomerKey
 from ledger.server import LedgerServer, serve
 from tests.support.store_broker import StoreBroker, broker_ca, gateway_login, terminal_login
@@ -94,6 +95,19 @@ class Store:
         self.till.service(0)
         self.till.tap(card)
 
+    def entry(self, card: str) -> dict[str, Any]:
+        """The card as this store's gateway holds it (a copy; empty when not served)."""
+        with self.gateway.cards.lock:
+            entry = self.gateway.cards.cards.get(card) or {}
+            return {key: value for key, value in entry.items() if key != "state"} | {
+                "state": dict(entry.get("state") or {})}
+
+    def refuses_blocked(self, card: str) -> bool:
+        """A purchase of `card` at this store's till is declined card_blocked."""
+        self.serve(card)
+        outcome = self.till.terminal.purchase(100, pay_from_card=False)
+        return not outcome["approved"] and outcome["reason"] == "card_blocked"
+
     def sent(self) -> None:
         """Wait until everything the till journaled is acked by its gateway."""
         assert self.till.drain(time.monotonic() + DRAIN_S), f"store {self.name}: not drained"
@@ -108,6 +122,15 @@ class Chain:
         self.ledger = ledger
         self.client = LedgerClient(ledger.url)
         self.stores = stores
+
+    def card(self, card: str) -> dict[str, Any]:
+        """The card at the ledger: value, points, block ({} while the ledger does not know
+        it)."""
+        try:
+            answer: dict[str, Any] = self.client.card(card)
+        except NotFound:
+            return {}
+        return answer
 
 
 @contextmanager

@@ -14,9 +14,9 @@ cost grows with stores x changes, and docs/deployment.md had no measured figure 
     reading:  S simulated stores, each with its own cursor (started at "end", as a new
               gateway starts), each due every P seconds on a fixed schedule, served by
               READER_THREADS threads with a kept-alive connection each (a login each)
-    baseline: the same reads (same cursors, same schedule) made as the bare SQL of
-              `feed_sql.after` through psycopg, one connection per thread: what the database
-              alone costs, so the ratio is the HTTP server and JSON on top
+    baseline: the same reads (same cursors, same schedule) through `Books.card_changes`
+              in this process, the call GET /v1/changes makes: the feed's SQL through the
+              ledger's connection pool, so the ratio is the HTTP server and JSON on top
 
 For (S, P) in LEVELS. Reported per level: reads/s done against asked (a ledger that cannot
 keep up falls behind its schedule and does fewer), read latency p50/p99 timed from when each
@@ -36,10 +36,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ledger.auth import Login, dump_logins, new_login
+from ledger.books import Books, open_books
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
-from tools.bench.central_auth import LedgerProcess, percentile, start_ledger
+from ledger.feed_sql import parse_cursor
+from tools.bench.central_auth import (
+    LedgerProcess,
+    gateway_id,
+    own_card,
+    percentile,
+    start_ledger,
+    txn,
+    write_logins,
+)
 from tools.bench.run import Metric, Section
 from tools.bench.settlement import (
     PG_ADMIN_DSN_ENV,
@@ -62,40 +71,11 @@ CARDS_PER_POSTER = 20
 READER_THREADS = 16
 READER_LOGINS = READER_THREADS
 CARD_VALUE_MINOR = 10**11
-MERCHANT = "M1"
 
 
-def poster_id(number: int) -> str:
-    return f"p{number:02d}"
-
-
-def reader_id(number: int) -> str:
-    return f"r{number:02d}"
-
-
-def write_logins(workdir: Path) -> tuple[Path, dict[str, str]]:
-    """Gateway logins for the posters and the reader threads; tokens by login name."""
-    logins: dict[str, Login] = {}
-    tokens: dict[str, str] = {}
-    names = [poster_id(n) for n in range(POSTING_GATEWAYS)] + [
-        reader_id(n) for n in range(READER_LOGINS)]
-    for name in names:
-        login, token = new_login(name, "gateway", name, (f"{name}T*",), (MERCHANT,))
-        logins[name], tokens[name] = login, token
-    path = workdir / "logins.json"
-    path.write_text(dump_logins(logins))
-    return path, tokens
-
-
-def _txn(poster: int, seq: int, kind: str, card: str, amount_minor: int,
-         now_s: int) -> dict[str, Any]:
-    terminal = f"{poster_id(poster)}T1"
-    return {"txn_id": f"{terminal}-{seq}", "terminal": terminal, "seq": seq,
-            "merchant": MERCHANT, "time": now_s, "kind": kind, "card": card,
-            "currency": "EUR", "amount_minor": amount_minor, "card_value_minor": amount_minor,
-            "bonus_minor": 0, "points": 0, "ref_txn_id": None,
-            "program": "prepaid" if kind == "issue" else None,
-            "digest": f"{poster:08x}{seq:056x}", "auth": "online"}
+def reader_token(tokens: dict[int, str], thread: int) -> str:
+    """The login of reader thread `thread`: the logins after the posters'."""
+    return tokens[POSTING_GATEWAYS + thread % READER_LOGINS]
 
 
 @dataclass
@@ -107,25 +87,24 @@ class Posting:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def open_cards(url: str, tokens: dict[str, str], now_s: int) -> None:
+def open_cards(url: str, tokens: dict[int, str], now_s: int) -> None:
     for poster in range(POSTING_GATEWAYS):
-        name = poster_id(poster)
-        transactions = [_txn(poster, index + 1, "issue", f"{name}-C{index:03d}",
-                             CARD_VALUE_MINOR, now_s) for index in range(CARDS_PER_POSTER)]
-        LedgerClient(url, token=tokens[name]).post_batch(
-            {"batch_id": f"{name}-open", "gateway_id": name, "created": now_s,
-             "transactions": transactions})
+        transactions = [txn(poster, index + 1, "issue", own_card(poster, index),
+                            CARD_VALUE_MINOR, now_s) for index in range(CARDS_PER_POSTER)]
+        LedgerClient(url, token=tokens[poster]).post_batch(
+            {"batch_id": f"{gateway_id(poster)}-open", "gateway_id": gateway_id(poster),
+             "created": now_s, "transactions": transactions})
 
 
-def post_steadily(url: str, tokens: dict[str, str], now_s: int, stop: threading.Event,
+def post_steadily(url: str, tokens: dict[int, str], now_s: int, stop: threading.Event,
                   posting: Posting) -> list[threading.Thread]:
     """Start the posters: CHAIN_TXNS_PER_S purchases in all, a batch per poster each
     POST_EVERY_S."""
     per_batch = max(1, round(CHAIN_TXNS_PER_S * POST_EVERY_S / POSTING_GATEWAYS))
 
     def poster(number: int) -> None:
-        name = poster_id(number)
-        client = LedgerClient(url, token=tokens[name])
+        name = gateway_id(number)
+        client = LedgerClient(url, token=tokens[number])
         seq, batch = CARDS_PER_POSTER, 0
         due = time.monotonic() + POST_EVERY_S * number / POSTING_GATEWAYS
         while not stop.is_set():
@@ -137,8 +116,8 @@ def post_steadily(url: str, tokens: dict[str, str], now_s: int, stop: threading.
             transactions = []
             for _ in range(per_batch):
                 seq += 1
-                card = f"{name}-C{seq % CARDS_PER_POSTER:03d}"
-                transactions.append(_txn(number, seq, "purchase", card, 100 + seq % 900, now_s))
+                card = own_card(number, seq % CARDS_PER_POSTER)
+                transactions.append(txn(number, seq, "purchase", card, 100 + seq % 900, now_s))
             try:
                 client.post_batch({"batch_id": f"{name}-b{batch:06d}", "gateway_id": name,
                                    "created": now_s, "transactions": transactions})
@@ -231,37 +210,23 @@ def read_on_schedule(make_reader: Callable[[int], Reader], start_cursor: str, st
     return run
 
 
-def http_reader(url: str, tokens: dict[str, str]) -> Callable[[int], Reader]:
+def http_reader(url: str, tokens: dict[int, str]) -> Callable[[int], Reader]:
     def make(thread: int) -> Reader:
-        client = LedgerClient(url, token=tokens[reader_id(thread % READER_LOGINS)])
+        client = LedgerClient(url, token=reader_token(tokens, thread))
         return client.card_changes
     return make
 
 
-def sql_reader(dsn: str) -> tuple[Callable[[int], Reader], Callable[[], None]]:
-    """Readers that run feed_sql.after on their own psycopg connection; and a closer."""
-    import psycopg
-
-    from ledger.db.postgres import _Connected
-    from ledger.feed_sql import after, parse_cursor
-
-    connections: list[psycopg.Connection[Any]] = []
-
+def books_reader(books: Books) -> Callable[[int], Reader]:
+    """Readers calling the same `Books.card_changes` the server's GET /v1/changes calls, in
+    this process: the feed's SQL through the ledger's pool, without HTTP and JSON."""
     def make(thread: int) -> Reader:
-        connection = psycopg.connect(dsn, autocommit=True)
-        connections.append(connection)
-        session = _Connected(connection)
-
         def read(cursor: str) -> dict[str, Any]:
             parsed = parse_cursor(cursor)
-            assert parsed is not None, cursor
-            return after(session, *parsed)
+            assert parsed is not None, cursor  # the cursors are the feed's own
+            return books.card_changes(parsed)
         return read
-
-    def close() -> None:
-        for connection in connections:
-            connection.close()
-    return make, close
+    return make
 
 
 @dataclass
@@ -269,7 +234,7 @@ class LevelResult:
     stores: int
     poll_s: float
     http: ReadRun
-    sql: ReadRun
+    direct: ReadRun
     posted: int
     post_failures: int
 
@@ -278,11 +243,11 @@ def measure_level(stores: int, poll_s: float, measure_s: float) -> LevelResult:
     now_s = int(time.time())
     with fresh_database("postgresql") as dsn, \
             tempfile.TemporaryDirectory(prefix="tilltap-bench-feed-") as tmp:
-        logins_file, tokens = write_logins(Path(tmp))
-        ledger: LedgerProcess = start_ledger(dsn, logins_file, {}, Path(tmp), "ledger")
+        logins_file, tokens = write_logins(POSTING_GATEWAYS + READER_LOGINS, Path(tmp))
+        ledger: LedgerProcess = start_ledger(dsn, logins_file, tokens, Path(tmp), "ledger")
         try:
             open_cards(ledger.url, tokens, now_s)
-            first = LedgerClient(ledger.url, token=tokens[reader_id(0)])
+            first = LedgerClient(ledger.url, token=reader_token(tokens, 0))
             stop, posting = threading.Event(), Posting()
             posters = post_steadily(ledger.url, tokens, now_s, stop, posting)
             try:
@@ -291,19 +256,20 @@ def measure_level(stores: int, poll_s: float, measure_s: float) -> LevelResult:
                 http = read_on_schedule(http_reader(ledger.url, tokens),
                                         first.card_changes("end")["next"], stores, poll_s,
                                         measure_s, posting)
-                make_sql, close_sql = sql_reader(dsn)
+                books = open_books(dsn)
                 try:
-                    sql = read_on_schedule(make_sql, first.card_changes("end")["next"], stores,
-                                           poll_s, measure_s, None)
+                    direct = read_on_schedule(books_reader(books),
+                                           first.card_changes("end")["next"], stores, poll_s,
+                                           measure_s, None)
                 finally:
-                    close_sql()
+                    books.close()
             finally:
                 stop.set()
                 for thread in posters:
                     thread.join(30)
         finally:
             ledger.stop()
-    return LevelResult(stores, poll_s, http, sql, len(posting.posted_at), posting.failures)
+    return LevelResult(stores, poll_s, http, direct, len(posting.posted_at), posting.failures)
 
 
 def measure(quick: bool) -> Section:
@@ -326,15 +292,15 @@ def measure_levels(levels: Sequence[tuple[int, float]], measure_s: float) -> Sec
 
 def add_level(section: Section, result: LevelResult) -> None:
     label = f"@{result.stores}stores_{result.poll_s:g}s"
-    http, sql = result.http, result.sql
+    http, direct = result.http, result.direct
     asked_per_s = result.stores / result.poll_s
     section.metrics += [
         Metric.against(f"card_feed.reads_per_s{label}", http.reads_per_s, asked_per_s,
                        "reads/s", len(http.latencies_ms)),
         Metric.against(f"card_feed.read_p50_ms{label}", percentile(http.latencies_ms, 0.5),
-                       percentile(sql.latencies_ms, 0.5), "ms", len(http.latencies_ms)),
+                       percentile(direct.latencies_ms, 0.5), "ms", len(http.latencies_ms)),
         Metric.against(f"card_feed.read_p99_ms{label}", percentile(http.latencies_ms, 0.99),
-                       percentile(sql.latencies_ms, 0.99), "ms", len(http.latencies_ms)),
+                       percentile(direct.latencies_ms, 0.99), "ms", len(http.latencies_ms)),
         Metric.against(f"card_feed.lag_p99_ms{label}", percentile(http.lags_ms, 0.99), None,
                        "ms", len(http.lags_ms)),
     ]
@@ -344,7 +310,7 @@ def add_level(section: Section, result: LevelResult) -> None:
         f" asked) while {POSTING_GATEWAYS} gateways post {CHAIN_TXNS_PER_S} transactions/s"
         f" ({result.posted} posted, {result.post_failures} batches refused): {rows_per_read:.3g}"
         f" changes per read, {http.rows / http.seconds:,.0f} changes/s served; lag p50"
-        f" {percentile(http.lags_ms, 0.5):.3g} ms; baseline: the same reads as bare SQL"
-        f" ({sql.reads_per_s:.3g} reads/s)")
-    if http.failures or sql.failures:
-        section.notes.append(f"{label}: reads refused {http.failures} (SQL {sql.failures})")
+        f" {percentile(http.lags_ms, 0.5):.3g} ms; baseline: the same reads through Books"
+        f" ({direct.reads_per_s:.3g} reads/s)")
+    if http.failures or direct.failures:
+        section.notes.append(f"{label}: reads refused {http.failures} (direct {direct.failures})")
