@@ -13,10 +13,38 @@ from typing import Any
 from gateway.acks import Publish
 from gateway.registry import TerminalRegistry
 from protocol import messages, offline, sealed, topics
+from protocol.errors import ValidationError
+from protocol.reasons import CONFIG_INVALID
 
 # COSE_Mac0 around a payload: tag, array, protected, kid (<= 32 bytes), bstr heads, the tag.
 ENVELOPE_BYTES_MAX = 96
 HOTLIST_TRIM = 8  # cards dropped per try while a configuration does not fit
+# Blocked cards a configuration must still have room for beside its programs: programs that
+# leave less would keep a store's blocked cards off its terminals (declined online only).
+HOTLIST_ROOM_MIN_CARDS = 16
+CONFIG_VERSION_WORST = 2**31 - 1  # the largest version: the most bytes it can take
+
+
+class ConfigTooLarge(ValidationError):
+    """Programs (with the limits) that do not fit a terminal's signed configuration."""
+
+
+def config_room_bytes(programs: dict[str, dict[str, Any]], limits: dict[str, int]) -> int:
+    """Bytes of CONFIG_BYTES_MAX left for the hotlist by these programs and limits, for the
+    longest terminal id and version, with HOTLIST_ROOM_MIN_CARDS of the longest card ids
+    counted as taken; ConfigTooLarge when that is below zero. Pure: the gateway checks it
+    before it starts, `tilltap programs check` with the largest limits."""
+    fields = {"terminal": "t" * messages.ID_CHARS_MAX, "config_version": CONFIG_VERSION_WORST,
+              "limits": limits, "programs": programs,
+              "hotlist": [f"{n:0{messages.ID_CHARS_MAX}d}" for n in range(HOTLIST_ROOM_MIN_CARDS)]}
+    size = len(messages.encode(messages.TYPE_CONFIG, fields)) + ENVELOPE_BYTES_MAX
+    if size > messages.CONFIG_BYTES_MAX:
+        raise ConfigTooLarge(CONFIG_INVALID, (
+            f"the programs take {size - messages.CONFIG_BYTES_MAX} bytes too many of a "
+            f"terminal's {messages.CONFIG_BYTES_MAX}-byte configuration (room for "
+            f"{HOTLIST_ROOM_MIN_CARDS} blocked cards kept): fewer programs, offers or rewards, "
+            "or shorter names"))
+    return messages.CONFIG_BYTES_MAX - size
 
 
 class FleetConfig:
@@ -37,6 +65,7 @@ class FleetConfig:
         self.version = version
         self.programs = programs
         self.limits = offline.check_limits(limits)
+        config_room_bytes(programs, self.limits)  # ConfigTooLarge: the gateway does not start
         self.hotlist = list(hotlist or [])
         self.served: set[str] = set()  # blocked cards this store serves: carried first
         self.hotlist_left_out = 0

@@ -72,7 +72,7 @@ from tools.command import (
 )
 from tools.ledger_logins import add_client_arguments
 from tools.logs import add_log_format_option, configure
-from tools.programs import ProgramFileError, key_lines, line_of, load_programs
+from tools.programs import ProgramFileError, check_fits, key_lines, line_of, load_programs
 
 HEALTH_WRITE_INTERVAL_S = 0.5  # --health-out: how often the health is looked at
 BROKER_PROBE_TIMEOUT_S = 5.0
@@ -90,7 +90,9 @@ def _load_programs(path: str) -> dict[str, dict[str, Any]]:
     object of programs by id (as validated programs are exported), checked the same way."""
     if path.endswith(".json"):
         data: dict[str, dict[str, Any]] = json.loads(Path(path).read_text())
-        return validate_programs({"programs": data})
+        programs = validate_programs({"programs": data})
+        check_fits(programs, path)  # as a TOML file's: a terminal must be able to take them
+        return programs
     return load_programs(path)
 
 

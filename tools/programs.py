@@ -23,8 +23,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gateway.fleet import ConfigTooLarge, config_room_bytes
 from protocol import engine
 from protocol.errors import ValidationError
+from protocol.money import AMOUNT_MINOR_MAX
+from protocol.offline import LIMIT_KEYS
 from protocol.programs import ProgramInvalid, is_id, validate_programs
 from protocol.reasons import (
     CARD_UNKNOWN,
@@ -99,10 +102,21 @@ def parse_programs(text: str, file: str = "<programs>") -> dict[str, dict[str, A
         line = int(found.group(1)) if found else 1
         raise ProgramFileError(file, line, MESSAGE_MALFORMED, f"not valid TOML: {error}") from None
     try:
-        return validate_programs(document)
+        programs = validate_programs(document)
     except ProgramInvalid as error:
         line = line_of(key_lines(text), error.key_path)
         raise ProgramFileError(file, line, error.reason, error.detail) from None
+    check_fits(programs, file)
+    return programs
+
+
+def check_fits(programs: dict[str, dict[str, Any]], file: str) -> None:
+    """Programs a terminal could not be sent are refused here, not at the gateway's start:
+    with every offline limit at its largest, so no limits a store sets can break them."""
+    try:
+        config_room_bytes(programs, {key: AMOUNT_MINOR_MAX for key in LIMIT_KEYS})
+    except ConfigTooLarge as error:
+        raise ProgramFileError(file, 1, error.reason, error.detail) from None
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
