@@ -35,6 +35,10 @@ class CardStates:
         self.programs = programs  # validated programs (protocol.programs), by id
         self.entries: dict[str, dict[str, Any]] = dict(entries or {})
         self.dirty: set[str] = set()
+        # Cards this gateway serves that the ledger may not know it serves: all of them at
+        # start, then those issued here (a card taken on from the ledger was noted by its
+        # look-up). The feed's reader tells the ledger before each read (gateway/service.py).
+        self.unnoted: set[str] = set(self.entries)
         # Per dirty card, the sales that changed: sale id -> the sale, or None when the card
         # forgot it.
         self.dirty_sales: dict[str, dict[str, dict[str, Any] | None]] = {}
@@ -81,6 +85,7 @@ class CardStates:
     def issue(self, card: str, program: str, currency: str, merchant: str) -> None:
         self.entries[card] = {"program": program, "currency": currency, "merchant": merchant,
                               "sun_counter": None}
+        self.unnoted.add(card)
 
     def keep(self, card: str, state: dict[str, Any], changed: list[str] | None = None) -> None:
         """Take the engine's new state for a card, noting which of its sales changed for the
@@ -133,6 +138,7 @@ class CardStates:
                                      "sun_seen": served.get("sun_seen", [])})
             self.keep(new, moved)
             self.summarize(self.entries[new], moved["day"])
+            self.unnoted.add(new)  # the ledger handed it over, unless it had not the old
         self.keep(old, left, list(entry["state"]["sales"]))
         self.summarize(entry, left["day"])
         return take

@@ -79,7 +79,7 @@ from gateway.verify import Verified, Verifier
 from gateway.verify_stage import Uplink, VerifyStage
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError, LedgerUnavailable, NotFound
-from ledger.limits import CHANGES_PAGE_MAX
+from ledger.limits import CHANGES_PAGE_MAX, SERVED_CARDS_PER_POST_MAX
 from protocol import cbor, topics
 from protocol.errors import AuthenticationError, ProtocolError
 from protocol.programs import validate_programs
@@ -446,7 +446,7 @@ class Gateway:
         Asked off the card book's lock (gateway/card_directory.py), with a short timeout."""
         assert self._ledger_now is not None
         try:
-            found = self._ledger_now.card(card)
+            found = self._ledger_now.card(card, serving=self.gateway_id)
         except NotFound:
             found = None
         except LedgerUnavailable as error:
@@ -650,7 +650,11 @@ class Gateway:
         started = bool(counters.get(FEED_STARTED))
         xid, change_id = counters.get(FEED_XID, 0), counters.get(FEED_ID, 0)
         try:
-            feed = self.ledger.card_changes(f"{xid}.{change_id}" if started else "end")
+            # The feed is filtered to the cards the ledger knows this gateway serves: it is
+            # told of the others first (all of them once per start), so none is left out.
+            self._note_served()
+            feed = self.ledger.card_changes(f"{xid}.{change_id}" if started else "end",
+                                            serving=self.gateway_id)
         except LedgerError as error:
             self._feed_failed("card feed", error)
             return 0
@@ -679,6 +683,18 @@ class Gateway:
                      extra={"event": "card_feed_applied", "applied": result.applied,
                             "forced": result.forced})
         return len(changes)
+
+    def _note_served(self) -> None:
+        """Tell the ledger of the cards served here that it may not know of (CardStates
+        `unnoted`), in pages; those not told yet are told on the next read."""
+        assert self.ledger is not None
+        with self.cards.lock:
+            cards = sorted(self.cards.states.unnoted)
+        for first in range(0, len(cards), SERVED_CARDS_PER_POST_MAX):
+            page = cards[first:first + SERVED_CARDS_PER_POST_MAX]
+            self.ledger.serve_cards(page, serving=self.gateway_id)
+            with self.cards.lock:
+                self.cards.states.unnoted.difference_update(page)
 
     def _feed_failed(self, feed: str, error: LedgerError) -> None:
         """A read of a ledger feed that failed: a ledger away is logged once (`reach`), a

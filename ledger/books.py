@@ -359,14 +359,22 @@ class Books:
                  extra={"event": "card_replaced", "card": old[:64], "new_card": new[:64]})
         return done
 
-    def card_changes(self, cursor: tuple[int, int] | None) -> dict[str, Any]:
+    def card_changes(self, cursor: tuple[int, int] | None,
+                     served_by: str | None = None) -> dict[str, Any]:
         """Posted transactions after `cursor` (xid, id), the gateways' card feed (GET
         /v1/changes): {"changes": [...], "next": "XID.ID"} (ledger/feed_sql.py); None:
-        no changes, and the cursor at the end."""
+        no changes, and the cursor at the end. `served_by`: only the changes other
+        gateways posted of the cards that gateway serves."""
         with self._guard(), self._database.read() as session:
             if cursor is None:
                 return feed_sql.end(session)
-            return feed_sql.after(session, *cursor)
+            return feed_sql.after(session, *cursor, served_by=served_by)
+
+    def serve(self, gateway_id: str, cards: list[str]) -> None:
+        """Note that `gateway_id` serves `cards`, committed: its filtered feed carries
+        every change of them posted from now on (ledger/feed_sql.py)."""
+        with self._guard():
+            self._database.transact(lambda session: feed_sql.serve(session, gateway_id, cards))
 
     def block_changes(self, cursor: int) -> dict[str, Any]:
         """Block changes after `cursor` (GET /v1/blocks): {"blocks": [...], "next": cursor}."""

@@ -169,10 +169,14 @@ class LedgerClient:
         result: dict[str, Any] = self._request("GET", f"/v1/reports/{quote(name, safe='')}{query}")
         return result
 
-    def card(self, card: str) -> dict[str, Any]:
+    def card(self, card: str, serving: str | None = None) -> dict[str, Any]:
         """One card's balance, "blocked"/"block" and "last_stores"; NotFound (reason
-        card_unknown) if the ledger never saw it."""
-        result: dict[str, Any] = self._request("GET", f"/v1/cards/{quote(card, safe='')}")
+        card_unknown) if the ledger never saw it. `serving`: the gateway taking the card on
+        (its filtered feed then carries the card's changes; a gateway login's own is
+        implied)."""
+        query = "" if serving is None else f"?for={quote(serving, safe='')}"
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/cards/{quote(card, safe='')}{query}")
         return result
 
     def block_card(self, card: str, reason: str) -> dict[str, Any]:
@@ -197,11 +201,23 @@ class LedgerClient:
                                                None, HTTP_HOLD_TIMEOUT_S)
         return result
 
-    def card_changes(self, after: str = "0.0") -> dict[str, Any]:
+    def card_changes(self, after: str = "0.0", serving: str | None = None) -> dict[str, Any]:
         """Posted transactions after cursor `after` ("XID.ID"), oldest first: {"changes":
-        [...], "next": "XID.ID"} (ledger/feed_sql.py)."""
-        result: dict[str, Any] = self._request("GET", f"/v1/changes?after={quote(after)}",
+        [...], "next": "XID.ID"} (ledger/feed_sql.py); `serving`: only those other
+        gateways posted of the cards that gateway serves."""
+        query = "" if serving is None else f"&for={quote(serving, safe='')}"
+        result: dict[str, Any] = self._request("GET", f"/v1/changes?after={quote(after)}{query}",
                                                None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def serve_cards(self, cards: list[str], serving: str | None = None) -> dict[str, Any]:
+        """Note at the ledger that this gateway (`serving` on an open ledger) serves `cards`
+        (at most SERVED_CARDS_PER_POST_MAX): {"gateway", "cards": count}."""
+        document: dict[str, Any] = {"cards": cards}
+        if serving is not None:
+            document["for"] = serving
+        body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/served", body, HTTP_HOLD_TIMEOUT_S)
         return result
 
     def balances(self) -> list[dict[str, Any]]:

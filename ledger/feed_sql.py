@@ -21,6 +21,15 @@ changes and the cursor after the last one (where a new gateway starts).
 A gateway that takes a card on (GET /v1/cards/<card>) gets the balances that include some
 changes of the card and not others; `card_position` says which: every change with an xid
 below `horizon`, or an id up to `through`, or named in `known`, is already in them.
+
+Filtered for one gateway (GET /v1/changes?after=..&for=GATEWAY, what gateways read): only
+the changes other gateways posted of the cards it serves, that is the cards it posted
+transactions of (its own card_changes rows) and those it took on (`serve`: a look-up, a
+replacement's new card, or the list a gateway registers once when it first reads filtered).
+Without it every gateway would be sent every change of the chain, each read costing the
+ledger stores x changes; filtered, a read of a store whose cards nobody else used is empty.
+The cursor still moves over the changes left out: a page shorter than its limit ends at the
+last change below the horizon, so a store is never sent them later.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 
 from ledger.db import Session
 from ledger.limits import CHANGES_PAGE_MAX
-from ledger.schema import CARD_CHANGE_COLUMNS
+from ledger.schema import CARD_CHANGE_COLUMNS, SERVED_CARD_COLUMNS
 
 CHANGE_FIELDS = ("xid", "id", "gateway_id", "txn_id", "card", "terminal", "merchant", "kind",
                  "amount_minor", "card_value_minor", "bonus_minor", "points", "ref_txn_id",
@@ -53,6 +62,7 @@ _AFTER = {
     "sqlite": "c.id > ? AND c.id < ?",
 }
 _ORDER = {"postgresql": "c.xid, c.id", "sqlite": "c.id"}
+_ORDER_DESC = {"postgresql": "c.xid DESC, c.id DESC", "sqlite": "c.id DESC"}
 
 
 def note(database: Session, gateway_id: str, txns: list[tuple[str, str]]) -> None:
@@ -61,14 +71,22 @@ def note(database: Session, gateway_id: str, txns: list[tuple[str, str]]) -> Non
                          ((txn_id, card, gateway_id) for txn_id, card in txns))
 
 
-def after(database: Session, xid: int, change_id: int,
-          limit: int = CHANGES_PAGE_MAX) -> dict[str, Any]:
+_SERVED = (" AND c.gateway_id <> ? AND (EXISTS (SELECT 1 FROM served_cards s"
+           " WHERE s.gateway_id = ? AND s.card = c.card) OR EXISTS (SELECT 1 FROM"
+           " card_changes o WHERE o.card = c.card AND o.gateway_id = ?))")
+"""Changes another gateway posted, of a card this one serves (`after`'s `served_by`)."""
+
+
+def after(database: Session, xid: int, change_id: int, limit: int = CHANGES_PAGE_MAX,
+          served_by: str | None = None) -> dict[str, Any]:
     """The changes after cursor (xid, change_id), oldest first, at most `limit`:
-    {"changes": [...], "next": "XID.ID"} (the same cursor when nothing is new)."""
+    {"changes": [...], "next": "XID.ID"} (the same cursor when nothing is new).
+    `served_by`: only those of the cards that gateway serves (see the module's words)."""
     dialect = database.dialect
     horizon = database.fetch(_HORIZON[dialect])[0][0]
-    params: tuple[int, ...] = ((xid, xid, change_id, horizon) if dialect == "postgresql"
+    params: tuple[Any, ...] = ((xid, xid, change_id, horizon) if dialect == "postgresql"
                                else (change_id, horizon))
+    served = "" if served_by is None else _SERVED
     rows = database.fetch(
         f"SELECT {_XID[dialect]}, c.id, c.gateway_id, t.txn_id, c.card, t.terminal,"
         " t.merchant, t.kind, t.amount_minor, t.card_value_minor, t.bonus_minor, t.points,"
@@ -76,10 +94,49 @@ def after(database: Session, xid: int, change_id: int,
         " t.sun_counter, r.new_card, t.reward"
         " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         " LEFT JOIN card_replacements r ON r.txn_id = t.txn_id"
-        f" WHERE {_AFTER[dialect]} ORDER BY {_ORDER[dialect]} LIMIT {int(limit)}", params)
+        f" WHERE {_AFTER[dialect]}{served} ORDER BY {_ORDER[dialect]} LIMIT {int(limit)}",
+        params if served_by is None else (*params, served_by, served_by, served_by))
     changes = [dict(zip(CHANGE_FIELDS, row, strict=True)) for row in rows]
-    last = changes[-1] if changes else {"xid": xid, "id": change_id}
-    return {"changes": changes, "next": cursor_text(int(last["xid"]), int(last["id"]))}
+    if changes:
+        last: tuple[int, int] = (int(changes[-1]["xid"]), int(changes[-1]["id"]))
+    else:
+        last = (xid, change_id)
+    if served_by is not None and len(changes) < limit:
+        # Nothing more of this gateway's cards below the horizon: move past what was left
+        # out, so the next read starts after it.
+        scanned = database.fetch(
+            f"SELECT {_XID[dialect]}, c.id FROM card_changes c WHERE {_AFTER[dialect]}"
+            f" ORDER BY {_ORDER_DESC[dialect]} LIMIT 1", params)
+        if scanned:
+            last = (int(scanned[0][0]), int(scanned[0][1]))
+    return {"changes": changes, "next": cursor_text(*last)}
+
+
+SERVE_ROWS_PER_STATEMENT = 200  # cards noted by one INSERT (two parameters each)
+
+
+def serve(database: Session, gateway_id: str, cards: list[str]) -> None:
+    """Note that `gateway_id` serves those of `cards` the ledger knows (its feed then carries
+    their changes). One it does not know yet has no change to send; once a batch posts it,
+    the gateway that posted it serves it by its own rows."""
+    for first in range(0, len(cards), SERVE_ROWS_PER_STATEMENT):
+        chunk = cards[first:first + SERVE_ROWS_PER_STATEMENT]
+        database.execute(
+            f"INSERT INTO served_cards ({', '.join(SERVED_CARD_COLUMNS)}) SELECT ?, card"
+            f" FROM cards WHERE card IN ({', '.join(['?'] * len(chunk))})"
+            " ON CONFLICT (gateway_id, card) DO NOTHING", [gateway_id, *chunk])
+
+
+def hand_over(database: Session, old_card: str, new_card: str) -> None:
+    """A replacement: every gateway that serves the old card serves the new one (it moves
+    the old card's state there when the replacement reaches it, gateway/card_feed.py)."""
+    database.execute(
+        "INSERT INTO served_cards (gateway_id, card) SELECT gateway_id, ? FROM ("
+        " SELECT gateway_id FROM served_cards WHERE card = ? UNION"
+        " SELECT gateway_id FROM card_changes WHERE card = ?) AS serving"
+        # SQLite reads "ON" after a FROM as a join's unless a WHERE comes between.
+        " WHERE gateway_id IS NOT NULL"
+        " ON CONFLICT (gateway_id, card) DO NOTHING", (new_card, old_card, old_card))
 
 
 def end(database: Session) -> dict[str, Any]:

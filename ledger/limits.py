@@ -142,6 +142,10 @@ BLOCK_REASON_CHARS_MAX = 200
 
 CHANGES_PAGE_MAX = 1_000
 """Card changes in one answer of the feed (GET /v1/changes): a gateway behind asks again."""
+SERVED_CARDS_PER_POST_MAX = 1_000
+"""Cards one POST /v1/served names (a gateway registering the cards it serves, in pages)."""
+SERVED_BYTES_MAX = 128 * 1024
+"""Body of POST /v1/served: SERVED_CARDS_PER_POST_MAX ids of the longest, quoted."""
 
 SUN_COUNTER_MAX = READ_COUNTER_MAX
 """Highest SUN read counter a hold or a transaction may carry: a card's counter is 3 bytes

@@ -117,6 +117,7 @@ def replace(session: Session, old: str, new: str, login: str, reason: str,
     legs = transfer_legs(old, new, currency, funds.value_minor, points)
     session.bulk_insert("entries", ENTRY_COLUMNS, [(txn_id, *leg) for leg in legs])
     feed_sql.note(session, DESK, [(txn_id, old), (txn_id, new)])
+    feed_sql.hand_over(session, old, new)  # the stores serving the old card follow the new
     if not block_sql.is_blocked(session, old):
         block_sql.change(session, old, True, REPLACED_REASON.format(new=new), login, now)
     customer_id = customers_sql.card_owner(session, old, lock=True)

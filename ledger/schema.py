@@ -7,8 +7,8 @@ and points) and by expiry (the sweep), hold postings by batch (closing them). Re
 the transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
 Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
-point_hold_postings, the customer tables, card_engine_states) are created on the next open
-of existing books, and columns added later (ADDED_COLUMNS: nullable, so rows written
+point_hold_postings, the customer tables, card_engine_states, served_cards) are created on
+the next open of existing books, and columns added later (ADDED_COLUMNS: nullable, so rows written
 before them read as null) are added to them; nothing is ever dropped or changed. That is why
 holds with points are a table of their own (point_holds, see `ledger.hold_rules`): holds' CHECK
 (amount_minor > 0) stays.
@@ -158,6 +158,13 @@ _STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS card_changes_by_card ON card_changes (card)",
     "CREATE INDEX IF NOT EXISTS card_changes_in_order"
     " ON card_changes ({change_order})",
+    # The cards each gateway took on from the ledger (a look-up) or was handed by a
+    # replacement: with the cards it posted, what its card feed is filtered to
+    # (ledger/feed_sql.py `serving`).
+    """CREATE TABLE IF NOT EXISTS served_cards (
+        gateway_id TEXT NOT NULL,
+        card TEXT NOT NULL,
+        PRIMARY KEY (gateway_id, card))""",
     """CREATE TABLE IF NOT EXISTS alarms (
         id {serial},
         at BIGINT NOT NULL,
@@ -311,6 +318,8 @@ trail); a card's latest row is its state, and the ids are the gateways' feed cur
 CARD_CHANGE_COLUMNS = ("txn_id", "card", "gateway_id")
 """Every card_changes column the ledger writes: one per posted transaction, in the batch's
 database transaction; its id (and on PostgreSQL its writer's xid) is the feed's cursor."""
+SERVED_CARD_COLUMNS = ("gateway_id", "card")
+"""Every served_cards column: a gateway serves the card (feed_sql.serve)."""
 ALARM_COLUMNS = ("at", "reason", "detail")
 """Every alarms column but its id."""
 ALARM_ACK_COLUMNS = ("alarm_id", "at", "login")

@@ -13,7 +13,9 @@
     POST   /v1/cards/<card>/replace a lost card by a new one {"new_card", "reason"}
                                -> 200 / 404 / 409 / 400 (ledger/replace_sql.py)
     GET    /v1/blocks?since=ID {"blocks": [change, ...], "next": ID}, the gateways' feed
-    GET    /v1/changes?after=XID.ID {"changes": [txn, ...], "next": "XID.ID"}, the card feed
+    GET    /v1/changes?after=XID.ID[&for=GATEWAY] {"changes": [txn, ...], "next": "XID.ID"},
+                               the card feed (with `for`: only of the cards it serves)
+    POST   /v1/served          {"cards": [card, ...]}: a gateway serves them (its feed)
     GET    /v1/balances        {"balances": [card balance, ...]}
     GET    /v1/terminals       {terminal: {"count", "by_kind"}}
     GET    /v1/trial-balance   {unit: sum}, all zero in healthy books
@@ -77,6 +79,7 @@ from ledger.customers import Customers, parse_find
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
+    Forbidden,
     LedgerError,
     LedgerRejected,
     LedgerUnavailable,
@@ -100,6 +103,8 @@ from ledger.limits import (
     HTTP_SOCKET_TIMEOUT_S,
     ID_CHARS_MAX,
     LOGINS_RELOAD_INTERVAL_S,
+    SERVED_BYTES_MAX,
+    SERVED_CARDS_PER_POST_MAX,
     SERVER_SWITCH_INTERVAL_S,
 )
 from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -124,6 +129,7 @@ BLOCK_SUFFIX = "/block"
 REPLACE_SUFFIX = "/replace"
 BLOCKS_PATH = "/v1/blocks"
 CHANGES_PATH = "/v1/changes"
+SERVED_PATH = "/v1/served"
 REGISTRATION_FIELDS = frozenset({"program", "currency", "merchant", "value_minor"})
 HOLDS_PATH = "/v1/holds"
 BATCHES_PATH = "/v1/batches"
@@ -390,6 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
                                   if path == FLEET_PATH
                                   else (CUSTOMER_BYTES_MAX, "request_too_large")
                                   if path.startswith(CUSTOMERS_PATH)
+                                  else (SERVED_BYTES_MAX, "request_too_large")
+                                  if path == SERVED_PATH
                                   else (HOLD_BYTES_MAX, "request_too_large"))
         if length > limit_bytes:
             raise BatchTooLarge(too_large, f"{length} bytes, at most {limit_bytes}")
@@ -455,9 +463,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
             return self._only("GET", method, lambda: self._changes(target.query))
+        if path == SERVED_PATH:
+            return self._only("POST", method, self._serve_cards)
         if path.startswith(CARDS_PREFIX) and len(path) > len(CARDS_PREFIX):
             card = unquote(path[len(CARDS_PREFIX) :])
-            return self._by_method(method, {"GET": lambda: self._card(card),
+            return self._by_method(method, {"GET": lambda: self._card(card, target.query),
                                             "PUT": lambda: self._register_card(card)})
         if path.startswith(HOLDS_PREFIX) and len(path) > len(HOLDS_PREFIX):
             hold_id = unquote(path[len(HOLDS_PREFIX) :])
@@ -517,9 +527,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._may(auth.READ_BOOKS)
         return 200, _Text(self.server.metrics.exposition(), METRICS_TYPE)
 
-    def _card(self, card: str) -> Answer:
-        """One card's balance and engine state, or 404 card_unknown."""
+    def _serving(self, named: str | None, reading: bool) -> str | None:
+        """The gateway a look-up or feed read is for: a gateway login's own (naming another
+        is refused), the one named on an open ledger; an operator may name one to read its
+        feed (`reading`), never to note that it serves a card."""
+        if named is not None and ID_PATTERN.fullmatch(named) is None:
+            raise BatchInvalid("parameter_invalid", "for= names a gateway id")
+        if self._login is None:
+            return named
+        if self._login.role == "gateway":
+            if named is not None and named != self._login.gateway:
+                raise Forbidden("not_permitted",
+                                f"login {self._login.name} is gateway {self._login.gateway}")
+            return self._login.gateway
+        if named is not None and not reading:
+            raise BatchInvalid("parameter_invalid", "for= is a gateway's, on a look-up")
+        return named
+
+    def _card(self, card: str, query: str = "") -> Answer:
+        """One card's balance and engine state, or 404 card_unknown. A gateway's look-up
+        notes first that it serves the card (ledger/feed_sql.py `serve`): committed before
+        the balances are read, so every change they leave out is in its filtered feed."""
         self._may(auth.READ_CARD)
+        parameters = _query(query)
+        if set(parameters) - {"for"}:
+            raise BatchInvalid("parameter_invalid", "GET /v1/cards/<card> takes only for=")
+        serving = self._serving(parameters.get("for"), reading=False)
+        if serving is not None:
+            self.server.books.serve(serving, [card])
         balance = self.server.books.card_detail(card)
         if balance is None:
             raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
@@ -644,10 +679,37 @@ class _Handler(BaseHTTPRequestHandler):
         parameters = _query(query)
         after = parameters.get("after", "0.0")
         cursor = feed_sql.parse_cursor(after)
-        if set(parameters) - {"after"} or (cursor is None and after != "end"):
+        if set(parameters) - {"after", "for"} or (cursor is None and after != "end"):
             raise BatchInvalid("parameter_invalid",
-                               "GET /v1/changes takes after=<xid>.<id> (two integers) or end")
-        return 200, self.server.books.card_changes(cursor)
+                               "GET /v1/changes takes after=<xid>.<id> (two integers) or end,"
+                               " and for=<gateway>")
+        named = parameters.get("for")
+        # Unfiltered unless asked: a gateway that has not registered its cards yet reads all.
+        serving = self._serving(named, reading=True) if named is not None else None
+        return 200, self.server.books.card_changes(cursor, serving)
+
+    def _serve_cards(self) -> Answer:
+        """POST /v1/served {"cards": [...]}: the calling gateway serves these cards (a
+        gateway registers the cards it knew before its feed was filtered, in pages); on an
+        open ledger the body names the gateway ("for")."""
+        self._may(auth.READ_CHANGES)
+        if self._login is not None and self._login.role != "gateway":
+            raise Forbidden("not_permitted", "only a gateway notes the cards it serves")
+        body = self._read_json("request_malformed")
+        if not isinstance(body, dict) or not set(body) <= {"cards", "for"} or not isinstance(
+                body.get("cards"), list) or not all(
+                isinstance(card, str) and ID_PATTERN.fullmatch(card)
+                for card in body["cards"]) or len(body["cards"]) > SERVED_CARDS_PER_POST_MAX:
+            raise BatchInvalid("request_malformed", "a list of card ids, \"cards\", at most "
+                                                    f"{SERVED_CARDS_PER_POST_MAX}")
+        named = body.get("for")
+        if named is not None and not isinstance(named, str):
+            raise BatchInvalid("request_malformed", "for is a gateway id")
+        serving = self._serving(named, reading=False)
+        if serving is None:
+            raise BatchInvalid("request_malformed", "name the gateway: for")
+        self.server.books.serve(serving, body["cards"])
+        return 200, {"gateway": serving, "cards": len(body["cards"])}
 
     def _hold(self, hold_id: str) -> Answer:
         """One hold, or 404 hold_unknown; a gateway sees only its own."""
@@ -701,6 +763,9 @@ class _Handler(BaseHTTPRequestHandler):
             auth.check_registration(self._login, body["value_minor"])
         result = self.server.books.register_card(card, body["program"], body["currency"],
                                                  body["merchant"], body["value_minor"])
+        if self._login is not None and self._login.role == "gateway":
+            # A card its counter sold: the gateway serves it from now on.
+            self.server.books.serve(str(self._login.gateway), [card])
         login = self._login.name if self._login else "(open ledger)"
         log.info("AUDIT card %s registered by %s: program %s, %s %s", card[:64], login,
                  body["program"], body["value_minor"], body["currency"],

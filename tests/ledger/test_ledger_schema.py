@@ -21,6 +21,7 @@ from ledger.schema import (
     HOLD_POSTING_COLUMNS,
     POINT_HOLD_COLUMNS,
     POINT_HOLD_POSTING_COLUMNS,
+    SERVED_CARD_COLUMNS,
     TXN_COLUMNS,
     table_columns,
 )
@@ -36,6 +37,7 @@ INSERTED = [
     ("card_blocks", CARD_BLOCK_COLUMNS, ("id",)),
     ("card_changes", CARD_CHANGE_COLUMNS, ("id", "xid")),
     ("card_engine_states", ENGINE_STATE_COLUMNS, ()),
+    ("served_cards", SERVED_CARD_COLUMNS, ()),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 

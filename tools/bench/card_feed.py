@@ -1,9 +1,9 @@
 """The card feed at chain scale: many stores' gateways reading it while the chain posts.
 
-Every gateway reads the ledger's card feed (GET /v1/changes, ledger/feed_sql.py) every
-`--feed-poll-s` to learn what other stores did, and every read returns every change of the
-chain since its cursor (the gateway keeps those of the cards it serves). So the ledger's
-cost grows with stores x changes, and docs/deployment.md had no measured figure for it.
+Every gateway reads the ledger's card feed (GET /v1/changes?for=, ledger/feed_sql.py) every
+`--feed-poll-s` to learn what other stores did with the cards it serves: the feed is
+filtered at the ledger to those (unfiltered, every read returned every change of the chain,
+and the ledger's cost grew with stores x changes).
 
     ledger:   one `python -m ledger.server` process on a fresh PostgreSQL database (the
               central_auth section's), POSTING_GATEWAYS + READER_LOGINS gateway logins
@@ -12,8 +12,12 @@ cost grows with stores x changes, and docs/deployment.md had no measured figure 
               their own cards: the peak of a chain of 1,000 stores with 3 tills, one card
               sale per till per minute
     reading:  S simulated stores, each with its own cursor (started at "end", as a new
-              gateway starts), each due every P seconds on a fixed schedule, served by
-              READER_THREADS threads with a kept-alive connection each (a login each)
+              gateway starts) and CARDS_SERVED_PER_STORE of the chain's cards it serves
+              (so each card is served by S x CARDS_SERVED_PER_STORE / the chain's cards
+              stores: 10 of 1,000; with fewer stores each serves more, so every card is
+              served somewhere), each due every P seconds on a fixed schedule, served by
+              READER_THREADS threads with a kept-alive connection each (a reader login
+              each, naming the store it reads for)
     baseline: the same reads (same cursors, same schedule) through `Books.card_changes`
               in this process, the call GET /v1/changes makes: the feed's SQL through the
               ledger's connection pool, so the ratio is the HTTP server and JSON on top
@@ -26,6 +30,7 @@ feed's lag: from the end of the batch post that made a change to the read that s
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import threading
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ledger.auth import dump_logins, new_login, parse_logins
 from ledger.books import Books, open_books
 from ledger.client import LedgerClient
 from ledger.errors import LedgerError
@@ -71,11 +77,39 @@ CARDS_PER_POSTER = 20
 READER_THREADS = 16
 READER_LOGINS = READER_THREADS
 CARD_VALUE_MINOR = 10**11
+CARDS_SERVED_PER_STORE = 2
+"""Of the chain's POSTING_GATEWAYS x CARDS_PER_POSTER cards in use, those each store serves
+(its customers' cards that are also used elsewhere)."""
 
 
 def reader_token(tokens: dict[int, str], thread: int) -> str:
     """The login of reader thread `thread`: the logins after the posters'."""
     return tokens[POSTING_GATEWAYS + thread % READER_LOGINS]
+
+
+def store_id(store: int) -> str:
+    return f"s{store:04d}"
+
+
+def served_cards(store: int, stores: int) -> list[str]:
+    """The chain's cards `store` serves: CARDS_SERVED_PER_STORE in a row, round the chain (or
+    more, when there are too few stores for every card to be served by one)."""
+    chain = [own_card(poster, index) for poster in range(POSTING_GATEWAYS)
+             for index in range(CARDS_PER_POSTER)]
+    count = max(CARDS_SERVED_PER_STORE, -(-len(chain) // stores))
+    return [chain[(store * count + offset) % len(chain)] for offset in range(count)]
+
+
+def write_feed_logins(workdir: Path) -> tuple[Path, dict[int, str]]:
+    """The posters' gateway logins (write_logins) and READER_LOGINS reader logins after them:
+    a reader may read any store's filtered feed (GET /v1/changes?for=)."""
+    logins_file, tokens = write_logins(POSTING_GATEWAYS, workdir)
+    logins = parse_logins(json.loads(logins_file.read_text()))
+    for number in range(POSTING_GATEWAYS, POSTING_GATEWAYS + READER_LOGINS):
+        login, tokens[number] = new_login(f"reader{number}", "reader")
+        logins[login.name] = login
+    logins_file.write_text(dump_logins(logins))
+    return logins_file, tokens
 
 
 @dataclass
@@ -153,8 +187,8 @@ class ReadRun:
         return len(self.latencies_ms) / self.seconds
 
 
-Reader = Callable[[str], dict[str, Any]]
-"""One feed read from a cursor: {"changes": [...], "next": cursor}."""
+Reader = Callable[[int, str], dict[str, Any]]
+"""One store's feed read from a cursor: {"changes": [...], "next": cursor}."""
 
 
 def read_on_schedule(make_reader: Callable[[int], Reader], start_cursor: str, stores: int,
@@ -181,7 +215,7 @@ def read_on_schedule(make_reader: Callable[[int], Reader], start_cursor: str, st
             if pause > 0:
                 time.sleep(pause)
             try:
-                answer = read(cursors[store])
+                answer = read(store, cursors[store])
             except LedgerError as error:
                 failed[error.reason] = failed.get(error.reason, 0) + 1
                 continue
@@ -213,7 +247,7 @@ def read_on_schedule(make_reader: Callable[[int], Reader], start_cursor: str, st
 def http_reader(url: str, tokens: dict[int, str]) -> Callable[[int], Reader]:
     def make(thread: int) -> Reader:
         client = LedgerClient(url, token=reader_token(tokens, thread))
-        return client.card_changes
+        return lambda store, cursor: client.card_changes(cursor, serving=store_id(store))
     return make
 
 
@@ -221,10 +255,10 @@ def books_reader(books: Books) -> Callable[[int], Reader]:
     """Readers calling the same `Books.card_changes` the server's GET /v1/changes calls, in
     this process: the feed's SQL through the ledger's pool, without HTTP and JSON."""
     def make(thread: int) -> Reader:
-        def read(cursor: str) -> dict[str, Any]:
+        def read(store: int, cursor: str) -> dict[str, Any]:
             parsed = parse_cursor(cursor)
             assert parsed is not None, cursor  # the cursors are the feed's own
-            return books.card_changes(parsed)
+            return books.card_changes(parsed, served_by=store_id(store))
         return read
     return make
 
@@ -243,10 +277,16 @@ def measure_level(stores: int, poll_s: float, measure_s: float) -> LevelResult:
     now_s = int(time.time())
     with fresh_database("postgresql") as dsn, \
             tempfile.TemporaryDirectory(prefix="tilltap-bench-feed-") as tmp:
-        logins_file, tokens = write_logins(POSTING_GATEWAYS + READER_LOGINS, Path(tmp))
+        logins_file, tokens = write_feed_logins(Path(tmp))
         ledger: LedgerProcess = start_ledger(dsn, logins_file, tokens, Path(tmp), "ledger")
         try:
             open_cards(ledger.url, tokens, now_s)
+            books = open_books(dsn)
+            try:
+                for store in range(stores):  # as each store's look-ups would have noted
+                    books.serve(store_id(store), served_cards(store, stores))
+            finally:
+                books.close()
             first = LedgerClient(ledger.url, token=reader_token(tokens, 0))
             stop, posting = threading.Event(), Posting()
             posters = post_steadily(ledger.url, tokens, now_s, stop, posting)
