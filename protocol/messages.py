@@ -252,36 +252,58 @@ def _is_digest(value):
     return isinstance(value, bytes) and len(value) == 32
 
 
+def _is_uint(value):
+    return _is_int(value) and value >= 0
+
+
+def _is_text(value):
+    return isinstance(value, str) and len(value) <= TEXT_CHARS_MAX
+
+
+def _is_currency(value):
+    check_currency(value)  # raises currency_unknown, a more useful reason
+    return True
+
+
+def _is_bool(value):
+    return value is True or value is False
+
+
+def _is_sun(value):
+    return isinstance(value, str) and 0 < len(value) <= SUN_CHARS_MAX
+
+
+def _is_ids(value):
+    return isinstance(value, list) and len(value) <= HOTLIST_MAX and all(
+        is_id(item) for item in value)
+
+
+def _is_map(value):
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _is_rejects(value):
+    return _is_pairs(value, REJECTS_MAX, is_id)
+
+
+def _is_replays(value):
+    return _is_pairs(value, REPLAYED_MAX, _is_digest)
+
+
+# One check per field kind, looked up once per field: a chain of string comparisons cost
+# each field of every record as many comparisons as kinds before its own.
+_CHECKS = {
+    "uint": _is_uint, "int": _is_int, "amount": is_amount, "id": is_id, "text": _is_text,
+    "currency": _is_currency, "digest": _is_digest, "bool": _is_bool, "sun": _is_sun,
+    "ids": _is_ids, "map": _is_map, "rejects": _is_rejects, "replays": _is_replays,
+}
+
+
 def _valid(kind, value):
-    if kind == "uint":
-        return _is_int(value) and value >= 0
-    if kind == "int":
-        return _is_int(value)
-    if kind == "amount":
-        return is_amount(value)
-    if kind == "id":
-        return is_id(value)
-    if kind == "text":
-        return isinstance(value, str) and len(value) <= TEXT_CHARS_MAX
-    if kind == "currency":
-        check_currency(value)  # raises currency_unknown, a more useful reason
-        return True
-    if kind == "digest":
-        return _is_digest(value)
-    if kind == "bool":
-        return value is True or value is False
-    if kind == "sun":
-        return isinstance(value, str) and 0 < len(value) <= SUN_CHARS_MAX
-    if kind == "ids":
-        return isinstance(value, list) and len(value) <= HOTLIST_MAX and all(
-            is_id(item) for item in value)
-    if kind == "map":
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if kind == "rejects":
-        return _is_pairs(value, REJECTS_MAX, is_id)
-    if kind == "replays":
-        return _is_pairs(value, REPLAYED_MAX, _is_digest)
-    raise AssertionError("unknown field kind " + kind)
+    check = _CHECKS.get(kind)
+    if check is None:
+        raise AssertionError("unknown field kind " + kind)
+    return check(value)
 
 
 def pack(message_type, fields):
@@ -314,20 +336,24 @@ def unpack(item, expected_type):
     if type(version) is not int or version != PROTOCOL_VERSION:
         raise ValidationError(VERSION_UNSUPPORTED, "version %r" % (version,))
     schema = SCHEMAS[expected_type]
-    known = {K_TYPE: True, K_VERSION: True}
     fields = {}
+    checks = _CHECKS
     for key, name, kind, required in schema:
-        known[key] = True
         if key not in item:
             if required:
                 raise ValidationError(FIELD_MISSING, name)
             continue
-        if not _valid(kind, item[key]):
+        value = item[key]
+        if not checks[kind](value):
             raise ValidationError(FIELD_INVALID, name)
-        fields[name] = item[key]
-    for key in item:
-        if key not in known:
-            raise ValidationError(FIELD_INVALID, "unknown key %r" % (key,))
+        fields[name] = value
+    # Every key of the map is the type, the version or a field read above (schema keys are
+    # distinct); a count that differs names an unknown key.
+    if len(item) != len(fields) + 2:
+        known = [K_TYPE, K_VERSION] + [entry[0] for entry in schema]
+        for key in item:
+            if key not in known:
+                raise ValidationError(FIELD_INVALID, "unknown key %r" % (key,))
     return fields
 
 
