@@ -24,6 +24,7 @@ Errors (see protocol.errors):
 """
 
 from protocol.errors import ProtocolError, ValidationError
+from protocol.reason_texts import DESCRIPTIONS as _ALL_DESCRIPTIONS
 from protocol.reasons import (
     APDU_MALFORMED,
     CARD_AUTH_FAILED,
@@ -33,9 +34,8 @@ from protocol.reasons import (
     SUN_MALFORMED,
 )
 from protocol.reasons import CARD_REPLAYED as SUN_REPLAYED
-from protocol.reasons import DESCRIPTIONS as _ALL_DESCRIPTIONS
 
-# The card's reason codes, described in protocol.reasons like every other code.
+# The card's reason codes, described in protocol.reason_texts like every other code.
 DESCRIPTIONS = {
     code: _ALL_DESCRIPTIONS[code]
     for code in (CARD_AUTH_FAILED, CARD_COMMAND_REFUSED, CARD_RESPONSE_MALFORMED,

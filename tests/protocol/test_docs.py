@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from protocol import messages, reasons
+from protocol import messages, reason_texts, reasons
 from tests.support import REPO_ROOT
 
 DOC = (REPO_ROOT / "docs" / "protocol.md").read_text()
@@ -12,7 +12,14 @@ DOC = (REPO_ROOT / "docs" / "protocol.md").read_text()
 
 def test_every_reason_code_is_documented() -> None:
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", DOC, re.MULTILINE))
-    assert documented == set(reasons.DESCRIPTIONS)
+    assert documented == set(reason_texts.DESCRIPTIONS)
+
+
+def test_every_reason_code_has_its_text_and_every_text_a_code() -> None:
+    codes = {value for name, value in vars(reasons).items()
+             if name.isupper() and isinstance(value, str)}
+    assert codes == set(reason_texts.DESCRIPTIONS)
+    assert all(text for text in reason_texts.DESCRIPTIONS.values())
 
 
 def test_every_field_key_is_documented_with_its_name() -> None:
