@@ -5,7 +5,12 @@ of which must hold (a condition not given holds for every sale):
 
     first_day, last_day   the window, both days in (days since 1970-01-01: the engine's days)
     weekdays              the sale's weekday
-    hours                 [from, until) hour ranges of the sale's UTC day (`minute`)
+    hours                 [from, until) hour ranges of the sale's day (`minute`)
+
+Days, weekdays and hours are UTC's unless the section gives the shop's clock
+(`utc_offset_minutes`, `dst`: protocol/local_time.py); then they, and the birthday week, are
+the shop's day and minute of the sale (named rule OFFER_SHOP_TIME); a sale without its
+minute is judged on its UTC day (OFFER_UTC_DAY_WITHOUT_MINUTE).
     tiers                 the card's tier
     first_purchase        the card's first purchase (the card has made none before)
     birthday_week         the customer's birthday week (`birthday`, rule BIRTHDAY_WEEK)
@@ -28,6 +33,7 @@ month-day in the sale's year (or in the year before, for a week that runs into J
 a 29 February birthday falls on 28 February in other years (BIRTHDAY_FEB_29_ON_28).
 """
 
+from protocol import local_time
 from protocol.errors import ValidationError
 from protocol.reasons import FIELD_INVALID
 
@@ -80,39 +86,15 @@ def sale_terms(state, op):
             "birthday": read_birthday(op)}
 
 
-def _leap(year):
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-def _year_start(year):
-    """Days from 1970-01-01 to 1 January of `year` (proleptic Gregorian)."""
-    before = year - 1
-    return (year - 1970) * 365 + before // 4 - before // 100 + before // 400 - 477
-
-
-def _year_of(day):
-    year = 1970 + day * 400 // 146097
-    while _year_start(year) > day:
-        year -= 1
-    while _year_start(year + 1) <= day:
-        year += 1
-    return year
-
-
 def _birthday_in(year, month, day):
-    if month == 2 and day == 29 and not _leap(year):
+    if month == 2 and day == 29 and not local_time.is_leap(year):
         day = 28  # BIRTHDAY_FEB_29_ON_28
-    start = _year_start(year)
-    for index in range(month - 1):
-        start += _MONTH_DAYS[index]
-    if month > 2 and not _leap(year):
-        start -= 1
-    return start + day - 1
+    return local_time.month_start(year, month) + day - 1
 
 
 def in_birthday_week(birthday, day):
     """Is `day` in the birthday week of `birthday` ((month, day))? Rule BIRTHDAY_WEEK."""
-    year = _year_of(day)
+    year = local_time.year_of(day)
     for candidate in (year, year - 1):
         first = _birthday_in(candidate, birthday[0], birthday[1])
         if first <= day < first + BIRTHDAY_WEEK_DAYS:
@@ -157,6 +139,15 @@ def terms(program, tier, day, sale=None):
     section = program.get("promotions")
     if section is None:
         return _NO_OFFER
+    offset = section.get("utc_offset_minutes", 0)
+    rule = section.get("dst", local_time.DST_NONE)
+    if (offset or rule != local_time.DST_NONE) and sale is not None and (
+            sale["minute"] is not None):
+        # Rule OFFER_SHOP_TIME: dates, weekdays, hours and the birthday week are the shop's.
+        # Without the sale's minute its UTC day stands (OFFER_UTC_DAY_WITHOUT_MINUTE).
+        day, minute = local_time.local_day_minute(day, sale["minute"], offset, rule)
+        sale = dict(sale)
+        sale["minute"] = minute
     offers = [offer for offer in section["offers"] if _applies(offer, tier, day, sale)]
     if not offers:
         return _NO_OFFER

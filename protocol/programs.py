@@ -29,7 +29,7 @@ it again gives it back unchanged.
                          of the document to the value at fault (the TOML loader names its line)
 """
 
-from protocol import money
+from protocol import local_time, money
 from protocol.errors import ValidationError
 from protocol.reasons import PROGRAM_INVALID
 
@@ -304,7 +304,8 @@ def _promotions(table, path, program):
     if section is None:
         return None
     path = path + ("promotions",)
-    _only(section, path, ("combine", "discount_rounding", "offers"))
+    _only(section, path, ("combine", "discount_rounding", "offers", "utc_offset_minutes",
+                          "dst"))
     offers = section.get("offers")
     if not isinstance(offers, list) or not 1 <= len(offers) <= OFFERS_MAX:
         raise ProgramInvalid(path + ("offers",), "a list of 1..%d offers ([[...promotions."
@@ -346,9 +347,18 @@ def _promotions(table, path, program):
                                           or entry["bonus_points"]):
             raise ProgramInvalid(offer_path, "points offers need a points section")
         checked.append(entry)
-    return {"combine": _choice(section, path, "combine", COMBINE_RULES, "best"),
-            "discount_rounding": _rounding(section, path, "discount_rounding"),
-            "offers": checked}
+    promotions = {"combine": _choice(section, path, "combine", COMBINE_RULES, "best"),
+                  "discount_rounding": _rounding(section, path, "discount_rounding"),
+                  "offers": checked}
+    # The shop's clock for days, weekdays and hours (protocol/local_time.py); kept only when
+    # given, so programs without it reach terminals as before.
+    offset = _integer(section, path, "utc_offset_minutes", local_time.OFFSET_MINUTES_MIN,
+                      local_time.OFFSET_MINUTES_MAX, 0)
+    rule = _choice(section, path, "dst", local_time.DST_RULES, local_time.DST_NONE)
+    if offset or rule != local_time.DST_NONE:
+        promotions["utc_offset_minutes"] = offset
+        promotions["dst"] = rule
+    return promotions
 
 
 def _rewards(table, path, program):
@@ -446,19 +456,14 @@ def days_of_date(text):
         if not part.isdigit():
             return None
     year, month, day = int(parts[0]), int(parts[1]), int(parts[2])
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    lengths = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-    if year < 1970 or not 1 <= month <= 12 or not 1 <= day <= lengths[month - 1]:
+    if year < 1970 or not 1 <= month <= 12 or day < 1:
         return None
-    days = (year - 1970) * 365 + _leap_days_before(year) - _leap_days_before(1970)
-    for index in range(month - 1):
-        days += lengths[index]
-    return days + day - 1
-
-
-def _leap_days_before(year):
-    previous = year - 1
-    return previous // 4 - previous // 100 + previous // 400
+    first = local_time.month_start(year, month)
+    following = (local_time.month_start(year + 1, 1) if month == 12
+                 else local_time.month_start(year, month + 1))
+    if first + day - 1 >= following:
+        return None
+    return first + day - 1
 
 
 # -- readers: each names the key at fault -------------------------------------------------
