@@ -40,7 +40,7 @@ SECTION_KEYS = {
     "tiers": ("basis", "window_days", "downgrade", "downgrade_days", "discount_rounding",
               "levels"),
     "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
-    "promotions": ("combine", "discount_rounding", "offers"),
+    "promotions": ("combine", "discount_rounding", "offers", "utc_offset_minutes", "dst"),
     "rewards": ("items",),
 }
 REWARD_ITEM_KEYS = ("id", "name", "points", "copay_minor")
@@ -202,6 +202,8 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
         at = f"{path}.promotions"
         _choice(promotions, at, "combine", ("best", "stack"))
         _choice(promotions, at, "discount_rounding", ROUNDING_RULES)
+        _integer(promotions, at, "utc_offset_minutes", -720, 840, default=0)
+        _choice(promotions, at, "dst", ("none", "eu", "us"))
         offers = promotions.get("offers")
         if not isinstance(offers, list) or not offers:
             raise _invalid(f"{at}.offers", "a list of offers")
