@@ -1,4 +1,4 @@
-"""HTTP client of the ledger (stdlib urllib), as used by the gateway's settlement stage.
+"""HTTP client of the ledger (stdlib http.client), as the gateways and tools call it.
 
 Failures come back typed, so the caller knows what to do:
 
@@ -16,6 +16,14 @@ everything else `timeout_s`.
 
 Proxies from the environment are ignored: the ledger is addressed directly.
 
+Connections are kept alive, one per calling thread (a gateway's stages each have theirs), so
+a hold costs one round trip, not a TCP and TLS handshake too. A kept connection the server
+has closed meanwhile (its idle timeout, a restart) fails on its next use before an answer;
+the request is then sent once more on a new connection if it is one the ledger takes
+twice without harm (every GET, PUT and DELETE, and the POSTs of batches, holds, fleet
+reports and served cards, each idempotent by its id); any other is LedgerUnavailable, as
+a failed connection always was.
+
 Credentials: `token` (``<login>:<secret>``, from `tilltap ledger login add`) is sent as a
 bearer token on every request; over ``https://`` the server's certificate is checked against
 `ca_file` (the ledger's own CA from `tilltap ledger tls`) when given, else the system's CAs.
@@ -27,8 +35,8 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import urllib.error
-import urllib.request
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -66,15 +74,18 @@ class LedgerClient:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._token = token
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._context: ssl.SSLContext | None = None
         if parts.scheme == "https":
             try:
                 context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as error:
                 raise ConfigInvalid("ca_invalid", f"ledger CA {ca_file}: {error}") from error
             context.minimum_version = ssl.TLSVersion.TLSv1_2
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+            self._context = context
+        self._kept = threading.local()  # .connection: this thread's kept-alive connection
 
     def post_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Post a settlement batch: {"status","batch_id","posted","already_posted"}."""
@@ -282,20 +293,76 @@ class LedgerClient:
         self, method: str, path: str, body: bytes | None = None, timeout_s: float | None = None
     ) -> Any:
         """One HTTP exchange, its JSON answer, or a typed error."""
-        request = urllib.request.Request(self.base_url + path, data=body, method=method)
+        headers = {"Accept": JSON_TYPE}
         if self._token is not None:
-            request.add_header("Authorization", f"Bearer {self._token}")
+            headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
-            request.add_header("Content-Type", JSON_TYPE)
+            headers["Content-Type"] = JSON_TYPE
         wait_s = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
-        try:
-            with self._opener.open(request, timeout=wait_s) as response:
-                return _decode(response.read())
-        except urllib.error.HTTPError as error:
-            raise _http_failure(error) from error
-        except (OSError, http.client.HTTPException) as error:
-            # URLError is an OSError: refused connection, DNS, timeout, reset.
-            raise LedgerUnavailable(f"{method} {path}: {error}") from error
+        while True:
+            connection, reused = self._connection(wait_s)
+            try:
+                connection.request(method, self._prefix + path, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+            except STALE_CONNECTION_ERRORS as error:
+                self.close()
+                if reused and _retryable(method, path):
+                    continue  # the kept connection had been closed: once on a new one
+                raise LedgerUnavailable(f"{method} {path}: {error}") from error
+            except (OSError, http.client.HTTPException) as error:
+                # Refused connection, DNS, timeout, reset, a broken answer.
+                self.close()
+                raise LedgerUnavailable(f"{method} {path}: {error}") from error
+            if response.will_close:
+                self.close()
+            if not 200 <= response.status < 300:
+                raise _http_failure(response.status, response.reason, payload)
+            return _decode(payload)
+
+    def _connection(self, wait_s: float) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, with this request's timeout; whether it was kept."""
+        now = time.monotonic()
+        if now - getattr(self._kept, "used_at", now) > KEPT_IDLE_MAX_S:
+            self.close()  # idle: a kept connection holds a server thread for nothing
+        self._kept.used_at = now
+        connection: http.client.HTTPConnection | None = getattr(self._kept, "connection", None)
+        reused = connection is not None and connection.sock is not None
+        if connection is None:
+            connection = (http.client.HTTPSConnection(self._host, self._port, timeout=wait_s,
+                                                      context=self._context)
+                          if self._context is not None
+                          else http.client.HTTPConnection(self._host, self._port,
+                                                          timeout=wait_s))
+            self._kept.connection = connection
+        connection.timeout = wait_s
+        if connection.sock is not None:
+            connection.sock.settimeout(wait_s)
+        return connection, reused
+
+    def close(self) -> None:
+        """Close this thread's kept connection (the next request opens a new one)."""
+        connection = getattr(self._kept, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._kept.connection = None
+
+
+KEPT_IDLE_MAX_S = 2.0
+"""A connection unused this long is closed rather than reused: the ledger serves each open
+connection with a thread (HTTP_CONNECTIONS_MAX), so only a client calling again soon (holds
+under load, batches, a feed read every second) keeps one."""
+STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError,
+                           BrokenPipeError, ConnectionAbortedError)
+"""What a kept connection the server closed meanwhile fails with, before any answer."""
+IDEMPOTENT_POSTS = ("/v1/batches", "/v1/holds", "/v1/fleet", "/v1/served")
+"""POSTs the ledger takes twice without harm: each names its own id (batch, hold, gateway)
+or only notes what is already so."""
+
+
+def _retryable(method: str, path: str) -> bool:
+    return method in ("GET", "PUT", "DELETE") or (
+        method == "POST" and path.split("?")[0] in IDEMPOTENT_POSTS)
 
 
 def connect(url: str, token_file: str | None = None, ca_file: str | None = None,
@@ -328,15 +395,15 @@ def _decode(payload: bytes) -> Any:
         raise LedgerUnavailable(f"answer is not JSON: {payload[:100]!r}") from error
 
 
-def _http_failure(error: urllib.error.HTTPError) -> Exception:
+def _http_failure(status: int, phrase: str, payload: bytes) -> Exception:
     """The typed exception for a non-2xx answer: 4xx rejected, anything else unavailable."""
     try:
-        answer = json.loads(error.read())
+        answer = json.loads(payload)
         reason, detail = str(answer["error"]), str(answer.get("detail", ""))
-    except (ValueError, KeyError, TypeError, OSError):
-        reason, detail = f"http_{error.code}", str(error.reason)
-    if error.code == 401:
+    except (ValueError, KeyError, TypeError):
+        reason, detail = f"http_{status}", phrase
+    if status == 401:
         return LoginRefused(detail, reason=reason)
-    if 400 <= error.code < 500:
-        return rejection_for_status(reason, detail, error.code)
+    if 400 <= status < 500:
+        return rejection_for_status(reason, detail, status)
     return LedgerUnavailable(detail, reason=reason)
