@@ -308,12 +308,16 @@ class CardBook:
                  hold_ttl_s: float = HOLD_TTL_S, auth_epoch: int = 0,
                  exposure: tuple[dict[str, int], dict[str, int]] | None = None,
                  offline_limits: dict[str, int] | None = None,
-                 episodes: OfflineEpisodes | None = None) -> None:
+                 episodes: OfflineEpisodes | None = None,
+                 birthday_of: Callable[[str], str | None] | None = None) -> None:
         """`ledger`: the gateway has a ledger (ledger holds exist, cards may be adopted);
         `exposure`: the overdrafts kept with the records, per card and per terminal;
         `offline_limits`: the signed limits terminals were given (FleetConfig);
         `episodes`: the offline count, totals and time re-checked on the same limits
-        (gateway/offline_episodes.py; None in tests of other rules)."""
+        (gateway/offline_episodes.py; None in tests of other rules); `birthday_of`: card ->
+        its customer's birthday "MM-DD" or None, from the gateway's memory
+        (gateway/enrol.py `Greetings`), priced into its online purchases' offers (None:
+        no birthday known)."""
         self.states = CardStates(programs, cards)
         self.holds = LocalHolds(hold_ttl_s, auth_epoch, ledger)
         self.authenticator = authenticator or CardAuthenticator(None)
@@ -345,9 +349,7 @@ class CardBook:
         self.blocked_in: dict[str, int] = {}
         # The highest configuration version each terminal's accepted records named.
         self.config_named: dict[str, int] = {}
-        # Card -> its customer's birthday "MM-DD" or None, from the gateway's memory
-        # (gateway/enrol.py `Greetings`): priced into its online purchases' offers.
-        self.birthday_of: Callable[[str], str | None] = lambda card: None
+        self.birthday_of: Callable[[str], str | None] = birthday_of or (lambda card: None)
 
     @property
     def cards(self) -> dict[str, dict[str, Any]]:

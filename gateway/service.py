@@ -175,19 +175,19 @@ class Gateway:
         self._blocked_versions = self.store.hotlist_versions()
         self.fleet = FleetConfig(self._config_version(programs, limits or {}, config_version),
                                  programs, limits or {}, hotlist)
+        # Approvals greet by first name the cards enrolled here, and those whose first look-up
+        # at the ledger named their customer's (gateway/enrol.py); the birthday kept beside
+        # the name prices a customer's birthday-week offers.
+        self.greetings = Greetings()
         self.cards = CardBook(
             programs, self.store.load_cards(), CardAuthenticator(card_keys), set(hotlist),
             self.ledger is not None, self.hold_settings.hold_ttl_s,
             self.store.counters()[AUTH_EPOCHS], exposure=store_reports.exposure(self.store),
-            offline_limits=self.fleet.limits, episodes=OfflineEpisodes(self.fleet.limits))
+            offline_limits=self.fleet.limits, episodes=OfflineEpisodes(self.fleet.limits),
+            birthday_of=self.greetings.birthday)
         # What was sent to each terminal, as its records arrive: for the offline re-check.
         self.answered = Answered({terminal: seq for terminal, (seq, _) in
                                   self.store.load_chain().items()}, time.time())
-        # Approvals greet by first name the cards enrolled here, and those whose first look-up
-        # at the ledger named their customer's (gateway/enrol.py).
-        self.greetings = Greetings()
-        # And price a customer's birthday-week offers by the birthday kept beside the name.
-        self.cards.birthday_of = self.greetings.birthday
         # Cards registered centrally that this store has not seen: asked off the card lock.
         self.directory = CardDirectory(self._ledger_card) if self.ledger else None
         self.holds = (LedgerHolds(gateway_id, self.cards, self._ledger_now, self.hold_settings,
