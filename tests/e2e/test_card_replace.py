@@ -34,13 +34,6 @@ OFFLINE_LIMITS = {"txn_minor_max": 5_000, "card_offline_minor_max": 5_000,
 OFFLINE_WAIT_MS = 300  # a till whose gateway is down gives up waiting this soon
 
 
-@pytest.fixture
-def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
-          tmp_path: Path) -> Iterator[Chain]:
-    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path) as two:
-        yield two
-
-
 def _look(store: Store, card: str) -> dict[str, Any]:
     store.serve(card)
     outcome = store.till.terminal.inquiry()

@@ -4,26 +4,14 @@ GET /v1/changes?for=): two stores, one ledger (PostgreSQL, and the single-store 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from ledger.db import open_database
 from tests.support.stack import wait_until
-from tests.support.store_broker import StoreBroker
-from tests.support.two_stores import FEED_POLL_S, Chain, chain
+from tests.support.two_stores import FEED_POLL_S, Chain
 
 PREPAID = "04b1b2b3b4b5b6"
 GIFT = "04a1a2a3a4a5a6"
 FEED_WAIT_S = 10.0  # a change posted at one store is applied at the other within this
-
-
-@pytest.fixture
-def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
-          tmp_path: Path) -> Iterator[Chain]:
-    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path) as two:
-        yield two
 
 
 def served_at_ledger(dsn: str) -> set[tuple[str, str]]:

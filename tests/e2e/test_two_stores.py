@@ -31,13 +31,6 @@ GIFT = "04a1a2a3a4a5a6"
 FLOW_WAIT_S = 5.0  # far above the stores' POST_WITHIN_S (0.2 s), far below a settlement
 
 
-@pytest.fixture
-def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
-          tmp_path: Path) -> Iterator[Chain]:
-    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path) as two:
-        yield two
-
-
 def test_records_reach_the_ledger_within_seconds_not_at_the_settlement(shops: Chain) -> None:
     a, _ = shops.stores
     a.serve(GIFT)

@@ -33,13 +33,6 @@ FEED_WAIT_S = 10.0  # a change posted at one store is applied at the other withi
 
 
 @pytest.fixture
-def shops(chain_ledger_dsn: str, store_broker: StoreBroker, second_broker: StoreBroker,
-          tmp_path: Path) -> Iterator[Chain]:
-    with chain(chain_ledger_dsn, (store_broker, second_broker), tmp_path) as two:
-        yield two
-
-
-@pytest.fixture
 def offline_shops(chain_ledger_dsn: str, store_broker: StoreBroker,
                   second_broker: StoreBroker, tmp_path: Path) -> Iterator[Chain]:
     """The chain with offline limits in every till's signed configuration."""
