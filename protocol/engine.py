@@ -14,13 +14,16 @@ Operations (`op` dicts; amounts are integers in minor units, floats/bools/negati
     {"op": "purchase", "id", "amount_minor", "pay"?, "redeem_points"?,  pay "card" | "other"
      "happened"?, "discount_minor"?,     a sale that happened at the counter (engine_sale)
      "points_earned"?, "minute"?,        the minute of its UTC day, 0..1439 (offers by hour)
-     "birthday"?}                        the customer's "MM-DD" (birthday-week offers)
+     "birthday"?,                        the customer's "MM-DD" (birthday-week offers)
+     "offers"?}                          granted targeted offer ids (TARGETED_OFFER_NAMED)
     {"op": "refund", "id"?, "of", "amount_minor"?}       of = the id of an issue/topup/purchase
     {"op": "void", "id"?, "of"}                          refund of all that is left of a sale
     {"op": "cashout", "id"?, "amount_minor"?}            only if the program allows cash-out
     {"op": "reward", "id", "item", "amount_minor"?}      a catalogue item for points
                                                          (engine_reward), refunded as a sale
     {"op": "tick"}                                       let time pass: expiry, downgrades
+    {"op": "rank", "id", "level", "period"}              tiers by rank: the card's level for
+                                                         the next period (engine_rank)
 
 Effects, a dict: op, card, program, version (the program the operation was computed with),
 day, legs, and per op the amounts it moved (see docs/programs.md), or `declined`: a reason
@@ -39,6 +42,7 @@ with text keys, lists, ints, texts, None): it survives json.dumps/json.loads unc
 """
 
 from protocol import engine_points as points
+from protocol import engine_rank
 from protocol import engine_reward as reward
 from protocol import engine_sale as sale
 from protocol import engine_spend as spend
@@ -257,4 +261,5 @@ HANDLERS = {
     "cashout": _cash_out,
     "reward": reward.reward,
     "tick": _tick,
+    "rank": engine_rank.rank,
 }

@@ -35,6 +35,7 @@ protocol.errors.ValidationError:
 snapshot raises program_mismatch and time_invalid as engine.apply would.
 """
 
+from protocol import engine_company as company
 from protocol import engine_points as points
 from protocol import engine_promotions as promotions
 from protocol import engine_spend as spend
@@ -71,7 +72,8 @@ def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None, mi
     `day`: the sale's day, for the program's promotions (None: none apply); `minute`: of
     its UTC day, for offers by hour (None: none of those). A terminal knows neither the
     customer's birthday nor whether the card bought before: no birthday-week or
-    first-purchase offer is quoted."""
+    first-purchase offer is quoted; nor the customer's grants: no targeted offer either
+    (named rule OFFLINE_NO_TARGETED_OFFER)."""
     if not is_amount(amount_minor) or not amount_minor:
         raise ValidationError(AMOUNT_INVALID, "amount_minor must be a positive integer")
     if pay != PAY_CARD and pay != PAY_OTHER:
@@ -91,11 +93,13 @@ def quote(program, tier, discount_pct, same_day, amount_minor, pay, day=None, mi
     offer = None
     if day is not None:
         offer = promotions.terms(program, tier, day, {"minute": minute, "first_purchase": False,
-                                                      "birthday": None})
+                                                      "birthday": None,
+                                                      "offers": None})
     pct, discount = spend.discount_of(program, tracked_pct, tier_pct, amount_minor,
                                       0 if offer is None else offer["discount_pct"])
     paid = amount_minor - discount
     card_minor = paid if pay == PAY_CARD else 0
+    company.check_offline(program, card_minor)
     multiplier = spend.MULTIPLIER_ONE_BP if level is None else level["earn_multiplier_bp"]
     earned = 0
     if offer is None:

@@ -14,6 +14,8 @@ minute is judged on its UTC day (OFFER_UTC_DAY_WITHOUT_MINUTE).
     tiers                 the card's tier
     first_purchase        the card's first purchase (the card has made none before)
     birthday_week         the customer's birthday week (`birthday`, rule BIRTHDAY_WEEK)
+    targeted              only for a customer the office issued the offer to (op "offers",
+                          rule TARGETED_OFFER_NAMED)
 
 and what it gives: an earn multiplier, bonus points on a paid purchase, a percent off. On a
 purchase, the offers that apply are combined by the section's `combine` rule:
@@ -31,6 +33,10 @@ What a sale is, beyond its day, comes with it (`sale_terms`): the minute of its 
 birthday offer). Named rule BIRTHDAY_WEEK: the seven days starting on the birthday's
 month-day in the sale's year (or in the year before, for a week that runs into January);
 a 29 February birthday falls on 28 February in other years (BIRTHDAY_FEB_29_ON_28).
+Named rule TARGETED_OFFER_NAMED: a targeted offer applies only when the op's "offers" (the
+ids of the targeted offers the card's customer was issued and has uses left, as the
+authority that keeps the grants says) names it; absent: no targeted offer. A segment is not
+an engine condition: the office turns a segment into grants when it issues the offer.
 """
 
 from protocol import local_time
@@ -78,12 +84,29 @@ def read_birthday(op):
     return month, day
 
 
+OFFERS_NAMED_MAX = 16  # op "offers": as many as a program has offers (programs.OFFERS_MAX)
+
+
+def read_offers(op):
+    """The op's granted targeted offer ids (a list), or None (not given)."""
+    named = op.get("offers")
+    if named is None:
+        return None
+    if not isinstance(named, list) or len(named) > OFFERS_NAMED_MAX:
+        raise ValidationError(FIELD_INVALID, "offers must be a list of up to 16 offer ids")
+    for offer_id in named:
+        if not isinstance(offer_id, str) or not 1 <= len(offer_id) <= 32:
+            raise ValidationError(FIELD_INVALID, "offers must be a list of up to 16 offer ids")
+    return named
+
+
 def sale_terms(state, op):
     """What the offers look at in an op and the card's state, beyond the day and tier:
-    {"minute", "first_purchase", "birthday"}. A state without `purchases` (taken on from
-    balances, or kept before it was counted) has an unknown past: not a first purchase."""
+    {"minute", "first_purchase", "birthday", "offers"}. A state without `purchases`
+    (taken on from balances, or kept before it was counted) has an unknown past: not a
+    first purchase."""
     return {"minute": read_minute(op), "first_purchase": state.get("purchases") == 0,
-            "birthday": read_birthday(op)}
+            "birthday": read_birthday(op), "offers": read_offers(op)}
 
 
 def _birthday_in(year, month, day):
@@ -122,6 +145,10 @@ def _applies(offer, tier, day, sale):
                 hit = True
         if not hit:
             return False
+    if offer.get("targeted"):  # TARGETED_OFFER_NAMED
+        named = None if sale is None else sale.get("offers")
+        if named is None or offer["id"] not in named:
+            return False
     if offer["first_purchase"] and (sale is None or not sale["first_purchase"]):
         return False
     if offer["birthday_week"]:
@@ -134,8 +161,8 @@ def _applies(offer, tier, day, sale):
 def terms(program, tier, day, sale=None):
     """What the offers give a sale on `day` by a card of `tier`: {"ids",
     "earn_multiplier_bp", "bonus_points", "discount_pct"} (ids in the program's order).
-    `sale`: `sale_terms` (None: offers with hours, first-purchase or birthday conditions do
-    not apply)."""
+    `sale`: `sale_terms` (None: offers with hours, first-purchase, birthday or targeted
+    conditions do not apply)."""
     section = program.get("promotions")
     if section is None:
         return _NO_OFFER

@@ -35,6 +35,7 @@ sale, so a refund reverses what the sale did under its own program version, neve
 refunded amounts of a sale never exceed its amount.
 """
 
+from protocol import engine_company as company
 from protocol import engine_points as points
 from protocol import engine_promotions as promotions
 from protocol import engine_spend as spend
@@ -152,6 +153,7 @@ def purchase(state, program, op, now, effects):
             raise ValidationError(CARD_EXPIRED, "")
         if not happened and card_minor and state["value_minor"] < card_minor:
             raise ValidationError(INSUFFICIENT_VALUE, "")
+    company.check(state, program, card_minor, now, happened)
     overdraft = overdraft_of(state, card_minor)
     earned = points.earned(program, paid, spend.earn_multiplier_bp(state, program)
                            * offer["earn_multiplier_bp"] // promotions.MULTIPLIER_ONE_BP)
@@ -163,6 +165,7 @@ def purchase(state, program, op, now, effects):
     legs = effects["legs"]
     bonus_before = state.get("bonus_left", 0)
     state["value_minor"] -= card_minor
+    company.count(state, program, card_minor, now)
     keep_bonus_within_value(state)
     bonus_used = bonus_before - state.get("bonus_left", 0)
     move(legs, CARD_VALUE, MERCHANT_SETTLEMENT, program["currency"], card_minor, "spend")
@@ -297,6 +300,7 @@ def _refund_purchase(state, program, sale, sale_id, before, after, now, effects)
     reversed_points = part("points_earned")
     legs = effects["legs"]
     state["value_minor"] += card_minor
+    company.give_back(state, sale, card_minor)
     if sale.get("bonus_used"):  # the bonus the sale spent comes back as bonus
         state["bonus_left"] = state.get("bonus_left", 0) + part("bonus_used")
     move(legs, MERCHANT_SETTLEMENT, CARD_VALUE, program["currency"], card_minor, "spend")

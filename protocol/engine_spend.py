@@ -46,6 +46,7 @@ one beyond it ("above"): named rule THRESHOLD_RULE, `meets`.
 from protocol import money
 from protocol.programs import (
     TIER_BASIS_MEMBER_DAYS,
+    TIER_BASIS_RANK,
     TIER_BASIS_SPEND,
     TIER_BASIS_VISITS,
     TIER_THRESHOLD_KEYS,
@@ -190,7 +191,7 @@ def pass_time(state, program, now):
     tiers = program["tiers"]
     if tiers is not None and tier_basis(tiers) == TIER_BASIS_MEMBER_DAYS:
         state["tier"] = tiers["levels"][qualifying(tiers, tier_figure(state, tiers, now))]["name"]
-    elif tiers is not None:
+    elif tiers is not None and tier_basis(tiers) != TIER_BASIS_RANK:  # rank: engine_rank
         if tiers["downgrade"] == DOWNGRADE_PERIOD_END:
             _period_end(state, tiers, now)
         else:
@@ -306,7 +307,7 @@ def record(state, program, now, paid_minor, effects, sale=None):
         sale["visit"] = True  # a refund of all of it takes the visit back
     if rule == TIER_BASIS_SPEND and paid_minor:
         _add(state["tier_spend"], [now], paid_minor)
-    if rule is not None and rule != TIER_BASIS_MEMBER_DAYS:
+    if rule is not None and rule not in (TIER_BASIS_MEMBER_DAYS, TIER_BASIS_RANK):
         levels = tiers["levels"]
         index = qualifying(tiers, tier_figure(state, tiers, now))
         if index > level_index(levels, state["tier"]):
@@ -331,7 +332,7 @@ def reverse(state, program, now, sale, spend_minor, effects, whole=False):
     """Take a refunded purchase's qualifying spend back from wherever it counts now, and its
     visit when the refund leaves nothing of the sale (`whole`)."""
     tiers = program["tiers"]
-    if tiers is not None:
+    if tiers is not None and tier_basis(tiers) != TIER_BASIS_RANK:  # rank: set by the ledger
         with_it = tier_figure(state, tiers, now)
         rule = tier_basis(tiers)
         if rule == TIER_BASIS_SPEND and spend_minor:

@@ -51,9 +51,15 @@ DOWNGRADE_RULES = ("period_end", "days_below")
 TIER_BASIS_SPEND = "spend"
 TIER_BASIS_VISITS = "visits"
 TIER_BASIS_MEMBER_DAYS = "membership_days"
-TIER_BASES = (TIER_BASIS_SPEND, TIER_BASIS_VISITS, TIER_BASIS_MEMBER_DAYS)
+# Rank in the chain (issue 18): each level's `top_pct` of the program's cards by spend in
+# the period, set by the ledger's ranking at each period's end (a `rank` operation); the
+# first level is 100 (everyone), then strictly falling. No window, no downgrade: the level
+# holds until the next ranking.
+TIER_BASIS_RANK = "rank"
+TIER_RANK_PERIOD_DAYS_MAX = 366  # at least one ranking a year
+TIER_BASES = (TIER_BASIS_SPEND, TIER_BASIS_VISITS, TIER_BASIS_MEMBER_DAYS, TIER_BASIS_RANK)
 TIER_THRESHOLD_KEYS = {TIER_BASIS_SPEND: "spend_minor", TIER_BASIS_VISITS: "min_visits",
-                       TIER_BASIS_MEMBER_DAYS: "min_member_days"}
+                       TIER_BASIS_MEMBER_DAYS: "min_member_days", TIER_BASIS_RANK: "top_pct"}
 THRESHOLD_RULES = ("at_least", "above")  # a threshold is met at it, or only beyond it
 COMBINE_RULES = ("best", "stack")  # protocol/engine_promotions.py
 OFFERS_MAX = 16
@@ -68,7 +74,7 @@ REWARD_POINTS_MAX = 10**9
 
 PROGRAM_KEYS = ("id", "version", "currency", "name", "refund_window_days",
                 "points", "prepaid", "gift", "discount", "tiers", "volume", "promotions",
-                "rewards")
+                "rewards", "company")
 SECTIONS = ("points", "prepaid", "gift", "discount", "tiers", "volume")
 _REQUIRED = ["required"]  # a unique marker: no configured value is this object
 
@@ -131,6 +137,11 @@ def validate_program(program_id, table, key_path=()):
     }
     program["promotions"] = _promotions(table, path, program)
     program["rewards"] = _rewards(table, path, program)
+    # Company cards: only a program with the section carries the key, so the programs of
+    # terminals that do not know it stay exactly as they were (additive).
+    company = _company(table, path, program)
+    if company is not None:
+        program["company"] = company
     _check_sections(program, path)
     return program
 
@@ -232,16 +243,27 @@ def _tiers(table, path):
         return None
     path = path + ("tiers",)
     _only(section, path, ("basis", "window_days", "downgrade", "downgrade_days",
-                          "discount_rounding", "levels"))
+                          "period_days", "discount_rounding", "levels"))
     basis = _choice(section, path, "basis", TIER_BASES, TIER_BASIS_SPEND)
-    rolling = basis != TIER_BASIS_MEMBER_DAYS
+    rolling = basis not in (TIER_BASIS_MEMBER_DAYS, TIER_BASIS_RANK)
     if not rolling:
         for key in ("window_days", "downgrade", "downgrade_days"):
             if section.get(key) is not None:
-                raise ProgramInvalid(path + (key,), "not for basis membership_days: the days "
-                                                    "since issue only grow (no window, no "
-                                                    "downgrade)")
+                raise ProgramInvalid(path + (key,), "not for basis %s: %s" % (
+                    basis, "the days since issue only grow (no window, no downgrade)"
+                    if basis == TIER_BASIS_MEMBER_DAYS else "the ranking at each period's "
+                    "end sets the level (no window, no downgrade)"))
+    if basis != TIER_BASIS_RANK and section.get("period_days") is not None:
+        raise ProgramInvalid(path + ("period_days",), "only for basis rank")
     window = _integer(section, path, "window_days", 1, WINDOW_DAYS_MAX) if rolling else None
+    if basis == TIER_BASIS_RANK:
+        return {
+            "basis": basis, "window_days": None, "downgrade": None, "downgrade_days": None,
+            "period_days": _integer(section, path, "period_days", 1, TIER_RANK_PERIOD_DAYS_MAX,
+                                    _REQUIRED),
+            "discount_rounding": _rounding(section, path, "discount_rounding"),
+            "levels": _levels(section, path, basis, None),
+        }
     return {
         "basis": basis,
         "window_days": window,
@@ -265,7 +287,8 @@ def _levels(section, path, basis, window_days):
     key = TIER_THRESHOLD_KEYS[basis]
     # Spend in minor units; at most one visit a day in the window; days since issue.
     high = {TIER_BASIS_SPEND: money.AMOUNT_MINOR_MAX, TIER_BASIS_VISITS: window_days,
-            TIER_BASIS_MEMBER_DAYS: TIER_MEMBER_DAYS_MAX}[basis]
+            TIER_BASIS_MEMBER_DAYS: TIER_MEMBER_DAYS_MAX, TIER_BASIS_RANK: 100}[basis]
+    rank = basis == TIER_BASIS_RANK  # top_pct: from 100 (everyone), strictly falling
     checked = []  # type: list[dict]
     for index in range(len(levels)):
         level_path = path + (index,)
@@ -279,10 +302,13 @@ def _levels(section, path, basis, window_days):
         name = level.get("name")
         if not is_id(name):
             raise ProgramInvalid(level_path + ("name",), "a level name is 1..32 of A-Z a-z 0-9 _ -")
-        threshold = _integer(level, level_path, key, 0, high)
-        if index == 0 and threshold != 0:
-            raise ProgramInvalid(level_path + (key,), "the first level starts at 0")
-        if index > 0 and threshold <= checked[-1][key]:
+        threshold = _integer(level, level_path, key, 1 if rank else 0, high)
+        if index == 0 and threshold != (100 if rank else 0):
+            raise ProgramInvalid(level_path + (key,), "the first level is 100 (everyone)"
+                                 if rank else "the first level starts at 0")
+        if index > 0 and rank and threshold >= checked[-1][key]:
+            raise ProgramInvalid(level_path + (key,), "must be below the level before")
+        if index > 0 and not rank and threshold <= checked[-1][key]:
             raise ProgramInvalid(level_path + (key,), "must be above the level before")
         for earlier in checked:
             if earlier["name"] == name:
@@ -298,7 +324,7 @@ def _levels(section, path, basis, window_days):
 
 
 def _promotions(table, path, program):
-    """Offers by day, weekday, hour, tier, first purchase and birthday week
+    """Offers by day, weekday, hour, tier, first purchase, birthday week and targeted
     (protocol/engine_promotions.py)."""
     section = _table(table, path, "promotions")
     if section is None:
@@ -319,7 +345,7 @@ def _promotions(table, path, program):
         _only(offer, offer_path, ("id", "name", "first_day", "last_day", "weekdays", "hours",
                                   "tiers", "first_purchase", "birthday_week",
                                   "earn_multiplier_bp", "bonus_points", "discount_pct",
-                                  "priority"))
+                                  "priority", "targeted"))
         offer_id = _text(offer, offer_path, "id", 1, ID_LENGTH_MAX)
         if not is_id(offer_id) or offer_id in [done["id"] for done in checked]:
             raise ProgramInvalid(offer_path + ("id",), "1..32 of A-Z a-z 0-9 _ -, unique")
@@ -346,6 +372,10 @@ def _promotions(table, path, program):
         if program["points"] is None and (entry["earn_multiplier_bp"] != 10000
                                           or entry["bonus_points"]):
             raise ProgramInvalid(offer_path, "points offers need a points section")
+        # Targeted offers (engine_promotions TARGETED_OFFER_NAMED): kept only when true, so
+        # programs without them reach terminals as before.
+        if _boolean(offer, offer_path, "targeted", False):
+            entry["targeted"] = True
         checked.append(entry)
     promotions = {"combine": _choice(section, path, "combine", COMBINE_RULES, "best"),
                   "discount_rounding": _rounding(section, path, "discount_rounding"),
@@ -399,6 +429,30 @@ def _rewards(table, path, program):
                 money.AMOUNT_MINOR_MAX))
         checked.append(entry)
     return {"items": checked}
+
+
+# -- company cards (protocol/engine_company.py) ----------------------------------------------
+
+
+def _company(table, path, program):
+    """Each card's spending limits: per purchase and per day, on the card value a purchase
+    takes. Needs a prepaid section (a company card spends loaded value) and one limit."""
+    section = _table(table, path, "company")
+    if section is None:
+        return None
+    path = path + ("company",)
+    _only(section, path, ("purchase_max_minor", "day_max_minor"))
+    if program["prepaid"] is None:
+        raise ProgramInvalid(path, "company cards spend loaded value: needs a prepaid section")
+    limits = {
+        "purchase_max_minor": _integer(section, path, "purchase_max_minor", 1,
+                                       money.AMOUNT_MINOR_MAX, None),
+        "day_max_minor": _integer(section, path, "day_max_minor", 1,
+                                  money.AMOUNT_MINOR_MAX, None),
+    }
+    if limits["purchase_max_minor"] is None and limits["day_max_minor"] is None:
+        raise ProgramInvalid(path, "needs purchase_max_minor and/or day_max_minor")
+    return limits
 
 
 def _names(table, path, key, allowed):

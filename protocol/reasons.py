@@ -88,6 +88,8 @@ REDEEM_EXCEEDS_AMOUNT = "redeem_exceeds_amount"
 CARD_EXPIRED = "card_expired"
 CASH_OUT_NOT_ALLOWED = "cash_out_not_allowed"
 REWARD_UNKNOWN = "reward_unknown"
+CARD_PURCHASE_LIMIT = "card_purchase_limit"  # company cards (protocol/engine_company.py)
+CARD_DAY_LIMIT = "card_day_limit"
 
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"

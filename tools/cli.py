@@ -219,6 +219,8 @@ def _programs_check(args: argparse.Namespace) -> int:
     for program in programs.values():
         sections = [key for key in ("points", "prepaid", "gift", "discount", "tiers")
                     if program[key] is not None]
+        if program.get("company") is not None:  # company cards: the per-card limits
+            sections.append("company")
         print(f"{program['id']} v{program['version']} {program['currency']}: "
               f"{' + '.join(sections)}")
     return 0

@@ -167,7 +167,14 @@ def add_arguments(commands: Any, card: Any, ledger: Any) -> None:
     card_history.add_argument("card", help="the card id")
     _format_option(card_history)
     card_history.set_defaults(handler=_card_history)
-    for parser in (*customer.choices.values(), card_history):
+    # A card's statement (company cards): its purchases and refunds in a date range.
+    statement = card.add_parser("statement", help="a card's purchases and refunds between "
+                                                  "two dates, with totals (JSON)")
+    statement.add_argument("card", help="the card id")
+    statement.add_argument("--from", dest="first", required=True, help="YYYY-MM-DD (UTC, in)")
+    statement.add_argument("--until", dest="last", required=True, help="YYYY-MM-DD (UTC, in)")
+    statement.set_defaults(handler=_card_statement)
+    for parser in (*customer.choices.values(), card_history, statement):
         add_client_arguments(parser, required=True)
     key = ledger.add_parser("customer-key", help="the key sealing customers' personal "
                                                  "data").add_subparsers(
@@ -284,6 +291,21 @@ def _customer_history(args: argparse.Namespace, out: TextIO | None = None) -> in
 def _card_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return _print(lambda client: client.card_history(args.card), args, out,
                   lambda answer: _csv(HISTORY_FIELDS, answer["transactions"]))
+
+
+def _card_statement(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from datetime import date
+
+    from tools.card_statement import statement
+
+    try:
+        first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
+    except ValueError as error:
+        raise UsageError(f"--from/--until: a date YYYY-MM-DD ({error})") from error
+    if last < first:
+        raise UsageError("--until is before --from")
+    return _print(lambda client: statement(
+        args.card, client.card_history(args.card)["transactions"], first, last), args, out)
 
 
 def _export(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -50,15 +50,20 @@ OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "topup": (("card", "amount_minor"), ("pay",)),
     # happened / discount_minor: a sale that already happened at the counter (an offline
     # quote), replayed as the gateway applies it (docs/programs.md 2.1); minute / birthday:
-    # what promotions by hour and birthday week look at (the engine checks them).
+    # what promotions by hour and birthday week look at (the engine checks them); offers:
+    # the targeted offers granted to the card's customer (TARGETED_OFFER_NAMED).
     "purchase": (("card", "amount_minor"), ("pay", "redeem_points", "happened",
-                                             "discount_minor", "minute", "birthday")),
+                                             "discount_minor", "minute", "birthday",
+                                             "offers")),
     "refund": (("of",), ("amount_minor",)),
     "void": (("of",), ()),
     "cashout": (("card",), ("amount_minor",)),
     # A reward of the card's program's catalogue, for its points (protocol/engine_reward.py).
     "reward": (("card", "item"), ("amount_minor",)),
     "advance": (("days",), ()),
+    # Tiers by rank: the level the ledger's ranking gives the card for the next period
+    # (protocol/engine_rank.py; the engine checks level and period).
+    "rank": (("card", "level", "period"), ()),
 }
 
 

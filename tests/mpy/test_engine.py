@@ -119,11 +119,12 @@ def test_every_scenario_covers_a_program_kind_and_all_kinds_are_covered():
                     used.add("points+prepaid")
                 tiers = program["tiers"]
                 if tiers:
-                    used.add(tiers["basis"])  # spend, visits, membership_days
-                    if tiers["downgrade"] is not None:  # membership never goes down
+                    used.add(tiers["basis"])  # spend, visits, membership_days, rank
+                    if tiers["downgrade"] is not None:  # membership, rank: no downgrade
                         used.add(tiers["downgrade"])
     assert used == {"points", "prepaid", "gift", "discount", "tiers", "points+prepaid",
-                    "period_end", "days_below", "spend", "visits", "membership_days"}
+                    "period_end", "days_below", "spend", "visits", "membership_days",
+                    "rank"}
 
 
 def test_every_operation_of_every_scenario_balances_in_every_unit():

@@ -401,3 +401,32 @@ def test_the_birthday_week_is_seven_days_from_the_birthday_and_29_february_falls
     for wrong in ("02-30", "2-28", "1990-02-28", 229, "13-01"):
         _, declined = engine.apply(state, program, at("s", birthday=wrong), 0)
         assert declined["declined"] == "field_invalid", wrong
+
+
+def test_a_targeted_offer_applies_only_when_the_purchase_names_it_and_never_offline():
+    """Rule TARGETED_OFFER_NAMED: 15 % off for the customers issued "winback". 40.00 naming
+    it: 6.00 off, 34.00 paid earns 17 points (5 %, 10 points a euro); not named, or named
+    offers absent: nothing off, 20 points. An offline quote never gives it
+    (OFFLINE_NO_TARGETED_OFFER)."""
+    program = validate_program("winback", {
+        "version": 1, "currency": "EUR", "points": {"earn_bp": 500, "points_per_unit": 10},
+        "promotions": {"offers": [{"id": "winback", "targeted": True, "discount_pct": 15}]}})
+    state = issued(program)
+    op = purchase("a", 4000)
+    op["offers"] = ["winback"]
+    state, effects = accepted(state, program, op, 0)
+    assert (effects["discount_minor"], effects["points_earned"], effects["promotions"]) == (
+        600, 17, ["winback"])
+    op = purchase("b", 4000)
+    op["offers"] = []
+    state, effects = accepted(state, program, op, 0)
+    assert (effects["discount_minor"], effects["points_earned"]) == (0, 20)
+    assert "promotions" not in effects
+    state, effects = accepted(state, program, purchase("c", 4000), 0)
+    assert (effects["discount_minor"], effects.get("promotions")) == (0, None)
+    quote = engine_offline.quote(program, None, 0, True, 4000, "other", 0, 480)
+    assert (quote["discount_minor"], quote.get("promotions")) == (0, None)
+    op = purchase("d", 4000)
+    op["offers"] = [7]
+    _, declined = engine.apply(state, program, op, 0)
+    assert declined["declined"] == "field_invalid"

@@ -14,6 +14,7 @@ from protocol.programs import validate_program, validate_programs
 PROGRAMS = validate_programs(load_json("program_scenarios.json")["programs"])
 FREQUENT = PROGRAMS["frequent"]
 LONGTIME = PROGRAMS["longtime"]
+CHAINRANK = PROGRAMS["chainrank"]
 
 
 def purchase(sale_id, amount_minor=1000):
@@ -86,3 +87,34 @@ def test_a_membership_tier_comes_with_the_days_online_and_in_the_offline_snapsho
     refunded, effects = accepted(later, LONGTIME, {"op": "void", "id": "v", "of": "a"}, 466)
     assert refunded["tier"] == "loyal" and "tier_change" not in effects  # never down
     assert engine.summary(refunded, LONGTIME, 466)["tier"] == "loyal"
+
+
+# -- tiers by rank (protocol/engine_rank.py): `chainrank`, gold 10 % off and 2 x points ------
+
+
+def test_a_ranked_level_reaches_the_offline_snapshot_and_quote_and_holds():
+    state = issued(CHAINRANK)
+    ranked, effects = accepted(state, CHAINRANK, {"op": "rank", "id": "rank-0",
+                                                  "level": "gold", "period": 0}, 30)
+    assert effects["tier_change"] == ["member", "gold"] and effects["legs"] == []
+    # A year on the level holds (no window, no downgrade) and the terminal prices it:
+    # 10 % off 50.00 = 5.00, 45.00 paid earns 45 * 2 = 90.
+    snapshot = engine_offline.snapshot(ranked, CHAINRANK, 395)
+    assert snapshot == {"tier": "gold", "discount_pct": 10}
+    quote = engine_offline.quote(CHAINRANK, "gold", 10, False, 5000, "other")
+    assert (quote["discount_minor"], quote["points_earned"]) == (500, 90)
+    later, effects = accepted(ranked, CHAINRANK, purchase("a", 5000), 395)
+    assert (effects["discount_minor"], effects["points_earned"]) == (500, 90)
+    refunded, effects = accepted(later, CHAINRANK, {"op": "void", "id": "v", "of": "a"}, 396)
+    assert refunded["tier"] == "gold"  # a refund does not undo the ranking's level
+
+
+def test_a_period_is_ranked_once_and_only_in_a_rank_program():
+    state, _ = accepted(issued(CHAINRANK), CHAINRANK, {"op": "rank", "id": "r",
+                                                        "level": "silver", "period": 3}, 100)
+    again, effects = engine.apply(state, CHAINRANK, {"op": "rank", "id": "r2",
+                                                     "level": "gold", "period": 3}, 100)
+    assert again is state and effects["declined"] == "time_invalid"
+    other, effects = engine.apply(issued(LONGTIME), LONGTIME, {"op": "rank", "id": "r",
+                                                                "level": "loyal", "period": 0}, 0)
+    assert effects["declined"] == "operation_not_in_program"

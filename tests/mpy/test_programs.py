@@ -22,12 +22,14 @@ def refusal(program_table, program_id="p"):
 
 def test_every_example_program_is_valid_and_complete():
     programs = validate_programs(DOCUMENT)
-    assert sorted(programs) == ["club", "coffee", "frequent", "gift", "longtime", "regulars",
-                                "saver", "vip", "wallet"]
+    assert sorted(programs) == ["chainrank", "club", "coffee", "frequent", "gift", "longtime",
+                                "regulars", "saver", "staff", "vip", "wallet"]
     for program in programs.values():
-        assert sorted(program) == sorted(["id", "version", "currency", "name", "refund_window_days",
-                                          "points", "prepaid", "gift", "discount", "tiers",
-                                          "volume", "promotions", "rewards"])
+        # `company` only on a program with the section (staff): additive for old terminals
+        keys = sorted(key for key in program if key != "company")
+        assert keys == sorted(["id", "version", "currency", "name", "refund_window_days",
+                               "points", "prepaid", "gift", "discount", "tiers",
+                               "volume", "promotions", "rewards"])
 
 
 def test_validating_a_validated_program_gives_it_back_unchanged():
@@ -129,7 +131,15 @@ def test_a_tier_basis_is_spend_visits_or_membership_days_each_with_its_own_thres
     program = validate_program("p", table(tiers=member))
     assert (program["tiers"]["window_days"], program["tiers"]["downgrade"]) == (None, None)
     assert validate_program("p", program) == program
-    assert refusal(tiers([{"name": "base", "spend_minor": 0}], basis="rank"))[0][-1] == "basis"
+    # Rank: top_pct from 100 (everyone), strictly falling; a period, no window or downgrade.
+    rank = {"basis": "rank", "period_days": 30,
+            "levels": [{"name": "member", "top_pct": 100}, {"name": "gold", "top_pct": 10}]}
+    program = validate_program("p", table(tiers=rank))
+    assert (program["tiers"]["period_days"], program["tiers"]["window_days"]) == (30, None)
+    assert [level["top_pct"] for level in program["tiers"]["levels"]] == [100, 10]
+    assert validate_program("p", program) == program
+    path, detail = refusal(tiers([{"name": "base", "spend_minor": 0}], basis="rank"))
+    assert path[-1] == "window_days" and "ranking" in detail
 
 
 def test_a_level_has_the_threshold_of_its_basis_and_visits_fit_the_window():

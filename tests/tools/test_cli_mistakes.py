@@ -265,6 +265,10 @@ CASES: list[tuple[list[str], int, str]] = [
      1, "unavailable"),
     (["card", "history", "C1", "--ledger-url", "ledger.example"], 2, "http(s)://"),
     (["card", "history", "C1", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    (["card", "statement", "C1", "--from", "2026-01-01", "--until", "2026-01-31",
+      "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    (["card", "statement", "C1", "--from", "1 Jan", "--until", "2026-01-31",
+      "--ledger-url", f"http://{REFUSED}"], 2, "YYYY-MM-DD"),
     # customers: the ledger's API; an erase asks for --yes, an update for a field
     (["customer", "add", "--name", "Ana", "--ledger-url", f"http://{REFUSED}"], 1,
      "unavailable"),

@@ -118,6 +118,8 @@ NOT_RUN = {
     "tilltap customer find (--phone P | --email E) [--json]": FIND_SYNOPSIS,
     "tilltap customer retention [--inactive-days N] [--dry-run]": FIND_SYNOPSIS,
     "tilltap card history CARD [--format csv|json]": CUSTOMER_SYNOPSIS,
+    # run by tests/e2e/test_company_cards.py against a real ledger
+    "tilltap card statement CARD --from YYYY-MM-DD --until YYYY-MM-DD": CUSTOMER_SYNOPSIS,
     # docs/cards.md
     "tilltap card personalize --count 50 --reader pcsc --master-key masters.json "
     "--url-prefix https://tap.example/c --program gift --value-minor 5000 --currency EUR "

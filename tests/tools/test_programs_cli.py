@@ -86,7 +86,7 @@ def test_check_lists_every_program_with_its_version_and_sections() -> None:
     result = tilltap("programs", "check", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "club v2 EUR: points + prepaid" in result.stdout.splitlines()
-    assert len(result.stdout.splitlines()) == 9
+    assert len(result.stdout.splitlines()) == 11  # incl. chainrank (rank) and staff (company)
 
 
 VISITS = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\nbasis = "visits"\n'
@@ -94,6 +94,8 @@ VISITS = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\nbasi
           '[[programs.p.tiers.levels]]\nname = "a"\n')
 MEMBERSHIP = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\n'
               'basis = "membership_days"\n')
+RANK = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\nbasis = "rank"\n'
+        'period_days = 30\n')
 OFFER = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.points]\nearn_bp = 100\n'
          '[[programs.p.promotions.offers]]\nid = "o"\n')
 BAD_PROGRAMS = [
@@ -117,8 +119,21 @@ BAD_PROGRAMS = [
     ("a window for membership", MEMBERSHIP + 'window_days = 365\n[[programs.p.tiers.levels]]\n'
      'name = "a"\nmin_member_days = 0\n', 6,
      "programs.p.tiers.window_days: not for basis membership_days"),
-    ("tiers by rank", MEMBERSHIP.replace("membership_days", "rank"), 5,
-     "programs.p.tiers.basis: must be one of spend, visits, membership_days"),
+    ("a window for rank", RANK + 'window_days = 30\n', 7,
+     "programs.p.tiers.window_days: not for basis rank: the ranking at each period's end"),
+    ("rank without a period", MEMBERSHIP.replace("membership_days", "rank"), 4,
+     "programs.p.tiers.period_days: missing: an integer in 1..366"),
+    ("a period for spend tiers", MEMBERSHIP.replace("membership_days", "spend") +
+     'period_days = 30\n', 6, "programs.p.tiers.period_days: only for basis rank"),
+    ("rank's first level not everyone", RANK + '[[programs.p.tiers.levels]]\nname = "a"\n'
+     'top_pct = 50\n', 9, "programs.p.tiers.levels.0.top_pct: the first level is 100"),
+    ("rank levels rising", RANK + '[[programs.p.tiers.levels]]\nname = "a"\ntop_pct = 100\n'
+     '[[programs.p.tiers.levels]]\nname = "b"\ntop_pct = 10\n[[programs.p.tiers.levels]]\n'
+     'name = "c"\ntop_pct = 20\n', 15,
+     "programs.p.tiers.levels.2.top_pct: must be below the level before"),
+    ("spend threshold in a rank level", RANK + '[[programs.p.tiers.levels]]\nname = "a"\n'
+     'spend_minor = 0\n', 9, "programs.p.tiers.levels.0.spend_minor: is for basis spend; a "
+     "level of basis rank has top_pct"),
     ("both value kinds", '[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.prepaid]\n'
      '[programs.p.gift]\n', 5, "programs.p.gift: a program is prepaid or gift, not both"),
     ("not TOML", '[programs.p]\nversion = = 1\n', 2, "not valid TOML"),
@@ -130,6 +145,8 @@ BAD_PROGRAMS = [
      "programs.p.promotions.offers.0.first_purchase"),
     ("birthday week misspelt", OFFER + 'birthday = true\n', 8,
      "programs.p.promotions.offers.0.birthday: unknown key"),
+    ("targeted not a boolean", OFFER + 'targeted = 1\n', 8,
+     "programs.p.promotions.offers.0.targeted"),
 ]
 
 
@@ -267,3 +284,30 @@ def test_simulate_replays_a_first_purchase_and_a_birthday_week(tmp_path: Path) -
     sales = [op for op in json.loads(result.stdout)["ops"] if op["op"] == "purchase"]
     assert [(op["discount_minor"], op["points_earned"], op.get("promotions")) for op in sales
             ] == [(0, 70, ["welcome"]), (200, 18, ["birthday"]), (0, 20, None)]
+
+
+# -- targeted offers (engine_promotions TARGETED_OFFER_NAMED) ---------------------------------
+
+
+def test_simulate_gives_a_targeted_offer_only_to_a_purchase_naming_it(tmp_path: Path) -> None:
+    """1 point per euro; offer "comeback" (targeted): 200 bonus points; offer "all": 10 bonus
+    points for everyone, stacked. 20.00 naming ["comeback"]: 20 + 200 + 10 = 230; naming
+    another offer only: 20 + 10 = 30; naming none: 30. A malformed list is declined and changes
+    nothing."""
+    config = tmp_path / "p.toml"
+    config.write_text('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.points]\n'
+                      'earn_bp = 100\npoints_per_unit = 100\n[programs.p.promotions]\n'
+                      'combine = "stack"\n'
+                      '[[programs.p.promotions.offers]]\nid = "comeback"\ntargeted = true\n'
+                      'bonus_points = 200\n'
+                      '[[programs.p.promotions.offers]]\nid = "all"\nbonus_points = 10\n')
+    sale = {"op": "purchase", "card": "C1", "amount_minor": 2000}
+    ops = write_ops(tmp_path / "ops.jsonl", [
+        {"op": "issue", "card": "C1", "program": "p"}, {**sale, "offers": ["comeback"]},
+        {**sale, "offers": ["other"]}, sale, {**sale, "offers": "comeback"}])
+    result = tilltap("programs", "simulate", "--config", str(config), "--ops", str(ops))
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout)["ops"]
+    assert [(op.get("points_earned"), op.get("promotions"), op.get("declined"))
+            for op in done[1:]] == [(230, ["comeback", "all"], None), (30, ["all"], None),
+                                    (30, ["all"], None), (None, None, "field_invalid")]

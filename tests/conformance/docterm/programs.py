@@ -38,20 +38,22 @@ SECTION_KEYS = {
     "discount": ("threshold_minor", "threshold_rule", "qualify_days", "discount_pct",
                  "duration_days", "discount_rounding"),
     "tiers": ("basis", "window_days", "downgrade", "downgrade_days", "discount_rounding",
-              "levels"),
+              "levels", "period_days"),
     "volume": ("threshold_minor", "threshold_rule", "discount_pct", "discount_rounding"),
     "promotions": ("combine", "discount_rounding", "offers", "utc_offset_minutes", "dst"),
     "rewards": ("items",),
 }
+COMPANY_KEYS = ("purchase_max_minor", "day_max_minor")
 REWARD_ITEM_KEYS = ("id", "name", "points", "copay_minor")
 OFFER_KEYS = ("id", "name", "first_day", "last_day", "weekdays", "hours", "tiers",
               "first_purchase", "birthday_week", "earn_multiplier_bp", "bonus_points",
-              "discount_pct", "priority")
+              "discount_pct", "priority", "targeted")
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 THRESHOLD_RULES = ("at_least", "above")
 LEVEL_KEYS = ("name", "earn_multiplier_bp", "discount_pct")  # and the basis's threshold
 TIER_THRESHOLD_KEYS = {"spend": "spend_minor", "visits": "min_visits",
-                       "membership_days": "min_member_days"}
+                       "membership_days": "min_member_days", "rank": "top_pct"}
+RANK_PERIOD_DAYS_MAX = 366
 ROLLING_KEYS = ("window_days", "downgrade", "downgrade_days")  # not for membership_days
 MEMBER_DAYS_MAX = 18_300
 ROUNDING_RULES = ("down", "half_up", "half_even", "up")
@@ -119,6 +121,18 @@ def _section(program: Mapping[str, Any], path: str, name: str) -> dict[str, Any]
     return section
 
 
+def _check_company(section: Any, path: str, prepaid: dict[str, Any] | None) -> None:
+    """A company card's limits: purchase_max_minor and/or day_max_minor, on a prepaid program."""
+    if not isinstance(section, dict) or set(section) != set(COMPANY_KEYS):
+        raise _invalid(path, f"a map of exactly {', '.join(COMPANY_KEYS)}")
+    if prepaid is None:
+        raise _invalid(path, "needs a prepaid section")
+    for key in COMPANY_KEYS:
+        _optional_integer(section, path, key, 1, AMOUNT_MAX)
+    if all(section[key] is None for key in COMPANY_KEYS):
+        raise _invalid(path, "needs a limit")
+
+
 def _check_points(section: dict[str, Any], path: str, exponent: int | None) -> None:
     _integer(section, path, "earn_bp", 0, BP_MAX)
     _choice(section, path, "earn_rounding", ROUNDING_RULES)
@@ -132,7 +146,8 @@ def _check_levels(tiers: dict[str, Any], path: str, has_points: bool) -> None:
     basis = tiers.get("basis") or "spend"
     key = TIER_THRESHOLD_KEYS[basis]
     high = {"spend": AMOUNT_MAX, "visits": tiers.get("window_days"),
-            "membership_days": MEMBER_DAYS_MAX}[basis]
+            "membership_days": MEMBER_DAYS_MAX, "rank": PCT_MAX}[basis]
+    rank = basis == "rank"  # top_pct: 100 for the first level, then falling
     assert high is not None  # a visits window is checked before its levels
     levels = tiers.get("levels")
     if not isinstance(levels, list) or not 1 <= len(levels) <= LEVELS_MAX:
@@ -147,9 +162,13 @@ def _check_levels(tiers: dict[str, Any], path: str, has_points: bool) -> None:
         if not isinstance(name, str) or not _ID.fullmatch(name) or name in names:
             raise _invalid(f"{at}.name", "an id, unique in the program")
         names.add(name)
-        threshold = _integer(level, at, key, 0, high)
+        threshold = _integer(level, at, key, 1 if rank else 0, high)
         assert threshold is not None
-        if (index == 0 and threshold != 0) or (index and threshold <= previous_threshold):
+        if rank and ((index == 0 and threshold != PCT_MAX)
+                     or (index and threshold >= previous_threshold)):
+            raise _invalid(f"{at}.{key}", "100 for the first level, then falling")
+        if not rank and ((index == 0 and threshold != 0)
+                         or (index and threshold <= previous_threshold)):
             raise _invalid(f"{at}.{key}", "0 for the first level, then rising")
         previous_threshold = threshold
         multiplier = _integer(level, at, "earn_multiplier_bp", 0, INT_MAX,
@@ -164,8 +183,9 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
     path = f"programs.{program_id}"
     if not isinstance(program_id, str) or not _ID.fullmatch(program_id):
         raise _invalid(path, "a program id is 1..32 of A-Z a-z 0-9 _ -")
-    if not isinstance(program, dict) or set(program) != PROGRAM_KEYS:
-        raise _invalid(path, f"a map of exactly {', '.join(sorted(PROGRAM_KEYS))}")
+    if not isinstance(program, dict) or set(program) - {"company"} != PROGRAM_KEYS:
+        raise _invalid(path, f"a map of exactly {', '.join(sorted(PROGRAM_KEYS))}"
+                             " (and `company` when it has the section)")
     if program["id"] != program_id:
         raise _invalid(f"{path}.id", "differs from the program's key")
     _integer(program, path, "version", 1, VERSION_MAX)
@@ -222,7 +242,7 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
                     or not all(type(hour) is int for hour in pair)
                     or not 0 <= pair[0] < pair[1] <= 24 for pair in hours):
                 raise _invalid(f"{where}.hours", "at most 4 [from, until] hours, 0..24")
-            for key in ("first_purchase", "birthday_week"):
+            for key in ("first_purchase", "birthday_week", "targeted"):
                 if not isinstance(offer.get(key, False), bool):
                     raise _invalid(f"{where}.{key}", "true or false")
             _integer(offer, where, "earn_multiplier_bp", 0, INT_MAX, default=MULTIPLIER_ONE_BP)
@@ -242,6 +262,8 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
                 raise _invalid(f"{where}.id", "an id")
             _integer(item, where, "points", 1, INT_MAX)
             _integer(item, where, "copay_minor", 0, AMOUNT_MAX)
+    if "company" in program:  # company cards (docs/programs.md "Company cards")
+        _check_company(program["company"], f"{path}.company", sections["prepaid"])
     if (volume := sections["volume"]) is not None:
         at = f"{path}.volume"
         _integer(volume, at, "threshold_minor", 0, AMOUNT_MAX)
@@ -251,10 +273,14 @@ def check_program(program_id: Any, program: Any, exponents: Mapping[str, int]) -
     if (tiers := sections["tiers"]) is not None:
         at = f"{path}.tiers"
         _choice(tiers, at, "basis", tuple(TIER_THRESHOLD_KEYS))
-        if tiers.get("basis") == "membership_days":  # only grows: no window, no downgrade
+        if tiers.get("basis") == "rank":
+            _integer(tiers, at, "period_days", 1, RANK_PERIOD_DAYS_MAX)
+        elif tiers.get("period_days") is not None:
+            raise _invalid(f"{at}.period_days", "only for basis rank")
+        if tiers.get("basis") in ("membership_days", "rank"):  # no window, no downgrade
             for key in ROLLING_KEYS:
                 if tiers.get(key) is not None:
-                    raise _invalid(f"{at}.{key}", "not for basis membership_days")
+                    raise _invalid(f"{at}.{key}", "not for basis " + tiers["basis"])
         else:
             _integer(tiers, at, "window_days", 1, WINDOW_DAYS_MAX)
             _choice(tiers, at, "downgrade", DOWNGRADE_RULES, required=True)
@@ -344,4 +370,8 @@ def quote(program: dict[str, Any], tier: str | None, discount_pct: int, same_day
         minor_per_point = 10**exponent // (points.get("points_per_unit") or 1)
         points_earned = divide(paid * points["earn_bp"] * multiplier,
                                BP_MAX * BP_MAX * minor_per_point, points.get("earn_rounding"))
+    limits = program.get("company")  # a company card's per-purchase limit on its card part
+    if pay_card and limits is not None and limits["purchase_max_minor"] is not None and (
+            paid > limits["purchase_max_minor"]):
+        raise Refused("card_purchase_limit", f"{paid} > {limits['purchase_max_minor']}")
     return Quote(discount, paid if pay_card else 0, points_earned)
