@@ -14,6 +14,9 @@ ledger within `--post-within-s`, the feed is read every `--feed-poll-s`).
                                     discount the other counter gave, the points it redeemed)
     refund                          refund of the original sale (`ref_txn_id`)
     cashout                         cashout
+    grant, rank                     the office's operation with no money, as the ledger
+                                    posted it (`card_op`): a targeted offer issued to the
+                                    card, its tier for the next period by rank
     issue, expire                   nothing: an issue elsewhere is of a card not served here
                                     (it is taken on from the ledger when first tapped), and
                                     each gateway lets time pass on its cards itself
@@ -149,7 +152,8 @@ def _force(states: CardStates, card: str, entry: dict[str, Any], change: dict[st
            day: int) -> None:
     """Move value and points as the ledger posted them, outside the engine's rules."""
     state = copy_state(entry["state"])  # the engine's states are never changed in place
-    state["value_minor"] += _VALUE_SIGN[change["kind"]] * int(change["card_value_minor"])
+    # An office operation with no money (a grant, a rank) moves nothing.
+    state["value_minor"] += _VALUE_SIGN.get(change["kind"], 0) * int(change["card_value_minor"])
     points = int(change.get("points") or 0)
     redeemed = int(change.get("redeem_points") or 0)
     earned, taken = ((points, redeemed) if change["kind"] == "purchase"

@@ -189,8 +189,9 @@ def minute_of(time_s: float) -> int:
 
 
 # What a purchase's promotions look at beyond its day, in its engine op: kept with the
-# approval's op, so its record is applied with what the answer was priced with.
-SALE_TERMS = ("minute", "birthday")
+# approval's op, so its record is applied with what the answer was priced with ("grants":
+# it may use the card's targeted offer grants, engine_promotions TARGETED_OFFER_GRANTED).
+SALE_TERMS = ("minute", "birthday", "grants")
 
 
 def _day(entry: dict[str, Any] | None, time_s: float) -> int:
@@ -747,6 +748,7 @@ class CardBook:
             op = engine_op(kind, request, PREVIEW_ID, asked=True)
             if op["op"] == "purchase":
                 op["minute"] = minute_of(now_s)
+                op["grants"] = True  # priced here, where the card's grants are kept
                 birthday = self.birthday_of(card)
                 if birthday is not None:
                     op["birthday"] = birthday

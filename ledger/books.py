@@ -50,6 +50,7 @@ from ledger import (
     exposure_sql,
     feed_sql,
     hold_sql,
+    offers,
     posting_sql,
     queries,
     replace_sql,
@@ -357,6 +358,41 @@ class Books:
         log.info("AUDIT card %s replaced by %s by %s: %s (value %d, points %d)", old[:64],
                  new[:64], login, reason, done["value_minor"], done["points"],
                  extra={"event": "card_replaced", "card": old[:64], "new_card": new[:64]})
+        return done
+
+    def issue_offer(self, program: str, offer: str, issue: str, uses: int, last_day: int,
+                    login: str, cards: list[str] | None = None,
+                    customers: list[str] | None = None,
+                    segment: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Grant a program's targeted offer to cards, customers or a segment, as card
+        operations with no money (ledger/offers.py, ledger/card_ops_sql.py), in one
+        database transaction; logged as an AUDIT line."""
+        with self._guard():
+            now = self._now()
+            done = self._database.transact(lambda session: offers.issue(
+                session, self._programs, program, offer, issue, uses, last_day, now, cards,
+                customers, segment))
+        log.info("AUDIT offer %s of %s issued as %s by %s: %d cards granted, %d already,"
+                 " %d declined", offer[:64], program[:64], issue[:64], login,
+                 len(done["posted"]), len(done["already"]), len(done["declined"]),
+                 extra={"event": "offer_issued", "offer": offer[:64], "issue": issue[:64]})
+        return done
+
+    def offer_report(self, program: str, offer: str) -> dict[str, Any]:
+        """A targeted offer's response (ledger/offers.py `report`)."""
+        return self.read(lambda session, now: offers.report(session, self._programs, program,
+                                                            offer))
+
+    def rank_cards(self, program: str, period: int | None, login: str) -> dict[str, Any]:
+        """Rank a program's cards for an ended period and post each card's level
+        (ledger/offers.py `rank_program`), in one database transaction; an AUDIT line."""
+        with self._guard():
+            now = self._now()
+            done = self._database.transact(lambda session: offers.rank_program(
+                session, self._programs, program, period, now))
+        log.info("AUDIT program %s ranked for period %d by %s: %d cards, %d levels posted",
+                 program[:64], done["period"], login, done["ranked"], len(done["posted"]),
+                 extra={"event": "cards_ranked", "program": program[:64]})
         return done
 
     def card_changes(self, cursor: tuple[int, int] | None,

@@ -199,6 +199,30 @@ class LedgerClient:
             "POST", f"/v1/cards/{quote(card, safe='')}/block", body, HTTP_HOLD_TIMEOUT_S)
         return result
 
+    def issue_offer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Grant a targeted offer (POST /v1/offers/grants, ledger/offers.py): {"program",
+        "offer", "issue", "uses", "last_day", "cards", "posted", "already", "declined"}."""
+        body = json.dumps(request, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/offers/grants", body,
+                                               HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def offer_report(self, program: str, offer: str) -> dict[str, Any]:
+        """A targeted offer's response (GET /v1/offers/report)."""
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/offers/report?program={quote(program, safe='')}"
+            f"&offer={quote(offer, safe='')}", None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def rank(self, program: str, period: int | None = None) -> dict[str, Any]:
+        """Rank a program's cards for an ended period (POST /v1/rank, ledger/offers.py)."""
+        request: dict[str, Any] = {"program": program}
+        if period is not None:
+            request["period"] = period
+        body = json.dumps(request, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/rank", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
     def unblock_card(self, card: str, reason: str = "") -> dict[str, Any]:
         """Lift a card's block: {"card", "blocked": false, "block", "changed"}."""
         body = json.dumps({"reason": reason}, separators=(",", ":")).encode("utf-8")
@@ -355,9 +379,10 @@ under load, batches, a feed read every second) keeps one."""
 STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError,
                            BrokenPipeError, ConnectionAbortedError)
 """What a kept connection the server closed meanwhile fails with, before any answer."""
-IDEMPOTENT_POSTS = ("/v1/batches", "/v1/holds", "/v1/fleet", "/v1/served")
-"""POSTs the ledger takes twice without harm: each names its own id (batch, hold, gateway)
-or only notes what is already so."""
+IDEMPOTENT_POSTS = ("/v1/batches", "/v1/holds", "/v1/fleet", "/v1/served",
+                    "/v1/offers/grants", "/v1/rank")
+"""POSTs the ledger takes twice without harm: each names its own id (batch, hold, gateway,
+an offer's issue, a program's period) or only notes what is already so."""
 
 
 def _retryable(method: str, path: str) -> bool:

@@ -45,7 +45,7 @@ from typing import Any
 from ledger import adopt_sql, card_engine, posting_sql
 from ledger.db import Session
 from ledger.model import KIND_ISSUE, Txn
-from ledger.schema import ALARM_COLUMNS, ENGINE_STATE_COLUMNS
+from ledger.schema import ALARM_COLUMNS, ENGINE_STATE_COLUMNS, OFFER_USE_COLUMNS
 from protocol import engine, engine_replay
 from protocol.engine_replay import REPLAY_DECLINED, REPLAY_DISAGREES
 
@@ -98,12 +98,15 @@ def apply_posted(session: Session, programs: Programs, batch_id: str, gateway_id
         return []
     kept = read(session, cards)
     balances = posting_sql.read_balances(session, cards)
-    dropped, rows = [], []
+    dropped, rows, uses = [], [], []
     for card in cards:
         program = programs[program_of[card]]
         before = kept.get(card)
+        applied: list[tuple[str, dict[str, Any]]] = []
         state, reason, through = _advance(session, card, program, before, by_card[card],
-                                          gateway_id, balances[card])
+                                          gateway_id, balances[card], applied)
+        if state is not None:
+            uses.extend(_offer_uses(card, program, applied, by_card[card], now))
         version = (0 if before is None else before.version) + len(by_card[card])
         rows.append(StoredEngine(card, program["id"], program["version"], state, reason,
                                  version, through, None if state is None else state["day"],
@@ -112,6 +115,7 @@ def apply_posted(session: Session, programs: Programs, batch_id: str, gateway_id
                                           or _rebuilt(before, program)):
             dropped.append((card, reason))
     _write(session, kept, rows)
+    session.bulk_insert("offer_uses", OFFER_USE_COLUMNS, uses)
     session.bulk_insert("alarms", ALARM_COLUMNS, (
         (now, ENGINE_DROPPED_ALARM,
          f"card {card[:64]}: engine state dropped ({reason}) by batch {batch_id[:64]};"
@@ -122,17 +126,19 @@ def apply_posted(session: Session, programs: Programs, batch_id: str, gateway_id
 
 def _advance(session: Session, card: str, program: dict[str, Any],
              before: StoredEngine | None, txns: list[Txn], gateway_id: str,
-             balance: tuple[int, int]) -> tuple[dict[str, Any] | None, str | None, str]:
+             balance: tuple[int, int], applied: list[tuple[str, dict[str, Any]]],
+             ) -> tuple[dict[str, Any] | None, str | None, str]:
     """(the card's state after `txns`, None) or (None, why none is kept), and the last
-    transaction in it."""
+    transaction in it; `applied` gets each of `txns`' (txn_id, effects) when it was applied
+    to a kept state (not when the state was built from the card's whole history)."""
     posted = [_posted(txn, gateway_id) for txn in txns]
     if before is not None and not _rebuilt(before, program):
         if before.state is None:
             return None, before.reason, txns[-1].txn_id  # dropped before: stays so
-        state, reason = engine_replay.advanced(card, program, before.state, posted)
+        state, reason = engine_replay.advanced(card, program, before.state, posted, applied)
         return (*_checked(state, reason, program, balance), txns[-1].txn_id)
     if txns[0].kind == KIND_ISSUE:  # issued now: the engine's own issue starts it
-        state, reason = engine_replay.advanced(card, program, None, posted)
+        state, reason = engine_replay.advanced(card, program, None, posted, applied)
         state, reason = _checked(state, reason, program, balance)
         if state is not None:
             return state, None, txns[-1].txn_id
@@ -201,6 +207,21 @@ def move(session: Session, programs: Programs | None, old: str, new: str, value_
                      through, None if moved is None else moved["day"], now)])
 
 
+def _offer_uses(card: str, program: dict[str, Any], applied: list[tuple[str, dict[str, Any]]],
+                txns: list[Txn], now: int) -> list[tuple[Any, ...]]:
+    """The offer_uses rows of the targeted offers the card's posted purchases took a use of
+    (engine_promotions GRANT_USED_PER_PURCHASE), as the ledger's engine applied them: what
+    the targeted offers report counts (ledger/offers.py)."""
+    targeted = {offer["id"] for offer in (program.get("promotions") or {}).get("offers", ())
+                if offer.get("targeted")}
+    if not targeted:
+        return []
+    amounts = {txn.txn_id: txn.amount_minor for txn in txns}
+    return [(txn_id, offer_id, card, program["id"], amounts[txn_id], now)
+            for txn_id, effects in applied for offer_id in effects.get("promotions", ())
+            if offer_id in targeted and txn_id in amounts]
+
+
 def _posted(txn: Txn, gateway_id: str) -> dict[str, Any]:
     """A posted transaction in the terms of a replay (adopt_sql.ADOPT_FIELDS)."""
     return {"txn_id": txn.txn_id, "kind": txn.kind, "time": txn.time, "gateway_id": gateway_id,
@@ -208,7 +229,7 @@ def _posted(txn: Txn, gateway_id: str) -> dict[str, Any]:
             "bonus_minor": txn.bonus_minor, "points": txn.points,
             "ref_txn_id": txn.ref_txn_id, "program": txn.program,
             "discount_minor": txn.discount_minor, "redeem_points": txn.redeem_points,
-            "reward": txn.reward}
+            "reward": txn.reward, "auth": txn.auth, "card_op": txn.card_op}
 
 
 def _write(session: Session, kept: dict[str, StoredEngine], rows: list[StoredEngine]) -> None:

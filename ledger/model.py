@@ -28,6 +28,12 @@ KINDS = (KIND_ISSUE, KIND_TOPUP, KIND_PURCHASE, KIND_REFUND, KIND_EXPIRE, KIND_C
 KIND_TRANSFER = "transfer"
 """A replaced card's value and points moved to its new card (ledger/replace_sql.py). Posted
 only by the ledger itself, never in a gateway's batch: not one of KINDS."""
+KIND_GRANT = "grant"
+"""A targeted offer issued to a card (ledger/card_ops_sql.py): no money; posted only by the
+ledger itself, never in a gateway's batch."""
+KIND_RANK = "rank"
+"""A card's tier for the next period by its rank in the chain (ledger/card_ops_sql.py): no
+money; posted only by the ledger itself, never in a gateway's batch."""
 
 
 _CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -95,6 +101,9 @@ class Txn:
     reward: str | None = None
     """The catalogue item a reward redemption handed over (optional, a purchase's only: its
     points posted as a points redemption by its legs; reported per item)."""
+    card_op: str | None = None
+    """The terms of an operation with no money the ledger posts itself (KIND_GRANT,
+    KIND_RANK), canonical JSON; never a key of a gateway's batch (TXN_LEDGER_ONLY_FIELDS)."""
 
 
 TXN_FIELDS = tuple(field.name for field in fields(Txn))
@@ -107,7 +116,10 @@ TXN_KEYS = tuple(
     if field.default is MISSING and field.name not in TXN_COMPUTED_FIELDS
 )
 """The keys every transaction of a batch carries (docs/ledger.md), in `Txn` order."""
-TXN_OPTIONAL_KEYS = tuple(field.name for field in fields(Txn) if field.default is not MISSING)
+TXN_LEDGER_ONLY_FIELDS = ("card_op",)
+"""Fields only the ledger writes (its own operations): a gateway's batch never carries them."""
+TXN_OPTIONAL_KEYS = tuple(field.name for field in fields(Txn) if field.default is not MISSING
+                          and field.name not in TXN_LEDGER_ONLY_FIELDS)
 """Keys a transaction may leave out (its fields with a default): absent and null are the same."""
 TXN_UNSTORED_FIELDS = ("hold_id", "legs")
 """Fields that are no column of the transactions table: a posted hold is a hold_postings row,

@@ -258,6 +258,17 @@ _STATEMENTS = (
         day BIGINT,
         updated_at BIGINT NOT NULL,
         CHECK ((state IS NULL) <> (reason IS NULL)))""",
+    # A targeted offer's use by a posted purchase, as the ledger's engine applied it
+    # (ledger/engine_sql.py, in the batch's transaction): the offers report counts these.
+    """CREATE TABLE IF NOT EXISTS offer_uses (
+        txn_id TEXT NOT NULL REFERENCES transactions (txn_id),
+        offer TEXT NOT NULL,
+        card TEXT NOT NULL,
+        program TEXT NOT NULL,
+        amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0),
+        at BIGINT NOT NULL,
+        PRIMARY KEY (txn_id, offer))""",
+    "CREATE INDEX IF NOT EXISTS offer_uses_by_offer ON offer_uses (program, offer)",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -270,6 +281,9 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("sun_counter", "BIGINT CHECK (sun_counter >= 0)"),
         # The reward item a redemption handed over (docs/programs.md): null on every other.
         ("reward", "TEXT"),
+        # The terms of the ledger's own operations with no money (a targeted offer's grant,
+        # a rank: ledger/card_ops_sql.py), JSON: null on every other.
+        ("card_op", "TEXT"),
     ),
     "cards": (
         # The highest SUN read counter accepted for the card (a hold or a posted
@@ -338,6 +352,8 @@ REPLACEMENT_COLUMNS = ("old_card", "new_card", "txn_id", "reason", "at", "login"
 """Every card_replacements column: which card replaced which, by which transfer, why, when,
 by whom, and the customer whose link moved (null if none)."""
 """Every customer_audit column but its id."""
+OFFER_USE_COLUMNS = ("txn_id", "offer", "card", "program", "amount_minor", "at")
+"""Every offer_uses column."""
 ENGINE_STATE_COLUMNS = ("card", "program", "program_version", "state", "reason", "version",
                         "through_txn_id", "day", "updated_at")
 """Every card_engine_states column: the card, the program (and its version) the state was

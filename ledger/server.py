@@ -35,6 +35,10 @@
     GET    /v1/customers/<id>/export         everything held about it, one JSON document
     POST   /v1/customers/find  {"phone"|"email": text} -> {"customer_id"} / 404 customer_unknown
     POST   /v1/customers/retention  {"inactive_days", "dry_run"}: erase (or list) the inactive
+    POST   /v1/offers/grants   issue a targeted offer {"program", "offer", "issue", "uses",
+                               "last_on", "cards"?, "customers"?, "segment"?} (ledger/offers.py)
+    GET    /v1/offers/report   ?program=P&offer=O: the offer's response
+    POST   /v1/rank            {"program", "period"?}: rank the cards, post their levels
     POST   /v1/enrolments      a counter enrols a card: join or create a customer by phone or
                                e-mail (ledger/customers.py `Customers.enrol`) -> 200 / 4xx
 
@@ -66,11 +70,12 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from ledger import auth, feed_sql, fleet_sql, office
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
@@ -126,6 +131,10 @@ CUSTOMER_CARDS_PART = "/cards/"
 CUSTOMER_FIND_PART = "find"  # POST /v1/customers/find: no generated id is this word
 CUSTOMER_RETENTION_PART = "retention"  # POST /v1/customers/retention
 ENROLMENTS_PATH = "/v1/enrolments"
+OFFER_GRANTS_PATH = "/v1/offers/grants"
+OFFER_REPORT_PATH = "/v1/offers/report"
+RANK_PATH = "/v1/rank"
+EPOCH_DATE = date(1970, 1, 1)  # the engine's day 0
 BLOCK_SUFFIX = "/block"
 REPLACE_SUFFIX = "/replace"
 BLOCKS_PATH = "/v1/blocks"
@@ -478,6 +487,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._customer_route(method, path)
         if path == ENROLMENTS_PATH:
             return self._only("POST", method, self._enrol)
+        if path == OFFER_GRANTS_PATH:
+            return self._only("POST", method, self._issue_offer)
+        if path == OFFER_REPORT_PATH:
+            return self._only("GET", method, lambda: self._offer_report(target.query))
+        if path == RANK_PATH:
+            return self._only("POST", method, self._rank)
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
@@ -599,6 +614,37 @@ class _Handler(BaseHTTPRequestHandler):
             "request_malformed"), blocked)
         login = self._login.name if self._login else "(open ledger)"
         return 200, self.server.books.block_card(card, blocked, reason, login)
+
+    def _issue_offer(self) -> Answer:
+        """POST /v1/offers/grants: grant a targeted offer (manager, admin)."""
+        self._may(auth.RUN_PROGRAMS)
+        request = _offer_issue(self._read_json("request_malformed"))
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.books.issue_offer(login=login, **request)
+
+    def _offer_report(self, query: str) -> Answer:
+        """GET /v1/offers/report?program=P&offer=O: a read of the books."""
+        self._may(auth.READ_BOOKS)
+        found = parse_qs(query)
+        program, offer = found.get("program", [""])[0], found.get("offer", [""])[0]
+        if ID_PATTERN.fullmatch(program) is None or ID_PATTERN.fullmatch(offer) is None:
+            raise BatchInvalid("parameter_invalid", "give ?program=ID&offer=ID")
+        return 200, self.server.books.offer_report(program, offer)
+
+    def _rank(self) -> Answer:
+        """POST /v1/rank {"program", "period"?}: rank a program's cards (manager, admin)."""
+        self._may(auth.RUN_PROGRAMS)
+        body = self._read_json("request_malformed")
+        program = body.get("program") if isinstance(body, dict) else None
+        period = body.get("period") if isinstance(body, dict) else None
+        if (not isinstance(body, dict) or not set(body) <= {"program", "period"}
+                or not isinstance(program, str) or ID_PATTERN.fullmatch(program) is None
+                or (period is not None and (not isinstance(period, int)
+                                            or isinstance(period, bool) or period < 0))):
+            raise BatchInvalid("request_malformed",
+                               "send {\"program\": id, \"period\": integer >= 0 (optional)}")
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.books.rank_cards(program, period, login)
 
     def _replace(self, card: str) -> Answer:
         """POST /v1/cards/<card>/replace: replace a lost or damaged card (manager, admin)."""
@@ -912,6 +958,41 @@ def _block_reason(body: object, blocked: bool) -> str:
         raise BatchInvalid("request_malformed", "send {\"reason\": text}, 1 to "
                                                 f"{BLOCK_REASON_CHARS_MAX} characters")
     return reason
+
+
+OFFER_ISSUE_KEYS = {"program", "offer", "issue", "uses", "last_on", "cards", "customers",
+                    "segment"}
+OFFER_ISSUE_REQUIRED = {"program", "offer", "issue", "uses", "last_on"}
+
+
+def _offer_issue(body: object) -> dict[str, Any]:
+    """The Books.issue_offer arguments of a POST /v1/offers/grants body (its shape only:
+    ledger/offers.py judges the values)."""
+    usage = ("send {\"program\", \"offer\", \"issue\": ids, \"uses\": integer,"
+             " \"last_on\": YYYY-MM-DD, and \"cards\" or \"customers\" (lists of ids) or"
+             " \"segment\" (an object)}")
+    if (not isinstance(body, dict) or not OFFER_ISSUE_REQUIRED <= set(body) <= OFFER_ISSUE_KEYS
+            or not {"cards", "customers", "segment"} & set(body)):
+        raise BatchInvalid("request_malformed", usage)
+    for key in ("program", "offer", "issue"):
+        if not isinstance(body[key], str) or ID_PATTERN.fullmatch(body[key]) is None:
+            raise BatchInvalid("request_malformed", f"{key}: an id; " + usage)
+    for key in ("cards", "customers"):
+        listed = body.get(key, [])
+        if not isinstance(listed, list) or not all(
+                isinstance(item, str) and ID_PATTERN.fullmatch(item) for item in listed):
+            raise BatchInvalid("request_malformed", f"{key}: a list of ids; " + usage)
+    if not isinstance(body["uses"], int) or isinstance(body["uses"], bool):
+        raise BatchInvalid("request_malformed", "uses: an integer; " + usage)
+    if "segment" in body and not isinstance(body["segment"], dict):
+        raise BatchInvalid("request_malformed", "segment: an object; " + usage)
+    try:
+        last_day = (date.fromisoformat(body["last_on"]) - EPOCH_DATE).days
+    except (TypeError, ValueError):
+        raise BatchInvalid("request_malformed", "last_on: YYYY-MM-DD; " + usage) from None
+    return {"program": body["program"], "offer": body["offer"], "issue": body["issue"],
+            "uses": body["uses"], "last_day": last_day, "cards": body.get("cards"),
+            "customers": body.get("customers"), "segment": body.get("segment")}
 
 
 def _replacement(body: object) -> tuple[str, str]:

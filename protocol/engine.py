@@ -15,7 +15,8 @@ Operations (`op` dicts; amounts are integers in minor units, floats/bools/negati
      "happened"?, "discount_minor"?,     a sale that happened at the counter (engine_sale)
      "points_earned"?, "minute"?,        the minute of its UTC day, 0..1439 (offers by hour)
      "birthday"?,                        the customer's "MM-DD" (birthday-week offers)
-     "offers"?}                          granted targeted offer ids (TARGETED_OFFER_NAMED)
+     "grants"?}                          true: may use the card's targeted offer grants
+                                         (an online sale: TARGETED_OFFER_GRANTED)
     {"op": "refund", "id"?, "of", "amount_minor"?}       of = the id of an issue/topup/purchase
     {"op": "void", "id"?, "of"}                          refund of all that is left of a sale
     {"op": "cashout", "id"?, "amount_minor"?}            only if the program allows cash-out
@@ -24,6 +25,8 @@ Operations (`op` dicts; amounts are integers in minor units, floats/bools/negati
     {"op": "tick"}                                       let time pass: expiry, downgrades
     {"op": "rank", "id", "level", "period"}              tiers by rank: the card's level for
                                                          the next period (engine_rank)
+    {"op": "grant", "id", "offer", "uses", "last_day"}   a targeted offer issued to the card
+                                                         (engine_promotions)
 
 Effects, a dict: op, card, program, version (the program the operation was computed with),
 day, legs, and per op the amounts it moved (see docs/programs.md), or `declined`: a reason
@@ -42,7 +45,7 @@ with text keys, lists, ints, texts, None): it survives json.dumps/json.loads unc
 """
 
 from protocol import engine_points as points
-from protocol import engine_rank
+from protocol import engine_promotions, engine_rank
 from protocol import engine_reward as reward
 from protocol import engine_sale as sale
 from protocol import engine_spend as spend
@@ -262,4 +265,5 @@ HANDLERS = {
     "reward": reward.reward,
     "tick": _tick,
     "rank": engine_rank.rank,
+    "grant": engine_promotions.grant,
 }

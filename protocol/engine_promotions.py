@@ -14,8 +14,8 @@ minute is judged on its UTC day (OFFER_UTC_DAY_WITHOUT_MINUTE).
     tiers                 the card's tier
     first_purchase        the card's first purchase (the card has made none before)
     birthday_week         the customer's birthday week (`birthday`, rule BIRTHDAY_WEEK)
-    targeted              only for a customer the office issued the offer to (op "offers",
-                          rule TARGETED_OFFER_NAMED)
+    targeted              only for a card the office granted the offer to (op "grant",
+                          rule TARGETED_OFFER_GRANTED), on a sale that may use grants
 
 and what it gives: an earn multiplier, bonus points on a paid purchase, a percent off. On a
 purchase, the offers that apply are combined by the section's `combine` rule:
@@ -30,13 +30,18 @@ it applies only when larger than all of them, and discounts never add up.
 What a sale is, beyond its day, comes with it (`sale_terms`): the minute of its UTC day
 (op "minute", 0..1439; absent: no offer with hours applies), whether the card bought before
 (the state's `purchases`), the customer's birthday as "MM-DD" (op "birthday"; absent: no
-birthday offer). Named rule BIRTHDAY_WEEK: the seven days starting on the birthday's
-month-day in the sale's year (or in the year before, for a week that runs into January);
-a 29 February birthday falls on 28 February in other years (BIRTHDAY_FEB_29_ON_28).
-Named rule TARGETED_OFFER_NAMED: a targeted offer applies only when the op's "offers" (the
-ids of the targeted offers the card's customer was issued and has uses left, as the
-authority that keeps the grants says) names it; absent: no targeted offer. A segment is not
-an engine condition: the office turns a segment into grants when it issues the offer.
+birthday offer), whether it may use the card's grants (op "grants": true on an online
+sale, priced where the grants are kept). Named rule BIRTHDAY_WEEK: the seven days
+starting on the birthday's month-day in the sale's year (or in the year before, for a week
+that runs into January); a 29 February birthday falls on 28 February in other years
+(BIRTHDAY_FEB_29_ON_28).
+Named rule TARGETED_OFFER_GRANTED: a targeted offer applies only to a sale whose op says
+`grants: true` and whose card holds a grant of it (state "grants": {offer: [uses left,
+last day]}) with a use left and a last day not past; the `grant` operation puts it there
+(the office issues it: to a list of cards, or to a segment of customers it turns into
+cards), every copy of the engine applying the same grant. A purchase that gets it takes one
+use (GRANT_USED_PER_PURCHASE); a refund does not give the use back. A segment is not an
+engine condition.
 """
 
 from protocol import local_time
@@ -84,29 +89,80 @@ def read_birthday(op):
     return month, day
 
 
-OFFERS_NAMED_MAX = 16  # op "offers": as many as a program has offers (programs.OFFERS_MAX)
+GRANT_USES_MAX = 100  # uses of one grant: an offer is a treat, not a standing discount
 
 
-def read_offers(op):
-    """The op's granted targeted offer ids (a list), or None (not given)."""
-    named = op.get("offers")
-    if named is None:
+def read_grants_flag(op):
+    """The op's `grants`: may this sale use the card's grants (True: an online sale, priced
+    by a copy of the engine that keeps the grants)? Absent: no."""
+    flag = op.get("grants", False)
+    if flag is not True and flag is not False:
+        raise ValidationError(FIELD_INVALID, "grants must be true or false")
+    return flag
+
+
+def granted(state, op, now):
+    """The ids of the targeted offers a sale may use (rule TARGETED_OFFER_GRANTED): the
+    card's grants with a use left whose last day is not past, when the op says the sale may
+    use them (`grants`); else None."""
+    if not read_grants_flag(op):
         return None
-    if not isinstance(named, list) or len(named) > OFFERS_NAMED_MAX:
-        raise ValidationError(FIELD_INVALID, "offers must be a list of up to 16 offer ids")
-    for offer_id in named:
-        if not isinstance(offer_id, str) or not 1 <= len(offer_id) <= 32:
-            raise ValidationError(FIELD_INVALID, "offers must be a list of up to 16 offer ids")
-    return named
+    grants = state.get("grants") or {}
+    return [offer_id for offer_id, (uses, last_day) in grants.items()
+            if uses > 0 and now <= last_day]
 
 
-def sale_terms(state, op):
+def sale_terms(state, op, now=None):
     """What the offers look at in an op and the card's state, beyond the day and tier:
     {"minute", "first_purchase", "birthday", "offers"}. A state without `purchases`
     (taken on from balances, or kept before it was counted) has an unknown past: not a
-    first purchase."""
+    first purchase. `now`: the sale's day, for the grants' last days (None: no grants)."""
     return {"minute": read_minute(op), "first_purchase": state.get("purchases") == 0,
-            "birthday": read_birthday(op), "offers": read_offers(op)}
+            "birthday": read_birthday(op),
+            "offers": None if now is None else granted(state, op, now)}
+
+
+def use_grants(state, program, ids):
+    """Rule GRANT_USED_PER_PURCHASE: a purchase takes one use of each targeted offer it got;
+    a grant with no use left is forgotten (so is one past its last day, by `grant`)."""
+    grants = state.get("grants")
+    if not grants:
+        return
+    for offer in program["promotions"]["offers"]:
+        if offer.get("targeted") and offer["id"] in ids and offer["id"] in grants:
+            uses, last_day = grants[offer["id"]]
+            if uses <= 1:
+                del grants[offer["id"]]
+            else:
+                grants[offer["id"]] = [uses - 1, last_day]
+    if not grants:
+        del state["grants"]  # a card's state stays as small as it was before any grant
+
+
+def grant(state, program, op, now, effects):
+    """The `grant` operation (no money): the office issues a targeted offer to the card,
+    {"op": "grant", "id", "offer", "uses", "last_day"}: `uses` purchases (1..GRANT_USES_MAX)
+    up to engine day `last_day` (not before the grant's day) may get it. Rule GRANT_REPLACES:
+    a new grant of the same offer replaces the card's earlier one (the office issued it
+    again: its uses and last day now). Grants past their last day are forgotten here."""
+    section = program.get("promotions")
+    targeted = [offer["id"] for offer in (section or {}).get("offers", ())
+                if offer.get("targeted")]
+    offer_id = op.get("offer")
+    if offer_id not in targeted:
+        raise ValidationError(FIELD_INVALID, "offer is not a targeted offer of the program")
+    uses, last_day = op.get("uses"), op.get("last_day")
+    if (not isinstance(uses, int) or isinstance(uses, bool)
+            or not 1 <= uses <= GRANT_USES_MAX):
+        raise ValidationError(FIELD_INVALID, "uses must be an integer in 1..%d" % (
+            GRANT_USES_MAX))
+    if not isinstance(last_day, int) or isinstance(last_day, bool) or last_day < now:
+        raise ValidationError(FIELD_INVALID, "last_day must be a day not before the grant's")
+    kept = {key: value for key, value in (state.get("grants") or {}).items()
+            if value[1] >= now}
+    kept[offer_id] = [uses, last_day]
+    state["grants"] = kept
+    effects.update({"offer": offer_id, "uses": uses, "last_day": last_day})
 
 
 def _birthday_in(year, month, day):
@@ -145,7 +201,7 @@ def _applies(offer, tier, day, sale):
                 hit = True
         if not hit:
             return False
-    if offer.get("targeted"):  # TARGETED_OFFER_NAMED
+    if offer.get("targeted"):  # TARGETED_OFFER_GRANTED
         named = None if sale is None else sale.get("offers")
         if named is None or offer["id"] not in named:
             return False

@@ -26,11 +26,20 @@ ledger reports no engine state).
     view = described(state, program, day)     tier, discount, points lots (engine days)
 """
 
+import json
+
 from protocol import engine
 from protocol import engine_spend as spend
 from protocol.programs import TIER_BASIS_SPEND, TIER_BASIS_VISITS
 
 DAY_S = 86_400  # the engine's day: whole UTC days since the epoch
+CARD_OP_KINDS = ("grant", "rank")
+"""Operations with no money the ledger posts itself (ledger/card_ops_sql.py): the posted
+transaction's `card_op` holds the operation's terms (JSON), its kind names the operation."""
+GRANTS_USED_BY = ("online", "stand_in")
+"""The posted `auth` of sales priced by a gateway's engine, which keeps the card's grants:
+they may have used a targeted offer (engine_promotions TARGETED_OFFER_GRANTED); a sale made
+offline was priced by a terminal that knows none."""
 
 REPLAY_NOT_LISTED = "history_too_long"
 """More transactions than the ledger lists for a replay (ledger/limits.py ADOPT_CHANGES_MAX)."""
@@ -64,12 +73,21 @@ def posted_op(posted):
               "points_earned": int(posted.get("points") or 0)}
         if card_minor:  # the card part as posted: all that was due, or a split tender's
             op.update(pay="split", card_minor=card_minor)
+        if posted.get("auth") in GRANTS_USED_BY:
+            # Priced where the card's grants are kept: it took a use of each targeted offer
+            # it got (TARGETED_OFFER_GRANTED), at the minute its offers were judged by.
+            op["grants"] = True
+            op["minute"] = int(posted["time"]) % DAY_S // 60
         return op
     if kind == "refund":
         return {"op": "refund", "id": txn_id, "of": posted.get("ref_txn_id") or "",
                 "amount_minor": amount}
     if kind == "cashout":
         return {"op": "cashout", "id": txn_id, "amount_minor": amount}
+    if kind in CARD_OP_KINDS:  # the office's operation with no money (ledger/card_ops_sql.py)
+        op = json.loads(posted["card_op"])
+        op.update(op=kind, id=txn_id)
+        return op
     return None
 
 
@@ -92,12 +110,13 @@ def replay(card, program, transactions, now_day, value_minor, points):
     return state, None
 
 
-def advanced(card, program, state, transactions):
+def advanced(card, program, state, transactions, effects_out=None):
     """(`state`, None before issue, after the posted `transactions` in their order, None),
     or (None, REPLAY_NOT_ISSUED / REPLAY_DECLINED). Each runs on its own day or, posted
     late (made offline), on the state's; one that stands for no operation (an expiry)
     lets time pass to its day, so the state lapses what the books' expiry took. The
-    ledger keeps each card's state so, batch by batch (ledger/engine_sql.py)."""
+    ledger keeps each card's state so, batch by batch (ledger/engine_sql.py). `effects_out`
+    (a list): each transaction's (txn_id, effects) is appended to it."""
     for posted in transactions:
         day = int(posted["time"]) // DAY_S
         if state is not None:
@@ -114,6 +133,8 @@ def advanced(card, program, state, transactions):
         state, effects = engine.apply(state, program, op, day)
         if "declined" in effects:
             return None, REPLAY_DECLINED
+        if effects_out is not None:
+            effects_out.append((posted["txn_id"], effects))
     return state, None
 
 

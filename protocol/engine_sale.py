@@ -131,7 +131,7 @@ def purchase(state, program, op, now, effects):
     happened = read_happened(op)
     if not amount:
         raise ValidationError(AMOUNT_INVALID, "a purchase has a positive amount")
-    offer = promotions.terms(program, state["tier"], now, promotions.sale_terms(state, op))
+    offer = promotions.terms(program, state["tier"], now, promotions.sale_terms(state, op, now))
     pct, computed = spend.discount_for(state, program, now, amount, offer["discount_pct"])
     discount = read_discount(op, computed, amount)
     due = amount - discount
@@ -175,6 +175,8 @@ def purchase(state, program, op, now, effects):
     points.credit(state, earned, now, sale_id, fresh=True)
     move(legs, PROMOTION_EXPENSE, CARD_POINTS, POINTS_UNIT, earned, "earn")
     note_sale(state, sale_id)
+    if offer["ids"]:
+        promotions.use_grants(state, program, offer["ids"])
     if state.get("purchases") is not None:  # unknown (None, absent) stays unknown
         state["purchases"] += 1
     state["sales"][sale_id] = {

@@ -372,7 +372,7 @@ def _promotions(table, path, program):
         if program["points"] is None and (entry["earn_multiplier_bp"] != 10000
                                           or entry["bonus_points"]):
             raise ProgramInvalid(offer_path, "points offers need a points section")
-        # Targeted offers (engine_promotions TARGETED_OFFER_NAMED): kept only when true, so
+        # Targeted offers (engine_promotions TARGETED_OFFER_GRANTED): kept only when true, so
         # programs without them reach terminals as before.
         if _boolean(offer, offer_path, "targeted", False):
             entry["targeted"] = True

@@ -104,8 +104,8 @@ def unblock_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def show_command(args: argparse.Namespace, out: TextIO | None = None,
                  err: TextIO | None = None) -> int:
-    answer = _ask(lambda client: client.card(args.card), args)
-    _write(answer, out)
+    answer = ask(lambda client: client.card(args.card), args)
+    write_answer(answer, out)
     reason = answer.get("engine_reason")  # absent: a ledger older than the engine state
     if reason is not None:
         print("tilltap card show: no tier, discount or points lots: "
@@ -115,11 +115,11 @@ def show_command(args: argparse.Namespace, out: TextIO | None = None,
 
 def _print(call: Any, args: argparse.Namespace, out: TextIO | None) -> int:
     """Connect, make the one call, print its answer; a refusal or outage is one line."""
-    _write(_ask(call, args), out)
+    write_answer(ask(call, args), out)
     return 0
 
 
-def _ask(call: Any, args: argparse.Namespace) -> dict[str, Any]:
+def ask(call: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Connect and make the one call; a refusal or outage is one line (UsageError,
     OutsideFailure)."""
     client = connect(args.ledger_url, args.ledger_token_file, args.ledger_ca)
@@ -132,7 +132,7 @@ def _ask(call: Any, args: argparse.Namespace) -> dict[str, Any]:
     return answer
 
 
-def _write(answer: dict[str, Any], out: TextIO | None) -> None:
+def write_answer(answer: dict[str, Any], out: TextIO | None) -> None:
     text = json.dumps(answer, indent=2, sort_keys=True)
     if out is None:
         print(text)

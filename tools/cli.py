@@ -219,8 +219,9 @@ def _programs_check(args: argparse.Namespace) -> int:
     for program in programs.values():
         sections = [key for key in ("points", "prepaid", "gift", "discount", "tiers")
                     if program[key] is not None]
-        if program.get("company") is not None:  # company cards: the per-card limits
-            sections.append("company")
+        # The optional sections (absent from a program that has none), as the file names them.
+        sections += [key for key in ("volume", "promotions", "rewards", "company")
+                     if program.get(key) is not None]
         print(f"{program['id']} v{program['version']} {program['currency']}: "
               f"{' + '.join(sections)}")
     return 0
@@ -549,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.customers import add_arguments as add_customer_arguments
 
     add_customer_arguments(commands, card, ledger)
+    from tools.offers import add_arguments as add_offer_arguments
+
+    add_offer_arguments(commands, programs)
     return parser
 
 

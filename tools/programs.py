@@ -50,11 +50,12 @@ OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "topup": (("card", "amount_minor"), ("pay",)),
     # happened / discount_minor: a sale that already happened at the counter (an offline
     # quote), replayed as the gateway applies it (docs/programs.md 2.1); minute / birthday:
-    # what promotions by hour and birthday week look at (the engine checks them); offers:
-    # the targeted offers granted to the card's customer (TARGETED_OFFER_NAMED).
+    # what promotions by hour and birthday week look at (the engine checks them); grants:
+    # may the sale use the card's targeted offer grants (TARGETED_OFFER_GRANTED; default:
+    # yes, unless it happened offline).
     "purchase": (("card", "amount_minor"), ("pay", "redeem_points", "happened",
                                              "discount_minor", "minute", "birthday",
-                                             "offers")),
+                                             "grants")),
     "refund": (("of",), ("amount_minor",)),
     "void": (("of",), ()),
     "cashout": (("card",), ("amount_minor",)),
@@ -64,6 +65,9 @@ OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # Tiers by rank: the level the ledger's ranking gives the card for the next period
     # (protocol/engine_rank.py; the engine checks level and period).
     "rank": (("card", "level", "period"), ()),
+    # A targeted offer the office issues to the card: `uses` purchases up to simulated day
+    # `last_day` may get it (protocol/engine_promotions.py grant).
+    "grant": (("card", "offer", "uses", "last_day"), ()),
 }
 
 
@@ -255,6 +259,8 @@ class Simulation:
         fields["id"] = str(index)
         if "of" in op:
             fields["of"] = str(op["of"])
+        if kind == "purchase" and "grants" not in op:  # online, unless it happened offline
+            fields["grants"] = not op.get("happened", False)
         state = self.cards.get(card) if card is not None else None
         program_id = state["program"] if state is not None else op.get("program")
         if card is None:

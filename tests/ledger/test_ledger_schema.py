@@ -10,7 +10,12 @@ import pytest
 
 from ledger import open_books
 from ledger.db import open_database
-from ledger.model import TXN_KEYS, TXN_OPTIONAL_KEYS, TXN_UNSTORED_FIELDS
+from ledger.model import (
+    TXN_KEYS,
+    TXN_LEDGER_ONLY_FIELDS,
+    TXN_OPTIONAL_KEYS,
+    TXN_UNSTORED_FIELDS,
+)
 from ledger.schema import (
     CARD_BLOCK_COLUMNS,
     CARD_CHANGE_COLUMNS,
@@ -61,7 +66,10 @@ def test_a_table_has_exactly_the_columns_its_rows_are_inserted_with(
 
 def test_a_transaction_row_holds_every_key_a_batch_sends_but_hold_id_and_legs() -> None:
     """What is sent is stored as a column, but the hold (a hold_postings row) and the legs
-    (entries rows); the row adds its batch and the content hash."""
+    (entries rows); the row adds its batch, the content hash and what only the ledger
+    writes (its own operations' terms)."""
     sent = {*TXN_KEYS, *TXN_OPTIONAL_KEYS}
     assert set(TXN_UNSTORED_FIELDS) == {"hold_id", "legs"}
-    assert set(TXN_COLUMNS) == sent - set(TXN_UNSTORED_FIELDS) | {"batch_id", "content_hash"}
+    assert set(TXN_LEDGER_ONLY_FIELDS) == {"card_op"} and not sent & {"card_op"}
+    assert set(TXN_COLUMNS) == sent - set(TXN_UNSTORED_FIELDS) | {
+        "batch_id", "content_hash", *TXN_LEDGER_ONLY_FIELDS}

@@ -403,30 +403,52 @@ def test_the_birthday_week_is_seven_days_from_the_birthday_and_29_february_falls
         assert declined["declined"] == "field_invalid", wrong
 
 
-def test_a_targeted_offer_applies_only_when_the_purchase_names_it_and_never_offline():
-    """Rule TARGETED_OFFER_NAMED: 15 % off for the customers issued "winback". 40.00 naming
-    it: 6.00 off, 34.00 paid earns 17 points (5 %, 10 points a euro); not named, or named
-    offers absent: nothing off, 20 points. An offline quote never gives it
+def test_a_targeted_offer_applies_only_to_a_granted_card_online_and_its_uses_run_out():
+    """Rule TARGETED_OFFER_GRANTED: 15 % off for the cards granted "winback". Before any
+    grant, 40.00 online: nothing off, 20 points (5 %, 10 points a euro). Granted 2 uses up to
+    day 3: 40.00 online gets 6.00 off, 34.00 paid earns 17 points; a sale that may not use
+    grants (offline, applied later) gets nothing and takes no use; the second online sale
+    takes the last use (GRANT_USED_PER_PURCHASE) and the third gets nothing. Granted again
+    (GRANT_REPLACES) 1 use up to day 5: day 6 is past it. An offline quote never gives it
     (OFFLINE_NO_TARGETED_OFFER)."""
     program = validate_program("winback", {
         "version": 1, "currency": "EUR", "points": {"earn_bp": 500, "points_per_unit": 10},
-        "promotions": {"offers": [{"id": "winback", "targeted": True, "discount_pct": 15}]}})
+        "promotions": {"offers": [{"id": "winback", "targeted": True, "discount_pct": 15},
+                                  {"id": "all", "bonus_points": 1}]}})
     state = issued(program)
-    op = purchase("a", 4000)
-    op["offers"] = ["winback"]
-    state, effects = accepted(state, program, op, 0)
+
+    def online(sale_id, day):
+        op = purchase(sale_id, 4000)
+        op["grants"] = True
+        return accepted(state, program, op, day)
+
+    state, effects = online("a", 0)
+    assert (effects["discount_minor"], effects["points_earned"]) == (0, 21)
+    grant = {"op": "grant", "id": "g1", "offer": "winback", "uses": 2, "last_day": 3}
+    state, effects = accepted(state, program, grant, 0)
+    assert (effects["offer"], effects["uses"], effects["last_day"]) == ("winback", 2, 3)
+    assert state["grants"] == {"winback": [2, 3]}
+    state, effects = online("b", 1)
     assert (effects["discount_minor"], effects["points_earned"], effects["promotions"]) == (
         600, 17, ["winback"])
-    op = purchase("b", 4000)
-    op["offers"] = []
-    state, effects = accepted(state, program, op, 0)
-    assert (effects["discount_minor"], effects["points_earned"]) == (0, 20)
-    assert "promotions" not in effects
-    state, effects = accepted(state, program, purchase("c", 4000), 0)
-    assert (effects["discount_minor"], effects.get("promotions")) == (0, None)
+    assert state["grants"] == {"winback": [1, 3]}
+    state, effects = accepted(state, program, purchase("c", 4000), 1)  # no grants: offline
+    assert (effects["discount_minor"], effects["promotions"]) == (0, ["all"])
+    assert state["grants"] == {"winback": [1, 3]}
+    state, effects = online("d", 3)
+    assert effects["discount_minor"] == 600 and "grants" not in state
+    state, effects = online("e", 3)
+    assert effects["discount_minor"] == 0
+    state, _ = accepted(state, program, dict(grant, id="g2", uses=1, last_day=5), 4)
+    state, effects = online("f", 6)
+    assert effects["discount_minor"] == 0 and state["grants"] == {"winback": [1, 5]}
     quote = engine_offline.quote(program, None, 0, True, 4000, "other", 0, 480)
-    assert (quote["discount_minor"], quote.get("promotions")) == (0, None)
-    op = purchase("d", 4000)
-    op["offers"] = [7]
-    _, declined = engine.apply(state, program, op, 0)
+    assert (quote["discount_minor"], quote.get("promotions")) == (0, ["all"])
+    for wrong in ({"offer": "all"}, {"offer": "nope"}, {"uses": 0}, {"uses": 101},
+                  {"uses": True}, {"last_day": 5}, {"last_day": "7"}):
+        _, declined = engine.apply(state, program, dict(grant, id="g3", **wrong), 6)
+        assert declined["declined"] == "field_invalid", wrong
+    op = purchase("g", 4000)
+    op["grants"] = "yes"
+    _, declined = engine.apply(state, program, op, 6)
     assert declined["declined"] == "field_invalid"

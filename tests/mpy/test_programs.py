@@ -22,8 +22,8 @@ def refusal(program_table, program_id="p"):
 
 def test_every_example_program_is_valid_and_complete():
     programs = validate_programs(DOCUMENT)
-    assert sorted(programs) == ["chainrank", "club", "coffee", "frequent", "gift", "longtime",
-                                "regulars", "saver", "staff", "vip", "wallet"]
+    assert sorted(programs) == ["bakery", "chainrank", "club", "coffee", "frequent", "gift",
+                                "longtime", "regulars", "saver", "staff", "vip", "wallet"]
     for program in programs.values():
         # `company` only on a program with the section (staff): additive for old terminals
         keys = sorted(key for key in program if key != "company")

@@ -417,8 +417,16 @@ def test_an_offline_quote_on_the_snapshots_day_is_exactly_what_the_engine_gives(
             assert engine.apply(after, program, sale, sale_day)[1]["declined"] == error.reason
             return
         _, online = engine.apply(after, program, sale, sale_day)
+        first_offer = after.get("purchases") == 0 and any(
+            offer["first_purchase"] for offer in (program.get("promotions") or {}).get(
+                "offers", ()))
         if "declined" in online:
             assert online["declined"] in ("insufficient_value", "card_expired") and pay == "card"
+        elif first_offer:
+            # A terminal does not know the card never bought: it quotes no first-purchase
+            # offer (engine_offline.quote), which online gives: the quote gives no more.
+            assert online["points_earned"] >= quoted["points_earned"]
+            assert online["discount_minor"] >= quoted["discount_minor"]
         else:
             assert {key: online[key] for key in QUOTED} == {key: quoted[key] for key in QUOTED}
             assert online.get("promotions") == quoted.get("promotions")
@@ -426,6 +434,9 @@ def test_an_offline_quote_on_the_snapshots_day_is_exactly_what_the_engine_gives(
         counter = dict(sale, happened=True, discount_minor=quoted["discount_minor"])
         _, replayed = engine.apply(after, program, counter, sale_day)
         assert "declined" not in replayed, replayed
-        assert {key: replayed[key] for key in QUOTED} == {key: quoted[key] for key in QUOTED}
+        # The gateway's engine gives the sale's record the first-purchase bonus the terminal
+        # could not quote (its points count stands: gateway/cards.py `_booked_as_recorded`).
+        keys = [key for key in QUOTED if not (first_offer and key == "points_earned")]
+        assert {key: replayed[key] for key in keys} == {key: quoted[key] for key in keys}
 
     run(program, steps, value_minor, bad_amount, check)

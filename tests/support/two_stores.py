@@ -137,13 +137,16 @@ class Chain:
 def chain(dsn: str, brokers: tuple[StoreBroker, StoreBroker],
           workdir: Path, limits: dict[str, int] | None = None,
           card_keys: CardKeys | None = None,
-          customer_key: CustomerKey | None = None) -> Iterator[Chain]:
+          customer_key: CustomerKey | None = None,
+          programs: dict[str, dict[str, Any]] | None = None) -> Iterator[Chain]:
     """Two stores, A and B, on one ledger serving `dsn`; `limits`: the tills' offline
     limits (none by default: a till that gets no answer declines); `card_keys`: the
     chain's card masters, every tap proved by its SUN (none: plain cards by UID);
-    `customer_key`: the ledger's, for customers (none: it keeps none)."""
+    `customer_key`: the ledger's, for customers (none: it keeps none); `programs`: the
+    ledger's (`ledger serve --programs`: it keeps the cards' engine states; none: it
+    keeps none)."""
     with ExitStack() as stack:
-        ledger = serve(dsn, customer_key=customer_key)
+        ledger = serve(dsn, customer_key=customer_key, programs=programs)
         # The chain's ledger when it ends: a test may stop it and serve again (same port).
         stack.callback(lambda: shops.ledger.stop())
         stores = []

@@ -85,8 +85,11 @@ def test_simulate_gives_the_hand_computed_scenario(scenario: dict[str, Any],
 def test_check_lists_every_program_with_its_version_and_sections() -> None:
     result = tilltap("programs", "check", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "club v2 EUR: points + prepaid" in result.stdout.splitlines()
-    assert len(result.stdout.splitlines()) == 11  # incl. chainrank (rank) and staff (company)
+    lines = result.stdout.splitlines()
+    assert "club v2 EUR: points + prepaid" in lines
+    assert "bakery v1 EUR: points + volume + promotions" in lines
+    assert "coffee v3 EUR: points + promotions + rewards" in lines
+    assert len(lines) == 12  # incl. chainrank (rank), staff (company) and bakery
 
 
 VISITS = ('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.tiers]\nbasis = "visits"\n'
@@ -286,14 +289,16 @@ def test_simulate_replays_a_first_purchase_and_a_birthday_week(tmp_path: Path) -
             ] == [(0, 70, ["welcome"]), (200, 18, ["birthday"]), (0, 20, None)]
 
 
-# -- targeted offers (engine_promotions TARGETED_OFFER_NAMED) ---------------------------------
+# -- targeted offers (engine_promotions TARGETED_OFFER_GRANTED) -------------------------------
 
 
-def test_simulate_gives_a_targeted_offer_only_to_a_purchase_naming_it(tmp_path: Path) -> None:
+def test_simulate_gives_a_targeted_offer_only_to_a_granted_card_while_it_has_uses(
+        tmp_path: Path) -> None:
     """1 point per euro; offer "comeback" (targeted): 200 bonus points; offer "all": 10 bonus
-    points for everyone, stacked. 20.00 naming ["comeback"]: 20 + 200 + 10 = 230; naming
-    another offer only: 20 + 10 = 30; naming none: 30. A malformed list is declined and changes
-    nothing."""
+    points for everyone, stacked. 20.00 before the grant: 20 + 10 = 30; granted 1 use up to
+    day 0: 20 + 200 + 10 = 230, then 30 again (the use is taken); a sale with "grants": false
+    (offline) after a new grant: 30, the use kept for the next sale: 230. A grant of an offer
+    that is not targeted is declined and changes nothing."""
     config = tmp_path / "p.toml"
     config.write_text('[programs.p]\nversion = 1\ncurrency = "EUR"\n[programs.p.points]\n'
                       'earn_bp = 100\npoints_per_unit = 100\n[programs.p.promotions]\n'
@@ -302,12 +307,15 @@ def test_simulate_gives_a_targeted_offer_only_to_a_purchase_naming_it(tmp_path: 
                       'bonus_points = 200\n'
                       '[[programs.p.promotions.offers]]\nid = "all"\nbonus_points = 10\n')
     sale = {"op": "purchase", "card": "C1", "amount_minor": 2000}
+    grant = {"op": "grant", "card": "C1", "offer": "comeback", "uses": 1, "last_day": 0}
     ops = write_ops(tmp_path / "ops.jsonl", [
-        {"op": "issue", "card": "C1", "program": "p"}, {**sale, "offers": ["comeback"]},
-        {**sale, "offers": ["other"]}, sale, {**sale, "offers": "comeback"}])
+        {"op": "issue", "card": "C1", "program": "p"}, sale, grant, sale, sale, grant,
+        {**sale, "grants": False}, sale, {**grant, "offer": "all"}])
     result = tilltap("programs", "simulate", "--config", str(config), "--ops", str(ops))
     assert result.returncode == 0, result.stderr
     done = json.loads(result.stdout)["ops"]
     assert [(op.get("points_earned"), op.get("promotions"), op.get("declined"))
-            for op in done[1:]] == [(230, ["comeback", "all"], None), (30, ["all"], None),
-                                    (30, ["all"], None), (None, None, "field_invalid")]
+            for op in done[1:]] == [
+        (30, ["all"], None), (None, None, None), (230, ["comeback", "all"], None),
+        (30, ["all"], None), (None, None, None), (30, ["all"], None),
+        (230, ["comeback", "all"], None), (None, None, "field_invalid")]
