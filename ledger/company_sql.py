@@ -1,0 +1,209 @@
+"""SQL of companies: their rows, their cards, their spend, and the budget check of a hold.
+
+The rules are `ledger.company_rules` (pure); this module reads what they judge and writes what
+they allow, each function inside the caller's one database transaction.
+
+Locks, in the order every path takes them (so none waits for another in a circle):
+
+1. the card's row (`cards`): a hold locks it first (`hold_sql.place`); adding a card locks
+   it too, so a hold on the card is either before the card joined (and not counted against
+   the budget when placed) or after (and judged);
+2. the company's row (`companies`, `Session.lock_rows`): a hold on any of its cards locks it
+   before it reads the company's spend and holds, so holds on two cards of one company take
+   turns and never pass the budget together (on SQLite the one writer orders them);
+   changing the company or its cards locks it too.
+
+Spend is read through the entries of the company's cards (indexed by owner), not by a scan
+of all transactions (which have no index by card or time, see `ledger.schema`): a hold on a
+company card reads every card-value entry its company's cards ever had, at most
+COMPANY_CARDS_MAX cards' worth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.company_rules import (
+    COMPANY_CARDS_MAX,
+    COMPANY_FIELDS,
+    Budget,
+    Company,
+    budget_json,
+    check_budget,
+    period_start,
+)
+from ledger.db import Session
+from ledger.errors import BatchConflict, BatchInvalid, NotFound
+from ledger.hold_rules import STATUS_OPEN
+from ledger.model import KIND_PURCHASE, KIND_REFUND
+from ledger.schema import COMPANY_AUDIT_COLUMNS, COMPANY_CARD_COLUMNS, COMPANY_COLUMNS
+from protocol.accounts import CARD_VALUE
+
+_HOLD_TABLES = ("holds", "point_holds")
+"""Both tables a hold may be a row of (ledger/hold_sql.py); each has amount_minor."""
+
+
+def save(session: Session, company: Company, login: str, now: int) -> tuple[dict[str, Any], str]:
+    """Create the company, or change its name, budget and period: its row afterwards and
+    "created", "changed" or "unchanged". Its currency never changes (company_currency: the
+    budget of cards already in it is in that currency)."""
+    known = _locked(session, company.company)
+    if known is None:
+        session.bulk_insert("companies", COMPANY_COLUMNS, [(
+            company.company, company.name, company.currency, company.budget_minor,
+            company.period, now, login)])
+        _audit(session, now, login, company.company, "created",
+               f"budget {company.budget_minor} {company.currency} a {company.period}")
+        return _row_json(company), "created"
+    if known.currency != company.currency:
+        raise BatchConflict("company_currency", (
+            f"company {company.company[:64]!r} is in {known.currency}; its currency never"
+            " changes"))
+    changes = [f"{field} {getattr(known, field)!r} -> {getattr(company, field)!r}"
+               for field in ("name", "budget_minor", "period")
+               if getattr(known, field) != getattr(company, field)]
+    if not changes:
+        return _row_json(known), "unchanged"
+    session.execute(
+        "UPDATE companies SET name = ?, budget_minor = ?, period = ? WHERE company = ?",
+        (company.name, company.budget_minor, company.period, company.company))
+    # The name is a person's choice of words, kept in the row; the audit says it changed.
+    _audit(session, now, login, company.company, "changed",
+           "; ".join("name changed" if change.startswith("name ") else change
+                     for change in changes))
+    return _row_json(company), "changed"
+
+
+def add_card(session: Session, company_id: str, card: str, login: str,
+             now: int) -> tuple[dict[str, Any], bool]:
+    """Put a card in the company: {"company", "card"} and whether this changed anything (a
+    card already in it: no). Refused, changing nothing: card_unknown, company_unknown
+    (404); currency_mismatch (a card of another currency), company_full (400);
+    card_in_company (in another company, 409)."""
+    cards = session.fetch(f"SELECT currency FROM cards WHERE card = ?{session.lock_rows}",
+                          (card,))
+    if not cards:
+        raise NotFound("card_unknown", f"the ledger has no card {card[:64]!r}")
+    company = _locked(session, company_id)
+    if company is None:
+        raise NotFound("company_unknown", f"the ledger has no company {company_id[:64]!r}")
+    if cards[0][0] != company.currency:
+        raise BatchInvalid("currency_mismatch", (
+            f"card {card[:64]!r} is in {cards[0][0]}, company {company_id[:64]!r} in"
+            f" {company.currency}"))
+    member = session.fetch("SELECT company FROM company_cards WHERE card = ?", (card,))
+    if member and member[0][0] == company_id:
+        return {"company": company_id, "card": card}, False
+    if member:
+        raise BatchConflict("card_in_company", (
+            f"card {card[:64]!r} is in company {member[0][0][:64]!r}; remove it there first"))
+    count = int(session.fetch("SELECT COUNT(*) FROM company_cards WHERE company = ?",
+                              (company_id,))[0][0])
+    if count >= COMPANY_CARDS_MAX:
+        raise BatchInvalid("company_full", f"a company holds at most {COMPANY_CARDS_MAX} cards")
+    session.bulk_insert("company_cards", COMPANY_CARD_COLUMNS, [(card, company_id, now, login)])
+    _audit(session, now, login, company_id, "card_added", card)
+    return {"company": company_id, "card": card}, True
+
+
+def remove_card(session: Session, company_id: str, card: str, login: str,
+                now: int) -> dict[str, Any]:
+    """Take a card out of the company: from now on its holds are not judged by the budget
+    and its spend no longer counts in the company's. NotFound company_unknown, or
+    card_not_in_company for a card not in it."""
+    if _locked(session, company_id) is None:
+        raise NotFound("company_unknown", f"the ledger has no company {company_id[:64]!r}")
+    removed = session.fetch(
+        "DELETE FROM company_cards WHERE card = ? AND company = ? RETURNING card",
+        (card, company_id))
+    if not removed:
+        raise NotFound("card_not_in_company",
+                       f"card {card[:64]!r} is not in company {company_id[:64]!r}")
+    _audit(session, now, login, company_id, "card_removed", card)
+    return {"company": company_id, "card": card}
+
+
+def judge_hold(session: Session, card: str, amount_minor: int, now: int) -> None:
+    """For a hold of `amount_minor` on `card`, under the card's lock: if the card is in a
+    company, lock the company's row and refuse (company_budget) what would pass its budget.
+    A hold of points only (0) is not judged, and locks nothing more."""
+    if amount_minor <= 0:
+        return
+    member = session.fetch("SELECT company FROM company_cards WHERE card = ?", (card,))
+    if not member:
+        return
+    company = _locked(session, member[0][0])
+    assert company is not None, "company_cards references companies"
+    since = period_start(company.period, now)
+    check_budget(company.company, _budget(session, company, since, now), amount_minor)
+
+
+def detail(session: Session, company_id: str, now: int) -> dict[str, Any] | None:
+    """GET /v1/companies/<id>: the company, its period's spend, holds and what is left, and
+    each card's spend and holds; None for a company the ledger does not have."""
+    rows = session.fetch(f"SELECT {', '.join(COMPANY_FIELDS)} FROM companies WHERE company = ?",
+                         (company_id,))
+    if not rows:
+        return None
+    company = Company(*rows[0])
+    since = period_start(company.period, now)
+    spent, held = _spent_by_card(session, company_id, since), _held_by_card(session, company_id,
+                                                                            now)
+    members = [row[0] for row in session.fetch(
+        "SELECT card FROM company_cards WHERE company = ? ORDER BY card", (company_id,))]
+    cards = [{"card": card, "spent_minor": spent.get(card, 0), "held_minor": held.get(card, 0)}
+             for card in members]
+    budget = Budget(company.budget_minor, sum(spent.values()), sum(held.values()))
+    return budget_json(company, since, budget, cards)
+
+
+def _budget(session: Session, company: Company, since: int, now: int) -> Budget:
+    return Budget(company.budget_minor,
+                  sum(_spent_by_card(session, company.company, since).values()),
+                  sum(_held_by_card(session, company.company, now).values()))
+
+
+def _spent_by_card(session: Session, company_id: str, since: int) -> dict[str, int]:
+    """Per card of the company: card value of its purchases from `since` on, less that of
+    its refunds from `since` on (company_rules: "spent")."""
+    rows = session.fetch(
+        "SELECT t.card, CAST(SUM(CASE WHEN t.kind = ? THEN t.card_value_minor"
+        " ELSE -t.card_value_minor END) AS BIGINT) FROM transactions t"
+        " WHERE t.txn_id IN (SELECT e.txn_id FROM entries e JOIN company_cards c"
+        " ON e.owner = c.card WHERE c.company = ? AND e.account_kind = ?)"
+        " AND t.card IN (SELECT card FROM company_cards WHERE company = ?)"
+        " AND t.kind IN (?, ?) AND t.time >= ? GROUP BY t.card",
+        (KIND_PURCHASE, company_id, CARD_VALUE, company_id, KIND_PURCHASE, KIND_REFUND, since))
+    return {card: int(total) for card, total in rows}
+
+
+def _held_by_card(session: Session, company_id: str, now: int) -> dict[str, int]:
+    """Per card of the company: the value its open, unexpired holds hold (both tables)."""
+    held: dict[str, int] = {}
+    for table in _HOLD_TABLES:
+        rows = session.fetch(
+            "SELECT h.card, CAST(SUM(h.amount_minor) AS BIGINT) FROM company_cards c"
+            f" JOIN {table} h ON h.card = c.card WHERE c.company = ? AND h.status = ?"
+            " AND h.expires_at > ? GROUP BY h.card",
+            (company_id, STATUS_OPEN, now))
+        for card, minor in rows:
+            held[card] = held.get(card, 0) + int(minor)
+    return held
+
+
+def _locked(session: Session, company_id: str) -> Company | None:
+    """The company's row, locked until the transaction ends; None if there is none."""
+    rows = session.fetch(
+        f"SELECT {', '.join(COMPANY_FIELDS)} FROM companies WHERE company = ?"
+        f"{session.lock_rows}", (company_id,))
+    return Company(*rows[0]) if rows else None
+
+
+def _row_json(company: Company) -> dict[str, Any]:
+    return {field: getattr(company, field) for field in COMPANY_FIELDS}
+
+
+def _audit(session: Session, now: int, login: str, company: str, action: str,
+           detail: str) -> None:
+    session.bulk_insert("company_audit", COMPANY_AUDIT_COLUMNS,
+                        [(now, login, company, action, detail)])

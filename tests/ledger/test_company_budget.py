@@ -1,0 +1,254 @@
+"""A company's shared budget at the ledger (ledger/company_sql.py): holds on its cards are
+refused ``company_budget`` past it, its spend and holds read back, its cards added and
+removed with every mistake refused unchanged. Every test runs on SQLite and on PostgreSQL;
+the books' clock stands at 2025-11-23 12:13:20 UTC (the builders' transaction time + 100).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import Books, open_books
+from ledger.auth import dump_logins, new_login
+from ledger.client import LedgerClient
+from ledger.errors import BatchConflict, BatchInvalid, Forbidden, HoldRefused, NotFound
+from ledger.server import serve
+from tests.ledger.builders import batch, hold_request, issue, posted_rows, purchase, refund
+from tests.support.together import run_together
+
+NOW_S = 1_763_900_100
+DAY_START_S = 1_763_856_000
+"""2025-11-23 00:00 UTC: the day the books' clock is in."""
+YESTERDAY_S = DAY_START_S - 1
+
+
+def company(budget_minor: int = 5000, period: str = "day", **fields: Any) -> dict[str, Any]:
+    """A POST /v1/companies body: company ACME in EUR."""
+    return {"company": "ACME", "name": "Acme Ltd", "currency": "EUR",
+            "budget_minor": budget_minor, "period": period} | fields
+
+
+@pytest.fixture
+def acme(dsn: str) -> Iterator[Books]:
+    """Cards A1, A2 (ACME, 50.00 a day) and N1 (no company), 100.00 each."""
+    books = open_books(dsn, lambda: NOW_S)
+    books.post_batch(batch("gw1-0", issue("T1-1", "A1", 10_000), issue("T1-2", "A2", 10_000),
+                           issue("T1-3", "N1", 10_000)))
+    books.save_company(company(), "mia")
+    books.add_company_card("ACME", "A1", "mia")
+    books.add_company_card("ACME", "A2", "mia")
+    yield books
+    books.close()
+
+
+def refused(books: Books, document: dict[str, Any]) -> str:
+    with pytest.raises(HoldRefused) as caught:
+        books.place_hold(document)
+    return caught.value.reason
+
+
+def test_holds_of_two_cards_together_reach_the_budget_and_the_next_is_refused(
+        acme: Books) -> None:
+    """A1 holds 30.00, A2 20.00: 5000 of 5000; A2's next cent is company_budget, while N1
+    (no company) is held 60.00 and A1's value alone would cover more."""
+    assert acme.place_hold(hold_request("H1", "A1", 3000)).created
+    assert acme.place_hold(hold_request("H2", "A2", 2000)).created
+    assert refused(acme, hold_request("H3", "A2", 1)) == "company_budget"
+    assert acme.place_hold(hold_request("H4", "N1", 6000)).created
+    shown = acme.company("ACME")
+    assert shown is not None
+    assert (shown["spent_minor"], shown["held_minor"], shown["available_minor"]) == (0, 5000, 0)
+    assert acme.card_balance("A2")["held_minor"] == 2000  # type: ignore[index]
+
+
+def test_spend_counts_purchases_less_refunds_of_the_period_and_holds_once(acme: Books) -> None:
+    """Today: A1 bought 25.00 (posting its hold of 25.00) and got 5.00 back, A2 bought 10.00
+    offline; yesterday A2 bought 40.00 (another period). Spent 2500 - 500 + 1000 = 3000,
+    held 0, available 2000: a hold of 20.00 is placed, one of 0.01 more is refused."""
+    acme.place_hold(hold_request("H1", "A1", 2500))
+    acme.post_batch(batch(
+        "gw1-1",
+        purchase("T1-10", "A1", 2500, points=0, hold_id="H1"),
+        refund("T1-11", "T1-10", "A1", card_value_minor=500),
+        purchase("T1-12", "A2", 1000, points=0, auth="offline"),
+        purchase("T1-13", "A2", 4000, points=0, time=YESTERDAY_S),
+    ))
+    shown = acme.company("ACME")
+    assert shown is not None
+    assert shown["period_start"] == DAY_START_S
+    assert (shown["spent_minor"], shown["held_minor"], shown["available_minor"]) == (
+        3000, 0, 2000)
+    assert shown["cards"] == [{"card": "A1", "spent_minor": 2000, "held_minor": 0},
+                              {"card": "A2", "spent_minor": 1000, "held_minor": 0}]
+    assert acme.place_hold(hold_request("H2", "A2", 2000)).created
+    assert refused(acme, hold_request("H3", "A1", 1)) == "company_budget"
+
+
+def test_a_month_budget_counts_the_whole_month(acme: Books) -> None:
+    """Changed to 100.00 a month, yesterday's 40.00 counts: a hold of 60.00 reaches it."""
+    acme.post_batch(batch("gw1-1", purchase("T1-13", "A2", 4000, points=0, time=YESTERDAY_S)))
+    changed = acme.save_company(company(10_000, "month"), "mia")
+    assert changed["outcome"] == "changed"
+    assert acme.place_hold(hold_request("H1", "A1", 6000)).created
+    assert refused(acme, hold_request("H2", "A1", 1)) == "company_budget"
+    assert acme.save_company(company(10_000, "month"), "mia")["outcome"] == "unchanged"
+
+
+def test_a_voided_or_expired_hold_gives_its_budget_back(acme: Books) -> None:
+    """Voiding A1's 50.00 frees the budget for A2's 50.00."""
+    acme.place_hold(hold_request("H1", "A1", 5000))
+    assert refused(acme, hold_request("H2", "A2", 5000)) == "company_budget"
+    acme.void_hold("H1")
+    assert acme.place_hold(hold_request("H3", "A2", 5000)).created
+
+
+def test_a_removed_card_is_no_longer_judged_and_its_spend_leaves_the_company(
+        acme: Books) -> None:
+    """A1 holds 50.00; A2 is refused, then taken out of ACME, and is held."""
+    acme.place_hold(hold_request("H1", "A1", 5000))
+    assert refused(acme, hold_request("H2", "A2", 100)) == "company_budget"
+    acme.remove_company_card("ACME", "A2", "mia")
+    assert acme.place_hold(hold_request("H3", "A2", 100)).created
+    shown = acme.company("ACME")
+    assert shown is not None and [c["card"] for c in shown["cards"]] == ["A1"]
+
+
+def mistakes() -> list[tuple[Callable[[Books], Any], type[Exception], str]]:
+    return [
+        (lambda b: b.add_company_card("ACME", "C9", "mia"), NotFound, "card_unknown"),
+        (lambda b: b.add_company_card("NOPE", "N1", "mia"), NotFound, "company_unknown"),
+        (lambda b: b.add_company_card("ACME", "G1", "mia"), BatchInvalid, "currency_mismatch"),
+        (lambda b: b.add_company_card("OTHER", "A1", "mia"), BatchConflict, "card_in_company"),
+        (lambda b: b.remove_company_card("ACME", "N1", "mia"), NotFound,
+         "card_not_in_company"),
+        (lambda b: b.remove_company_card("NOPE", "A1", "mia"), NotFound, "company_unknown"),
+        (lambda b: b.save_company(company(currency="GBP"), "mia"), BatchConflict,
+         "company_currency"),
+        (lambda b: b.save_company(company(budget_minor=0), "mia"), BatchInvalid,
+         "company_invalid"),
+    ]
+
+
+@pytest.mark.parametrize("number", range(len(mistakes())))
+def test_a_mistake_is_refused_with_its_reason_and_changes_nothing(
+        acme: Books, number: int) -> None:
+    """Unknown card or company, another currency, a card of another company, a card not in
+    it, a new currency, a bad budget: refused, and the companies read the same after."""
+    acme.post_batch(batch("gw1-1", issue("T1-20", "G1", 1000, currency="GBP")))
+    acme.save_company(company(company="OTHER", name="Other"), "mia")
+    before = (acme.company("ACME"), acme.company("OTHER"))
+    call, error, reason = mistakes()[number]
+    with pytest.raises(error) as caught:
+        call(acme)
+    assert caught.value.reason == reason  # type: ignore[attr-defined]
+    assert (acme.company("ACME"), acme.company("OTHER")) == before
+
+
+def test_adding_a_card_twice_changes_nothing_and_an_unknown_company_reads_none(
+        acme: Books) -> None:
+    assert acme.add_company_card("ACME", "A1", "mia")["changed"] is False
+    assert acme.company("NOPE") is None
+
+
+def test_every_change_is_in_the_audit_with_its_login(acme: Books, dsn: str) -> None:
+    """Created, two cards added, a card removed: four rows, each with who and what."""
+    acme.remove_company_card("ACME", "A2", "joe")
+    rows = posted_rows(dsn, "SELECT login, action, detail FROM company_audit ORDER BY id")
+    assert rows == [("mia", "created", "budget 5000 EUR a day"), ("mia", "card_added", "A1"),
+                    ("mia", "card_added", "A2"), ("joe", "card_removed", "A2")]
+
+
+def test_over_http_an_admin_manages_a_reader_reads_and_a_gateway_is_refused_company_budget(
+        dsn: str, tmp_path: Path) -> None:
+    """POST /v1/companies (201, then 200), POST and DELETE .../cards, GET: an admin's; a
+    reader reads but may not change; a gateway's hold past the budget is HoldRefused
+    company_budget, as its client sees it."""
+    made = {"gw1": new_login("gw1", "gateway", "gw1", ("T1",), ("M1",)),
+            "alice": new_login("alice", "reader"), "root": new_login("root", "admin")}
+    logins = tmp_path / "logins.json"
+    logins.write_text(dump_logins({name: login for name, (login, _) in made.items()}))
+    server = serve(dsn, logins_file=logins)
+    try:
+        server.books.post_batch(batch("gw1-0", issue("T1-1", "A1", 10_000),
+                                      issue("T1-2", "A2", 10_000)))
+        root, alice, gateway = (LedgerClient(server.url, 30, token=made[name][1])
+                                for name in ("root", "alice", "gw1"))
+        assert root.save_company("ACME", "Acme Ltd", "EUR", 5000, "day")["outcome"] == "created"
+        assert root.save_company("ACME", "Acme", "EUR", 5000, "day")["outcome"] == "changed"
+        assert root.add_company_card("ACME", "A1")["changed"] is True
+        assert root.add_company_card("ACME", "A2")["changed"] is True
+        with pytest.raises(Forbidden):
+            alice.add_company_card("ACME", "A1")
+        with pytest.raises(BatchInvalid) as malformed:
+            root.save_company("ACME", "Acme", "EUR", 0, "day")
+        assert malformed.value.reason == "company_invalid"
+        assert gateway.place_hold("gw1-H1", "A1", "EUR", 4000, 60, "T1", "M1")["status"] == "open"
+        with pytest.raises(HoldRefused) as refused:
+            gateway.place_hold("gw1-H2", "A2", "EUR", 1001, 60, "T1", "M1")
+        assert refused.value.reason == "company_budget"
+        shown = alice.company("ACME")
+        assert (shown["name"], shown["spent_minor"], shown["held_minor"],
+                shown["available_minor"]) == ("Acme", 0, 4000, 1000)
+        assert root.remove_company_card("ACME", "A2") == {"company": "ACME", "card": "A2"}
+        assert [c["card"] for c in alice.company("ACME")["cards"]] == ["A1"]
+        with pytest.raises(NotFound) as unknown:
+            alice.company("NOPE")
+        assert unknown.value.reason == "company_unknown"
+    finally:
+        server.stop()
+
+
+CONCURRENT_CARDS = 8
+HOLDS_EACH = 6
+HOLD_MINOR = 300
+BUDGET_MINOR = 10_000
+
+
+def test_concurrent_holds_on_the_cards_of_one_company_never_pass_its_budget(
+        dsn: str) -> None:
+    """Eight threads, each holding 3.00 six times on its own card of a company of 100.00 a
+    day, on two books (two ledger processes): 48 x 300 = 14400 asked, so exactly
+    10000 // 300 = 33 are placed (9900) and 15 refused company_budget, whatever the order;
+    each card alone has 100.00, so no hold is refused for its card's value."""
+    books = [open_books(dsn, lambda: NOW_S), open_books(dsn, lambda: NOW_S)]
+    try:
+        cards = [f"K{n}" for n in range(CONCURRENT_CARDS)]
+        books[0].post_batch(batch("gw1-0", *(issue(f"T1-{n + 1}", card, 10_000)
+                                             for n, card in enumerate(cards))))
+        books[0].save_company(company(BUDGET_MINOR), "mia")
+        for card in cards:
+            books[1].add_company_card("ACME", card, "mia")
+        refusals: Counter[str] = Counter()
+        placed: list[str] = []
+        lock = threading.Lock()
+
+        def racer(number: int) -> Callable[[], None]:
+            def work() -> None:
+                for index in range(HOLDS_EACH):
+                    request = hold_request(f"H{number}-{index}", cards[number], HOLD_MINOR)
+                    try:
+                        books[number % 2].place_hold(request)
+                    except HoldRefused as refusal:
+                        with lock:
+                            refusals[refusal.reason] += 1
+                        continue
+                    with lock:
+                        placed.append(request["hold_id"])
+            return work
+
+        assert run_together([racer(n) for n in range(CONCURRENT_CARDS)]) == []
+        assert len(placed) == BUDGET_MINOR // HOLD_MINOR
+        assert refusals == {"company_budget": CONCURRENT_CARDS * HOLDS_EACH - len(placed)}
+        shown = books[0].company("ACME")
+        assert shown is not None
+        assert shown["held_minor"] == HOLD_MINOR * len(placed) <= BUDGET_MINOR
+        assert shown["available_minor"] == BUDGET_MINOR - HOLD_MINOR * len(placed)
+    finally:
+        for opened in books:
+            opened.close()
