@@ -549,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.customers import add_arguments as add_customer_arguments
 
     add_customer_arguments(commands, card, ledger)
+    from tools.companies import add_arguments as add_company_arguments
+
+    add_company_arguments(commands)
     return parser
 
 
