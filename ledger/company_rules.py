@@ -20,9 +20,9 @@ refund of 5.00 today), card B holds 15.00 open; a hold of 15.00 makes 2000 + 150
 
 Only holds are judged: a sale made offline, or by a gateway standing in for the ledger, is
 posted as it happened and counts in spent from then on, so spent may pass the budget and
-available fall below zero. What offline can spend beyond the budget is bounded only by the
-per-card and per-terminal offline limits of the stores' configuration (docs/programs.md,
-"Company cards").
+available fall below zero. What they can spend beyond the budget is bounded only by the
+tills' per-card and per-terminal offline limits and the gateways' stand-in limits
+(docs/programs.md "Company cards" writes the bound out).
 
 The period is that of the transaction's time (the sale's time, as the terminal recorded it,
 as the per-card day limit counts a sale's day), for purchases and refunds alike.
