@@ -123,6 +123,35 @@ def remove_card(session: Session, company_id: str, card: str, login: str,
     return {"company": company_id, "card": card}
 
 
+def follow_replacement(session: Session, old: str, new: str, login: str,
+                       now: int) -> str | None:
+    """In a card replacement's transaction (ledger/replace_sql.py), after the new card is
+    registered and both cards' rows are locked: the new card joins the old card's company,
+    so the card that now carries the value is held to the budget; the old card stays in it
+    (blocked), so what it spent in the period still counts. The company, or None when the
+    old card is in none. Raises (the replacement then changes nothing) card_in_company when
+    the new card is in another company, company_full when the company is full."""
+    member = session.fetch("SELECT company FROM company_cards WHERE card = ?", (old,))
+    if not member:
+        return None
+    company_id = str(member[0][0])
+    _locked(session, company_id)
+    joined = session.fetch("SELECT company FROM company_cards WHERE card = ?", (new,))
+    if joined and joined[0][0] == company_id:
+        return company_id
+    if joined:
+        raise BatchConflict("card_in_company", (
+            f"card {new[:64]!r} is in company {joined[0][0][:64]!r}, card {old[:64]!r} in"
+            f" {company_id[:64]!r}"))
+    count = int(session.fetch("SELECT COUNT(*) FROM company_cards WHERE company = ?",
+                              (company_id,))[0][0])
+    if count >= COMPANY_CARDS_MAX:
+        raise BatchInvalid("company_full", f"a company holds at most {COMPANY_CARDS_MAX} cards")
+    session.bulk_insert("company_cards", COMPANY_CARD_COLUMNS, [(new, company_id, now, login)])
+    _audit(session, now, login, company_id, "card_added", f"{new} (replacing {old})")
+    return company_id
+
+
 def judge_hold(session: Session, card: str, amount_minor: int, now: int) -> None:
     """For a hold of `amount_minor` on `card`, under the card's lock: if the card is in a
     company, lock the company's row and refuse (company_budget) what would pass its budget.

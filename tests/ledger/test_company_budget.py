@@ -252,3 +252,33 @@ def test_concurrent_holds_on_the_cards_of_one_company_never_pass_its_budget(
     finally:
         for opened in books:
             opened.close()
+
+
+def test_a_replaced_company_card_hands_its_place_to_the_new_card_and_its_spend_stays(
+        acme: Books) -> None:
+    """A1 spent 30.00 today and is replaced by R1: R1 joins ACME (70.00 of value moved to
+    it), A1 stays in it, so 3000 spent still counts and R1 may hold 20.00, not 20.01."""
+    acme.post_batch(batch("gw1-1", purchase("T1-10", "A1", 3000, points=0)))
+    done = acme.replace_card("A1", "R1", "mia", "lost")
+    assert (done["company"], done["value_minor"]) == ("ACME", 7000)
+    shown = acme.company("ACME")
+    assert shown is not None
+    assert [card["card"] for card in shown["cards"]] == ["A1", "A2", "R1"]
+    assert shown["spent_minor"] == 3000
+    assert refused(acme, hold_request("H1", "R1", 2001)) == "company_budget"
+    assert acme.place_hold(hold_request("H2", "R1", 2000)).created
+    assert acme.replace_card("N1", "R2", "mia", "lost")["company"] is None
+
+
+def test_a_replacement_by_a_card_of_another_company_is_refused_and_changes_nothing(
+        acme: Books) -> None:
+    """R1, registered and put in OTHER, cannot replace A1 of ACME: card_in_company, and A1
+    is neither blocked nor emptied."""
+    acme.register_card("R1", "gift", "EUR", "M1", 0)
+    acme.save_company(company(company="OTHER", name="Other"), "mia")
+    acme.add_company_card("OTHER", "R1", "mia")
+    with pytest.raises(BatchConflict) as conflict:
+        acme.replace_card("A1", "R1", "mia", "lost")
+    assert conflict.value.reason == "card_in_company"
+    detail = acme.card_detail("A1")
+    assert detail is not None and (detail["blocked"], detail["value_minor"]) == (False, 10_000)
