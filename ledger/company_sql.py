@@ -169,7 +169,9 @@ def judge_hold(session: Session, card: str, amount_minor: int, now: int) -> None
 
 def detail(session: Session, company_id: str, now: int) -> dict[str, Any] | None:
     """GET /v1/companies/<id>: the company, its period's spend, holds and what is left, and
-    each card's spend and holds; None for a company the ledger does not have."""
+    each card's spend and holds; None for a company the ledger does not have. Its several
+    statements agree only in one snapshot: `Books.company` reads in one (a read-only
+    REPEATABLE READ transaction on PostgreSQL)."""
     rows = session.fetch(f"SELECT {', '.join(COMPANY_FIELDS)} FROM companies WHERE company = ?",
                          (company_id,))
     if not rows:
@@ -186,23 +188,46 @@ def detail(session: Session, company_id: str, now: int) -> dict[str, Any] | None
     return budget_json(company, since, budget, cards)
 
 
+_SPENT_SQL = (
+    "SELECT {group}CAST(COALESCE(SUM(CASE WHEN t.kind = ? THEN t.card_value_minor"
+    " ELSE -t.card_value_minor END), 0) AS BIGINT) FROM transactions t"
+    " WHERE t.txn_id IN (SELECT e.txn_id FROM entries e JOIN company_cards c"
+    " ON e.owner = c.card WHERE c.company = ? AND e.account_kind = ?)"
+    " AND t.card IN (SELECT card FROM company_cards WHERE company = ?)"
+    " AND t.kind IN (?, ?) AND t.time >= ?{group_by}")
+"""Card value of the company's cards' purchases from a time on, less that of their refunds
+(company_rules: "spent"); read through the entries of the company's cards, which are
+indexed by owner (see the module)."""
+_HELD_SQL = (
+    "SELECT {group}CAST(COALESCE(SUM(h.amount_minor), 0) AS BIGINT) FROM company_cards c"
+    " JOIN {table} h ON h.card = c.card WHERE c.company = ? AND h.status = ?"
+    " AND h.expires_at > ?{group_by}")
+"""The value the company's cards' open, unexpired holds of one holds table hold."""
+
+
+def _spent_parameters(company_id: str, since: int) -> tuple[Any, ...]:
+    return (KIND_PURCHASE, company_id, CARD_VALUE, company_id, KIND_PURCHASE, KIND_REFUND,
+            since)
+
+
 def _budget(session: Session, company: Company, since: int, now: int) -> Budget:
-    return Budget(company.budget_minor,
-                  sum(_spent_by_card(session, company.company, since).values()),
-                  sum(_held_by_card(session, company.company, now).values()))
+    """Spent and held in ONE statement, so in one snapshot: on PostgreSQL (READ COMMITTED)
+    two statements could fall either side of a batch posting a hold of another card of the
+    company (a card this hold has not locked), and see its amount neither held (the hold
+    posted) nor spent (the sale not yet there): the budget passed by that amount."""
+    whole = {"group": "", "group_by": ""}
+    held = [f"({_HELD_SQL.format(table=table, **whole)})" for table in _HOLD_TABLES]
+    spent, *held_minor = session.fetch(
+        f"SELECT ({_SPENT_SQL.format(**whole)}), {', '.join(held)}",
+        (*_spent_parameters(company.company, since),
+         *((company.company, STATUS_OPEN, now) * len(_HOLD_TABLES))))[0]
+    return Budget(company.budget_minor, int(spent), sum(int(minor) for minor in held_minor))
 
 
 def _spent_by_card(session: Session, company_id: str, since: int) -> dict[str, int]:
-    """Per card of the company: card value of its purchases from `since` on, less that of
-    its refunds from `since` on (company_rules: "spent")."""
-    rows = session.fetch(
-        "SELECT t.card, CAST(SUM(CASE WHEN t.kind = ? THEN t.card_value_minor"
-        " ELSE -t.card_value_minor END) AS BIGINT) FROM transactions t"
-        " WHERE t.txn_id IN (SELECT e.txn_id FROM entries e JOIN company_cards c"
-        " ON e.owner = c.card WHERE c.company = ? AND e.account_kind = ?)"
-        " AND t.card IN (SELECT card FROM company_cards WHERE company = ?)"
-        " AND t.kind IN (?, ?) AND t.time >= ? GROUP BY t.card",
-        (KIND_PURCHASE, company_id, CARD_VALUE, company_id, KIND_PURCHASE, KIND_REFUND, since))
+    """Per card of the company: what it spent from `since` on (company_rules: "spent")."""
+    rows = session.fetch(_SPENT_SQL.format(group="t.card, ", group_by=" GROUP BY t.card"),
+                         _spent_parameters(company_id, since))
     return {card: int(total) for card, total in rows}
 
 
@@ -211,9 +236,7 @@ def _held_by_card(session: Session, company_id: str, now: int) -> dict[str, int]
     held: dict[str, int] = {}
     for table in _HOLD_TABLES:
         rows = session.fetch(
-            "SELECT h.card, CAST(SUM(h.amount_minor) AS BIGINT) FROM company_cards c"
-            f" JOIN {table} h ON h.card = c.card WHERE c.company = ? AND h.status = ?"
-            " AND h.expires_at > ? GROUP BY h.card",
+            _HELD_SQL.format(table=table, group="h.card, ", group_by=" GROUP BY h.card"),
             (company_id, STATUS_OPEN, now))
         for card, minor in rows:
             held[card] = held.get(card, 0) + int(minor)

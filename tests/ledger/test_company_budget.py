@@ -282,3 +282,50 @@ def test_a_replacement_by_a_card_of_another_company_is_refused_and_changes_nothi
     assert conflict.value.reason == "card_in_company"
     detail = acme.card_detail("A1")
     assert detail is not None and (detail["blocked"], detail["value_minor"]) == (False, 10_000)
+
+
+def test_holds_racing_the_batches_that_post_them_never_pass_the_budget(dsn: str) -> None:
+    """Eight threads, each on its own card of a company of 100.00 a day, hold 3.00 and at
+    once post the purchase that settles the hold, six times, on two books: a hold turning
+    into spend at the moment another card's hold is judged is counted once, held or spent,
+    never neither. 10000 // 300 = 33 holds are placed and posted, 15 refused, and spent
+    ends at 9900."""
+    books = [open_books(dsn, lambda: NOW_S), open_books(dsn, lambda: NOW_S)]
+    try:
+        cards = [f"K{n}" for n in range(CONCURRENT_CARDS)]
+        books[0].post_batch(batch("gw1-0", *(issue(f"T1-{n + 1}", card, 10_000)
+                                             for n, card in enumerate(cards))))
+        books[0].save_company(company(BUDGET_MINOR), "mia")
+        for card in cards:
+            books[0].add_company_card("ACME", card, "mia")
+        refusals: Counter[str] = Counter()
+        posted: list[str] = []
+        lock = threading.Lock()
+
+        def racer(number: int) -> Callable[[], None]:
+            def work() -> None:
+                mine = books[number % 2]
+                for index in range(HOLDS_EACH):
+                    hold_id = f"H{number}-{index}"
+                    try:
+                        mine.place_hold(hold_request(hold_id, cards[number], HOLD_MINOR))
+                    except HoldRefused as refusal:
+                        with lock:
+                            refusals[refusal.reason] += 1
+                        continue
+                    sale = purchase(f"S{number}-{index + 1}", cards[number], HOLD_MINOR,
+                                    points=0, hold_id=hold_id)
+                    assert mine.post_batch(batch(f"gw1-{hold_id}", sale)).posted == 1
+                    with lock:
+                        posted.append(hold_id)
+            return work
+
+        assert run_together([racer(n) for n in range(CONCURRENT_CARDS)]) == []
+        assert len(posted) == BUDGET_MINOR // HOLD_MINOR
+        assert refusals == {"company_budget": CONCURRENT_CARDS * HOLDS_EACH - len(posted)}
+        shown = books[1].company("ACME")
+        assert shown is not None
+        assert (shown["spent_minor"], shown["held_minor"]) == (HOLD_MINOR * len(posted), 0)
+    finally:
+        for opened in books:
+            opened.close()
