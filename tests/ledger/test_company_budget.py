@@ -17,6 +17,7 @@ import pytest
 from ledger import Books, open_books
 from ledger.auth import dump_logins, new_login
 from ledger.client import LedgerClient
+from ledger.db import open_database
 from ledger.errors import BatchConflict, BatchInvalid, Forbidden, HoldRefused, NotFound
 from ledger.server import serve
 from tests.ledger.builders import batch, hold_request, issue, posted_rows, purchase, refund
@@ -329,3 +330,32 @@ def test_holds_racing_the_batches_that_post_them_never_pass_the_budget(dsn: str)
     finally:
         for opened in books:
             opened.close()
+
+
+COMPANY_TABLES = ("company_audit", "company_cards", "companies")
+"""The tables of companies, dropped (cards before companies) to make books as they were
+before them."""
+
+
+def test_books_made_before_companies_gain_their_tables_on_open(dsn: str) -> None:
+    """Books without the company tables: holds are placed as before, then a company is made
+    on the tables created on the next open."""
+    books = open_books(dsn, lambda: NOW_S)
+    try:
+        books.post_batch(batch("gw1-0", issue("T1-1", "A1", 10_000)))
+    finally:
+        books.close()
+    database = open_database(dsn)
+    try:
+        for table in COMPANY_TABLES:
+            database.execute(f"DROP TABLE {table}")
+    finally:
+        database.close()
+    books = open_books(dsn, lambda: NOW_S)
+    try:
+        assert books.place_hold(hold_request("H1", "A1", 6000)).created
+        books.save_company(company(), "mia")
+        books.add_company_card("ACME", "A1", "mia")
+        assert refused(books, hold_request("H2", "A1", 1)) == "company_budget"
+    finally:
+        books.close()
