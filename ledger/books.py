@@ -170,6 +170,7 @@ class Books:
         posting_sql.write_plan(session, batch, plan, now)
         overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
         replaced_used = replace_sql.alarm_late_uses(session, batch.batch_id, plan.txns, now)
+        company_sql.note_posted(session, plan.txns)  # the spend of company cards, by day
         dropped = [] if self._programs is None else engine_sql.apply_posted(
             session, self._programs, batch.batch_id, batch.gateway_id, plan.txns, now)
         late = sum(posting.late for posting in plan.hold_postings)

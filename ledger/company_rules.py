@@ -102,6 +102,17 @@ def parse_company(document: object) -> Company:
     return Company(company, name, currency, budget, period)
 
 
+DAY_S = 86_400
+"""A day, in seconds."""
+
+
+def day_of(time_s: int) -> int:
+    """The number of the day (of the periods' clock, COMPANY_BUDGET_PERIOD_UTC_OFFSET_S) that
+    Unix second `time_s` falls on; the day of a period's start is the period's first day.
+    E.g. 1763899200 (2025-11-23 12:00 UTC) is day 20415, as is its day's start 1763856000."""
+    return (time_s + COMPANY_BUDGET_PERIOD_UTC_OFFSET_S) // DAY_S
+
+
 def period_start(period: str, now: int) -> int:
     """The Unix second the period holding `now` began (UTC, COMPANY_BUDGET_PERIOD_UTC_OFFSET_S).
 

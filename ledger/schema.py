@@ -286,6 +286,16 @@ _STATEMENTS = (
         action TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS company_audit_by_company ON company_audit (company, id)",
+    # What each card of a company spent each UTC day (day: Unix seconds // 86400): kept by
+    # every batch posting a purchase or refund of the card while it is in a company, under
+    # the card's lock, and filled from the card's history when it joins; so a hold reads its
+    # company's spend of a period in at most 31 rows a card, whatever the cards' history.
+    # spent_minor may be below zero (a day of refunds).
+    """CREATE TABLE IF NOT EXISTS company_card_days (
+        card TEXT NOT NULL REFERENCES cards (card),
+        day BIGINT NOT NULL,
+        spent_minor BIGINT NOT NULL,
+        PRIMARY KEY (card, day))""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -379,6 +389,8 @@ COMPANY_CARD_COLUMNS = ("card", "company", "added_at", "login")
 """Every company_cards column: the card, its company, when and by whom it was added."""
 COMPANY_AUDIT_COLUMNS = ("at", "login", "company", "action", "detail")
 """Every company_audit column but its id."""
+COMPANY_CARD_DAY_COLUMNS = ("card", "day", "spent_minor")
+"""Every company_card_days column: a company card's card-value spend of one UTC day."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

@@ -1,6 +1,8 @@
-"""What the company budget check costs a hold: the median and p99 of placing a hold on a card
-of a company against one on a card of no company, in books of CARDS cards with PURCHASES
-posted purchases each, MEMBERS of them in the company (docs/ledger.md "Company budgets").
+"""What a company's shared budget costs: the median and p99 of placing a hold on a card of a
+company against one on a card of no company, in books of CARDS cards with PURCHASES posted
+purchases each, MEMBERS of them in the company; and the seconds taken to post those
+purchases (cards in no company yet) and one more purchase of each card (MEMBERS of them in
+the company, whose days the batches keep) (docs/ledger.md "Company budgets").
 
     .venv/bin/python scripts/measure_company_budget.py CARDS PURCHASES MEMBERS
 
@@ -31,7 +33,8 @@ BUDGET_MINOR = 10**12  # nor for the budget: every hold is placed, and timed
 
 
 def measure(dsn: str, cards: int, purchases: int, members: int) -> dict[str, tuple[float, float]]:
-    """{"company": (median ms, p99 ms), "none": (...)} of placing HOLDS holds of 0.01."""
+    """{"company": (median ms, p99 ms), "none": (...)} of placing HOLDS holds of 0.01, and
+    {"posting": (s to post the purchases, s to post one more of each card)}."""
     books = open_books(dsn, lambda: NOW_S)
     names = [f"K{n:05d}" for n in range(cards)]
     try:
@@ -39,18 +42,25 @@ def measure(dsn: str, cards: int, purchases: int, members: int) -> dict[str, tup
                                               for n, card in enumerate(names)),
                                issue("I-free", "FREE", OPENING_MINOR)))
         seq = 0
-        for start in range(0, cards, CARDS_PER_BATCH):
-            sales = []
-            for card in names[start:start + CARDS_PER_BATCH]:
-                for _ in range(purchases):
-                    seq += 1
-                    sales.append(purchase(f"P-{seq}", card, 1, points=0))
-            books.post_batch(batch(f"gw1-sales-{start}", *sales))
+
+        def post(each: int, name: str) -> float:
+            nonlocal seq
+            started = time.perf_counter()
+            for start in range(0, cards, CARDS_PER_BATCH):
+                sales = []
+                for card in names[start:start + CARDS_PER_BATCH]:
+                    for _ in range(each):
+                        seq += 1
+                        sales.append(purchase(f"P-{seq}", card, 1, points=0))
+                books.post_batch(batch(f"gw1-{name}-{start}", *sales))
+            return time.perf_counter() - started
+
+        history_s = post(purchases, "history")
         books.save_company({"company": "ACME", "name": "Acme", "currency": "EUR",
                             "budget_minor": BUDGET_MINOR, "period": "day"}, "measure")
         for card in names[:members]:
             books.add_company_card("ACME", card, "measure")
-        timings: dict[str, tuple[float, float]] = {}
+        timings: dict[str, tuple[float, float]] = {"posting": (history_s, post(1, "more"))}
         for label, card in (("company", names[0]), ("none", "FREE")):
             taken = []
             for n in range(HOLDS):
@@ -74,7 +84,8 @@ def main() -> None:
     for engine, timings in runs.items():
         print(f"{engine}: {cards} cards x {purchases} purchases, {members} in the company: "
               + ", ".join(f"{label} median {median:.2f} ms p99 {p99:.2f} ms"
-                          for label, (median, p99) in timings.items()))
+                          for label, (median, p99) in timings.items() if label != "posting")
+              + ", posting {:.2f} s then {:.2f} s".format(*timings["posting"]))
 
 
 if __name__ == "__main__":

@@ -359,3 +359,52 @@ def test_books_made_before_companies_gain_their_tables_on_open(dsn: str) -> None
         assert refused(books, hold_request("H2", "A1", 1)) == "company_budget"
     finally:
         books.close()
+
+
+LAST_MONTH_S = 1_761_955_200 - 1
+"""2025-10-31 23:59:59 UTC: the month before the books' clock."""
+
+
+def test_a_card_joining_brings_its_spend_of_this_month_and_a_rejoined_card_is_counted_once(
+        dsn: str) -> None:
+    """N1 (no company) bought 10.00 today, 4.00 yesterday and 7.00 last month, and got 1.00
+    back today; put in a month company it brings 1000 - 100 + 400 = 1300 (last month is no
+    period of now); 2.00 more while in it: 1500. Taken out, it buys 3.00 (kept nowhere);
+    put back, its days are filled again from its history: 1800, not 1500 + 1800."""
+    books = open_books(dsn, lambda: NOW_S)
+    try:
+        books.post_batch(batch(
+            "gw1-0", issue("T1-1", "N1", 10_000),
+            purchase("T1-2", "N1", 1000, points=0),
+            purchase("T1-3", "N1", 400, points=0, time=YESTERDAY_S),
+            purchase("T1-4", "N1", 700, points=0, time=LAST_MONTH_S),
+            refund("T1-5", "T1-2", "N1", card_value_minor=100)))
+        books.save_company(company(10_000, "month"), "mia")
+        books.add_company_card("ACME", "N1", "mia")
+        assert books.company("ACME")["spent_minor"] == 1300  # type: ignore[index]
+        books.post_batch(batch("gw1-1", purchase("T1-6", "N1", 200, points=0)))
+        assert books.company("ACME")["spent_minor"] == 1500  # type: ignore[index]
+        books.remove_company_card("ACME", "N1", "mia")
+        books.post_batch(batch("gw1-2", purchase("T1-7", "N1", 300, points=0)))
+        books.add_company_card("ACME", "N1", "mia")
+        shown = books.company("ACME")
+        assert shown is not None
+        assert shown["spent_minor"] == 1800
+        assert shown["cards"] == [{"card": "N1", "spent_minor": 1800, "held_minor": 0}]
+    finally:
+        books.close()
+
+
+def test_a_batch_of_more_card_days_than_one_statement_takes_keeps_them_all(acme: Books,
+                                                                          dsn: str) -> None:
+    """A1 (in ACME) is posted 0.01 on each of 301 days back from today, in one batch: 301
+    rows of company_card_days (DAYS_PER_STATEMENT_MAX 300 a statement); of them 2025-11-01
+    to 2025-11-23 are this month's, 23 days: spent 23 a month, 1 a day."""
+    acme.post_batch(batch("gw1-1", *(purchase(f"T1-{100 + back}", "A1", 1, points=0,
+                                              time=NOW_S - back * 86_400)
+                                     for back in range(301))))
+    assert posted_rows(dsn, "SELECT COUNT(*), SUM(spent_minor) FROM company_card_days"
+                            " WHERE card = ?", "A1") == [(301, 301)]
+    assert acme.company("ACME")["spent_minor"] == 1  # type: ignore[index]
+    acme.save_company(company(period="month"), "mia")
+    assert acme.company("ACME")["spent_minor"] == 23  # type: ignore[index]

@@ -17,6 +17,7 @@ from ledger.schema import (
     CARD_COLUMNS,
     COMPANY_AUDIT_COLUMNS,
     COMPANY_CARD_COLUMNS,
+    COMPANY_CARD_DAY_COLUMNS,
     COMPANY_COLUMNS,
     ENGINE_STATE_COLUMNS,
     ENTRY_COLUMNS,
@@ -44,6 +45,7 @@ INSERTED = [
     ("companies", COMPANY_COLUMNS, ()),
     ("company_cards", COMPANY_CARD_COLUMNS, ()),
     ("company_audit", COMPANY_AUDIT_COLUMNS, ("id",)),
+    ("company_card_days", COMPANY_CARD_DAY_COLUMNS, ()),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 
