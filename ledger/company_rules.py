@@ -7,7 +7,8 @@ keeps its own limits (a program's ``company`` section, `protocol.engine_company`
 bounds what the company's cards together may be authorized for in the period::
 
     spent     card value of the company's cards' purchases whose time is in the period,
-              minus the card value their refunds in the period put back
+              minus the card value their refunds of purchases in the period put back (a
+              refund of an issue or top-up takes loaded value off: no spend given back)
     held      the amounts of the company's cards' open, unexpired holds (whatever period
               they were placed in: until posted or released they are money promised)
     available budget - spent - held; may be below zero (see below)

@@ -168,21 +168,33 @@ def follow_replacement(session: Session, old: str, new: str, login: str,
 
 def note_posted(session: Session, txns: Sequence[Txn]) -> None:
     """In a batch's transaction, its cards locked: add the card value of its purchases, less
-    that of its refunds, of cards in a company to their days (company_card_days). Cards in
-    no company cost one look-up of the batch's cards with a purchase or refund."""
-    spent: dict[tuple[str, int], int] = {}
-    for posted in txns:
-        if posted.kind in _SPEND_KINDS and posted.card_value_minor:
-            key = (posted.card, day_of(posted.time))
-            sign = 1 if posted.kind == KIND_PURCHASE else -1
-            spent[key] = spent.get(key, 0) + sign * posted.card_value_minor
-    if not spent:
+    that of its refunds of purchases, of cards in a company to their days
+    (company_card_days). A refund of an issue or top-up takes loaded value off the card: no
+    spend given back. Cards in no company cost one look-up of the batch's cards with a
+    purchase or refund."""
+    moving = [posted for posted in txns
+              if posted.kind in _SPEND_KINDS and posted.card_value_minor]
+    if not moving:
         return
     members = {row[0] for row in session.fetch_in(
-        "SELECT card FROM company_cards WHERE {match}", "card", sorted({c for c, _ in spent}))}
+        "SELECT card FROM company_cards WHERE {match}", "card",
+        sorted({posted.card for posted in moving}))}
+    moving = [posted for posted in moving if posted.card in members]
+    originals = sorted({posted.ref_txn_id for posted in moving
+                        if posted.kind == KIND_REFUND and posted.ref_txn_id is not None})
+    # Written by now (write_plan), an original in this same batch too.
+    purchases = {txn_id for txn_id, kind in session.fetch_in(
+        "SELECT txn_id, kind FROM transactions WHERE {match}", "txn_id", originals)
+        if kind == KIND_PURCHASE} if originals else set()
+    spent: dict[tuple[str, int], int] = {}
+    for posted in moving:
+        if posted.kind == KIND_REFUND and posted.ref_txn_id not in purchases:
+            continue
+        key = (posted.card, day_of(posted.time))
+        sign = 1 if posted.kind == KIND_PURCHASE else -1
+        spent[key] = spent.get(key, 0) + sign * posted.card_value_minor
     # One (card, day) once in the rows: PostgreSQL refuses a statement changing a row twice.
-    rows = [(card, day, minor) for (card, day), minor in sorted(spent.items())
-            if card in members and minor]
+    rows = [(card, day, minor) for (card, day), minor in sorted(spent.items()) if minor]
     for start in range(0, len(rows), DAYS_PER_STATEMENT_MAX):
         chunk = rows[start:start + DAYS_PER_STATEMENT_MAX]
         session.execute(_ADD_DAYS_SQL.format(rows=", ".join(["(?, ?, ?)"] * len(chunk))),
@@ -205,10 +217,12 @@ def _join(session: Session, company_id: str, card: str, login: str, now: int,
         f"SELECT (t.time + {_OFFSET_S}) / {DAY_S}, CAST(SUM(CASE WHEN t.kind = ?"
         " THEN t.card_value_minor ELSE -t.card_value_minor END) AS BIGINT) FROM transactions t"
         " WHERE t.txn_id IN (SELECT e.txn_id FROM entries e WHERE e.owner = ?"
-        " AND e.account_kind = ?) AND t.card = ? AND t.kind IN (?, ?) AND t.time >= ?"
+        " AND e.account_kind = ?) AND t.card = ? AND t.time >= ? AND (t.kind = ?"
+        " OR t.kind = ? AND EXISTS (SELECT 1 FROM transactions o"
+        " WHERE o.txn_id = t.ref_txn_id AND o.kind = ?))"
         f" GROUP BY (t.time + {_OFFSET_S}) / {DAY_S}",
-        (KIND_PURCHASE, card, CARD_VALUE, card, KIND_PURCHASE, KIND_REFUND,
-         period_start(PERIOD_MONTH, now)))
+        (KIND_PURCHASE, card, CARD_VALUE, card, period_start(PERIOD_MONTH, now),
+         KIND_PURCHASE, KIND_REFUND, KIND_PURCHASE))
     session.bulk_insert("company_card_days", COMPANY_CARD_DAY_COLUMNS,
                         [(card, int(day), int(minor)) for day, minor in days if minor])
     _audit(session, now, login, company_id, "card_added", detail)

@@ -20,7 +20,15 @@ from ledger.client import LedgerClient
 from ledger.db import open_database
 from ledger.errors import BatchConflict, BatchInvalid, Forbidden, HoldRefused, NotFound
 from ledger.server import serve
-from tests.ledger.builders import batch, hold_request, issue, posted_rows, purchase, refund
+from tests.ledger.builders import (
+    batch,
+    hold_request,
+    issue,
+    posted_rows,
+    purchase,
+    refund,
+    topup,
+)
 from tests.support.together import run_together
 
 NOW_S = 1_763_900_100
@@ -408,3 +416,29 @@ def test_a_batch_of_more_card_days_than_one_statement_takes_keeps_them_all(acme:
     assert acme.company("ACME")["spent_minor"] == 1  # type: ignore[index]
     acme.save_company(company(period="month"), "mia")
     assert acme.company("ACME")["spent_minor"] == 23  # type: ignore[index]
+
+
+@pytest.mark.parametrize("joined_first", [True, False])
+def test_a_refund_of_a_top_up_gives_no_spend_back(dsn: str, joined_first: bool) -> None:
+    """N1 is topped up 20.00, buys 10.00, gets 3.00 of the sale back and has 5.00 of the
+    top-up taken off (a refund of the top-up): spent 1000 - 300 = 700, the top-up's refund
+    not counted, whether posted while the card is in the company (the batches keep its days)
+    or before it joined (its days filled from its history)."""
+    books = open_books(dsn, lambda: NOW_S)
+    try:
+        books.post_batch(batch("gw1-0", issue("T1-1", "N1", 10_000)))
+        books.save_company(company(), "mia")
+        if joined_first:
+            books.add_company_card("ACME", "N1", "mia")
+        books.post_batch(batch(
+            "gw1-1", topup("T1-2", "N1", 2000), purchase("T1-3", "N1", 1000, points=0),
+            refund("T1-4", "T1-3", "N1", card_value_minor=300),
+            refund("T1-5", "T1-2", "N1", card_value_minor=500)))
+        if not joined_first:
+            books.add_company_card("ACME", "N1", "mia")
+        assert books.company("ACME")["spent_minor"] == 700  # type: ignore[index]
+        balance = books.card_balance("N1")
+        assert balance is not None
+        assert balance["value_minor"] == 10_000 + 2000 - 1000 + 300 - 500
+    finally:
+        books.close()
