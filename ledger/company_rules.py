@@ -8,7 +8,8 @@ bounds what the company's cards together may be authorized for in the period::
 
     spent     card value of the company's cards' purchases whose time is in the period,
               minus the card value their refunds of purchases in the period put back (a
-              refund of an issue or top-up takes loaded value off: no spend given back)
+              refund of an issue or top-up takes loaded value off: no spend given back),
+              never below zero (`period_spent`)
     held      the amounts of the company's cards' open, unexpired holds (whatever period
               they were placed in: until posted or released they are money promised)
     available budget - spent - held; may be below zero (see below)
@@ -125,6 +126,14 @@ def period_start(period: str, now: int) -> int:
     if period == PERIOD_MONTH:
         first = first.replace(day=1)
     return calendar.timegm(first.timetuple()) - COMPANY_BUDGET_PERIOD_UTC_OFFSET_S
+
+
+def period_spent(net_minor: int) -> int:
+    """What a company spent in a period, from its cards' purchases less their refunds of
+    purchases in it: never below zero. A refund in the period of a sale of an earlier one
+    gives back at most what the period spent; it never adds to the budget. E.g. 3000 bought
+    today and 4000 of yesterday's sale refunded today: spent 0, not -1000."""
+    return max(net_minor, 0)
 
 
 @dataclass(frozen=True, slots=True)

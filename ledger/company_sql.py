@@ -39,6 +39,7 @@ from ledger.company_rules import (
     budget_json,
     check_budget,
     day_of,
+    period_spent,
     period_start,
 )
 from ledger.db import Session
@@ -260,7 +261,8 @@ def detail(session: Session, company_id: str, now: int) -> dict[str, Any] | None
         "SELECT card FROM company_cards WHERE company = ? ORDER BY card", (company_id,))]
     cards = [{"card": card, "spent_minor": spent.get(card, 0), "held_minor": held.get(card, 0)}
              for card in members]
-    budget = Budget(company.budget_minor, sum(spent.values()), sum(held.values()))
+    budget = Budget(company.budget_minor, period_spent(sum(spent.values())),
+                    sum(held.values()))
     return budget_json(company, since, budget, cards)
 
 
@@ -292,7 +294,8 @@ def _budget(session: Session, company: Company, since: int, now: int) -> Budget:
         f"SELECT ({_SPENT_SQL.format(**whole)}), {', '.join(held)}",
         (*_spent_parameters(company.company, since),
          *((company.company, STATUS_OPEN, now) * len(_HOLD_TABLES))))[0]
-    return Budget(company.budget_minor, int(spent), sum(int(minor) for minor in held_minor))
+    return Budget(company.budget_minor, period_spent(int(spent)),
+                  sum(int(minor) for minor in held_minor))
 
 
 def _spent_by_card(session: Session, company_id: str, since: int) -> dict[str, int]:

@@ -442,3 +442,17 @@ def test_a_refund_of_a_top_up_gives_no_spend_back(dsn: str, joined_first: bool) 
         assert balance["value_minor"] == 10_000 + 2000 - 1000 + 300 - 500
     finally:
         books.close()
+
+
+def test_a_refund_of_yesterdays_sale_never_adds_to_todays_budget(acme: Books) -> None:
+    """A1 bought 40.00 yesterday and 30.00 today; 40.00 of yesterday's sale comes back
+    today: the day's net is -1000, spent 0, so 50.00 may be held today, not 60.00."""
+    acme.post_batch(batch("gw1-1", purchase("T1-10", "A1", 4000, points=0, time=YESTERDAY_S),
+                          purchase("T1-11", "A1", 3000, points=0),
+                          refund("T1-12", "T1-10", "A1", card_value_minor=4000)))
+    shown = acme.company("ACME")
+    assert shown is not None
+    assert (shown["spent_minor"], shown["available_minor"]) == (0, 5000)
+    assert shown["cards"][0] == {"card": "A1", "spent_minor": -1000, "held_minor": 0}
+    assert refused(acme, hold_request("H1", "A2", 5001)) == "company_budget"
+    assert acme.place_hold(hold_request("H2", "A2", 5000)).created

@@ -12,6 +12,7 @@ from ledger.company_rules import (
     Company,
     check_budget,
     parse_company,
+    period_spent,
     period_start,
 )
 from ledger.errors import BatchInvalid, HoldRefused
@@ -92,3 +93,11 @@ def test_a_bad_company_body_is_company_invalid(bad: object) -> None:
     with pytest.raises(BatchInvalid) as invalid:
         parse_company(bad)
     assert invalid.value.reason == "company_invalid"
+
+
+def test_a_period_spent_is_never_below_zero() -> None:
+    """3000 bought today, 4000 of yesterday's sale refunded today: net -1000, spent 0, so
+    a budget of 5000 leaves 5000, never 6000; 3000 bought and 1000 refunded: 2000."""
+    assert period_spent(3000 - 4000) == 0
+    assert Budget(5000, period_spent(3000 - 4000), 0).available_minor == 5000
+    assert period_spent(3000 - 1000) == 2000
