@@ -16,6 +16,10 @@ card's points only at the ledger, so without a hold two stores could both redeem
     card_replayed               ->  decline card_replayed: the hold carries the tap's SUN
                                     read counter, which another store (or this one) had
                                     accepted before (docs/ledger.md "SUN read counters")
+    company_budget              ->  decline company_budget: the card's company has spent
+                                    and holds its shared budget, at every store together
+                                    (docs/ledger.md "Company budgets"); no settling first:
+                                    this store's unsettled sales only add to the spend
     other refusal               ->  decline with it if it is a protocol reason
                                     (currency_mismatch), else ledger_refused, ALARM logged
     LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
@@ -93,6 +97,7 @@ from protocol.reasons import (
     CARD_BLOCKED,
     CARD_REPLAYED,
     CARD_UNKNOWN,
+    COMPANY_BUDGET,
     CURRENCY_MISMATCH,
     HOST_UNAVAILABLE,
     INSUFFICIENT_POINTS,
@@ -121,7 +126,7 @@ VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
 PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
-                       CARD_BLOCKED, CARD_REPLAYED})
+                       CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
 """Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask

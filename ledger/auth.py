@@ -87,6 +87,7 @@ REPLACE_CARD = "replace_card"  # move a lost card's value and points to a new ca
 RUN_PROGRAMS = "run_programs"  # issue targeted offers, rank the cards of a program
 REPORT_FLEET = "report_fleet"  # post its terminals' presence and health (POST /v1/fleet)
 ENROL_CUSTOMER = "enrol_customer"  # a counter's enrolment: link a card (POST /v1/enrolments)
+MANAGE_COMPANY = "manage_company"  # create or change a company, add or remove its cards
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "gateway": frozenset({READ_CARD, POST_BATCH, PLACE_HOLD, READ_HOLD, VOID_HOLD, READ_BLOCKS,
                           READ_CHANGES, REPORT_FLEET, ENROL_CUSTOMER}),
@@ -94,12 +95,13 @@ _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "cards": frozenset({READ_CARD, REGISTER_CARD, BLOCK_CARD, READ_BLOCKS}),
     "admin": frozenset({READ_CARD, READ_HOLD, VOID_HOLD, READ_BOOKS, REGISTER_CARD, BLOCK_CARD,
                         READ_BLOCKS, READ_CHANGES, READ_CUSTOMER, CHANGE_CUSTOMER,
-                        ERASE_CUSTOMER, REPLACE_CARD, ENROL_CUSTOMER, RUN_PROGRAMS}),
+                        ERASE_CUSTOMER, REPLACE_CARD, ENROL_CUSTOMER, RUN_PROGRAMS,
+                        MANAGE_COMPANY}),
     "clerk": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, READ_CUSTOMER,
                         CHANGE_CUSTOMER}),
     "manager": frozenset({READ_CARD, READ_HOLD, READ_BOOKS, READ_BLOCKS, BLOCK_CARD,
                           ACKNOWLEDGE_ALARM, READ_CUSTOMER, CHANGE_CUSTOMER, ERASE_CUSTOMER,
-                          REPLACE_CARD, RUN_PROGRAMS}),
+                          REPLACE_CARD, RUN_PROGRAMS, MANAGE_COMPANY}),
 }
 
 

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from ledger import (
     adopt_sql,
     block_sql,
+    company_sql,
     engine_sql,
     exposure_sql,
     feed_sql,
@@ -58,6 +59,7 @@ from ledger import (
     sun_sql,
 )
 from ledger.card_engine import hold_snapshot
+from ledger.company_rules import parse_company
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import HoldAnswer
@@ -169,6 +171,7 @@ class Books:
         posting_sql.write_plan(session, batch, plan, now)
         overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
         replaced_used = replace_sql.alarm_late_uses(session, batch.batch_id, plan.txns, now)
+        company_sql.note_posted(session, plan.txns)  # the spend of company cards, by day
         dropped = [] if self._programs is None else engine_sql.apply_posted(
             session, self._programs, batch.batch_id, batch.gateway_id, plan.txns, now)
         late = sum(posting.late for posting in plan.hold_postings)
@@ -394,6 +397,49 @@ class Books:
                  program[:64], done["period"], login, done["ranked"], len(done["posted"]),
                  extra={"event": "cards_ranked", "program": program[:64]})
         return done
+
+    def save_company(self, document: object, login: str) -> dict[str, Any]:
+        """Create a company or change its name, budget or period (a decoded POST
+        /v1/companies body, `company_rules.parse_company`): its row and "outcome" (created,
+        changed, unchanged). Refused, changing nothing: company_invalid, company_currency
+        (its currency never changes). Logged as an AUDIT line, kept in company_audit."""
+        company = parse_company(document)
+        with self._guard():
+            now = self._now()
+            row, outcome = self._database.transact(
+                lambda session: company_sql.save(session, company, login, now))
+        if outcome != "unchanged":
+            log.info("AUDIT company %s %s by %s: budget %d %s a %s", company.company[:64],
+                     outcome, login, company.budget_minor, company.currency, company.period,
+                     extra={"event": "company_" + outcome, "company": company.company[:64]})
+        return row | {"outcome": outcome}
+
+    def add_company_card(self, company: str, card: str, login: str) -> dict[str, Any]:
+        """Put a card in a company (`company_sql.add_card`): {"company", "card", "changed"}."""
+        with self._guard():
+            now = self._now()
+            done, changed = self._database.transact(
+                lambda session: company_sql.add_card(session, company, card, login, now))
+        if changed:
+            log.info("AUDIT company %s card %s added by %s", company[:64], card[:64], login,
+                     extra={"event": "company_card_added", "company": company[:64]})
+        return done | {"changed": changed}
+
+    def remove_company_card(self, company: str, card: str, login: str) -> dict[str, Any]:
+        """Take a card out of its company (`company_sql.remove_card`): {"company", "card"}."""
+        with self._guard():
+            now = self._now()
+            done = self._database.transact(
+                lambda session: company_sql.remove_card(session, company, card, login, now))
+        log.info("AUDIT company %s card %s removed by %s", company[:64], card[:64], login,
+                 extra={"event": "company_card_removed", "company": company[:64]})
+        return done
+
+    def company(self, company: str) -> dict[str, Any] | None:
+        """A company's budget in its current period, as of the books' clock
+        (`company_sql.detail`), or None for a company the ledger does not have."""
+        with self._guard(), self._database.read() as session:
+            return company_sql.detail(session, company, self._now())
 
     def card_changes(self, cursor: tuple[int, int] | None,
                      served_by: str | None = None) -> dict[str, Any]:

@@ -230,6 +230,43 @@ class LedgerClient:
             "DELETE", f"/v1/cards/{quote(card, safe='')}/block", body, HTTP_HOLD_TIMEOUT_S)
         return result
 
+    def save_company(self, company: str, name: str, currency: str, budget_minor: int,
+                     period: str) -> dict[str, Any]:
+        """Create a company or change its name, budget (minor units) or period ("day" or
+        "month", UTC): its row and "outcome" (created, changed, unchanged). BatchInvalid
+        company_invalid, BatchConflict company_currency; Forbidden unless a manager or admin."""
+        body = json.dumps({"company": company, "name": name, "currency": currency,
+                           "budget_minor": budget_minor, "period": period},
+                          separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/companies", body,
+                                               HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def add_company_card(self, company: str, card: str) -> dict[str, Any]:
+        """Put a card in a company: {"company", "card", "changed"}. NotFound card_unknown or
+        company_unknown; BatchInvalid currency_mismatch, company_full; BatchConflict
+        card_in_company (in another company)."""
+        body = json.dumps({"card": card}, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/companies/{quote(company, safe='')}/cards", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def remove_company_card(self, company: str, card: str) -> dict[str, Any]:
+        """Take a card out of its company: {"company", "card"}. NotFound company_unknown or
+        card_not_in_company."""
+        result: dict[str, Any] = self._request(
+            "DELETE", f"/v1/companies/{quote(company, safe='')}/cards/{quote(card, safe='')}",
+            None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def company(self, company: str) -> dict[str, Any]:
+        """A company's budget now: {"company", "name", "currency", "budget_minor", "period",
+        "period_start", "spent_minor", "held_minor", "available_minor", "cards": [{"card",
+        "spent_minor", "held_minor"}, ...]}; NotFound company_unknown."""
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/companies/{quote(company, safe='')}", None, HTTP_HOLD_TIMEOUT_S)
+        return result
+
     def block_changes(self, since: int = 0) -> dict[str, Any]:
         """Block changes after cursor `since`, oldest first: {"blocks": [...], "next": id}."""
         result: dict[str, Any] = self._request("GET", f"/v1/blocks?since={int(since)}",

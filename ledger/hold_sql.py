@@ -5,7 +5,9 @@ reads what they judge and writes what they allow. Every function here that write
 inside one `Database.transact` transaction. Placing a hold locks its card's row
 (`Session.lock_rows`) before it reads the card's value, points and holds, as a batch locks
 the cards it posts: holds on one card, and settlement of that card, take turns, so holds
-never over-commit value or points; holds on other cards go on meanwhile. A void or a batch
+never over-commit value or points; holds on other cards go on meanwhile. A hold on a card of
+a company then locks the company's row (`company_sql.judge_hold`), so holds on the cards of
+one company take turns and never pass its shared budget together. A void or a batch
 posting a hold locks the hold's row, so a hold is either voided or posted, never both. On
 SQLite the one writer does all of this.
 
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from ledger import block_sql, sun_sql
+from ledger import block_sql, company_sql, sun_sql
 from ledger.db import Session
 from ledger.errors import HoldRefused, NotFound
 from ledger.hold_rules import (
@@ -92,6 +94,9 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     funds = card_funds(database, request.card, now)
     left_minor = available_after(request, funds.available_minor)
     left_points = points_after(request, funds.available_points)
+    # Last, when the card itself allows the hold: the company's row is locked only then, so
+    # holds its cards cannot cover anyway never make the company's other cards wait.
+    company_sql.judge_hold(database, request.card, request.amount_minor, now)
     placed = (now, now + request.ttl_s, left_minor)
     if request.holds_points:
         row = (*_request_values(request), *placed, left_points, STATUS_OPEN)

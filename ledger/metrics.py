@@ -40,7 +40,7 @@ REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 _FIXED_ROUTES = frozenset({
     "/v1/batches", "/v1/holds", "/v1/blocks", "/v1/balances", "/v1/terminals",
     "/v1/trial-balance", "/v1/alarms", "/v1/refused", "/v1/health", "/health", METRICS_PATH,
-    "/v1/fleet", "/v1/changes", "/v1/customers",
+    "/v1/fleet", "/v1/changes", "/v1/customers", "/v1/companies",
 })  # fmt: skip
 _PREFIX_ROUTES = (
     ("/v1/cards/", "/block", "/v1/cards/{card}/block"),
@@ -49,6 +49,8 @@ _PREFIX_ROUTES = (
     ("/v1/customers/", "/history", "/v1/customers/{customer}/history"),
     ("/v1/customers/", "/export", "/v1/customers/{customer}/export"),
     ("/v1/customers/", "", "/v1/customers/{customer}"),
+    ("/v1/companies/", "/cards", "/v1/companies/{company}/cards"),
+    ("/v1/companies/", "", "/v1/companies/{company}"),  # and DELETE .../cards/{card}
     ("/v1/cards/", "", "/v1/cards/{card}"),
     ("/v1/holds/", "", "/v1/holds/{hold}"),
     ("/v1/reports/", "", "/v1/reports/{name}"),

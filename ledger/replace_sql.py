@@ -20,7 +20,10 @@ not at all:
    customer) for audit, and move the old card's customer link to the new card (with a
    customer audit row);
 5. move the old card's kept program-engine state (tier, discount, points lots, sales) to the
-   new card (`engine_sql.move`), when the ledger has programs.
+   new card (`engine_sql.move`), when the ledger has programs;
+6. put the new card in the old card's company, if it is in one (`company_sql.
+   follow_replacement`): the value moved stays under the company's shared budget, and the
+   old card stays in the company, blocked, so its spend of the period still counts.
 
 A refund posted on the new card may name a sale of the old card (`follow_replacements`): the
 gateways moved the old card's refundable sales to it.
@@ -40,7 +43,7 @@ import hashlib
 import json
 from typing import Any
 
-from ledger import block_sql, customers_sql, engine_sql, feed_sql, hold_sql
+from ledger import block_sql, company_sql, customers_sql, engine_sql, feed_sql, hold_sql
 from ledger.db import Session
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, NotFound
 from ledger.exposure_sql import OVERDRAFT_LOGIN
@@ -128,10 +131,11 @@ def replace(session: Session, old: str, new: str, login: str, reason: str,
                             f"card {old} replaced by {new}")
     session.bulk_insert("card_replacements", REPLACEMENT_COLUMNS,
                         [(old, new, txn_id, reason, now, login, customer_id)])
+    company = company_sql.follow_replacement(session, old, new, login, now)
     return {"old_card": old, "new_card": new, "txn_id": txn_id, "reason": reason, "at": now,
             "login": login, "customer_id": customer_id, "currency": currency,
             "program": program, "value_minor": funds.value_minor, "points": points,
-            "points_owed": -owed_points}
+            "points_owed": -owed_points, "company": company}
 
 
 def transfer_id(new: str) -> str:

@@ -7,11 +7,11 @@ and points) and by expiry (the sweep), hold postings by batch (closing them). Re
 the transactions: an index on time would tax every posted batch for an occasional query.
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
 Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
-point_hold_postings, the customer tables, card_engine_states, served_cards) are created on
-the next open of existing books, and columns added later (ADDED_COLUMNS: nullable, so rows written
-before them read as null) are added to them; nothing is ever dropped or changed. That is why
-holds with points are a table of their own (point_holds, see `ledger.hold_rules`): holds' CHECK
-(amount_minor > 0) stays.
+point_hold_postings, the customer tables, card_engine_states, served_cards, the company
+tables) are created on the next open of existing books, and columns added later
+(ADDED_COLUMNS: nullable, so rows written before them read as null) are added to them;
+nothing is ever dropped or changed. That is why holds with points are a table of their own
+(point_holds, see `ledger.hold_rules`): holds' CHECK (amount_minor > 0) stays.
 
 The column lists that rows are inserted with come from the value types where a field list is
 written once: TXN_COLUMNS from `Txn` (`ledger.model`), HOLD_COLUMNS and POINT_HOLD_COLUMNS
@@ -269,6 +269,44 @@ _STATEMENTS = (
         at BIGINT NOT NULL,
         PRIMARY KEY (txn_id, offer))""",
     "CREATE INDEX IF NOT EXISTS offer_uses_by_offer ON offer_uses (program, offer)",
+    # A company's shared budget (ledger/company_sql.py, ledger/company_rules.py): the row a
+    # hold on any of its cards locks, so holds of one company take turns. Its name, budget
+    # and period may change (POST /v1/companies), its currency never; every change is a
+    # company_audit row.
+    """CREATE TABLE IF NOT EXISTS companies (
+        company TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        budget_minor BIGINT NOT NULL CHECK (budget_minor > 0),
+        period TEXT NOT NULL CHECK (period IN ('day', 'month')),
+        created_at BIGINT NOT NULL,
+        login TEXT NOT NULL)""",
+    # A card is in at most one company: the card is the key.
+    """CREATE TABLE IF NOT EXISTS company_cards (
+        card TEXT PRIMARY KEY REFERENCES cards (card),
+        company TEXT NOT NULL REFERENCES companies (company),
+        added_at BIGINT NOT NULL,
+        login TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS company_cards_by_company ON company_cards (company)",
+    # Who created or changed which company, or added or removed which card, and when.
+    """CREATE TABLE IF NOT EXISTS company_audit (
+        id {serial},
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL,
+        company TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS company_audit_by_company ON company_audit (company, id)",
+    # What each card of a company spent each UTC day (day: Unix seconds // 86400): kept by
+    # every batch posting a purchase or refund of the card while it is in a company, under
+    # the card's lock, and filled from the card's history when it joins; so a hold reads its
+    # company's spend of a period in at most 31 rows a card, whatever the cards' history.
+    # spent_minor may be below zero (a day of refunds).
+    """CREATE TABLE IF NOT EXISTS company_card_days (
+        card TEXT NOT NULL REFERENCES cards (card),
+        day BIGINT NOT NULL,
+        spent_minor BIGINT NOT NULL,
+        PRIMARY KEY (card, day))""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -359,6 +397,16 @@ ENGINE_STATE_COLUMNS = ("card", "program", "program_version", "state", "reason",
 """Every card_engine_states column: the card, the program (and its version) the state was
 computed with, the state (JSON) or the reason there is none, how many times it changed, the
 last transaction applied, the state's engine day, and when (the ledger's clock)."""
+COMPANY_COLUMNS = ("company", "name", "currency", "budget_minor", "period", "created_at",
+                   "login")
+"""Every companies column: the company, its name, currency, budget (minor units) and period
+('day' or 'month', UTC), when and by whom it was created."""
+COMPANY_CARD_COLUMNS = ("card", "company", "added_at", "login")
+"""Every company_cards column: the card, its company, when and by whom it was added."""
+COMPANY_AUDIT_COLUMNS = ("at", "login", "company", "action", "detail")
+"""Every company_audit column but its id."""
+COMPANY_CARD_DAY_COLUMNS = ("card", "day", "spent_minor")
+"""Every company_card_days column: a company card's card-value spend of one UTC day."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

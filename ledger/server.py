@@ -39,6 +39,11 @@
                                "last_on", "cards"?, "customers"?, "segment"?} (ledger/offers.py)
     GET    /v1/offers/report   ?program=P&offer=O: the offer's response
     POST   /v1/rank            {"program", "period"?}: rank the cards, post their levels
+    POST   /v1/companies   create or change a company {"company", "name", "currency",
+                           "budget_minor", "period"} -> 201 created / 200 / 400 / 409
+    GET    /v1/companies/<id>  its budget, period, spent, held, available and cards -> 200 / 404
+    POST   /v1/companies/<id>/cards  {"card"}: add a card -> 200 / 400 / 404 / 409
+    DELETE /v1/companies/<id>/cards/<card>  take it out -> 200 / 404
     POST   /v1/enrolments      a counter enrols a card: join or create a customer by phone or
                                e-mail (ledger/customers.py `Customers.enrol`) -> 200 / 4xx
 
@@ -135,6 +140,9 @@ OFFER_GRANTS_PATH = "/v1/offers/grants"
 OFFER_REPORT_PATH = "/v1/offers/report"
 RANK_PATH = "/v1/rank"
 EPOCH_DATE = date(1970, 1, 1)  # the engine's day 0
+COMPANIES_PATH = "/v1/companies"
+COMPANIES_PREFIX = "/v1/companies/"
+COMPANY_CARDS_PART = "cards"
 BLOCK_SUFFIX = "/block"
 REPLACE_SUFFIX = "/replace"
 BLOCKS_PATH = "/v1/blocks"
@@ -493,6 +501,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only("GET", method, lambda: self._offer_report(target.query))
         if path == RANK_PATH:
             return self._only("POST", method, self._rank)
+        if path == COMPANIES_PATH or path.startswith(COMPANIES_PREFIX):
+            return self._company_route(method, path)
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
@@ -699,6 +709,46 @@ class _Handler(BaseHTTPRequestHandler):
                 "DELETE": lambda: self._customer_change(200, lambda: customers.unlink(
                     customer_id, card, login))})
         raise NotFound("not_found", f"no such path: {path[:200]}")
+
+    def _company_route(self, method: str, path: str) -> Answer:
+        """/v1/companies[/<id>[/cards[/<card>]]] (ledger/company_sql.py): changes by a
+        manager or an admin, each audited with the login; reads by any reader of the books."""
+        books = self.server.books
+        login = self._login.name if self._login else "(open ledger)"
+        if path == COMPANIES_PATH:
+            return self._only("POST", method, lambda: self._company_change(
+                lambda: self._save_company(login)))
+        company, _, tail = path[len(COMPANIES_PREFIX):].partition("/")
+        company = unquote(company)
+        if not company:
+            raise NotFound("not_found", f"no such path: {path[:200]}")
+        if not tail:
+            return self._only("GET", method, lambda: self._read(
+                lambda: self._company(company)))
+        if tail == COMPANY_CARDS_PART:
+            return self._only("POST", method, lambda: self._company_change(lambda: (
+                200, books.add_company_card(
+                    company, _company_card(self._read_json("request_malformed")), login))))
+        if tail.startswith(COMPANY_CARDS_PART + "/") and len(tail) > len(COMPANY_CARDS_PART) + 1:
+            card = unquote(tail[len(COMPANY_CARDS_PART) + 1:])
+            return self._only("DELETE", method, lambda: self._company_change(lambda: (
+                200, books.remove_company_card(company, card, login))))
+        raise NotFound("not_found", f"no such path: {path[:200]}")
+
+    def _save_company(self, login: str) -> Answer:
+        """POST /v1/companies: 201 for a new company, 200 for a change (or none)."""
+        saved = self.server.books.save_company(self._read_json("request_malformed"), login)
+        return 201 if saved["outcome"] == "created" else 200, saved
+
+    def _company(self, company: str) -> dict[str, Any]:
+        shown = self.server.books.company(company)
+        if shown is None:
+            raise NotFound("company_unknown", f"the ledger has no company {company[:64]!r}")
+        return shown
+
+    def _company_change(self, change: Callable[[], Answer]) -> Answer:
+        self._may(auth.MANAGE_COMPANY)
+        return change()
 
     def _enrol(self) -> Answer:
         """POST /v1/enrolments: a gateway's counter enrols a card (its own terminal and
@@ -1007,6 +1057,14 @@ def _replacement(body: object) -> tuple[str, str]:
                            "send {\"new_card\": card id, \"reason\": text, 1 to"
                            f" {BLOCK_REASON_CHARS_MAX} characters}}")
     return new, reason
+
+
+def _company_card(body: object) -> str:
+    """The card of POST /v1/companies/<id>/cards: {"card": id}."""
+    card = body.get("card") if isinstance(body, dict) and set(body) == {"card"} else None
+    if not isinstance(card, str) or ID_PATTERN.fullmatch(card) is None:
+        raise BatchInvalid("request_malformed", "send {\"card\": card id}")
+    return card
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ CASH_OUT_NOT_ALLOWED = "cash_out_not_allowed"
 REWARD_UNKNOWN = "reward_unknown"
 CARD_PURCHASE_LIMIT = "card_purchase_limit"  # company cards (protocol/engine_company.py)
 CARD_DAY_LIMIT = "card_day_limit"
+COMPANY_BUDGET = "company_budget"  # the ledger's shared budget of a company's cards
 
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"

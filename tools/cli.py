@@ -553,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.offers import add_arguments as add_offer_arguments
 
     add_offer_arguments(commands, programs)
+    from tools.companies import add_arguments as add_company_arguments
+
+    add_company_arguments(commands)
     return parser
 
 

@@ -204,6 +204,7 @@ def test_a_card_the_ledger_never_saw_is_decided_by_the_card_book_alone() -> None
     (BatchInvalid("currency_mismatch", "USD card"), "currency_mismatch"),
     (HoldRefused("hold_conflict", "id reused"), "ledger_refused"),
     (HoldRefused("card_blocked", "blocked centrally"), "card_blocked"),
+    (HoldRefused("company_budget", "ACME: 100 asked, 0 left"), "company_budget"),
 ])
 def test_other_refusals_decline_with_a_protocol_reason(refusal: Exception, reason: str) -> None:
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "gift", 5000))

@@ -117,6 +117,9 @@ def test_any_other_path_is_404(served: tuple[Gateway, str]) -> None:
     ("/v1/cards/04a1/history", "/v1/cards/{card}/history"),
     ("/v1/customers/cust-1f/export", "/v1/customers/{customer}/export"),
     ("/v1/customers/cust-1f", "/v1/customers/{customer}"),
+    ("/v1/companies", "/v1/companies"),
+    ("/v1/companies/ACME", "/v1/companies/{company}"),
+    ("/v1/companies/ACME/cards", "/v1/companies/{company}/cards"),
     ("/v1/cards/", "other"),
     ("/anything/a/caller/makes/up", "other"),
 ])

@@ -20,6 +20,10 @@ from ledger.schema import (
     CARD_BLOCK_COLUMNS,
     CARD_CHANGE_COLUMNS,
     CARD_COLUMNS,
+    COMPANY_AUDIT_COLUMNS,
+    COMPANY_CARD_COLUMNS,
+    COMPANY_CARD_DAY_COLUMNS,
+    COMPANY_COLUMNS,
     ENGINE_STATE_COLUMNS,
     ENTRY_COLUMNS,
     HOLD_COLUMNS,
@@ -43,6 +47,10 @@ INSERTED = [
     ("card_changes", CARD_CHANGE_COLUMNS, ("id", "xid")),
     ("card_engine_states", ENGINE_STATE_COLUMNS, ()),
     ("served_cards", SERVED_CARD_COLUMNS, ()),
+    ("companies", COMPANY_COLUMNS, ()),
+    ("company_cards", COMPANY_CARD_COLUMNS, ()),
+    ("company_audit", COMPANY_AUDIT_COLUMNS, ("id",)),
+    ("company_card_days", COMPANY_CARD_DAY_COLUMNS, ()),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 
