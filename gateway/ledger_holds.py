@@ -20,6 +20,10 @@ card's points only at the ledger, so without a hold two stores could both redeem
                                     and holds its shared budget, at every store together
                                     (docs/ledger.md "Company budgets"); no settling first:
                                     this store's unsettled sales only add to the spend
+    reward_out_of_stock         ->  decline reward_out_of_stock: the hold names the reward
+                                    item the points pay for, and the ledger counts none of
+                                    it left unheld on this store's shelf (docs/programs.md
+                                    "Reward stock")
     other refusal               ->  decline with it if it is a protocol reason
                                     (currency_mismatch), else ledger_refused, ALARM logged
     LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
@@ -104,6 +108,7 @@ from protocol.reasons import (
     INSUFFICIENT_VALUE,
     LEDGER_REFUSED,
     REDEEM_NEEDS_ONLINE,
+    REWARD_OUT_OF_STOCK,
     STAND_IN_LIMIT,
 )
 
@@ -126,7 +131,7 @@ VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
 PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
-                       CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET})
+                       CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET, REWARD_OUT_OF_STOCK})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
 """Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask
@@ -140,7 +145,8 @@ class HoldLedger(Protocol):
 
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
                    ttl_s: int, terminal: str, merchant: str,
-                   points: int = 0, sun_counter: int | None = None) -> dict[str, Any]: ...
+                   points: int = 0, sun_counter: int | None = None,
+                   reward: str | None = None) -> dict[str, Any]: ...
 
     def void_hold(self, hold_id: str) -> dict[str, Any]: ...
 
@@ -373,7 +379,9 @@ class LedgerHolds:
              points: int, sun_counter: int | None) -> None:
         # The counter only with a tap to prove: a hold without one is the request it always
         # was (a gateway without card keys works with a ledger from before counters).
-        tap = {} if sun_counter is None else {"sun_counter": sun_counter}
+        tap: dict[str, Any] = {} if sun_counter is None else {"sun_counter": sun_counter}
+        if points and request.get("reward") is not None:
+            tap["reward"] = request["reward"]  # the item the points pay for: the ledger counts it
         answer = self.ledger.place_hold(
             hold_id, request["card"], request["currency"], value_minor,
             self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"],

@@ -56,6 +56,7 @@ from ledger import (
     queries,
     replace_sql,
     reports,
+    reward_stock_sql,
     sun_sql,
 )
 from ledger.card_engine import hold_snapshot
@@ -72,6 +73,7 @@ from ledger.model import (
 )
 from ledger.plan import plan_batch
 from ledger.reports import Report
+from ledger.reward_stock import parse_change
 from ledger.schema import create_schema
 from ledger.validate import parse_batch, parse_hold_request, parse_txn
 
@@ -172,6 +174,7 @@ class Books:
         overdrawn = exposure_sql.block_overdrawn(session, batch.batch_id, list(plan.txns), now)
         replaced_used = replace_sql.alarm_late_uses(session, batch.batch_id, plan.txns, now)
         company_sql.note_posted(session, plan.txns)  # the spend of company cards, by day
+        reward_stock_sql.note_posted(session, plan.txns)  # reward items off their shelves
         dropped = [] if self._programs is None else engine_sql.apply_posted(
             session, self._programs, batch.batch_id, batch.gateway_id, plan.txns, now)
         late = sum(posting.late for posting in plan.hold_postings)
@@ -440,6 +443,28 @@ class Books:
         (`company_sql.detail`), or None for a company the ledger does not have."""
         with self._guard(), self._database.read() as session:
             return company_sql.detail(session, company, self._now())
+
+    def change_reward_stock(self, document: object, login: str) -> dict[str, Any]:
+        """Set, add to or stop counting a reward item's stock at a merchant (a decoded POST
+        /v1/rewards/stock body, `reward_stock.parse_change`; its item checked against the
+        programs the ledger runs, if any): the count afterwards, before, held and available.
+        Logged as an AUDIT line, kept in reward_stock_audit."""
+        change = parse_change(document, self._programs)
+        with self._guard():
+            now = self._now()
+            done = self._database.transact(
+                lambda session: reward_stock_sql.change(session, change, login, now))
+        log.info("AUDIT reward stock %s/%s at %s %s %s by %s: %s", change.program[:64],
+                 change.item[:64], change.merchant[:64], change.action, change.quantity, login,
+                 done["quantity"], extra={"event": "reward_stock_" + change.action,
+                                          "program": change.program[:64]})
+        return done
+
+    def reward_stock(self, program: str | None) -> dict[str, Any]:
+        """The counted reward items (of one program, or all) with held and available, as of
+        the books' clock (`reward_stock_sql.listing`)."""
+        with self._guard(), self._database.read() as session:
+            return reward_stock_sql.listing(session, program, self._now())
 
     def card_changes(self, cursor: tuple[int, int] | None,
                      served_by: str | None = None) -> dict[str, Any]:

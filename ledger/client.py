@@ -110,15 +110,17 @@ class LedgerClient:
         merchant: str,
         points: int = 0,
         sun_counter: int | None = None,
+        reward: str | None = None,
     ) -> dict[str, Any]:
         """Hold card value and/or points: {"hold_id", "status", "available_minor",
         "available_points"}, and "engine" {"version", "tier", "discount_pct",
         "discount_until"} when the ledger keeps the card's engine state (a replay answers
         again). `sun_counter`: the tap's SUN read counter, refused card_replayed unless
-        above the card's highest, which it raises.
+        above the card's highest, which it raises. `reward`: the item the points pay for,
+        refused reward_out_of_stock when the merchant's counted shelf has none unheld.
 
-        HoldRefused insufficient_value / insufficient_points / hold_conflict / card_replayed,
-        NotFound
+        HoldRefused insufficient_value / insufficient_points / hold_conflict / card_replayed /
+        reward_out_of_stock, NotFound
         card_unknown, BatchInvalid for a malformed request, LedgerUnavailable when the ledger
         cannot answer in time.
         """
@@ -137,6 +139,8 @@ class LedgerClient:
         if sun_counter is not None:
             # Only then: a hold proving no tap is sent, and hashed, as before.
             request["sun_counter"] = sun_counter
+        if reward is not None:
+            request["reward"] = reward
         body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
         result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
         return result
@@ -221,6 +225,22 @@ class LedgerClient:
             request["period"] = period
         body = json.dumps(request, separators=(",", ":")).encode("utf-8")
         result: dict[str, Any] = self._request("POST", "/v1/rank", body, HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def change_reward_stock(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Set, add to or stop counting a reward item's stock at a merchant (POST
+        /v1/rewards/stock, ledger/reward_stock.py): the count after and before, held,
+        available. BatchInvalid stock_invalid / reward_unknown / stock_not_counted."""
+        body = json.dumps(request, separators=(",", ":")).encode("utf-8")
+        result: dict[str, Any] = self._request("POST", "/v1/rewards/stock", body,
+                                               HTTP_HOLD_TIMEOUT_S)
+        return result
+
+    def reward_stock(self, program: str | None = None) -> dict[str, Any]:
+        """The counted reward items, held and available (GET /v1/rewards/stock)."""
+        query = "" if program is None else f"?program={quote(program, safe='')}"
+        result: dict[str, Any] = self._request("GET", "/v1/rewards/stock" + query, None,
+                                               HTTP_HOLD_TIMEOUT_S)
         return result
 
     def unblock_card(self, card: str, reason: str = "") -> dict[str, Any]:

@@ -59,6 +59,10 @@ class HoldRequest:
     sun_counter: int | None = None
     """The tap's SUN read counter (optional key): the hold is refused card_replayed unless
     it is above the card's highest, which it then raises (`ledger.sun_sql`)."""
+    reward: str | None = None
+    """The reward item the held points pay for (optional key, a hold of points only): placed
+    only while the store's shelf of it, as the ledger counts it, has one not held
+    (`ledger.reward_stock_sql`), which it then holds."""
 
     @property
     def holds_points(self) -> bool:
@@ -66,11 +70,12 @@ class HoldRequest:
         return self.points > 0
 
 
-HOLD_CARD_FIELDS = ("sun_counter",)
-"""The fields of a hold request kept on its card, not with the hold: no column of either
-holds table (a replay is judged by the content hash, which covers them)."""
+HOLD_ELSEWHERE_FIELDS = ("sun_counter", "reward")
+"""The fields of a hold request kept elsewhere than with the hold (the SUN counter on its
+card, the reward item in `reward_holds`): no column of either holds table (a replay is
+judged by the content hash, which covers them)."""
 HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest)
-                            if field.name not in HOLD_CARD_FIELDS)
+                            if field.name not in HOLD_ELSEWHERE_FIELDS)
 """Every field of a hold request the hold keeps, in `HoldRequest` order (the first columns
 of a point_holds row)."""
 HOLD_POINTS_FIELDS = ("points",)
@@ -87,7 +92,7 @@ it and the optional ones."""
 HOLD_OPTIONAL_KEYS = tuple(field.name for field in fields(HoldRequest)
                            if field.default is not MISSING)
 """Keys a POST /v1/holds body may leave out: "points" absent and 0 are the same hold (same
-hash); "sun_counter" absent is a hold that proves no tap."""
+hash); "sun_counter" absent is a hold that proves no tap; "reward" absent holds no item."""
 
 
 @dataclass(frozen=True, slots=True)

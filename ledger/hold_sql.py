@@ -7,7 +7,8 @@ inside one `Database.transact` transaction. Placing a hold locks its card's row
 the cards it posts: holds on one card, and settlement of that card, take turns, so holds
 never over-commit value or points; holds on other cards go on meanwhile. A hold on a card of
 a company then locks the company's row (`company_sql.judge_hold`), so holds on the cards of
-one company take turns and never pass its shared budget together. A void or a batch
+one company take turns and never pass its shared budget together; a hold of a counted reward
+item locks the item's stock row before (`reward_stock_sql.judge_hold`). A void or a batch
 posting a hold locks the hold's row, so a hold is either voided or posted, never both. On
 SQLite the one writer does all of this.
 
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from ledger import block_sql, company_sql, sun_sql
+from ledger import block_sql, company_sql, reward_stock_sql, sun_sql
 from ledger.db import Session
 from ledger.errors import HoldRefused, NotFound
 from ledger.hold_rules import (
@@ -75,7 +76,7 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     if known is not None:
         return known
     cards = database.fetch(
-        f"SELECT currency, sun_counter FROM cards WHERE card = ?{database.lock_rows}",
+        f"SELECT currency, sun_counter, program FROM cards WHERE card = ?{database.lock_rows}",
         (request.card,),
     )
     if not cards:
@@ -94,6 +95,7 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     funds = card_funds(database, request.card, now)
     left_minor = available_after(request, funds.available_minor)
     left_points = points_after(request, funds.available_points)
+    reward_stock_sql.judge_hold(database, request, cards[0][2], now)  # locks the item's count
     # Last, when the card itself allows the hold: the company's row is locked only then, so
     # holds its cards cannot cover anyway never make the company's other cards wait.
     company_sql.judge_hold(database, request.card, request.amount_minor, now)
@@ -101,6 +103,7 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     if request.holds_points:
         row = (*_request_values(request), *placed, left_points, STATUS_OPEN)
         database.bulk_insert(POINT_HOLDS, POINT_HOLD_COLUMNS, [row])
+        reward_stock_sql.note_hold(database, request, cards[0][2])
     else:
         row = (*_value_values(request), *placed, STATUS_OPEN)
         database.bulk_insert(VALUE_HOLDS, HOLD_COLUMNS, [row])

@@ -8,8 +8,9 @@ the transactions: an index on time would tax every posted batch for an occasiona
 Primary keys cover the id look-ups (a batch's refused transactions, in batch order, too).
 Tables added later (holds, hold_postings, refused_txns, card_blocks, point_holds,
 point_hold_postings, the customer tables, card_engine_states, served_cards, the company
-tables) are created on the next open of existing books, and columns added later
-(ADDED_COLUMNS: nullable, so rows written before them read as null) are added to them;
+tables, the reward stock tables) are created on the next open of existing books, and
+columns added later (ADDED_COLUMNS: nullable, so rows written before them read as null) are
+added to them;
 nothing is ever dropped or changed. That is why holds with points are a table of their own
 (point_holds, see `ledger.hold_rules`): holds' CHECK (amount_minor > 0) stays.
 
@@ -307,6 +308,35 @@ _STATEMENTS = (
         day BIGINT NOT NULL,
         spent_minor BIGINT NOT NULL,
         PRIMARY KEY (card, day))""",
+    # A reward item's count on one store's shelf (ledger/reward_stock_sql.py): the row a
+    # hold of that item locks, so two counters never hand over the last one. No row: not
+    # counted. quantity falls by each posted redemption and may go below zero (a
+    # redemption whose hold had lapsed, a count set lower meanwhile): a shelf to count again.
+    """CREATE TABLE IF NOT EXISTS reward_stock (
+        program TEXT NOT NULL,
+        item TEXT NOT NULL,
+        merchant TEXT NOT NULL,
+        quantity BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        login TEXT NOT NULL,
+        PRIMARY KEY (program, item, merchant))""",
+    # The item each hold of a reward pays for (a point_holds row): open ones are held stock.
+    """CREATE TABLE IF NOT EXISTS reward_holds (
+        hold_id TEXT PRIMARY KEY REFERENCES point_holds (hold_id),
+        program TEXT NOT NULL,
+        item TEXT NOT NULL,
+        merchant TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS reward_holds_by_item ON reward_holds (program, item, merchant)",
+    # Who set, added to or stopped counting which item's stock, and when.
+    """CREATE TABLE IF NOT EXISTS reward_stock_audit (
+        id {serial},
+        at BIGINT NOT NULL,
+        login TEXT NOT NULL,
+        program TEXT NOT NULL,
+        item TEXT NOT NULL,
+        merchant TEXT NOT NULL,
+        action TEXT NOT NULL,
+        quantity BIGINT)""",
 )
 
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -407,6 +437,15 @@ COMPANY_AUDIT_COLUMNS = ("at", "login", "company", "action", "detail")
 """Every company_audit column but its id."""
 COMPANY_CARD_DAY_COLUMNS = ("card", "day", "spent_minor")
 """Every company_card_days column: a company card's card-value spend of one UTC day."""
+REWARD_STOCK_COLUMNS = ("program", "item", "merchant", "quantity", "updated_at", "login")
+"""Every reward_stock column: a program's item on a merchant's shelf, how many, when and by
+whom last set (a posted redemption lowers quantity and changes neither)."""
+REWARD_HOLD_COLUMNS = ("hold_id", "program", "item", "merchant")
+"""Every reward_holds column: the hold and the item (of a program, at a merchant) it pays."""
+REWARD_STOCK_AUDIT_COLUMNS = ("at", "login", "program", "item", "merchant", "action",
+                              "quantity")
+"""Every reward_stock_audit column but its id: set (quantity), add (the number added) or
+uncount (null)."""
 HOLD_POSTING_COLUMNS = (
     "hold_id",
     "txn_id",

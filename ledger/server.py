@@ -39,6 +39,9 @@
                                "last_on", "cards"?, "customers"?, "segment"?} (ledger/offers.py)
     GET    /v1/offers/report   ?program=P&offer=O: the offer's response
     POST   /v1/rank            {"program", "period"?}: rank the cards, post their levels
+    POST   /v1/rewards/stock   set, add to or stop counting a reward item's stock at a merchant
+                               {"program", "item", "merchant", "quantity"|"add"|"uncount"}
+    GET    /v1/rewards/stock   ?program=P (optional): the counted items, held, available
     POST   /v1/companies   create or change a company {"company", "name", "currency",
                            "budget_minor", "period"} -> 201 created / 200 / 400 / 409
     GET    /v1/companies/<id>  its budget, period, spent, held, available and cards -> 200 / 404
@@ -139,6 +142,7 @@ ENROLMENTS_PATH = "/v1/enrolments"
 OFFER_GRANTS_PATH = "/v1/offers/grants"
 OFFER_REPORT_PATH = "/v1/offers/report"
 RANK_PATH = "/v1/rank"
+REWARD_STOCK_PATH = "/v1/rewards/stock"
 EPOCH_DATE = date(1970, 1, 1)  # the engine's day 0
 COMPANIES_PATH = "/v1/companies"
 COMPANIES_PREFIX = "/v1/companies/"
@@ -503,6 +507,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._only("POST", method, self._rank)
         if path == COMPANIES_PATH or path.startswith(COMPANIES_PREFIX):
             return self._company_route(method, path)
+        if path == REWARD_STOCK_PATH:
+            return self._by_method(method, {
+                "POST": self._change_reward_stock,
+                "GET": lambda: self._reward_stock(target.query)})
         if path == BLOCKS_PATH:
             return self._only("GET", method, lambda: self._blocks(target.query))
         if path == CHANGES_PATH:
@@ -655,6 +663,23 @@ class _Handler(BaseHTTPRequestHandler):
                                "send {\"program\": id, \"period\": integer >= 0 (optional)}")
         login = self._login.name if self._login else "(open ledger)"
         return 200, self.server.books.rank_cards(program, period, login)
+
+    def _change_reward_stock(self) -> Answer:
+        """POST /v1/rewards/stock: count a store's reward items (manager, admin)."""
+        self._may(auth.RUN_PROGRAMS)
+        login = self._login.name if self._login else "(open ledger)"
+        return 200, self.server.books.change_reward_stock(
+            self._read_json("request_malformed"), login)
+
+    def _reward_stock(self, query: str) -> Answer:
+        """GET /v1/rewards/stock[?program=P]: a read of the books."""
+        self._may(auth.READ_BOOKS)
+        found = parse_qs(query)
+        program = found.get("program", [None])[0]
+        if set(found) - {"program"} or (
+                program is not None and ID_PATTERN.fullmatch(program) is None):
+            raise BatchInvalid("parameter_invalid", "give nothing or ?program=ID")
+        return 200, self.server.books.reward_stock(program)
 
     def _replace(self, card: str) -> Answer:
         """POST /v1/cards/<card>/replace: replace a lost or damaged card (manager, admin)."""

@@ -219,7 +219,17 @@ def parse_hold_request(document: object) -> HoldRequest:
         points=points,
         sun_counter=(_integer(document, "sun_counter", where, SUN_COUNTER_MAX, "field_invalid")
                      if "sun_counter" in document else None),
+        reward=_hold_reward(document, where, points),
     )
+
+
+def _hold_reward(document: Mapping[str, Any], where: str, points: int) -> str | None:
+    """A hold's reward item: only on a hold of points (a reward is paid in points)."""
+    if "reward" not in document:
+        return None
+    if not points:
+        raise BatchInvalid("field_invalid", f"{where}.reward: only a hold of points pays one")
+    return _identifier(document, "reward", where)
 
 
 def _canonical_text(document: Mapping[str, Any], where: str) -> str:

@@ -91,6 +91,7 @@ REWARD_UNKNOWN = "reward_unknown"
 CARD_PURCHASE_LIMIT = "card_purchase_limit"  # company cards (protocol/engine_company.py)
 CARD_DAY_LIMIT = "card_day_limit"
 COMPANY_BUDGET = "company_budget"  # the ledger's shared budget of a company's cards
+REWARD_OUT_OF_STOCK = "reward_out_of_stock"  # the ledger's count of a store's reward items
 
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"

@@ -28,6 +28,8 @@
     tilltap firmware deploy --port PORT [--dir DIR] [--dry-run]       copy it with mpremote
     tilltap programs check FILE.toml           validate a program file (exit 2 if invalid)
     tilltap programs simulate --config FILE.toml --ops FILE.jsonl   run operations, print JSON
+    tilltap reward stock --program P --item I --merchant M (--set N | --add N | --uncount)
+                      | list [--program P] --ledger-url URL ...   a store's count of a reward
     tilltap card personalize --count N --master-key FILE --url-prefix URL --program P ...
     tilltap card inspect [--reader pcsc|usb:...|udp:HOST:PORT] [--master-key FILE]
     tilltap card block CARD --reason TEXT | unblock CARD | show CARD  --ledger-url URL ...
@@ -556,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.companies import add_arguments as add_company_arguments
 
     add_company_arguments(commands)
+    from tools.rewards import add_arguments as add_reward_arguments
+
+    add_reward_arguments(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from gateway.cards import DAY_S
 from protocol import engine_offline, txn
 from tests.support.stack import Stack, running_stack, wait_until
+from tools.cli import main
 from tools.demo import DEMO_PROGRAMS
 from tools.mosquitto import MosquittoBroker
 from tools.simulator.terminal import SimulatedTerminal
@@ -273,6 +274,51 @@ def test_a_reward_redemption_from_the_counter_to_the_ledgers_report(
             {"program": "loyalty", "item": "tote", "currency": "EUR", "redeemed": 1,
              "refunded": 0, "points": 300, "points_worth_minor": 300, "copay_minor": 200},
         ]
+
+
+def test_a_counted_reward_runs_out_at_the_counter_and_a_delivery_brings_it_back(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The office counts one free coffee at the store (`tilltap reward stock`): the first
+    redemption is approved (its ledger hold holds the coffee), the second declined
+    reward_out_of_stock at the till while the first is held and after it has posted (the
+    count falls to 0); a tote bag, not counted, is still handed over; one more coffee
+    delivered (`--add 1`) is redeemed again."""
+    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack, \
+            till(stack, private_mosquitto, tmp_path) as (sim, counter):
+        counter.ok(LOYALTY, "issue", "loyalty", 0)
+        assert counter.ok(LOYALTY, "purchase", 90_000, pay_from_card=False)["points"] == 900
+        # Settled, the ledger knows the card and its points: it holds them (and the item).
+        assert sim.drain(time.monotonic() + 10)
+        assert wait_until(stack.gateway.idle)
+        assert stack.gateway.settle().refused == []
+
+        def stock(*argv: str) -> int:
+            return main(["reward", "stock", "--program", "loyalty", "--item", "coffee",
+                         "--merchant", "M1", *argv, "--ledger-url", stack.ledger.url])
+
+        def shelf() -> tuple[int, int, int]:
+            (row,) = stack.ledger_client.reward_stock("loyalty")["items"]
+            return row["quantity"], row["held"], row["available"]
+
+        assert stock("--set", "1") == 0
+        assert counter.ok(LOYALTY, "reward", "coffee")["redeem_points"] == 150
+        assert shelf() == (1, 1, 0)
+        assert counter.declined(LOYALTY, "reward", "coffee") == "reward_out_of_stock"
+        assert counter.ok(LOYALTY, "reward", "tote")["redeem_points"] == 300
+        assert sim.drain(time.monotonic() + 10)
+        assert wait_until(stack.gateway.idle)
+        assert stack.gateway.settle().refused == []
+        assert shelf() == (0, 0, 0)
+        assert counter.declined(LOYALTY, "reward", "coffee") == "reward_out_of_stock"
+        assert stock("--add", "1") == 0
+        assert counter.ok(LOYALTY, "reward", "coffee")["redeem_points"] == 150
+        assert shelf() == (1, 1, 0)
+        assert sim.drain(time.monotonic() + 10)
+        assert wait_until(stack.gateway.idle)
+        assert stack.gateway.settle().refused == []
+        assert shelf() == (0, 0, 0)
+        assert books_agree(stack)[LOYALTY] == {"value": 0, "points": 900 - 150 - 300 - 150}
 
 
 def test_a_running_gateway_settles_on_its_own_timer(

@@ -37,12 +37,18 @@ class PointsLedger:
         self.placed: list[dict[str, Any]] = []
         self.voided: list[str] = []
         self.down = False
+        self.out_of_stock = False
 
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
                    ttl_s: int, terminal: str, merchant: str,
-                   points: int = 0) -> dict[str, Any]:
-        self.placed.append({"hold_id": hold_id, "amount_minor": amount_minor,
-                            "points": points})
+                   points: int = 0, reward: str | None = None) -> dict[str, Any]:
+        placed: dict[str, Any] = {"hold_id": hold_id, "amount_minor": amount_minor,
+                                  "points": points}
+        if reward is not None:
+            placed["reward"] = reward
+        self.placed.append(placed)
+        if self.out_of_stock:
+            raise HoldRefused("reward_out_of_stock", f"{reward} at {merchant}")
         if self.down:
             raise LedgerUnavailable("connection refused")
         open_holds = [h for h in self.holds.values() if h["status"] == "open"]
@@ -102,6 +108,43 @@ def test_a_redemption_places_a_hold_of_its_points_and_card_value() -> None:
     assert both["approved"]
     assert ledger.placed[-1] == {"hold_id": "gw1-a7-2",
                                  "amount_minor": both["card_value_minor"], "points": 50}
+
+
+def loyalty_card(value_minor: int, points: int) -> CardDirectory:
+    """A card registered centrally in the loyalty programme (a rewards catalogue: the coffee
+    takes 150 points)."""
+    return CardDirectory(lambda card: {"program": "loyalty", "currency": "EUR",
+                                       "value_minor": value_minor, "points": points})
+
+
+def reward(item: str) -> dict[str, Any]:
+    """A reward redemption request: the engine prices the item."""
+    return sale(0, amount_minor=0) | {"reward": item}
+
+
+def test_a_reward_names_its_item_in_the_hold_and_out_of_stock_declines_with_that_reason(
+        ) -> None:
+    """The hold of a reward's points names the item (the ledger counts the store's shelf);
+    the ledger's reward_out_of_stock is passed on to the terminal, the local hold released,
+    and no settling first (settling gives back no item)."""
+    assert "reward_out_of_stock" in PASSED_ON
+    ledger = PointsLedger(0, 500)
+    settled: list[bool] = []
+    book, holds = gateway(ledger, settle=lambda: settled.append(True))
+    directory = loyalty_card(0, 500)
+    decision = decide(book, holds, reward("coffee"), NOW_S, directory)
+    assert decision["approved"] and decision["redeem_points"] == 150
+    assert ledger.placed == [{"hold_id": "gw1-a7-1", "amount_minor": 0, "points": 150,
+                              "reward": "coffee"}]
+    ledger.out_of_stock = True
+    refused = decide(book, holds, reward("coffee"), NOW_S, directory)
+    assert refused == {"approved": False, "reason": "reward_out_of_stock"}
+    assert ledger.placed[-1]["reward"] == "coffee" and settled == []
+    assert len(book.holds) == 1  # only the first reward's
+    # A plain redemption names no item.
+    ledger.out_of_stock = False
+    decide(book, holds, sale(100), NOW_S, directory)
+    assert "reward" not in ledger.placed[-1]
 
 
 def test_the_ledgers_insufficient_points_declines_after_settling_once() -> None:

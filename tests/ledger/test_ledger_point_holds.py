@@ -302,9 +302,9 @@ def test_two_stores_cannot_redeem_the_same_points(held: Books) -> None:
 
 # -- books made before holds held points ------------------------------------------------------
 
-NEW_TABLES = ("point_hold_postings", "point_holds")
-"""The tables this change added, dropped to make books as they were before it (postings
-first: they reference the holds)."""
+NEW_TABLES = ("reward_holds", "point_hold_postings", "point_holds")
+"""The tables this change added (and the later reward_holds, which references them), dropped
+to make books as they were before it (the referencing tables first)."""
 
 
 def test_books_made_before_holds_held_points_gain_them_on_open(dsn: str, clock: Clock) -> None:

@@ -30,6 +30,9 @@ from ledger.schema import (
     HOLD_POSTING_COLUMNS,
     POINT_HOLD_COLUMNS,
     POINT_HOLD_POSTING_COLUMNS,
+    REWARD_HOLD_COLUMNS,
+    REWARD_STOCK_AUDIT_COLUMNS,
+    REWARD_STOCK_COLUMNS,
     SERVED_CARD_COLUMNS,
     TXN_COLUMNS,
     table_columns,
@@ -51,6 +54,9 @@ INSERTED = [
     ("company_cards", COMPANY_CARD_COLUMNS, ()),
     ("company_audit", COMPANY_AUDIT_COLUMNS, ("id",)),
     ("company_card_days", COMPANY_CARD_DAY_COLUMNS, ()),
+    ("reward_stock", REWARD_STOCK_COLUMNS, ()),
+    ("reward_holds", REWARD_HOLD_COLUMNS, ()),
+    ("reward_stock_audit", REWARD_STOCK_AUDIT_COLUMNS, ("id",)),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""
 

@@ -324,6 +324,18 @@ CASES: list[tuple[list[str], int, str]] = [
      "unavailable"),
     (["company", "show", "ACME", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
     (["company", "show", "ACME"], 2, "--ledger-url"),
+    # reward: a store's count of a reward item at the ledger; numbers checked before asking
+    (["reward", "stock", "--program", "coffee", "--item", "mug", "--merchant", "M1", "--set",
+      "3", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
+    (["reward", "stock", "--program", "coffee", "--item", "mug", "--merchant", "M1", "--set",
+      "-1", "--ledger-url", f"http://{REFUSED}"], 2, "--set"),
+    (["reward", "stock", "--program", "coffee", "--item", "mug", "--merchant", "M1", "--add",
+      "0", "--ledger-url", f"http://{REFUSED}"], 2, "--add"),
+    (["reward", "stock", "--program", "coffee", "--item", "mug", "--merchant", "M1", "--set",
+      "3", "--add", "1", "--ledger-url", f"http://{REFUSED}"], 2, "not allowed with"),
+    (["reward", "stock", "--program", "coffee", "--item", "mug", "--merchant", "M1",
+      "--ledger-url", f"http://{REFUSED}"], 2, "one of the arguments"),
+    (["reward", "list", "--ledger-url", f"http://{REFUSED}"], 1, "unavailable"),
     # terminal provision: nothing written before everything is known good
     (_with(PROVISION, "--registry", "garbage.json/registry.json"), 2, "not a folder"),
     (_with(PROVISION, "--registry", "garbage.json"), 2, "not a terminal registry"),
