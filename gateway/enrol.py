@@ -24,7 +24,8 @@ sees the card: gateway/card_directory.py) carried its customer's `greeting`
 it (key 82, first_name) to an approved authorization's answer for that card, so the counter
 can greet the regular at any store. It is never part of a record, of an approval or a card
 kept in the store, or of a log line; a restart forgets it (and a card this store knew before
-its customer enrolled it elsewhere is not looked up again, so not greeted here).
+its customer enrolled it elsewhere is looked up again at its first tap after
+GREETING_REFRESH_S, by gateway/greeting_refresh.py, and greeted from the next sale on).
 
 Birthdays: the same card answer carries the customer's birthday as "MM-DD" (never the
 year), which `Greetings` keeps beside the name, in memory only, for the card book to price
@@ -38,6 +39,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from gateway.acks import AckOut, Publish, refusal_notice
@@ -66,6 +68,10 @@ ENROL_WAIT_MAX_MS = 2_500
 """A request that waited longer than this in the gateway is dropped unanswered: with the
 ledger's call (LEDGER_TIMEOUT_S, 2 s) it would outlast the terminal's ENROL_TIMEOUT_MS."""
 GREETINGS_MAX = 10_000  # first names kept in memory for recognition, the oldest dropped
+GREETING_REFRESH_S = 6 * 3600.0
+"""A card's greeting and birthday are asked of the ledger again at its first tap after this
+long since its last look-up (gateway/greeting_refresh.py): a customer's first name or
+birthday recorded at another store reaches this one within a day of shopping."""
 REASON_CHARS_MAX = messages.TEXT_CHARS_MAX  # a ledger's reason as the answer carries it
 _K_REQUEST = 20
 
@@ -103,11 +109,30 @@ class Greetings:
     customer's birthday "MM-DD" (no year) the ledger's card answer carried, for the card
     book's birthday-week offers (at most GREETINGS_MAX too). Thread-safe."""
 
-    def __init__(self, size_max: int = GREETINGS_MAX) -> None:
+    def __init__(self, size_max: int = GREETINGS_MAX,
+                 clock: Callable[[], float] = time.monotonic,
+                 refresh_s: float = GREETING_REFRESH_S) -> None:
         self._names: OrderedDict[str, str] = OrderedDict()
         self._birthdays: OrderedDict[str, str] = OrderedDict()
+        self._looked_up: OrderedDict[str, float] = OrderedDict()  # card -> when (clock)
         self._lock = threading.Lock()
         self._size_max = size_max
+        self._clock = clock
+        self._refresh_s = refresh_s
+
+    def looked_up(self, card: str) -> None:
+        """The ledger answered a look-up of `card` now (with a greeting or without)."""
+        with self._lock:
+            self._looked_up[card] = self._clock()
+            self._looked_up.move_to_end(card)
+            while len(self._looked_up) > self._size_max:
+                self._looked_up.popitem(last=False)
+
+    def lookup_due(self, card: str) -> bool:
+        """Is `card` to be looked up again: never in this run, or GREETING_REFRESH_S ago?"""
+        with self._lock:
+            at = self._looked_up.get(card)
+        return at is None or self._clock() - at >= self._refresh_s
 
     def remember(self, card: str, first_name: str | None) -> None:
         self._keep(self._names, card, first_name)
@@ -144,6 +169,7 @@ def take_greeting(greetings: Greetings, card: str,
     state, nor the store."""
     if found is None:
         return None
+    greetings.looked_up(card)
     found = dict(found)
     greeting = found.pop("greeting", None)
     greetings.remember(card, greeting[:messages.TEXT_CHARS_MAX]
@@ -180,10 +206,13 @@ class GreetingAuthorizeStage(AuthorizeStage):
     kept: the store keeps the amounts only (gateway/authorizations.py)."""
 
     def __init__(self, greetings: Greetings, verifier: GreetingVerifier,
-                 *args: Any, **kwargs: Any) -> None:
+                 *args: Any, tapped: Callable[[str], None] | None = None,
+                 **kwargs: Any) -> None:
+        """`tapped`: told each card answered for (gateway/greeting_refresh.py), after."""
         super().__init__(verifier, *args, **kwargs)
         self.greetings = greetings
         self.greeter = verifier
+        self.tapped = tapped
 
     def _answer(self, merchant: str, terminal: str, fields: dict[str, Any],
                 now_s: float) -> None:
@@ -192,6 +221,8 @@ class GreetingAuthorizeStage(AuthorizeStage):
         if name:
             fields = dict(fields, first_name=name)
         super()._answer(merchant, terminal, fields, now_s)
+        if card is not None and self.tapped is not None:
+            self.tapped(card)
 
 
 class EnrolStage(Stage[Request]):

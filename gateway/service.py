@@ -54,6 +54,7 @@ from gateway.card_feed import FeedResult, apply_changes
 from gateway.cards import CardBook
 from gateway.diag import DiagDesk
 from gateway.enrol import (
+    GREETING_REFRESH_S,
     EnrolStage,
     GreetingAuthorizeStage,
     Greetings,
@@ -64,6 +65,7 @@ from gateway.enrol import (
 from gateway.expiry import EXPIRY_SEQ, expire_record
 from gateway.fleet import FleetConfig
 from gateway.fleet_report import FleetReporter, FleetView, pending_records
+from gateway.greeting_refresh import GreetingRefresh
 from gateway.ingest import IngestStage
 from gateway.lease import Lease
 from gateway.ledger_holds import HoldSettings, LedgerHolds
@@ -129,7 +131,8 @@ class Gateway:
                  block_poll_s: float | None = BLOCK_POLL_INTERVAL_S,
                  feed_poll_s: float | None = None, lease: Lease | None = None,
                  ledger_hold_url: str | None = None,
-                 fleet_report_s: float | None = None) -> None:
+                 fleet_report_s: float | None = None,
+                 greeting_refresh_s: float = GREETING_REFRESH_S) -> None:
         """`ledger_token`, `ledger_ca`: the gateway's ledger login and the CA its HTTPS
         certificate must chain to (`tilltap ledger login add`, `tilltap ledger tls`).
         `ledger_hold_url`: where holds (and card look-ups) go, a ledger process on the same
@@ -178,7 +181,7 @@ class Gateway:
         # Approvals greet by first name the cards enrolled here, and those whose first look-up
         # at the ledger named their customer's (gateway/enrol.py); the birthday kept beside
         # the name prices a customer's birthday-week offers.
-        self.greetings = Greetings()
+        self.greetings = Greetings(refresh_s=greeting_refresh_s)
         self.cards = CardBook(
             programs, self.store.load_cards(), CardAuthenticator(card_keys), set(hotlist),
             self.ledger is not None, self.hold_settings.hold_ttl_s,
@@ -299,10 +302,17 @@ class Gateway:
         # The answering stages may seal for a terminal a reload removed after its message
         # verified (gateway/registry.py); the verifier refuses it from then on.
         answers = self.registry.for_answers()
+        # A known card's greeting and birthday asked of the ledger again, off the counter's
+        # path, when its last look-up is old (gateway/greeting_refresh.py).
+        self.greeting_refresh = (
+            GreetingRefresh(self.greetings, self._ledger_card, self.stats,
+                            lambda card: card in self.cards.cards, on_death=death)
+            if self._ledger_now is not None else None)
         self.auth_stage = GreetingAuthorizeStage(
             self.greetings, GreetingVerifier(self.registry), answers, self.cards, self.stats,
             self.mqtt.publish, self.auth_queue, self.ack_queue, self.holds, self.directory,
-            death, self.store, self.answered)
+            death, self.store, self.answered,
+            tapped=self.greeting_refresh.tapped if self.greeting_refresh is not None else None)
         # The ledger's customers, asked with the short timeout of calls a counter waits for.
         self.enrol_stage = EnrolStage(self._verifier, answers, self.cards, self.stats,
                                       self.mqtt.publish, self.enrol_queue, self.ack_queue,
@@ -338,6 +348,8 @@ class Gateway:
         for stage in (self.ack_stage, self.ingest_stage, self.verify_stage, self.auth_stage,
                       self.enrol_stage):
             stage.start()
+        if self.greeting_refresh is not None:
+            self.greeting_refresh.start()
         if self._sweeper is not None:
             self._sweeper.start()
         if self._settler is not None:
@@ -420,6 +432,8 @@ class Gateway:
         self.auth_stage.join(STOP_JOIN_S)
         self.enrol_queue.put(None)
         self.enrol_stage.join(STOP_JOIN_S)
+        if self.greeting_refresh is not None:
+            self.greeting_refresh.stop(STOP_JOIN_S)
         self.ingest_queue.put(None)
         self.ingest_stage.join(STOP_JOIN_S)
         self.ack_queue.put(None)

@@ -91,3 +91,55 @@ def test_a_card_enrolled_at_one_store_is_greeted_by_name_at_the_other(
     stored = b"".join(path.read_bytes() for path in (tmp_path / "B").glob("gateway.db*"))
     assert FIRST_NAME.encode() not in stored
     assert f'"{birthday[5:]}"'.encode() not in stored
+
+
+REFRESH_S = 0.5  # store B looks a known card up again this soon (6 hours as shipped)
+
+
+def test_a_store_that_knew_the_card_learns_the_birthday_recorded_since_for_the_next_sale(
+        store_broker: StoreBroker, second_broker: StoreBroker, tmp_path: Path) -> None:
+    """B takes the loyalty card on before its customer exists (no greeting, no birthday).
+    The customer then enrols at A and their birthday (today) is recorded. At B, the card's
+    next sale after the refresh time is priced as before (GREETING_LEARNED_FOR_NEXT_SALE)
+    and has the card looked up again off the counter's path; the sale after it greets the
+    customer and gets the birthday offer. Before, B never asked again."""
+    new_key_file(tmp_path / "customer.key")
+    key = load_key_file(tmp_path / "customer.key")
+    with chain(f"sqlite://{tmp_path / 'ledger.db'}", (store_broker, second_broker), tmp_path,
+               customer_key=key) as shops:
+        a, b = shops.stores
+        b.gateway.stop()
+        b.greeting_refresh_s = REFRESH_S
+        b.gateway = b.new_gateway()
+        b.gateway.start()
+        a.serve(LOYALTY_CARD)
+        assert a.till.terminal.issue("loyalty", 0)["approved"]
+        a.sent()
+        assert wait_until(lambda: shops.card(LOYALTY_CARD).get("value_minor") == 0, WAIT_S)
+        b.serve(LOYALTY_CARD)
+        first = b.till.terminal.purchase(1_000, pay_from_card=False)
+        assert first["approved"] and "first_name" not in first["response"]
+        assert not first["response"].get("promotions")
+
+        a.serve(LOYALTY_CARD)
+        assert a.till.terminal.enrol(phone=PHONE, first_name=FIRST_NAME,
+                                     consent=False)["approved"]
+        [customer] = {row["customer_id"] for row in shops.ledger.books.read(
+            lambda session, now: [{"customer_id": r[0]} for r in session.fetch(
+                "SELECT customer_id FROM customer_cards WHERE card = ?", (LOYALTY_CARD,))])}
+        today = datetime.now(UTC).date()
+        birthday = f"{1992 if (today.month, today.day) == (2, 29) else 1990}-{today:%m-%d}"
+        Customers(shops.ledger.books, key).update(customer, {"birthday": birthday}, "admin")
+        time.sleep(REFRESH_S)
+
+        b.serve(LOYALTY_CARD)
+        priced_before = b.till.terminal.purchase(1_000, pay_from_card=False)
+        assert priced_before["approved"] and not priced_before["response"].get("promotions")
+        assert wait_until(lambda: b.gateway.greetings.birthday(LOYALTY_CARD) == birthday[5:],
+                          WAIT_S)
+        b.serve(LOYALTY_CARD)
+        sale = b.till.terminal.purchase(1_200, pay_from_card=False)
+        assert sale["approved"] and sale["response"]["promotions"] == ["birthday"], sale
+        assert sale["response"]["first_name"] == FIRST_NAME
+        # 10 % off 12.00; 1 point per euro of the 10.80 paid (10) and 100 bonus points.
+        assert (sale["txn"]["discount_minor"], sale["txn"]["points"]) == (120, 110)

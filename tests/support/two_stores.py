@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.card_auth import CardKeys
+from gateway.enrol import GREETING_REFRESH_S
 from gateway.registry import TerminalRegistry
 from gateway.service import Gateway
 from ledger.client import LedgerClient
@@ -55,6 +56,7 @@ class Store:
         self.ledger_url = ledger_url
         self.workdir = workdir
         self.till_id = f"{name}1"
+        self.greeting_refresh_s = GREETING_REFRESH_S  # a test may shorten it, then restart
         self.key = os.urandom(32)
         self.registry = TerminalRegistry()
         self.registry.add(self.till_id, self.merchant, self.key)
@@ -76,7 +78,8 @@ class Store:
                        feed_poll_s=FEED_POLL_S, block_poll_s=FEED_POLL_S,
                        limits=self.limits, card_keys=self.card_keys,
                        broker_login=gateway_login(self.broker),
-                       broker_ca=broker_ca(self.broker))
+                       broker_ca=broker_ca(self.broker),
+                       greeting_refresh_s=self.greeting_refresh_s)
 
     def till_config(self) -> dict[str, Any]:
         """What the till is provisioned with (firmware/app.py's config)."""
