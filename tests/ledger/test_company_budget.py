@@ -6,9 +6,8 @@ the books' clock stands at 2025-11-23 12:13:20 UTC (the builders' transaction ti
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tests.ledger.builders import (
     refund,
     topup,
 )
-from tests.support.together import run_together
+from tests.support.together import race
 
 NOW_S = 1_763_900_100
 DAY_START_S = 1_763_856_000
@@ -233,25 +232,10 @@ def test_concurrent_holds_on_the_cards_of_one_company_never_pass_its_budget(
         books[0].save_company(company(BUDGET_MINOR), "mia")
         for card in cards:
             books[1].add_company_card("ACME", card, "mia")
-        refusals: Counter[str] = Counter()
-        placed: list[str] = []
-        lock = threading.Lock()
-
-        def racer(number: int) -> Callable[[], None]:
-            def work() -> None:
-                for index in range(HOLDS_EACH):
-                    request = hold_request(f"H{number}-{index}", cards[number], HOLD_MINOR)
-                    try:
-                        books[number % 2].place_hold(request)
-                    except HoldRefused as refusal:
-                        with lock:
-                            refusals[refusal.reason] += 1
-                        continue
-                    with lock:
-                        placed.append(request["hold_id"])
-            return work
-
-        assert run_together([racer(n) for n in range(CONCURRENT_CARDS)]) == []
+        placed, refusals = race([
+            [(f"H{number}-{index}", partial(books[number % 2].place_hold, hold_request(
+                f"H{number}-{index}", cards[number], HOLD_MINOR))) for index in range(HOLDS_EACH)]
+            for number in range(CONCURRENT_CARDS)])
         assert len(placed) == BUDGET_MINOR // HOLD_MINOR
         assert refusals == {"company_budget": CONCURRENT_CARDS * HOLDS_EACH - len(placed)}
         shown = books[0].company("ACME")
@@ -307,29 +291,17 @@ def test_holds_racing_the_batches_that_post_them_never_pass_the_budget(dsn: str)
         books[0].save_company(company(BUDGET_MINOR), "mia")
         for card in cards:
             books[0].add_company_card("ACME", card, "mia")
-        refusals: Counter[str] = Counter()
-        posted: list[str] = []
-        lock = threading.Lock()
+        def hold_and_post(mine: Books, number: int, index: int) -> None:
+            """Hold (refused: the race counts it), then post the sale naming the hold."""
+            hold_id = f"H{number}-{index}"
+            mine.place_hold(hold_request(hold_id, cards[number], HOLD_MINOR))
+            sale = purchase(f"S{number}-{index + 1}", cards[number], HOLD_MINOR, points=0,
+                            hold_id=hold_id)
+            assert mine.post_batch(batch(f"gw1-{hold_id}", sale)).posted == 1
 
-        def racer(number: int) -> Callable[[], None]:
-            def work() -> None:
-                mine = books[number % 2]
-                for index in range(HOLDS_EACH):
-                    hold_id = f"H{number}-{index}"
-                    try:
-                        mine.place_hold(hold_request(hold_id, cards[number], HOLD_MINOR))
-                    except HoldRefused as refusal:
-                        with lock:
-                            refusals[refusal.reason] += 1
-                        continue
-                    sale = purchase(f"S{number}-{index + 1}", cards[number], HOLD_MINOR,
-                                    points=0, hold_id=hold_id)
-                    assert mine.post_batch(batch(f"gw1-{hold_id}", sale)).posted == 1
-                    with lock:
-                        posted.append(hold_id)
-            return work
-
-        assert run_together([racer(n) for n in range(CONCURRENT_CARDS)]) == []
+        posted, refusals = race([
+            [(f"H{number}-{index}", partial(hold_and_post, books[number % 2], number, index))
+             for index in range(HOLDS_EACH)] for number in range(CONCURRENT_CARDS)])
         assert len(posted) == BUDGET_MINOR // HOLD_MINOR
         assert refusals == {"company_budget": CONCURRENT_CARDS * HOLDS_EACH - len(posted)}
         shown = books[1].company("ACME")

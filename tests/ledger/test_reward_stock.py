@@ -9,9 +9,8 @@ R1..R4 are issued and each buys 200.00 in cash, 100 points each, so each can pay
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from ledger.server import serve
 from protocol import engine
 from tests.ledger.builders import at, batch, hold_request, issue, posted_rows, purchase, refund
 from tests.support import REPO_ROOT
-from tests.support.together import run_together
+from tests.support.together import race
 from tools.programs import load_programs
 
 COFFEE = load_programs(REPO_ROOT / "examples" / "programs.toml")["coffee"]
@@ -245,25 +244,10 @@ def test_concurrent_holds_on_two_ledger_processes_never_hand_over_more_than_the_
             shop.post(card, {"op": "issue", "id": "i" + card, "card": card})
             shop.post(card, {"op": "purchase", "id": "p" + card, "amount_minor": 20_000})
         set_mugs(books[1], MUGS)
-        refusals: Counter[str] = Counter()
-        placed: list[str] = []
-        lock = threading.Lock()
-
-        def racer(number: int) -> Callable[[], None]:
-            def work() -> None:
-                for index in range(2):
-                    request = mug_hold(f"H{number}-{index}", cards[number])
-                    try:
-                        books[number % 2].place_hold(request)
-                    except HoldRefused as refused:
-                        with lock:
-                            refusals[refused.reason] += 1
-                        continue
-                    with lock:
-                        placed.append(request["hold_id"])
-            return work
-
-        assert run_together([racer(n) for n in range(len(cards))]) == []
+        placed, refusals = race([
+            [(f"H{number}-{index}", partial(books[number % 2].place_hold,
+                                             mug_hold(f"H{number}-{index}", cards[number])))
+             for index in range(2)] for number in range(len(cards))])
         assert len(placed) == MUGS
         assert refusals == {"reward_out_of_stock": 2 * len(cards) - MUGS}
         assert shelf(books[0]) == [("mug", "M1", MUGS, MUGS, 0)]
