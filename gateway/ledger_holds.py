@@ -20,6 +20,9 @@ card's points only at the ledger, so without a hold two stores could both redeem
                                     and holds its shared budget, at every store together
                                     (docs/ledger.md "Company budgets"); no settling first:
                                     this store's unsettled sales only add to the spend
+    card_expired                ->  decline card_expired: the ledger's engine state of the
+                                    card says its value expired (the card book, which
+                                    declines so first, only misses it when behind)
     reward_out_of_stock         ->  decline reward_out_of_stock: the hold names the reward
                                     item the points pay for, and the ledger counts none of
                                     it left unheld on this store's shelf (docs/programs.md
@@ -99,6 +102,7 @@ from ledger.errors import HoldRefused, LedgerRejected, LedgerUnavailable, NotFou
 from protocol import txn
 from protocol.reasons import (
     CARD_BLOCKED,
+    CARD_EXPIRED,
     CARD_REPLAYED,
     CARD_UNKNOWN,
     COMPANY_BUDGET,
@@ -131,7 +135,8 @@ VOID_SWEEP_INTERVAL_S = 5.0
 VOIDS_PENDING_MAX = 10_000
 
 PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
-                       CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET, REWARD_OUT_OF_STOCK})
+                       CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET, REWARD_OUT_OF_STOCK,
+                       CARD_EXPIRED})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
 """Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask

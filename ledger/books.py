@@ -59,11 +59,11 @@ from ledger import (
     reward_stock_sql,
     sun_sql,
 )
-from ledger.card_engine import hold_snapshot
+from ledger.card_engine import hold_snapshot, hold_terms
 from ledger.company_rules import parse_company
 from ledger.db import Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
-from ledger.hold_rules import HoldAnswer
+from ledger.hold_rules import EngineTerms, HoldAnswer
 from ledger.model import (
     STATUS_DUPLICATE,
     STATUS_PARTIAL,
@@ -192,17 +192,26 @@ class Books:
         available value is below the amount, ``insufficient_points`` when its available
         points are below the points; ``card_unknown`` for a card never settled;
         ``card_replayed`` (alarmed: a clone or a replayed read) when its SUN read counter is
-        not above the highest accepted for the card. The answer carries the card's kept
+        not above the highest accepted for the card. Where the ledger keeps the card's engine
+        state, the hold must fit it too (hold_rules.check_engine): ``card_expired`` for value
+        that has expired, ``insufficient_points`` for points past their expiry not yet
+        posted as lapsed. The answer carries the card's kept
         engine state as of now (`engine`: version, tier, discount; `card_engine.hold_snapshot`),
         read under the card's lock with the funds, when the ledger keeps one.
         """
         request = parse_hold_request(document)
+
+        def engine_terms(session: Session) -> EngineTerms | None:
+            kept = engine_sql.read(session, [request.card]).get(request.card)
+            return hold_terms(kept, self._programs, self._now())
+
         with self._guard():
             try:
                 answer, kept = self._database.transact(
-                    lambda session: (hold_sql.place(session, request, self._now()),
-                                     engine_sql.read(session, [request.card]).get(
-                                         request.card)))
+                    lambda session: (hold_sql.place(
+                        session, request, self._now(),
+                        engine_terms if self._programs is not None else None),
+                        engine_sql.read(session, [request.card]).get(request.card)))
             except HoldRefused as refusal:
                 if refusal.reason in ("hold_conflict", "card_replayed"):
                     self._raise_alarm(refusal.reason, refusal.detail)

@@ -26,8 +26,9 @@ reported only when it ends at the books' value and points; otherwise `engine` is
 `engine_version` is the kept state's version (it rises with each transaction posted on the
 card, and with a replacement), None when the answer is not the kept state.
 
-It is a report: the ledger does not authorize with it or re-price a sale. Days are ISO dates
-(UTC), the engine's days (`*_day`) renamed `*_on`.
+The ledger does not re-price a sale with it; a hold is judged by it beside the books
+(`hold_terms`, hold_rules.check_engine: points past their expiry and expired value are not
+held). Days are ISO dates (UTC), the engine's days (`*_day`) renamed `*_on`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ import json
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ledger.hold_rules import EngineTerms
 from protocol import engine, engine_adopt, engine_points, engine_replay
 from protocol.engine_replay import DAY_S
+from protocol.engine_sale import value_expired
 
 if TYPE_CHECKING:
     from ledger.engine_sql import StoredEngine
@@ -109,6 +112,20 @@ def hold_snapshot(kept: StoredEngine | None, programs: dict[str, dict[str, Any]]
     earned = discount["tracked_pct"] and discount["tracked_pct"] >= discount["pct"]
     return {"version": kept.version, "tier": view["tier"], "discount_pct": discount["pct"],
             "discount_until": _iso(discount["last_day"]) if earned else None}
+
+
+def hold_terms(kept: StoredEngine | None, programs: dict[str, dict[str, Any]] | None,
+               now_s: float) -> EngineTerms | None:
+    """What the card's kept state allows a hold today (hold_rules.check_engine): its live
+    points and whether its value has expired, time let pass to today; None when no state
+    is kept (the books alone judge)."""
+    if kept is None or kept.state is None or programs is None:
+        return None
+    program = programs.get(kept.program)
+    if program is None:
+        return None
+    state = today(kept.state, program, int(now_s) // DAY_S)
+    return EngineTerms(engine_points.balance(state), value_expired(state, state["day"]))
 
 
 def today(state: dict[str, Any], program: dict[str, Any], day: int) -> dict[str, Any]:

@@ -17,7 +17,8 @@ The tree (HTTP status used by the server in brackets)::
     │   │                             reused, alarm raised), card_blocked, card_replayed
     │   │                             (a SUN read counter not above the card's highest),
     │   │                             company_budget (the card's company's shared budget),
-    │   │                             reward_out_of_stock (a counted reward item's shelf)
+    │   │                             reward_out_of_stock (a counted reward item's shelf),
+    │   │                             card_expired (the card's engine state: value expired)
     │   ├── NotFound            [404] unknown card, hold, report or path
     │   ├── Unauthorized        [401] no login, or not one the ledger knows (server side)
     │   └── Forbidden           [403] a login asked beyond its role or its gateway's ids
@@ -79,7 +80,7 @@ class HoldRefused(LedgerRejected):
 
 HOLD_REFUSALS = frozenset({"insufficient_value", "insufficient_points", "hold_posted",
                            "hold_conflict", "card_blocked", "card_replayed",
-                           "company_budget", "reward_out_of_stock"})
+                           "company_budget", "reward_out_of_stock", "card_expired"})
 """Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
 
 

@@ -145,6 +145,16 @@ class CardFunds:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineTerms:
+    """What a card's kept engine state (ledger/card_engine.py `hold_terms`) allows a hold
+    today, beside the books: its points still live (lots not past their expiry, less points
+    owed) and whether its value has expired."""
+
+    points_live: int
+    value_expired: bool
+
+
+@dataclass(frozen=True, slots=True)
 class HoldAnswer:
     """The answer to placing or voiding a hold; `created` picks 201 over 200."""
 
@@ -218,6 +228,26 @@ def points_after(request: HoldRequest, available_points: int) -> int:
             f" {request.points}",
         )
     return available_points - request.points
+
+
+def check_engine(request: HoldRequest, terms: EngineTerms, held_points: int) -> int:
+    """The card's engine state, as well as its books, must allow the hold; the points the
+    engine leaves once it is placed.
+
+    ENGINE_HOLD_VALUE_EXPIRED: a hold of value on a card whose value has expired is
+    card_expired (the gateway posts the lapse later; until then the books still hold it).
+    ENGINE_HOLD_POINTS_LIVE: a hold's points must be live: points past their lot's expiry,
+    not yet posted as lapsed, are in the books but can no longer be redeemed."""
+    if request.amount_minor and terms.value_expired:
+        raise HoldRefused("card_expired", f"card {request.card}: its value has expired")
+    live = terms.points_live - held_points
+    if request.points and live < request.points:
+        raise HoldRefused(
+            "insufficient_points",
+            f"card {request.card} has {live} live points available (the rest expired or"
+            f" held), the hold asks {request.points}",
+        )
+    return live - request.points
 
 
 def check_newer_tap(request: HoldRequest, highest: int | None) -> None:

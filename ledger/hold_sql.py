@@ -20,7 +20,7 @@ writes the one row the hold is. A hold's postings are in the matching table
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -36,12 +36,14 @@ from ledger.hold_rules import (
     STATUS_VOIDED,
     STATUSES,
     CardFunds,
+    EngineTerms,
     HoldAnswer,
     HoldPosting,
     HoldRequest,
     HoldState,
     available_after,
     check_currency,
+    check_engine,
     check_newer_tap,
     check_replay,
     check_voidable,
@@ -69,9 +71,11 @@ def _table_of(holds_points: bool) -> str:
     return POINT_HOLDS if holds_points else VALUE_HOLDS
 
 
-def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
+def place(database: Session, request: HoldRequest, now: int,
+          engine_terms: Callable[[Session], EngineTerms | None] | None = None) -> HoldAnswer:
     """Place a hold, or answer a replay of one; refuse what the card's value or points
-    cannot cover."""
+    cannot cover. `engine_terms`: the card's kept engine state's terms, read under the
+    card's lock (ledger/card_engine.py `hold_terms`), which must allow the hold too."""
     known = _replay(database, request, now, HOLD_TABLES)
     if known is not None:
         return known
@@ -95,6 +99,9 @@ def place(database: Session, request: HoldRequest, now: int) -> HoldAnswer:
     funds = card_funds(database, request.card, now)
     left_minor = available_after(request, funds.available_minor)
     left_points = points_after(request, funds.available_points)
+    terms = engine_terms(database) if engine_terms is not None else None
+    if terms is not None:
+        left_points = min(left_points, check_engine(request, terms, funds.held_points))
     reward_stock_sql.judge_hold(database, request, cards[0][2], now)  # locks the item's count
     # Last, when the card itself allows the hold: the company's row is locked only then, so
     # holds its cards cannot cover anyway never make the company's other cards wait.

@@ -205,6 +205,8 @@ def test_a_card_the_ledger_never_saw_is_decided_by_the_card_book_alone() -> None
     (HoldRefused("hold_conflict", "id reused"), "ledger_refused"),
     (HoldRefused("card_blocked", "blocked centrally"), "card_blocked"),
     (HoldRefused("company_budget", "ACME: 100 asked, 0 left"), "company_budget"),
+    (HoldRefused("reward_out_of_stock", "mug at M1: 2 counted, 2 held"), "reward_out_of_stock"),
+    (HoldRefused("card_expired", "its value has expired"), "card_expired"),
 ])
 def test_other_refusals_decline_with_a_protocol_reason(refusal: Exception, reason: str) -> None:
     book, ledger, holds, _ = setup({CARD: 5000}, (CARD, "gift", 5000))

@@ -9,6 +9,7 @@ from typing import Any
 from ledger import Books, LedgerRejected, PostResult
 from ledger.db import open_database
 from ledger.feed_sql import parse_cursor
+from protocol import engine
 
 DIGEST = "ab" * 32
 FEED_WAIT_S = 10.0
@@ -309,3 +310,47 @@ def read_feed(books: Books, cursor: str = "0.0",
         if len(answer["changes"]) >= expected or time.monotonic() > deadline:
             return answer["changes"], answer["next"]
         time.sleep(0.05)
+
+
+DAY_S = 86_400
+
+
+class EngineShop:
+    """Cards of one program through the engine, each operation posted as the gateway
+    settles it (the engine's legs, version and the reward item), one batch each."""
+
+    def __init__(self, books: Books, program: dict[str, Any], start_s: int) -> None:
+        self.books = books
+        self.program = program
+        self.start_s = start_s  # engine day 0 starts here
+        self.states: dict[str, Any] = {}
+        self.posted = 0
+
+    def post(self, card: str, op: dict[str, Any], hold_id: str | None = None,
+             merchant: str = "M1", day: int = 0) -> str:
+        """Apply `op` on engine day `day` and post it; its txn_id (a refund names its sale's
+        in op["txn"])."""
+        self.states[card], effects = engine.apply(self.states.get(card), self.program, op,
+                                                  self.start_s // DAY_S + day)
+        assert "declined" not in effects, effects
+        self.posted += 1
+        txn_id = f"T1-{self.posted}"
+        common: dict[str, Any] = {"time": self.start_s + day * DAY_S,
+                                  "version": effects["version"], "legs": effects["legs"],
+                                  "merchant": merchant}
+        if hold_id is not None:
+            common["hold_id"] = hold_id
+        if op["op"] == "issue":
+            made = issue(txn_id, card, effects["value_minor"], program=self.program["id"],
+                         **common)
+        elif op["op"] in ("purchase", "reward"):
+            extra = {"reward": effects["item"]} if op["op"] == "reward" else {}
+            made = purchase(txn_id, card, effects["card_minor"], effects["points_earned"],
+                            effects["amount_minor"], discount_minor=effects["discount_minor"],
+                            redeem_points=effects["points_redeemed"], **extra, **common)
+        else:
+            made = refund(txn_id, op["txn"], card, 0, effects["points_reversed"],
+                          amount_minor=effects["amount_minor"],
+                          redeem_points=effects["points_restored"], **common)
+        assert self.books.post_batch(batch(f"gw1-{self.posted}", made)).posted == 1
+        return txn_id

@@ -21,8 +21,7 @@ from ledger.auth import dump_logins, new_login
 from ledger.client import LedgerClient
 from ledger.errors import BatchInvalid, Forbidden, HoldRefused, NotFound
 from ledger.server import serve
-from protocol import engine
-from tests.ledger.builders import at, batch, hold_request, issue, posted_rows, purchase, refund
+from tests.ledger.builders import EngineShop, at, hold_request, posted_rows
 from tests.support import REPO_ROOT
 from tests.support.together import race
 from tools.programs import load_programs
@@ -35,48 +34,15 @@ CARDS = ("R1", "R2", "R3", "R4")
 MUG_POINTS = 50
 
 
-class Shop:
-    """The cards' engine states, their transactions posted one batch each."""
-
-    def __init__(self, books: Books) -> None:
-        self.books = books
-        self.states: dict[str, Any] = {}
-        self.posted = 0
-
-    def post(self, card: str, op: dict[str, Any], hold_id: str | None = None,
-             merchant: str = "M1") -> str:
-        self.states[card], effects = engine.apply(self.states.get(card), COFFEE, op, 0)
-        assert "declined" not in effects, effects
-        self.posted += 1
-        txn_id = f"T1-{self.posted}"
-        common: dict[str, Any] = {"time": START_S, "version": effects["version"],
-                                  "legs": effects["legs"], "merchant": merchant}
-        if hold_id is not None:
-            common["hold_id"] = hold_id
-        if op["op"] == "issue":
-            made = issue(txn_id, card, 0, program="coffee", **common)
-        elif op["op"] in ("purchase", "reward"):
-            extra = {"reward": effects["item"]} if op["op"] == "reward" else {}
-            made = purchase(txn_id, card, 0, effects["points_earned"], effects["amount_minor"],
-                            discount_minor=0, redeem_points=effects["points_redeemed"],
-                            **extra, **common)
-        else:
-            made = refund(txn_id, op["txn"], card, 0, effects["points_reversed"],
-                          amount_minor=effects["amount_minor"],
-                          redeem_points=effects["points_restored"], **common)
-        assert self.books.post_batch(batch(f"gw1-{self.posted}", made)).posted == 1
-        return txn_id
-
-
 @pytest.fixture
 def clock() -> list[int]:
     return [NOW_S]
 
 
 @pytest.fixture
-def shop(dsn: str, clock: list[int]) -> Iterator[Shop]:
+def shop(dsn: str, clock: list[int]) -> Iterator[EngineShop]:
     books = open_books(dsn, lambda: clock[0], {"coffee": COFFEE})
-    made = Shop(books)
+    made = EngineShop(books, COFFEE, START_S)
     for card in CARDS:
         made.post(card, {"op": "issue", "id": "i" + card, "card": card})
         made.post(card, {"op": "purchase", "id": "p" + card, "amount_minor": 20_000})
@@ -106,14 +72,14 @@ def shelf(books: Books) -> list[tuple[str, str, int, int, int]]:
             for row in books.reward_stock("coffee")["items"]]
 
 
-def test_an_item_not_counted_is_held_without_limit(shop: Shop) -> None:
+def test_an_item_not_counted_is_held_without_limit(shop: EngineShop) -> None:
     for number, card in enumerate(CARDS):
         assert shop.books.place_hold(mug_hold(f"H{number}", card)).status == "open"
     assert shelf(shop.books) == []
 
 
 def test_a_counted_item_is_held_until_none_is_left_and_only_at_its_own_store(
-        shop: Shop) -> None:
+        shop: EngineShop) -> None:
     """2 mugs at M1: two holds placed, the third refused; M2 counts nothing, so it holds."""
     assert set_mugs(shop.books, 2) == {"program": "coffee", "item": "mug", "merchant": "M1",
                                        "quantity": 2, "before": None, "held": 0,
@@ -130,7 +96,7 @@ def test_a_counted_item_is_held_until_none_is_left_and_only_at_its_own_store(
     assert shop.books.place_hold(mug_hold("H3", "R3")).status == "open"
 
 
-def test_an_expired_hold_gives_its_item_back(shop: Shop, clock: list[int]) -> None:
+def test_an_expired_hold_gives_its_item_back(shop: EngineShop, clock: list[int]) -> None:
     set_mugs(shop.books, 1)
     shop.books.place_hold(mug_hold("H1", "R1", ttl_s=60))
     assert refusal(shop.books, mug_hold("H2", "R2")) == "reward_out_of_stock"
@@ -138,7 +104,7 @@ def test_an_expired_hold_gives_its_item_back(shop: Shop, clock: list[int]) -> No
     assert shop.books.place_hold(mug_hold("H2", "R2")).status == "open"
 
 
-def test_a_posted_redemption_takes_one_off_and_a_refund_puts_none_back(shop: Shop) -> None:
+def test_a_posted_redemption_takes_one_off_and_a_refund_puts_none_back(shop: EngineShop) -> None:
     """3 mugs. R1 holds and redeems one (posting its hold): 2 left, none held. R2 redeems
     one with no hold (a hold that lapsed): 1 left. R1's mug is refunded in full: still 1
     (REWARD_STOCK_REFUND_NOT_RESTOCKED); a person adds it back: 2."""
@@ -159,7 +125,7 @@ def test_a_posted_redemption_takes_one_off_and_a_refund_puts_none_back(shop: Sho
     assert shelf(shop.books) == [("mug", "M1", 2, 0, 2)]
 
 
-def test_a_count_can_be_passed_below_zero_and_then_holds_nothing(shop: Shop) -> None:
+def test_a_count_can_be_passed_below_zero_and_then_holds_nothing(shop: EngineShop) -> None:
     """A count set to 1 while a hold is open, then two redemptions posted: -1; a shelf to
     count again, and no hold until it is."""
     shop.books.place_hold(mug_hold("gw1-A1", "R1"))
@@ -170,7 +136,7 @@ def test_a_count_can_be_passed_below_zero_and_then_holds_nothing(shop: Shop) -> 
     assert refusal(shop.books, mug_hold("H3", "R3")) == "reward_out_of_stock"
 
 
-def test_uncounting_an_item_lifts_its_limit(shop: Shop) -> None:
+def test_uncounting_an_item_lifts_its_limit(shop: EngineShop) -> None:
     set_mugs(shop.books, 0)
     assert refusal(shop.books, mug_hold("H1", "R1")) == "reward_out_of_stock"
     stopped = shop.books.change_reward_stock({"program": "coffee", "item": "mug",
@@ -200,7 +166,7 @@ def mistakes() -> list[tuple[dict[str, Any], type[Exception], str]]:
 
 @pytest.mark.parametrize(("document", "error", "reason"), mistakes())
 def test_a_mistake_is_refused_with_its_reason_and_changes_nothing(
-        shop: Shop, dsn: str, document: dict[str, Any], error: type[Exception],
+        shop: EngineShop, dsn: str, document: dict[str, Any], error: type[Exception],
         reason: str) -> None:
     set_mugs(shop.books, 4)
     with pytest.raises(error) as caught:
@@ -210,13 +176,13 @@ def test_a_mistake_is_refused_with_its_reason_and_changes_nothing(
     assert posted_rows(dsn, "SELECT COUNT(*) FROM reward_stock_audit") == [(1,)]
 
 
-def test_a_reward_on_a_hold_of_value_only_is_refused(shop: Shop) -> None:
+def test_a_reward_on_a_hold_of_value_only_is_refused(shop: EngineShop) -> None:
     with pytest.raises(BatchInvalid) as caught:
         shop.books.place_hold(hold_request("H1", "R1", 500, reward="mug"))
     assert caught.value.reason == "field_invalid"
 
 
-def test_every_change_is_in_the_audit_with_its_login(shop: Shop, dsn: str) -> None:
+def test_every_change_is_in_the_audit_with_its_login(shop: EngineShop, dsn: str) -> None:
     set_mugs(shop.books, 4)
     shop.books.change_reward_stock({"program": "coffee", "item": "mug", "merchant": "M1",
                                     "add": -1}, "ole")
@@ -238,7 +204,7 @@ def test_concurrent_holds_on_two_ledger_processes_never_hand_over_more_than_the_
     books = [open_books(dsn, lambda: NOW_S, {"coffee": COFFEE}),
              open_books(dsn, lambda: NOW_S, {"coffee": COFFEE})]
     try:
-        shop = Shop(books[0])
+        shop = EngineShop(books[0], COFFEE, START_S)
         cards = [f"K{n}" for n in range(8)]
         for card in cards:
             shop.post(card, {"op": "issue", "id": "i" + card, "card": card})
@@ -262,9 +228,9 @@ def test_over_http_an_admin_counts_a_reader_reads_and_a_gateway_is_refused_out_o
             "alice": new_login("alice", "reader"), "boss": new_login("boss", "admin")}
     logins = tmp_path / "logins.json"
     logins.write_text(dump_logins({name: login for name, (login, _) in made.items()}))
-    server = serve(dsn, logins_file=logins, programs={"coffee": COFFEE})
+    server = serve(dsn, clock=lambda: NOW_S, logins_file=logins, programs={"coffee": COFFEE})
     try:
-        shop = Shop(server.books)
+        shop = EngineShop(server.books, COFFEE, START_S)
         for card in ("R1", "R2"):
             shop.post(card, {"op": "issue", "id": "i" + card, "card": card})
             shop.post(card, {"op": "purchase", "id": "p" + card, "amount_minor": 20_000})

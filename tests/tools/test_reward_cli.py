@@ -12,7 +12,8 @@ import pytest
 
 from ledger.auth import dump_logins, new_login
 from ledger.server import LedgerServer, serve
-from tests.ledger.test_reward_stock import COFFEE, Shop, mug_hold
+from tests.ledger.builders import EngineShop
+from tests.ledger.test_reward_stock import COFFEE, NOW_S, START_S, mug_hold
 from tools.cli import main
 
 
@@ -22,9 +23,10 @@ def ledger(tmp_path: Path) -> Iterator[tuple[LedgerServer, dict[str, list[str]]]
     made = {"root": new_login("root", "admin"), "alice": new_login("alice", "reader")}
     logins = tmp_path / "logins.json"
     logins.write_text(dump_logins({name: login for name, (login, _) in made.items()}))
-    server = serve(f"sqlite://{tmp_path / 'ledger.db'}", logins_file=logins,
-                   programs={"coffee": COFFEE})
-    shop = Shop(server.books)
+    # The books' clock on the day after the sales (the coffee's points live 90 days).
+    server = serve(f"sqlite://{tmp_path / 'ledger.db'}", clock=lambda: NOW_S,
+                   logins_file=logins, programs={"coffee": COFFEE})
+    shop = EngineShop(server.books, COFFEE, START_S)
     shop.post("R1", {"op": "issue", "id": "i1", "card": "R1"})
     shop.post("R1", {"op": "purchase", "id": "p1", "amount_minor": 20_000})
     options = {}
