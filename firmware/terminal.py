@@ -240,6 +240,8 @@ class Terminal:
         name = response.get("first_name")
         self.display.show("APPROVED " + name if name else "APPROVED")
         self._show_offers(response)
+        if reward:
+            self._show_reward(response, reward, fields.get("redeem_points") or 0)
         return {"approved": True, "reason": None, "txn": fields, "response": response}
 
     def _show_offers(self, response):
@@ -253,6 +255,16 @@ class Terminal:
                 if offer["id"] == offer_id and offer["name"]:
                     name = offer["name"]
             self.display.show("OFFER " + name)
+
+    def _show_reward(self, response, reward, points):
+        """The receipt's line for a reward handed over: its name in the signed catalogue
+        (else its id) and the points it took."""
+        program = self.settings.programs.get(response.get("program")) or {}
+        name = reward
+        for item in (program.get("rewards") or {}).get("items") or ():
+            if item["id"] == reward and item.get("name"):
+                name = item["name"]
+        self.display.show("REWARD %s -%d PTS" % (name, points))
 
     def _remember(self, card, response):
         if card not in self.known_cards and len(self.known_cards) >= KNOWN_CARDS_MAX:

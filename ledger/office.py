@@ -411,7 +411,7 @@ class Office:
                 + _table(("time", "store (gateway)", "terminal", "merchant", "kind", "amount",
                           "card value", "bonus", "points", "transaction", "authorized"),
                          ([_when(txn["time"]), txn["gateway_id"], txn["terminal"],
-                           txn["merchant"], txn["kind"], _money(txn["amount_minor"], currency),
+                           txn["merchant"], _kind(txn), _money(txn["amount_minor"], currency),
                            _money(txn["card_value_minor"], currency),
                            _money(txn["bonus_minor"], currency), txn["points"], txn["txn_id"],
                            txn["auth"]] for txn in transactions), "transactions"))
@@ -1051,6 +1051,12 @@ def _discount(discount: dict[str, Any], currency: str) -> str:
         parts.append(f"{_money(discount['spend_minor'], currency)} of "
                      f"{_money(discount['threshold_minor'], currency)} towards the next")
     return "; ".join(parts)
+
+
+def _kind(txn: dict[str, Any]) -> str:
+    """A transaction's kind as the office reads it: a reward redemption names its item."""
+    reward = txn.get("reward")
+    return txn["kind"] if reward is None else f"{txn['kind']}: reward {reward}"
 
 
 def _when(seconds: int | None) -> str:

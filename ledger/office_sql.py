@@ -22,7 +22,7 @@ GATEWAYS_MAX = 1000
 """Most gateways the fleet page lists."""
 
 CARD_TXN_FIELDS = ("time", "gateway_id", "terminal", "merchant", "kind", "amount_minor",
-                   "card_value_minor", "bonus_minor", "points", "txn_id", "auth")
+                   "card_value_minor", "bonus_minor", "points", "txn_id", "auth", "reward")
 OPEN_HOLD_FIELDS = ("hold_id", "amount_minor", "points", "terminal", "merchant", "placed_at",
                     "expires_at")
 ALARM_FIELDS = ("id", "at", "reason", "detail", "acknowledged_at", "acknowledged_by")
@@ -38,7 +38,7 @@ def card_transactions(session: Session, card: str) -> tuple[list[dict[str, Any]]
     by card), which name the posting gateway."""
     rows = session.fetch(
         "SELECT t.time, c.gateway_id, t.terminal, t.merchant, t.kind, t.amount_minor,"
-        " t.card_value_minor, t.bonus_minor, t.points, t.txn_id, t.auth"
+        " t.card_value_minor, t.bonus_minor, t.points, t.txn_id, t.auth, t.reward"
         " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         f" WHERE c.card = ? ORDER BY t.time DESC, c.id DESC LIMIT {CARD_TXNS_MAX}", (card,))
     total = session.fetch("SELECT COUNT(*) FROM card_changes WHERE card = ?", (card,))[0][0]

@@ -334,7 +334,7 @@ class EngineShop:
                                                   self.start_s // DAY_S + day)
         assert "declined" not in effects, effects
         self.posted += 1
-        txn_id = f"T1-{self.posted}"
+        txn_id = f"S1-{self.posted}"  # its own till: no other builder's ids
         common: dict[str, Any] = {"time": self.start_s + day * DAY_S,
                                   "version": effects["version"], "legs": effects["legs"],
                                   "merchant": merchant}
@@ -352,5 +352,5 @@ class EngineShop:
             made = refund(txn_id, op["txn"], card, 0, effects["points_reversed"],
                           amount_minor=effects["amount_minor"],
                           redeem_points=effects["points_restored"], **common)
-        assert self.books.post_batch(batch(f"gw1-{self.posted}", made)).posted == 1
+        assert self.books.post_batch(batch(f"gw1-shop-{self.posted}", made)).posted == 1
         return txn_id

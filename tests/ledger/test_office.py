@@ -34,6 +34,8 @@ from ledger.office import (
 )
 from ledger.personal_crypto import CustomerKey, load_key_file, new_key_file
 from tests.ledger.builders import (
+    EngineShop,
+    at,
     batch,
     hold_request,
     issue,
@@ -42,8 +44,8 @@ from tests.ledger.builders import (
     snapshot,
 )
 from tests.ledger.test_customer_reports import enrol
-from tests.support import engine_history
-from tools.programs import parse_programs
+from tests.support import REPO_ROOT, engine_history
+from tools.programs import load_programs, parse_programs
 
 PASSWORD = "a long enough secret"
 HOSTILE_CARD = "<script>alert('card')</script>"
@@ -206,6 +208,18 @@ def test_the_card_page_shows_the_books_figures(office: Office, books: Books) -> 
     assert "<td id='card-available'>34.50 EUR</td>" in page
     assert "gw1-a1-1" in page and "T1-1" in page and "T1-2" in page and "gw1" in page
     assert "Transactions (2)" in page
+
+
+def test_the_card_page_names_the_item_a_reward_redemption_handed_over(
+        office: Office, books: Books) -> None:
+    shop = EngineShop(books, load_programs(REPO_ROOT / "examples" / "programs.toml")["coffee"],
+                      at("2025-03-01", hour=0))
+    shop.post("R1", {"op": "issue", "id": "i1", "card": "R1"})
+    shop.post("R1", {"op": "purchase", "id": "p1", "amount_minor": 20_000})
+    mug = shop.post("R1", {"op": "reward", "id": "m1", "item": "mug"})
+    page = text(get(office, "/office/card?card=R1", sign_in(office, "carl")[0]))
+    assert "<td>purchase: reward mug</td><td>7.50 EUR</td>" in page and mug in page
+    assert page.count("reward") == 1  # the plain purchase is a purchase
 
 
 def test_the_card_page_shows_the_tier_discount_and_points_lots_the_ledger_replays(

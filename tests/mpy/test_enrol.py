@@ -253,3 +253,32 @@ def test_the_receipt_names_the_promotions_an_approval_names_from_the_signed_prog
     assert rig.shown[-3:] == ["APPROVED", "OFFER welcome", "OFFER Happy birthday"]
     seq, record = rig.journal.pending[0]
     assert b"Happy" not in record and b"welcome" not in record
+
+
+def test_the_receipt_names_the_reward_handed_over_and_the_points_it_took():
+    """A reward's approval: the receipt line names the item by its name in the signed
+    catalogue (by its id when it has none) and the points; never copied into the record."""
+    rig = Rig()
+    shop = {"version": 1, "currency": "EUR", "points": {"earn_bp": 100},
+            "rewards": {"items": [{"id": "mug", "name": "Club mug", "points": 50,
+                                   "copay_minor": 250},
+                                  {"id": "pen", "points": 10}]}}
+    rig.settings.apply({"config_version": 2, "limits": LIMITS, "hotlist": [],
+                        "programs": dict(PROGRAMS, shop=shop)}, None)
+
+    def gateway(kind, fields):
+        item = fields["reward"]
+        points = 50 if item == "mug" else 10
+        return [(messages.TYPE_AUTH_RESPONSE,
+                 {"terminal": TERMINAL, "request": fields["request"], "time": START_S,
+                  "approved": True, "program": "shop", "version": 1, "currency": "EUR",
+                  "card_value_minor": 0, "amount_minor": points + (250 if item == "mug" else 0),
+                  "redeem_points": points, "redeem_minor": points, "auth_id": "a-" + item})]
+
+    rig.net.gateway = gateway
+    assert rig.terminal.reward("mug")["approved"]
+    assert rig.shown[-2:] == ["APPROVED", "REWARD Club mug -50 PTS"]
+    assert rig.terminal.reward("pen")["approved"]
+    assert rig.shown[-1] == "REWARD pen -10 PTS"
+    seq, record = rig.journal.pending[0]
+    assert b"Club mug" not in record
