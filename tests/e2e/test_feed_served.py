@@ -54,6 +54,9 @@ def test_a_store_is_sent_only_its_cards_and_tells_the_ledger_its_cards_at_start(
     assert b.gateway.feed.not_served == skipped and b.gateway.feed.own == 0
 
     # A gateway from before the filtered feed: the ledger does not know what it serves.
+    # (B keeps a card it took on by a look-up with its next commit, a feed read that moves
+    # its cursor: waited for, or a restart now would forget the card, as a gateway may.)
+    assert wait_until(lambda: PREPAID in b.gateway.store.load_cards(), FEED_WAIT_S)
     b.gateway.stop()
     database = open_database(chain_ledger_dsn)
     try:
@@ -70,6 +73,9 @@ def test_a_store_is_sent_only_its_cards_and_tells_the_ledger_its_cards_at_start(
     # (The feed's counts follow its commit: waited for too.)
     assert wait_until(lambda: value_at(shops, 1, PREPAID) == 3_100
                       and b.gateway.feed.applied == 1, FEED_WAIT_S)
-    assert served_at_ledger(chain_ledger_dsn) == {("gwB", PREPAID)}
+    # B told the ledger the one card it serves. (A may be there too: its gateway looks the
+    # card it sold up again after a tap, gateway/greeting_refresh.py, as a card it serves.)
+    assert {card for gateway, card in served_at_ledger(chain_ledger_dsn)
+            if gateway == "gwB"} == {PREPAID}
     assert b.gateway.feed.not_served == 0
     assert b.entry(GIFT) == {"state": {}}  # never served here, never sent here

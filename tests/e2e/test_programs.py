@@ -22,9 +22,9 @@ from tools.simulator.terminal import SimulatedTerminal
 
 LIMITS = {"txn_minor_max": 5000, "card_offline_minor_max": 5000,
           "terminal_offline_minor_max": 10_000, "offline_s_max": 600, "offline_txn_max": 5}
-GIFT, PREPAID, LOYALTY, CLUB, SAVER, VIP = (
+GIFT, PREPAID, LOYALTY, CLUB, SAVER, VIP, STAFF = (
     "04a00000000001", "04a00000000002", "04a00000000003", "04a00000000004",
-    "04a00000000005", "04a00000000006")
+    "04a00000000005", "04a00000000006", "04a00000000007")
 
 
 class Counter:
@@ -274,6 +274,29 @@ def test_a_reward_redemption_from_the_counter_to_the_ledgers_report(
             {"program": "loyalty", "item": "tote", "currency": "EUR", "redeemed": 1,
              "refunded": 0, "points": 300, "points_worth_minor": 300, "copay_minor": 200},
         ]
+
+
+def test_a_staff_card_gets_its_volume_discount_within_its_company_limits(
+    private_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The demo's staff card (tools/demo_programs.toml): 100.00 loaded. 30.00 is above
+    25.00, so 5 % off (1.50): 28.50 from the card. 25.00 is not above it: no discount, and
+    28.50 + 25.00 = 53.50 passes the 50.00 a day: card_day_limit. 32.00 gets 1.60 off:
+    30.40 passes the 30.00 a purchase: card_purchase_limit. 21.50 fits the day: 50.00."""
+    with running_stack(private_mosquitto, tmp_path, ["T1"], LIMITS) as stack, \
+            till(stack, private_mosquitto, tmp_path) as (sim, counter):
+        counter.ok(STAFF, "issue", "staff", 0)
+        assert counter.ok(STAFF, "topup", 10_000, pay_from_card=False)[
+            "card_value_minor"] == 10_000
+        big = counter.ok(STAFF, "purchase", 3_000)
+        assert (big["discount_minor"], big["card_value_minor"]) == (150, 2_850)
+        assert counter.declined(STAFF, "purchase", 2_500) == "card_day_limit"
+        assert counter.declined(STAFF, "purchase", 3_200) == "card_purchase_limit"
+        assert counter.ok(STAFF, "purchase", 2_150)["card_value_minor"] == 2_150
+        assert sim.drain(time.monotonic() + 10)
+        assert wait_until(stack.gateway.idle)
+        assert stack.gateway.settle().refused == []
+        assert books_agree(stack)[STAFF] == {"value": 10_000 - 2_850 - 2_150, "points": 0}
 
 
 def test_a_counted_reward_runs_out_at_the_counter_and_a_delivery_brings_it_back(
