@@ -95,18 +95,28 @@ def card_engine(detail: dict[str, Any], programs: dict[str, dict[str, Any]] | No
             "engine_reason": None, "engine_version": None}
 
 
+def kept_today(kept: StoredEngine | None, programs: dict[str, dict[str, Any]] | None,
+               now_s: float) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The card's kept state let pass to the day of `now_s`, and its program; None when no
+    state is kept or its program is not among the ledger's."""
+    if kept is None or kept.state is None or programs is None:
+        return None
+    program = programs.get(kept.program)
+    if program is None:
+        return None
+    return today(kept.state, program, int(now_s) // DAY_S), program
+
+
 def hold_snapshot(kept: StoredEngine | None, programs: dict[str, dict[str, Any]] | None,
                   now_s: float) -> dict[str, Any] | None:
     """What a hold's answer tells of the card's kept state today: {"version", "tier",
     "discount_pct" (off a purchase today), "discount_until" (the last day of the discount
     that spend earned, when that is what gives discount_pct; None: none, or the tier's)};
     None when no state is kept."""
-    if kept is None or kept.state is None or programs is None:
+    found = kept_today(kept, programs, now_s)
+    if kept is None or found is None:
         return None
-    program = programs.get(kept.program)
-    if program is None:
-        return None
-    state = today(kept.state, program, int(now_s) // DAY_S)
+    state, program = found
     view = engine_replay.described(state, program, state["day"])
     discount = view["discount"]
     earned = discount["tracked_pct"] and discount["tracked_pct"] >= discount["pct"]
@@ -119,12 +129,10 @@ def hold_terms(kept: StoredEngine | None, programs: dict[str, dict[str, Any]] | 
     """What the card's kept state allows a hold today (hold_rules.check_engine): its live
     points and whether its value has expired, time let pass to today; None when no state
     is kept (the books alone judge)."""
-    if kept is None or kept.state is None or programs is None:
+    found = kept_today(kept, programs, now_s)
+    if found is None:
         return None
-    program = programs.get(kept.program)
-    if program is None:
-        return None
-    state = today(kept.state, program, int(now_s) // DAY_S)
+    state, _ = found
     return EngineTerms(engine_points.balance(state), value_expired(state, state["day"]))
 
 
