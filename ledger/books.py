@@ -201,17 +201,25 @@ class Books:
         """
         request = parse_hold_request(document)
 
-        def engine_terms(session: Session) -> EngineTerms | None:
-            kept = engine_sql.read(session, [request.card]).get(request.card)
-            return hold_terms(kept, self._programs, self._now())
+        def attempt(session: Session) -> tuple[HoldAnswer, engine_sql.StoredEngine | None]:
+            """The hold and the card's kept state, read once under the card's lock: for
+            the hold's terms, and for its answer. Without programs none is kept."""
+            read: list[engine_sql.StoredEngine | None] = []
+
+            def engine_terms(locked: Session) -> EngineTerms | None:
+                read.append(engine_sql.read(locked, [request.card]).get(request.card))
+                return hold_terms(read[0], self._programs, self._now())
+
+            if self._programs is None:
+                return hold_sql.place(session, request, self._now()), None
+            answer = hold_sql.place(session, request, self._now(), engine_terms)
+            if not read:  # a replay: answered before the terms were asked
+                read.append(engine_sql.read(session, [request.card]).get(request.card))
+            return answer, read[0]
 
         with self._guard():
             try:
-                answer, kept = self._database.transact(
-                    lambda session: (hold_sql.place(
-                        session, request, self._now(),
-                        engine_terms if self._programs is not None else None),
-                        engine_sql.read(session, [request.card]).get(request.card)))
+                answer, kept = self._database.transact(attempt)
             except HoldRefused as refusal:
                 if refusal.reason in ("hold_conflict", "card_replayed"):
                     self._raise_alarm(refusal.reason, refusal.detail)

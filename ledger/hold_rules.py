@@ -218,14 +218,15 @@ def available_after(request: HoldRequest, available_minor: int) -> int:
     return available_minor - request.amount_minor
 
 
-def points_after(request: HoldRequest, available_points: int) -> int:
+def points_after(request: HoldRequest, available_points: int, which: str = "") -> int:
     """The points the card has available once the hold is placed; insufficient_points if it
-    asks more (a hold of value only asks none, whatever the card's points)."""
+    asks more (a hold of value only asks none, whatever the card's points). `which` names
+    the points counted, for the refusal's detail."""
     if request.points and available_points < request.points:
         raise HoldRefused(
             "insufficient_points",
-            f"card {request.card} has {available_points} points available, the hold asks"
-            f" {request.points}",
+            f"card {request.card} has {available_points} {which}points available, the hold"
+            f" asks {request.points}",
         )
     return available_points - request.points
 
@@ -240,14 +241,7 @@ def check_engine(request: HoldRequest, terms: EngineTerms, held_points: int) -> 
     not yet posted as lapsed, are in the books but can no longer be redeemed."""
     if request.amount_minor and terms.value_expired:
         raise HoldRefused("card_expired", f"card {request.card}: its value has expired")
-    live = terms.points_live - held_points
-    if request.points and live < request.points:
-        raise HoldRefused(
-            "insufficient_points",
-            f"card {request.card} has {live} live points available (the rest expired or"
-            f" held), the hold asks {request.points}",
-        )
-    return live - request.points
+    return points_after(request, terms.points_live - held_points, "live (unexpired, unheld) ")
 
 
 def check_newer_tap(request: HoldRequest, highest: int | None) -> None:
