@@ -2,7 +2,7 @@
 # which makes the machine ready (Debian packages, .venv, node_modules) and is quick when it is.
 #
 #   make demo [ARGS=...]          the demo (tools/cli.py)
-#   make test [PYTEST_ARGS=...]   lint, then the whole test suite
+#   make test [PYTEST_ARGS=... TEST_WORKERS=N]   lint, then the whole test suite
 #   make lint                     ruff + mypy (CPython, then MicroPython's esp32 and rp2 stubs)
 #   make bench [QUICK=1]          the benchmarks
 #   make heapday [QUICK=1]        10,000 sales on MicroPython: free heap and its drift
@@ -22,9 +22,14 @@ bootstrap:
 demo: bootstrap
 	@$(BIN)/tilltap demo $(ARGS)
 
+# The tests run on TEST_WORKERS processes side by side (pytest-xdist; tests/conftest.py says
+# how they are grouped and why each worker has its own PostgreSQL): they mostly wait on
+# brokers, servers and MicroPython. TEST_WORKERS=0 runs them in this one process.
 # pytest exits 5 when it collects no test: non-zero, so the target fails, as it should.
+TEST_WORKERS ?= 4
+TEST_WORKERS_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(TEST_WORKERS_ARGS) $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(BIN)/ruff check .

@@ -16,11 +16,12 @@ binary fails the test with the fix (`scripts/bootstrap.sh`); it is never skipped
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.support.mosquitto import MosquittoBroker, MosquittoError
-from tests.support.postgres import postgres_server
+from tests.support.postgres import postgres_server, stop_worker_server
 from tests.support.store_broker import StoreBroker
 from tools.transports import ReaderUnavailable
 from tools.transports.pcsc_reader import wait_for_readers
@@ -92,3 +93,48 @@ def pcscd() -> Iterator[PcscDaemon]:
         pytest.fail(f"{error}{fix}", pytrace=False)
     yield daemon
     daemon.release()
+
+
+# `make test` runs the tests side by side (pytest-xdist): most of their time is spent waiting
+# on brokers, servers and MicroPython. A file's tests run on one worker, one after another, so a
+# module's fixture (a stack, a module's worth of CLI runs) is made once; the machine's one pcscd
+# has two vpcd slots, so the files that insert cards there share one worker. (xdist's own
+# `--dist loadgroup` does not group on pytest 9, which no longer reads the node ids it rewrites:
+# hence this scheduler.)
+PCSC_SLOT_TEST_FILES = frozenset({
+    "test_card_lifecycle.py", "test_card_station.py", "test_docs_commands.py",
+    "test_pcsc_vpcd.py", "test_pcscd_sharing.py", "test_personalize.py",
+})
+PCSC_SCOPE = "pcscd"
+
+
+def scope_of(nodeid: str) -> str:
+    """The work unit a test is scheduled in: its file, or PCSC_SCOPE."""
+    path = nodeid.split("::", 1)[0]
+    return PCSC_SCOPE if path.rsplit("/", 1)[-1] in PCSC_SLOT_TEST_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return FileScheduling(config, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_worker_server()  # a worker's own PostgreSQL (tests/support/postgres.py)
+
+
+# Files that take minutes, started first so that the others fill the workers around them
+# rather than leave one worker running them at the end.
+LONG_TEST_FILES = ("test_cli_mistakes.py", "test_bench_firmware.py", "test_gauntlet.py",
+                   "test_fuzz.py", "test_bench.py", "test_micropython_harness.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: (LONG_TEST_FILES.index(item.path.name)
+                                 if item.path.name in LONG_TEST_FILES else len(LONG_TEST_FILES)))

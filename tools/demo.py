@@ -44,6 +44,9 @@ CURRENCY = "EUR"
 DRAIN_TIMEOUT_S = 30.0
 DAY_S = 86_400
 LATER_DAYS = 400  # past the gift cards' year and the points' 90 days: breakage to reconcile
+# How long an interrupted demo waits for a counter to finish its operation (each waits at most
+# its own authorization and ack timeouts, far less on a live broker).
+TERMINAL_STOP_S = 10.0
 RUN_TAG_BYTES = 3  # the ids of one run: 6 hex digits after the gateway, terminal, merchant
 
 DEMO_PROGRAMS_FILE = Path(__file__).with_name("demo_programs.toml")
@@ -217,10 +220,13 @@ def _refund_something(sim: SimulatedTerminal, cards: dict[str, DemoCard], expect
 
 
 def _run_terminal(sim: SimulatedTerminal, cards: dict[str, DemoCard], expected: Expected,
-                  operations: int, seed: int, errors: list[BaseException]) -> None:
+                  operations: int, seed: int, errors: list[BaseException],
+                  stop: threading.Event) -> None:
     rng = random.Random(seed)
     try:
         for _ in range(operations):
+            if stop.is_set():  # the demo was interrupted: its broker is about to go
+                return
             _one_operation(sim, cards, expected, rng)
             sim.service(0)
     except BaseException as error:  # reported by the main thread, never swallowed
@@ -266,6 +272,8 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
                       card_keys=card_keys, ledger_token=gateway_token,
                       ledger_ca=tls["ca.pem"])
     sims: list[SimulatedTerminal] = []
+    threads: list[threading.Thread] = []
+    stop = threading.Event()
     try:
         gateway.start()
         sims = [SimulatedTerminal(c, workdir, broker.host, broker.port, seed + i, sun=True)
@@ -289,7 +297,7 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         counters = [{uid: card for number, (uid, card) in enumerate(cards.items())
                      if number % len(sims) == i} for i in range(len(sims))]
         threads = [threading.Thread(target=_run_terminal, args=(
-            sim, counters[i], expected, operations // len(sims), seed * 100 + i, errors))
+            sim, counters[i], expected, operations // len(sims), seed * 100 + i, errors, stop))
             for i, sim in enumerate(sims)]
         for thread in threads:
             thread.start()
@@ -313,6 +321,13 @@ def run_demo(terminal_count: int = 3, card_count: int = 30, operations: int = 54
         report["seconds"] = round(time.monotonic() - started, 2)
         return report
     finally:
+        # Interrupted (Ctrl-C) mid-day, the counters' threads still sell: they finish their
+        # operation and end before their terminals' connections and the broker are closed
+        # under them (closing first, a thread reconnected a closed terminal).
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():  # started, not yet ended (Ctrl-C may come between starts)
+                thread.join(TERMINAL_STOP_S)
         for sim in sims:
             sim.close()
         gateway.stop()

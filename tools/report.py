@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TextIO
 
-from ledger.books import open_books
 from ledger.client import connect
 from ledger.db import POSTGRES_SCHEMES, SQLITE_MEMORY, Row, Session, sqlite_path
 from ledger.errors import ConfigInvalid, LedgerRejected, LedgerUnavailable
@@ -139,6 +138,8 @@ def fetch(
     assert dsn is not None, "source() gives a ledger URL or a DSN"
     if not dsn.startswith(POSTGRES_SCHEMES):
         return _report_from_sqlite(name, parameters, sqlite_path(dsn))
+    from ledger.books import open_books  # here: every `tilltap` command imports this module
+
     books = open_books(dsn)
     try:
         return books.report(name, parameters).to_json()

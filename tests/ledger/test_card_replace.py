@@ -205,7 +205,7 @@ def test_the_cli_replaces_and_a_refusal_or_outage_is_one_line(
     root = tmp_path / "root.token"
     root.write_text(tokens["root"])
     where = ("--ledger-url", server.url, "--ledger-token-file", str(root))
-    server.books.place_hold(hold_request("H1", amount_minor=100, ttl_s=1))
+    server.books.place_hold(hold_request("H1", amount_minor=100, ttl_s=600))
     for argv, reason in ((("C1", "N1", "--reason", "lost"), "card_held"),
                          (("C1", "N1", "--reason", " "), "--reason"),
                          (("C1", "C1", "--reason", "lost"), "differ")):

@@ -9,6 +9,9 @@ Where the server comes from, in order:
    as user postgres through ``runuser`` when running as root, on a free port with its own
    socket directory), stopped and deleted at the end.
 
+Under pytest-xdist (`make test`'s workers), a worker with ``TILLTAP_TEST_PG_DSN`` unset
+starts the private cluster of 3. for itself at its first use, and names it in that variable.
+
 If none of these works, `PostgresUnavailable` is raised: tests never skip PostgreSQL silently.
 """
 
@@ -20,9 +23,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,9 +52,40 @@ def temporary_database(admin_dsn: str | None = None) -> Iterator[str]:
             yield dsn
 
 
+_worker_lock = threading.Lock()
+_worker_cluster: ExitStack | None = None
+
+
+def _worker_server() -> None:
+    """Under pytest-xdist, with TILLTAP_TEST_PG_DSN unset: the worker's own private cluster,
+    started at its first use and named in TILLTAP_TEST_PG_DSN (for the processes tests start
+    too) until `stop_worker_server`. The card feed holds back what other write transactions
+    on the same server may still commit before it (docs/ledger.md "Card feed"): on a shared
+    server one worker's transactions would hold back another's feed tests."""
+    global _worker_cluster
+    with _worker_lock:
+        if _worker_cluster is not None or os.environ.get(ADMIN_DSN_ENV):
+            return
+        stack = ExitStack()
+        os.environ[ADMIN_DSN_ENV] = stack.enter_context(private_cluster())
+        _worker_cluster = stack
+
+
+def stop_worker_server() -> None:
+    """Stop and remove the worker's private cluster, if it started one."""
+    global _worker_cluster
+    with _worker_lock:
+        stack, _worker_cluster = _worker_cluster, None
+        if stack is not None:
+            os.environ.pop(ADMIN_DSN_ENV, None)
+            stack.close()
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield an admin DSN of a server that answers (see the module docstring for which)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _worker_server()
     configured = os.environ.get(ADMIN_DSN_ENV)
     if configured:
         problem = _probe(configured)

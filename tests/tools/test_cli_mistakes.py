@@ -33,6 +33,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROCESS_TIMEOUT_S = 60
 PARALLEL_PROCESSES = 4
+# The first case's setup runs every case's process (the `outcomes` fixture): a few minutes
+# when the machine's cores are shared with other test workers, not the default 120 s.
+pytestmark = pytest.mark.timeout(900)
 REFUSED = "127.0.0.1:1"  # nothing listens on port 1: connection refused
 KEY_HEX = "ab" * 32
 HTTP_PORT = "{http_port}"  # replaced by the port of a plain HTTP server (not a broker)

@@ -29,6 +29,7 @@ class PahoNet:
         self.client: mqtt.Client | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._connack = threading.Event()
+        self._closing = threading.Lock()  # one caller stops a client's loop, once
         self.dropped = 0
 
     @property
@@ -97,7 +98,10 @@ class PahoNet:
                 return out
 
     def disconnect(self) -> None:
-        if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
-            self.client = None
+        # Taken under a lock: a terminal's thread reconnecting and the demo closing it may
+        # both get here (found by Ctrl-C mid-day: the second one met None).
+        with self._closing:
+            client, self.client = self.client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
