@@ -41,11 +41,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger import customers_sql
 from ledger.auth import covers
-from ledger.books import Books
 from ledger.customer_reports import CONTACT_FIELDS as CONTACT_REPORT_FIELDS
 from ledger.db import Session
 from ledger.errors import (
@@ -70,6 +69,9 @@ from ledger.limits import (
 )
 from ledger.personal_crypto import CustomerKey, KeyMismatch
 from ledger.reports import DAY_S, Report, parse_report_query, run_report
+
+if TYPE_CHECKING:  # a type only: `tilltap customer` commands import this module, not the books
+    from ledger.books import Books
 
 log = logging.getLogger(__name__)
 
