@@ -23,8 +23,9 @@ demo: bootstrap
 	@$(BIN)/tilltap demo $(ARGS)
 
 # The tests run on TEST_WORKERS processes side by side (pytest-xdist; tests/conftest.py says
-# how they are grouped and why each worker has its own PostgreSQL): they mostly wait on
-# brokers, servers and MicroPython. TEST_WORKERS=0 runs them in this one process.
+# how they are grouped, tests/support/postgres.py why each worker has its own PostgreSQL):
+# they mostly wait on brokers, servers and MicroPython. TEST_WORKERS=0 runs them in this one
+# process.
 # pytest exits 5 when it collects no test: non-zero, so the target fails, as it should.
 TEST_WORKERS ?= 4
 TEST_WORKERS_ARGS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
