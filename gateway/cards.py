@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.card_auth import CardAuthenticator
@@ -502,6 +502,17 @@ class CardBook:
             recalled.get("card") if recalled is not None else None)
         return given == fields["card"]
 
+    def granted_offers(self, card: str, offers: Iterable[str]) -> tuple[str, ...]:
+        """Of the offers an approved sale got (its answer's "promotions"), the targeted ones:
+        each takes a use of the card's grant, which the ledger holds (gateway/ledger_holds.py)
+        so that no two stores give the card's last use. Call under `lock`."""
+        known = self.states.get(card)
+        if known is None:  # a card sold here and not yet on the books has no grants
+            return ()
+        section = self.states.program(known["program"]).get("promotions") or {}
+        targeted = {offer["id"] for offer in section.get("offers", ()) if offer.get("targeted")}
+        return tuple(sorted(offer for offer in set(offers) if offer in targeted))
+
     def approval(self, fields: Mapping[str, Any],
                  recalled: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The approval this gateway gave for an online or stand-in record, when the record
@@ -664,8 +675,10 @@ class CardBook:
         if (fields["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
                 and fields["auth_mode"] == txn.AUTH_ONLINE
                 and hold.card == fields["card"]
-                and (value_minor or redeemed)
+                and (value_minor or redeemed or hold.grants)
                 and value_minor <= hold.value_minor and redeemed <= hold.points):
+            # A sale paid in cash posts its hold too when the hold took an offer's use: a
+            # void would give the use back before the sale's posting spends it.
             return hold.ledger_hold_id
         self.holds.lapsed.append(hold.ledger_hold_id)
         return None

@@ -27,6 +27,12 @@ card's points only at the ledger, so without a hold two stores could both redeem
                                     item the points pay for, and the ledger counts none of
                                     it left unheld on this store's shelf (docs/programs.md
                                     "Reward stock")
+    offer_used                  ->  decline offer_used: the hold names the card's targeted
+                                    offers the sale gets (a purchase paid in cash that gets
+                                    one is held too, for no value), and another store's sale
+                                    holds or took the last use of one (ledger/grant_holds_sql.py);
+                                    the card feed brings that sale here within seconds, and
+                                    the sale asked again is priced without the offer
     other refusal               ->  decline with it if it is a protocol reason
                                     (currency_mismatch), else ledger_refused, ALARM logged
     LedgerUnavailable           ->  stand in: approve on the card book alone, auth_mode 3
@@ -111,6 +117,7 @@ from protocol.reasons import (
     INSUFFICIENT_POINTS,
     INSUFFICIENT_VALUE,
     LEDGER_REFUSED,
+    OFFER_USED,
     REDEEM_NEEDS_ONLINE,
     REWARD_OUT_OF_STOCK,
     STAND_IN_LIMIT,
@@ -136,7 +143,7 @@ VOIDS_PENDING_MAX = 10_000
 
 PASSED_ON = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS, CARD_UNKNOWN, CURRENCY_MISMATCH,
                        CARD_BLOCKED, CARD_REPLAYED, COMPANY_BUDGET, REWARD_OUT_OF_STOCK,
-                       CARD_EXPIRED})
+                       CARD_EXPIRED, OFFER_USED})
 """Ledger refusals that are protocol reason codes too: the terminal is told them as they are."""
 LAGGING = frozenset({INSUFFICIENT_VALUE, INSUFFICIENT_POINTS})
 """Ledger refusals that may only mean it has not been told yet (the lag rule): settle, ask
@@ -151,7 +158,8 @@ class HoldLedger(Protocol):
     def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
                    ttl_s: int, terminal: str, merchant: str,
                    points: int = 0, sun_counter: int | None = None,
-                   reward: str | None = None) -> dict[str, Any]: ...
+                   reward: str | None = None,
+                   grants: tuple[str, ...] = ()) -> dict[str, Any]: ...
 
     def void_hold(self, hold_id: str) -> dict[str, Any]: ...
 
@@ -308,7 +316,10 @@ class LedgerHolds:
         value_minor = decision.get("card_value_minor", 0)
         points = decision.get("redeem_points", 0) if request["kind"] == txn.KIND_PURCHASE else 0
         taking = request["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
-        if not decision["approved"] or not taking or not (value_minor or points):
+        if not decision["approved"] or not taking:
+            return decision
+        grants = self._grants(request, decision)
+        if not (value_minor or points or grants):
             return decision
         auth_id = decision["auth_id"]
         hold_id = ledger_hold_id(self.gateway_id, auth_id)
@@ -320,7 +331,8 @@ class LedgerHolds:
             except StoreUnavailable:
                 return self._decline(auth_id, HOST_UNAVAILABLE)
         try:
-            held = self._place(hold_id, request, value_minor, points, self._tap(auth_id))
+            held = self._place(hold_id, request, value_minor, points, self._tap(auth_id),
+                               grants)
         except LedgerUnavailable as error:
             # Per request: debug (and counted); the ledger going away is one line (`reach`).
             log.debug("ledger unavailable for hold %s, standing in: %s", hold_id, error)
@@ -334,7 +346,7 @@ class LedgerHolds:
             self.stats.add("ledger_hold.card_unknown")
             return decision
         with self.cards.lock:
-            kept = self.cards.holds.mark_ledger(auth_id, hold_id)
+            kept = self.cards.holds.mark_ledger(auth_id, hold_id, grants)
         if not kept:
             # The local hold ran out while the ledger answered (only if the clock jumped):
             # the approval comes too late to honour.
@@ -353,6 +365,15 @@ class LedgerHolds:
         if self.reach is not None:
             self.reach.answered()
 
+    def _grants(self, request: dict[str, Any], decision: dict[str, Any]) -> tuple[str, ...]:
+        """The card's targeted offers an approved purchase gets: one use of each is held at
+        the ledger, which refuses offer_used when another store's sale took the last one."""
+        offers = decision.get("promotions")
+        if request["kind"] != txn.KIND_PURCHASE or not offers:
+            return ()
+        with self.cards.lock:
+            return self.cards.granted_offers(request["card"], offers)
+
     def _tap(self, auth_id: str) -> int | None:
         """The read counter of the tap the card book approved (None without card keys): the
         ledger refuses it card_replayed if any store had it accepted before."""
@@ -361,12 +382,13 @@ class LedgerHolds:
             return None if hold is None else hold.sun_counter
 
     def _place(self, hold_id: str, request: dict[str, Any], value_minor: int,
-               points: int, sun_counter: int | None = None) -> bool:
+               points: int, sun_counter: int | None = None,
+               grants: tuple[str, ...] = ()) -> bool:
         """Hold the full amount and points (True), or learn that the ledger has never seen
         the card (False); on insufficient_value or insufficient_points, settle and ask once
         more (the lag rule)."""
         try:
-            self._ask(hold_id, request, value_minor, points, sun_counter)
+            self._ask(hold_id, request, value_minor, points, sun_counter, grants)
             return True
         except NotFound as error:
             if error.reason != CARD_UNKNOWN:
@@ -377,16 +399,18 @@ class LedgerHolds:
                 raise
         self.stats.add("ledger_hold.settled_first")
         self.settle()
-        self._ask(hold_id, request, value_minor, points, sun_counter)
+        self._ask(hold_id, request, value_minor, points, sun_counter, grants)
         return True
 
     def _ask(self, hold_id: str, request: dict[str, Any], value_minor: int,
-             points: int, sun_counter: int | None) -> None:
+             points: int, sun_counter: int | None, grants: tuple[str, ...] = ()) -> None:
         # The counter only with a tap to prove: a hold without one is the request it always
         # was (a gateway without card keys works with a ledger from before counters).
         tap: dict[str, Any] = {} if sun_counter is None else {"sun_counter": sun_counter}
         if points and request.get("reward") is not None:
             tap["reward"] = request["reward"]  # the item the points pay for: the ledger counts it
+        if grants:
+            tap["grants"] = grants  # the targeted offers it gets: the ledger holds a use each
         answer = self.ledger.place_hold(
             hold_id, request["card"], request["currency"], value_minor,
             self.settings.ledger_hold_ttl_s, request["terminal"], request["merchant"],

@@ -133,7 +133,10 @@ def hold_terms(kept: StoredEngine | None, programs: dict[str, dict[str, Any]] | 
     if found is None:
         return None
     state, _ = found
-    return EngineTerms(engine_points.balance(state), value_expired(state, state["day"]))
+    # A grant past its last day is no use (engine_promotions.granted): only live ones count.
+    uses = {offer: int(left) for offer, (left, last_day) in (state.get("grants") or {}).items()
+            if last_day >= state["day"]}
+    return EngineTerms(engine_points.balance(state), value_expired(state, state["day"]), uses)
 
 
 def today(state: dict[str, Any], program: dict[str, Any], day: int) -> dict[str, Any]:

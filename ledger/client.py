@@ -111,16 +111,19 @@ class LedgerClient:
         points: int = 0,
         sun_counter: int | None = None,
         reward: str | None = None,
+        grants: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """Hold card value and/or points: {"hold_id", "status", "available_minor",
-        "available_points"}, and "engine" {"version", "tier", "discount_pct",
+        """Hold card value, points and uses of targeted offers: {"hold_id", "status",
+        "available_minor", "available_points"}, and "engine" {"version", "tier", "discount_pct",
         "discount_until"} when the ledger keeps the card's engine state (a replay answers
         again). `sun_counter`: the tap's SUN read counter, refused card_replayed unless
         above the card's highest, which it raises. `reward`: the item the points pay for,
         refused reward_out_of_stock when the merchant's counted shelf has none unheld.
+        `grants`: the card's targeted offers the sale gets, refused offer_used when one has
+        no use left that no other hold took (ledger/grant_holds_sql.py).
 
         HoldRefused insufficient_value / insufficient_points / hold_conflict / card_replayed /
-        reward_out_of_stock, NotFound
+        reward_out_of_stock / offer_used, NotFound
         card_unknown, BatchInvalid for a malformed request, LedgerUnavailable when the ledger
         cannot answer in time.
         """
@@ -141,6 +144,8 @@ class LedgerClient:
             request["sun_counter"] = sun_counter
         if reward is not None:
             request["reward"] = reward
+        if grants:
+            request["grants"] = list(grants)
         body = json.dumps(request, separators=(",", ":"), allow_nan=False).encode("utf-8")
         result: dict[str, Any] = self._request("POST", "/v1/holds", body, HTTP_HOLD_TIMEOUT_S)
         return result

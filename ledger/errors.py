@@ -80,7 +80,8 @@ class HoldRefused(LedgerRejected):
 
 HOLD_REFUSALS = frozenset({"insufficient_value", "insufficient_points", "hold_posted",
                            "hold_conflict", "card_blocked", "card_replayed",
-                           "company_budget", "reward_out_of_stock", "card_expired"})
+                           "company_budget", "reward_out_of_stock", "card_expired",
+                           "offer_used"})
 """Reasons a 409 answer is a `HoldRefused` rather than a `BatchConflict`."""
 
 

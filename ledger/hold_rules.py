@@ -29,7 +29,7 @@ one row of one of them, never two, so its status is never kept twice.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from ledger.errors import BatchInvalid, HoldRefused
@@ -63,6 +63,10 @@ class HoldRequest:
     """The reward item the held points pay for (optional key, a hold of points only): placed
     only while the store's shelf of it, as the ledger counts it, has one not held
     (`ledger.reward_stock_sql`), which it then holds."""
+    grants: tuple[str, ...] = ()
+    """The card's targeted offers the sale gets (optional key, "grants": [offer, ...]): one
+    use of each is held, placed only while the card's kept engine state has a use of it not
+    held (`ledger.grant_holds_sql`). A hold naming grants may hold no value and no points."""
 
     @property
     def holds_points(self) -> bool:
@@ -70,10 +74,10 @@ class HoldRequest:
         return self.points > 0
 
 
-HOLD_ELSEWHERE_FIELDS = ("sun_counter", "reward")
+HOLD_ELSEWHERE_FIELDS = ("sun_counter", "reward", "grants")
 """The fields of a hold request kept elsewhere than with the hold (the SUN counter on its
-card, the reward item in `reward_holds`): no column of either holds table (a replay is
-judged by the content hash, which covers them)."""
+card, the reward item in `reward_holds`, the offers in `grant_holds`): no column of either
+holds table (a replay is judged by the content hash, which covers them)."""
 HOLD_REQUEST_FIELDS = tuple(field.name for field in fields(HoldRequest)
                             if field.name not in HOLD_ELSEWHERE_FIELDS)
 """Every field of a hold request the hold keeps, in `HoldRequest` order (the first columns
@@ -92,7 +96,8 @@ it and the optional ones."""
 HOLD_OPTIONAL_KEYS = tuple(field.name for field in fields(HoldRequest)
                            if field.default is not MISSING)
 """Keys a POST /v1/holds body may leave out: "points" absent and 0 are the same hold (same
-hash); "sun_counter" absent is a hold that proves no tap; "reward" absent holds no item."""
+hash); "sun_counter" absent is a hold that proves no tap; "reward" absent holds no item;
+"grants" absent holds no offer's use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +153,12 @@ class CardFunds:
 class EngineTerms:
     """What a card's kept engine state (ledger/card_engine.py `hold_terms`) allows a hold
     today, beside the books: its points still live (lots not past their expiry, less points
-    owed) and whether its value has expired."""
+    owed), whether its value has expired, and the uses left of its targeted offers whose
+    last day is not past."""
 
     points_live: int
     value_expired: bool
+    grant_uses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +249,22 @@ def check_engine(request: HoldRequest, terms: EngineTerms, held_points: int) -> 
     if request.amount_minor and terms.value_expired:
         raise HoldRefused("card_expired", f"card {request.card}: its value has expired")
     return points_after(request, terms.points_live - held_points, "live (unexpired, unheld) ")
+
+
+def check_grants(request: HoldRequest, terms: EngineTerms | None,
+                 held: dict[str, int]) -> None:
+    """GRANT_HOLD_ONE_USE: each targeted offer a hold names takes one use of the card's
+    grant of it, so the grant must have a use that no open hold has taken (`held`: open
+    holds' uses per offer). offer_used otherwise, also for an offer the card has no grant
+    of (used up, replaced or past its last day: the store priced on an older copy). Without
+    a kept engine state (a ledger given no programs) the books alone judge: not checked."""
+    if terms is None:
+        return
+    for offer in request.grants:
+        left = terms.grant_uses.get(offer, 0) - held.get(offer, 0)
+        if left < 1:
+            raise HoldRefused("offer_used", f"card {request.card}: offer {offer} has no use"
+                              " left that no other sale holds")
 
 
 def check_newer_tap(request: HoldRequest, highest: int | None) -> None:

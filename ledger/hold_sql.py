@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
-from ledger import block_sql, company_sql, reward_stock_sql, sun_sql
+from ledger import block_sql, company_sql, grant_holds_sql, reward_stock_sql, sun_sql
 from ledger.db import Session
 from ledger.errors import HoldRefused, NotFound
 from ledger.hold_rules import (
@@ -44,6 +44,7 @@ from ledger.hold_rules import (
     available_after,
     check_currency,
     check_engine,
+    check_grants,
     check_newer_tap,
     check_replay,
     check_voidable,
@@ -102,6 +103,8 @@ def place(database: Session, request: HoldRequest, now: int,
     terms = engine_terms(database) if engine_terms is not None else None
     if terms is not None:
         left_points = min(left_points, check_engine(request, terms, funds.held_points))
+    if request.grants:
+        check_grants(request, terms, grant_holds_sql.held(database, request.card, now))
     reward_stock_sql.judge_hold(database, request, cards[0][2], now)  # locks the item's count
     # Last, when the card itself allows the hold: the company's row is locked only then, so
     # holds its cards cannot cover anyway never make the company's other cards wait.
@@ -114,6 +117,7 @@ def place(database: Session, request: HoldRequest, now: int,
     else:
         row = (*_value_values(request), *placed, STATUS_OPEN)
         database.bulk_insert(VALUE_HOLDS, HOLD_COLUMNS, [row])
+    grant_holds_sql.note_hold(database, request)
     if request.sun_counter is not None:
         # With the hold, under the card's lock: the tap is used from the moment it is held.
         sun_sql.raise_to(database, [(request.card, request.sun_counter)])

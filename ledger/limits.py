@@ -112,6 +112,10 @@ so two transactions that collided do not collide again in step."""
 HOLD_TTL_S_MAX = 7 * 24 * 3600
 """Longest life of a hold: an authorization not settled within a week releases its value."""
 
+HOLD_GRANTS_MAX = 16
+"""Targeted offers one hold may take a use of: a sale gets few offers (a program's offers
+that apply together), never this many."""
+
 HOLD_BYTES_MAX = 4096
 """Largest HTTP body accepted by POST /v1/holds (a hold request is seven short fields)."""
 

@@ -74,11 +74,12 @@ _STATEMENTS = (
         program TEXT,
         currency TEXT NOT NULL,
         activated_txn_id TEXT REFERENCES transactions (txn_id){cards_added})""",
+    # amount_minor 0: a hold of no value that takes a use of targeted offers (grant_holds).
     """CREATE TABLE IF NOT EXISTS holds (
         hold_id TEXT PRIMARY KEY,
         card TEXT NOT NULL REFERENCES cards (card),
         currency TEXT NOT NULL,
-        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+        amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0),
         ttl_s BIGINT NOT NULL CHECK (ttl_s > 0),
         terminal TEXT NOT NULL,
         merchant TEXT NOT NULL,
@@ -327,6 +328,15 @@ _STATEMENTS = (
         item TEXT NOT NULL,
         merchant TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS reward_holds_by_item ON reward_holds (program, item, merchant)",
+    # The card's targeted offers a hold takes a use of (a holds or point_holds row): open,
+    # unexpired ones are uses taken, judged against the card's kept engine state
+    # (ledger/grant_holds_sql.py), so two stores cannot both give a card's last use.
+    """CREATE TABLE IF NOT EXISTS grant_holds (
+        hold_id TEXT NOT NULL,
+        card TEXT NOT NULL,
+        offer TEXT NOT NULL,
+        PRIMARY KEY (hold_id, offer))""",
+    "CREATE INDEX IF NOT EXISTS grant_holds_by_card ON grant_holds (card, offer)",
     # Who set, added to or stopped counting which item's stock, and when.
     """CREATE TABLE IF NOT EXISTS reward_stock_audit (
         id {serial},
@@ -442,6 +452,8 @@ REWARD_STOCK_COLUMNS = ("program", "item", "merchant", "quantity", "updated_at",
 whom last set (a posted redemption lowers quantity and changes neither)."""
 REWARD_HOLD_COLUMNS = ("hold_id", "program", "item", "merchant")
 """Every reward_holds column: the hold and the item (of a program, at a merchant) it pays."""
+GRANT_HOLD_COLUMNS = ("hold_id", "card", "offer")
+"""Every grant_holds column: the hold and one targeted offer of its card it takes a use of."""
 REWARD_STOCK_AUDIT_COLUMNS = ("at", "login", "program", "item", "merchant", "action",
                               "quantity")
 """Every reward_stock_audit column but its id: set (quantity), add (the number added) or
@@ -484,6 +496,40 @@ def create_schema(database: Database) -> None:
             for name, kind in columns:
                 if name not in present:
                     session.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        _allow_holds_of_no_value(session, database.dialect)
+
+
+_HOLDS_CHECK_BEFORE = "CHECK (amount_minor > 0)"
+_HOLDS_CHECK_NOW = "CHECK (amount_minor >= 0)"
+
+
+def _allow_holds_of_no_value(session: Session, dialect: str) -> None:
+    """Books made before holds could take uses of targeted offers alone refuse a hold of
+    amount 0: loosen that one check, once. PostgreSQL replaces the constraint; SQLite,
+    which cannot alter one, has the table's text edited in its schema, the way SQLite's
+    documentation gives for removing a CHECK constraint (no stored row changes: every row
+    meets the looser check)."""
+    if dialect == "postgresql":
+        rows = session.fetch(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'holds'::regclass AND conname = 'holds_amount_minor_check'", ())
+        if rows and ">= 0" not in str(rows[0][0]):
+            session.execute("ALTER TABLE holds DROP CONSTRAINT holds_amount_minor_check,"
+                            f" ADD CONSTRAINT holds_amount_minor_check {_HOLDS_CHECK_NOW}")
+        return
+    rows = session.fetch("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                         ("holds",))
+    if not rows or _HOLDS_CHECK_BEFORE not in str(rows[0][0]):
+        return
+    version = int(session.fetch("PRAGMA schema_version", ())[0][0])
+    session.execute("PRAGMA writable_schema = ON")
+    try:
+        session.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                        (str(rows[0][0]).replace(_HOLDS_CHECK_BEFORE, _HOLDS_CHECK_NOW),
+                         "holds"))
+        session.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        session.execute("PRAGMA writable_schema = OFF")
 
 
 def table_columns(database: Session, table: str) -> set[str]:

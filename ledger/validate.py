@@ -29,6 +29,7 @@ from ledger.hold_rules import HOLD_OPTIONAL_KEYS, HOLD_REQUEST_KEYS, HoldRequest
 from ledger.limits import (
     AMOUNT_MINOR_MAX,
     BATCH_TXN_MAX,
+    HOLD_GRANTS_MAX,
     HOLD_TTL_S_MAX,
     ID_CHARS_MAX,
     INT64_MAX,
@@ -202,8 +203,10 @@ def parse_hold_request(document: object) -> HoldRequest:
     _check_keys(document, _HOLD_KEYS, where, _HOLD_OPTIONAL_KEYS)
     points = _integer(document, "points", where, POINTS_MAX) if "points" in document else 0
     amount_minor = _integer(document, "amount_minor", where, AMOUNT_MINOR_MAX)
-    if not amount_minor and not points:
-        raise BatchInvalid("amount_invalid", f"{where}: holds value (amount_minor) or points")
+    grants = _hold_grants(document, where)
+    if not amount_minor and not points and not grants:
+        raise BatchInvalid("amount_invalid",
+                           f"{where}: holds value (amount_minor), points or grants")
     # "points": 0 is the same hold as no "points": hashed without it, so the hash of a hold
     # of value only is what it was before holds held points (a replay stays a replay).
     hashed = document if points else {k: v for k, v in document.items() if k != "points"}
@@ -220,7 +223,21 @@ def parse_hold_request(document: object) -> HoldRequest:
         sun_counter=(_integer(document, "sun_counter", where, SUN_COUNTER_MAX, "field_invalid")
                      if "sun_counter" in document else None),
         reward=_hold_reward(document, where, points),
+        grants=grants,
     )
+
+
+def _hold_grants(document: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """A hold's targeted offers: 1..HOLD_GRANTS_MAX offer ids, each once (absent: none)."""
+    if "grants" not in document:
+        return ()
+    grants = document["grants"]
+    if (not isinstance(grants, list) or not 0 < len(grants) <= HOLD_GRANTS_MAX
+            or len(set(map(str, grants))) != len(grants)):
+        raise BatchInvalid("field_invalid", f"{where}.grants: a list of 1..{HOLD_GRANTS_MAX}"
+                           " offer ids, each once")
+    return tuple(_identifier({"grant": offer}, "grant", f"{where}.grants")
+                 for offer in grants)
 
 
 def _hold_reward(document: Mapping[str, Any], where: str, points: int) -> str | None:

@@ -92,6 +92,7 @@ CARD_PURCHASE_LIMIT = "card_purchase_limit"  # company cards (protocol/engine_co
 CARD_DAY_LIMIT = "card_day_limit"
 COMPANY_BUDGET = "company_budget"  # the ledger's shared budget of a company's cards
 REWARD_OUT_OF_STOCK = "reward_out_of_stock"  # the ledger's count of a store's reward items
+OFFER_USED = "offer_used"  # another store's sale holds or took a targeted offer's last use
 
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"

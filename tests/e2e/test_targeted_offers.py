@@ -12,6 +12,11 @@ offer's report (`tilltap offer report`) counts one card granted, one redeemed, o
 20.00, and 40.00 bought within the grant's window. Issuing it again grants nothing twice.
 On the single-store SQLite ledger only: the ledger's side is tested on PostgreSQL too
 (tests/ledger/test_ledger_offers.py).
+
+The last use is given once even when B has not heard of A's sale yet: with B's card feed
+held back, A's sale takes the use and B's, priced on B's older copy with the offer, is
+declined offer_used by the ledger (the hold names the offer: ledger/grant_holds_sql.py);
+asked again once the feed has come, B's sale is approved without it.
 """
 
 from __future__ import annotations
@@ -100,4 +105,62 @@ def test_an_issued_offer_is_used_once_across_both_stores_and_reported(
             "window_revenue_minor": 4000, "response_bp": 10_000}
         again = command(*issue)
         assert (again["posted"], again["already"]) == ([], [CARD])
+        assert all(total == 0 for total in shops.client.trial_balance().values())
+
+
+def known(client: Any, card: str) -> bool:
+    try:
+        client.card(card)
+    except NotFound:
+        return False
+    return True
+
+
+def issue_comeback(ledger_url: str, card: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tilltap offer issue` of "comeback", one use for a week, to `card`."""
+    until = (datetime.now(UTC).date() + timedelta(days=7)).isoformat()
+    capsys.readouterr()
+    status = main(["offer", "issue", "--program", "loyalty", "--offer", "comeback", "--issue",
+                   "once", "--uses", "1", "--until", until, "--card", card,
+                   "--ledger-url", ledger_url])
+    out, err = capsys.readouterr()
+    assert status == 0 and json.loads(out)["posted"] == [card], err
+
+
+def test_the_last_use_is_not_given_twice_by_a_store_behind_the_feed(
+        store_broker: StoreBroker, second_broker: StoreBroker, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with chain(f"sqlite://{tmp_path / 'ledger.db'}", (store_broker, second_broker), tmp_path,
+               programs=DEMO_PROGRAMS) as shops:
+        a, b = shops.stores
+        a.serve(CARD)
+        assert a.till.terminal.issue("loyalty", 0)["approved"]
+        a.sent()
+        assert wait_until(lambda: known(shops.client, CARD), WAIT_S)  # posted
+        b.serve(CARD)  # B takes the card on (a look-up) and serves it from now on
+        assert b.till.terminal.purchase(1_000, pay_from_card=False)["approved"]
+        b.sent()
+        issue_comeback(shops.ledger.url, CARD, capsys)
+        for store in (a, b):
+            assert wait_until(lambda store=store: "comeback" in (
+                store.entry(CARD)["state"].get("grants") or {}), WAIT_S), store.name
+
+        with b.gateway._feed_polling:  # B reads no card feed: it hears nothing of A's sale
+            a.serve(CARD)
+            sale = a.till.terminal.purchase(2_000, pay_from_card=False)
+            assert sale["approved"] and sale["response"]["promotions"] == ["comeback"], sale
+            a.sent()
+            assert "comeback" in b.entry(CARD)["state"]["grants"]  # B's copy: a use left
+            b.serve(CARD)
+            late = b.till.terminal.purchase(3_000, pay_from_card=False)
+            assert not late["approved"] and late["reason"] == "offer_used", late
+        assert wait_until(lambda: "grants" not in b.entry(CARD)["state"], WAIT_S)
+        b.serve(CARD)
+        again = b.till.terminal.purchase(3_000, pay_from_card=False)
+        assert again["approved"] and "promotions" not in again["response"], again
+        assert again["txn"]["points"] == 30
+        b.sent()
+        assert wait_until(lambda: shops.client.card(CARD)["points"] == 10 + 220 + 30, WAIT_S)
+        assert shops.client.offer_report("loyalty", "comeback")["uses"] == 1
+        assert shops.client.hold_totals().get("open", 0) == 0  # B's refused hold: none left
         assert all(total == 0 for total in shops.client.trial_balance().values())

@@ -26,6 +26,7 @@ from ledger.schema import (
     COMPANY_COLUMNS,
     ENGINE_STATE_COLUMNS,
     ENTRY_COLUMNS,
+    GRANT_HOLD_COLUMNS,
     HOLD_COLUMNS,
     HOLD_POSTING_COLUMNS,
     POINT_HOLD_COLUMNS,
@@ -56,6 +57,7 @@ INSERTED = [
     ("company_card_days", COMPANY_CARD_DAY_COLUMNS, ()),
     ("reward_stock", REWARD_STOCK_COLUMNS, ()),
     ("reward_holds", REWARD_HOLD_COLUMNS, ()),
+    ("grant_holds", GRANT_HOLD_COLUMNS, ()),
     ("reward_stock_audit", REWARD_STOCK_AUDIT_COLUMNS, ("id",)),
 ]
 """(table, the columns its rows are inserted with, the columns set otherwise)."""

@@ -1,0 +1,123 @@
+"""A targeted offer's use held at the ledger (gateway/ledger_holds.py, issue 14): a purchase
+that gets one of the card's granted offers names it in its ledger hold, even paid in cash
+(a hold of no value), so no two stores give the card's last use; the ledger's offer_used
+declines the sale with that reason, and the record of an approved sale posts its hold
+rather than void it (a void would give the use back before the posting spends it).
+
+The ledger side is tests/ledger/test_grant_holds.py; two stores end to end,
+tests/e2e/test_targeted_offers.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.authorize import decide
+from gateway.card_directory import CardDirectory
+from gateway.cards import LEDGER_HOLD_FIELD
+from gateway.ledger_holds import PASSED_ON
+from ledger.errors import HoldRefused
+from protocol import txn
+from tests.gateway.test_ledger_holds_points import (
+    CARD,
+    NOW_S,
+    PointsLedger,
+    gateway,
+    loyalty_card,
+    record_of,
+    sale,
+)
+
+LAST_DAY = int(NOW_S // 86_400) + 7
+
+
+class GrantsLedger(PointsLedger):
+    """PointsLedger that also takes the hold's grants; `used` refuses them offer_used."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 0)
+        self.used = False
+
+    def place_hold(self, hold_id: str, card: str, currency: str, amount_minor: int,
+                   ttl_s: int, terminal: str, merchant: str, points: int = 0,
+                   reward: str | None = None, grants: tuple[str, ...] = ()) -> dict[str, Any]:
+        if self.used and grants and not self.down:
+            self.placed.append({"hold_id": hold_id, "amount_minor": amount_minor,
+                                "points": points, "grants": grants})
+            raise HoldRefused("offer_used", f"{grants} of {card}")
+        answer = super().place_hold(hold_id, card, currency, amount_minor, ttl_s, terminal,
+                                    merchant, points, reward)
+        if grants:
+            self.placed[-1]["grants"] = grants
+        return answer
+
+
+def look_up(book: Any, directory: CardDirectory) -> None:
+    """An inquiry: the card is taken on from the ledger's look-up."""
+    asked = decide(book, None, sale(0, amount_minor=0) | {"kind": txn.KIND_INQUIRY}, NOW_S,
+                   directory)
+    assert asked["approved"], asked
+
+
+def granted(directory: CardDirectory, book: Any) -> None:
+    """The card, taken on here, holds a grant of "comeback" with one use (as the card feed
+    brings the office's grant: gateway/card_feed.py)."""
+    look_up(book, directory)
+    with book.lock:
+        book.states.entry(CARD)["state"]["grants"] = {"comeback": [1, LAST_DAY]}
+
+
+def cash(amount_minor: int = 2000) -> dict[str, Any]:
+    return sale(0, amount_minor=amount_minor)
+
+
+def test_a_cash_sale_that_gets_the_offer_holds_its_use_and_posts_the_hold() -> None:
+    ledger = GrantsLedger()
+    book, holds = gateway(ledger)
+    directory = loyalty_card(0, 0)
+    granted(directory, book)
+    decision = decide(book, holds, cash(), NOW_S, directory)
+    assert decision["approved"] and decision["promotions"] == ["comeback"], decision
+    assert ledger.placed == [{"hold_id": "gw1-a7-1", "amount_minor": 0, "points": 0,
+                              "grants": ("comeback",)}]
+    fields = record_of(decision, 1) | {"amount_minor": 2000}
+    with book.lock:
+        fields.update(book.apply(fields, book.check(fields)))
+        assert fields[LEDGER_HOLD_FIELD] == "gw1-a7-1"  # posted with the sale, not voided
+        assert book.holds.take_lapsed() == []
+        assert "grants" not in book.states.entry(CARD)["state"]  # the use taken here too
+
+
+def test_offer_used_at_the_ledger_declines_with_that_reason() -> None:
+    assert "offer_used" in PASSED_ON
+    ledger = GrantsLedger()
+    ledger.used = True
+    settled: list[bool] = []
+    book, holds = gateway(ledger, settle=lambda: settled.append(True))
+    directory = loyalty_card(0, 0)
+    granted(directory, book)
+    refused = decide(book, holds, cash(), NOW_S, directory)
+    assert refused == {"approved": False, "reason": "offer_used"}
+    assert settled == [] and len(book.holds) == 0  # no settling first; the local hold ended
+    assert ledger.placed[-1]["grants"] == ("comeback",)
+
+
+def test_a_sale_without_a_targeted_offer_holds_nothing_when_paid_in_cash() -> None:
+    ledger = GrantsLedger()
+    book, holds = gateway(ledger)
+    directory = loyalty_card(0, 0)
+    look_up(book, directory)
+    decision = decide(book, holds, cash(), NOW_S, directory)
+    assert decision["approved"] and "promotions" not in decision
+    assert ledger.placed == []
+
+
+def test_a_ledger_out_of_reach_stands_in_for_the_offer_within_the_limits() -> None:
+    ledger = GrantsLedger()
+    ledger.down = True
+    book, holds = gateway(ledger)
+    directory = loyalty_card(0, 0)
+    granted(directory, book)
+    decision = decide(book, holds, cash(), NOW_S, directory)
+    assert decision["approved"] and decision["promotions"] == ["comeback"]
+    assert decision["auth_mode"] == 3  # stand-in: the use is this store's word alone
+    assert holds.pending_voids() == ["gw1-a7-1"]  # it may have been placed: voided later
