@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ledger.books import open_books
-from tools.bench import auth, card_feed, central_auth, gateway, run, settlement
+from tools.bench import auth, card_feed, central_auth, gateway, ledger_api, run, settlement
 from tools.bench.run import Metric, Section
 
 
@@ -232,3 +232,31 @@ def test_card_feed_runs_and_its_readers_see_what_the_chain_posts() -> None:
     assert reads.n == 4 * 3 and reads.baseline == 8.0  # every store's every read was answered
     assert lag.n > 0  # the posted purchases reached the readers through the feed
     assert len(section.notes) == 1 and ", 0 batches refused" in section.notes[0]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_ledger_api_section_times_look_ups_against_a_raw_select() -> None:
+    section = ledger_api.measure_requests(20)
+    if settlement.postgres_problem() is not None:
+        assert section.metrics == [] and "skipped" in section.notes[0]
+        return
+    assert [m.metric for m in section.metrics] == [
+        f"ledger_api.{name}_{p}_ms" for name in ("health", "card_lookup_reader",
+                                                 "card_lookup_gateway") for p in ("p50", "p99")]
+    for metric in section.metrics:
+        assert_well_formed(metric.as_json())
+        assert metric.n == 20 and metric.value > 0 and metric.baseline and metric.baseline > 0
+    goals = {g.goal: g for g in run.evaluate_goals(section.metrics)}
+    lookup = [r for g, r in goals.items() if g.startswith("ledger API")]
+    assert len(lookup) == 1 and lookup[0].status in ("met", "missed")
+
+
+def test_the_look_up_goal_is_a_ratio_at_most_two() -> None:
+    def goal(value: float) -> run.GoalResult:
+        [found] = [g for g in run.evaluate_goals([Metric.against(
+            "ledger_api.card_lookup_gateway_p50_ms", value, 0.5, "ms", 10)])
+            if g.goal.startswith("ledger API")]
+        return found
+    assert (goal(1.0).status, goal(1.0).detail) == ("met", "2x")
+    assert (goal(5.0).status, goal(5.0).detail) == ("missed", "10x, 5 times the limit")

@@ -48,6 +48,7 @@ GROWTH_RATIO_MAX = 1.3
 GROWTH_MARK = "_per_txn@"
 CENTRAL_AUTH_P99_MS_MAX = 50.0  # hold p99 at the ledger with 16 gateways while batches post
 CENTRAL_AUTH_GATEWAYS = 16
+LOOKUP_RATIO_MAX = 2.0  # a card look-up's p50 over HTTP <= 2x one raw SELECT round trip
 
 
 def size_label(count: int) -> str:
@@ -145,6 +146,10 @@ def evaluate_goals(metrics: Sequence[Metric]) -> list[GoalResult]:
                                  by_name.get(f"settle.{engine}.post_rate"), SETTLE_RATIO_MIN))
     results.append(_central_auth_p99(
         by_name.get(f"central_auth.hold_p99_ms@{CENTRAL_AUTH_GATEWAYS}gw")))
+    results.append(_at_most("ledger API: a gateway's card look-up p50 <= 2x a raw SELECT round"
+                            " trip (psycopg)",
+                            by_name.get("ledger_api.card_lookup_gateway_p50_ms"),
+                            LOOKUP_RATIO_MAX))
     results.extend(_growth(metrics))
     return results
 
@@ -169,6 +174,15 @@ def _at_least(goal: str, metric: Metric | None, ratio_min: float) -> GoalResult:
     short = ratio_min - metric.ratio
     return GoalResult(goal, "missed",
                       f"{metric.ratio:.3g}x, short by {short:.3g}x ({short / ratio_min:.0%})")
+
+
+def _at_most(goal: str, metric: Metric | None, ratio_max: float) -> GoalResult:
+    if metric is None or metric.ratio is None:
+        return GoalResult(goal, "not measured", "")
+    if metric.ratio <= ratio_max:
+        return GoalResult(goal, "met", f"{metric.ratio:.3g}x")
+    return GoalResult(goal, "missed",
+                      f"{metric.ratio:.3g}x, {metric.ratio / ratio_max:.3g} times the limit")
 
 
 def _auth_p99(metric: Metric | None) -> GoalResult:
@@ -254,6 +268,7 @@ SECTION_MODULES = (
     ("settlement", "tools.bench.settlement"),
     ("central authorization", "tools.bench.central_auth"),
     ("card feed", "tools.bench.card_feed"),
+    ("ledger API", "tools.bench.ledger_api"),
     ("firmware on MicroPython", "tools.bench.firmware"),
 )
 OPTIONAL_MODULES = {"tools.bench.firmware": "tools/bench/firmware.py"}
