@@ -58,10 +58,16 @@ from protocol import cbor, cose, messages, sealed, topics
 from protocol.errors import ProtocolError, ValidationError
 from protocol.reasons import (
     CARD_BLOCKED,
+    CARD_LINKED,
     CARD_UNKNOWN,
+    CUSTOMER_CARD_LIMIT,
+    EMAIL_INVALID,
+    EMAIL_TAKEN,
     FIELD_INVALID,
     FIELD_MISSING,
     HOST_UNAVAILABLE,
+    LEDGER_REFUSED,
+    PHONE_INVALID,
 )
 
 ENROL_WAIT_MAX_MS = 2_500
@@ -72,7 +78,12 @@ GREETING_REFRESH_S = 6 * 3600.0
 """A card's greeting and birthday are asked of the ledger again at its first tap after this
 long since its last look-up (gateway/greeting_refresh.py): a customer's first name or
 birthday recorded at another store reaches this one within a day of shopping."""
-REASON_CHARS_MAX = messages.TEXT_CHARS_MAX  # a ledger's reason as the answer carries it
+REASON_CHARS_MAX = messages.TEXT_CHARS_MAX  # a ledger's reason as a stats key carries it
+PASSED_ON = frozenset({PHONE_INVALID, EMAIL_INVALID, EMAIL_TAKEN, CARD_LINKED,
+                       CUSTOMER_CARD_LIMIT, CARD_UNKNOWN, FIELD_INVALID, FIELD_MISSING})
+"""The ledger's enrolment refusals a terminal is told as they are (protocol reason codes);
+any other (a field's type, not_permitted, an erased customer...) is ledger_refused, logged:
+it means the gateway and the ledger disagree, which the cashier cannot mend."""
 _K_REQUEST = 20
 
 log = logging.getLogger(__name__)
@@ -312,8 +323,13 @@ class EnrolStage(Stage[Request]):
         except LedgerRejected as error:
             if self.reach is not None:
                 self.reach.answered()
-            # The ledger's reason names a field or a rule, never a value (ledger/customers.py).
-            return {"approved": False, "reason": error.reason[:REASON_CHARS_MAX]}
+            if error.reason in PASSED_ON:
+                # It names a field or a rule, never a value (ledger/customers.py).
+                return {"approved": False, "reason": error.reason}
+            log.error("ALARM ledger refused enrolment of card %s: %s", card[:64], error.reason,
+                      extra={"event": "alarm", "reason": error.reason})
+            self.stats.add("enrol_ledger_refused." + error.reason[:REASON_CHARS_MAX])
+            return {"approved": False, "reason": LEDGER_REFUSED}
         except LedgerUnavailable as error:
             if self.reach is not None:
                 self.reach.lost(error)

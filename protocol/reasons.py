@@ -94,6 +94,13 @@ COMPANY_BUDGET = "company_budget"  # the ledger's shared budget of a company's c
 REWARD_OUT_OF_STOCK = "reward_out_of_stock"  # the ledger's count of a store's reward items
 OFFER_USED = "offer_used"  # another store's sale holds or took a targeted offer's last use
 
+# Enrolment at the counter: the ledger's refusals a terminal is told (gateway/enrol.py)
+PHONE_INVALID = "phone_invalid"
+EMAIL_INVALID = "email_invalid"
+EMAIL_TAKEN = "email_taken"  # the phone and the e-mail given belong to two customers
+CARD_LINKED = "card_linked"  # the card is another customer's
+CUSTOMER_CARD_LIMIT = "customer_card_limit"
+
 # Configuration and offline acceptance
 CONFIG_INVALID = "config_invalid"
 CONFIG_ROLLBACK = "config_rollback"

@@ -23,6 +23,7 @@ from gateway.card_directory import CardDirectory
 from gateway.cards import CardBook
 from gateway.enrol import (
     ENROL_WAIT_MAX_MS,
+    PASSED_ON,
     EnrolStage,
     GreetingAuthorizeStage,
     Greetings,
@@ -35,10 +36,10 @@ from gateway.registry import TerminalRegistry
 from gateway.stats import Stats
 from gateway.verify import Verifier
 from ledger.client import LedgerClient
-from ledger.errors import NotFound
+from ledger.errors import LedgerRejected, NotFound
 from ledger.personal_crypto import load_key_file, new_key_file
 from ledger.server import LedgerServer, serve
-from protocol import cbor, cose, messages, sealed, topics, txn
+from protocol import cbor, cose, messages, reason_texts, sealed, topics, txn
 from tests.ledger.builders import batch, issue
 from tools.cards import new_master_keys
 from tools.demo import DEMO_PROGRAMS
@@ -163,6 +164,34 @@ def test_refusals_are_signed_declines_with_the_reason(ledger: LedgerServer) -> N
         "SELECT COUNT(*) FROM customers", ()))
     assert customers[0][0] == 0  # nothing was made for any of them
     assert rig.greetings.get(CARD) is None
+
+
+def test_a_ledger_refusal_the_terminal_cannot_mend_is_ledger_refused() -> None:
+    """The ledger's enrolment reasons that are protocol codes reach the terminal as they are
+    (gateway/enrol.py PASSED_ON, each in protocol/reasons.py); any other is ledger_refused
+    and counted: the gateway and the ledger disagree, not the customer's details."""
+    assert all(reason in reason_texts.DESCRIPTIONS for reason in PASSED_ON)
+    rig = Rig(None)
+    rig.cards.adopt(CARD, {"card": CARD, "program": "gift", "currency": "EUR",
+                           "value_minor": 0, "points": 0}, time.time())
+    refusing = Refusing()
+    rig.stage.ledger = refusing  # type: ignore[assignment]
+    for request, (reason, told) in enumerate((("card_linked", "card_linked"),
+                                              ("not_permitted", "ledger_refused"),
+                                              ("field_type", "ledger_refused")), start=1):
+        refusing.reason = reason
+        answer = rig.enrol(_request(request=request))
+        assert answer is not None and (answer["approved"], answer["reason"]) == (False, told)
+    assert rig.stats.snapshot()["enrol_ledger_refused.not_permitted"] == 1
+
+
+class Refusing:
+    """A ledger that refuses every enrolment with `reason`."""
+
+    reason = "card_linked"
+
+    def enrol(self, enrolment: dict[str, Any]) -> dict[str, Any]:
+        raise LedgerRejected(self.reason, "refused", 409)
 
 
 def test_a_forged_request_gets_an_unsigned_notice_and_a_stale_one_no_answer(
