@@ -61,7 +61,7 @@ from ledger import (
 )
 from ledger.card_engine import hold_snapshot, hold_terms
 from ledger.company_rules import parse_company
-from ledger.db import Database, Session, open_database
+from ledger.db import POSTGRES_SCHEMES, Database, Session, open_database
 from ledger.errors import BatchConflict, BatchInvalid, HoldRefused, LedgerUnavailable
 from ledger.hold_rules import EngineTerms, HoldAnswer
 from ledger.model import (
@@ -88,10 +88,14 @@ class Books:
     """Double-entry books on one database; use `open_books` to get one."""
 
     def __init__(self, database: Database, clock: Callable[[], float] = time.time,
-                 programs: engine_sql.Programs | None = None) -> None:
+                 programs: engine_sql.Programs | None = None,
+                 report_database: Database | None = None) -> None:
         self._database = database
         self._clock = clock
         self._programs = programs  # None: no engine state kept (ledger/engine_sql.py)
+        # Named reports read here: a read replica of the books (PostgreSQL streaming
+        # replication), so reports take no time from the primary's holds and batches.
+        self._report_database = report_database
         with self._guard():
             create_schema(database)
 
@@ -253,8 +257,21 @@ class Books:
         """A named report; text parameters as in GET /v1/reports/<name> (see reports)."""
         today = datetime.fromtimestamp(self._clock(), UTC).date()
         query = reports.parse_report_query(name, parameters or {}, today)
-        with self._guard(), self._database.read() as session:
-            return reports.run_report(session, query)
+        if self._report_database is None:
+            with self._guard(), self._database.read() as session:
+                return reports.run_report(session, query)
+        with self._guard(), self._report_database.read() as session:
+            report = reports.run_report(session, query)
+            # How far behind the primary the replica's snapshot is, read in the same
+            # transaction: the time since the last commit it had replayed was made.
+            lag = session.fetch(
+                "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())")[0][0]
+        return replace(report, replica_lag_s=None if lag is None else round(float(lag), 3))
+
+    def reports_from(self) -> str:
+        """Where named reports are read: "primary", or "replica" (`open_books` report_dsn).
+        Configuration only: a health check must not wait on the replica."""
+        return "primary" if self._report_database is None else "replica"
 
     def _now(self) -> int:
         """The clock in whole Unix seconds."""
@@ -556,7 +573,11 @@ class Books:
 
     def close(self) -> None:
         """Close the connections; the books are unusable afterwards."""
-        self._database.close()
+        try:
+            self._database.close()
+        finally:
+            if self._report_database is not None:
+                self._report_database.close()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -569,12 +590,23 @@ class Books:
 
 
 def open_books(dsn: str, clock: Callable[[], float] = time.time,
-               programs: engine_sql.Programs | None = None) -> Books:
+               programs: engine_sql.Programs | None = None,
+               report_dsn: str | None = None) -> Books:
     """Open (and create if needed) the books a DSN names; see `ledger.db.open_database`.
-    `programs`: the chain's validated programs, to keep each card's engine state."""
+    `programs`: the chain's validated programs, to keep each card's engine state.
+    `report_dsn`: a read replica of the same books (a PostgreSQL hot standby) that named
+    reports are read from; nothing is written there. ValueError for one that is not
+    PostgreSQL (SQLite has no replica)."""
+    if report_dsn is not None and not report_dsn.startswith(POSTGRES_SCHEMES):
+        raise ValueError("a report replica is a PostgreSQL standby: postgresql://...")
     database = open_database(dsn)
+    report_database = None
     try:
-        return Books(database, clock, programs)
+        if report_dsn is not None:
+            report_database = open_database(report_dsn)
+        return Books(database, clock, programs, report_database)
     except BaseException:
         database.close()
+        if report_database is not None:
+            report_database.close()
         raise

@@ -87,10 +87,14 @@ class Report:
     columns: tuple[str, ...]
     rows: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
+    replica_lag_s: float | None = None
+    """Read from a replica of the books: how far behind the primary its snapshot was
+    (seconds since the last commit it had replayed); None: read from the primary."""
 
     def to_json(self) -> dict[str, Any]:
-        """The body of GET /v1/reports/<name>, and the CLI's JSON output."""
-        return {
+        """The body of GET /v1/reports/<name>, and the CLI's JSON output ("replica_lag_s"
+        only for a report read from a replica)."""
+        body = {
             "report": self.query.name,
             "as_of": self.query.as_of.isoformat(),
             "window_days": self.query.window_days,
@@ -99,6 +103,9 @@ class Report:
             "rows": self.rows,
             "summary": self.summary,
         }
+        if self.replica_lag_s is not None:
+            body["replica_lag_s"] = self.replica_lag_s
+        return body
 
 
 def parse_report_query(name: str, parameters: Mapping[str, str], today: date) -> ReportQuery:

@@ -1111,9 +1111,11 @@ def _error(reason: str, detail: str) -> dict[str, str]:
 
 
 def _health(books: Books) -> dict[str, str]:
-    """Ok if the database answers; LedgerUnavailable (503) otherwise."""
+    """Ok if the database answers; LedgerUnavailable (503) otherwise; and where named
+    reports are read ("primary" or "replica": a replica that does not answer fails the
+    reports alone, as 503 ledger_unavailable, and is not waited on here)."""
     books.ping()
-    return {"status": "ok", "dialect": books.dialect}
+    return {"status": "ok", "dialect": books.dialect, "reports": books.reports_from()}
 
 
 class ServerRefused(Exception):
@@ -1185,6 +1187,7 @@ def serve(
     dsn: str, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.time,
     logins_file: Path | None = None, tls: ssl.SSLContext | None = None,
     customer_key: CustomerKey | None = None, programs: Programs | None = None,
+    report_dsn: str | None = None,
 ) -> LedgerServer:
     """Open the books and serve them over HTTP(S) in a background thread (port 0 = any free).
 
@@ -1194,7 +1197,9 @@ def serve(
     seals customers' personal data (ledger/customers.py; without it customer requests are
     answered 503 customer_key_missing); ServerRefused if the books' customers were sealed
     under another key. `programs`: the chain's validated programs, for the cards' engine
-    state (tier, discount, points lots; ledger/card_engine.py); None: none is shown."""
+    state (tier, discount, points lots; ledger/card_engine.py); None: none is shown.
+    `report_dsn`: a read replica of the books that named reports are read from
+    (`open_books`); ServerRefused for one that is not PostgreSQL."""
     if not is_loopback(host):
         if logins_file is None:
             raise ServerRefused(f"an open ledger listens on loopback only, not {host}: "
@@ -1206,7 +1211,10 @@ def serve(
     if logins_file is None:
         log.warning("the ledger API is open: no logins file, every local caller may do all",
                     extra={"event": "ledger_open"})
-    books = open_books(dsn, clock, programs)
+    try:
+        books = open_books(dsn, clock, programs, report_dsn)
+    except ValueError as error:
+        raise ServerRefused(f"--report-dsn: {error}") from error
     try:
         try:
             Customers(books, customer_key).check_key()
@@ -1265,6 +1273,9 @@ def main(argv: list[str] | None = None,
                         help="the chain's card programs, the gateways' file (docs/programs.md): "
                              "cards are shown with their tier, discount and points lots; "
                              "without it, with their value and points only")
+    parser.add_argument("--report-dsn", default=None, metavar="DSN",
+                        help="a read replica of the books (a PostgreSQL hot standby): named "
+                             "reports are read there, not from the primary")
     if logs is not None:
         logs.add_arguments(parser)
     options = parser.parse_args(argv)
@@ -1294,7 +1305,8 @@ def main(argv: list[str] | None = None,
         customer_key = (load_key_file(options.customer_key) if options.customer_key is not None
                         else None)
         server = serve(options.dsn, options.host, options.port, logins_file=options.logins,
-                       tls=tls, customer_key=customer_key, programs=programs)
+                       tls=tls, customer_key=customer_key, programs=programs,
+                       report_dsn=options.report_dsn)
     except (ServerRefused, LoginsInvalid, KeyFileInvalid) as error:
         print(f"ledger: {error}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -155,6 +155,43 @@ def private_cluster() -> Iterator[str]:
                 [str(bin_dir / "pg_ctl"), "-w", "-D", str(data), "-m", "fast", "stop"]
             )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def replicated_pair() -> Iterator[tuple[str, str, Callable[[], None]]]:
+    """A throw-away primary and its hot standby (PostgreSQL's streaming replication, the
+    standby made by pg_basebackup -R), each on a free loopback port: yields their admin DSNs
+    and a function that stops the standby; both are removed afterwards."""
+    bin_dir = _postgres_bin_dir()
+    with private_cluster() as primary:
+        port = int(urlsplit(primary).port or 0)
+        root = Path(tempfile.mkdtemp(prefix="tilltap-pg-standby-"))
+        data, sockets, log = root / "data", root / "sock", root / "server.log"
+        sockets.mkdir()
+        _hand_to_cluster_user(root)
+        standby_port = _free_port()
+        running = False
+
+        def stop() -> None:
+            nonlocal running
+            if running:
+                running = False
+                _run_as_cluster_user(
+                    [str(bin_dir / "pg_ctl"), "-w", "-D", str(data), "-m", "fast", "stop"])
+
+        try:
+            _run_as_cluster_user([str(bin_dir / "pg_basebackup"), "-D", str(data), "-R",
+                                  "-h", "127.0.0.1", "-p", str(port), "-U", CLUSTER_USER,
+                                  "-X", "stream"])
+            options = (f"-p {standby_port} -k {sockets} -c listen_addresses=127.0.0.1"
+                       " -c hot_standby=on")
+            _run_as_cluster_user([str(bin_dir / "pg_ctl"), "-w", "-D", str(data), "-l",
+                                  str(log), "-o", options, "start"])
+            running = True
+            yield primary, f"postgresql://{CLUSTER_USER}@127.0.0.1:{standby_port}/postgres", stop
+        finally:
+            stop()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _probe(dsn: str) -> str | None:
