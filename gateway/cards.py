@@ -109,7 +109,7 @@ VALUE_FIELDS = ("card_value_minor", "bonus_minor")
 # The kinds that put value on a card: only with an approval this gateway gave.
 VALUE_LOADS = (txn.KIND_ISSUE, txn.KIND_TOPUP)
 SETTLED_EFFECTS = ("card_value_minor", "bonus_minor", "points", "discount_minor",
-                   "redeem_points", "version", "legs", "overdraft_minor")
+                   "redeem_points", "version", "legs", "overdraft_minor", "grants")
 
 
 class Prepared:
@@ -502,6 +502,15 @@ class CardBook:
             recalled.get("card") if recalled is not None else None)
         return given == fields["card"]
 
+    def _targeted(self, effects: Mapping[str, Any]) -> list[str]:
+        """Of the offers the engine gave an operation, the targeted ones (each a grant's use)."""
+        offers = effects.get("promotions")
+        if not offers:
+            return []
+        section = self.states.program(effects["program"]).get("promotions") or {}
+        targeted = {offer["id"] for offer in section.get("offers", ()) if offer.get("targeted")}
+        return sorted(offer for offer in set(offers) if offer in targeted)
+
     def granted_offers(self, card: str, offers: Iterable[str]) -> tuple[str, ...]:
         """Of the offers an approved sale got (its answer's "promotions"), the targeted ones:
         each takes a use of the card's grant, which the ledger holds (gateway/ledger_holds.py)
@@ -637,8 +646,12 @@ class CardBook:
             terminal = fields["terminal"]
             self.config_named[terminal] = max(self.config_named.get(terminal, 0), claimed)
         effects = prepared.effects
-        settled = till_amounts(kind, effects)
+        settled: dict[str, Any] = till_amounts(kind, effects)
         settled["legs"] = effects["legs"]
+        if kind == txn.KIND_PURCHASE and fields["auth_mode"] != txn.AUTH_OFFLINE:
+            # The targeted offers it got, which the ledger and the other stores replay it
+            # with (GRANTS_AS_POSTED): none is a fact too, for a grant that came after.
+            settled["grants"] = self._targeted(effects)
         if settled["points"] != fields["points"]:
             self.recomputed += 1
             sign = -1 if kind == txn.KIND_REFUND else 1

@@ -118,6 +118,8 @@ def _engine_terms(kind: int, effects: dict[str, Any]) -> dict[str, Any]:
     }
     if kind == txn.KIND_PURCHASE:
         terms["discount_minor"] = effects.get("discount_minor", 0)
+        if "grants" in effects:  # records ingested before it was kept are sent as they were
+            terms["grants"] = effects["grants"]
     if kind in (txn.KIND_PURCHASE, txn.KIND_REFUND):
         terms["redeem_points"] = effects.get("redeem_points", 0)
     return terms

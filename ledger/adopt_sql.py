@@ -17,7 +17,7 @@ from ledger.limits import ADOPT_CHANGES_MAX
 
 ADOPT_FIELDS = ("txn_id", "kind", "time", "gateway_id", "amount_minor", "card_value_minor",
                 "bonus_minor", "points", "ref_txn_id", "program", "discount_minor",
-                "redeem_points", "reward", "auth", "card_op")
+                "redeem_points", "reward", "grants", "auth", "card_op")
 """One transaction of the card as a replay reads it (the card feed's terms of the same name)."""
 
 
@@ -27,7 +27,7 @@ def card_transactions(session: Session, card: str) -> list[dict[str, Any]] | Non
     rows = session.fetch(
         "SELECT t.txn_id, t.kind, t.time, c.gateway_id, t.amount_minor, t.card_value_minor,"
         " t.bonus_minor, t.points, t.ref_txn_id, t.program, t.discount_minor, t.redeem_points,"
-        " t.reward, t.auth, t.card_op"
+        " t.reward, t.grants, t.auth, t.card_op"
         " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         f" WHERE c.card = ? ORDER BY t.time, c.id LIMIT {ADOPT_CHANGES_MAX + 1}", (card,))
     if len(rows) > ADOPT_CHANGES_MAX:

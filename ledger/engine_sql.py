@@ -229,7 +229,8 @@ def _posted(txn: Txn, gateway_id: str) -> dict[str, Any]:
             "bonus_minor": txn.bonus_minor, "points": txn.points,
             "ref_txn_id": txn.ref_txn_id, "program": txn.program,
             "discount_minor": txn.discount_minor, "redeem_points": txn.redeem_points,
-            "reward": txn.reward, "auth": txn.auth, "card_op": txn.card_op}
+            "reward": txn.reward, "grants": txn.grants, "auth": txn.auth,
+            "card_op": txn.card_op}
 
 
 def _write(session: Session, kept: dict[str, StoredEngine], rows: list[StoredEngine]) -> None:

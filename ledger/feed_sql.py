@@ -43,7 +43,7 @@ from ledger.schema import CARD_CHANGE_COLUMNS, SERVED_CARD_COLUMNS
 CHANGE_FIELDS = ("xid", "id", "gateway_id", "txn_id", "card", "terminal", "merchant", "kind",
                  "amount_minor", "card_value_minor", "bonus_minor", "points", "ref_txn_id",
                  "program", "time", "discount_minor", "redeem_points", "auth", "sun_counter",
-                 "replaced_by", "reward", "card_op")
+                 "replaced_by", "reward", "grants", "card_op")
 """One change as the feed shows it: where it stands in the feed, who posted it, and the
 posted transaction's terms, with the SUN read counter of its tap (null without one): a
 gateway raises its own highest counter for the card to it, so that tap is refused there
@@ -51,6 +51,8 @@ too (gateway/card_feed.py). A card replacement (kind "transfer", ledger/replace_
 two changes of one transaction, one per card (``card`` the old card, then the new), each
 with ``replaced_by`` the new card; null for every other change. ``reward``: the item a reward
 redemption handed over (null on every other change), which the engine replays as one.
+``grants``: a purchase's targeted offers as its gateway priced it (JSON text, null when
+not sent), the only ones a replay takes a use of.
 ``card_op``: the terms of the ledger's own operations with no money (kinds "grant" and
 "rank", ledger/card_ops_sql.py), applied by every gateway serving the card."""
 
@@ -93,7 +95,7 @@ def after(database: Session, xid: int, change_id: int, limit: int = CHANGES_PAGE
         f"SELECT {_XID[dialect]}, c.id, c.gateway_id, t.txn_id, c.card, t.terminal,"
         " t.merchant, t.kind, t.amount_minor, t.card_value_minor, t.bonus_minor, t.points,"
         " t.ref_txn_id, t.program, t.time, t.discount_minor, t.redeem_points, t.auth,"
-        " t.sun_counter, r.new_card, t.reward, t.card_op"
+        " t.sun_counter, r.new_card, t.reward, t.grants, t.card_op"
         " FROM card_changes c JOIN transactions t ON t.txn_id = c.txn_id"
         " LEFT JOIN card_replacements r ON r.txn_id = t.txn_id"
         f" WHERE {_AFTER[dialect]}{served} ORDER BY {_ORDER[dialect]} LIMIT {int(limit)}",

@@ -101,6 +101,10 @@ class Txn:
     reward: str | None = None
     """The catalogue item a reward redemption handed over (optional, a purchase's only: its
     points posted as a points redemption by its legs; reported per item)."""
+    grants: str | None = None
+    """The card's targeted offers a purchase got (optional, canonical JSON of a list of
+    offer ids, "[]" for none), sent by the gateway that priced it: a replay takes a use of
+    those alone (engine_promotions GRANTS_AS_POSTED). Absent: any it may (older gateways)."""
     card_op: str | None = None
     """The terms of an operation with no money the ledger posts itself (KIND_GRANT,
     KIND_RANK), canonical JSON; never a key of a gateway's batch (TXN_LEDGER_ONLY_FIELDS)."""

@@ -359,6 +359,9 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("sun_counter", "BIGINT CHECK (sun_counter >= 0)"),
         # The reward item a redemption handed over (docs/programs.md): null on every other.
         ("reward", "TEXT"),
+        # The targeted offers a purchase got, as its gateway priced it (JSON list): null
+        # when not sent (a replay then takes the uses of any it may, as before).
+        ("grants", "TEXT"),
         # The terms of the ledger's own operations with no money (a targeted offer's grant,
         # a rank: ledger/card_ops_sql.py), JSON: null on every other.
         ("card_op", "TEXT"),

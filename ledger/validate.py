@@ -177,6 +177,7 @@ def _parse_fields(document: dict[str, Any], where: str, content_hash: str) -> Tx
                                       "field_invalid"),
         reward=(_optional_identifier(document, "reward", where)
                 if "reward" in document else None),
+        grants=_txn_grants(document, where),
     )
     _check_kind_rules(txn, where)
     _check_kind_references(txn, where)
@@ -225,6 +226,20 @@ def parse_hold_request(document: object) -> HoldRequest:
         reward=_hold_reward(document, where, points),
         grants=grants,
     )
+
+
+def _txn_grants(document: Mapping[str, Any], where: str) -> str | None:
+    """A purchase's targeted offers (0..HOLD_GRANTS_MAX ids, each once), kept as canonical
+    JSON; absent or null: not said."""
+    grants = document.get("grants")
+    if grants is None:
+        return None
+    if (not isinstance(grants, list) or len(grants) > HOLD_GRANTS_MAX
+            or len(set(map(str, grants))) != len(grants)):
+        raise BatchInvalid("field_invalid", f"{where}.grants: a list of at most"
+                           f" {HOLD_GRANTS_MAX} offer ids, each once")
+    ids = [_identifier({"grant": offer}, "grant", f"{where}.grants") for offer in grants]
+    return canonical_json(sorted(ids))
 
 
 def _hold_grants(document: Mapping[str, Any], where: str) -> tuple[str, ...]:
@@ -491,6 +506,8 @@ def _check_program_fields(txn: Txn, where: str) -> None:
         raise BatchInvalid(
             "amount_invalid", f"{where}.redeem_points: only a purchase or a refund redeems points"
         )
+    if txn.grants is not None and txn.kind != KIND_PURCHASE:
+        raise BatchInvalid("field_invalid", f"{where}.grants: only a purchase gets offers")
     if txn.reward is not None and (txn.kind != KIND_PURCHASE or not txn.redeem_points):
         raise BatchInvalid(
             "field_invalid", f"{where}.reward: only a purchase redeeming points hands one over")

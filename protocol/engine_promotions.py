@@ -93,23 +93,28 @@ GRANT_USES_MAX = 100  # uses of one grant: an offer is a treat, not a standing d
 
 
 def read_grants_flag(op):
-    """The op's `grants`: may this sale use the card's grants (True: an online sale, priced
-    by a copy of the engine that keeps the grants)? Absent: no."""
+    """The op's `grants`: may this sale use the card's grants? True: an online sale, priced
+    by a copy of the engine that keeps the grants; a list of offer ids: a posted sale
+    replayed, which got those offers at its counter (GRANTS_AS_POSTED: it may use only
+    those, so a grant that arrived after it was priced keeps its use). Absent: no."""
     flag = op.get("grants", False)
-    if flag is not True and flag is not False:
-        raise ValidationError(FIELD_INVALID, "grants must be true or false")
-    return flag
+    if flag is True or flag is False:
+        return flag
+    if isinstance(flag, list) and all(isinstance(offer, str) for offer in flag):
+        return flag
+    raise ValidationError(FIELD_INVALID, "grants must be true, false or a list of offer ids")
 
 
 def granted(state, op, now):
     """The ids of the targeted offers a sale may use (rule TARGETED_OFFER_GRANTED): the
     card's grants with a use left whose last day is not past, when the op says the sale may
-    use them (`grants`); else None."""
-    if not read_grants_flag(op):
+    use them (`grants`: all of them, or those it lists); else None."""
+    flag = read_grants_flag(op)
+    if flag is False:
         return None
     grants = state.get("grants") or {}
     return [offer_id for offer_id, (uses, last_day) in grants.items()
-            if uses > 0 and now <= last_day]
+            if uses > 0 and now <= last_day and (flag is True or offer_id in flag)]
 
 
 def sale_terms(state, op, now=None):

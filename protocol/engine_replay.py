@@ -75,8 +75,12 @@ def posted_op(posted):
             op.update(pay="split", card_minor=card_minor)
         if posted.get("auth") in GRANTS_USED_BY:
             # Priced where the card's grants are kept: it took a use of each targeted offer
-            # it got (TARGETED_OFFER_GRANTED), at the minute its offers were judged by.
-            op["grants"] = True
+            # it got (TARGETED_OFFER_GRANTED), at the minute its offers were judged by. Its
+            # gateway says which (GRANTS_AS_POSTED): a grant that came after the sale was
+            # priced keeps its use; one that does not say may use any.
+            said = posted.get("grants")
+            op["grants"] = True if said is None else (
+                json.loads(said) if isinstance(said, str) else list(said))
             op["minute"] = int(posted["time"]) % DAY_S // 60
         return op
     if kind == "refund":

@@ -13,10 +13,13 @@ offer's report (`tilltap offer report`) counts one card granted, one redeemed, o
 On the single-store SQLite ledger only: the ledger's side is tested on PostgreSQL too
 (tests/ledger/test_ledger_offers.py).
 
-The last use is given once even when B has not heard of A's sale yet: with B's card feed
-held back, A's sale takes the use and B's, priced on B's older copy with the offer, is
-declined offer_used by the ledger (the hold names the offer: ledger/grant_holds_sql.py);
-asked again once the feed has come, B's sale is approved without it.
+The last use is given once even when B has not heard of A's sale yet. First B sells to the
+card just before the office grants the offer, and its sale reaches the ledger after the
+grant: replayed there and at A after the grant, it takes no use (its gateway says it got
+no targeted offer). Then, with B's card feed held back, A's sale takes the use and B's,
+priced on B's older copy with the offer, is declined offer_used by the ledger (the hold
+names the offer: ledger/grant_holds_sql.py); asked again once the feed has come, B's sale
+is approved without it.
 """
 
 from __future__ import annotations
@@ -137,13 +140,18 @@ def test_the_last_use_is_not_given_twice_by_a_store_behind_the_feed(
         assert a.till.terminal.issue("loyalty", 0)["approved"]
         a.sent()
         assert wait_until(lambda: known(shops.client, CARD), WAIT_S)  # posted
-        b.serve(CARD)  # B takes the card on (a look-up) and serves it from now on
-        assert b.till.terminal.purchase(1_000, pay_from_card=False)["approved"]
-        b.sent()
-        issue_comeback(shops.ledger.url, CARD, capsys)
+        with b.gateway._settle_lock:  # B's records wait: its sale posts after the grant
+            b.serve(CARD)  # B takes the card on (a look-up) and serves it from now on
+            assert b.till.terminal.purchase(1_000, pay_from_card=False)["approved"]
+            b.sent()
+            issue_comeback(shops.ledger.url, CARD, capsys)
+        # B's sale, priced before the grant, says it got no targeted offer: replayed after
+        # the grant (at the ledger, at A), it takes no use of it (GRANTS_AS_POSTED).
+        assert wait_until(lambda: shops.client.card(CARD)["points"] == 10, WAIT_S)
         for store in (a, b):
             assert wait_until(lambda store=store: "comeback" in (
                 store.entry(CARD)["state"].get("grants") or {}), WAIT_S), store.name
+        # The ledger's copy kept the use too: A's sale below is held there with the offer.
 
         with b.gateway._feed_polling:  # B reads no card feed: it hears nothing of A's sale
             a.serve(CARD)

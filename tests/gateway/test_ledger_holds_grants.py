@@ -13,8 +13,9 @@ from typing import Any
 
 from gateway.authorize import decide
 from gateway.card_directory import CardDirectory
-from gateway.cards import LEDGER_HOLD_FIELD
+from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
 from gateway.ledger_holds import PASSED_ON
+from gateway.settle import _engine_terms
 from ledger.errors import HoldRefused
 from protocol import txn
 from tests.gateway.test_ledger_holds_points import (
@@ -85,6 +86,24 @@ def test_a_cash_sale_that_gets_the_offer_holds_its_use_and_posts_the_hold() -> N
         assert fields[LEDGER_HOLD_FIELD] == "gw1-a7-1"  # posted with the sale, not voided
         assert book.holds.take_lapsed() == []
         assert "grants" not in book.states.entry(CARD)["state"]  # the use taken here too
+    # Posted saying which targeted offers it got (GRANTS_AS_POSTED), for every replay.
+    assert fields[EFFECTS_FIELD]["grants"] == ["comeback"]
+    assert _engine_terms(txn.KIND_PURCHASE, fields[EFFECTS_FIELD])["grants"] == ["comeback"]
+
+
+def test_a_sale_without_the_offer_is_posted_saying_it_got_none() -> None:
+    """Priced before the grant reached this store: "grants": [] tells every replay to keep
+    the use (the grant may be applied before this sale elsewhere)."""
+    ledger = GrantsLedger()
+    book, holds = gateway(ledger)
+    directory = loyalty_card(0, 0)
+    look_up(book, directory)
+    decision = decide(book, holds, cash(), NOW_S, directory)
+    fields = record_of(decision, 1) | {"amount_minor": 2000}
+    with book.lock:
+        fields.update(book.apply(fields, book.check(fields)))
+    assert fields[EFFECTS_FIELD]["grants"] == []
+    assert _engine_terms(txn.KIND_PURCHASE, fields[EFFECTS_FIELD])["grants"] == []
 
 
 def test_offer_used_at_the_ledger_declines_with_that_reason() -> None:

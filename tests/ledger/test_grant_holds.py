@@ -11,6 +11,7 @@ later hold naming it is refused.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ from ledger.client import LedgerClient
 from ledger.db import open_database
 from ledger.errors import BatchInvalid, HoldRefused
 from ledger.server import serve
-from tests.ledger.builders import batch, hold_request, issue, purchase
+from tests.ledger.builders import batch, hold_request, issue, purchase, read_feed, topup
 from tests.ledger.test_ledger_offers import LAST_DAY, NOW_S, PROGRAMS, club, grants_of
 
 GRANTED_AT_S = NOW_S  # the books' clock when the offer is issued
@@ -168,3 +169,38 @@ def test_books_made_before_holds_of_no_value_take_them_after_opening(dsn: str) -
         assert reopened.hold("A-1")["status"] == "open"
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(("said", "kept"), [
+    ([], {"comeback": [1, LAST_DAY]}),  # priced before the grant reached its store
+    (["comeback"], None),  # it got the offer: the use is spent
+    (None, None),  # not said (a gateway from before): any use it may, as before
+])
+def test_a_posted_purchase_takes_a_use_only_of_the_offers_its_gateway_says_it_got(
+        books: Books, said: list[str] | None, kept: dict[str, list[int]] | None) -> None:
+    """Rule GRANTS_AS_POSTED: the ledger's copy of the card applies a purchase with the
+    targeted offers its gateway priced it with ("grants"), so a sale priced before the
+    office's grant and posted after it takes no use. Kept in the books and in the feed and
+    a look-up's replay terms (JSON text)."""
+    fields = {} if said is None else {"grants": said}
+    posted = books.post_batch(batch("b2", purchase("T1-3", "C1", 0, 40, 4000,
+                                                   time=NOW_S + 60, **fields)))
+    assert posted.status == "posted"
+    assert grants_of(books, "C1") == kept
+    [change] = [c for c in read_feed(books, expected=4)[0] if c["txn_id"] == "T1-3"]
+    assert change["grants"] == (None if said is None else json.dumps(said))
+    detail = books.card_detail("C1")
+    assert detail is not None
+    [replayed] = [t for t in detail["transactions"] if t["txn_id"] == "T1-3"]
+    assert replayed["grants"] == change["grants"]
+
+
+def test_grants_on_a_posted_transaction_are_checked(books: Books) -> None:
+    for number, fields in enumerate(({"grants": "comeback"}, {"grants": ["a", "a"]},
+                                     {"grants": [7]}, {"grants": ["x"] * 17}), start=2):
+        answer = books.post_batch(batch(f"b{number}", purchase(
+            "T1-4", "C1", 0, 10, 1000, time=NOW_S + 60, **fields)))
+        assert [r.reason for r in answer.refused] in (["field_invalid"], ["field_type"]), fields
+    answer = books.post_batch(batch("b-topup", topup("T1-5", "C1", 1000, time=NOW_S + 60,
+                                                     grants=[])))
+    assert [r.reason for r in answer.refused] == ["field_invalid"]

@@ -452,3 +452,33 @@ def test_a_targeted_offer_applies_only_to_a_granted_card_online_and_its_uses_run
     op["grants"] = "yes"
     _, declined = engine.apply(state, program, op, 6)
     assert declined["declined"] == "field_invalid"
+
+
+def test_a_replayed_sale_takes_a_use_only_of_the_offers_it_got():
+    """Rule GRANTS_AS_POSTED: a posted sale replayed with the offers its gateway says it got
+    ("grants": a list) takes a use of those alone. Granted "winback" with one use: a sale
+    that says it got none (priced before the grant reached its store) takes no use and gets
+    nothing off, one that says "winback" takes it, and a list of offers of no grant gives
+    nothing. A list of anything but texts is field_invalid."""
+    program = validate_program("winback", {
+        "version": 1, "currency": "EUR", "points": {"earn_bp": 500, "points_per_unit": 10},
+        "promotions": {"offers": [{"id": "winback", "targeted": True, "discount_pct": 15}]}})
+    state = issued(program)
+    grant = {"op": "grant", "id": "g1", "offer": "winback", "uses": 1, "last_day": 3}
+    state, _ = accepted(state, program, grant, 0)
+
+    def replayed(sale_id, got):
+        op = purchase(sale_id, 4000)
+        op["grants"] = got
+        return accepted(state, program, op, 1)
+
+    state, effects = replayed("a", [])
+    assert effects["discount_minor"] == 0 and state["grants"] == {"winback": [1, 3]}
+    state, effects = replayed("b", ["other"])
+    assert effects["discount_minor"] == 0 and state["grants"] == {"winback": [1, 3]}
+    state, effects = replayed("c", ["winback"])
+    assert effects["discount_minor"] == 600 and "grants" not in state
+    op = purchase("d", 4000)
+    op["grants"] = [1]
+    _, declined = engine.apply(state, program, op, 1)
+    assert declined["declined"] == "field_invalid"
