@@ -111,7 +111,7 @@ def measure_requests(count: int) -> Section:
         section.metrics.append(Metric.against(f"ledger_api.{name}_p99_ms",
                                               percentile(times, 0.99), raw_p99, "ms", count))
     section.notes.append(
-        f"ledger API: one request at a time on a kept-alive connection to one ledger process"
+        f"one request at a time on a kept-alive connection to one ledger process"
         f" (http.server, a thread per connection) on PostgreSQL; baseline: one single-row"
         f" SELECT through psycopg, p50 {raw_p50:.3g} ms. A look-up reads seven parts of the"
         f" card in one read transaction (a gateway's also writes that it serves the card and"
