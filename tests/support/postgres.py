@@ -123,11 +123,7 @@ def _fresh_database(admin_dsn: str) -> Iterator[str]:
 def private_cluster() -> Iterator[str]:
     """Start a throw-away cluster on a free loopback port, yield its admin DSN, then remove it."""
     bin_dir = _postgres_bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="tilltap-pg-"))
-    data, sockets, log = root / "data", root / "sock", root / "server.log"
-    sockets.mkdir()
-    _hand_to_cluster_user(root)
-    port = _free_port()
+    root, data, sockets, log, port = _cluster_place("tilltap-pg-")
     started = False
     try:
         _run_as_cluster_user(
@@ -165,11 +161,7 @@ def replicated_pair() -> Iterator[tuple[str, str, Callable[[], None]]]:
     bin_dir = _postgres_bin_dir()
     with private_cluster() as primary:
         port = int(urlsplit(primary).port or 0)
-        root = Path(tempfile.mkdtemp(prefix="tilltap-pg-standby-"))
-        data, sockets, log = root / "data", root / "sock", root / "server.log"
-        sockets.mkdir()
-        _hand_to_cluster_user(root)
-        standby_port = _free_port()
+        root, data, sockets, log, standby_port = _cluster_place("tilltap-pg-standby-")
         running = False
 
         def stop() -> None:
@@ -192,6 +184,16 @@ def replicated_pair() -> Iterator[tuple[str, str, Callable[[], None]]]:
         finally:
             stop()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _cluster_place(prefix: str) -> tuple[Path, Path, Path, Path, int]:
+    """A new folder for a cluster, the postgres user's (root, data, sockets, log) and a free
+    port for it."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    data, sockets, log = root / "data", root / "sock", root / "server.log"
+    sockets.mkdir()
+    _hand_to_cluster_user(root)
+    return root, data, sockets, log, _free_port()
 
 
 def _probe(dsn: str) -> str | None:
