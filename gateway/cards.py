@@ -688,10 +688,11 @@ class CardBook:
         if (fields["kind"] in (txn.KIND_PURCHASE, txn.KIND_CASHOUT)
                 and fields["auth_mode"] == txn.AUTH_ONLINE
                 and hold.card == fields["card"]
-                and (value_minor or redeemed or hold.grants)
+                and (value_minor or redeemed or not (hold.value_minor or hold.points))
                 and value_minor <= hold.value_minor and redeemed <= hold.points):
-            # A sale paid in cash posts its hold too when the hold took an offer's use: a
-            # void would give the use back before the sale's posting spends it.
+            # A ledger hold of no value and no points took targeted offers' uses alone
+            # (gateway/ledger_holds.py): the sale posts it, as a void would give the uses
+            # back before the sale's posting spends them.
             return hold.ledger_hold_id
         self.holds.lapsed.append(hold.ledger_hold_id)
         return None

@@ -74,7 +74,13 @@ def plan(kept: list[dict[str, Any]], came: dict[str, str | None], now_s: float,
         # A hold of points only holds no value here but points at the ledger: restored too,
         # so its record still posts it (the answer's redeem_points are the points held).
         holds_points = bool((hold["expect"] or {}).get("redeem_points"))
-        if hold["given_at"] + hold_ttl_s > now_s and (hold["held_minor"] > 0 or holds_points):
+        # A given approval (its amounts kept: an intent has none) whose ledger hold holds no
+        # value and no points took targeted offers' uses alone: restored too, so its record
+        # posts it (a void gives the uses back before the sale spends them).
+        holds_offers = (hold_id is not None and bool(hold["expect"]) and not stand_in
+                        and not hold["held_minor"] and not holds_points)
+        if hold["given_at"] + hold_ttl_s > now_s and (
+                hold["held_minor"] > 0 or holds_points or holds_offers):
             recovery.restored.append(hold)
             if stand_in and hold_id is not None:
                 recovery.void.append(hold_id)

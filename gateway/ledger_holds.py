@@ -346,7 +346,7 @@ class LedgerHolds:
             self.stats.add("ledger_hold.card_unknown")
             return decision
         with self.cards.lock:
-            kept = self.cards.holds.mark_ledger(auth_id, hold_id, grants)
+            kept = self.cards.holds.mark_ledger(auth_id, hold_id)
         if not kept:
             # The local hold ran out while the ledger answered (only if the clock jumped):
             # the approval comes too late to honour.

@@ -30,7 +30,7 @@ AUTH_ID_PATTERN = re.compile(r"a([0-9]{1,9})-([0-9]{1,18})")
 
 class Hold:
     __slots__ = ("card", "value_minor", "expires_s", "issue", "ledger_hold_id", "expect", "op",
-                 "stand_in", "sun_counter", "grants")
+                 "stand_in", "sun_counter")
 
     def __init__(self, card: str, value_minor: int, expires_s: float, issue: bool,
                  expect: dict[str, int] | None = None, op: dict[str, Any] | None = None) -> None:
@@ -43,7 +43,6 @@ class Hold:
         self.op = op  # the engine operation approved, until its record arrives
         self.stand_in = False  # approved by the gateway standing in for the ledger
         self.sun_counter: int | None = None  # the approved tap's read counter, for the ledger
-        self.grants: tuple[str, ...] = ()  # targeted offers whose use the ledger hold takes
 
     @property
     def points(self) -> int:
@@ -135,15 +134,13 @@ class LocalHolds:
         """The auth id placed for the sale a request said would be `sale_id`."""
         return self._by_sale.get(sale_id)
 
-    def mark_ledger(self, auth_id: str, ledger_hold_id: str,
-                    grants: tuple[str, ...] = ()) -> bool:
-        """Note that the ledger holds this authorization's value, points and uses of the
-        targeted offers `grants`; False if the hold is gone."""
+    def mark_ledger(self, auth_id: str, ledger_hold_id: str) -> bool:
+        """Note that the ledger holds this authorization's value, points or uses of targeted
+        offers; False if the hold is gone."""
         hold = self._holds.get(auth_id)
         if hold is None:
             return False
         hold.ledger_hold_id = ledger_hold_id
-        hold.grants = grants
         return True
 
     def orphan(self, auth_id: str | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import hold_recovery
 from gateway.authorize import decide
 from gateway.card_directory import CardDirectory
 from gateway.cards import EFFECTS_FIELD, LEDGER_HOLD_FIELD
@@ -140,3 +141,20 @@ def test_a_ledger_out_of_reach_stands_in_for_the_offer_within_the_limits() -> No
     assert decision["approved"] and decision["promotions"] == ["comeback"]
     assert decision["auth_mode"] == 3  # stand-in: the use is this store's word alone
     assert holds.pending_voids() == ["gw1-a7-1"]  # it may have been placed: voided later
+
+
+def test_a_hold_of_offers_alone_is_restored_after_a_restart() -> None:
+    """Nothing held here nor points at the ledger, only an offer's use: restored, so its
+    record still posts it (a void would give the use back before the sale spends it); a
+    stand-in's, which may not even be placed, is voided as before."""
+    kept = {"auth_id": "a7-1", "terminal": "T1", "card": CARD, "auth_mode": txn.AUTH_ONLINE,
+            "given_at": NOW_S, "held_minor": 0, "op": None, "ledger_hold_id": "gw1-a7-1",
+            "expect": {"redeem_points": 0, "card_value_minor": 0}}
+    recovery = hold_recovery.plan([kept], {}, NOW_S + 10, 120)
+    assert recovery.restored == [kept] and recovery.void == []
+    stood_in = dict(kept, auth_mode=txn.AUTH_STAND_IN)
+    assert hold_recovery.plan([stood_in], {}, NOW_S + 10, 120).void == ["gw1-a7-1"]
+    nothing = dict(kept, ledger_hold_id=None)  # a cash sale that got no offer: no hold
+    assert hold_recovery.plan([nothing], {}, NOW_S + 10, 120).restored == []
+    intent = dict(kept, expect={})  # asked of the ledger, the approval never kept: voided
+    assert hold_recovery.plan([intent], {}, NOW_S + 10, 120).void == ["gw1-a7-1"]
