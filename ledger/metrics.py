@@ -33,15 +33,13 @@ from prometheus_client.registry import Collector
 
 from ledger.books import Books
 from ledger.errors import LedgerUnavailable
+from ledger.openapi import ROUTES
 
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_FIXED_ROUTES = frozenset({
-    "/v1/batches", "/v1/holds", "/v1/blocks", "/v1/balances", "/v1/terminals",
-    "/v1/trial-balance", "/v1/alarms", "/v1/refused", "/v1/health", "/health", METRICS_PATH,
-    "/v1/fleet", "/v1/changes", "/v1/customers", "/v1/companies",
-})  # fmt: skip
+# Every path of the API without a parameter (ledger/openapi.py lists them all).
+_FIXED_ROUTES = frozenset(route.path for route in ROUTES if "{" not in route.path)
 _PREFIX_ROUTES = (
     ("/v1/cards/", "/block", "/v1/cards/{card}/block"),
     ("/v1/cards/", "/history", "/v1/cards/{card}/history"),

@@ -23,6 +23,8 @@
     GET    /v1/reports/<name>  ?as_of=YYYY-MM-DD&window_days=N[&...] (docs/ledger.md, Reports);
                                customer_lapsing with contacts via Customers.report
     GET    /v1/health          {"status": "ok", "dialect": ...} or 503 (also GET /health)
+    GET    /v1/openapi.json    this API as an OpenAPI 3.1 document (ledger/openapi.py); no login
+    GET    /v1/refused         ?batch_id=ID: the transactions the ledger refused
     POST   /v1/fleet           a gateway's report of its terminals (ledger/fleet_sql.py) -> 200
     GET    /v1/fleet           {"gateways": [{..., "terminals": [...]}, ...]} as last reported
     GET    /metrics            Prometheus text (ledger/metrics.py); reader or admin
@@ -85,7 +87,7 @@ from types import FrameType
 from typing import Any, Protocol
 from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
-from ledger import auth, feed_sql, fleet_sql, office
+from ledger import auth, feed_sql, fleet_sql, office, openapi
 from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_logins
 from ledger.books import Books, open_books
 from ledger.card_engine import card_engine
@@ -123,6 +125,7 @@ from ledger.limits import (
 )
 from ledger.metrics import CONTENT_TYPE as METRICS_TYPE
 from ledger.metrics import METRICS_PATH, LedgerMetrics
+from ledger.openapi import OPENAPI_PATH
 from ledger.personal_crypto import CustomerKey, KeyFileInvalid, KeyMismatch, load_key_file
 from ledger.validate import ID_PATTERN
 from protocol.errors import ValidationError
@@ -157,6 +160,7 @@ HOLDS_PATH = "/v1/holds"
 BATCHES_PATH = "/v1/batches"
 HEALTH_PATH = "/v1/health"
 HEALTH_PATHS = frozenset({HEALTH_PATH, "/health"})  # /health: what probes ask by default
+OPEN_PATHS = HEALTH_PATHS | {OPENAPI_PATH}  # asked without a login (nothing of the books)
 REFUSED_PATH = "/v1/refused"
 FLEET_PATH = "/v1/fleet"
 HOLDS_PREFIX = "/v1/holds/"
@@ -417,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _authenticate(self) -> Login | None:
         """The caller's login (None: an open ledger, or the health check anyone may ask)."""
         logins = self.server.logins.current()
-        if logins is None or urlsplit(self.path).path in HEALTH_PATHS:
+        if logins is None or urlsplit(self.path).path in OPEN_PATHS:
             return None
         return authenticate(logins, self.headers.get("Authorization"))
 
@@ -553,6 +557,8 @@ class _Handler(BaseHTTPRequestHandler):
                 lambda: {"gateways": books.read(lambda db, now: fleet_sql.read_fleet(db))})})
         if path in HEALTH_PATHS:
             return self._only("GET", method, lambda: (200, _health(books)))
+        if path == OPENAPI_PATH:
+            return self._only("GET", method, lambda: (200, openapi.document()))
         if path == METRICS_PATH:
             return self._only("GET", method, self._metrics)
         if path == REFUSED_PATH:
