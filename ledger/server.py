@@ -92,6 +92,7 @@ from ledger.auth import Login, LoginsInvalid, authenticate, is_loopback, load_lo
 from ledger.books import Books, open_books
 from ledger.card_engine import card_engine
 from ledger.customers import Customers, parse_find
+from ledger.db import POSTGRES_SCHEMES
 from ledger.errors import (
     BatchInvalid,
     BatchTooLarge,
@@ -1206,6 +1207,9 @@ def serve(
     state (tier, discount, points lots; ledger/card_engine.py); None: none is shown.
     `report_dsn`: a read replica of the books that named reports are read from
     (`open_books`); ServerRefused for one that is not PostgreSQL."""
+    if report_dsn is not None and not report_dsn.startswith(POSTGRES_SCHEMES):
+        raise ServerRefused("--report-dsn: a report replica is a PostgreSQL standby:"
+                            " postgresql://...")
     if not is_loopback(host):
         if logins_file is None:
             raise ServerRefused(f"an open ledger listens on loopback only, not {host}: "
@@ -1217,10 +1221,7 @@ def serve(
     if logins_file is None:
         log.warning("the ledger API is open: no logins file, every local caller may do all",
                     extra={"event": "ledger_open"})
-    try:
-        books = open_books(dsn, clock, programs, report_dsn)
-    except ValueError as error:
-        raise ServerRefused(f"--report-dsn: {error}") from error
+    books = open_books(dsn, clock, programs, report_dsn)
     try:
         try:
             Customers(books, customer_key).check_key()
