@@ -502,12 +502,10 @@ class CardBook:
             recalled.get("card") if recalled is not None else None)
         return given == fields["card"]
 
-    def _targeted(self, effects: Mapping[str, Any]) -> list[str]:
-        """Of the offers the engine gave an operation, the targeted ones (each a grant's use)."""
-        offers = effects.get("promotions")
-        if not offers:
-            return []
-        section = self.states.program(effects["program"]).get("promotions") or {}
+    def _targeted(self, program_id: str, offers: Iterable[str]) -> list[str]:
+        """Of the offers an operation got, the program's targeted ones (each a grant's use),
+        sorted."""
+        section = self.states.program(program_id).get("promotions") or {}
         targeted = {offer["id"] for offer in section.get("offers", ()) if offer.get("targeted")}
         return sorted(offer for offer in set(offers) if offer in targeted)
 
@@ -518,9 +516,7 @@ class CardBook:
         known = self.states.get(card)
         if known is None:  # a card sold here and not yet on the books has no grants
             return ()
-        section = self.states.program(known["program"]).get("promotions") or {}
-        targeted = {offer["id"] for offer in section.get("offers", ()) if offer.get("targeted")}
-        return tuple(sorted(offer for offer in set(offers) if offer in targeted))
+        return tuple(self._targeted(known["program"], offers))
 
     def approval(self, fields: Mapping[str, Any],
                  recalled: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -651,7 +647,8 @@ class CardBook:
         if kind == txn.KIND_PURCHASE and fields["auth_mode"] != txn.AUTH_OFFLINE:
             # The targeted offers it got, which the ledger and the other stores replay it
             # with (GRANTS_AS_POSTED): none is a fact too, for a grant that came after.
-            settled["grants"] = self._targeted(effects)
+            settled["grants"] = self._targeted(effects["program"],
+                                               effects.get("promotions") or ())
         if settled["points"] != fields["points"]:
             self.recomputed += 1
             sign = -1 if kind == txn.KIND_REFUND else 1

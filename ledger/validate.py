@@ -231,28 +231,26 @@ def parse_hold_request(document: object) -> HoldRequest:
 def _txn_grants(document: Mapping[str, Any], where: str) -> str | None:
     """A purchase's targeted offers (0..HOLD_GRANTS_MAX ids, each once), kept as canonical
     JSON; absent or null: not said."""
-    grants = document.get("grants")
-    if grants is None:
+    if document.get("grants") is None:
         return None
-    if (not isinstance(grants, list) or len(grants) > HOLD_GRANTS_MAX
-            or len(set(map(str, grants))) != len(grants)):
-        raise BatchInvalid("field_invalid", f"{where}.grants: a list of at most"
-                           f" {HOLD_GRANTS_MAX} offer ids, each once")
-    ids = [_identifier({"grant": offer}, "grant", f"{where}.grants") for offer in grants]
-    return canonical_json(sorted(ids))
+    return canonical_json(sorted(_offer_ids(document["grants"], where, 0)))
 
 
 def _hold_grants(document: Mapping[str, Any], where: str) -> tuple[str, ...]:
     """A hold's targeted offers: 1..HOLD_GRANTS_MAX offer ids, each once (absent: none)."""
     if "grants" not in document:
         return ()
-    grants = document["grants"]
-    if (not isinstance(grants, list) or not 0 < len(grants) <= HOLD_GRANTS_MAX
+    return _offer_ids(document["grants"], where, 1)
+
+
+def _offer_ids(grants: object, where: str, least: int) -> tuple[str, ...]:
+    """`least`..HOLD_GRANTS_MAX offer ids, each once; else field_invalid (field_type for an
+    id that is not a string)."""
+    if (not isinstance(grants, list) or not least <= len(grants) <= HOLD_GRANTS_MAX
             or len(set(map(str, grants))) != len(grants)):
-        raise BatchInvalid("field_invalid", f"{where}.grants: a list of 1..{HOLD_GRANTS_MAX}"
-                           " offer ids, each once")
-    return tuple(_identifier({"grant": offer}, "grant", f"{where}.grants")
-                 for offer in grants)
+        raise BatchInvalid("field_invalid", f"{where}.grants: a list of {least} to"
+                           f" {HOLD_GRANTS_MAX} offer ids, each once")
+    return tuple(_identifier({"grant": offer}, "grant", f"{where}.grants") for offer in grants)
 
 
 def _hold_reward(document: Mapping[str, Any], where: str, points: int) -> str | None:
