@@ -68,15 +68,25 @@ def granted(directory: CardDirectory, book: Any) -> None:
         book.states.entry(CARD)["state"]["grants"] = {"comeback": [1, LAST_DAY]}
 
 
+def store(grant: bool, settle: Any = None) -> tuple[GrantsLedger, Any, Any, CardDirectory]:
+    """A gateway's card book and ledger holds on a GrantsLedger, the loyalty card taken on
+    (with a grant of "comeback" when `grant`)."""
+    ledger = GrantsLedger()
+    book, holds = gateway(ledger, settle=settle)
+    directory = loyalty_card(0, 0)
+    if grant:
+        granted(directory, book)
+    else:
+        look_up(book, directory)
+    return ledger, book, holds, directory
+
+
 def cash(amount_minor: int = 2000) -> dict[str, Any]:
     return sale(0, amount_minor=amount_minor)
 
 
 def test_a_cash_sale_that_gets_the_offer_holds_its_use_and_posts_the_hold() -> None:
-    ledger = GrantsLedger()
-    book, holds = gateway(ledger)
-    directory = loyalty_card(0, 0)
-    granted(directory, book)
+    ledger, book, holds, directory = store(grant=True)
     decision = decide(book, holds, cash(), NOW_S, directory)
     assert decision["approved"] and decision["promotions"] == ["comeback"], decision
     assert ledger.placed == [{"hold_id": "gw1-a7-1", "amount_minor": 0, "points": 0,
@@ -95,10 +105,7 @@ def test_a_cash_sale_that_gets_the_offer_holds_its_use_and_posts_the_hold() -> N
 def test_a_sale_without_the_offer_is_posted_saying_it_got_none() -> None:
     """Priced before the grant reached this store: "grants": [] tells every replay to keep
     the use (the grant may be applied before this sale elsewhere)."""
-    ledger = GrantsLedger()
-    book, holds = gateway(ledger)
-    directory = loyalty_card(0, 0)
-    look_up(book, directory)
+    ledger, book, holds, directory = store(grant=False)
     decision = decide(book, holds, cash(), NOW_S, directory)
     fields = record_of(decision, 1) | {"amount_minor": 2000}
     with book.lock:
@@ -109,12 +116,9 @@ def test_a_sale_without_the_offer_is_posted_saying_it_got_none() -> None:
 
 def test_offer_used_at_the_ledger_declines_with_that_reason() -> None:
     assert "offer_used" in PASSED_ON
-    ledger = GrantsLedger()
-    ledger.used = True
     settled: list[bool] = []
-    book, holds = gateway(ledger, settle=lambda: settled.append(True))
-    directory = loyalty_card(0, 0)
-    granted(directory, book)
+    ledger, book, holds, directory = store(grant=True, settle=lambda: settled.append(True))
+    ledger.used = True
     refused = decide(book, holds, cash(), NOW_S, directory)
     assert refused == {"approved": False, "reason": "offer_used"}
     assert settled == [] and len(book.holds) == 0  # no settling first; the local hold ended
@@ -122,21 +126,15 @@ def test_offer_used_at_the_ledger_declines_with_that_reason() -> None:
 
 
 def test_a_sale_without_a_targeted_offer_holds_nothing_when_paid_in_cash() -> None:
-    ledger = GrantsLedger()
-    book, holds = gateway(ledger)
-    directory = loyalty_card(0, 0)
-    look_up(book, directory)
+    ledger, book, holds, directory = store(grant=False)
     decision = decide(book, holds, cash(), NOW_S, directory)
     assert decision["approved"] and "promotions" not in decision
     assert ledger.placed == []
 
 
 def test_a_ledger_out_of_reach_stands_in_for_the_offer_within_the_limits() -> None:
-    ledger = GrantsLedger()
+    ledger, book, holds, directory = store(grant=True)
     ledger.down = True
-    book, holds = gateway(ledger)
-    directory = loyalty_card(0, 0)
-    granted(directory, book)
     decision = decide(book, holds, cash(), NOW_S, directory)
     assert decision["approved"] and decision["promotions"] == ["comeback"]
     assert decision["auth_mode"] == 3  # stand-in: the use is this store's word alone

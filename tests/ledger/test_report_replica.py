@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -111,7 +112,7 @@ def test_a_standby_that_stops_answering_takes_only_the_reports_down(
     assert placed.status == "open"  # holds and batches go on, on the primary
 
 
-def test_a_report_replica_must_be_postgresql(tmp_path: object,
+def test_a_report_replica_must_be_postgresql(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ServerRefused):
         serve("sqlite:///" + str(tmp_path) + "/ledger.db",
